@@ -1,0 +1,321 @@
+//! The zero-copy decoding view of a message.
+
+use subtle::ConstantTimeEq;
+
+use crate::attr::Attribute;
+use crate::error::{DecodeError, IntegrityError};
+use crate::header::{AttrType, MessageType, TransactionId, HEADER_LEN, MAGIC_COOKIE};
+use crate::integrity::{fingerprint, hmac_sha1, hmac_sha256, Key};
+
+/// One attribute as it sits in the message: its type and its value bytes
+/// (without padding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawAttribute<'a> {
+    /// The type.
+    pub typ: AttrType,
+    /// The value, borrowed from the datagram.
+    pub value: &'a [u8],
+}
+
+/// A decoded STUN message borrowing its datagram.
+///
+/// [`Message::decode`] checks the header and walks the attribute headers once
+/// (no attribute value is parsed, nothing is copied or allocated). Typed
+/// attributes are parsed on demand by [`Message::get`]. Per RFC 8489 §14.5,
+/// attributes after MESSAGE-INTEGRITY other than MESSAGE-INTEGRITY-SHA256 and
+/// FINGERPRINT (and after MESSAGE-INTEGRITY-SHA256 other than FINGERPRINT) are
+/// ignored: [`Message::attributes`] does not show them.
+#[derive(Clone, Copy)]
+pub struct Message<'a> {
+    buf: &'a [u8],
+    typ: MessageType,
+    tid: TransactionId,
+    legacy: bool,
+    /// Attributes at offsets below this are "before integrity" and all visible.
+    protected_end: usize,
+    integrity: Option<usize>,
+    integrity_sha256: Option<usize>,
+    fingerprint: Option<usize>,
+}
+
+impl<'a> std::fmt::Debug for Message<'a> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Message");
+        d.field("type", &self.typ).field("tid", &self.tid);
+        if self.legacy {
+            d.field("rfc3489", &true);
+        }
+        d.field(
+            "attributes",
+            &self.attributes().map(|a| a.typ).collect::<Vec<_>>(),
+        );
+        d.finish()
+    }
+}
+
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// Whether `buf` starts like a STUN message with the RFC 8489 magic cookie
+/// (a cheap test for demultiplexing; it does not validate the rest).
+pub fn is_stun(buf: &[u8]) -> bool {
+    buf.len() >= HEADER_LEN
+        && buf[0] & 0xC0 == 0
+        && buf[4..8] == MAGIC_COOKIE.to_be_bytes()
+        && be16(buf, 2) % 4 == 0
+}
+
+impl<'a> Message<'a> {
+    /// Decode a whole datagram (or a whole framed message from a stream).
+    pub fn decode(buf: &'a [u8]) -> Result<Message<'a>, DecodeError> {
+        if buf.len() < HEADER_LEN {
+            return Err(DecodeError::TooShort { len: buf.len() });
+        }
+        if buf[0] & 0xC0 != 0 {
+            return Err(DecodeError::NotStun);
+        }
+        let declared = be16(buf, 2);
+        if declared % 4 != 0 {
+            return Err(DecodeError::UnalignedLength { declared });
+        }
+        let end = HEADER_LEN + usize::from(declared);
+        if end != buf.len() {
+            return Err(DecodeError::LengthMismatch {
+                declared,
+                available: buf.len() - HEADER_LEN,
+            });
+        }
+        let typ = MessageType::from_u16(be16(buf, 0));
+        let legacy = buf[4..8] != MAGIC_COOKIE.to_be_bytes();
+        let mut tid = [0u8; 12];
+        tid.copy_from_slice(&buf[8..20]);
+
+        let mut msg = Message {
+            buf,
+            typ,
+            tid: TransactionId::new(tid),
+            legacy,
+            protected_end: end,
+            integrity: None,
+            integrity_sha256: None,
+            fingerprint: None,
+        };
+        let mut off = HEADER_LEN;
+        while off < end {
+            let Some(head) = buf.get(off..off + 4) else {
+                // Fewer than 4 bytes left cannot happen with a length that is a
+                // multiple of 4, but stay total.
+                return Err(DecodeError::AttributeOverflow {
+                    attr: AttrType(0),
+                    offset: off,
+                    len: 0,
+                });
+            };
+            let attr = AttrType(be16(head, 0));
+            let len = be16(head, 2);
+            let next = off + 4 + usize::from(len).next_multiple_of(4);
+            if next > end {
+                return Err(DecodeError::AttributeOverflow {
+                    attr,
+                    offset: off,
+                    len,
+                });
+            }
+            if msg.fingerprint.is_some() {
+                return Err(DecodeError::FingerprintNotLast { attr });
+            }
+            match attr {
+                AttrType::MESSAGE_INTEGRITY
+                    if msg.integrity.is_none() && msg.integrity_sha256.is_none() =>
+                {
+                    msg.integrity = Some(off);
+                    msg.protected_end = msg.protected_end.min(off);
+                }
+                AttrType::MESSAGE_INTEGRITY_SHA256 if msg.integrity_sha256.is_none() => {
+                    msg.integrity_sha256 = Some(off);
+                    msg.protected_end = msg.protected_end.min(off);
+                }
+                AttrType::FINGERPRINT => {
+                    msg.fingerprint = Some(off);
+                    msg.protected_end = msg.protected_end.min(off);
+                }
+                _ => {}
+            }
+            off = next;
+        }
+        Ok(msg)
+    }
+
+    /// The message type (class and method).
+    pub fn typ(&self) -> MessageType {
+        self.typ
+    }
+
+    /// The transaction id.
+    pub fn transaction_id(&self) -> TransactionId {
+        self.tid
+    }
+
+    /// The whole message as received.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    /// True for an RFC 3489 message: no magic cookie. Such clients understand
+    /// MAPPED-ADDRESS only (RFC 8489 §12).
+    pub fn is_rfc3489(&self) -> bool {
+        self.legacy
+    }
+
+    /// The attributes that count, in order: every attribute before the first
+    /// integrity attribute, then MESSAGE-INTEGRITY, MESSAGE-INTEGRITY-SHA256
+    /// and FINGERPRINT where present. Ignored trailing attributes are skipped.
+    pub fn attributes(&self) -> impl Iterator<Item = RawAttribute<'a>> + 'a {
+        let buf = self.buf;
+        let protected_end = self.protected_end;
+        let tail = [self.integrity, self.integrity_sha256, self.fingerprint];
+        let raw_at = move |off: usize| RawAttribute {
+            typ: AttrType(be16(buf, off)),
+            value: &buf[off + 4..off + 4 + usize::from(be16(buf, off + 2))],
+        };
+        let mut off = HEADER_LEN;
+        std::iter::from_fn(move || {
+            if off >= protected_end {
+                return None;
+            }
+            let a = raw_at(off);
+            off += 4 + a.value.len().next_multiple_of(4);
+            Some(a)
+        })
+        .chain(tail.into_iter().flatten().map(raw_at))
+    }
+
+    /// The first attribute of a type, raw.
+    pub fn get_raw(&self, typ: AttrType) -> Option<RawAttribute<'a>> {
+        self.attributes().find(|a| a.typ == typ)
+    }
+
+    /// The first attribute of type `A`, decoded; `Ok(None)` when absent.
+    pub fn get<A: Attribute<'a>>(&self) -> Result<Option<A>, DecodeError> {
+        match self.get_raw(A::TYPE) {
+            None => Ok(None),
+            Some(raw) => {
+                A::decode(raw.value, &self.tid)
+                    .map(Some)
+                    .map_err(|reason| DecodeError::Attribute {
+                        attr: A::TYPE,
+                        reason,
+                    })
+            }
+        }
+    }
+
+    /// Whether an attribute of this type is present.
+    pub fn has(&self, typ: AttrType) -> bool {
+        self.get_raw(typ).is_some()
+    }
+
+    /// Comprehension-required attribute types (below 0x8000) that `known`
+    /// rejects: the list a 420 response must carry (RFC 8489 §6.3.1).
+    pub fn unknown_comprehension_required(
+        &self,
+        known: impl Fn(AttrType) -> bool + 'a,
+    ) -> impl Iterator<Item = AttrType> + 'a {
+        self.attributes()
+            .map(|a| a.typ)
+            .filter(move |t| t.is_comprehension_required() && !known(*t))
+    }
+
+    /// Whether the message has MESSAGE-INTEGRITY.
+    pub fn has_integrity(&self) -> bool {
+        self.integrity.is_some()
+    }
+
+    /// Whether the message has MESSAGE-INTEGRITY-SHA256.
+    pub fn has_integrity_sha256(&self) -> bool {
+        self.integrity_sha256.is_some()
+    }
+
+    /// Whether the message has FINGERPRINT.
+    pub fn has_fingerprint(&self) -> bool {
+        self.fingerprint.is_some()
+    }
+
+    /// The header with its length field set to cover up to `upto` (an offset).
+    fn header_with_len(&self, upto: usize) -> [u8; 4] {
+        let len = (upto - HEADER_LEN) as u16;
+        let l = len.to_be_bytes();
+        [self.buf[0], self.buf[1], l[0], l[1]]
+    }
+
+    /// Check MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 §14.5) with `key`, in
+    /// constant time.
+    pub fn verify_integrity(&self, key: &Key) -> Result<(), IntegrityError> {
+        let at = AttrType::MESSAGE_INTEGRITY;
+        let off = self.integrity.ok_or(IntegrityError::Missing(at))?;
+        let len = usize::from(be16(self.buf, off + 2));
+        if len != 20 {
+            return Err(IntegrityError::BadLength { attr: at, len });
+        }
+        let head = self.header_with_len(off + 24);
+        let mac = hmac_sha1(key, &[&head, &self.buf[4..off]]);
+        let got = &self.buf[off + 4..off + 24];
+        if bool::from(mac.ct_eq(got)) {
+            Ok(())
+        } else {
+            Err(IntegrityError::Mismatch(at))
+        }
+    }
+
+    /// Check MESSAGE-INTEGRITY-SHA256 (RFC 8489 §14.6, possibly truncated to
+    /// 16..=32 bytes) with `key`, in constant time.
+    pub fn verify_integrity_sha256(&self, key: &Key) -> Result<(), IntegrityError> {
+        let at = AttrType::MESSAGE_INTEGRITY_SHA256;
+        let off = self.integrity_sha256.ok_or(IntegrityError::Missing(at))?;
+        let len = usize::from(be16(self.buf, off + 2));
+        if !(16..=32).contains(&len) || len % 4 != 0 {
+            return Err(IntegrityError::BadLength { attr: at, len });
+        }
+        let head = self.header_with_len(off + 4 + len);
+        let mac = hmac_sha256(key, &[&head, &self.buf[4..off]]);
+        let got = &self.buf[off + 4..off + 4 + len];
+        if bool::from(mac[..len].ct_eq(got)) {
+            Ok(())
+        } else {
+            Err(IntegrityError::Mismatch(at))
+        }
+    }
+
+    /// Check whichever integrity the message carries, preferring
+    /// MESSAGE-INTEGRITY-SHA256 (RFC 8489 §9.2.4).
+    pub fn verify_any_integrity(&self, key: &Key) -> Result<(), IntegrityError> {
+        if self.integrity_sha256.is_some() {
+            self.verify_integrity_sha256(key)
+        } else {
+            self.verify_integrity(key)
+        }
+    }
+
+    /// Check FINGERPRINT (RFC 8489 §14.7).
+    pub fn verify_fingerprint(&self) -> Result<(), IntegrityError> {
+        let at = AttrType::FINGERPRINT;
+        let off = self.fingerprint.ok_or(IntegrityError::Missing(at))?;
+        let len = usize::from(be16(self.buf, off + 2));
+        if len != 4 {
+            return Err(IntegrityError::BadLength { attr: at, len });
+        }
+        let want = fingerprint(&[&self.buf[..off]]);
+        let got = u32::from_be_bytes([
+            self.buf[off + 4],
+            self.buf[off + 5],
+            self.buf[off + 6],
+            self.buf[off + 7],
+        ]);
+        if want == got {
+            Ok(())
+        } else {
+            Err(IntegrityError::Mismatch(at))
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Development tasks for the p2p workspace, in the cargo-xtask style.
+//!
+//! `cargo xtask ci` is the whole test suite (what `.ci/run` calls); the other
+//! tasks are pieces of it or developer tools. Everything is plain `std`, so
+//! this binary builds in seconds on a fresh machine.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+mod tasks;
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [args]
+
+tasks:
+  ci            the whole suite: fmt, clippy, tests, fuzz-corpus replay, interop, nat-lab
+  test          cargo tests of the workspace (nextest when installed)
+  lint          rustfmt --check and clippy -D warnings
+  interop       our binaries against coturn (needs the `coturn` package; installs it when CI=true)
+  nat-lab       real NATs in network namespaces (needs root, iproute2, iptables)
+  bench [what]  criterion benchmarks (codec by default) and a report in target/bench-report.md
+  fuzz [target] [secs]  run cargo-fuzz on one target for a bounded time
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let Some(task) = args.first() else {
+        eprint!("{USAGE}");
+        return ExitCode::FAILURE;
+    };
+    let rest = &args[1..];
+    let started = Instant::now();
+    let result = match task.as_str() {
+        "ci" => tasks::ci(rest),
+        "test" => tasks::test(rest),
+        "lint" => tasks::lint(),
+        "interop" => tasks::interop(rest),
+        "nat-lab" => tasks::nat_lab(rest),
+        "bench" => tasks::bench(rest),
+        "fuzz" => tasks::fuzz(rest),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown task `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => {
+            eprintln!("xtask {task}: ok in {:.1?}", started.elapsed());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xtask {task}: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of `xtask/`).
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// Run a command in the workspace root, echoing it, failing on a non-zero exit.
+pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("$ {cmd:?}");
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {:?}: {e}", cmd.get_program()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} exited with {status}"))
+    }
+}
+
+pub(crate) fn cargo() -> Command {
+    Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+pub(crate) fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program} >/dev/null 2>&1"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub(crate) fn in_ci() -> bool {
+    env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
+}
