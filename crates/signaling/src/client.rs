@@ -1,0 +1,344 @@
+//! The client side (feature `client`): a transport trait with WebSocket and
+//! in-memory implementations, and a small convenience client over it.
+
+mod memory;
+mod ws;
+
+use std::collections::VecDeque;
+
+use async_trait::async_trait;
+
+use crate::msg::{ClientMsg, ErrorCode, IceCandidate, IceServer, ParseError, PeerInfo, ServerMsg};
+
+pub use memory::{MemoryHub, MemoryTransport};
+pub use ws::WsTransport;
+
+/// A bidirectional channel to a signaling server, carrying whole messages.
+///
+/// Implemented by [`WsTransport`] (the WebSocket protocol of
+/// `docs/signaling.md`) and [`MemoryTransport`] (an in-process server for
+/// tests). A user can plug in any other signaling path (an existing app
+/// server, a chat bot...) by implementing it.
+#[async_trait]
+pub trait SignalingTransport: Send {
+    /// Sends one message.
+    async fn send(&mut self, msg: ClientMsg) -> Result<(), TransportError>;
+    /// Receives the next message; `Ok(None)` once the server closed the connection.
+    /// Messages of a type this version does not know are skipped.
+    async fn recv(&mut self) -> Result<Option<ServerMsg>, TransportError>;
+}
+
+#[async_trait]
+impl<T: SignalingTransport + ?Sized> SignalingTransport for Box<T> {
+    async fn send(&mut self, msg: ClientMsg) -> Result<(), TransportError> {
+        (**self).send(msg).await
+    }
+
+    async fn recv(&mut self) -> Result<Option<ServerMsg>, TransportError> {
+        (**self).recv().await
+    }
+}
+
+/// A transport failed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The WebSocket connection failed (connect, handshake, read or write).
+    #[error("WebSocket: {0}")]
+    WebSocket(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The server sent a frame that is not a valid message.
+    #[error("invalid message from the server: {0}")]
+    InvalidMessage(#[source] ParseError),
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+}
+
+/// A [`SignalingClient`] call failed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The server refused the request.
+    #[error("server error {code}: {message}")]
+    Server {
+        /// The stable error code.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The server closed the connection while the client waited.
+    #[error("the server closed the connection")]
+    Closed,
+    /// The server broke the protocol (for example, the first message was not a welcome).
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    /// The server speaks another protocol version.
+    #[error(
+        "the server speaks protocol version {server}, this client {}",
+        crate::PROTOCOL_VERSION
+    )]
+    VersionMismatch {
+        /// The server's version.
+        server: u32,
+    },
+}
+
+/// A small client over any [`SignalingTransport`]: waits for the welcome,
+/// joins rooms, waits for a peer, and sends offers, answers and candidates.
+///
+/// Messages that arrive while a call waits for something else (a `join`
+/// waiting for `joined`, say) are buffered and returned by
+/// [`recv`](SignalingClient::recv) in order. The client keeps track of the
+/// peers present in its rooms from `joined`, `peer-joined` and `peer-left`.
+pub struct SignalingClient {
+    transport: Box<dyn SignalingTransport>,
+    peer_id: String,
+    ice_servers: Vec<IceServer>,
+    next_id: u64,
+    buffered: VecDeque<ServerMsg>,
+    present: Vec<(String, PeerInfo)>,
+}
+
+impl std::fmt::Debug for SignalingClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalingClient")
+            .field("peer_id", &self.peer_id)
+            .field("ice_servers", &self.ice_servers.len())
+            .field("buffered", &self.buffered.len())
+            .field("present", &self.present)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignalingClient {
+    /// Connects to a WebSocket URL (`ws://host:port/`) and waits for the welcome.
+    pub async fn connect(url: &str) -> Result<SignalingClient, ClientError> {
+        let transport = WsTransport::connect(url).await?;
+        SignalingClient::new(Box::new(transport)).await
+    }
+
+    /// Waits for the welcome on an already connected transport.
+    pub async fn new(
+        mut transport: Box<dyn SignalingTransport>,
+    ) -> Result<SignalingClient, ClientError> {
+        match transport.recv().await? {
+            Some(ServerMsg::Welcome {
+                version,
+                peer_id,
+                ice_servers,
+            }) => {
+                if version != crate::PROTOCOL_VERSION {
+                    return Err(ClientError::VersionMismatch { server: version });
+                }
+                Ok(SignalingClient {
+                    transport,
+                    peer_id,
+                    ice_servers,
+                    next_id: 1,
+                    buffered: VecDeque::new(),
+                    present: Vec::new(),
+                })
+            }
+            Some(_) => Err(ClientError::Protocol("the first message was not a welcome")),
+            None => Err(ClientError::Closed),
+        }
+    }
+
+    /// This connection's peer id.
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    /// The STUN/TURN servers from the welcome.
+    pub fn ice_servers(&self) -> &[IceServer] {
+        &self.ice_servers
+    }
+
+    /// The peers present in this client's rooms, as `(room, peer)`, as far as
+    /// the messages received so far tell.
+    pub fn peers(&self) -> &[(String, PeerInfo)] {
+        &self.present
+    }
+
+    /// Joins `room` and returns the peers already there.
+    pub async fn join(
+        &mut self,
+        room: &str,
+        token: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<PeerInfo>, ClientError> {
+        let id = self.take_id();
+        self.send(ClientMsg::Join {
+            room: room.to_owned(),
+            token: token.map(str::to_owned),
+            name: name.map(str::to_owned),
+            version: Some(crate::PROTOCOL_VERSION),
+            id: Some(id),
+        })
+        .await?;
+        loop {
+            match self.recv_transport().await? {
+                ServerMsg::Joined {
+                    peers, id: Some(i), ..
+                } if i == id => return Ok(peers),
+                ServerMsg::Error {
+                    code,
+                    message,
+                    id: Some(i),
+                } if i == id => return Err(ClientError::Server { code, message }),
+                other => self.buffered.push_back(other),
+            }
+        }
+    }
+
+    /// Leaves `room`, or every room when `None`. Does not wait for the reply.
+    pub async fn leave(&mut self, room: Option<&str>) -> Result<(), ClientError> {
+        self.send(ClientMsg::Leave {
+            room: room.map(str::to_owned),
+            id: None,
+        })
+        .await
+    }
+
+    /// Returns a peer present in one of this client's rooms, waiting for a
+    /// `peer-joined` if there is none yet (that `peer-joined` is consumed).
+    pub async fn wait_for_peer(&mut self) -> Result<PeerInfo, ClientError> {
+        if let Some((_, peer)) = self.present.first() {
+            return Ok(peer.clone());
+        }
+        loop {
+            match self.recv_transport().await? {
+                ServerMsg::PeerJoined { peer, .. } => return Ok(peer),
+                other => self.buffered.push_back(other),
+            }
+        }
+    }
+
+    /// Sends any message.
+    pub async fn send(&mut self, msg: ClientMsg) -> Result<(), ClientError> {
+        Ok(self.transport.send(msg).await?)
+    }
+
+    /// Sends an SDP offer to peer `to`.
+    pub async fn send_offer(&mut self, to: &str, sdp: &str) -> Result<(), ClientError> {
+        self.send(ClientMsg::Offer {
+            to: to.to_owned(),
+            sdp: sdp.to_owned(),
+            id: None,
+        })
+        .await
+    }
+
+    /// Sends an SDP answer to peer `to`.
+    pub async fn send_answer(&mut self, to: &str, sdp: &str) -> Result<(), ClientError> {
+        self.send(ClientMsg::Answer {
+            to: to.to_owned(),
+            sdp: sdp.to_owned(),
+            id: None,
+        })
+        .await
+    }
+
+    /// Trickles one ICE candidate to peer `to`.
+    pub async fn send_candidate(
+        &mut self,
+        to: &str,
+        candidate: IceCandidate,
+    ) -> Result<(), ClientError> {
+        self.send(ClientMsg::Candidate {
+            to: to.to_owned(),
+            candidate,
+            id: None,
+        })
+        .await
+    }
+
+    /// Tells peer `to` that no more candidates follow.
+    pub async fn send_end_of_candidates(&mut self, to: &str) -> Result<(), ClientError> {
+        self.send(ClientMsg::EndOfCandidates {
+            to: to.to_owned(),
+            id: None,
+        })
+        .await
+    }
+
+    /// Sends new ICE credentials to peer `to` (ICE restart without SDP).
+    pub async fn send_ice_restart(
+        &mut self,
+        to: &str,
+        ufrag: &str,
+        pwd: &str,
+    ) -> Result<(), ClientError> {
+        self.send(ClientMsg::IceRestart {
+            to: to.to_owned(),
+            ufrag: ufrag.to_owned(),
+            pwd: pwd.to_owned(),
+            id: None,
+        })
+        .await
+    }
+
+    /// Ends the session with peer `to`.
+    pub async fn send_bye(&mut self, to: &str) -> Result<(), ClientError> {
+        self.send(ClientMsg::Bye {
+            to: to.to_owned(),
+            id: None,
+        })
+        .await
+    }
+
+    /// The next message: buffered ones first, then from the transport.
+    /// `Ok(None)` once the server closed the connection.
+    pub async fn recv(&mut self) -> Result<Option<ServerMsg>, ClientError> {
+        if let Some(m) = self.buffered.pop_front() {
+            return Ok(Some(m));
+        }
+        match self.transport.recv().await? {
+            Some(m) => {
+                self.track(&m);
+                Ok(Some(m))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Gives the transport back (buffered messages are lost).
+    pub fn into_transport(self) -> Box<dyn SignalingTransport> {
+        self.transport
+    }
+
+    fn take_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    async fn recv_transport(&mut self) -> Result<ServerMsg, ClientError> {
+        match self.transport.recv().await? {
+            Some(m) => {
+                self.track(&m);
+                Ok(m)
+            }
+            None => Err(ClientError::Closed),
+        }
+    }
+
+    fn track(&mut self, msg: &ServerMsg) {
+        match msg {
+            ServerMsg::Joined { room, peers, .. } => {
+                for p in peers {
+                    self.present.push((room.clone(), p.clone()));
+                }
+            }
+            ServerMsg::PeerJoined { room, peer } => self.present.push((room.clone(), peer.clone())),
+            ServerMsg::PeerLeft { room, peer_id } => self
+                .present
+                .retain(|(r, p)| !(r == room && p.id == *peer_id)),
+            ServerMsg::Left { room, .. } => self.present.retain(|(r, _)| r != room),
+            _ => {}
+        }
+    }
+}

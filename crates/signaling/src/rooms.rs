@@ -1,0 +1,702 @@
+//! The sans-IO room state: who is connected, who is in which room, who may
+//! send what to whom.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use subtle::ConstantTimeEq;
+
+use crate::ice_servers::{IceServerProvider, StaticIceServers};
+use crate::msg::{ClientMsg, ErrorCode, PeerInfo, ServerMsg, PROTOCOL_VERSION};
+
+/// Longest room name, in bytes.
+pub const MAX_ROOM_NAME_LEN: usize = 128;
+/// Longest peer display name, in bytes.
+pub const MAX_PEER_NAME_LEN: usize = 64;
+/// Longest ICE ufrag or pwd in an `ice-restart`, in bytes.
+pub const MAX_ICE_CREDENTIAL_LEN: usize = 256;
+
+/// Identifies one client connection inside [`Rooms`]. Handed out by
+/// [`Rooms::connect`]; the peer id on the wire is `p<n>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conn#{}", self.0)
+    }
+}
+
+/// Limits enforced by [`Rooms`]. `Limits::default()` suits a public server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Most peers in one room. Default 8.
+    pub max_room_size: usize,
+    /// Most rooms one connection may be in at once. Default 4.
+    pub max_rooms_per_conn: usize,
+    /// Most rooms on the server. Default 10 000.
+    pub max_rooms: usize,
+    /// Most simultaneous connections. Default 10 000.
+    pub max_connections: usize,
+    /// Largest text frame accepted, in bytes. Default 64 KiB (an SDP offer is
+    /// a few KiB). The WebSocket layer of the server enforces a hard cap above it.
+    pub max_message_size: usize,
+    /// Sustained messages per second per connection (token bucket refill). Default 20.
+    pub rate_per_second: f64,
+    /// Token bucket size: messages a connection may send in a burst. Default 50.
+    pub burst: f64,
+    /// A connection with no activity (message or WebSocket pong) for this long
+    /// is closed. Default 60 s.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_room_size: 8,
+            max_rooms_per_conn: 4,
+            max_rooms: 10_000,
+            max_connections: 10_000,
+            max_message_size: 64 * 1024,
+            rate_per_second: 20.0,
+            burst: 50.0,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Who may join which room.
+///
+/// A room with its own token needs that token; any other room needs the
+/// global token when one is set, and is open otherwise.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// Token for rooms without their own token. `None`: those rooms are open.
+    pub global_token: Option<String>,
+    /// Per-room tokens.
+    pub room_tokens: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rooms: BTreeSet<&String> = self.room_tokens.keys().collect();
+        f.debug_struct("Auth")
+            .field(
+                "global_token",
+                &self.global_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("rooms_with_tokens", &rooms)
+            .finish()
+    }
+}
+
+impl Auth {
+    /// Every room is open.
+    pub fn open() -> Auth {
+        Auth::default()
+    }
+
+    /// Every room needs `token` (unless it has its own).
+    pub fn global(token: impl Into<String>) -> Auth {
+        Auth {
+            global_token: Some(token.into()),
+            room_tokens: HashMap::new(),
+        }
+    }
+
+    /// Adds a token for one room.
+    pub fn with_room_token(mut self, room: impl Into<String>, token: impl Into<String>) -> Auth {
+        self.room_tokens.insert(room.into(), token.into());
+        self
+    }
+
+    fn allows(&self, room: &str, token: Option<&str>) -> bool {
+        let needed = match self.room_tokens.get(room) {
+            Some(t) => t.as_str(),
+            None => match &self.global_token {
+                Some(t) => t.as_str(),
+                None => return true,
+            },
+        };
+        let given = token.unwrap_or("");
+        !needed.is_empty() && bool::from(needed.as_bytes().ct_eq(given.as_bytes()))
+    }
+}
+
+/// [`Rooms::connect`] refused a connection.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// [`Limits::max_connections`] are open already.
+    #[error("too many connections")]
+    TooManyConnections,
+}
+
+/// The signaling server's state, without I/O.
+///
+/// The driver (the `server` feature, `MemoryHub` with the `client`
+/// feature, or your own) owns transports and a clock and calls in:
+///
+/// - [`connect`](Rooms::connect) when a client arrives: send it the returned welcome;
+/// - [`handle_text`](Rooms::handle_text) for each text frame (or
+///   [`handle`](Rooms::handle) with an already parsed message),
+///   [`handle_binary`](Rooms::handle_binary) for binary frames and
+///   [`touch`](Rooms::touch) for transport keepalives (WebSocket pongs);
+/// - [`disconnect`](Rooms::disconnect) when a transport closes;
+/// - [`handle_timeout`](Rooms::handle_timeout) when [`poll_timeout`](Rooms::poll_timeout) is due.
+///
+/// Each call returns the messages to deliver, in order, as `(receiver, message)`.
+/// After each call, deliver them, then drain [`poll_close`](Rooms::poll_close)
+/// (connections to close, already removed from the state), then re-arm the
+/// timer with [`poll_timeout`](Rooms::poll_timeout).
+///
+/// Nothing crosses rooms: a peer can address only peers it shares a room with.
+#[derive(Debug)]
+pub struct Rooms {
+    limits: Limits,
+    auth: Auth,
+    ice: Arc<dyn IceServerProvider>,
+    epoch: Option<(Instant, SystemTime)>,
+    next_conn: u64,
+    conns: HashMap<ConnId, Conn>,
+    rooms: HashMap<String, Room>,
+    peers: HashMap<String, ConnId>,
+    idle: BTreeSet<(Instant, ConnId)>,
+    to_close: VecDeque<ConnId>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    peer_id: String,
+    rooms: Vec<String>,
+    last_seen: Instant,
+    bucket: TokenBucket,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    /// Members in join order, with the name each joined with.
+    members: Vec<(ConnId, Option<String>)>,
+}
+
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+type Out = Vec<(ConnId, ServerMsg)>;
+
+impl Rooms {
+    /// Empty state with the given limits, open rooms and no ICE servers.
+    pub fn new(limits: Limits) -> Rooms {
+        Rooms {
+            limits,
+            auth: Auth::open(),
+            ice: Arc::new(StaticIceServers::default()),
+            epoch: None,
+            next_conn: 1,
+            conns: HashMap::new(),
+            rooms: HashMap::new(),
+            peers: HashMap::new(),
+            idle: BTreeSet::new(),
+            to_close: VecDeque::new(),
+        }
+    }
+
+    /// Sets who may join which room.
+    pub fn with_auth(mut self, auth: Auth) -> Rooms {
+        self.auth = auth;
+        self
+    }
+
+    /// Sets where the welcome's `iceServers` come from. `epoch` pairs one
+    /// monotonic instant with the wall-clock time at that instant; the provider
+    /// is given `epoch.1 + (now - epoch.0)`.
+    pub fn with_ice_servers(
+        mut self,
+        provider: Arc<dyn IceServerProvider>,
+        epoch: (Instant, SystemTime),
+    ) -> Rooms {
+        self.ice = provider;
+        self.epoch = Some(epoch);
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Number of open connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Number of non-empty rooms.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// The peer id of a connection.
+    pub fn peer_id(&self, conn: ConnId) -> Option<&str> {
+        self.conns.get(&conn).map(|c| c.peer_id.as_str())
+    }
+
+    /// The peer ids in a room, in join order (empty for an unknown room).
+    pub fn room_members(&self, room: &str) -> Vec<String> {
+        self.rooms.get(room).map_or_else(Vec::new, |r| {
+            r.members
+                .iter()
+                .filter_map(|(c, _)| self.peer_id(*c).map(str::to_owned))
+                .collect()
+        })
+    }
+
+    /// A client arrived. Returns its id and the welcome to send it first.
+    pub fn connect(&mut self, now: Instant) -> Result<(ConnId, ServerMsg), ConnectError> {
+        if self.conns.len() >= self.limits.max_connections {
+            return Err(ConnectError::TooManyConnections);
+        }
+        let conn = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let peer_id = format!("p{}", conn.0);
+        let wall = match self.epoch {
+            Some((at, wall)) => {
+                let since = now.saturating_duration_since(at);
+                wall.checked_add(since).unwrap_or(wall)
+            }
+            None => SystemTime::UNIX_EPOCH,
+        };
+        let welcome = ServerMsg::Welcome {
+            version: PROTOCOL_VERSION,
+            peer_id: peer_id.clone(),
+            ice_servers: self.ice.ice_servers(&peer_id, wall),
+        };
+        self.peers.insert(peer_id.clone(), conn);
+        self.conns.insert(
+            conn,
+            Conn {
+                peer_id,
+                rooms: Vec::new(),
+                last_seen: now,
+                bucket: TokenBucket {
+                    tokens: self.limits.burst,
+                    last: now,
+                },
+            },
+        );
+        self.idle.insert((now, conn));
+        Ok((conn, welcome))
+    }
+
+    /// Records activity that is not a message (a WebSocket pong), so that the
+    /// connection does not time out.
+    pub fn touch(&mut self, conn: ConnId, now: Instant) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if now > c.last_seen {
+                self.idle.remove(&(c.last_seen, conn));
+                c.last_seen = now;
+                self.idle.insert((now, conn));
+            }
+        }
+    }
+
+    /// One text frame from `conn`: rate limit, size limit, parse, then as
+    /// [`handle`](Rooms::handle). Every failure is answered with an error and
+    /// the connection stays usable.
+    pub fn handle_text(&mut self, conn: ConnId, now: Instant, text: &str) -> Out {
+        if let Some(out) = self.admit(conn, now) {
+            return out;
+        }
+        if text.len() > self.limits.max_message_size {
+            let msg = format!(
+                "message of {} bytes exceeds the limit of {} bytes",
+                text.len(),
+                self.limits.max_message_size
+            );
+            return vec![(
+                conn,
+                ServerMsg::error(ErrorCode::MessageTooLarge, msg, None),
+            )];
+        }
+        match ClientMsg::from_json(text) {
+            Ok(msg) => self.dispatch(conn, msg),
+            Err(e) => {
+                let message = match e.code() {
+                    ErrorCode::BadJson => "the frame is not a JSON object",
+                    ErrorCode::UnknownType => "missing or unknown \"type\"",
+                    _ => "missing or invalid fields for this message type",
+                };
+                vec![(conn, ServerMsg::error(e.code(), message, e.request_id()))]
+            }
+        }
+    }
+
+    /// One binary frame from `conn`: counted against the rate limit and
+    /// answered with a `bad-request` error (the protocol is text only).
+    pub fn handle_binary(&mut self, conn: ConnId, now: Instant) -> Out {
+        if let Some(out) = self.admit(conn, now) {
+            return out;
+        }
+        let msg = "binary frames are not supported; send JSON in text frames";
+        vec![(conn, ServerMsg::error(ErrorCode::BadRequest, msg, None))]
+    }
+
+    /// One parsed message from `conn` (rate limited like a text frame; the
+    /// size limit applies only to [`handle_text`](Rooms::handle_text)).
+    pub fn handle(&mut self, conn: ConnId, now: Instant, msg: ClientMsg) -> Out {
+        if let Some(out) = self.admit(conn, now) {
+            return out;
+        }
+        self.dispatch(conn, msg)
+    }
+
+    /// The transport of `conn` closed: it leaves every room and the remaining
+    /// members get `peer-left`.
+    pub fn disconnect(&mut self, conn: ConnId) -> Out {
+        let mut out = Vec::new();
+        if let Some(c) = self.conns.remove(&conn) {
+            self.idle.remove(&(c.last_seen, conn));
+            self.peers.remove(&c.peer_id);
+            for room in &c.rooms {
+                self.remove_member(room, conn, &c.peer_id, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Closes connections idle for [`Limits::idle_timeout`]: each gets an
+    /// `idle-timeout` error, leaves its rooms, and is queued for
+    /// [`poll_close`](Rooms::poll_close).
+    pub fn handle_timeout(&mut self, now: Instant) -> Out {
+        let mut out = Vec::new();
+        while let Some(&(seen, conn)) = self.idle.first() {
+            if seen + self.limits.idle_timeout > now {
+                break;
+            }
+            out.push((
+                conn,
+                ServerMsg::error(ErrorCode::IdleTimeout, "idle for too long", None),
+            ));
+            out.extend(self.disconnect(conn));
+            self.to_close.push_back(conn);
+        }
+        out
+    }
+
+    /// When [`handle_timeout`](Rooms::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.idle
+            .first()
+            .map(|(seen, _)| *seen + self.limits.idle_timeout)
+    }
+
+    /// A connection the driver must close (after sending what was returned for it).
+    pub fn poll_close(&mut self) -> Option<ConnId> {
+        self.to_close.pop_front()
+    }
+
+    /// Records activity and takes a rate-limit token. `Some` is the reply
+    /// when the message must not be processed.
+    fn admit(&mut self, conn: ConnId, now: Instant) -> Option<Out> {
+        self.touch(conn, now);
+        let limits = &self.limits;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            // Unknown or already closed connection: nothing to do.
+            return Some(Vec::new());
+        };
+        if c.bucket.take(now, limits.rate_per_second, limits.burst) {
+            None
+        } else {
+            let msg = "too many messages; slow down";
+            Some(vec![(
+                conn,
+                ServerMsg::error(ErrorCode::RateLimited, msg, None),
+            )])
+        }
+    }
+
+    fn dispatch(&mut self, conn: ConnId, msg: ClientMsg) -> Out {
+        let id = msg.request_id();
+        let result = match msg {
+            ClientMsg::Join {
+                room,
+                token,
+                name,
+                version,
+                id,
+            } => self.join(conn, room, token, name, version, id),
+            ClientMsg::Leave { room, id } => self.leave(conn, room, id),
+            ClientMsg::Ping { id } => Ok(vec![(conn, ServerMsg::Pong { id })]),
+            relay => self.relay(conn, relay),
+        };
+        match result {
+            Ok(out) => out,
+            Err((code, message)) => vec![(conn, ServerMsg::error(code, message, id))],
+        }
+    }
+
+    fn join(
+        &mut self,
+        conn: ConnId,
+        room: String,
+        token: Option<String>,
+        name: Option<String>,
+        version: Option<u32>,
+        id: Option<u64>,
+    ) -> Result<Out, (ErrorCode, String)> {
+        if let Some(v) = version {
+            if v != PROTOCOL_VERSION {
+                return Err((
+                    ErrorCode::VersionMismatch,
+                    format!("this server speaks version {PROTOCOL_VERSION}, not {v}"),
+                ));
+            }
+        }
+        if room.is_empty() || room.len() > MAX_ROOM_NAME_LEN || room.chars().any(char::is_control) {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("room must be 1 to {MAX_ROOM_NAME_LEN} bytes without control characters"),
+            ));
+        }
+        if let Some(n) = &name {
+            if n.len() > MAX_PEER_NAME_LEN || n.chars().any(char::is_control) {
+                return Err((
+                    ErrorCode::BadRequest,
+                    format!(
+                        "name must be at most {MAX_PEER_NAME_LEN} bytes without control characters"
+                    ),
+                ));
+            }
+        }
+        let Some(c) = self.conns.get(&conn) else {
+            return Ok(Vec::new());
+        };
+        if c.rooms.contains(&room) {
+            return Err((
+                ErrorCode::AlreadyJoined,
+                format!("already in room {room:?}"),
+            ));
+        }
+        if !self.auth.allows(&room, token.as_deref()) {
+            return Err((
+                ErrorCode::Unauthorized,
+                "missing or wrong token for this room".to_owned(),
+            ));
+        }
+        if c.rooms.len() >= self.limits.max_rooms_per_conn {
+            return Err((
+                ErrorCode::TooManyRooms,
+                format!(
+                    "a connection may be in at most {} rooms",
+                    self.limits.max_rooms_per_conn
+                ),
+            ));
+        }
+        match self.rooms.get(&room) {
+            Some(r) if r.members.len() >= self.limits.max_room_size => {
+                return Err((
+                    ErrorCode::RoomFull,
+                    format!(
+                        "room {room:?} holds its maximum of {} peers",
+                        self.limits.max_room_size
+                    ),
+                ));
+            }
+            None if self.rooms.len() >= self.limits.max_rooms => {
+                return Err((
+                    ErrorCode::TooManyRooms,
+                    "the server holds its maximum number of rooms".to_owned(),
+                ));
+            }
+            _ => {}
+        }
+        let peer_id = c.peer_id.clone();
+        let r = self.rooms.entry(room.clone()).or_default();
+        let mut out = Vec::with_capacity(r.members.len() + 1);
+        let mut peers = Vec::with_capacity(r.members.len());
+        let me = PeerInfo {
+            id: peer_id.clone(),
+            name: name.clone(),
+        };
+        for (other, other_name) in &r.members {
+            if let Some(oc) = self.conns.get(other) {
+                peers.push(PeerInfo {
+                    id: oc.peer_id.clone(),
+                    name: other_name.clone(),
+                });
+                out.push((
+                    *other,
+                    ServerMsg::PeerJoined {
+                        room: room.clone(),
+                        peer: me.clone(),
+                    },
+                ));
+            }
+        }
+        r.members.push((conn, name));
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.rooms.push(room.clone());
+        }
+        out.insert(
+            0,
+            (
+                conn,
+                ServerMsg::Joined {
+                    room,
+                    peer_id,
+                    peers,
+                    id,
+                },
+            ),
+        );
+        Ok(out)
+    }
+
+    fn leave(
+        &mut self,
+        conn: ConnId,
+        room: Option<String>,
+        id: Option<u64>,
+    ) -> Result<Out, (ErrorCode, String)> {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(Vec::new());
+        };
+        let leaving: Vec<String> = match room {
+            Some(room) => match c.rooms.iter().position(|r| *r == room) {
+                Some(i) => vec![c.rooms.remove(i)],
+                None => return Err((ErrorCode::NotInRoom, format!("not in room {room:?}"))),
+            },
+            None if c.rooms.is_empty() => {
+                return Err((ErrorCode::NotInRoom, "not in any room".to_owned()))
+            }
+            None => std::mem::take(&mut c.rooms),
+        };
+        let peer_id = c.peer_id.clone();
+        let mut out = Vec::new();
+        for room in leaving {
+            out.push((
+                conn,
+                ServerMsg::Left {
+                    room: room.clone(),
+                    id,
+                },
+            ));
+            self.remove_member(&room, conn, &peer_id, &mut out);
+        }
+        Ok(out)
+    }
+
+    fn remove_member(&mut self, room: &str, conn: ConnId, peer_id: &str, out: &mut Out) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        r.members.retain(|(c, _)| *c != conn);
+        for (other, _) in &r.members {
+            out.push((
+                *other,
+                ServerMsg::PeerLeft {
+                    room: room.to_owned(),
+                    peer_id: peer_id.to_owned(),
+                },
+            ));
+        }
+        if r.members.is_empty() {
+            self.rooms.remove(room);
+        }
+    }
+
+    fn relay(&mut self, conn: ConnId, msg: ClientMsg) -> Result<Out, (ErrorCode, String)> {
+        let Some(c) = self.conns.get(&conn) else {
+            return Ok(Vec::new());
+        };
+        if c.rooms.is_empty() {
+            return Err((
+                ErrorCode::NotInRoom,
+                "join a room before sending to peers".to_owned(),
+            ));
+        }
+        let from = c.peer_id.clone();
+        let (to, out_msg) = match msg {
+            ClientMsg::Offer { to, sdp, .. } => {
+                check_sdp(&sdp)?;
+                (to, ServerMsg::Offer { from, sdp })
+            }
+            ClientMsg::Answer { to, sdp, .. } => {
+                check_sdp(&sdp)?;
+                (to, ServerMsg::Answer { from, sdp })
+            }
+            ClientMsg::Candidate { to, candidate, .. } => {
+                candidate
+                    .validate()
+                    .map_err(|e| (ErrorCode::BadRequest, e.to_owned()))?;
+                (to, ServerMsg::Candidate { from, candidate })
+            }
+            ClientMsg::EndOfCandidates { to, .. } => (to, ServerMsg::EndOfCandidates { from }),
+            ClientMsg::IceRestart { to, ufrag, pwd, .. } => {
+                for (what, v) in [("ufrag", &ufrag), ("pwd", &pwd)] {
+                    if v.is_empty()
+                        || v.len() > MAX_ICE_CREDENTIAL_LEN
+                        || v.chars().any(char::is_control)
+                    {
+                        return Err((
+                            ErrorCode::BadRequest,
+                            format!("{what} must be 1 to {MAX_ICE_CREDENTIAL_LEN} bytes"),
+                        ));
+                    }
+                }
+                (to, ServerMsg::IceRestart { from, ufrag, pwd })
+            }
+            ClientMsg::Bye { to, .. } => (to, ServerMsg::Bye { from }),
+            ClientMsg::Join { .. } | ClientMsg::Leave { .. } | ClientMsg::Ping { .. } => {
+                return Ok(Vec::new())
+            }
+        };
+        let target = self
+            .peers
+            .get(&to)
+            .copied()
+            .filter(|t| *t != conn && self.share_room(conn, *t));
+        match target {
+            Some(t) => Ok(vec![(t, out_msg)]),
+            None => Err((
+                ErrorCode::UnknownPeer,
+                format!("no peer {to:?} in your rooms"),
+            )),
+        }
+    }
+
+    fn share_room(&self, a: ConnId, b: ConnId) -> bool {
+        match (self.conns.get(&a), self.conns.get(&b)) {
+            (Some(a), Some(b)) => a.rooms.iter().any(|r| b.rooms.contains(r)),
+            _ => false,
+        }
+    }
+}
+
+fn check_sdp(sdp: &str) -> Result<(), (ErrorCode, String)> {
+    if sdp.trim().is_empty() {
+        Err((ErrorCode::BadRequest, "empty sdp".to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
