@@ -14,7 +14,9 @@ fn signaling_json_corpus() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
-        let Ok(text) = std::str::from_utf8(&bytes) else { continue };
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            continue;
+        };
         n += 1;
         if let Ok(msg) = ClientMsg::from_json(text) {
             let again = ClientMsg::from_json(&msg.to_json()).unwrap();
