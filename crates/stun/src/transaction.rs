@@ -39,6 +39,8 @@ pub enum TransactionOutcome {
     Answered,
     /// No response in time.
     TimedOut,
+    /// The owner gave up on it ([`ClientTransaction::cancel`]).
+    Cancelled,
 }
 
 /// One outstanding request.
@@ -155,6 +157,14 @@ impl ClientTransaction {
         true
     }
 
+    /// Stop retransmitting: the transaction ends with
+    /// [`TransactionOutcome::Cancelled`] and a late response is not accepted.
+    pub fn cancel(&mut self) {
+        if self.outcome.is_none() {
+            self.outcome = Some(TransactionOutcome::Cancelled);
+        }
+    }
+
     /// How many times the request was handed out for sending.
     pub fn transmits(&self) -> u32 {
         self.sent
@@ -210,6 +220,29 @@ mod tests {
         let (sends, gave_up) = run_unanswered(true);
         assert_eq!(sends, [0]);
         assert_eq!(gave_up, 39500);
+    }
+
+    #[test]
+    fn cancel_stops_retransmits_and_rejects_late_responses() {
+        let t0 = Instant::now();
+        let tid = TransactionId::new([5; 12]);
+        let mut t = ClientTransaction::new(t0, tid, vec![], false, TransactionConfig::default());
+        t.handle_timeout(t0);
+        assert!(t.poll_transmit().is_some());
+        t.cancel();
+        assert_eq!(t.outcome(), Some(TransactionOutcome::Cancelled));
+        assert_eq!(t.poll_timeout(), None);
+        t.handle_timeout(t0 + Duration::from_secs(1));
+        assert!(t.poll_transmit().is_none());
+        let mut resp = Vec::new();
+        crate::MessageBuilder::new(
+            &mut resp,
+            crate::MessageType::new(crate::Method::BINDING, crate::MessageClass::Success),
+            tid,
+        )
+        .unwrap();
+        assert!(!t.handle_response(&Message::decode(&resp).unwrap()));
+        assert_eq!(t.outcome(), Some(TransactionOutcome::Cancelled));
     }
 
     #[test]

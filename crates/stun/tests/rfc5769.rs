@@ -282,3 +282,85 @@ fn legacy_rfc3489_messages_are_recognised() {
     b.finish();
     assert_eq!(&buf[24..32], &[0, 1, 0x0d, 0x96, 192, 0, 2, 1]);
 }
+
+/// RFC 8489 Appendix B.1 (as corrected by verified Errata 6268): a request with
+/// long-term authentication, USERHASH, PASSWORD-ALGORITHM SHA-256 and
+/// MESSAGE-INTEGRITY-SHA256. Username "<U+30DE><U+30C8><U+30EA><U+30C3><U+30AF><U+30B9>",
+/// password "The<U+00AD>M<U+00AA>tr<U+2168>", realm "example.org",
+/// nonce "obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA".
+const RFC8489_B1_REQUEST: [u8; 164] = [
+    0x00, 0x01, 0x00, 0x90, // Request type and message length
+    0x21, 0x12, 0xa4, 0x42, // Magic cookie
+    0x78, 0xad, 0x34, 0x33, // }
+    0xc6, 0xad, 0x72, 0xc0, // }  Transaction ID
+    0x29, 0xda, 0x41, 0x2e, // }
+    0x00, 0x1e, 0x00, 0x20, // USERHASH attribute header
+    0x4a, 0x3c, 0xf3, 0x8f, // }
+    0xef, 0x69, 0x92, 0xbd, // }
+    0xa9, 0x52, 0xc6, 0x78, // }
+    0x04, 0x17, 0xda, 0x0f, // }  Userhash value (32 bytes)
+    0x24, 0x81, 0x94, 0x15, // }
+    0x56, 0x9e, 0x60, 0xb2, // }
+    0x05, 0xc4, 0x6e, 0x41, // }
+    0x40, 0x7f, 0x17, 0x04, // }
+    0x00, 0x15, 0x00, 0x29, // NONCE attribute header
+    0x6f, 0x62, 0x4d, 0x61, // }
+    0x74, 0x4a, 0x6f, 0x73, // }
+    0x32, 0x41, 0x41, 0x41, // }
+    0x43, 0x66, 0x2f, 0x2f, // }
+    0x34, 0x39, 0x39, 0x6b, // }  Nonce value and padding (3 bytes)
+    0x39, 0x35, 0x34, 0x64, // }
+    0x36, 0x4f, 0x4c, 0x33, // }
+    0x34, 0x6f, 0x4c, 0x39, // }
+    0x46, 0x53, 0x54, 0x76, // }
+    0x79, 0x36, 0x34, 0x73, // }
+    0x41, 0x00, 0x00, 0x00, // }
+    0x00, 0x14, 0x00, 0x0b, // REALM attribute header
+    0x65, 0x78, 0x61, 0x6d, // }
+    0x70, 0x6c, 0x65, 0x2e, // }  Realm value (11 bytes) and padding (1 byte)
+    0x6f, 0x72, 0x67, 0x00, // }
+    0x00, 0x1d, 0x00, 0x04, // PASSWORD-ALGORITHM attribute header
+    0x00, 0x02, 0x00, 0x00, // PASSWORD-ALGORITHM value (4 bytes)
+    0x00, 0x1c, 0x00, 0x20, // MESSAGE-INTEGRITY-SHA256 attribute header
+    0xb5, 0xc7, 0xbf, 0x00, // }
+    0x5b, 0x6c, 0x52, 0xa2, // }
+    0x1c, 0x51, 0xc5, 0xe8, // }
+    0x92, 0xf8, 0x19, 0x24, // }  HMAC-SHA256 value
+    0x13, 0x62, 0x96, 0xcb, // }
+    0x92, 0x7c, 0x43, 0x14, // }
+    0x93, 0x09, 0x27, 0x8c, // }
+    0xc6, 0x51, 0x8e, 0x65, // }
+];
+
+#[test]
+fn rfc8489_appendix_b_1_sha256_and_userhash() {
+    use p2p_stun::attr::{PasswordAlgorithm as Alg, Userhash};
+    let user = "\u{30DE}\u{30C8}\u{30EA}\u{30C3}\u{30AF}\u{30B9}";
+    let msg = Message::decode(&RFC8489_B1_REQUEST).unwrap();
+    let hash = p2p_stun::userhash(user, "example.org").unwrap();
+    assert_eq!(msg.get::<Userhash>().unwrap(), Some(Userhash(hash)));
+    assert_eq!(msg.get::<Alg>().unwrap(), Some(Alg::Sha256));
+    let nonce = "obMatJos2AAACf//499k954d6OL34oL9FSTvy64sA";
+    assert_eq!(msg.get::<Nonce>().unwrap().unwrap().as_str(), nonce);
+    let key = Key::long_term(
+        user,
+        "example.org",
+        "The\u{00AD}M\u{00AA}tr\u{2168}",
+        Alg::Sha256,
+    )
+    .unwrap();
+    msg.verify_integrity_sha256(&key).unwrap();
+    let md5 = Key::long_term(user, "example.org", "TheMatrIX", Alg::Md5).unwrap();
+    assert!(msg.verify_integrity_sha256(&md5).is_err());
+
+    // Re-encode byte for byte.
+    let mut buf = Vec::new();
+    let mut b = MessageBuilder::new(&mut buf, msg.typ(), msg.transaction_id()).unwrap();
+    b.add(&Userhash(hash)).unwrap();
+    b.add(&Nonce::new(nonce).unwrap()).unwrap();
+    b.add(&Realm::new("example.org").unwrap()).unwrap();
+    b.add(&Alg::Sha256).unwrap();
+    b.add_message_integrity_sha256(&key).unwrap();
+    b.finish();
+    assert_eq!(buf, RFC8489_B1_REQUEST);
+}
