@@ -60,12 +60,14 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// The STUN error code a server answers a request with when decoding failed
-    /// this way, or `None` when the packet must be dropped silently (it is not
-    /// recognisably STUN, RFC 8489 §6.3).
+    /// this way, or `None` when the message must be discarded silently: a
+    /// message that fails the basic checks of RFC 8489 §6.3 (header, length,
+    /// attribute framing, FINGERPRINT position) gets no answer; a well-framed
+    /// request whose attribute value is malformed gets 400.
     pub fn stun_code(&self) -> Option<u16> {
         match self {
-            DecodeError::TooShort { .. } | DecodeError::NotStun => None,
-            _ => Some(400),
+            DecodeError::Attribute { .. } => Some(400),
+            _ => None,
         }
     }
 }

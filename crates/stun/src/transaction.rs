@@ -68,7 +68,8 @@ pub struct ClientTransaction {
 }
 
 impl ClientTransaction {
-    /// Start a transaction for an encoded request, sent first at `now`.
+    /// Start a transaction for an encoded request: the first
+    /// [`ClientTransaction::poll_transmit`] hands it out for sending at `now`.
     /// `reliable` is true over TCP/TLS.
     pub fn new(
         now: Instant,
@@ -77,15 +78,22 @@ impl ClientTransaction {
         reliable: bool,
         config: TransactionConfig,
     ) -> Self {
+        let first_wait = if reliable {
+            config.reliable_timeout
+        } else if config.max_transmits <= 1 {
+            config.rto * config.last_wait_multiplier
+        } else {
+            config.rto
+        };
         ClientTransaction {
             tid,
             request,
             config,
             reliable,
-            sent: 0,
+            sent: 1,
             rto: config.rto,
             transmit_pending: true,
-            deadline: now,
+            deadline: now + first_wait,
             outcome: None,
         }
     }
@@ -112,20 +120,6 @@ impl ClientTransaction {
     /// Advance timers: schedules the next retransmission, or gives up.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.outcome.is_some() || now < self.deadline {
-            return;
-        }
-        if self.sent == 0 {
-            // The first transmission.
-            self.sent = 1;
-            self.transmit_pending = true;
-            self.deadline = now
-                + if self.reliable {
-                    self.config.reliable_timeout
-                } else if self.config.max_transmits <= 1 {
-                    self.rto * self.config.last_wait_multiplier
-                } else {
-                    self.rto
-                };
             return;
         }
         if self.reliable || self.sent >= self.config.max_transmits {
@@ -192,6 +186,9 @@ mod tests {
             TransactionConfig::default(),
         );
         let mut sends = Vec::new();
+        assert!(t.poll_transmit().is_some(), "the first send is due at once");
+        sends.push(0);
+        assert!(t.poll_transmit().is_none(), "and only once");
         for _ in 0..100 {
             let now = t.poll_timeout().expect("a deadline until it ends");
             t.handle_timeout(now);
@@ -227,7 +224,6 @@ mod tests {
         let t0 = Instant::now();
         let tid = TransactionId::new([5; 12]);
         let mut t = ClientTransaction::new(t0, tid, vec![], false, TransactionConfig::default());
-        t.handle_timeout(t0);
         assert!(t.poll_transmit().is_some());
         t.cancel();
         assert_eq!(t.outcome(), Some(TransactionOutcome::Cancelled));
@@ -250,7 +246,6 @@ mod tests {
         let t0 = Instant::now();
         let tid = TransactionId::new([9; 12]);
         let mut t = ClientTransaction::new(t0, tid, vec![], false, TransactionConfig::default());
-        t.handle_timeout(t0);
         assert!(t.poll_transmit().is_some());
         let mut other = Vec::new();
         let b = crate::MessageBuilder::new(

@@ -112,8 +112,13 @@ fn server_answers_decode_errors_with_400_or_drops() {
     assert_eq!(DecodeError::TooShort { len: 3 }.stun_code(), None);
     assert_eq!(
         DecodeError::UnalignedLength { declared: 2 }.stun_code(),
-        Some(400)
+        None
     );
+    let bad_value = DecodeError::Attribute {
+        attr: AttrType::XOR_MAPPED_ADDRESS,
+        reason: AttrError::BadFamily(9),
+    };
+    assert_eq!(bad_value.stun_code(), Some(400));
 }
 
 #[test]

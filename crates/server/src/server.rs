@@ -1,0 +1,308 @@
+//! Binding the sockets and running the workers until shutdown.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::counters::{CounterSnapshot, Counters};
+use crate::responder::Ctx;
+use crate::stream::{accept_loop, tls_acceptor, StreamShared};
+use crate::udp::{self, Worker};
+
+/// Why the server could not start.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is inconsistent.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A socket could not be bound.
+    #[error("cannot bind {transport} {addr}: {source}")]
+    Bind {
+        /// `udp`, `tcp` or `tls`.
+        transport: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: io::Error,
+    },
+    /// The certificate or key could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+/// The addresses the server actually bound (ports resolved when 0 was asked).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LocalAddrs {
+    /// UDP addresses, the primary first; with RFC 5780 the four combinations
+    /// in the order primary, primary IP + alternate port, alternate IP +
+    /// primary port, alternate.
+    pub udp: Vec<SocketAddr>,
+    /// TCP addresses.
+    pub tcp: Vec<SocketAddr>,
+    /// TLS addresses.
+    pub tls: Vec<SocketAddr>,
+    /// The RFC 5780 alternate address (alternate IP and port), if any.
+    pub alternate: Option<SocketAddr>,
+}
+
+/// A bound STUN server; [`Server::run`] serves until shutdown.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), p2p_server::ServerError> {
+/// let server = p2p_server::Server::bind(&p2p_server::Config::default()).await?;
+/// println!("listening on {:?}", server.local_addrs());
+/// let counters = server.run(async { let _ = tokio::signal::ctrl_c().await; }).await;
+/// println!("{counters}");
+/// # Ok(()) }
+/// ```
+pub struct Server {
+    ctx: Arc<Ctx>,
+    counters: Counters,
+    addrs: LocalAddrs,
+    /// Per worker: its UDP sockets as (read address, every sibling).
+    udp: Vec<Vec<(SocketAddr, Arc<UdpSocket>)>>,
+    tcp: Vec<TcpListener>,
+    tls: Vec<TcpListener>,
+    acceptor: Option<TlsAcceptor>,
+    stream: StreamSharedParts,
+}
+
+struct StreamSharedParts {
+    idle: Duration,
+    max_connections: usize,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, ServerError> {
+    udp::bind(addr).map_err(|source| ServerError::Bind {
+        transport: "udp",
+        addr,
+        source,
+    })
+}
+
+fn local(s: &UdpSocket, asked: SocketAddr) -> SocketAddr {
+    s.local_addr().unwrap_or(asked)
+}
+
+/// Bind the four RFC 5780 sockets; ports of 0 are resolved so that all four
+/// combinations are free.
+fn bind_quad(primary: SocketAddr, alt: SocketAddr) -> Result<[UdpSocket; 4], ServerError> {
+    let mut last = None;
+    for _ in 0..16 {
+        let pp = bind_udp(primary)?;
+        let p = local(&pp, primary);
+        let aa = match bind_udp(alt) {
+            Ok(s) => s,
+            Err(e) => {
+                last = Some(e);
+                continue;
+            }
+        };
+        let a = local(&aa, alt);
+        if a.port() == p.port() {
+            continue;
+        }
+        let pa = bind_udp(SocketAddr::new(p.ip(), a.port()));
+        let ap = bind_udp(SocketAddr::new(a.ip(), p.port()));
+        match (pa, ap) {
+            (Ok(pa), Ok(ap)) => return Ok([pp, pa, ap, aa]),
+            (Err(e), _) | (_, Err(e)) => {
+                if primary.port() != 0 && alt.port() != 0 {
+                    return Err(e);
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or(ServerError::Bind {
+        transport: "udp",
+        addr: alt,
+        source: io::ErrorKind::AddrInUse.into(),
+    }))
+}
+
+impl Server {
+    /// Bind every socket the configuration asks for. Must be called inside a
+    /// tokio runtime.
+    pub async fn bind(config: &Config) -> Result<Server, ServerError> {
+        config.validate()?;
+        let s = &config.stun;
+        let workers = s.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        let mut ctx = Ctx::new(&s.software, s.max_padding);
+        let mut addrs = LocalAddrs::default();
+        let mut udp: Vec<Vec<(SocketAddr, Arc<UdpSocket>)>> = Vec::new();
+        // What each listen entry resolved to: TCP binds the same ports.
+        let mut resolved = s.listen.clone();
+        if s.udp {
+            let mut first: Vec<(SocketAddr, Arc<UdpSocket>)> = Vec::new();
+            let mut rest = 0;
+            if let Some(alt) = s.alt_listen {
+                for q in bind_quad(s.listen[0], alt)? {
+                    first.push((local(&q, alt), Arc::new(q)));
+                }
+                ctx = ctx.with_alternate(first[0].0, first[3].0);
+                addrs.alternate = Some(first[3].0);
+                resolved[0] = first[0].0;
+                rest = 1;
+            }
+            for (k, l) in s.listen.iter().enumerate().skip(rest) {
+                let sock = bind_udp(*l)?;
+                resolved[k] = local(&sock, *l);
+                first.push((resolved[k], Arc::new(sock)));
+            }
+            addrs.udp = first.iter().map(|(a, _)| *a).collect();
+            udp.push(first);
+            for _ in 1..workers {
+                let group = addrs
+                    .udp
+                    .iter()
+                    .map(|a| Ok((*a, Arc::new(bind_udp(*a)?))))
+                    .collect::<Result<Vec<_>, ServerError>>()?;
+                udp.push(group);
+            }
+        }
+        let mut tcp = Vec::new();
+        if s.tcp {
+            for l in &resolved {
+                let tl = bind_tcp(*l, "tcp")?;
+                addrs.tcp.push(tl.local_addr().unwrap_or(*l));
+                tcp.push(tl);
+            }
+        }
+        let mut acceptor = None;
+        let mut tls = Vec::new();
+        if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
+            acceptor = Some(tls_acceptor(cert, key)?);
+            for l in config.tls_listen() {
+                let tl = bind_tcp(l, "tls")?;
+                addrs.tls.push(tl.local_addr().unwrap_or(l));
+                tls.push(tl);
+            }
+        }
+        Ok(Server {
+            ctx: Arc::new(ctx),
+            counters: Counters::new(workers + 1),
+            addrs,
+            udp,
+            tcp,
+            tls,
+            acceptor,
+            stream: StreamSharedParts {
+                idle: Duration::from_secs(s.tcp_idle_timeout_secs.max(1)),
+                max_connections: s.max_connections,
+            },
+        })
+    }
+}
+
+fn bind_tcp(addr: SocketAddr, transport: &'static str) -> Result<TcpListener, ServerError> {
+    let err = |source| ServerError::Bind {
+        transport,
+        addr,
+        source,
+    };
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(err)?;
+    s.set_reuse_address(true).map_err(err)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true).map_err(err)?;
+    }
+    s.set_nonblocking(true).map_err(err)?;
+    s.bind(&addr.into()).map_err(err)?;
+    s.listen(1024).map_err(err)?;
+    TcpListener::from_std(s.into()).map_err(err)
+}
+
+impl Server {
+    /// The addresses actually bound.
+    pub fn local_addrs(&self) -> &LocalAddrs {
+        &self.addrs
+    }
+
+    /// The live counters (keep a clone to watch them while the server runs).
+    pub fn counters(&self) -> Counters {
+        self.counters.clone()
+    }
+
+    /// Serve until `shutdown` completes, then stop every worker and
+    /// connection and return the final counters.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> CounterSnapshot {
+        let mut tasks = JoinSet::new();
+        for (w, sockets) in self.udp.iter().enumerate() {
+            for (addr, sock) in sockets {
+                let group = if self.ctx.resolve(*addr, Default::default()).is_some() {
+                    sockets
+                        .iter()
+                        .filter(|(a, _)| self.ctx.resolve(*a, Default::default()).is_some())
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                tasks.spawn(
+                    Worker {
+                        sock: sock.clone(),
+                        local: *addr,
+                        group,
+                        ctx: self.ctx.clone(),
+                        counters: self.counters.clone(),
+                        shard: w + 1,
+                    }
+                    .run(),
+                );
+            }
+        }
+        let shared = StreamShared {
+            ctx: self.ctx.clone(),
+            counters: self.counters.clone(),
+            idle: self.stream.idle,
+            permits: Arc::new(Semaphore::new(self.stream.max_connections)),
+        };
+        for l in self.tcp {
+            tasks.spawn(accept_loop(l, None, shared.clone()));
+        }
+        if let Some(acceptor) = &self.acceptor {
+            for l in self.tls {
+                tasks.spawn(accept_loop(l, Some(acceptor.clone()), shared.clone()));
+            }
+        }
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(r) = tasks.join_next() => {
+                    // Workers loop forever; one that ends has panicked.
+                    tracing::error!("a server task ended: {r:?}");
+                }
+            }
+        }
+        tasks.shutdown().await;
+        self.counters.snapshot()
+    }
+}

@@ -1,0 +1,194 @@
+//! UDP: sockets bound with SO_REUSEPORT, one set per worker, each read and
+//! answered in batches. The loop allocates nothing: its buffers are made
+//! once when the worker starts.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use crate::counters::Counters;
+use crate::responder::{answer, Answer, Ctx, Transport, Via};
+use crate::sys::{self, RecvMeta, BATCH, BUF};
+
+/// A UDP socket with SO_REUSEPORT (so that every worker binds its own).
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    #[cfg(unix)]
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // Best effort: bursts at line rate want deep queues.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+/// One worker's sockets: index 0 is the one it reads; the others (the RFC
+/// 5780 siblings) only send CHANGE-REQUEST answers.
+pub(crate) struct Worker {
+    pub(crate) sock: Arc<UdpSocket>,
+    pub(crate) local: SocketAddr,
+    /// Every socket of this worker's group, by local address (≤ 4).
+    pub(crate) group: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    pub(crate) ctx: Arc<Ctx>,
+    pub(crate) counters: Counters,
+    pub(crate) shard: usize,
+}
+
+struct Bufs {
+    rx: Vec<[u8; BUF]>,
+    meta: Vec<RecvMeta>,
+    tx: Vec<[u8; BUF]>,
+    tx_len: Vec<usize>,
+    tx_to: Vec<SocketAddr>,
+}
+
+impl Worker {
+    /// Serve until the task is aborted.
+    pub(crate) async fn run(self) {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let mut b = Bufs {
+            rx: vec![[0u8; BUF]; BATCH],
+            meta: vec![RecvMeta::default(); BATCH],
+            tx: vec![[0u8; BUF]; BATCH],
+            tx_len: vec![0; BATCH],
+            tx_to: vec![unspecified; BATCH],
+        };
+        let mut batched = true;
+        let fd = self.sock.as_raw_fd();
+        loop {
+            if let Err(e) = self.sock.readable().await {
+                tracing::warn!(local = %self.local, "udp readiness: {e}");
+                continue;
+            }
+            let got = if batched {
+                match self.sock.try_io(Interest::READABLE, || {
+                    sys::recv_batch(fd, &mut b.rx, &mut b.meta)
+                }) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                        tracing::info!("recvmmsg unavailable: one datagram per call");
+                        batched = false;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::debug!(local = %self.local, "recvmmsg: {e}");
+                        continue;
+                    }
+                }
+            } else {
+                match self.sock.try_recv_from(&mut b.rx[0]) {
+                    Ok((len, from)) => {
+                        b.meta[0] = RecvMeta {
+                            len,
+                            from,
+                            truncated: false,
+                        };
+                        1
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => {
+                        tracing::debug!(local = %self.local, "recv_from: {e}");
+                        continue;
+                    }
+                }
+            };
+            self.handle(&mut b, got, batched).await;
+        }
+    }
+
+    async fn handle(&self, b: &mut Bufs, got: usize, batched: bool) {
+        let shard = self.counters.shard(self.shard);
+        let mut queued = 0;
+        for i in 0..got {
+            let m = b.meta[i];
+            if m.truncated {
+                shard.record_truncated();
+                continue;
+            }
+            let a = answer(
+                &b.rx[i][..m.len],
+                m.from,
+                self.local,
+                Transport::Udp,
+                &self.ctx,
+                &mut b.tx[queued],
+            );
+            shard.record(&a);
+            let Answer::Reply {
+                len,
+                via,
+                source,
+                to,
+                ..
+            } = a
+            else {
+                continue;
+            };
+            if via == Via::SAME {
+                b.tx_len[queued] = len;
+                b.tx_to[queued] = to;
+                queued += 1;
+            } else {
+                // RFC 5780 CHANGE-REQUEST: rare, sent one by one.
+                let sibling = self.group.iter().find(|(a, _)| *a == source);
+                let sent = match sibling {
+                    Some((_, s)) => s.send_to(&b.tx[queued][..len], to).await.is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    shard.send_error(1);
+                }
+            }
+        }
+        self.flush(b, queued, batched).await;
+    }
+
+    async fn flush(&self, b: &Bufs, queued: usize, mut batched: bool) {
+        let shard = self.counters.shard(self.shard);
+        let fd = self.sock.as_raw_fd();
+        let mut done = 0;
+        while done < queued {
+            let r = if batched {
+                self.sock.try_io(Interest::WRITABLE, || {
+                    sys::send_batch(
+                        fd,
+                        &b.tx[done..queued],
+                        &b.tx_len[done..queued],
+                        &b.tx_to[done..queued],
+                    )
+                })
+            } else {
+                self.sock
+                    .try_send_to(&b.tx[done][..b.tx_len[done]], b.tx_to[done])
+                    .map(|_| 1)
+            };
+            match r {
+                Ok(n) => done += n.max(1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.sock.writable().await.is_err() {
+                        shard.send_error((queued - done) as u64);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => batched = false,
+                Err(e) => {
+                    // The first datagram of the batch failed (e.g. no route):
+                    // skip it, keep the rest.
+                    tracing::debug!(to = %b.tx_to[done], "send: {e}");
+                    shard.send_error(1);
+                    done += 1;
+                }
+            }
+        }
+    }
+}
