@@ -1,0 +1,101 @@
+//! The ICE agent of RFC 8445 for the p2p stack, as a sans-IO state machine:
+//! candidates with their priorities and foundations, one check list (one data
+//! stream, component 1, UDP), Ta pacing, triggered checks, frozen/waiting
+//! foundations, regular or aggressive nomination, role conflicts,
+//! peer-reflexive candidates, consent freshness (RFC 7675) and keepalives,
+//! trickle ICE (RFC 8838), ICE restart and ICE-lite. It also writes and parses
+//! the SDP `candidate:` attribute value as a plain string.
+//!
+//! It is not a network stack and knows nothing of TURN. It owns no socket,
+//! reads no clock and spawns nothing: datagrams and `now` go in, transmits,
+//! a deadline and events come out (see the drive contract on [`IceAgent`]).
+//! Address discovery is external: the caller adds host candidates and the
+//! relayed candidates of its TURN allocations; a relayed candidate is just a
+//! local candidate whose transmits (with `source` = the relayed address) the
+//! caller wraps. The agent can gather server-reflexive candidates itself from
+//! STUN servers ([`IceAgent::add_stun_server`]). Randomness (tie-breaker,
+//! ufrag/pwd, transaction ids) comes from an RNG seeded by
+//! [`IceConfig::rng_seed`].
+//!
+//! ```
+//! use std::time::Instant;
+//! use p2p_ice::{Candidate, Datagram, IceAgent, IceConfig, IceEvent, IceState};
+//!
+//! let mut a = IceAgent::new(IceConfig::controlling().with_seed(1));
+//! let mut b = IceAgent::new(IceConfig::controlled().with_seed(2));
+//! let ca = a.add_local_candidate(Candidate::host("10.0.0.1:5000".parse()?))?;
+//! let cb = b.add_local_candidate(Candidate::host("10.0.0.2:6000".parse()?))?;
+//! a.add_remote_candidate(cb)?;
+//! b.add_remote_candidate(ca)?;
+//! let (ua, ub) = (a.local_credentials().clone(), b.local_credentials().clone());
+//! a.set_remote_credentials(&ub.ufrag, &ub.pwd)?;
+//! b.set_remote_credentials(&ua.ufrag, &ua.pwd)?;
+//!
+//! // A network with no delay: deliver every transmit to the other agent.
+//! fn deliver(from: &mut IceAgent, to: &mut IceAgent, now: Instant) {
+//!     while let Some(t) = from.poll_transmit() {
+//!         let d = Datagram { source: t.source, destination: t.destination, contents: &t.contents };
+//!         to.handle_input(now, d);
+//!     }
+//! }
+//! let mut now = Instant::now();
+//! a.handle_timeout(now);
+//! b.handle_timeout(now);
+//! for _ in 0..100 {
+//!     deliver(&mut a, &mut b, now);
+//!     deliver(&mut b, &mut a, now);
+//!     let next = [a.poll_timeout(), b.poll_timeout()].into_iter().flatten().min();
+//!     now = next.map_or(now, |t| t.max(now));
+//!     a.handle_timeout(now);
+//!     b.handle_timeout(now);
+//!     if a.state() == IceState::Connected && b.state() == IceState::Connected {
+//!         break;
+//!     }
+//! }
+//! assert!(a.selected_pair().is_some() && b.selected_pair().is_some());
+//! let t = a.send(now, b"hello".to_vec()).unwrap();
+//! assert_eq!(t.destination, "10.0.0.2:6000".parse()?);
+//! assert!(std::iter::from_fn(|| a.poll_event())
+//!     .any(|e| matches!(e, IceEvent::SelectedPair { .. })));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Design decisions, with the RFC text they follow or depart from:
+//! - One data stream, one component (RTP/RTCP multiplexed or a data
+//!   channel): one check list, component 1 only.
+//! - UDP only; ICE-TCP (RFC 6544) is not implemented.
+//! - Check retransmissions: RTO 500 ms doubling, 5 transmits, fail after
+//!   9.5 s (configurable, RFC 8445 §14.3 leaves the RTO to the agent).
+//! - Regular nomination waits up to [`IceConfig::nomination_timeout`] for
+//!   higher-priority pairs. Nomination is not final: this departs from RFC
+//!   8445 §8.1.1 (one nomination per component) the way libwebrtc's
+//!   renomination does, so that a better pair found later (trickled
+//!   candidates) is nominated and the selected pair switches to it.
+//! - Unknown comprehension-required attributes in a check are ignored, not
+//!   answered with 420; the peer's half of USERNAME is not checked.
+//! - A request with a missing USERNAME or MESSAGE-INTEGRITY, a USERNAME
+//!   without `:`, or missing PRIORITY/ICE-CONTROLL(ED|ING) gets 400; an unknown
+//!   ufrag or a bad MESSAGE-INTEGRITY gets 401 (RFC 8489 §9.1.3); a role
+//!   conflict 487 (RFC 8445 §7.3.1.1).
+//! - ICE-lite agents answer checks and select the pair the controlling peer
+//!   nominates; they send no checks, no consent and no keepalives.
+#![warn(missing_docs)]
+
+mod agent;
+mod candidate;
+mod config;
+mod pair;
+mod types;
+
+pub use agent::IceAgent;
+pub use candidate::{
+    candidate_priority, compute_foundation, Candidate, CandidateKind, ParseCandidateError,
+    Transport, DEFAULT_LOCAL_PREFERENCE,
+};
+pub use config::IceConfig;
+pub use p2p_stun::TransactionConfig;
+pub use pair::{pair_priority, PairState};
+pub use types::{
+    Credentials, Datagram, IceError, IceEvent, IceRole, IceState, IceStats, Input, PairStats,
+    Transmit,
+};

@@ -1,0 +1,683 @@
+//! Answering connectivity checks (RFC 8445 §7.3) and handling the answers to
+//! our own (§7.2.5), with STUN messages written by hand.
+#![allow(clippy::disallowed_methods)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use p2p_ice::{
+    Candidate, CandidateKind, Datagram, IceAgent, IceConfig, IceEvent, IceRole, Input, PairState,
+    Transmit,
+};
+use p2p_stun::attr::{
+    ErrorCode, IceControlled, IceControlling, Priority, UseCandidate, Username, XorMappedAddress,
+};
+use p2p_stun::{Key, Message, MessageBuilder, MessageClass, MessageType, Method, TransactionId};
+
+const PEER_UFRAG: &str = "peer";
+const PEER_PWD: &str = "peerpasswordpeerpassword";
+const LOCAL: &str = "10.0.0.1:5000";
+const REMOTE: &str = "10.0.0.2:6000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn agent(config: IceConfig) -> (IceAgent, Instant) {
+    let t0 = Instant::now();
+    let mut a = IceAgent::new(config);
+    a.add_local_candidate(Candidate::host(addr(LOCAL))).unwrap();
+    a.set_remote_credentials(PEER_UFRAG, PEER_PWD).unwrap();
+    a.handle_timeout(t0);
+    while a.poll_transmit().is_some() {}
+    while a.poll_event().is_some() {}
+    (a, t0)
+}
+
+#[derive(Default)]
+struct Req<'a> {
+    username: Option<&'a str>,
+    pwd: Option<&'a str>,
+    priority: Option<u32>,
+    controlling: Option<u64>,
+    controlled: Option<u64>,
+    use_candidate: bool,
+}
+
+impl<'a> Req<'a> {
+    /// A valid request to `a` from a controlled peer.
+    fn valid(username: &'a str) -> Req<'a> {
+        Req {
+            username: Some(username),
+            pwd: None,
+            priority: Some(1_862_270_975),
+            controlled: Some(1),
+            ..Req::default()
+        }
+    }
+
+    fn encode(&self, local_pwd: &str, tid: TransactionId) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let mut b = MessageBuilder::new(
+            &mut buf,
+            MessageType::new(Method::BINDING, MessageClass::Request),
+            tid,
+        )
+        .unwrap();
+        if let Some(u) = self.username {
+            b.add(&Username::new(u).unwrap()).unwrap();
+        }
+        if let Some(p) = self.priority {
+            b.add(&Priority(p)).unwrap();
+        }
+        if let Some(t) = self.controlling {
+            b.add(&IceControlling(t)).unwrap();
+        }
+        if let Some(t) = self.controlled {
+            b.add(&IceControlled(t)).unwrap();
+        }
+        if self.use_candidate {
+            b.add(&UseCandidate).unwrap();
+        }
+        if self.pwd != Some("") {
+            let pwd = self.pwd.unwrap_or(local_pwd);
+            b.add_message_integrity(&Key::short_term(pwd).unwrap())
+                .unwrap();
+        }
+        b.add_fingerprint().unwrap();
+        b.finish();
+        buf
+    }
+}
+
+fn username(a: &IceAgent) -> String {
+    format!("{}:{}", a.local_credentials().ufrag, PEER_UFRAG)
+}
+
+/// Send `req` to the agent; return its single answer (or none).
+fn ask(a: &mut IceAgent, now: Instant, req: &Req<'_>) -> Option<Transmit> {
+    let pwd = a.local_credentials().pwd.clone();
+    let bytes = req.encode(&pwd, TransactionId::new([7; 12]));
+    let input = a.handle_input(
+        now,
+        Datagram {
+            source: addr(REMOTE),
+            destination: addr(LOCAL),
+            contents: &bytes,
+        },
+    );
+    assert_eq!(input, Input::Consumed);
+    let out: Vec<Transmit> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    assert!(out.len() <= 1, "{out:?}");
+    out.into_iter().next()
+}
+
+fn error_code(t: &Transmit) -> Option<u16> {
+    let m = Message::decode(&t.contents).unwrap();
+    m.verify_fingerprint().unwrap();
+    assert_eq!(t.source, addr(LOCAL));
+    assert_eq!(t.destination, addr(REMOTE));
+    match m.typ().class {
+        MessageClass::Error => Some(m.get::<ErrorCode>().unwrap().unwrap().code()),
+        MessageClass::Success => None,
+        c => panic!("not a response: {c:?}"),
+    }
+}
+
+#[test]
+fn a_valid_check_is_answered_with_the_mapped_address() {
+    let (mut a, t0) = agent(IceConfig::controlled().with_seed(1));
+    let user = username(&a);
+    let t = ask(&mut a, t0, &Req::valid(&user)).expect("an answer");
+    assert_eq!(error_code(&t), None);
+    let m = Message::decode(&t.contents).unwrap();
+    assert_eq!(
+        m.get::<XorMappedAddress>().unwrap(),
+        Some(XorMappedAddress(addr(REMOTE)))
+    );
+    m.verify_integrity(&Key::short_term(&a.local_credentials().pwd).unwrap())
+        .unwrap();
+    // The unknown source is learnt as a peer-reflexive remote candidate with
+    // the PRIORITY of the request (§7.3.1.3) ...
+    let r = &a.remote_candidates()[0];
+    assert_eq!(
+        (r.kind(), r.address(), r.priority()),
+        (CandidateKind::PeerReflexive, addr(REMOTE), 1_862_270_975)
+    );
+    // ... and a triggered check goes back to it (§7.3.1.4).
+    a.handle_timeout(t0);
+    let check = a.poll_transmit().expect("a triggered check");
+    assert_eq!(
+        (check.source, check.destination),
+        (addr(LOCAL), addr(REMOTE))
+    );
+    let m = Message::decode(&check.contents).unwrap();
+    assert_eq!(m.typ().class, MessageClass::Request);
+    m.verify_integrity(&Key::short_term(PEER_PWD).unwrap())
+        .unwrap();
+}
+
+#[test]
+fn bad_message_integrity_is_401() {
+    let (mut a, t0) = agent(IceConfig::controlled().with_seed(2));
+    let user = username(&a);
+    let req = Req {
+        pwd: Some("wrongpasswordwrongpassword"),
+        ..Req::valid(&user)
+    };
+    let t = ask(&mut a, t0, &req).unwrap();
+    assert_eq!(error_code(&t), Some(401));
+    assert!(!Message::decode(&t.contents).unwrap().has_integrity());
+    assert!(
+        a.remote_candidates().is_empty(),
+        "nothing learnt from an unauthenticated check"
+    );
+}
+
+#[test]
+fn bad_username_is_400_or_401() {
+    let (mut a, t0) = agent(IceConfig::controlled().with_seed(3));
+    let user = username(&a);
+    let cases: &[(Req<'_>, u16)] = &[
+        // No USERNAME at all: 400 (RFC 8489 §9.1.3).
+        (
+            Req {
+                username: None,
+                ..Req::valid(&user)
+            },
+            400,
+        ),
+        // No ':' separator: malformed, 400.
+        (
+            Req {
+                username: Some("nocolon"),
+                ..Req::valid(&user)
+            },
+            400,
+        ),
+        // Well-formed but not our ufrag: 401.
+        (
+            Req {
+                username: Some("someoneelse:peer"),
+                ..Req::valid(&user)
+            },
+            401,
+        ),
+        // No MESSAGE-INTEGRITY: 400.
+        (
+            Req {
+                pwd: Some(""),
+                ..Req::valid(&user)
+            },
+            400,
+        ),
+        // Authenticated, but no PRIORITY: 400.
+        (
+            Req {
+                priority: None,
+                ..Req::valid(&user)
+            },
+            400,
+        ),
+        // Authenticated, but neither ICE-CONTROLLING nor ICE-CONTROLLED: 400.
+        (
+            Req {
+                controlled: None,
+                ..Req::valid(&user)
+            },
+            400,
+        ),
+    ];
+    for (req, code) in cases {
+        let t = ask(&mut a, t0, req).unwrap();
+        assert_eq!(error_code(&t), Some(*code));
+    }
+    assert!(a.remote_candidates().is_empty());
+}
+
+#[test]
+fn role_conflict_controlling_agent_with_larger_tie_breaker_answers_487() {
+    let (mut a, t0) = agent(IceConfig::controlling().with_seed(4));
+    let tb = a.tie_breaker();
+    assert!(tb > 0 && tb < u64::MAX);
+    let user = username(&a);
+    let req = Req {
+        controlled: None,
+        controlling: Some(tb - 1),
+        ..Req::valid(&user)
+    };
+    let t = ask(&mut a, t0, &req).unwrap();
+    assert_eq!(error_code(&t), Some(487));
+    // A 487 is authenticated with our password.
+    Message::decode(&t.contents)
+        .unwrap()
+        .verify_integrity(&Key::short_term(&a.local_credentials().pwd).unwrap())
+        .unwrap();
+    assert_eq!(a.role(), IceRole::Controlling);
+}
+
+#[test]
+fn role_conflict_controlling_agent_with_smaller_tie_breaker_switches() {
+    let (mut a, t0) = agent(IceConfig::controlling().with_seed(5));
+    let tb = a.tie_breaker();
+    let user = username(&a);
+    let req = Req {
+        controlled: None,
+        controlling: Some(tb + 1),
+        ..Req::valid(&user)
+    };
+    let t = ask(&mut a, t0, &req).unwrap();
+    assert_eq!(error_code(&t), None);
+    assert_eq!(a.role(), IceRole::Controlled);
+    assert_eq!(
+        a.poll_event(),
+        Some(IceEvent::RoleChanged(IceRole::Controlled))
+    );
+}
+
+#[test]
+fn role_conflict_controlled_agent_with_larger_tie_breaker_switches() {
+    let (mut a, t0) = agent(IceConfig::controlled().with_seed(6));
+    let tb = a.tie_breaker();
+    let user = username(&a);
+    let req = Req {
+        controlled: Some(tb - 1),
+        ..Req::valid(&user)
+    };
+    let t = ask(&mut a, t0, &req).unwrap();
+    assert_eq!(error_code(&t), None);
+    assert_eq!(a.role(), IceRole::Controlling);
+}
+
+#[test]
+fn role_conflict_controlled_agent_with_smaller_tie_breaker_answers_487() {
+    let (mut a, t0) = agent(IceConfig::controlled().with_seed(7));
+    let tb = a.tie_breaker();
+    let user = username(&a);
+    let req = Req {
+        controlled: Some(tb + 1),
+        ..Req::valid(&user)
+    };
+    let t = ask(&mut a, t0, &req).unwrap();
+    assert_eq!(error_code(&t), Some(487));
+    assert_eq!(a.role(), IceRole::Controlled);
+}
+
+#[test]
+fn ice_lite_never_takes_the_controlling_role() {
+    let (mut a, t0) = agent(
+        IceConfig {
+            lite: true,
+            ..IceConfig::controlling()
+        }
+        .with_seed(8),
+    );
+    assert_eq!(a.role(), IceRole::Controlled);
+    let user = username(&a);
+    let req = Req {
+        controlled: Some(0),
+        ..Req::valid(&user)
+    };
+    assert_eq!(error_code(&ask(&mut a, t0, &req).unwrap()), Some(487));
+    // A nominating controlling peer gets the pair selected at once.
+    let req = Req {
+        controlled: None,
+        controlling: Some(0),
+        use_candidate: true,
+        ..Req::valid(&user)
+    };
+    assert_eq!(error_code(&ask(&mut a, t0, &req).unwrap()), None);
+    assert!(a.selected_pair().is_some());
+    a.handle_timeout(t0 + Duration::from_secs(60));
+    assert!(
+        a.poll_transmit().is_none(),
+        "a lite agent sends no checks, consent or keepalives"
+    );
+}
+
+#[test]
+fn requests_to_unknown_local_addresses_are_dropped_and_non_stun_is_not_ice() {
+    let (mut a, t0) = agent(IceConfig::controlled().with_seed(9));
+    let user = username(&a);
+    let bytes = Req::valid(&user).encode(
+        &a.local_credentials().pwd.clone(),
+        TransactionId::new([1; 12]),
+    );
+    let d = Datagram {
+        source: addr(REMOTE),
+        destination: addr("10.9.9.9:1"),
+        contents: &bytes,
+    };
+    assert_eq!(a.handle_input(t0, d), Input::Consumed);
+    assert!(a.poll_transmit().is_none());
+    let d = Datagram {
+        source: addr(REMOTE),
+        destination: addr(LOCAL),
+        contents: b"\x17\xfe\xfd application data",
+    };
+    assert_eq!(a.handle_input(t0, d), Input::NotIce);
+    // A TURN Allocate response is someone else's.
+    let mut buf = Vec::new();
+    MessageBuilder::new(
+        &mut buf,
+        MessageType::new(Method::ALLOCATE, MessageClass::Success),
+        TransactionId::new([2; 12]),
+    )
+    .unwrap()
+    .finish();
+    let d = Datagram {
+        source: addr(REMOTE),
+        destination: addr(LOCAL),
+        contents: &buf,
+    };
+    assert_eq!(a.handle_input(t0, d), Input::NotIce);
+}
+
+// ---------------------------------------------------------------- answers to our checks
+
+/// A controlling agent with one remote host candidate; returns it with the
+/// transaction id of its first check.
+fn checking_agent(seed: u64) -> (IceAgent, Instant, TransactionId) {
+    let (mut a, t0) = agent(IceConfig::controlling().with_seed(seed));
+    a.add_remote_candidate(Candidate::host(addr(REMOTE)))
+        .unwrap();
+    a.handle_timeout(t0);
+    let check = a.poll_transmit().expect("a check");
+    let m = Message::decode(&check.contents).unwrap();
+    assert_eq!(
+        m.get::<IceControlling>().unwrap(),
+        Some(IceControlling(a.tie_breaker()))
+    );
+    (a, t0, m.transaction_id())
+}
+
+fn response(tid: TransactionId, error: Option<u16>, mapped: SocketAddr, pwd: &str) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let class = if error.is_some() {
+        MessageClass::Error
+    } else {
+        MessageClass::Success
+    };
+    let mut b =
+        MessageBuilder::new(&mut buf, MessageType::new(Method::BINDING, class), tid).unwrap();
+    match error {
+        Some(code) => b.add(&ErrorCode::from_code(code).unwrap()).unwrap(),
+        None => b.add(&XorMappedAddress(mapped)).unwrap(),
+    };
+    b.add_message_integrity(&Key::short_term(pwd).unwrap())
+        .unwrap();
+    b.add_fingerprint().unwrap();
+    b.finish();
+    buf
+}
+
+fn pair_state(a: &IceAgent) -> PairState {
+    a.stats()
+        .pairs
+        .iter()
+        .find(|p| p.local.kind() == CandidateKind::Host)
+        .unwrap()
+        .state
+}
+
+#[test]
+fn ignores_stale_487_after_role_swap() {
+    let (mut a, t0, tid) = checking_agent(10);
+    // Before the answer comes, a request with a larger ICE-CONTROLLING makes
+    // us controlled.
+    let user = username(&a);
+    let tb = a.tie_breaker();
+    let req = Req {
+        controlled: None,
+        controlling: Some(tb + 1),
+        ..Req::valid(&user)
+    };
+    assert_eq!(error_code(&ask(&mut a, t0, &req).unwrap()), None);
+    assert_eq!(a.role(), IceRole::Controlled);
+    // The 487 to the check we sent as controlling arrives: already switched,
+    // so no switch back (§7.2.5.1), but the pair is checked again.
+    let bytes = response(tid, Some(487), addr(LOCAL), PEER_PWD);
+    let d = Datagram {
+        source: addr(REMOTE),
+        destination: addr(LOCAL),
+        contents: &bytes,
+    };
+    assert_eq!(
+        a.handle_input(t0 + Duration::from_millis(20), d),
+        Input::Consumed
+    );
+    assert_eq!(a.role(), IceRole::Controlled);
+    a.handle_timeout(t0 + Duration::from_millis(100));
+    let again = a.poll_transmit().expect("the pair is checked again");
+    let m = Message::decode(&again.contents).unwrap();
+    assert_eq!(m.get::<IceControlled>().unwrap(), Some(IceControlled(tb)));
+}
+
+#[test]
+fn a_487_to_our_check_switches_the_role() {
+    let (mut a, t0, tid) = checking_agent(11);
+    let bytes = response(tid, Some(487), addr(LOCAL), PEER_PWD);
+    let d = Datagram {
+        source: addr(REMOTE),
+        destination: addr(LOCAL),
+        contents: &bytes,
+    };
+    a.handle_input(t0 + Duration::from_millis(20), d);
+    assert_eq!(a.role(), IceRole::Controlled);
+    assert_eq!(pair_state(&a), PairState::Waiting);
+}
+
+#[test]
+fn a_non_symmetric_answer_fails_the_pair() {
+    let (mut a, t0, tid) = checking_agent(12);
+    let bytes = response(tid, None, addr(LOCAL), PEER_PWD);
+    let d = Datagram {
+        source: addr("10.0.0.3:6000"),
+        destination: addr(LOCAL),
+        contents: &bytes,
+    };
+    assert_eq!(
+        a.handle_input(t0 + Duration::from_millis(20), d),
+        Input::Consumed
+    );
+    assert_eq!(pair_state(&a), PairState::Failed);
+}
+
+#[test]
+fn an_answer_with_bad_integrity_is_ignored() {
+    let (mut a, t0, tid) = checking_agent(13);
+    let bytes = response(tid, None, addr(LOCAL), "notthepeerspasswordatall");
+    let d = Datagram {
+        source: addr(REMOTE),
+        destination: addr(LOCAL),
+        contents: &bytes,
+    };
+    a.handle_input(t0 + Duration::from_millis(20), d);
+    assert_eq!(pair_state(&a), PairState::InProgress);
+    // The genuine answer still counts.
+    let bytes = response(tid, None, addr(LOCAL), PEER_PWD);
+    let d = Datagram {
+        source: addr(REMOTE),
+        destination: addr(LOCAL),
+        contents: &bytes,
+    };
+    a.handle_input(t0 + Duration::from_millis(30), d);
+    assert_eq!(pair_state(&a), PairState::Succeeded);
+    // A duplicate of the answer is still recognised as the agent's.
+    assert_eq!(
+        a.handle_input(t0 + Duration::from_millis(31), d),
+        Input::Consumed
+    );
+}
+
+#[test]
+fn an_answer_with_another_mapped_address_makes_a_local_prflx() {
+    let (mut a, t0, tid) = checking_agent(14);
+    let bytes = response(tid, None, addr("198.51.100.9:7000"), PEER_PWD);
+    let d = Datagram {
+        source: addr(REMOTE),
+        destination: addr(LOCAL),
+        contents: &bytes,
+    };
+    a.handle_input(t0 + Duration::from_millis(20), d);
+    let prflx = a
+        .local_candidates()
+        .iter()
+        .find(|c| c.kind() == CandidateKind::PeerReflexive)
+        .expect("a local prflx");
+    assert_eq!(
+        (prflx.address(), prflx.base()),
+        (addr("198.51.100.9:7000"), addr(LOCAL))
+    );
+    // Its priority is the PRIORITY the check carried: prflx type preference.
+    assert_eq!(prflx.priority() >> 24, 110);
+    let valid: Vec<_> = a.stats().pairs.into_iter().filter(|p| p.valid).collect();
+    assert_eq!(valid.len(), 1);
+    assert_eq!(valid[0].local.kind(), CandidateKind::PeerReflexive);
+}
+
+#[test]
+fn checks_are_retransmitted_then_fail() {
+    let (mut a, t0, _) = checking_agent(15);
+    let mut sends = vec![0u128];
+    let mut now = t0;
+    for _ in 0..50 {
+        let Some(next) = a.poll_timeout() else { break };
+        now = next.max(now);
+        a.handle_timeout(now);
+        while let Some(t) = a.poll_transmit() {
+            if Message::decode(&t.contents).is_ok_and(|m| m.typ().class == MessageClass::Request) {
+                sends.push((now - t0).as_millis());
+            }
+        }
+        if pair_state(&a) == PairState::Failed {
+            break;
+        }
+    }
+    assert_eq!(sends, [0, 500, 1500, 3500, 7500]);
+    assert_eq!(pair_state(&a), PairState::Failed);
+    assert_eq!((now - t0).as_millis(), 9500);
+}
+
+#[test]
+fn a_gathered_srflx_replaces_a_learnt_local_prflx() {
+    let (mut a, t0, tid) = checking_agent(16);
+    let bytes = response(tid, None, addr("198.51.100.9:7000"), PEER_PWD);
+    let d = Datagram {
+        source: addr(REMOTE),
+        destination: addr(LOCAL),
+        contents: &bytes,
+    };
+    a.handle_input(t0 + Duration::from_millis(20), d);
+    while a.poll_event().is_some() {}
+    let srflx = Candidate::server_reflexive(
+        addr("198.51.100.9:7000"),
+        addr(LOCAL),
+        addr("203.0.113.1:3478").ip(),
+    );
+    let accepted = a.add_local_candidate(srflx).unwrap();
+    assert_eq!(a.poll_event(), Some(IceEvent::LocalCandidate(accepted)));
+    assert!(a
+        .local_candidates()
+        .iter()
+        .all(|c| c.kind() != CandidateKind::PeerReflexive));
+    let valid: Vec<_> = a.stats().pairs.into_iter().filter(|p| p.valid).collect();
+    assert_eq!(valid[0].local.kind(), CandidateKind::ServerReflexive);
+}
+
+fn stun_answer(request: &[u8], mapped: SocketAddr) -> Vec<u8> {
+    let req = Message::decode(request).unwrap();
+    assert_eq!(
+        req.typ(),
+        MessageType::new(Method::BINDING, MessageClass::Request)
+    );
+    let mut buf = Vec::new();
+    let mut b = MessageBuilder::new(&mut buf, req.typ().success(), req.transaction_id()).unwrap();
+    b.add(&XorMappedAddress(mapped)).unwrap();
+    b.finish();
+    buf
+}
+
+#[test]
+fn server_reflexive_gathering_then_gathering_complete() {
+    let t0 = Instant::now();
+    let server = addr("203.0.113.1:3478");
+    let mut a = IceAgent::new(IceConfig::controlled().with_seed(17));
+    a.add_stun_server(server);
+    a.add_local_candidate(Candidate::host(addr(LOCAL))).unwrap();
+    a.add_local_candidate(Candidate::host(addr("10.0.1.1:5000")))
+        .unwrap();
+    a.add_local_candidate(Candidate::host(addr("[2001:db8::1]:5000")))
+        .unwrap(); // no v6 server
+    a.end_of_local_candidates();
+    a.handle_timeout(t0);
+    let reqs: Vec<Transmit> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    assert_eq!(reqs.len(), 2);
+    assert!(reqs.iter().all(|t| t.destination == server));
+    let events: Vec<IceEvent> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert_eq!(
+        events.len(),
+        3,
+        "three host candidates, gathering not complete yet"
+    );
+    // The first base is behind a NAT, the second is public (its own address
+    // comes back: redundant, no candidate).
+    let t = &reqs[0];
+    let bytes = stun_answer(&t.contents, addr("198.51.100.1:40000"));
+    let d = Datagram {
+        source: server,
+        destination: t.source,
+        contents: &bytes,
+    };
+    assert_eq!(
+        a.handle_input(t0 + Duration::from_millis(30), d),
+        Input::Consumed
+    );
+    let t = &reqs[1];
+    let bytes = stun_answer(&t.contents, t.source);
+    let d = Datagram {
+        source: server,
+        destination: t.source,
+        contents: &bytes,
+    };
+    a.handle_input(t0 + Duration::from_millis(30), d);
+    let events: Vec<IceEvent> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let IceEvent::LocalCandidate(c) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (c.kind(), c.address(), c.base()),
+        (
+            CandidateKind::ServerReflexive,
+            addr("198.51.100.1:40000"),
+            reqs[0].source
+        )
+    );
+    assert_eq!(c.related_address(), Some(reqs[0].source));
+    assert_eq!(c.priority() >> 24, 100);
+    assert_eq!(events[1], IceEvent::GatheringComplete);
+}
+
+#[test]
+fn gathering_completes_when_the_stun_server_is_silent() {
+    let t0 = Instant::now();
+    let mut a = IceAgent::new(IceConfig::controlled().with_seed(18));
+    a.add_stun_server(addr("203.0.113.1:3478"));
+    a.add_local_candidate(Candidate::host(addr(LOCAL))).unwrap();
+    a.end_of_local_candidates();
+    a.handle_timeout(t0);
+    let mut now = t0;
+    let mut sends = 0;
+    for _ in 0..20 {
+        sends += std::iter::from_fn(|| a.poll_transmit()).count();
+        if std::iter::from_fn(|| a.poll_event()).any(|e| e == IceEvent::GatheringComplete) {
+            break;
+        }
+        let Some(next) = a.poll_timeout() else { break };
+        now = next.max(now);
+        a.handle_timeout(now);
+    }
+    assert_eq!(sends, 3);
+    assert_eq!((now - t0).as_millis(), 3500);
+}

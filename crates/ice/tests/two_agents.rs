@@ -1,0 +1,579 @@
+//! Two agents driven directly through an in-test network with a simulated
+//! clock (see `common`).
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use p2p_ice::{Candidate, CandidateKind, IceConfig, IceEvent, IceRole, IceState, PairState};
+
+fn seeded(controlling: bool, seed: u64) -> IceConfig {
+    IceConfig {
+        controlling,
+        ..IceConfig::default()
+    }
+    .with_seed(seed)
+}
+
+fn add_hosts(net: &mut Net, a: &[&str], b: &[&str]) {
+    for s in a {
+        net.a.add_local_candidate(host(s)).unwrap();
+    }
+    for s in b {
+        net.b.add_local_candidate(host(s)).unwrap();
+    }
+    net.a.end_of_local_candidates();
+    net.b.end_of_local_candidates();
+}
+
+fn selected_kinds(net: &Net, side: Side) -> (CandidateKind, CandidateKind) {
+    let ag = match side {
+        Side::A => &net.a,
+        Side::B => &net.b,
+    };
+    let (l, r) = ag.selected_pair().expect("a selected pair");
+    (l.kind(), r.kind())
+}
+
+#[test]
+fn host_to_host_connects_quickly() {
+    let mut net = Net::new(seeded(true, 1), seeded(false, 2));
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    let took = net
+        .run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    // One round trip for the check (20 ms), then the nomination check after
+    // Ta pacing (50 ms) and its round trip: well under a second of sim time.
+    assert!(took >= Duration::from_millis(40), "{took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    for side in [Side::A, Side::B] {
+        assert_eq!(
+            selected_kinds(&net, side),
+            (CandidateKind::Host, CandidateKind::Host)
+        );
+    }
+    let (l, r) = net.a.selected_pair().unwrap();
+    assert_eq!(
+        (l.address(), r.address()),
+        (addr("10.0.0.1:5000"), addr("10.0.0.2:6000"))
+    );
+    // Data flows both ways on the selected pair and is handed back as not-ICE.
+    let now = net.now;
+    let t = net.a.send(now, b"ping".to_vec()).unwrap();
+    net.push(t);
+    let t = net.b.send(now, b"pong".to_vec()).unwrap();
+    net.push(t);
+    net.run_until(
+        |n| !n.a_data.is_empty() && !n.b_data.is_empty(),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    assert_eq!(net.b_data, vec![b"ping".to_vec()]);
+    assert_eq!(net.a_data, vec![b"pong".to_vec()]);
+    // Both sides finish their checks and complete (both signalled end-of-candidates).
+    net.run_until(
+        |n| n.a.state() == IceState::Completed && n.b.state() == IceState::Completed,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    // The check list print is usable.
+    let printed = net.a.stats().to_string();
+    assert!(
+        printed.contains("succeeded") && printed.contains("nominated"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn checks_carry_the_rfc_attributes() {
+    use p2p_stun::attr::{IceControlling, Priority, UseCandidate, Username};
+    use p2p_stun::{Key, Message};
+    let mut net = Net::new(seeded(true, 3), seeded(false, 4));
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    let b_creds = net.b.local_credentials().clone();
+    let a_creds = net.a.local_credentials().clone();
+    let key = Key::short_term(&b_creds.pwd).unwrap();
+    let mut saw_use_candidate = false;
+    let mut checks = 0;
+    for (_, t) in &net.a_sent {
+        let msg = Message::decode(&t.contents).unwrap();
+        if msg.typ().class != p2p_stun::MessageClass::Request {
+            continue;
+        }
+        checks += 1;
+        msg.verify_fingerprint().unwrap();
+        msg.verify_integrity(&key).unwrap();
+        let user = msg.get::<Username>().unwrap().unwrap();
+        assert_eq!(
+            user.as_str(),
+            format!("{}:{}", b_creds.ufrag, a_creds.ufrag)
+        );
+        // PRIORITY: a peer-reflexive priority, 2^24*110 + 2^8*lp + 255.
+        let Priority(p) = msg.get::<Priority>().unwrap().unwrap();
+        assert_eq!(p >> 24, 110);
+        assert_eq!(
+            msg.get::<IceControlling>().unwrap(),
+            Some(IceControlling(net.a.tie_breaker()))
+        );
+        saw_use_candidate |= msg.get::<UseCandidate>().unwrap().is_some();
+    }
+    assert!(checks >= 2);
+    assert!(saw_use_candidate, "regular nomination sends USE-CANDIDATE");
+}
+
+#[test]
+fn pacing_spaces_checks_by_ta() {
+    // Four host pairs (2x2) checked from A: new checks are at least Ta apart.
+    let mut net = Net::new(seeded(true, 5), seeded(false, 6));
+    net.drop = Box::new(|_| true); // nobody answers: only first transmissions matter
+    add_hosts(
+        &mut net,
+        &["10.0.0.1:5000", "10.0.1.1:5000"],
+        &["10.0.0.2:6000", "10.0.1.2:6000"],
+    );
+    net.run_for(Duration::from_millis(400));
+    let mut firsts: Vec<Duration> = Vec::new();
+    let mut seen = Vec::new();
+    for (at, t) in &net.a_sent {
+        let key = (t.source, t.destination);
+        if !seen.contains(&key) {
+            seen.push(key);
+            firsts.push(*at);
+        }
+    }
+    assert_eq!(firsts.len(), 4, "{firsts:?}");
+    for w in firsts.windows(2) {
+        assert!(w[1] - w[0] >= Duration::from_millis(50), "{firsts:?}");
+    }
+}
+
+#[test]
+fn role_conflict_both_controlling_resolves() {
+    let mut net = Net::new(seeded(true, 7), seeded(true, 8));
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    let took = net
+        .run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_ne!(net.a.role(), net.b.role());
+    // The larger tie-breaker keeps the controlling role.
+    let a_wins = net.a.tie_breaker() > net.b.tie_breaker();
+    assert_eq!(net.a.role() == IceRole::Controlling, a_wins);
+    let loser = if a_wins { Side::B } else { Side::A };
+    assert!(net
+        .events(loser)
+        .iter()
+        .any(|(_, e)| *e == IceEvent::RoleChanged(IceRole::Controlled)));
+}
+
+#[test]
+fn role_conflict_both_controlled_resolves() {
+    let mut net = Net::new(seeded(false, 9), seeded(false, 10));
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    assert_ne!(net.a.role(), net.b.role());
+    let a_wins = net.a.tie_breaker() > net.b.tie_breaker();
+    assert_eq!(net.a.role() == IceRole::Controlling, a_wins);
+}
+
+#[test]
+fn peer_reflexive_candidates_are_learnt_both_ways() {
+    // A sits behind a one-to-one NAT and signals only its host address (which
+    // B cannot reach). B learns A's NAT address as a remote prflx from A's
+    // request; A learns its own NAT address as a local prflx from the answer.
+    let mut net = Net::new(seeded(true, 11), seeded(false, 12));
+    net.nat_a = Some(OneToOneNat {
+        internal: addr("10.0.0.1:5000"),
+        external: addr("198.51.100.7:40000"),
+    });
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["203.0.113.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    let (l, r) = net.b.selected_pair().unwrap();
+    assert_eq!(l.kind(), CandidateKind::Host);
+    assert_eq!(r.kind(), CandidateKind::PeerReflexive);
+    assert_eq!(r.address(), addr("198.51.100.7:40000"));
+    let (l, r) = net.a.selected_pair().unwrap();
+    assert_eq!(l.kind(), CandidateKind::PeerReflexive);
+    assert_eq!(l.address(), addr("198.51.100.7:40000"));
+    assert_eq!(l.base(), addr("10.0.0.1:5000"));
+    assert_eq!(r.kind(), CandidateKind::Host);
+    // Data from A leaves its base.
+    let t = net.a.send(net.now, b"x".to_vec()).unwrap();
+    assert_eq!(t.source, addr("10.0.0.1:5000"));
+}
+
+#[test]
+fn consent_is_lost_30_s_after_the_peer_goes_silent() {
+    let mut net = Net::new(seeded(true, 13), seeded(false, 14));
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    // Consent keeps the pair up while the peer answers.
+    net.run_for(Duration::from_secs(60));
+    assert!(net.both_connected(), "{}", net.a.stats());
+    // B goes silent: everything it sends is lost.
+    let b_base = net.b.selected_pair().unwrap().0.base();
+    net.drop = Box::new(move |t| t.source == b_base);
+    let silent_at = net.now;
+    net.run_until(
+        |n| n.a.state() == IceState::Disconnected,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let lost = net
+        .run_until(|n| n.a.state() == IceState::Failed, Duration::from_secs(40))
+        .unwrap();
+    let since_silence = net.now - silent_at;
+    // The last answer came at most one consent interval (<= 6 s) before the
+    // silence, so consent is lost 24..=30 s after it.
+    assert!(
+        since_silence <= Duration::from_secs(30),
+        "{since_silence:?}"
+    );
+    assert!(
+        since_silence >= Duration::from_secs(24),
+        "{since_silence:?} {lost:?}"
+    );
+    assert!(net
+        .a_events
+        .iter()
+        .any(|(_, e)| *e == IceEvent::ConsentLost));
+    assert!(net.a.send(net.now, b"x".to_vec()).is_none());
+}
+
+#[test]
+fn keepalive_indications_when_idle() {
+    // Consent checks every 5 s already keep the path busy; with a long
+    // consent interval the 15 s keepalive indication shows.
+    let cfg = |c, s| IceConfig {
+        consent_interval: Duration::from_secs(100),
+        consent_timeout: Duration::from_secs(300),
+        disconnected_timeout: Duration::from_secs(200),
+        ..seeded(c, s)
+    };
+    let mut net = Net::new(cfg(true, 15), cfg(false, 16));
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    let from = net.elapsed();
+    net.run_for(Duration::from_secs(31));
+    let indications: Vec<_> = net
+        .a_sent
+        .iter()
+        .filter(|(at, t)| {
+            *at > from
+                && p2p_stun::Message::decode(&t.contents)
+                    .is_ok_and(|m| m.typ().class == p2p_stun::MessageClass::Indication)
+        })
+        .collect();
+    assert_eq!(indications.len(), 2, "one every 15 s");
+}
+
+#[test]
+fn ice_restart_keeps_the_old_pair_until_new_checks_succeed() {
+    let mut net = Net::new(seeded(true, 17), seeded(false, 18));
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    let old = net.a.local_credentials().clone();
+    let selected_before = net
+        .a_events
+        .iter()
+        .filter(|(_, e)| matches!(e, IceEvent::SelectedPair { .. }))
+        .count();
+    net.a.restart();
+    net.b.restart();
+    assert_ne!(net.a.local_credentials(), &old);
+    exchange_credentials(&mut net.a, &mut net.b);
+    // Data still flows on the old pair while the restart runs.
+    assert!(net.a.send(net.now, b"during".to_vec()).is_some());
+    assert_eq!(net.a.state(), IceState::Checking);
+    net.run_until(
+        |n| {
+            n.both_connected()
+                && n.a_events
+                    .iter()
+                    .filter(|(_, e)| matches!(e, IceEvent::SelectedPair { .. }))
+                    .count()
+                    > selected_before
+        },
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    // The new checks used the new credentials: B's check list has answers.
+    let stats = net.b.stats();
+    assert!(stats
+        .pairs
+        .iter()
+        .any(|p| p.state == PairState::Succeeded && p.nominated));
+    assert_eq!(
+        net.b.remote_credentials().unwrap().ufrag,
+        net.a.local_credentials().ufrag
+    );
+}
+
+#[test]
+fn full_agent_with_an_ice_lite_peer() {
+    let lite = IceConfig {
+        lite: true,
+        ..seeded(false, 20)
+    };
+    // The full agent starts controlled, as an answerer would: the lite peer
+    // makes it controlling.
+    let mut net = Net::new(seeded(false, 19), lite);
+    net.a.set_remote_ice_lite(true);
+    assert_eq!(net.a.role(), IceRole::Controlling);
+    assert!(net
+        .b
+        .add_local_candidate(Candidate::server_reflexive(
+            addr("198.51.100.1:1"),
+            addr("10.0.0.2:6000"),
+            addr("203.0.113.1:3478").ip()
+        ))
+        .is_err());
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(net.b.state(), IceState::Completed);
+    assert_eq!(net.b.role(), IceRole::Controlled);
+    // The lite agent never sent a request.
+    assert!(net.b_sent.iter().all(|(_, t)| {
+        p2p_stun::Message::decode(&t.contents)
+            .is_ok_and(|m| m.typ().class != p2p_stun::MessageClass::Request)
+    }));
+    // The full agent keeps consent with the lite one.
+    net.run_for(Duration::from_secs(45));
+    assert!(net.both_connected());
+}
+
+#[test]
+fn trickle_late_host_candidates_upgrade_a_relay_path() {
+    // First only relayed candidates are signalled; host candidates trickle in
+    // 3 s later. The agents connect over the relay, then switch to host.
+    let mut net = Net::new(seeded(true, 21), seeded(false, 22));
+    let relay_a = Candidate::relayed(
+        addr("203.0.113.50:40000"),
+        None,
+        addr("203.0.113.50:3478").ip(),
+    );
+    let relay_b = Candidate::relayed(
+        addr("203.0.113.50:40001"),
+        None,
+        addr("203.0.113.50:3478").ip(),
+    );
+    net.a.add_local_candidate(relay_a).unwrap();
+    net.b.add_local_candidate(relay_b).unwrap();
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        selected_kinds(&net, Side::A),
+        (CandidateKind::Relayed, CandidateKind::Relayed)
+    );
+    net.run_for(Duration::from_secs(3));
+    net.a.add_local_candidate(host("10.0.0.1:5000")).unwrap();
+    net.b.add_local_candidate(host("10.0.0.2:6000")).unwrap();
+    net.a.end_of_local_candidates();
+    net.b.end_of_local_candidates();
+    let took = net
+        .run_until(
+            |n| {
+                n.both_connected()
+                    && selected_kinds(n, Side::A) == (CandidateKind::Host, CandidateKind::Host)
+                    && selected_kinds(n, Side::B) == (CandidateKind::Host, CandidateKind::Host)
+            },
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
+fn trickle_signalled_candidate_replaces_a_learnt_prflx() {
+    // B's candidates reach A only 2 s late: A learns B as prflx from B's
+    // check first, then the signalled host candidate replaces it.
+    let mut net = Net::new(seeded(true, 23), seeded(false, 24));
+    net.signal_b_to_a = false;
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        net.a.remote_candidates()[0].kind(),
+        CandidateKind::PeerReflexive
+    );
+    net.run_for(Duration::from_secs(2));
+    for (_, e) in net.b_events.clone() {
+        signal(&mut net.a, &e);
+    }
+    assert_eq!(net.a.remote_candidates().len(), 1);
+    assert_eq!(net.a.remote_candidates()[0].kind(), CandidateKind::Host);
+    net.run_until(
+        |n| n.a.state() == IceState::Completed,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+}
+
+#[test]
+fn relay_only_uses_only_relayed_candidates() {
+    let relay_only = IceConfig {
+        relay_only: true,
+        ..seeded(true, 25)
+    };
+    let mut net = Net::new(relay_only, seeded(false, 26));
+    assert!(net.a.add_local_candidate(host("10.0.0.1:5000")).is_err());
+    net.a.add_stun_server(addr("203.0.113.1:3478")); // ignored
+    net.a
+        .add_local_candidate(Candidate::relayed(
+            addr("203.0.113.50:40000"),
+            Some(addr("198.51.100.1:5000")),
+            addr("203.0.113.50:3478").ip(),
+        ))
+        .unwrap();
+    add_hosts(&mut net, &[], &["10.0.0.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        selected_kinds(&net, Side::A),
+        (CandidateKind::Relayed, CandidateKind::Host)
+    );
+    assert!(net
+        .a_sent
+        .iter()
+        .all(|(_, t)| t.source == addr("203.0.113.50:40000")));
+    let t = net.a.send(net.now, b"x".to_vec()).unwrap();
+    assert_eq!(t.source, addr("203.0.113.50:40000"));
+}
+
+#[test]
+fn aggressive_nomination_selects_on_the_first_success() {
+    let aggressive = IceConfig {
+        aggressive_nomination: true,
+        ..seeded(true, 27)
+    };
+    let mut net = Net::new(aggressive, seeded(false, 28));
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    let took = net
+        .run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    // One round trip: no separate nomination check.
+    assert!(took <= Duration::from_millis(30), "{took:?}");
+}
+
+#[test]
+fn unreachable_peer_fails_after_end_of_candidates() {
+    let mut net = Net::new(seeded(true, 29), seeded(false, 30));
+    net.drop = Box::new(|_| true);
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    let took = net
+        .run_until(
+            |n| n.a.state() == IceState::Failed && n.b.state() == IceState::Failed,
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    // 5 transmits over 9.5 s, then failure.
+    assert!(took >= Duration::from_millis(9_500), "{took:?}");
+    assert!(took < Duration::from_secs(11), "{took:?}");
+    assert!(net
+        .a
+        .stats()
+        .pairs
+        .iter()
+        .all(|p| p.state == PairState::Failed));
+}
+
+#[test]
+fn without_end_of_candidates_only_the_checking_timeout_fails() {
+    let cfg = IceConfig {
+        checking_timeout: Some(Duration::from_secs(20)),
+        ..seeded(true, 31)
+    };
+    let mut net = Net::new(cfg, seeded(false, 32));
+    net.drop = Box::new(|_| true);
+    net.a.add_local_candidate(host("10.0.0.1:5000")).unwrap();
+    net.b.add_local_candidate(host("10.0.0.2:6000")).unwrap();
+    net.run_for(Duration::from_secs(15));
+    assert_eq!(net.a.state(), IceState::Checking);
+    assert_eq!(net.b.state(), IceState::Checking);
+    net.run_until(|n| n.a.state() == IceState::Failed, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(net.b.state(), IceState::Checking);
+}
+
+#[test]
+fn lossy_network_still_connects() {
+    // Every third datagram is lost: retransmissions carry the checks through.
+    let mut net = Net::new(seeded(true, 33), seeded(false, 34));
+    let mut n = 0u32;
+    net.drop = Box::new(move |_| {
+        n += 1;
+        n % 3 == 0
+    });
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(10))
+        .unwrap();
+}
+
+#[test]
+fn multiple_interfaces_and_families_get_distinct_priorities() {
+    let mut net = Net::new(seeded(true, 35), seeded(false, 36));
+    let v4a = net.a.add_local_candidate(host("10.0.0.1:5000")).unwrap();
+    let v4b = net.a.add_local_candidate(host("192.168.1.1:5000")).unwrap();
+    let v6 = net
+        .a
+        .add_local_candidate(host("[2001:db8::1]:5000"))
+        .unwrap();
+    let v4a_again = net.a.add_local_candidate(host("10.0.0.1:5001")).unwrap();
+    assert!(v6.priority() > v4a.priority());
+    assert!(v4a.priority() > v4b.priority());
+    assert_eq!(v4a.priority(), v4a_again.priority());
+    assert_eq!(v4a.priority() >> 24, 126);
+    // Redundant: same address and base.
+    assert_eq!(
+        net.a.add_local_candidate(host("10.0.0.1:5000")),
+        Err(p2p_ice::IceError::Redundant)
+    );
+    // Pairs only within an address family.
+    net.a.add_remote_candidate(host("10.0.0.9:1")).unwrap();
+    assert!(net
+        .a
+        .stats()
+        .pairs
+        .iter()
+        .all(|p| p.local.address().is_ipv4()));
+}
+
+#[test]
+fn disconnected_then_back_when_consent_answers_resume() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let mut net = Net::new(seeded(true, 37), seeded(false, 38));
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    let silent = Rc::new(Cell::new(true));
+    let b_base = net.b.selected_pair().unwrap().0.base();
+    let s = silent.clone();
+    net.drop = Box::new(move |t| s.get() && t.source == b_base);
+    net.run_until(
+        |n| n.a.state() == IceState::Disconnected,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert!(net.a.send(net.now, b"still trying".to_vec()).is_some());
+    silent.set(false);
+    net.run_until(
+        |n| matches!(n.a.state(), IceState::Connected | IceState::Completed),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(!net
+        .a_events
+        .iter()
+        .any(|(_, e)| *e == IceEvent::ConsentLost));
+}

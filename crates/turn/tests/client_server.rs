@@ -1,0 +1,1147 @@
+//! TurnClient against TurnServer through an in-test router, on a simulated
+//! clock. Each test names the RFC rule it pins down.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use common::*;
+use p2p_stun::attr::{
+    AdditionalAddressFamily, AddressFamily, ChannelNumber, EvenPort, Lifetime,
+    PasswordAlgorithm as Alg, RequestedAddressFamily, RequestedTransport, ReservationToken,
+    UnknownAttributes, XorMappedAddress, XorPeerAddress, PROTO_TCP, PROTO_UDP,
+};
+use p2p_stun::{
+    AttrType, Message, MessageBuilder, MessageClass, MessageType, Method, TransactionId,
+};
+use p2p_turn::*;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+fn attr_types(bytes: &[u8]) -> Vec<AttrType> {
+    Message::decode(bytes)
+        .unwrap()
+        .attributes()
+        .map(|a| a.typ)
+        .collect()
+}
+
+/// The client's requests of a method, decoded.
+fn requests(net: &Net, i: usize, method: Method) -> Vec<Vec<u8>> {
+    net.client_out[i]
+        .iter()
+        .filter(|b| {
+            Message::decode(b)
+                .is_ok_and(|m| m.typ() == MessageType::new(method, MessageClass::Request))
+        })
+        .cloned()
+        .collect()
+}
+
+fn responses_with_code(net: &Net, code: u16) -> usize {
+    net.server_out
+        .iter()
+        .filter(|t| Message::decode(&t.contents).is_ok_and(|_| code_of(&t.contents) == Some(code)))
+        .count()
+}
+
+// ---------------------------------------------------------------- authentication
+
+#[test]
+fn allocate_after_401_with_sha256_and_message_integrity_sha256() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    assert_eq!(responses_with_code(&net, 401), 1);
+    let allocs = requests(&net, c, Method::ALLOCATE);
+    assert_eq!(allocs.len(), 2, "one unauthenticated, one signed");
+    let signed = Message::decode(&allocs[1]).unwrap();
+    assert!(signed.has_integrity_sha256() && !signed.has_integrity());
+    assert_eq!(signed.get::<Alg>().unwrap(), Some(Alg::Sha256));
+    assert!(signed.has(AttrType::PASSWORD_ALGORITHMS));
+    // The success response is signed the same way.
+    let ok = net
+        .server_out
+        .iter()
+        .find(|t| code_of(&t.contents).is_none())
+        .unwrap();
+    let m = Message::decode(&ok.contents).unwrap();
+    assert!(m.has_integrity_sha256());
+    match &net.client_events[c][0] {
+        ClientEvent::Allocated {
+            relayed,
+            mapped,
+            lifetime,
+            ..
+        } => {
+            assert_eq!(relayed[0].ip().to_string(), "203.0.113.1");
+            assert_eq!(*mapped, Some("192.0.2.10:5000".parse().unwrap()));
+            assert_eq!(*lifetime, SECS(600));
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(matches!(
+        &net.server_events[0],
+        ServerEvent::AllocationCreated { user, .. } if user == "alice"
+    ));
+    assert_eq!(net.server.counters().allocations_active, 1);
+}
+
+#[test]
+fn allocate_with_md5_uses_message_integrity() {
+    let mut net = Net::new(server_config(), users());
+    let mut cfg = net.client_config(0, "alice", "wonderland");
+    cfg.password_algorithms = vec![Alg::Md5];
+    let c = net.allocated_client(cfg);
+    let signed = requests(&net, c, Method::ALLOCATE).pop().unwrap();
+    let m = Message::decode(&signed).unwrap();
+    assert!(m.has_integrity() && !m.has_integrity_sha256());
+    assert_eq!(m.get::<Alg>().unwrap(), Some(Alg::Md5));
+    let ok = net
+        .server_out
+        .iter()
+        .find(|t| code_of(&t.contents).is_none())
+        .unwrap();
+    assert!(Message::decode(&ok.contents).unwrap().has_integrity());
+}
+
+#[test]
+fn rfc5389_style_server_without_password_algorithms_uses_md5() {
+    let config = ServerConfig {
+        password_algorithms: vec![],
+        ..server_config()
+    };
+    let mut net = Net::new(config, users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    let challenge = &net.server_out[0].contents;
+    assert!(!attr_types(challenge).contains(&AttrType::PASSWORD_ALGORITHMS));
+    let m_bytes = requests(&net, c, Method::ALLOCATE).pop().unwrap();
+    let m = Message::decode(&m_bytes).unwrap();
+    assert!(m.has_integrity());
+    assert!(!m.has(AttrType::PASSWORD_ALGORITHM));
+}
+
+#[test]
+fn userhash_replaces_the_username() {
+    let mut net = Net::new(server_config(), users());
+    let mut cfg = net.client_config(0, "bob", "builder");
+    cfg.use_userhash = true;
+    let c = net.allocated_client(cfg);
+    let signed = requests(&net, c, Method::ALLOCATE).pop().unwrap();
+    let types = attr_types(&signed);
+    assert!(types.contains(&AttrType::USERHASH));
+    assert!(!types.contains(&AttrType::USERNAME));
+    assert!(matches!(
+        &net.server_events[0],
+        ServerEvent::AllocationCreated { user, .. } if user == "bob"
+    ));
+}
+
+#[test]
+fn rest_credentials_valid_then_expired() {
+    let secret = RestSecret::new("north");
+    let mut net = Net::new(server_config(), secret.clone());
+    let valid = RestSecret::username(net.wall() + SECS(3600), "alice");
+    let cfg = net.client_config(0, &valid, &secret.password(&valid));
+    net.allocated_client(cfg);
+
+    let expired = RestSecret::username(net.wall() - SECS(1), "carol");
+    let cfg = net.client_config(1, &expired, &secret.password(&expired));
+    let c = net.add_client(cfg);
+    net.clients[c].allocate(net.now).unwrap();
+    net.step();
+    assert_eq!(net.failure(c), Some(Some(401)));
+    assert!(net.server_events.iter().any(|e| matches!(
+        e,
+        ServerEvent::AuthFailed { reason: AuthFailure::UnknownUser, username: Some(u), .. } if *u == expired
+    )));
+}
+
+#[test]
+fn wrong_password_gets_the_same_401_as_an_unknown_user() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "not-the-password");
+    let a = net.add_client(cfg);
+    let cfg = net.client_config(1, "mallory", "whatever");
+    let b = net.add_client(cfg);
+    net.clients[a].allocate(net.now).unwrap();
+    net.clients[b].allocate(net.now).unwrap();
+    net.step();
+    assert_eq!(net.failure(a), Some(Some(401)));
+    assert_eq!(net.failure(b), Some(Some(401)));
+    let finals: Vec<&Transmit> = net
+        .server_out
+        .iter()
+        .filter(|t| code_of(&t.contents) == Some(401))
+        .collect();
+    assert_eq!(finals.len(), 4, "two challenges, two refusals");
+    // The refusals to a and b have the same attributes and the same sizes:
+    // nothing tells a wrong password from an unknown user.
+    let shape = |to: SocketAddr| {
+        let t = finals.iter().rev().find(|t| t.destination == to).unwrap();
+        let m = Message::decode(&t.contents).unwrap();
+        m.attributes()
+            .map(|a| (a.typ, a.value.len()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shape(net.locals[a]), shape(net.locals[b]));
+    assert_eq!(
+        shape(net.locals[a]).iter().map(|x| x.0).collect::<Vec<_>>(),
+        [
+            AttrType::ERROR_CODE,
+            AttrType::REALM,
+            AttrType::NONCE,
+            AttrType::PASSWORD_ALGORITHMS,
+            AttrType::FINGERPRINT // the request had one
+        ]
+    );
+    let reasons: Vec<AuthFailure> = net
+        .server_events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::AuthFailed { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [AuthFailure::BadIntegrity, AuthFailure::UnknownUser]
+    );
+    assert_eq!(net.server.allocation_count(), 0);
+}
+
+#[test]
+fn unauthenticated_answers_are_small_and_carry_no_software() {
+    let config = ServerConfig {
+        software: Some("p2p-turn with a rather long software description".into()),
+        ..server_config()
+    };
+    let mut net = Net::new(config, users());
+    let mut req = Vec::new();
+    let mut b = MessageBuilder::new(
+        &mut req,
+        MessageType::new(Method::ALLOCATE, MessageClass::Request),
+        TransactionId::new([3; 12]),
+    )
+    .unwrap();
+    b.add(&RequestedTransport(PROTO_UDP)).unwrap();
+    assert_eq!(req.len(), 28);
+    let resp = net.raw("192.0.2.99:1000".parse().unwrap(), &req).unwrap();
+    assert_eq!(code_of(&resp), Some(401));
+    assert!(!attr_types(&resp).contains(&AttrType::SOFTWARE));
+    // 20 header + 20 ERROR-CODE + 16 REALM + 36 NONCE + 12 PASSWORD-ALGORITHMS:
+    // under four times the smallest possible Allocate.
+    assert_eq!(resp.len(), 104);
+    assert!(resp.len() < 4 * req.len());
+    // A garbled request gets a bare 400.
+    let mut bad = req.clone();
+    bad[3] = 12; // declares more than there is
+    bad.extend_from_slice(&[0, 0, 0, 0]);
+    bad[23] = 0x40; // the attribute now overflows
+    let resp = net.raw("192.0.2.99:1000".parse().unwrap(), &bad).unwrap();
+    assert_eq!(code_of(&resp), Some(400));
+    assert!(resp.len() <= bad.len() + 20);
+}
+
+#[test]
+fn downgraded_password_algorithms_are_400() {
+    let mut net = Net::new(server_config(), users());
+    let from: SocketAddr = "192.0.2.50:1".parse().unwrap();
+    // A request that claims the nonce's feature but lists only MD5.
+    let mut req = Vec::new();
+    let mut b = MessageBuilder::new(
+        &mut req,
+        MessageType::new(Method::ALLOCATE, MessageClass::Request),
+        TransactionId::new([4; 12]),
+    )
+    .unwrap();
+    b.add(&RequestedTransport(PROTO_UDP)).unwrap();
+    let challenge = net.raw(from, &req).unwrap();
+    let nonce = Message::decode(&challenge)
+        .unwrap()
+        .get::<p2p_stun::attr::Nonce>()
+        .unwrap()
+        .unwrap()
+        .as_str()
+        .to_owned();
+    let key = p2p_stun::Key::long_term("alice", REALM, "wonderland", Alg::Md5).unwrap();
+    let mut req = Vec::new();
+    let mut b = MessageBuilder::new(
+        &mut req,
+        MessageType::new(Method::ALLOCATE, MessageClass::Request),
+        TransactionId::new([5; 12]),
+    )
+    .unwrap();
+    b.add(&RequestedTransport(PROTO_UDP)).unwrap();
+    b.add(&p2p_stun::attr::Username::new("alice").unwrap())
+        .unwrap();
+    b.add(&p2p_stun::attr::Realm::new(REALM).unwrap()).unwrap();
+    b.add(&p2p_stun::attr::Nonce::new(&nonce).unwrap()).unwrap();
+    b.add(&p2p_stun::attr::PasswordAlgorithms::List(&[Alg::Md5]))
+        .unwrap();
+    b.add(&Alg::Md5).unwrap();
+    b.add_message_integrity(&key).unwrap();
+    let resp = net.raw(from, &req).unwrap();
+    assert_eq!(code_of(&resp), Some(400));
+}
+
+#[test]
+fn stale_nonce_438_is_recovered_by_the_client() {
+    let config = ServerConfig {
+        nonce_lifetime: SECS(300),
+        ..server_config()
+    };
+    let mut net = Net::new(config, users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    // The refresh at 480 s carries a nonce minted at 0 s: stale.
+    net.run_for(SECS(500));
+    assert_eq!(responses_with_code(&net, 438), 1);
+    assert!(net.client_events[c]
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Refreshed { .. })));
+    assert_eq!(net.clients[c].state(), ClientState::Allocated);
+}
+
+// ---------------------------------------------------------------- allocation errors
+
+#[test]
+fn second_allocate_on_the_same_five_tuple_is_437_and_a_retransmission_is_answered_again() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let a = net.allocated_client(cfg.clone());
+    let first_ok = net
+        .server_out
+        .iter()
+        .find(|t| code_of(&t.contents).is_none())
+        .unwrap()
+        .contents
+        .clone();
+    // The signed Allocate, retransmitted: the same success, byte for byte.
+    let signed = requests(&net, a, Method::ALLOCATE).pop().unwrap();
+    assert_eq!(net.raw(net.locals[a], &signed).unwrap(), first_ok);
+    // A second client on the same 5-tuple (a new transaction): 437.
+    let b = net.add_client(ClientConfig {
+        rng_seed: Some(999),
+        ..cfg
+    });
+    net.clients[b].allocate(net.now).unwrap();
+    net.step();
+    assert_eq!(net.failure(b), Some(Some(437)));
+    assert_eq!(net.server.allocation_count(), 1);
+}
+
+#[test]
+fn another_user_on_an_existing_allocation_is_441() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let a = net.allocated_client(cfg);
+    let from = net.locals[a];
+    let resp = net.signed(from, Method::REFRESH, "bob", "builder", |_| {});
+    assert_eq!(code_of(&resp), Some(441));
+    let resp = net.signed(from, Method::CREATE_PERMISSION, "bob", "builder", |b| {
+        b.add(&XorPeerAddress(peer())).unwrap();
+    });
+    assert_eq!(code_of(&resp), Some(441));
+    // Without an allocation: 437.
+    let resp = net.signed(
+        "192.0.2.77:1".parse().unwrap(),
+        Method::REFRESH,
+        "bob",
+        "builder",
+        |_| {},
+    );
+    assert_eq!(code_of(&resp), Some(437));
+}
+
+#[test]
+fn tcp_relaying_is_442() {
+    let mut net = Net::new(server_config(), users());
+    let mut cfg = net.client_config(0, "alice", "wonderland");
+    cfg.requested_transport = PROTO_TCP;
+    let c = net.add_client(cfg);
+    net.clients[c].allocate(net.now).unwrap();
+    net.step();
+    assert_eq!(net.failure(c), Some(Some(442)));
+    // Missing REQUESTED-TRANSPORT: 400.
+    let resp = net.signed(
+        "192.0.2.77:1".parse().unwrap(),
+        Method::ALLOCATE,
+        "bob",
+        "builder",
+        |_| {},
+    );
+    assert_eq!(code_of(&resp), Some(400));
+}
+
+#[test]
+fn peer_of_the_other_family_is_443() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let a = net.allocated_client(cfg);
+    let v6peer: SocketAddr = "[2001:db8::7]:9000".parse().unwrap();
+    assert_eq!(
+        net.clients[a].create_permission(net.now, &[v6peer.ip()]),
+        Err(ClientError::FamilyMismatch)
+    );
+    let resp = net.signed(
+        net.locals[a],
+        Method::CREATE_PERMISSION,
+        "alice",
+        "wonderland",
+        |b| {
+            b.add(&XorPeerAddress(v6peer)).unwrap();
+        },
+    );
+    assert_eq!(code_of(&resp), Some(443));
+    let resp = net.signed(
+        net.locals[a],
+        Method::CHANNEL_BIND,
+        "alice",
+        "wonderland",
+        |b| {
+            b.add(&ChannelNumber(0x4000)).unwrap();
+            b.add(&XorPeerAddress(v6peer)).unwrap();
+        },
+    );
+    assert_eq!(code_of(&resp), Some(443));
+    // Refresh asking for a family the allocation lacks: 443 too.
+    let resp = net.signed(net.locals[a], Method::REFRESH, "alice", "wonderland", |b| {
+        b.add(&RequestedAddressFamily(AddressFamily::V6)).unwrap();
+    });
+    assert_eq!(code_of(&resp), Some(443));
+}
+
+#[test]
+fn per_user_quota_is_486() {
+    let config = ServerConfig {
+        user_quota: Some(1),
+        ..server_config()
+    };
+    let mut net = Net::new(config, users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    net.allocated_client(cfg);
+    let cfg = net.client_config(1, "alice", "wonderland");
+    let c = net.add_client(cfg);
+    net.clients[c].allocate(net.now).unwrap();
+    net.step();
+    assert_eq!(net.failure(c), Some(Some(486)));
+    // Another user is not affected.
+    let cfg = net.client_config(2, "bob", "builder");
+    net.allocated_client(cfg);
+}
+
+#[test]
+fn no_free_port_or_total_quota_is_508() {
+    let relays = MemoryRelayAllocator::new(["203.0.113.1".parse().unwrap()], 50000..=50000);
+    let mut net = Net::with_allocator(server_config(), users(), relays);
+    let cfg = net.client_config(0, "alice", "wonderland");
+    net.allocated_client(cfg);
+    let cfg = net.client_config(1, "bob", "builder");
+    let c = net.add_client(cfg);
+    net.clients[c].allocate(net.now).unwrap();
+    net.step();
+    assert_eq!(net.failure(c), Some(Some(508)));
+
+    let config = ServerConfig {
+        total_quota: Some(1),
+        ..server_config()
+    };
+    let mut net = Net::new(config, users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    net.allocated_client(cfg);
+    let cfg = net.client_config(1, "bob", "builder");
+    let c = net.add_client(cfg);
+    net.clients[c].allocate(net.now).unwrap();
+    net.step();
+    assert_eq!(net.failure(c), Some(Some(508)));
+}
+
+#[test]
+fn unknown_comprehension_required_attribute_is_420() {
+    let mut net = Net::new(server_config(), users());
+    let resp = net.signed(
+        "192.0.2.77:1".parse().unwrap(),
+        Method::ALLOCATE,
+        "bob",
+        "builder",
+        |b| {
+            b.add(&RequestedTransport(PROTO_UDP)).unwrap();
+            b.add_raw(AttrType(0x7777), &[1, 2, 3, 4]).unwrap();
+        },
+    );
+    assert_eq!(code_of(&resp), Some(420));
+    let m = Message::decode(&resp).unwrap();
+    let list: Vec<AttrType> = m
+        .get::<UnknownAttributes>()
+        .unwrap()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(list, [AttrType(0x7777)]);
+}
+
+#[test]
+fn binding_requests_are_answered_with_the_mapped_address() {
+    let mut net = Net::new(server_config(), users());
+    let mut req = Vec::new();
+    MessageBuilder::new(
+        &mut req,
+        MessageType::new(Method::BINDING, MessageClass::Request),
+        TransactionId::new([9; 12]),
+    )
+    .unwrap();
+    let from: SocketAddr = "192.0.2.5:777".parse().unwrap();
+    let resp = net.raw(from, &req).unwrap();
+    let m = Message::decode(&resp).unwrap();
+    assert_eq!(m.typ().class, MessageClass::Success);
+    assert_eq!(m.get::<XorMappedAddress>().unwrap().unwrap().0, from);
+    assert!(is_turn_method(Method::ALLOCATE) && !is_turn_method(Method::BINDING));
+}
+
+// ---------------------------------------------------------------- lifetimes
+
+#[test]
+fn client_refreshes_keep_everything_alive_past_ten_minutes() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    let relay = net.relayed(c).unwrap();
+    net.clients[c]
+        .create_permission(net.now, &[peer().ip()])
+        .unwrap();
+    net.step();
+    net.run_for(SECS(30 * 60));
+    assert_eq!(net.server.allocation_count(), 1);
+    let refreshes = net.client_events[c]
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Refreshed { .. }))
+        .count();
+    assert!(refreshes >= 3, "{refreshes} refreshes");
+    // The permission was refreshed too: peer data still arrives.
+    net.peer_send(peer(), relay, b"still here");
+    assert_eq!(net.data_events(c), [(peer(), b"still here".to_vec())]);
+    assert!(!net
+        .server_events
+        .iter()
+        .any(|e| matches!(e, ServerEvent::AllocationExpired { .. })));
+}
+
+#[test]
+fn allocation_expires_without_refresh_and_frees_its_port() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    net.clients.clear(); // the client goes away silently
+    net.locals.clear();
+    net.run_for(SECS(599));
+    assert_eq!(net.server.allocation_count(), 1);
+    net.run_for(SECS(2));
+    assert_eq!(net.server.allocation_count(), 0);
+    assert_eq!(net.server.relays().in_use(), 0);
+    assert!(net
+        .server_events
+        .iter()
+        .any(|e| matches!(e, ServerEvent::AllocationExpired { .. })));
+    assert_eq!(net.server.counters().allocations_expired, 1);
+    let _ = c;
+}
+
+#[test]
+fn requested_lifetime_is_clamped_between_default_and_max() {
+    let mut net = Net::new(server_config(), users());
+    let mut cfg = net.client_config(0, "alice", "wonderland");
+    cfg.lifetime = Some(SECS(100_000));
+    let c = net.allocated_client(cfg);
+    assert!(matches!(
+        net.client_events[c][0],
+        ClientEvent::Allocated { lifetime, .. } if lifetime == SECS(3600)
+    ));
+    let mut cfg = net.client_config(1, "bob", "builder");
+    cfg.lifetime = Some(SECS(10));
+    let c = net.allocated_client(cfg);
+    assert!(matches!(
+        net.client_events[c][0],
+        ClientEvent::Allocated { lifetime, .. } if lifetime == SECS(600)
+    ));
+}
+
+#[test]
+fn refresh_with_lifetime_zero_deletes() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    net.clients[c].close(net.now).unwrap();
+    net.step();
+    assert_eq!(net.clients[c].state(), ClientState::Closed);
+    assert!(net.client_events[c].contains(&ClientEvent::Deleted));
+    assert_eq!(net.server.allocation_count(), 0);
+    assert_eq!(net.server.relays().in_use(), 0);
+    assert!(net
+        .server_events
+        .iter()
+        .any(|e| matches!(e, ServerEvent::AllocationDeleted { .. })));
+    let refresh = requests(&net, c, Method::REFRESH).pop().unwrap();
+    assert_eq!(
+        Message::decode(&refresh)
+            .unwrap()
+            .get::<Lifetime>()
+            .unwrap(),
+        Some(Lifetime(0))
+    );
+}
+
+#[test]
+fn permission_expires_after_300_seconds() {
+    let mut net = Net::new(server_config(), users());
+    let mut cfg = net.client_config(0, "alice", "wonderland");
+    cfg.permission_refresh = SECS(100_000); // the client never refreshes
+    let c = net.allocated_client(cfg);
+    let relay = net.relayed(c).unwrap();
+    net.clients[c]
+        .create_permission(net.now, &[peer().ip()])
+        .unwrap();
+    net.step();
+    net.run_for(SECS(299));
+    net.peer_send(peer(), relay, b"a");
+    net.clients[c].send_to(net.now, peer(), b"b").unwrap();
+    net.step();
+    assert_eq!(net.data_events(c).len(), 1);
+    assert_eq!(net.peer_inbox.len(), 1);
+    net.run_for(SECS(2));
+    net.peer_send(peer(), relay, b"c");
+    net.clients[c].send_to(net.now, peer(), b"d").unwrap();
+    net.step();
+    assert_eq!(net.data_events(c).len(), 1, "peer data dropped after 300 s");
+    assert_eq!(net.peer_inbox.len(), 1, "client data dropped after 300 s");
+    assert_eq!(net.server.counters().dropped_no_permission, 2);
+}
+
+#[test]
+fn channel_expires_after_600_seconds_and_its_number_stays_reserved() {
+    let mut net = Net::new(server_config(), users());
+    let mut cfg = net.client_config(0, "alice", "wonderland");
+    cfg.permission_refresh = SECS(100_000);
+    let c = net.allocated_client(cfg);
+    let relay = net.relayed(c).unwrap();
+    let ch = net.clients[c].bind_channel(net.now, peer()).unwrap();
+    net.step();
+    assert_eq!(net.clients[c].channel(peer()), Some(ch));
+    // Keep the permission (only) alive by hand.
+    for _ in 0..2 {
+        net.run_for(SECS(250));
+        net.clients[c]
+            .create_permission(net.now, &[peer().ip()])
+            .unwrap();
+        net.step();
+    }
+    net.run_for(SECS(90)); // 590 s
+    net.clients[c]
+        .send_to(net.now, peer(), b"over the channel")
+        .unwrap();
+    net.peer_send(peer(), relay, b"back");
+    assert_eq!(net.peer_inbox.len(), 1);
+    let last = net.server_out.last().unwrap();
+    assert_eq!(last.contents[0] & 0xF0, 0x40, "ChannelData to the client");
+    net.run_for(SECS(20)); // 610 s
+    net.clients[c]
+        .send_to(net.now, peer(), b"too late")
+        .unwrap();
+    net.step();
+    assert_eq!(
+        net.peer_inbox.len(),
+        1,
+        "ChannelData on an expired channel is dropped"
+    );
+    net.peer_send(peer(), relay, b"as a Data indication");
+    let last = net.server_out.last().unwrap();
+    assert_eq!(last.contents[0], 0x00, "a Data indication now");
+    assert_eq!(net.data_events(c).len(), 2);
+    // Within 5 minutes of expiry the number cannot go to another peer ...
+    let other: SocketAddr = "198.51.100.8:9000".parse().unwrap();
+    let resp = net.signed(
+        net.locals[c],
+        Method::CHANNEL_BIND,
+        "alice",
+        "wonderland",
+        |b| {
+            b.add(&ChannelNumber(ch)).unwrap();
+            b.add(&XorPeerAddress(other)).unwrap();
+        },
+    );
+    assert_eq!(code_of(&resp), Some(400));
+    // ... but may be bound again to the same peer.
+    let resp = net.signed(
+        net.locals[c],
+        Method::CHANNEL_BIND,
+        "alice",
+        "wonderland",
+        |b| {
+            b.add(&ChannelNumber(ch)).unwrap();
+            b.add(&XorPeerAddress(peer())).unwrap();
+        },
+    );
+    assert_eq!(code_of(&resp), None);
+}
+
+#[test]
+fn channel_bind_conflicts_are_400() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    let ch = net.clients[c].bind_channel(net.now, peer()).unwrap();
+    net.step();
+    assert_eq!(ch, 0x4000);
+    let from = net.locals[c];
+    let other: SocketAddr = "198.51.100.8:9000".parse().unwrap();
+    let cases: [(u16, SocketAddr, Option<u16>); 4] = [
+        (0x4000, other, Some(400)),  // number bound to another peer
+        (0x4001, peer(), Some(400)), // peer bound to another number
+        (0x3FFF, other, Some(400)),  // out of range
+        (0x4000, peer(), None),      // a refresh of the same binding
+    ];
+    for (n, p, want) in cases {
+        let resp = net.signed(from, Method::CHANNEL_BIND, "alice", "wonderland", |b| {
+            b.add(&ChannelNumber(n)).unwrap();
+            b.add(&XorPeerAddress(p)).unwrap();
+        });
+        assert_eq!(code_of(&resp), want, "channel {n:#x} to {p}");
+    }
+    let resp = net.signed(from, Method::CHANNEL_BIND, "alice", "wonderland", |b| {
+        b.add(&ChannelNumber(0x4002)).unwrap();
+    });
+    assert_eq!(code_of(&resp), Some(400), "no XOR-PEER-ADDRESS");
+}
+
+// ---------------------------------------------------------------- peer policy
+
+#[test]
+fn loopback_peer_is_refused_by_default_and_allowed_by_cidr() {
+    let lo: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    net.clients[c]
+        .create_permission(net.now, &[lo.ip()])
+        .unwrap();
+    net.clients[c].bind_channel(net.now, lo).unwrap();
+    net.step();
+    assert!(
+        net.client_events[c].contains(&ClientEvent::PermissionFailed {
+            peers: vec![lo.ip()],
+            code: Some(403)
+        })
+    );
+    assert!(net.client_events[c].iter().any(|e| matches!(
+        e,
+        ClientEvent::ChannelBindFailed {
+            code: Some(403),
+            ..
+        }
+    )));
+    // The server's own address is refused too.
+    let resp = net.signed(
+        net.locals[c],
+        Method::CREATE_PERMISSION,
+        "alice",
+        "wonderland",
+        |b| {
+            b.add(&XorPeerAddress(listen())).unwrap();
+        },
+    );
+    assert_eq!(code_of(&resp), Some(403));
+    // One refused peer refuses the whole request.
+    let resp = net.signed(
+        net.locals[c],
+        Method::CREATE_PERMISSION,
+        "alice",
+        "wonderland",
+        |b| {
+            b.add(&XorPeerAddress(peer())).unwrap();
+            b.add(&XorPeerAddress("10.0.0.1:1".parse().unwrap()))
+                .unwrap();
+        },
+    );
+    assert_eq!(code_of(&resp), Some(403));
+
+    let config = ServerConfig {
+        peer_policy: PeerPolicy::new().allow("127.0.0.0/8".parse().unwrap()),
+        ..server_config()
+    };
+    let mut net = Net::new(config, users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    net.clients[c]
+        .create_permission(net.now, &[lo.ip()])
+        .unwrap();
+    net.step();
+    net.clients[c].send_to(net.now, lo, b"hi lo").unwrap();
+    net.step();
+    assert_eq!(net.peer_inbox.len(), 1);
+    assert_eq!(net.peer_inbox[0].to, lo);
+}
+
+#[test]
+fn denied_cidr_is_refused() {
+    let config = ServerConfig {
+        peer_policy: PeerPolicy::new().deny("198.51.100.0/24".parse().unwrap()),
+        ..server_config()
+    };
+    let mut net = Net::new(config, users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    net.clients[c]
+        .create_permission(net.now, &[peer().ip()])
+        .unwrap();
+    net.step();
+    assert!(net.client_events[c].iter().any(|e| matches!(
+        e,
+        ClientEvent::PermissionFailed {
+            code: Some(403),
+            ..
+        }
+    )));
+}
+
+// ---------------------------------------------------------------- data
+
+#[test]
+fn send_and_data_indications_both_ways() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    let relay = net.relayed(c).unwrap();
+    assert_eq!(
+        net.clients[c].send_to(net.now, peer(), b"x"),
+        Err(ClientError::NoPermission)
+    );
+    net.clients[c]
+        .create_permission(net.now, &[peer().ip()])
+        .unwrap();
+    net.step();
+    assert!(
+        net.client_events[c].contains(&ClientEvent::PermissionCreated {
+            peers: vec![peer().ip()]
+        })
+    );
+    net.clients[c]
+        .send_to(net.now, peer(), b"hello peer")
+        .unwrap();
+    net.step();
+    let sent = net.client_out[c].last().unwrap();
+    let m = Message::decode(sent).unwrap();
+    assert_eq!(
+        m.typ(),
+        MessageType::new(Method::SEND, MessageClass::Indication)
+    );
+    assert_eq!(net.peer_inbox.len(), 1);
+    assert_eq!(net.peer_inbox[0].from, relay);
+    assert_eq!(net.peer_inbox[0].to, peer());
+    assert_eq!(net.peer_inbox[0].bytes, b"hello peer");
+
+    net.peer_send(peer(), relay, b"hello client");
+    let last = net.server_out.last().unwrap();
+    let m = Message::decode(&last.contents).unwrap();
+    assert_eq!(
+        m.typ(),
+        MessageType::new(Method::DATA, MessageClass::Indication)
+    );
+    assert_eq!(net.data_events(c), [(peer(), b"hello client".to_vec())]);
+    // Any port of a permitted IP may send; other IPs may not.
+    let same_ip: SocketAddr = "198.51.100.7:1234".parse().unwrap();
+    net.peer_send(same_ip, relay, b"other port");
+    net.peer_send("198.51.100.99:9000".parse().unwrap(), relay, b"stranger");
+    assert_eq!(net.data_events(c).len(), 2);
+    let k = net.server.counters();
+    assert_eq!((k.packets_to_peer, k.bytes_to_peer), (1, 10));
+    assert_eq!((k.packets_to_client, k.bytes_to_client), (2, 22));
+    assert_eq!(k.dropped_no_permission, 1);
+}
+
+#[test]
+fn channel_data_both_ways() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    let relay = net.relayed(c).unwrap();
+    let ch = net.clients[c].bind_channel(net.now, peer()).unwrap();
+    net.step();
+    assert!(net.client_events[c].contains(&ClientEvent::ChannelBound {
+        peer: peer(),
+        channel: ch
+    }));
+    assert!(net
+        .server_events
+        .iter()
+        .any(|e| matches!(e, ServerEvent::ChannelBound { channel, .. } if *channel == ch)));
+    net.clients[c]
+        .send_to(net.now, peer(), b"via channel")
+        .unwrap();
+    net.step();
+    let sent = net.client_out[c].last().unwrap();
+    assert_eq!(u16::from_be_bytes([sent[0], sent[1]]), ch);
+    assert_eq!(sent.len(), 4 + 11, "no padding over UDP");
+    assert_eq!(net.peer_inbox.last().unwrap().bytes, b"via channel");
+    net.peer_send(peer(), relay, b"reply");
+    let last = net.server_out.last().unwrap();
+    assert_eq!(&last.contents[..4], &[(ch >> 8) as u8, ch as u8, 0, 5]);
+    assert_eq!(net.data_events(c), [(peer(), b"reply".to_vec())]);
+    // Another port of the same IP has no channel: a Data indication.
+    net.peer_send("198.51.100.7:9001".parse().unwrap(), relay, b"other");
+    assert_eq!(net.server_out.last().unwrap().contents[0], 0);
+}
+
+#[test]
+fn over_tcp_channel_data_is_padded() {
+    let mut net = Net::new(server_config(), users());
+    let mut cfg = net.client_config(0, "alice", "wonderland");
+    cfg.transport = Transport::Tcp;
+    let c = net.allocated_client(cfg);
+    let relay = net.relayed(c).unwrap();
+    net.clients[c].bind_channel(net.now, peer()).unwrap();
+    net.step();
+    net.clients[c].send_to(net.now, peer(), b"abcde").unwrap();
+    net.step();
+    assert_eq!(net.client_out[c].last().unwrap().len(), 12);
+    net.peer_send(peer(), relay, b"abcde");
+    let last = net.server_out.last().unwrap();
+    assert_eq!(last.transport, Transport::Tcp);
+    assert_eq!(last.contents.len(), 12);
+    assert_eq!(net.data_events(c), [(peer(), b"abcde".to_vec())]);
+}
+
+#[test]
+fn one_create_permission_for_several_peers() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    let relay = net.relayed(c).unwrap();
+    let peers: Vec<IpAddr> = ["198.51.100.7", "198.51.100.8", "192.0.2.200"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    net.clients[c].create_permission(net.now, &peers).unwrap();
+    net.step();
+    assert_eq!(requests(&net, c, Method::CREATE_PERMISSION).len(), 1);
+    let created = net
+        .server_events
+        .iter()
+        .filter(|e| matches!(e, ServerEvent::PermissionCreated { .. }))
+        .count();
+    assert_eq!(created, 3);
+    for p in &peers {
+        net.peer_send(SocketAddr::new(*p, 1), relay, b"x");
+    }
+    assert_eq!(net.data_events(c).len(), 3);
+}
+
+#[test]
+fn bandwidth_cap_drops_the_excess() {
+    let config = ServerConfig {
+        bandwidth: Some(Bandwidth {
+            bytes_per_sec: 1000,
+            burst: 1000,
+        }),
+        ..server_config()
+    };
+    let mut net = Net::new(config, users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    net.clients[c]
+        .create_permission(net.now, &[peer().ip()])
+        .unwrap();
+    net.step();
+    for _ in 0..10 {
+        net.clients[c].send_to(net.now, peer(), &[7; 400]).unwrap();
+    }
+    net.step();
+    assert_eq!(net.peer_inbox.len(), 2);
+    net.run_for(SECS(1));
+    for _ in 0..10 {
+        net.clients[c].send_to(net.now, peer(), &[7; 400]).unwrap();
+    }
+    net.step();
+    assert_eq!(net.peer_inbox.len(), 4);
+    assert_eq!(net.server.counters().dropped_bandwidth, 16);
+}
+
+// ---------------------------------------------------------------- EVEN-PORT, families
+
+#[test]
+fn even_port_reserves_the_next_port_for_a_token() {
+    let mut net = Net::new(server_config(), users());
+    let mut cfg = net.client_config(0, "alice", "wonderland");
+    cfg.even_port = Some(true);
+    let a = net.allocated_client(cfg);
+    let (relay, token) = match &net.client_events[a][0] {
+        ClientEvent::Allocated {
+            relayed,
+            reservation_token,
+            ..
+        } => (relayed[0], reservation_token.unwrap()),
+        e => panic!("{e:?}"),
+    };
+    assert_eq!(relay.port() % 2, 0);
+    let mut cfg = net.client_config(1, "bob", "builder");
+    cfg.reservation_token = Some(token);
+    let b = net.allocated_client(cfg);
+    assert_eq!(net.relayed(b).unwrap().port(), relay.port() + 1);
+    // A token is good once.
+    let mut cfg = net.client_config(2, "bob", "builder");
+    cfg.reservation_token = Some(token);
+    let c = net.add_client(cfg);
+    net.clients[c].allocate(net.now).unwrap();
+    net.step();
+    assert_eq!(net.failure(c), Some(Some(508)));
+}
+
+#[test]
+fn unused_reservations_expire_after_30_seconds() {
+    let mut net = Net::new(server_config(), users());
+    let mut cfg = net.client_config(0, "alice", "wonderland");
+    cfg.even_port = Some(true);
+    let a = net.allocated_client(cfg);
+    let token = match &net.client_events[a][0] {
+        ClientEvent::Allocated {
+            reservation_token, ..
+        } => reservation_token.unwrap(),
+        e => panic!("{e:?}"),
+    };
+    assert_eq!(net.server.relays().in_use(), 2);
+    net.run_for(SECS(31));
+    assert_eq!(net.server.relays().in_use(), 1);
+    let mut cfg = net.client_config(1, "bob", "builder");
+    cfg.reservation_token = Some(token);
+    let b = net.add_client(cfg);
+    net.clients[b].allocate(net.now).unwrap();
+    net.step();
+    assert_eq!(net.failure(b), Some(Some(508)));
+}
+
+#[test]
+fn dual_stack_allocation_and_address_family_errors() {
+    let both = MemoryRelayAllocator::new(
+        [
+            "203.0.113.1".parse().unwrap(),
+            "2001:db8::1".parse().unwrap(),
+        ],
+        50000..=50999,
+    );
+    let mut net = Net::with_allocator(server_config(), users(), both);
+    let mut cfg = net.client_config(0, "alice", "wonderland");
+    cfg.dual_stack = true;
+    let c = net.allocated_client(cfg);
+    match &net.client_events[c][0] {
+        ClientEvent::Allocated {
+            relayed,
+            family_error,
+            ..
+        } => {
+            assert_eq!(relayed.len(), 2);
+            assert!(relayed[0].is_ipv4() && relayed[1].is_ipv6());
+            assert_eq!(*family_error, None);
+        }
+        e => panic!("{e:?}"),
+    }
+    // IPv6 peers work on the IPv6 relayed address.
+    let v6peer: SocketAddr = "[2001:db8:5::7]:9000".parse().unwrap();
+    net.clients[c]
+        .create_permission(net.now, &[v6peer.ip()])
+        .unwrap();
+    net.step();
+    net.clients[c].send_to(net.now, v6peer, b"six").unwrap();
+    net.step();
+    assert_eq!(
+        net.peer_inbox.last().unwrap().from.ip().to_string(),
+        "2001:db8::1"
+    );
+
+    // A server without IPv6: the IPv4 half succeeds with ADDRESS-ERROR-CODE 440 ...
+    let mut net = Net::new(server_config(), users());
+    let mut cfg = net.client_config(0, "alice", "wonderland");
+    cfg.dual_stack = true;
+    let c = net.allocated_client(cfg);
+    assert!(matches!(
+        &net.client_events[c][0],
+        ClientEvent::Allocated { relayed, family_error: Some((AddressFamily::V6, 440)), .. } if relayed.len() == 1
+    ));
+    // ... and REQUESTED-ADDRESS-FAMILY IPv6 alone is 440.
+    let mut cfg = net.client_config(1, "bob", "builder");
+    cfg.requested_family = Some(AddressFamily::V6);
+    let d = net.add_client(cfg);
+    net.clients[d].allocate(net.now).unwrap();
+    net.step();
+    assert_eq!(net.failure(d), Some(Some(440)));
+    // Both family attributes at once, or ADDITIONAL-ADDRESS-FAMILY IPv4: 400.
+    let resp = net.signed(
+        "192.0.2.77:1".parse().unwrap(),
+        Method::ALLOCATE,
+        "bob",
+        "builder",
+        |b| {
+            b.add(&RequestedTransport(PROTO_UDP)).unwrap();
+            b.add(&RequestedAddressFamily(AddressFamily::V4)).unwrap();
+            b.add(&AdditionalAddressFamily(AddressFamily::V6)).unwrap();
+        },
+    );
+    assert_eq!(code_of(&resp), Some(400));
+    let resp = net.signed(
+        "192.0.2.78:1".parse().unwrap(),
+        Method::ALLOCATE,
+        "bob",
+        "builder",
+        |b| {
+            b.add(&RequestedTransport(PROTO_UDP)).unwrap();
+            b.add(&AdditionalAddressFamily(AddressFamily::V4)).unwrap();
+        },
+    );
+    assert_eq!(code_of(&resp), Some(400));
+    // RESERVATION-TOKEN with EVEN-PORT: 400.
+    let resp = net.signed(
+        "192.0.2.79:1".parse().unwrap(),
+        Method::ALLOCATE,
+        "bob",
+        "builder",
+        |b| {
+            b.add(&RequestedTransport(PROTO_UDP)).unwrap();
+            b.add(&EvenPort {
+                reserve_next: false,
+            })
+            .unwrap();
+            b.add(&ReservationToken([1; 8])).unwrap();
+        },
+    );
+    assert_eq!(code_of(&resp), Some(400));
+}
+
+#[test]
+fn allocate_timeout_is_reported() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let mut client = TurnClient::new(cfg);
+    client.allocate(net.now).unwrap();
+    let mut sends = 0;
+    for _ in 0..100 {
+        while client.poll_transmit().is_some() {
+            sends += 1;
+        }
+        match client.poll_timeout() {
+            Some(t) => {
+                net.now = t;
+                client.handle_timeout(t);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(sends, 7, "Rc = 7 transmissions");
+    assert_eq!(
+        client.poll_event(),
+        Some(ClientEvent::AllocationFailed {
+            code: None,
+            reason: "timed out".into()
+        })
+    );
+    assert_eq!(net.now - net.t0, Duration::from_millis(39_500));
+}

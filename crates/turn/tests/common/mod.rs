@@ -1,0 +1,332 @@
+//! A tiny in-test router: one TURN server, any number of clients, and fake
+//! peers, all driven on a simulated clock with no latency.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use p2p_stun::attr::{ErrorCode, Nonce, Realm, Username};
+use p2p_stun::{Key, Message, MessageBuilder, MessageClass, MessageType, Method, TransactionId};
+use p2p_turn::*;
+
+pub type Server = TurnServer<Box<dyn CredentialStore>, MemoryRelayAllocator>;
+
+pub const REALM: &str = "example.org";
+pub const WALL0: u64 = 1_700_000_000;
+
+pub fn listen() -> SocketAddr {
+    "203.0.113.1:3478".parse().unwrap()
+}
+
+pub fn peer() -> SocketAddr {
+    "198.51.100.7:9000".parse().unwrap()
+}
+
+pub fn users() -> StaticUsers {
+    StaticUsers::new()
+        .with_user("alice", "wonderland")
+        .with_user("bob", "builder")
+}
+
+pub fn server_config() -> ServerConfig {
+    ServerConfig {
+        rng_seed: Some(7),
+        ..ServerConfig::new(REALM)
+    }
+}
+
+pub fn allocator() -> MemoryRelayAllocator {
+    MemoryRelayAllocator::new(["203.0.113.1".parse().unwrap()], 50000..=50999)
+}
+
+/// A packet a peer received from the server.
+#[derive(Debug, Clone)]
+pub struct PeerPacket {
+    pub from: SocketAddr,
+    pub to: SocketAddr,
+    pub bytes: Vec<u8>,
+}
+
+pub struct Net {
+    pub t0: Instant,
+    pub now: Instant,
+    pub server: Server,
+    pub clients: Vec<TurnClient>,
+    pub client_events: Vec<Vec<ClientEvent>>,
+    /// Every datagram each client sent, in order.
+    pub client_out: Vec<Vec<Vec<u8>>>,
+    pub server_events: Vec<ServerEvent>,
+    /// Every datagram the server sent to a client address.
+    pub server_out: Vec<Transmit>,
+    pub peer_inbox: Vec<PeerPacket>,
+    pub locals: Vec<SocketAddr>,
+}
+
+impl Net {
+    pub fn new(config: ServerConfig, creds: impl CredentialStore + 'static) -> Net {
+        Net::with_allocator(config, creds, allocator())
+    }
+
+    pub fn with_allocator(
+        config: ServerConfig,
+        creds: impl CredentialStore + 'static,
+        relays: MemoryRelayAllocator,
+    ) -> Net {
+        let t0 = Instant::now();
+        let wall0 = UNIX_EPOCH + Duration::from_secs(WALL0);
+        Net {
+            t0,
+            now: t0,
+            server: TurnServer::new(config, Box::new(creds), relays, (t0, wall0)),
+            clients: Vec::new(),
+            client_events: Vec::new(),
+            client_out: Vec::new(),
+            server_events: Vec::new(),
+            server_out: Vec::new(),
+            peer_inbox: Vec::new(),
+            locals: Vec::new(),
+        }
+    }
+
+    pub fn wall(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(WALL0) + (self.now - self.t0)
+    }
+
+    /// A client config for client number `i` (address 192.0.2.(10+i):5000).
+    pub fn client_config(&self, i: usize, user: &str, password: &str) -> ClientConfig {
+        let local: SocketAddr = format!("192.0.2.{}:5000", 10 + i).parse().unwrap();
+        ClientConfig {
+            rng_seed: Some(100 + i as u64),
+            ..ClientConfig::new(local, listen(), user, password)
+        }
+    }
+
+    pub fn add_client(&mut self, config: ClientConfig) -> usize {
+        self.locals.push(config.local);
+        self.clients.push(TurnClient::new(config));
+        self.client_events.push(Vec::new());
+        self.client_out.push(Vec::new());
+        self.clients.len() - 1
+    }
+
+    /// Add a client and allocate; returns its index.
+    pub fn allocated_client(&mut self, config: ClientConfig) -> usize {
+        let i = self.add_client(config);
+        self.clients[i].allocate(self.now).unwrap();
+        self.step();
+        assert!(
+            self.relayed(i).is_some(),
+            "client {i} not allocated: {:?}",
+            self.client_events[i]
+        );
+        i
+    }
+
+    pub fn relayed(&self, i: usize) -> Option<SocketAddr> {
+        self.client_events[i].iter().find_map(|e| match e {
+            ClientEvent::Allocated { relayed, .. } => relayed.first().copied(),
+            _ => None,
+        })
+    }
+
+    pub fn failure(&self, i: usize) -> Option<Option<u16>> {
+        self.client_events[i].iter().find_map(|e| match e {
+            ClientEvent::AllocationFailed { code, .. } => Some(*code),
+            _ => None,
+        })
+    }
+
+    pub fn data_events(&self, i: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.client_events[i]
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Data { peer, data } => Some((*peer, data.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn deliver_to_server(&mut self, t: &Transmit) {
+        self.server.handle_input(
+            self.now,
+            Datagram {
+                transport: t.transport,
+                local: t.destination,
+                remote: t.source,
+                bytes: &t.contents,
+            },
+        );
+    }
+
+    /// Move packets until nobody has anything to send (bounded).
+    pub fn step(&mut self) {
+        for _ in 0..1000 {
+            let mut moved = false;
+            for i in 0..self.clients.len() {
+                while let Some(t) = self.clients[i].poll_transmit() {
+                    moved = true;
+                    self.client_out[i].push(t.contents.clone());
+                    assert_eq!(t.destination, listen());
+                    self.deliver_to_server(&t);
+                }
+            }
+            while let Some(t) = self.server.poll_transmit() {
+                moved = true;
+                let targets: Vec<usize> = (0..self.clients.len())
+                    .filter(|&i| self.locals[i] == t.destination)
+                    .collect();
+                if targets.is_empty() && t.source != listen() {
+                    self.peer_inbox.push(PeerPacket {
+                        from: t.source,
+                        to: t.destination,
+                        bytes: t.contents.clone(),
+                    });
+                } else {
+                    self.server_out.push(t.clone());
+                }
+                for i in targets {
+                    let now = self.now;
+                    self.clients[i].handle_input(
+                        now,
+                        Datagram {
+                            transport: t.transport,
+                            local: t.destination,
+                            remote: t.source,
+                            bytes: &t.contents,
+                        },
+                    );
+                }
+                self.server.recycle(t.contents);
+            }
+            for i in 0..self.clients.len() {
+                while let Some(e) = self.clients[i].poll_event() {
+                    self.client_events[i].push(e);
+                }
+            }
+            while let Some(e) = self.server.poll_event() {
+                self.server_events.push(e);
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("network did not settle in 1000 rounds");
+    }
+
+    /// Run timers and deliveries until `now + d` (bounded).
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        for _ in 0..100_000 {
+            let next = self
+                .clients
+                .iter()
+                .filter_map(|c| c.poll_timeout())
+                .chain(self.server.poll_timeout())
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    let now = self.now;
+                    for c in &mut self.clients {
+                        if c.poll_timeout().is_some_and(|t| t <= now) {
+                            c.handle_timeout(now);
+                        }
+                    }
+                    if self.server.poll_timeout().is_some_and(|t| t <= now) {
+                        self.server.handle_timeout(now);
+                    }
+                    self.step();
+                }
+                _ => {
+                    self.now = end;
+                    self.step();
+                    return;
+                }
+            }
+        }
+        panic!("timers did not settle");
+    }
+
+    /// A peer sends `bytes` from `from` to a relayed address.
+    pub fn peer_send(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        self.server.handle_input(
+            self.now,
+            Datagram {
+                transport: Transport::Udp,
+                local: to,
+                remote: from,
+                bytes,
+            },
+        );
+        self.step();
+    }
+
+    /// Feed raw bytes from `from` to the listening address; return what the
+    /// server answered to `from` (if anything).
+    pub fn raw(&mut self, from: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+        let before = self.server_out.len();
+        self.server.handle_input(
+            self.now,
+            Datagram {
+                transport: Transport::Udp,
+                local: listen(),
+                remote: from,
+                bytes,
+            },
+        );
+        self.step();
+        self.server_out[before..]
+            .iter()
+            .rev()
+            .find(|t| t.destination == from)
+            .map(|t| t.contents.clone())
+    }
+
+    /// Do the 401 dance by hand for a request from `from` with `user`'s
+    /// credentials (MD5, MESSAGE-INTEGRITY, no PASSWORD-ALGORITHMS); return
+    /// the final response.
+    pub fn signed(
+        &mut self,
+        from: SocketAddr,
+        method: Method,
+        user: &str,
+        password: &str,
+        attrs: impl Fn(&mut MessageBuilder<&mut Vec<u8>>),
+    ) -> Vec<u8> {
+        let mut req = Vec::new();
+        let mut b = MessageBuilder::new(
+            &mut req,
+            MessageType::new(method, MessageClass::Request),
+            TransactionId::new([1; 12]),
+        )
+        .unwrap();
+        attrs(&mut b);
+        let challenge = self.raw(from, &req).expect("a 401");
+        let msg = Message::decode(&challenge).unwrap();
+        assert_eq!(msg.get::<ErrorCode>().unwrap().unwrap().code(), 401);
+        let nonce = msg.get::<Nonce>().unwrap().unwrap().as_str().to_owned();
+        let key = Key::long_term(user, REALM, password, PasswordAlgorithm::Md5).unwrap();
+        let mut req = Vec::new();
+        let mut b = MessageBuilder::new(
+            &mut req,
+            MessageType::new(method, MessageClass::Request),
+            TransactionId::new([2; 12]),
+        )
+        .unwrap();
+        attrs(&mut b);
+        b.add(&Username::new(user).unwrap()).unwrap();
+        b.add(&Realm::new(REALM).unwrap()).unwrap();
+        b.add(&Nonce::new(&nonce).unwrap()).unwrap();
+        b.add_message_integrity(&key).unwrap();
+        self.raw(from, &req).expect("a response")
+    }
+}
+
+/// The error code of a response, or `None` for a success.
+pub fn code_of(resp: &[u8]) -> Option<u16> {
+    let m = Message::decode(resp).expect("a STUN response");
+    match m.typ().class {
+        MessageClass::Error => Some(m.get::<ErrorCode>().unwrap().unwrap().code()),
+        _ => None,
+    }
+}
