@@ -1,0 +1,74 @@
+//! "Connect me to that peer": the facade of the p2p stack.
+//!
+//! Two layers, as everywhere in this workspace:
+//! - [`Session`] is sans-IO: one ICE agent ([`p2p_ice`]) composed with STUN
+//!   server-reflexive gathering and one [`p2p_turn::TurnClient`] per TURN
+//!   server. Datagrams and `Instant`s in; transmits, a deadline and
+//!   [`SessionEvent`]s out. Relayed candidates are ordinary local candidates
+//!   of the agent; the session wraps their transmits as Send indications or
+//!   ChannelData and unwraps what the TURN server delivers, so the
+//!   application sees one path, whatever its type.
+//! - The tokio driver (feature `driver`, on by default) binds the sockets,
+//!   runs the timers, meets the peer through a `p2p-signaling` server
+//!   (trickling candidates) and hands back a connected path.
+//!
+//! Datagram semantics: [`Session::send`] sends one datagram over the
+//! selected path; it may be lost, duplicated or reordered, exactly like UDP
+//! (a relayed path adds the relay's hop, not reliability). Applications that
+//! need a stream put one on top (e.g. SCTP or QUIC over the datagrams).
+//!
+//! ```
+//! use std::time::Instant;
+//! use p2p_connect::{Session, SessionConfig, SessionEvent, Datagram, Transport};
+//! use p2p_ice::IceConfig;
+//!
+//! let a_addr = "10.0.0.1:5000".parse()?;
+//! let b_addr = "10.0.0.2:6000".parse()?;
+//! let mut a = Session::new(SessionConfig { hosts: vec![a_addr], ..SessionConfig::new(IceConfig::controlling().with_seed(1)) })?;
+//! let mut b = Session::new(SessionConfig { hosts: vec![b_addr], ..SessionConfig::new(IceConfig::controlled().with_seed(2)) })?;
+//! let (ua, pa) = a.local_credentials();
+//! let (ua, pa) = (ua.to_owned(), pa.to_owned());
+//! let (ub, pb) = b.local_credentials();
+//! let (ub, pb) = (ub.to_owned(), pb.to_owned());
+//! a.set_remote_credentials(&ub, &pb)?;
+//! b.set_remote_credentials(&ua, &pa)?;
+//!
+//! let mut now = Instant::now();
+//! a.start(now);
+//! b.start(now);
+//! // A lossless network without delay; candidates are "signalled" at once.
+//! for _ in 0..200 {
+//!     while let Some(e) = a.poll_event() {
+//!         if let SessionEvent::LocalCandidate(c) = e { b.add_remote_candidate(now, &c)?; }
+//!     }
+//!     while let Some(e) = b.poll_event() {
+//!         if let SessionEvent::LocalCandidate(c) = e { a.add_remote_candidate(now, &c)?; }
+//!     }
+//!     while let Some(t) = a.poll_transmit() {
+//!         b.handle_input(now, Datagram { transport: Transport::Udp, local: t.destination, remote: t.source, contents: &t.contents });
+//!     }
+//!     while let Some(t) = b.poll_transmit() {
+//!         a.handle_input(now, Datagram { transport: Transport::Udp, local: t.destination, remote: t.source, contents: &t.contents });
+//!     }
+//!     if a.selected_path().is_some() && b.selected_path().is_some() { break; }
+//!     now = [a.poll_timeout(), b.poll_timeout()].into_iter().flatten().min().unwrap_or(now).max(now);
+//!     a.handle_timeout(now);
+//!     b.handle_timeout(now);
+//! }
+//! while b.poll_event().is_some() {}
+//! a.send(now, b"hello")?;
+//! while let Some(t) = a.poll_transmit() {
+//!     b.handle_input(now, Datagram { transport: Transport::Udp, local: t.destination, remote: t.source, contents: &t.contents });
+//! }
+//! assert!(std::iter::from_fn(|| b.poll_event()).any(|e| e == SessionEvent::Data(b"hello".to_vec())));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+
+mod session;
+
+pub use p2p_ice::{CandidateKind, IceConfig, IceState};
+pub use session::{
+    Datagram, PathEnd, Session, SessionConfig, SessionError, SessionEvent, Transmit, Transport,
+    TurnServerConfig,
+};
