@@ -15,11 +15,13 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [args]
 
 tasks:
-  ci            the whole suite: fmt, clippy, tests, fuzz-corpus replay, interop, nat-lab
+  ci            the whole suite: fmt, clippy, tests (fuzz corpora replayed), interop, nat-lab, browser
   test          cargo tests of the workspace (nextest when installed)
   lint          rustfmt --check and clippy -D warnings
   interop       our binaries against coturn (needs the `coturn` package; installs it when CI=true)
   nat-lab       real NATs in network namespaces (needs root, iproute2, iptables)
+  browser       two headless Chromium pages connect through `p2p serve` (needs chromium, node)
+  ice-matrix    the 81-pair NAT matrix on the virtual network; rewrites docs/ice-matrix.md
   bench [what]  criterion benchmarks (codec by default) and a report in target/bench-report.md
   fuzz [target] [secs]  run cargo-fuzz on one target for a bounded time
 ";
@@ -38,6 +40,8 @@ fn main() -> ExitCode {
         "lint" => tasks::lint(),
         "interop" => tasks::interop(rest),
         "nat-lab" => tasks::nat_lab(rest),
+        "browser" => tasks::browser(rest),
+        "ice-matrix" => tasks::ice_matrix(rest),
         "bench" => tasks::bench(rest),
         "fuzz" => tasks::fuzz(rest),
         "-h" | "--help" | "help" => {

@@ -9,6 +9,7 @@ pub(crate) fn ci(_args: &[String]) -> Result<(), String> {
     test(&[])?;
     interop(&[])?;
     nat_lab(&[])?;
+    browser(&[])?;
     Ok(())
 }
 
@@ -45,25 +46,49 @@ pub(crate) fn test(args: &[String]) -> Result<(), String> {
     }
 }
 
-pub(crate) fn interop(_args: &[String]) -> Result<(), String> {
-    let script = root().join("xtask/scripts/interop.sh");
+/// Run one of the suites in `xtask/scripts/` (each installs or skips what it
+/// needs, cleans up after itself, and fails in CI when it cannot run).
+fn script(name: &str) -> Result<(), String> {
+    let script = root().join("xtask/scripts").join(name);
     if !script.exists() {
-        eprintln!("interop: no interop suite yet");
-        return Ok(());
+        return Err(format!("{} is missing", script.display()));
     }
     run(Command::new("bash").arg(script))
 }
 
-pub(crate) fn nat_lab(_args: &[String]) -> Result<(), String> {
-    let script = root().join("xtask/scripts/nat-lab.sh");
-    if !script.exists() {
-        eprintln!("nat-lab: no NAT lab yet");
+pub(crate) fn interop(_args: &[String]) -> Result<(), String> {
+    script("interop.sh")
+}
+
+pub(crate) fn browser(_args: &[String]) -> Result<(), String> {
+    if !root().join("xtask/scripts/browser.sh").exists() {
+        eprintln!("browser: the browser suite is not in this tree yet");
         return Ok(());
     }
+    script("browser.sh")
+}
+
+/// The ICE NAT matrix runs as a test of p2p-connect on the virtual network;
+/// with ICE_MATRIX_OUT set it also writes the table.
+pub(crate) fn ice_matrix(_args: &[String]) -> Result<(), String> {
+    run(cargo()
+        .env("ICE_MATRIX_OUT", root().join("docs/ice-matrix.md"))
+        .args([
+            "test",
+            "-p",
+            "p2p-connect",
+            "--test",
+            "matrix",
+            "--",
+            "--nocapture",
+        ]))
+}
+
+pub(crate) fn nat_lab(_args: &[String]) -> Result<(), String> {
     if !in_ci() && !have("ip") {
         return Err("nat-lab needs iproute2 (`ip`) and root".into());
     }
-    run(Command::new("bash").arg(script))
+    script("nat-lab.sh")
 }
 
 pub(crate) fn bench(args: &[String]) -> Result<(), String> {
