@@ -43,14 +43,31 @@ pub fn prepare(s: &str) -> Result<Cow<'_, str>, CredentialError> {
 }
 
 /// The key that MESSAGE-INTEGRITY(-SHA256) is computed with.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Key(Vec<u8>);
+///
+/// The HMAC states keyed with it (inner and outer pads hashed) are computed
+/// once, when the key is made, so each MAC costs only the message's own
+/// blocks.
+#[derive(Clone)]
+pub struct Key {
+    bytes: Vec<u8>,
+    sha1: Hmac<Sha1>,
+    sha256: Hmac<Sha256>,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.bytes.ct_eq(&other.bytes))
+    }
+}
+
+impl Eq for Key {}
 
 impl Key {
     /// A short-term credential key: the prepared password (RFC 8489 §9.1.1).
     /// ICE uses this with the peer's `ice-pwd`.
     pub fn short_term(password: &str) -> Result<Key, CredentialError> {
-        Ok(Key(prepare(password)?.as_bytes().to_vec()))
+        Ok(Key::from_bytes(prepare(password)?.as_bytes()))
     }
 
     /// A long-term credential key (RFC 8489 §9.2.2):
@@ -75,12 +92,12 @@ impl Key {
             PasswordAlgorithm::Md5 => {
                 let mut h = Md5::new();
                 parts.iter().for_each(|p| h.update(p));
-                Ok(Key(h.finalize().to_vec()))
+                Ok(Key::from_bytes(h.finalize().as_slice()))
             }
             PasswordAlgorithm::Sha256 => {
                 let mut h = Sha256::new();
                 parts.iter().for_each(|p| h.update(p));
-                Ok(Key(h.finalize().to_vec()))
+                Ok(Key::from_bytes(h.finalize().as_slice()))
             }
             PasswordAlgorithm::Other(n) => Err(CredentialError::UnsupportedAlgorithm(n)),
         }
@@ -89,18 +106,27 @@ impl Key {
     /// A key from raw bytes (e.g. a long-term key stored hashed, as coturn's
     /// `turnadmin` does).
     pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Key {
-        Key(bytes.into())
+        let bytes = bytes.into();
+        // HMAC accepts keys of any length: new_from_slice cannot fail.
+        let sha1 = <Hmac<Sha1> as Mac>::new_from_slice(&bytes).unwrap_or_else(|_| unreachable!());
+        let sha256 =
+            <Hmac<Sha256> as Mac>::new_from_slice(&bytes).unwrap_or_else(|_| unreachable!());
+        Key {
+            bytes,
+            sha1,
+            sha256,
+        }
     }
 
     /// The key bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
 }
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Key({} bytes)", self.0.len())
+        write!(f, "Key({} bytes)", self.bytes.len())
     }
 }
 
@@ -116,15 +142,14 @@ pub fn userhash(username: &str, realm: &str) -> Result<[u8; 32], CredentialError
 
 /// HMAC-SHA1 over `parts` (in order), for MESSAGE-INTEGRITY.
 pub(crate) fn hmac_sha1(key: &Key, parts: &[&[u8]]) -> [u8; 20] {
-    // HMAC takes keys of any length; new_from_slice cannot fail for HMAC.
-    let mut m = <Hmac<Sha1> as Mac>::new_from_slice(&key.0).unwrap_or_else(|_| unreachable!());
+    let mut m = key.sha1.clone();
     parts.iter().for_each(|p| m.update(p));
     m.finalize().into_bytes().into()
 }
 
 /// HMAC-SHA256 over `parts` (in order), for MESSAGE-INTEGRITY-SHA256.
 pub(crate) fn hmac_sha256(key: &Key, parts: &[&[u8]]) -> [u8; 32] {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key.0).unwrap_or_else(|_| unreachable!());
+    let mut m = key.sha256.clone();
     parts.iter().for_each(|p| m.update(p));
     m.finalize().into_bytes().into()
 }
