@@ -1,6 +1,6 @@
 //! The library behind the `p2p` command: a STUN Binding client over UDP,
-//! TCP and TLS ([`client`]) and RFC 5780 NAT behaviour discovery
-//! ([`natdisc`]), both on tokio. The `p2p` binary adds argument parsing,
+//! TCP and TLS ([`client`]), RFC 5780 NAT behaviour discovery
+//! ([`natdisc`]) and a TURN client run ([`turn`]), all on tokio. The `p2p` binary adds argument parsing,
 //! logging and output; the server itself is `p2p-server`.
 //!
 //! This crate is not a protocol implementation: messages come from
@@ -17,3 +17,4 @@
 
 pub mod client;
 pub mod natdisc;
+pub mod turn;

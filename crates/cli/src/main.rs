@@ -1,7 +1,8 @@
 //! `p2p`: the one command of the p2p stack.
 //!
-//! Subcommands today: `serve` (the daemon), `stun` (one Binding
-//! transaction) and `nat-type` (RFC 5780 discovery). Later ones (`turn`,
+//! Subcommands today: `serve` (the daemon: STUN, and TURN with a realm and
+//! users), `stun` (one Binding transaction), `nat-type` (RFC 5780
+//! discovery) and `turn` (a TURN client run). Later ones (`turn`,
 //! `connect`, `demo`) are added as variants of [`Command`] with their own
 //! `*Args` struct and `run_*` function, the way these three are.
 
@@ -12,8 +13,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use p2p_cli::client::{interactive_timers, probe_timers, tcp_binding, tls_binding, udp_binding};
 use p2p_cli::natdisc::{discover, render};
-use p2p_server::{Config, Server};
+use p2p_server::{Config, Server, ServerError};
 use tokio::net::UdpSocket;
+
+mod connect_cmd;
+mod demo;
 
 /// The p2p stack: STUN server, STUN client, NAT behaviour discovery.
 #[derive(Debug, Parser)]
@@ -29,11 +33,17 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server daemon (STUN over UDP, TCP and TLS; RFC 5780 with --alt-listen).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Send one STUN Binding request and print the mapped address.
     Stun(StunArgs),
     /// Discover the NAT's mapping and filtering behaviour (RFC 5780).
     NatType(NatTypeArgs),
+    /// Allocate on a TURN server, relay datagrams to an echo peer, report.
+    Turn(TurnArgs),
+    /// Be a peer: meet another through a signaling server, connect, chat over stdin/stdout.
+    Connect(connect_cmd::ConnectArgs),
+    /// Run the whole stack on loopback: the daemon, two peers, a connection, a report.
+    Demo(demo::DemoArgs),
 }
 
 /// Every flag has a key in the config file (named in brackets).
@@ -81,6 +91,116 @@ struct ServeArgs {
     /// Log filter such as "info" or "p2p_server=debug" [log.level].
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
+    #[command(flatten)]
+    turn: TurnServeArgs,
+    #[command(flatten)]
+    signaling: SignalingServeArgs,
+}
+
+/// Where `p2p serve` serves signaling when neither a flag nor the file says.
+const DEFAULT_SIGNALING: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+/// The signaling server's flags of `p2p serve` (the WebSocket at /ws and the
+/// browser page at /, on one TCP port).
+#[derive(Debug, Args)]
+struct SignalingServeArgs {
+    /// Serve signaling and the browser page on ADDR (default 127.0.0.1:8080) [signaling.listen].
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_signaling")]
+    signaling: Option<SocketAddr>,
+    /// Serve no signaling and no page.
+    #[arg(long)]
+    no_signaling: bool,
+    /// Do not serve the browser page at / [signaling.page = false].
+    #[arg(long)]
+    no_page: bool,
+    /// Host put in the stun:/turn: URLs handed to peers [signaling.public_host].
+    #[arg(long, value_name = "HOST")]
+    public_host: Option<String>,
+    /// Token every room needs [signaling.token].
+    #[arg(long, value_name = "TOKEN")]
+    signaling_token: Option<String>,
+}
+
+/// The TURN server's flags of `p2p serve` (TURN runs when a realm and a user
+/// or an auth secret are given).
+#[derive(Debug, Args)]
+struct TurnServeArgs {
+    /// TURN realm of the long-term credentials [turn.realm].
+    #[arg(long, value_name = "REALM")]
+    realm: Option<String>,
+    /// TURN user NAME:PASSWORD; repeatable [turn.users].
+    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    users: Vec<String>,
+    /// TURN REST API shared secret (coturn's use-auth-secret) [turn.auth_secret].
+    #[arg(long, value_name = "SECRET")]
+    auth_secret: Option<String>,
+    /// Allow relaying to a block the default policy refuses; repeatable [turn.allow_peer].
+    #[arg(long, value_name = "CIDR")]
+    allow_peer: Vec<String>,
+    /// Refuse relaying to a block; repeatable [turn.deny_peer].
+    #[arg(long, value_name = "CIDR")]
+    deny_peer: Vec<String>,
+    /// Allocations per user, 0 for no limit (default 10) [turn.user_quota].
+    #[arg(long, value_name = "N")]
+    user_quota: Option<u32>,
+    /// Allocations in all, 0 for no limit [turn.total_quota].
+    #[arg(long, value_name = "N")]
+    total_quota: Option<u32>,
+    /// Per-allocation bandwidth cap, bytes per second, 0 for none [turn.max_bps].
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    max_bps: Option<u64>,
+    /// IP to bind relayed sockets on; one per family [turn.relay_ip].
+    #[arg(long, value_name = "IP")]
+    relay_ip: Vec<std::net::IpAddr>,
+    /// Public IP advertised for relayed addresses (1:1 NAT); one per family [turn.external_ip].
+    #[arg(long, value_name = "IP")]
+    external_ip: Vec<std::net::IpAddr>,
+    /// Lowest relay port (default 49152) [turn.min_port].
+    #[arg(long, value_name = "PORT")]
+    min_port: Option<u16>,
+    /// Highest relay port (default 65535) [turn.max_port].
+    #[arg(long, value_name = "PORT")]
+    max_port: Option<u16>,
+    /// Seconds a nonce stays valid (default 600) [turn.nonce_lifetime_secs].
+    #[arg(long, value_name = "SECS")]
+    nonce_lifetime: Option<u64>,
+    /// Serve Prometheus metrics (HTTP GET /metrics) on ADDR [metrics.listen].
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct TurnArgs {
+    /// The TURN server, IP:PORT.
+    server: SocketAddr,
+    /// Long-term credentials, NAME:PASSWORD.
+    #[arg(long, value_name = "NAME:PASSWORD")]
+    user: String,
+    /// The UDP echo peer to relay to (required unless --echo-peer).
+    #[arg(long, value_name = "ADDR", required_unless_present = "echo_peer")]
+    peer: Option<SocketAddr>,
+    /// Start a local UDP echo peer on 127.0.0.1 and relay to it.
+    #[arg(long, conflicts_with = "peer")]
+    echo_peer: bool,
+    /// Reach the server over TCP instead of UDP.
+    #[arg(long)]
+    tcp: bool,
+    /// Datagrams to relay.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    count: u32,
+    /// Bind a channel and send ChannelData (Send indications otherwise).
+    #[arg(long)]
+    channel: bool,
+    /// Bytes per datagram.
+    #[arg(long, value_name = "BYTES", default_value_t = 100)]
+    size: usize,
+    /// Seconds each step may take.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    timeout: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -148,7 +268,7 @@ fn main() -> ExitCode {
     };
     let r = rt.block_on(async move {
         match cli.command {
-            Command::Serve(a) => run_serve(a, cli.verbose).await,
+            Command::Serve(a) => run_serve(*a, cli.verbose).await,
             Command::Stun(a) => {
                 init_logging(cli.verbose, None);
                 run_stun(a).await
@@ -156,6 +276,18 @@ fn main() -> ExitCode {
             Command::NatType(a) => {
                 init_logging(cli.verbose, None);
                 run_nat_type(a).await
+            }
+            Command::Connect(a) => {
+                init_logging(cli.verbose, None);
+                connect_cmd::run(a).await
+            }
+            Command::Demo(a) => {
+                init_logging(cli.verbose, None);
+                demo::run(a).await
+            }
+            Command::Turn(a) => {
+                init_logging(cli.verbose, None);
+                run_turn(a).await
             }
         }
     });
@@ -213,14 +345,35 @@ fn serve_config(a: &ServeArgs) -> Result<Config, AnyError> {
     if a.log.is_some() {
         cfg.log.level = a.log.clone();
     }
+    apply_turn_flags(&mut cfg, &a.turn)?;
+    apply_signaling_flags(&mut cfg, &a.signaling);
     cfg.validate()?;
     Ok(cfg)
 }
 
 async fn run_serve(a: ServeArgs, verbose: u8) -> Result<(), AnyError> {
-    let cfg = serve_config(&a)?;
+    let mut cfg = serve_config(&a)?;
     init_logging(verbose, Some(cfg.log.level.as_deref().unwrap_or("info")));
-    let server = Server::bind(&cfg).await?;
+    // Signaling is on by default; a busy default port is a warning, an
+    // address asked for by flag or file an error.
+    let default_signaling = cfg.signaling.listen.is_none() && !a.signaling.no_signaling;
+    if default_signaling {
+        cfg.signaling.listen = Some(DEFAULT_SIGNALING);
+    }
+    let server = match Server::bind(&cfg).await {
+        Err(ServerError::Bind {
+            transport: "signaling",
+            addr,
+            source,
+        }) if default_signaling => {
+            eprintln!(
+                "p2p serve: no signaling: cannot bind {addr}: {source} (use --signaling ADDR or --no-signaling)"
+            );
+            cfg.signaling.listen = None;
+            Server::bind(&cfg).await?
+        }
+        r => r?,
+    };
     let addrs = server.local_addrs().clone();
     let join = |v: &[SocketAddr]| {
         v.iter()
@@ -240,6 +393,13 @@ async fn run_serve(a: ServeArgs, verbose: u8) -> Result<(), AnyError> {
     }
     if let Some(alt) = addrs.alternate {
         println!("p2p serve: RFC 5780 alternate address {alt}");
+    }
+    println!("p2p serve: {}", server.turn_summary());
+    if let Some(m) = addrs.metrics {
+        println!("p2p serve: metrics on http://{m}/metrics");
+    }
+    if let Some(s) = addrs.signaling {
+        println!("p2p serve: signaling on ws://{s}/ws, browser page on http://{s}/");
     }
     let stats = server.run(shutdown_signal()).await;
     println!("p2p serve: stopped; {stats}");
@@ -312,6 +472,112 @@ async fn run_stun(a: StunArgs) -> Result<(), AnyError> {
         if let Some(o) = r.other {
             println!("other address:  {o}");
         }
+    }
+    Ok(())
+}
+
+fn apply_signaling_flags(cfg: &mut Config, a: &SignalingServeArgs) {
+    let s = &mut cfg.signaling;
+    if a.no_signaling {
+        s.listen = None;
+    } else if a.signaling.is_some() {
+        s.listen = a.signaling;
+    }
+    if a.no_page {
+        s.page = false;
+    }
+    if a.public_host.is_some() {
+        s.public_host = a.public_host.clone();
+    }
+    if a.signaling_token.is_some() {
+        s.token = a.signaling_token.clone();
+    }
+}
+
+fn apply_turn_flags(cfg: &mut Config, a: &TurnServeArgs) -> Result<(), AnyError> {
+    let t = &mut cfg.turn;
+    if a.realm.is_some() {
+        t.realm = a.realm.clone();
+    }
+    for u in &a.users {
+        let (name, password) = u
+            .split_once(':')
+            .ok_or_else(|| format!("--user {u}: expected NAME:PASSWORD"))?;
+        t.users.insert(name.to_owned(), password.to_owned());
+    }
+    if a.auth_secret.is_some() {
+        t.auth_secret = a.auth_secret.clone();
+    }
+    t.allow_peer.extend(a.allow_peer.iter().cloned());
+    t.deny_peer.extend(a.deny_peer.iter().cloned());
+    if let Some(v) = a.user_quota {
+        t.user_quota = v;
+    }
+    if let Some(v) = a.total_quota {
+        t.total_quota = v;
+    }
+    if let Some(v) = a.max_bps {
+        t.max_bps = v;
+    }
+    if !a.relay_ip.is_empty() {
+        t.relay_ip = a.relay_ip.clone();
+    }
+    if !a.external_ip.is_empty() {
+        t.external_ip = a.external_ip.clone();
+    }
+    if let Some(v) = a.min_port {
+        t.min_port = v;
+    }
+    if let Some(v) = a.max_port {
+        t.max_port = v;
+    }
+    if let Some(v) = a.nonce_lifetime {
+        t.nonce_lifetime_secs = v;
+    }
+    if a.metrics.is_some() {
+        cfg.metrics.listen = a.metrics;
+    }
+    Ok(())
+}
+
+async fn run_turn(a: TurnArgs) -> Result<(), AnyError> {
+    let (username, password) = a
+        .user
+        .split_once(':')
+        .ok_or("--user: expected NAME:PASSWORD")?;
+    let mut echo = None;
+    let peer = match (a.peer, a.echo_peer) {
+        (Some(p), _) => p,
+        (None, _) => {
+            let (addr, task) =
+                p2p_cli::turn::echo_peer(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            echo = Some(task);
+            addr
+        }
+    };
+    let opts = p2p_cli::turn::TurnOptions {
+        server: a.server,
+        username: username.to_owned(),
+        password: password.to_owned(),
+        peer,
+        tcp: a.tcp,
+        count: a.count,
+        channel: a.channel,
+        size: a.size,
+        timeout: std::time::Duration::from_secs(a.timeout.max(1)),
+    };
+    let r = p2p_cli::turn::run(&opts).await;
+    if let Some(t) = echo {
+        t.abort();
+    }
+    let r = r?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print!("{}", p2p_cli::turn::render(&r));
+    }
+    if r.echoed < r.sent {
+        return Err(format!("{} of {} datagrams came back", r.echoed, r.sent).into());
     }
     Ok(())
 }

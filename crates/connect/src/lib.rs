@@ -10,7 +10,16 @@
 //!   application sees one path, whatever its type.
 //! - The tokio driver (feature `driver`, on by default) binds the sockets,
 //!   runs the timers, meets the peer through a `p2p-signaling` server
-//!   (trickling candidates) and hands back a connected path.
+//!   (trickling candidates) and hands back a connected path: build a
+//!   [`Peer`] from a [`PeerConfig`] (signaling URL, room, `stun:`/`turn:`/
+//!   `turns:` servers, relay-only policy, timeouts), `connect().await` it and
+//!   get a [`Connection`]: `send`, `recv`, the selected path, a stream of
+//!   [`ConnectionEvent`]s, `close`. Failures are typed ([`ConnectError`]):
+//!   signaling unreachable, room full, no candidate pair succeeded (with the
+//!   candidates tried), TURN refused, ...
+//!
+//! This crate is not a reliable transport, nor DTLS or SCTP: it hands over
+//! datagrams. It does not run servers either (that is `p2p-server`).
 //!
 //! Datagram semantics: [`Session::send`] sends one datagram over the
 //! selected path; it may be lost, duplicated or reordered, exactly like UDP
@@ -63,9 +72,49 @@
 //! assert!(std::iter::from_fn(|| b.poll_event()).any(|e| e == SessionEvent::Data(b"hello".to_vec())));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The driver, with two peers in one process and a signaling server on
+//! loopback (a real deployment runs `p2p serve` and gives each peer its URL
+//! and a STUN or TURN server):
+//!
+#![cfg_attr(feature = "driver", doc = "```")]
+#![cfg_attr(not(feature = "driver"), doc = "```ignore")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use p2p_connect::{Peer, PeerConfig};
+//!
+//! // A signaling server on loopback (what `p2p serve` runs).
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let url = format!("ws://{}/", listener.local_addr()?);
+//! let config = p2p_signaling::ServerConfig::default();
+//! tokio::spawn(p2p_signaling::serve(listener, config, std::future::pending()));
+//!
+//! let peer = |url: &str| Peer::new(PeerConfig::new(url, "doc-room").include_loopback(true));
+//! let alice = tokio::spawn(peer(&url)?.connect());
+//! let bob = peer(&url)?.connect();
+//! let mut bob = bob.await?;
+//! let mut alice = alice.await??;
+//! println!("connected via {}", alice.selected_path().expect("a path"));
+//!
+//! alice.send(b"hello bob").await?;
+//! // Datagrams may be lost: a real application retries or numbers them.
+//! assert_eq!(bob.recv().await.as_deref(), Some(&b"hello bob"[..]));
+//! alice.close().await;
+//! bob.close().await;
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "driver")]
+mod driver;
 mod session;
+
+#[cfg(feature = "driver")]
+pub use driver::{
+    CloseReason, Closed, ConnectError, Connection, ConnectionEvent, IceServerUri, Peer, PeerConfig,
+    Policy, Scheme, SelectedPath, SignalingError, UriError,
+};
+pub use p2p_ice::IceStats;
 
 pub use p2p_ice::{CandidateKind, IceConfig, IceState};
 pub use session::{

@@ -329,7 +329,13 @@ impl Session {
         self.pump(now);
     }
 
-    fn agent_input(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
+    fn agent_input(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: &[u8],
+    ) {
         let input = self.agent.handle_input(
             now,
             p2p_ice::Datagram {

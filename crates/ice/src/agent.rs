@@ -27,6 +27,14 @@ use crate::types::{
 /// responses are still recognised as the agent's.
 const RECENT_TIDS: usize = 64;
 
+/// Most peer-reflexive remote candidates learnt on one local candidate from
+/// one remote IP. Beyond it a check from yet another port of that IP is
+/// answered but teaches nothing and triggers nothing. Two
+/// address-and-port-dependent NATs would otherwise feed each other a new
+/// port with every triggered check, for ever, growing the check list without
+/// bound (libnice caps remote candidates in the same spirit).
+const MAX_PRFLX_PER_IP: usize = 8;
+
 #[derive(Debug)]
 struct Pair {
     local: usize,
@@ -145,6 +153,9 @@ pub struct IceAgent {
     remote_eoc: bool,
     gathering_complete_sent: bool,
     remote_prflx_count: u32,
+    /// The last paced check came from the triggered queue: the next slot
+    /// goes to an ordinary check if one is waiting.
+    last_was_triggered: bool,
     last_now: Option<Instant>,
     last_check_at: Option<Instant>,
     checking_since: Option<Instant>,
@@ -233,6 +244,7 @@ impl IceAgent {
             remote_eoc: false,
             gathering_complete_sent: false,
             remote_prflx_count: 0,
+            last_was_triggered: false,
             last_now: None,
             last_check_at: None,
             checking_since: None,
@@ -774,6 +786,7 @@ impl IceAgent {
             .retain(|t| !matches!(t.purpose, Purpose::Check { .. }));
         self.remote_eoc = false;
         self.remote_prflx_count = 0;
+        self.last_was_triggered = false;
         self.nominating = None;
         self.first_valid_at = None;
         self.checking_since = None;
@@ -798,14 +811,11 @@ impl IceAgent {
         if !self.can_check() {
             return None;
         }
-        if let Some((p, _)) = self.triggered.front() {
-            return Some(*p);
+        match self.triggered.front() {
+            Some(&(p, nominate)) if nominate || !self.last_was_triggered => Some(p),
+            Some(&(p, _)) => self.peek_ordinary().or(Some(p)),
+            None => self.peek_ordinary(),
         }
-        self.best_in_state(PairState::Waiting).or_else(|| {
-            self.unfreezable()
-                .into_iter()
-                .max_by_key(|p| self.pairs[*p].priority)
-        })
     }
 
     fn best_in_state(&self, state: PairState) -> Option<usize> {
@@ -845,9 +855,22 @@ impl IceAgent {
         if !self.can_check() {
             return None;
         }
-        if let Some(t) = self.triggered.pop_front() {
-            return Some(t);
+        // Triggered checks go first (RFC 8445 §6.1.4.2), but not every
+        // slot: after a triggered check an ordinary one gets the next slot
+        // (nominations excepted), so that a peer that keeps triggering
+        // checks (a stream of new peer-reflexive addresses) cannot starve
+        // the rest of the check list, the relayed pairs for instance.
+        let take_triggered = match self.triggered.front() {
+            Some(&(_, nominate)) => {
+                nominate || !self.last_was_triggered || self.peek_ordinary().is_none()
+            }
+            None => false,
+        };
+        if take_triggered {
+            self.last_was_triggered = true;
+            return self.triggered.pop_front();
         }
+        self.last_was_triggered = false;
         if let Some(p) = self.best_in_state(PairState::Waiting) {
             return Some((p, false));
         }
@@ -856,6 +879,15 @@ impl IceAgent {
             self.pairs[*p].state = PairState::Waiting;
         }
         self.best_in_state(PairState::Waiting).map(|p| (p, false))
+    }
+
+    /// The ordinary (not triggered) check the pacer would send next.
+    fn peek_ordinary(&self) -> Option<usize> {
+        self.best_in_state(PairState::Waiting).or_else(|| {
+            self.unfreezable()
+                .into_iter()
+                .max_by_key(|p| self.pairs[*p].priority)
+        })
     }
 
     fn enqueue_triggered(&mut self, p: usize, nominate: bool) {
@@ -1170,6 +1202,32 @@ impl IceAgent {
         }
     }
 
+    /// NAT rebinding (not covered by RFC 8445/7675): a consent answer shows
+    /// the peer now sees us at another address than our selected local
+    /// candidate. The peer answers there but its own consent checks and
+    /// data go to the dead old mapping, and a controlled peer may not switch
+    /// by itself. The controlling agent renominates the selected pair: its
+    /// check yields a valid pair with the new (peer-reflexive) local address,
+    /// which is selected, and the nomination arrives from that address, so
+    /// the peer selects it too.
+    fn on_consent_mapped(&mut self, mapped: SocketAddr) {
+        let Some(sel) = &self.selected else {
+            return;
+        };
+        let Some(p) = sel.pair else {
+            return;
+        };
+        if self.role != IceRole::Controlling
+            || sel.local.kind() == CandidateKind::Relayed
+            || sel.local.address() == mapped
+            || self.nominating.is_some()
+        {
+            return;
+        }
+        self.nominating = Some(p);
+        self.enqueue_triggered(p, true);
+    }
+
     fn refresh_consent(&mut self, now: Instant, local_base: SocketAddr, remote: SocketAddr) {
         if let Some(sel) = &mut self.selected {
             if sel.local.base() == local_base && sel.remote.address() == remote {
@@ -1337,6 +1395,8 @@ impl IceAgent {
         // Remote candidate, peer-reflexive if unknown (§7.3.1.3).
         let ri = match self.remotes.iter().position(|r| r.address() == d.source) {
             Some(ri) => ri,
+            // Answered above; nothing more to learn (see MAX_PRFLX_PER_IP).
+            None if self.learnt_on(li, d.source) >= MAX_PRFLX_PER_IP => return,
             None => {
                 let mut c = Candidate::peer_reflexive(d.source, d.source, priority);
                 self.remote_prflx_count += 1;
@@ -1383,6 +1443,20 @@ impl IceAgent {
         }
     }
 
+    /// Peer-reflexive remote candidates learnt on local candidate `li` from
+    /// `source`'s IP.
+    fn learnt_on(&self, li: usize, source: SocketAddr) -> usize {
+        self.pairs
+            .iter()
+            .filter(|p| {
+                let r = &self.remotes[p.remote];
+                p.local == li
+                    && r.kind() == CandidateKind::PeerReflexive
+                    && r.address().ip() == source.ip()
+            })
+            .count()
+    }
+
     // ------------------------------------------------------------ responses
 
     /// A response: true when it answered one of the agent's transactions.
@@ -1423,6 +1497,9 @@ impl IceAgent {
             Purpose::Consent { .. } => {
                 if success && d.source == t.destination && d.destination == t.source {
                     self.refresh_consent(now, t.source, t.destination);
+                    if let Ok(Some(XorMappedAddress(mapped))) = msg.get::<XorMappedAddress>() {
+                        self.on_consent_mapped(mapped);
+                    }
                 }
             }
             Purpose::Check {

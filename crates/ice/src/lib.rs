@@ -71,6 +71,12 @@
 //!   8445 §8.1.1 (one nomination per component) the way libwebrtc's
 //!   renomination does, so that a better pair found later (trickled
 //!   candidates) is nominated and the selected pair switches to it.
+//! - Triggered checks go before ordinary ones (§6.1.4.2), but after a
+//!   triggered check the next paced slot serves the check list when a pair
+//!   waits there, so a stream of triggered checks cannot starve it.
+//! - At most 8 peer-reflexive remote candidates are learnt per local
+//!   candidate and remote IP; further checks are answered, not learnt
+//!   (two port-dependent NATs would otherwise trade new ports for ever).
 //! - Unknown comprehension-required attributes in a check are ignored, not
 //!   answered with 420; the peer's half of USERNAME is not checked.
 //! - A request with a missing USERNAME or MESSAGE-INTEGRITY, a USERNAME

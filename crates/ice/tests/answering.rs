@@ -681,3 +681,88 @@ fn gathering_completes_when_the_stun_server_is_silent() {
     assert_eq!(sends, 3);
     assert_eq!((now - t0).as_millis(), 3500);
 }
+
+/// Feed `a` a valid check from `source` at `now`; return what it sent.
+fn check_from(a: &mut IceAgent, now: Instant, source: SocketAddr, tid: u8) -> Vec<Transmit> {
+    let pwd = a.local_credentials().pwd.clone();
+    let user = username(a);
+    let bytes = Req::valid(&user).encode(&pwd, TransactionId::new([tid; 12]));
+    a.handle_input(
+        now,
+        Datagram {
+            source,
+            destination: addr(LOCAL),
+            contents: &bytes,
+        },
+    );
+    std::iter::from_fn(|| a.poll_transmit()).collect()
+}
+
+fn is_request(t: &Transmit) -> bool {
+    Message::decode(&t.contents).is_ok_and(|m| m.typ().class == MessageClass::Request)
+}
+
+#[test]
+fn a_stream_of_triggered_checks_does_not_starve_the_check_list() {
+    // A signalled remote candidate waits in the check list while the peer
+    // sends a check from a new address every 25 ms (each one a new
+    // peer-reflexive candidate and a triggered check). Triggered checks go
+    // first, but every other paced slot serves the check list.
+    let (mut a, t0) = agent(IceConfig::controlled().with_seed(3));
+    let signalled = addr("192.0.2.50:7000");
+    a.add_remote_candidate(Candidate::host(signalled)).unwrap();
+    let mut sent = Vec::new();
+    let mut now = t0;
+    for i in 0..40u8 {
+        now = t0 + Duration::from_millis(25 * u64::from(i));
+        // A different IP each time: the per-IP learning cap never applies.
+        let source = addr(&format!("198.51.100.{}:4000", i + 1));
+        sent.extend(check_from(&mut a, now, source, i));
+        if a.poll_timeout().is_some_and(|t| t <= now) {
+            a.handle_timeout(now);
+        }
+        sent.extend(std::iter::from_fn(|| a.poll_transmit()));
+    }
+    let to_signalled = sent
+        .iter()
+        .filter(|t| is_request(t) && t.destination == signalled)
+        .count();
+    assert!(
+        to_signalled >= 1,
+        "the signalled pair was never checked in {:?}",
+        now - t0
+    );
+    // And triggered checks were still sent, more of them than ordinary ones.
+    let triggered = sent
+        .iter()
+        .filter(|t| is_request(t) && t.destination != signalled)
+        .count();
+    assert!(triggered > to_signalled, "{triggered} triggered checks");
+}
+
+#[test]
+fn peer_reflexive_learning_is_capped_per_remote_ip() {
+    // Two address-and-port-dependent NATs feed each other a new port with
+    // every triggered check; the agent learns at most 8 of one IP on one
+    // local candidate, and still answers the rest.
+    let (mut a, t0) = agent(IceConfig::controlled().with_seed(4));
+    for i in 0..20u8 {
+        let source = addr(&format!("198.51.100.7:{}", 40000 + u16::from(i)));
+        let out = check_from(&mut a, t0, source, i);
+        assert!(
+            out.iter()
+                .any(|t| t.destination == source && !is_request(t)),
+            "check {i} unanswered"
+        );
+    }
+    let prflx = a
+        .remote_candidates()
+        .iter()
+        .filter(|c| c.kind() == CandidateKind::PeerReflexive)
+        .count();
+    assert_eq!(prflx, 8);
+    assert_eq!(a.stats().pairs.len(), 8);
+    // Another IP is learnt as usual.
+    check_from(&mut a, t0, addr("198.51.100.8:40000"), 99);
+    assert_eq!(a.remote_candidates().len(), 9);
+}

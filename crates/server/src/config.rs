@@ -1,6 +1,6 @@
 //! The daemon's configuration: one TOML file whose keys mirror the flags of
-//! `p2p serve`, in sections `[stun]`, `[tls]`, `[log]`, `[turn]` and
-//! `[signaling]`. Unknown keys are rejected with the key's name and line.
+//! `p2p serve`, in sections `[stun]`, `[tls]`, `[log]`, `[turn]`, `[metrics]`
+//! and `[signaling]`. Unknown keys are rejected with the key's name and line.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -37,11 +37,11 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Logging.
     pub log: LogConfig,
-    /// TURN (RFC 8656). Not served yet: the section exists so that a later
-    /// version fills it without moving keys; today it accepts no key.
+    /// TURN (RFC 8656) on the STUN ports.
     pub turn: TurnConfig,
-    /// The signaling server. Not served yet: the section exists so that a later
-    /// version fills it without moving keys; today it accepts no key.
+    /// The Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
+    /// The signaling server (WebSocket) and the browser page, on one TCP port.
     pub signaling: SignalingConfig,
 }
 
@@ -122,17 +122,316 @@ pub struct LogConfig {
     pub level: Option<String>,
 }
 
-/// `[turn]`: reserved for the TURN server; accepts no key yet.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[turn]`: the TURN server (RFC 8656), served on the STUN ports (UDP, TCP,
+/// TLS). Enabled when `realm` is set and at least one user or an
+/// `auth_secret` is; otherwise the daemon stays STUN-only and TURN requests
+/// get 400.
+///
+/// ```
+/// let cfg = p2p_server::Config::from_toml_str(r#"
+/// [turn]
+/// realm = "example.org"
+/// allow_peer = ["127.0.0.0/8"]
+/// [turn.users]
+/// alice = "secret"
+/// "#)?;
+/// assert!(cfg.turn.enabled());
+/// # Ok::<(), p2p_server::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
-pub struct TurnConfig {}
+pub struct TurnConfig {
+    /// The realm of the long-term credentials (`--realm`).
+    pub realm: Option<String>,
+    /// Long-term users, name to password (`--user NAME:PASSWORD`, repeatable).
+    /// MD5 and SHA-256 keys and USERHASH work for these.
+    pub users: std::collections::BTreeMap<String, String>,
+    /// The TURN REST API shared secret (`--auth-secret`), as coturn's
+    /// `use-auth-secret`: username `expiry:user`, password
+    /// `base64(HMAC-SHA1(secret, username))`.
+    pub auth_secret: Option<String>,
+    /// Peer blocks relaying is allowed to even though the default policy
+    /// refuses them (loopback, private, link-local, …) (`--allow-peer CIDR`).
+    pub allow_peer: Vec<String>,
+    /// Peer blocks always refused (`--deny-peer CIDR`); wins over `allow_peer`.
+    pub deny_peer: Vec<String>,
+    /// Allocations one user may hold at once, 486 beyond (`--user-quota`).
+    /// Default 10; 0 means no limit.
+    pub user_quota: u32,
+    /// Allocations in all, 508 beyond (`--total-quota`). Default 0: no limit.
+    pub total_quota: u32,
+    /// Per-allocation bandwidth cap in bytes per second, both directions
+    /// together, as coturn's `max-bps` (`--max-bps`). Default 0: no cap.
+    pub max_bps: u64,
+    /// The IPs relayed sockets are bound on (`--relay-ip`, repeatable; one
+    /// per address family counts). Default: the first specific IPv4 and IPv6
+    /// of `stun.listen`.
+    pub relay_ip: Vec<std::net::IpAddr>,
+    /// Behind a 1:1 NAT: the public IP advertised in XOR-RELAYED-ADDRESS
+    /// instead of the relay IP of its family (`--external-ip`, repeatable,
+    /// one per family). Sockets stay bound on the relay IP.
+    pub external_ip: Vec<std::net::IpAddr>,
+    /// Lowest relay port (`--min-port`). Default 49152.
+    pub min_port: u16,
+    /// Highest relay port (`--max-port`). Default 65535.
+    pub max_port: u16,
+    /// Seconds a nonce stays valid before 438 Stale Nonce
+    /// (`--nonce-lifetime`). Default 600.
+    pub nonce_lifetime_secs: u64,
+    /// Allocation lifetime when the client asks for less or nothing, seconds.
+    /// Default 600.
+    pub default_lifetime_secs: u64,
+    /// Longest allocation lifetime granted, seconds. Default 3600.
+    pub max_lifetime_secs: u64,
+}
 
-/// `[signaling]`: reserved for the signaling server; accepts no key yet.
+impl Default for TurnConfig {
+    fn default() -> Self {
+        TurnConfig {
+            realm: None,
+            users: Default::default(),
+            auth_secret: None,
+            allow_peer: Vec::new(),
+            deny_peer: Vec::new(),
+            user_quota: 10,
+            total_quota: 0,
+            max_bps: 0,
+            relay_ip: Vec::new(),
+            external_ip: Vec::new(),
+            min_port: 49152,
+            max_port: 65535,
+            nonce_lifetime_secs: 600,
+            default_lifetime_secs: 600,
+            max_lifetime_secs: 3600,
+        }
+    }
+}
+
+impl TurnConfig {
+    /// Whether TURN is served: a realm and at least one user or a secret.
+    pub fn enabled(&self) -> bool {
+        self.realm.as_deref().is_some_and(|r| !r.is_empty())
+            && (!self.users.is_empty() || self.auth_secret.is_some())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for c in self.allow_peer.iter().chain(&self.deny_peer) {
+            if c.parse::<p2p_turn::Cidr>().is_err() {
+                return Err(ConfigError::Invalid(
+                    "turn.allow_peer and turn.deny_peer take CIDR blocks such as 10.0.0.0/8",
+                ));
+            }
+        }
+        if self.min_port > self.max_port || self.min_port == 0 {
+            return Err(ConfigError::Invalid(
+                "turn.min_port must be at least 1 and at most turn.max_port",
+            ));
+        }
+        if self.users.keys().any(|u| u.is_empty() || u.contains(':')) {
+            return Err(ConfigError::Invalid(
+                "turn.users: a user name is not empty and has no ':'",
+            ));
+        }
+        let one_per_family = |v: &[std::net::IpAddr]| {
+            v.iter().filter(|i| i.is_ipv4()).count() <= 1
+                && v.iter().filter(|i| i.is_ipv6()).count() <= 1
+        };
+        if !one_per_family(&self.relay_ip) || !one_per_family(&self.external_ip) {
+            return Err(ConfigError::Invalid(
+                "turn.relay_ip and turn.external_ip take at most one IP per address family",
+            ));
+        }
+        if self.relay_ip.iter().any(|i| i.is_unspecified())
+            || self.external_ip.iter().any(|i| i.is_unspecified())
+        {
+            return Err(ConfigError::Invalid(
+                "turn.relay_ip and turn.external_ip must be specific IPs, not 0.0.0.0 or ::",
+            ));
+        }
+        if self.nonce_lifetime_secs == 0 || self.default_lifetime_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "turn.nonce_lifetime_secs and turn.default_lifetime_secs must be at least 1",
+            ));
+        }
+        if self.max_lifetime_secs < self.default_lifetime_secs {
+            return Err(ConfigError::Invalid(
+                "turn.max_lifetime_secs must be at least turn.default_lifetime_secs",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint (plain-text exposition over HTTP/1.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct MetricsConfig {
+    /// Where to serve `GET /metrics` (`--metrics ADDR`). Default: off.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[signaling]`: the signaling server of `p2p-signaling` (rooms, offer/answer
+/// and candidates relayed over a WebSocket, `docs/signaling.md`) and a small
+/// browser page at `/`, both on one TCP port. The WebSocket is at `/ws` (any
+/// path with an `Upgrade: websocket` header works).
+///
+/// The `iceServers` handed out in each `welcome`: `ice_servers` when it is
+/// set; otherwise a `stun:` URL of this daemon, plus `turn:` URLs with
+/// short-lived TURN REST credentials when `[turn]` is enabled with an
+/// `auth_secret`. A daemon whose TURN users are static long-term users does
+/// not hand out their passwords: give the list in `ice_servers`.
+///
+/// ```
+/// let cfg = p2p_server::Config::from_toml_str(r#"
+/// [signaling]
+/// listen = "127.0.0.1:8080"
+/// max_room_size = 2
+/// [[signaling.ice_servers]]
+/// urls = ["turn:turn.example.org:3478?transport=udp"]
+/// username = "guest"
+/// credential = "guest-password"
+/// "#)?;
+/// assert_eq!(cfg.signaling.listen, Some("127.0.0.1:8080".parse().unwrap()));
+/// # Ok::<(), p2p_server::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct SignalingConfig {
+    /// Where to serve the WebSocket and the page (`--signaling ADDR`).
+    /// `None`: not served. `p2p serve` uses `127.0.0.1:8080` when neither
+    /// the flag nor the file sets it, unless `--no-signaling`.
+    pub listen: Option<SocketAddr>,
+    /// Serve the browser page at `/` (`--no-page` turns it off). Default true.
+    pub page: bool,
+    /// The host (name or IP) in the `stun:`/`turn:` URLs handed out
+    /// (`--public-host`). Default: the IP of the first STUN listen address.
+    pub public_host: Option<String>,
+    /// The ICE servers handed out, verbatim; when set, nothing is generated.
+    pub ice_servers: Vec<IceServerConfig>,
+    /// Lifetime of the TURN REST credentials handed out, in seconds. Default 3600.
+    pub credential_ttl_secs: u64,
+    /// Token every room needs unless it has its own (`--signaling-token`).
+    /// Default: rooms are open.
+    pub token: Option<String>,
+    /// Per-room tokens, room name to token.
+    pub room_tokens: std::collections::BTreeMap<String, String>,
+    /// Most peers in one room. Default 8.
+    pub max_room_size: usize,
+    /// Most rooms one connection may be in. Default 4.
+    pub max_rooms_per_connection: usize,
+    /// Most rooms on the server. Default 10 000.
+    pub max_rooms: usize,
+    /// Most WebSocket connections at once. Default 10 000.
+    pub max_connections: usize,
+    /// Largest message in bytes; larger ones get `message-too-large`, and
+    /// the connection is closed above twice this size. Default 65536.
+    pub max_message_size: usize,
+    /// Messages per second one connection may send, sustained. Default 20.
+    pub rate_per_second: u32,
+    /// Messages one connection may send in a burst. Default 50.
+    pub burst: u32,
+    /// Seconds without a message or a pong before a connection is closed.
+    /// Default 60.
+    pub idle_timeout_secs: u64,
+    /// Seconds between the server's WebSocket pings; below
+    /// `idle_timeout_secs`. Default 20.
+    pub heartbeat_secs: u64,
+}
+
+impl Default for SignalingConfig {
+    fn default() -> Self {
+        SignalingConfig {
+            listen: None,
+            page: true,
+            public_host: None,
+            ice_servers: Vec::new(),
+            credential_ttl_secs: 3600,
+            token: None,
+            room_tokens: Default::default(),
+            max_room_size: 8,
+            max_rooms_per_connection: 4,
+            max_rooms: 10_000,
+            max_connections: 10_000,
+            max_message_size: 64 * 1024,
+            rate_per_second: 20,
+            burst: 50,
+            idle_timeout_secs: 60,
+            heartbeat_secs: 20,
+        }
+    }
+}
+
+/// One `[[signaling.ice_servers]]` entry, the shape of WebRTC's `RTCIceServer`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
-pub struct SignalingConfig {}
+pub struct IceServerConfig {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN username.
+    pub username: Option<String>,
+    /// TURN password.
+    pub credential: Option<String>,
+}
+
+impl SignalingConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let counts = [
+            self.max_room_size,
+            self.max_rooms_per_connection,
+            self.max_rooms,
+            self.max_connections,
+            self.max_message_size,
+        ];
+        if counts.contains(&0) || self.rate_per_second == 0 || self.burst == 0 {
+            return Err(ConfigError::Invalid(
+                "signaling: the limits (max_*, rate_per_second, burst) must be at least 1",
+            ));
+        }
+        if self.heartbeat_secs == 0 || self.heartbeat_secs >= self.idle_timeout_secs {
+            return Err(ConfigError::Invalid(
+                "signaling.heartbeat_secs must be at least 1 and below signaling.idle_timeout_secs",
+            ));
+        }
+        if self.credential_ttl_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "signaling.credential_ttl_secs must be at least 1",
+            ));
+        }
+        for s in &self.ice_servers {
+            let known = ["stun:", "stuns:", "turn:", "turns:"];
+            if s.urls.is_empty()
+                || !s
+                    .urls
+                    .iter()
+                    .all(|u| known.iter().any(|k| u.starts_with(k)))
+            {
+                return Err(ConfigError::Invalid(
+                    "signaling.ice_servers: each entry has urls, each starting with stun:, stuns:, turn: or turns:",
+                ));
+            }
+            let turn = s.urls.iter().any(|u| u.starts_with("turn"));
+            if turn && (s.username.is_none() || s.credential.is_none()) {
+                return Err(ConfigError::Invalid(
+                    "signaling.ice_servers: a turn: entry needs username and credential",
+                ));
+            }
+        }
+        if self
+            .public_host
+            .as_deref()
+            .is_some_and(|h| h.is_empty() || h.contains(['/', '?', ' ']))
+        {
+            return Err(ConfigError::Invalid(
+                "signaling.public_host is a host name or an IP",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Why a configuration was refused.
 #[non_exhaustive]
@@ -228,6 +527,8 @@ impl Config {
                 "stun.max_connections must be at least 1",
             ));
         }
+        self.turn.validate()?;
+        self.signaling.validate()?;
         Ok(())
     }
 
@@ -287,16 +588,51 @@ mod tests {
     }
 
     #[test]
+    fn the_turn_section_parses_and_enables_turn() {
+        let cfg = Config::from_toml_str(
+            r#"
+            [turn]
+            realm = "example.org"
+            auth_secret = "s"
+            allow_peer = ["127.0.0.0/8", "10.0.0.0/8"]
+            deny_peer = ["10.9.0.0/16"]
+            user_quota = 3
+            total_quota = 100
+            max_bps = 1000000
+            relay_ip = ["192.0.2.1", "2001:db8::1"]
+            external_ip = ["203.0.113.9"]
+            min_port = 50000
+            max_port = 50100
+            nonce_lifetime_secs = 60
+            default_lifetime_secs = 300
+            max_lifetime_secs = 900
+            [turn.users]
+            alice = "secret"
+            [metrics]
+            listen = "127.0.0.1:9100"
+            "#,
+        )
+        .unwrap();
+        assert!(cfg.turn.enabled());
+        assert_eq!(cfg.turn.users["alice"], "secret");
+        assert_eq!(cfg.turn.min_port, 50000);
+        assert_eq!(cfg.metrics.listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(!Config::default().turn.enabled());
+        let no_users = Config::from_toml_str("[turn]\nrealm = \"x\"").unwrap();
+        assert!(!no_users.turn.enabled());
+    }
+
+    #[test]
     fn unknown_keys_are_named_with_their_line() {
         let err = Config::from_toml_str("[stun]\nsoftware = \"x\"\nlisten_on = []\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen_on"), "{err}");
         assert!(err.contains("line 3"), "{err}");
-        let err = Config::from_toml_str("[turn]\nrealm = \"x\"\n")
+        let err = Config::from_toml_str("[turn]\nrealm_name = \"x\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("realm"), "{err}");
+        assert!(err.contains("realm_name"), "{err}");
         let err = Config::from_toml_str("[stunn]\n").unwrap_err().to_string();
         assert!(err.contains("stunn"), "{err}");
     }
@@ -311,6 +647,10 @@ mod tests {
             "[stun]\nalt_listen = \"[::2]:3479\"",
             "[stun]\nworkers = 0",
             "[tls]\ncert = \"c.pem\"",
+            "[turn]\nallow_peer = [\"10.0.0.0/33\"]",
+            "[turn]\nmin_port = 5000\nmax_port = 4000",
+            "[turn]\nrelay_ip = [\"0.0.0.0\"]",
+            "[turn.users]\n\"a:b\" = \"x\"",
         ];
         for text in bad {
             assert!(

@@ -12,9 +12,20 @@
 //! reads and writes datagrams in batches (`recvmmsg`/`sendmmsg`), frames TCP
 //! and TLS streams, and counts what it saw ([`Counters`]).
 //!
-//! This crate is not a STUN codec (that is `p2p-stun`) and does not serve
-//! TURN or signaling yet: the `[turn]` and `[signaling]` sections of the
-//! configuration are reserved and accept no key.
+//! With a `[turn]` realm and users (or a REST secret), the same ports serve
+//! TURN (RFC 8656): TURN methods and ChannelData go to one task that drives
+//! `p2p_turn::TurnServer` and owns a UDP socket per relayed address; Binding
+//! stays with [`answer`]. `[metrics]` serves Prometheus counters over HTTP.
+//!
+//! With `[signaling] listen`, one more TCP port serves the signaling protocol
+//! of `p2p-signaling` (rooms, offer/answer, trickled candidates) on a
+//! WebSocket at `/ws`, and a plain-JavaScript chat page at `/` that two
+//! browser tabs use to connect through this daemon's STUN and TURN. Each
+//! `welcome` hands out this daemon's `stun:` URL and, with a TURN REST
+//! secret, `turn:` URLs with short-lived credentials.
+//!
+//! This crate is not a STUN codec (that is `p2p-stun`) nor a TURN state
+//! machine (that is `p2p-turn`).
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,15 +43,19 @@
 
 mod config;
 mod counters;
+mod metrics;
 mod responder;
 mod server;
+mod signaling;
 mod stream;
 mod sys;
+mod turn;
 mod udp;
+mod web;
 
 pub use config::{
-    Config, ConfigError, LogConfig, SignalingConfig, StunConfig, TlsConfig, TurnConfig,
-    DEFAULT_MAX_PADDING, DEFAULT_PORT, DEFAULT_TLS_PORT,
+    Config, ConfigError, IceServerConfig, LogConfig, MetricsConfig, SignalingConfig, StunConfig,
+    TlsConfig, TurnConfig, DEFAULT_MAX_PADDING, DEFAULT_PORT, DEFAULT_TLS_PORT,
 };
 pub use counters::{CounterSnapshot, Counters};
 pub use responder::{answer, Answer, Ctx, Dropped, Outcome, Transport, Via};

@@ -53,6 +53,10 @@ pub struct LocalAddrs {
     pub tls: Vec<SocketAddr>,
     /// The RFC 5780 alternate address (alternate IP and port), if any.
     pub alternate: Option<SocketAddr>,
+    /// The signaling WebSocket and browser page (TCP), if served.
+    pub signaling: Option<SocketAddr>,
+    /// The Prometheus metrics endpoint (HTTP), if served.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A bound STUN server; [`Server::run`] serves until shutdown.
@@ -75,6 +79,9 @@ pub struct Server {
     tls: Vec<TcpListener>,
     acceptor: Option<TlsAcceptor>,
     stream: StreamSharedParts,
+    signaling: Option<crate::signaling::Signaling>,
+    turn: Option<crate::turn::TurnSetup>,
+    metrics: Option<TcpListener>,
 }
 
 struct StreamSharedParts {
@@ -201,7 +208,21 @@ impl Server {
                 tls.push(tl);
             }
         }
+        let turn = crate::turn::prepare(config, &addrs.udp)?;
+        let metrics = match config.metrics.listen {
+            Some(l) => {
+                let m = bind_tcp(l, "tcp")?;
+                addrs.metrics = Some(m.local_addr().unwrap_or(l));
+                Some(m)
+            }
+            None => None,
+        };
+        let signaling = crate::signaling::bind(config, &addrs).await?;
+        addrs.signaling = signaling.as_ref().map(|s| s.local_addr());
         Ok(Server {
+            signaling,
+            turn,
+            metrics,
             ctx: Arc::new(ctx),
             counters: Counters::new(workers + 1),
             addrs,
@@ -250,10 +271,37 @@ impl Server {
         self.counters.clone()
     }
 
+    /// A line saying whether TURN is served and how (for the startup banner).
+    pub fn turn_summary(&self) -> String {
+        match &self.turn {
+            Some(t) => t.summary().to_owned(),
+            None => "TURN disabled (needs turn.realm and a user or turn.auth_secret): STUN only"
+                .to_owned(),
+        }
+    }
+
     /// Serve until `shutdown` completes, then stop every worker and
     /// connection and return the final counters.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> CounterSnapshot {
         let mut tasks = JoinSet::new();
+        let turn_idle = self.turn.as_ref().map(|t| t.stream_idle());
+        let turn = self.turn.map(|setup| {
+            let listening = self
+                .udp
+                .first()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            crate::turn::spawn(setup, listening, &mut tasks)
+        });
+        if let Some(m) = self.metrics {
+            tasks.spawn(crate::metrics::serve(
+                m,
+                self.counters.clone(),
+                turn.clone(),
+            ));
+        }
         for (w, sockets) in self.udp.iter().enumerate() {
             for (addr, sock) in sockets {
                 let group = if self.ctx.resolve(*addr, Default::default()).is_some() {
@@ -273,6 +321,7 @@ impl Server {
                         ctx: self.ctx.clone(),
                         counters: self.counters.clone(),
                         shard: w + 1,
+                        turn: turn.clone(),
                     }
                     .run(),
                 );
@@ -283,6 +332,7 @@ impl Server {
             counters: self.counters.clone(),
             idle: self.stream.idle,
             permits: Arc::new(Semaphore::new(self.stream.max_connections)),
+            turn: turn.clone().zip(turn_idle),
         };
         for l in self.tcp {
             tasks.spawn(accept_loop(l, None, shared.clone()));
@@ -292,6 +342,7 @@ impl Server {
                 tasks.spawn(accept_loop(l, Some(acceptor.clone()), shared.clone()));
             }
         }
+        let signaling = self.signaling.map(crate::signaling::Signaling::spawn);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -301,6 +352,9 @@ impl Server {
                     tracing::error!("a server task ended: {r:?}");
                 }
             }
+        }
+        if let Some(s) = signaling {
+            s.stop().await;
         }
         tasks.shutdown().await;
         self.counters.snapshot()

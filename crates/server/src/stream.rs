@@ -11,7 +11,7 @@ use std::time::Duration;
 use p2p_stun::{next_frame_len, PacketKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -20,6 +20,9 @@ use crate::responder::{answer, Answer, Ctx, Dropped, Transport};
 
 /// The largest frame a connection may send: a STUN request never needs more.
 const MAX_FRAME: usize = 4096;
+/// The largest frame with TURN on: a Send indication or ChannelData with a
+/// 64 KiB datagram.
+const MAX_TURN_FRAME: usize = 65536 + 512;
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -30,6 +33,8 @@ pub(crate) struct StreamShared {
     pub(crate) counters: Counters,
     pub(crate) idle: Duration,
     pub(crate) permits: Arc<Semaphore>,
+    /// The TURN server and the idle timeout of connections that use it.
+    pub(crate) turn: Option<(crate::turn::TurnHandle, Duration)>,
 }
 
 /// Accept connections until the task is aborted (which also aborts them).
@@ -72,10 +77,10 @@ pub(crate) async fn accept_loop(
         conns.spawn(async move {
             let _permit = permit;
             let r = match tls {
-                None => serve(tcp, from, local, &shared).await,
+                None => serve(tcp, from, local, p2p_turn::Transport::Tcp, &shared).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => serve(s, from, local, &shared).await,
+                        Ok(Ok(s)) => serve(s, from, local, p2p_turn::Transport::Tls, &shared).await,
                         Ok(Err(e)) => Err(e),
                         Err(_) => Err(io::ErrorKind::TimedOut.into()),
                     }
@@ -89,60 +94,108 @@ pub(crate) async fn accept_loop(
 }
 
 /// Answer the STUN messages of one connection until it closes, idles out or
-/// breaks framing.
+/// breaks framing. With TURN on, TURN methods and ChannelData go to the TURN
+/// task and what it sends back for this 5-tuple is written here.
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     from: SocketAddr,
     local: SocketAddr,
+    transport: p2p_turn::Transport,
     shared: &StreamShared,
 ) -> io::Result<()> {
     let shard = shared.counters.shard(0);
+    let max_frame = if shared.turn.is_some() {
+        MAX_TURN_FRAME
+    } else {
+        MAX_FRAME
+    };
     let mut buf = vec![0u8; MAX_FRAME];
     let mut out = vec![0u8; MAX_FRAME];
     let mut filled = 0;
-    loop {
-        let n = match tokio::time::timeout(shared.idle, s.read(&mut buf[filled..])).await {
-            Ok(r) => r?,
-            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+    let (otx, mut orx) = mpsc::channel::<Vec<u8>>(crate::turn::CONN_QUEUE);
+    let mut used_turn = false;
+    let result = loop {
+        let idle = match &shared.turn {
+            Some((_, long)) if used_turn => *long,
+            _ => shared.idle,
+        };
+        let n = tokio::select! {
+            r = tokio::time::timeout(idle, s.read(&mut buf[filled..])) => match r {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => break Err(e),
+                Err(_) => break Err(io::ErrorKind::TimedOut.into()),
+            },
+            Some(msg) = orx.recv() => {
+                if let Err(e) = s.write_all(&msg).await {
+                    break Err(e);
+                }
+                continue;
+            }
         };
         if n == 0 {
-            return Ok(());
+            break Ok(());
         }
         filled += n;
+        let mut broken = None;
         loop {
             let len = match next_frame_len(&buf[..filled]) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
                 Err(e) => {
                     shard.record(&Answer::Drop(Dropped::Malformed));
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                    broken = Some(io::Error::new(io::ErrorKind::InvalidData, e));
+                    break;
                 }
             };
-            if len > MAX_FRAME {
+            if len > max_frame {
                 shard.record(&Answer::Drop(Dropped::Malformed));
-                return Err(io::Error::new(
+                broken = Some(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "frame too large",
                 ));
+                break;
             }
             if len > filled {
+                if len > buf.len() {
+                    buf.resize(len, 0);
+                }
                 break;
             }
             let frame = &buf[..len];
-            if p2p_stun::classify(frame) == PacketKind::Stun {
-                let a = answer(frame, from, local, Transport::Stream, &shared.ctx, &mut out);
-                shard.record(&a);
-                if let Answer::Reply { len, .. } = a {
-                    s.write_all(&out[..len]).await?;
+            match &shared.turn {
+                Some((t, _)) if crate::turn::wants(frame) => {
+                    used_turn = true;
+                    if !t.stream(transport, local, from, frame, &otx).await {
+                        broken = Some(io::ErrorKind::BrokenPipe.into());
+                        break;
+                    }
                 }
-            } else {
-                // ChannelData needs TURN, which this server does not run yet.
-                shard.record(&Answer::Drop(Dropped::NotRequest));
+                _ if p2p_stun::classify(frame) == PacketKind::Stun => {
+                    let a = answer(frame, from, local, Transport::Stream, &shared.ctx, &mut out);
+                    shard.record(&a);
+                    if let Answer::Reply { len, .. } = a {
+                        if let Err(e) = s.write_all(&out[..len]).await {
+                            broken = Some(e);
+                            break;
+                        }
+                    }
+                }
+                _ => {
+                    // ChannelData without a TURN server.
+                    shard.record(&Answer::Drop(Dropped::NotRequest));
+                }
             }
             buf.copy_within(len..filled, 0);
             filled -= len;
         }
+        if let Some(e) = broken {
+            break Err(e);
+        }
+    };
+    if let (Some((t, _)), true) = (&shared.turn, used_turn) {
+        t.closed(transport, local, from);
     }
+    result
 }
 
 /// A rustls server configuration from PEM files (ring provider).

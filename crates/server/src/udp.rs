@@ -41,6 +41,8 @@ pub(crate) struct Worker {
     pub(crate) ctx: Arc<Ctx>,
     pub(crate) counters: Counters,
     pub(crate) shard: usize,
+    /// The TURN server, when it runs: TURN methods and ChannelData go there.
+    pub(crate) turn: Option<crate::turn::TurnHandle>,
 }
 
 struct Bufs {
@@ -114,6 +116,15 @@ impl Worker {
             if m.truncated {
                 shard.record_truncated();
                 continue;
+            }
+            if let Some(t) = &self.turn {
+                let pkt = &b.rx[i][..m.len];
+                if crate::turn::wants(pkt) {
+                    if !t.udp(self.local, m.from, pkt) {
+                        shard.send_error(1);
+                    }
+                    continue;
+                }
             }
             let a = answer(
                 &b.rx[i][..m.len],

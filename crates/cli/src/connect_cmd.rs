@@ -1,0 +1,278 @@
+//! `p2p connect`: one peer. Lines on stdin go to the other peer, what
+//! arrives is written to stdout; progress goes to stderr (a one-line
+//! progress display when stderr is a terminal).
+
+use std::io::{IsTerminal, Write};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use p2p_connect::{ConnectionEvent, IceServerUri, IceState, Peer, PeerConfig, Policy};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+type AnyError = Box<dyn std::error::Error>;
+
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    /// The signaling server's WebSocket URL, ws://HOST:PORT[/ws].
+    #[arg(long, value_name = "URL")]
+    signaling: String,
+    /// The room to meet the other peer in.
+    #[arg(long, value_name = "NAME")]
+    room: String,
+    /// The room's token, if the server asks for one.
+    #[arg(long, value_name = "TOKEN", env = "P2P_ROOM_TOKEN")]
+    token: Option<String>,
+    /// A display name for the other peers.
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// A STUN server, stun:HOST[:PORT]; repeatable. Without --stun and
+    /// --turn, the servers of the signaling server's welcome are used.
+    #[arg(long, value_name = "URI")]
+    stun: Vec<String>,
+    /// A TURN server, turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]; repeatable.
+    #[arg(long, value_name = "URI", requires = "turn_user")]
+    turn: Vec<String>,
+    /// The TURN username (for every --turn).
+    #[arg(long, value_name = "USER")]
+    turn_user: Option<String>,
+    /// The TURN password (for every --turn).
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "P2P_TURN_PASSWORD",
+        hide_env_values = true
+    )]
+    turn_password: Option<String>,
+    /// PEM file of the certificates to trust for turns: servers.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// Use relayed candidates only (hides this machine's addresses).
+    #[arg(long)]
+    relay_only: bool,
+    /// Local IPs to use (default: every interface that is up); repeatable.
+    #[arg(long, value_name = "IP")]
+    bind: Vec<IpAddr>,
+    /// Use loopback addresses too (both peers on one machine).
+    #[arg(long)]
+    loopback: bool,
+    /// Seconds ICE may take once the peer is found.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    timeout: u64,
+    /// Seconds to wait for the other peer (default: forever).
+    #[arg(long, value_name = "SECS")]
+    peer_timeout: Option<u64>,
+}
+
+pub(crate) fn config(a: &ConnectArgs) -> Result<PeerConfig, AnyError> {
+    let mut c = PeerConfig::new(a.signaling.clone(), a.room.clone())
+        .include_loopback(a.loopback)
+        .local_addresses(a.bind.iter().copied())
+        .connect_timeout(Duration::from_secs(a.timeout.max(1)));
+    c.token = a.token.clone();
+    c.name = a.name.clone();
+    c.peer_timeout = a.peer_timeout.map(Duration::from_secs);
+    if a.relay_only {
+        c = c.policy(Policy::RelayOnly);
+    }
+    for s in &a.stun {
+        let u: IceServerUri = s.parse()?;
+        if u.is_turn() {
+            return Err(format!("--stun {s}: a turn: URI goes in --turn").into());
+        }
+        c = c.ice_server(u);
+    }
+    for t in &a.turn {
+        let u: IceServerUri = t.parse()?;
+        if !u.is_turn() {
+            return Err(format!("--turn {t}: expected turn: or turns:").into());
+        }
+        let user = a.turn_user.clone().ok_or("--turn needs --turn-user")?;
+        let pass = a
+            .turn_password
+            .clone()
+            .ok_or("--turn needs --turn-password (or P2P_TURN_PASSWORD)")?;
+        c = c.ice_server(u.with_credentials(user, pass));
+    }
+    if let Some(path) = &a.tls_ca {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut rd = &pem[..];
+        for cert in rustls_pemfile::certs(&mut rd) {
+            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+            c.tls_roots.push(cert.as_ref().to_vec());
+        }
+    }
+    Ok(c)
+}
+
+/// What the progress display shows.
+#[derive(Debug, Default)]
+struct Progress {
+    stage: String,
+    local: usize,
+    remote: usize,
+}
+
+fn short(c: &str) -> String {
+    // "candidate:F 1 udp PRIO ADDR PORT typ KIND ..." -> "KIND ADDR:PORT"
+    let f: Vec<&str> = c.split_whitespace().collect();
+    match (f.get(4), f.get(5), f.get(7)) {
+        (Some(a), Some(p), Some(k)) if a.contains(':') => format!("{k} [{a}]:{p}"),
+        (Some(a), Some(p), Some(k)) => format!("{k} {a}:{p}"),
+        _ => c.to_owned(),
+    }
+}
+
+/// One line saying what happened, or `None` for events not worth a line.
+pub(crate) fn describe(e: &ConnectionEvent) -> Option<String> {
+    Some(match e {
+        ConnectionEvent::SignalingConnected { peer_id } => {
+            format!("signaling: connected as {peer_id}")
+        }
+        ConnectionEvent::Joined { room, peers } => {
+            format!("signaling: joined room {room:?} ({peers} peer(s) there)")
+        }
+        ConnectionEvent::PeerFound {
+            peer_id,
+            controlling,
+        } => format!(
+            "signaling: peer {peer_id}; we {}",
+            if *controlling {
+                "offer (controlling)"
+            } else {
+                "answer (controlled)"
+            }
+        ),
+        ConnectionEvent::SocketsBound(a) => format!(
+            "sockets: {}",
+            a.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        ConnectionEvent::LocalCandidate(c) => format!("gathering: local {}", short(c)),
+        ConnectionEvent::RemoteCandidate(c) => format!("gathering: remote {}", short(c)),
+        ConnectionEvent::GatheringComplete => "gathering: complete".to_owned(),
+        ConnectionEvent::TurnAllocated { server, relayed } => {
+            format!("turn: {server} relays for us on {relayed}")
+        }
+        ConnectionEvent::TurnFailed {
+            server,
+            code,
+            reason,
+        } => format!(
+            "turn: {server} failed: {}{reason}",
+            code.map(|c| format!("{c} ")).unwrap_or_default()
+        ),
+        ConnectionEvent::StateChanged(s) => format!("ice: {s}"),
+        ConnectionEvent::Connected(p) => format!("connected via {p}"),
+        ConnectionEvent::PathChanged(p) => format!("path changed: {p}"),
+        ConnectionEvent::Disconnected => "disconnected: consent lost on the path".to_owned(),
+        ConnectionEvent::Restarting => "ice: restarting".to_owned(),
+        ConnectionEvent::SignalingLost => {
+            "signaling: connection lost (the path stays up)".to_owned()
+        }
+        ConnectionEvent::Closed(r) => format!("closed: {r}"),
+        _ => return None,
+    })
+}
+
+pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
+    let peer = Peer::new(config(&a)?)?;
+    let tty = std::io::stderr().is_terminal();
+    let progress = Arc::new(Mutex::new(Progress {
+        stage: "connecting to the signaling server".into(),
+        ..Progress::default()
+    }));
+    let p2 = progress.clone();
+    let started = Instant::now();
+    let connect = peer.connect_with(move |e| {
+        let mut p = p2.lock().unwrap_or_else(|e| e.into_inner());
+        match e {
+            ConnectionEvent::LocalCandidate(_) => p.local += 1,
+            ConnectionEvent::RemoteCandidate(_) => p.remote += 1,
+            ConnectionEvent::Joined { .. } => p.stage = "waiting for the other peer".into(),
+            ConnectionEvent::PeerFound { .. } => p.stage = "gathering".into(),
+            ConnectionEvent::StateChanged(IceState::Checking) => p.stage = "checking".into(),
+            _ => {}
+        }
+        if let Some(line) = describe(e) {
+            if tty {
+                eprint!("\r\x1b[K");
+            }
+            eprintln!("p2p connect: {line}");
+        }
+    });
+    tokio::pin!(connect);
+    let spinner = ['|', '/', '-', '\\'];
+    let mut tick = tokio::time::interval(Duration::from_millis(120));
+    let mut n = 0usize;
+    let conn = loop {
+        tokio::select! {
+            r = &mut connect => break r,
+            _ = tick.tick(), if tty => {
+                let p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                eprint!(
+                    "\r\x1b[K{} {} ({} local, {} remote candidates, {:.1} s)",
+                    spinner[n % spinner.len()], p.stage, p.local, p.remote,
+                    started.elapsed().as_secs_f64()
+                );
+                let _ = std::io::stderr().flush();
+                n += 1;
+            }
+        }
+    };
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+    let conn = conn?;
+    eprintln!(
+        "p2p connect: ready in {:.0} ms; type lines to send, Ctrl-D to quit",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    let mut stdout = tokio::io::stdout();
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            line = stdin.next_line(), if stdin_open => match line {
+                Ok(Some(l)) => {
+                    if conn.send(l.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+                _ => stdin_open = false,
+            },
+            got = conn.recv() => match got {
+                Some(mut d) => {
+                    d.push(b'\n');
+                    stdout.write_all(&d).await?;
+                    stdout.flush().await?;
+                }
+                None => break,
+            },
+            e = conn.next_event() => match e {
+                // Events from the start are replayed first; skip those.
+                Some(ConnectionEvent::PathChanged(_) | ConnectionEvent::Disconnected
+                    | ConnectionEvent::Restarting | ConnectionEvent::SignalingLost
+                    | ConnectionEvent::Closed(_)) => {
+                    if let Some(ev) = e.as_ref().and_then(describe) {
+                        eprintln!("p2p connect: {ev}");
+                    }
+                    if matches!(e, Some(ConnectionEvent::Closed(_))) {
+                        return Ok(());
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            },
+        }
+        if !stdin_open {
+            break;
+        }
+    }
+    conn.close().await;
+    eprintln!("p2p connect: closed");
+    Ok(())
+}

@@ -1,0 +1,439 @@
+//! A TURN client run (`p2p turn`): allocate, create a permission, optionally
+//! bind a channel, relay a few datagrams to a UDP echo peer and time their
+//! round trips, then delete the allocation. The protocol is
+//! `p2p_turn::TurnClient`; this module is the small tokio loop around it
+//! (UDP, or TCP with `p2p_stun::next_frame_len` framing).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use p2p_stun::next_frame_len;
+use p2p_turn::{ClientConfig, ClientEvent, Datagram, Transport, TurnClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+/// What to do.
+#[derive(Debug, Clone)]
+pub struct TurnOptions {
+    /// The TURN server.
+    pub server: SocketAddr,
+    /// Long-term username.
+    pub username: String,
+    /// Long-term password.
+    pub password: String,
+    /// The UDP peer that echoes what it gets.
+    pub peer: SocketAddr,
+    /// Reach the server over TCP instead of UDP.
+    pub tcp: bool,
+    /// How many datagrams to relay.
+    pub count: u32,
+    /// Bind a channel and send ChannelData (Send indications otherwise).
+    pub channel: bool,
+    /// Bytes per datagram (at least 16).
+    pub size: usize,
+    /// How long each step (allocation, permission, channel, each echo) may take.
+    pub timeout: Duration,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TurnReport {
+    /// `udp` or `tcp`.
+    pub transport: &'static str,
+    /// XOR-RELAYED-ADDRESS.
+    pub relayed: SocketAddr,
+    /// XOR-MAPPED-ADDRESS: this client as the server sees it.
+    pub mapped: Option<SocketAddr>,
+    /// The allocation's lifetime, seconds.
+    pub lifetime_secs: u64,
+    /// The peer.
+    pub peer: SocketAddr,
+    /// The channel number, when one was bound.
+    pub channel: Option<u16>,
+    /// Datagrams sent to the peer.
+    pub sent: u32,
+    /// Datagrams that came back intact.
+    pub echoed: u32,
+    /// Round-trip times, milliseconds: min, average, max (0 when none came back).
+    pub rtt_min_ms: f64,
+    /// Average round trip.
+    pub rtt_avg_ms: f64,
+    /// Longest round trip.
+    pub rtt_max_ms: f64,
+    /// Whether the allocation was deleted at the end.
+    pub deleted: bool,
+}
+
+/// Why the run stopped.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    /// Socket trouble.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The server refused the allocation.
+    #[error("allocation failed: {reason}{}", code.map_or(String::new(), |c| format!(" (error {c})")))]
+    Allocation {
+        /// The STUN error code, `None` when the server never answered.
+        code: Option<u16>,
+        /// The reason.
+        reason: String,
+    },
+    /// The server refused the permission (403: the peer is not allowed).
+    #[error("CreatePermission for {peer} failed{}", code.map_or(" (no answer)".to_owned(), |c| format!(" with error {c}")))]
+    Permission {
+        /// The peer.
+        peer: SocketAddr,
+        /// The STUN error code.
+        code: Option<u16>,
+    },
+    /// The server refused the channel binding.
+    #[error("ChannelBind for {peer} failed{}", code.map_or(" (no answer)".to_owned(), |c| format!(" with error {c}")))]
+    Channel {
+        /// The peer.
+        peer: SocketAddr,
+        /// The STUN error code.
+        code: Option<u16>,
+    },
+    /// A step did not finish in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    /// The client refused a command (a bug or an odd server).
+    #[error("{0}")]
+    Client(#[from] p2p_turn::ClientError),
+    /// The stream to the server broke framing.
+    #[error("stream framing: {0}")]
+    Framing(String),
+}
+
+enum Link {
+    Udp(UdpSocket),
+    Tcp {
+        stream: TcpStream,
+        buf: Vec<u8>,
+        filled: usize,
+    },
+}
+
+struct Driver {
+    client: TurnClient,
+    link: Link,
+    server: SocketAddr,
+    local: SocketAddr,
+    transport: Transport,
+    rx: Vec<u8>,
+}
+
+impl Driver {
+    async fn flush(&mut self) -> io::Result<()> {
+        while let Some(t) = self.client.poll_transmit() {
+            match &mut self.link {
+                Link::Udp(s) => {
+                    s.send_to(&t.contents, t.destination).await?;
+                }
+                Link::Tcp { stream, .. } => stream.write_all(&t.contents).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Drive the client until `pick` takes an event, or `deadline`.
+    async fn until<R>(
+        &mut self,
+        deadline: Instant,
+        what: &'static str,
+        mut pick: impl FnMut(ClientEvent) -> Option<R>,
+    ) -> Result<R, TurnError> {
+        loop {
+            self.flush().await?;
+            while let Some(e) = self.client.poll_event() {
+                if let Some(r) = pick(e) {
+                    return Ok(r);
+                }
+            }
+            let wake = self
+                .client
+                .poll_timeout()
+                .map_or(deadline, |t| t.min(deadline));
+            let got = tokio::select! {
+                r = recv(&mut self.link, &mut self.rx) => Some(r?),
+                () = tokio::time::sleep_until(wake.into()) => None,
+            };
+            let now = Instant::now();
+            match got {
+                Some(frames) => {
+                    for bytes in &frames {
+                        self.client.handle_input(
+                            now,
+                            Datagram {
+                                transport: self.transport,
+                                local: self.local,
+                                remote: self.server,
+                                bytes,
+                            },
+                        );
+                    }
+                }
+                None => {
+                    if now >= deadline {
+                        return Err(TurnError::Timeout(what));
+                    }
+                    self.client.handle_timeout(now);
+                }
+            }
+        }
+    }
+}
+
+/// Read what arrived: whole messages (one datagram, or the frames a stream
+/// read completed).
+async fn recv(link: &mut Link, rx: &mut [u8]) -> Result<Vec<Vec<u8>>, TurnError> {
+    match link {
+        Link::Udp(s) => {
+            let (n, _) = s.recv_from(rx).await?;
+            Ok(vec![rx[..n].to_vec()])
+        }
+        Link::Tcp {
+            stream,
+            buf,
+            filled,
+        } => {
+            let n = stream.read(&mut buf[*filled..]).await?;
+            if n == 0 {
+                return Err(TurnError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+            *filled += n;
+            let mut frames = Vec::new();
+            let mut at = 0;
+            loop {
+                match next_frame_len(&buf[at..*filled]) {
+                    Ok(Some(len)) if at + len <= *filled => {
+                        frames.push(buf[at..at + len].to_vec());
+                        at += len;
+                    }
+                    Ok(Some(len)) if len > buf.len() => {
+                        return Err(TurnError::Framing(format!("frame of {len} bytes")));
+                    }
+                    Ok(_) => break,
+                    Err(e) => return Err(TurnError::Framing(e.to_string())),
+                }
+            }
+            buf.copy_within(at..*filled, 0);
+            *filled -= at;
+            Ok(frames)
+        }
+    }
+}
+
+/// A UDP echo peer on `bind` (for `--echo-peer`): sends every datagram back
+/// to its sender until the task is dropped or aborted.
+pub async fn echo_peer(bind: SocketAddr) -> io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let sock = UdpSocket::bind(bind).await?;
+    let addr = sock.local_addr()?;
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            let _ = sock.send_to(&buf[..n], from).await;
+        }
+    });
+    Ok((addr, task))
+}
+
+fn payload(seq: u32, size: usize) -> Vec<u8> {
+    let mut p = format!("p2p-turn {seq:08} ").into_bytes();
+    let mut i = 0u8;
+    while p.len() < size.max(16) {
+        p.push(b'a' + i % 26);
+        i = i.wrapping_add(1);
+    }
+    p
+}
+
+/// Run the whole exchange against the server.
+pub async fn run(opts: &TurnOptions) -> Result<TurnReport, TurnError> {
+    let (link, local, transport) = if opts.tcp {
+        let stream = tokio::time::timeout(opts.timeout, TcpStream::connect(opts.server))
+            .await
+            .map_err(|_| TurnError::Timeout("the TCP connection"))??;
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr()?;
+        let link = Link::Tcp {
+            stream,
+            buf: vec![0u8; 70_000],
+            filled: 0,
+        };
+        (link, local, Transport::Tcp)
+    } else {
+        let any: SocketAddr = if opts.server.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
+        };
+        let sock = UdpSocket::bind(any).await?;
+        // Connected: the route's source address makes the client's idea of
+        // its own address concrete, and only the server is heard.
+        sock.connect(opts.server).await?;
+        let local = sock.local_addr()?;
+        (Link::Udp(sock), local, Transport::Udp)
+    };
+    let mut cfg = ClientConfig::new(local, opts.server, &opts.username, &opts.password);
+    cfg.transport = transport;
+    cfg.software = Some(concat!("p2p ", env!("CARGO_PKG_VERSION")).to_owned());
+    let mut d = Driver {
+        client: TurnClient::new(cfg),
+        link,
+        server: opts.server,
+        local,
+        transport,
+        rx: vec![0u8; 65536],
+    };
+    let step = || Instant::now() + opts.timeout;
+
+    d.client.allocate(Instant::now())?;
+    let (relayed, mapped, lifetime) = d
+        .until(step(), "the allocation", |e| match e {
+            ClientEvent::Allocated {
+                relayed,
+                mapped,
+                lifetime,
+                ..
+            } => Some(Ok((relayed, mapped, lifetime))),
+            ClientEvent::AllocationFailed { code, reason } => {
+                Some(Err(TurnError::Allocation { code, reason }))
+            }
+            _ => None,
+        })
+        .await??;
+    let relayed = relayed.first().copied().ok_or(TurnError::Allocation {
+        code: None,
+        reason: "no relayed address".into(),
+    })?;
+
+    let peer = opts.peer;
+    // Whatever happens next, the allocation is deleted before returning.
+    let result = exchange(&mut d, opts).await;
+    let deleted = match d.client.close(Instant::now()) {
+        Ok(()) => d
+            .until(
+                Instant::now() + opts.timeout.min(Duration::from_secs(3)),
+                "the deletion",
+                |e| matches!(e, ClientEvent::Deleted).then_some(()),
+            )
+            .await
+            .is_ok(),
+        Err(_) => false,
+    };
+    let (channel, sent, rtts) = result?;
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let (min, max, avg) = if rtts.is_empty() {
+        (0.0, 0.0, 0.0)
+    } else {
+        let sum: Duration = rtts.iter().sum();
+        (
+            ms(*rtts.iter().min().unwrap_or(&Duration::ZERO)),
+            ms(*rtts.iter().max().unwrap_or(&Duration::ZERO)),
+            ms(sum) / rtts.len() as f64,
+        )
+    };
+    Ok(TurnReport {
+        transport: if opts.tcp { "tcp" } else { "udp" },
+        relayed,
+        mapped,
+        lifetime_secs: lifetime.as_secs(),
+        peer,
+        channel,
+        sent,
+        echoed: rtts.len() as u32,
+        rtt_min_ms: min,
+        rtt_avg_ms: avg,
+        rtt_max_ms: max,
+        deleted,
+    })
+}
+
+/// Permission, channel, then the echoes: (channel, sent, round trips).
+async fn exchange(
+    d: &mut Driver,
+    opts: &TurnOptions,
+) -> Result<(Option<u16>, u32, Vec<Duration>), TurnError> {
+    let peer = opts.peer;
+    let step = || Instant::now() + opts.timeout;
+    d.client.create_permission(Instant::now(), &[peer.ip()])?;
+    d.until(step(), "the permission", |e| match e {
+        ClientEvent::PermissionCreated { .. } => Some(Ok(())),
+        ClientEvent::PermissionFailed { code, .. } => {
+            Some(Err(TurnError::Permission { peer, code }))
+        }
+        _ => None,
+    })
+    .await??;
+
+    let mut channel = None;
+    if opts.channel {
+        let n = d.client.bind_channel(Instant::now(), peer)?;
+        d.until(step(), "the channel binding", |e| match e {
+            ClientEvent::ChannelBound { .. } => Some(Ok(())),
+            ClientEvent::ChannelBindFailed { code, .. } => {
+                Some(Err(TurnError::Channel { peer, code }))
+            }
+            _ => None,
+        })
+        .await??;
+        channel = Some(n);
+    }
+
+    let mut rtts = Vec::new();
+    let mut sent = 0;
+    for seq in 0..opts.count {
+        let data = payload(seq, opts.size);
+        let t0 = Instant::now();
+        d.client.send_to(t0, peer, &data)?;
+        sent += 1;
+        let r = d
+            .until(step(), "an echo", |e| match e {
+                ClientEvent::Data { peer: p, data: got } if p == peer && got == data => Some(()),
+                _ => None,
+            })
+            .await;
+        match r {
+            Ok(()) => rtts.push(t0.elapsed()),
+            Err(TurnError::Timeout(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+
+    Ok((channel, sent, rtts))
+}
+
+/// The report as the command prints it.
+pub fn render(r: &TurnReport) -> String {
+    let mut s = String::new();
+    s += &format!("transport:        {}\n", r.transport);
+    s += &format!("relayed address:  {}\n", r.relayed);
+    s += &format!(
+        "mapped address:   {}\n",
+        r.mapped.map_or("(none)".to_owned(), |m| m.to_string())
+    );
+    s += &format!("lifetime:         {} s\n", r.lifetime_secs);
+    s += &format!("peer:             {}\n", r.peer);
+    s += &format!(
+        "data path:        {}\n",
+        match r.channel {
+            Some(n) => format!("ChannelData (channel 0x{n:04x})"),
+            None => "Send/Data indications".to_owned(),
+        }
+    );
+    s += &format!("sent:             {}\n", r.sent);
+    s += &format!("echoed:           {}\n", r.echoed);
+    s += &format!(
+        "rtt:              min {:.3} ms, avg {:.3} ms, max {:.3} ms\n",
+        r.rtt_min_ms, r.rtt_avg_ms, r.rtt_max_ms
+    );
+    s += &format!(
+        "deleted:          {}\n",
+        if r.deleted { "yes" } else { "no" }
+    );
+    s
+}

@@ -1,0 +1,581 @@
+//! The tokio driver: sockets, timers and signaling around the sans-IO
+//! [`Session`](crate::Session) (feature `driver`).
+//!
+//! [`Peer::connect`] joins a room of a `p2p-signaling` server, waits for the
+//! other peer, exchanges ICE credentials and trickles candidates, runs the
+//! checks and returns a [`Connection`] once a path is selected. One task
+//! owns the session and every socket; the [`Connection`] talks to it over
+//! channels.
+//!
+//! How it speaks the signaling protocol (`docs/signaling.md`):
+//! - Roles: the peer whose `joined` lists a peer already in the room (the
+//!   newcomer) is the offerer and the ICE controlling agent; the other
+//!   answers and is controlled.
+//! - Credentials travel in a minimal SDP offer/answer of one data channel
+//!   (`p2p_sdp::SessionDescription::offer_data_channel`): `a=ice-ufrag`,
+//!   `a=ice-pwd`, `a=ice-options:trickle`. Its `a=fingerprint` is a
+//!   placeholder of zero bytes: this crate carries datagrams and has no DTLS
+//!   or SCTP, so a browser can read the description but cannot open a data
+//!   channel with it. Candidates in a received description are used too.
+//! - Trickle: each local candidate is sent as a `candidate` message as soon
+//!   as it is gathered (tagged with our `usernameFragment`), then
+//!   `end-of-candidates`. The peer's candidates are buffered until its
+//!   credentials are known; candidates of an older ICE generation are
+//!   dropped.
+//! - ICE restart: when consent is lost or the agent fails after a path was
+//!   selected, and the signaling connection is still up, the controlling
+//!   side restarts and sends its new credentials in an `ice-restart`
+//!   message; the controlled side restarts on receipt and answers with its
+//!   own. The old path keeps carrying data until a new one is selected.
+//!
+//! Datagram semantics: [`Connection::send`] sends one datagram on the
+//! selected path. It may be lost, duplicated or reordered, like UDP; it is
+//! dropped when no path is selected (during a restart after the path died).
+//! A datagram larger than the path's MTU (about 1200 bytes is safe on the
+//! Internet; a relayed path adds 4 bytes of ChannelData) is fragmented by IP
+//! or dropped. [`Connection::recv`] returns whole datagrams; when the
+//! application reads slower than they arrive, the receive queue
+//! ([`PeerConfig::recv_queue`]) overflows and the newest are dropped, as a
+//! full socket buffer would.
+
+mod net;
+mod run;
+mod uri;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use p2p_ice::{IceConfig, IceState, IceStats};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use p2p_signaling::ClientError as SignalingError;
+pub use uri::{IceServerUri, Scheme, UriError};
+
+use crate::PathEnd;
+
+/// Whether every candidate type may be used, or only relayed ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Host, server-reflexive, peer-reflexive and relayed candidates.
+    #[default]
+    All,
+    /// Only relayed candidates (hides our addresses from the peer; needs a
+    /// TURN server).
+    RelayOnly,
+}
+
+/// What a [`Peer`] is made of. Start from [`PeerConfig::new`].
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct PeerConfig {
+    /// The signaling server's WebSocket URL, `ws://host:port/`.
+    pub signaling_url: String,
+    /// The room to meet the peer in.
+    pub room: String,
+    /// The room's token, if the server asks for one.
+    pub token: Option<String>,
+    /// A display name shown to the other peers.
+    pub name: Option<String>,
+    /// STUN and TURN servers. Empty: use those of the signaling server's
+    /// `welcome` (with their short-lived TURN REST credentials).
+    pub ice_servers: Vec<IceServerUri>,
+    /// All candidate types, or relayed ones only.
+    pub policy: Policy,
+    /// The local IPs to bind a UDP socket on. Empty (the default): every
+    /// address of every interface that is up, IPv4 and IPv6, without
+    /// link-local ones, and without loopback unless `include_loopback` is
+    /// set or nothing else exists.
+    pub local_addresses: Vec<IpAddr>,
+    /// Bind on loopback addresses too (tests, demos on one machine).
+    pub include_loopback: bool,
+    /// Trust roots (DER) for `turns:` servers. Empty: `turns:` servers
+    /// fail (this crate ships no root store).
+    pub tls_roots: Vec<Vec<u8>>,
+    /// How long to wait for the signaling server's welcome. Default 10 s.
+    pub signaling_timeout: Duration,
+    /// How long to wait for the other peer to join. `None` (the default):
+    /// forever.
+    pub peer_timeout: Option<Duration>,
+    /// How long ICE may take, from the meeting of the peers to a selected
+    /// path. Default 30 s.
+    pub connect_timeout: Duration,
+    /// The ICE agent's timers and options. `controlling` and `relay_only`
+    /// are set by the driver (from the roles and [`PeerConfig::policy`]).
+    pub ice: IceConfig,
+    /// Emit [`ConnectionEvent::CheckList`] this often while checking.
+    /// Default: never.
+    pub check_list_interval: Option<Duration>,
+    /// Datagrams buffered for [`Connection::recv`] before newer ones are
+    /// dropped. Default 1024.
+    pub recv_queue: usize,
+}
+
+impl fmt::Debug for PeerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerConfig")
+            .field("signaling_url", &self.signaling_url)
+            .field("room", &self.room)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("ice_servers", &self.ice_servers)
+            .field("policy", &self.policy)
+            .field("local_addresses", &self.local_addresses)
+            .field("include_loopback", &self.include_loopback)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerConfig {
+    /// A configuration with the defaults listed on each field.
+    pub fn new(signaling_url: impl Into<String>, room: impl Into<String>) -> PeerConfig {
+        PeerConfig {
+            signaling_url: signaling_url.into(),
+            room: room.into(),
+            token: None,
+            name: None,
+            ice_servers: Vec::new(),
+            policy: Policy::All,
+            local_addresses: Vec::new(),
+            include_loopback: false,
+            tls_roots: Vec::new(),
+            signaling_timeout: Duration::from_secs(10),
+            peer_timeout: None,
+            connect_timeout: Duration::from_secs(30),
+            ice: IceConfig::default(),
+            check_list_interval: None,
+            recv_queue: 1024,
+        }
+    }
+
+    /// Adds a STUN or TURN server.
+    pub fn ice_server(mut self, server: IceServerUri) -> PeerConfig {
+        self.ice_servers.push(server);
+        self
+    }
+
+    /// Sets the candidate policy.
+    pub fn policy(mut self, policy: Policy) -> PeerConfig {
+        self.policy = policy;
+        self
+    }
+
+    /// Binds on loopback addresses too.
+    pub fn include_loopback(mut self, yes: bool) -> PeerConfig {
+        self.include_loopback = yes;
+        self
+    }
+
+    /// Binds exactly these local IPs.
+    pub fn local_addresses(mut self, ips: impl IntoIterator<Item = IpAddr>) -> PeerConfig {
+        self.local_addresses = ips.into_iter().collect();
+        self
+    }
+
+    /// Sets [`PeerConfig::connect_timeout`].
+    pub fn connect_timeout(mut self, t: Duration) -> PeerConfig {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Sets [`PeerConfig::peer_timeout`].
+    pub fn peer_timeout(mut self, t: Duration) -> PeerConfig {
+        self.peer_timeout = Some(t);
+        self
+    }
+}
+
+/// Why [`Peer::connect`] failed.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The signaling server could not be reached (connect, WebSocket
+    /// handshake or welcome).
+    #[error("signaling server {url} unreachable: {source}")]
+    SignalingUnreachable {
+        /// The URL tried.
+        url: String,
+        /// What failed.
+        #[source]
+        source: SignalingError,
+    },
+    /// The room holds its maximum number of peers.
+    #[error("room {room:?} is full")]
+    RoomFull {
+        /// The room.
+        room: String,
+    },
+    /// The room's token is missing or wrong.
+    #[error("not allowed into room {room:?} (token missing or wrong)")]
+    Unauthorized {
+        /// The room.
+        room: String,
+    },
+    /// The signaling server failed or refused something after the welcome.
+    #[error("signaling: {0}")]
+    Signaling(#[source] SignalingError),
+    /// The other peer left the room (or said bye) before a path was found.
+    #[error("peer {peer} left before a path was found")]
+    PeerLeft {
+        /// The peer id.
+        peer: String,
+    },
+    /// ICE checked every pair (or ran out of time) and none succeeded.
+    #[error("no candidate pair succeeded; local candidates tried: [{}]; remote candidates: [{}]", local.join(", "), remote.join(", "))]
+    NoPath {
+        /// Our candidates, as `kind address`.
+        local: Vec<String>,
+        /// The peer's candidates, as `kind address`.
+        remote: Vec<String>,
+    },
+    /// Relay-only, and every TURN server refused or did not answer.
+    #[error("TURN server {server} refused the allocation: {}{reason}", code.map(|c| format!("{c} ")).unwrap_or_default())]
+    TurnRefused {
+        /// The TURN server (the last one that failed).
+        server: String,
+        /// The STUN error code (401 bad credentials, 486 quota, ...), `None`
+        /// when it never answered.
+        code: Option<u16>,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An ICE server URI (configured or from the welcome) is invalid.
+    #[error("ICE server: {0}")]
+    BadIceServer(#[from] UriError),
+    /// The configuration cannot work (relay-only without a TURN server, no
+    /// local address, ...).
+    #[error("configuration: {0}")]
+    Config(&'static str),
+    /// Waiting took too long.
+    #[error("timed out after {after:?} waiting for {waiting_for}")]
+    Timeout {
+        /// What was awaited: `the signaling server`, `a peer`, `a path`.
+        waiting_for: &'static str,
+        /// How long was waited.
+        after: Duration,
+    },
+    /// A socket could not be bound or used.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    /// The driver stopped (its task panicked or the runtime shuts down).
+    #[error("the driver stopped")]
+    Stopped,
+}
+
+/// The selected path: our candidate and the peer's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectedPath {
+    /// Our end (a relayed end is the TURN server's relayed address).
+    pub local: PathEnd,
+    /// The peer's end.
+    pub remote: PathEnd,
+}
+
+impl fmt::Display for SelectedPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} <-> {} {}",
+            self.local.kind, self.local.address, self.remote.kind, self.remote.address
+        )
+    }
+}
+
+/// Why a connection ended.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// [`Connection::close`] was called or the [`Connection`] dropped.
+    Local,
+    /// The peer said bye.
+    PeerClosed,
+    /// The path died (consent lost) and could not be restarted (signaling
+    /// down, or the restart found no path in time).
+    PathLost,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CloseReason::Local => "closed locally",
+            CloseReason::PeerClosed => "the peer closed",
+            CloseReason::PathLost => "the path was lost",
+        })
+    }
+}
+
+/// What happens on the way to a connection and during it.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectionEvent {
+    /// The signaling server welcomed us.
+    SignalingConnected {
+        /// Our peer id.
+        peer_id: String,
+    },
+    /// The room was joined; `peers` were already there.
+    Joined {
+        /// The room.
+        room: String,
+        /// How many peers were there.
+        peers: usize,
+    },
+    /// The other peer is known; roles are settled.
+    PeerFound {
+        /// Its peer id.
+        peer_id: String,
+        /// Whether we are the offerer and the controlling agent.
+        controlling: bool,
+    },
+    /// UDP sockets were bound on these addresses.
+    SocketsBound(Vec<SocketAddr>),
+    /// A local candidate was gathered (and sent to the peer).
+    LocalCandidate(String),
+    /// The peer sent a candidate.
+    RemoteCandidate(String),
+    /// Every local candidate is out.
+    GatheringComplete,
+    /// A TURN allocation succeeded.
+    TurnAllocated {
+        /// The TURN server.
+        server: SocketAddr,
+        /// Our relayed address.
+        relayed: SocketAddr,
+    },
+    /// A TURN server refused or did not answer.
+    TurnFailed {
+        /// The TURN server.
+        server: String,
+        /// The STUN error code, `None` when it never answered.
+        code: Option<u16>,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The ICE state changed (checking, connected, disconnected, ...).
+    StateChanged(IceState),
+    /// The first path was selected: connected.
+    Connected(SelectedPath),
+    /// Another path was selected (renomination or after a restart).
+    PathChanged(SelectedPath),
+    /// Consent was lost on the selected path.
+    Disconnected,
+    /// An ICE restart began (new credentials were exchanged).
+    Restarting,
+    /// The signaling connection closed; the path keeps working, but no
+    /// restart is possible any more.
+    SignalingLost,
+    /// The check list (see [`PeerConfig::check_list_interval`]).
+    CheckList(Box<IceStats>),
+    /// The connection ended.
+    Closed(CloseReason),
+}
+
+/// A peer to be: a validated configuration. [`Peer::connect`] does the work.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// use p2p_connect::{Peer, PeerConfig};
+/// let config = PeerConfig::new("ws://127.0.0.1:8080/ws", "my-room")
+///     .ice_server("stun:stun.example.org".parse()?);
+/// let mut conn = Peer::new(config)?.connect().await?;
+/// println!("connected via {}", conn.selected_path().expect("a path"));
+/// conn.send(b"hello").await?;
+/// if let Some(reply) = conn.recv().await {
+///     println!("got {} bytes", reply.len());
+/// }
+/// conn.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Peer {
+    config: PeerConfig,
+}
+
+impl Peer {
+    /// Checks the configuration.
+    pub fn new(config: PeerConfig) -> Result<Peer, ConnectError> {
+        if config.room.is_empty() {
+            return Err(ConnectError::Config("the room name is empty"));
+        }
+        if config.recv_queue == 0 {
+            return Err(ConnectError::Config("recv_queue must be at least 1"));
+        }
+        let turn = config.ice_servers.iter().filter(|s| s.is_turn());
+        if turn
+            .clone()
+            .any(|s| s.username.is_none() || s.credential.is_none())
+        {
+            let bad = config
+                .ice_servers
+                .iter()
+                .find(|s| s.is_turn() && (s.username.is_none() || s.credential.is_none()))
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            return Err(ConnectError::BadIceServer(UriError::MissingCredentials(
+                bad,
+            )));
+        }
+        Ok(Peer { config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PeerConfig {
+        &self.config
+    }
+
+    /// Meets the peer and connects; returns once a path is selected.
+    pub async fn connect(self) -> Result<Connection, ConnectError> {
+        self.connect_with(|_| {}).await
+    }
+
+    /// Like [`Peer::connect`], calling `progress` with each event as it
+    /// happens (the events stay in [`Connection::next_event`]'s stream too).
+    pub async fn connect_with(
+        self,
+        mut progress: impl FnMut(&ConnectionEvent) + Send,
+    ) -> Result<Connection, ConnectError> {
+        let (cmd_tx, cmd_rx) = mpsc::channel(256);
+        let (event_tx, mut event_rx) = mpsc::unbounded_channel();
+        let (data_tx, data_rx) = mpsc::channel(self.config.recv_queue);
+        let (path_tx, path_rx) = watch::channel(None);
+        let (ready_tx, mut ready_rx) = oneshot::channel();
+        tokio::spawn(run::run(
+            self.config,
+            run::Channels {
+                commands: cmd_rx,
+                events: event_tx,
+                data: data_tx,
+                path: path_tx,
+                ready: Some(ready_tx),
+            },
+        ));
+        let mut seen = VecDeque::new();
+        let info = loop {
+            tokio::select! {
+                biased;
+                Some(e) = event_rx.recv() => {
+                    progress(&e);
+                    seen.push_back(e);
+                }
+                r = &mut ready_rx => break r.map_err(|_| ConnectError::Stopped)??,
+            }
+        };
+        // Events sent before `ready` are already queued: hand them over.
+        while let Ok(e) = event_rx.try_recv() {
+            progress(&e);
+            seen.push_back(e);
+        }
+        Ok(Connection {
+            commands: cmd_tx,
+            events: tokio::sync::Mutex::new(Events { seen, rx: event_rx }),
+            data: tokio::sync::Mutex::new(data_rx),
+            path: path_rx,
+            peer_id: info.peer_id,
+            controlling: info.controlling,
+        })
+    }
+}
+
+/// What the driver tells [`Peer::connect_with`] once connected.
+#[derive(Debug)]
+struct ConnectedInfo {
+    peer_id: String,
+    controlling: bool,
+}
+
+#[derive(Debug)]
+enum Command {
+    Send(Vec<u8>),
+    Stats(oneshot::Sender<IceStats>),
+    Close(oneshot::Sender<()>),
+}
+
+/// The connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the connection is closed")]
+pub struct Closed;
+
+/// The events already seen during [`Peer::connect_with`], then the channel.
+#[derive(Debug)]
+struct Events {
+    seen: VecDeque<ConnectionEvent>,
+    rx: mpsc::UnboundedReceiver<ConnectionEvent>,
+}
+
+/// A connected path to the peer; datagrams in and out.
+///
+/// Dropping it closes the connection (without waiting for the bye to go
+/// out; call [`Connection::close`] for that).
+#[derive(Debug)]
+pub struct Connection {
+    commands: mpsc::Sender<Command>,
+    events: tokio::sync::Mutex<Events>,
+    data: tokio::sync::Mutex<mpsc::Receiver<Vec<u8>>>,
+    path: watch::Receiver<Option<SelectedPath>>,
+    peer_id: String,
+    controlling: bool,
+}
+
+impl Connection {
+    /// Sends one datagram to the peer (see the datagram semantics in the
+    /// module documentation). Waits only when the driver's queue is full.
+    pub async fn send(&self, data: &[u8]) -> Result<(), Closed> {
+        self.commands
+            .send(Command::Send(data.to_vec()))
+            .await
+            .map_err(|_| Closed)
+    }
+
+    /// The next datagram from the peer; `None` once the connection is closed.
+    /// Takes `&self`: one task may receive while another sends (share the
+    /// connection in an `Arc`); concurrent receivers take turns.
+    pub async fn recv(&self) -> Option<Vec<u8>> {
+        self.data.lock().await.recv().await
+    }
+
+    /// The next event, from the first one of [`Peer::connect`] on; `None`
+    /// once the connection is closed and every event was read.
+    pub async fn next_event(&self) -> Option<ConnectionEvent> {
+        let mut ev = self.events.lock().await;
+        if let Some(e) = ev.seen.pop_front() {
+            return Some(e);
+        }
+        ev.rx.recv().await
+    }
+
+    /// The selected path now (`None` while a restart has no path yet, or
+    /// once closed).
+    pub fn selected_path(&self) -> Option<SelectedPath> {
+        self.path.borrow().clone()
+    }
+
+    /// The peer's id on the signaling server.
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    /// Whether we are the offerer and the ICE controlling agent.
+    pub fn is_controlling(&self) -> bool {
+        self.controlling
+    }
+
+    /// The ICE agent's candidates and check list (its `Display` is the
+    /// check list, one pair a line).
+    pub async fn stats(&self) -> Result<IceStats, Closed> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Stats(tx))
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// Says bye to the peer and closes; waits until the driver stopped.
+    pub async fn close(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Close(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

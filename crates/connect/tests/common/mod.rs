@@ -1,0 +1,781 @@
+//! Two `Session`s on the `p2p-netsim` virtual network, with a TURN server
+//! (which answers STUN Binding too) on the public side, and signalling
+//! relayed between them by the harness with a fixed delay.
+//!
+//! - [`SessionNode`]: a `Session` and its host address as a netsim node. It
+//!   records every event with its time, the first `SelectedPair`, the data it
+//!   received, and once a path is selected it sends a small "ping" datagram
+//!   every [`PING_EVERY`] so that data flows both ways.
+//! - [`TurnNode`]: a `TurnServer` on a public IP, relaying from the same IP.
+//! - [`Pair`]: the simulation plus the signalling channel; [`run_pair`]
+//!   connects two placements and reports the path and the time it took.
+#![allow(dead_code, unreachable_pub, clippy::disallowed_methods)]
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use p2p_connect::{
+    CandidateKind, Datagram, IceConfig, IceState, Session, SessionConfig, SessionEvent, Transport,
+    TurnServerConfig,
+};
+use p2p_netsim::{
+    Behaviour, Firewall, HostId, LinkConfig, NatConfig, NatId, Node, PortAllocation, Protocol,
+    Realm, Sim,
+};
+use p2p_turn::{Cidr, MemoryRelayAllocator, PeerPolicy, ServerConfig, StaticUsers, TurnServer};
+
+/// The public STUN/TURN server.
+pub const SERVER_IP: &str = "203.0.113.1";
+/// Its listening port (STUN Binding and TURN).
+pub const SERVER_PORT: u16 = 3478;
+/// How often a node with a selected path sends a ping.
+pub const PING_EVERY: Duration = Duration::from_millis(200);
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test IP")
+}
+
+pub fn sa(s: &str) -> SocketAddr {
+    s.parse().expect("test socket address")
+}
+
+pub fn server_addr() -> SocketAddr {
+    SocketAddr::new(ip(SERVER_IP), SERVER_PORT)
+}
+
+// ------------------------------------------------------------------ signalling
+
+/// What the application would carry over the signalling channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// ICE ufrag and password (at start, and after a restart).
+    Credentials(String, String),
+    /// A trickled candidate (SDP `candidate:` value).
+    Candidate(String),
+    /// End-of-candidates.
+    EndOfCandidates,
+}
+
+/// The candidate type named in an SDP `candidate:` line.
+pub fn candidate_kind(line: &str) -> Option<CandidateKind> {
+    let mut it = line.split_whitespace();
+    while let Some(w) = it.next() {
+        if w == "typ" {
+            return match it.next()? {
+                "host" => Some(CandidateKind::Host),
+                "srflx" => Some(CandidateKind::ServerReflexive),
+                "prflx" => Some(CandidateKind::PeerReflexive),
+                "relay" => Some(CandidateKind::Relayed),
+                _ => None,
+            };
+        }
+    }
+    None
+}
+
+// ------------------------------------------------------------------ nodes
+
+/// A `Session` on the virtual network.
+pub struct SessionNode {
+    pub name: &'static str,
+    pub session: Session,
+    /// Signals from the peer, with the time they are due (sorted).
+    inbox: VecDeque<(Instant, Signal)>,
+    /// Signals for the peer, taken by the harness after every step.
+    pub outbox: Vec<Signal>,
+    pub events: Vec<(Instant, SessionEvent)>,
+    pub first_selected: Option<Instant>,
+    pub received: Vec<(Instant, Vec<u8>)>,
+    /// Errors from applying the peer's signals (must stay empty).
+    pub signal_errors: Vec<String>,
+    /// Send pings once a path is selected.
+    pub pinging: bool,
+    next_ping: Option<Instant>,
+    pub pings_sent: u32,
+}
+
+impl SessionNode {
+    pub fn new(name: &'static str, session: Session) -> Self {
+        SessionNode {
+            name,
+            session,
+            inbox: VecDeque::new(),
+            outbox: Vec::new(),
+            events: Vec::new(),
+            first_selected: None,
+            received: Vec::new(),
+            signal_errors: Vec::new(),
+            pinging: true,
+            next_ping: None,
+            pings_sent: 0,
+        }
+    }
+
+    /// Start the session (gathering, allocations) at `now`.
+    pub fn start(&mut self, now: Instant) {
+        self.session.start(now);
+        self.drain(now);
+    }
+
+    /// ICE restart: new credentials go out first, then the candidates.
+    pub fn restart(&mut self, now: Instant) {
+        self.session.restart(now);
+        let (u, p) = self.session.local_credentials();
+        self.outbox
+            .push(Signal::Credentials(u.to_owned(), p.to_owned()));
+        self.drain(now);
+    }
+
+    /// Queue a signal from the peer for `at`.
+    pub fn deliver_at(&mut self, at: Instant, s: Signal) {
+        let pos = self.inbox.partition_point(|(t, _)| *t <= at);
+        self.inbox.insert(pos, (at, s));
+    }
+
+    pub fn selected_kinds(&self) -> Option<(CandidateKind, CandidateKind)> {
+        self.session.selected_path().map(|(l, r)| (l.kind, r.kind))
+    }
+
+    /// Number of `SelectedPair` events so far.
+    pub fn selections(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|(_, e)| matches!(e, SessionEvent::SelectedPair { .. }))
+            .count()
+    }
+
+    pub fn has_event(&self, f: impl Fn(&SessionEvent) -> bool) -> Option<Instant> {
+        self.events.iter().find(|(_, e)| f(e)).map(|(t, _)| *t)
+    }
+
+    /// Connectivity checks sent (not counting retransmissions).
+    pub fn checks_sent(&self) -> u32 {
+        self.session
+            .agent()
+            .stats()
+            .pairs
+            .iter()
+            .map(|p| p.checks_sent)
+            .sum()
+    }
+
+    fn drain(&mut self, now: Instant) {
+        while let Some(e) = self.session.poll_event() {
+            match &e {
+                SessionEvent::LocalCandidate(c) => self.outbox.push(Signal::Candidate(c.clone())),
+                SessionEvent::GatheringComplete => self.outbox.push(Signal::EndOfCandidates),
+                SessionEvent::SelectedPair { .. } => {
+                    self.first_selected.get_or_insert(now);
+                    if self.pinging {
+                        self.next_ping = Some(now);
+                    }
+                }
+                SessionEvent::Data(d) => self.received.push((now, d.clone())),
+                _ => {}
+            }
+            self.events.push((now, e));
+        }
+    }
+
+    fn apply(&mut self, now: Instant, s: Signal) {
+        let r = match s {
+            Signal::Credentials(u, p) => self.session.set_remote_credentials(&u, &p),
+            Signal::Candidate(c) => self.session.add_remote_candidate(now, &c),
+            Signal::EndOfCandidates => {
+                self.session.end_of_remote_candidates(now);
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            self.signal_errors.push(e.to_string());
+        }
+    }
+}
+
+impl Node for SessionNode {
+    fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram) {
+        let transport = match d.proto {
+            Protocol::Udp => Transport::Udp,
+            Protocol::Tcp => Transport::Tcp,
+        };
+        self.session.handle_input(
+            now,
+            Datagram {
+                transport,
+                local: d.destination,
+                remote: d.source,
+                contents: &d.contents,
+            },
+        );
+        self.drain(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while self.inbox.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, s)) = self.inbox.pop_front() {
+                self.apply(now, s);
+                self.drain(now);
+            }
+        }
+        if self.session.poll_timeout().is_some_and(|t| t <= now) {
+            self.session.handle_timeout(now);
+            self.drain(now);
+        }
+        if self.next_ping.is_some_and(|t| t <= now) {
+            self.next_ping = None;
+            if self.pinging && self.session.selected_path().is_some() {
+                self.pings_sent += 1;
+                let msg = format!("ping {} #{}", self.name, self.pings_sent);
+                if self.session.send(now, msg.as_bytes()).is_ok() {
+                    self.next_ping = Some(now + PING_EVERY);
+                }
+                self.drain(now);
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self, _now: Instant) -> Option<p2p_netsim::Transmit> {
+        let t = self.session.poll_transmit()?;
+        let proto = match t.transport {
+            Transport::Udp => Protocol::Udp,
+            _ => Protocol::Tcp,
+        };
+        Some(p2p_netsim::Transmit {
+            proto,
+            source: t.source,
+            destination: t.destination,
+            contents: t.contents,
+        })
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        [
+            self.session.poll_timeout(),
+            self.inbox.front().map(|(t, _)| *t),
+            self.next_ping.filter(|_| self.pinging),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// A TURN server (answering STUN Binding too) on a public IP, relaying from
+/// the same IP.
+pub struct TurnNode {
+    pub server: TurnServer<StaticUsers, MemoryRelayAllocator>,
+}
+
+impl TurnNode {
+    /// The server at [`SERVER_IP`]: users alice/secret and bob/builder,
+    /// relayed ports 50000-50999. Peer policy: the secure default plus the
+    /// server's own IP, so that two allocations of this server can relay to
+    /// each other (relay-to-relay; the default refuses the server's own
+    /// addresses as peers).
+    pub fn new(t0: Instant) -> Self {
+        let own = ip(SERVER_IP);
+        let config = ServerConfig {
+            rng_seed: Some(99),
+            peer_policy: PeerPolicy::new().allow(Cidr::host(own)),
+            ..ServerConfig::new("sim.example")
+        };
+        let users = StaticUsers::new()
+            .with_user("alice", "secret")
+            .with_user("bob", "builder");
+        let relays = MemoryRelayAllocator::new([own], 50000..=50999);
+        TurnNode {
+            server: TurnServer::new(config, users, relays, (t0, SystemTime::UNIX_EPOCH)),
+        }
+    }
+}
+
+impl Node for TurnNode {
+    fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram) {
+        let transport = match d.proto {
+            Protocol::Udp => Transport::Udp,
+            Protocol::Tcp => Transport::Tcp,
+        };
+        self.server.handle_input(
+            now,
+            p2p_turn::Datagram {
+                transport,
+                local: d.destination,
+                remote: d.source,
+                bytes: &d.contents,
+            },
+        );
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.server.handle_timeout(now);
+    }
+
+    fn poll_transmit(&mut self, _now: Instant) -> Option<p2p_netsim::Transmit> {
+        let t = self.server.poll_transmit()?;
+        let proto = match t.transport {
+            Transport::Udp => Protocol::Udp,
+            _ => Protocol::Tcp,
+        };
+        Some(p2p_netsim::Transmit {
+            proto,
+            source: t.source,
+            destination: t.destination,
+            contents: t.contents,
+        })
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.server.poll_timeout()
+    }
+}
+
+// ------------------------------------------------------------------ placements
+
+/// Where a peer sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// A public address, no NAT, no firewall.
+    Public,
+    /// Behind its own NAT with this (mapping, filtering).
+    Nat(Behaviour, Behaviour),
+    /// (Peer B only) on peer A's LAN, behind the same NAT; A must be `Nat`.
+    SameLanAsA,
+    /// A public address behind a firewall that drops all UDP: TURN over TCP.
+    UdpBlocked,
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Placement::Public => f.write_str("public"),
+            Placement::Nat(m, fl) => write!(f, "{}/{}", m.mapping_name(), fl.filtering_name()),
+            Placement::SameLanAsA => f.write_str("same LAN"),
+            Placement::UdpBlocked => f.write_str("UDP blocked"),
+        }
+    }
+}
+
+/// The path a connection ends on, named by its "least direct" end as seen
+/// by A: relay if either end is relayed, else prflx if either end is
+/// peer-reflexive, else srflx if either end is server-reflexive, else host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PathKind {
+    Host,
+    Srflx,
+    Prflx,
+    Relay,
+}
+
+impl PathKind {
+    pub fn of(local: CandidateKind, remote: CandidateKind) -> PathKind {
+        let k = [local, remote];
+        if k.contains(&CandidateKind::Relayed) {
+            PathKind::Relay
+        } else if k.contains(&CandidateKind::PeerReflexive) {
+            PathKind::Prflx
+        } else if k.contains(&CandidateKind::ServerReflexive) {
+            PathKind::Srflx
+        } else {
+            PathKind::Host
+        }
+    }
+}
+
+impl fmt::Display for PathKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PathKind::Host => "host",
+            PathKind::Srflx => "srflx",
+            PathKind::Prflx => "prflx",
+            PathKind::Relay => "relay",
+        })
+    }
+}
+
+pub fn kind_name(k: CandidateKind) -> &'static str {
+    match k {
+        CandidateKind::Host => "host",
+        CandidateKind::ServerReflexive => "srflx",
+        CandidateKind::PeerReflexive => "prflx",
+        CandidateKind::Relayed => "relay",
+    }
+}
+
+// ------------------------------------------------------------------ the harness
+
+/// How a run is set up.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub seed: u64,
+    /// One-way delay of the signalling channel.
+    pub signaling_delay: Duration,
+    /// Every host's access link.
+    pub link: LinkConfig,
+    pub ice_a: IceConfig,
+    pub ice_b: IceConfig,
+    /// Port allocation of every NAT.
+    pub port_allocation: PortAllocation,
+    /// Candidates of these kinds are signalled this much later (a better
+    /// path appearing late); end-of-candidates waits for them.
+    pub hold_back: Option<(Duration, Vec<CandidateKind>)>,
+    /// Give up connecting after this much simulated time.
+    pub max_connect: Duration,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            seed: 1,
+            signaling_delay: Duration::from_millis(50),
+            link: LinkConfig::default(),
+            ice_a: IceConfig::controlling(),
+            ice_b: IceConfig::controlled(),
+            port_allocation: PortAllocation::Preserving,
+            hold_back: None,
+            max_connect: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Two sessions, a TURN server and the signalling channel between them.
+pub struct Pair {
+    pub sim: Sim,
+    pub a: HostId,
+    pub b: HostId,
+    pub server: HostId,
+    pub nat_a: Option<NatId>,
+    pub nat_b: Option<NatId>,
+    pub opts: Opts,
+    /// When the last held-back candidate of each side is due (end-of-
+    /// candidates must not overtake it).
+    last_due: [Option<Instant>; 2],
+    /// Signalling sent: (at, from A?, signal).
+    pub signals: Vec<(Instant, bool, Signal)>,
+}
+
+impl Pair {
+    pub fn new(a: Placement, b: Placement, opts: Opts) -> Pair {
+        assert!(a != Placement::SameLanAsA, "A cannot be on its own LAN");
+        let t0 = Instant::now();
+        let mut sim = Sim::new(t0, opts.seed);
+        sim.set_default_link(opts.link.clone());
+        let server = sim.add_host([ip(SERVER_IP)], Realm::Public, TurnNode::new(t0));
+
+        let mut nat_a = None;
+        let mut nat_b = None;
+        let nat = |sim: &mut Sim, ext: &str, m: Behaviour, f: Behaviour| {
+            sim.add_nat(NatConfig {
+                port_allocation: opts.port_allocation,
+                ..NatConfig::new(ip(ext), m, f)
+            })
+        };
+        // (host address, realm, TURN transport)
+        let (addr_a, realm_a, tr_a) = match a {
+            Placement::Public => (sa("198.51.100.10:5000"), Realm::Public, Transport::Udp),
+            Placement::Nat(m, f) => {
+                let n = nat(&mut sim, "198.51.100.1", m, f);
+                nat_a = Some(n);
+                (sa("10.0.1.2:5000"), Realm::Nat(n), Transport::Udp)
+            }
+            Placement::UdpBlocked => (
+                sa("192.0.2.10:5000"),
+                Realm::Firewall(Firewall { udp_blocked: true }),
+                Transport::Tcp,
+            ),
+            Placement::SameLanAsA => unreachable!("checked above"),
+        };
+        let (addr_b, realm_b, tr_b) = match b {
+            Placement::Public => (sa("198.51.100.20:6000"), Realm::Public, Transport::Udp),
+            Placement::Nat(m, f) => {
+                let n = nat(&mut sim, "198.51.100.2", m, f);
+                nat_b = Some(n);
+                (sa("10.0.2.2:6000"), Realm::Nat(n), Transport::Udp)
+            }
+            Placement::SameLanAsA => {
+                let n = nat_a.expect("same LAN needs A behind a NAT");
+                nat_b = Some(n);
+                (sa("10.0.1.3:6000"), Realm::Nat(n), Transport::Udp)
+            }
+            Placement::UdpBlocked => (
+                sa("192.0.2.20:6000"),
+                Realm::Firewall(Firewall { udp_blocked: true }),
+                Transport::Tcp,
+            ),
+        };
+
+        let session =
+            |ice: &IceConfig, host: SocketAddr, tr: Transport, user: &str, pw: &str, seed: u64| {
+                Session::new(SessionConfig {
+                    hosts: vec![host],
+                    stun_servers: vec![server_addr()],
+                    turn_servers: vec![TurnServerConfig {
+                        server: server_addr(),
+                        transport: tr,
+                        username: user.into(),
+                        password: pw.into(),
+                    }],
+                    rng_seed: Some(seed),
+                    ..SessionConfig::new(ice.clone().with_seed(seed))
+                })
+                .expect("session")
+            };
+        let mut sa_ = session(
+            &opts.ice_a,
+            addr_a,
+            tr_a,
+            "alice",
+            "secret",
+            opts.seed * 1000 + 1,
+        );
+        let mut sb_ = session(
+            &opts.ice_b,
+            addr_b,
+            tr_b,
+            "bob",
+            "builder",
+            opts.seed * 1000 + 2,
+        );
+        // Offer/answer: credentials are known before anything is sent.
+        let (ua, pa) = sa_.local_credentials();
+        let (ua, pa) = (ua.to_owned(), pa.to_owned());
+        let (ub, pb) = sb_.local_credentials();
+        let (ub, pb) = (ub.to_owned(), pb.to_owned());
+        sa_.set_remote_credentials(&ub, &pb).expect("credentials");
+        sb_.set_remote_credentials(&ua, &pa).expect("credentials");
+
+        let mut na = SessionNode::new("A", sa_);
+        let mut nb = SessionNode::new("B", sb_);
+        na.start(t0);
+        nb.start(t0);
+        let a = sim.add_host([addr_a.ip()], realm_a, na);
+        let b = sim.add_host([addr_b.ip()], realm_b, nb);
+        let mut pair = Pair {
+            sim,
+            a,
+            b,
+            server,
+            nat_a,
+            nat_b,
+            opts,
+            last_due: [None, None],
+            signals: Vec::new(),
+        };
+        pair.relay_signals();
+        pair
+    }
+
+    pub fn node_a(&self) -> &SessionNode {
+        self.sim.node::<SessionNode>(self.a)
+    }
+
+    pub fn node_b(&self) -> &SessionNode {
+        self.sim.node::<SessionNode>(self.b)
+    }
+
+    pub fn node_a_mut(&mut self) -> &mut SessionNode {
+        self.sim.node_mut::<SessionNode>(self.a)
+    }
+
+    pub fn node_b_mut(&mut self) -> &mut SessionNode {
+        self.sim.node_mut::<SessionNode>(self.b)
+    }
+
+    pub fn turn(&self) -> &TurnNode {
+        self.sim.node::<TurnNode>(self.server)
+    }
+
+    /// Simulated time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.sim.elapsed()
+    }
+
+    /// Move what each side signalled to the other, due after the delay.
+    pub fn relay_signals(&mut self) {
+        let now = self.sim.now();
+        for from_a in [true, false] {
+            let (from, to, side) = if from_a {
+                (self.a, self.b, 0)
+            } else {
+                (self.b, self.a, 1)
+            };
+            let out = std::mem::take(&mut self.sim.node_mut::<SessionNode>(from).outbox);
+            for s in out {
+                let mut due = now + self.opts.signaling_delay;
+                match &s {
+                    Signal::Candidate(c) => {
+                        if let Some((extra, kinds)) = &self.opts.hold_back {
+                            if candidate_kind(c).is_some_and(|k| kinds.contains(&k)) {
+                                due += *extra;
+                                self.last_due[side] = Some(due);
+                            }
+                        }
+                    }
+                    Signal::EndOfCandidates => {
+                        if let Some(l) = self.last_due[side] {
+                            due = due.max(l);
+                        }
+                    }
+                    Signal::Credentials(..) => self.last_due[side] = None,
+                }
+                self.signals.push((now, from_a, s.clone()));
+                self.sim.node_mut::<SessionNode>(to).deliver_at(due, s);
+            }
+        }
+    }
+
+    /// One simulation step, then signalling.
+    pub fn step(&mut self) -> bool {
+        let progressed = self.sim.step();
+        self.relay_signals();
+        progressed
+    }
+
+    /// Step until `pred` holds; the simulated time it took, or a report.
+    pub fn run_until(
+        &mut self,
+        mut pred: impl FnMut(&Pair) -> bool,
+        max: Duration,
+    ) -> Result<Duration, String> {
+        let start = self.sim.now();
+        let mut steps = 0u32;
+        loop {
+            if pred(self) {
+                return Ok(self.sim.now() - start);
+            }
+            if self.sim.now() - start > max || steps > 2_000_000 {
+                return Err(self.report(&format!(
+                    "not done after {:?} ({steps} steps)",
+                    self.sim.now() - start
+                )));
+            }
+            if !self.step() {
+                return Err(self.report("network idle"));
+            }
+            steps += 1;
+        }
+    }
+
+    /// Run for at least `d` of simulated time (signalling included); the
+    /// clock stops at the first event at or after the end.
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.sim.now() + d;
+        while self.sim.now() < end {
+            if !self.step() {
+                break;
+            }
+        }
+    }
+
+    /// Both sides have a selected path and have received data.
+    pub fn connected(&self) -> bool {
+        let (a, b) = (self.node_a(), self.node_b());
+        a.session.selected_path().is_some()
+            && b.session.selected_path().is_some()
+            && !a.received.is_empty()
+            && !b.received.is_empty()
+    }
+
+    /// A readable account of a run that went wrong.
+    pub fn report(&self, why: &str) -> String {
+        let mut s = format!("{why} at {:?}\n", self.sim.elapsed());
+        for n in [self.node_a(), self.node_b()] {
+            s += &format!(
+                "--- {} state {} errors {:?}\n{}",
+                n.name,
+                n.session.state(),
+                n.signal_errors,
+                n.session.agent().stats()
+            );
+            for (t, e) in &n.events {
+                if !matches!(e, SessionEvent::Data(_)) {
+                    s += &format!("  {:?} {e:?}\n", *t - self.sim.t0());
+                }
+            }
+        }
+        let drops = self.sim.drops();
+        s += &format!("--- {} drops, last ones:\n", drops.len());
+        for d in drops.iter().rev().take(20).rev() {
+            s += &format!("  {d}\n");
+        }
+        s
+    }
+}
+
+/// What [`run_pair`] found.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The final selected pair at A (local, remote).
+    pub a: (CandidateKind, CandidateKind),
+    /// The final selected pair at B (local, remote).
+    pub b: (CandidateKind, CandidateKind),
+    /// The path kind at A's final pair.
+    pub path: PathKind,
+    /// Simulated time until both sides had a selected pair.
+    pub connect: Duration,
+    /// Simulated time until data had crossed both ways.
+    pub data: Duration,
+    /// Connectivity checks sent by A and by B.
+    pub checks: (u32, u32),
+    /// `SelectedPair` events at A (more than one: the path switched).
+    pub selections_a: usize,
+}
+
+/// Connect peer A (controlling) at `a` with peer B (controlled) at `b`:
+/// run until both have a selected pair and data crossed both ways, then
+/// 15 s more for the checks to finish (a better pair may be nominated
+/// late), and report the path they ended on.
+pub fn run_pair(a: Placement, b: Placement, opts: Opts) -> Outcome {
+    let max = opts.max_connect;
+    let mut p = Pair::new(a, b, opts);
+    let data = p
+        .run_until(Pair::connected, max)
+        .unwrap_or_else(|e| panic!("{a} vs {b}: {e}"));
+    let t0 = p.sim.t0();
+    let connect = match (p.node_a().first_selected, p.node_b().first_selected) {
+        (Some(x), Some(y)) => x.max(y) - t0,
+        _ => unreachable!("connected"),
+    };
+    p.run_for(Duration::from_secs(15));
+    let (na, nb) = (p.node_a(), p.node_b());
+    let ka = na
+        .selected_kinds()
+        .unwrap_or_else(|| panic!("{a} vs {b}: A lost its path\n{}", p.report("settle")));
+    let kb = nb
+        .selected_kinds()
+        .unwrap_or_else(|| panic!("{a} vs {b}: B lost its path\n{}", p.report("settle")));
+    assert!(
+        na.signal_errors.is_empty() && nb.signal_errors.is_empty(),
+        "{a} vs {b}: signalling errors {:?} {:?}",
+        na.signal_errors,
+        nb.signal_errors
+    );
+    // Data kept flowing while settling: the last ping each side received
+    // is recent.
+    let now = p.sim.now();
+    for n in [na, nb] {
+        let last = n.received.last().map(|(t, _)| *t).unwrap_or(t0);
+        assert!(
+            now - last < Duration::from_secs(1),
+            "{a} vs {b}: {} received no data for {:?}\n{}",
+            n.name,
+            now - last,
+            p.report("data stopped")
+        );
+    }
+    Outcome {
+        a: ka,
+        b: kb,
+        path: PathKind::of(ka.0, ka.1),
+        connect,
+        data,
+        checks: (na.checks_sent(), nb.checks_sent()),
+        selections_a: na.selections(),
+    }
+}
+
+/// `IceState`s at which a session has a usable path.
+pub fn is_up(s: IceState) -> bool {
+    matches!(s, IceState::Connected | IceState::Completed)
+}

@@ -1,0 +1,361 @@
+//! The tokio driver over real loopback sockets: an in-process signaling
+//! server (and, for the relayed path, the `p2p-server` daemon with TURN),
+//! two peers, datagrams both ways; and the typed errors. Every wait is
+//! bounded by a tokio timeout.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use p2p_connect::{
+    CandidateKind, ConnectError, Connection, ConnectionEvent, IceServerUri, Peer, PeerConfig,
+    Policy,
+};
+use p2p_signaling::{Limits, ServerConfig, ServerMsg, SignalingClient};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const BOUND: Duration = Duration::from_secs(20);
+
+async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(BOUND, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no result within {BOUND:?}"),
+    }
+}
+
+/// A signaling server on 127.0.0.1:0; returns its URL.
+async fn signaling(limits: Limits) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let config = ServerConfig {
+        limits,
+        ..ServerConfig::default()
+    };
+    tokio::spawn(p2p_signaling::serve(
+        listener,
+        config,
+        std::future::pending(),
+    ));
+    url
+}
+
+fn config(url: &str, room: &str) -> PeerConfig {
+    PeerConfig::new(url, room)
+        .local_addresses([LOOPBACK])
+        .connect_timeout(Duration::from_secs(15))
+        .peer_timeout(Duration::from_secs(15))
+}
+
+async fn pair(a: PeerConfig, b: PeerConfig) -> (Connection, Connection) {
+    let first = tokio::spawn(Peer::new(a).unwrap().connect());
+    // Let the first one join before the second.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = bounded("second peer", Peer::new(b).unwrap().connect())
+        .await
+        .unwrap_or_else(|e| panic!("second peer: {e}"));
+    let first = bounded("first peer", first)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("first peer: {e}"));
+    (first, second)
+}
+
+/// Sends `msg` from `from` every 20 ms until `to` receives it (datagrams
+/// may be lost, even on loopback), at most 200 times.
+async fn deliver(from: &Connection, to: &mut Connection, msg: &[u8]) {
+    for _ in 0..200 {
+        from.send(msg).await.unwrap();
+        if let Ok(got) = tokio::time::timeout(Duration::from_millis(20), to.recv()).await {
+            assert_eq!(got.as_deref(), Some(msg));
+            return;
+        }
+    }
+    panic!("{:?} never arrived", String::from_utf8_lossy(msg));
+}
+
+async fn events_until_connected(c: &mut Connection) -> Vec<ConnectionEvent> {
+    let mut v = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), c.next_event()).await {
+        let done = matches!(e, ConnectionEvent::Connected(_));
+        v.push(e);
+        if done {
+            break;
+        }
+    }
+    v
+}
+
+#[tokio::test]
+async fn two_peers_connect_on_the_host_path_and_exchange_both_ways() {
+    let url = signaling(Limits::default()).await;
+    let (mut a, mut b) = pair(config(&url, "host"), config(&url, "host")).await;
+    // The first in the room answers; the newcomer offers and controls.
+    assert!(!a.is_controlling() && b.is_controlling());
+    for c in [&a, &b] {
+        let p = c.selected_path().expect("a selected path");
+        assert_eq!(
+            (p.local.kind, p.remote.kind),
+            (CandidateKind::Host, CandidateKind::Host)
+        );
+        assert_eq!(p.local.address.ip(), LOOPBACK);
+    }
+    deliver(&a, &mut b, b"from a").await;
+    deliver(&b, &mut a, b"from b").await;
+
+    let ev = events_until_connected(&mut a).await;
+    assert!(
+        matches!(ev.first(), Some(ConnectionEvent::SignalingConnected { .. })),
+        "{ev:?}"
+    );
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        ConnectionEvent::PeerFound {
+            controlling: false,
+            ..
+        }
+    )));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, ConnectionEvent::LocalCandidate(_))));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, ConnectionEvent::RemoteCandidate(_))));
+    assert!(
+        matches!(ev.last(), Some(ConnectionEvent::Connected(_))),
+        "{ev:?}"
+    );
+
+    let stats = b.stats().await.unwrap();
+    assert!(stats.pairs.iter().any(|p| p.selected), "{stats}");
+
+    // b closes: a hears the bye.
+    b.close().await;
+    let closed = bounded("a closed", async {
+        while let Some(e) = a.next_event().await {
+            if let ConnectionEvent::Closed(r) = e {
+                return Some(r);
+            }
+        }
+        None
+    })
+    .await;
+    assert_eq!(closed, Some(p2p_connect::CloseReason::PeerClosed));
+    assert_eq!(bounded("a recv ends", a.recv()).await, None);
+}
+
+/// The daemon with STUN, TURN (REST secret, loopback peers allowed) and
+/// signaling on loopback. Returns (signaling URL, STUN/TURN address).
+async fn daemon() -> (String, SocketAddr) {
+    let toml = r#"
+[stun]
+listen = ["127.0.0.1:0"]
+workers = 1
+[turn]
+realm = "test"
+auth_secret = "driver-test-secret"
+allow_peer = ["127.0.0.0/8"]
+[signaling]
+listen = "127.0.0.1:0"
+page = false
+"#;
+    let config = p2p_server::Config::from_toml_str(toml).unwrap();
+    let server = p2p_server::Server::bind(&config).await.unwrap();
+    let addrs = server.local_addrs().clone();
+    tokio::spawn(server.run(std::future::pending()));
+    let sig = addrs.signaling.expect("signaling is served");
+    (format!("ws://{sig}/ws"), addrs.udp[0])
+}
+
+#[tokio::test]
+async fn relay_only_peers_connect_through_turn_with_the_welcome_credentials() {
+    let (url, _) = daemon().await;
+    let cfg = |room| config(&url, room).policy(Policy::RelayOnly);
+    let (mut a, mut b) = pair(cfg("relay"), cfg("relay")).await;
+    for c in [&a, &b] {
+        let p = c.selected_path().expect("a selected path");
+        assert_eq!(
+            (p.local.kind, p.remote.kind),
+            (CandidateKind::Relayed, CandidateKind::Relayed)
+        );
+    }
+    deliver(&a, &mut b, b"relayed from a").await;
+    deliver(&b, &mut a, b"relayed from b").await;
+    let ev = events_until_connected(&mut a).await;
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, ConnectionEvent::TurnAllocated { .. })),
+        "{ev:?}"
+    );
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn relay_only_over_turn_tcp() {
+    let (url, turn) = daemon().await;
+    let username = "4000000000:tcp-test";
+    let password = p2p_signaling::rest_credential(b"driver-test-secret", username);
+    let uri: IceServerUri = format!("turn:{turn}?transport=tcp").parse().unwrap();
+    let cfg = |room| {
+        config(&url, room)
+            .policy(Policy::RelayOnly)
+            .ice_server(uri.clone().with_credentials(username, password.clone()))
+    };
+    let (mut a, mut b) = pair(cfg("tcp"), cfg("tcp")).await;
+    let p = a.selected_path().expect("a selected path");
+    assert_eq!(p.local.kind, CandidateKind::Relayed);
+    deliver(&a, &mut b, b"over tcp").await;
+    deliver(&b, &mut a, b"back over tcp").await;
+}
+
+#[tokio::test]
+async fn wrong_turn_credentials_are_reported_as_turn_refused() {
+    let (url, turn) = daemon().await;
+    let uri: IceServerUri = format!("turn:{turn}").parse().unwrap();
+    let cfg = |room| {
+        config(&url, room)
+            .policy(Policy::RelayOnly)
+            .ice_server(uri.clone().with_credentials("4000000000:x", "wrong"))
+    };
+    let a = tokio::spawn(Peer::new(cfg("refused")).unwrap().connect());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let b = bounded("b", Peer::new(cfg("refused")).unwrap().connect()).await;
+    match b {
+        Err(ConnectError::TurnRefused { code, .. }) => assert_eq!(code, Some(401)),
+        other => panic!("expected TurnRefused, got {other:?}"),
+    }
+    let a = bounded("a", a).await.unwrap();
+    assert!(
+        matches!(
+            a,
+            Err(ConnectError::TurnRefused { .. } | ConnectError::PeerLeft { .. })
+        ),
+        "{a:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_room_is_refused() {
+    let limits = Limits {
+        max_room_size: 1,
+        ..Limits::default()
+    };
+    let url = signaling(limits).await;
+    let first = tokio::spawn(Peer::new(config(&url, "small")).unwrap().connect());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = bounded(
+        "second",
+        Peer::new(config(&url, "small")).unwrap().connect(),
+    )
+    .await;
+    match second {
+        Err(ConnectError::RoomFull { room }) => assert_eq!(room, "small"),
+        other => panic!("expected RoomFull, got {other:?}"),
+    }
+    first.abort();
+}
+
+#[tokio::test]
+async fn an_unreachable_signaling_server_is_reported() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", l.local_addr().unwrap());
+    drop(l);
+    let r = bounded("connect", Peer::new(config(&url, "x")).unwrap().connect()).await;
+    match r {
+        Err(ConnectError::SignalingUnreachable { url: u, .. }) => assert_eq!(u, url),
+        other => panic!("expected SignalingUnreachable, got {other:?}"),
+    }
+}
+
+/// A scripted peer: joins, answers the offer with credentials and one
+/// candidate pointing at a socket that never answers, then ends its
+/// candidates. Every check fails: NoPath lists what was tried.
+#[tokio::test]
+async fn no_path_lists_the_candidates_tried() {
+    let url = signaling(Limits::default()).await;
+    let black_hole = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let hole = black_hole.local_addr().unwrap();
+    let mut fake = SignalingClient::connect(&url).await.unwrap();
+    fake.join("nopath", None, None).await.unwrap();
+    let fake_task = tokio::spawn(async move {
+        while let Ok(Some(m)) = fake.recv().await {
+            if let ServerMsg::Offer { from, sdp } = m {
+                let offer: p2p_sdp::SessionDescription = sdp.parse().unwrap();
+                let params = p2p_sdp::DataChannelParams::new(
+                    p2p_sdp::Ufrag::new("fake").unwrap(),
+                    p2p_sdp::Pwd::new("fakefakefakefakefakefake").unwrap(),
+                    p2p_sdp::Fingerprint::new("sha-256", vec![0; 32]).unwrap(),
+                    p2p_sdp::Setup::Active,
+                    1,
+                );
+                let answer =
+                    p2p_sdp::SessionDescription::answer_data_channel(&offer, &params).unwrap();
+                fake.send_answer(&from, &answer.to_string()).await.unwrap();
+                let line = format!(
+                    "candidate:1 1 udp 2130706431 {} {} typ host",
+                    hole.ip(),
+                    hole.port()
+                );
+                fake.send_candidate(&from, p2p_signaling::IceCandidate::new(line))
+                    .await
+                    .unwrap();
+                fake.send_end_of_candidates(&from).await.unwrap();
+            }
+        }
+    });
+    let mut cfg = config(&url, "nopath");
+    cfg.ice.check_retransmits.rto = Duration::from_millis(50);
+    cfg.ice.check_retransmits.max_transmits = 2;
+    let r = bounded("connect", Peer::new(cfg).unwrap().connect()).await;
+    match r {
+        Err(ConnectError::NoPath { local, remote }) => {
+            assert!(
+                local.iter().any(|l| l.starts_with("host 127.0.0.1:")),
+                "{local:?}"
+            );
+            assert_eq!(remote, vec![format!("host {hole}")]);
+        }
+        other => panic!("expected NoPath, got {other:?}"),
+    }
+    fake_task.abort();
+}
+
+#[tokio::test]
+async fn a_peer_that_leaves_before_connecting_is_reported() {
+    let url = signaling(Limits::default()).await;
+    let mut fake = SignalingClient::connect(&url).await.unwrap();
+    fake.join("leaver", None, None).await.unwrap();
+    let connecting = tokio::spawn(Peer::new(config(&url, "leaver")).unwrap().connect());
+    // Wait until the peer joined, then leave.
+    bounded("peer joins", fake.wait_for_peer()).await.unwrap();
+    fake.leave(None).await.unwrap();
+    let r = bounded("connect", connecting).await.unwrap();
+    assert!(matches!(r, Err(ConnectError::PeerLeft { .. })), "{r:?}");
+}
+
+#[tokio::test]
+async fn relay_only_without_a_turn_server_is_a_config_error() {
+    let url = signaling(Limits::default()).await;
+    let a = tokio::spawn(
+        Peer::new(config(&url, "cfg").policy(Policy::RelayOnly))
+            .unwrap()
+            .connect(),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let b = bounded(
+        "b",
+        Peer::new(config(&url, "cfg").policy(Policy::RelayOnly))
+            .unwrap()
+            .connect(),
+    )
+    .await;
+    assert!(matches!(b, Err(ConnectError::Config(_))), "{b:?}");
+    a.abort();
+}
+
+#[test]
+fn turn_servers_need_credentials() {
+    let uri: IceServerUri = "turn:127.0.0.1".parse().unwrap();
+    let r = Peer::new(PeerConfig::new("ws://127.0.0.1:1/", "r").ice_server(uri));
+    assert!(matches!(r, Err(ConnectError::BadIceServer(_))), "{r:?}");
+}

@@ -1,0 +1,332 @@
+//! The NAT matrix (issue 6): every RFC 4787 mapping × filtering behaviour
+//! for peer A against every one for peer B (81 pairs), plus same-LAN,
+//! public and UDP-blocked peers. Each row states the path ICE should end on,
+//! derived from RFC 4787 in [`expected`], and asserts it and a bound on the
+//! simulated connection time.
+//!
+//! `ICE_MATRIX_OUT=docs/ice-matrix.md cargo test -p p2p-connect --test matrix -- --nocapture`
+//! also writes the table (a relative path is taken from the workspace root).
+
+mod common;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{kind_name, run_pair, Opts, Outcome, PathKind, Placement};
+use p2p_netsim::Behaviour::{
+    self, AddressAndPortDependent as APD, AddressDependent as AD, EndpointIndependent as EI,
+};
+
+const ALL: [Behaviour; 3] = [EI, AD, APD];
+
+/// The path two peers behind their own NATs should end on, each NAT given as
+/// (mapping, filtering). A is controlling. Both share one STUN/TURN server
+/// (so every pair can fall back to a relay), and each peer's server-reflexive
+/// address S was mapped towards that server, whose IP is not the peer's.
+///
+/// Notation: E_X(d) is the external address X's NAT uses towards destination
+/// d. RFC 4787 §4.1: with EIM, E_X(d) = S_X for every d; with ADM it
+/// depends on d's IP only (one stable address E_X towards the peer, but not
+/// S_X, which was made towards the server's IP); with APDM it depends on d's
+/// IP and port. §5: a packet from r reaches X through mapping E only if X
+/// has sent through E to r (APDF), to r's IP (ADF), or to anyone (EIF).
+/// A check succeeds only when its response comes back from the address it
+/// was sent to (RFC 8445 §7.2.5.2.1, symmetric addresses).
+pub fn expected(a: (Behaviour, Behaviour), b: (Behaviour, Behaviour)) -> PathKind {
+    let ((ma, fa), (mb, fb)) = (a, b);
+    // The filter of a peer admits a packet from the peer's IP (any port) once
+    // it has sent anything to that IP: EIF or ADF.
+    let admits_other_port = |f: Behaviour| f != APD;
+    match (ma, mb) {
+        // Rule 1. EIM both: E(d) = S for every d, so each side's checks to the
+        // other's srflx leave from its own srflx. Each side's first check
+        // opens its own filter for exactly the peer's srflx (APDF included);
+        // the peer's retransmission then passes. srflx ↔ srflx, whatever the
+        // filtering.
+        (EI, EI) => PathKind::Srflx,
+        // Rule 2. EIM against an endpoint-dependent mapping (ADM or APDM):
+        // the dependent side Y reaches the EIM side X's srflx from a new
+        // address E_Y(S_X), unknown to X. X's filter has seen only S_Y
+        // (same IP, other port): it admits E_Y(S_X) iff it is EIF or ADF.
+        // Then X learns E_Y(S_X) as peer-reflexive, its triggered check from
+        // S_X passes Y's filter (Y sent to exactly S_X) and is answered from
+        // E_Y(S_X): symmetric, valid. The other way cannot help: X's checks
+        // to S_Y (Y's mapping towards the server) are answered, if admitted,
+        // from E_Y(S_X) ≠ S_Y, which fails the symmetry test. With APDF at X
+        // nothing direct succeeds: relay.
+        (EI, AD | APD) => direct_or_relay(admits_other_port(fa)),
+        (AD | APD, EI) => direct_or_relay(admits_other_port(fb)),
+        // Rule 3. Both endpoint-dependent, at least one APDM...
+        // Rule 3a. APDM against APDM: every answer to a check from a new
+        // peer-reflexive address leaves through yet another mapping, so no
+        // check ever sees a symmetric response, whatever the filtering (the
+        // classic symmetric-to-symmetric case): relay.
+        (APD, APD) => PathKind::Relay,
+        // Rule 3b. ADM against ADM or APDM. The ADM side X uses one address
+        // E_X towards the peer's IP. One side must admit the very first
+        // check, which arrives on its srflx mapping (made towards the server)
+        // from an address it has never sent to: that needs EIF. Say Y is EIF:
+        // Y learns X's address, answers and triggers a check from its own
+        // mapping towards it, which X admits if it has sent to Y's IP (EIF or
+        // ADF); X learns that address as peer-reflexive, answers from E_X
+        // (ADM: the same towards all of Y's ports), Y's check is symmetric
+        // and X's triggered check back is too. (APDM's per-port mapping does
+        // not hurt here, because X only ever answers and checks towards the
+        // one address Y's triggered check came from.)
+        (AD, AD | APD) | (APD, AD) => direct_or_relay(
+            (fb == EI && admits_other_port(fa)) || (fa == EI && admits_other_port(fb)),
+        ),
+    }
+}
+
+/// A direct path found through a learnt (peer-reflexive) address, or the relay.
+fn direct_or_relay(direct: bool) -> PathKind {
+    if direct {
+        PathKind::Prflx
+    } else {
+        PathKind::Relay
+    }
+}
+
+/// Expected path for the rows that are not NAT × NAT.
+fn expected_special(a: Placement, b: Placement) -> PathKind {
+    match (a, b) {
+        // Two public hosts: their host candidates reach each other.
+        (Placement::Public, Placement::Public) => PathKind::Host,
+        // One LAN: host candidates reach each other without the NAT.
+        (Placement::Nat(..), Placement::SameLanAsA) => PathKind::Host,
+        // A public peer has no filter: the NATed peer's checks reach it from
+        // E_B(A's host), which is its srflx for EIM (signalled: srflx) and a
+        // new address for ADM/APDM (peer-reflexive); the answers come back
+        // through that very mapping.
+        (Placement::Public, Placement::Nat(EI, _)) => PathKind::Srflx,
+        (Placement::Public, Placement::Nat(..)) => PathKind::Prflx,
+        // No UDP at all on one side: only its TURN-over-TCP allocation works.
+        (Placement::UdpBlocked, _) | (_, Placement::UdpBlocked) => PathKind::Relay,
+        _ => unreachable!("no expectation for {a} vs {b}"),
+    }
+}
+
+/// How long connecting (a selected pair on both sides) may take, per path,
+/// in simulated time. The default links add 10 ms per host per direction:
+/// 40 ms round trip to the server or between peers; signalling takes 50 ms.
+/// Regular nomination waits up to 1 s (`IceConfig::nomination_timeout`)
+/// after the first valid pair while higher-priority pairs are still being
+/// checked; the host ↔ host pairs of peers on different LANs are such pairs
+/// until they time out (9.5 s), so every path but host pays that second.
+fn bound(path: PathKind) -> Duration {
+    Duration::from_millis(match path {
+        // Host candidates are signalled at once (50 ms); the first check
+        // succeeds within a round trip and nothing better is pending.
+        PathKind::Host => 500,
+        // Gathering (40 ms), signalling (50 ms), a check round trip, then
+        // the 1 s nomination wait: about 1.2 s.
+        PathKind::Srflx => 1_500,
+        // As srflx, plus one check lost to a filter not yet open and
+        // retransmitted after 500 ms: about 1.7 s.
+        PathKind::Prflx => 3_000,
+        // The allocation (401 round trip, then Allocate), the peer's
+        // CreatePermission before its checks are let through, a lost first
+        // check (500 ms), the nomination wait: about 1.9 s, 2.6 s when two
+        // port-dependent NATs trade peer-reflexive addresses for a while.
+        PathKind::Relay => 4_000,
+    })
+}
+
+struct Row {
+    a: String,
+    b: String,
+    expected: PathKind,
+    outcome: Outcome,
+}
+
+fn run(a: Placement, b: Placement, expected: PathKind, rows: &mut Vec<Row>) {
+    let outcome = run_pair(a, b, Opts::default());
+    rows.push(Row {
+        a: a.to_string(),
+        b: b.to_string(),
+        expected,
+        outcome,
+    });
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut s = String::new();
+    s += "| A | B | expected | got | A local → remote | B local → remote | connect (sim ms) | data both ways (sim ms) | checks A/B |\n";
+    s += "|---|---|---|---|---|---|---:|---:|---:|\n";
+    for r in rows {
+        let o = &r.outcome;
+        let mark = if o.path == r.expected {
+            ""
+        } else {
+            " **MISMATCH**"
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {}{} | {} → {} | {} → {} | {} | {} | {}/{} |",
+            r.a,
+            r.b,
+            r.expected,
+            o.path,
+            mark,
+            kind_name(o.a.0),
+            kind_name(o.a.1),
+            kind_name(o.b.0),
+            kind_name(o.b.1),
+            o.connect.as_millis(),
+            o.data.as_millis(),
+            o.checks.0,
+            o.checks.1,
+        );
+    }
+    s
+}
+
+const DOC_HEAD: &str = "# The ICE connectivity matrix
+
+Generated by `cargo xtask ice-matrix`, which runs
+
+```
+ICE_MATRIX_OUT=docs/ice-matrix.md cargo test -p p2p-connect --test matrix -- --nocapture
+```
+
+Do not edit by hand: the test (`crates/connect/tests/matrix.rs`) writes this
+file, and fails when any row's path differs from its expectation.
+
+Each row puts two `p2p_connect::Session`s on the deterministic virtual network
+of `p2p-netsim`: peer A (controlling) and peer B (controlled), each behind its
+own RFC 4787 NAT with the given mapping/filtering behaviour (EIM/ADM/APDM,
+EIF/ADF/APDF; port preservation, hairpinning, 120 s mappings), on the public
+side, on one LAN behind one NAT, or behind a firewall that drops all UDP (its
+TURN allocation then runs over TCP). One public server (`p2p_turn::TurnServer`
+at 203.0.113.1:3478) answers STUN Binding and relays. Every access link adds
+10 ms each way; signalling (credentials, trickled candidates,
+end-of-candidates) takes 50 ms. Both sides gather host, server-reflexive and
+relayed candidates.
+
+* **expected**: the path ICE should end on, derived from RFC 4787 in
+  `expected()` of the test (one rule per case, with the reasoning), not copied
+  from the run. The path is named by A's selected pair: relay if either end is
+  relayed, else prflx if either end is peer-reflexive, else srflx, else host.
+* **got**: what the run ended on, 15 simulated seconds after data first
+  crossed both ways (a better pair may be nominated late).
+* **connect**: simulated time until both sides had a selected pair; the test
+  bounds it per path kind (host 0.5 s, srflx 1.5 s, prflx 3 s, relay 4 s).
+  Every path but host includes the 1 s that regular nomination waits for
+  the higher-priority host pairs, which cannot succeed across two LANs.
+* **data both ways**: until each side had received a datagram over its path.
+* **checks**: connectivity checks sent by each side (without retransmissions).
+
+The rules `expected()` derives (S is a peer's server-reflexive address, made
+towards the server, whose IP is not the peer's):
+
+1. EIM on both sides: srflx ↔ srflx whatever the filtering; each side's own
+   first check opens its filter for the other's srflx.
+2. EIM against ADM or APDM: the dependent side reaches the EIM side from a
+   new port of its IP; the EIM side learns it (peer-reflexive) if its filter
+   admits other ports of an IP it has sent to (EIF or ADF). APDF: relay.
+3. APDM against APDM: every answer leaves through yet another mapping, no
+   check is ever symmetric: relay.
+4. ADM against ADM or APDM: the first check arrives on a mapping made
+   towards the server, so one side must be EIF, and the other EIF or ADF;
+   then both meet on peer-reflexive addresses. Otherwise: relay.
+
+";
+
+#[test]
+fn nat_matrix() {
+    let mut rows = Vec::new();
+    for ma in ALL {
+        for fa in ALL {
+            for mb in ALL {
+                for fb in ALL {
+                    let want = expected((ma, fa), (mb, fb));
+                    run(
+                        Placement::Nat(ma, fa),
+                        Placement::Nat(mb, fb),
+                        want,
+                        &mut rows,
+                    );
+                }
+            }
+        }
+    }
+    let specials = [
+        (Placement::Public, Placement::Public),
+        (Placement::Nat(EI, APD), Placement::SameLanAsA),
+        (Placement::Nat(APD, APD), Placement::SameLanAsA),
+        (Placement::Public, Placement::Nat(EI, APD)),
+        (Placement::Public, Placement::Nat(APD, APD)),
+        (Placement::UdpBlocked, Placement::Nat(EI, APD)),
+        (Placement::UdpBlocked, Placement::Public),
+        (Placement::Public, Placement::UdpBlocked),
+        (Placement::UdpBlocked, Placement::UdpBlocked),
+    ];
+    for (a, b) in specials {
+        run(a, b, expected_special(a, b), &mut rows);
+    }
+
+    let table = table(&rows);
+    println!("{table}");
+    if let Ok(out) = std::env::var("ICE_MATRIX_OUT") {
+        let mut path = PathBuf::from(&out);
+        if path.is_relative() {
+            path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(path);
+        }
+        std::fs::write(&path, format!("{DOC_HEAD}{table}")).expect("write the matrix");
+    }
+
+    let mut failures = Vec::new();
+    for r in &rows {
+        let o = &r.outcome;
+        if o.path != r.expected {
+            failures.push(format!(
+                "{} vs {}: expected {}, got {}",
+                r.a, r.b, r.expected, o.path
+            ));
+        }
+        if o.connect > bound(r.expected) {
+            failures.push(format!(
+                "{} vs {}: connecting took {} ms, more than {} ms for {}",
+                r.a,
+                r.b,
+                o.connect.as_millis(),
+                bound(r.expected).as_millis(),
+                r.expected
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(rows.len(), 81 + 9);
+}
+
+#[test]
+fn rules_are_symmetric_up_to_roles() {
+    // The derivation never uses the roles: swapping the peers swaps nothing.
+    for ma in ALL {
+        for fa in ALL {
+            for mb in ALL {
+                for fb in ALL {
+                    assert_eq!(expected((ma, fa), (mb, fb)), expected((mb, fb), (ma, fa)));
+                }
+            }
+        }
+    }
+    // Spot checks of the classic names.
+    let full_cone = (EI, EI);
+    let port_restricted = (EI, APD);
+    let symmetric = (APD, APD);
+    assert_eq!(expected(port_restricted, port_restricted), PathKind::Srflx);
+    assert_eq!(expected(full_cone, symmetric), PathKind::Prflx);
+    assert_eq!(expected(port_restricted, symmetric), PathKind::Relay);
+    assert_eq!(expected(symmetric, symmetric), PathKind::Relay);
+    assert_eq!(expected((EI, AD), symmetric), PathKind::Prflx);
+}

@@ -1,0 +1,397 @@
+//! Deterministic `Session` scenarios on the virtual network (issue 6):
+//! consent loss, NAT rebinding, a better path appearing late, role
+//! conflicts, ICE restart after a network change, loss with reordering, and
+//! the relay-only policy. Each states what should happen and asserts it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{run_pair, Opts, Pair, PathKind, Placement};
+use p2p_connect::{CandidateKind, IceConfig, IceState, SessionError, SessionEvent};
+use p2p_ice::IceRole;
+use p2p_netsim::Behaviour::{
+    AddressAndPortDependent as APD, AddressDependent as AD, EndpointIndependent as EI,
+};
+use p2p_netsim::{LinkConfig, PortAllocation};
+
+const MAX: Duration = Duration::from_secs(60);
+
+fn connected(p: &mut Pair) -> Duration {
+    p.run_until(Pair::connected, MAX)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Data sent after `since` reached each side.
+fn data_since(p: &Pair, since: std::time::Instant) -> bool {
+    [p.node_a(), p.node_b()]
+        .iter()
+        .all(|n| n.received.iter().any(|(t, _)| *t > since))
+}
+
+#[test]
+fn consent_loss_when_the_peer_vanishes() {
+    let mut p = Pair::new(
+        Placement::Nat(EI, APD),
+        Placement::Nat(EI, APD),
+        Opts::default(),
+    );
+    connected(&mut p);
+    p.run_for(Duration::from_secs(2));
+    // B's access link drops everything from now on.
+    let cut = p.sim.now();
+    p.sim.set_link(
+        p.b,
+        LinkConfig {
+            loss: 1.0,
+            ..LinkConfig::default()
+        },
+    );
+    let lost = |p: &Pair| {
+        p.node_a()
+            .has_event(|e| *e == SessionEvent::ConsentLost)
+            .is_some()
+            && p.node_b()
+                .has_event(|e| *e == SessionEvent::ConsentLost)
+                .is_some()
+    };
+    p.run_until(lost, Duration::from_secs(40))
+        .unwrap_or_else(|e| panic!("{e}"));
+    for n in [p.node_a(), p.node_b()] {
+        // RFC 7675: Disconnected after 10 s without a consent response, the
+        // path given up after 30 s. The last response came at most one
+        // consent interval (5 s ± 20 %) before the cut.
+        let disc = n
+            .has_event(|e| *e == SessionEvent::StateChanged(IceState::Disconnected))
+            .expect("disconnected first");
+        let lost = n
+            .has_event(|e| *e == SessionEvent::ConsentLost)
+            .expect("consent lost");
+        let (disc, lost) = (disc - cut, lost - cut);
+        assert!(
+            disc >= Duration::from_secs(4) && disc <= Duration::from_secs(10),
+            "{} {disc:?}",
+            n.name
+        );
+        assert!(
+            lost >= Duration::from_secs(24) && lost <= Duration::from_secs(30),
+            "{} {lost:?}",
+            n.name
+        );
+        assert_eq!(n.session.state(), IceState::Failed);
+        assert!(n.session.selected_path().is_none());
+    }
+    let now = p.sim.now();
+    assert_eq!(
+        p.node_a_mut().session.send(now, b"anyone?"),
+        Err(SessionError::NotConnected)
+    );
+}
+
+/// NAT rebinding: B's NAT forgets its mappings mid-session (a NAT reboot)
+/// and, allocating ports sequentially, maps B to a new external port.
+/// A (controlling) sits behind an EIM/ADF NAT, which admits B's new port
+/// because A has sent to B's IP. B's next consent check (within 6 s)
+/// arrives from the new address: A learns it as peer-reflexive, checks it
+/// (triggered), and, the new pair being valid and of higher priority than
+/// the selected srflx one, nominates it. The path recovers without a
+/// restart, and data flows again.
+#[test]
+fn nat_rebinding_on_the_controlled_side_recovers_through_peer_reflexive() {
+    let opts = Opts {
+        port_allocation: PortAllocation::Sequential,
+        ..Opts::default()
+    };
+    let mut p = Pair::new(Placement::Nat(EI, AD), Placement::Nat(EI, APD), opts);
+    connected(&mut p);
+    p.run_for(Duration::from_secs(2));
+    let (_, old_remote) = p.node_a().session.selected_path().expect("path");
+    assert_eq!(old_remote.kind, CandidateKind::ServerReflexive);
+    let nat_b = p.nat_b.expect("B is behind a NAT");
+    let flush = p.sim.now();
+    p.sim.flush_nat(nat_b);
+    let recovered = |p: &Pair| {
+        p.node_a()
+            .session
+            .selected_path()
+            .is_some_and(|(_, r)| r.address != old_remote.address)
+            && data_since(p, flush + Duration::from_millis(500))
+    };
+    let took = p
+        .run_until(recovered, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, new_remote) = p.node_a().session.selected_path().expect("path");
+    assert_eq!(new_remote.kind, CandidateKind::PeerReflexive);
+    assert_eq!(new_remote.address.ip(), old_remote.address.ip());
+    assert_ne!(new_remote.address.port(), old_remote.address.port());
+    // Within one consent interval (≤ 6 s) plus a check round trip.
+    assert!(took <= Duration::from_secs(7), "{took:?}");
+    for n in [p.node_a(), p.node_b()] {
+        assert!(
+            n.has_event(|e| *e == SessionEvent::ConsentLost).is_none(),
+            "{}",
+            n.name
+        );
+    }
+    // It stays up.
+    p.run_for(Duration::from_secs(40));
+    let t = p.sim.now() - Duration::from_secs(1);
+    assert!(data_since(&p, t));
+    assert!(matches!(
+        p.node_b().session.state(),
+        IceState::Connected | IceState::Completed
+    ));
+}
+
+/// A better path appearing late: host and server-reflexive candidates are
+/// signalled 3 s late, so the two peers on one LAN first connect through
+/// the relay; when the host candidates arrive their pair is checked,
+/// nominated (nomination is not final in this agent) and selected.
+#[test]
+fn a_better_path_appearing_late_replaces_the_relay() {
+    let opts = Opts {
+        hold_back: Some((
+            Duration::from_secs(3),
+            vec![CandidateKind::Host, CandidateKind::ServerReflexive],
+        )),
+        ..Opts::default()
+    };
+    let mut p = Pair::new(Placement::Nat(EI, APD), Placement::SameLanAsA, opts);
+    connected(&mut p);
+    let first = p.node_a().selected_kinds().expect("path");
+    assert_eq!(PathKind::of(first.0, first.1), PathKind::Relay, "{first:?}");
+    assert!(p.elapsed() < Duration::from_secs(3));
+    let host = |p: &Pair| {
+        [p.node_a(), p.node_b()]
+            .iter()
+            .all(|n| n.selected_kinds() == Some((CandidateKind::Host, CandidateKind::Host)))
+    };
+    p.run_until(host, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let at = p.elapsed();
+    assert!(
+        at > Duration::from_secs(3) && at < Duration::from_millis(4_500),
+        "{at:?}"
+    );
+    assert!(p.node_a().selections() >= 2);
+    let since = p.sim.now();
+    p.run_for(Duration::from_secs(1));
+    assert!(data_since(&p, since));
+}
+
+/// Both sides start controlling (both think they made the offer): the
+/// first check meets a role conflict (RFC 8445 §7.3.1.1), the tie-breakers
+/// decide, one side turns controlled, and they connect.
+#[test]
+fn role_conflict_both_controlling_resolves() {
+    for (ice_a, ice_b) in [
+        (IceConfig::controlling(), IceConfig::controlling()),
+        (IceConfig::controlled(), IceConfig::controlled()),
+    ] {
+        let opts = Opts {
+            ice_a,
+            ice_b,
+            ..Opts::default()
+        };
+        let mut p = Pair::new(Placement::Nat(EI, APD), Placement::Nat(EI, APD), opts);
+        let took = connected(&mut p);
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        let roles = [
+            p.node_a().session.agent().role(),
+            p.node_b().session.agent().role(),
+        ];
+        assert!(roles.contains(&IceRole::Controlling) && roles.contains(&IceRole::Controlled));
+        assert_eq!(
+            p.node_a().selected_kinds(),
+            Some((
+                CandidateKind::ServerReflexive,
+                CandidateKind::ServerReflexive
+            ))
+        );
+    }
+}
+
+/// ICE restart after a network change: A's NAT reboots and maps A to a
+/// new port; B's NAT filters by address and port, so neither side's
+/// packets get through any more and consent fails (Disconnected). Both
+/// restart, exchange new credentials and candidates, and reconnect.
+///
+/// The path they reconnect on is A (new peer-reflexive port) ↔ B's relay:
+/// a restart keeps the local candidates and does not gather again, so A
+/// signals its stale server-reflexive address; B's APDF filter drops A's
+/// checks from the new port (B never sent there), while B's relay admits
+/// them (its permission is per IP) and B's relayed triggered check comes
+/// back through A's fresh mapping. A's own allocation is lost with its old
+/// mapping (the server sees its refreshes from an unknown 5-tuple).
+#[test]
+fn ice_restart_after_a_network_change_reconnects() {
+    let opts = Opts {
+        port_allocation: PortAllocation::Sequential,
+        ..Opts::default()
+    };
+    let mut p = Pair::new(Placement::Nat(EI, APD), Placement::Nat(EI, APD), opts);
+    connected(&mut p);
+    p.run_for(Duration::from_secs(1));
+    let nat_a = p.nat_a.expect("A is behind a NAT");
+    p.sim.flush_nat(nat_a);
+    let down = |p: &Pair| p.node_a().session.state() == IceState::Disconnected;
+    p.run_until(down, Duration::from_secs(15))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let restart = p.sim.now();
+    let old_a = p.node_a().session.local_credentials().0.to_owned();
+    p.node_a_mut().restart(restart);
+    p.node_b_mut().restart(restart);
+    assert_ne!(p.node_a().session.local_credentials().0, old_a);
+    let back = |p: &Pair| {
+        [p.node_a(), p.node_b()].iter().all(|n| {
+            matches!(n.session.state(), IceState::Connected | IceState::Completed)
+                && n.events
+                    .iter()
+                    .any(|(t, e)| *t > restart && matches!(e, SessionEvent::SelectedPair { .. }))
+        }) && data_since(p, restart)
+    };
+    let took = p
+        .run_until(back, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(p.node_a().signal_errors.is_empty() && p.node_b().signal_errors.is_empty());
+    assert_eq!(
+        p.node_a().selected_kinds(),
+        Some((CandidateKind::PeerReflexive, CandidateKind::Relayed))
+    );
+    assert_eq!(
+        p.node_b().selected_kinds(),
+        Some((CandidateKind::Relayed, CandidateKind::PeerReflexive))
+    );
+}
+
+/// 10 % loss and 10 % reordering (50 ms) with 5 ms jitter on every access
+/// link, the server's included: still connects, on the same path as on a
+/// clean network, within a bound, for several seeds.
+#[test]
+fn ten_percent_loss_with_reordering_still_connects() {
+    let lossy = LinkConfig {
+        loss: 0.1,
+        reorder: 0.1,
+        jitter: Duration::from_millis(5),
+        ..LinkConfig::default()
+    };
+    for seed in 1..=5 {
+        let opts = Opts {
+            seed,
+            link: lossy.clone(),
+            ..Opts::default()
+        };
+        let o = run_pair(Placement::Nat(EI, APD), Placement::Nat(EI, APD), opts);
+        assert_eq!(o.path, PathKind::Srflx, "seed {seed}: {o:?}");
+        assert!(
+            o.connect < Duration::from_secs(6),
+            "seed {seed}: {:?}",
+            o.connect
+        );
+        let o = run_pair(
+            Placement::Nat(APD, APD),
+            Placement::Nat(APD, APD),
+            Opts {
+                seed,
+                link: lossy.clone(),
+                ..Opts::default()
+            },
+        );
+        assert_eq!(o.path, PathKind::Relay, "seed {seed}: {o:?}");
+        assert!(
+            o.connect < Duration::from_secs(8),
+            "seed {seed}: {:?}",
+            o.connect
+        );
+    }
+}
+
+/// The relay-only policy: no host or server-reflexive candidate is used,
+/// so even two peers on one LAN talk through the TURN server, relay to
+/// relay.
+#[test]
+fn relay_only_policy_relays_even_on_a_lan() {
+    let relay_only = IceConfig {
+        relay_only: true,
+        ..IceConfig::controlling()
+    };
+    let opts = Opts {
+        ice_a: relay_only.clone(),
+        ice_b: IceConfig {
+            controlling: false,
+            ..relay_only
+        },
+        ..Opts::default()
+    };
+    let o = run_pair(Placement::Nat(EI, APD), Placement::SameLanAsA, opts);
+    assert_eq!(o.a, (CandidateKind::Relayed, CandidateKind::Relayed));
+    assert_eq!(o.b, (CandidateKind::Relayed, CandidateKind::Relayed));
+    // Only A relay-only: A's end is its relay, B talks from its host.
+    let opts = Opts {
+        ice_a: IceConfig {
+            relay_only: true,
+            ..IceConfig::controlling()
+        },
+        ..Opts::default()
+    };
+    let o = run_pair(Placement::Nat(EI, APD), Placement::SameLanAsA, opts);
+    assert_eq!(o.a.0, CandidateKind::Relayed, "{o:?}");
+    assert_ne!(o.b.0, CandidateKind::Relayed, "{o:?}");
+}
+
+/// NAT rebinding on the controlling side: A's NAT reboots and maps A to a
+/// new port; B sits behind an EIM/ADF NAT that admits A's new port. A's
+/// next consent check reaches B from the new address and is answered, and
+/// the answer's XOR-MAPPED-ADDRESS tells A its mapping changed: A then
+/// renominates its selected pair, whose check yields a valid pair with the
+/// new peer-reflexive local address; B, receiving the nomination from that
+/// address, switches too. Without the renomination A would stay "connected"
+/// (its consent checks are answered) while B, whose consent checks go to
+/// A's dead mapping and who drops A's data from an unknown address, loses
+/// consent after 30 s.
+#[test]
+fn nat_rebinding_on_the_controlling_side_recovers_by_renomination() {
+    let opts = Opts {
+        port_allocation: PortAllocation::Sequential,
+        ..Opts::default()
+    };
+    let mut p = Pair::new(Placement::Nat(EI, APD), Placement::Nat(EI, AD), opts);
+    connected(&mut p);
+    p.run_for(Duration::from_secs(2));
+    let (old_local, _) = p.node_a().session.selected_path().expect("path");
+    let (_, old_remote_at_b) = p.node_b().session.selected_path().expect("path");
+    assert_eq!(old_local.address, old_remote_at_b.address);
+    let flush = p.sim.now();
+    p.sim.flush_nat(p.nat_a.expect("A is behind a NAT"));
+    let recovered = |p: &Pair| {
+        p.node_b()
+            .session
+            .selected_path()
+            .is_some_and(|(_, r)| r.address != old_remote_at_b.address)
+            && data_since(p, flush + Duration::from_millis(500))
+    };
+    let took = p
+        .run_until(recovered, Duration::from_secs(40))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(took <= Duration::from_secs(7), "{took:?}");
+    let (new_local, _) = p.node_a().session.selected_path().expect("path");
+    let (_, new_remote_at_b) = p.node_b().session.selected_path().expect("path");
+    assert_eq!(new_local.kind, CandidateKind::PeerReflexive);
+    assert_eq!(new_local.address, new_remote_at_b.address);
+    assert_ne!(new_local.address, old_local.address);
+    p.run_for(Duration::from_secs(40));
+    for n in [p.node_a(), p.node_b()] {
+        assert!(
+            n.has_event(|e| *e == SessionEvent::ConsentLost).is_none(),
+            "{}",
+            n.name
+        );
+        assert!(
+            matches!(n.session.state(), IceState::Connected | IceState::Completed),
+            "{}",
+            n.name
+        );
+    }
+    assert!(data_since(&p, p.sim.now() - Duration::from_secs(1)));
+}

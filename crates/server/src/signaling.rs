@@ -1,0 +1,347 @@
+//! The signaling server inside the daemon: `p2p_signaling::serve` behind the
+//! HTTP front of [`crate::web`], configured from `[signaling]`, handing out
+//! this daemon's own STUN and TURN servers in each `welcome`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use p2p_signaling::{
+    Auth, IceServer, IceServerProvider, Limits, RestCredentialIceServers, ServerConfig,
+    StaticIceServers,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, SignalingConfig};
+use crate::server::{LocalAddrs, ServerError};
+use crate::web::{self, Front};
+
+/// How long shutdown waits for the WebSockets to close.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// The prefix of the user part of TURN REST usernames: `<expiry>:p2p-<peer id>`.
+const REST_USER_PREFIX: &str = "p2p-";
+
+/// The bound signaling port, ready to run.
+pub(crate) struct Signaling {
+    front: TcpListener,
+    upstream: TcpListener,
+    addr: SocketAddr,
+    page: bool,
+    config: ServerConfig,
+}
+
+/// A running signaling server; [`Running::stop`] ends it.
+pub(crate) struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// Bind the signaling port if `[signaling] listen` is set. `addrs` are the
+/// STUN addresses already bound (their ports go into the handed-out URLs).
+pub(crate) async fn bind(
+    config: &Config,
+    addrs: &LocalAddrs,
+) -> Result<Option<Signaling>, ServerError> {
+    let s = &config.signaling;
+    let Some(listen) = s.listen else {
+        return Ok(None);
+    };
+    let err = |addr| {
+        move |source| ServerError::Bind {
+            transport: "signaling",
+            addr,
+            source,
+        }
+    };
+    let front = TcpListener::bind(listen).await.map_err(err(listen))?;
+    let addr = front.local_addr().map_err(err(listen))?;
+    // The private listener of the WebSocket server, reached only by the front.
+    let private = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let upstream = match TcpListener::bind(private).await {
+        Ok(l) => l,
+        Err(_) => {
+            let private6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 0));
+            TcpListener::bind(private6).await.map_err(err(private6))?
+        }
+    };
+    let ice_servers = ice_servers(config, addrs);
+    Ok(Some(Signaling {
+        front,
+        upstream,
+        addr,
+        page: s.page,
+        config: server_config(s, ice_servers),
+    }))
+}
+
+/// The `p2p_signaling` configuration for `[signaling]`.
+fn server_config(s: &SignalingConfig, ice_servers: Arc<dyn IceServerProvider>) -> ServerConfig {
+    let limits = Limits {
+        max_room_size: s.max_room_size,
+        max_rooms_per_conn: s.max_rooms_per_connection,
+        max_rooms: s.max_rooms,
+        max_connections: s.max_connections,
+        max_message_size: s.max_message_size,
+        rate_per_second: f64::from(s.rate_per_second),
+        burst: f64::from(s.burst),
+        idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+    };
+    let mut auth = match &s.token {
+        Some(t) => Auth::global(t.clone()),
+        None => Auth::open(),
+    };
+    for (room, token) in &s.room_tokens {
+        auth = auth.with_room_token(room.clone(), token.clone());
+    }
+    ServerConfig {
+        limits,
+        auth,
+        ice_servers,
+        heartbeat_interval: Duration::from_secs(s.heartbeat_secs),
+        ..ServerConfig::default()
+    }
+}
+
+/// What each `welcome` carries in `iceServers`: the configured list, or this
+/// daemon's `stun:` URL plus, with a TURN REST secret, `turn:` URLs with
+/// fresh credentials.
+pub(crate) fn ice_servers(config: &Config, addrs: &LocalAddrs) -> Arc<dyn IceServerProvider> {
+    let s = &config.signaling;
+    if !s.ice_servers.is_empty() {
+        let list = s
+            .ice_servers
+            .iter()
+            .map(|e| IceServer {
+                urls: e.urls.clone(),
+                username: e.username.clone(),
+                credential: e.credential.clone(),
+            })
+            .collect();
+        return Arc::new(StaticIceServers(list));
+    }
+    let primary = addrs.udp.first().or(addrs.tcp.first()).copied();
+    let Some(primary) = primary else {
+        return Arc::new(StaticIceServers::default());
+    };
+    let host = match &s.public_host {
+        Some(h) => url_host(h),
+        None if primary.ip().is_unspecified() => {
+            tracing::warn!(
+                "signaling: STUN listens on {primary}, so no STUN/TURN URL is handed out; set signaling.public_host (--public-host)"
+            );
+            return Arc::new(StaticIceServers::default());
+        }
+        None => url_host(&primary.ip().to_string()),
+    };
+    let mut urls = Vec::new();
+    if let Some(u) = addrs.udp.first() {
+        urls.push(format!("stun:{host}:{}", u.port()));
+    }
+    let secret = config
+        .turn
+        .auth_secret
+        .as_ref()
+        .filter(|_| config.turn.enabled());
+    let Some(secret) = secret else {
+        return Arc::new(StaticIceServers(if urls.is_empty() {
+            Vec::new()
+        } else {
+            vec![IceServer::new(urls)]
+        }));
+    };
+    if let Some(u) = addrs.udp.first() {
+        urls.push(format!("turn:{host}:{}?transport=udp", u.port()));
+    }
+    if let Some(t) = addrs.tcp.first() {
+        urls.push(format!("turn:{host}:{}?transport=tcp", t.port()));
+    }
+    if let Some(t) = addrs.tls.first() {
+        urls.push(format!("turns:{host}:{}?transport=tcp", t.port()));
+    }
+    Arc::new(RestCredentialIceServers {
+        urls,
+        secret: secret.clone(),
+        ttl: Duration::from_secs(s.credential_ttl_secs),
+        user_prefix: REST_USER_PREFIX.to_owned(),
+    })
+}
+
+/// An IPv6 literal goes in brackets in a URL.
+fn url_host(host: &str) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+        _ => host.to_owned(),
+    }
+}
+
+impl Signaling {
+    /// The address the page and the WebSocket are served on.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Start serving.
+    pub(crate) fn spawn(self) -> Running {
+        let (stop, stopped) = watch::channel(false);
+        let upstream = match self.upstream.local_addr() {
+            Ok(a) => a,
+            Err(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        };
+        let front = Front {
+            upstream,
+            page: self.page,
+            // The WebSocket server refuses connections over its own limit
+            // with close 1013; the front only keeps file descriptors bounded.
+            max_connections: self.config.limits.max_connections.saturating_add(64),
+            head_timeout: self.config.handshake_timeout,
+        };
+        let mut for_ws = stopped.clone();
+        let task = tokio::spawn(async move {
+            let front = web::run(self.front, front, stopped, GRACE);
+            let shutdown = async move {
+                let _ = for_ws.wait_for(|stop| *stop).await;
+            };
+            let ws = p2p_signaling::serve(self.upstream, self.config, shutdown);
+            let ((), served) = tokio::join!(front, ws);
+            if let Err(e) = served {
+                tracing::error!(error = %e, "signaling: the WebSocket server failed");
+            }
+        });
+        Running { stop, task }
+    }
+}
+
+impl Running {
+    /// Close every WebSocket (close 1001) and stop serving.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(GRACE + Duration::from_secs(2), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn addrs(udp: &str, tcp: &str) -> LocalAddrs {
+        LocalAddrs {
+            udp: vec![udp.parse().unwrap()],
+            tcp: vec![tcp.parse().unwrap()],
+            ..LocalAddrs::default()
+        }
+    }
+
+    fn servers(config: &str, addrs: &LocalAddrs) -> Vec<IceServer> {
+        let config = Config::from_toml_str(config).unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        ice_servers(&config, addrs).ice_servers("p1", now)
+    }
+
+    #[test]
+    fn stun_only_without_turn() {
+        let a = addrs("127.0.0.1:3478", "127.0.0.1:3478");
+        assert_eq!(
+            servers("", &a),
+            vec![IceServer::new(["stun:127.0.0.1:3478"])]
+        );
+        // Long-term users alone: their passwords are not handed out.
+        let turn = "[turn]\nrealm = \"r\"\n[turn.users]\nalice = \"pw\"\n";
+        assert_eq!(
+            servers(turn, &a),
+            vec![IceServer::new(["stun:127.0.0.1:3478"])]
+        );
+    }
+
+    #[test]
+    fn rest_credentials_with_an_auth_secret() {
+        let a = addrs("192.0.2.1:3478", "192.0.2.1:3479");
+        let got = servers(
+            "[turn]\nrealm = \"r\"\nauth_secret = \"north-secret\"\n[signaling]\ncredential_ttl_secs = 3600\n",
+            &a,
+        );
+        let username = "1700003600:p2p-p1";
+        assert_eq!(
+            got,
+            vec![IceServer::with_credentials(
+                [
+                    "stun:192.0.2.1:3478",
+                    "turn:192.0.2.1:3478?transport=udp",
+                    "turn:192.0.2.1:3479?transport=tcp",
+                ],
+                username,
+                p2p_signaling::rest_credential(b"north-secret", username),
+            )]
+        );
+    }
+
+    #[test]
+    fn public_host_and_ipv6_literals() {
+        let a = addrs("[::1]:3478", "[::1]:3478");
+        assert_eq!(servers("", &a), vec![IceServer::new(["stun:[::1]:3478"])]);
+        let a = addrs("0.0.0.0:3478", "0.0.0.0:3478");
+        assert_eq!(servers("", &a), Vec::<IceServer>::new());
+        assert_eq!(
+            servers("[signaling]\npublic_host = \"stun.example.org\"\n", &a),
+            vec![IceServer::new(["stun:stun.example.org:3478"])]
+        );
+    }
+
+    #[test]
+    fn configured_list_wins() {
+        let a = addrs("127.0.0.1:3478", "127.0.0.1:3478");
+        let got = servers(
+            "[turn]\nrealm = \"r\"\nauth_secret = \"s\"\n[[signaling.ice_servers]]\nurls = [\"turn:t.example.org:3478\"]\nusername = \"u\"\ncredential = \"c\"\n",
+            &a,
+        );
+        assert_eq!(
+            got,
+            vec![IceServer::with_credentials(
+                ["turn:t.example.org:3478"],
+                "u",
+                "c"
+            )]
+        );
+    }
+
+    #[test]
+    fn config_maps_to_limits() {
+        let cfg = Config::from_toml_str(
+            "[signaling]\nmax_room_size = 2\nrate_per_second = 5\nburst = 7\nidle_timeout_secs = 9\nheartbeat_secs = 3\ntoken = \"t\"\n",
+        )
+        .unwrap();
+        let sc = server_config(&cfg.signaling, Arc::new(StaticIceServers::default()));
+        assert_eq!(sc.limits.max_room_size, 2);
+        assert_eq!(sc.limits.rate_per_second, 5.0);
+        assert_eq!(sc.limits.burst, 7.0);
+        assert_eq!(sc.limits.idle_timeout, Duration::from_secs(9));
+        assert_eq!(sc.heartbeat_interval, Duration::from_secs(3));
+        assert_eq!(sc.auth, Auth::global("t"));
+    }
+
+    #[test]
+    fn bad_signaling_values_are_refused() {
+        for text in [
+            "[signaling]\nmax_room_size = 0",
+            "[signaling]\nburst = 0",
+            "[signaling]\nheartbeat_secs = 60\nidle_timeout_secs = 60",
+            "[signaling]\ncredential_ttl_secs = 0",
+            "[signaling]\npublic_host = \"\"",
+            "[[signaling.ice_servers]]\nurls = []",
+            "[[signaling.ice_servers]]\nurls = [\"http://x\"]",
+            "[[signaling.ice_servers]]\nurls = [\"turn:x:3478\"]",
+            "[signaling]\nlisten_on = \"127.0.0.1:1\"",
+        ] {
+            assert!(Config::from_toml_str(text).is_err(), "{text}");
+        }
+    }
+}

@@ -1,0 +1,1001 @@
+//! The TURN server (RFC 8656) in the daemon: one task owns a
+//! [`p2p_turn::TurnServer`] and every relayed socket, and is fed through a
+//! channel by the UDP workers, the TCP/TLS connections and the relayed
+//! sockets' readers. Binding stays with the STUN responder (RFC 5780); TURN
+//! methods and ChannelData come here (see [`wants`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use p2p_stun::attr::{AddressFamily, PasswordAlgorithm};
+use p2p_stun::{classify, Key, MessageType, PacketKind};
+use p2p_turn::{
+    is_turn_method, Bandwidth, Cidr, CredentialStore, Datagram, FiveTuple, PeerPolicy,
+    RelayAllocator, RestSecret, ServerConfig, ServerEvent, StaticUsers, Transport, TurnServer,
+};
+use rand::Rng;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+
+use crate::config::{Config, ConfigError, TurnConfig};
+
+/// Depth of the queue into the TURN task (packets beyond are dropped, as a
+/// full socket buffer would).
+const INBOUND_QUEUE: usize = 8192;
+/// Depth of each TCP/TLS connection's outgoing queue.
+pub(crate) const CONN_QUEUE: usize = 1024;
+/// Most bind attempts per relayed address asked for.
+const BIND_ATTEMPTS: u32 = 512;
+/// Largest datagram read on a relayed socket.
+const RELAY_BUF: usize = 65536;
+
+/// Whether a packet that arrived on a listening address belongs to the TURN
+/// server: ChannelData, or a STUN message of a TURN method.
+pub(crate) fn wants(b: &[u8]) -> bool {
+    match classify(b) {
+        PacketKind::ChannelData => true,
+        PacketKind::Stun if b.len() >= 2 => {
+            is_turn_method(MessageType::from_u16(u16::from_be_bytes([b[0], b[1]])).method)
+        }
+        _ => false,
+    }
+}
+
+/// What the TURN task is sent.
+pub(crate) enum Inbound {
+    /// A packet from a client (on a listening address) or from a peer (on a
+    /// relayed address). `conn` is the connection's outgoing queue for
+    /// TCP/TLS.
+    Packet {
+        transport: Transport,
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: Vec<u8>,
+        conn: Option<mpsc::Sender<Vec<u8>>>,
+    },
+    /// A TCP/TLS connection closed.
+    Closed {
+        transport: Transport,
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
+    /// Asked by the metrics endpoint.
+    Stats(oneshot::Sender<TurnStats>),
+}
+
+/// The way into the TURN task; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct TurnHandle {
+    tx: mpsc::Sender<Inbound>,
+}
+
+impl TurnHandle {
+    /// Hand a UDP datagram from a listening socket over (dropped when the
+    /// queue is full).
+    pub(crate) fn udp(&self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) -> bool {
+        self.tx
+            .try_send(Inbound::Packet {
+                transport: Transport::Udp,
+                local,
+                remote,
+                bytes: bytes.to_vec(),
+                conn: None,
+            })
+            .is_ok()
+    }
+
+    /// Hand one framed message of a TCP/TLS connection over; waits when the
+    /// queue is full (the stream pushes back).
+    pub(crate) async fn stream(
+        &self,
+        transport: Transport,
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: &[u8],
+        conn: &mpsc::Sender<Vec<u8>>,
+    ) -> bool {
+        self.tx
+            .send(Inbound::Packet {
+                transport,
+                local,
+                remote,
+                bytes: bytes.to_vec(),
+                conn: Some(conn.clone()),
+            })
+            .await
+            .is_ok()
+    }
+
+    /// Say that a connection closed.
+    pub(crate) fn closed(&self, transport: Transport, local: SocketAddr, remote: SocketAddr) {
+        let _ = self.tx.try_send(Inbound::Closed {
+            transport,
+            local,
+            remote,
+        });
+    }
+
+    /// The TURN task's statistics now (`None` if it is gone).
+    pub(crate) async fn stats(&self) -> Option<TurnStats> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Inbound::Stats(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Per client transport (udp, tcp, tls) figures.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TransportStats {
+    pub(crate) allocations: u64,
+    pub(crate) allocations_created: u64,
+    pub(crate) permissions: u64,
+    pub(crate) channels: u64,
+    pub(crate) requests: u64,
+    pub(crate) auth_failures: u64,
+    pub(crate) bytes_to_peer: u64,
+    pub(crate) packets_to_peer: u64,
+    pub(crate) bytes_to_client: u64,
+    pub(crate) packets_to_client: u64,
+    /// Packets (datagrams or frames) from clients to the TURN server.
+    pub(crate) client_packets_in: u64,
+    /// Packets from the TURN server to clients.
+    pub(crate) client_packets_out: u64,
+}
+
+/// What the metrics endpoint shows of TURN.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TurnStats {
+    pub(crate) counters: p2p_turn::Counters,
+    /// Indexed by [`transport_index`].
+    pub(crate) by_transport: [TransportStats; 3],
+    /// Packets dropped because a queue was full or a send failed.
+    pub(crate) send_errors: u64,
+}
+
+pub(crate) const TRANSPORTS: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+
+pub(crate) fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+        Transport::Tls => 2,
+    }
+}
+
+// ---------------------------------------------------------------- credentials
+
+/// Static users and, optionally, REST API ephemeral credentials.
+pub(crate) struct Creds {
+    users: StaticUsers,
+    has_users: bool,
+    rest: Option<RestSecret>,
+}
+
+impl CredentialStore for Creds {
+    fn key(
+        &self,
+        username: &str,
+        realm: &str,
+        alg: PasswordAlgorithm,
+        wall_now: SystemTime,
+    ) -> Option<Key> {
+        self.users
+            .key(username, realm, alg, wall_now)
+            .or_else(|| self.rest.as_ref()?.key(username, realm, alg, wall_now))
+    }
+
+    fn username_for_userhash(&self, hash: &[u8; 32], realm: &str) -> Option<String> {
+        self.users.username_for_userhash(hash, realm)
+    }
+
+    fn supports_userhash(&self) -> bool {
+        self.has_users
+    }
+}
+
+// ---------------------------------------------------------------- relayed sockets
+
+struct Relay {
+    sock: Arc<UdpSocket>,
+    reader: AbortHandle,
+}
+
+/// The daemon's [`RelayAllocator`]: a real non-blocking UDP socket per
+/// relayed address, read by a task that feeds the TURN task. Behind a 1:1
+/// NAT the address handed to the server (and advertised to clients) carries
+/// the external IP while the socket is bound on the relay IP; everything in
+/// the daemon is keyed by the advertised address.
+pub(crate) struct DaemonRelays {
+    /// Per family (0: IPv4, 1: IPv6): (bind IP, advertised IP).
+    ips: [Option<(IpAddr, IpAddr)>; 2],
+    ports: (u16, u16),
+    used: HashMap<SocketAddr, Relay>,
+    held: HashMap<SocketAddr, std::net::UdpSocket>,
+    inbound: mpsc::Sender<Inbound>,
+}
+
+fn family_index(f: AddressFamily) -> usize {
+    match f {
+        AddressFamily::V4 => 0,
+        AddressFamily::V6 => 1,
+    }
+}
+
+fn bind_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    let _ = s.set_recv_buffer_size(1 << 20);
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+impl DaemonRelays {
+    fn new(
+        ips: [Option<(IpAddr, IpAddr)>; 2],
+        ports: (u16, u16),
+        inbound: mpsc::Sender<Inbound>,
+    ) -> Self {
+        DaemonRelays {
+            ips,
+            ports,
+            used: HashMap::new(),
+            held: HashMap::new(),
+            inbound,
+        }
+    }
+
+    /// The socket of a relayed (advertised) address.
+    pub(crate) fn socket(&self, advertised: SocketAddr) -> Option<&Arc<UdpSocket>> {
+        self.used.get(&advertised).map(|r| &r.sock)
+    }
+
+    fn taken(&self, a: SocketAddr) -> bool {
+        self.used.contains_key(&a) || self.held.contains_key(&a)
+    }
+
+    fn start(&mut self, advertised: SocketAddr, sock: std::net::UdpSocket) -> bool {
+        let sock = match UdpSocket::from_std(sock) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                tracing::warn!(%advertised, "relay socket: {e}");
+                return false;
+            }
+        };
+        let reader = tokio::spawn(relay_reader(sock.clone(), advertised, self.inbound.clone()));
+        self.used.insert(
+            advertised,
+            Relay {
+                sock,
+                reader: reader.abort_handle(),
+            },
+        );
+        true
+    }
+}
+
+impl Drop for DaemonRelays {
+    fn drop(&mut self) {
+        for r in self.used.values() {
+            r.reader.abort();
+        }
+    }
+}
+
+impl RelayAllocator for DaemonRelays {
+    fn supports(&self, family: AddressFamily) -> bool {
+        self.ips[family_index(family)].is_some()
+    }
+
+    fn allocate(
+        &mut self,
+        family: AddressFamily,
+        even: bool,
+        reserve_next: bool,
+    ) -> Option<SocketAddr> {
+        let (bind_ip, adv_ip) = self.ips[family_index(family)]?;
+        let (lo, hi) = (u32::from(self.ports.0), u32::from(self.ports.1));
+        let span = hi - lo + 1;
+        let even = even || reserve_next;
+        // A random start (RFC 8656 §7.2 asks for unpredictable ports), then
+        // a linear probe.
+        let start = rand::thread_rng().gen_range(0..span);
+        let mut attempts = 0;
+        for i in 0..span {
+            let port = (lo + (start + i) % span) as u16;
+            if even && port % 2 != 0 {
+                continue;
+            }
+            let adv = SocketAddr::new(adv_ip, port);
+            if self.taken(adv) {
+                continue;
+            }
+            let next = if reserve_next {
+                match port.checked_add(1).filter(|p| u32::from(*p) <= hi) {
+                    Some(p) if !self.taken(SocketAddr::new(adv_ip, p)) => Some(p),
+                    _ => continue,
+                }
+            } else {
+                None
+            };
+            attempts += 1;
+            if attempts > BIND_ATTEMPTS {
+                break;
+            }
+            let Ok(sock) = bind_std(SocketAddr::new(bind_ip, port)) else {
+                continue;
+            };
+            let held = match next {
+                Some(p) => match bind_std(SocketAddr::new(bind_ip, p)) {
+                    Ok(s) => Some((SocketAddr::new(adv_ip, p), s)),
+                    Err(_) => continue,
+                },
+                None => None,
+            };
+            if !self.start(adv, sock) {
+                return None;
+            }
+            if let Some((a, s)) = held {
+                self.held.insert(a, s);
+            }
+            return Some(adv);
+        }
+        tracing::warn!(
+            ip = %bind_ip,
+            "no free relay port in {}-{}",
+            self.ports.0,
+            self.ports.1
+        );
+        None
+    }
+
+    fn allocate_token(&mut self, reserved: SocketAddr) -> Option<SocketAddr> {
+        let sock = self.held.remove(&reserved)?;
+        self.start(reserved, sock).then_some(reserved)
+    }
+
+    fn release(&mut self, addr: SocketAddr) {
+        if let Some(r) = self.used.remove(&addr) {
+            r.reader.abort();
+        }
+        self.held.remove(&addr);
+    }
+}
+
+async fn relay_reader(sock: Arc<UdpSocket>, advertised: SocketAddr, tx: mpsc::Sender<Inbound>) {
+    let mut buf = vec![0u8; RELAY_BUF];
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                let p = Inbound::Packet {
+                    transport: Transport::Udp,
+                    local: advertised,
+                    remote: from,
+                    bytes: buf[..n].to_vec(),
+                    conn: None,
+                };
+                match tx.try_send(p) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::trace!(%advertised, "turn queue full: peer datagram dropped");
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%advertised, "relay recv: {e}");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- setup
+
+/// What `Server::bind` prepares and `Server::run` starts.
+pub(crate) struct TurnSetup {
+    config: ServerConfig,
+    users: BTreeMap<String, String>,
+    secret: Option<String>,
+    ips: [Option<(IpAddr, IpAddr)>; 2],
+    ports: (u16, u16),
+    summary: String,
+}
+
+impl TurnSetup {
+    /// How long a TCP/TLS connection that carries TURN may stay silent: an
+    /// allocation's longest lifetime plus a minute (the client refreshes
+    /// within it).
+    pub(crate) fn stream_idle(&self) -> Duration {
+        self.config.max_lifetime + Duration::from_secs(60)
+    }
+
+    /// A line for the startup banner.
+    pub(crate) fn summary(&self) -> &str {
+        &self.summary
+    }
+}
+
+fn invalid(msg: &'static str) -> crate::ServerError {
+    crate::ServerError::Config(ConfigError::Invalid(msg))
+}
+
+/// Check the `[turn]` section against the bound addresses; `None` when TURN
+/// is off.
+pub(crate) fn prepare(
+    config: &Config,
+    listen: &[SocketAddr],
+) -> Result<Option<TurnSetup>, crate::ServerError> {
+    let t: &TurnConfig = &config.turn;
+    if !t.enabled() {
+        return Ok(None);
+    }
+    let realm = t.realm.clone().unwrap_or_default();
+    let specific = |v4: bool| {
+        config
+            .stun
+            .listen
+            .iter()
+            .chain(listen)
+            .map(SocketAddr::ip)
+            .find(|ip| ip.is_ipv4() == v4 && !ip.is_unspecified())
+    };
+    let relay_for = |v4: bool| {
+        t.relay_ip
+            .iter()
+            .copied()
+            .find(|ip| ip.is_ipv4() == v4)
+            .or_else(|| specific(v4))
+    };
+    let mut ips: [Option<(IpAddr, IpAddr)>; 2] = [None, None];
+    for (k, v4) in [(0, true), (1, false)] {
+        if let Some(bind) = relay_for(v4) {
+            let adv = t
+                .external_ip
+                .iter()
+                .copied()
+                .find(|ip| ip.is_ipv4() == v4)
+                .unwrap_or(bind);
+            ips[k] = Some((bind, adv));
+        }
+    }
+    if ips.iter().all(Option::is_none) {
+        return Err(invalid(
+            "TURN needs a relay IP: give --relay-ip (turn.relay_ip) when listening on 0.0.0.0 or ::",
+        ));
+    }
+    // The relay IP must be bindable: find out now rather than on the first Allocate.
+    for (bind, _) in ips.iter().flatten() {
+        if let Err(source) = bind_std(SocketAddr::new(*bind, 0)) {
+            return Err(crate::ServerError::Bind {
+                transport: "udp",
+                addr: SocketAddr::new(*bind, 0),
+                source,
+            });
+        }
+    }
+    let mut policy = PeerPolicy::new();
+    for c in &t.allow_peer {
+        let c: Cidr = c
+            .parse()
+            .map_err(|_| invalid("turn.allow_peer: not a CIDR block"))?;
+        policy = policy.allow(c);
+    }
+    for c in &t.deny_peer {
+        let c: Cidr = c
+            .parse()
+            .map_err(|_| invalid("turn.deny_peer: not a CIDR block"))?;
+        policy = policy.deny(c);
+    }
+    let mut own: Vec<IpAddr> = config
+        .stun
+        .listen
+        .iter()
+        .chain(listen)
+        .map(SocketAddr::ip)
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    for (b, a) in ips.iter().flatten() {
+        own.push(*b);
+        own.push(*a);
+    }
+    own.sort();
+    own.dedup();
+    let mut sc = ServerConfig::new(realm.clone());
+    sc.software = Some(config.stun.software.clone()).filter(|s| !s.is_empty());
+    sc.nonce_lifetime = Duration::from_secs(t.nonce_lifetime_secs);
+    sc.default_lifetime = Duration::from_secs(t.default_lifetime_secs);
+    sc.max_lifetime = Duration::from_secs(t.max_lifetime_secs);
+    sc.user_quota = (t.user_quota > 0).then_some(t.user_quota);
+    sc.total_quota = (t.total_quota > 0).then_some(t.total_quota);
+    sc.bandwidth = (t.max_bps > 0).then(|| Bandwidth {
+        bytes_per_sec: t.max_bps,
+        burst: t.max_bps.max(4096),
+    });
+    sc.peer_policy = policy;
+    sc.own_addresses = own;
+    sc.answer_binding = false;
+    let relays: Vec<String> = ips
+        .iter()
+        .flatten()
+        .map(|(b, a)| {
+            if a == b {
+                b.to_string()
+            } else {
+                format!("{b} (advertised as {a})")
+            }
+        })
+        .collect();
+    let summary = format!(
+        "TURN enabled: realm \"{realm}\", {} static user(s){}, relays on {} ports {}-{}, peers: {}{}",
+        t.users.len(),
+        if t.auth_secret.is_some() {
+            ", REST API secret"
+        } else {
+            ""
+        },
+        relays.join(" and "),
+        t.min_port,
+        t.max_port,
+        if t.allow_peer.is_empty() {
+            "public addresses only".to_owned()
+        } else {
+            format!("public addresses and {}", t.allow_peer.join(", "))
+        },
+        if t.deny_peer.is_empty() {
+            String::new()
+        } else {
+            format!(" except {}", t.deny_peer.join(", "))
+        },
+    );
+    Ok(Some(TurnSetup {
+        config: sc,
+        users: t.users.clone(),
+        secret: t.auth_secret.clone(),
+        ips,
+        ports: (t.min_port, t.max_port),
+        summary,
+    }))
+}
+
+/// Start the TURN task; `listening` are the UDP sockets to answer from.
+pub(crate) fn spawn(
+    setup: TurnSetup,
+    listening: HashMap<SocketAddr, Arc<UdpSocket>>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> TurnHandle {
+    let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+    let mut users = StaticUsers::new();
+    for (u, p) in &setup.users {
+        users.insert(u.clone(), p.clone());
+    }
+    let creds = Creds {
+        users,
+        has_users: !setup.users.is_empty(),
+        rest: setup.secret.as_ref().map(|s| RestSecret::new(s.as_bytes())),
+    };
+    let relays = DaemonRelays::new(setup.ips, setup.ports, tx.clone());
+    let epoch = (Instant::now(), SystemTime::now());
+    let server = TurnServer::new(setup.config, creds, relays, epoch);
+    let task = TurnTask {
+        server,
+        listening,
+        conns: HashMap::new(),
+        live: HashSet::new(),
+        relay_transport: HashMap::new(),
+        stats: TurnStats::default(),
+    };
+    tasks.spawn(task.run(rx));
+    TurnHandle { tx }
+}
+
+// ---------------------------------------------------------------- the task
+
+type ConnKey = (Transport, SocketAddr, SocketAddr);
+
+struct TurnTask {
+    server: TurnServer<Creds, DaemonRelays>,
+    listening: HashMap<SocketAddr, Arc<UdpSocket>>,
+    /// (transport, server address, client address) → the connection's queue.
+    conns: HashMap<ConnKey, mpsc::Sender<Vec<u8>>>,
+    live: HashSet<FiveTuple>,
+    relay_transport: HashMap<SocketAddr, Transport>,
+    stats: TurnStats,
+}
+
+impl TurnTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<Inbound>) {
+        loop {
+            let deadline = self.server.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                m = rx.recv() => {
+                    let Some(m) = m else { return };
+                    self.on_message(m).await;
+                    // Whatever else is queued, without waiting.
+                    for _ in 0..256 {
+                        match rx.try_recv() {
+                            Ok(m) => self.on_message(m).await,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = sleep => {
+                    self.server.handle_timeout(Instant::now());
+                    self.flush(None).await;
+                }
+            }
+        }
+    }
+
+    async fn on_message(&mut self, m: Inbound) {
+        match m {
+            Inbound::Packet {
+                transport,
+                local,
+                remote,
+                bytes,
+                conn,
+            } => {
+                let from_peer = self.server.is_relayed_address(local);
+                if !from_peer {
+                    if let Some(c) = conn {
+                        self.conns.entry((transport, local, remote)).or_insert(c);
+                    }
+                }
+                let t = if from_peer {
+                    self.relay_transport
+                        .get(&local)
+                        .copied()
+                        .unwrap_or(Transport::Udp)
+                } else {
+                    transport
+                };
+                let before = *self.server.counters();
+                self.server.handle_input(
+                    Instant::now(),
+                    Datagram {
+                        transport,
+                        local,
+                        remote,
+                        bytes: &bytes,
+                    },
+                );
+                let after = *self.server.counters();
+                let s = &mut self.stats.by_transport[transport_index(t)];
+                if !from_peer {
+                    s.client_packets_in += 1;
+                }
+                s.requests += after.requests - before.requests;
+                s.auth_failures += after.auth_failures - before.auth_failures;
+                s.bytes_to_peer += after.bytes_to_peer - before.bytes_to_peer;
+                s.packets_to_peer += after.packets_to_peer - before.packets_to_peer;
+                s.bytes_to_client += after.bytes_to_client - before.bytes_to_client;
+                s.packets_to_client += after.packets_to_client - before.packets_to_client;
+                self.flush(Some(t)).await;
+            }
+            Inbound::Closed {
+                transport,
+                local,
+                remote,
+            } => {
+                self.conns.remove(&(transport, local, remote));
+            }
+            Inbound::Stats(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+        }
+    }
+
+    fn snapshot(&self) -> TurnStats {
+        let mut st = self.stats.clone();
+        st.counters = *self.server.counters();
+        for s in &mut st.by_transport {
+            s.allocations = 0;
+            s.permissions = 0;
+            s.channels = 0;
+        }
+        let now = Instant::now();
+        for ft in &self.live {
+            if let Some(a) = self.server.allocation(now, ft) {
+                let s = &mut st.by_transport[transport_index(ft.transport)];
+                s.allocations += 1;
+                s.permissions += a.permissions as u64;
+                s.channels += a.channels as u64;
+            }
+        }
+        st
+    }
+
+    /// Send what the server queued, then log its events.
+    async fn flush(&mut self, transport: Option<Transport>) {
+        while let Some(t) = self.server.poll_transmit() {
+            if t.transport == Transport::Udp {
+                let sock = self
+                    .listening
+                    .get(&t.source)
+                    .or_else(|| self.server.relays().socket(t.source))
+                    .cloned();
+                let to_client = self.listening.contains_key(&t.source);
+                let ok = match sock {
+                    Some(s) => match s.try_send_to(&t.contents, t.destination) {
+                        Ok(_) => true,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            s.send_to(&t.contents, t.destination).await.is_ok()
+                        }
+                        Err(e) => {
+                            tracing::debug!(to = %t.destination, from = %t.source, "turn send: {e}");
+                            false
+                        }
+                    },
+                    None => false,
+                };
+                if !ok {
+                    self.stats.send_errors += 1;
+                } else if to_client {
+                    self.stats.by_transport[0].client_packets_out += 1;
+                }
+                self.server.recycle(t.contents);
+            } else {
+                let key = (t.transport, t.source, t.destination);
+                let ok = match self.conns.get(&key) {
+                    Some(c) => c.try_send(t.contents).is_ok(),
+                    None => false,
+                };
+                if ok {
+                    self.stats.by_transport[transport_index(t.transport)].client_packets_out += 1;
+                } else {
+                    self.stats.send_errors += 1;
+                }
+            }
+        }
+        while let Some(e) = self.server.poll_event() {
+            self.on_event(e, transport);
+        }
+    }
+
+    fn ended(
+        &mut self,
+        how: &str,
+        user: &str,
+        five_tuple: FiveTuple,
+        relayed: &[SocketAddr],
+        traffic: p2p_turn::Traffic,
+    ) {
+        self.live.remove(&five_tuple);
+        for r in relayed {
+            self.relay_transport.remove(r);
+        }
+        tracing::info!(
+            %user,
+            client = %five_tuple.client,
+            transport = %five_tuple.transport,
+            relayed = ?relayed,
+            bytes_to_peer = traffic.bytes_to_peer,
+            packets_to_peer = traffic.packets_to_peer,
+            bytes_to_client = traffic.bytes_to_client,
+            packets_to_client = traffic.packets_to_client,
+            dropped_bandwidth = traffic.dropped_bandwidth,
+            "turn allocation {how}"
+        );
+    }
+
+    fn on_event(&mut self, e: ServerEvent, transport: Option<Transport>) {
+        match e {
+            ServerEvent::AllocationCreated {
+                user,
+                five_tuple,
+                relayed,
+                lifetime,
+            } => {
+                tracing::info!(
+                    %user,
+                    client = %five_tuple.client,
+                    server = %five_tuple.server,
+                    transport = %five_tuple.transport,
+                    relayed = ?relayed,
+                    lifetime_secs = lifetime.as_secs(),
+                    "turn allocation created"
+                );
+                for r in &relayed {
+                    self.relay_transport.insert(*r, five_tuple.transport);
+                }
+                self.live.insert(five_tuple);
+                self.stats.by_transport[transport_index(five_tuple.transport)]
+                    .allocations_created += 1;
+            }
+            ServerEvent::AllocationRefreshed {
+                user,
+                five_tuple,
+                lifetime,
+            } => {
+                tracing::debug!(
+                    %user,
+                    client = %five_tuple.client,
+                    transport = %five_tuple.transport,
+                    lifetime_secs = lifetime.as_secs(),
+                    "turn allocation refreshed"
+                );
+            }
+            ServerEvent::AllocationDeleted {
+                user,
+                five_tuple,
+                relayed,
+                traffic,
+            } => self.ended("deleted", &user, five_tuple, &relayed, traffic),
+            ServerEvent::AllocationExpired {
+                user,
+                five_tuple,
+                relayed,
+                traffic,
+            } => self.ended("expired", &user, five_tuple, &relayed, traffic),
+            ServerEvent::PermissionCreated { five_tuple, peer } => {
+                tracing::debug!(client = %five_tuple.client, %peer, "turn permission created");
+            }
+            ServerEvent::ChannelBound {
+                five_tuple,
+                channel,
+                peer,
+            } => {
+                tracing::debug!(client = %five_tuple.client, channel, %peer, "turn channel bound");
+            }
+            ServerEvent::AuthFailed {
+                remote,
+                username,
+                reason,
+            } => {
+                tracing::info!(
+                    %remote,
+                    username = username.as_deref().unwrap_or(""),
+                    reason = ?reason,
+                    transport = %transport.map_or("?".to_owned(), |t| t.to_string()),
+                    "turn authentication failed"
+                );
+            }
+            other => tracing::debug!(event = ?other, "turn event"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p2p_stun::{ChannelData, MessageBuilder, MessageClass, Method, TransactionId};
+
+    fn msg(method: Method, class: MessageClass) -> Vec<u8> {
+        let mut v = Vec::new();
+        MessageBuilder::new(
+            &mut v,
+            MessageType::new(method, class),
+            TransactionId::new([3; 12]),
+        )
+        .unwrap();
+        v
+    }
+
+    #[test]
+    fn turn_methods_and_channel_data_are_routed_binding_is_not() {
+        assert!(wants(&msg(Method::ALLOCATE, MessageClass::Request)));
+        assert!(wants(&msg(Method::REFRESH, MessageClass::Request)));
+        assert!(wants(&msg(Method::SEND, MessageClass::Indication)));
+        assert!(wants(&msg(
+            Method::CREATE_PERMISSION,
+            MessageClass::Request
+        )));
+        assert!(!wants(&msg(Method::BINDING, MessageClass::Request)));
+        assert!(!wants(&msg(Method::BINDING, MessageClass::Indication)));
+        let mut cd = Vec::new();
+        ChannelData::new(0x4001, b"x")
+            .unwrap()
+            .encode(&mut cd, false)
+            .unwrap();
+        assert!(wants(&cd));
+        assert!(!wants(&[]));
+        assert!(!wants(&[0x00]));
+        assert!(!wants(&[0x80, 0, 0, 0]));
+    }
+
+    #[test]
+    fn static_users_win_and_rest_usernames_are_checked() {
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let creds = Creds {
+            users: StaticUsers::new().with_user("alice", "secret"),
+            has_users: true,
+            rest: Some(RestSecret::new("s")),
+        };
+        let alg = PasswordAlgorithm::Sha256;
+        let k = |u: &str, p: &str| Key::long_term(u, "r", p, alg).unwrap();
+        assert_eq!(
+            creds.key("alice", "r", alg, wall),
+            Some(k("alice", "secret"))
+        );
+        let user = "2000000:bob";
+        let pass = RestSecret::new("s").password(user);
+        assert_eq!(creds.key(user, "r", alg, wall), Some(k(user, &pass)));
+        assert_eq!(creds.key("900000:bob", "r", alg, wall), None, "expired");
+        assert_eq!(creds.key("bob", "r", alg, wall), None);
+        assert!(creds.supports_userhash());
+        let h = p2p_stun::userhash("alice", "r").unwrap();
+        assert_eq!(
+            creds.username_for_userhash(&h, "r").as_deref(),
+            Some("alice")
+        );
+    }
+
+    #[tokio::test]
+    async fn relays_bind_advertise_reserve_and_release() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let public: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut r = DaemonRelays::new([Some((lo, public)), None], (42000, 42999), tx);
+        assert!(r.supports(AddressFamily::V4));
+        assert!(!r.supports(AddressFamily::V6));
+        assert_eq!(r.allocate(AddressFamily::V6, false, false), None);
+
+        let a = r.allocate(AddressFamily::V4, false, false).unwrap();
+        assert_eq!(a.ip(), public, "the external IP is advertised");
+        assert!((42000..=42999).contains(&a.port()));
+        let sock = r.socket(a).unwrap().clone();
+        assert_eq!(sock.local_addr().unwrap(), SocketAddr::new(lo, a.port()));
+
+        // What a peer sends to the bound socket arrives tagged with the
+        // advertised address.
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        peer.send_to(b"hi", SocketAddr::new(lo, a.port()))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let Inbound::Packet {
+            local,
+            remote,
+            bytes,
+            ..
+        } = got
+        else {
+            panic!("a packet");
+        };
+        assert_eq!(local, a);
+        assert_eq!(remote, peer.local_addr().unwrap());
+        assert_eq!(bytes, b"hi");
+
+        let e = r.allocate(AddressFamily::V4, true, true).unwrap();
+        assert_eq!(e.port() % 2, 0);
+        let next = SocketAddr::new(public, e.port() + 1);
+        assert!(r.socket(next).is_none(), "held, not yet in use");
+        assert_eq!(r.allocate_token(next), Some(next));
+        assert!(r.socket(next).is_some());
+        assert_eq!(r.allocate_token(next), None);
+
+        r.release(a);
+        assert!(r.socket(a).is_none());
+        // The port is free again once the aborted reader is dropped.
+        drop(sock);
+        let mut rebound = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if bind_std(SocketAddr::new(lo, a.port())).is_ok() {
+                rebound = true;
+                break;
+            }
+        }
+        assert!(rebound, "the released port is closed");
+    }
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# A real browser against `p2p serve`, on loopback only: headless Chromium
+# (Debian package `chromium`) driven by playwright-core (npm) opens the page
+# that the daemon serves at / in two tabs of one room; they meet through our
+# signaling server and chat over a WebRTC data channel:
+#   1. with iceTransportPolicy 'relay': the selected pair must be relay/relay
+#      and our TURN server's metrics must count the chat bytes as relayed;
+#   2. with the default policy: they connect (directly on this host).
+# Without Chromium (and no way to install it): skipped outside CI, a failure
+# in CI (CI=true).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+skip_or_fail() {
+  if [ "${CI:-}" = "true" ]; then
+    echo "browser: $1 (required in CI)" >&2
+    exit 1
+  fi
+  echo "browser: skipped: $1"
+  exit 0
+}
+
+# ---------------------------------------------------------------- tools
+CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$CHROMIUM" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "browser: installing chromium (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq chromium; } >"$TARGET/browser-apt.log" 2>&1 \
+      || { tail -n 20 "$TARGET/browser-apt.log" >&2; skip_or_fail "cannot install chromium"; }
+  fi
+  [ -x "$CHROMIUM" ] || skip_or_fail "no Chromium at $CHROMIUM (apt-get install chromium)"
+fi
+command -v node >/dev/null 2>&1 || skip_or_fail "node not found (apt-get install nodejs npm)"
+NODE_DIR="$TARGET/browser-node"
+if [ ! -f "$NODE_DIR/node_modules/playwright-core/package.json" ]; then
+  command -v npm >/dev/null 2>&1 || skip_or_fail "npm not found (apt-get install npm)"
+  echo "browser: installing playwright-core (npm) into $NODE_DIR"
+  mkdir -p "$NODE_DIR"
+  [ -f "$NODE_DIR/package.json" ] || echo '{"private": true}' >"$NODE_DIR/package.json"
+  # playwright-core downloads no browser: we use Debian's.
+  (cd "$NODE_DIR" && npm install --no-audit --no-fund --silent playwright-core@1) \
+    || skip_or_fail "cannot install playwright-core"
+fi
+export NODE_PATH="$NODE_DIR/node_modules"
+
+# ---------------------------------------------------------------- the server
+# Ports of our own, away from the defaults and from interop.sh's.
+STUN_PORT=34900
+SIGNALING_PORT=34901
+METRICS_PORT=34902
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/p2p-browser.XXXXXX")"
+PIDS=()
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "$rc" -ne 0 ]; then
+    echo "browser: FAILED; logs:" >&2
+    for f in "$WORK"/*.log; do
+      [ -f "$f" ] || continue
+      echo "--- $f" >&2
+      tail -n 40 "$f" >&2 || true
+    done
+  fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "browser: building p2p"
+cargo build --quiet -p p2p-cli
+P2P="$TARGET/debug/p2p"
+[ -x "$P2P" ] || { echo "browser: $P2P not found" >&2; exit 1; }
+
+# TURN with a REST secret: the signaling server hands each tab short-lived
+# credentials. Relaying between two tabs on this host means relaying to
+# loopback peers, which the default policy refuses.
+"$P2P" serve --listen "127.0.0.1:$STUN_PORT" --signaling "127.0.0.1:$SIGNALING_PORT" \
+  --realm p2p.test --auth-secret "browser-$$-$RANDOM" --allow-peer 127.0.0.0/8 \
+  --metrics "127.0.0.1:$METRICS_PORT" --log info >"$WORK/serve.log" 2>&1 &
+PIDS+=("$!")
+
+ready=0
+for _ in $(seq 1 100); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$SIGNALING_PORT") 2>/dev/null \
+    && (exec 3<>"/dev/tcp/127.0.0.1/$METRICS_PORT") 2>/dev/null; then
+    ready=1
+    break
+  fi
+  kill -0 "${PIDS[0]}" 2>/dev/null || break
+  sleep 0.1
+done
+[ "$ready" = 1 ] || { echo "browser: p2p serve did not start" >&2; exit 1; }
+
+# ---------------------------------------------------------------- the runs
+passed=0
+for policy in relay all; do
+  echo "browser: two tabs, iceTransportPolicy $policy"
+  out="$(timeout 120 node crates/server/tests/browser/chat.mjs \
+    --base "http://127.0.0.1:$SIGNALING_PORT" --policy "$policy" \
+    --metrics "http://127.0.0.1:$METRICS_PORT/metrics" --chromium "$CHROMIUM" \
+    2>"$WORK/node-$policy.log")" || { cat "$WORK/node-$policy.log" >&2; exit 1; }
+  echo "browser: ok: $out"
+  passed=$((passed + 1))
+done
+echo "browser: $passed passed, 0 failed"
