@@ -55,24 +55,12 @@ METRICS_PORT=34902
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/p2p-browser.XXXXXX")"
 PIDS=()
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cleanup() {
   local rc=$?
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [ "$rc" -ne 0 ]; then
-    echo "browser: FAILED; logs:" >&2
-    for f in "$WORK"/*.log; do
-      [ -f "$f" ] || continue
-      echo "--- $f" >&2
-      tail -n 40 "$f" >&2 || true
-    done
-  fi
+  stop_pids
+  dump_logs_on_failure "$rc" browser
   rm -rf "$WORK"
   exit "$rc"
 }

@@ -36,25 +36,12 @@ COTURN_TURN_PORT=34820  # coturn's turnserver with a long-term user
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/p2p-interop.XXXXXX")"
 PIDS=()
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cleanup() {
   local rc=$?
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    # Up to 3 s to stop on SIGTERM, then SIGKILL.
-    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [ "$rc" -ne 0 ]; then
-    echo "interop: FAILED; logs:" >&2
-    for f in "$WORK"/*.log; do
-      [ -f "$f" ] || continue
-      echo "--- $f" >&2
-      tail -n 40 "$f" >&2 || true
-    done
-  fi
+  stop_pids
+  dump_logs_on_failure "$rc" interop
   rm -rf "$WORK"
   exit "$rc"
 }

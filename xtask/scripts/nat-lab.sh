@@ -39,28 +39,15 @@ NAMESPACES=()
 PIDS=()
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/p2p-natlab.XXXXXX")"
 
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cleanup() {
   local rc=$?
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    # Up to 3 s to stop on SIGTERM, then SIGKILL.
-    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  stop_pids
   for ns in "${NAMESPACES[@]}"; do
     ip netns del "$ns" 2>/dev/null || true
   done
-  if [ "$rc" -ne 0 ]; then
-    echo "nat-lab: FAILED; logs:" >&2
-    for f in "$WORK"/*.log; do
-      [ -f "$f" ] || continue
-      echo "--- $f" >&2
-      tail -n 40 "$f" >&2 || true
-    done
-  fi
+  dump_logs_on_failure "$rc" nat-lab
   rm -rf "$WORK"
   exit "$rc"
 }
