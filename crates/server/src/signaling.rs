@@ -1,8 +1,8 @@
-//! The signaling server inside the daemon: `p2p_signaling::serve` behind the
-//! HTTP front of [`crate::web`], configured from `[signaling]`, handing out
+//! The signaling server inside the daemon: a `p2p_signaling::Server` fed by
+//! the HTTP front of [`crate::web`] (which hands it WebSocket upgrades), configured from `[signaling]`, handing out
 //! this daemon's own STUN and TURN servers in each `welcome`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,6 @@ const REST_USER_PREFIX: &str = "p2p-";
 /// The bound signaling port, ready to run.
 pub(crate) struct Signaling {
     front: TcpListener,
-    upstream: TcpListener,
     addr: SocketAddr,
     page: bool,
     config: ServerConfig,
@@ -58,19 +57,9 @@ pub(crate) async fn bind(
     };
     let front = TcpListener::bind(listen).await.map_err(err(listen))?;
     let addr = front.local_addr().map_err(err(listen))?;
-    // The private listener of the WebSocket server, reached only by the front.
-    let private = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let upstream = match TcpListener::bind(private).await {
-        Ok(l) => l,
-        Err(_) => {
-            let private6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 0));
-            TcpListener::bind(private6).await.map_err(err(private6))?
-        }
-    };
     let ice_servers = ice_servers(config, addrs);
     Ok(Some(Signaling {
         front,
-        upstream,
         addr,
         page: s.page,
         config: server_config(s, ice_servers),
@@ -186,12 +175,9 @@ impl Signaling {
     /// Start serving.
     pub(crate) fn spawn(self) -> Running {
         let (stop, stopped) = watch::channel(false);
-        let upstream = match self.upstream.local_addr() {
-            Ok(a) => a,
-            Err(_) => SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        };
+        let server = p2p_signaling::Server::start(self.config.clone());
         let front = Front {
-            upstream,
+            acceptor: server.acceptor(),
             page: self.page,
             // The WebSocket server refuses connections over its own limit
             // with close 1013; the front only keeps file descriptors bounded.
@@ -201,14 +187,14 @@ impl Signaling {
         let mut for_ws = stopped.clone();
         let task = tokio::spawn(async move {
             let front = web::run(self.front, front, stopped, GRACE);
-            let shutdown = async move {
+            let ws = async move {
                 let _ = for_ws.wait_for(|stop| *stop).await;
+                // Close every WebSocket (1001) while the front drains.
+                server.stop();
+                server
             };
-            let ws = p2p_signaling::serve(self.upstream, self.config, shutdown);
-            let ((), served) = tokio::join!(front, ws);
-            if let Err(e) = served {
-                tracing::error!(error = %e, "signaling: the WebSocket server failed");
-            }
+            let ((), server) = tokio::join!(front, ws);
+            server.finish().await;
         });
         Running { stop, task }
     }

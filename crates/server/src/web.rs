@@ -2,11 +2,10 @@
 //! answers `GET /` with the browser page itself and hands WebSocket upgrades
 //! to the signaling server.
 //!
-//! `p2p_signaling::serve` takes a whole `TcpListener` and upgrades every
-//! connection, so the front passes an upgrade on by opening a loopback
-//! connection to a private listener of that server and copying bytes both
-//! ways (the request head it already read first). Routing is the pure
-//! function [`route`], tested without a network.
+//! An upgrade goes to a `p2p_signaling::Acceptor` on the same TCP stream,
+//! with the bytes the front already read replayed first: no second socket,
+//! no copying. Routing is the pure function [`route`], tested without a
+//! network.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -159,8 +158,8 @@ pub(crate) fn route(head: &[u8], page: bool) -> Route {
 /// Settings of the front.
 #[derive(Debug, Clone)]
 pub(crate) struct Front {
-    /// The signaling server's private loopback listener.
-    pub(crate) upstream: SocketAddr,
+    /// Where WebSocket upgrades go.
+    pub(crate) acceptor: p2p_signaling::Acceptor,
     /// Serve the page at `/`.
     pub(crate) page: bool,
     /// Connections handled at once (WebSocket ones included); more are closed.
@@ -234,42 +233,9 @@ async fn connection(mut stream: TcpStream, addr: SocketAddr, front: &Front) {
             let _ = stream.shutdown().await;
         }
         Route::Upgrade => {
-            let mut up = match TcpStream::connect(front.upstream).await {
-                Ok(up) => up,
-                Err(e) => {
-                    tracing::warn!(error = %e, "signaling: cannot reach the WebSocket server");
-                    return;
-                }
-            };
-            let _ = up.set_nodelay(true);
-            // Everything read so far, head and any early frame, goes first.
-            if up.write_all(&buf).await.is_err() {
-                return;
-            }
-            splice(stream, up).await;
-        }
-    }
-}
-
-/// Copy both ways until the signaling server is done with the connection
-/// (it closed its side), or the client closed its side and the server
-/// followed within a few seconds.
-async fn splice(mut client: TcpStream, mut server: TcpStream) {
-    let (mut client_r, mut client_w) = client.split();
-    let (mut server_r, mut server_w) = server.split();
-    let down = async {
-        let _ = tokio::io::copy(&mut server_r, &mut client_w).await;
-        let _ = client_w.shutdown().await;
-    };
-    let up = async {
-        let _ = tokio::io::copy(&mut client_r, &mut server_w).await;
-        let _ = server_w.shutdown().await;
-    };
-    tokio::pin!(down, up);
-    tokio::select! {
-        () = &mut down => {}
-        () = &mut up => {
-            let _ = tokio::time::timeout(Duration::from_secs(5), down).await;
+            // Everything read so far, head and any early frame, goes to the
+            // WebSocket handshake first.
+            front.acceptor.serve_after(buf, stream, addr).await;
         }
     }
 }

@@ -70,4 +70,4 @@ pub use client::{
     WsTransport,
 };
 #[cfg(feature = "server")]
-pub use server::{serve, ServerConfig};
+pub use server::{serve, Acceptor, Server, ServerConfig};

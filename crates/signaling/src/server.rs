@@ -8,13 +8,17 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -84,36 +88,21 @@ impl std::fmt::Debug for ServerConfig {
 /// close frame (1001, going away), waits up to two seconds for the connection
 /// tasks, and returns. Accept errors (such as running out of file
 /// descriptors) are logged and retried, not returned.
+///
+/// To serve connections accepted elsewhere (behind an HTTP front that also
+/// serves pages, say), use [`Server`] instead.
 pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let now = Instant::now().into_std();
-    let rooms = Rooms::new(config.limits.clone())
-        .with_auth(config.auth.clone())
-        .with_ice_servers(config.ice_servers.clone(), (now, SystemTime::now()));
-    let frame_cap = config
-        .max_frame_size
-        .unwrap_or_else(|| config.limits.max_message_size.saturating_mul(2));
-    let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(frame_cap))
-        .max_frame_size(Some(frame_cap));
-    let (events_tx, events_rx) = mpsc::channel::<Event>(1024);
-    let hub_task = tokio::spawn(hub(rooms, events_rx));
-    let (stop_tx, stop_rx) = watch::channel(false);
     // Bounds the connection tasks, handshakes included.
     let slots = Arc::new(Semaphore::new(
         config.limits.max_connections.saturating_add(64),
     ));
+    let server = Server::start(config);
+    let acceptor = server.acceptor();
     let mut tasks = JoinSet::new();
-    let shared = Arc::new(ConnShared {
-        events: events_tx,
-        ws_config,
-        heartbeat: config.heartbeat_interval.max(Duration::from_millis(10)),
-        handshake_timeout: config.handshake_timeout,
-        queue: config.outbound_queue.max(1),
-    });
 
     tokio::pin!(shutdown);
     loop {
@@ -126,10 +115,9 @@ pub async fn serve(
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    let shared = shared.clone();
-                    let stop = stop_rx.clone();
+                    let acceptor = acceptor.clone();
                     tasks.spawn(async move {
-                        connection(stream, addr, shared, stop).await;
+                        acceptor.serve(stream, addr).await;
                         drop(permit);
                     });
                 }
@@ -143,8 +131,8 @@ pub async fn serve(
     }
 
     tracing::debug!(open = tasks.len(), "signaling: shutting down");
-    let _ = stop_tx.send(true);
-    drop(shared);
+    server.stop();
+    drop(acceptor);
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(2), drain)
         .await
@@ -152,9 +140,209 @@ pub async fn serve(
     {
         tasks.shutdown().await;
     }
-    // Every event sender is gone now, so the hub ends.
-    let _ = hub_task.await;
+    server.finish().await;
     Ok(())
+}
+
+/// A signaling server without a listener: the rooms and their task, to which
+/// connections accepted elsewhere are handed one at a time through an
+/// [`Acceptor`].
+///
+/// This is how a daemon serves the protocol on a port it also uses for other
+/// things: its HTTP front reads the request head, answers page requests
+/// itself, and passes WebSocket upgrades on with the bytes it already read
+/// ([`Acceptor::serve_after`]), with no second socket in between.
+///
+/// ```no_run
+/// # async fn f() -> std::io::Result<()> {
+/// use p2p_signaling::{Server, ServerConfig};
+/// let server = Server::start(ServerConfig::default());
+/// let acceptor = server.acceptor();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let (stream, addr) = listener.accept().await?;
+/// tokio::spawn(async move { acceptor.serve(stream, addr).await });
+/// // ... later:
+/// server.stop();
+/// server.finish().await;
+/// # Ok(()) }
+/// ```
+pub struct Server {
+    shared: Arc<ConnShared>,
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    hub_task: JoinHandle<()>,
+}
+
+/// Hands connections to a [`Server`]; cheap to clone, one per accept loop or
+/// connection task.
+#[derive(Clone)]
+pub struct Acceptor {
+    shared: Arc<ConnShared>,
+    stop: watch::Receiver<bool>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("stopped", &*self.stop_rx.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("stopped", &*self.stop.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Start the rooms' task. Must be called inside a tokio runtime.
+    pub fn start(config: ServerConfig) -> Server {
+        let now = Instant::now().into_std();
+        let rooms = Rooms::new(config.limits.clone())
+            .with_auth(config.auth.clone())
+            .with_ice_servers(config.ice_servers.clone(), (now, SystemTime::now()));
+        let frame_cap = config
+            .max_frame_size
+            .unwrap_or_else(|| config.limits.max_message_size.saturating_mul(2));
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(frame_cap))
+            .max_frame_size(Some(frame_cap));
+        let (events_tx, events_rx) = mpsc::channel::<Event>(1024);
+        let hub_task = tokio::spawn(hub(rooms, events_rx));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let shared = Arc::new(ConnShared {
+            events: events_tx,
+            ws_config,
+            heartbeat: config.heartbeat_interval.max(Duration::from_millis(10)),
+            handshake_timeout: config.handshake_timeout,
+            queue: config.outbound_queue.max(1),
+        });
+        Server {
+            shared,
+            stop_tx,
+            stop_rx,
+            hub_task,
+        }
+    }
+
+    /// A handle to pass connections in.
+    pub fn acceptor(&self) -> Acceptor {
+        Acceptor {
+            shared: self.shared.clone(),
+            stop: self.stop_rx.clone(),
+        }
+    }
+
+    /// Tell every open connection to close (1001, going away); connections
+    /// handed in from now on are closed at once.
+    pub fn stop(&self) {
+        let _ = self.stop_tx.send(true);
+    }
+
+    /// Stop (if not done yet) and wait for the rooms' task to end, which it
+    /// does once every connection has closed and every [`Acceptor`] is gone.
+    /// Gives up after five seconds.
+    pub async fn finish(self) {
+        self.stop();
+        let Server {
+            shared, hub_task, ..
+        } = self;
+        drop(shared);
+        let mut hub_task = hub_task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut hub_task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("signaling: connections still open after shutdown; dropping them");
+            hub_task.abort();
+        }
+    }
+}
+
+impl Acceptor {
+    /// Run the WebSocket handshake on `stream` and serve the protocol on it
+    /// until either side closes or the server stops.
+    pub async fn serve<S>(&self, stream: S, addr: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        connection(stream, addr, self.shared.clone(), self.stop.clone()).await;
+    }
+
+    /// [`Acceptor::serve`] on a stream whose first bytes (`read`, the HTTP
+    /// upgrade request head and anything after it) were already read from it.
+    pub async fn serve_after<S>(&self, read: Vec<u8>, stream: S, addr: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let stream = Rewind {
+            read,
+            at: 0,
+            inner: stream,
+        };
+        connection(stream, addr, self.shared.clone(), self.stop.clone()).await;
+    }
+}
+
+/// A stream that yields `read[at..]` before reading from `inner`.
+struct Rewind<S> {
+    read: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.read.len() {
+            let n = buf.remaining().min(this.read.len() - this.at);
+            buf.put_slice(&this.read[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.read.len() {
+                this.read = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 struct ConnShared {
@@ -279,12 +467,17 @@ fn deliver(
     }
 }
 
-async fn connection(
-    stream: TcpStream,
-    addr: std::net::SocketAddr,
+async fn connection<S>(
+    stream: S,
+    addr: SocketAddr,
     shared: Arc<ConnShared>,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if *stop.borrow_and_update() {
+        return;
+    }
     let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(shared.ws_config));
     let ws = match tokio::time::timeout(shared.handshake_timeout, handshake).await {
         Ok(Ok(ws)) => ws,

@@ -412,3 +412,60 @@ async fn signaling_client_over_websocket() {
     assert!(bob.peers().is_empty());
     server.shutdown().await;
 }
+
+/// `Server` + `Acceptor::serve_after`: a front reads the upgrade request
+/// head itself (in two reads, as a real one might) and hands the stream on
+/// with those bytes; two peers meet through it, and `stop` closes them with
+/// 1001.
+#[tokio::test]
+async fn connections_handed_in_after_the_head_was_read() {
+    use tokio::io::AsyncReadExt;
+
+    let server = p2p_signaling::Server::start(ServerConfig::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}/signal", listener.local_addr().expect("addr"));
+    let acceptor = server.acceptor();
+    let front = tokio::spawn(async move {
+        for _ in 0..2 {
+            let (mut stream, addr) = listener.accept().await.expect("accept");
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 7];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut chunk).await.expect("read head");
+                assert!(n > 0, "client closed before its head ended");
+                head.extend_from_slice(&chunk[..n]);
+            }
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move { acceptor.serve_after(head, stream, addr).await });
+        }
+    });
+
+    let mut alice = WsTransport::connect(&url).await.expect("alice connects");
+    let pa = welcome(&mut alice).await;
+    let mut bob = WsTransport::connect(&url).await.expect("bob connects");
+    let pb = welcome(&mut bob).await;
+    timeout(STEP, front)
+        .await
+        .expect("front in time")
+        .expect("front");
+    assert_ne!(pa, pb);
+
+    send(&mut alice, join("handed", "alice")).await;
+    assert!(matches!(next(&mut alice).await, ServerMsg::Joined { .. }));
+    send(&mut bob, join("handed", "bob")).await;
+    assert!(matches!(next(&mut bob).await, ServerMsg::Joined { .. }));
+    match next(&mut alice).await {
+        ServerMsg::PeerJoined { peer, .. } => assert_eq!(peer.id, pb),
+        other => panic!("expected peer-joined, got {other:?}"),
+    }
+
+    server.stop();
+    // Both see the connection end (a close frame, then the end of the stream).
+    for t in [&mut alice, &mut bob] {
+        let end = timeout(STEP, t.recv()).await.expect("closed in time");
+        assert!(matches!(end, Ok(None) | Err(_)), "{end:?}");
+    }
+    timeout(STEP, server.finish())
+        .await
+        .expect("finishes in time");
+}

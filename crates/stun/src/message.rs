@@ -31,12 +31,26 @@ pub struct Message<'a> {
     typ: MessageType,
     tid: TransactionId,
     legacy: bool,
+    /// How many entries of `index` are filled.
+    indexed: u8,
+    /// Whether the protected region has more attributes than `index` holds
+    /// (then lookups past the index walk the rest of the message).
+    overflow: bool,
+    /// The first [`INDEX_CAP`] attributes before the integrity attributes,
+    /// recorded by [`Message::decode`] so that [`Message::get`] scans a few
+    /// words instead of walking the message again: `type << 16 | offset`.
+    index: [u32; INDEX_CAP],
     /// Attributes at offsets below this are "before integrity" and all visible.
     protected_end: usize,
     integrity: Option<usize>,
     integrity_sha256: Option<usize>,
     fingerprint: Option<usize>,
 }
+
+/// How many attributes [`Message::decode`] indexes. An ICE check has six,
+/// a TURN Allocate request about eight; larger messages still work, by
+/// walking past the indexed ones.
+const INDEX_CAP: usize = 16;
 
 impl<'a> std::fmt::Debug for Message<'a> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,6 +110,9 @@ impl<'a> Message<'a> {
             typ,
             tid: TransactionId::new(tid),
             legacy,
+            indexed: 0,
+            overflow: false,
+            index: [0; INDEX_CAP],
             protected_end: end,
             integrity: None,
             integrity_sha256: None,
@@ -139,6 +156,17 @@ impl<'a> Message<'a> {
                 AttrType::FINGERPRINT => {
                     msg.fingerprint = Some(off);
                     msg.protected_end = msg.protected_end.min(off);
+                }
+                // Visible attributes before the first integrity attribute:
+                // index them. Offsets fit in 16 bits since a message is at
+                // most 20 + 65535 bytes and `off` is below its end.
+                _ if msg.protected_end == end => {
+                    if let Some(slot) = msg.index.get_mut(usize::from(msg.indexed)) {
+                        *slot = u32::from(attr.0) << 16 | (off - HEADER_LEN) as u32;
+                        msg.indexed += 1;
+                    } else {
+                        msg.overflow = true;
+                    }
                 }
                 _ => {}
             }
@@ -191,9 +219,46 @@ impl<'a> Message<'a> {
         .chain(tail.into_iter().flatten().map(raw_at))
     }
 
+    /// The attribute whose header sits at `off` (an offset `decode` checked).
+    fn raw_at(&self, off: usize) -> RawAttribute<'a> {
+        RawAttribute {
+            typ: AttrType(be16(self.buf, off)),
+            value: &self.buf[off + 4..off + 4 + usize::from(be16(self.buf, off + 2))],
+        }
+    }
+
     /// The first attribute of a type, raw.
     pub fn get_raw(&self, typ: AttrType) -> Option<RawAttribute<'a>> {
-        self.attributes().find(|a| a.typ == typ)
+        // The integrity attributes are never in the protected region: the
+        // first of each ends it.
+        match typ {
+            AttrType::MESSAGE_INTEGRITY => return self.integrity.map(|o| self.raw_at(o)),
+            AttrType::MESSAGE_INTEGRITY_SHA256 => {
+                return self.integrity_sha256.map(|o| self.raw_at(o))
+            }
+            AttrType::FINGERPRINT => return self.fingerprint.map(|o| self.raw_at(o)),
+            _ => {}
+        }
+        let indexed = &self.index[..usize::from(self.indexed)];
+        if let Some(e) = indexed.iter().find(|e| (**e >> 16) as u16 == typ.0) {
+            return Some(self.raw_at(HEADER_LEN + (e & 0xFFFF) as usize));
+        }
+        if !self.overflow {
+            return None;
+        }
+        // Past the index: walk from the last indexed attribute onwards.
+        let last = indexed
+            .last()
+            .map_or(HEADER_LEN, |e| HEADER_LEN + (e & 0xFFFF) as usize);
+        let mut off = last + 4 + usize::from(be16(self.buf, last + 2)).next_multiple_of(4);
+        while off < self.protected_end {
+            let a = self.raw_at(off);
+            if a.typ == typ {
+                return Some(a);
+            }
+            off += 4 + a.value.len().next_multiple_of(4);
+        }
+        None
     }
 
     /// The first attribute of type `A`, decoded; `Ok(None)` when absent.

@@ -373,3 +373,34 @@ mod props {
         }
     }
 }
+
+#[test]
+fn lookups_find_every_attribute_of_a_large_message_first_of_each_type() {
+    // 40 attributes, more than `decode` indexes, with repeats: `get_raw`
+    // must find the first of each type wherever it sits, as a walk would.
+    let values: Vec<[u8; 4]> = (0..40u32).map(|i| i.to_be_bytes()).collect();
+    let attrs: Vec<(u16, &[u8])> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (0x8100 + (i % 25) as u16, v.as_slice()))
+        .collect();
+    let mut with_mi = attrs.clone();
+    with_mi.push((0x0008, &[0u8; 20]));
+    with_mi.push((0x8199, b"late")); // after MESSAGE-INTEGRITY: ignored
+    for bytes in [with_attrs(&attrs), with_attrs(&with_mi)] {
+        let m = Message::decode(&bytes).expect("decodes");
+        for t in 0x8100..0x8100 + 25u16 {
+            let walked = m.attributes().find(|a| a.typ == AttrType(t));
+            let found = m.get_raw(AttrType(t));
+            assert_eq!(found, walked, "type {t:#06x}");
+            let first = u32::from(t - 0x8100);
+            assert_eq!(found.map(|a| a.value), Some(&first.to_be_bytes()[..]));
+        }
+        assert_eq!(m.get_raw(AttrType(0x8199)), None);
+        assert_eq!(m.get_raw(AttrType(0x8200)), None);
+        assert_eq!(
+            m.get_raw(AttrType::MESSAGE_INTEGRITY).is_some(),
+            m.has_integrity()
+        );
+    }
+}
