@@ -21,5 +21,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = m.verify_integrity(&key);
         let _ = m.verify_integrity_sha256(&key);
         let _ = m.unknown_comprehension_required(|t| t.is_known()).count();
+        // The attribute index built by `decode` must agree with a walk.
+        for a in m.attributes() {
+            let walked = m.attributes().find(|b| b.typ == a.typ);
+            assert_eq!(m.get_raw(a.typ), walked);
+        }
     }
 });

@@ -34,6 +34,11 @@ fn stun_decode_corpus() {
         decoded += 1;
         let _ = m.verify_fingerprint();
         let _ = m.verify_integrity(&key);
+        // The index `decode` builds finds what a walk finds.
+        for a in m.attributes() {
+            let walked = m.attributes().find(|b| b.typ == a.typ);
+            assert_eq!(m.get_raw(a.typ), walked, "{name}: {:?}", a.typ);
+        }
         let mut out = Vec::new();
         let mut b = MessageBuilder::new(&mut out, m.typ(), m.transaction_id()).unwrap();
         for a in m.attributes() {
