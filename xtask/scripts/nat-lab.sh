@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
 # The NAT lab: real Linux NATs in network namespaces (see docs/nat-lab.md).
 #
-#   p2plab-srv   203.0.113.10 + .11 on a bridge (the "public" segment),
-#                runs `p2p serve --listen 203.0.113.10:3478 --alt-listen 203.0.113.11:3479`
+#   p2plab-srv   203.0.113.10 + .11 on a bridge (the "public" segment), runs
+#                `p2p serve`: STUN (RFC 5780 with --alt-listen), TURN over
+#                UDP/TCP/TLS and signaling on 203.0.113.10:8080
 #   p2plab-rN    a NAT router: WAN 203.0.113.10N on the bridge, LAN 10.0.N.1/24
-#   p2plab-cN    a client 10.0.N.2 behind router N, runs `p2p nat-type --json`
+#   p2plab-cN    a client 10.0.N.2 behind router N (router 1 also has
+#                p2plab-c1b, 10.0.1.3, on the same LAN)
 #
 #   router 1: MASQUERADE                         -> EIM mapping, APD filtering
 #   router 2: MASQUERADE --random-fully          -> APD mapping, APD filtering
 #   router 3: SNAT + DNAT of all inbound UDP     -> EIM mapping, EI filtering
+#   router 4: MASQUERADE (a second one)          -> EIM mapping, APD filtering
+#   router 5: MASQUERADE --random-fully (second) -> APD mapping, APD filtering
+#   router 6: MASQUERADE, UDP dropped; only TCP to the server's ports passes
+#
+# Part 1 checks that `p2p nat-type` names routers 1-5 right. Part 2 runs two
+# `p2p connect` peers per scenario (same LAN, NAT pairs, UDP blocked, a
+# lossy slow link) and asserts the path ICE ends on; it prints a table.
 #
 # Only namespaces this script creates are touched (every link is created
 # inside them); all of it is deleted on exit, failure included. Needs root;
@@ -32,9 +41,16 @@ command -v iptables >/dev/null 2>&1 || skip_or_fail "iptables not installed"
 
 PREFIX="p2plab"
 SRV="$PREFIX-srv"
-ROUTERS=(1 2 3)
-SERVER="203.0.113.10:3478"
+ROUTERS=(1 2 3 4 5 6)
+NATTYPE_ROUTERS=(1 2 3 4 5)
+SERVER_IP="203.0.113.10"
+SERVER="$SERVER_IP:3478"
 ALT="203.0.113.11:3479"
+TLS_PORT=5349
+SIGNALING="ws://$SERVER_IP:8080/ws"
+TURN_USER="lab"
+TURN_PASS="nat-lab-secret"
+SCENARIO_TIMEOUT=45 # seconds a scenario's peers may take, all told
 NAMESPACES=()
 PIDS=()
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/p2p-natlab.XXXXXX")"
@@ -66,8 +82,21 @@ new_ns() {
 
 echo "nat-lab: building p2p"
 cargo build --quiet -p p2p-cli
-P2P="${CARGO_TARGET_DIR:-$ROOT/target}/debug/p2p"
+# Where cargo put it: CARGO_TARGET_DIR (relative to the workspace) or target/.
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+P2P="$TARGET_DIR/debug/p2p"
 [ -x "$P2P" ] || fail "$P2P not found"
+
+# add_client ROUTER_NS CLIENT_NS PORT IP GATEWAY: a client on the router's LAN bridge.
+add_client() {
+  ip -n "$1" link add "$3" type veth peer name eth0 netns "$2"
+  in_ns "$1" ip link set "$3" master lan
+  in_ns "$1" ip link set "$3" up
+  in_ns "$2" ip addr add "$4/24" dev eth0
+  in_ns "$2" ip link set eth0 up
+  in_ns "$2" ip route add default via "$5"
+}
 
 # ---------------------------------------------------------------- the public segment
 new_ns "$SRV"
@@ -88,15 +117,16 @@ for n in "${ROUTERS[@]}"; do
   in_ns "$SRV" ip link set "sw$n" up
   in_ns "$r" ip addr add "203.0.113.10$n/24" dev wan
   in_ns "$r" ip link set wan up
-  # LAN: router <-> client.
-  ip -n "$r" link add lan type veth peer name eth0 netns "$c"
+  # LAN: a bridge in the router, a veth port to each client.
+  in_ns "$r" ip link add lan type bridge
   in_ns "$r" ip addr add "10.0.$n.1/24" dev lan
   in_ns "$r" ip link set lan up
-  in_ns "$c" ip addr add "10.0.$n.2/24" dev eth0
-  in_ns "$c" ip link set eth0 up
-  in_ns "$c" ip route add default via "10.0.$n.1"
+  add_client "$r" "$c" lp0 "10.0.$n.2" "10.0.$n.1"
   in_ns "$r" sysctl -qw net.ipv4.ip_forward=1
 done
+# A second client on router 1's LAN, for the same-LAN scenario.
+new_ns "$PREFIX-c1b"
+add_client "$PREFIX-r1" "$PREFIX-c1b" lp1 10.0.1.3 10.0.1.1
 
 # Router 1: plain MASQUERADE (ports preserved when free).
 in_ns "$PREFIX-r1" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
@@ -106,9 +136,56 @@ in_ns "$PREFIX-r2" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE --random-
 # the client on the same port, whoever sends it ("full cone").
 in_ns "$PREFIX-r3" iptables -t nat -A POSTROUTING -o wan -p udp -j SNAT --to-source 203.0.113.103
 in_ns "$PREFIX-r3" iptables -t nat -A PREROUTING -i wan -p udp -j DNAT --to-destination 10.0.3.2
+# (TCP, for signaling, is plainly masqueraded.)
+in_ns "$PREFIX-r3" iptables -t nat -A POSTROUTING -o wan -p tcp -j MASQUERADE
+# Routers 4 and 5: second copies of 1 and 2, so that a pair of NATs of one kind exists.
+in_ns "$PREFIX-r4" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
+in_ns "$PREFIX-r5" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE --random-fully
+# Unsolicited UDP to a router's own WAN address is dropped in INPUT. Without
+# this, a peer's check that arrives before the local peer's first packet
+# leaves a conntrack entry (203.0.113.10M:P -> 203.0.113.10N:Q) in the
+# router; the local peer's own packet to that peer then clashes with it and
+# MASQUERADE picks another port: the mapping stops being endpoint-independent
+# exactly when two peers punch holes at once. A dropped packet is never
+# confirmed in conntrack, so no entry is left. (Router 3 DNATs all UDP to its
+# client instead; router 6 has its own firewall below.)
+for n in 1 2 4 5; do
+  in_ns "$PREFIX-r$n" iptables -A INPUT -i wan -p udp -m conntrack --ctstate NEW -j DROP
+done
+# Router 6: a firewall that lets nothing out but TCP to the server's TURN
+# (3478), TURN-over-TLS (5349) and signaling (8080) ports; UDP is dropped.
+in_ns "$PREFIX-r6" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
+in_ns "$PREFIX-r6" iptables -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+in_ns "$PREFIX-r6" iptables -A FORWARD -i lan -o wan -p tcp -d "$SERVER_IP" \
+  -m multiport --dports 3478,$TLS_PORT,8080 -j ACCEPT
+in_ns "$PREFIX-r6" iptables -A FORWARD -i lan -o wan -j DROP
+
+# ---------------------------------------------------------------- a certificate for turns:
+# A throwaway CA and a leaf for IP 203.0.113.10 (what the peers' turns: URI names).
+TLS_ARGS=()
+TLS_SKIP=""
+if command -v openssl >/dev/null 2>&1; then
+  ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  openssl req -x509 "${ec[@]}" -keyout "$WORK/ca.key" -out "$WORK/ca.pem" -days 2 \
+    -subj /CN=p2p-nat-lab-ca >"$WORK/openssl.log" 2>&1
+  openssl req "${ec[@]}" -keyout "$WORK/key.pem" -out "$WORK/leaf.csr" \
+    -subj "/CN=$SERVER_IP" >>"$WORK/openssl.log" 2>&1
+  printf 'subjectAltName=IP:%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    "$SERVER_IP" >"$WORK/leaf.ext"
+  openssl x509 -req -in "$WORK/leaf.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" \
+    -CAcreateserial -days 2 -extfile "$WORK/leaf.ext" -out "$WORK/cert.pem" >>"$WORK/openssl.log" 2>&1
+  TLS_ARGS=(--tls-listen "$SERVER_IP:$TLS_PORT" --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
+else
+  TLS_SKIP="openssl not installed (no certificate for turns:)"
+fi
 
 # ---------------------------------------------------------------- the server
+# --user-quota 0: every scenario's peers allocate with the one lab user, and
+# allocations outlive the peers (p2p connect does not deallocate on close), so
+# the default quota of 10 would refuse the sixth scenario.
 ip netns exec "$SRV" "$P2P" serve --listen "$SERVER" --alt-listen "$ALT" --software "p2p nat-lab" \
+  --realm nat-lab --user "$TURN_USER:$TURN_PASS" --relay-ip "$SERVER_IP" --user-quota 0 \
+  --signaling "$SERVER_IP:8080" --no-page "${TLS_ARGS[@]}" \
   >"$WORK/serve.log" 2>&1 &
 PIDS+=($!)
 ready=0
@@ -117,13 +194,29 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 [ "$ready" = 1 ] || fail "the server in $SRV does not answer on $SERVER"
+grep -q "signaling on" "$WORK/serve.log" || fail "the server serves no signaling"
 # That probe made a mapping in router 1: start each scenario clean.
-in_ns "$PREFIX-r1" conntrack -F >/dev/null 2>&1 || true
+flush_conntrack() {
+  local n
+  for n in "${ROUTERS[@]}"; do in_ns "$PREFIX-r$n" conntrack -F >/dev/null 2>&1 || true; done
+}
+flush_conntrack
 
-# ---------------------------------------------------------------- the scenarios
-declare -A WANT_MAPPING=([1]=endpoint-independent [2]=address-and-port-dependent [3]=endpoint-independent)
-declare -A WANT_FILTERING=([1]=address-and-port-dependent [2]=address-and-port-dependent [3]=endpoint-independent)
-declare -A NAME=([1]="MASQUERADE" [2]="MASQUERADE --random-fully" [3]="SNAT + DNAT (full cone)")
+# Router 6 must really block UDP and let TCP to the server through.
+if timeout 10 ip netns exec "$PREFIX-c6" "$P2P" stun "$SERVER" >"$WORK/r6-udp.log" 2>&1; then
+  fail "router 6 lets UDP to $SERVER through"
+fi
+timeout 10 ip netns exec "$PREFIX-c6" "$P2P" stun --tcp "$SERVER" >"$WORK/r6-tcp.log" 2>&1 \
+  || fail "router 6 blocks TCP to $SERVER: $(cat "$WORK/r6-tcp.log")"
+echo "nat-lab: router 6 drops UDP to $SERVER and passes TCP"
+
+# ---------------------------------------------------------------- part 1: p2p nat-type
+EIM=endpoint-independent
+APD=address-and-port-dependent
+declare -A WANT_MAPPING=([1]=$EIM [2]=$APD [3]=$EIM [4]=$EIM [5]=$APD)
+declare -A WANT_FILTERING=([1]=$APD [2]=$APD [3]=$EIM [4]=$APD [5]=$APD)
+declare -A NAME=([1]="MASQUERADE" [2]="MASQUERADE --random-fully" [3]="SNAT + DNAT (full cone)"
+  [4]="MASQUERADE (r4)" [5]="MASQUERADE --random-fully (r5)")
 
 field() { # field JSON KEY -> value (string or bare)
   sed -E "s/.*\"$2\":\"?([^\",}]*)\"?.*/\1/" <<<"$1"
@@ -131,7 +224,7 @@ field() { # field JSON KEY -> value (string or bare)
 
 rows=()
 failed=0
-for n in "${ROUTERS[@]}"; do
+for n in "${NATTYPE_ROUTERS[@]}"; do
   out="$(in_ns "$PREFIX-c$n" "$P2P" nat-type --json "$SERVER" 2>"$WORK/nat-type-$n.log")" \
     || fail "nat-type behind router $n: $(cat "$WORK/nat-type-$n.log")"
   echo "nat-lab: router $n (${NAME[$n]}): $out"
@@ -152,5 +245,9 @@ printf '%-28s %-22s %-28s %-28s %-5s %-5s %s\n' "NAT (router)" "mapped" "mapping
   "hairp" "port=" "verdict"
 for row in "${rows[@]}"; do echo "$row"; done
 echo
-[ "$failed" = 0 ] || fail "a NAT was named wrongly (expected: 1 EIM/APDF, 2 APDM/APDF, 3 EIM/EIF)"
+[ "$failed" = 0 ] || fail "a NAT was named wrongly (expected: 1, 4 EIM/APDF; 2, 5 APDM/APDF; 3 EIM/EIF)"
+
+# ---------------------------------------------------------------- part 2: ICE through the NATs
+# shellcheck source=nat-lab-ice.sh
+source "$(dirname "${BASH_SOURCE[0]}")/nat-lab-ice.sh"
 echo "nat-lab: all passed"

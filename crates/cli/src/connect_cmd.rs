@@ -1,6 +1,12 @@
 //! `p2p connect`: one peer. Lines on stdin go to the other peer, what
 //! arrives is written to stdout; progress goes to stderr (a one-line
 //! progress display when stderr is a terminal).
+//!
+//! For scripts: `--json` writes each progress line as a JSON object instead
+//! (`{"t_ms":…,"event":"connected","local_kind":"srflx",…}`, then `"ready"` with the
+//! time ICE took, and `"done"` at the end), and `--expect-lines N` makes it
+//! exit once N lines have arrived (after `--linger-ms`, so that the peer gets
+//! what we still send), failing if the connection closes before.
 
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
@@ -8,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use p2p_connect::{ConnectionEvent, IceServerUri, IceState, Peer, PeerConfig, Policy};
+use p2p_connect::{
+    ConnectionEvent, IceServerUri, IceState, Peer, PeerConfig, Policy, SelectedPath,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 type AnyError = Box<dyn std::error::Error>;
@@ -63,6 +71,22 @@ pub(crate) struct ConnectArgs {
     /// Seconds to wait for the other peer (default: forever).
     #[arg(long, value_name = "SECS")]
     peer_timeout: Option<u64>,
+    /// Progress on stderr as JSON lines (one object per event) for scripts.
+    #[arg(long)]
+    json: bool,
+    /// Exit once N lines have arrived (stdin ending does not close the
+    /// connection before that); exit with an error if it closes first.
+    #[arg(long, value_name = "N")]
+    expect_lines: Option<u64>,
+    /// With --expect-lines: stay this long after the Nth line, still sending
+    /// stdin, so that the peer's last lines are not cut short.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 500,
+        requires = "expect_lines"
+    )]
+    linger_ms: u64,
 }
 
 pub(crate) fn config(a: &ConnectArgs) -> Result<PeerConfig, AnyError> {
@@ -112,6 +136,59 @@ struct Progress {
     stage: String,
     local: usize,
     remote: usize,
+    /// When the other peer became known (ICE starts then).
+    peer_found: Option<Instant>,
+}
+
+/// The short name of an event in `--json` output.
+fn event_name(e: &ConnectionEvent) -> &'static str {
+    match e {
+        ConnectionEvent::SignalingConnected { .. } => "signaling_connected",
+        ConnectionEvent::Joined { .. } => "joined",
+        ConnectionEvent::PeerFound { .. } => "peer_found",
+        ConnectionEvent::SocketsBound(_) => "sockets_bound",
+        ConnectionEvent::LocalCandidate(_) => "local_candidate",
+        ConnectionEvent::RemoteCandidate(_) => "remote_candidate",
+        ConnectionEvent::GatheringComplete => "gathering_complete",
+        ConnectionEvent::TurnAllocated { .. } => "turn_allocated",
+        ConnectionEvent::TurnFailed { .. } => "turn_failed",
+        ConnectionEvent::StateChanged(_) => "state",
+        ConnectionEvent::Connected(_) => "connected",
+        ConnectionEvent::PathChanged(_) => "path_changed",
+        ConnectionEvent::Disconnected => "disconnected",
+        ConnectionEvent::Restarting => "restarting",
+        ConnectionEvent::SignalingLost => "signaling_lost",
+        ConnectionEvent::Closed(_) => "closed",
+        _ => "other",
+    }
+}
+
+/// Adds a selected path to a `--json` object as flat keys (easy to pick
+/// out of a line with `sed`): `local_kind`, `local_address`, `remote_kind`,
+/// `remote_address`.
+fn add_path(v: &mut serde_json::Value, p: &SelectedPath) {
+    v["local_kind"] = p.local.kind.to_string().into();
+    v["local_address"] = p.local.address.to_string().into();
+    v["remote_kind"] = p.remote.kind.to_string().into();
+    v["remote_address"] = p.remote.address.to_string().into();
+}
+
+/// One `--json` progress line for an event, or `None` for events not worth one.
+fn event_json(e: &ConnectionEvent, started: Instant) -> Option<serde_json::Value> {
+    let text = describe(e)?;
+    let mut v = serde_json::json!({
+        "t_ms": ms(started.elapsed()),
+        "event": event_name(e),
+        "text": text,
+    });
+    if let ConnectionEvent::Connected(p) | ConnectionEvent::PathChanged(p) = e {
+        add_path(&mut v, p);
+    }
+    Some(v)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn short(c: &str) -> String {
@@ -180,7 +257,8 @@ pub(crate) fn describe(e: &ConnectionEvent) -> Option<String> {
 
 pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
     let peer = Peer::new(config(&a)?)?;
-    let tty = std::io::stderr().is_terminal();
+    let json = a.json;
+    let tty = !json && std::io::stderr().is_terminal();
     let progress = Arc::new(Mutex::new(Progress {
         stage: "connecting to the signaling server".into(),
         ..Progress::default()
@@ -193,11 +271,18 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             ConnectionEvent::LocalCandidate(_) => p.local += 1,
             ConnectionEvent::RemoteCandidate(_) => p.remote += 1,
             ConnectionEvent::Joined { .. } => p.stage = "waiting for the other peer".into(),
-            ConnectionEvent::PeerFound { .. } => p.stage = "gathering".into(),
+            ConnectionEvent::PeerFound { .. } => {
+                p.stage = "gathering".into();
+                p.peer_found = Some(Instant::now());
+            }
             ConnectionEvent::StateChanged(IceState::Checking) => p.stage = "checking".into(),
             _ => {}
         }
-        if let Some(line) = describe(e) {
+        if json {
+            if let Some(v) = event_json(e, started) {
+                eprintln!("{v}");
+            }
+        } else if let Some(line) = describe(e) {
             if tty {
                 eprint!("\r\x1b[K");
             }
@@ -227,13 +312,51 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
         eprint!("\r\x1b[K");
     }
     let conn = conn?;
-    eprintln!(
-        "p2p connect: ready in {:.0} ms; type lines to send, Ctrl-D to quit",
-        started.elapsed().as_secs_f64() * 1000.0
-    );
+    let ready = started.elapsed();
+    let ice = progress
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .peer_found
+        .map(|t| t.elapsed());
+    if json {
+        let mut v = serde_json::json!({
+            "t_ms": ms(ready),
+            "event": "ready",
+            "ms": ms(ready),
+            "ice_ms": ice.map(ms),
+        });
+        if let Some(p) = conn.selected_path() {
+            add_path(&mut v, &p);
+        }
+        eprintln!("{v}");
+    } else {
+        let ice = ice
+            .map(|d| format!(" (ICE {:.0} ms)", d.as_secs_f64() * 1000.0))
+            .unwrap_or_default();
+        eprintln!(
+            "p2p connect: ready in {:.0} ms{ice}; type lines to send, Ctrl-D to quit",
+            ready.as_secs_f64() * 1000.0
+        );
+    }
+    let say = |event: &str, text: String| {
+        if json {
+            let v = serde_json::json!({
+                "t_ms": ms(started.elapsed()), "event": event, "text": text,
+            });
+            eprintln!("{v}");
+        } else {
+            eprintln!("p2p connect: {text}");
+        }
+    };
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
     let mut stdin_open = true;
+    let (mut sent, mut received) = (0u64, 0u64);
+    let expect = a.expect_lines;
+    let mut ended = false;
+    // With --expect-lines: when the Nth line came, plus the linger.
+    let mut leave_at: Option<tokio::time::Instant> = None;
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     loop {
         tokio::select! {
             line = stdin.next_line(), if stdin_open => match line {
@@ -241,38 +364,105 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
                     if conn.send(l.as_bytes()).await.is_err() {
                         break;
                     }
+                    sent += 1;
                 }
                 _ => stdin_open = false,
             },
             got = conn.recv() => match got {
                 Some(mut d) => {
+                    received += 1;
                     d.push(b'\n');
                     stdout.write_all(&d).await?;
                     stdout.flush().await?;
+                    if leave_at.is_none() && expect.is_some_and(|n| received >= n) {
+                        leave_at = Some(
+                            tokio::time::Instant::now() + Duration::from_millis(a.linger_ms),
+                        );
+                    }
                 }
                 None => break,
             },
+            _ = tokio::time::sleep_until(leave_at.unwrap_or(far)), if leave_at.is_some() => break,
             e = conn.next_event() => match e {
                 // Events from the start are replayed first; skip those.
                 Some(ConnectionEvent::PathChanged(_) | ConnectionEvent::Disconnected
                     | ConnectionEvent::Restarting | ConnectionEvent::SignalingLost
                     | ConnectionEvent::Closed(_)) => {
-                    if let Some(ev) = e.as_ref().and_then(describe) {
-                        eprintln!("p2p connect: {ev}");
+                    if let Some(ev) = e.as_ref() {
+                        if json {
+                            if let Some(v) = event_json(ev, started) {
+                                eprintln!("{v}");
+                            }
+                        } else if let Some(line) = describe(ev) {
+                            eprintln!("p2p connect: {line}");
+                        }
                     }
                     if matches!(e, Some(ConnectionEvent::Closed(_))) {
-                        return Ok(());
+                        ended = true;
+                        break;
                     }
                 }
                 Some(_) => {}
                 None => break,
             },
         }
-        if !stdin_open {
+        if !stdin_open && expect.is_none() {
             break;
         }
     }
-    conn.close().await;
-    eprintln!("p2p connect: closed");
+    if !ended {
+        conn.close().await;
+    }
+    say(
+        "done",
+        format!("closed; {sent} line(s) sent, {received} received"),
+    );
+    if let Some(n) = expect.filter(|n| received < *n) {
+        return Err(
+            format!("the connection ended after {received} of the {n} line(s) expected").into(),
+        );
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p2p_connect::{CandidateKind, PathEnd};
+
+    fn path() -> SelectedPath {
+        SelectedPath {
+            local: PathEnd {
+                kind: CandidateKind::ServerReflexive,
+                address: "203.0.113.101:4000".parse().expect("address"),
+            },
+            remote: PathEnd {
+                kind: CandidateKind::PeerReflexive,
+                address: "203.0.113.102:5000".parse().expect("address"),
+            },
+        }
+    }
+
+    #[test]
+    fn json_connected_has_the_path_as_flat_keys() {
+        let v = event_json(&ConnectionEvent::Connected(path()), Instant::now()).expect("a line");
+        assert_eq!(v["event"], "connected");
+        assert_eq!(v["local_kind"], "srflx");
+        assert_eq!(v["local_address"], "203.0.113.101:4000");
+        assert_eq!(v["remote_kind"], "prflx");
+        assert_eq!(v["remote_address"], "203.0.113.102:5000");
+        // One line per event: what scripts grep.
+        assert!(!v.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn json_names_events_and_keeps_their_text() {
+        let closed = ConnectionEvent::Closed(p2p_connect::CloseReason::PeerClosed);
+        let v = event_json(&closed, Instant::now()).expect("a line");
+        assert_eq!(v["event"], "closed");
+        assert_eq!(v["text"], "closed: the peer closed");
+        assert!(v.get("local_kind").is_none());
+        let v = event_json(&ConnectionEvent::GatheringComplete, Instant::now()).expect("a line");
+        assert_eq!(v["event"], "gathering_complete");
+    }
 }
