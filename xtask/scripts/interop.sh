@@ -3,10 +3,11 @@
 #   1. coturn's turnutils_stunclient against `p2p serve` (RFC 5780 mode);
 #   2. `p2p stun` (UDP, TCP) and `p2p nat-type --json` against coturn's
 #      turnserver started with two listening IPs;
-#   3. TURN: coturn's turnutils_uclient (UDP and TCP, long-term and REST
-#      credentials, moderate load) against `p2p serve` relaying to
-#      turnutils_peer, every message back; the security checks (loopback
-#      refused by default, 401 for a wrong password, 486 over quota);
+#   3. TURN: coturn's turnutils_uclient (UDP and TCP, Send/Data and
+#      ChannelData, long-term and REST credentials, TCP relaying of RFC 6062,
+#      moderate load) against `p2p serve` relaying to turnutils_peer, every
+#      message back; the security checks (loopback refused by default, 401
+#      for a wrong password, 486 over quota);
 #   4. `p2p turn` (UDP/TCP, Send and ChannelData) against coturn's turnserver.
 # Without coturn: skipped outside CI, a failure in CI (CI=true).
 set -euo pipefail
@@ -147,10 +148,17 @@ uclient "turnutils_uclient UDP Send/Data, no RTCP" 500 -u alice -w secret -p "$P
 uclient "turnutils_uclient TCP Send/Data, no RTCP" 500 -u alice -w secret -p "$P2P_TURN_PORT" -t -s -c "${UC[@]}" 127.0.0.1
 uclient "turnutils_uclient UDP REST credentials (-W)" 500 -u alice -W restsecret -p "$P2P_REST_PORT" -s -c "${UC[@]}" 127.0.0.1
 uclient "turnutils_uclient TCP REST credentials (-W)" 500 -u alice -W restsecret -p "$P2P_REST_PORT" -t -s -c "${UC[@]}" 127.0.0.1
-# ChannelData with coturn's uclient is not checked: it picks channel numbers
-# in RFC 5766's 0x4000-0x7FFF, and RFC 8656 (which p2p-turn follows) allows
-# only 0x4000-0x4FFF, so most of its ChannelBinds get 400. Our own client
-# covers ChannelData against us (p2p turn --channel below) and against coturn.
+# Without -s, uclient sends ChannelData, on channel numbers from RFC 5766's
+# 0x4000-0x7FFF (RFC 8656 reserves 0x5000-0x7FFF; p2p-turn accepts them for
+# compatibility, and our own client picks 0x4000-0x4FFF).
+uclient "turnutils_uclient UDP ChannelData, no RTCP" 500 -u alice -w secret -p "$P2P_TURN_PORT" -c "${UC[@]}" 127.0.0.1
+uclient "turnutils_uclient TCP ChannelData, no RTCP" 500 -u alice -w secret -p "$P2P_TURN_PORT" -t -c "${UC[@]}" 127.0.0.1
+uclient "turnutils_uclient UDP ChannelData (5 clients x RTP+RTCP)" 600 -u alice -w secret -p "$P2P_TURN_PORT" "${UC[@]}" 127.0.0.1
+# -T: TCP allocations (RFC 6062), client to client: each pair's relayed TCP
+# addresses Connect to each other (ConnectionAttempt, ConnectionBind on new
+# data connections, raw bytes spliced). (-P, "passive TCP", loses half its
+# messages against coturn's own turnserver as well: not checked.)
+uclient "turnutils_uclient TCP relay (RFC 6062, -T)" 600 -u alice -w secret -p "$P2P_TURN_PORT" -T -n 100 -m 5 -l 120 127.0.0.1
 
 # Security: wrong password, loopback peer by default, quota.
 out="$(timeout 30 turnutils_uclient -u alice -w wrong -p "$P2P_TURN_PORT" -s -c -e 127.0.0.1 -r "$PEER_PORT" -n 5 127.0.0.1 2>&1 | sort -u || true)"

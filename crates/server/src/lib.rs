@@ -15,7 +15,11 @@
 //! With a `[turn]` realm and users (or a REST secret), the same ports serve
 //! TURN (RFC 8656): TURN methods and ChannelData go to one task that drives
 //! `p2p_turn::TurnServer` and owns a UDP socket per relayed address; Binding
-//! stays with [`answer`]. `[metrics]` serves Prometheus counters over HTTP.
+//! stays with [`answer`]. Clients on TCP or TLS may also ask for a TCP
+//! relayed address (RFC 6062): a listening socket per allocation, Connect to
+//! peers from it, and client data connections spliced to peer connections;
+//! an allocation made over TCP or TLS ends when its connection closes.
+//! `[metrics]` serves Prometheus counters over HTTP.
 //!
 //! With `[signaling] listen`, one more TCP port serves the signaling protocol
 //! of `p2p-signaling` (rooms, offer/answer, trickled candidates) on a

@@ -282,6 +282,27 @@ pub(crate) fn render(counters: &Counters, turn_enabled: bool, turn: Option<&Turn
     );
     metric(
         &mut o,
+        "p2p_turn_allocations_closed_total",
+        "counter",
+        "Allocations ended because their TCP/TLS connection closed.",
+        &one(k.allocations_closed),
+    );
+    metric(
+        &mut o,
+        "p2p_turn_tcp_peer_connections_total",
+        "counter",
+        "TCP connections to peers of RFC 6062 allocations (Connect or accepted).",
+        &one(k.peer_connections),
+    );
+    metric(
+        &mut o,
+        "p2p_turn_tcp_peer_connections_bound_total",
+        "counter",
+        "TCP peer connections bound to a client data connection (ConnectionBind).",
+        &one(k.peer_connections_bound),
+    );
+    metric(
+        &mut o,
         "p2p_turn_error_responses_total",
         "counter",
         "TURN error responses (401 challenges included).",

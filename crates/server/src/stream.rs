@@ -8,15 +8,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2p_stun::{next_frame_len, PacketKind};
+use p2p_stun::{next_frame_len, MessageClass, MessageType, Method, PacketKind};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::counters::Counters;
 use crate::responder::{answer, Answer, Ctx, Dropped, Transport};
+use crate::turn::ConnOut;
 
 /// The largest frame a connection may send: a STUN request never needs more.
 const MAX_FRAME: usize = 4096;
@@ -93,9 +94,38 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// The message type of a frame's header, if it has one.
+fn frame_type(frame: &[u8]) -> Option<MessageType> {
+    let b = frame.get(..2)?;
+    Some(MessageType::from_u16(u16::from_be_bytes([b[0], b[1]])))
+}
+
+/// Relay raw bytes between an RFC 6062 client data connection and its peer
+/// connection (after writing what the client sent early) until either
+/// closes or `kill` fires.
+async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    early: &[u8],
+    mut peer: TcpStream,
+    kill: oneshot::Receiver<()>,
+) -> io::Result<()> {
+    let run = async {
+        peer.write_all(early).await?;
+        let (up, down) = tokio::io::copy_bidirectional(s, &mut peer).await?;
+        tracing::debug!(up, down, "turn tcp relay closed");
+        Ok(())
+    };
+    tokio::select! {
+        r = run => r,
+        _ = kill => Ok(()),
+    }
+}
+
 /// Answer the STUN messages of one connection until it closes, idles out or
 /// breaks framing. With TURN on, TURN methods and ChannelData go to the TURN
-/// task and what it sends back for this 5-tuple is written here.
+/// task and what it sends back for this 5-tuple is written here; after a
+/// successful ConnectionBind (RFC 6062), the connection relays raw bytes to
+/// and from its peer connection instead.
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     from: SocketAddr,
@@ -112,32 +142,49 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = vec![0u8; MAX_FRAME];
     let mut out = vec![0u8; MAX_FRAME];
     let mut filled = 0;
-    let (otx, mut orx) = mpsc::channel::<Vec<u8>>(crate::turn::CONN_QUEUE);
+    let (otx, mut orx) = mpsc::channel::<ConnOut>(crate::turn::CONN_QUEUE);
     let mut used_turn = false;
+    // A ConnectionBind went to the TURN task: read nothing more until it is
+    // answered, for after a success the stream carries raw bytes.
+    let mut awaiting_bind = false;
+    let bind_request = MessageType::new(Method::CONNECTION_BIND, MessageClass::Request);
+    let bind_success = bind_request.success();
     let result = loop {
         let idle = match &shared.turn {
             Some((_, long)) if used_turn => *long,
             _ => shared.idle,
         };
         let n = tokio::select! {
-            r = tokio::time::timeout(idle, s.read(&mut buf[filled..])) => match r {
+            r = tokio::time::timeout(idle, s.read(&mut buf[filled..])), if !awaiting_bind => match r {
+                Ok(Ok(0)) => break Ok(()),
                 Ok(Ok(n)) => n,
                 Ok(Err(e)) => break Err(e),
                 Err(_) => break Err(io::ErrorKind::TimedOut.into()),
             },
-            Some(msg) = orx.recv() => {
-                if let Err(e) = s.write_all(&msg).await {
-                    break Err(e);
+            Some(msg) = orx.recv() => match msg {
+                ConnOut::Bytes(msg) => {
+                    if let Err(e) = s.write_all(&msg).await {
+                        break Err(e);
+                    }
+                    if !awaiting_bind || frame_type(&msg) == Some(bind_success) {
+                        continue;
+                    }
+                    // The bind failed (or was challenged): back to STUN,
+                    // starting with what is already buffered.
+                    awaiting_bind = false;
+                    0
                 }
-                continue;
+                ConnOut::Splice { peer, kill } => {
+                    break splice(&mut s, &buf[..filled], peer, kill).await;
+                }
+            },
+            () = tokio::time::sleep(idle), if awaiting_bind => {
+                break Err(io::ErrorKind::TimedOut.into());
             }
         };
-        if n == 0 {
-            break Ok(());
-        }
         filled += n;
         let mut broken = None;
-        loop {
+        while !awaiting_bind {
             let len = match next_frame_len(&buf[..filled]) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
@@ -165,6 +212,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             match &shared.turn {
                 Some((t, _)) if crate::turn::wants(frame) => {
                     used_turn = true;
+                    awaiting_bind = frame_type(frame) == Some(bind_request);
                     if !t.stream(transport, local, from, frame, &otx).await {
                         broken = Some(io::ErrorKind::BrokenPipe.into());
                         break;
@@ -193,7 +241,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     if let (Some((t, _)), true) = (&shared.turn, used_turn) {
-        t.closed(transport, local, from);
+        t.closed(transport, local, from).await;
     }
     result
 }

@@ -3,6 +3,13 @@
 //! channel by the UDP workers, the TCP/TLS connections and the relayed
 //! sockets' readers. Binding stays with the STUN responder (RFC 5780); TURN
 //! methods and ChannelData come here (see [`wants`]).
+//!
+//! TCP allocations (RFC 6062): a TCP relayed address is a listening socket
+//! whose accept loop hands peers to this task; Connect opens a connection
+//! from the relayed address in a task of its own. This task holds peer
+//! connections until a ConnectionBind binds them, then hands each one to its
+//! client data connection's task ([`ConnOut::Splice`]), which copies bytes
+//! both ways until either side closes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -12,12 +19,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use p2p_stun::attr::{AddressFamily, PasswordAlgorithm};
 use p2p_stun::{classify, Key, MessageType, PacketKind};
+use p2p_turn::TcpCommand;
 use p2p_turn::{
     is_turn_method, Bandwidth, Cidr, CredentialStore, Datagram, FiveTuple, PeerPolicy,
     RelayAllocator, RestSecret, ServerConfig, ServerEvent, StaticUsers, Transport, TurnServer,
 };
 use rand::Rng;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
@@ -32,6 +40,21 @@ pub(crate) const CONN_QUEUE: usize = 1024;
 const BIND_ATTEMPTS: u32 = 512;
 /// Largest datagram read on a relayed socket.
 const RELAY_BUF: usize = 65536;
+/// How long a Connect to a peer may take (RFC 6062 §5.2: at least 30 s).
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the TURN task sends a TCP/TLS client connection.
+pub(crate) enum ConnOut {
+    /// A framed message to write.
+    Bytes(Vec<u8>),
+    /// The connection is now an RFC 6062 client data connection bound to
+    /// `peer`: relay raw bytes both ways until either closes or `kill` fires
+    /// (its sender dropped).
+    Splice {
+        peer: TcpStream,
+        kill: oneshot::Receiver<()>,
+    },
+}
 
 /// Whether a packet that arrived on a listening address belongs to the TURN
 /// server: ChannelData, or a STUN message of a TURN method.
@@ -55,7 +78,18 @@ pub(crate) enum Inbound {
         local: SocketAddr,
         remote: SocketAddr,
         bytes: Vec<u8>,
-        conn: Option<mpsc::Sender<Vec<u8>>>,
+        conn: Option<mpsc::Sender<ConnOut>>,
+    },
+    /// A peer connected to a TCP relayed address (RFC 6062 §5.3).
+    PeerAccepted {
+        relayed: SocketAddr,
+        peer: SocketAddr,
+        stream: TcpStream,
+    },
+    /// A connection to a peer asked by Connect is up, or failed.
+    PeerConnected {
+        id: u32,
+        stream: io::Result<TcpStream>,
     },
     /// A TCP/TLS connection closed.
     Closed {
@@ -96,7 +130,7 @@ impl TurnHandle {
         local: SocketAddr,
         remote: SocketAddr,
         bytes: &[u8],
-        conn: &mpsc::Sender<Vec<u8>>,
+        conn: &mpsc::Sender<ConnOut>,
     ) -> bool {
         self.tx
             .send(Inbound::Packet {
@@ -110,13 +144,17 @@ impl TurnHandle {
             .is_ok()
     }
 
-    /// Say that a connection closed.
-    pub(crate) fn closed(&self, transport: Transport, local: SocketAddr, remote: SocketAddr) {
-        let _ = self.tx.try_send(Inbound::Closed {
-            transport,
-            local,
-            remote,
-        });
+    /// Say that a connection closed (its allocation ends with it). Waits
+    /// for room in the queue: this message must not be lost.
+    pub(crate) async fn closed(&self, transport: Transport, local: SocketAddr, remote: SocketAddr) {
+        let _ = self
+            .tx
+            .send(Inbound::Closed {
+                transport,
+                local,
+                remote,
+            })
+            .await;
     }
 
     /// The TURN task's statistics now (`None` if it is gone).
@@ -215,6 +253,8 @@ pub(crate) struct DaemonRelays {
     ports: (u16, u16),
     used: HashMap<SocketAddr, Relay>,
     held: HashMap<SocketAddr, std::net::UdpSocket>,
+    /// TCP relayed addresses (advertised) → (bound address, accept loop).
+    tcp: HashMap<SocketAddr, (SocketAddr, AbortHandle)>,
     inbound: mpsc::Sender<Inbound>,
 }
 
@@ -251,8 +291,14 @@ impl DaemonRelays {
             ports,
             used: HashMap::new(),
             held: HashMap::new(),
+            tcp: HashMap::new(),
             inbound,
         }
+    }
+
+    /// The address a TCP relayed (advertised) address is bound on.
+    pub(crate) fn tcp_bound(&self, advertised: SocketAddr) -> Option<SocketAddr> {
+        self.tcp.get(&advertised).map(|(b, _)| *b)
     }
 
     /// The socket of a relayed (advertised) address.
@@ -261,7 +307,7 @@ impl DaemonRelays {
     }
 
     fn taken(&self, a: SocketAddr) -> bool {
-        self.used.contains_key(&a) || self.held.contains_key(&a)
+        self.used.contains_key(&a) || self.held.contains_key(&a) || self.tcp.contains_key(&a)
     }
 
     fn start(&mut self, advertised: SocketAddr, sock: std::net::UdpSocket) -> bool {
@@ -289,7 +335,71 @@ impl Drop for DaemonRelays {
         for r in self.used.values() {
             r.reader.abort();
         }
+        for (_, a) in self.tcp.values() {
+            a.abort();
+        }
     }
+}
+
+/// A TCP socket on `addr` that may share its port with the relayed
+/// address's listener (so that Connect can go out from the relayed address).
+fn tcp_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
+    let s = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.set_reuseport(true)?;
+    Ok(s)
+}
+
+async fn tcp_accept_loop(listener: TcpListener, advertised: SocketAddr, tx: mpsc::Sender<Inbound>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let m = Inbound::PeerAccepted {
+                    relayed: advertised,
+                    peer,
+                    stream,
+                };
+                if tx.send(m).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%advertised, "relay accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Connect from `from` (the relayed address's bound address; if that port
+/// cannot be shared, any port of its IP) to `peer`, and report.
+async fn connect_peer(id: u32, from: SocketAddr, peer: SocketAddr, tx: mpsc::Sender<Inbound>) {
+    let attempt = async {
+        let s = match tcp_socket(from).and_then(|s| s.bind(from).map(|()| s)) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%from, "connect from the relayed port: {e}; using another port");
+                let any = SocketAddr::new(from.ip(), 0);
+                let s = tcp_socket(any)?;
+                s.bind(any)?;
+                s
+            }
+        };
+        s.connect(peer).await
+    };
+    let stream = match tokio::time::timeout(PEER_CONNECT_TIMEOUT, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    };
+    if let Ok(s) = &stream {
+        let _ = s.set_nodelay(true);
+    }
+    let _ = tx.send(Inbound::PeerConnected { id, stream }).await;
 }
 
 impl RelayAllocator for DaemonRelays {
@@ -369,6 +479,42 @@ impl RelayAllocator for DaemonRelays {
             r.reader.abort();
         }
         self.held.remove(&addr);
+        if let Some((_, accept)) = self.tcp.remove(&addr) {
+            accept.abort();
+        }
+    }
+
+    fn supports_tcp(&self) -> bool {
+        true
+    }
+
+    fn allocate_tcp(&mut self, family: AddressFamily) -> Option<SocketAddr> {
+        let (bind_ip, adv_ip) = self.ips[family_index(family)]?;
+        let (lo, hi) = (u32::from(self.ports.0), u32::from(self.ports.1));
+        let span = hi - lo + 1;
+        let start = rand::thread_rng().gen_range(0..span);
+        for i in 0..span.min(BIND_ATTEMPTS) {
+            let port = (lo + (start + i) % span) as u16;
+            let adv = SocketAddr::new(adv_ip, port);
+            if self.taken(adv) {
+                continue;
+            }
+            let bind = SocketAddr::new(bind_ip, port);
+            let Ok(sock) = tcp_socket(bind) else {
+                continue;
+            };
+            if sock.bind(bind).is_err() {
+                continue;
+            }
+            let Ok(listener) = sock.listen(64) else {
+                continue;
+            };
+            let accept = tokio::spawn(tcp_accept_loop(listener, adv, self.inbound.clone()));
+            self.tcp.insert(adv, (bind, accept.abort_handle()));
+            return Some(adv);
+        }
+        tracing::warn!(ip = %bind_ip, "no free TCP relay port in {}-{}", self.ports.0, self.ports.1);
+        None
     }
 }
 
@@ -594,6 +740,9 @@ pub(crate) fn spawn(
         live: HashSet::new(),
         relay_transport: HashMap::new(),
         stats: TurnStats::default(),
+        peers: HashMap::new(),
+        splices: HashMap::new(),
+        inbound: tx.clone(),
     };
     tasks.spawn(task.run(rx));
     TurnHandle { tx }
@@ -607,10 +756,16 @@ struct TurnTask {
     server: TurnServer<Creds, DaemonRelays>,
     listening: HashMap<SocketAddr, Arc<UdpSocket>>,
     /// (transport, server address, client address) → the connection's queue.
-    conns: HashMap<ConnKey, mpsc::Sender<Vec<u8>>>,
+    conns: HashMap<ConnKey, mpsc::Sender<ConnOut>>,
     live: HashSet<FiveTuple>,
     relay_transport: HashMap<SocketAddr, Transport>,
     stats: TurnStats,
+    /// RFC 6062 peer connections waiting for their ConnectionBind.
+    peers: HashMap<u32, TcpStream>,
+    /// Spliced peer connections: dropping the sender ends the splice.
+    splices: HashMap<u32, oneshot::Sender<()>>,
+    /// The task's own inbound queue, for connect tasks to report on.
+    inbound: mpsc::Sender<Inbound>,
 }
 
 impl TurnTask {
@@ -695,10 +850,89 @@ impl TurnTask {
                 remote,
             } => {
                 self.conns.remove(&(transport, local, remote));
+                let ft = FiveTuple {
+                    client: remote,
+                    server: local,
+                    transport,
+                };
+                // An allocation, or a peer connection spliced to this one, ends.
+                self.server.connection_closed(Instant::now(), &ft);
+                self.flush(Some(transport)).await;
+            }
+            Inbound::PeerAccepted {
+                relayed,
+                peer,
+                stream,
+            } => {
+                match self
+                    .server
+                    .tcp_peer_connected(Instant::now(), relayed, peer)
+                {
+                    Some(id) => {
+                        tracing::debug!(%relayed, %peer, id, "turn peer connection accepted");
+                        self.peers.insert(id, stream);
+                    }
+                    None => tracing::debug!(%relayed, %peer, "turn peer connection refused"),
+                }
+                let t = self.relay_transport.get(&relayed).copied();
+                self.flush(t).await;
+            }
+            Inbound::PeerConnected { id, stream } => {
+                let keep = self
+                    .server
+                    .tcp_connect_result(Instant::now(), id, stream.is_ok());
+                match stream {
+                    Ok(s) if keep => {
+                        self.peers.insert(id, s);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(id, "turn connect to peer: {e}"),
+                }
+                self.flush(None).await;
             }
             Inbound::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
+        }
+    }
+
+    /// Perform an RFC 6062 socket operation the server asked for.
+    fn command(&mut self, c: TcpCommand) {
+        match c {
+            TcpCommand::Connect { id, relayed, peer } => {
+                let from = self
+                    .server
+                    .relays()
+                    .tcp_bound(relayed)
+                    .unwrap_or(SocketAddr::new(relayed.ip(), 0));
+                tokio::spawn(connect_peer(id, from, peer, self.inbound.clone()));
+            }
+            TcpCommand::Splice { id, client } => {
+                let conn = self
+                    .conns
+                    .get(&(client.transport, client.server, client.client));
+                let spliced = match (self.peers.remove(&id), conn) {
+                    (Some(peer), Some(conn)) => {
+                        let (kill_tx, kill) = oneshot::channel();
+                        let ok = conn.try_send(ConnOut::Splice { peer, kill }).is_ok();
+                        if ok {
+                            self.splices.insert(id, kill_tx);
+                        }
+                        ok
+                    }
+                    _ => false,
+                };
+                if spliced {
+                    tracing::debug!(id, client = %client.client, "turn peer connection bound");
+                } else {
+                    self.server.tcp_peer_closed(Instant::now(), id);
+                }
+            }
+            TcpCommand::Close { id } => {
+                self.peers.remove(&id);
+                self.splices.remove(&id);
+            }
+            other => tracing::debug!(command = ?other, "turn command ignored"),
         }
     }
 
@@ -722,46 +956,56 @@ impl TurnTask {
         st
     }
 
-    /// Send what the server queued, then log its events.
+    /// Send what the server queued, perform its RFC 6062 commands, then log
+    /// its events.
     async fn flush(&mut self, transport: Option<Transport>) {
-        while let Some(t) = self.server.poll_transmit() {
-            if t.transport == Transport::Udp {
-                let sock = self
-                    .listening
-                    .get(&t.source)
-                    .or_else(|| self.server.relays().socket(t.source))
-                    .cloned();
-                let to_client = self.listening.contains_key(&t.source);
-                let ok = match sock {
-                    Some(s) => match s.try_send_to(&t.contents, t.destination) {
-                        Ok(_) => true,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            s.send_to(&t.contents, t.destination).await.is_ok()
-                        }
-                        Err(e) => {
-                            tracing::debug!(to = %t.destination, from = %t.source, "turn send: {e}");
-                            false
-                        }
-                    },
-                    None => false,
-                };
-                if !ok {
-                    self.stats.send_errors += 1;
-                } else if to_client {
-                    self.stats.by_transport[0].client_packets_out += 1;
-                }
-                self.server.recycle(t.contents);
-            } else {
-                let key = (t.transport, t.source, t.destination);
-                let ok = match self.conns.get(&key) {
-                    Some(c) => c.try_send(t.contents).is_ok(),
-                    None => false,
-                };
-                if ok {
-                    self.stats.by_transport[transport_index(t.transport)].client_packets_out += 1;
+        // Transmits first: a Splice follows the ConnectionBind response it
+        // goes with on the same connection queue.
+        loop {
+            while let Some(t) = self.server.poll_transmit() {
+                if t.transport == Transport::Udp {
+                    let sock = self
+                        .listening
+                        .get(&t.source)
+                        .or_else(|| self.server.relays().socket(t.source))
+                        .cloned();
+                    let to_client = self.listening.contains_key(&t.source);
+                    let ok = match sock {
+                        Some(s) => match s.try_send_to(&t.contents, t.destination) {
+                            Ok(_) => true,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                s.send_to(&t.contents, t.destination).await.is_ok()
+                            }
+                            Err(e) => {
+                                tracing::debug!(to = %t.destination, from = %t.source, "turn send: {e}");
+                                false
+                            }
+                        },
+                        None => false,
+                    };
+                    if !ok {
+                        self.stats.send_errors += 1;
+                    } else if to_client {
+                        self.stats.by_transport[0].client_packets_out += 1;
+                    }
+                    self.server.recycle(t.contents);
                 } else {
-                    self.stats.send_errors += 1;
+                    let key = (t.transport, t.source, t.destination);
+                    let ok = match self.conns.get(&key) {
+                        Some(c) => c.try_send(ConnOut::Bytes(t.contents)).is_ok(),
+                        None => false,
+                    };
+                    if ok {
+                        self.stats.by_transport[transport_index(t.transport)].client_packets_out +=
+                            1;
+                    } else {
+                        self.stats.send_errors += 1;
+                    }
                 }
+            }
+            match self.server.poll_command() {
+                Some(c) => self.command(c),
+                None => break,
             }
         }
         while let Some(e) = self.server.poll_event() {
@@ -844,6 +1088,18 @@ impl TurnTask {
                 relayed,
                 traffic,
             } => self.ended("expired", &user, five_tuple, &relayed, traffic),
+            ServerEvent::AllocationClosed {
+                user,
+                five_tuple,
+                relayed,
+                traffic,
+            } => self.ended(
+                "closed with its connection",
+                &user,
+                five_tuple,
+                &relayed,
+                traffic,
+            ),
             ServerEvent::PermissionCreated { five_tuple, peer } => {
                 tracing::debug!(client = %five_tuple.client, %peer, "turn permission created");
             }

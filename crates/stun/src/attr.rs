@@ -297,11 +297,13 @@ fixed_attr!(
     Userhash([u8; 32]), USERHASH, 32,
     |b| Ok::<_, AttrError>(b), |v: [u8; 32]| v);
 fixed_attr!(
-    /// CHANNEL-NUMBER (RFC 8656 §18.1): 0x4000..=0x4FFF, then two RFFU bytes.
+    /// CHANNEL-NUMBER (RFC 8656 §18.1), then two RFFU bytes. RFC 8656 allows
+    /// 0x4000..=0x4FFF; decoding accepts RFC 5766's 0x4000..=0x7FFF
+    /// ([`crate::CHANNEL_DATA_RANGE`]) for older clients.
     ChannelNumber(u16), CHANNEL_NUMBER, 4,
     |b: [u8; 4]| {
         let n = u16::from_be_bytes([b[0], b[1]]);
-        if (0x4000..=0x4FFF).contains(&n) { Ok(n) } else { Err(AttrError::BadChannel(n)) }
+        if crate::channel::CHANNEL_DATA_RANGE.contains(&n) { Ok(n) } else { Err(AttrError::BadChannel(n)) }
     },
     |v: u16| { let p = v.to_be_bytes(); [p[0], p[1], 0, 0] });
 fixed_attr!(

@@ -6,8 +6,17 @@ use crate::builder::EncodeBuf;
 use crate::error::EncodeError;
 use crate::header::HEADER_LEN;
 
-/// The range of channel numbers a client may bind (RFC 8656 §12).
+/// The range of channel numbers a client may bind (RFC 8656 §12). Clients
+/// should pick from this range.
 pub const CHANNEL_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x4FFF;
+
+/// The channel numbers accepted in ChannelData and CHANNEL-NUMBER: the whole
+/// range of RFC 5766 §11. RFC 8656 §12 narrowed the bindable range to
+/// [`CHANNEL_RANGE`] and reserved 0x5000..=0x7FFF, but deployed clients
+/// (coturn's `turnutils_uclient`, older stacks) still bind numbers above
+/// 0x4FFF, so decoders and servers accept them for compatibility. Their
+/// first byte is 64..=127, which [`classify`] reports as ChannelData.
+pub const CHANNEL_DATA_RANGE: std::ops::RangeInclusive<u16> = 0x4000..=0x7FFF;
 
 /// What a ChannelData frame failed on.
 #[non_exhaustive]
@@ -19,8 +28,8 @@ pub enum ChannelDataError {
         /// Bytes available.
         len: usize,
     },
-    /// A channel number outside 0x4000..=0x4FFF.
-    #[error("channel number 0x{0:04x} is outside 0x4000..=0x4FFF")]
+    /// A channel number outside 0x4000..=0x7FFF ([`CHANNEL_DATA_RANGE`]).
+    #[error("channel number 0x{0:04x} is outside 0x4000..=0x7FFF")]
     BadChannel(u16),
     /// The length field claims more data than the datagram holds.
     #[error("ChannelData declares {declared} bytes, {available} follow")]
@@ -47,7 +56,7 @@ impl<'a> ChannelData<'a> {
             return Err(ChannelDataError::TooShort { len: buf.len() });
         };
         let channel = u16::from_be_bytes([head[0], head[1]]);
-        if !CHANNEL_RANGE.contains(&channel) {
+        if !CHANNEL_DATA_RANGE.contains(&channel) {
             return Err(ChannelDataError::BadChannel(channel));
         }
         let declared = u16::from_be_bytes([head[2], head[3]]);
@@ -60,9 +69,9 @@ impl<'a> ChannelData<'a> {
         Ok(ChannelData { channel, data })
     }
 
-    /// A frame to encode.
+    /// A frame to encode; `channel` in [`CHANNEL_DATA_RANGE`].
     pub fn new(channel: u16, data: &'a [u8]) -> Result<Self, ChannelDataError> {
-        if !CHANNEL_RANGE.contains(&channel) {
+        if !CHANNEL_DATA_RANGE.contains(&channel) {
             return Err(ChannelDataError::BadChannel(channel));
         }
         if data.len() > usize::from(u16::MAX) {
@@ -115,7 +124,9 @@ pub enum PacketKind {
     Zrtp,
     /// 20..=63: DTLS.
     Dtls,
-    /// 64..=79: TURN ChannelData.
+    /// 64..=79: TURN ChannelData (RFC 7983); also 80..=127, the rest of
+    /// RFC 5766's channel range 0x4000..=0x7FFF, which RFC 7983 leaves
+    /// unassigned (see [`CHANNEL_DATA_RANGE`]).
     ChannelData,
     /// 128..=191: RTP or RTCP.
     Rtp,
@@ -123,13 +134,15 @@ pub enum PacketKind {
     Unknown,
 }
 
-/// Classify a datagram on a socket that carries STUN, ChannelData, DTLS and RTP.
+/// Classify a datagram on a socket that carries STUN, ChannelData, DTLS and
+/// RTP. First bytes 80..=127 (unassigned in RFC 7983) count as ChannelData,
+/// for the legacy channel numbers 0x5000..=0x7FFF.
 pub fn classify(buf: &[u8]) -> PacketKind {
     match buf.first() {
         Some(0..=3) => PacketKind::Stun,
         Some(16..=19) => PacketKind::Zrtp,
         Some(20..=63) => PacketKind::Dtls,
-        Some(64..=79) => PacketKind::ChannelData,
+        Some(64..=127) => PacketKind::ChannelData,
         Some(128..=191) => PacketKind::Rtp,
         _ => PacketKind::Unknown,
     }
@@ -195,8 +208,8 @@ mod tests {
             Err(ChannelDataError::TooShort { len: 1 })
         );
         assert_eq!(
-            ChannelData::decode(&[0x50, 0, 0, 0]),
-            Err(ChannelDataError::BadChannel(0x5000))
+            ChannelData::decode(&[0x80, 0, 0, 0]),
+            Err(ChannelDataError::BadChannel(0x8000))
         );
         assert_eq!(
             ChannelData::decode(&[0x40, 0, 0, 8, 1, 2]),
@@ -206,6 +219,24 @@ mod tests {
             })
         );
         assert!(ChannelData::new(0x3FFF, b"").is_err());
+        assert!(ChannelData::new(0x8000, b"").is_err());
+    }
+
+    #[test]
+    fn legacy_rfc5766_channel_numbers_are_accepted() {
+        // coturn's turnutils_uclient binds numbers above 0x4FFF.
+        for n in [0x5000u16, 0x6abc, 0x7FFF] {
+            let cd = ChannelData::new(n, b"legacy").unwrap();
+            let mut v = Vec::new();
+            cd.encode(&mut v, true).unwrap();
+            assert_eq!(classify(&v), PacketKind::ChannelData, "0x{n:04x}");
+            assert_eq!(next_frame_len(&v).unwrap(), Some(12));
+            assert_eq!(ChannelData::decode(&v).unwrap(), cd);
+        }
+        assert!(
+            !CHANNEL_RANGE.contains(&0x5000),
+            "clients still pick 0x4000..=0x4FFF"
+        );
     }
 
     #[test]
@@ -218,7 +249,10 @@ mod tests {
             (&[0x40, 0x00], PacketKind::ChannelData),
             (&[0x4F], PacketKind::ChannelData),
             (&[0x80, 0xc8], PacketKind::Rtp),
-            (&[0x50], PacketKind::Unknown),
+            (&[0x50], PacketKind::ChannelData),
+            (&[0x7F], PacketKind::ChannelData),
+            (&[0x7F + 1], PacketKind::Rtp),
+            (&[0x04], PacketKind::Unknown),
             (&[], PacketKind::Unknown),
         ];
         for (buf, want) in cases {

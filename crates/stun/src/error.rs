@@ -106,8 +106,9 @@ pub enum AttrError {
         /// The number (units and tens).
         number: u8,
     },
-    /// A CHANNEL-NUMBER outside 0x4000..=0x4FFF.
-    #[error("channel number 0x{0:04x} is outside 0x4000..=0x4FFF")]
+    /// A CHANNEL-NUMBER outside 0x4000..=0x7FFF (RFC 5766's range; RFC 8656
+    /// clients use 0x4000..=0x4FFF).
+    #[error("channel number 0x{0:04x} is outside 0x4000..=0x7FFF")]
     BadChannel(u16),
     /// A PASSWORD-ALGORITHMS list that does not parse.
     #[error("malformed algorithm list")]

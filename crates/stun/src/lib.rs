@@ -47,7 +47,7 @@ mod transaction;
 pub use builder::{EncodeBuf, MessageBuilder, SliceBuf};
 pub use channel::{
     classify, next_frame_len, ChannelData, ChannelDataError, FramingError, PacketKind,
-    CHANNEL_RANGE,
+    CHANNEL_DATA_RANGE, CHANNEL_RANGE,
 };
 pub use error::{AttrError, DecodeError, EncodeError, IntegrityError};
 pub use header::{

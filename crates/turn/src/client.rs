@@ -5,10 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use p2p_stun::attr::{
-    AdditionalAddressFamily, AddressErrorCode, AddressFamily, Attribute, ChannelNumber, Data,
-    DontFragment, ErrorCode, EvenPort, Lifetime, Nonce, PasswordAlgorithm, PasswordAlgorithms,
-    Realm, RequestedAddressFamily, RequestedTransport, ReservationToken, Software, Userhash,
-    Username, XorMappedAddress, XorPeerAddress, XorRelayedAddress, PROTO_UDP,
+    AdditionalAddressFamily, AddressErrorCode, AddressFamily, Attribute, ChannelNumber,
+    ConnectionId, Data, DontFragment, ErrorCode, EvenPort, Lifetime, Nonce, PasswordAlgorithm,
+    PasswordAlgorithms, Realm, RequestedAddressFamily, RequestedTransport, ReservationToken,
+    Software, Userhash, Username, XorMappedAddress, XorPeerAddress, XorRelayedAddress, PROTO_UDP,
 };
 use p2p_stun::{
     classify, userhash, AttrType, ChannelData, ClientTransaction, EncodeError, Key, Message,
@@ -215,6 +215,32 @@ pub enum ClientEvent {
         /// The application data.
         data: Vec<u8>,
     },
+    /// A Connect succeeded (RFC 6062 §4.3): the server holds a TCP
+    /// connection to the peer. Open a new connection to the server and send
+    /// [`TurnClient::connection_bind_request`] on it within 30 s.
+    PeerConnected {
+        /// The peer.
+        peer: SocketAddr,
+        /// The CONNECTION-ID.
+        connection_id: u32,
+    },
+    /// A Connect failed (446: already connected, 447: the peer could not
+    /// be reached, `None`: no answer).
+    ConnectFailed {
+        /// The peer.
+        peer: SocketAddr,
+        /// The STUN error code.
+        code: Option<u16>,
+    },
+    /// A peer connected to the TCP relayed address (a ConnectionAttempt
+    /// indication, RFC 6062 §4.4): bind it as for
+    /// [`ClientEvent::PeerConnected`].
+    ConnectionAttempt {
+        /// The peer.
+        peer: SocketAddr,
+        /// The CONNECTION-ID.
+        connection_id: u32,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -223,6 +249,9 @@ enum Kind {
     Refresh(Option<u32>),
     CreatePermission(Vec<IpAddr>),
     ChannelBind(u16, SocketAddr),
+    Connect(SocketAddr),
+    /// Built for the application's data connection, never pending here.
+    ConnectionBind(u32),
 }
 
 struct Pending {
@@ -434,6 +463,58 @@ impl TurnClient {
         Ok(())
     }
 
+    /// Ask the server to open a TCP connection to `peer` from a TCP relayed
+    /// address (RFC 6062 Connect; allocate with
+    /// [`ClientConfig::requested_transport`] = TCP over TCP or TLS). Reported
+    /// by [`ClientEvent::PeerConnected`] or [`ClientEvent::ConnectFailed`].
+    pub fn connect(&mut self, now: Instant, peer: SocketAddr) -> Result<(), ClientError> {
+        self.require_allocated()?;
+        self.check_family(peer.ip())?;
+        self.start(now, Kind::Connect(peer), 0)
+    }
+
+    /// A signed ConnectionBind request for `connection_id` (RFC 6062 §4.3),
+    /// to write as the first bytes of a new TCP/TLS connection to the
+    /// server; it is signed with this allocation's credentials and nonce.
+    /// Check the answer with [`TurnClient::connection_bind_outcome`]; after a
+    /// success, that connection carries the peer's bytes, unframed.
+    pub fn connection_bind_request(&mut self, connection_id: u32) -> Result<Vec<u8>, ClientError> {
+        self.require_allocated()?;
+        let tid = TransactionId::random(&mut self.rng);
+        self.build(&Kind::ConnectionBind(connection_id), tid)
+            .map_err(|_| ClientError::Encode)
+    }
+
+    /// Whether `response` (read on the data connection) answers a
+    /// ConnectionBind with success (`Ok`, signed with our key) or an error
+    /// (`Err(code)`); `None` if it is not such an answer.
+    pub fn connection_bind_outcome(&self, response: &[u8]) -> Option<Result<(), u16>> {
+        let msg = Message::decode(response).ok()?;
+        if msg.typ().method != Method::CONNECTION_BIND {
+            return None;
+        }
+        match msg.typ().class {
+            MessageClass::Success => {
+                let a = self.auth.as_ref()?;
+                let signed = if msg.has_integrity_sha256() {
+                    msg.verify_integrity_sha256(&a.key).is_ok()
+                } else {
+                    msg.verify_integrity(&a.key).is_ok()
+                };
+                signed.then_some(Ok(()))
+            }
+            MessageClass::Error => {
+                let code = msg
+                    .get::<ErrorCode>()
+                    .ok()
+                    .flatten()
+                    .map_or(0, |e| e.code());
+                Some(Err(code))
+            }
+            _ => None,
+        }
+    }
+
     /// Delete the allocation (Refresh with lifetime 0).
     pub fn close(&mut self, now: Instant) -> Result<(), ClientError> {
         match self.state {
@@ -639,6 +720,8 @@ impl TurnClient {
             Kind::Refresh(_) => Method::REFRESH,
             Kind::CreatePermission(_) => Method::CREATE_PERMISSION,
             Kind::ChannelBind(..) => Method::CHANNEL_BIND,
+            Kind::Connect(_) => Method::CONNECT,
+            Kind::ConnectionBind(_) => Method::CONNECTION_BIND,
         };
         let c = &self.config;
         let mut buf = Vec::with_capacity(160);
@@ -682,6 +765,12 @@ impl TurnClient {
                 b.add(&ChannelNumber(*n))?;
                 b.add(&XorPeerAddress(*peer))?;
             }
+            Kind::Connect(peer) => {
+                b.add(&XorPeerAddress(*peer))?;
+            }
+            Kind::ConnectionBind(id) => {
+                b.add(&ConnectionId(*id))?;
+            }
         }
         if let Some(sw) = c.software.as_deref().and_then(|s| Software::new(s).ok()) {
             b.add(&sw)?;
@@ -717,6 +806,17 @@ impl TurnClient {
                 self.events.push_back(ClientEvent::Data {
                     peer,
                     data: data.to_vec(),
+                });
+            }
+            return true;
+        }
+        if typ.class == MessageClass::Indication && typ.method == Method::CONNECTION_ATTEMPT {
+            if let (Ok(Some(XorPeerAddress(peer))), Ok(Some(ConnectionId(connection_id)))) =
+                (msg.get::<XorPeerAddress>(), msg.get::<ConnectionId>())
+            {
+                self.events.push_back(ClientEvent::ConnectionAttempt {
+                    peer,
+                    connection_id,
                 });
             }
             return true;
@@ -830,6 +930,16 @@ impl TurnClient {
                     });
                 }
             }
+            Kind::Connect(peer) => match msg.get::<ConnectionId>() {
+                Ok(Some(ConnectionId(connection_id))) => {
+                    self.events.push_back(ClientEvent::PeerConnected {
+                        peer,
+                        connection_id,
+                    });
+                }
+                _ => self.fail(Kind::Connect(peer), None, "no CONNECTION-ID".into()),
+            },
+            Kind::ConnectionBind(_) => {}
         }
     }
 
@@ -985,6 +1095,11 @@ impl TurnClient {
                     code,
                 });
             }
+            Kind::Connect(peer) => {
+                self.events
+                    .push_back(ClientEvent::ConnectFailed { peer, code });
+            }
+            Kind::ConnectionBind(_) => {}
         }
     }
 }

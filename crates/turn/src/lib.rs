@@ -10,8 +10,14 @@
 //! as [`Datagram`]s and go out as [`Transmit`]s. Sockets, including one per
 //! relayed address, belong to the daemon (`p2p-server`), which hands relayed
 //! addresses to the server through a [`RelayAllocator`]. The STUN codec is
-//! `p2p-stun`. TCP relaying (RFC 6062) is not implemented; clients may reach
-//! the server over UDP, TCP or TLS.
+//! `p2p-stun`. Clients may reach the server over UDP, TCP or TLS; over TCP
+//! or TLS they may also ask for a TCP relayed address (RFC 6062: Connect,
+//! ConnectionAttempt, ConnectionBind), for which the server hands its driver
+//! [`TcpCommand`]s (connect to a peer, splice a client data connection to a
+//! peer connection, close) and keeps the state (connection ids, pending
+//! binds, their 30-second timeout). [`TurnClient`] asks for either; for a
+//! TCP relayed address it sends Connect, reports ConnectionAttempt and
+//! builds the ConnectionBind for the application's data connection.
 //!
 //! ```
 //! use std::time::{Instant, SystemTime};
@@ -55,6 +61,7 @@ mod client;
 mod policy;
 mod relay;
 mod server;
+mod tcp;
 mod types;
 
 pub use auth::{CredentialStore, RestSecret, StaticUsers};
@@ -66,4 +73,5 @@ pub use server::{
     AllocationInfo, AuthFailure, Bandwidth, Counters, ServerConfig, ServerEvent, Traffic,
     TurnServer,
 };
+pub use tcp::TcpCommand;
 pub use types::{is_turn_method, Datagram, FiveTuple, Transmit, Transport};

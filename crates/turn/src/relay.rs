@@ -32,8 +32,22 @@ pub trait RelayAllocator {
     /// into an allocated one. `None` if it is no longer held.
     fn allocate_token(&mut self, reserved: SocketAddr) -> Option<SocketAddr>;
 
-    /// Give back an allocated or held address.
+    /// Give back an allocated or held address (UDP or TCP).
     fn release(&mut self, addr: SocketAddr);
+
+    /// A free TCP relayed address of `family` for an RFC 6062 allocation:
+    /// the daemon binds a listening socket there (and accepts peers on it).
+    /// `None` when none is free. The default supports no TCP relaying.
+    fn allocate_tcp(&mut self, family: AddressFamily) -> Option<SocketAddr> {
+        let _ = family;
+        None
+    }
+
+    /// Whether TCP relayed addresses (RFC 6062) can be had at all (442
+    /// otherwise). Default false.
+    fn supports_tcp(&self) -> bool {
+        false
+    }
 }
 
 impl<T: RelayAllocator + ?Sized> RelayAllocator for Box<T> {
@@ -54,11 +68,18 @@ impl<T: RelayAllocator + ?Sized> RelayAllocator for Box<T> {
     fn release(&mut self, addr: SocketAddr) {
         (**self).release(addr)
     }
+    fn allocate_tcp(&mut self, family: AddressFamily) -> Option<SocketAddr> {
+        (**self).allocate_tcp(family)
+    }
+    fn supports_tcp(&self) -> bool {
+        (**self).supports_tcp()
+    }
 }
 
 /// An allocator over a port range on one IPv4 and/or one IPv6 address, with
 /// no sockets: for tests and the virtual network. Ports are handed out in
-/// order from a moving cursor, so runs are deterministic.
+/// order from a moving cursor, so runs are deterministic. UDP and TCP
+/// relayed addresses share the range.
 #[derive(Debug, Clone)]
 pub struct MemoryRelayAllocator {
     v4: Option<IpAddr>,
@@ -167,6 +188,15 @@ impl RelayAllocator for MemoryRelayAllocator {
     fn release(&mut self, addr: SocketAddr) {
         self.used.remove(&addr);
         self.held.remove(&addr);
+    }
+
+    /// From the same port range and cursor as UDP addresses.
+    fn allocate_tcp(&mut self, family: AddressFamily) -> Option<SocketAddr> {
+        self.allocate(family, false, false)
+    }
+
+    fn supports_tcp(&self) -> bool {
+        true
     }
 }
 

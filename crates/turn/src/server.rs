@@ -6,10 +6,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use p2p_stun::attr::{
-    AdditionalAddressFamily, AddressErrorCode, AddressFamily, ChannelNumber, Data, DontFragment,
-    ErrorCode, EvenPort, Lifetime, Nonce, PasswordAlgorithm, PasswordAlgorithms, Realm,
-    RequestedAddressFamily, RequestedTransport, ReservationToken, Software, UnknownAttributes,
-    Userhash, Username, XorMappedAddress, XorPeerAddress, XorRelayedAddress, PROTO_UDP,
+    AdditionalAddressFamily, AddressErrorCode, AddressFamily, ChannelNumber, ConnectionId, Data,
+    DontFragment, ErrorCode, EvenPort, Lifetime, Nonce, PasswordAlgorithm, PasswordAlgorithms,
+    Realm, RequestedAddressFamily, RequestedTransport, ReservationToken, Software,
+    UnknownAttributes, Userhash, Username, XorMappedAddress, XorPeerAddress, XorRelayedAddress,
+    PROTO_TCP, PROTO_UDP,
 };
 use p2p_stun::{
     classify, AttrType, ChannelData, EncodeError, Key, Message, MessageBuilder, MessageClass,
@@ -24,6 +25,7 @@ use crate::auth::{
 };
 use crate::policy::PeerPolicy;
 use crate::relay::{RelayAllocator, TokenBucket};
+use crate::tcp::TcpCommand;
 use crate::types::{Datagram, FiveTuple, Transmit};
 
 /// A per-allocation bandwidth cap: a token bucket over the bytes of
@@ -67,8 +69,13 @@ pub struct ServerConfig {
     pub total_quota: Option<u32>,
     /// Permissions one allocation may hold (508 beyond). Default 256.
     pub max_permissions: usize,
-    /// Per-allocation bandwidth cap. Default none.
+    /// Per-allocation bandwidth cap (UDP relaying; the bytes of RFC 6062
+    /// TCP relays flow in the driver). Default none.
     pub bandwidth: Option<Bandwidth>,
+    /// TCP peer connections (RFC 6062: connecting, waiting for their
+    /// ConnectionBind, or bound) one allocation may hold: a Connect beyond
+    /// gets 508 and a peer connecting beyond is refused. Default 128.
+    pub max_tcp_connections: usize,
     /// Which peers may be relayed to. Default: [`PeerPolicy::new`].
     pub peer_policy: PeerPolicy,
     /// The server's own addresses, refused as peers (the listening address
@@ -100,6 +107,7 @@ impl ServerConfig {
             total_quota: None,
             max_permissions: 256,
             bandwidth: None,
+            max_tcp_connections: 128,
             peer_policy: PeerPolicy::new(),
             own_addresses: Vec::new(),
             answer_binding: true,
@@ -135,6 +143,9 @@ pub struct Counters {
     pub allocations_deleted: u64,
     /// Allocations that expired.
     pub allocations_expired: u64,
+    /// Allocations deleted because their TCP/TLS connection closed
+    /// ([`TurnServer::connection_closed`]).
+    pub allocations_closed: u64,
     /// TURN requests received (Allocate, Refresh, CreatePermission, ChannelBind).
     pub requests: u64,
     /// Error responses sent (401 challenges included).
@@ -157,6 +168,11 @@ pub struct Counters {
     pub dropped_bandwidth: u64,
     /// Datagrams dropped as malformed or unexpected.
     pub dropped_malformed: u64,
+    /// RFC 6062 peer connections established (Connect succeeded, or a peer
+    /// with a permission connected to a TCP relayed address).
+    pub peer_connections: u64,
+    /// RFC 6062 peer connections bound to a client data connection.
+    pub peer_connections_bound: u64,
 }
 
 /// Why a request failed authentication (the client only ever sees a plain
@@ -210,6 +226,19 @@ pub enum ServerEvent {
     },
     /// An allocation's lifetime ran out.
     AllocationExpired {
+        /// The username.
+        user: String,
+        /// The allocation's 5-tuple.
+        five_tuple: FiveTuple,
+        /// Its relayed addresses, now released.
+        relayed: Vec<SocketAddr>,
+        /// What it relayed.
+        traffic: Traffic,
+    },
+    /// The TCP/TLS connection of an allocation closed, so the allocation
+    /// ended with it (RFC 8656 §3.1: an allocation over TCP lives as long as
+    /// its connection).
+    AllocationClosed {
         /// The username.
         user: String,
         /// The allocation's 5-tuple.
@@ -287,6 +316,8 @@ struct Allocation {
     allocate_response: Vec<u8>,
     /// The deadline a timer-heap entry is pending for.
     scheduled: Option<Instant>,
+    /// An RFC 6062 allocation (TCP relayed address).
+    tcp: bool,
 }
 
 fn family_index(ip: IpAddr) -> usize {
@@ -341,12 +372,49 @@ impl Allocation {
     }
 }
 
+/// Why an allocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Refresh with lifetime 0.
+    Deleted,
+    /// Its lifetime ran out.
+    Expired,
+    /// Its TCP/TLS connection closed.
+    Closed,
+}
+
 /// The result of a successful authentication.
+#[derive(Clone)]
 struct Auth {
     user: String,
     key: Key,
     sha256: bool,
 }
+
+/// An RFC 6062 peer connection.
+struct TcpConn {
+    slot: usize,
+    alloc_id: u64,
+    peer: SocketAddr,
+    state: TcpState,
+}
+
+enum TcpState {
+    /// The driver is connecting (a Connect request waits for the result).
+    Connecting {
+        control: FiveTuple,
+        tid: TransactionId,
+        auth: Box<Auth>,
+        fingerprint: bool,
+    },
+    /// Connected, waiting for a ConnectionBind until the deadline.
+    Pending { deadline: Instant },
+    /// Spliced to this client data connection.
+    Bound { data: FiveTuple },
+}
+
+/// How long a peer connection waits for its ConnectionBind (RFC 6062 §5.2, §5.3).
+const BIND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// After a channel binding expires, its number and peer stay reserved this
 /// long (RFC 8656 §12: "5 minutes").
@@ -404,6 +472,12 @@ pub struct TurnServer<C: CredentialStore, R: RelayAllocator> {
     events: VecDeque<ServerEvent>,
     pool: Vec<Vec<u8>>,
     counters: Counters,
+    tcp_conns: HashMap<u32, TcpConn>,
+    /// Bound client data connections → their peer connection.
+    data_conns: HashMap<FiveTuple, u32>,
+    /// ConnectionBind deadlines, in order (the timeout is constant).
+    bind_deadlines: VecDeque<(Instant, u32)>,
+    commands: VecDeque<TcpCommand>,
 }
 
 impl<C: CredentialStore, R: RelayAllocator> std::fmt::Debug for TurnServer<C, R> {
@@ -466,6 +540,10 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             events: VecDeque::new(),
             pool: Vec::new(),
             counters: Counters::default(),
+            tcp_conns: HashMap::new(),
+            data_conns: HashMap::new(),
+            bind_deadlines: VecDeque::new(),
+            commands: VecDeque::new(),
         }
     }
 
@@ -544,10 +622,8 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let t = self.timers.peek().map(|Reverse((t, _, _))| *t);
         let r = self.reservation_queue.front().map(|(t, _)| *t);
-        match (t, r) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let b = self.bind_deadlines.front().map(|(t, _)| *t);
+        [t, r, b].into_iter().flatten().min()
     }
 
     /// Expire allocations, permissions, channels and reservations due at `now`.
@@ -565,7 +641,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             }
             a.scheduled = None;
             if now >= a.expires {
-                self.remove_allocation(slot, false);
+                self.remove_allocation(slot, Ended::Expired);
             } else {
                 a.purge(now, CHANNEL_GUARD);
                 self.schedule(slot);
@@ -583,6 +659,185 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
                 }
             }
         }
+        while let Some(&(t, id)) = self.bind_deadlines.front() {
+            if t > now {
+                break;
+            }
+            self.bind_deadlines.pop_front();
+            let due = self.tcp_conns.get(&id).is_some_and(
+                |c| matches!(c.state, TcpState::Pending { deadline } if deadline <= now),
+            );
+            if due {
+                self.tcp_conns.remove(&id);
+                self.commands.push_back(TcpCommand::Close { id });
+            }
+        }
+    }
+
+    /// The client's TCP or TLS connection of `five_tuple` closed (or was
+    /// reset, or idled out): its allocation, if any, is deleted at once and
+    /// its relayed addresses released (RFC 8656 §3.1 and §7: over TCP, an
+    /// allocation lives as long as the connection that made it). Emits
+    /// [`ServerEvent::AllocationClosed`]. Returns whether an allocation
+    /// ended. A UDP 5-tuple is left alone (UDP has no connection to close).
+    ///
+    /// For an RFC 6062 client data connection, the peer connection spliced
+    /// to it is closed too ([`TcpCommand::Close`]).
+    pub fn connection_closed(&mut self, now: Instant, five_tuple: &FiveTuple) -> bool {
+        let _ = now;
+        if !five_tuple.transport.is_reliable() {
+            return false;
+        }
+        if let Some(id) = self.data_conns.remove(five_tuple) {
+            self.tcp_conns.remove(&id);
+            self.commands.push_back(TcpCommand::Close { id });
+        }
+        let Some(&slot) = self.by_tuple.get(five_tuple) else {
+            return false;
+        };
+        self.remove_allocation(slot, Ended::Closed);
+        true
+    }
+
+    /// The next socket operation of a TCP allocation (RFC 6062) for the
+    /// driver. Drain after the transmits: a [`TcpCommand::Splice`] follows
+    /// the ConnectionBind response it goes with.
+    pub fn poll_command(&mut self) -> Option<TcpCommand> {
+        self.commands.pop_front()
+    }
+
+    /// The outcome of a [`TcpCommand::Connect`]: the Connect request is
+    /// answered (CONNECTION-ID on success, 447 on failure). Returns whether
+    /// the driver keeps the connection (false when it failed or its
+    /// allocation is gone meanwhile: close it).
+    pub fn tcp_connect_result(&mut self, now: Instant, id: u32, connected: bool) -> bool {
+        let Some(c) = self.tcp_conns.get_mut(&id) else {
+            return false;
+        };
+        let next = if connected {
+            TcpState::Pending {
+                deadline: now + BIND_TIMEOUT,
+            }
+        } else {
+            TcpState::Pending { deadline: now }
+        };
+        let TcpState::Connecting {
+            control,
+            tid,
+            auth,
+            fingerprint,
+        } = std::mem::replace(&mut c.state, next)
+        else {
+            return false;
+        };
+        let typ = MessageType::new(Method::CONNECT, MessageClass::Request);
+        if connected {
+            self.counters.peer_connections += 1;
+            self.bind_deadlines.push_back((now + BIND_TIMEOUT, id));
+            self.reply_to(&control, typ, tid, fingerprint, Some(&auth), None, |b| {
+                b.add(&ConnectionId(id))?;
+                Ok(())
+            });
+        } else {
+            self.tcp_conns.remove(&id);
+            self.reply_to(
+                &control,
+                typ,
+                tid,
+                fingerprint,
+                Some(&auth),
+                Some(447),
+                |_| Ok(()),
+            );
+        }
+        connected
+    }
+
+    /// A peer connected to the TCP relayed address `relayed` (RFC 6062
+    /// §5.3). With a permission for the peer's IP, the client is sent a
+    /// ConnectionAttempt indication and the connection gets an id (the
+    /// driver holds it, unread, until [`TcpCommand::Splice`] or
+    /// [`TcpCommand::Close`]); `None`: close it at once.
+    pub fn tcp_peer_connected(
+        &mut self,
+        now: Instant,
+        relayed: SocketAddr,
+        peer: SocketAddr,
+    ) -> Option<u32> {
+        let slot = *self.by_relay.get(&relayed)?;
+        let a = self.slots.get(slot)?.as_ref()?;
+        if !a.tcp {
+            return None;
+        }
+        if !a.permitted(now, peer.ip()) {
+            self.counters.dropped_no_permission += 1;
+            return None;
+        }
+        let (alloc_id, control) = (a.id, a.five_tuple);
+        if self.tcp_connection_count(slot, alloc_id) >= self.config.max_tcp_connections {
+            return None;
+        }
+        let id = self.new_connection_id();
+        let deadline = now + BIND_TIMEOUT;
+        self.tcp_conns.insert(
+            id,
+            TcpConn {
+                slot,
+                alloc_id,
+                peer,
+                state: TcpState::Pending { deadline },
+            },
+        );
+        self.bind_deadlines.push_back((deadline, id));
+        self.counters.peer_connections += 1;
+        let mut tid = [0u8; 12];
+        self.rng.fill_bytes(&mut tid);
+        let mut buf = self.take_buf();
+        let built = (|| {
+            let mut b = MessageBuilder::new(
+                &mut buf,
+                MessageType::new(Method::CONNECTION_ATTEMPT, MessageClass::Indication),
+                TransactionId::new(tid),
+            )?;
+            b.add(&XorPeerAddress(peer))?;
+            b.add(&ConnectionId(id))?;
+            Ok::<(), EncodeError>(())
+        })();
+        if built.is_ok() {
+            self.push(&control, true, control.client, control.server, buf);
+        } else {
+            self.recycle(buf);
+        }
+        Some(id)
+    }
+
+    /// The peer side of connection `id` closed or failed: it is forgotten
+    /// and, when spliced, its client data connection is to be closed too
+    /// ([`TcpCommand::Close`]).
+    pub fn tcp_peer_closed(&mut self, now: Instant, id: u32) {
+        let _ = now;
+        if let Some(c) = self.tcp_conns.remove(&id) {
+            if let TcpState::Bound { data } = c.state {
+                self.data_conns.remove(&data);
+            }
+            self.commands.push_back(TcpCommand::Close { id });
+        }
+    }
+
+    /// The peer connections of an allocation, for tests and metrics:
+    /// `(id, peer, bound)`.
+    pub fn tcp_connections(&self, five_tuple: &FiveTuple) -> Vec<(u32, SocketAddr, bool)> {
+        let Some(&slot) = self.by_tuple.get(five_tuple) else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = self
+            .tcp_conns
+            .iter()
+            .filter(|(_, c)| c.slot == slot)
+            .map(|(id, c)| (*id, c.peer, matches!(c.state, TcpState::Bound { .. })))
+            .collect();
+        v.sort();
+        v
     }
 
     /// A datagram arrived on a listening address or on a relayed address
@@ -652,13 +907,30 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         code: Option<u16>,
         f: impl FnOnce(&mut MessageBuilder<&mut Vec<u8>>) -> Result<(), EncodeError>,
     ) {
+        let (typ, tid, fp) = (req.typ(), req.transaction_id(), req.has_fingerprint());
+        self.reply_to(ft, typ, tid, fp, auth, code, f);
+    }
+
+    /// [`Self::reply`] from the request's type, transaction id and whether
+    /// it had a FINGERPRINT (for answers given later, as to Connect).
+    #[allow(clippy::too_many_arguments)]
+    fn reply_to(
+        &mut self,
+        ft: &FiveTuple,
+        req_typ: MessageType,
+        tid: TransactionId,
+        fingerprint: bool,
+        auth: Option<&Auth>,
+        code: Option<u16>,
+        f: impl FnOnce(&mut MessageBuilder<&mut Vec<u8>>) -> Result<(), EncodeError>,
+    ) {
         let mut buf = self.take_buf();
         let typ = match code {
-            Some(_) => req.typ().error(),
-            None => req.typ().success(),
+            Some(_) => req_typ.error(),
+            None => req_typ.success(),
         };
         let built = (|| {
-            let mut b = MessageBuilder::new(&mut buf, typ, req.transaction_id())?;
+            let mut b = MessageBuilder::new(&mut buf, typ, tid)?;
             if let Some(c) = code.and_then(ErrorCode::from_code) {
                 b.add(&c)?;
             }
@@ -678,7 +950,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
                     b.add_message_integrity(&a.key)?;
                 }
             }
-            if req.has_fingerprint() {
+            if fingerprint {
                 b.add_fingerprint()?;
             }
             Ok::<(), EncodeError>(())
@@ -807,14 +1079,34 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             key,
             sha256: msg.has_integrity_sha256(),
         };
-        if !self
+        let secs = self.secs(now);
+        let fresh = self
             .nonces
-            .is_valid(nonce.as_str(), self.secs(now), ft.client, ft.transport)
-        {
+            .is_valid(nonce.as_str(), secs, ft.client, ft.transport)
+            || self.control_connection(msg).is_some_and(|control| {
+                self.nonces
+                    .is_valid(nonce.as_str(), secs, control.client, control.transport)
+            });
+        if !fresh {
             self.challenge(now, ft, msg, 438, Some(&auth));
             return None;
         }
         Some(auth)
+    }
+
+    /// For a ConnectionBind, the control connection of the allocation its
+    /// CONNECTION-ID belongs to: the client may sign with the nonce it got
+    /// there (coturn's client does), as the new data connection has none.
+    fn control_connection(&self, msg: &Message<'_>) -> Option<FiveTuple> {
+        if msg.typ().method != Method::CONNECTION_BIND {
+            return None;
+        }
+        let Ok(Some(ConnectionId(id))) = msg.get::<ConnectionId>() else {
+            return None;
+        };
+        let c = self.tcp_conns.get(&id)?;
+        let a = self.slots.get(c.slot)?.as_ref()?;
+        Some(a.five_tuple)
     }
 
     fn schedule(&mut self, slot: usize) {
@@ -828,12 +1120,31 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         }
     }
 
-    fn remove_allocation(&mut self, slot: usize, deleted: bool) {
+    fn remove_allocation(&mut self, slot: usize, why: Ended) {
         let Some(a) = self.slots.get_mut(slot).and_then(Option::take) else {
             return;
         };
         self.free_slots.push(slot);
         self.by_tuple.remove(&a.five_tuple);
+        if a.tcp {
+            let mut ids: Vec<u32> = self
+                .tcp_conns
+                .iter()
+                .filter(|(_, c)| c.slot == slot && c.alloc_id == a.id)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            for id in ids {
+                if let Some(TcpConn {
+                    state: TcpState::Bound { data },
+                    ..
+                }) = self.tcp_conns.remove(&id)
+                {
+                    self.data_conns.remove(&data);
+                }
+                self.commands.push_back(TcpCommand::Close { id });
+            }
+        }
         for r in a.relayed.iter().flatten() {
             self.by_relay.remove(r);
             self.relays.release(*r);
@@ -846,22 +1157,53 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         }
         self.counters.allocations_active = self.counters.allocations_active.saturating_sub(1);
         let relayed = a.relayed_list();
-        if deleted {
-            self.counters.allocations_deleted += 1;
-            self.events.push_back(ServerEvent::AllocationDeleted {
-                user: a.user,
-                five_tuple: a.five_tuple,
-                relayed,
-                traffic: a.traffic,
-            });
-        } else {
-            self.counters.allocations_expired += 1;
-            self.events.push_back(ServerEvent::AllocationExpired {
-                user: a.user,
-                five_tuple: a.five_tuple,
-                relayed,
-                traffic: a.traffic,
-            });
+        let (user, five_tuple, traffic) = (a.user, a.five_tuple, a.traffic);
+        let event = match why {
+            Ended::Deleted => {
+                self.counters.allocations_deleted += 1;
+                ServerEvent::AllocationDeleted {
+                    user,
+                    five_tuple,
+                    relayed,
+                    traffic,
+                }
+            }
+            Ended::Expired => {
+                self.counters.allocations_expired += 1;
+                ServerEvent::AllocationExpired {
+                    user,
+                    five_tuple,
+                    relayed,
+                    traffic,
+                }
+            }
+            Ended::Closed => {
+                self.counters.allocations_closed += 1;
+                ServerEvent::AllocationClosed {
+                    user,
+                    five_tuple,
+                    relayed,
+                    traffic,
+                }
+            }
+        };
+        self.events.push_back(event);
+    }
+
+    fn tcp_connection_count(&self, slot: usize, alloc_id: u64) -> usize {
+        self.tcp_conns
+            .values()
+            .filter(|c| c.slot == slot && c.alloc_id == alloc_id)
+            .count()
+    }
+
+    /// A fresh nonzero CONNECTION-ID, unpredictable (RFC 6062 §5.2).
+    fn new_connection_id(&mut self) -> u32 {
+        loop {
+            let id = self.rng.next_u32();
+            if id != 0 && !self.tcp_conns.contains_key(&id) {
+                return id;
+            }
         }
     }
 
@@ -927,7 +1269,9 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
                 Method::ALLOCATE
                 | Method::REFRESH
                 | Method::CREATE_PERMISSION
-                | Method::CHANNEL_BIND,
+                | Method::CHANNEL_BIND
+                | Method::CONNECT
+                | Method::CONNECTION_BIND,
             ) => self.turn_request(now, &ft, &msg),
             (MessageClass::Indication, Method::SEND) => self.send_indication(now, &ft, &msg),
             (MessageClass::Request, _) => self.error(&ft, &msg, None, 400),
@@ -974,6 +1318,8 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             Method::ALLOCATE => self.allocate(now, ft, msg, &auth),
             Method::REFRESH => self.refresh(now, ft, msg, &auth),
             Method::CREATE_PERMISSION => self.create_permission(now, ft, msg, &auth),
+            Method::CONNECT => self.connect(ft, msg, &auth),
+            Method::CONNECTION_BIND => self.connection_bind(ft, msg, &auth),
             _ => self.channel_bind(now, ft, msg, &auth),
         }
     }
@@ -1001,14 +1347,24 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
                 msg.get::<Lifetime>()?,
             ))
         })();
-        let Ok((transport, _dont_fragment, token, even, raf, aaf, lifetime)) = parsed else {
+        let Ok((transport, dont_fragment, token, even, raf, aaf, lifetime)) = parsed else {
             return self.error(ft, msg, Some(auth), 400);
         };
-        match transport {
+        let tcp = match transport {
             None => return self.error(ft, msg, Some(auth), 400),
-            Some(RequestedTransport(PROTO_UDP)) => {}
+            Some(RequestedTransport(PROTO_UDP)) => false,
+            Some(RequestedTransport(PROTO_TCP)) if self.relays.supports_tcp() => {
+                // RFC 6062 §5.1: only over TCP/TLS, and none of the UDP-only
+                // attributes.
+                let udp_only =
+                    dont_fragment.is_some() || token.is_some() || even.is_some() || aaf.is_some();
+                if !ft.transport.is_reliable() || udp_only {
+                    return self.error(ft, msg, Some(auth), 400);
+                }
+                true
+            }
             Some(_) => return self.error(ft, msg, Some(auth), 442),
-        }
+        };
         let bad_combo = (token.is_some() && (even.is_some() || raf.is_some() || aaf.is_some()))
             || (raf.is_some() && aaf.is_some())
             || aaf.is_some_and(|a| a.0 != AddressFamily::V6)
@@ -1032,7 +1388,16 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         let mut relayed: [Option<SocketAddr>; 2] = [None, None];
         let mut family_error: Option<(AddressFamily, u16)> = None;
         let mut new_token: Option<[u8; 8]> = None;
-        if let Some(ReservationToken(t)) = token {
+        if tcp {
+            let fam = raf.map_or(AddressFamily::V4, |r| r.0);
+            if !self.relays.supports(fam) {
+                return self.error(ft, msg, Some(auth), 440);
+            }
+            match self.relays.allocate_tcp(fam) {
+                Some(a) => relayed[family_index(a.ip())] = Some(a),
+                None => return self.error(ft, msg, Some(auth), 508),
+            }
+        } else if let Some(ReservationToken(t)) = token {
             let held = self.reservations.remove(&t).map(|(a, _)| a);
             match held.and_then(|a| self.relays.allocate_token(a)) {
                 Some(a) => relayed[family_index(a.ip())] = Some(a),
@@ -1130,6 +1495,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             allocate_tid: msg.transaction_id(),
             allocate_response: response,
             scheduled: None,
+            tcp,
         };
         let slot = match self.free_slots.pop() {
             Some(s) => {
@@ -1187,7 +1553,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
                 b.add(&Lifetime(0))?;
                 Ok(())
             });
-            self.remove_allocation(slot, true);
+            self.remove_allocation(slot, Ended::Deleted);
             return;
         }
         let life = self.granted_lifetime(lifetime.map(|l| l.0));
@@ -1296,6 +1662,10 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         let Ok((Some(ChannelNumber(number)), Some(XorPeerAddress(peer)))) = parsed else {
             return self.error(ft, msg, Some(auth), 400);
         };
+        if self.slots[slot].as_ref().is_some_and(|a| a.tcp) {
+            // No channels on a TCP allocation (RFC 6062 §5.1).
+            return self.error(ft, msg, Some(auth), 400);
+        }
         if let Err(code) = self.check_peer(slot, ft, peer.ip()) {
             return self.error(ft, msg, Some(auth), code);
         }
@@ -1342,6 +1712,91 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         self.reply(ft, msg, Some(auth), None, |_| Ok(()));
     }
 
+    // ------------------------------------------------------------ RFC 6062
+
+    /// Connect (RFC 6062 §5.2): ask the driver to connect to the peer; the
+    /// answer waits for [`TurnServer::tcp_connect_result`].
+    fn connect(&mut self, ft: &FiveTuple, msg: &Message<'_>, auth: &Auth) {
+        let Some(slot) = self.own_allocation(ft, msg, auth) else {
+            return;
+        };
+        let Some(a) = self.slots[slot].as_ref().filter(|a| a.tcp) else {
+            return self.error(ft, msg, Some(auth), 400);
+        };
+        let alloc_id = a.id;
+        let Ok(Some(XorPeerAddress(peer))) = msg.get::<XorPeerAddress>() else {
+            return self.error(ft, msg, Some(auth), 400);
+        };
+        let exists = self
+            .tcp_conns
+            .values()
+            .any(|c| c.slot == slot && c.alloc_id == alloc_id && c.peer == peer);
+        if exists {
+            return self.error(ft, msg, Some(auth), 446);
+        }
+        if self.tcp_connection_count(slot, alloc_id) >= self.config.max_tcp_connections {
+            return self.error(ft, msg, Some(auth), 508);
+        }
+        if let Err(code) = self.check_peer(slot, ft, peer.ip()) {
+            return self.error(ft, msg, Some(auth), code);
+        }
+        let Some(relayed) = self.slots[slot]
+            .as_ref()
+            .and_then(|a| a.relay_for(peer.ip()))
+        else {
+            return self.error(ft, msg, Some(auth), 443);
+        };
+        let id = self.new_connection_id();
+        self.tcp_conns.insert(
+            id,
+            TcpConn {
+                slot,
+                alloc_id,
+                peer,
+                state: TcpState::Connecting {
+                    control: *ft,
+                    tid: msg.transaction_id(),
+                    auth: Box::new(auth.clone()),
+                    fingerprint: msg.has_fingerprint(),
+                },
+            },
+        );
+        self.commands
+            .push_back(TcpCommand::Connect { id, relayed, peer });
+    }
+
+    /// ConnectionBind (RFC 6062 §5.4), on a new client data connection.
+    fn connection_bind(&mut self, ft: &FiveTuple, msg: &Message<'_>, auth: &Auth) {
+        let busy = self.data_conns.contains_key(ft) || self.by_tuple.contains_key(ft);
+        if !ft.transport.is_reliable() || busy {
+            return self.error(ft, msg, Some(auth), 400);
+        }
+        let Ok(Some(ConnectionId(id))) = msg.get::<ConnectionId>() else {
+            return self.error(ft, msg, Some(auth), 400);
+        };
+        let pending = match self.tcp_conns.get(&id) {
+            Some(c) if matches!(c.state, TcpState::Pending { .. }) => Some(c.slot),
+            _ => None,
+        };
+        let Some(slot) = pending else {
+            return self.error(ft, msg, Some(auth), 400);
+        };
+        let same_user = self.slots[slot]
+            .as_ref()
+            .is_some_and(|a| a.user == auth.user);
+        if !same_user {
+            return self.error(ft, msg, Some(auth), 441);
+        }
+        if let Some(c) = self.tcp_conns.get_mut(&id) {
+            c.state = TcpState::Bound { data: *ft };
+        }
+        self.data_conns.insert(*ft, id);
+        self.counters.peer_connections_bound += 1;
+        self.reply(ft, msg, Some(auth), None, |_| Ok(()));
+        self.commands
+            .push_back(TcpCommand::Splice { id, client: *ft });
+    }
+
     // ------------------------------------------------------------ relaying
 
     /// Account and check a packet to a peer: allocation slot, permission,
@@ -1354,6 +1809,11 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         len: usize,
     ) -> Option<SocketAddr> {
         let a = self.slots.get_mut(slot)?.as_mut()?;
+        if a.tcp {
+            // Send indications and ChannelData do not apply (RFC 6062 §5.1).
+            self.counters.dropped_malformed += 1;
+            return None;
+        }
         let Some(relay) = a.relay_for(peer.ip()) else {
             self.counters.dropped_no_permission += 1;
             return None;
@@ -1425,7 +1885,12 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
 
     fn relay_from_peer(&mut self, now: Instant, slot: usize, d: Datagram<'_>) {
         let peer = d.remote;
-        let Some(a) = self.slots.get_mut(slot).and_then(Option::as_mut) else {
+        let Some(a) = self
+            .slots
+            .get_mut(slot)
+            .and_then(Option::as_mut)
+            .filter(|a| !a.tcp)
+        else {
             self.counters.dropped_no_allocation += 1;
             return;
         };

@@ -7,8 +7,9 @@ use p2p_stun::Method;
 
 /// The transport between a TURN client and the server's listening address.
 ///
-/// Relayed traffic between the server and peers is always UDP (RFC 8656);
-/// TCP relaying (RFC 6062) is not implemented.
+/// Relayed traffic between the server and peers is UDP (RFC 8656), or TCP
+/// for an RFC 6062 allocation (whose bytes the driver splices itself, see
+/// [`TcpCommand`](crate::TcpCommand)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
     /// UDP datagrams.

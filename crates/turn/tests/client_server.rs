@@ -356,10 +356,18 @@ fn another_user_on_an_existing_allocation_is_441() {
 }
 
 #[test]
-fn tcp_relaying_is_442() {
+fn tcp_relaying_over_udp_is_400_and_other_protocols_442() {
     let mut net = Net::new(server_config(), users());
+    // RFC 6062 §5.1: a TCP relayed address only over TCP or TLS.
     let mut cfg = net.client_config(0, "alice", "wonderland");
     cfg.requested_transport = PROTO_TCP;
+    let c = net.add_client(cfg);
+    net.clients[c].allocate(net.now).unwrap();
+    net.step();
+    assert_eq!(net.failure(c), Some(Some(400)));
+    // Neither UDP nor TCP (132: SCTP): 442.
+    let mut cfg = net.client_config(1, "alice", "wonderland");
+    cfg.requested_transport = 132;
     let c = net.add_client(cfg);
     net.clients[c].allocate(net.now).unwrap();
     net.step();
@@ -1143,4 +1151,103 @@ fn allocate_timeout_is_reported() {
         })
     );
     assert_eq!(net.now - net.t0, Duration::from_millis(39_500));
+}
+
+#[test]
+fn closing_the_tcp_connection_deletes_its_allocation_at_once() {
+    // RFC 8656 §3.1 / §7: over TCP or TLS, an allocation lives as long as
+    // the connection that made it.
+    let config = ServerConfig {
+        user_quota: Some(1),
+        ..server_config()
+    };
+    let mut net = Net::new(config, users());
+    let mut cfg = net.client_config(0, "alice", "wonderland");
+    cfg.transport = Transport::Tcp;
+    let c = net.allocated_client(cfg);
+    let relay = net.relayed(c).unwrap();
+    net.clients[c]
+        .create_permission(net.now, &[peer().ip()])
+        .unwrap();
+    net.step();
+    let ft = FiveTuple {
+        client: net.locals[c],
+        server: listen(),
+        transport: Transport::Tcp,
+    };
+    // A UDP 5-tuple with the same addresses has no connection: nothing happens.
+    let udp = FiveTuple {
+        transport: Transport::Udp,
+        ..ft
+    };
+    assert!(!net.server.connection_closed(net.now, &udp));
+    assert_eq!(net.server.allocation_count(), 1);
+
+    assert!(net.server.connection_closed(net.now, &ft));
+    assert!(!net.server.connection_closed(net.now, &ft), "only once");
+    assert_eq!(net.server.allocation_count(), 0);
+    assert_eq!(net.server.relays().in_use(), 0, "the relayed port is free");
+    assert!(!net.server.is_relayed_address(relay));
+    assert_eq!(net.server.counters().allocations_closed, 1);
+    assert_eq!(net.server.counters().allocations_active, 0);
+    let ended: Vec<_> = std::iter::from_fn(|| net.server.poll_event()).collect();
+    assert!(matches!(
+        ended.as_slice(),
+        [ServerEvent::AllocationClosed { user, five_tuple, relayed, .. }]
+            if user == "alice" && *five_tuple == ft && relayed == &[relay]
+    ));
+    // Peers get nothing through the old relayed address.
+    let out = net.server_out.len();
+    net.peer_send(peer(), relay, b"late");
+    assert_eq!(net.server_out.len(), out);
+    assert!(net.peer_inbox.is_empty());
+    // No timer of the old allocation fires later.
+    net.run_for(SECS(3600));
+    assert_eq!(net.server.counters().allocations_expired, 0);
+    // The quota is freed: a new connection may allocate again.
+    let mut cfg = net.client_config(1, "alice", "wonderland");
+    cfg.transport = Transport::Tcp;
+    net.allocated_client(cfg);
+}
+
+#[test]
+fn legacy_channel_numbers_above_0x4fff_are_accepted() {
+    // RFC 8656 §12 reserves 0x5000..=0x7FFF, but RFC 5766 clients (coturn's
+    // turnutils_uclient among them) bind them: accepted for compatibility.
+    let mut net = Net::new(server_config(), users());
+    let c = net.allocated_client(net.client_config(0, "alice", "wonderland"));
+    let from = net.locals[c];
+    let relay = net.relayed(c).unwrap();
+    for (n, peer) in [
+        (0x5000u16, peer()),
+        (0x7FFF, "198.51.100.8:9000".parse().unwrap()),
+    ] {
+        let resp = net.signed(from, Method::CHANNEL_BIND, "alice", "wonderland", |b| {
+            b.add(&ChannelNumber(n)).unwrap();
+            b.add(&XorPeerAddress(peer)).unwrap();
+        });
+        assert_eq!(code_of(&resp), None, "channel 0x{n:04x}");
+        let mut cd = Vec::new();
+        p2p_stun::ChannelData::new(n, b"legacy")
+            .unwrap()
+            .encode(&mut cd, false)
+            .unwrap();
+        assert_eq!(net.raw(from, &cd), None);
+        let got = net.peer_inbox.pop().unwrap();
+        assert_eq!(
+            (got.from, got.to, got.bytes.as_slice()),
+            (relay, peer, &b"legacy"[..])
+        );
+        net.peer_send(peer, relay, b"back");
+        let back = net.server_out.last().unwrap();
+        assert_eq!(back.destination, from);
+        let cd = p2p_stun::ChannelData::decode(&back.contents).unwrap();
+        assert_eq!((cd.channel(), cd.data()), (n, &b"back"[..]));
+    }
+    // Outside RFC 5766's range: 400.
+    let resp = net.signed(from, Method::CHANNEL_BIND, "alice", "wonderland", |b| {
+        b.add(&ChannelNumber(0x8000)).unwrap();
+        b.add(&XorPeerAddress(peer())).unwrap();
+    });
+    assert_eq!(code_of(&resp), Some(400));
 }

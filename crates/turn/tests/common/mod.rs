@@ -264,11 +264,21 @@ impl Net {
     /// Feed raw bytes from `from` to the listening address; return what the
     /// server answered to `from` (if anything).
     pub fn raw(&mut self, from: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+        self.raw_over(Transport::Udp, from, bytes)
+    }
+
+    /// [`Net::raw`] over `transport` (one framed message on a stream).
+    pub fn raw_over(
+        &mut self,
+        transport: Transport,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<Vec<u8>> {
         let before = self.server_out.len();
         self.server.handle_input(
             self.now,
             Datagram {
-                transport: Transport::Udp,
+                transport,
                 local: listen(),
                 remote: from,
                 bytes,
@@ -278,7 +288,7 @@ impl Net {
         self.server_out[before..]
             .iter()
             .rev()
-            .find(|t| t.destination == from)
+            .find(|t| t.destination == from && t.transport == transport)
             .map(|t| t.contents.clone())
     }
 
@@ -293,6 +303,21 @@ impl Net {
         password: &str,
         attrs: impl Fn(&mut MessageBuilder<&mut Vec<u8>>),
     ) -> Vec<u8> {
+        self.signed_over(Transport::Udp, from, method, user, password, attrs)
+            .expect("a response")
+    }
+
+    /// [`Net::signed`] over `transport`; `None` when the signed request is
+    /// not answered (yet).
+    pub fn signed_over(
+        &mut self,
+        transport: Transport,
+        from: SocketAddr,
+        method: Method,
+        user: &str,
+        password: &str,
+        attrs: impl Fn(&mut MessageBuilder<&mut Vec<u8>>),
+    ) -> Option<Vec<u8>> {
         let mut req = Vec::new();
         let mut b = MessageBuilder::new(
             &mut req,
@@ -301,7 +326,7 @@ impl Net {
         )
         .unwrap();
         attrs(&mut b);
-        let challenge = self.raw(from, &req).expect("a 401");
+        let challenge = self.raw_over(transport, from, &req).expect("a 401");
         let msg = Message::decode(&challenge).unwrap();
         assert_eq!(msg.get::<ErrorCode>().unwrap().unwrap().code(), 401);
         let nonce = msg.get::<Nonce>().unwrap().unwrap().as_str().to_owned();
@@ -318,7 +343,7 @@ impl Net {
         b.add(&Realm::new(REALM).unwrap()).unwrap();
         b.add(&Nonce::new(&nonce).unwrap()).unwrap();
         b.add_message_integrity(&key).unwrap();
-        self.raw(from, &req).expect("a response")
+        self.raw_over(transport, from, &req)
     }
 }
 
