@@ -27,6 +27,11 @@
 //!   side restarts and sends its new credentials in an `ice-restart`
 //!   message; the controlled side restarts on receipt and answers with its
 //!   own. The old path keeps carrying data until a new one is selected.
+//!   Both sides gather again (new server-reflexive addresses, TURN
+//!   allocations renewed or re-created, see [`Session::restart`](crate::Session::restart))
+//!   and trickle the new candidates tagged with the new ufrag. The
+//!   application may restart at any time with [`Connection::restart_ice`]
+//!   (either side; the other answers).
 //!
 //! Datagram semantics: [`Connection::send`] sends one datagram on the
 //! selected path. It may be lost, duplicated or reordered, like UDP; it is
@@ -488,6 +493,7 @@ struct ConnectedInfo {
 enum Command {
     Send(Vec<u8>),
     Stats(oneshot::Sender<IceStats>),
+    Restart(oneshot::Sender<bool>),
     Close(oneshot::Sender<()>),
 }
 
@@ -566,6 +572,24 @@ impl Connection {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Stats(tx))
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+
+    /// Restarts ICE now (after a network change the application noticed,
+    /// say): new credentials go to the peer over signaling, both sides
+    /// gather again (server-reflexive addresses, TURN allocations) and
+    /// check anew; [`ConnectionEvent::Restarting`] then
+    /// [`ConnectionEvent::PathChanged`] follow. The current path keeps
+    /// carrying data until the new one is selected. The driver does the same
+    /// by itself when the path dies. Returns once the restart is under way;
+    /// `Ok(false)` when no restart could start (ours is already running, or
+    /// signaling is gone).
+    pub async fn restart_ice(&self) -> Result<bool, Closed> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Restart(tx))
             .await
             .map_err(|_| Closed)?;
         rx.await.map_err(|_| Closed)

@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use p2p_ice::{Candidate, CandidateKind, IceAgent, IceConfig, IceEvent, IceState, Input};
-use p2p_turn::{ClientConfig, ClientEvent, TurnClient};
+use p2p_turn::{ClientConfig, ClientEvent, ClientState, TurnClient};
 
 pub use p2p_turn::Transport;
 
@@ -158,7 +158,44 @@ struct Relay {
     client: TurnClient,
     relayed: Option<SocketAddr>,
     permitted: HashSet<IpAddr>,
+    /// Peers the server refused permissions for (403).
+    refused: HashSet<IpAddr>,
     done: bool,
+    /// A restart's re-allocation on behalf of relay `k`: if the server
+    /// grants it, relay `k`'s allocation is gone (the NAT mapping changed,
+    /// so the server saw a new 5-tuple) and this one replaces it; a 437
+    /// (allocation mismatch) says relay `k` is still alive on our 5-tuple.
+    probe_for: Option<usize>,
+    /// Replaced or given up: not fed, not driven, not demultiplexed to.
+    retired: bool,
+}
+
+impl Relay {
+    fn new(config: TurnServerConfig, local: SocketAddr, seed: Option<u64>) -> Relay {
+        let mut cc = ClientConfig::new(local, config.server, &config.username, &config.password);
+        cc.transport = config.transport;
+        cc.rng_seed = seed;
+        Relay {
+            config,
+            local,
+            client: TurnClient::new(cc),
+            relayed: None,
+            permitted: HashSet::new(),
+            refused: HashSet::new(),
+            done: false,
+            probe_for: None,
+            retired: false,
+        }
+    }
+
+    /// Whether a datagram from the network belongs to this relay's server
+    /// connection: same server address, local socket and transport.
+    fn owns(&self, d: &Datagram<'_>) -> bool {
+        !self.retired
+            && self.config.server == d.remote
+            && self.local == d.local
+            && self.config.transport == d.transport
+    }
 }
 
 /// ICE agent + STUN + TURN clients + demultiplexing, sans-IO.
@@ -178,6 +215,7 @@ pub struct Session {
     gathering_ended: bool,
     started: bool,
     now: Option<Instant>,
+    rng_seed: Option<u64>,
 }
 
 impl Session {
@@ -206,17 +244,8 @@ impl Session {
             else {
                 continue;
             };
-            let mut cc = ClientConfig::new(local, t.server, &t.username, &t.password);
-            cc.transport = t.transport;
-            cc.rng_seed = config.rng_seed.map(|s| s.wrapping_add(i as u64 + 1));
-            relays.push(Relay {
-                config: t.clone(),
-                local,
-                client: TurnClient::new(cc),
-                relayed: None,
-                permitted: HashSet::new(),
-                done: false,
-            });
+            let seed = config.rng_seed.map(|s| s.wrapping_add(i as u64 + 1));
+            relays.push(Relay::new(t.clone(), local, seed));
         }
         Ok(Session {
             agent,
@@ -227,6 +256,7 @@ impl Session {
             gathering_ended: false,
             started: false,
             now: None,
+            rng_seed: config.rng_seed,
         })
     }
 
@@ -263,6 +293,7 @@ impl Session {
     pub fn add_remote_candidate(&mut self, now: Instant, line: &str) -> Result<(), SessionError> {
         let c: Candidate = line.parse()?;
         self.agent.add_remote_candidate(c)?;
+        self.permit_remotes(now);
         self.pump(now);
         Ok(())
     }
@@ -275,9 +306,75 @@ impl Session {
 
     /// ICE restart: new local credentials (send them to the peer), new checks;
     /// the current path keeps carrying data until a new one is selected.
+    ///
+    /// A restart gathers again, since a network change may have changed
+    /// the NAT mapping: the STUN servers are asked for the server-reflexive
+    /// address again, and every TURN allocation is checked by allocating
+    /// again from the same socket. The server answers 437 (allocation
+    /// mismatch) while the old allocation lives on our 5-tuple: it is kept
+    /// (and its relayed candidate signalled again). If it grants the new
+    /// one, the old allocation is gone (the server now sees us from another
+    /// address): the new relayed candidate replaces the old one, whose
+    /// pairs fail. A TURN server that failed before is tried again.
+    /// [`SessionEvent::GatheringComplete`] waits for all of it.
     pub fn restart(&mut self, now: Instant) {
+        self.now = Some(now);
         self.agent.restart();
+        let mut regathering = false;
+        for i in 0..self.relays.len() {
+            let r = &self.relays[i];
+            if r.retired || r.probe_for.is_some() {
+                continue;
+            }
+            match r.client.state() {
+                ClientState::Allocated => {
+                    let probing = self
+                        .relays
+                        .iter()
+                        .any(|p| p.probe_for == Some(i) && !p.retired);
+                    if !probing {
+                        let seed = self.next_seed();
+                        let mut probe = Relay::new(r.config.clone(), r.local, seed);
+                        probe.probe_for = Some(i);
+                        if probe.client.allocate(now).is_ok() {
+                            self.relays.push(probe);
+                        }
+                    }
+                    regathering = true;
+                }
+                ClientState::Failed | ClientState::Closed => {
+                    // Lost or refused before: try again with a new client.
+                    let seed = self.next_seed();
+                    let old: Vec<SocketAddr> = self.relays[i].client.relayed_addresses().to_vec();
+                    for a in old.iter().chain(self.relays[i].relayed.iter()) {
+                        self.agent.retire_local_candidate(*a, *a);
+                    }
+                    let mut fresh =
+                        Relay::new(self.relays[i].config.clone(), self.relays[i].local, seed);
+                    self.relays[i].retired = true;
+                    self.relays[i].done = true;
+                    if fresh.client.allocate(now).is_ok() {
+                        self.relays.push(fresh);
+                        regathering = true;
+                    }
+                }
+                ClientState::Idle | ClientState::Allocating | ClientState::Deleting => {
+                    regathering |= !r.done;
+                }
+            }
+        }
+        if regathering {
+            self.agent.expect_more_local_candidates();
+            self.gathering_ended = false;
+        }
+        self.agent.handle_timeout(now);
         self.pump(now);
+    }
+
+    /// The seed of the next TURN client created (by a restart).
+    fn next_seed(&self) -> Option<u64> {
+        self.rng_seed
+            .map(|s| s.wrapping_add(0x1000 + self.relays.len() as u64))
     }
 
     /// The ICE state.
@@ -309,17 +406,17 @@ impl Session {
     /// A datagram arrived on one of the caller's sockets.
     pub fn handle_input(&mut self, now: Instant, d: Datagram<'_>) {
         self.now = Some(now);
-        if let Some(r) = self
-            .relays
-            .iter_mut()
-            .find(|r| r.config.server == d.remote && r.local == d.local)
-        {
-            let turn = p2p_turn::Datagram {
-                transport: d.transport,
-                local: d.local,
-                remote: d.remote,
-                bytes: d.contents,
-            };
+        // From a TURN server: the client of that server, local socket and
+        // transport (two configurations may name one server over UDP and
+        // TCP). During a restart an old allocation and its probe share the
+        // connection; the probe only takes answers to its own requests.
+        let turn = p2p_turn::Datagram {
+            transport: d.transport,
+            local: d.local,
+            remote: d.remote,
+            bytes: d.contents,
+        };
+        for r in self.relays.iter_mut().filter(|r| r.owns(&d)) {
             if r.client.handle_input(now, turn) {
                 self.pump(now);
                 return;
@@ -359,7 +456,7 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
         self.agent.handle_timeout(now);
-        for r in &mut self.relays {
+        for r in self.relays.iter_mut().filter(|r| !r.retired) {
             r.client.handle_timeout(now);
         }
         self.pump(now);
@@ -374,6 +471,7 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.relays
             .iter()
+            .filter(|r| !r.retired)
             .filter_map(|r| r.client.poll_timeout())
             .chain(self.agent.poll_timeout())
             .min()
@@ -398,15 +496,71 @@ impl Session {
                 Ok(())
             }
             Some(&i) => {
-                let r = &mut self.relays[i];
-                if r.client.channel(t.destination).is_none()
-                    && r.permitted.insert(t.destination.ip())
-                {
-                    r.client.create_permission(now, &[t.destination.ip()])?;
+                if self.relays[i].client.channel(t.destination).is_none() {
+                    self.permit(now, i, &[t.destination.ip()])?;
                 }
-                r.client.send_to(now, t.destination, &t.contents)?;
+                self.relays[i]
+                    .client
+                    .send_to(now, t.destination, &t.contents)?;
                 Ok(())
             }
+        }
+    }
+
+    /// Ask relay `i` for permissions to the `ips` it has none for yet, and
+    /// queue the CreatePermission at once: the client sends a Send
+    /// indication as soon as it is asked to, ahead of the requests it has
+    /// pending, and the server drops an indication that overtakes the
+    /// permission it needs (the check is then lost for a whole RTO).
+    fn permit(&mut self, now: Instant, i: usize, ips: &[IpAddr]) -> Result<(), SessionError> {
+        let r = &mut self.relays[i];
+        let new: Vec<IpAddr> = ips
+            .iter()
+            .copied()
+            .filter(|ip| {
+                r.relayed.is_some_and(|a| a.is_ipv4() == ip.is_ipv4())
+                    && !r.permitted.contains(ip)
+                    && !r.refused.contains(ip)
+            })
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        // One request per IP: the server refuses a whole request (403)
+        // when one of its peers is forbidden (a private address, say).
+        for ip in new {
+            r.client.create_permission(now, &[ip])?;
+            r.permitted.insert(ip);
+        }
+        while let Some(t) = r.client.poll_transmit() {
+            self.transmits.push_back(Transmit {
+                transport: t.transport,
+                source: t.source,
+                destination: t.destination,
+                contents: t.contents,
+            });
+        }
+        Ok(())
+    }
+
+    /// Permissions on every allocation for the peer's candidate IPs, asked
+    /// as soon as the candidates are known, so that the peer's checks to our
+    /// relayed candidates pass the relay even before our own checks go out.
+    fn permit_remotes(&mut self, now: Instant) {
+        let ips: Vec<IpAddr> = self
+            .agent
+            .remote_candidates()
+            .iter()
+            .map(|c| c.address().ip())
+            .collect();
+        for i in 0..self.relays.len() {
+            let r = &self.relays[i];
+            if r.retired || r.client.state() != ClientState::Allocated {
+                continue;
+            }
+            // A refusal (403 for a peer the server will not relay to) comes
+            // back as PermissionFailed and is forgotten there.
+            let _ = self.permit(now, i, &ips);
         }
     }
 
@@ -453,6 +607,36 @@ impl Session {
 
     fn turn_event(&mut self, now: Instant, i: usize, e: ClientEvent) {
         let server = self.relays[i].config.server;
+        if self.relays[i].retired {
+            return;
+        }
+        if let Some(k) = self.relays[i].probe_for {
+            match e {
+                ClientEvent::Allocated { .. } => {
+                    // The old allocation is gone: this one replaces it.
+                    let old: Vec<SocketAddr> = self
+                        .by_relayed
+                        .iter()
+                        .filter(|(_, j)| **j == k)
+                        .map(|(a, _)| *a)
+                        .collect();
+                    for a in old {
+                        self.agent.retire_local_candidate(a, a);
+                    }
+                    self.relays[k].retired = true;
+                    self.relays[k].done = true;
+                    self.relays[i].probe_for = None;
+                }
+                _ => {
+                    // 437: the old allocation lives on our 5-tuple (kept,
+                    // its candidate already signalled again). Anything else
+                    // (no answer, a refusal): keep the old one too.
+                    self.relays[i].retired = true;
+                    self.relays[i].done = true;
+                    return;
+                }
+            }
+        }
         match e {
             ClientEvent::Allocated {
                 relayed, mapped, ..
@@ -461,6 +645,7 @@ impl Session {
                 for addr in relayed {
                     self.relays[i].relayed.get_or_insert(addr);
                     self.by_relayed.insert(addr, i);
+                    self.permit_remotes(now);
                     let related = mapped.or(Some(self.relays[i].local));
                     if self
                         .agent
@@ -477,7 +662,18 @@ impl Session {
             ClientEvent::AllocationFailed { code, reason } => {
                 let was_allocated = self.relays[i].relayed.is_some();
                 self.relays[i].done = true;
-                if !was_allocated {
+                if was_allocated {
+                    // A refresh failed: the allocation is lost.
+                    let old: Vec<SocketAddr> = self
+                        .by_relayed
+                        .iter()
+                        .filter(|(_, j)| **j == i)
+                        .map(|(a, _)| *a)
+                        .collect();
+                    for a in old {
+                        self.agent.retire_local_candidate(a, a);
+                    }
+                } else {
                     self.events.push_back(SessionEvent::TurnFailed {
                         server,
                         code,
@@ -490,9 +686,13 @@ impl Session {
                     self.agent_input(now, peer, relayed, &data);
                 }
             }
-            ClientEvent::PermissionFailed { peers, .. } => {
+            ClientEvent::PermissionFailed { peers, code } => {
                 for p in peers {
                     self.relays[i].permitted.remove(&p);
+                    if code == Some(403) {
+                        // The server will not relay there: do not ask again.
+                        self.relays[i].refused.insert(p);
+                    }
                 }
             }
             _ => {}

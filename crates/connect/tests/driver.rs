@@ -359,3 +359,184 @@ fn turn_servers_need_credentials() {
     let r = Peer::new(PeerConfig::new("ws://127.0.0.1:1/", "r").ice_server(uri));
     assert!(matches!(r, Err(ConnectError::BadIceServer(_))), "{r:?}");
 }
+
+/// Like [`deliver`], but copies of earlier messages still queued at `to`
+/// are skipped.
+async fn deliver_fresh(from: &Connection, to: &Connection, msg: &[u8]) {
+    for _ in 0..200 {
+        from.send(msg).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
+        while let Ok(got) = tokio::time::timeout_at(deadline, to.recv()).await {
+            if got.as_deref() == Some(msg) {
+                return;
+            }
+        }
+    }
+    panic!("{:?} never arrived", String::from_utf8_lossy(msg));
+}
+
+/// Reads `c`'s events (from the first one) until `pred` matches one;
+/// returns those read, the match last.
+async fn until_event(
+    what: &str,
+    c: &Connection,
+    mut pred: impl FnMut(&ConnectionEvent) -> bool,
+) -> Vec<ConnectionEvent> {
+    bounded(what, async {
+        let mut seen = Vec::new();
+        while let Some(e) = c.next_event().await {
+            let done = pred(&e);
+            seen.push(e);
+            if done {
+                return seen;
+            }
+        }
+        panic!("{what}: the connection closed; events: {seen:?}");
+    })
+    .await
+}
+
+/// ICE restart in the driver, started by either side: the new credentials
+/// cross in `ice-restart` messages, both sides gather again (the TURN
+/// allocation is renewed: the server refuses a second one on the same
+/// 5-tuple, so the old one is kept and its relayed candidate signalled
+/// again), check anew and select a path again; data flows after it.
+#[tokio::test]
+async fn ice_restart_from_either_side_reconnects() {
+    let (url, _) = daemon().await;
+    let (a, mut b) = pair(config(&url, "restart"), config(&url, "restart")).await;
+    deliver(&a, &mut b, b"before").await;
+    for c in [&a, &b] {
+        until_event("connected", c, |e| {
+            matches!(e, ConnectionEvent::Connected(_))
+        })
+        .await;
+    }
+    // The controlled side (a) restarts, then the controlling one (b).
+    for (round, starter) in [(1, 'a'), (2, 'b')] {
+        let c = if starter == 'a' { &a } else { &b };
+        assert!(c.restart_ice().await.unwrap(), "round {round}");
+        for (name, c) in [("a", &a), ("b", &b)] {
+            let ev = until_event(name, c, |e| matches!(e, ConnectionEvent::Restarting)).await;
+            assert!(!ev.is_empty());
+            let ev = until_event(name, c, |e| matches!(e, ConnectionEvent::PathChanged(_))).await;
+            assert!(
+                ev.iter().any(
+                    |e| matches!(e, ConnectionEvent::LocalCandidate(l) if l.contains("typ relay"))
+                ),
+                "round {round}, {name}: no relayed candidate signalled again: {ev:?}"
+            );
+            assert!(
+                !ev.iter().any(|e| matches!(
+                    e,
+                    ConnectionEvent::TurnFailed { .. } | ConnectionEvent::TurnAllocated { .. }
+                )),
+                "round {round}, {name}: the allocation should be kept: {ev:?}"
+            );
+            assert!(c.selected_path().is_some());
+        }
+        deliver_fresh(&a, &b, format!("a after restart {round}").as_bytes()).await;
+        deliver_fresh(&b, &a, format!("b after restart {round}").as_bytes()).await;
+    }
+    a.close().await;
+    b.close().await;
+}
+
+/// The daemon as [`daemon`] does, plus TURN over TLS with a self-signed
+/// certificate for `localhost`. Returns (signaling URL, TLS address, the
+/// certificate in DER).
+async fn daemon_tls() -> (String, SocketAddr, Vec<u8>) {
+    let dir = std::env::temp_dir().join(format!("p2p-connect-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let toml = format!(
+        r#"
+[stun]
+listen = ["127.0.0.1:0"]
+workers = 1
+[tls]
+listen = ["127.0.0.1:0"]
+cert = {:?}
+key = {:?}
+[turn]
+realm = "test"
+auth_secret = "driver-test-secret"
+allow_peer = ["127.0.0.0/8"]
+[signaling]
+listen = "127.0.0.1:0"
+page = false
+"#,
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    let config = p2p_server::Config::from_toml_str(&toml).unwrap();
+    let server = p2p_server::Server::bind(&config).await.unwrap();
+    let addrs = server.local_addrs().clone();
+    tokio::spawn(server.run(std::future::pending()));
+    // The server has read its certificate and key.
+    let _ = std::fs::remove_dir_all(&dir);
+    let sig = addrs.signaling.expect("signaling is served");
+    (
+        format!("ws://{sig}/ws"),
+        addrs.tls[0],
+        ck.cert.der().to_vec(),
+    )
+}
+
+/// `turns:` (TURN over TLS, RFC 7065) with the server's self-signed
+/// certificate as the trust root: both peers relay over TLS, and without
+/// the root the server is refused (reported as a TURN failure).
+#[tokio::test]
+async fn relay_only_over_turns() {
+    let (url, tls, der) = daemon_tls().await;
+    let username = "4000000000:tls-test";
+    let password = p2p_signaling::rest_credential(b"driver-test-secret", username);
+    let uri: IceServerUri = format!("turns:localhost:{}", tls.port()).parse().unwrap();
+    let cfg = |room: &str, roots: Vec<Vec<u8>>| {
+        let mut c = config(&url, room)
+            .policy(Policy::RelayOnly)
+            .ice_server(uri.clone().with_credentials(username, password.clone()));
+        c.tls_roots = roots;
+        c
+    };
+    let (mut a, mut b) = pair(cfg("tls", vec![der.clone()]), cfg("tls", vec![der.clone()])).await;
+    for c in [&a, &b] {
+        let p = c.selected_path().expect("a selected path");
+        assert_eq!(
+            (p.local.kind, p.remote.kind),
+            (CandidateKind::Relayed, CandidateKind::Relayed)
+        );
+    }
+    deliver(&a, &mut b, b"over tls").await;
+    deliver(&b, &mut a, b"back over tls").await;
+    a.close().await;
+    b.close().await;
+
+    // No trust root: the TLS connection is refused before any TURN.
+    let first = tokio::spawn(Peer::new(cfg("untrusted", Vec::new())).unwrap().connect());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = bounded(
+        "untrusted",
+        Peer::new(cfg("untrusted", Vec::new())).unwrap().connect(),
+    )
+    .await;
+    match second {
+        Err(ConnectError::TurnRefused {
+            code: None, reason, ..
+        }) => {
+            assert!(reason.contains("cannot connect"), "{reason}");
+        }
+        other => panic!("expected TurnRefused, got {other:?}"),
+    }
+    let first = bounded("first untrusted", first).await.unwrap();
+    assert!(
+        matches!(
+            first,
+            Err(ConnectError::TurnRefused { .. } | ConnectError::PeerLeft { .. })
+        ),
+        "{first:?}"
+    );
+}

@@ -216,13 +216,13 @@ fn role_conflict_both_controlling_resolves() {
 /// packets get through any more and consent fails (Disconnected). Both
 /// restart, exchange new credentials and candidates, and reconnect.
 ///
-/// The path they reconnect on is A (new peer-reflexive port) ↔ B's relay:
-/// a restart keeps the local candidates and does not gather again, so A
-/// signals its stale server-reflexive address; B's APDF filter drops A's
-/// checks from the new port (B never sent there), while B's relay admits
-/// them (its permission is per IP) and B's relayed triggered check comes
-/// back through A's fresh mapping. A's own allocation is lost with its old
-/// mapping (the server sees its refreshes from an unknown 5-tuple).
+/// A restart gathers again: A asks the STUN server again and signals its
+/// new server-reflexive address, and its TURN allocation, lost with the old
+/// mapping, is re-created (the server grants a new one to the new 5-tuple)
+/// and replaces the old relayed candidate. B's mapping did not change: its
+/// server-reflexive address is the same and its allocation is kept (the
+/// server answers B's re-allocation with 437). They reconnect on the new
+/// direct path, A's new srflx ↔ B's srflx.
 #[test]
 fn ice_restart_after_a_network_change_reconnects() {
     let opts = Opts {
@@ -232,16 +232,31 @@ fn ice_restart_after_a_network_change_reconnects() {
     let mut p = Pair::new(Placement::Nat(EI, APD), Placement::Nat(EI, APD), opts);
     connected(&mut p);
     p.run_for(Duration::from_secs(1));
+    let (old_a, _) = p.node_a().session.selected_path().expect("path");
+    assert_eq!(old_a.kind, CandidateKind::ServerReflexive);
+    let relays = |n: &common::SessionNode, after: std::time::Instant| {
+        n.events
+            .iter()
+            .filter(|(t, _)| *t >= after)
+            .filter_map(|(_, e)| match e {
+                SessionEvent::TurnAllocated { relayed, .. } => Some(*relayed),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let t0 = p.sim.t0();
+    let (relay_a, relay_b) = (relays(p.node_a(), t0), relays(p.node_b(), t0));
+    assert_eq!((relay_a.len(), relay_b.len()), (1, 1));
     let nat_a = p.nat_a.expect("A is behind a NAT");
     p.sim.flush_nat(nat_a);
     let down = |p: &Pair| p.node_a().session.state() == IceState::Disconnected;
     p.run_until(down, Duration::from_secs(15))
         .unwrap_or_else(|e| panic!("{e}"));
     let restart = p.sim.now();
-    let old_a = p.node_a().session.local_credentials().0.to_owned();
+    let old_ufrag = p.node_a().session.local_credentials().0.to_owned();
     p.node_a_mut().restart(restart);
     p.node_b_mut().restart(restart);
-    assert_ne!(p.node_a().session.local_credentials().0, old_a);
+    assert_ne!(p.node_a().session.local_credentials().0, old_ufrag);
     let back = |p: &Pair| {
         [p.node_a(), p.node_b()].iter().all(|n| {
             matches!(n.session.state(), IceState::Connected | IceState::Completed)
@@ -255,14 +270,43 @@ fn ice_restart_after_a_network_change_reconnects() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(took < Duration::from_secs(3), "{took:?}");
     assert!(p.node_a().signal_errors.is_empty() && p.node_b().signal_errors.is_empty());
+    // The new direct path, through A's new mapping.
+    let (new_a, new_b) = p.node_a().session.selected_path().expect("path");
     assert_eq!(
-        p.node_a().selected_kinds(),
-        Some((CandidateKind::PeerReflexive, CandidateKind::Relayed))
+        (new_a.kind, new_b.kind),
+        (
+            CandidateKind::ServerReflexive,
+            CandidateKind::ServerReflexive
+        )
     );
+    assert_eq!(new_a.address.ip(), old_a.address.ip());
+    assert_ne!(new_a.address.port(), old_a.address.port());
     assert_eq!(
         p.node_b().selected_kinds(),
-        Some((CandidateKind::Relayed, CandidateKind::PeerReflexive))
+        Some((
+            CandidateKind::ServerReflexive,
+            CandidateKind::ServerReflexive
+        ))
     );
+    // A signalled its new srflx address after the restart (gathered again).
+    let new_srflx = format!(" {} {} typ srflx", new_a.address.ip(), new_a.address.port());
+    assert!(p.signals.iter().any(|(t, from_a, s)| *t >= restart
+        && *from_a
+        && matches!(s, common::Signal::Candidate(c) if c.contains(&new_srflx))));
+    // A's allocation was re-created (a new relayed address); B's was kept.
+    p.run_for(Duration::from_secs(2));
+    let again_a = relays(p.node_a(), restart);
+    assert_eq!(again_a.len(), 1, "{again_a:?}");
+    assert_ne!(again_a[0], relay_a[0]);
+    assert!(relays(p.node_b(), restart).is_empty());
+    for n in [p.node_a(), p.node_b()] {
+        let eoc = n
+            .events
+            .iter()
+            .filter(|(t, e)| *t >= restart && *e == SessionEvent::GatheringComplete)
+            .count();
+        assert_eq!(eoc, 1, "{}", n.name);
+    }
 }
 
 /// 10 % loss and 10 % reordering (50 ms) with 5 ms jitter on every access
@@ -299,8 +343,12 @@ fn ten_percent_loss_with_reordering_still_connects() {
             },
         );
         assert_eq!(o.path, PathKind::Relay, "seed {seed}: {o:?}");
+        // The relay needs an allocation, and at 10 % loss per link its
+        // exchange can be unlucky: with seed 1, four of the five Allocate
+        // transmissions of A and the one answer that came are lost, and the
+        // peers connect through B's relay alone after 10.1 s.
         assert!(
-            o.connect < Duration::from_secs(8),
+            o.connect < Duration::from_secs(12),
             "seed {seed}: {:?}",
             o.connect
         );
@@ -394,4 +442,104 @@ fn nat_rebinding_on_the_controlling_side_recovers_by_renomination() {
         );
     }
     assert!(data_since(&p, p.sim.now() - Duration::from_secs(1)));
+}
+
+/// The session tells TURN clients apart by server address, local socket
+/// *and* transport: A (relay-only) names the same TURN server twice, over
+/// UDP first and over TCP; B is public. Both allocations succeed, and B's
+/// answers to A's checks from the TCP allocation come back over TCP as Data
+/// indications: they must reach the TCP client (and so the agent, on the
+/// TCP relayed address), not the UDP client, which would take any Data
+/// indication from that server address as its own and fail the check
+/// (asymmetric addresses).
+#[test]
+fn one_turn_server_over_udp_and_tcp_keeps_the_two_allocations_apart() {
+    use common::{sa, server_addr, SessionNode, Signal, TurnNode};
+    use p2p_connect::{Session, SessionConfig, Transport, TurnServerConfig};
+    use p2p_netsim::{Realm, Sim};
+
+    let t0 = std::time::Instant::now();
+    let mut sim = Sim::new(t0, 7);
+    let server = server_addr();
+    sim.add_host([server.ip()], Realm::Public, TurnNode::new(t0));
+    let turn = |transport| TurnServerConfig {
+        server,
+        transport,
+        username: "alice".into(),
+        password: "secret".into(),
+    };
+    let (host_a, host_b) = (sa("198.51.100.10:5000"), sa("198.51.100.20:6000"));
+    let mut sa_ = Session::new(SessionConfig {
+        hosts: vec![host_a],
+        turn_servers: vec![turn(Transport::Udp), turn(Transport::Tcp)],
+        rng_seed: Some(5),
+        ..SessionConfig::new(IceConfig {
+            relay_only: true,
+            ..IceConfig::controlling().with_seed(5)
+        })
+    })
+    .expect("session");
+    let mut sb_ = Session::new(SessionConfig {
+        hosts: vec![host_b],
+        rng_seed: Some(6),
+        ..SessionConfig::new(IceConfig::controlled().with_seed(6))
+    })
+    .expect("session");
+    let (ua, pa) = sa_.local_credentials();
+    let (ua, pa) = (ua.to_owned(), pa.to_owned());
+    let (ub, pb) = sb_.local_credentials();
+    let (ub, pb) = (ub.to_owned(), pb.to_owned());
+    sa_.set_remote_credentials(&ub, &pb).expect("credentials");
+    sb_.set_remote_credentials(&ua, &pa).expect("credentials");
+    let (mut na, mut nb) = (SessionNode::new("A", sa_), SessionNode::new("B", sb_));
+    na.start(t0);
+    nb.start(t0);
+    let a = sim.add_host([host_a.ip()], Realm::Public, na);
+    let b = sim.add_host([host_b.ip()], Realm::Public, nb);
+    let relay_of = |n: &SessionNode, tr: usize| {
+        n.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                SessionEvent::TurnAllocated { relayed, .. } => Some(*relayed),
+                _ => None,
+            })
+            .nth(tr)
+    };
+    // Run 5 s of simulated time, relaying the signals with 10 ms of delay.
+    for _ in 0..100_000 {
+        if sim.elapsed() > Duration::from_secs(5) || !sim.step() {
+            break;
+        }
+        let now = sim.now();
+        for (from, to) in [(a, b), (b, a)] {
+            let out: Vec<Signal> = std::mem::take(&mut sim.node_mut::<SessionNode>(from).outbox);
+            for sig in out {
+                let to = sim.node_mut::<SessionNode>(to);
+                to.deliver_at(now + Duration::from_millis(10), sig);
+            }
+        }
+    }
+    let n = sim.node::<SessionNode>(a);
+    assert!(n.signal_errors.is_empty(), "{:?}", n.signal_errors);
+    assert!(
+        n.has_event(|e| matches!(e, SessionEvent::TurnFailed { .. }))
+            .is_none(),
+        "{:?}",
+        n.events
+    );
+    let (Some(r0), Some(r1)) = (relay_of(n, 0), relay_of(n, 1)) else {
+        panic!("two allocations expected: {:?}", n.events);
+    };
+    assert_ne!(r0, r1);
+    // Both relayed pairs to B's host succeeded: the TCP one too.
+    let stats = n.session.agent().stats();
+    for r in [r0, r1] {
+        let pair = stats
+            .pairs
+            .iter()
+            .find(|p| p.local.address() == r && p.remote.address() == host_b)
+            .unwrap_or_else(|| panic!("no pair from {r}\n{stats}"));
+        assert!(pair.valid && pair.responses_received > 0, "{r}\n{stats}");
+    }
+    assert!(n.session.selected_path().is_some());
 }

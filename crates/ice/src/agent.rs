@@ -149,6 +149,10 @@ pub struct IceAgent {
     recent_tids: VecDeque<TransactionId>,
     stun_servers: Vec<SocketAddr>,
     pending_gathers: Vec<(SocketAddr, SocketAddr)>,
+    /// Server-reflexive candidates (address, base) the agent gathered.
+    gathered: Vec<(SocketAddr, SocketAddr)>,
+    /// Local candidates (address, base) that must not be paired any more.
+    retired: Vec<(SocketAddr, SocketAddr)>,
     local_eoc: bool,
     remote_eoc: bool,
     gathering_complete_sent: bool,
@@ -240,6 +244,8 @@ impl IceAgent {
             recent_tids: VecDeque::new(),
             stun_servers: Vec::new(),
             pending_gathers: Vec::new(),
+            gathered: Vec::new(),
+            retired: Vec::new(),
             local_eoc: false,
             remote_eoc: false,
             gathering_complete_sent: false,
@@ -401,7 +407,16 @@ impl IceAgent {
             // A learnt peer-reflexive candidate gives way to a signalled one
             // with the same address (it keeps its pairs).
             let learnt = self.locals[i].kind() == CandidateKind::PeerReflexive;
-            if !learnt && self.locals[i].priority() >= c.priority() {
+            let key = (c.address(), c.base());
+            if let Some(r) = self.retired.iter().position(|x| *x == key) {
+                // Usable again (a new allocation got the same address).
+                self.retired.swap_remove(r);
+                for p in &mut self.pairs {
+                    if p.local == i && p.state == PairState::Failed {
+                        p.state = PairState::Waiting;
+                    }
+                }
+            } else if !learnt && self.locals[i].priority() >= c.priority() {
                 return Err(IceError::Redundant);
             }
             self.locals[i] = c.clone();
@@ -498,6 +513,15 @@ impl IceAgent {
     /// again as [`IceEvent::LocalCandidate`]. The selected pair keeps carrying
     /// data (and checks with the old credentials are still answered) until
     /// the new checks select a pair. Signal the new credentials to the peer.
+    ///
+    /// A restart gathers again (a network change may have changed the NAT
+    /// mapping): the server-reflexive candidates the agent gathered itself
+    /// are dropped and the STUN servers asked again from every host base;
+    /// the answers come as new [`IceEvent::LocalCandidate`]s, and
+    /// [`IceEvent::GatheringComplete`] waits for them. Retired candidates
+    /// ([`IceAgent::retire_local_candidate`]) and learnt peer-reflexive ones
+    /// are forgotten; host, relayed and caller-added server-reflexive
+    /// candidates are kept and emitted again.
     pub fn restart(&mut self) {
         let (creds, key) = new_credentials(&mut self.rng);
         let old_creds = std::mem::replace(&mut self.local_creds, creds);
@@ -505,15 +529,84 @@ impl IceAgent {
         self.prev_local = Some((old_creds, old_key));
         self.reset_remote();
         self.remote_creds = None;
-        self.locals
-            .retain(|l| l.kind() != CandidateKind::PeerReflexive);
+        let gathered = std::mem::take(&mut self.gathered);
+        let retired = std::mem::take(&mut self.retired);
+        self.locals = std::mem::take(&mut self.locals)
+            .into_iter()
+            .filter(|l| {
+                l.kind() != CandidateKind::PeerReflexive
+                    && !retired.contains(&(l.address(), l.base()))
+                    && !(l.kind() == CandidateKind::ServerReflexive
+                        && gathered.contains(&(l.address(), l.base())))
+            })
+            .collect();
+        self.recompute_priorities();
         for l in &self.locals {
             self.events.push_back(IceEvent::LocalCandidate(l.clone()));
+        }
+        // Ask the STUN servers again (the answers may differ now).
+        self.pending_gathers.clear();
+        for l in &self.locals {
+            if l.kind() != CandidateKind::Host {
+                continue;
+            }
+            for server in &self.stun_servers {
+                if server.is_ipv4() == l.base().is_ipv4() {
+                    self.pending_gathers.push((l.base(), *server));
+                }
+            }
         }
         self.gathering_complete_sent = false;
         self.failed = false;
         self.check_gathering_complete();
         self.update_state();
+    }
+
+    /// More local candidates are coming after all: undo
+    /// [`end_of_local_candidates`](IceAgent::end_of_local_candidates) so that
+    /// [`IceEvent::GatheringComplete`] waits for the next call. For a caller
+    /// that gathers again after a [`restart`](IceAgent::restart) (TURN
+    /// allocations renewed or re-created).
+    pub fn expect_more_local_candidates(&mut self) {
+        self.local_eoc = false;
+        self.gathering_complete_sent = false;
+    }
+
+    /// A local candidate is no longer usable (a TURN allocation that was
+    /// lost): its pairs fail, their checks stop, it is not paired again, and
+    /// the next [`restart`](IceAgent::restart) forgets it. Returns whether
+    /// such a candidate (address and base) was known. The selected pair, if
+    /// it uses the candidate, stays until consent fails or another pair is
+    /// selected.
+    pub fn retire_local_candidate(&mut self, address: SocketAddr, base: SocketAddr) -> bool {
+        let Some(li) = self
+            .locals
+            .iter()
+            .position(|l| l.address() == address && l.base() == base)
+        else {
+            return false;
+        };
+        if !self.retired.contains(&(address, base)) {
+            self.retired.push((address, base));
+        }
+        let dead: Vec<usize> = (0..self.pairs.len())
+            .filter(|p| self.pairs[*p].local == li)
+            .collect();
+        for p in &dead {
+            self.pairs[*p].state = PairState::Failed;
+            self.pairs[*p].valid = false;
+            if self.nominating == Some(*p) {
+                self.nominating = None;
+            }
+        }
+        self.triggered.retain(|(p, _)| !dead.contains(p));
+        for t in &mut self.txs {
+            if matches!(t.purpose, Purpose::Check { pair, .. } if dead.contains(&pair)) {
+                t.cancelled = true;
+            }
+        }
+        self.update_state();
+        true
     }
 
     /// Application data on the selected pair: from the local candidate's base
@@ -561,6 +654,8 @@ impl IceAgent {
                 }
             }
         };
+        // A triggered check (or a nomination) that is due now shows in
+        // poll_timeout as `now`: the caller sends it at once.
         self.maybe_nominate(now);
         self.check_gathering_complete();
         self.update_state();
@@ -575,11 +670,7 @@ impl IceAgent {
         self.start_gathers(now);
         self.drive_transactions(now);
         self.maybe_nominate(now);
-        if self.check_due(now) {
-            if let Some((p, nominate)) = self.pop_next_check() {
-                self.send_check(now, p, nominate);
-            }
-        }
+        self.pace(now);
         self.drive_selected(now);
         if let (Some(timeout), Some(since)) = (self.config.checking_timeout, self.checking_since) {
             if self.selected.is_none() && !self.failed && now >= since + timeout {
@@ -610,12 +701,8 @@ impl IceAgent {
                 at(n);
             }
         }
-        if self.peek_next_check().is_some() {
-            if let Some(t) = self
-                .last_check_at
-                .map(|l| l + self.config.ta)
-                .or(self.last_now)
-            {
+        if let Some(next) = self.peek_next_check() {
+            if let Some(t) = self.next_check_at(next) {
                 at(t);
             }
         }
@@ -674,6 +761,9 @@ impl IceAgent {
     /// candidate (RFC 8445 §6.1.2.4 replaces them by their base).
     fn pairable(&self, li: usize) -> bool {
         let l = &self.locals[li];
+        if self.retired.contains(&(l.address(), l.base())) {
+            return false;
+        }
         match l.kind() {
             CandidateKind::Host | CandidateKind::Relayed => true,
             CandidateKind::ServerReflexive => !self
@@ -798,8 +888,50 @@ impl IceAgent {
 
     // ------------------------------------------------------------ checks
 
-    fn check_due(&self, now: Instant) -> bool {
+    /// Whether the pacer may send a check at `now`: Ta after the last one
+    /// (RFC 8445 §14.2), or at once when no check of ours is waiting for an
+    /// answer. Checks are then clocked by the answers, never faster than
+    /// Ta while one is outstanding, and an agent whose checks were all
+    /// answered (a nomination after the first success, a triggered check
+    /// after a quiet spell) does not sit out the rest of a Ta slot.
+    ///
+    /// A check of pair `next` replaces that pair's own outstanding check
+    /// (RFC 8445 §7.3.1.4 cancels it), so that one does not hold it back: a
+    /// triggered check on a pair whose first check was lost goes out with
+    /// the answer to the peer's check.
+    fn check_due(&self, now: Instant, next: usize) -> bool {
         self.last_check_at.is_none_or(|l| now >= l + self.config.ta)
+            || !self.check_outstanding(next)
+    }
+
+    /// A check transaction (not cancelled, not of pair `except`) still
+    /// waits for its answer.
+    fn check_outstanding(&self, except: usize) -> bool {
+        self.txs.iter().any(|t| {
+            !t.cancelled && matches!(t.purpose, Purpose::Check { pair, .. } if pair != except)
+        })
+    }
+
+    /// The next check slot for pair `next`: `now` when
+    /// [`check_due`](Self::check_due) would say so, else Ta after the last
+    /// check.
+    fn next_check_at(&self, next: usize) -> Option<Instant> {
+        match self.last_check_at {
+            Some(l) if self.check_outstanding(next) => Some(l + self.config.ta),
+            _ => self.last_now,
+        }
+    }
+
+    /// Send the next check if one is due (after an input or a timeout).
+    fn pace(&mut self, now: Instant) {
+        let Some(next) = self.peek_next_check() else {
+            return;
+        };
+        if self.check_due(now, next) {
+            if let Some((p, nominate)) = self.pop_next_check() {
+                self.send_check(now, p, nominate);
+            }
+        }
     }
 
     fn can_check(&self) -> bool {
@@ -970,7 +1102,8 @@ impl IceAgent {
             return;
         };
         let controlling = self.role == IceRole::Controlling;
-        let use_candidate = controlling && (nominate || self.config.aggressive_nomination);
+        let use_candidate =
+            controlling && (nominate || self.config.aggressive_nomination || self.optimistic(p));
         let (li, ri) = (self.pairs[p].local, self.pairs[p].remote);
         let priority = prflx_priority(&self.locals[li]);
         let tid = TransactionId::random(&mut self.rng);
@@ -1000,6 +1133,20 @@ impl IceAgent {
             key,
         };
         self.start_tx(now, tid, request, (source, destination), purpose);
+    }
+
+    /// Optimistic nomination ([`IceConfig::optimistic_nomination`]): the
+    /// first check of pair `p` carries USE-CANDIDATE when no pair is valid
+    /// or selected yet and no other pair that may still succeed has a
+    /// higher priority.
+    fn optimistic(&self, p: usize) -> bool {
+        self.config.optimistic_nomination
+            && self.pairs[p].checks_sent == 0
+            && self.first_valid_at.is_none()
+            && self.selected.as_ref().and_then(|s| s.pair).is_none()
+            && !self.pairs.iter().enumerate().any(|(q, o)| {
+                q != p && o.priority > self.pairs[p].priority && o.state != PairState::Failed
+            })
     }
 
     fn remember_tid(&mut self, tid: TransactionId) {
@@ -1490,7 +1637,11 @@ impl IceAgent {
                     if let Some(mapped) = mapped {
                         let c = Candidate::server_reflexive(mapped, t.source, server.ip());
                         // A NAT-less host answers its own address: redundant.
-                        let _ = self.add_local_candidate(c);
+                        if self.add_local_candidate(c).is_ok()
+                            && !self.gathered.contains(&(mapped, t.source))
+                        {
+                            self.gathered.push((mapped, t.source));
+                        }
                     }
                 }
             }

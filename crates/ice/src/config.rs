@@ -21,6 +21,13 @@ pub struct IceConfig {
     /// Aggressive nomination (RFC 5245 §8.1.1.2): every check of the
     /// controlling agent carries USE-CANDIDATE. Off: regular nomination.
     pub aggressive_nomination: bool,
+    /// Regular nomination, plus USE-CANDIDATE on the first check of a pair
+    /// when it is the best pair of the check list and no pair is valid yet
+    /// (host ↔ host on one LAN, relay ↔ relay under the relay-only policy):
+    /// if it succeeds, both sides select it after one round trip instead of
+    /// two. A controlled peer treats it as any nomination (RFC 8445
+    /// §7.3.1.5); when it fails nothing changes. Default on.
+    pub optimistic_nomination: bool,
     /// Ta, the pacing of connectivity checks (RFC 8445 §14.2). Default 50 ms.
     pub ta: Duration,
     /// Retransmissions of a connectivity check. Default: RTO 500 ms, 5
@@ -62,6 +69,7 @@ impl Default for IceConfig {
             lite: false,
             relay_only: false,
             aggressive_nomination: false,
+            optimistic_nomination: true,
             ta: Duration::from_millis(50),
             check_retransmits: TransactionConfig {
                 rto: Duration::from_millis(500),

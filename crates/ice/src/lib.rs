@@ -71,6 +71,19 @@
 //!   8445 §8.1.1 (one nomination per component) the way libwebrtc's
 //!   renomination does, so that a better pair found later (trickled
 //!   candidates) is nominated and the selected pair switches to it.
+//! - Pacing (§14.2): a check goes out Ta after the previous one, or at once
+//!   when no other check of ours awaits an answer, so checks are clocked
+//!   by the answers and an agent whose checks were all answered (a
+//!   nomination after the first success) never sits out a Ta slot.
+//! - Optimistic nomination ([`IceConfig::optimistic_nomination`], on by
+//!   default): the first check of the best pair of the check list, sent
+//!   while no pair is valid, carries USE-CANDIDATE, so host ↔ host on one
+//!   LAN or relay ↔ relay is selected after one round trip, not two. It is
+//!   a nomination like any other for the controlled peer (§7.3.1.5).
+//! - A restart gathers again: server-reflexive candidates are asked anew
+//!   from the STUN servers (a network change may have changed the
+//!   mapping); [`IceAgent::retire_local_candidate`] takes a dead relayed
+//!   candidate out of the check list.
 //! - Triggered checks go before ordinary ones (§6.1.4.2), but after a
 //!   triggered check the next paced slot serves the check list when a pair
 //!   waits there, so a stream of triggered checks cannot starve it.

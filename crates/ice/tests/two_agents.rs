@@ -4,10 +4,13 @@
 
 mod common;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use common::*;
-use p2p_ice::{Candidate, CandidateKind, IceConfig, IceEvent, IceRole, IceState, PairState};
+use p2p_ice::{
+    Candidate, CandidateKind, Datagram, IceAgent, IceConfig, IceEvent, IceRole, IceState, PairState,
+};
 
 fn seeded(controlling: bool, seed: u64) -> IceConfig {
     IceConfig {
@@ -44,10 +47,11 @@ fn host_to_host_connects_quickly() {
     let took = net
         .run_until(|n| n.both_connected(), Duration::from_secs(5))
         .unwrap();
-    // One round trip for the check (20 ms), then the nomination check after
-    // Ta pacing (50 ms) and its round trip: well under a second of sim time.
-    assert!(took >= Duration::from_millis(40), "{took:?}");
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    // The only pair is the best one: its first check carries USE-CANDIDATE
+    // (optimistic nomination), so both select it after one round trip
+    // (20 ms).
+    assert!(took >= Duration::from_millis(20), "{took:?}");
+    assert!(took < Duration::from_millis(40), "{took:?}");
     for side in [Side::A, Side::B] {
         assert_eq!(
             selected_kinds(&net, side),
@@ -576,4 +580,128 @@ fn disconnected_then_back_when_consent_answers_resume() {
         .a_events
         .iter()
         .any(|(_, e)| *e == IceEvent::ConsentLost));
+}
+
+/// Without optimistic nomination: the check's round trip (20 ms), then the
+/// nomination check goes out with the answer (the pacer is idle, nothing
+/// waits for a Ta slot) and its round trip: two round trips.
+#[test]
+fn regular_nomination_takes_two_round_trips_and_no_pacing_wait() {
+    let regular = |controlling, seed| IceConfig {
+        optimistic_nomination: false,
+        ..seeded(controlling, seed)
+    };
+    let mut net = Net::new(regular(true, 1), regular(false, 2));
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    let took = net
+        .run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    assert!(took >= Duration::from_millis(40), "{took:?}");
+    // Not 50 ms (Ta after the first check) + 20 ms.
+    assert!(took < Duration::from_millis(50), "{took:?}");
+}
+
+/// Run the agent's gathering at `now` and answer its Binding request to
+/// `server` with `mapped`.
+fn answer_gather(a: &mut IceAgent, now: Instant, server: SocketAddr, mapped: SocketAddr) {
+    use p2p_stun::attr::XorMappedAddress;
+    use p2p_stun::{Message, MessageBuilder, MessageClass, MessageType, Method};
+    a.handle_timeout(now);
+    let t = std::iter::from_fn(|| a.poll_transmit())
+        .find(|t| t.destination == server)
+        .expect("a Binding request to the STUN server");
+    let req = Message::decode(&t.contents).expect("a STUN request");
+    let mut buf = Vec::new();
+    let mut b = MessageBuilder::new(
+        &mut buf,
+        MessageType::new(Method::BINDING, MessageClass::Success),
+        req.transaction_id(),
+    )
+    .unwrap();
+    b.add(&XorMappedAddress(mapped)).unwrap();
+    b.add_fingerprint().unwrap();
+    b.finish();
+    a.handle_input(
+        now,
+        Datagram {
+            source: server,
+            destination: t.source,
+            contents: &buf,
+        },
+    );
+}
+
+/// A restart gathers again: the server-reflexive candidate of the old
+/// mapping is forgotten, the STUN server is asked again, and
+/// GatheringComplete waits for the new answer, whose address (the NAT
+/// mapped us elsewhere) becomes the new server-reflexive candidate.
+#[test]
+fn restart_gathers_server_reflexive_candidates_again() {
+    let server = addr("192.0.2.1:3478");
+    let (old, new) = (addr("198.51.100.1:40000"), addr("198.51.100.1:40001"));
+    let mut a = IceAgent::new(seeded(true, 1));
+    a.add_stun_server(server);
+    a.add_local_candidate(host("10.0.0.1:5000")).unwrap();
+    a.end_of_local_candidates();
+    let t0 = Instant::now();
+    answer_gather(&mut a, t0, server, old);
+    let srflx = |a: &IceAgent| {
+        a.local_candidates()
+            .iter()
+            .filter(|c| c.kind() == CandidateKind::ServerReflexive)
+            .map(|c| c.address())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(srflx(&a), [old]);
+    let events: Vec<IceEvent> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert!(events.contains(&IceEvent::GatheringComplete), "{events:?}");
+
+    a.restart();
+    assert!(srflx(&a).is_empty());
+    let events: Vec<IceEvent> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert!(!events.contains(&IceEvent::GatheringComplete), "{events:?}");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, IceEvent::LocalCandidate(c) if c.kind() == CandidateKind::Host)));
+    answer_gather(&mut a, t0 + Duration::from_secs(1), server, new);
+    assert_eq!(srflx(&a), [new]);
+    let events: Vec<IceEvent> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert!(events.contains(&IceEvent::GatheringComplete), "{events:?}");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, IceEvent::LocalCandidate(c) if c.address() == new)));
+}
+
+/// A retired local candidate (a lost TURN allocation): its pairs fail at
+/// once, it is not paired with later remote candidates, and a restart
+/// forgets it.
+#[test]
+fn a_retired_candidate_leaves_the_check_list() {
+    let relayed = addr("203.0.113.1:50000");
+    let mut a = IceAgent::new(seeded(true, 1));
+    a.add_local_candidate(host("10.0.0.1:5000")).unwrap();
+    a.add_local_candidate(Candidate::relayed(
+        relayed,
+        Some(addr("198.51.100.1:5000")),
+        addr("203.0.113.1:3478").ip(),
+    ))
+    .unwrap();
+    a.set_remote_credentials("ufragB", "passwordpasswordpassword")
+        .unwrap();
+    a.add_remote_candidate(host("10.0.0.2:6000")).unwrap();
+    assert!(a.retire_local_candidate(relayed, relayed));
+    assert!(!a.retire_local_candidate(addr("10.9.9.9:1"), addr("10.9.9.9:1")));
+    let from_relay = |a: &IceAgent| {
+        a.stats()
+            .pairs
+            .into_iter()
+            .filter(|p| p.local.address() == relayed)
+            .map(|p| p.state)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(from_relay(&a), [PairState::Failed]);
+    a.add_remote_candidate(host("10.0.0.3:7000")).unwrap();
+    assert_eq!(from_relay(&a), [PairState::Failed]);
+    a.restart();
+    assert!(!a.local_candidates().iter().any(|c| c.address() == relayed));
 }

@@ -230,11 +230,15 @@ async fn setup(
             stun.push(addr);
             continue;
         }
-        // The session tells its TURN clients apart by server address (and
-        // local socket): one allocation per server address. A server
-        // listed over UDP and TCP on one port is used over the first.
-        if turn.iter().any(|t: &TurnServerConfig| t.server == addr) {
-            tracing::debug!("{s}: this server is already used; skipped");
+        // The session tells its TURN clients apart by server address, local
+        // socket and transport: a server listed over UDP and TCP on one
+        // port gets two allocations. The same server twice over one
+        // transport would share one 5-tuple: used once.
+        if turn
+            .iter()
+            .any(|t: &TurnServerConfig| t.server == addr && t.transport == s.transport)
+        {
+            tracing::debug!("{s}: this server is already used over this transport; skipped");
             continue;
         }
         if s.transport != Transport::Udp {
@@ -467,6 +471,10 @@ impl Driver {
                     Some(Command::Stats(tx)) => {
                         let _ = tx.send(self.session.agent().stats());
                     }
+                    Some(Command::Restart(done)) => {
+                        let started = self.restart(ch, Instant::now()).await?;
+                        let _ = done.send(started);
+                    }
                 },
                 msg = recv_signaling(&mut self.client) => {
                     if let Some(reason) = self.on_signaling(ch, msg).await? {
@@ -656,15 +664,31 @@ impl Driver {
         if self.restart_deadline.is_none() {
             self.restart_deadline = Some(now + self.config.connect_timeout);
         }
-        if self.controlling && !self.restart_pending {
-            self.session.restart(now);
-            self.remote_creds = None;
-            self.pending_remote.clear();
-            self.restart_pending = true;
-            ch.emit(ConnectionEvent::Restarting);
-            self.send_ice_restart().await?;
+        if self.controlling {
+            self.restart(ch, now).await?;
         }
         Ok(None)
+    }
+
+    /// Restart ICE from our side: new credentials to the peer in an
+    /// `ice-restart` message, gathering again, new checks. Nothing to do
+    /// while our last restart waits for the peer's answer, or without
+    /// signaling. Either side may start one; the other answers with its
+    /// own new credentials.
+    async fn restart(&mut self, ch: &mut Channels, now: Instant) -> Result<bool, ConnectError> {
+        if self.restart_pending || self.client.is_none() || self.peer_gone {
+            return Ok(false);
+        }
+        if self.restart_deadline.is_none() {
+            self.restart_deadline = Some(now + self.config.connect_timeout);
+        }
+        self.session.restart(now);
+        self.remote_creds = None;
+        self.pending_remote.clear();
+        self.restart_pending = true;
+        ch.emit(ConnectionEvent::Restarting);
+        self.send_ice_restart().await?;
+        Ok(self.client.is_some())
     }
 
     async fn send_ice_restart(&mut self) -> Result<(), ConnectError> {

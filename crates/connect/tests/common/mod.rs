@@ -87,6 +87,8 @@ pub struct SessionNode {
     pub outbox: Vec<Signal>,
     pub events: Vec<(Instant, SessionEvent)>,
     pub first_selected: Option<Instant>,
+    /// When the first connectivity check went out.
+    pub first_check: Option<Instant>,
     pub received: Vec<(Instant, Vec<u8>)>,
     /// Errors from applying the peer's signals (must stay empty).
     pub signal_errors: Vec<String>,
@@ -105,6 +107,7 @@ impl SessionNode {
             outbox: Vec::new(),
             events: Vec::new(),
             first_selected: None,
+            first_check: None,
             received: Vec::new(),
             signal_errors: Vec::new(),
             pinging: true,
@@ -162,6 +165,9 @@ impl SessionNode {
     }
 
     fn drain(&mut self, now: Instant) {
+        if self.first_check.is_none() && self.checks_sent() > 0 {
+            self.first_check = Some(now);
+        }
         while let Some(e) = self.session.poll_event() {
             match &e {
                 SessionEvent::LocalCandidate(c) => self.outbox.push(Signal::Candidate(c.clone())),
