@@ -10,6 +10,9 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 mod bench;
+mod bench_connect;
+mod bench_server;
+mod bench_turn;
 mod tasks;
 
 const USAGE: &str = "\
@@ -23,7 +26,7 @@ tasks:
   nat-lab       real NATs in network namespaces (needs root, iproute2, iptables)
   browser       two headless Chromium pages connect through `p2p serve` (needs chromium, node)
   ice-matrix    the 81-pair NAT matrix on the virtual network; rewrites docs/ice-matrix.md
-  bench [what]  criterion benchmarks (codec by default) and a report in target/bench-report.md
+  bench [what]  benchmarks: codec (default), stun-server, turn, connect, ice; reports in target/
   fuzz [target] [secs]  run cargo-fuzz on one target for a bounded time
 ";
 

@@ -125,7 +125,13 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     let what = args.first().map(String::as_str).unwrap_or("codec");
     match what {
         "codec" => crate::bench::codec(&args[1.min(args.len())..]),
-        other => Err(format!("unknown benchmark group `{other}` (known: codec)")),
+        "stun-server" => crate::bench_server::stun_server(&args[1..]),
+        "turn" => crate::bench_turn::turn(&args[1..]),
+        "connect" => crate::bench_connect::connect(&args[1..]),
+        "ice" => crate::bench_connect::ice(&args[1..]),
+        other => Err(format!(
+            "unknown benchmark group `{other}` (known: codec, stun-server, turn, connect, ice)"
+        )),
     }
 }
 

@@ -1,5 +1,7 @@
 //! The zero-copy decoding view of a message.
 
+use std::num::NonZeroU32;
+
 use subtle::ConstantTimeEq;
 
 use crate::attr::Attribute;
@@ -41,16 +43,27 @@ pub struct Message<'a> {
     /// words instead of walking the message again: `type << 16 | offset`.
     index: [u32; INDEX_CAP],
     /// Attributes at offsets below this are "before integrity" and all visible.
-    protected_end: usize,
-    integrity: Option<usize>,
-    integrity_sha256: Option<usize>,
-    fingerprint: Option<usize>,
+    /// Offsets are `u32` (a message is at most 20 + 65535 bytes) to keep the
+    /// view small: it is returned and copied by value.
+    protected_end: u32,
+    integrity: Option<NonZeroU32>,
+    integrity_sha256: Option<NonZeroU32>,
+    fingerprint: Option<NonZeroU32>,
 }
 
-/// How many attributes [`Message::decode`] indexes. An ICE check has six,
-/// a TURN Allocate request about eight; larger messages still work, by
-/// walking past the indexed ones.
-const INDEX_CAP: usize = 16;
+/// An attribute offset as stored (never 0: attributes start after the header).
+fn stored(off: usize) -> Option<NonZeroU32> {
+    NonZeroU32::new(off as u32)
+}
+
+fn offset(o: Option<NonZeroU32>) -> Option<usize> {
+    o.map(|o| o.get() as usize)
+}
+
+/// How many attributes [`Message::decode`] indexes. An ICE check has four
+/// before its integrity attributes, a TURN Allocate request about six;
+/// larger messages still work, by walking past the indexed ones.
+const INDEX_CAP: usize = 12;
 
 impl<'a> std::fmt::Debug for Message<'a> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,6 +95,7 @@ pub fn is_stun(buf: &[u8]) -> bool {
 
 impl<'a> Message<'a> {
     /// Decode a whole datagram (or a whole framed message from a stream).
+    #[inline]
     pub fn decode(buf: &'a [u8]) -> Result<Message<'a>, DecodeError> {
         if buf.len() < HEADER_LEN {
             return Err(DecodeError::TooShort { len: buf.len() });
@@ -113,7 +127,7 @@ impl<'a> Message<'a> {
             indexed: 0,
             overflow: false,
             index: [0; INDEX_CAP],
-            protected_end: end,
+            protected_end: end as u32,
             integrity: None,
             integrity_sha256: None,
             fingerprint: None,
@@ -146,21 +160,21 @@ impl<'a> Message<'a> {
                 AttrType::MESSAGE_INTEGRITY
                     if msg.integrity.is_none() && msg.integrity_sha256.is_none() =>
                 {
-                    msg.integrity = Some(off);
-                    msg.protected_end = msg.protected_end.min(off);
+                    msg.integrity = stored(off);
+                    msg.protected_end = msg.protected_end.min(off as u32);
                 }
                 AttrType::MESSAGE_INTEGRITY_SHA256 if msg.integrity_sha256.is_none() => {
-                    msg.integrity_sha256 = Some(off);
-                    msg.protected_end = msg.protected_end.min(off);
+                    msg.integrity_sha256 = stored(off);
+                    msg.protected_end = msg.protected_end.min(off as u32);
                 }
                 AttrType::FINGERPRINT => {
-                    msg.fingerprint = Some(off);
-                    msg.protected_end = msg.protected_end.min(off);
+                    msg.fingerprint = stored(off);
+                    msg.protected_end = msg.protected_end.min(off as u32);
                 }
                 // Visible attributes before the first integrity attribute:
                 // index them. Offsets fit in 16 bits since a message is at
                 // most 20 + 65535 bytes and `off` is below its end.
-                _ if msg.protected_end == end => {
+                _ if msg.protected_end as usize == end => {
                     if let Some(slot) = msg.index.get_mut(usize::from(msg.indexed)) {
                         *slot = u32::from(attr.0) << 16 | (off - HEADER_LEN) as u32;
                         msg.indexed += 1;
@@ -176,11 +190,13 @@ impl<'a> Message<'a> {
     }
 
     /// The message type (class and method).
+    #[inline]
     pub fn typ(&self) -> MessageType {
         self.typ
     }
 
     /// The transaction id.
+    #[inline]
     pub fn transaction_id(&self) -> TransactionId {
         self.tid
     }
@@ -201,8 +217,12 @@ impl<'a> Message<'a> {
     /// and FINGERPRINT where present. Ignored trailing attributes are skipped.
     pub fn attributes(&self) -> impl Iterator<Item = RawAttribute<'a>> + 'a {
         let buf = self.buf;
-        let protected_end = self.protected_end;
-        let tail = [self.integrity, self.integrity_sha256, self.fingerprint];
+        let protected_end = self.protected_end as usize;
+        let tail = [
+            offset(self.integrity),
+            offset(self.integrity_sha256),
+            offset(self.fingerprint),
+        ];
         let raw_at = move |off: usize| RawAttribute {
             typ: AttrType(be16(buf, off)),
             value: &buf[off + 4..off + 4 + usize::from(be16(buf, off + 2))],
@@ -220,6 +240,7 @@ impl<'a> Message<'a> {
     }
 
     /// The attribute whose header sits at `off` (an offset `decode` checked).
+    #[inline]
     fn raw_at(&self, off: usize) -> RawAttribute<'a> {
         RawAttribute {
             typ: AttrType(be16(self.buf, off)),
@@ -228,15 +249,16 @@ impl<'a> Message<'a> {
     }
 
     /// The first attribute of a type, raw.
+    #[inline]
     pub fn get_raw(&self, typ: AttrType) -> Option<RawAttribute<'a>> {
         // The integrity attributes are never in the protected region: the
         // first of each ends it.
         match typ {
-            AttrType::MESSAGE_INTEGRITY => return self.integrity.map(|o| self.raw_at(o)),
+            AttrType::MESSAGE_INTEGRITY => return offset(self.integrity).map(|o| self.raw_at(o)),
             AttrType::MESSAGE_INTEGRITY_SHA256 => {
-                return self.integrity_sha256.map(|o| self.raw_at(o))
+                return offset(self.integrity_sha256).map(|o| self.raw_at(o))
             }
-            AttrType::FINGERPRINT => return self.fingerprint.map(|o| self.raw_at(o)),
+            AttrType::FINGERPRINT => return offset(self.fingerprint).map(|o| self.raw_at(o)),
             _ => {}
         }
         let indexed = &self.index[..usize::from(self.indexed)];
@@ -251,7 +273,7 @@ impl<'a> Message<'a> {
             .last()
             .map_or(HEADER_LEN, |e| HEADER_LEN + (e & 0xFFFF) as usize);
         let mut off = last + 4 + usize::from(be16(self.buf, last + 2)).next_multiple_of(4);
-        while off < self.protected_end {
+        while off < self.protected_end as usize {
             let a = self.raw_at(off);
             if a.typ == typ {
                 return Some(a);
@@ -262,6 +284,7 @@ impl<'a> Message<'a> {
     }
 
     /// The first attribute of type `A`, decoded; `Ok(None)` when absent.
+    #[inline]
     pub fn get<A: Attribute<'a>>(&self) -> Result<Option<A>, DecodeError> {
         match self.get_raw(A::TYPE) {
             None => Ok(None),
@@ -277,6 +300,7 @@ impl<'a> Message<'a> {
     }
 
     /// Whether an attribute of this type is present.
+    #[inline]
     pub fn has(&self, typ: AttrType) -> bool {
         self.get_raw(typ).is_some()
     }
@@ -316,9 +340,10 @@ impl<'a> Message<'a> {
 
     /// Check MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 §14.5) with `key`, in
     /// constant time.
+    #[inline]
     pub fn verify_integrity(&self, key: &Key) -> Result<(), IntegrityError> {
         let at = AttrType::MESSAGE_INTEGRITY;
-        let off = self.integrity.ok_or(IntegrityError::Missing(at))?;
+        let off = offset(self.integrity).ok_or(IntegrityError::Missing(at))?;
         let len = usize::from(be16(self.buf, off + 2));
         if len != 20 {
             return Err(IntegrityError::BadLength { attr: at, len });
@@ -337,7 +362,7 @@ impl<'a> Message<'a> {
     /// 16..=32 bytes) with `key`, in constant time.
     pub fn verify_integrity_sha256(&self, key: &Key) -> Result<(), IntegrityError> {
         let at = AttrType::MESSAGE_INTEGRITY_SHA256;
-        let off = self.integrity_sha256.ok_or(IntegrityError::Missing(at))?;
+        let off = offset(self.integrity_sha256).ok_or(IntegrityError::Missing(at))?;
         let len = usize::from(be16(self.buf, off + 2));
         if !(16..=32).contains(&len) || len % 4 != 0 {
             return Err(IntegrityError::BadLength { attr: at, len });
@@ -363,9 +388,10 @@ impl<'a> Message<'a> {
     }
 
     /// Check FINGERPRINT (RFC 8489 §14.7).
+    #[inline]
     pub fn verify_fingerprint(&self) -> Result<(), IntegrityError> {
         let at = AttrType::FINGERPRINT;
-        let off = self.fingerprint.ok_or(IntegrityError::Missing(at))?;
+        let off = offset(self.fingerprint).ok_or(IntegrityError::Missing(at))?;
         let len = usize::from(be16(self.buf, off + 2));
         if len != 4 {
             return Err(IntegrityError::BadLength { attr: at, len });

@@ -1,0 +1,253 @@
+//! ICE time to connected on the `p2p-netsim` virtual network (issue 6), in
+//! simulated time, with the connectivity checks counted.
+//!
+//! Two `Session`s (the ICE agent with its STUN and TURN clients) connect
+//! through the harness of `crates/connect/tests/common` (the one the NAT
+//! matrix runs on, included here by path so that the figures are the
+//! matrix's): a STUN/TURN server on the public side, signalling relayed with
+//! 50 ms of delay, 10 ms of latency on every access link (the server's
+//! included). So a round trip between two peers (or a peer and the server)
+//! is 40 ms, through one relay (peer → server → peer and back) 80 ms, and
+//! relay to relay on the one server 120 ms (the relayed datagram leaves
+//! the server and comes back in).
+//!
+//! Prints a Markdown table: `cargo xtask bench ice` runs it and writes
+//! `target/bench-ice.md`. Deterministic: fixed seeds, simulated clock.
+//! `ICE_BENCH_TRACE=<part of a scenario name>` prints that run's events.
+#![allow(clippy::disallowed_methods)] // one Instant::now() as the simulated t0
+
+#[path = "../../../crates/connect/tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Opts, Pair, PathKind, Placement, SessionNode};
+use p2p_connect::{IceConfig, SessionEvent};
+use p2p_netsim::Behaviour::{AddressAndPortDependent as APD, EndpointIndependent as EI};
+
+/// A round trip between two peers, or a peer and the server.
+const RTT: Duration = Duration::from_millis(40);
+
+/// The round trip of a path with `relayed` relayed ends (0, 1 or 2): each
+/// adds a crossing of the server's access link both ways.
+fn path_rtt(relayed: u32) -> Duration {
+    RTT * (1 + relayed)
+}
+
+struct Scenario {
+    name: &'static str,
+    a: Placement,
+    b: Placement,
+    opts: Opts,
+}
+
+struct Measure {
+    path: PathKind,
+    /// The round trip of the path found.
+    rtt: Duration,
+    /// t0 → both sides have a selected pair.
+    connect: Duration,
+    /// First check (either side) → both selected.
+    from_check: Duration,
+    /// The later allocation → both selected (relayed paths).
+    from_alloc: Option<Duration>,
+    checks: (u32, u32),
+}
+
+fn allocated_at(n: &SessionNode) -> Option<Instant> {
+    n.events
+        .iter()
+        .find(|(_, e)| matches!(e, SessionEvent::TurnAllocated { .. }))
+        .map(|(t, _)| *t)
+}
+
+fn measure(s: &Scenario) -> Result<Measure, String> {
+    let mut p = Pair::new(s.a, s.b, s.opts.clone());
+    let both =
+        |p: &Pair| p.node_a().first_selected.is_some() && p.node_b().first_selected.is_some();
+    p.run_until(both, Duration::from_secs(30))?;
+    if std::env::var("ICE_BENCH_TRACE").is_ok_and(|v| s.name.contains(v.as_str())) {
+        eprintln!("{}", p.report(s.name));
+    }
+    let (a, b) = (p.node_a(), p.node_b());
+    let t0 = p.sim.t0();
+    let done = a
+        .first_selected
+        .max(b.first_selected)
+        .ok_or("no selection")?;
+    let first_check = [a.first_check, b.first_check]
+        .into_iter()
+        .flatten()
+        .min()
+        .ok_or("no check")?;
+    let (l, r) = a.session.selected_path().ok_or("no path at A")?;
+    let path = PathKind::of(l.kind, r.kind);
+    let relayed = [l.kind, r.kind]
+        .iter()
+        .filter(|k| **k == p2p_connect::CandidateKind::Relayed)
+        .count() as u32;
+    let from_alloc = if path == PathKind::Relay {
+        [allocated_at(a), allocated_at(b)]
+            .into_iter()
+            .flatten()
+            .max()
+            .map(|t| done.saturating_duration_since(t))
+    } else {
+        None
+    };
+    Ok(Measure {
+        path,
+        rtt: path_rtt(relayed),
+        connect: done - t0,
+        from_check: done.saturating_duration_since(first_check),
+        from_alloc,
+        checks: (a.checks_sent(), b.checks_sent()),
+    })
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn rtts(d: Duration, rtt: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() / rtt.as_secs_f64())
+}
+
+fn main() {
+    let aggressive = IceConfig {
+        aggressive_nomination: true,
+        ..IceConfig::controlling()
+    };
+    let regular = |ice: IceConfig| IceConfig {
+        optimistic_nomination: false,
+        ..ice
+    };
+    let relay_only = |ice: IceConfig| IceConfig {
+        relay_only: true,
+        ..ice
+    };
+    let base = Opts::default();
+    let scenarios = [
+        Scenario {
+            name: "host: two public peers",
+            a: Placement::Public,
+            b: Placement::Public,
+            opts: base.clone(),
+        },
+        Scenario {
+            name: "host: one LAN behind one NAT",
+            a: Placement::Nat(EI, EI),
+            b: Placement::SameLanAsA,
+            opts: base.clone(),
+        },
+        Scenario {
+            name: "host: public, regular nomination only",
+            a: Placement::Public,
+            b: Placement::Public,
+            opts: Opts {
+                ice_a: regular(IceConfig::controlling()),
+                ice_b: regular(IceConfig::controlled()),
+                ..base.clone()
+            },
+        },
+        Scenario {
+            name: "host: public, aggressive nomination",
+            a: Placement::Public,
+            b: Placement::Public,
+            opts: Opts {
+                ice_a: aggressive.clone(),
+                ..base.clone()
+            },
+        },
+        Scenario {
+            name: "srflx: two EIM/EIF NATs",
+            a: Placement::Nat(EI, EI),
+            b: Placement::Nat(EI, EI),
+            opts: base.clone(),
+        },
+        Scenario {
+            name: "srflx: two EIM/APDF NATs",
+            a: Placement::Nat(EI, APD),
+            b: Placement::Nat(EI, APD),
+            opts: base.clone(),
+        },
+        Scenario {
+            name: "relay: two APDM/APDF NATs",
+            a: Placement::Nat(APD, APD),
+            b: Placement::Nat(APD, APD),
+            opts: base.clone(),
+        },
+        Scenario {
+            name: "relay: relay-only policy, public",
+            a: Placement::Public,
+            b: Placement::Public,
+            opts: Opts {
+                ice_a: relay_only(IceConfig::controlling()),
+                ice_b: relay_only(IceConfig::controlled()),
+                ..base.clone()
+            },
+        },
+        Scenario {
+            name: "relay: relay-only, regular nomination only",
+            a: Placement::Public,
+            b: Placement::Public,
+            opts: Opts {
+                ice_a: regular(relay_only(IceConfig::controlling())),
+                ice_b: regular(relay_only(IceConfig::controlled())),
+                ..base.clone()
+            },
+        },
+        Scenario {
+            name: "relay: relay-only policy, APDM NATs",
+            a: Placement::Nat(APD, APD),
+            b: Placement::Nat(APD, APD),
+            opts: Opts {
+                ice_a: relay_only(IceConfig::controlling()),
+                ice_b: relay_only(IceConfig::controlled()),
+                ..base
+            },
+        },
+    ];
+    println!(
+        "| scenario | path | path RTT (ms) | connect from t0 (sim ms) | first check → both selected (sim ms) | in path RTTs | allocation → both selected (sim ms) | in path RTTs | checks A/B |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut failed = false;
+    for s in &scenarios {
+        match measure(s) {
+            Ok(m) => {
+                let rtt = m.rtt;
+                let (fa, fr) = match m.from_alloc {
+                    Some(d) => (ms(d), rtts(d, rtt)),
+                    None => ("–".into(), "–".into()),
+                };
+                println!(
+                    "| {} | {} | {} | {} | {} | {} | {fa} | {fr} | {}/{} |",
+                    s.name,
+                    m.path,
+                    rtt.as_millis(),
+                    ms(m.connect),
+                    ms(m.from_check),
+                    rtts(m.from_check, rtt),
+                    m.checks.0,
+                    m.checks.1
+                );
+            }
+            Err(e) => {
+                failed = true;
+                println!("| {} | did not connect | | | | | | | |", s.name);
+                eprintln!("{}: {e}", s.name);
+            }
+        }
+    }
+    println!();
+    println!(
+        "Simulated time on p2p-netsim: 10 ms per access link each way; a round trip is {} ms between peers or to the server, {} ms through one relay, {} ms relay to relay. Signalling takes 50 ms one way, so \"allocation → both selected\" includes 50 ms of signalling the relayed candidate. Default configuration (regular nomination, optimistic nomination of the best pair) unless stated; checks count every check sent (ordinary, triggered, nominations), not retransmissions.",
+        path_rtt(0).as_millis(),
+        path_rtt(1).as_millis(),
+        path_rtt(2).as_millis()
+    );
+    if failed {
+        std::process::exit(1);
+    }
+}
