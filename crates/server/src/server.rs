@@ -302,8 +302,17 @@ impl Server {
                 turn.clone(),
             ));
         }
+        let groups = self.udp.len();
         for (w, sockets) in self.udp.iter().enumerate() {
-            for (addr, sock) in sockets {
+            for (k, (addr, sock)) in sockets.iter().enumerate() {
+                // The next worker's socket for the same address: this worker
+                // also drains it when it has nothing of its own, which evens
+                // out SO_REUSEPORT's per-flow hashing over few flows.
+                let neighbour = (groups > 1)
+                    .then(|| self.udp[(w + 1) % groups].get(k))
+                    .flatten()
+                    .filter(|(a, _)| a == addr)
+                    .map(|(_, s)| s.clone());
                 let group = if self.ctx.resolve(*addr, Default::default()).is_some() {
                     sockets
                         .iter()
@@ -316,6 +325,7 @@ impl Server {
                 tasks.spawn(
                     Worker {
                         sock: sock.clone(),
+                        neighbour,
                         local: *addr,
                         group,
                         ctx: self.ctx.clone(),

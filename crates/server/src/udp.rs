@@ -35,6 +35,10 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// 5780 siblings) only send CHANGE-REQUEST answers.
 pub(crate) struct Worker {
     pub(crate) sock: Arc<UdpSocket>,
+    /// Another worker's socket bound to the same address, drained when this
+    /// one is idle (SO_REUSEPORT hashes flows, so with few flows one socket
+    /// can get most of them).
+    pub(crate) neighbour: Option<Arc<UdpSocket>>,
     pub(crate) local: SocketAddr,
     /// Every socket of this worker's group, by local address (≤ 4).
     pub(crate) group: Vec<(SocketAddr, Arc<UdpSocket>)>,
@@ -65,14 +69,34 @@ impl Worker {
             tx_to: vec![unspecified; BATCH],
         };
         let mut batched = true;
-        let fd = self.sock.as_raw_fd();
         loop {
-            if let Err(e) = self.sock.readable().await {
-                tracing::warn!(local = %self.local, "udp readiness: {e}");
-                continue;
-            }
+            // Our own socket first; the neighbour's when ours is idle.
+            let sock = match &self.neighbour {
+                None => {
+                    if let Err(e) = self.sock.readable().await {
+                        tracing::warn!(local = %self.local, "udp readiness: {e}");
+                        continue;
+                    }
+                    &self.sock
+                }
+                Some(n) => tokio::select! {
+                    biased;
+                    r = self.sock.readable() => match r {
+                        Ok(()) => &self.sock,
+                        Err(e) => {
+                            tracing::warn!(local = %self.local, "udp readiness: {e}");
+                            continue;
+                        }
+                    },
+                    r = n.readable() => match r {
+                        Ok(()) => n,
+                        Err(_) => continue,
+                    },
+                },
+            };
+            let fd = sock.as_raw_fd();
             let got = if batched {
-                match self.sock.try_io(Interest::READABLE, || {
+                match sock.try_io(Interest::READABLE, || {
                     sys::recv_batch(fd, &mut b.rx, &mut b.meta)
                 }) {
                     Ok(n) => n,
@@ -88,7 +112,7 @@ impl Worker {
                     }
                 }
             } else {
-                match self.sock.try_recv_from(&mut b.rx[0]) {
+                match sock.try_recv_from(&mut b.rx[0]) {
                     Ok((len, from)) => {
                         b.meta[0] = RecvMeta {
                             len,
@@ -104,11 +128,11 @@ impl Worker {
                     }
                 }
             };
-            self.handle(&mut b, got, batched).await;
+            self.handle(sock, &mut b, got, batched).await;
         }
     }
 
-    async fn handle(&self, b: &mut Bufs, got: usize, batched: bool) {
+    async fn handle(&self, sock: &UdpSocket, b: &mut Bufs, got: usize, batched: bool) {
         let shard = self.counters.shard(self.shard);
         let mut queued = 0;
         for i in 0..got {
@@ -161,16 +185,17 @@ impl Worker {
                 }
             }
         }
-        self.flush(b, queued, batched).await;
+        self.flush(sock, b, queued, batched).await;
     }
 
-    async fn flush(&self, b: &Bufs, queued: usize, mut batched: bool) {
+    /// Send the queued answers from `sock` (the socket they came in on).
+    async fn flush(&self, sock: &UdpSocket, b: &Bufs, queued: usize, mut batched: bool) {
         let shard = self.counters.shard(self.shard);
-        let fd = self.sock.as_raw_fd();
+        let fd = sock.as_raw_fd();
         let mut done = 0;
         while done < queued {
             let r = if batched {
-                self.sock.try_io(Interest::WRITABLE, || {
+                sock.try_io(Interest::WRITABLE, || {
                     sys::send_batch(
                         fd,
                         &b.tx[done..queued],
@@ -179,14 +204,13 @@ impl Worker {
                     )
                 })
             } else {
-                self.sock
-                    .try_send_to(&b.tx[done][..b.tx_len[done]], b.tx_to[done])
+                sock.try_send_to(&b.tx[done][..b.tx_len[done]], b.tx_to[done])
                     .map(|_| 1)
             };
             match r {
                 Ok(n) => done += n.max(1),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.sock.writable().await.is_err() {
+                    if sock.writable().await.is_err() {
                         shard.send_error((queued - done) as u64);
                         return;
                     }
