@@ -511,8 +511,10 @@ struct Events {
 
 /// A connected path to the peer; datagrams in and out.
 ///
-/// Dropping it closes the connection (without waiting for the bye to go
-/// out; call [`Connection::close`] for that).
+/// Dropping it closes the connection in the background: the bye and the
+/// deletion of the TURN allocations go out without being waited for (and
+/// are lost if the runtime stops first); call [`Connection::close`] to wait
+/// for them.
 #[derive(Debug)]
 pub struct Connection {
     commands: mpsc::Sender<Command>,
@@ -595,7 +597,9 @@ impl Connection {
         rx.await.map_err(|_| Closed)
     }
 
-    /// Says bye to the peer and closes; waits until the driver stopped.
+    /// Says bye to the peer, deletes the TURN allocations (waiting at most
+    /// [`crate::CLOSE_TIMEOUT`] for the servers to confirm) and closes;
+    /// waits until the driver stopped.
     pub async fn close(self) {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(Command::Close(tx)).await.is_ok() {

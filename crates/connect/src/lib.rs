@@ -25,6 +25,11 @@
 //! selected path; it may be lost, duplicated or reordered, exactly like UDP
 //! (a relayed path adds the relay's hop, not reliability). Applications that
 //! need a stream put one on top (e.g. SCTP or QUIC over the datagrams).
+//! Data the peer sends on a pair this side is still checking is delivered
+//! too (the controlling peer may send as soon as it nominated).
+//! [`Session::close`] deletes the TURN allocations before
+//! [`SessionEvent::Closed`]; the driver's `close` (and dropping the
+//! [`Connection`]) goes through it.
 //!
 //! ```
 //! use std::time::Instant;
@@ -119,5 +124,5 @@ pub use p2p_ice::IceStats;
 pub use p2p_ice::{CandidateKind, IceConfig, IceState};
 pub use session::{
     Datagram, PathEnd, Session, SessionConfig, SessionError, SessionEvent, Transmit, Transport,
-    TurnServerConfig,
+    TurnServerConfig, CLOSE_TIMEOUT,
 };

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use p2p_ice::{Candidate, CandidateKind, IceAgent, IceConfig, IceEvent, IceState, Input};
 use p2p_turn::{ClientConfig, ClientEvent, ClientState, TurnClient};
@@ -131,7 +131,17 @@ pub enum SessionEvent {
     ConsentLost,
     /// Application data from the peer.
     Data(Vec<u8>),
+    /// [`Session::close`] is done: every TURN server confirmed the deletion
+    /// of its allocation, or [`CLOSE_TIMEOUT`] passed. Nothing more will be
+    /// sent; the caller may drop the session and its sockets.
+    Closed,
 }
+
+/// How long [`Session::close`] waits for the TURN servers to confirm the
+/// deletion of the allocations before it reports [`SessionEvent::Closed`]
+/// anyway (an allocation not deleted expires by itself at the end of its
+/// lifetime).
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why a command was refused.
 #[non_exhaustive]
@@ -149,6 +159,9 @@ pub enum SessionError {
     /// The relay refused to carry the data.
     #[error("relay: {0}")]
     Relay(#[from] p2p_turn::ClientError),
+    /// [`Session::close`] was called.
+    #[error("the session is closed")]
+    Closed,
 }
 
 #[derive(Debug)]
@@ -216,6 +229,11 @@ pub struct Session {
     started: bool,
     now: Option<Instant>,
     rng_seed: Option<u64>,
+    /// [`Session::close`] was called: when to give up waiting for the
+    /// TURN servers.
+    closing: Option<Instant>,
+    /// [`SessionEvent::Closed`] was queued.
+    closed: bool,
 }
 
 impl Session {
@@ -257,12 +275,14 @@ impl Session {
             started: false,
             now: None,
             rng_seed: config.rng_seed,
+            closing: None,
+            closed: false,
         })
     }
 
     /// Start gathering (STUN requests, TURN allocations) and checking.
     pub fn start(&mut self, now: Instant) {
-        if self.started {
+        if self.started || self.closing.is_some() {
             return;
         }
         self.started = true;
@@ -318,6 +338,9 @@ impl Session {
     /// pairs fail. A TURN server that failed before is tried again.
     /// [`SessionEvent::GatheringComplete`] waits for all of it.
     pub fn restart(&mut self, now: Instant) {
+        if self.closing.is_some() {
+            return;
+        }
         self.now = Some(now);
         self.agent.restart();
         let mut regathering = false;
@@ -394,6 +417,9 @@ impl Session {
 
     /// Send application data to the peer over the selected path.
     pub fn send(&mut self, now: Instant, data: &[u8]) -> Result<(), SessionError> {
+        if self.closing.is_some() {
+            return Err(SessionError::Closed);
+        }
         let t = self
             .agent
             .send(now, data.to_vec())
@@ -422,6 +448,9 @@ impl Session {
                 return;
             }
         }
+        if self.closing.is_some() {
+            return;
+        }
         self.agent_input(now, d.remote, d.local, d.contents);
         self.pump(now);
     }
@@ -442,11 +471,10 @@ impl Session {
             },
         );
         if input == Input::NotIce && !p2p_stun::is_stun(contents) {
-            let from_peer = self
-                .agent
-                .selected_pair()
-                .is_some_and(|(l, r)| r.address() == source && local_address(l) == destination);
-            if from_peer {
+            // The selected pair, or any pair being checked: the controlling
+            // peer may send on the pair it nominated before we select it
+            // (RFC 8445 §12.2).
+            if self.agent.accepts_data(destination, source) {
                 self.events.push_back(SessionEvent::Data(contents.to_vec()));
             }
         }
@@ -455,7 +483,9 @@ impl Session {
     /// The time asked for by [`Session::poll_timeout`] came.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = Some(now);
-        self.agent.handle_timeout(now);
+        if self.closing.is_none() {
+            self.agent.handle_timeout(now);
+        }
         for r in self.relays.iter_mut().filter(|r| !r.retired) {
             r.client.handle_timeout(now);
         }
@@ -469,12 +499,62 @@ impl Session {
 
     /// When to call [`Session::handle_timeout`].
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.relays
+        if self.closed {
+            return None;
+        }
+        let relays = self
+            .relays
             .iter()
             .filter(|r| !r.retired)
-            .filter_map(|r| r.client.poll_timeout())
-            .chain(self.agent.poll_timeout())
-            .min()
+            .filter_map(|r| r.client.poll_timeout());
+        match self.closing {
+            Some(deadline) => relays.chain(Some(deadline)).min(),
+            None => relays.chain(self.agent.poll_timeout()).min(),
+        }
+    }
+
+    /// Close the session: delete every TURN allocation (a Refresh with
+    /// LIFETIME 0, RFC 8656 §8) so that it stops counting
+    /// against the user's quota at once, and stop checking, sending
+    /// keepalives and delivering data. An allocation still being made is
+    /// deleted as soon as it is granted.
+    ///
+    /// Keep driving the session (drain the transmits, feed the servers'
+    /// answers, call [`Session::handle_timeout`]) until
+    /// [`SessionEvent::Closed`]: every server confirmed, or
+    /// [`CLOSE_TIMEOUT`] passed. Calling it again does nothing.
+    pub fn close(&mut self, now: Instant) {
+        if self.closing.is_some() {
+            return;
+        }
+        self.now = Some(now);
+        self.closing = Some(now + CLOSE_TIMEOUT);
+        for r in self.relays.iter_mut().filter(|r| !r.retired) {
+            if r.client.state() == ClientState::Allocated {
+                // Best effort: a request that cannot be encoded leaves the
+                // allocation to expire; the timeout ends the wait.
+                let _ = r.client.close(now);
+            }
+        }
+        // Whatever the agent had queued is not sent any more.
+        while self.agent.poll_transmit().is_some() {}
+        self.pump(now);
+    }
+
+    /// Whether [`SessionEvent::Closed`] was reported.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Every live TURN client has no allocation left (deleted, failed, or
+    /// never made).
+    fn allocations_gone(&self) -> bool {
+        self.relays.iter().filter(|r| !r.retired).all(|r| {
+            matches!(
+                r.client.state(),
+                ClientState::Idle | ClientState::Closed | ClientState::Failed
+            )
+        })
     }
 
     /// The next event for the application.
@@ -584,6 +664,17 @@ impl Session {
                     });
                 }
             }
+            if let Some(deadline) = self.closing {
+                // Closing: the agent is silent; only the deletions go out.
+                if !self.closed && (now >= deadline || self.allocations_gone()) {
+                    self.closed = true;
+                    self.events.push_back(SessionEvent::Closed);
+                }
+                if !moved {
+                    break;
+                }
+                continue;
+            }
             while let Some(t) = self.agent.poll_transmit() {
                 moved = true;
                 // A relay that refuses (family mismatch, too large) loses this
@@ -608,6 +699,14 @@ impl Session {
     fn turn_event(&mut self, now: Instant, i: usize, e: ClientEvent) {
         let server = self.relays[i].config.server;
         if self.relays[i].retired {
+            return;
+        }
+        if self.closing.is_some() {
+            // Granted after close: delete it at once. Nothing else matters
+            // any more (the deletion's own outcome shows in the state).
+            if matches!(e, ClientEvent::Allocated { .. }) {
+                let _ = self.relays[i].client.close(now);
+            }
             return;
         }
         if let Some(k) = self.relays[i].probe_for {
@@ -730,15 +829,5 @@ fn end(c: &Candidate) -> PathEnd {
     PathEnd {
         kind: c.kind(),
         address: c.address(),
-    }
-}
-
-/// The address a local candidate's datagrams arrive on: its base, or the
-/// relayed address itself.
-fn local_address(c: &Candidate) -> SocketAddr {
-    if c.kind() == CandidateKind::Relayed {
-        c.address()
-    } else {
-        c.base()
     }
 }

@@ -213,8 +213,12 @@ relayed candidates.
   crossed both ways (a better pair may be nominated late).
 * **connect**: simulated time until both sides had a selected pair; the test
   bounds it per path kind (host 0.5 s, srflx 1.5 s, prflx 3 s, relay 4 s).
-  Every path but host includes the 1 s that regular nomination waits for
-  the higher-priority host pairs, which cannot succeed across two LANs.
+  Across two LANs the higher-priority host pairs never succeed: regular
+  nomination stops waiting for them once their first retransmission (one
+  RTO, 500 ms) went unanswered for twice the round trip of the best valid
+  pair (and the peer never checked them), rather than for the whole 1 s
+  nomination timeout. The test also asserts that A selects exactly one
+  pair: nominating early never settles on a path that is replaced later.
 * **data both ways**: until each side had received a datagram over its path.
 * **checks**: connectivity checks sent by each side (without retransmissions).
 
@@ -286,6 +290,15 @@ fn nat_matrix() {
             failures.push(format!(
                 "{} vs {}: expected {}, got {}",
                 r.a, r.b, r.expected, o.path
+            ));
+        }
+        // The first pair nominated is the final one: nominating early
+        // (without waiting for better pairs that cannot succeed) never
+        // settles on a worse path that a later nomination has to replace.
+        if o.selections_a != 1 {
+            failures.push(format!(
+                "{} vs {}: A selected {} pairs, not one",
+                r.a, r.b, o.selections_a
             ));
         }
         if o.connect > bound(r.expected) {

@@ -543,3 +543,208 @@ fn one_turn_server_over_udp_and_tcp_keeps_the_two_allocations_apart() {
     }
     assert!(n.session.selected_path().is_some());
 }
+
+/// The controlling side writes as soon as it has selected its pair, before
+/// the controlled side has finished: A's nomination reaches B while B's own
+/// (triggered) check of that pair is still in progress, so B selects later
+/// than A (B paces its checks slowly here, as a long check list does). RFC
+/// 8445 §12.2: B must accept data on a pair it is checking. Every one of
+/// A's first datagrams reaches B, and B still selects the pair A
+/// nominated. Run through NATs of every filtering kind and on one LAN; at
+/// least one of them has B select after A.
+#[test]
+fn data_sent_on_selection_before_the_peer_selects_is_delivered() {
+    const BURST: u32 = 5;
+    let mut b_later = 0;
+    for (a, b) in [
+        (Placement::Nat(EI, EI), Placement::Nat(EI, APD)),
+        (Placement::Nat(EI, AD), Placement::Nat(EI, AD)),
+        (Placement::Nat(EI, APD), Placement::Nat(EI, APD)),
+        (Placement::Nat(EI, APD), Placement::SameLanAsA),
+        (Placement::Public, Placement::Nat(EI, APD)),
+        (Placement::Nat(EI, APD), Placement::Public),
+        (Placement::Nat(EI, EI), Placement::Public),
+    ] {
+        let opts = Opts {
+            ice_b: IceConfig {
+                ta: Duration::from_millis(300),
+                ..IceConfig::controlled()
+            },
+            ..Opts::default()
+        };
+        let mut p = Pair::new(a, b, opts);
+        p.node_a_mut().pinging = false;
+        p.node_b_mut().pinging = false;
+        p.node_a_mut().burst_on_select = BURST;
+        p.run_until(
+            |p| p.node_a().first_selected.is_some() && p.node_b().first_selected.is_some(),
+            MAX,
+        )
+        .unwrap_or_else(|e| panic!("{a} / {b}: {e}"));
+        p.run_for(Duration::from_secs(1));
+        let (na, nb) = (p.node_a(), p.node_b());
+        assert!(na.signal_errors.is_empty(), "{:?}", na.signal_errors);
+        let (ta, tb) = (na.first_selected.unwrap(), nb.first_selected.unwrap());
+        if tb > ta {
+            b_later += 1;
+        }
+        let got: Vec<String> = nb
+            .received
+            .iter()
+            .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+            .collect();
+        let want: Vec<String> = (1..=BURST).map(|i| format!("burst A #{i}")).collect();
+        assert_eq!(
+            got,
+            want,
+            "{a} / {b}: A selected at {:?}, B at {:?}\n{}",
+            ta - p.sim.t0(),
+            tb - p.sim.t0(),
+            p.report("burst lost")
+        );
+        // B's path is the one A nominated (its data did not move it).
+        let (la, ra) = p.node_a().session.selected_path().expect("A path");
+        let (lb, rb) = p.node_b().session.selected_path().expect("B path");
+        assert_eq!((la.kind, ra.kind), (rb.kind, lb.kind), "{a} / {b}");
+    }
+    assert!(b_later > 0, "no case had B select after A");
+}
+
+fn closed_at(n: &common::SessionNode) -> Option<std::time::Instant> {
+    n.has_event(|e| matches!(e, SessionEvent::Closed))
+}
+
+/// `Session::close` deletes the TURN allocations (Refresh with LIFETIME 0):
+/// the server holds none afterwards, so they stop counting against the
+/// users' quotas at once instead of for their whole lifetime. Each side
+/// reports `Closed` once its server confirmed, well before the timeout, and
+/// sends nothing any more.
+#[test]
+fn close_deletes_the_turn_allocations() {
+    let mut p = Pair::new(
+        Placement::Nat(EI, APD),
+        Placement::Nat(EI, APD),
+        Opts::default(),
+    );
+    connected(&mut p);
+    assert_eq!(p.turn().server.allocation_count(), 2, "one allocation each");
+    let now = p.sim.now();
+    p.node_a_mut().close(now);
+    p.node_b_mut().close(now);
+    assert_eq!(
+        p.node_a_mut().session.send(now, b"late"),
+        Err(SessionError::Closed)
+    );
+    p.run_until(
+        |p| closed_at(p.node_a()).is_some() && closed_at(p.node_b()).is_some(),
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.turn().server.allocation_count(), 0);
+    for n in [p.node_a(), p.node_b()] {
+        let t = closed_at(n).unwrap();
+        assert!(
+            t - now < p2p_connect::CLOSE_TIMEOUT,
+            "{}: confirmed",
+            n.name
+        );
+        assert!(n.session.is_closed());
+        assert_eq!(n.session.poll_timeout(), None, "{}: nothing left", n.name);
+    }
+    // Nothing is sent after close: the network goes quiet.
+    p.run_for(Duration::from_secs(10));
+    let received = p.node_b().received.len();
+    p.run_for(Duration::from_secs(10));
+    assert_eq!(p.node_b().received.len(), received);
+}
+
+/// Closing while the allocation is being made (the server granted it, the
+/// success response is still on its way): the session waits for the answer
+/// and deletes the allocation as soon as it is granted, rather than leaving
+/// it to expire on the server.
+#[test]
+fn close_during_allocation_deletes_it_once_granted() {
+    let mut p = Pair::new(Placement::Public, Placement::Public, Opts::default());
+    p.run_until(
+        |p| p.turn().server.allocation_count() == 2,
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    for n in [p.node_a(), p.node_b()] {
+        assert!(
+            n.has_event(|e| matches!(e, SessionEvent::TurnAllocated { .. }))
+                .is_none(),
+            "{}: the grant is still in flight",
+            n.name
+        );
+    }
+    let t0 = p.sim.now();
+    p.node_a_mut().close(t0);
+    p.node_b_mut().close(t0);
+    p.run_until(
+        |p| closed_at(p.node_a()).is_some() && closed_at(p.node_b()).is_some(),
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.turn().server.allocation_count(), 0);
+    for n in [p.node_a(), p.node_b()] {
+        assert!(closed_at(n).unwrap() - t0 < p2p_connect::CLOSE_TIMEOUT);
+        assert!(
+            n.has_event(|e| matches!(e, SessionEvent::SelectedPair { .. }))
+                .is_none(),
+            "{}: no checks after close",
+            n.name
+        );
+    }
+}
+
+/// Two peers on two private LANs behind cone NATs: their host ↔ host pairs
+/// have the highest priority and never succeed (the private addresses are
+/// not routed). The controlling side does not wait the whole nomination
+/// timeout for them (here 5 s): once their first retransmission went
+/// unanswered for twice the round trip of the valid srflx pair, it
+/// nominates that pair, and only it.
+#[test]
+fn unanswered_host_pairs_across_two_lans_do_not_delay_the_nomination() {
+    let opts = Opts {
+        ice_a: IceConfig {
+            nomination_timeout: Duration::from_secs(5),
+            ..IceConfig::controlling()
+        },
+        ..Opts::default()
+    };
+    let mut p = Pair::new(Placement::Nat(EI, APD), Placement::Nat(EI, APD), opts);
+    let took = p
+        .run_until(
+            |p| p.node_a().first_selected.is_some() && p.node_b().first_selected.is_some(),
+            MAX,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    let hosts_in_progress = p
+        .node_a()
+        .session
+        .agent()
+        .stats()
+        .pairs
+        .iter()
+        .filter(|s| {
+            s.local.kind() == CandidateKind::Host
+                && s.remote.kind() == CandidateKind::Host
+                && s.state == p2p_ice::PairState::InProgress
+        })
+        .count();
+    assert!(
+        hosts_in_progress > 0,
+        "the host pair is still being checked"
+    );
+    p.run_for(Duration::from_secs(15));
+    assert_eq!(p.node_a().selections(), 1);
+    assert_eq!(
+        p.node_a().selected_kinds(),
+        Some((
+            CandidateKind::ServerReflexive,
+            CandidateKind::ServerReflexive
+        ))
+    );
+}

@@ -35,6 +35,11 @@ const RECENT_TIDS: usize = 64;
 /// bound (libnice caps remote candidates in the same spirit).
 const MAX_PRFLX_PER_IP: usize = 8;
 
+/// The least time the first retransmission of a check of a better pair is
+/// waited for once a pair is valid (see `IceAgent::patience`), however
+/// short the valid pair's round trip.
+const MIN_PATIENCE: Duration = Duration::from_millis(100);
+
 #[derive(Debug)]
 struct Pair {
     local: usize,
@@ -51,6 +56,13 @@ struct Pair {
     retriggered: bool,
     checks_sent: u32,
     responses: u32,
+    /// When our first check of the pair went out.
+    first_check_at: Option<Instant>,
+    /// The round trip of the check that made the pair succeed (or of the
+    /// check whose valid pair this is).
+    rtt: Option<Duration>,
+    /// The peer sent a check on this pair: it is alive at the peer's end.
+    peer_checked: bool,
 }
 
 #[derive(Debug)]
@@ -82,6 +94,8 @@ struct Tx {
     /// A newer check replaced it: no retransmissions, no failure on timeout,
     /// but an answer still counts (RFC 8445 §7.3.1.4).
     cancelled: bool,
+    /// When the request first went out.
+    sent_at: Instant,
 }
 
 #[derive(Debug)]
@@ -118,8 +132,9 @@ struct Selected {
 /// Feed every datagram that arrives on a local address (host, or relayed
 /// once unwrapped) to [`handle_input`](IceAgent::handle_input). It returns
 /// [`Input::NotIce`] for datagrams that are not the agent's (application
-/// data, TURN traffic): route those yourself; data from the selected pair's
-/// remote address is the peer's.
+/// data, TURN traffic): route those yourself; data is the peer's when
+/// [`accepts_data`](IceAgent::accepts_data) says so (the selected pair, or
+/// a pair being checked: the peer may send before we select).
 ///
 /// # What is external
 ///
@@ -305,6 +320,35 @@ impl IceAgent {
     /// The selected pair (local, remote), if any.
     pub fn selected_pair(&self) -> Option<(&Candidate, &Candidate)> {
         self.selected.as_ref().map(|s| (&s.local, &s.remote))
+    }
+
+    /// Whether application data that arrived on `local` (a host base, or a
+    /// relayed address once unwrapped) from `remote` is the peer's.
+    ///
+    /// It is when it came on the selected pair, or on any pair of the check
+    /// list that is being checked or succeeded (waiting, in progress,
+    /// succeeded, or valid): RFC 8445 §12.2 has an agent accept data on any
+    /// candidate pair it is checking, since the controlling peer may send on
+    /// a pair it nominated before this side has selected it. Frozen and
+    /// failed pairs do not count: the peer cannot be using them. Which pair
+    /// carries *our* data is unchanged (always the selected one).
+    pub fn accepts_data(&self, local: SocketAddr, remote: SocketAddr) -> bool {
+        let on = |l: &Candidate, r: &Candidate| l.base() == local && r.address() == remote;
+        if self
+            .selected
+            .as_ref()
+            .is_some_and(|s| on(&s.local, &s.remote))
+        {
+            return true;
+        }
+        self.pairs.iter().any(|p| {
+            (p.valid
+                || matches!(
+                    p.state,
+                    PairState::Waiting | PairState::InProgress | PairState::Succeeded
+                ))
+                && on(&self.locals[p.local], &self.remotes[p.remote])
+        })
     }
 
     /// The accepted local candidates (peer-reflexive ones included).
@@ -710,6 +754,9 @@ impl IceAgent {
             if let Some(f) = self.first_valid_at {
                 at(f + self.config.nomination_timeout);
             }
+            if let Some(t) = self.next_give_up() {
+                at(t);
+            }
         }
         if let Some(sel) = &self.selected {
             if !self.config.lite {
@@ -814,6 +861,9 @@ impl IceAgent {
             retriggered: false,
             checks_sent: 0,
             responses: 0,
+            first_check_at: None,
+            rtt: None,
+            peer_checked: false,
         });
         self.pairs.len() - 1
     }
@@ -1094,6 +1144,7 @@ impl IceAgent {
             destination,
             purpose,
             cancelled: false,
+            sent_at: now,
         });
     }
 
@@ -1123,6 +1174,7 @@ impl IceAgent {
             pair.state = PairState::InProgress;
         }
         pair.checks_sent += 1;
+        pair.first_check_at.get_or_insert(now);
         self.last_check_at = Some(now);
         self.checking_since.get_or_insert(now);
         let purpose = Purpose::Check {
@@ -1234,12 +1286,14 @@ impl IceAgent {
             return;
         };
         let prio = self.pairs[best].priority;
+        let patience = self.patience(best);
         let pending_better = self.pairs.iter().any(|p| {
             p.priority > prio
-                && matches!(
-                    p.state,
-                    PairState::Frozen | PairState::Waiting | PairState::InProgress
-                )
+                && match p.state {
+                    PairState::Frozen | PairState::Waiting => true,
+                    PairState::InProgress => !Self::given_up(p, patience, now),
+                    PairState::Succeeded | PairState::Failed => false,
+                }
         });
         let waited = self
             .first_valid_at
@@ -1248,6 +1302,48 @@ impl IceAgent {
             self.nominating = Some(best);
             self.enqueue_triggered(best, true);
         }
+    }
+
+    /// How long after its first check a better pair in progress may stay
+    /// unanswered before the controlling agent stops waiting for it: the
+    /// first retransmission (one RTO later: a hole often opens only for it,
+    /// once the peer's own check went out) and then twice the round trip of
+    /// the best valid pair `v` (at least [`MIN_PATIENCE`]). `None` (wait the
+    /// whole nomination timeout) when that round trip is unknown.
+    fn patience(&self, v: usize) -> Option<Duration> {
+        let rto = self.config.check_retransmits.rto;
+        self.pairs[v].rtt.map(|r| rto + (r * 2).max(MIN_PATIENCE))
+    }
+
+    /// A better pair in progress that is not worth waiting for: our checks
+    /// of it went unanswered for `patience`, and the peer never sent a
+    /// check on it (a check from the peer means the path may open, as when
+    /// two NATs punch a hole). Two private LANs behind different NATs, a
+    /// symmetric NAT: such pairs stay in progress until their checks time
+    /// out (9.5 s), and would hold the nomination back for the whole
+    /// nomination timeout.
+    fn given_up(p: &Pair, patience: Option<Duration>, now: Instant) -> bool {
+        match (patience, p.first_check_at) {
+            (Some(wait), Some(first)) => !p.peer_checked && p.responses == 0 && now >= first + wait,
+            _ => false,
+        }
+    }
+
+    /// When the next better pair in progress will be given up on (see
+    /// [`IceAgent::given_up`]), so that the nomination is not late.
+    fn next_give_up(&self) -> Option<Instant> {
+        let best = self.nomination_candidate()?;
+        let wait = self.patience(best)?;
+        let prio = self.pairs[best].priority;
+        self.pairs
+            .iter()
+            .filter(|p| p.priority > prio && p.state == PairState::InProgress)
+            .filter(|p| !p.peer_checked && p.responses == 0)
+            .filter_map(|p| p.first_check_at.map(|f| f + wait))
+            // Past ones are given up already; what still holds the
+            // nomination back (a pair not checked yet) has its own timer.
+            .filter(|t| self.last_now.is_some_and(|n| *t > n))
+            .min()
     }
 
     fn nominate(&mut self, now: Instant, v: usize) {
@@ -1556,6 +1652,7 @@ impl IceAgent {
             Some(p) => p,
             None => self.new_pair(li, ri, PairState::Waiting),
         };
+        self.pairs[p].peer_checked = true;
         if self.config.lite {
             if use_candidate {
                 let pair = &mut self.pairs[p];
@@ -1754,9 +1851,12 @@ impl IceAgent {
             Some(v) => v,
             None => self.new_pair(li, ri, PairState::Succeeded),
         };
+        let rtt = now.saturating_duration_since(t.sent_at);
         self.pairs[v].valid = true;
         self.pairs[v].state = PairState::Succeeded;
+        self.pairs[v].rtt.get_or_insert(rtt);
         self.pairs[p].state = PairState::Succeeded;
+        self.pairs[p].rtt.get_or_insert(rtt);
         self.pairs[p].valid_pair = Some(v);
         self.first_valid_at.get_or_insert(now);
         // Unfreeze the pairs of the same foundation (§7.2.5.3.3).

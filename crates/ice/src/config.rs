@@ -40,7 +40,10 @@ pub struct IceConfig {
     /// Regular nomination: how long the controlling agent waits, after the
     /// first valid pair, for checks of higher-priority pairs before it
     /// nominates the best valid pair anyway. Default 1 s. (It nominates at
-    /// once when no pair of higher priority is still to be checked.)
+    /// once when no pair of higher priority is still to be checked, and
+    /// sooner than this when the better pairs in progress are not worth
+    /// waiting for: our checks unanswered for one RTO plus twice the valid
+    /// pair's round trip, and no check from the peer on them.)
     pub nomination_timeout: Duration,
     /// Consent freshness (RFC 7675): a check on the selected pair every this
     /// long, randomised by 0.8..1.2. Default 5 s.

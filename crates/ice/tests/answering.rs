@@ -766,3 +766,38 @@ fn peer_reflexive_learning_is_capped_per_remote_ip() {
     check_from(&mut a, t0, addr("198.51.100.8:40000"), 99);
     assert_eq!(a.remote_candidates().len(), 9);
 }
+
+/// RFC 8445 §12.2: data is accepted on a pair being checked, not only on the
+/// selected one. A controlling peer nominates (USE-CANDIDATE) before the
+/// controlled agent's own check of the pair succeeded: nothing is selected
+/// yet, but the peer's data on that pair is its own; data from an address
+/// no pair has, or to another local address, is not.
+#[test]
+fn data_is_accepted_on_a_pair_being_checked_before_selection() {
+    let (mut a, t0) = agent(IceConfig::controlled().with_seed(10));
+    assert!(!a.accepts_data(addr(LOCAL), addr(REMOTE)), "no pair yet");
+    let user = username(&a);
+    let req = Req {
+        controlled: None,
+        controlling: Some(1),
+        use_candidate: true,
+        ..Req::valid(&user)
+    };
+    assert_eq!(error_code(&ask(&mut a, t0, &req).unwrap()), None);
+    // The triggered check is queued or in flight; nothing is selected.
+    assert!(a.selected_pair().is_none());
+    assert!(a.accepts_data(addr(LOCAL), addr(REMOTE)));
+    assert!(!a.accepts_data(addr(LOCAL), addr("10.0.0.3:6000")));
+    assert!(!a.accepts_data(addr("10.0.0.1:5001"), addr(REMOTE)));
+    // Once every check of the pair failed, it is not the peer's any more.
+    let mut now = t0;
+    for _ in 0..400 {
+        now += Duration::from_millis(50);
+        a.handle_timeout(now);
+        while a.poll_transmit().is_some() {}
+        while a.poll_event().is_some() {}
+    }
+    let states: Vec<PairState> = a.stats().pairs.iter().map(|p| p.state).collect();
+    assert_eq!(states, vec![PairState::Failed]);
+    assert!(!a.accepts_data(addr(LOCAL), addr(REMOTE)));
+}

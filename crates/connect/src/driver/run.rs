@@ -402,7 +402,15 @@ fn describe(c: &p2p_ice::Candidate) -> String {
 }
 
 impl Driver {
+    /// Connects and carries datagrams; whatever ends it, the TURN
+    /// allocations are deleted before it returns.
     async fn run(mut self, ch: &mut Channels) -> Outcome {
+        let outcome = self.run_loop(ch).await;
+        self.shutdown().await;
+        outcome
+    }
+
+    async fn run_loop(&mut self, ch: &mut Channels) -> Outcome {
         let now = Instant::now();
         self.session.start(now);
         if self.controlling {
@@ -457,6 +465,8 @@ impl Driver {
                     }
                     Some(Command::Close(done)) => {
                         self.bye().await;
+                        // `close().await` returns once the allocations are gone.
+                        self.shutdown().await;
                         let _ = ch.path.send(None);
                         ch.emit(ConnectionEvent::Closed(CloseReason::Local));
                         let _ = done.send(());
@@ -535,20 +545,7 @@ impl Driver {
             let mut moved = false;
             while let Some(t) = self.session.poll_transmit() {
                 moved = true;
-                match t.transport {
-                    Transport::Udp => {
-                        if let Some(s) = self.sockets.get(&t.source) {
-                            if let Err(e) = s.send_to(&t.contents, t.destination).await {
-                                tracing::debug!("send {} -> {}: {e}", t.source, t.destination);
-                            }
-                        }
-                    }
-                    tr => {
-                        if let Some(w) = self.streams.get(&(t.destination, tr)) {
-                            let _ = w.send(t.contents).await;
-                        }
-                    }
-                }
+                self.transmit(t).await;
             }
             while let Some(e) = self.session.poll_event() {
                 moved = true;
@@ -559,6 +556,67 @@ impl Driver {
             self.flush_outbox().await?;
             if !moved {
                 return Ok(None);
+            }
+        }
+    }
+
+    /// Sends one of the session's transmits from its socket or stream.
+    async fn transmit(&mut self, t: crate::Transmit) {
+        match t.transport {
+            Transport::Udp => {
+                if let Some(s) = self.sockets.get(&t.source) {
+                    if let Err(e) = s.send_to(&t.contents, t.destination).await {
+                        tracing::debug!("send {} -> {}: {e}", t.source, t.destination);
+                    }
+                }
+            }
+            tr => {
+                if let Some(w) = self.streams.get(&(t.destination, tr)) {
+                    let _ = w.send(t.contents).await;
+                }
+            }
+        }
+    }
+
+    /// Closes the session: its TURN allocations are deleted (sent, and the
+    /// servers' answers fed back) until it reports [`SessionEvent::Closed`],
+    /// which takes at most [`crate::CLOSE_TIMEOUT`]. Idempotent.
+    async fn shutdown(&mut self) {
+        if self.session.is_closed() {
+            return;
+        }
+        self.session.close(Instant::now());
+        // A guard in case the clock and the timer disagree.
+        let limit = tokio::time::Instant::now() + crate::CLOSE_TIMEOUT * 2;
+        loop {
+            while let Some(t) = self.session.poll_transmit() {
+                self.transmit(t).await;
+            }
+            // Events after close carry nothing the application needs.
+            while self.session.poll_event().is_some() {}
+            if self.session.is_closed() {
+                return;
+            }
+            let wake = self
+                .session
+                .poll_timeout()
+                .map_or(limit, tokio::time::Instant::from_std)
+                .min(limit);
+            tokio::select! {
+                Some(inb) = self.inbound.recv() => {
+                    self.session.handle_input(Instant::now(), Datagram {
+                        transport: inb.transport,
+                        local: inb.local,
+                        remote: inb.remote,
+                        contents: &inb.bytes,
+                    });
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    if wake >= limit {
+                        return;
+                    }
+                    self.session.handle_timeout(Instant::now());
+                }
             }
         }
     }
@@ -647,6 +705,8 @@ impl Driver {
                     self.dropped += 1;
                 }
             }
+            // Only after `shutdown`, which reads its own events.
+            SessionEvent::Closed => {}
         }
         Ok(None)
     }

@@ -96,6 +96,9 @@ pub struct SessionNode {
     pub pinging: bool,
     next_ping: Option<Instant>,
     pub pings_sent: u32,
+    /// Datagrams sent at once, in the same step, on the first
+    /// `SelectedPair` (an application that writes as soon as it connects).
+    pub burst_on_select: u32,
 }
 
 impl SessionNode {
@@ -113,6 +116,7 @@ impl SessionNode {
             pinging: true,
             next_ping: None,
             pings_sent: 0,
+            burst_on_select: 0,
         }
     }
 
@@ -128,6 +132,13 @@ impl SessionNode {
         let (u, p) = self.session.local_credentials();
         self.outbox
             .push(Signal::Credentials(u.to_owned(), p.to_owned()));
+        self.drain(now);
+    }
+
+    /// Close the session (delete its TURN allocations) at `now`.
+    pub fn close(&mut self, now: Instant) {
+        self.pinging = false;
+        self.session.close(now);
         self.drain(now);
     }
 
@@ -173,6 +184,14 @@ impl SessionNode {
                 SessionEvent::LocalCandidate(c) => self.outbox.push(Signal::Candidate(c.clone())),
                 SessionEvent::GatheringComplete => self.outbox.push(Signal::EndOfCandidates),
                 SessionEvent::SelectedPair { .. } => {
+                    if self.first_selected.is_none() {
+                        for i in 1..=self.burst_on_select {
+                            let msg = format!("burst {} #{i}", self.name);
+                            if let Err(e) = self.session.send(now, msg.as_bytes()) {
+                                self.signal_errors.push(format!("burst: {e}"));
+                            }
+                        }
+                    }
                     self.first_selected.get_or_insert(now);
                     if self.pinging {
                         self.next_ping = Some(now);
