@@ -11,9 +11,10 @@
 //! client data connection's task ([`ConnOut::Splice`]), which copies bytes
 //! both ways until either side closes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,11 +26,13 @@ use p2p_turn::{
     RelayAllocator, RestSecret, ServerConfig, ServerEvent, StaticUsers, Transport, TurnServer,
 };
 use rand::Rng;
+use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::config::{Config, ConfigError, TurnConfig};
+use crate::sys;
 
 /// Depth of the queue into the TURN task (packets beyond are dropped, as a
 /// full socket buffer would).
@@ -40,6 +43,12 @@ pub(crate) const CONN_QUEUE: usize = 1024;
 const BIND_ATTEMPTS: u32 = 512;
 /// Largest datagram read on a relayed socket.
 const RELAY_BUF: usize = 65536;
+/// Capacity of a pooled packet buffer: a datagram of the usual MTU fits.
+const POOL_BUF: usize = 2048;
+/// Buffers kept in the [`BufPool`] at most (the rest are freed).
+const POOL_MAX: usize = 1024;
+/// UDP transmits staged before they are sent in any case.
+const PENDING_MAX: usize = 1024;
 /// How long a Connect to a peer may take (RFC 6062 §5.2: at least 30 s).
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -65,6 +74,62 @@ pub(crate) fn wants(b: &[u8]) -> bool {
             is_turn_method(MessageType::from_u16(u16::from_be_bytes([b[0], b[1]])).method)
         }
         _ => false,
+    }
+}
+
+/// Packet buffers shared by the producers of [`Inbound::Packet`] (UDP
+/// workers, relayed sockets' readers, TCP/TLS connections) and the TURN
+/// task, which gives them back once the packet is handled: in steady state
+/// relaying allocates nothing per packet.
+#[derive(Debug, Default)]
+pub(crate) struct BufPool {
+    bufs: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl BufPool {
+    /// A buffer holding a copy of `bytes`.
+    pub(crate) fn copy_of(&self, bytes: &[u8]) -> Vec<u8> {
+        let pooled = match self.bufs.lock() {
+            Ok(mut v) => v.pop(),
+            Err(_) => None,
+        };
+        let mut b = pooled.unwrap_or_else(|| Vec::with_capacity(POOL_BUF.max(bytes.len())));
+        b.extend_from_slice(bytes);
+        b
+    }
+
+    /// Give buffers back (cleared here), leaving `bufs` empty; oversized
+    /// ones and those beyond [`POOL_MAX`] are freed.
+    pub(crate) fn give_back(&self, bufs: &mut Vec<Vec<u8>>) {
+        if bufs.is_empty() {
+            return;
+        }
+        if let Ok(mut v) = self.bufs.lock() {
+            for b in bufs.drain(..) {
+                keep(&mut v, b);
+            }
+        }
+        bufs.clear();
+    }
+
+    /// Give one buffer back.
+    pub(crate) fn give(&self, b: Vec<u8>) {
+        if let Ok(mut v) = self.bufs.lock() {
+            keep(&mut v, b);
+        }
+    }
+
+    /// How many buffers wait in the pool.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.bufs.lock().map_or(0, |v| v.len())
+    }
+}
+
+fn keep(pool: &mut Vec<Vec<u8>>, mut b: Vec<u8>) {
+    if pool.len() < POOL_MAX && b.capacity() <= 4 * POOL_BUF {
+        b.clear();
+        pool.push(b);
     }
 }
 
@@ -105,6 +170,7 @@ pub(crate) enum Inbound {
 #[derive(Clone)]
 pub(crate) struct TurnHandle {
     tx: mpsc::Sender<Inbound>,
+    pool: Arc<BufPool>,
 }
 
 impl TurnHandle {
@@ -116,7 +182,7 @@ impl TurnHandle {
                 transport: Transport::Udp,
                 local,
                 remote,
-                bytes: bytes.to_vec(),
+                bytes: self.pool.copy_of(bytes),
                 conn: None,
             })
             .is_ok()
@@ -137,7 +203,7 @@ impl TurnHandle {
                 transport,
                 local,
                 remote,
-                bytes: bytes.to_vec(),
+                bytes: self.pool.copy_of(bytes),
                 conn: Some(conn.clone()),
             })
             .await
@@ -256,6 +322,7 @@ pub(crate) struct DaemonRelays {
     /// TCP relayed addresses (advertised) → (bound address, accept loop).
     tcp: HashMap<SocketAddr, (SocketAddr, AbortHandle)>,
     inbound: mpsc::Sender<Inbound>,
+    pool: Arc<BufPool>,
 }
 
 fn family_index(f: AddressFamily) -> usize {
@@ -285,6 +352,7 @@ impl DaemonRelays {
         ips: [Option<(IpAddr, IpAddr)>; 2],
         ports: (u16, u16),
         inbound: mpsc::Sender<Inbound>,
+        pool: Arc<BufPool>,
     ) -> Self {
         DaemonRelays {
             ips,
@@ -293,6 +361,7 @@ impl DaemonRelays {
             held: HashMap::new(),
             tcp: HashMap::new(),
             inbound,
+            pool,
         }
     }
 
@@ -318,7 +387,12 @@ impl DaemonRelays {
                 return false;
             }
         };
-        let reader = tokio::spawn(relay_reader(sock.clone(), advertised, self.inbound.clone()));
+        let reader = tokio::spawn(relay_reader(
+            sock.clone(),
+            advertised,
+            self.inbound.clone(),
+            self.pool.clone(),
+        ));
         self.used.insert(
             advertised,
             Relay {
@@ -518,26 +592,58 @@ impl RelayAllocator for DaemonRelays {
     }
 }
 
-async fn relay_reader(sock: Arc<UdpSocket>, advertised: SocketAddr, tx: mpsc::Sender<Inbound>) {
-    let mut buf = vec![0u8; RELAY_BUF];
+thread_local! {
+    /// The receive buffer of the relayed sockets' readers on this thread:
+    /// one per thread rather than 64 KiB per relayed address. It is only
+    /// borrowed between two awaits.
+    static RELAY_RX: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Read one datagram from a readable relayed socket into a pooled buffer.
+fn relay_recv(sock: &UdpSocket, pool: &BufPool) -> io::Result<(Vec<u8>, SocketAddr)> {
+    RELAY_RX.with(|rx| {
+        let mut rx = rx.borrow_mut();
+        if rx.len() < RELAY_BUF {
+            rx.resize(RELAY_BUF, 0);
+        }
+        let (n, from) = sock.try_recv_from(&mut rx)?;
+        Ok((pool.copy_of(&rx[..n]), from))
+    })
+}
+
+async fn relay_reader(
+    sock: Arc<UdpSocket>,
+    advertised: SocketAddr,
+    tx: mpsc::Sender<Inbound>,
+    pool: Arc<BufPool>,
+) {
     loop {
-        match sock.recv_from(&mut buf).await {
-            Ok((n, from)) => {
+        if let Err(e) = sock.readable().await {
+            tracing::debug!(%advertised, "relay readable: {e}");
+            tokio::task::yield_now().await;
+            continue;
+        }
+        match relay_recv(&sock, &pool) {
+            Ok((bytes, from)) => {
                 let p = Inbound::Packet {
                     transport: Transport::Udp,
                     local: advertised,
                     remote: from,
-                    bytes: buf[..n].to_vec(),
+                    bytes,
                     conn: None,
                 };
                 match tx.try_send(p) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err(mpsc::error::TrySendError::Full(p)) => {
+                        if let Inbound::Packet { bytes, .. } = p {
+                            pool.give(bytes);
+                        }
                         tracing::trace!(%advertised, "turn queue full: peer datagram dropped");
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => return,
                 }
             }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 tracing::debug!(%advertised, "relay recv: {e}");
                 tokio::task::yield_now().await;
@@ -670,6 +776,24 @@ pub(crate) fn prepare(
     });
     sc.peer_policy = policy;
     sc.own_addresses = own;
+    // Never relayed to, whatever the policy (a port of 0 in the
+    // configuration is only known once bound: the listening UDP sockets are
+    // in `listen`; the request's own listening address is always refused).
+    let mut service: Vec<SocketAddr> = config
+        .stun
+        .listen
+        .iter()
+        .chain(listen)
+        .chain(config.stun.alt_listen.iter())
+        .copied()
+        .chain(config.tls_listen())
+        .chain(config.metrics.listen)
+        .chain(config.signaling.listen)
+        .filter(|a| a.port() != 0)
+        .collect();
+    service.sort();
+    service.dedup();
+    sc.service_addresses = service;
     sc.answer_binding = false;
     let relays: Vec<String> = ips
         .iter()
@@ -730,22 +854,26 @@ pub(crate) fn spawn(
         has_users: !setup.users.is_empty(),
         rest: setup.secret.as_ref().map(|s| RestSecret::new(s.as_bytes())),
     };
-    let relays = DaemonRelays::new(setup.ips, setup.ports, tx.clone());
+    let pool = Arc::new(BufPool::default());
+    let relays = DaemonRelays::new(setup.ips, setup.ports, tx.clone(), pool.clone());
     let epoch = (Instant::now(), SystemTime::now());
     let server = TurnServer::new(setup.config, creds, relays, epoch);
     let task = TurnTask {
         server,
         listening,
         conns: HashMap::new(),
-        live: HashSet::new(),
-        relay_transport: HashMap::new(),
         stats: TurnStats::default(),
         peers: HashMap::new(),
         splices: HashMap::new(),
         inbound: tx.clone(),
+        pool: pool.clone(),
+        used: Vec::new(),
+        pending: Vec::new(),
+        order: Vec::new(),
+        batch: SendBatch::new(),
     };
     tasks.spawn(task.run(rx));
-    TurnHandle { tx }
+    TurnHandle { tx, pool }
 }
 
 // ---------------------------------------------------------------- the task
@@ -757,8 +885,6 @@ struct TurnTask {
     listening: HashMap<SocketAddr, Arc<UdpSocket>>,
     /// (transport, server address, client address) → the connection's queue.
     conns: HashMap<ConnKey, mpsc::Sender<ConnOut>>,
-    live: HashSet<FiveTuple>,
-    relay_transport: HashMap<SocketAddr, Transport>,
     stats: TurnStats,
     /// RFC 6062 peer connections waiting for their ConnectionBind.
     peers: HashMap<u32, TcpStream>,
@@ -766,6 +892,94 @@ struct TurnTask {
     splices: HashMap<u32, oneshot::Sender<()>>,
     /// The task's own inbound queue, for connect tasks to report on.
     inbound: mpsc::Sender<Inbound>,
+    /// Where inbound packet buffers come from and go back to.
+    pool: Arc<BufPool>,
+    /// Inbound buffers handled, given back to the pool once per burst.
+    used: Vec<Vec<u8>>,
+    /// UDP transmits of the current burst, sent by `send_pending`.
+    pending: Vec<p2p_turn::Transmit>,
+    /// (source, index into `pending`), sorted to group the sends.
+    order: Vec<(SocketAddr, u32)>,
+    /// Buffers for `sendmmsg`.
+    batch: Box<SendBatch>,
+}
+
+/// Up to [`sys::BATCH`] datagrams for one `sendmmsg` call.
+struct SendBatch {
+    bufs: [[u8; sys::BUF]; sys::BATCH],
+    lens: [usize; sys::BATCH],
+    dests: [SocketAddr; sys::BATCH],
+    /// How many are filled.
+    n: usize,
+    /// Cleared when the system has no `sendmmsg`.
+    batched: bool,
+}
+
+impl SendBatch {
+    fn new() -> Box<Self> {
+        Box::new(SendBatch {
+            bufs: [[0; sys::BUF]; sys::BATCH],
+            lens: [0; sys::BATCH],
+            dests: [SocketAddr::from(([0, 0, 0, 0], 0)); sys::BATCH],
+            n: 0,
+            batched: true,
+        })
+    }
+
+    /// Send the filled datagrams from `sock`; returns (sent, failed).
+    async fn send(&mut self, sock: &UdpSocket) -> (u64, u64) {
+        let n = std::mem::take(&mut self.n);
+        let fd = sock.as_raw_fd();
+        let (mut sent, mut failed, mut done) = (0, 0, 0);
+        while done < n {
+            let r = if self.batched {
+                sock.try_io(Interest::WRITABLE, || {
+                    sys::send_batch(
+                        fd,
+                        &self.bufs[done..n],
+                        &self.lens[done..n],
+                        &self.dests[done..n],
+                    )
+                })
+            } else {
+                sock.try_send_to(&self.bufs[done][..self.lens[done]], self.dests[done])
+                    .map(|_| 1)
+            };
+            match r {
+                Ok(k) => {
+                    let k = k.clamp(1, n - done);
+                    sent += k as u64;
+                    done += k;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if sock.writable().await.is_err() {
+                        failed += (n - done) as u64;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => self.batched = false,
+                Err(e) => {
+                    // The first datagram failed (say, no route): skip it.
+                    tracing::debug!(to = %self.dests[done], "turn send: {e}");
+                    failed += 1;
+                    done += 1;
+                }
+            }
+        }
+        (sent, failed)
+    }
+}
+
+/// Send one datagram (one too large for a [`SendBatch`] buffer).
+async fn send_one(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) -> bool {
+    match sock.try_send_to(bytes, to) {
+        Ok(_) => true,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.send_to(bytes, to).await.is_ok(),
+        Err(e) => {
+            tracing::debug!(%to, "turn send: {e}");
+            false
+        }
+    }
 }
 
 impl TurnTask {
@@ -789,10 +1003,13 @@ impl TurnTask {
                             Err(_) => break,
                         }
                     }
+                    self.send_pending().await;
+                    self.pool.give_back(&mut self.used);
                 }
                 () = sleep => {
                     self.server.handle_timeout(Instant::now());
                     self.flush(None).await;
+                    self.send_pending().await;
                 }
             }
         }
@@ -807,20 +1024,14 @@ impl TurnTask {
                 bytes,
                 conn,
             } => {
-                let from_peer = self.server.is_relayed_address(local);
+                let relayed = self.server.relayed_address_transport(local);
+                let from_peer = relayed.is_some();
                 if !from_peer {
                     if let Some(c) = conn {
                         self.conns.entry((transport, local, remote)).or_insert(c);
                     }
                 }
-                let t = if from_peer {
-                    self.relay_transport
-                        .get(&local)
-                        .copied()
-                        .unwrap_or(Transport::Udp)
-                } else {
-                    transport
-                };
+                let t = relayed.unwrap_or(transport);
                 let before = *self.server.counters();
                 self.server.handle_input(
                     Instant::now(),
@@ -842,6 +1053,7 @@ impl TurnTask {
                 s.packets_to_peer += after.packets_to_peer - before.packets_to_peer;
                 s.bytes_to_client += after.bytes_to_client - before.bytes_to_client;
                 s.packets_to_client += after.packets_to_client - before.packets_to_client;
+                self.used.push(bytes);
                 self.flush(Some(t)).await;
             }
             Inbound::Closed {
@@ -874,7 +1086,7 @@ impl TurnTask {
                     }
                     None => tracing::debug!(%relayed, %peer, "turn peer connection refused"),
                 }
-                let t = self.relay_transport.get(&relayed).copied();
+                let t = self.server.relayed_address_transport(relayed);
                 self.flush(t).await;
             }
             Inbound::PeerConnected { id, stream } => {
@@ -944,14 +1156,11 @@ impl TurnTask {
             s.permissions = 0;
             s.channels = 0;
         }
-        let now = Instant::now();
-        for ft in &self.live {
-            if let Some(a) = self.server.allocation(now, ft) {
-                let s = &mut st.by_transport[transport_index(ft.transport)];
-                s.allocations += 1;
-                s.permissions += a.permissions as u64;
-                s.channels += a.channels as u64;
-            }
+        for (ft, a) in self.server.allocations(Instant::now()) {
+            let s = &mut st.by_transport[transport_index(ft.transport)];
+            s.allocations += 1;
+            s.permissions += a.permissions as u64;
+            s.channels += a.channels as u64;
         }
         st
     }
@@ -964,31 +1173,11 @@ impl TurnTask {
         loop {
             while let Some(t) = self.server.poll_transmit() {
                 if t.transport == Transport::Udp {
-                    let sock = self
-                        .listening
-                        .get(&t.source)
-                        .or_else(|| self.server.relays().socket(t.source))
-                        .cloned();
-                    let to_client = self.listening.contains_key(&t.source);
-                    let ok = match sock {
-                        Some(s) => match s.try_send_to(&t.contents, t.destination) {
-                            Ok(_) => true,
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                s.send_to(&t.contents, t.destination).await.is_ok()
-                            }
-                            Err(e) => {
-                                tracing::debug!(to = %t.destination, from = %t.source, "turn send: {e}");
-                                false
-                            }
-                        },
-                        None => false,
-                    };
-                    if !ok {
-                        self.stats.send_errors += 1;
-                    } else if to_client {
-                        self.stats.by_transport[0].client_packets_out += 1;
+                    // Sent in batches per source socket by `send_pending`.
+                    self.pending.push(t);
+                    if self.pending.len() >= PENDING_MAX {
+                        self.send_pending().await;
                     }
-                    self.server.recycle(t.contents);
                 } else {
                     let key = (t.transport, t.source, t.destination);
                     let ok = match self.conns.get(&key) {
@@ -1013,6 +1202,77 @@ impl TurnTask {
         }
     }
 
+    /// Send the staged UDP transmits: grouped per source socket (each
+    /// group in its order, so no flow is reordered) and batched with
+    /// `sendmmsg`; then recycle their buffers.
+    async fn send_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        self.order.clear();
+        self.order.extend(
+            self.pending
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.source, i as u32)),
+        );
+        self.order.sort_unstable();
+        let mut at = 0;
+        while at < self.order.len() {
+            let source = self.order[at].0;
+            let end = at
+                + self.order[at..]
+                    .iter()
+                    .take_while(|(s, _)| *s == source)
+                    .count();
+            let to_client = self.listening.contains_key(&source);
+            let sock = self
+                .listening
+                .get(&source)
+                .or_else(|| self.server.relays().socket(source))
+                .cloned();
+            let (mut sent, mut failed) = (0, 0);
+            match sock {
+                None => failed = (end - at) as u64,
+                Some(sock) => {
+                    for &(_, i) in &self.order[at..end] {
+                        let t = &self.pending[i as usize];
+                        let len = t.contents.len();
+                        if len > sys::BUF {
+                            if send_one(&sock, &t.contents, t.destination).await {
+                                sent += 1;
+                            } else {
+                                failed += 1;
+                            }
+                            continue;
+                        }
+                        let b = &mut self.batch;
+                        b.bufs[b.n][..len].copy_from_slice(&t.contents);
+                        b.lens[b.n] = len;
+                        b.dests[b.n] = t.destination;
+                        b.n += 1;
+                        if b.n == sys::BATCH {
+                            let (s, f) = b.send(&sock).await;
+                            sent += s;
+                            failed += f;
+                        }
+                    }
+                    let (s, f) = self.batch.send(&sock).await;
+                    sent += s;
+                    failed += f;
+                }
+            }
+            self.stats.send_errors += failed;
+            if to_client {
+                self.stats.by_transport[0].client_packets_out += sent;
+            }
+            at = end;
+        }
+        for t in self.pending.drain(..) {
+            self.server.recycle(t.contents);
+        }
+    }
+
     fn ended(
         &mut self,
         how: &str,
@@ -1021,10 +1281,6 @@ impl TurnTask {
         relayed: &[SocketAddr],
         traffic: p2p_turn::Traffic,
     ) {
-        self.live.remove(&five_tuple);
-        for r in relayed {
-            self.relay_transport.remove(r);
-        }
         tracing::info!(
             %user,
             client = %five_tuple.client,
@@ -1056,10 +1312,6 @@ impl TurnTask {
                     lifetime_secs = lifetime.as_secs(),
                     "turn allocation created"
                 );
-                for r in &relayed {
-                    self.relay_transport.insert(*r, five_tuple.transport);
-                }
-                self.live.insert(five_tuple);
                 self.stats.by_transport[transport_index(five_tuple.transport)]
                     .allocations_created += 1;
             }
@@ -1167,6 +1419,28 @@ mod tests {
     }
 
     #[test]
+    fn the_pool_reuses_buffers_and_stays_bounded() {
+        let pool = BufPool::default();
+        let b = pool.copy_of(b"abc");
+        assert_eq!(b, b"abc");
+        let at = b.as_ptr();
+        pool.give(b);
+        assert_eq!(pool.len(), 1);
+        let c = pool.copy_of(b"xy");
+        assert_eq!(c, b"xy", "cleared before reuse");
+        assert_eq!(c.as_ptr(), at, "the same buffer");
+        assert_eq!(pool.len(), 0);
+        pool.give(vec![0u8; 5 * POOL_BUF]);
+        assert_eq!(pool.len(), 0, "oversized buffers are freed");
+        let mut many: Vec<Vec<u8>> = (0..POOL_MAX + 5).map(|_| pool.copy_of(b"z")).collect();
+        pool.give_back(&mut many);
+        assert!(many.is_empty());
+        assert_eq!(pool.len(), POOL_MAX);
+        let big = pool.copy_of(&[1u8; 3 * POOL_BUF]);
+        assert_eq!(big.len(), 3 * POOL_BUF, "a large datagram fits");
+    }
+
+    #[test]
     fn static_users_win_and_rest_usernames_are_checked() {
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let creds = Creds {
@@ -1198,7 +1472,12 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(16);
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let public: IpAddr = "192.0.2.7".parse().unwrap();
-        let mut r = DaemonRelays::new([Some((lo, public)), None], (42000, 42999), tx);
+        let mut r = DaemonRelays::new(
+            [Some((lo, public)), None],
+            (42000, 42999),
+            tx,
+            Arc::default(),
+        );
         assert!(r.supports(AddressFamily::V4));
         assert!(!r.supports(AddressFamily::V6));
         assert_eq!(r.allocate(AddressFamily::V6, false, false), None);

@@ -9,7 +9,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 use p2p_server::Config;
@@ -186,7 +186,11 @@ async fn loopback_peers_are_refused_by_default_and_deny_wins() {
         let (peer, _saw) = echo_peer().await;
         let mut c = Client::udp(srv.udp, "alice", "secret", |_| {}).await;
         c.allocate().await.expect("allocated");
-        assert_eq!(c.permit(peer).await, Err(Some(403)));
+        // 127.0.0.1 is the relay IP (relay to relay is allowed, see
+        // relay_to_relay_on_one_server_but_not_to_its_own_ports); other
+        // loopback and private addresses are refused.
+        let other_loopback: SocketAddr = "127.0.0.5:9".parse().unwrap();
+        assert_eq!(c.permit(other_loopback).await, Err(Some(403)));
         let private: SocketAddr = "10.1.2.3:9".parse().unwrap();
         assert_eq!(c.permit(private).await, Err(Some(403)));
         srv.stop().await;
@@ -201,6 +205,57 @@ async fn loopback_peers_are_refused_by_default_and_deny_wins() {
         let denied: SocketAddr = "127.0.0.2:9".parse().unwrap();
         assert_eq!(c.permit(denied).await, Err(Some(403)));
         srv.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+/// Two clients both forced to TURN reach each other's relayed addresses
+/// through one server, while the server's own listening port stays closed
+/// to relayed data (CVE-2020-26262), with the default policy and with
+/// 127.0.0.0/8 allowed.
+#[tokio::test]
+async fn relay_to_relay_on_one_server_but_not_to_its_own_ports() {
+    tokio::time::timeout(BOUND, async {
+        let users = "[turn.users]\nalice = \"secret\"\nbob = \"hunter2\"\n";
+        for toml in [
+            format!("[turn]\nrealm = \"example.org\"\n{users}"),
+            OPEN.to_owned(),
+        ] {
+            let srv = start(&toml).await;
+            let mut a = Client::udp(srv.udp, "alice", "secret", |_| {}).await;
+            let mut b = Client::udp(srv.udp, "bob", "hunter2", |_| {}).await;
+            let ra = a.allocate().await.expect("allocated");
+            let rb = b.allocate().await.expect("allocated");
+            a.permit(rb).await.expect("the relay IP is permitted");
+            b.permit(ra).await.expect("the relay IP is permitted");
+            let data_from = |from: SocketAddr, want: &'static [u8]| {
+                move |e: &ClientEvent| match e {
+                    ClientEvent::Data { peer, data } if *peer == from && data == want => Some(()),
+                    _ => None,
+                }
+            };
+            // a → b by Send indication, b → a over a channel.
+            a.turn.send_to(Instant::now(), rb, b"to bob").unwrap();
+            a.flush().await;
+            b.until("alice's data", data_from(ra, b"to bob")).await;
+            b.bind(ra).await;
+            b.turn.send_to(Instant::now(), ra, b"to alice").unwrap();
+            b.flush().await;
+            a.until("bob's data", data_from(rb, b"to alice")).await;
+
+            // Data to the server's own listening port is dropped: what
+            // follows it arrives, and the drop is counted by then.
+            let dropped = "p2p_turn_dropped_total{reason=\"no_permission\"}";
+            let before = sample(&scrape(srv.metrics.unwrap()).await, dropped);
+            a.turn.send_to(Instant::now(), srv.udp, b"attack").unwrap();
+            a.turn.send_to(Instant::now(), rb, b"after").unwrap();
+            a.flush().await;
+            b.until("alice's next data", data_from(ra, b"after")).await;
+            let after = sample(&scrape(srv.metrics.unwrap()).await, dropped);
+            assert_eq!(after, before + 1, "{toml}");
+            srv.stop().await;
+        }
     })
     .await
     .expect("in time");

@@ -91,7 +91,7 @@ impl fmt::Display for Cidr {
 
 /// The IPv4 address inside an IPv4-mapped (`::ffff:0:0/96`) or NAT64
 /// well-known-prefix (`64:ff9b::/96`) IPv6 address, or the address itself.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match embedded_v4(v6) {
             Some(v4) => IpAddr::V4(v4),
@@ -145,6 +145,17 @@ fn v6_is_special(ip: Ipv6Addr) -> bool {
 /// (it can open, say, 127.0.0.0/8 for a loopback test, or a private LAN);
 /// then the built-in ranges and the server's own addresses refuse; anything
 /// else is permitted.
+///
+/// One exception, applied by [`crate::TurnServer`] on top of this policy:
+/// relaying between two allocations of the same server (both peers forced
+/// to TURN, as coturn allows). A permission or channel to an allocation's
+/// own relayed IP is granted (unless the deny list refuses it), and data
+/// to any of the server's own addresses is relayed only when the
+/// destination is the relayed transport address of a live allocation (or
+/// the allow list opens that IP, as it always could) — never to the
+/// listening address of the request nor to
+/// [`crate::ServerConfig::service_addresses`] (STUN/TURN, signaling,
+/// metrics): the CVE-2020-26262 class stays closed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerPolicy {
     allow: Vec<Cidr>,
@@ -167,6 +178,17 @@ impl PeerPolicy {
     pub fn deny(mut self, cidr: Cidr) -> Self {
         self.deny.push(cidr);
         self
+    }
+
+    /// Whether the deny list refuses `ip`.
+    pub fn denies(&self, ip: IpAddr) -> bool {
+        self.deny.iter().any(|c| c.contains(ip))
+    }
+
+    /// Whether the allow list opens `ip` (and the deny list does not
+    /// refuse it).
+    pub fn explicitly_allows(&self, ip: IpAddr) -> bool {
+        !self.denies(ip) && self.allow.iter().any(|c| c.contains(ip))
     }
 
     /// Whether relaying to `ip` is permitted; `own` are the server's own
@@ -260,6 +282,21 @@ mod tests {
         check(&p, "10.9.1.1", false);
         check(&p, "8.8.8.8", false);
         check(&p, "192.168.1.1", false);
+    }
+
+    #[test]
+    fn explicit_lists_are_told_apart_from_the_defaults() {
+        let p = PeerPolicy::new()
+            .allow("127.0.0.0/8".parse().unwrap())
+            .deny("127.0.0.2/32".parse().unwrap());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(p.explicitly_allows(ip("127.0.0.1")));
+        assert!(!p.explicitly_allows(ip("127.0.0.2")), "deny wins");
+        assert!(p.denies(ip("127.0.0.2")));
+        assert!(!p.denies(ip("127.0.0.1")));
+        // Permitted by default, but not by the allow list.
+        assert!(!p.explicitly_allows(ip("198.51.100.7")));
+        assert!(p.permits(ip("198.51.100.7"), &[]));
     }
 
     #[test]

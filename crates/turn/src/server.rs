@@ -23,10 +23,10 @@ use crate::auth::{
     nonce_features, CredentialStore, NonceMinter, FEATURE_PASSWORD_ALGORITHMS,
     FEATURE_USERNAME_ANONYMITY,
 };
-use crate::policy::PeerPolicy;
+use crate::policy::{canonical, PeerPolicy};
 use crate::relay::{RelayAllocator, TokenBucket};
 use crate::tcp::TcpCommand;
-use crate::types::{Datagram, FiveTuple, Transmit};
+use crate::types::{Datagram, FiveTuple, Transmit, Transport};
 
 /// A per-allocation bandwidth cap: a token bucket over the bytes of
 /// application data relayed in both directions.
@@ -79,8 +79,14 @@ pub struct ServerConfig {
     /// Which peers may be relayed to. Default: [`PeerPolicy::new`].
     pub peer_policy: PeerPolicy,
     /// The server's own addresses, refused as peers (the listening address
-    /// of the request and the allocation's relayed addresses are refused too).
+    /// of the request and the allocation's relayed addresses are refused
+    /// too), except for relaying between allocations: see [`PeerPolicy`].
     pub own_addresses: Vec<IpAddr>,
+    /// The server's listening sockets (STUN/TURN, signaling, metrics…):
+    /// data is never relayed to them, whatever the policy. An unspecified
+    /// IP (`0.0.0.0:8080`) stands for that port on every own address. The
+    /// listening address a request came to is always included.
+    pub service_addresses: Vec<SocketAddr>,
     /// Answer STUN Binding requests on listening addresses (no
     /// authentication). Default true; turn off when the daemon routes
     /// Binding elsewhere (see [`crate::is_turn_method`]).
@@ -110,6 +116,7 @@ impl ServerConfig {
             max_tcp_connections: 128,
             peer_policy: PeerPolicy::new(),
             own_addresses: Vec::new(),
+            service_addresses: Vec::new(),
             answer_binding: true,
             rng_seed: None,
         }
@@ -598,6 +605,24 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
     /// Whether `addr` is a relayed address of a live allocation.
     pub fn is_relayed_address(&self, addr: SocketAddr) -> bool {
         self.by_relay.contains_key(&addr)
+    }
+
+    /// The client transport of the live allocation whose relayed address
+    /// is `addr`; `None` when `addr` is no such address.
+    pub fn relayed_address_transport(&self, addr: SocketAddr) -> Option<Transport> {
+        let slot = *self.by_relay.get(&addr)?;
+        Some(self.slots.get(slot)?.as_ref()?.five_tuple.transport)
+    }
+
+    /// Every live allocation: its 5-tuple and a view of it (in no
+    /// particular order).
+    pub fn allocations(
+        &self,
+        now: Instant,
+    ) -> impl Iterator<Item = (FiveTuple, AllocationInfo)> + '_ {
+        self.by_tuple
+            .keys()
+            .filter_map(move |ft| Some((*ft, self.allocation(now, ft)?)))
     }
 
     /// The next packet to send.
@@ -1575,21 +1600,75 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         });
     }
 
-    /// Check a peer against the allocation's families (443) and the policy (403).
-    fn check_peer(&self, slot: usize, ft: &FiveTuple, peer: IpAddr) -> Result<(), u16> {
+    /// Whether `ip` is one of the server's own addresses: configured, the
+    /// listening address of `ft`, or a relayed address of `a`.
+    fn is_own_ip(&self, ip: IpAddr, ft: &FiveTuple, a: &Allocation) -> bool {
+        let ip = canonical(ip);
+        let own = |o: IpAddr| canonical(o) == ip;
+        own(ft.server.ip())
+            || a.relayed.iter().flatten().any(|r| own(r.ip()))
+            || self.config.own_addresses.iter().any(|o| own(*o))
+    }
+
+    /// Whether `peer`, at one of the server's own IPs, is a listening
+    /// socket of the server (never a peer).
+    fn is_service_address(&self, peer: SocketAddr, ft: &FiveTuple) -> bool {
+        let ip = canonical(peer.ip());
+        peer == ft.server
+            || self.config.service_addresses.iter().any(|s| {
+                s.port() == peer.port() && (s.ip().is_unspecified() || canonical(s.ip()) == ip)
+            })
+    }
+
+    /// Whether data from allocation `a` may go to `peer`, one of the
+    /// server's own addresses: only to a live relayed address (relay to
+    /// relay), or to an address the allow list opens that is not a
+    /// listening socket of the server.
+    fn own_destination_ok(&self, peer: SocketAddr, ft: &FiveTuple) -> bool {
+        if self.by_relay.contains_key(&peer) {
+            return true;
+        }
+        self.config.peer_policy.explicitly_allows(peer.ip()) && !self.is_service_address(peer, ft)
+    }
+
+    /// Check a peer against the allocation's families (443) and the policy
+    /// (403). `full`: the peer's full address when known (ChannelBind,
+    /// Connect), checked against live relayed addresses when the IP is the
+    /// server's own.
+    fn check_peer(
+        &self,
+        slot: usize,
+        ft: &FiveTuple,
+        peer: IpAddr,
+        full: Option<SocketAddr>,
+    ) -> Result<(), u16> {
         let Some(a) = self.slots[slot].as_ref() else {
             return Err(437);
         };
         let Some(relay) = a.relay_for(peer) else {
             return Err(443);
         };
-        let mut own = self.config.own_addresses.clone();
-        own.push(ft.server.ip());
-        own.push(relay.ip());
-        if self.config.peer_policy.permits(peer, &own) {
-            Ok(())
-        } else {
-            Err(403)
+        let policy = &self.config.peer_policy;
+        if !self.is_own_ip(peer, ft, a) {
+            return if policy.permits(peer, &[]) {
+                Ok(())
+            } else {
+                Err(403)
+            };
+        }
+        // One of our own addresses: only the relayed IP (relay to relay)
+        // or what the allow list opens; then, when the port is known, only
+        // a live relayed address or an allowed non-service address.
+        if policy.denies(peer) {
+            return Err(403);
+        }
+        let relay_ip = canonical(relay.ip()) == canonical(peer);
+        if !relay_ip && !policy.explicitly_allows(peer) {
+            return Err(403);
+        }
+        match full {
+            Some(p) if !self.own_destination_ok(p, ft) => Err(403),
+            _ => Ok(()),
         }
     }
 
@@ -1613,7 +1692,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             return self.error(ft, msg, Some(auth), 400);
         }
         for p in &peers {
-            if let Err(code) = self.check_peer(slot, ft, *p) {
+            if let Err(code) = self.check_peer(slot, ft, *p, None) {
                 return self.error(ft, msg, Some(auth), code);
             }
         }
@@ -1666,7 +1745,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             // No channels on a TCP allocation (RFC 6062 §5.1).
             return self.error(ft, msg, Some(auth), 400);
         }
-        if let Err(code) = self.check_peer(slot, ft, peer.ip()) {
+        if let Err(code) = self.check_peer(slot, ft, peer.ip(), Some(peer)) {
             return self.error(ft, msg, Some(auth), code);
         }
         let perm_life = self.config.permission_lifetime;
@@ -1737,7 +1816,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         if self.tcp_connection_count(slot, alloc_id) >= self.config.max_tcp_connections {
             return self.error(ft, msg, Some(auth), 508);
         }
-        if let Err(code) = self.check_peer(slot, ft, peer.ip()) {
+        if let Err(code) = self.check_peer(slot, ft, peer.ip(), Some(peer)) {
             return self.error(ft, msg, Some(auth), code);
         }
         let Some(relayed) = self.slots[slot]
@@ -1808,6 +1887,14 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         peer: SocketAddr,
         len: usize,
     ) -> Option<SocketAddr> {
+        let a = self.slots.get(slot)?.as_ref()?;
+        if !a.tcp && self.is_own_ip(peer.ip(), &a.five_tuple, a) {
+            let ft = a.five_tuple;
+            if !self.own_destination_ok(peer, &ft) {
+                self.counters.dropped_no_permission += 1;
+                return None;
+            }
+        }
         let a = self.slots.get_mut(slot)?.as_mut()?;
         if a.tcp {
             // Send indications and ChannelData do not apply (RFC 6062 §5.1).

@@ -748,14 +748,23 @@ fn loopback_peer_is_refused_by_default_and_allowed_by_cidr() {
             ..
         }
     )));
-    // The server's own address is refused too.
+    // The server's own addresses are refused too (but for its relayed IP:
+    // see relay_to_relay_works_and_own_service_ports_stay_closed).
+    let own: SocketAddr = "198.51.100.200:3478".parse().unwrap();
+    let config = ServerConfig {
+        own_addresses: vec![own.ip()],
+        ..server_config()
+    };
+    let mut net = Net::new(config, users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
     let resp = net.signed(
         net.locals[c],
         Method::CREATE_PERMISSION,
         "alice",
         "wonderland",
         |b| {
-            b.add(&XorPeerAddress(listen())).unwrap();
+            b.add(&XorPeerAddress(own)).unwrap();
         },
     );
     assert_eq!(code_of(&resp), Some(403));
@@ -788,6 +797,118 @@ fn loopback_peer_is_refused_by_default_and_allowed_by_cidr() {
     net.step();
     assert_eq!(net.peer_inbox.len(), 1);
     assert_eq!(net.peer_inbox[0].to, lo);
+}
+
+/// Two clients both forced to TURN reach each other's relayed addresses
+/// through the same server (as coturn allows), while the server's own
+/// listening ports stay closed (CVE-2020-26262): a permission to the relay
+/// IP is granted, but data to an own address goes only to a live relayed
+/// address.
+#[test]
+fn relay_to_relay_works_and_own_service_ports_stay_closed() {
+    let signaling: SocketAddr = "203.0.113.1:8080".parse().unwrap();
+    let config = ServerConfig {
+        service_addresses: vec![signaling],
+        ..server_config()
+    };
+    let mut net = Net::new(config, users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let a = net.allocated_client(cfg);
+    let cfg = net.client_config(1, "bob", "builder");
+    let b = net.allocated_client(cfg);
+    let (ra, rb) = (net.relayed(a).unwrap(), net.relayed(b).unwrap());
+    assert_eq!(ra.ip(), listen().ip(), "relayed and listening IPs are one");
+    net.clients[a]
+        .create_permission(net.now, &[rb.ip()])
+        .unwrap();
+    net.clients[b]
+        .create_permission(net.now, &[ra.ip()])
+        .unwrap();
+    net.step();
+    for c in [a, b] {
+        assert!(
+            !net.client_events[c]
+                .iter()
+                .any(|e| matches!(e, ClientEvent::PermissionFailed { .. })),
+            "{:?}",
+            net.client_events[c]
+        );
+    }
+
+    // a → b by Send indication: out of ra to rb, and in at rb from ra.
+    net.clients[a].send_to(net.now, rb, b"hello bob").unwrap();
+    net.step();
+    assert_eq!(net.peer_inbox.len(), 1);
+    let p = net.peer_inbox.remove(0);
+    assert_eq!((p.from, p.to), (ra, rb));
+    net.peer_send(p.from, p.to, &p.bytes);
+    assert_eq!(net.data_events(b), vec![(ra, b"hello bob".to_vec())]);
+
+    // b → a over a channel.
+    net.clients[b].bind_channel(net.now, ra).unwrap();
+    net.step();
+    assert!(!net.client_events[b]
+        .iter()
+        .any(|e| matches!(e, ClientEvent::ChannelBindFailed { .. })));
+    net.clients[b].send_to(net.now, ra, b"hi alice").unwrap();
+    net.step();
+    let p = net.peer_inbox.remove(0);
+    assert_eq!((p.from, p.to), (rb, ra));
+    net.peer_send(p.from, p.to, &p.bytes);
+    assert_eq!(net.data_events(a), vec![(rb, b"hi alice".to_vec())]);
+
+    // The permission to the relay IP opens no listening port of the
+    // server, nor a relay port without a live allocation.
+    let dropped = net.server.counters().dropped_no_permission;
+    let free_relay_port = SocketAddr::new(ra.ip(), 50999);
+    assert!(!net.server.is_relayed_address(free_relay_port));
+    for to in [listen(), signaling, free_relay_port] {
+        net.clients[a].send_to(net.now, to, b"attack").unwrap();
+        net.step();
+    }
+    assert!(net.peer_inbox.is_empty(), "{:?}", net.peer_inbox);
+    assert!(net.server_out.iter().all(|t| t.destination != listen()));
+    assert_eq!(net.server.counters().dropped_no_permission, dropped + 3);
+    // A channel to them is refused outright.
+    for to in [listen(), signaling, free_relay_port] {
+        let resp = net.signed(
+            net.locals[a],
+            Method::CHANNEL_BIND,
+            "alice",
+            "wonderland",
+            |m| {
+                m.add(&ChannelNumber(0x4005)).unwrap();
+                m.add(&XorPeerAddress(to)).unwrap();
+            },
+        );
+        assert_eq!(code_of(&resp), Some(403), "channel to {to}");
+    }
+    // Once b's allocation is gone, its relayed address is closed to a.
+    net.clients[b].close(net.now).unwrap();
+    net.step();
+    assert!(!net.server.is_relayed_address(rb));
+    net.clients[a].send_to(net.now, rb, b"late").unwrap();
+    net.step();
+    assert!(net.peer_inbox.is_empty());
+    // The deny list still wins over the relay IP.
+    let config = ServerConfig {
+        peer_policy: PeerPolicy::new().deny("203.0.113.0/24".parse().unwrap()),
+        ..server_config()
+    };
+    let mut net = Net::new(config, users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let a = net.allocated_client(cfg);
+    let ra = net.relayed(a).unwrap();
+    let resp = net.signed(
+        net.locals[a],
+        Method::CREATE_PERMISSION,
+        "alice",
+        "wonderland",
+        |m| {
+            m.add(&XorPeerAddress(ra)).unwrap();
+        },
+    );
+    assert_eq!(code_of(&resp), Some(403));
 }
 
 #[test]
