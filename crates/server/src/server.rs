@@ -208,7 +208,7 @@ impl Server {
                 tls.push(tl);
             }
         }
-        let turn = crate::turn::prepare(config, &addrs.udp)?;
+        let mut turn = crate::turn::prepare(config, &addrs.udp)?;
         let metrics = match config.metrics.listen {
             Some(l) => {
                 let m = bind_tcp(l, "tcp")?;
@@ -219,6 +219,10 @@ impl Server {
         };
         let signaling = crate::signaling::bind(config, &addrs).await?;
         addrs.signaling = signaling.as_ref().map(|s| s.local_addr());
+        if let Some(t) = turn.as_mut() {
+            let bound = addrs.tcp.iter().chain(&addrs.tls).copied();
+            t.add_service_addresses(bound.chain(addrs.metrics).chain(addrs.signaling));
+        }
         Ok(Server {
             signaling,
             turn,

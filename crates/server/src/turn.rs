@@ -665,6 +665,16 @@ pub(crate) struct TurnSetup {
 }
 
 impl TurnSetup {
+    /// Add addresses the daemon serves on that were only known once bound
+    /// (TCP/TLS, metrics and signaling listeners configured with port 0):
+    /// never relayed to.
+    pub(crate) fn add_service_addresses(&mut self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        let service = &mut self.config.service_addresses;
+        service.extend(addrs);
+        service.sort();
+        service.dedup();
+    }
+
     /// How long a TCP/TLS connection that carries TURN may stay silent: an
     /// allocation's longest lifetime plus a minute (the client refreshes
     /// within it).
