@@ -588,3 +588,104 @@ async fn relay_only_over_turns() {
         "{first:?}"
     );
 }
+
+/// A TURN-only daemon (no signaling) on loopback address `ip` whose relayed
+/// ports are `ports`, stopped when the returned sender is dropped or fired.
+async fn turn_daemon(
+    ip: &str,
+    ports: (u16, u16),
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let toml = format!(
+        r#"
+[stun]
+listen = ["{ip}:0"]
+workers = 1
+[turn]
+realm = "test"
+auth_secret = "driver-test-secret"
+allow_peer = ["127.0.0.0/8"]
+min_port = {}
+max_port = {}
+"#,
+        ports.0, ports.1
+    );
+    let config = p2p_server::Config::from_toml_str(&toml).unwrap();
+    let server = bind(&config).await;
+    let addr = server.local_addrs().udp[0];
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
+/// The path dies while signaling stays up: both peers relay through two
+/// TURN servers; the one carrying a's end of the selected pair is stopped.
+/// Consent fails, the driver restarts ICE by itself (no `restart_ice`
+/// call), gathers again (the stopped server's allocations fail, the other's
+/// are kept) and the peers carry on through the surviving server.
+#[tokio::test]
+async fn a_dead_path_is_restarted_by_the_driver_through_another_relay() {
+    let url = signaling(Limits::default()).await;
+    // Two servers on two addresses, as two real TURN servers are: relayed
+    // candidates from servers at one IP share a foundation (RFC 8445
+    // §5.1.1.3), and the frozen algorithm would then check the survivor's
+    // pairs only after the dead one's failed.
+    let (x, stop_x) = turn_daemon("127.0.0.1", (41000, 41499)).await;
+    let (y, stop_y) = turn_daemon("127.0.0.2", (41500, 41999)).await;
+    let username = "4000000000:restart";
+    let password = p2p_signaling::rest_credential(b"driver-test-secret", username);
+    let uri = |addr: SocketAddr| {
+        format!("turn:{addr}")
+            .parse::<IceServerUri>()
+            .unwrap()
+            .with_credentials(username, password.clone())
+    };
+    let cfg = || {
+        let mut c = config(&url, "dead-path")
+            .policy(Policy::RelayOnly)
+            .ice_server(uri(x))
+            .ice_server(uri(y));
+        c.ice.consent_interval = Duration::from_millis(200);
+        c.ice.disconnected_timeout = Duration::from_millis(800);
+        c.ice.consent_timeout = Duration::from_millis(1500);
+        c
+    };
+    let (a, mut b) = pair(cfg(), cfg()).await;
+    deliver(&a, &mut b, b"before").await;
+    let before = a.selected_path().expect("a selected path");
+    assert_eq!(before.local.kind, CandidateKind::Relayed);
+    let on_x = |p: u16| (41000..41500).contains(&p);
+    let x_ip: IpAddr = "127.0.0.1".parse().unwrap();
+    assert_eq!(
+        before.local.address.ip() == x_ip,
+        on_x(before.local.address.port()),
+        "{before:?}"
+    );
+    let (dead, alive) = if on_x(before.local.address.port()) {
+        (stop_x, stop_y)
+    } else {
+        (stop_y, stop_x)
+    };
+    dead.send(()).unwrap();
+
+    for (name, c) in [("a", &a), ("b", &b)] {
+        let ev = until_event(name, c, |e| matches!(e, ConnectionEvent::PathChanged(_))).await;
+        assert!(
+            ev.iter().any(|e| matches!(e, ConnectionEvent::Restarting)),
+            "{name}: no restart before the new path: {ev:?}"
+        );
+    }
+    let after = a.selected_path().expect("a new path");
+    assert_eq!(after.local.kind, CandidateKind::Relayed);
+    assert_ne!(
+        on_x(after.local.address.port()),
+        on_x(before.local.address.port()),
+        "a's new path must use the other relay: {before:?} then {after:?}"
+    );
+    deliver_fresh(&a, &b, b"after the restart").await;
+    deliver_fresh(&b, &a, b"and back").await;
+    a.close().await;
+    b.close().await;
+    drop(alive);
+}
