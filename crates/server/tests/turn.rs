@@ -211,17 +211,27 @@ async fn loopback_peers_are_refused_by_default_and_deny_wins() {
 }
 
 /// Two clients both forced to TURN reach each other's relayed addresses
-/// through one server, while the server's own listening port stays closed
-/// to relayed data (CVE-2020-26262), with the default policy and with
-/// 127.0.0.0/8 allowed.
+/// through one server, while the server's own listening ports stay closed
+/// to relayed data (CVE-2020-26262). This server relays on 127.0.0.1, so
+/// it takes 127.0.0.0/8 allowed: with the default policy a loopback relay
+/// IP is refused like any loopback peer (the sans-IO test
+/// `relay_to_relay_works_and_own_service_ports_stay_closed` covers a public
+/// relay IP with the default policy).
 #[tokio::test]
 async fn relay_to_relay_on_one_server_but_not_to_its_own_ports() {
     tokio::time::timeout(BOUND, async {
         let users = "[turn.users]\nalice = \"secret\"\nbob = \"hunter2\"\n";
-        for toml in [
-            format!("[turn]\nrealm = \"example.org\"\n{users}"),
-            OPEN.to_owned(),
-        ] {
+        {
+            let srv = start(&format!("[turn]\nrealm = \"example.org\"\n{users}")).await;
+            let mut a = Client::udp(srv.udp, "alice", "secret", |_| {}).await;
+            let mut b = Client::udp(srv.udp, "bob", "hunter2", |_| {}).await;
+            a.allocate().await.expect("allocated");
+            let rb = b.allocate().await.expect("allocated");
+            assert_eq!(a.permit(rb).await, Err(Some(403)), "loopback stays refused");
+            srv.stop().await;
+        }
+        {
+            let toml = OPEN.to_owned();
             let srv = start(&toml).await;
             let mut a = Client::udp(srv.udp, "alice", "secret", |_| {}).await;
             let mut b = Client::udp(srv.udp, "bob", "hunter2", |_| {}).await;

@@ -149,7 +149,9 @@ fn v6_is_special(ip: Ipv6Addr) -> bool {
 /// One exception, applied by [`crate::TurnServer`] on top of this policy:
 /// relaying between two allocations of the same server (both peers forced
 /// to TURN, as coturn allows). A permission or channel to an allocation's
-/// own relayed IP is granted (unless the deny list refuses it), and data
+/// own relayed IP is granted when that IP is one the policy would permit
+/// anyway (a public one; a loopback or private relay IP still needs the
+/// allow list, and the deny list always wins), and data
 /// to any of the server's own addresses is relayed only when the
 /// destination is the relayed transport address of a live allocation (or
 /// the allow list opens that IP, as it always could) — never to the

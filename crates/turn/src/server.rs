@@ -1662,7 +1662,10 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         if policy.denies(peer) {
             return Err(403);
         }
-        let relay_ip = canonical(relay.ip()) == canonical(peer);
+        // The relay IP counts as a peer only where the policy would take it
+        // from anyone else: a server relaying on a loopback or private IP
+        // keeps refusing it unless `--allow-peer` opens it.
+        let relay_ip = canonical(relay.ip()) == canonical(peer) && policy.permits(peer, &[]);
         if !relay_ip && !policy.explicitly_allows(peer) {
             return Err(403);
         }
