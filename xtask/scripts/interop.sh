@@ -71,7 +71,7 @@ wait_stun() { # wait until ADDR answers a Binding request (at most ~10 s)
 }
 
 # ---------------------------------------------------------------- 1. coturn's client against us
-"$P2P" serve --listen "127.0.0.1:$P2P_PORT" --alt-listen "127.0.0.2:$P2P_ALT_PORT" \
+"$P2P" serve --no-signaling --listen "127.0.0.1:$P2P_PORT" --alt-listen "127.0.0.2:$P2P_ALT_PORT" \
   --software "p2p-interop" >"$WORK/p2p-serve.log" 2>&1 &
 PIDS+=($!)
 wait_stun "127.0.0.1:$P2P_PORT"
@@ -108,14 +108,14 @@ expect "p2p nat-type against coturn: mapping" '"mapping":"endpoint-independent"'
 expect "p2p nat-type against coturn: filtering" '"filtering":"endpoint-independent"' "$out"
 
 # ---------------------------------------------------------------- 3. coturn's TURN client against us
-"$P2P" serve --listen "127.0.0.1:$P2P_TURN_PORT" --realm example.org --user alice:secret \
+"$P2P" serve --no-signaling --listen "127.0.0.1:$P2P_TURN_PORT" --realm example.org --user alice:secret \
   --allow-peer 127.0.0.0/8 --user-quota 0 --min-port 40000 --max-port 44999 \
   >"$WORK/p2p-turn.log" 2>&1 &
 PIDS+=($!)
-"$P2P" serve --listen "127.0.0.1:$P2P_REST_PORT" --realm example.org --auth-secret restsecret \
+"$P2P" serve --no-signaling --listen "127.0.0.1:$P2P_REST_PORT" --realm example.org --auth-secret restsecret \
   --allow-peer 127.0.0.0/8 --user-quota 0 --min-port 45000 --max-port 45999 >"$WORK/p2p-turn-rest.log" 2>&1 &
 PIDS+=($!)
-"$P2P" serve --listen "127.0.0.1:$P2P_CLOSED_PORT" --realm example.org --user alice:secret \
+"$P2P" serve --no-signaling --listen "127.0.0.1:$P2P_CLOSED_PORT" --realm example.org --user alice:secret \
   --user-quota 1 --min-port 46000 --max-port 46999 >"$WORK/p2p-turn-closed.log" 2>&1 &
 PIDS+=($!)
 turnutils_peer -L 127.0.0.1 -p "$PEER_PORT" >"$WORK/turnutils-peer.log" 2>&1 &
