@@ -537,16 +537,18 @@ impl TurnClient {
         }
     }
 
-    /// The next packet to send.
+    /// The next packet to send. Requests go before data: a Send indication
+    /// or ChannelData queued right after a CreatePermission or ChannelBind
+    /// then reaches the server after the request that makes it valid.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        if let Some(t) = self.transmits.pop_front() {
-            return Some(t);
-        }
-        let found = self
+        let request = self
             .pending
             .iter_mut()
             .find_map(|p| p.tx.poll_transmit().map(<[u8]>::to_vec));
-        found.map(|b| self.transmit(b))
+        if let Some(b) = request {
+            return Some(self.transmit(b));
+        }
+        self.transmits.pop_front()
     }
 
     /// When to call [`TurnClient::handle_timeout`].

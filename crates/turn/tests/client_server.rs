@@ -1372,3 +1372,21 @@ fn legacy_channel_numbers_above_0x4fff_are_accepted() {
     });
     assert_eq!(code_of(&resp), Some(400));
 }
+
+/// Data sent right after asking for the permission, before the server
+/// answered, still reaches the peer: the client puts the CreatePermission
+/// on the wire before the Send indication queued after it (the server
+/// handles them in order, so the permission exists when the data comes).
+#[test]
+fn data_sent_right_after_create_permission_follows_it() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    net.clients[c]
+        .create_permission(net.now, &[peer().ip()])
+        .unwrap();
+    net.clients[c].send_to(net.now, peer(), b"first").unwrap();
+    net.step();
+    assert_eq!(net.peer_inbox.len(), 1, "the first datagram was dropped");
+    assert_eq!(net.server.counters().dropped_no_permission, 0);
+}
