@@ -305,6 +305,9 @@ pub struct TurnClient {
     config: ClientConfig,
     rng: StdRng,
     state: ClientState,
+    /// [`TurnClient::close`] was called while the Allocate was in flight:
+    /// delete the allocation as soon as it is granted.
+    close_when_granted: bool,
     auth: Option<AuthState>,
     pending: Vec<Pending>,
     relayed: Vec<SocketAddr>,
@@ -339,6 +342,7 @@ impl TurnClient {
             config,
             rng,
             state: ClientState::Idle,
+            close_when_granted: false,
             auth: None,
             pending: Vec::new(),
             relayed: Vec::new(),
@@ -515,7 +519,10 @@ impl TurnClient {
         }
     }
 
-    /// Delete the allocation (Refresh with lifetime 0).
+    /// Delete the allocation (Refresh with lifetime 0). Called while the
+    /// Allocate is in flight, it lets the request finish and deletes what
+    /// the server grants at once ([`ClientEvent::Deleted`], no
+    /// [`ClientEvent::Allocated`]).
     pub fn close(&mut self, now: Instant) -> Result<(), ClientError> {
         match self.state {
             ClientState::Allocated => {
@@ -528,7 +535,14 @@ impl TurnClient {
                     .retain(|p| matches!(p.kind, Kind::Refresh(Some(0))));
                 self.start(now, Kind::Refresh(Some(0)), 0)
             }
-            ClientState::Idle | ClientState::Allocating => {
+            ClientState::Allocating => {
+                // The server may grant it anyway: keep the request, and
+                // delete what it grants at once (see the Allocate answer).
+                self.close_when_granted = true;
+                self.pending.retain(|p| matches!(p.kind, Kind::Allocate));
+                Ok(())
+            }
+            ClientState::Idle => {
                 self.pending.clear();
                 self.state = ClientState::Closed;
                 Ok(())
@@ -880,6 +894,15 @@ impl TurnClient {
                     .map(|e| (e.family, e.code));
                 self.state = ClientState::Allocated;
                 self.refresh_at = Some(now + lifetime * 4 / 5);
+                if self.close_when_granted {
+                    // Closed while allocating: delete it now; the caller
+                    // hears `Deleted` (or a failure), not `Allocated`.
+                    // (Encoding a Refresh cannot fail with a key that
+                    // signed the Allocate; if it did, the allocation would
+                    // expire by itself.)
+                    let _ = self.close(now);
+                    return;
+                }
                 self.events.push_back(ClientEvent::Allocated {
                     relayed: self.relayed.clone(),
                     mapped: self.mapped,

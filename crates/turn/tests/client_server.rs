@@ -1390,3 +1390,44 @@ fn data_sent_right_after_create_permission_follows_it() {
     assert_eq!(net.peer_inbox.len(), 1, "the first datagram was dropped");
     assert_eq!(net.server.counters().dropped_no_permission, 0);
 }
+
+/// `close` while the Allocate is in flight: the server grants it anyway,
+/// and the client deletes it at once instead of leaving it to expire (it
+/// would count against the user's quota for its whole lifetime).
+#[test]
+fn close_during_allocation_deletes_what_the_server_grants() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.add_client(cfg);
+    net.clients[c].allocate(net.now).unwrap();
+    // By hand: the first Allocate, its 401, the signed Allocate; the
+    // server grants it, and its answer is still on the way when the
+    // client closes.
+    let now = net.now;
+    let first = net.clients[c].poll_transmit().expect("an Allocate");
+    net.deliver_to_server(&first);
+    let challenge = net.server.poll_transmit().expect("a 401");
+    net.clients[c].handle_input(
+        now,
+        Datagram {
+            transport: challenge.transport,
+            local: challenge.destination,
+            remote: challenge.source,
+            bytes: &challenge.contents,
+        },
+    );
+    let signed = net.clients[c].poll_transmit().expect("the signed Allocate");
+    net.deliver_to_server(&signed);
+    assert_eq!(net.server.allocation_count(), 1);
+    net.clients[c].close(now).unwrap();
+    net.run_for(SECS(5));
+    assert_eq!(net.server.allocation_count(), 0, "granted, then deleted");
+    assert_eq!(net.clients[c].state(), ClientState::Closed);
+    assert!(
+        !net.client_events[c]
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Allocated { .. })),
+        "{:?}",
+        net.client_events[c]
+    );
+}

@@ -146,7 +146,7 @@ impl Net {
             .collect()
     }
 
-    fn deliver_to_server(&mut self, t: &Transmit) {
+    pub fn deliver_to_server(&mut self, t: &Transmit) {
         self.server.handle_input(
             self.now,
             Datagram {
