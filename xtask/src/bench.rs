@@ -2,13 +2,13 @@
 //! codecs and the raw floor, and print the table of ratios (also written to
 //! `target/bench-report.md`).
 
-use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use crate::{cargo, root, run};
+use crate::bench_util::{ratio, target_dir};
+use crate::{cargo, run};
 
 /// The criterion groups of `benches/benches/codec.rs`, in report order.
 const OPERATIONS: [&str; 4] = ["decode", "verify", "sign", "response"];
@@ -64,15 +64,6 @@ pub(crate) fn codec(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace
-/// root) or `<root>/target`.
-fn target_dir() -> PathBuf {
-    match env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root().join(dir),
-        None => root().join("target"),
-    }
-}
-
 /// Criterion's results of this run.
 struct Estimates {
     home: PathBuf,
@@ -114,10 +105,6 @@ fn mean_point_estimate(json: &str) -> Option<f64> {
 
 fn ns(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1}"))
-}
-
-fn ratio(num: Option<f64>, den: Option<f64>) -> Option<f64> {
-    Some(num? / den?)
 }
 
 /// The markdown report: one row per operation, then the verdict per target.

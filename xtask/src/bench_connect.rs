@@ -14,11 +14,10 @@
 //!
 //! `--no-build` (either task) runs the binaries already built.
 
-use std::env;
 use std::fs;
-use std::path::PathBuf;
 use std::process::Command;
 
+use crate::bench_util::target_dir;
 use crate::{cargo, root, run};
 
 pub(crate) fn connect(args: &[String]) -> Result<(), String> {
@@ -74,20 +73,4 @@ fn bench(bin: &str, out: &str, title: &str, args: &[String]) -> Result<(), Strin
     fs::write(&path, &report).map_err(|e| format!("{}: {e}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(())
-}
-
-/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace
-/// root when relative), else `target/` in the workspace root.
-fn target_dir() -> PathBuf {
-    match env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => {
-            let d = PathBuf::from(d);
-            if d.is_absolute() {
-                d
-            } else {
-                root().join(d)
-            }
-        }
-        None => root().join("target"),
-    }
 }

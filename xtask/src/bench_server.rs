@@ -19,7 +19,6 @@
 //! hashes them unevenly over p2p's (and coturn's) per-worker sockets, which
 //! many clients would not.
 
-use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::net::{SocketAddr, UdpSocket};
@@ -28,7 +27,11 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::{cargo, have, in_ci, root, run};
+use crate::bench_util::{
+    clk_tck, command_line, cpu_ticks, ensure_coturn, loadavg, ratio, release_bins, target_dir,
+    times,
+};
+use crate::run;
 
 /// Issue 3's targets: ours against coturn, ours against the echo floor.
 const PEER_TARGET: f64 = 1.5;
@@ -104,29 +107,15 @@ fn parse_opts(args: &[String]) -> Result<Opts, String> {
 
 pub(crate) fn stun_server(args: &[String]) -> Result<(), String> {
     let o = parse_opts(args)?;
-    if o.build {
-        run(cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "p2p-cli",
-            "-p",
-            "p2p-benches",
-            "--bins",
-        ]))?;
-    }
-    let bin = target_dir().join("release");
-    let (p2p, load) = (bin.join("p2p"), bin.join("stun_load"));
-    for b in [&p2p, &load] {
-        if !b.exists() {
-            return Err(format!(
-                "{} is missing (build it, or drop --no-build)",
-                b.display()
-            ));
-        }
-    }
+    let [p2p, load] = release_bins(o.build, ["p2p", "stun_load"])?;
     let mut notes = Vec::new();
-    let coturn = ensure_coturn(&mut notes);
+    let coturn = ensure_coturn();
+    if !coturn {
+        notes.push(
+            "coturn's `turnserver` is not installed (`apt-get install coturn`): its column is n/a."
+                .into(),
+        );
+    }
     let work = target_dir().join("bench-stun-server");
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
     let machine = Machine::now(coturn);
@@ -188,7 +177,7 @@ pub(crate) fn stun_server(args: &[String]) -> Result<(), String> {
         for k in 0..3 {
             let i = (round + k) % 3;
             let Some(pid) = servers[i] else { continue };
-            let loadavg = read_loadavg();
+            let loadavg = loadavg();
             let cpu0 = cpu_ticks(pid);
             let out = Command::new(&load)
                 .args(["load", "--server", &addr(i).to_string()])
@@ -228,7 +217,7 @@ pub(crate) fn stun_server(args: &[String]) -> Result<(), String> {
             });
         }
     }
-    let load_end = read_loadavg();
+    let load_end = loadavg();
     procs.stop_all();
     if let Some(last) = last_line_with(&work.join("p2p-serve.log"), "received=") {
         notes.push(format!("p2p serve's counters at exit: `{last}`"));
@@ -239,43 +228,6 @@ pub(crate) fn stun_server(args: &[String]) -> Result<(), String> {
     fs::write(&out, &table).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     eprintln!("bench: report written to {}", out.display());
     Ok(())
-}
-
-/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace
-/// root) or `<root>/target`.
-fn target_dir() -> PathBuf {
-    match env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root().join(dir),
-        None => root().join("target"),
-    }
-}
-
-/// Whether `turnserver` is there; in CI, install the `coturn` package first.
-fn ensure_coturn(notes: &mut Vec<String>) -> bool {
-    if have("turnserver") {
-        return true;
-    }
-    if in_ci() {
-        let sudo = if is_root() { "" } else { "sudo " };
-        let _ = run(Command::new("sh").arg("-c").arg(format!(
-            "{sudo}apt-get update -qq && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -qq coturn"
-        )));
-        if have("turnserver") {
-            return true;
-        }
-    }
-    notes.push(
-        "coturn's `turnserver` is not installed (`apt-get install coturn`): its column is n/a."
-            .into(),
-    );
-    false
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 /// `N` distinct free UDP ports on 127.0.0.1 (held together while chosen).
@@ -365,26 +317,6 @@ impl Drop for Procs {
     }
 }
 
-/// A process's user + system CPU time so far, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) in parentheses:
-    // state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-/// The 1-minute load average.
-fn read_loadavg() -> Option<f64> {
-    fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 fn last_line_with(path: &Path, needle: &str) -> Option<String> {
     fs::read_to_string(path)
         .ok()?
@@ -392,13 +324,6 @@ fn last_line_with(path: &Path, needle: &str) -> Option<String> {
         .rev()
         .find(|l| l.contains(needle))
         .map(|l| l.trim().to_owned())
-}
-
-fn command_line(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    let s = String::from_utf8_lossy(&out.stdout);
-    let line = s.lines().next()?.trim();
-    (!line.is_empty()).then(|| line.to_owned())
 }
 
 /// What the report says about the machine.
@@ -431,12 +356,10 @@ impl Machine {
             kernel: fs::read_to_string("/proc/sys/kernel/osrelease")
                 .map(|s| s.trim().to_owned())
                 .unwrap_or_default(),
-            load_start: read_loadavg(),
+            load_start: loadavg(),
             coturn: coturn
                 .then(|| command_line("turnserver", &["--version"]).unwrap_or_else(|| "?".into())),
-            clk_tck: command_line("getconf", &["CLK_TCK"])
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(100.0),
+            clk_tck: clk_tck(),
         }
     }
 }
@@ -528,17 +451,6 @@ fn kps(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".into(), |v| format!("{:.1}k", v / 1e3))
 }
 
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-        _ => None,
-    }
-}
-
-fn x(r: Option<f64>) -> String {
-    r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}x"))
-}
-
 fn report(o: &Opts, m: &Machine, load_end: Option<f64>, runs: &[Run], notes: &[String]) -> String {
     let mut t = String::new();
     let _ = writeln!(
@@ -605,29 +517,29 @@ fn report(o: &Opts, m: &Machine, load_end: Option<f64>, runs: &[Run], notes: &[S
     let _ = writeln!(
         t,
         "| p2p / coturn | {} | >= {PEER_TARGET:.2}x |",
-        x(vs_coturn)
+        times(vs_coturn)
     );
     let _ = writeln!(
         t,
         "| p2p / echo floor | {} | >= {FLOOR_TARGET:.2}x |",
-        x(vs_floor)
+        times(vs_floor)
     );
     let _ = writeln!(
         t,
         "| coturn / echo floor | {} | (about 0.57x expected) |",
-        x(coturn_floor)
+        times(coturn_floor)
     );
     // The same comparison by server CPU per answer (less sensitive to how
     // the scheduler shares a busy machine): higher is better for p2p.
     let _ = writeln!(
         t,
         "| CPU per answer: coturn / p2p | {} | (secondary) |",
-        x(ratio(s[COTURN].cpu_us, s[P2P].cpu_us))
+        times(ratio(s[COTURN].cpu_us, s[P2P].cpu_us))
     );
     let _ = writeln!(
         t,
         "| CPU per answer: echo floor / p2p | {} | (secondary) |",
-        x(ratio(s[ECHO].cpu_us, s[P2P].cpu_us))
+        times(ratio(s[ECHO].cpu_us, s[P2P].cpu_us))
     );
     let _ = writeln!(t);
     let verdict = |r: Option<f64>, target: f64, what: &str| match r {

@@ -24,7 +24,11 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::{cargo, have, in_ci, root, run};
+use crate::bench_util::{
+    clk_tck, command_line, cpu_ticks, ensure_coturn, is_root, loadavg, ratio, release_bins,
+    target_dir, times,
+};
+use crate::have;
 
 /// Targets of issue 4.
 const PPS_TARGET: f64 = 1.5;
@@ -241,31 +245,8 @@ fn libc_path() -> Option<PathBuf> {
 
 pub(crate) fn turn(args: &[String]) -> Result<(), String> {
     let o = parse(args)?;
-    if !have("turnserver") && in_ci() {
-        run(Command::new("sh").arg("-c").arg(
-            "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn",
-        ))?;
-    }
-    let coturn = have("turnserver");
-    if o.build {
-        run(cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "p2p-cli",
-            "-p",
-            "p2p-benches",
-            "--bins",
-        ]))?;
-    }
-    let release = target_dir().join("release");
-    let p2p = release.join("p2p");
-    let load = release.join("turn_load");
-    for b in [&p2p, &load] {
-        if !b.exists() {
-            return Err(format!("{} not built", b.display()));
-        }
-    }
+    let coturn = ensure_coturn();
+    let [p2p, load] = release_bins(o.build, ["p2p", "turn_load"])?;
     let work = target_dir().join("bench-turn");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
@@ -287,7 +268,7 @@ pub(crate) fn turn(args: &[String]) -> Result<(), String> {
         }
     };
 
-    let load_before = loadavg();
+    let load_before = load_text();
     let env = Env {
         p2p: &p2p,
         load: &load,
@@ -302,7 +283,7 @@ pub(crate) fn turn(args: &[String]) -> Result<(), String> {
         None
     };
     drop(probes);
-    let load_after = loadavg();
+    let load_after = load_text();
 
     let machine = format!(
         "{}, {} vCPU(s), load average {} before and {} after the run; {} UTC",
@@ -652,52 +633,21 @@ fn count_mallocs(env: &Env<'_>, p: &Probes, pid: u32, base: &[String]) -> Result
     Ok(calls / 2.0 / pps)
 }
 
-/// Cargo's target directory: `$CARGO_TARGET_DIR` (relative to the workspace
-/// root) or `<root>/target`.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root().join(dir),
-        None => root().join("target"),
-    }
-}
-
 /// User + system CPU seconds of a process (all its threads), from
 /// /proc/PID/stat (fields 14 and 15, in clock ticks).
+/// The 1-minute load average for the report (`?` when unknown).
+fn load_text() -> String {
+    loadavg().map_or_else(|| "?".into(), |l| format!("{l:.2}"))
+}
+
 fn cpu_secs(pid: u32) -> Option<f64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces: split after its ')'.
-    let rest = &s[s.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state): utime is field 14, stime 15.
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    let hz: f64 = command_line("getconf", &["CLK_TCK"])
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100.0);
-    Some(ticks as f64 / hz)
+    Some(cpu_ticks(pid)? as f64 / clk_tck())
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn is_root() -> bool {
-    command_line("id", &["-u"]).is_some_and(|s| s == "0")
-}
-
-fn command_line(prog: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(prog).args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
 }
 
 fn cpu_model() -> String {
@@ -714,11 +664,6 @@ fn cpu_model() -> String {
 
 fn num(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
-}
-
-fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    let (a, b) = (a?, b?);
-    (b > 0.0).then_some(a / b)
 }
 
 /// The markdown report.
@@ -749,21 +694,20 @@ fn report(o: &Opts, ours: &Figures, theirs: Option<&Figures>, machine: &str) -> 
         for mode in MODES {
             let a = ours.relay(payload, mode);
             let b = th.relay(payload, mode);
-            let x = |r: Option<f64>| r.map_or("n/a".into(), |r| format!("{r:.2}x"));
             let r = ratio(a.map(|v| v.pps), b.map(|v| v.pps));
             let _ = writeln!(
                 t,
                 "| relayed packets/s, {payload} B, {mode} | {} | {} | {} | >= {PPS_TARGET}x |",
                 num(a.map(|v| v.pps), 0),
                 num(b.map(|v| v.pps), 0),
-                x(r),
+                times(r),
             );
             let _ = writeln!(
                 t,
                 "| Mbit/s of payload, {payload} B, {mode} | {} | {} | {} | |",
                 num(a.map(|v| v.mbps), 1),
                 num(b.map(|v| v.mbps), 1),
-                x(ratio(a.map(|v| v.mbps), b.map(|v| v.mbps))),
+                times(ratio(a.map(|v| v.mbps), b.map(|v| v.mbps))),
             );
             let per_cpu = ratio(a.and_then(|v| v.per_cpu_sec), b.and_then(|v| v.per_cpu_sec));
             let _ = writeln!(
@@ -771,7 +715,7 @@ fn report(o: &Opts, ours: &Figures, theirs: Option<&Figures>, machine: &str) -> 
                 "| packets per server CPU-second, {payload} B, {mode} | {} | {} | {} | |",
                 num(a.and_then(|v| v.per_cpu_sec), 0),
                 num(b.and_then(|v| v.per_cpu_sec), 0),
-                x(per_cpu),
+                times(per_cpu),
             );
             let _ = writeln!(
                 t,
@@ -798,14 +742,14 @@ fn report(o: &Opts, ours: &Figures, theirs: Option<&Figures>, machine: &str) -> 
         o.allocations,
         num(ours.alloc_secs, 2),
         num(th.alloc_secs, 2),
-        ratio(ours.alloc_secs, th.alloc_secs).map_or("n/a".into(), |r| format!("{r:.2}x")),
+        times(ratio(ours.alloc_secs, th.alloc_secs)),
     );
     let _ = writeln!(
         t,
         "| allocations/s | {} | {} | {} | |",
         num(per_sec(ours), 0),
         num(per_sec(th), 0),
-        ratio(per_sec(ours), per_sec(th)).map_or("n/a".into(), |r| format!("{r:.2}x")),
+        times(ratio(per_sec(ours), per_sec(th))),
     );
     let kib = |v: Option<u64>| v.map(|v| v as f64 / 1024.0);
     let _ = writeln!(

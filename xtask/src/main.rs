@@ -13,6 +13,7 @@ mod bench;
 mod bench_connect;
 mod bench_server;
 mod bench_turn;
+mod bench_util;
 mod tasks;
 
 const USAGE: &str = "\
