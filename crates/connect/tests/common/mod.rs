@@ -263,16 +263,12 @@ impl Node for SessionNode {
 
     fn poll_transmit(&mut self, _now: Instant) -> Option<p2p_netsim::Transmit> {
         let t = self.session.poll_transmit()?;
-        let proto = match t.transport {
-            Transport::Udp => Protocol::Udp,
-            _ => Protocol::Tcp,
-        };
-        Some(p2p_netsim::Transmit {
-            proto,
-            source: t.source,
-            destination: t.destination,
-            contents: t.contents,
-        })
+        Some(on_the_wire(
+            t.transport,
+            t.source,
+            t.destination,
+            t.contents,
+        ))
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
@@ -339,20 +335,36 @@ impl Node for TurnNode {
 
     fn poll_transmit(&mut self, _now: Instant) -> Option<p2p_netsim::Transmit> {
         let t = self.server.poll_transmit()?;
-        let proto = match t.transport {
-            Transport::Udp => Protocol::Udp,
-            _ => Protocol::Tcp,
-        };
-        Some(p2p_netsim::Transmit {
-            proto,
-            source: t.source,
-            destination: t.destination,
-            contents: t.contents,
-        })
+        Some(on_the_wire(
+            t.transport,
+            t.source,
+            t.destination,
+            t.contents,
+        ))
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
         self.server.poll_timeout()
+    }
+}
+
+/// A transmit of the session or the TURN server as the virtual network
+/// carries it (TLS travels as TCP).
+fn on_the_wire(
+    transport: Transport,
+    source: SocketAddr,
+    destination: SocketAddr,
+    contents: Vec<u8>,
+) -> p2p_netsim::Transmit {
+    let proto = match transport {
+        Transport::Udp => Protocol::Udp,
+        _ => Protocol::Tcp,
+    };
+    p2p_netsim::Transmit {
+        proto,
+        source,
+        destination,
+        contents,
     }
 }
 
