@@ -530,11 +530,10 @@ impl Session {
         self.now = Some(now);
         self.closing = Some(now + CLOSE_TIMEOUT);
         for r in self.relays.iter_mut().filter(|r| !r.retired) {
-            if r.client.state() == ClientState::Allocated {
-                // Best effort: a request that cannot be encoded leaves the
-                // allocation to expire; the timeout ends the wait.
-                let _ = r.client.close(now);
-            }
+            // Best effort: a request that cannot be encoded leaves the
+            // allocation to expire; the timeout ends the wait. One still
+            // being granted is deleted by the client once granted.
+            let _ = r.client.close(now);
         }
         // Whatever the agent had queued is not sent any more.
         while self.agent.poll_transmit().is_some() {}
@@ -587,11 +586,9 @@ impl Session {
         }
     }
 
-    /// Ask relay `i` for permissions to the `ips` it has none for yet, and
-    /// queue the CreatePermission at once: the client sends a Send
-    /// indication as soon as it is asked to, ahead of the requests it has
-    /// pending, and the server drops an indication that overtakes the
-    /// permission it needs (the check is then lost for a whole RTO).
+    /// Ask relay `i` for permissions to the `ips` it has none for yet. (The
+    /// TURN client puts each CreatePermission on the wire before data
+    /// queued after it, so a check sent right away is not dropped.)
     fn permit(&mut self, now: Instant, i: usize, ips: &[IpAddr]) -> Result<(), SessionError> {
         let r = &mut self.relays[i];
         let new: Vec<IpAddr> = ips
@@ -611,14 +608,6 @@ impl Session {
         for ip in new {
             r.client.create_permission(now, &[ip])?;
             r.permitted.insert(ip);
-        }
-        while let Some(t) = r.client.poll_transmit() {
-            self.transmits.push_back(Transmit {
-                transport: t.transport,
-                source: t.source,
-                destination: t.destination,
-                contents: t.contents,
-            });
         }
         Ok(())
     }
@@ -702,11 +691,8 @@ impl Session {
             return;
         }
         if self.closing.is_some() {
-            // Granted after close: delete it at once. Nothing else matters
-            // any more (the deletion's own outcome shows in the state).
-            if matches!(e, ClientEvent::Allocated { .. }) {
-                let _ = self.relays[i].client.close(now);
-            }
+            // Nothing matters any more: the deletions' outcomes show in the
+            // clients' states.
             return;
         }
         if let Some(k) = self.relays[i].probe_for {
