@@ -150,6 +150,10 @@ struct TurnServeArgs {
     /// Per-allocation bandwidth cap, bytes per second, 0 for none [turn.max_bps].
     #[arg(long, value_name = "BYTES_PER_SEC")]
     max_bps: Option<u64>,
+    /// Relay all ChannelData through the TURN task, not on the receiving
+    /// threads (for comparison; slower) [turn.relay_fast_path = false].
+    #[arg(long)]
+    no_relay_fast_path: bool,
     /// IP to bind relayed sockets on; one per family [turn.relay_ip].
     #[arg(long, value_name = "IP")]
     relay_ip: Vec<std::net::IpAddr>,
@@ -518,6 +522,9 @@ fn apply_turn_flags(cfg: &mut Config, a: &TurnServeArgs) -> Result<(), AnyError>
     }
     if let Some(v) = a.max_bps {
         t.max_bps = v;
+    }
+    if a.no_relay_fast_path {
+        t.relay_fast_path = false;
     }
     if !a.relay_ip.is_empty() {
         t.relay_ip = a.relay_ip.clone();

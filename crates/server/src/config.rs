@@ -164,6 +164,12 @@ pub struct TurnConfig {
     /// Per-allocation bandwidth cap in bytes per second, both directions
     /// together, as coturn's `max-bps` (`--max-bps`). Default 0: no cap.
     pub max_bps: u64,
+    /// Relay the ChannelData of UDP allocations on the threads that receive
+    /// it (the UDP workers and the relayed sockets' readers) rather than
+    /// through the one TURN task (`--no-relay-fast-path` turns it off).
+    /// Allocations with a bandwidth cap, and relaying to the server's own
+    /// addresses, always take the checked path. Default true.
+    pub relay_fast_path: bool,
     /// The IPs relayed sockets are bound on (`--relay-ip`, repeatable; one
     /// per address family counts). Default: the first specific IPv4 and IPv6
     /// of `stun.listen`.
@@ -197,6 +203,7 @@ impl Default for TurnConfig {
             user_quota: 10,
             total_quota: 0,
             max_bps: 0,
+            relay_fast_path: true,
             relay_ip: Vec::new(),
             external_ip: Vec::new(),
             min_port: 49152,

@@ -47,6 +47,7 @@
 
 mod config;
 mod counters;
+mod fastpath;
 mod metrics;
 mod responder;
 mod server;

@@ -303,6 +303,13 @@ pub(crate) fn render(counters: &Counters, turn_enabled: bool, turn: Option<&Turn
     );
     metric(
         &mut o,
+        "p2p_turn_fast_path_packets_total",
+        "counter",
+        "ChannelData relayed by the receiving thread rather than the TURN task (both directions; also in the relayed totals).",
+        &one(t.fast_path_packets),
+    );
+    metric(
+        &mut o,
         "p2p_turn_error_responses_total",
         "counter",
         "TURN error responses (401 challenges included).",

@@ -3,11 +3,17 @@
 //! here. Both functions are non-blocking and report `WouldBlock` like any
 //! socket call; other systems (or kernels without these calls) get
 //! `Unsupported` and the caller falls back to one datagram per call.
+//!
+//! Answers to one client can also leave as one UDP GSO train
+//! ([`send_gso`], `UDP_SEGMENT`, Linux ≥ 4.18): one message per client, cut
+//! into datagrams by the kernel (on loopback, by the receiving socket), so
+//! the send path runs once per client rather than once per answer.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Datagrams per batch.
 pub(crate) const BATCH: usize = 32;
@@ -128,6 +134,312 @@ pub(crate) fn send_batch(
     Ok(sent as usize)
 }
 
+/// Most answers in one UDP GSO train: the kernel takes 64 (`UDP_MAX_SEGMENTS`,
+/// 128 since Linux 6.9) and a batch holds [`BATCH`] anyway.
+const GSO_MAX_SEGS: usize = 64;
+/// Most payload bytes in one train: under the 65 507 bytes of an IPv4 UDP
+/// datagram, which is what the kernel builds before it cuts it.
+const GSO_MAX_BYTES: usize = 65_000;
+/// Longest answer sent in a train: the kernel refuses (EINVAL) a segment
+/// size that, with the headers, exceeds the route's MTU; 512 + 48 bytes of
+/// IPv6 and UDP headers fits the smallest MTU IPv4 must carry (576).
+/// Binding success responses are about 60 to 100 bytes.
+const GSO_MAX_SEG_LEN: usize = 512;
+
+/// Whether this process may send UDP GSO trains: unknown until the first
+/// [`gso_enabled`] probes a socket, then on, or off for good.
+static GSO: AtomicU8 = AtomicU8::new(GSO_UNKNOWN);
+const GSO_UNKNOWN: u8 = 0;
+const GSO_ON: u8 = 1;
+const GSO_OFF: u8 = 2;
+
+/// Whether answers may go out as UDP GSO trains (`UDP_SEGMENT`, Linux ≥
+/// 4.18). The first call asks the kernel about `fd`'s option (a kernel
+/// without it would ignore the control message and send one big datagram,
+/// so it must be known before the first train); the answer holds for the
+/// process, until [`gso_disable`].
+pub(crate) fn gso_enabled(fd: RawFd) -> bool {
+    match GSO.load(Ordering::Relaxed) {
+        GSO_ON => true,
+        GSO_OFF => false,
+        _ => {
+            let on = gso_probe(fd);
+            let state = if on { GSO_ON } else { GSO_OFF };
+            // Only the first prober logs; a racing one agrees anyway.
+            if GSO
+                .compare_exchange(GSO_UNKNOWN, state, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                if on {
+                    tracing::debug!("UDP GSO available: answers to one client go out as one train");
+                } else {
+                    tracing::info!("UDP GSO unavailable: one datagram per answer");
+                }
+            }
+            GSO.load(Ordering::Relaxed) == GSO_ON
+        }
+    }
+}
+
+/// Stop sending GSO trains for the rest of the process: a train failed
+/// where the same answers one by one went out. Logs once.
+pub(crate) fn gso_disable(why: &io::Error) {
+    if GSO.swap(GSO_OFF, Ordering::Relaxed) != GSO_OFF {
+        tracing::info!("UDP GSO refused ({why}): one datagram per answer from now on");
+    }
+}
+
+/// Whether the kernel knows the `UDP_SEGMENT` socket option.
+#[cfg(target_os = "linux")]
+fn gso_probe(fd: RawFd) -> bool {
+    let mut val: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `val` and `len` are live locals of the sizes given; the kernel
+    // writes at most `len` bytes into `val` and the new length into `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut val as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    r == 0
+}
+
+/// Not Linux: no UDP GSO.
+#[cfg(not(target_os = "linux"))]
+fn gso_probe(_fd: RawFd) -> bool {
+    false
+}
+
+/// Whether a failed train may have failed because of GSO itself (rather than
+/// its destination): EIO (no checksum offload on the route), EINVAL (size
+/// rules), or an option the kernel does not know.
+pub(crate) fn is_gso_error(e: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    if matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) {
+        return true;
+    }
+    e.kind() == io::ErrorKind::Unsupported
+}
+
+/// One train of a [`GsoPlan`]: `count` answers to one destination, listed
+/// at `order[start..start + count]`, all `seg` bytes long but the last,
+/// which may be shorter.
+#[derive(Debug, Clone, Copy, Default)]
+struct Train {
+    start: u8,
+    count: u8,
+    seg: u16,
+    /// A shorter last answer ends it.
+    closed: bool,
+}
+
+/// A batch of answers grouped by destination for UDP GSO: each group goes
+/// as one `sendmmsg` message with a `UDP_SEGMENT` control message. Answers
+/// to one destination keep their order; groups are in order of their first
+/// answer. Fixed-size: made once per worker, refilled per batch.
+#[derive(Debug)]
+pub(crate) struct GsoPlan {
+    /// Answer indices, group after group.
+    order: [u8; BATCH],
+    trains: [Train; BATCH],
+    len: usize,
+}
+
+impl GsoPlan {
+    /// An empty plan.
+    pub(crate) fn new() -> Self {
+        GsoPlan {
+            order: [0; BATCH],
+            trains: [Train::default(); BATCH],
+            len: 0,
+        }
+    }
+
+    /// Group answers `0..n` (n = the shortest slice, at most [`BATCH`]) of
+    /// lengths `lens` to `dests`. An answer joins the latest group to its
+    /// destination when that group has room and the answer is not longer
+    /// than the group's segment size (a shorter one closes it); otherwise it
+    /// starts a group. Answers longer than [`GSO_MAX_SEG_LEN`] go alone.
+    pub(crate) fn build(&mut self, lens: &[usize], dests: &[SocketAddr]) {
+        let n = lens.len().min(dests.len()).min(BATCH);
+        let mut of = [0u8; BATCH];
+        // First index of each group, to compare destinations.
+        let mut first = [0u8; BATCH];
+        self.len = 0;
+        for i in 0..n {
+            let len = lens[i];
+            let joined = (0..self.len)
+                .rev()
+                .find(|&g| dests[usize::from(first[g])] == dests[i])
+                .filter(|&g| {
+                    let t = &self.trains[g];
+                    let seg = usize::from(t.seg);
+                    !t.closed
+                        && len <= seg
+                        && usize::from(t.count) < GSO_MAX_SEGS
+                        && (usize::from(t.count) + 1) * seg <= GSO_MAX_BYTES
+                });
+            match joined {
+                Some(g) => {
+                    let t = &mut self.trains[g];
+                    t.count += 1;
+                    t.closed = len < usize::from(t.seg);
+                    of[i] = g as u8;
+                }
+                None => {
+                    let g = self.len;
+                    self.trains[g] = Train {
+                        start: 0,
+                        count: 1,
+                        // Too long to share a train: alone, closed.
+                        seg: u16::try_from(len).unwrap_or(u16::MAX),
+                        closed: len > GSO_MAX_SEG_LEN,
+                    };
+                    first[g] = i as u8;
+                    of[i] = g as u8;
+                    self.len += 1;
+                }
+            }
+        }
+        // Lay the groups out one after the other in `order`.
+        let mut at = 0u8;
+        let mut fill = [0u8; BATCH];
+        for t in &mut self.trains[..self.len] {
+            t.start = at;
+            at += t.count;
+        }
+        for (i, &g) in of.iter().enumerate().take(n) {
+            let g = usize::from(g);
+            let t = self.trains[g];
+            self.order[usize::from(t.start + fill[g])] = i as u8;
+            fill[g] += 1;
+        }
+    }
+
+    /// How many groups.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The answer indices of group `g`, in sending order.
+    pub(crate) fn group(&self, g: usize) -> &[u8] {
+        let t = self.trains[g];
+        &self.order[usize::from(t.start)..usize::from(t.start + t.count)]
+    }
+
+    /// How many answers groups `g..` hold.
+    pub(crate) fn answers_from(&self, g: usize) -> usize {
+        (g..self.len).map(|g| self.group(g).len()).sum()
+    }
+
+    /// Make every group from `g` on a group of one answer (same order): the
+    /// answers then go as plain datagrams.
+    pub(crate) fn split_from(&mut self, g: usize) {
+        if g >= self.len {
+            return;
+        }
+        let start = self.trains[g].start;
+        let end = self.trains[self.len - 1].start + self.trains[self.len - 1].count;
+        for (k, pos) in (start..end).enumerate() {
+            self.trains[g + k] = Train {
+                start: pos,
+                count: 1,
+                seg: self.trains[g + k].seg,
+                closed: true,
+            };
+        }
+        self.len = g + usize::from(end - start);
+    }
+}
+
+/// Send groups `from..` of `plan` (at most [`BATCH`]): group `g`'s answers
+/// `bufs[i][..lens[i]]` as one datagram to their destination, with a
+/// `UDP_SEGMENT` control message of the first answer's length when it has
+/// more than one (the kernel then delivers them as separate datagrams).
+/// Returns how many groups the kernel took, from the first. Only call after
+/// [`gso_enabled`] said yes, or with groups of one.
+#[cfg(target_os = "linux")]
+pub(crate) fn send_gso(
+    fd: RawFd,
+    bufs: &[[u8; BUF]],
+    lens: &[usize],
+    dests: &[SocketAddr],
+    plan: &GsoPlan,
+    from: usize,
+) -> io::Result<usize> {
+    let n = plan.len.saturating_sub(from).min(BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    let answers = bufs.len().min(lens.len()).min(dests.len());
+    // Every index in the plan must name an answer we were given.
+    if (from..from + n).any(|g| plan.group(g).iter().any(|&i| usize::from(i) >= answers)) {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    let addrs: [socket2::SockAddr; BATCH] = std::array::from_fn(|k| {
+        let g = from + k.min(n - 1);
+        socket2::SockAddr::from(dests[usize::from(plan.group(g)[0])])
+    });
+    // One control message per group: a cmsghdr and a u16, aligned as the
+    // CMSG_* macros expect (`u64` alignment covers `cmsghdr`'s).
+    type Ctrl = [u64; 4];
+    // SAFETY: CMSG_SPACE only does arithmetic on its argument.
+    const CTRL_LEN: usize = unsafe { libc::CMSG_SPACE(2) } as usize;
+    const _: () = assert!(CTRL_LEN <= std::mem::size_of::<Ctrl>());
+    let mut ctrl: [Ctrl; BATCH] = [[0; 4]; BATCH];
+    // SAFETY: plain C structs, all-zero is valid.
+    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    // The groups' iovecs, one after the other: as many as answers (≤ BATCH).
+    let mut at = 0;
+    for k in 0..n {
+        let group = plan.group(from + k);
+        for &i in group {
+            let i = usize::from(i);
+            iovs[at].iov_base = bufs[i].as_ptr() as *mut libc::c_void;
+            iovs[at].iov_len = lens[i].min(BUF);
+            at += 1;
+        }
+        let h = &mut hdrs[k].msg_hdr;
+        h.msg_name = addrs[k].as_ptr() as *mut libc::c_void;
+        h.msg_namelen = addrs[k].len();
+        h.msg_iov = &mut iovs[at - group.len()];
+        h.msg_iovlen = group.len() as _;
+        if group.len() > 1 {
+            let seg = lens[usize::from(group[0])].min(BUF) as u16;
+            h.msg_control = ctrl[k].as_mut_ptr().cast();
+            h.msg_controllen = CTRL_LEN as _;
+            // SAFETY: `h` points at `ctrl[k]`, CTRL_LEN ≤ its size, so
+            // CMSG_FIRSTHDR returns a pointer to its start, suitably aligned
+            // (u64), and CMSG_DATA the 2 bytes after the header within it
+            // (CMSG_SPACE(2) counts them); the data may be unaligned for a
+            // u16, hence write_unaligned.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(h);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = libc::UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
+            }
+        }
+    }
+    // SAFETY: `hdrs[..n]` point into `iovs`, `addrs`, `ctrl` and `bufs`,
+    // which outlive the call; the iovecs of message k are the `msg_iovlen`
+    // entries from `msg_iov`, within `iovs[..at]`; sendmmsg only reads
+    // through these pointers; each iovec stays within its buffer.
+    let sent =
+        unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT) };
+    if sent < 0 {
+        return Err(map_err(io::Error::last_os_error()));
+    }
+    Ok(sent as usize)
+}
+
 /// ENOSYS and friends become `Unsupported`: the caller then stops batching.
 #[cfg(target_os = "linux")]
 fn map_err(e: io::Error) -> io::Error {
@@ -156,4 +468,189 @@ pub(crate) fn send_batch(
     _dests: &[SocketAddr],
 ) -> io::Result<usize> {
     Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Batched send is not available here.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn send_gso(
+    _fd: RawFd,
+    _bufs: &[[u8; BUF]],
+    _lens: &[usize],
+    _dests: &[SocketAddr],
+    _plan: &GsoPlan,
+    _from: usize,
+) -> io::Result<usize> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn groups(plan: &GsoPlan) -> Vec<Vec<u8>> {
+        (0..plan.len()).map(|g| plan.group(g).to_vec()).collect()
+    }
+
+    #[test]
+    fn plan_groups_by_destination_in_order() {
+        let (a, b, c) = (addr(1), addr(2), addr(3));
+        let dests = [a, b, a, c, b, a, a];
+        let lens = [68, 72, 68, 80, 72, 68, 60];
+        let mut plan = GsoPlan::new();
+        plan.build(&lens, &dests);
+        // a's last answer is shorter: it ends a's train, still in it.
+        assert_eq!(groups(&plan), vec![vec![0, 2, 5, 6], vec![1, 4], vec![3]]);
+        assert_eq!(plan.answers_from(0), 7);
+        assert_eq!(plan.answers_from(1), 3);
+    }
+
+    #[test]
+    fn plan_starts_a_new_train_when_the_size_rule_breaks() {
+        let a = addr(1);
+        let dests = [a; 6];
+        // Longer than the train's segment: new train. After a shorter one
+        // (which closes it): new train. Order is kept across trains.
+        let lens = [60, 68, 68, 64, 68, 68];
+        let mut plan = GsoPlan::new();
+        plan.build(&lens, &dests);
+        assert_eq!(groups(&plan), vec![vec![0], vec![1, 2, 3], vec![4, 5]]);
+    }
+
+    #[test]
+    fn plan_keeps_long_answers_alone_and_caps_trains() {
+        let a = addr(1);
+        let lens = [GSO_MAX_SEG_LEN + 1; 3];
+        let mut plan = GsoPlan::new();
+        plan.build(&lens, &[a; 3]);
+        assert_eq!(groups(&plan), vec![vec![0], vec![1], vec![2]]);
+
+        // 2000-byte answers: 32 of them would pass 65 000 bytes.
+        let lens = [2000; BATCH];
+        plan.build(&lens, &[a; BATCH]);
+        assert!(plan.len() > 1);
+        for g in 0..plan.len() {
+            assert!(plan.group(g).len() * 2000 <= GSO_MAX_BYTES || plan.group(g).len() == 1);
+        }
+        let lens = [500; BATCH];
+        plan.build(&lens, &[a; BATCH]);
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan.answers_from(0), BATCH);
+        // Fewer lens than dests: the shorter slice counts.
+        plan.build(&lens[..3], &[a; BATCH]);
+        assert_eq!(plan.answers_from(0), 3);
+    }
+
+    #[test]
+    fn split_makes_groups_of_one_in_the_same_order() {
+        let (a, b) = (addr(1), addr(2));
+        let dests = [a, b, a, b, a];
+        let mut plan = GsoPlan::new();
+        plan.build(&[68; 5], &dests);
+        assert_eq!(groups(&plan), vec![vec![0, 2, 4], vec![1, 3]]);
+        plan.split_from(1);
+        assert_eq!(groups(&plan), vec![vec![0, 2, 4], vec![1], vec![3]]);
+        plan.split_from(0);
+        assert_eq!(
+            groups(&plan),
+            vec![vec![0], vec![2], vec![4], vec![1], vec![3]]
+        );
+        plan.split_from(9);
+        assert_eq!(plan.len(), 5);
+    }
+
+    /// An answer whose bytes say which answer it is.
+    fn fill(buf: &mut [u8; BUF], i: usize, len: usize) {
+        for (k, b) in buf[..len].iter_mut().enumerate() {
+            *b = (i * 7 + k) as u8;
+        }
+        buf[0] = i as u8;
+    }
+
+    /// Trains sent on loopback reach plain sockets (no UDP_GRO) as one
+    /// datagram per answer, each intact, in order per destination.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn trains_arrive_as_separate_datagrams() {
+        use std::net::UdpSocket;
+        use std::os::fd::AsRawFd;
+        use std::time::Duration;
+
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ca = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let cb = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (a, b) = (ca.local_addr().unwrap(), cb.local_addr().unwrap());
+        // a: five of 68 bytes and a last one of 52; b: three of 90.
+        let dests = [a, b, a, a, b, a, a, b, a];
+        let lens = [68, 90, 68, 68, 90, 68, 68, 90, 52];
+        let mut bufs = vec![[0u8; BUF]; BATCH];
+        for (i, &len) in lens.iter().enumerate() {
+            fill(&mut bufs[i], i, len);
+        }
+        let fd = server.as_raw_fd();
+        let gso = gso_enabled(fd);
+        let mut plan = GsoPlan::new();
+        plan.build(&lens, &dests);
+        assert_eq!(groups(&plan), vec![vec![0, 2, 3, 5, 6, 8], vec![1, 4, 7]]);
+        if !gso {
+            // No GSO here: the same path with plain datagrams.
+            plan.split_from(0);
+        }
+        let mut g = 0;
+        while g < plan.len() {
+            g += send_gso(fd, &bufs, &lens, &dests, &plan, g).unwrap();
+        }
+        for (client, want) in [(&ca, vec![0, 2, 3, 5, 6, 8]), (&cb, vec![1, 4, 7])] {
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut rx = [0u8; 4096];
+            for i in want {
+                let (n, from) = client.recv_from(&mut rx).unwrap();
+                assert_eq!(from, server.local_addr().unwrap());
+                assert_eq!(&rx[..n], &bufs[i][..lens[i]], "answer {i}");
+            }
+            // Nothing more: loopback delivers within the send call.
+            client.set_nonblocking(true).unwrap();
+            let extra = client.recv_from(&mut rx);
+            assert_eq!(extra.map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+        }
+    }
+
+    /// A train to a destination the kernel refuses (port 0: EINVAL) fails
+    /// like a plain datagram would, and says so with a GSO-suspect error, so
+    /// that the caller retries one by one before blaming GSO.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn train_to_port_zero_is_refused() {
+        use std::net::UdpSocket;
+        use std::os::fd::AsRawFd;
+
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = server.as_raw_fd();
+        let lens = [68; 2];
+        let dests = [addr(0); 2];
+        let bufs = vec![[0u8; BUF]; 2];
+        let mut plan = GsoPlan::new();
+        plan.build(&lens, &dests);
+        if gso_enabled(fd) {
+            let e = send_gso(fd, &bufs, &lens, &dests, &plan, 0).unwrap_err();
+            assert!(is_gso_error(&e), "{e}");
+        }
+        plan.split_from(0);
+        let e = send_gso(fd, &bufs, &lens, &dests, &plan, 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    }
+
+    #[test]
+    fn send_gso_refuses_a_plan_beyond_the_answers() {
+        let mut plan = GsoPlan::new();
+        plan.build(&[68; 3], &[addr(1); 3]);
+        let bufs = vec![[0u8; BUF]; 2];
+        let r = send_gso(-1, &bufs, &[68; 2], &[addr(1); 2], &plan, 0);
+        assert!(r.is_err());
+    }
 }

@@ -23,7 +23,8 @@ use p2p_stun::{classify, Key, MessageType, PacketKind};
 use p2p_turn::TcpCommand;
 use p2p_turn::{
     is_turn_method, Bandwidth, Cidr, CredentialStore, Datagram, FiveTuple, PeerPolicy,
-    RelayAllocator, RestSecret, ServerConfig, ServerEvent, StaticUsers, Transport, TurnServer,
+    RelayAllocator, RestSecret, RouteUpdate, ServerConfig, ServerEvent, StaticUsers, Transport,
+    TurnServer,
 };
 use rand::Rng;
 use tokio::io::Interest;
@@ -32,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::config::{Config, ConfigError, TurnConfig};
+use crate::fastpath::{FastPath, FastTraffic, TrafficSnapshot};
 use crate::sys;
 
 /// Depth of the queue into the TURN task (packets beyond are dropped, as a
@@ -171,12 +173,22 @@ pub(crate) enum Inbound {
 pub(crate) struct TurnHandle {
     tx: mpsc::Sender<Inbound>,
     pool: Arc<BufPool>,
+    /// The relay fast path, when on.
+    fast: Option<Arc<FastPath>>,
 }
 
 impl TurnHandle {
-    /// Hand a UDP datagram from a listening socket over (dropped when the
-    /// queue is full).
+    /// Relay a UDP datagram from a listening socket on the fast path when
+    /// a route covers it, else hand it over (dropped when the queue is
+    /// full). False when it was dropped.
     pub(crate) fn udp(&self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) -> bool {
+        if let Some(f) = &self.fast {
+            if bytes.first().is_some_and(|b| b & 0xC0 == 0x40)
+                && f.relay_from_client(local, remote, bytes, Instant::now())
+            {
+                return true;
+            }
+        }
         self.tx
             .try_send(Inbound::Packet {
                 transport: Transport::Udp,
@@ -258,6 +270,9 @@ pub(crate) struct TurnStats {
     pub(crate) by_transport: [TransportStats; 3],
     /// Packets dropped because a queue was full or a send failed.
     pub(crate) send_errors: u64,
+    /// Packets relayed on the fast path (both directions; included in the
+    /// relayed counters too).
+    pub(crate) fast_path_packets: u64,
 }
 
 pub(crate) const TRANSPORTS: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
@@ -323,6 +338,7 @@ pub(crate) struct DaemonRelays {
     tcp: HashMap<SocketAddr, (SocketAddr, AbortHandle)>,
     inbound: mpsc::Sender<Inbound>,
     pool: Arc<BufPool>,
+    fast: Option<Arc<FastPath>>,
 }
 
 fn family_index(f: AddressFamily) -> usize {
@@ -353,6 +369,7 @@ impl DaemonRelays {
         ports: (u16, u16),
         inbound: mpsc::Sender<Inbound>,
         pool: Arc<BufPool>,
+        fast: Option<Arc<FastPath>>,
     ) -> Self {
         DaemonRelays {
             ips,
@@ -362,6 +379,7 @@ impl DaemonRelays {
             tcp: HashMap::new(),
             inbound,
             pool,
+            fast,
         }
     }
 
@@ -392,6 +410,7 @@ impl DaemonRelays {
             advertised,
             self.inbound.clone(),
             self.pool.clone(),
+            self.fast.clone(),
         ));
         self.used.insert(
             advertised,
@@ -599,15 +618,27 @@ thread_local! {
     static RELAY_RX: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Read one datagram from a readable relayed socket into a pooled buffer.
-fn relay_recv(sock: &UdpSocket, pool: &BufPool) -> io::Result<(Vec<u8>, SocketAddr)> {
+/// Read one datagram from a readable relayed socket; relay it on the fast
+/// path when a route covers it (`None`), else return it in a pooled buffer.
+fn relay_recv(
+    sock: &UdpSocket,
+    advertised: SocketAddr,
+    pool: &BufPool,
+    fast: Option<&FastPath>,
+) -> io::Result<Option<(Vec<u8>, SocketAddr)>> {
     RELAY_RX.with(|rx| {
         let mut rx = rx.borrow_mut();
-        if rx.len() < RELAY_BUF {
-            rx.resize(RELAY_BUF, 0);
+        if rx.len() < RELAY_BUF + 4 {
+            rx.resize(RELAY_BUF + 4, 0);
         }
-        let (n, from) = sock.try_recv_from(&mut rx)?;
-        Ok((pool.copy_of(&rx[..n]), from))
+        // Room for a ChannelData header in front.
+        let (n, from) = sock.try_recv_from(&mut rx[4..])?;
+        if let Some(f) = fast {
+            if f.relay_from_peer(advertised, from, &mut rx, n, Instant::now()) {
+                return Ok(None);
+            }
+        }
+        Ok(Some((pool.copy_of(&rx[4..4 + n]), from)))
     })
 }
 
@@ -616,6 +647,7 @@ async fn relay_reader(
     advertised: SocketAddr,
     tx: mpsc::Sender<Inbound>,
     pool: Arc<BufPool>,
+    fast: Option<Arc<FastPath>>,
 ) {
     loop {
         if let Err(e) = sock.readable().await {
@@ -623,8 +655,9 @@ async fn relay_reader(
             tokio::task::yield_now().await;
             continue;
         }
-        match relay_recv(&sock, &pool) {
-            Ok((bytes, from)) => {
+        match relay_recv(&sock, advertised, &pool, fast.as_deref()) {
+            Ok(None) => {}
+            Ok(Some((bytes, from))) => {
                 let p = Inbound::Packet {
                     transport: Transport::Udp,
                     local: advertised,
@@ -805,6 +838,7 @@ pub(crate) fn prepare(
     service.dedup();
     sc.service_addresses = service;
     sc.answer_binding = false;
+    sc.export_routes = t.relay_fast_path;
     let relays: Vec<String> = ips
         .iter()
         .flatten()
@@ -865,7 +899,17 @@ pub(crate) fn spawn(
         rest: setup.secret.as_ref().map(|s| RestSecret::new(s.as_bytes())),
     };
     let pool = Arc::new(BufPool::default());
-    let relays = DaemonRelays::new(setup.ips, setup.ports, tx.clone(), pool.clone());
+    let fast = setup
+        .config
+        .export_routes
+        .then(|| Arc::new(FastPath::new()));
+    let relays = DaemonRelays::new(
+        setup.ips,
+        setup.ports,
+        tx.clone(),
+        pool.clone(),
+        fast.clone(),
+    );
     let epoch = (Instant::now(), SystemTime::now());
     let server = TurnServer::new(setup.config, creds, relays, epoch);
     let task = TurnTask {
@@ -881,9 +925,12 @@ pub(crate) fn spawn(
         pending: Vec::new(),
         order: Vec::new(),
         batch: SendBatch::new(),
+        fast: fast.clone(),
+        fast_traffic: HashMap::new(),
+        fast_retired: TrafficSnapshot::default(),
     };
     tasks.spawn(task.run(rx));
-    TurnHandle { tx, pool }
+    TurnHandle { tx, pool, fast }
 }
 
 // ---------------------------------------------------------------- the task
@@ -912,6 +959,13 @@ struct TurnTask {
     order: Vec<(SocketAddr, u32)>,
     /// Buffers for `sendmmsg`.
     batch: Box<SendBatch>,
+    /// The relay fast path, when on.
+    fast: Option<Arc<FastPath>>,
+    /// What each UDP allocation with a published route relayed on the
+    /// fast path.
+    fast_traffic: HashMap<FiveTuple, Arc<FastTraffic>>,
+    /// Fast-path traffic of allocations that ended.
+    fast_retired: TrafficSnapshot,
 }
 
 /// Up to [`sys::BATCH`] datagrams for one `sendmmsg` call.
@@ -1158,9 +1212,66 @@ impl TurnTask {
         }
     }
 
+    /// Publish or withdraw a fast-path route.
+    fn route(&mut self, r: RouteUpdate) {
+        let Some(fast) = &self.fast else {
+            return;
+        };
+        match r {
+            RouteUpdate::Up(route) => {
+                let relay = self.server.relays().socket(route.relayed).cloned();
+                let listening = self.listening.get(&route.five_tuple.server).cloned();
+                let (Some(relay), Some(listening)) = (relay, listening) else {
+                    return;
+                };
+                let traffic = self
+                    .fast_traffic
+                    .entry(route.five_tuple)
+                    .or_default()
+                    .clone();
+                fast.up(&route, relay, listening, traffic);
+            }
+            RouteUpdate::Down(route) => fast.down(&route),
+            other => tracing::debug!(update = ?other, "turn route update ignored"),
+        }
+    }
+
+    /// Fold what an allocation relayed on the fast path into its traffic.
+    fn fold_fast(&mut self, five_tuple: &FiveTuple, traffic: &mut p2p_turn::Traffic) {
+        if let Some(t) = self.fast_traffic.remove(five_tuple) {
+            let f = t.snapshot();
+            traffic.packets_to_peer += f.packets_to_peer;
+            traffic.bytes_to_peer += f.bytes_to_peer;
+            traffic.packets_to_client += f.packets_to_client;
+            traffic.bytes_to_client += f.bytes_to_client;
+            self.fast_retired += f;
+        }
+    }
+
     fn snapshot(&self) -> TurnStats {
         let mut st = self.stats.clone();
         st.counters = *self.server.counters();
+        if let Some(fast) = &self.fast {
+            let mut f = self.fast_retired;
+            for t in self.fast_traffic.values() {
+                f += t.snapshot();
+            }
+            let c = &mut st.counters;
+            c.packets_to_peer += f.packets_to_peer;
+            c.bytes_to_peer += f.bytes_to_peer;
+            c.packets_to_client += f.packets_to_client;
+            c.bytes_to_client += f.bytes_to_client;
+            // Fast-path routes are UDP allocations only.
+            let s = &mut st.by_transport[transport_index(Transport::Udp)];
+            s.packets_to_peer += f.packets_to_peer;
+            s.bytes_to_peer += f.bytes_to_peer;
+            s.packets_to_client += f.packets_to_client;
+            s.bytes_to_client += f.bytes_to_client;
+            s.client_packets_in += f.packets_to_peer;
+            s.client_packets_out += f.packets_to_client;
+            st.send_errors += fast.send_errors();
+            st.fast_path_packets = f.packets_to_peer + f.packets_to_client;
+        }
         for s in &mut st.by_transport {
             s.allocations = 0;
             s.permissions = 0;
@@ -1206,6 +1317,9 @@ impl TurnTask {
                 Some(c) => self.command(c),
                 None => break,
             }
+        }
+        while let Some(r) = self.server.poll_route() {
+            self.route(r);
         }
         while let Some(e) = self.server.poll_event() {
             self.on_event(e, transport);
@@ -1289,8 +1403,9 @@ impl TurnTask {
         user: &str,
         five_tuple: FiveTuple,
         relayed: &[SocketAddr],
-        traffic: p2p_turn::Traffic,
+        mut traffic: p2p_turn::Traffic,
     ) {
+        self.fold_fast(&five_tuple, &mut traffic);
         tracing::info!(
             %user,
             client = %five_tuple.client,
@@ -1487,6 +1602,7 @@ mod tests {
             (42000, 42999),
             tx,
             Arc::default(),
+            None,
         );
         assert!(r.supports(AddressFamily::V4));
         assert!(!r.supports(AddressFamily::V6));

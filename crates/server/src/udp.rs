@@ -55,6 +55,8 @@ struct Bufs {
     tx: Vec<[u8; BUF]>,
     tx_len: Vec<usize>,
     tx_to: Vec<SocketAddr>,
+    /// The answers of a batch grouped by client for UDP GSO.
+    gso: sys::GsoPlan,
 }
 
 impl Worker {
@@ -67,6 +69,7 @@ impl Worker {
             tx: vec![[0u8; BUF]; BATCH],
             tx_len: vec![0; BATCH],
             tx_to: vec![unspecified; BATCH],
+            gso: sys::GsoPlan::new(),
         };
         let mut batched = true;
         loop {
@@ -189,9 +192,68 @@ impl Worker {
     }
 
     /// Send the queued answers from `sock` (the socket they came in on).
-    async fn flush(&self, sock: &UdpSocket, b: &Bufs, queued: usize, mut batched: bool) {
+    /// With UDP GSO, the answers to one client leave as one train when
+    /// there are several (order kept per client, not across clients).
+    async fn flush(&self, sock: &UdpSocket, b: &mut Bufs, queued: usize, mut batched: bool) {
         let shard = self.counters.shard(self.shard);
         let fd = sock.as_raw_fd();
+        if batched && queued > 1 && sys::gso_enabled(fd) {
+            b.gso.build(&b.tx_len[..queued], &b.tx_to[..queued]);
+        } else {
+            b.gso.build(&[], &[]);
+        }
+        // Nothing to gather (one answer per client): the plain path below.
+        if b.gso.len() > 0 && b.gso.len() < queued {
+            let mut g = 0;
+            // Group `g` was split after a failed train: if its first answer
+            // now goes, GSO was what failed.
+            let mut suspect: Option<io::Error> = None;
+            while g < b.gso.len() {
+                let r = if batched {
+                    sock.try_io(Interest::WRITABLE, || {
+                        sys::send_gso(fd, &b.tx, &b.tx_len, &b.tx_to, &b.gso, g)
+                    })
+                } else {
+                    // Groups are of one answer by now (see below).
+                    let i = usize::from(b.gso.group(g)[0]);
+                    sock.try_send_to(&b.tx[i][..b.tx_len[i]], b.tx_to[i])
+                        .map(|_| 1)
+                };
+                match r {
+                    Ok(n) => {
+                        if let Some(e) = suspect.take() {
+                            sys::gso_disable(&e);
+                        }
+                        g += n.max(1);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if sock.writable().await.is_err() {
+                            shard.send_error(b.gso.answers_from(g) as u64);
+                            return;
+                        }
+                    }
+                    Err(e) if b.gso.group(g).len() > 1 && sys::is_gso_error(&e) => {
+                        // Retry these answers one by one: whether they go
+                        // tells GSO's fault from the destination's.
+                        b.gso.split_from(g);
+                        suspect = Some(e);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                        suspect = None;
+                        b.gso.split_from(g);
+                        batched = false;
+                    }
+                    Err(e) => {
+                        suspect = None;
+                        let i = usize::from(b.gso.group(g)[0]);
+                        tracing::debug!(to = %b.tx_to[i], "send: {e}");
+                        shard.send_error(b.gso.group(g).len() as u64);
+                        g += 1;
+                    }
+                }
+            }
+            return;
+        }
         let mut done = 0;
         while done < queued {
             let r = if batched {

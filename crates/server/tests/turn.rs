@@ -81,11 +81,81 @@ async fn udp_send_data_and_channel_data_round_trip_and_metrics() {
             sample(&m, "p2p_turn_auth_failures_total{transport=\"udp\"}"),
             0
         );
+        // The two ChannelData echoes went both ways on the fast path (and
+        // are in the totals above).
+        assert_eq!(sample(&m, "p2p_turn_fast_path_packets_total"), 4);
 
         c.close().await;
         let m = scrape(srv.metrics.unwrap()).await;
         assert_eq!(sample(&m, "p2p_turn_allocations{transport=\"udp\"}"), 0);
         assert_eq!(sample(&m, "p2p_turn_allocations_deleted_total"), 1);
+        srv.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn without_the_fast_path_channel_data_goes_through_the_turn_task() {
+    tokio::time::timeout(BOUND, async {
+        let srv =
+            start(&OPEN.replace("[turn.users]", "relay_fast_path = false\n[turn.users]")).await;
+        let (peer, mut saw) = echo_peer().await;
+        let mut c = Client::udp(srv.udp, "alice", "secret", |_| {}).await;
+        round_trip(&mut c, peer, &mut saw).await;
+        let m = scrape(srv.metrics.unwrap()).await;
+        assert_eq!(sample(&m, "p2p_turn_fast_path_packets_total"), 0);
+        assert_eq!(
+            sample(
+                &m,
+                "p2p_turn_relayed_packets_to_client_total{transport=\"udp\"}"
+            ),
+            3
+        );
+        srv.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn the_fast_path_ends_with_the_allocation() {
+    tokio::time::timeout(BOUND, async {
+        let srv = start(OPEN).await;
+        let metrics = srv.metrics.unwrap();
+        let (peer, mut saw) = echo_peer().await;
+        let mut c = Client::udp(srv.udp, "alice", "secret", |_| {}).await;
+        round_trip(&mut c, peer, &mut saw).await;
+        let channel = c.turn.channel(peer).expect("a channel");
+        c.close().await;
+        while saw.try_recv().is_ok() {} // what the round trip left
+        let fast = sample(&scrape(metrics).await, "p2p_turn_fast_path_packets_total");
+        // ChannelData on the old channel, by hand: no route may relay it.
+        let mut cd = channel.to_be_bytes().to_vec();
+        cd.extend_from_slice(&4u16.to_be_bytes());
+        cd.extend_from_slice(b"late");
+        let Link::Udp(sock) = &c.link else {
+            unreachable!("a UDP client")
+        };
+        sock.send_to(&cd, srv.udp).await.unwrap();
+        // The checked path drops it for want of an allocation.
+        let series = "p2p_turn_dropped_total{reason=\"no_allocation\"}";
+        let deadline = tokio::time::Instant::now() + STEP;
+        let m = loop {
+            let m = scrape(metrics).await;
+            if sample(&m, series) == 1 {
+                break m;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never dropped:\n{m}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(sample(&m, "p2p_turn_fast_path_packets_total"), fast);
+        if let Ok(from) = saw.try_recv() {
+            panic!("the peer heard from {from} after the allocation ended");
+        }
         srv.stop().await;
     })
     .await

@@ -91,8 +91,9 @@ async fn sink_peer() -> (SocketAddr, tokio::sync::watch::Receiver<usize>) {
     (addr, rx)
 }
 
-#[tokio::test]
-async fn max_bps_drops_what_exceeds_the_allocation_bandwidth() {
+/// Twenty 1000-byte datagrams against a cap of 1000 bytes/s, by Send
+/// indication or over a channel.
+async fn burst_against_the_cap(over_a_channel: bool) {
     tokio::time::timeout(BOUND, async {
         // 1000 bytes/s with the daemon's smallest bucket, 4096 bytes: a
         // burst of twenty 1000-byte datagrams passes four, at most a few
@@ -103,6 +104,9 @@ async fn max_bps_drops_what_exceeds_the_allocation_bandwidth() {
         let mut c = Client::udp(srv.udp, "alice", "secret", |_| {}).await;
         c.allocate().await.expect("allocated");
         c.permit(peer).await.expect("permission");
+        if over_a_channel {
+            c.bind(peer).await;
+        }
         let started = std::time::Instant::now();
         for _ in 0..20 {
             c.turn
@@ -149,10 +153,23 @@ async fn max_bps_drops_what_exceeds_the_allocation_bandwidth() {
             let _ = tokio::time::timeout(Duration::from_millis(100), got.changed()).await;
         }
         assert_eq!(*got.borrow(), relayed as usize);
+        // A capped allocation's channels stay on the checked path.
+        let m = scrape(metrics).await;
+        assert_eq!(sample(&m, "p2p_turn_fast_path_packets_total"), 0);
         srv.stop().await;
     })
     .await
     .expect("in time");
+}
+
+#[tokio::test]
+async fn max_bps_drops_what_exceeds_the_allocation_bandwidth() {
+    burst_against_the_cap(false).await;
+}
+
+#[tokio::test]
+async fn max_bps_caps_channel_data_too() {
+    burst_against_the_cap(true).await;
 }
 
 #[tokio::test]

@@ -70,8 +70,8 @@ pub use p2p_stun::attr::{AddressFamily, PasswordAlgorithm};
 pub use policy::{Cidr, CidrError, PeerPolicy};
 pub use relay::{MemoryRelayAllocator, RelayAllocator};
 pub use server::{
-    AllocationInfo, AuthFailure, Bandwidth, Counters, ServerConfig, ServerEvent, Traffic,
-    TurnServer,
+    AllocationInfo, AuthFailure, Bandwidth, ChannelRoute, Counters, RouteUpdate, ServerConfig,
+    ServerEvent, Traffic, TurnServer,
 };
 pub use tcp::TcpCommand;
 pub use types::{is_turn_method, Datagram, FiveTuple, Transmit, Transport};

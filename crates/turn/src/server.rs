@@ -94,6 +94,10 @@ pub struct ServerConfig {
     /// Seed of the server's RNG (nonce key, transaction ids of Data
     /// indications, reservation tokens). `None`: OS entropy.
     pub rng_seed: Option<u64>,
+    /// Publish the channels of UDP allocations through
+    /// [`TurnServer::poll_route`], so that the driver can relay their
+    /// ChannelData itself (a fast path). Default off.
+    pub export_routes: bool,
 }
 
 impl ServerConfig {
@@ -119,6 +123,7 @@ impl ServerConfig {
             service_addresses: Vec::new(),
             answer_binding: true,
             rng_seed: None,
+            export_routes: false,
         }
     }
 }
@@ -299,6 +304,42 @@ pub struct AllocationInfo {
     pub traffic: Traffic,
 }
 
+/// A channel whose ChannelData the driver may relay without the server:
+/// see [`TurnServer::poll_route`].
+///
+/// Client → peer: a ChannelData datagram on `channel` from
+/// `five_tuple.client` to `five_tuple.server` goes, payload only, from the
+/// socket of `relayed` to `peer`. Peer → client: a datagram from `peer` on
+/// `relayed` goes to the client as ChannelData on `channel` (no padding:
+/// UDP) from `five_tuple.server`. Both only while the instant is before
+/// `until`; after it (or for anything else) the packet goes to
+/// [`TurnServer::handle_input`] as usual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelRoute {
+    /// The allocation's 5-tuple (always UDP).
+    pub five_tuple: FiveTuple,
+    /// The channel number.
+    pub channel: u16,
+    /// The peer bound to it.
+    pub peer: SocketAddr,
+    /// The relayed address data to `peer` leaves from.
+    pub relayed: SocketAddr,
+    /// The earliest of the channel's, the peer permission's and the
+    /// allocation's expiry.
+    pub until: Instant,
+}
+
+/// A change to the routes the driver relays itself ([`TurnServer::poll_route`]).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteUpdate {
+    /// Add this route, or replace the one of the same 5-tuple and channel
+    /// (a refresh moves `until`).
+    Up(ChannelRoute),
+    /// Remove the route of this channel; `until` is meaningless.
+    Down(ChannelRoute),
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Channel {
     peer: SocketAddr,
@@ -353,13 +394,32 @@ impl Allocation {
         p.chain(c).fold(self.expires, Instant::min)
     }
 
-    fn purge(&mut self, now: Instant, channel_guard: Duration) {
+    /// Forget expired permissions, and channels past their guard time;
+    /// with `routes`, say [`RouteUpdate::Down`] for each channel forgotten.
+    fn purge(
+        &mut self,
+        now: Instant,
+        channel_guard: Duration,
+        mut routes: Option<&mut VecDeque<RouteUpdate>>,
+    ) {
         self.permissions.retain(|_, e| now < *e);
         let by_peer = &mut self.channel_by_peer;
-        self.channels.retain(|_, c| {
+        let (five_tuple, relayed) = (self.five_tuple, self.relayed);
+        self.channels.retain(|&number, c| {
             let keep = now < c.expires + channel_guard;
             if !keep {
                 by_peer.remove(&c.peer);
+                if let (Some(r), Some(relayed)) =
+                    (routes.as_deref_mut(), relayed[family_index(c.peer.ip())])
+                {
+                    r.push_back(RouteUpdate::Down(ChannelRoute {
+                        five_tuple,
+                        channel: number,
+                        peer: c.peer,
+                        relayed,
+                        until: c.expires,
+                    }));
+                }
             }
             keep
         });
@@ -485,6 +545,8 @@ pub struct TurnServer<C: CredentialStore, R: RelayAllocator> {
     /// ConnectionBind deadlines, in order (the timeout is constant).
     bind_deadlines: VecDeque<(Instant, u32)>,
     commands: VecDeque<TcpCommand>,
+    /// Route changes for the driver's fast path ([`ServerConfig::export_routes`]).
+    routes: VecDeque<RouteUpdate>,
 }
 
 impl<C: CredentialStore, R: RelayAllocator> std::fmt::Debug for TurnServer<C, R> {
@@ -551,6 +613,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             data_conns: HashMap::new(),
             bind_deadlines: VecDeque::new(),
             commands: VecDeque::new(),
+            routes: VecDeque::new(),
         }
     }
 
@@ -643,6 +706,23 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         self.events.pop_front()
     }
 
+    /// The next change to the channels the driver may relay itself, when
+    /// [`ServerConfig::export_routes`] is on (drain it after every
+    /// `handle_*` call, like the transmits).
+    ///
+    /// Only channels of UDP allocations without a bandwidth cap, whose peer
+    /// is not one of the server's own addresses (unless the allow list
+    /// opens it and it is no listening socket), are published: the rest
+    /// keeps going through [`TurnServer::handle_input`], which checks
+    /// them packet by packet. A route is published again whenever its
+    /// `until` moves (ChannelBind, CreatePermission or Refresh), and
+    /// withdrawn when its allocation ends or the channel is forgotten.
+    /// Traffic relayed by the driver is not in [`Counters`] nor in the
+    /// allocation's [`Traffic`]: the driver counts it.
+    pub fn poll_route(&mut self) -> Option<RouteUpdate> {
+        self.routes.pop_front()
+    }
+
     /// When [`TurnServer::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let t = self.timers.peek().map(|Reverse((t, _, _))| *t);
@@ -668,7 +748,8 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             if now >= a.expires {
                 self.remove_allocation(slot, Ended::Expired);
             } else {
-                a.purge(now, CHANNEL_GUARD);
+                let export = self.config.export_routes;
+                a.purge(now, CHANNEL_GUARD, export.then_some(&mut self.routes));
                 self.schedule(slot);
             }
         }
@@ -1151,6 +1232,19 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         };
         self.free_slots.push(slot);
         self.by_tuple.remove(&a.five_tuple);
+        if self.config.export_routes {
+            for (&channel, c) in &a.channels {
+                if let Some(relayed) = a.relay_for(c.peer.ip()) {
+                    self.routes.push_back(RouteUpdate::Down(ChannelRoute {
+                        five_tuple: a.five_tuple,
+                        channel,
+                        peer: c.peer,
+                        relayed,
+                        until: c.expires,
+                    }));
+                }
+            }
+        }
         if a.tcp {
             let mut ids: Vec<u32> = self
                 .tcp_conns
@@ -1588,6 +1682,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             a.allocate_response = Vec::new();
         }
         self.schedule(slot);
+        self.export_routes(slot, None);
         let secs = u32::try_from(life.as_secs()).unwrap_or(u32::MAX);
         self.reply(ft, msg, Some(auth), None, |b| {
             b.add(&Lifetime(secs))?;
@@ -1598,6 +1693,48 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             five_tuple: *ft,
             lifetime: life,
         });
+    }
+
+    /// Publish ([`RouteUpdate::Up`]) the routes of the allocation's
+    /// channels, or of those to peers at `ip` only.
+    fn export_routes(&mut self, slot: usize, ip: Option<IpAddr>) {
+        if !self.config.export_routes {
+            return;
+        }
+        let Some(Some(a)) = self.slots.get(slot) else {
+            return;
+        };
+        if a.tcp || a.bucket.is_some() || a.five_tuple.transport != Transport::Udp {
+            return;
+        }
+        let mut out = std::mem::take(&mut self.routes);
+        for (&channel, c) in &a.channels {
+            let peer_ip = c.peer.ip();
+            if ip.is_some_and(|ip| ip != peer_ip) {
+                continue;
+            }
+            // Data to one of our own addresses is checked per packet
+            // (`outbound`) unless the allow list opens it for good: relay
+            // to relay depends on which allocations are alive.
+            let opened = self.config.peer_policy.explicitly_allows(peer_ip)
+                && !self.is_service_address(c.peer, &a.five_tuple);
+            if !opened && self.is_own_ip(peer_ip, &a.five_tuple, a) {
+                continue;
+            }
+            let (Some(relayed), Some(&permission)) =
+                (a.relay_for(peer_ip), a.permissions.get(&peer_ip))
+            else {
+                continue;
+            };
+            out.push_back(RouteUpdate::Up(ChannelRoute {
+                five_tuple: a.five_tuple,
+                channel,
+                peer: c.peer,
+                relayed,
+                until: a.expires.min(permission).min(c.expires),
+            }));
+        }
+        self.routes = out;
     }
 
     /// Whether `ip` is one of the server's own addresses: configured, the
@@ -1722,6 +1859,9 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             a.permissions.insert(*p, now + life);
         }
         self.schedule(slot);
+        for p in &peers {
+            self.export_routes(slot, Some(*p));
+        }
         for p in new {
             self.events.push_back(ServerEvent::PermissionCreated {
                 five_tuple: *ft,
@@ -1757,7 +1897,8 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         let Some(a) = self.slots[slot].as_mut() else {
             return;
         };
-        a.purge(now, CHANNEL_GUARD);
+        let export = self.config.export_routes;
+        a.purge(now, CHANNEL_GUARD, export.then_some(&mut self.routes));
         let number_conflict = a.channels.get(&number).is_some_and(|c| c.peer != peer);
         let peer_conflict = a.channel_by_peer.get(&peer).is_some_and(|n| *n != number);
         if number_conflict || peer_conflict {
@@ -1778,6 +1919,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         a.channel_by_peer.insert(peer, number);
         a.permissions.insert(peer.ip(), now + perm_life);
         self.schedule(slot);
+        self.export_routes(slot, Some(peer.ip()));
         if new_perm {
             self.events.push_back(ServerEvent::PermissionCreated {
                 five_tuple: *ft,
