@@ -19,6 +19,8 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod mmsg;
+
 use std::net::SocketAddr;
 
 use hmac::{Hmac, Mac};

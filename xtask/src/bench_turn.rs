@@ -14,7 +14,9 @@
 //! on failure too.
 //!
 //! Flags: `--secs S` (per relay run, default 5), `--allocations N` (default
-//! 10000), `--clients N` (default 8), `--no-perf`, `--no-build`.
+//! 10000), `--clients N` (default 8), `--io gso|batch|single` and `--burst
+//! N` (how the generator sends: default UDP GSO trains of 8 per client; see
+//! turn_load), `--no-perf`, `--no-build`.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -51,6 +53,9 @@ struct Opts {
     secs: f64,
     allocations: usize,
     clients: usize,
+    /// Passed to turn_load: `--io` and `--burst`.
+    io: String,
+    burst: usize,
     perf: bool,
     build: bool,
 }
@@ -60,6 +65,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         secs: 5.0,
         allocations: 10_000,
         clients: 8,
+        io: "gso".to_owned(),
+        burst: 8,
         perf: true,
         build: true,
     };
@@ -72,6 +79,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 o.allocations = value()?.parse().map_err(|_| "--allocations: a count")?
             }
             "--clients" => o.clients = value()?.parse().map_err(|_| "--clients: a count")?,
+            "--io" => o.io = value()?.clone(),
+            "--burst" => o.burst = value()?.parse().map_err(|_| "--burst: a count")?,
             "--no-perf" => o.perf = false,
             "--no-build" => o.build = false,
             other => return Err(format!("bench turn: unknown flag {other}")),
@@ -484,6 +493,8 @@ fn measure(env: &Env<'_>, o: &Opts, which: Which) -> Result<Figures, String> {
         .iter()
         .map(|s| (*s).to_owned())
         .chain(["--clients".to_owned(), o.clients.to_string()])
+        .chain(["--io".to_owned(), o.io.clone()])
+        .chain(["--burst".to_owned(), o.burst.to_string()])
         .collect()
     };
 
@@ -677,14 +688,17 @@ fn report(o: &Opts, ours: &Figures, theirs: Option<&Figures>, machine: &str) -> 
         "Loopback, one server at a time, the same `turn_load` run against each: {} clients \
          over UDP, ChannelData on one channel each to a peer socket of the generator, {} s per \
          row after 0.5 s of warm-up; only payloads that arrive inside the window are counted. \
-         `flood`: client to peer only, the generator sends as fast as it can. `echo`: the peer \
-         sends each datagram back, 32 in flight per client, both directions counted. Then, on \
+         `flood`: client to peer only, the generator sends as fast as it can, {} datagrams per \
+         client at a time. `echo`: the peer sends each datagram back, 32 in flight per client, \
+         both directions counted. The generator sends with `--io {}` (gso: UDP GSO trains, \
+         which the servers' sockets get as separate datagrams; batch: sendmmsg; single: one \
+         call per datagram) so that it costs little per datagram. Then, on \
          a fresh server, {} allocations (Allocate, 401, Allocate, each from its own client \
          address, 256 at a time) and VmRSS before and after. Packets per server \
          CPU-second: every packet relayed during the run over the server's user + system \
          CPU time (/proc/PID/stat, all threads), which depends less on how much of a shared \
          machine the server got than packets/s does.\n",
-        o.clients, o.secs, o.allocations
+        o.clients, o.secs, o.burst, o.io, o.allocations
     );
     let _ = writeln!(t, "Machine: {machine}.\n");
     let _ = writeln!(t, "| figure | p2p serve | coturn | p2p / coturn | target |");

@@ -4,8 +4,8 @@
 //! user (MD5 key, no PASSWORD-ALGORITHM, which both servers accept), and
 //! prints `key=value` lines on stdout for xtask to read. It is not a TURN
 //! client library (that is `p2p_turn::TurnClient`): it builds the few
-//! requests it needs with `p2p-stun` so that its own cost per packet is one
-//! system call and no allocation.
+//! requests it needs with `p2p-stun` so that its own cost per packet is at
+//! most one system call and no allocation.
 //!
 //! Modes:
 //!
@@ -18,7 +18,18 @@
 //!   server wraps it in ChannelData to the client), each client keeps
 //!   `--window` datagrams in flight and counts what comes back. Only
 //!   datagrams of the right size that carry the marker byte and arrive inside
-//!   the measurement window are counted.
+//!   the measurement window are counted. The generator must cost little per
+//!   datagram, or it, not the server, is what gets measured (on loopback a
+//!   sender pays for the delivery of what it sends). With `--io gso` (the
+//!   default on Linux when the kernel has UDP GSO) the flood sends
+//!   `--burst` datagrams per client at a time (round robin over the
+//!   clients) as one GSO train, each echo client sends back as many as one
+//!   read brought as one train, and the peer reads batches with `recvmmsg`
+//!   and echoes each run of datagrams to one relayed address as one train;
+//!   the server's sockets still get separate, ordinary datagrams (the
+//!   kernel cuts the trains on delivery). `--io batch` does the same with
+//!   `sendmmsg` (one datagram per message), `--io single` with one system
+//!   call per datagram.
 //! - `allocs`: create `--count` allocations as fast as possible, each from
 //!   its own client address (`--client-base` + 1 + i in 127.0.0.0/8, so no
 //!   5-tuple repeats), with at most `--concurrency` sockets open at once; a
@@ -32,12 +43,14 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use p2p_benches::mmsg;
 use p2p_stun::attr::{
     ChannelNumber, ErrorCode, Lifetime, Nonce, PasswordAlgorithm, Realm, RequestedTransport,
     Username, XorPeerAddress, XorRelayedAddress, PROTO_UDP,
@@ -58,6 +71,7 @@ const USAGE: &str = "\
 usage:
   turn_load relay  --server ADDR --user NAME:PASS [--clients N] [--payload BYTES]
                    [--secs S] [--warmup S] [--mode flood|echo] [--window N]
+                   [--io gso|batch|single] [--burst N]
   turn_load allocs --server ADDR --user NAME:PASS [--count N] [--concurrency N]
                    [--client-base IPV4]";
 
@@ -75,6 +89,21 @@ struct Opts {
     count: usize,
     concurrency: usize,
     client_base: Ipv4Addr,
+    /// How datagrams are sent and received (`--io`).
+    io: Io,
+    /// Datagrams per client per flood call (`--burst`).
+    burst: usize,
+}
+
+/// How the generator moves datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Io {
+    /// UDP GSO trains out, `recvmmsg` in.
+    Gso,
+    /// `sendmmsg` out, `recvmmsg` in.
+    Batch,
+    /// One system call per datagram.
+    Single,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -91,6 +120,12 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         count: 10_000,
         concurrency: 256,
         client_base: Ipv4Addr::new(127, 2, 0, 0),
+        io: if cfg!(target_os = "linux") {
+            Io::Gso
+        } else {
+            Io::Single
+        },
+        burst: 8,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -123,6 +158,15 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--count" => o.count = value()?.parse().map_err(|_| bad("a count"))?,
             "--concurrency" => o.concurrency = value()?.parse().map_err(|_| bad("a count"))?,
             "--client-base" => o.client_base = value()?.parse().map_err(|_| bad("an IPv4"))?,
+            "--io" => {
+                o.io = match value()?.as_str() {
+                    "gso" => Io::Gso,
+                    "batch" => Io::Batch,
+                    "single" => Io::Single,
+                    _ => return Err(bad("gso, batch or single")),
+                }
+            }
+            "--burst" => o.burst = value()?.parse().map_err(|_| bad("a count"))?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -133,11 +177,12 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         && (0.0..=60.0).contains(&o.warmup)
         && (1..=4096).contains(&o.window)
         && (1..=60_000).contains(&o.count)
-        && (1..=4096).contains(&o.concurrency);
+        && (1..=4096).contains(&o.concurrency)
+        && (1..=mmsg::BATCH).contains(&o.burst);
     if !sane {
         return Err(
             "out of range: clients 1-1024, payload 1-1400, secs 0-600, warmup 0-60, \
-                    window 1-4096, count 1-60000, concurrency 1-4096"
+                    window 1-4096, count 1-60000, concurrency 1-4096, burst 1-64"
                 .into(),
         );
     }
@@ -399,17 +444,19 @@ fn relay(o: &Opts) -> Result<(), String> {
     // The peer: counts what arrives (and echoes it back in echo mode).
     let peer_thread = {
         let stop = stop.clone();
+        let io = usable(o.io, &peer);
         let (payload_len, echo) = (o.payload, o.echo);
-        thread::spawn(move || peer_loop(&peer, payload_len, echo, w, &stop))
+        thread::spawn(move || peer_loop(&peer, payload_len, echo, io, w, &stop))
     };
 
     let (sent, returned, returned_all) = if o.echo {
         let mut threads = Vec::new();
         for c in &clients {
             let sock = c.sock.try_clone().map_err(|e| format!("clone: {e}"))?;
+            let io = usable(o.io, &sock);
             let (packet, window, payload_len) = (packet.clone(), o.window, o.payload);
             threads.push(thread::spawn(move || {
-                echo_client(&sock, &packet, payload_len, window, start, w)
+                echo_client(&sock, &packet, payload_len, window, io, start, w)
             }));
         }
         let (mut sent, mut back, mut all) = (0u64, 0u64, 0u64);
@@ -422,7 +469,9 @@ fn relay(o: &Opts) -> Result<(), String> {
         (sent, Some(back), all)
     } else {
         let socks: Vec<&UdpSocket> = clients.iter().map(|c| &c.sock).collect();
-        (flood(&socks, &packet, start, w), None, 0)
+        let io = usable(o.io, socks[0]);
+        let burst = if io == Io::Single { 1 } else { o.burst };
+        (flood(&socks, &packet, io, burst, start, w), None, 0)
     };
     // Let the last datagrams drain, then stop the peer.
     thread::sleep(Duration::from_millis(200));
@@ -466,55 +515,150 @@ struct PeerCount {
     echoed: u64,
 }
 
+/// `io`, or batches when the kernel has no UDP GSO.
+fn usable(io: Io, sock: &UdpSocket) -> Io {
+    match io {
+        Io::Gso if !mmsg::gso_available(sock.as_raw_fd()) => Io::Batch,
+        other => other,
+    }
+}
+
 /// Receive on the peer socket until `stop`, counting (and echoing in echo
 /// mode).
 fn peer_loop(
     peer: &UdpSocket,
     payload: usize,
     echo: bool,
+    mut io: Io,
     w: Window,
     stop: &AtomicBool,
 ) -> PeerCount {
     let _ = peer.set_read_timeout(Some(Duration::from_millis(20)));
-    let mut buf = [0u8; BUF];
-    let (mut counted, mut all, mut echoed) = (0u64, 0u64, 0u64);
+    let fd = peer.as_raw_fd();
+    let mut bufs = vec![[0u8; BUF]; mmsg::BATCH];
+    let mut lens = [0usize; mmsg::BATCH];
+    let mut froms = [SocketAddr::from(([0, 0, 0, 0], 0)); mmsg::BATCH];
+    let mut c = PeerCount {
+        counted: 0,
+        all: 0,
+        echoed: 0,
+    };
     while !stop.load(Ordering::Relaxed) {
-        match peer.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                if n == payload && buf[0] == MARK {
-                    all += 1;
-                    if w.contains(Instant::now()) {
-                        counted += 1;
-                    }
-                }
-                if echo && peer.send_to(&buf[..n], from).is_ok() {
-                    echoed += 1;
+        let got = if io == Io::Single {
+            peer.recv_from(&mut bufs[0]).map(|(n, from)| {
+                lens[0] = n;
+                froms[0] = from;
+                1
+            })
+        } else {
+            mmsg::recv(fd, &mut bufs, &mut lens, Some(&mut froms))
+        };
+        let n = match got {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                io = Io::Single;
+                continue;
+            }
+            Err(e) if timed_out(&e) => continue,
+            Err(_) => {
+                thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+        };
+        let now = Instant::now();
+        for i in 0..n {
+            if lens[i] == payload && bufs[i][0] == MARK {
+                c.all += 1;
+                if w.contains(now) {
+                    c.counted += 1;
                 }
             }
-            Err(e) if timed_out(&e) => {}
-            Err(_) => thread::sleep(Duration::from_millis(1)),
+        }
+        if echo {
+            let msgs: [&[u8]; mmsg::BATCH] =
+                std::array::from_fn(|i| if i < n { &bufs[i][..lens[i]] } else { &[][..] });
+            c.echoed += send_all(peer, &mut io, &msgs[..n], Some(&froms[..n]));
         }
     }
-    PeerCount {
-        counted,
-        all,
-        echoed,
-    }
+    c
 }
 
-/// Send `packet` round robin on every socket from `start` to the end of the
-/// window. Returns how many sends succeeded.
-fn flood(socks: &[&UdpSocket], packet: &[u8], start: Instant, w: Window) -> u64 {
+/// Send `msgs[i]` (to `dests[i]`, or on the connected socket): runs to one
+/// destination as GSO trains, or in `sendmmsg` batches, or one by one.
+/// Returns how many went. A failed train makes `io` fall back to batches.
+fn send_all(sock: &UdpSocket, io: &mut Io, msgs: &[&[u8]], dests: Option<&[SocketAddr]>) -> u64 {
+    let n = msgs.len().min(dests.map_or(usize::MAX, <[_]>::len));
+    let fd = sock.as_raw_fd();
+    let mut sent = 0u64;
+    let mut at = 0;
+    while at < n {
+        match *io {
+            Io::Gso => {
+                // The run from `at`: one destination, equal lengths (the
+                // last may be shorter), within the train limits.
+                let seg = msgs[at].len();
+                let mut end = at + 1;
+                while end < n
+                    && end - at < mmsg::TRAIN_MAX_SEGS
+                    && (end - at + 1) * seg <= mmsg::TRAIN_MAX_BYTES
+                    && dests.is_none_or(|d| d[end] == d[at])
+                    && msgs[end].len() <= seg
+                    && msgs[end - 1].len() == seg
+                {
+                    end += 1;
+                }
+                match mmsg::send_train(fd, &msgs[at..end], dests.map(|d| d[at])) {
+                    Ok(()) => {
+                        sent += (end - at) as u64;
+                        at = end;
+                    }
+                    Err(_) => *io = Io::Batch,
+                }
+            }
+            Io::Batch => match mmsg::send(fd, &msgs[at..n], dests.map(|d| &d[at..n])) {
+                Ok(k) => {
+                    sent += k as u64;
+                    at += k.max(1);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => *io = Io::Single,
+                // The first one failed: skip it.
+                Err(_) => at += 1,
+            },
+            Io::Single => {
+                let r = match dests {
+                    Some(d) => sock.send_to(msgs[at], d[at]),
+                    None => sock.send(msgs[at]),
+                };
+                if r.is_ok() {
+                    sent += 1;
+                }
+                at += 1;
+            }
+        }
+    }
+    sent
+}
+
+/// Send `packet` round robin on every socket, `burst` at a time per socket,
+/// from `start` to the end of the window. Returns how many sends succeeded.
+fn flood(
+    socks: &[&UdpSocket],
+    packet: &[u8],
+    mut io: Io,
+    burst: usize,
+    start: Instant,
+    w: Window,
+) -> u64 {
     while Instant::now() < start {
         thread::sleep(Duration::from_millis(1));
     }
+    let msgs: [&[u8]; mmsg::BATCH] = [packet; mmsg::BATCH];
+    let burst = burst.clamp(1, mmsg::BATCH);
     let mut sent = 0u64;
     'send: loop {
         for _ in 0..16 {
             for s in socks {
-                if s.send(packet).is_ok() {
-                    sent += 1;
-                }
+                sent += send_all(s, &mut io, &msgs[..burst], None);
             }
         }
         if Instant::now() >= w.to {
@@ -525,13 +669,15 @@ fn flood(socks: &[&UdpSocket], packet: &[u8], start: Instant, w: Window) -> u64 
 }
 
 /// One echo client: `window` datagrams in flight, one more sent per one
-/// that comes back; after 20 ms of silence, assume the window lost and send
-/// it again. Returns (sent, came back inside the window, came back at all).
+/// that comes back (as many at once as one read brought); after 20 ms of
+/// silence, assume the window lost and send it again. Returns (sent, came
+/// back inside the window, came back at all).
 fn echo_client(
     sock: &UdpSocket,
     packet: &[u8],
     payload: usize,
     window: usize,
+    mut io: Io,
     start: Instant,
     w: Window,
 ) -> (u64, u64, u64) {
@@ -539,16 +685,20 @@ fn echo_client(
     while Instant::now() < start {
         thread::sleep(Duration::from_millis(1));
     }
-    let mut buf = [0u8; BUF];
+    let fd = sock.as_raw_fd();
+    let mut bufs = vec![[0u8; BUF]; mmsg::BATCH];
+    let mut lens = [0usize; mmsg::BATCH];
+    let out: [&[u8]; mmsg::BATCH] = [packet; mmsg::BATCH];
     let (mut sent, mut back, mut all) = (0u64, 0u64, 0u64);
-    let burst = |sent: &mut u64| {
-        for _ in 0..window {
-            if sock.send(packet).is_ok() {
-                *sent += 1;
-            }
+    let burst = |sent: &mut u64, io: &mut Io| {
+        let mut left = window;
+        while left > 0 {
+            let k = left.min(mmsg::BATCH);
+            *sent += send_all(sock, io, &out[..k], None);
+            left -= k;
         }
     };
-    burst(&mut sent);
+    burst(&mut sent, &mut io);
     let ch = CHANNEL.to_be_bytes();
     let len = u16::try_from(payload).unwrap_or(u16::MAX).to_be_bytes();
     loop {
@@ -556,24 +706,35 @@ fn echo_client(
         if now >= w.to {
             break;
         }
-        match sock.recv(&mut buf) {
+        let got = if io == Io::Single {
+            sock.recv(&mut bufs[0]).map(|n| {
+                lens[0] = n;
+                1
+            })
+        } else {
+            mmsg::recv(fd, &mut bufs, &mut lens, None)
+        };
+        match got {
             Ok(n) => {
-                let ours = n > 4
-                    && n >= 4 + payload
-                    && buf[0..2] == ch
-                    && buf[2..4] == len
-                    && buf[4] == MARK;
-                if ours {
-                    all += 1;
-                    if w.contains(Instant::now()) {
-                        back += 1;
+                let now = Instant::now();
+                for i in 0..n {
+                    let b = &bufs[i];
+                    let ours = lens[i] > 4
+                        && lens[i] >= 4 + payload
+                        && b[0..2] == ch
+                        && b[2..4] == len
+                        && b[4] == MARK;
+                    if ours {
+                        all += 1;
+                        if w.contains(now) {
+                            back += 1;
+                        }
                     }
                 }
-                if sock.send(packet).is_ok() {
-                    sent += 1;
-                }
+                sent += send_all(sock, &mut io, &out[..n], None);
             }
-            Err(e) if timed_out(&e) => burst(&mut sent),
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => io = Io::Single,
+            Err(e) if timed_out(&e) => burst(&mut sent, &mut io),
             Err(_) => thread::sleep(Duration::from_millis(1)),
         }
     }

@@ -440,6 +440,136 @@ pub(crate) fn send_gso(
     Ok(sent as usize)
 }
 
+/// Most segments in one relayed train ([`send_train`]).
+pub(crate) const TRAIN_MAX_SEGS: usize = GSO_MAX_SEGS;
+/// Most payload bytes in one relayed train.
+pub(crate) const TRAIN_MAX_BYTES: usize = GSO_MAX_BYTES;
+/// Longest relayed datagram sent in a train: 1500-byte Ethernet MTU less the
+/// IPv6 and UDP headers. A route with a smaller MTU refuses the train
+/// (EINVAL) and the caller sends its datagrams one by one.
+pub(crate) const TRAIN_MAX_SEG_LEN: usize = 1452;
+
+/// Send `segs` to `to` with one `sendmsg`: with more than one segment, as a
+/// UDP GSO train (`UDP_SEGMENT` of the first segment's length; all but the
+/// last must be that long, the last may be shorter), which the receiver
+/// gets as separate datagrams. Only call with several segments after
+/// [`gso_enabled`] said yes. At most [`TRAIN_MAX_SEGS`] segments.
+#[cfg(target_os = "linux")]
+pub(crate) fn send_train(fd: RawFd, segs: &[&[u8]], to: SocketAddr) -> io::Result<()> {
+    let n = segs.len();
+    if n == 0 || n > TRAIN_MAX_SEGS {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    let addr = socket2::SockAddr::from(to);
+    // SAFETY: plain C structs, all-zero is valid.
+    let mut iovs: [libc::iovec; TRAIN_MAX_SEGS] = unsafe { std::mem::zeroed() };
+    for (iov, seg) in iovs.iter_mut().zip(segs) {
+        iov.iov_base = seg.as_ptr() as *mut libc::c_void;
+        iov.iov_len = seg.len();
+    }
+    type Ctrl = [u64; 4];
+    // SAFETY: CMSG_SPACE only does arithmetic on its argument.
+    const CTRL_LEN: usize = unsafe { libc::CMSG_SPACE(2) } as usize;
+    const _: () = assert!(CTRL_LEN <= std::mem::size_of::<Ctrl>());
+    let mut ctrl: Ctrl = [0; 4];
+    // SAFETY: a plain C struct, all-zero is valid.
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_name = addr.as_ptr() as *mut libc::c_void;
+    h.msg_namelen = addr.len();
+    h.msg_iov = iovs.as_mut_ptr();
+    h.msg_iovlen = n as _;
+    if n > 1 {
+        let seg = u16::try_from(segs[0].len())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        h.msg_control = ctrl.as_mut_ptr().cast();
+        h.msg_controllen = CTRL_LEN as _;
+        // SAFETY: `h` points at `ctrl`, CTRL_LEN ≤ its size, so
+        // CMSG_FIRSTHDR returns its start (u64-aligned) and CMSG_DATA the 2
+        // bytes after the header, inside it; write_unaligned for the u16.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&h);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = libc::UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
+        }
+    }
+    // SAFETY: `h` points into `addr`, `iovs` (whose first `n` entries cover
+    // the caller's slices) and `ctrl`, all alive for the call; sendmsg only
+    // reads through them. MSG_DONTWAIT keeps it non-blocking.
+    let r = unsafe { libc::sendmsg(fd, &h, libc::MSG_DONTWAIT) };
+    if r < 0 {
+        return Err(map_err(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Receive up to `meta.len()` (at most [`BATCH`]) datagrams into slots of
+/// `buf`: slot `k` is `buf[k * stride + head..(k + 1) * stride]` (the first
+/// `head` bytes of each slot are left for the caller to write a header
+/// into). Returns how many; `meta[k].len` counts from the slot's `head`.
+#[cfg(target_os = "linux")]
+pub(crate) fn recv_slots(
+    fd: RawFd,
+    buf: &mut [u8],
+    stride: usize,
+    head: usize,
+    meta: &mut [RecvMeta],
+) -> io::Result<usize> {
+    if head >= stride {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    let n = meta.len().min(BATCH).min(buf.len() / stride);
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: plain C structs, all-zero is valid.
+    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut names: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for (k, slot) in buf.chunks_exact_mut(stride).take(n).enumerate() {
+        let data = &mut slot[head..];
+        iovs[k].iov_base = data.as_mut_ptr().cast();
+        iovs[k].iov_len = data.len();
+        hdrs[k].msg_hdr.msg_name = (&mut names[k] as *mut libc::sockaddr_storage).cast();
+        hdrs[k].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
+        hdrs[k].msg_hdr.msg_iov = &mut iovs[k];
+        hdrs[k].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: `hdrs[..n]` point into `iovs`, `names` and the disjoint slots
+    // of `buf`, all alive for the call; the kernel writes at most `iov_len`
+    // bytes into each slot and `msg_namelen` into each name.
+    let got = unsafe {
+        libc::recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if got < 0 {
+        return Err(map_err(io::Error::last_os_error()));
+    }
+    let got = got as usize;
+    for k in 0..got {
+        let h = &hdrs[k];
+        // SAFETY: the kernel filled `names[k]` and set its length; a
+        // sockaddr_storage is large enough for any address family.
+        let addr = unsafe { socket2::SockAddr::new(names[k], h.msg_hdr.msg_namelen) };
+        meta[k] = RecvMeta {
+            len: (h.msg_len as usize).min(stride - head),
+            from: addr
+                .as_socket()
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+        };
+    }
+    Ok(got)
+}
+
 /// ENOSYS and friends become `Unsupported`: the caller then stops batching.
 #[cfg(target_os = "linux")]
 fn map_err(e: io::Error) -> io::Error {
@@ -466,6 +596,24 @@ pub(crate) fn send_batch(
     _bufs: &[[u8; BUF]],
     _lens: &[usize],
     _dests: &[SocketAddr],
+) -> io::Result<usize> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// No UDP GSO nor batched receive here.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn send_train(_fd: RawFd, _segs: &[&[u8]], _to: SocketAddr) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// No batched receive here.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn recv_slots(
+    _fd: RawFd,
+    _buf: &mut [u8],
+    _stride: usize,
+    _head: usize,
+    _meta: &mut [RecvMeta],
 ) -> io::Result<usize> {
     Err(io::ErrorKind::Unsupported.into())
 }

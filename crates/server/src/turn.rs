@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::config::{Config, ConfigError, TurnConfig};
-use crate::fastpath::{FastPath, FastTraffic, TrafficSnapshot};
+use crate::fastpath::{FastPath, FastTraffic, Hit, TrafficSnapshot};
 use crate::sys;
 
 /// Depth of the queue into the TURN task (packets beyond are dropped, as a
@@ -178,17 +178,15 @@ pub(crate) struct TurnHandle {
 }
 
 impl TurnHandle {
-    /// Relay a UDP datagram from a listening socket on the fast path when
-    /// a route covers it, else hand it over (dropped when the queue is
-    /// full). False when it was dropped.
+    /// The relay fast path, when on: the UDP workers stage ChannelData
+    /// there before handing anything over.
+    pub(crate) fn fast(&self) -> Option<&FastPath> {
+        self.fast.as_deref()
+    }
+
+    /// Hand a UDP datagram from a listening socket over (dropped when the
+    /// queue is full). False when it was dropped.
     pub(crate) fn udp(&self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) -> bool {
-        if let Some(f) = &self.fast {
-            if bytes.first().is_some_and(|b| b & 0xC0 == 0x40)
-                && f.relay_from_client(local, remote, bytes, Instant::now())
-            {
-                return true;
-            }
-        }
         self.tx
             .try_send(Inbound::Packet {
                 transport: Transport::Udp,
@@ -611,34 +609,101 @@ impl RelayAllocator for DaemonRelays {
     }
 }
 
-thread_local! {
-    /// The receive buffer of the relayed sockets' readers on this thread:
-    /// one per thread rather than 64 KiB per relayed address. It is only
-    /// borrowed between two awaits.
-    static RELAY_RX: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+/// A relayed socket reader's buffers, one set per thread (borrowed only
+/// between two awaits): [`BATCH`](sys::BATCH) slots of 4 bytes of room for
+/// a ChannelData header and [`RELAY_BUF`] of datagram. The pages of a slot
+/// are touched only as far as datagrams fill them.
+struct RelayRx {
+    buf: Vec<u8>,
+    meta: Vec<sys::RecvMeta>,
+    hits: Vec<Hit>,
+    /// Cleared when the system has no `recvmmsg`.
+    batched: bool,
 }
 
-/// Read one datagram from a readable relayed socket; relay it on the fast
-/// path when a route covers it (`None`), else return it in a pooled buffer.
-fn relay_recv(
+const RELAY_STRIDE: usize = 4 + RELAY_BUF;
+
+thread_local! {
+    static RELAY_RX: std::cell::RefCell<RelayRx> = std::cell::RefCell::new(RelayRx {
+        buf: vec![0; sys::BATCH * RELAY_STRIDE],
+        meta: vec![sys::RecvMeta::default(); sys::BATCH],
+        hits: Vec::with_capacity(sys::BATCH),
+        batched: true,
+    });
+}
+
+/// Read what a readable relayed socket holds (up to a batch): datagrams
+/// with a fast-path route go straight to their client, the rest to the
+/// TURN task in pooled buffers. Returns `Err(WouldBlock)` when nothing was
+/// there, and whether the TURN task is gone.
+fn relay_batch(
     sock: &UdpSocket,
     advertised: SocketAddr,
+    tx: &mpsc::Sender<Inbound>,
     pool: &BufPool,
     fast: Option<&FastPath>,
-) -> io::Result<Option<(Vec<u8>, SocketAddr)>> {
+) -> io::Result<bool> {
     RELAY_RX.with(|rx| {
         let mut rx = rx.borrow_mut();
-        if rx.len() < RELAY_BUF + 4 {
-            rx.resize(RELAY_BUF + 4, 0);
-        }
-        // Room for a ChannelData header in front.
-        let (n, from) = sock.try_recv_from(&mut rx[4..])?;
-        if let Some(f) = fast {
-            if f.relay_from_peer(advertised, from, &mut rx, n, Instant::now()) {
-                return Ok(None);
+        let rx = &mut *rx;
+        let got = if rx.batched {
+            let fd = sock.as_raw_fd();
+            match sock.try_io(Interest::READABLE, || {
+                sys::recv_slots(fd, &mut rx.buf, RELAY_STRIDE, 4, &mut rx.meta)
+            }) {
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                    rx.batched = false;
+                    return Ok(false);
+                }
+                r => r?,
+            }
+        } else {
+            let (n, from) = sock.try_recv_from(&mut rx.buf[4..RELAY_STRIDE])?;
+            rx.meta[0] = sys::RecvMeta {
+                len: n,
+                from,
+                truncated: false,
+            };
+            1
+        };
+        let now = Instant::now();
+        let mut closed = false;
+        for k in 0..got {
+            let m = rx.meta[k];
+            if m.truncated {
+                continue;
+            }
+            let slot = &mut rx.buf[k * RELAY_STRIDE..(k + 1) * RELAY_STRIDE];
+            if let Some(f) = fast {
+                if f.stage_from_peer(advertised, m.from, slot, m.len, k, now, &mut rx.hits) {
+                    continue;
+                }
+            }
+            let p = Inbound::Packet {
+                transport: Transport::Udp,
+                local: advertised,
+                remote: m.from,
+                bytes: pool.copy_of(&slot[4..4 + m.len]),
+                conn: None,
+            };
+            match tx.try_send(p) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(p)) => {
+                    if let Inbound::Packet { bytes, .. } = p {
+                        pool.give(bytes);
+                    }
+                    tracing::trace!(%advertised, "turn queue full: peer datagram dropped");
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
             }
         }
-        Ok(Some((pool.copy_of(&rx[4..4 + n]), from)))
+        if let Some(f) = fast {
+            let buf = &rx.buf;
+            f.send_staged(&mut rx.hits, |k| {
+                &buf[k * RELAY_STRIDE..(k + 1) * RELAY_STRIDE]
+            });
+        }
+        Ok(closed)
     })
 }
 
@@ -655,27 +720,9 @@ async fn relay_reader(
             tokio::task::yield_now().await;
             continue;
         }
-        match relay_recv(&sock, advertised, &pool, fast.as_deref()) {
-            Ok(None) => {}
-            Ok(Some((bytes, from))) => {
-                let p = Inbound::Packet {
-                    transport: Transport::Udp,
-                    local: advertised,
-                    remote: from,
-                    bytes,
-                    conn: None,
-                };
-                match tx.try_send(p) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(p)) => {
-                        if let Inbound::Packet { bytes, .. } = p {
-                            pool.give(bytes);
-                        }
-                        tracing::trace!(%advertised, "turn queue full: peer datagram dropped");
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                }
-            }
+        match relay_batch(&sock, advertised, &tx, &pool, fast.as_deref()) {
+            Ok(false) => {}
+            Ok(true) => return,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 tracing::debug!(%advertised, "relay recv: {e}");

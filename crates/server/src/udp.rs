@@ -57,6 +57,8 @@ struct Bufs {
     tx_to: Vec<SocketAddr>,
     /// The answers of a batch grouped by client for UDP GSO.
     gso: sys::GsoPlan,
+    /// ChannelData of the batch staged on the TURN relay fast path.
+    hits: Vec<crate::fastpath::Hit>,
 }
 
 impl Worker {
@@ -70,6 +72,7 @@ impl Worker {
             tx_len: vec![0; BATCH],
             tx_to: vec![unspecified; BATCH],
             gso: sys::GsoPlan::new(),
+            hits: Vec::with_capacity(BATCH),
         };
         let mut batched = true;
         loop {
@@ -138,6 +141,8 @@ impl Worker {
     async fn handle(&self, sock: &UdpSocket, b: &mut Bufs, got: usize, batched: bool) {
         let shard = self.counters.shard(self.shard);
         let mut queued = 0;
+        let fast = self.turn.as_ref().and_then(|t| t.fast());
+        let mut now = None;
         for i in 0..got {
             let m = b.meta[i];
             if m.truncated {
@@ -147,6 +152,13 @@ impl Worker {
             if let Some(t) = &self.turn {
                 let pkt = &b.rx[i][..m.len];
                 if crate::turn::wants(pkt) {
+                    // ChannelData with a route: relayed from here.
+                    if let Some(f) = fast.filter(|_| pkt[0] & 0xC0 == 0x40) {
+                        let now = *now.get_or_insert_with(std::time::Instant::now);
+                        if f.stage_from_client(self.local, m.from, pkt, i, now, &mut b.hits) {
+                            continue;
+                        }
+                    }
                     if !t.udp(self.local, m.from, pkt) {
                         shard.send_error(1);
                     }
@@ -187,6 +199,10 @@ impl Worker {
                     shard.send_error(1);
                 }
             }
+        }
+        if let Some(f) = fast {
+            let rx = &b.rx;
+            f.send_staged(&mut b.hits, |i| &rx[i][..]);
         }
         self.flush(sock, b, queued, batched).await;
     }
