@@ -49,6 +49,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use p2p_benches::mmsg;
 use p2p_stun::attr::XorMappedAddress;
 use p2p_stun::{Message, MessageBuilder, MessageClass, MessageType, Method, TransactionId};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -172,7 +173,7 @@ fn load(args: &[String]) -> Result<(), String> {
     if secs.is_zero() {
         return Err("--secs must be more than 0".into());
     }
-    let io = if io == Io::Batch && !mmsg::AVAILABLE {
+    let io = if io == Io::Batch && !cfg!(target_os = "linux") {
         eprintln!("stun_load: no recvmmsg/sendmmsg here: one datagram per call");
         Io::Single
     } else {
@@ -376,7 +377,12 @@ fn drive(
         let mut done = 0;
         while done < want {
             let r = match io {
-                Io::Batch => mmsg::send(fd, &tx[done..want]),
+                Io::Batch => {
+                    let k = (want - done).min(mmsg::BATCH);
+                    let msgs: [&[u8]; mmsg::BATCH] =
+                        std::array::from_fn(|i| tx.get(done + i).map_or(&[][..], |b| &b[..]));
+                    mmsg::send(fd, &msgs[..k], None)
+                }
                 Io::Single => sock.send(&tx[done]).map(|_| 1),
             };
             match r {
@@ -394,7 +400,7 @@ fn drive(
         t.sent += want as u64;
         // Take what has come (blocking for the first, up to QUIET).
         let got = match io {
-            Io::Batch => mmsg::recv(fd, &mut rx, &mut lens),
+            Io::Batch => mmsg::recv(fd, &mut rx, &mut lens, None),
             Io::Single => sock.recv(&mut rx[0]).map(|n| {
                 lens[0] = n;
                 1
@@ -543,117 +549,6 @@ fn probe(args: &[String]) -> Result<(), String> {
         }
     }
     Err(format!("no answer from {server} within {timeout:?}"))
-}
-
-// ------------------------------------------------------------------ mmsg
-
-/// `sendmmsg(2)`/`recvmmsg(2)` on a connected socket (no addresses). The
-/// only unsafe code of this binary.
-#[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
-mod mmsg {
-    use std::io;
-    use std::os::fd::RawFd;
-
-    use super::{RBUF, REQ};
-
-    /// Datagrams per call at most.
-    pub(crate) const BATCH: usize = 64;
-    /// Batched calls exist here.
-    pub(crate) const AVAILABLE: bool = true;
-
-    /// Send every buffer of `bufs` (at most [`BATCH`]); returns how many the
-    /// kernel took, from the first.
-    pub(crate) fn send(fd: RawFd, bufs: &[[u8; REQ]]) -> io::Result<usize> {
-        let n = bufs.len().min(BATCH);
-        if n == 0 {
-            return Ok(0);
-        }
-        // SAFETY: iovec and mmsghdr are plain C structs for which all-zero
-        // bytes are a valid value.
-        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..n {
-            iovs[i].iov_base = bufs[i].as_ptr() as *mut libc::c_void;
-            iovs[i].iov_len = REQ;
-            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-            hdrs[i].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: `hdrs[..n]` point into `iovs` and `bufs`, which outlive the
-        // call; sendmmsg only reads through them; no address (the socket is
-        // connected).
-        let sent = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(sent as usize)
-    }
-
-    /// Receive up to `bufs.len()` (at most [`BATCH`]) datagrams, blocking
-    /// for the first only (up to the socket's read timeout); their lengths
-    /// go to `lens`.
-    pub(crate) fn recv(
-        fd: RawFd,
-        bufs: &mut [[u8; RBUF]],
-        lens: &mut [usize; BATCH],
-    ) -> io::Result<usize> {
-        let n = bufs.len().min(BATCH);
-        // SAFETY: plain C structs, all-zero is valid.
-        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-        for i in 0..n {
-            iovs[i].iov_base = bufs[i].as_mut_ptr().cast();
-            iovs[i].iov_len = RBUF;
-            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-            hdrs[i].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: `hdrs[..n]` point into `iovs` and `bufs`, which outlive the
-        // call and which we borrow mutably; each iovec covers exactly one
-        // RBUF-byte buffer; no address is asked for (msg_name is null).
-        let got = unsafe {
-            libc::recvmmsg(
-                fd,
-                hdrs.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
-        };
-        if got < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let got = got as usize;
-        for i in 0..got {
-            lens[i] = (hdrs[i].msg_len as usize).min(RBUF);
-        }
-        Ok(got)
-    }
-}
-
-/// No batched calls here: `load` falls back to `--io single`.
-#[cfg(not(target_os = "linux"))]
-mod mmsg {
-    use std::io;
-    use std::os::fd::RawFd;
-
-    use super::{RBUF, REQ};
-
-    pub(crate) const BATCH: usize = 64;
-    pub(crate) const AVAILABLE: bool = false;
-
-    pub(crate) fn send(_fd: RawFd, _bufs: &[[u8; REQ]]) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-
-    pub(crate) fn recv(
-        _fd: RawFd,
-        _bufs: &mut [[u8; RBUF]],
-        _lens: &mut [usize; BATCH],
-    ) -> io::Result<usize> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
 }
 
 #[cfg(test)]
