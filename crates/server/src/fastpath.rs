@@ -84,6 +84,75 @@ impl std::ops::AddAssign for TrafficSnapshot {
     }
 }
 
+/// The meter of one RFC 6062 allocation's TCP relays (the bytes spliced
+/// between client data connections and peer connections flow in the
+/// daemon, not through the TURN server): what they relayed, and the
+/// allocation's bandwidth cap (`--max-bps`), shared by all its connections.
+/// A "packet" of a TCP relay is one chunk read and written.
+#[derive(Debug)]
+pub(crate) struct TcpMeter {
+    pub(crate) traffic: Arc<FastTraffic>,
+    cap: Option<std::sync::Mutex<Bucket>>,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TcpMeter {
+    /// A meter counting into `traffic`, capped at `cap` (bytes per second
+    /// and burst) when given.
+    pub(crate) fn new(traffic: Arc<FastTraffic>, cap: Option<(u64, u64)>, now: Instant) -> Self {
+        TcpMeter {
+            traffic,
+            cap: cap.filter(|(rate, _)| *rate > 0).map(|(rate, burst)| {
+                std::sync::Mutex::new(Bucket {
+                    rate: rate as f64,
+                    burst: burst.max(1) as f64,
+                    tokens: burst.max(1) as f64,
+                    last: now,
+                })
+            }),
+        }
+    }
+
+    /// Take `n` bytes from the cap: how long to wait before they may go
+    /// (zero without a cap or with tokens left). The debt is kept, so a
+    /// stream is held to the rate on average.
+    pub(crate) fn take(&self, n: usize, now: Instant) -> std::time::Duration {
+        let Some(cap) = &self.cap else {
+            return std::time::Duration::ZERO;
+        };
+        let Ok(mut b) = cap.lock() else {
+            return std::time::Duration::ZERO;
+        };
+        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+        b.last = b.last.max(now);
+        b.tokens = (b.tokens + elapsed * b.rate).min(b.burst) - n as f64;
+        if b.tokens >= 0.0 {
+            std::time::Duration::ZERO
+        } else {
+            std::time::Duration::from_secs_f64(-b.tokens / b.rate)
+        }
+    }
+
+    /// Count `n` bytes relayed, towards the peer or the client.
+    pub(crate) fn count(&self, to_peer: bool, n: usize) {
+        let t = &self.traffic;
+        let (p, b) = if to_peer {
+            (&t.packets_to_peer, &t.bytes_to_peer)
+        } else {
+            (&t.packets_to_client, &t.bytes_to_client)
+        };
+        p.fetch_add(1, Ordering::Relaxed);
+        b.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
 struct ToPeer {
     /// The relayed socket.
     sock: Arc<UdpSocket>,
@@ -581,6 +650,36 @@ mod tests {
         assert_eq!(from_client(&s, c, &[chan(0x4001, b"gone")], now), [false]);
         assert_eq!(from_peer(&s, s.route.peer, &[b"gone"], now), [false]);
         assert_eq!(s.fast.send_errors(), 0);
+    }
+
+    #[test]
+    fn the_tcp_meter_counts_and_holds_a_stream_to_its_cap() {
+        let t0 = Instant::now();
+        let traffic = Arc::new(FastTraffic::default());
+        let free = TcpMeter::new(traffic.clone(), None, t0);
+        assert_eq!(free.take(1 << 30, t0), Duration::ZERO);
+        // 1000 bytes/s, a burst of 4096: the burst passes at once, then
+        // every byte waits its turn, debt included.
+        let capped = TcpMeter::new(traffic.clone(), Some((1000, 4096)), t0);
+        assert_eq!(capped.take(4096, t0), Duration::ZERO);
+        assert_eq!(capped.take(500, t0), Duration::from_millis(500));
+        assert_eq!(capped.take(500, t0), Duration::from_millis(1000));
+        // Two seconds later the debt is paid and 1000 bytes are back.
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(capped.take(1000, later), Duration::ZERO);
+        assert_eq!(capped.take(1, later), Duration::from_millis(1));
+        capped.count(true, 300);
+        capped.count(false, 20);
+        free.count(true, 1);
+        assert_eq!(
+            traffic.snapshot(),
+            TrafficSnapshot {
+                packets_to_peer: 2,
+                bytes_to_peer: 301,
+                packets_to_client: 1,
+                bytes_to_client: 20,
+            }
+        );
     }
 
     #[tokio::test]

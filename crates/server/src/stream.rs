@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::counters::Counters;
+use crate::fastpath::TcpMeter;
 use crate::responder::{answer, Answer, Ctx, Dropped, Transport};
 use crate::turn::ConnOut;
 
@@ -25,6 +26,8 @@ const MAX_FRAME: usize = 4096;
 /// 64 KiB datagram.
 const MAX_TURN_FRAME: usize = 65536 + 512;
 /// How long a TLS handshake may take.
+/// Bytes read at a time on each side of an RFC 6062 relay.
+const SPLICE_BUF: usize = 16 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every connection shares.
@@ -101,23 +104,59 @@ fn frame_type(frame: &[u8]) -> Option<MessageType> {
 }
 
 /// Relay raw bytes between an RFC 6062 client data connection and its peer
-/// connection (after writing what the client sent early) until either
-/// closes or `kill` fires.
+/// connection (after writing what the client sent early) until both
+/// directions have ended, either fails, or `kill` fires. Every chunk is
+/// counted on `meter` and waits for the allocation's bandwidth cap.
 async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     early: &[u8],
     mut peer: TcpStream,
     kill: oneshot::Receiver<()>,
+    meter: Arc<TcpMeter>,
 ) -> io::Result<()> {
     let run = async {
-        peer.write_all(early).await?;
-        let (up, down) = tokio::io::copy_bidirectional(s, &mut peer).await?;
-        tracing::debug!(up, down, "turn tcp relay closed");
+        if !early.is_empty() {
+            pace(&meter, early.len()).await;
+            peer.write_all(early).await?;
+            meter.count(true, early.len());
+        }
+        let (cr, cw) = tokio::io::split(s);
+        let (pr, pw) = peer.split();
+        tokio::try_join!(pump(cr, pw, &meter, true), pump(pr, cw, &meter, false))?;
+        tracing::debug!("turn tcp relay closed");
         Ok(())
     };
     tokio::select! {
         r = run => r,
         _ = kill => Ok(()),
+    }
+}
+
+/// Wait until the meter lets `n` bytes go.
+async fn pace(meter: &TcpMeter, n: usize) {
+    let wait = meter.take(n, std::time::Instant::now());
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Copy one direction of a splice until end of stream, then shut the
+/// other side's writing half.
+async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut r: R,
+    mut w: W,
+    meter: &TcpMeter,
+    to_peer: bool,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; SPLICE_BUF];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return w.shutdown().await;
+        }
+        pace(meter, n).await;
+        w.write_all(&buf[..n]).await?;
+        meter.count(to_peer, n);
     }
 }
 
@@ -174,8 +213,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     awaiting_bind = false;
                     0
                 }
-                ConnOut::Splice { peer, kill } => {
-                    break splice(&mut s, &buf[..filled], peer, kill).await;
+                ConnOut::Splice { peer, kill, meter } => {
+                    break splice(&mut s, &buf[..filled], peer, kill, meter).await;
                 }
             },
             () = tokio::time::sleep(idle), if awaiting_bind => {

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::config::{Config, ConfigError, TurnConfig};
-use crate::fastpath::{FastPath, FastTraffic, Hit, TrafficSnapshot};
+use crate::fastpath::{FastPath, FastTraffic, Hit, TcpMeter, TrafficSnapshot};
 use crate::sys;
 
 /// Depth of the queue into the TURN task (packets beyond are dropped, as a
@@ -64,6 +64,8 @@ pub(crate) enum ConnOut {
     Splice {
         peer: TcpStream,
         kill: oneshot::Receiver<()>,
+        /// The allocation's traffic and bandwidth cap.
+        meter: Arc<TcpMeter>,
     },
 }
 
@@ -974,7 +976,8 @@ pub(crate) fn spawn(
         batch: SendBatch::new(),
         fast: fast.clone(),
         fast_traffic: HashMap::new(),
-        fast_retired: TrafficSnapshot::default(),
+        tcp_meters: HashMap::new(),
+        fast_retired: [TrafficSnapshot::default(); 3],
     };
     tasks.spawn(task.run(rx));
     TurnHandle { tx, pool, fast }
@@ -1008,11 +1011,14 @@ struct TurnTask {
     batch: Box<SendBatch>,
     /// The relay fast path, when on.
     fast: Option<Arc<FastPath>>,
-    /// What each UDP allocation with a published route relayed on the
-    /// fast path.
+    /// What allocations relayed outside the TURN server: UDP ones on the
+    /// fast path, RFC 6062 ones over their spliced TCP connections.
     fast_traffic: HashMap<FiveTuple, Arc<FastTraffic>>,
-    /// Fast-path traffic of allocations that ended.
-    fast_retired: TrafficSnapshot,
+    /// The RFC 6062 allocations' meters (traffic and bandwidth cap).
+    tcp_meters: HashMap<FiveTuple, Arc<TcpMeter>>,
+    /// Such traffic of allocations that ended, by client transport
+    /// ([`transport_index`]).
+    fast_retired: [TrafficSnapshot; 3],
 }
 
 /// Up to [`sys::BATCH`] datagrams for one `sendmmsg` call.
@@ -1230,14 +1236,19 @@ impl TurnTask {
                     .unwrap_or(SocketAddr::new(relayed.ip(), 0));
                 tokio::spawn(connect_peer(id, from, peer, self.inbound.clone()));
             }
-            TcpCommand::Splice { id, client } => {
+            TcpCommand::Splice {
+                id,
+                client,
+                allocation,
+            } => {
+                let meter = self.tcp_meter(allocation);
                 let conn = self
                     .conns
                     .get(&(client.transport, client.server, client.client));
                 let spliced = match (self.peers.remove(&id), conn) {
                     (Some(peer), Some(conn)) => {
                         let (kill_tx, kill) = oneshot::channel();
-                        let ok = conn.try_send(ConnOut::Splice { peer, kill }).is_ok();
+                        let ok = conn.try_send(ConnOut::Splice { peer, kill, meter }).is_ok();
                         if ok {
                             self.splices.insert(id, kill_tx);
                         }
@@ -1283,41 +1294,64 @@ impl TurnTask {
         }
     }
 
-    /// Fold what an allocation relayed on the fast path into its traffic.
+    /// The meter of an RFC 6062 allocation, made on its first splice with
+    /// the server's bandwidth cap.
+    fn tcp_meter(&mut self, allocation: FiveTuple) -> Arc<TcpMeter> {
+        let cap = self
+            .server
+            .config()
+            .bandwidth
+            .map(|b| (b.bytes_per_sec, b.burst));
+        let traffic = self.fast_traffic.entry(allocation).or_default().clone();
+        self.tcp_meters
+            .entry(allocation)
+            .or_insert_with(|| Arc::new(TcpMeter::new(traffic, cap, Instant::now())))
+            .clone()
+    }
+
+    /// Fold what an allocation relayed outside the TURN server into its
+    /// traffic.
     fn fold_fast(&mut self, five_tuple: &FiveTuple, traffic: &mut p2p_turn::Traffic) {
+        self.tcp_meters.remove(five_tuple);
         if let Some(t) = self.fast_traffic.remove(five_tuple) {
             let f = t.snapshot();
             traffic.packets_to_peer += f.packets_to_peer;
             traffic.bytes_to_peer += f.bytes_to_peer;
             traffic.packets_to_client += f.packets_to_client;
             traffic.bytes_to_client += f.bytes_to_client;
-            self.fast_retired += f;
+            self.fast_retired[transport_index(five_tuple.transport)] += f;
         }
     }
 
     fn snapshot(&self) -> TurnStats {
         let mut st = self.stats.clone();
         st.counters = *self.server.counters();
-        if let Some(fast) = &self.fast {
-            let mut f = self.fast_retired;
-            for t in self.fast_traffic.values() {
-                f += t.snapshot();
-            }
+        // Relayed outside the TURN server: by client transport (UDP: the
+        // fast path; TCP/TLS: RFC 6062 splices).
+        let mut f = self.fast_retired;
+        for (ft, t) in &self.fast_traffic {
+            f[transport_index(ft.transport)] += t.snapshot();
+        }
+        for (i, f) in f.iter().enumerate() {
             let c = &mut st.counters;
             c.packets_to_peer += f.packets_to_peer;
             c.bytes_to_peer += f.bytes_to_peer;
             c.packets_to_client += f.packets_to_client;
             c.bytes_to_client += f.bytes_to_client;
-            // Fast-path routes are UDP allocations only.
-            let s = &mut st.by_transport[transport_index(Transport::Udp)];
+            let s = &mut st.by_transport[i];
             s.packets_to_peer += f.packets_to_peer;
             s.bytes_to_peer += f.bytes_to_peer;
             s.packets_to_client += f.packets_to_client;
             s.bytes_to_client += f.bytes_to_client;
-            s.client_packets_in += f.packets_to_peer;
-            s.client_packets_out += f.packets_to_client;
+        }
+        let udp = f[transport_index(Transport::Udp)];
+        // Fast-path ChannelData came from and went to clients over UDP.
+        let s = &mut st.by_transport[transport_index(Transport::Udp)];
+        s.client_packets_in += udp.packets_to_peer;
+        s.client_packets_out += udp.packets_to_client;
+        st.fast_path_packets = udp.packets_to_peer + udp.packets_to_client;
+        if let Some(fast) = &self.fast {
             st.send_errors += fast.send_errors();
-            st.fast_path_packets = f.packets_to_peer + f.packets_to_client;
         }
         for s in &mut st.by_transport {
             s.allocations = 0;

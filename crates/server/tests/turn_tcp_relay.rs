@@ -276,6 +276,22 @@ async fn tcp_allocation_connect_accept_bind_and_relay() {
         assert!(matches!(n, Ok(0) | Err(_)), "the peer connection is closed");
         let m = scrape(srv.metrics.unwrap()).await;
         assert_eq!(sample(&m, "p2p_turn_allocations_closed_total"), 1);
+        // What the relays carried, by the allocation's transport.
+        assert_eq!(
+            sample(
+                &m,
+                "p2p_turn_relayed_bytes_to_peer_total{transport=\"tcp\"}"
+            ),
+            11 + 10
+        );
+        assert_eq!(
+            sample(
+                &m,
+                "p2p_turn_relayed_bytes_to_client_total{transport=\"tcp\"}"
+            ),
+            15 + 100_000 + 11
+        );
+        assert_eq!(sample(&m, "p2p_turn_fast_path_packets_total"), 0);
         assert_eq!(sample(&m, "p2p_turn_tcp_peer_connections_total"), 2);
         assert_eq!(sample(&m, "p2p_turn_tcp_peer_connections_bound_total"), 2);
         assert!(
@@ -321,6 +337,59 @@ async fn a_peer_without_permission_is_refused() {
             sample(&m, "p2p_turn_dropped_total{reason=\"no_permission\"}"),
             1
         );
+        srv.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn max_bps_holds_a_tcp_relay_to_its_rate() {
+    tokio::time::timeout(BOUND, async {
+        // 50 000 bytes/s with a 50 000-byte bucket: 150 000 bytes need at
+        // least two seconds, whichever way they go.
+        let srv = start(&OPEN.replace("[turn.users]", "max_bps = 50000\n[turn.users]")).await;
+        let server = srv.tcp.unwrap();
+        let (peer, mut accepted) = tcp_peer().await;
+        let mut control = Conn::open(server).await;
+        let resp = control
+            .request(Method::ALLOCATE, &|b| {
+                b.add(&RequestedTransport(PROTO_TCP)).unwrap();
+            })
+            .await;
+        assert_eq!(code(&resp), None, "TCP allocation");
+        let resp = control
+            .request(Method::CONNECT, &|b| {
+                b.add(&XorPeerAddress(peer)).unwrap();
+            })
+            .await;
+        assert_eq!(code(&resp), None, "Connect succeeds");
+        let id = connection_id(&resp);
+        let (mut at_peer, _) = tokio::time::timeout(STEP, accepted.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let mut data = bind_data(server, id).await;
+        let started = std::time::Instant::now();
+        let half = vec![0x5au8; 75_000];
+        data.s.write_all(&half).await.unwrap();
+        assert_eq!(read_exact(&mut at_peer, half.len()).await, half);
+        at_peer.write_all(&half).await.unwrap();
+        assert_eq!(data.read(half.len()).await, half);
+        let took = started.elapsed();
+        assert!(
+            took >= std::time::Duration::from_millis(1900),
+            "150 000 bytes at 50 000 bytes/s (after a 50 000-byte burst) took {took:?}"
+        );
+        let m = scrape(srv.metrics.unwrap()).await;
+        assert_eq!(
+            sample(
+                &m,
+                "p2p_turn_relayed_bytes_to_peer_total{transport=\"tcp\"}"
+            ),
+            75_000
+        );
+        drop(control);
         srv.stop().await;
     })
     .await

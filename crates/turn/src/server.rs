@@ -70,7 +70,8 @@ pub struct ServerConfig {
     /// Permissions one allocation may hold (508 beyond). Default 256.
     pub max_permissions: usize,
     /// Per-allocation bandwidth cap (UDP relaying; the bytes of RFC 6062
-    /// TCP relays flow in the driver). Default none.
+    /// TCP relays flow in the driver, which should apply it there: the
+    /// daemon does). Default none.
     pub bandwidth: Option<Bandwidth>,
     /// TCP peer connections (RFC 6062: connecting, waiting for their
     /// ConnectionBind, or bound) one allocation may hold: a Connect beyond
@@ -2017,8 +2018,14 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         self.data_conns.insert(*ft, id);
         self.counters.peer_connections_bound += 1;
         self.reply(ft, msg, Some(auth), None, |_| Ok(()));
-        self.commands
-            .push_back(TcpCommand::Splice { id, client: *ft });
+        let Some(allocation) = self.slots[slot].as_ref().map(|a| a.five_tuple) else {
+            return;
+        };
+        self.commands.push_back(TcpCommand::Splice {
+            id,
+            client: *ft,
+            allocation,
+        });
     }
 
     // ------------------------------------------------------------ relaying

@@ -39,6 +39,9 @@ pub enum TcpCommand {
         id: u32,
         /// The client data connection.
         client: FiveTuple,
+        /// The allocation's 5-tuple (its control connection): what the
+        /// relayed bytes count against (traffic, bandwidth cap).
+        allocation: FiveTuple,
     },
     /// Close the peer connection `id`, and its client data connection if it
     /// is spliced (the allocation ended, the 30-second ConnectionBind

@@ -220,7 +220,8 @@ fn connect_then_connection_bind_splices_and_closing_frees_the_peer() {
         commands(&mut net),
         [TcpCommand::Splice {
             id,
-            client: tcp_tuple(DATA)
+            client: tcp_tuple(DATA),
+            allocation: tcp_tuple(CONTROL),
         }]
     );
     assert_eq!(
