@@ -150,6 +150,9 @@ struct TurnServeArgs {
     /// Per-allocation bandwidth cap, bytes per second, 0 for none [turn.max_bps].
     #[arg(long, value_name = "BYTES_PER_SEC")]
     max_bps: Option<u64>,
+    /// TCP peer connections per RFC 6062 allocation (default 128) [turn.max_tcp_connections].
+    #[arg(long, value_name = "N")]
+    max_tcp_connections: Option<usize>,
     /// Relay all ChannelData through the TURN task, not on the receiving
     /// threads (for comparison; slower) [turn.relay_fast_path = false].
     #[arg(long)]
@@ -522,6 +525,9 @@ fn apply_turn_flags(cfg: &mut Config, a: &TurnServeArgs) -> Result<(), AnyError>
     }
     if let Some(v) = a.max_bps {
         t.max_bps = v;
+    }
+    if let Some(v) = a.max_tcp_connections {
+        t.max_tcp_connections = v;
     }
     if a.no_relay_fast_path {
         t.relay_fast_path = false;

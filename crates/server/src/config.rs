@@ -164,6 +164,11 @@ pub struct TurnConfig {
     /// Per-allocation bandwidth cap in bytes per second, both directions
     /// together, as coturn's `max-bps` (`--max-bps`). Default 0: no cap.
     pub max_bps: u64,
+    /// TCP peer connections one RFC 6062 allocation may hold (connecting,
+    /// waiting for their ConnectionBind, or bound): a Connect beyond gets
+    /// 508 and a peer connecting beyond is refused
+    /// (`--max-tcp-connections`). Default 128.
+    pub max_tcp_connections: usize,
     /// Relay the ChannelData of UDP allocations on the threads that receive
     /// it (the UDP workers and the relayed sockets' readers) rather than
     /// through the one TURN task (`--no-relay-fast-path` turns it off).
@@ -203,6 +208,7 @@ impl Default for TurnConfig {
             user_quota: 10,
             total_quota: 0,
             max_bps: 0,
+            max_tcp_connections: 128,
             relay_fast_path: true,
             relay_ip: Vec::new(),
             external_ip: Vec::new(),
@@ -606,6 +612,8 @@ mod tests {
             user_quota = 3
             total_quota = 100
             max_bps = 1000000
+            max_tcp_connections = 4
+            relay_fast_path = false
             relay_ip = ["192.0.2.1", "2001:db8::1"]
             external_ip = ["203.0.113.9"]
             min_port = 50000
@@ -623,6 +631,8 @@ mod tests {
         assert!(cfg.turn.enabled());
         assert_eq!(cfg.turn.users["alice"], "secret");
         assert_eq!(cfg.turn.min_port, 50000);
+        assert_eq!(cfg.turn.max_tcp_connections, 4);
+        assert!(!cfg.turn.relay_fast_path);
         assert_eq!(cfg.metrics.listen, Some("127.0.0.1:9100".parse().unwrap()));
         assert!(!Config::default().turn.enabled());
         let no_users = Config::from_toml_str("[turn]\nrealm = \"x\"").unwrap();

@@ -862,6 +862,7 @@ pub(crate) fn prepare(
     sc.max_lifetime = Duration::from_secs(t.max_lifetime_secs);
     sc.user_quota = (t.user_quota > 0).then_some(t.user_quota);
     sc.total_quota = (t.total_quota > 0).then_some(t.total_quota);
+    sc.max_tcp_connections = t.max_tcp_connections;
     sc.bandwidth = (t.max_bps > 0).then(|| Bandwidth {
         bytes_per_sec: t.max_bps,
         burst: t.max_bps.max(4096),

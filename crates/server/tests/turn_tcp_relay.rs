@@ -395,3 +395,34 @@ async fn max_bps_holds_a_tcp_relay_to_its_rate() {
     .await
     .expect("in time");
 }
+
+#[tokio::test]
+async fn max_tcp_connections_caps_the_peer_connections_of_an_allocation() {
+    tokio::time::timeout(BOUND, async {
+        let srv =
+            start(&OPEN.replace("[turn.users]", "max_tcp_connections = 1\n[turn.users]")).await;
+        let server = srv.tcp.unwrap();
+        let (first, _a) = tcp_peer().await;
+        let (second, _b) = tcp_peer().await;
+        let mut control = Conn::open(server).await;
+        let resp = control
+            .request(Method::ALLOCATE, &|b| {
+                b.add(&RequestedTransport(PROTO_TCP)).unwrap();
+            })
+            .await;
+        assert_eq!(code(&resp), None, "TCP allocation");
+        let connect = |p: SocketAddr| {
+            move |b: &mut MessageBuilder<&mut Vec<u8>>| {
+                b.add(&XorPeerAddress(p)).unwrap();
+            }
+        };
+        let resp = control.request(Method::CONNECT, &connect(first)).await;
+        assert_eq!(code(&resp), None, "the first connection");
+        let resp = control.request(Method::CONNECT, &connect(second)).await;
+        assert_eq!(code(&resp), Some(508), "one connection at most");
+        drop(control);
+        srv.stop().await;
+    })
+    .await
+    .expect("in time");
+}
