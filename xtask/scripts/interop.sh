@@ -8,7 +8,8 @@
 #      moderate load) against `p2p serve` relaying to turnutils_peer, every
 #      message back; the security checks (loopback refused by default, 401
 #      for a wrong password, 486 over quota);
-#   4. `p2p turn` (UDP/TCP, Send and ChannelData) against coturn's turnserver.
+#   4. `p2p turn` (UDP/TCP, Send and ChannelData, RFC 6062 TCP relay)
+#      against coturn's turnserver.
 # Without coturn: skipped outside CI, a failure in CI (CI=true).
 set -euo pipefail
 
@@ -186,6 +187,10 @@ for flags in "" "--channel" "--tcp" "--tcp --channel"; do
   out="$("$P2P" turn "127.0.0.1:$P2P_TURN_PORT" --user alice:secret --peer "127.0.0.1:$PEER_PORT" --count 20 $flags)"
   expect "p2p turn $flags against p2p serve" "^echoed: +20$" "$out"
 done
+# RFC 6062 from our client: a TCP relayed address, Connect to a TCP echo
+# peer, ConnectionBind on a second connection, raw bytes both ways.
+out="$("$P2P" turn "127.0.0.1:$P2P_TURN_PORT" --user alice:secret --echo-peer --tcp-relay --count 20)"
+expect "p2p turn --tcp-relay (RFC 6062) against p2p serve" "^echoed: +20$" "$out"
 
 # ---------------------------------------------------------------- 4. our TURN client against coturn
 turnserver -n --no-cli --no-tls --no-dtls --listening-ip 127.0.0.1 --listening-port "$COTURN_TURN_PORT" \
@@ -195,7 +200,7 @@ turnserver -n --no-cli --no-tls --no-dtls --listening-ip 127.0.0.1 --listening-p
   >"$WORK/turnserver2-stdout.log" 2>&1 &
 PIDS+=($!)
 wait_stun "127.0.0.1:$COTURN_TURN_PORT"
-for flags in "" "--channel" "--tcp" "--tcp --channel"; do
+for flags in "" "--channel" "--tcp" "--tcp --channel" "--tcp-relay"; do
   # shellcheck disable=SC2086
   out="$("$P2P" turn "127.0.0.1:$COTURN_TURN_PORT" --user alice:secret --echo-peer --count 20 $flags)"
   echo "$out" | sed 's/^/interop:   /'

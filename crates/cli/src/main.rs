@@ -184,16 +184,20 @@ struct TurnArgs {
     /// Long-term credentials, NAME:PASSWORD.
     #[arg(long, value_name = "NAME:PASSWORD")]
     user: String,
-    /// The UDP echo peer to relay to (required unless --echo-peer).
+    /// The echo peer to relay to, UDP (TCP with --tcp-relay); required unless --echo-peer.
     #[arg(long, value_name = "ADDR", required_unless_present = "echo_peer")]
     peer: Option<SocketAddr>,
-    /// Start a local UDP echo peer on 127.0.0.1 and relay to it.
+    /// Start a local echo peer on 127.0.0.1 (UDP, or TCP with --tcp-relay) and relay to it.
     #[arg(long, conflicts_with = "peer")]
     echo_peer: bool,
     /// Reach the server over TCP instead of UDP.
     #[arg(long)]
     tcp: bool,
-    /// Datagrams to relay.
+    /// RFC 6062: allocate a TCP relayed address and relay a TCP connection
+    /// to the peer through it (implies --tcp).
+    #[arg(long, conflicts_with = "channel")]
+    tcp_relay: bool,
+    /// Datagrams to relay (echoes over the connection with --tcp-relay).
     #[arg(long, value_name = "N", default_value_t = 5)]
     count: u32,
     /// Bind a channel and send ChannelData (Send indications otherwise).
@@ -562,8 +566,12 @@ async fn run_turn(a: TurnArgs) -> Result<(), AnyError> {
     let peer = match (a.peer, a.echo_peer) {
         (Some(p), _) => p,
         (None, _) => {
-            let (addr, task) =
-                p2p_cli::turn::echo_peer(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+            let here = SocketAddr::from(([127, 0, 0, 1], 0));
+            let (addr, task) = if a.tcp_relay {
+                p2p_cli::turn::tcp_echo_peer(here).await?
+            } else {
+                p2p_cli::turn::echo_peer(here).await?
+            };
             echo = Some(task);
             addr
         }
@@ -574,6 +582,7 @@ async fn run_turn(a: TurnArgs) -> Result<(), AnyError> {
         password: password.to_owned(),
         peer,
         tcp: a.tcp,
+        tcp_relay: a.tcp_relay,
         count: a.count,
         channel: a.channel,
         size: a.size,

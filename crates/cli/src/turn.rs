@@ -1,6 +1,8 @@
 //! A TURN client run (`p2p turn`): allocate, create a permission, optionally
 //! bind a channel, relay a few datagrams to a UDP echo peer and time their
-//! round trips, then delete the allocation. The protocol is
+//! round trips, then delete the allocation. With `tcp_relay` (RFC 6062), the
+//! allocation is a TCP relayed address: Connect to a TCP echo peer, bind a
+//! second connection to it (ConnectionBind), and time echoes of raw bytes. The protocol is
 //! `p2p_turn::TurnClient`; this module is the small tokio loop around it
 //! (UDP, or TCP with `p2p_stun::next_frame_len` framing).
 
@@ -26,6 +28,9 @@ pub struct TurnOptions {
     pub peer: SocketAddr,
     /// Reach the server over TCP instead of UDP.
     pub tcp: bool,
+    /// RFC 6062: a TCP relayed address, and a TCP connection to `peer` (a
+    /// TCP echo peer) through it. Implies `tcp`.
+    pub tcp_relay: bool,
     /// How many datagrams to relay.
     pub count: u32,
     /// Bind a channel and send ChannelData (Send indications otherwise).
@@ -51,6 +56,8 @@ pub struct TurnReport {
     pub peer: SocketAddr,
     /// The channel number, when one was bound.
     pub channel: Option<u16>,
+    /// The RFC 6062 CONNECTION-ID, for a TCP relay.
+    pub connection_id: Option<u32>,
     /// Datagrams sent to the peer.
     pub sent: u32,
     /// Datagrams that came back intact.
@@ -83,6 +90,15 @@ pub enum TurnError {
     /// The server refused the permission (403: the peer is not allowed).
     #[error("CreatePermission for {peer} failed{}", code.map_or(" (no answer)".to_owned(), |c| format!(" with error {c}")))]
     Permission {
+        /// The peer.
+        peer: SocketAddr,
+        /// The STUN error code.
+        code: Option<u16>,
+    },
+    /// The server could not connect to the peer (RFC 6062: 446 already
+    /// connected, 447 unreachable), or refused the ConnectionBind.
+    #[error("TCP relay to {peer} failed{}", code.map_or(" (no answer)".to_owned(), |c| format!(" with error {c}")))]
+    TcpRelay {
         /// The peer.
         peer: SocketAddr,
         /// The STUN error code.
@@ -252,7 +268,7 @@ fn payload(seq: u32, size: usize) -> Vec<u8> {
 
 /// Run the whole exchange against the server.
 pub async fn run(opts: &TurnOptions) -> Result<TurnReport, TurnError> {
-    let (link, local, transport) = if opts.tcp {
+    let (link, local, transport) = if opts.tcp || opts.tcp_relay {
         let stream = tokio::time::timeout(opts.timeout, TcpStream::connect(opts.server))
             .await
             .map_err(|_| TurnError::Timeout("the TCP connection"))??;
@@ -280,6 +296,9 @@ pub async fn run(opts: &TurnOptions) -> Result<TurnReport, TurnError> {
     let mut cfg = ClientConfig::new(local, opts.server, &opts.username, &opts.password);
     cfg.transport = transport;
     cfg.software = Some(concat!("p2p ", env!("CARGO_PKG_VERSION")).to_owned());
+    if opts.tcp_relay {
+        cfg.requested_transport = p2p_stun::attr::PROTO_TCP;
+    }
     let mut d = Driver {
         client: TurnClient::new(cfg),
         link,
@@ -324,7 +343,12 @@ pub async fn run(opts: &TurnOptions) -> Result<TurnReport, TurnError> {
             .is_ok(),
         Err(_) => false,
     };
-    let (channel, sent, rtts) = result?;
+    let Exchanged {
+        channel,
+        connection_id,
+        sent,
+        rtts,
+    } = result?;
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let (min, max, avg) = if rtts.is_empty() {
@@ -338,12 +362,17 @@ pub async fn run(opts: &TurnOptions) -> Result<TurnReport, TurnError> {
         )
     };
     Ok(TurnReport {
-        transport: if opts.tcp { "tcp" } else { "udp" },
+        transport: if opts.tcp || opts.tcp_relay {
+            "tcp"
+        } else {
+            "udp"
+        },
         relayed,
         mapped,
         lifetime_secs: lifetime.as_secs(),
         peer,
         channel,
+        connection_id,
         sent,
         echoed: rtts.len() as u32,
         rtt_min_ms: min,
@@ -353,11 +382,16 @@ pub async fn run(opts: &TurnOptions) -> Result<TurnReport, TurnError> {
     })
 }
 
-/// Permission, channel, then the echoes: (channel, sent, round trips).
-async fn exchange(
-    d: &mut Driver,
-    opts: &TurnOptions,
-) -> Result<(Option<u16>, u32, Vec<Duration>), TurnError> {
+/// What the exchange did.
+struct Exchanged {
+    channel: Option<u16>,
+    connection_id: Option<u32>,
+    sent: u32,
+    rtts: Vec<Duration>,
+}
+
+/// Permission, channel (or RFC 6062 connection), then the echoes.
+async fn exchange(d: &mut Driver, opts: &TurnOptions) -> Result<Exchanged, TurnError> {
     let peer = opts.peer;
     let step = || Instant::now() + opts.timeout;
     d.client.create_permission(Instant::now(), &[peer.ip()])?;
@@ -370,6 +404,9 @@ async fn exchange(
     })
     .await??;
 
+    if opts.tcp_relay {
+        return tcp_exchange(d, opts).await;
+    }
     let mut channel = None;
     if opts.channel {
         let n = d.client.bind_channel(Instant::now(), peer)?;
@@ -404,7 +441,100 @@ async fn exchange(
         }
     }
 
-    Ok((channel, sent, rtts))
+    Ok(Exchanged {
+        channel,
+        connection_id: None,
+        sent,
+        rtts,
+    })
+}
+
+/// RFC 6062: Connect to the peer, bind a new connection to it, then echo
+/// raw bytes over it.
+async fn tcp_exchange(d: &mut Driver, opts: &TurnOptions) -> Result<Exchanged, TurnError> {
+    let peer = opts.peer;
+    let step = || Instant::now() + opts.timeout;
+    d.client.connect(Instant::now(), peer)?;
+    let id = d
+        .until(step(), "the Connect", |e| match e {
+            ClientEvent::PeerConnected {
+                peer: p,
+                connection_id,
+            } if p == peer => Some(Ok(connection_id)),
+            ClientEvent::ConnectFailed { code, .. } => {
+                Some(Err(TurnError::TcpRelay { peer, code }))
+            }
+            _ => None,
+        })
+        .await??;
+    let bind = d.client.connection_bind_request(id)?;
+    let mut data = tokio::time::timeout(opts.timeout, TcpStream::connect(opts.server))
+        .await
+        .map_err(|_| TurnError::Timeout("the data connection"))??;
+    let _ = data.set_nodelay(true);
+    data.write_all(&bind).await?;
+    // The answer, then raw bytes: read exactly one STUN message.
+    let mut head = [0u8; 20];
+    tokio::time::timeout(opts.timeout, data.read_exact(&mut head))
+        .await
+        .map_err(|_| TurnError::Timeout("the ConnectionBind answer"))??;
+    let len = 20 + usize::from(u16::from_be_bytes([head[2], head[3]]));
+    let mut answer = head.to_vec();
+    answer.resize(len, 0);
+    tokio::time::timeout(opts.timeout, data.read_exact(&mut answer[20..]))
+        .await
+        .map_err(|_| TurnError::Timeout("the ConnectionBind answer"))??;
+    match d.client.connection_bind_outcome(&answer) {
+        Some(Ok(())) => {}
+        Some(Err(code)) => {
+            return Err(TurnError::TcpRelay {
+                peer,
+                code: Some(code),
+            })
+        }
+        None => return Err(TurnError::Framing("not a ConnectionBind answer".into())),
+    }
+    let mut rtts = Vec::new();
+    let mut sent = 0;
+    let mut back = vec![0u8; opts.size.max(16)];
+    for seq in 0..opts.count {
+        let bytes = payload(seq, opts.size);
+        let t0 = Instant::now();
+        data.write_all(&bytes).await?;
+        sent += 1;
+        let got = &mut back[..bytes.len()];
+        match tokio::time::timeout(opts.timeout, data.read_exact(got)).await {
+            Ok(Ok(_)) if *got == bytes[..] => rtts.push(t0.elapsed()),
+            Ok(Ok(_)) => return Err(TurnError::Framing("the echo differs".into())),
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => return Err(TurnError::Timeout("an echo")),
+        }
+    }
+    Ok(Exchanged {
+        channel: None,
+        connection_id: Some(id),
+        sent,
+        rtts,
+    })
+}
+
+/// A TCP echo peer on `bind` (for `--echo-peer` with `--tcp-relay`): every
+/// connection gets back what it sends, until the task is aborted.
+pub async fn tcp_echo_peer(
+    bind: SocketAddr,
+) -> io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let l = tokio::net::TcpListener::bind(bind).await?;
+    let addr = l.local_addr()?;
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut s, _)) = l.accept().await {
+            conns.spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    Ok((addr, task))
 }
 
 /// The report as the command prints it.
@@ -420,9 +550,10 @@ pub fn render(r: &TurnReport) -> String {
     s += &format!("peer:             {}\n", r.peer);
     s += &format!(
         "data path:        {}\n",
-        match r.channel {
-            Some(n) => format!("ChannelData (channel 0x{n:04x})"),
-            None => "Send/Data indications".to_owned(),
+        match (r.channel, r.connection_id) {
+            (Some(n), _) => format!("ChannelData (channel 0x{n:04x})"),
+            (None, Some(id)) => format!("TCP relay, RFC 6062 (connection {id})"),
+            (None, None) => "Send/Data indications".to_owned(),
         }
     );
     s += &format!("sent:             {}\n", r.sent);
