@@ -370,7 +370,9 @@ pub enum ConnectionEvent {
     /// The signaling connection closed; the path keeps working, but no
     /// restart is possible any more.
     SignalingLost,
-    /// The check list (see [`PeerConfig::check_list_interval`]).
+    /// The check list (see [`PeerConfig::check_list_interval`]): while
+    /// checking (before the first path and during an ICE restart), and once
+    /// more when a path is selected.
     CheckList(Box<IceStats>),
     /// The connection ended.
     Closed(CloseReason),

@@ -452,7 +452,15 @@ async fn until_event(
 #[tokio::test]
 async fn ice_restart_from_either_side_reconnects() {
     let (url, _) = daemon().await;
-    let (a, mut b) = pair(config(&url, "restart"), config(&url, "restart")).await;
+    let checking = |mut c: PeerConfig| {
+        c.check_list_interval = Some(Duration::from_millis(50));
+        c
+    };
+    let (a, mut b) = pair(
+        checking(config(&url, "restart")),
+        checking(config(&url, "restart")),
+    )
+    .await;
     deliver(&a, &mut b, b"before").await;
     for c in [&a, &b] {
         until_event("connected", c, |e| {
@@ -482,6 +490,15 @@ async fn ice_restart_from_either_side_reconnects() {
                 "round {round}, {name}: the allocation should be kept: {ev:?}"
             );
             assert!(c.selected_path().is_some());
+            // The check list that found the new path follows it.
+            let ev = until_event(name, c, |e| matches!(e, ConnectionEvent::CheckList(_))).await;
+            let Some(ConnectionEvent::CheckList(stats)) = ev.last() else {
+                unreachable!("until_event ends on the event asked for")
+            };
+            assert!(
+                stats.pairs.iter().any(|p| p.selected),
+                "round {round}, {name}: {stats}"
+            );
         }
         deliver_fresh(&a, &b, format!("a after restart {round}").as_bytes()).await;
         deliver_fresh(&b, &a, format!("b after restart {round}").as_bytes()).await;

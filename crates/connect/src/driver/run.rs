@@ -509,7 +509,9 @@ impl Driver {
                         None => std::future::pending().await,
                     }
                 } => {
-                    if !self.connected {
+                    // While checking: before the first path, and again
+                    // during an ICE restart.
+                    if !self.connected || self.restart_deadline.is_some() {
                         let stats = self.session.agent().stats();
                         if last_checks.as_ref() != Some(&stats) {
                             last_checks = Some(stats.clone());
@@ -650,9 +652,15 @@ impl Driver {
                 let path = SelectedPath { local, remote };
                 let _ = ch.path.send(Some(path.clone()));
                 self.restart_pending = false;
-                self.restart_deadline = None;
+                let restarted = self.restart_deadline.take().is_some();
                 if self.connected {
                     ch.emit(ConnectionEvent::PathChanged(path));
+                    // The check list that found the new path.
+                    if restarted && self.config.check_list_interval.is_some() {
+                        ch.emit(ConnectionEvent::CheckList(Box::new(
+                            self.session.agent().stats(),
+                        )));
+                    }
                 } else {
                     self.connected = true;
                     ch.emit(ConnectionEvent::Connected(path));
