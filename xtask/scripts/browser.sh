@@ -49,9 +49,9 @@ export NODE_PATH="$NODE_DIR/node_modules"
 
 # ---------------------------------------------------------------- the server
 # Ports of our own, away from the defaults and from interop.sh's.
-STUN_PORT=34900
-SIGNALING_PORT=34901
-METRICS_PORT=34902
+STUN_PORT=24900
+SIGNALING_PORT=24901
+METRICS_PORT=24902
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/p2p-browser.XXXXXX")"
 PIDS=()

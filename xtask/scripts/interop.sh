@@ -26,15 +26,16 @@ if ! command -v turnserver >/dev/null 2>&1 || ! command -v turnutils_stunclient 
   exit 0
 fi
 
-# Ports of our own, away from the defaults so that nothing collides.
-P2P_PORT=34780
-P2P_ALT_PORT=34781
-COTURN_PORT=34790 # coturn's alternate port is this plus one
-P2P_TURN_PORT=34800     # p2p serve with TURN (long-term users)
-P2P_REST_PORT=34801     # p2p serve with TURN (REST API secret)
-P2P_CLOSED_PORT=34802   # p2p serve with TURN and the default peer policy
-PEER_PORT=34810         # turnutils_peer
-COTURN_TURN_PORT=34820  # coturn's turnserver with a long-term user
+# Ports of our own, away from the defaults and below Linux's ephemeral range
+# (32768-60999), so that no outgoing connection can hold one when we bind it.
+P2P_PORT=24780
+P2P_ALT_PORT=24781
+COTURN_PORT=24790 # coturn's alternate port is this plus one
+P2P_TURN_PORT=24800     # p2p serve with TURN (long-term users)
+P2P_REST_PORT=24801     # p2p serve with TURN (REST API secret)
+P2P_CLOSED_PORT=24802   # p2p serve with TURN and the default peer policy
+PEER_PORT=24810         # turnutils_peer
+COTURN_TURN_PORT=24820  # coturn's turnserver with a long-term user
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/p2p-interop.XXXXXX")"
 PIDS=()
