@@ -47,53 +47,7 @@ pub(crate) fn recv_batch(
     bufs: &mut [[u8; BUF]],
     meta: &mut [RecvMeta],
 ) -> io::Result<usize> {
-    let n = bufs.len().min(meta.len()).min(BATCH);
-    // SAFETY: iovec, sockaddr_storage and mmsghdr are plain C structs for
-    // which all-zero bytes are a valid value.
-    let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut names: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    for i in 0..n {
-        iovs[i].iov_base = bufs[i].as_mut_ptr().cast();
-        iovs[i].iov_len = BUF;
-        hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-        hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
-        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-        hdrs[i].msg_hdr.msg_iovlen = 1;
-    }
-    // SAFETY: `hdrs[..n]` point into `iovs`, `names` and `bufs`, which all
-    // outlive the call; each iovec covers exactly one `BUF`-byte buffer that
-    // we borrow mutably; the kernel writes at most `msg_namelen` bytes of
-    // address and `iov_len` bytes of data. MSG_DONTWAIT keeps it non-blocking.
-    let got = unsafe {
-        libc::recvmmsg(
-            fd,
-            hdrs.as_mut_ptr(),
-            n as libc::c_uint,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if got < 0 {
-        return Err(map_err(io::Error::last_os_error()));
-    }
-    let got = got as usize;
-    for i in 0..got {
-        let h = &hdrs[i];
-        // SAFETY: the kernel filled `names[i]` and set its length; a
-        // sockaddr_storage is large enough for any address family.
-        let addr = unsafe { socket2::SockAddr::new(names[i], h.msg_hdr.msg_namelen) };
-        meta[i] = RecvMeta {
-            len: (h.msg_len as usize).min(BUF),
-            from: addr
-                .as_socket()
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
-            truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
-        };
-    }
-    Ok(got)
+    recv_slots(fd, bufs.as_flattened_mut(), BUF, 0, meta)
 }
 
 /// Send `bufs[i][..lens[i]]` to `dests[i]` for every `i` in `0..count`
@@ -356,6 +310,34 @@ impl GsoPlan {
     }
 }
 
+/// Room for one `UDP_SEGMENT` control message (a cmsghdr and a u16),
+/// aligned as the CMSG_* macros expect (`u64` covers `cmsghdr`'s).
+#[cfg(target_os = "linux")]
+type SegCtrl = [u64; 4];
+
+/// Point `h` at `ctrl` holding a `UDP_SEGMENT` control message of `seg`
+/// bytes: the kernel then cuts the message's payload into datagrams of
+/// that size.
+#[cfg(target_os = "linux")]
+fn set_segment_size(h: &mut libc::msghdr, ctrl: &mut SegCtrl, seg: u16) {
+    // SAFETY: CMSG_SPACE only does arithmetic on its argument.
+    const CTRL_LEN: usize = unsafe { libc::CMSG_SPACE(2) } as usize;
+    const _: () = assert!(CTRL_LEN <= std::mem::size_of::<SegCtrl>());
+    h.msg_control = ctrl.as_mut_ptr().cast();
+    h.msg_controllen = CTRL_LEN as _;
+    // SAFETY: `h` points at `ctrl`, CTRL_LEN ≤ its size, so CMSG_FIRSTHDR
+    // returns its start (u64-aligned, not null) and CMSG_DATA the 2 bytes
+    // after the header, inside it (CMSG_SPACE(2) counts them); the data may
+    // be unaligned for a u16, hence write_unaligned.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(h);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(2) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
+    }
+}
+
 /// Send groups `from..` of `plan` (at most [`BATCH`]): group `g`'s answers
 /// `bufs[i][..lens[i]]` as one datagram to their destination, with a
 /// `UDP_SEGMENT` control message of the first answer's length when it has
@@ -384,13 +366,8 @@ pub(crate) fn send_gso(
         let g = from + k.min(n - 1);
         socket2::SockAddr::from(dests[usize::from(plan.group(g)[0])])
     });
-    // One control message per group: a cmsghdr and a u16, aligned as the
-    // CMSG_* macros expect (`u64` alignment covers `cmsghdr`'s).
-    type Ctrl = [u64; 4];
-    // SAFETY: CMSG_SPACE only does arithmetic on its argument.
-    const CTRL_LEN: usize = unsafe { libc::CMSG_SPACE(2) } as usize;
-    const _: () = assert!(CTRL_LEN <= std::mem::size_of::<Ctrl>());
-    let mut ctrl: [Ctrl; BATCH] = [[0; 4]; BATCH];
+    // One control message per group.
+    let mut ctrl: [SegCtrl; BATCH] = [[0; 4]; BATCH];
     // SAFETY: plain C structs, all-zero is valid.
     let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
@@ -412,20 +389,7 @@ pub(crate) fn send_gso(
         h.msg_iovlen = group.len() as _;
         if group.len() > 1 {
             let seg = lens[usize::from(group[0])].min(BUF) as u16;
-            h.msg_control = ctrl[k].as_mut_ptr().cast();
-            h.msg_controllen = CTRL_LEN as _;
-            // SAFETY: `h` points at `ctrl[k]`, CTRL_LEN ≤ its size, so
-            // CMSG_FIRSTHDR returns a pointer to its start, suitably aligned
-            // (u64), and CMSG_DATA the 2 bytes after the header within it
-            // (CMSG_SPACE(2) counts them); the data may be unaligned for a
-            // u16, hence write_unaligned.
-            unsafe {
-                let c = libc::CMSG_FIRSTHDR(h);
-                (*c).cmsg_level = libc::SOL_UDP;
-                (*c).cmsg_type = libc::UDP_SEGMENT;
-                (*c).cmsg_len = libc::CMSG_LEN(2) as _;
-                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
-            }
+            set_segment_size(h, &mut ctrl[k], seg);
         }
     }
     // SAFETY: `hdrs[..n]` point into `iovs`, `addrs`, `ctrl` and `bufs`,
@@ -467,11 +431,7 @@ pub(crate) fn send_train(fd: RawFd, segs: &[&[u8]], to: SocketAddr) -> io::Resul
         iov.iov_base = seg.as_ptr() as *mut libc::c_void;
         iov.iov_len = seg.len();
     }
-    type Ctrl = [u64; 4];
-    // SAFETY: CMSG_SPACE only does arithmetic on its argument.
-    const CTRL_LEN: usize = unsafe { libc::CMSG_SPACE(2) } as usize;
-    const _: () = assert!(CTRL_LEN <= std::mem::size_of::<Ctrl>());
-    let mut ctrl: Ctrl = [0; 4];
+    let mut ctrl: SegCtrl = [0; 4];
     // SAFETY: a plain C struct, all-zero is valid.
     let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
     h.msg_name = addr.as_ptr() as *mut libc::c_void;
@@ -481,18 +441,7 @@ pub(crate) fn send_train(fd: RawFd, segs: &[&[u8]], to: SocketAddr) -> io::Resul
     if n > 1 {
         let seg = u16::try_from(segs[0].len())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        h.msg_control = ctrl.as_mut_ptr().cast();
-        h.msg_controllen = CTRL_LEN as _;
-        // SAFETY: `h` points at `ctrl`, CTRL_LEN ≤ its size, so
-        // CMSG_FIRSTHDR returns its start (u64-aligned) and CMSG_DATA the 2
-        // bytes after the header, inside it; write_unaligned for the u16.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&h);
-            (*c).cmsg_level = libc::SOL_UDP;
-            (*c).cmsg_type = libc::UDP_SEGMENT;
-            (*c).cmsg_len = libc::CMSG_LEN(2) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
-        }
+        set_segment_size(&mut h, &mut ctrl, seg);
     }
     // SAFETY: `h` points into `addr`, `iovs` (whose first `n` entries cover
     // the caller's slices) and `ctrl`, all alive for the call; sendmsg only

@@ -163,6 +163,25 @@ impl Data {
     }
 }
 
+/// A control connection with a TCP allocation (RFC 6062 §5.1), and its
+/// relayed address.
+async fn tcp_allocation(server: SocketAddr) -> (Conn, SocketAddr) {
+    let mut control = Conn::open(server).await;
+    let resp = control
+        .request(Method::ALLOCATE, &|b| {
+            b.add(&RequestedTransport(PROTO_TCP)).unwrap();
+        })
+        .await;
+    assert_eq!(code(&resp), None, "TCP allocation");
+    let relayed = Message::decode(&resp)
+        .unwrap()
+        .get::<XorRelayedAddress>()
+        .unwrap()
+        .unwrap()
+        .0;
+    (control, relayed)
+}
+
 /// Bind a new data connection to `id`; it then carries raw bytes.
 async fn bind_data(server: SocketAddr, id: u32) -> Data {
     let mut data = Conn::open(server).await;
@@ -185,19 +204,7 @@ async fn tcp_allocation_connect_accept_bind_and_relay() {
         let server = srv.tcp.unwrap();
         let (peer, mut accepted) = tcp_peer().await;
 
-        let mut control = Conn::open(server).await;
-        let resp = control
-            .request(Method::ALLOCATE, &|b| {
-                b.add(&RequestedTransport(PROTO_TCP)).unwrap();
-            })
-            .await;
-        assert_eq!(code(&resp), None, "TCP allocation");
-        let relayed = Message::decode(&resp)
-            .unwrap()
-            .get::<XorRelayedAddress>()
-            .unwrap()
-            .unwrap()
-            .0;
+        let (mut control, relayed) = tcp_allocation(server).await;
         assert_eq!(relayed.ip().to_string(), "127.0.0.1");
 
         // Connect: the server connects to the peer from the relayed address.
@@ -309,18 +316,7 @@ async fn a_peer_without_permission_is_refused() {
     tokio::time::timeout(BOUND, async {
         let srv = start(OPEN).await;
         let server = srv.tcp.unwrap();
-        let mut control = Conn::open(server).await;
-        let resp = control
-            .request(Method::ALLOCATE, &|b| {
-                b.add(&RequestedTransport(PROTO_TCP)).unwrap();
-            })
-            .await;
-        let relayed = Message::decode(&resp)
-            .unwrap()
-            .get::<XorRelayedAddress>()
-            .unwrap()
-            .unwrap()
-            .0;
+        let (mut control, relayed) = tcp_allocation(server).await;
         // No permission: the connection is accepted and closed at once,
         // and the client hears nothing.
         let mut s = TcpStream::connect(relayed).await.unwrap();
@@ -351,13 +347,7 @@ async fn max_bps_holds_a_tcp_relay_to_its_rate() {
         let srv = start(&OPEN.replace("[turn.users]", "max_bps = 50000\n[turn.users]")).await;
         let server = srv.tcp.unwrap();
         let (peer, mut accepted) = tcp_peer().await;
-        let mut control = Conn::open(server).await;
-        let resp = control
-            .request(Method::ALLOCATE, &|b| {
-                b.add(&RequestedTransport(PROTO_TCP)).unwrap();
-            })
-            .await;
-        assert_eq!(code(&resp), None, "TCP allocation");
+        let (mut control, _) = tcp_allocation(server).await;
         let resp = control
             .request(Method::CONNECT, &|b| {
                 b.add(&XorPeerAddress(peer)).unwrap();
@@ -404,13 +394,7 @@ async fn max_tcp_connections_caps_the_peer_connections_of_an_allocation() {
         let server = srv.tcp.unwrap();
         let (first, _a) = tcp_peer().await;
         let (second, _b) = tcp_peer().await;
-        let mut control = Conn::open(server).await;
-        let resp = control
-            .request(Method::ALLOCATE, &|b| {
-                b.add(&RequestedTransport(PROTO_TCP)).unwrap();
-            })
-            .await;
-        assert_eq!(code(&resp), None, "TCP allocation");
+        let (mut control, _) = tcp_allocation(server).await;
         let connect = |p: SocketAddr| {
             move |b: &mut MessageBuilder<&mut Vec<u8>>| {
                 b.add(&XorPeerAddress(p)).unwrap();
