@@ -153,7 +153,8 @@ impl Worker {
                 let pkt = &b.rx[i][..m.len];
                 if crate::turn::wants(pkt) {
                     // ChannelData with a route: relayed from here.
-                    if let Some(f) = fast.filter(|_| pkt[0] & 0xC0 == 0x40) {
+                    if let Some(f) = fast.filter(|_| pkt.first().is_some_and(|b| b & 0xC0 == 0x40))
+                    {
                         let now = *now.get_or_insert_with(std::time::Instant::now);
                         if f.stage_from_client(self.local, m.from, pkt, i, now, &mut b.hits) {
                             continue;
