@@ -146,6 +146,83 @@ fn bind_quad(primary: SocketAddr, alt: SocketAddr) -> Result<[UdpSocket; 4], Ser
     }))
 }
 
+/// The STUN listening sockets: per worker its UDP sockets, and the TCP
+/// listeners on the same ports.
+struct StunPorts {
+    udp: Vec<Vec<(SocketAddr, Arc<UdpSocket>)>>,
+    udp_addrs: Vec<SocketAddr>,
+    tcp: Vec<TcpListener>,
+    tcp_addrs: Vec<SocketAddr>,
+    /// The RFC 5780 primary and alternate addresses.
+    alternate: Option<(SocketAddr, SocketAddr)>,
+}
+
+/// Bind the STUN ports. A listen port of 0 is resolved by the UDP bind and
+/// TCP then binds the same port; when another socket (an outgoing TCP
+/// connection, say) already holds that port for TCP, every socket is
+/// dropped and the ports are chosen again, a bounded number of times.
+fn bind_stun_ports(config: &Config, workers: usize) -> Result<StunPorts, ServerError> {
+    let s = &config.stun;
+    let chosen = s.listen.iter().chain(&s.alt_listen).any(|a| a.port() == 0);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_bind_stun_ports(config, workers) {
+            Err(ServerError::Bind { source, .. })
+                if chosen && attempt < 16 && source.kind() == io::ErrorKind::AddrInUse => {}
+            other => return other,
+        }
+    }
+}
+
+fn try_bind_stun_ports(config: &Config, workers: usize) -> Result<StunPorts, ServerError> {
+    let s = &config.stun;
+    let mut ports = StunPorts {
+        udp: Vec::new(),
+        udp_addrs: Vec::new(),
+        tcp: Vec::new(),
+        tcp_addrs: Vec::new(),
+        alternate: None,
+    };
+    // What each listen entry resolved to: TCP binds the same ports.
+    let mut resolved = s.listen.clone();
+    if s.udp {
+        let mut first: Vec<(SocketAddr, Arc<UdpSocket>)> = Vec::new();
+        let mut rest = 0;
+        if let Some(alt) = s.alt_listen {
+            for q in bind_quad(s.listen[0], alt)? {
+                first.push((local(&q, alt), Arc::new(q)));
+            }
+            ports.alternate = Some((first[0].0, first[3].0));
+            resolved[0] = first[0].0;
+            rest = 1;
+        }
+        for (k, l) in s.listen.iter().enumerate().skip(rest) {
+            let sock = bind_udp(*l)?;
+            resolved[k] = local(&sock, *l);
+            first.push((resolved[k], Arc::new(sock)));
+        }
+        ports.udp_addrs = first.iter().map(|(a, _)| *a).collect();
+        ports.udp.push(first);
+        for _ in 1..workers {
+            let group = ports
+                .udp_addrs
+                .iter()
+                .map(|a| Ok((*a, Arc::new(bind_udp(*a)?))))
+                .collect::<Result<Vec<_>, ServerError>>()?;
+            ports.udp.push(group);
+        }
+    }
+    if s.tcp {
+        for l in &resolved {
+            let tl = bind_tcp(*l, "tcp")?;
+            ports.tcp_addrs.push(tl.local_addr().unwrap_or(*l));
+            ports.tcp.push(tl);
+        }
+    }
+    Ok(ports)
+}
+
 impl Server {
     /// Bind every socket the configuration asks for. Must be called inside a
     /// tokio runtime.
@@ -159,45 +236,14 @@ impl Server {
         });
         let mut ctx = Ctx::new(&s.software, s.max_padding);
         let mut addrs = LocalAddrs::default();
-        let mut udp: Vec<Vec<(SocketAddr, Arc<UdpSocket>)>> = Vec::new();
-        // What each listen entry resolved to: TCP binds the same ports.
-        let mut resolved = s.listen.clone();
-        if s.udp {
-            let mut first: Vec<(SocketAddr, Arc<UdpSocket>)> = Vec::new();
-            let mut rest = 0;
-            if let Some(alt) = s.alt_listen {
-                for q in bind_quad(s.listen[0], alt)? {
-                    first.push((local(&q, alt), Arc::new(q)));
-                }
-                ctx = ctx.with_alternate(first[0].0, first[3].0);
-                addrs.alternate = Some(first[3].0);
-                resolved[0] = first[0].0;
-                rest = 1;
-            }
-            for (k, l) in s.listen.iter().enumerate().skip(rest) {
-                let sock = bind_udp(*l)?;
-                resolved[k] = local(&sock, *l);
-                first.push((resolved[k], Arc::new(sock)));
-            }
-            addrs.udp = first.iter().map(|(a, _)| *a).collect();
-            udp.push(first);
-            for _ in 1..workers {
-                let group = addrs
-                    .udp
-                    .iter()
-                    .map(|a| Ok((*a, Arc::new(bind_udp(*a)?))))
-                    .collect::<Result<Vec<_>, ServerError>>()?;
-                udp.push(group);
-            }
+        let ports = bind_stun_ports(config, workers)?;
+        if let Some((primary, alternate)) = ports.alternate {
+            ctx = ctx.with_alternate(primary, alternate);
+            addrs.alternate = Some(alternate);
         }
-        let mut tcp = Vec::new();
-        if s.tcp {
-            for l in &resolved {
-                let tl = bind_tcp(*l, "tcp")?;
-                addrs.tcp.push(tl.local_addr().unwrap_or(*l));
-                tcp.push(tl);
-            }
-        }
+        let (udp, tcp) = (ports.udp, ports.tcp);
+        addrs.udp = ports.udp_addrs;
+        addrs.tcp = ports.tcp_addrs;
         let mut acceptor = None;
         let mut tls = Vec::new();
         if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
