@@ -1397,8 +1397,14 @@ impl IceAgent {
             return;
         };
         if now >= sel.last_consent + self.config.consent_timeout {
+            // After a restart the old path only bridges the gap: losing it
+            // leaves the new check list running, and the agent fails only
+            // when that one does (or its checking timeout passes).
+            let bridging = sel.pair.is_none();
             self.selected = None;
-            self.failed = true;
+            if !bridging {
+                self.failed = true;
+            }
             self.events.push_back(IceEvent::ConsentLost);
             return;
         }
@@ -1929,6 +1935,10 @@ impl IceAgent {
             || (self.remote_creds.is_some() && !self.pairs.is_empty())
         {
             IceState::Checking
+        } else if self.disconnected {
+            // The old path was lost during a restart that has not started
+            // its checks yet.
+            IceState::Disconnected
         } else {
             IceState::New
         };

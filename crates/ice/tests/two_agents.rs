@@ -322,6 +322,35 @@ fn ice_restart_keeps_the_old_pair_until_new_checks_succeed() {
     );
 }
 
+/// The old path dies during a restart and its consent runs out before the
+/// new credentials arrive (slow signaling): the restart's check list must
+/// still run and find the new path, not end with the old one.
+#[test]
+fn consent_lost_during_a_restart_leaves_the_new_checks_running() {
+    let mut net = Net::new(seeded(true, 21), seeded(false, 22));
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    net.drop = Box::new(|_| true);
+    net.a.restart();
+    net.b.restart();
+    let restarted = net.elapsed();
+    net.run_for(Duration::from_secs(31));
+    for side in [Side::A, Side::B] {
+        let lost = net
+            .events(side)
+            .iter()
+            .filter(|(at, e)| matches!(e, IceEvent::ConsentLost) && *at >= restarted)
+            .count();
+        assert_eq!(lost, 1, "{side:?}: {:?}", net.events(side));
+        assert_eq!(net.agent(side).state(), IceState::Disconnected, "{side:?}");
+    }
+    net.drop = Box::new(|_| false);
+    exchange_credentials(&mut net.a, &mut net.b);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+}
+
 #[test]
 fn full_agent_with_an_ice_lite_peer() {
     let lite = IceConfig {
