@@ -39,6 +39,15 @@ pub(crate) fn lint() -> Result<(), String> {
     ]))
 }
 
+/// The nextest profile (`.config/nextest.toml`): `ci` under CI.
+fn nextest_profile() -> &'static str {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
+        "ci"
+    } else {
+        "default"
+    }
+}
+
 pub(crate) fn test(args: &[String]) -> Result<(), String> {
     if have("cargo-nextest") {
         run(cargo()
@@ -50,9 +59,19 @@ pub(crate) fn test(args: &[String]) -> Result<(), String> {
                 "p2p-benches",
                 "--all-features",
                 "--no-fail-fast",
+                "--profile",
+                nextest_profile(),
             ])
             .args(args))?;
-        run(cargo().args(["nextest", "run", "-p", "p2p-benches", "--no-fail-fast"]))?;
+        run(cargo().args([
+            "nextest",
+            "run",
+            "-p",
+            "p2p-benches",
+            "--no-fail-fast",
+            "--profile",
+            nextest_profile(),
+        ]))?;
         // nextest does not run doctests.
         run(cargo().args([
             "test",
