@@ -1447,8 +1447,11 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
     fn allocate(&mut self, now: Instant, ft: &FiveTuple, msg: &Message<'_>, auth: &Auth) {
         if let Some(&slot) = self.by_tuple.get(ft) {
             let resend = self.slots[slot].as_ref().and_then(|a| {
-                (a.allocate_tid == msg.transaction_id() && a.user == auth.user)
-                    .then(|| a.allocate_response.clone())
+                // The kept response is dropped at the first Refresh.
+                (a.allocate_tid == msg.transaction_id()
+                    && a.user == auth.user
+                    && !a.allocate_response.is_empty())
+                .then(|| a.allocate_response.clone())
             });
             match resend {
                 Some(bytes) => self.push(ft, true, ft.client, ft.server, bytes),

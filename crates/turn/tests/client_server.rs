@@ -308,7 +308,12 @@ fn stale_nonce_438_is_recovered_by_the_client() {
 
 #[test]
 fn second_allocate_on_the_same_five_tuple_is_437_and_a_retransmission_is_answered_again() {
-    let mut net = Net::new(server_config(), users());
+    // Nonces outlive the test, so that the kept request stays signed right.
+    let config = ServerConfig {
+        nonce_lifetime: SECS(3600),
+        ..server_config()
+    };
+    let mut net = Net::new(config, users());
     let cfg = net.client_config(0, "alice", "wonderland");
     let a = net.allocated_client(cfg.clone());
     let first_ok = net
@@ -321,6 +326,14 @@ fn second_allocate_on_the_same_five_tuple_is_437_and_a_retransmission_is_answere
     // The signed Allocate, retransmitted: the same success, byte for byte.
     let signed = requests(&net, a, Method::ALLOCATE).pop().unwrap();
     assert_eq!(net.raw(net.locals[a], &signed).unwrap(), first_ok);
+    // After a Refresh the Allocate is long done: the same transaction is
+    // now a second Allocate, 437 (not the dropped response, nor nothing).
+    net.run_for(SECS(10 * 60));
+    assert!(net.client_events[a]
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Refreshed { .. })));
+    let late = net.raw(net.locals[a], &signed).unwrap();
+    assert_eq!(code_of(&late), Some(437), "{late:02x?}");
     // A second client on the same 5-tuple (a new transaction): 437.
     let b = net.add_client(ClientConfig {
         rng_seed: Some(999),
