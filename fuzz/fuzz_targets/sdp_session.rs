@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let written = sd.to_string();
-    assert_eq!(SessionDescription::parse(&written).as_ref(), Ok(&sd), "{written}");
+    assert_eq!(
+        SessionDescription::parse(&written).as_ref(),
+        Ok(&sd),
+        "{written}"
+    );
 
     let (Ok(ufrag), Ok(pwd), Ok(fingerprint)) = (
         Ufrag::new("fuzz"),

@@ -24,8 +24,12 @@ fuzz_target!(|data: &[u8]| {
 
     let now = Instant::now();
     let mut rooms = Rooms::new(Limits::default());
-    let Ok((a, _)) = rooms.connect(now) else { return };
-    let Ok((b, _)) = rooms.connect(now) else { return };
+    let Ok((a, _)) = rooms.connect(now) else {
+        return;
+    };
+    let Ok((b, _)) = rooms.connect(now) else {
+        return;
+    };
     rooms.handle_text(a, now, r#"{"type":"join","room":"r"}"#);
     rooms.handle_text(b, now, r#"{"type":"join","room":"r"}"#);
     // The frame as is, and with the peer ids filled in where a test might put them.

@@ -11,8 +11,12 @@ fuzz_target!(|data: &[u8]| {
         let _ = m.get::<MappedAddress>();
         let _ = m.get::<Username>();
         let _ = m.get::<ErrorCode>();
-        let _ = m.get::<UnknownAttributes>().map(|u| u.map(|u| u.iter().count()));
-        let _ = m.get::<PasswordAlgorithms>().map(|u| u.map(|u| u.iter().count()));
+        let _ = m
+            .get::<UnknownAttributes>()
+            .map(|u| u.map(|u| u.iter().count()));
+        let _ = m
+            .get::<PasswordAlgorithms>()
+            .map(|u| u.map(|u| u.iter().count()));
         let _ = m.get::<AddressErrorCode>();
         let _ = m.get::<ChannelNumber>();
         let _ = m.get::<EvenPort>();
