@@ -36,12 +36,23 @@ pub(crate) fn lint() -> Result<(), String> {
         "--",
         "-D",
         "warnings",
+    ]))?;
+    // The fuzz targets live outside the workspace; keep them compiling
+    // (and clean) as the crates they drive change.
+    run(cargo().args([
+        "clippy",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--bins",
+        "--",
+        "-D",
+        "warnings",
     ]))
 }
 
 /// The nextest profile (`.config/nextest.toml`): `ci` under CI.
 fn nextest_profile() -> &'static str {
-    if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
+    if in_ci() {
         "ci"
     } else {
         "default"
