@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -321,6 +322,11 @@ impl CredentialStore for Creds {
 struct Relay {
     sock: Arc<UdpSocket>,
     reader: AbortHandle,
+    /// Peer datagrams the reader handed to the TURN task whose answers are
+    /// not sent yet. While there are any, the reader hands the TURN task
+    /// the next ones too instead of taking the fast path, so that a route
+    /// coming up never lets a datagram overtake one read before it.
+    queued: Arc<AtomicUsize>,
 }
 
 /// The daemon's [`RelayAllocator`]: a real non-blocking UDP socket per
@@ -388,6 +394,12 @@ impl DaemonRelays {
         self.tcp.get(&advertised).map(|(b, _)| *b)
     }
 
+    /// The reader's count of datagrams handed to the TURN task
+    /// ([`Relay::queued`]) for a relayed (advertised) address.
+    fn queued(&self, advertised: SocketAddr) -> Option<Arc<AtomicUsize>> {
+        self.used.get(&advertised).map(|r| r.queued.clone())
+    }
+
     /// The socket of a relayed (advertised) address.
     pub(crate) fn socket(&self, advertised: SocketAddr) -> Option<&Arc<UdpSocket>> {
         self.used.get(&advertised).map(|r| &r.sock)
@@ -405,9 +417,11 @@ impl DaemonRelays {
                 return false;
             }
         };
+        let queued = Arc::new(AtomicUsize::new(0));
         let reader = tokio::spawn(relay_reader(
             sock.clone(),
             advertised,
+            queued.clone(),
             self.inbound.clone(),
             self.pool.clone(),
             self.fast.clone(),
@@ -417,6 +431,7 @@ impl DaemonRelays {
             Relay {
                 sock,
                 reader: reader.abort_handle(),
+                queued,
             },
         );
         true
@@ -641,6 +656,7 @@ thread_local! {
 fn relay_batch(
     sock: &UdpSocket,
     advertised: SocketAddr,
+    queued: &AtomicUsize,
     tx: &mpsc::Sender<Inbound>,
     pool: &BufPool,
     fast: Option<&FastPath>,
@@ -677,7 +693,9 @@ fn relay_batch(
             }
             let slot = &mut rx.buf[k * RELAY_STRIDE..(k + 1) * RELAY_STRIDE];
             if let Some(f) = fast {
-                if f.stage_from_peer(advertised, m.from, slot, m.len, k, now, &mut rx.hits) {
+                if queued.load(Ordering::Acquire) == 0
+                    && f.stage_from_peer(advertised, m.from, slot, m.len, k, now, &mut rx.hits)
+                {
                     continue;
                 }
             }
@@ -688,15 +706,21 @@ fn relay_batch(
                 bytes: pool.copy_of(&slot[4..4 + m.len]),
                 conn: None,
             };
+            // Counted before the TURN task can see it (it counts down).
+            queued.fetch_add(1, Ordering::AcqRel);
             match tx.try_send(p) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(p)) => {
+                    queued.fetch_sub(1, Ordering::AcqRel);
                     if let Inbound::Packet { bytes, .. } = p {
                         pool.give(bytes);
                     }
                     tracing::trace!(%advertised, "turn queue full: peer datagram dropped");
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    queued.fetch_sub(1, Ordering::AcqRel);
+                    closed = true;
+                }
             }
         }
         if let Some(f) = fast {
@@ -712,6 +736,7 @@ fn relay_batch(
 async fn relay_reader(
     sock: Arc<UdpSocket>,
     advertised: SocketAddr,
+    queued: Arc<AtomicUsize>,
     tx: mpsc::Sender<Inbound>,
     pool: Arc<BufPool>,
     fast: Option<Arc<FastPath>>,
@@ -722,7 +747,7 @@ async fn relay_reader(
             tokio::task::yield_now().await;
             continue;
         }
-        match relay_batch(&sock, advertised, &tx, &pool, fast.as_deref()) {
+        match relay_batch(&sock, advertised, &queued, &tx, &pool, fast.as_deref()) {
             Ok(false) => {}
             Ok(true) => return,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -973,6 +998,7 @@ pub(crate) fn spawn(
         pool: pool.clone(),
         used: Vec::new(),
         pending: Vec::new(),
+        handled_from_peers: Vec::new(),
         order: Vec::new(),
         batch: SendBatch::new(),
         fast: fast.clone(),
@@ -1006,6 +1032,9 @@ struct TurnTask {
     used: Vec<Vec<u8>>,
     /// UDP transmits of the current burst, sent by `send_pending`.
     pending: Vec<p2p_turn::Transmit>,
+    /// The readers' [`Relay::queued`] of the burst's peer datagrams (one
+    /// entry each), counted down once the burst's transmits are sent.
+    handled_from_peers: Vec<Arc<AtomicUsize>>,
     /// (source, index into `pending`), sorted to group the sends.
     order: Vec<(SocketAddr, u32)>,
     /// Buffers for `sendmmsg`.
@@ -1122,6 +1151,7 @@ impl TurnTask {
                         }
                     }
                     self.send_pending().await;
+                    self.count_down_handled();
                     self.pool.give_back(&mut self.used);
                 }
                 () = sleep => {
@@ -1144,6 +1174,10 @@ impl TurnTask {
             } => {
                 let relayed = self.server.relayed_address_transport(local);
                 let from_peer = relayed.is_some();
+                // A datagram a relayed socket's reader handed over.
+                if let Some(q) = self.server.relays().queued(local) {
+                    self.handled_from_peers.push(q);
+                }
                 if !from_peer {
                     if let Some(c) = conn {
                         self.conns.entry((transport, local, remote)).or_insert(c);
@@ -1411,6 +1445,16 @@ impl TurnTask {
     /// Send the staged UDP transmits: grouped per source socket (each
     /// group in its order, so no flow is reordered) and batched with
     /// `sendmmsg`; then recycle their buffers.
+    /// The burst's peer datagrams are handled and what they produced is
+    /// sent: their readers may take the fast path again.
+    fn count_down_handled(&mut self) {
+        for q in self.handled_from_peers.drain(..) {
+            // Never below zero: a relayed address given up and taken again
+            // within one burst has a fresh count.
+            let _ = q.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
+        }
+    }
+
     async fn send_pending(&mut self) {
         if self.pending.is_empty() {
             return;

@@ -475,3 +475,83 @@ async fn external_ip_is_advertised_while_the_relay_ip_is_bound() {
     .await
     .expect("in time");
 }
+
+/// A peer streams numbered datagrams while the client binds a channel: the
+/// first ones come as Data indications through the TURN task, the later
+/// ones as ChannelData, most on the fast path once the route is up. None
+/// may overtake one the peer sent before it (the route coming up must not
+/// let the fast path pass datagrams still queued for the TURN task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_coming_up_keeps_the_peers_datagrams_in_order() {
+    const N: u32 = 4000;
+    tokio::time::timeout(BOUND, async {
+        let srv = start(OPEN).await;
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer_addr = peer.local_addr().unwrap();
+        let mut c = Client::udp(srv.udp, "alice", "secret", |_| {}).await;
+        let relayed = c.allocate().await.expect("allocated");
+        c.permit(peer_addr).await.expect("permission");
+        // Its own thread: the stream does not wait for the runtime.
+        let blaster = std::thread::spawn(move || {
+            for seq in 0..N {
+                let mut d = seq.to_be_bytes().to_vec();
+                d.resize(64, 0);
+                peer.send_to(&d, relayed).unwrap();
+                if seq % 64 == 63 {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+        });
+        // The channel is asked for once the stream is flowing.
+        let mut got: Vec<u32> = Vec::new();
+        let mut bound = false;
+        let mut over_channel = 0u32;
+        // Until the last one, or a quiet spell after the stream (UDP may
+        // lose some).
+        let mut heard = tokio::time::Instant::now();
+        let quiet = |heard: tokio::time::Instant| heard.elapsed() > Duration::from_millis(500);
+        while got.last() != Some(&(N - 1)) && !(blaster.is_finished() && quiet(heard)) {
+            if !bound && got.len() >= 50 {
+                c.turn.bind_channel(Instant::now(), peer_addr).unwrap();
+                bound = true;
+            }
+            c.flush().await;
+            let wake = tokio::time::sleep(Duration::from_millis(50));
+            tokio::select! {
+                frames = c.recv() => {
+                    heard = tokio::time::Instant::now();
+                    let now = Instant::now();
+                    for f in frames {
+                        if f.first().is_some_and(|b| b & 0xC0 == 0x40) {
+                            over_channel += 1;
+                        }
+                        c.turn.handle_input(now, p2p_turn::Datagram {
+                            transport: Transport::Udp,
+                            local: c.local,
+                            remote: c.server,
+                            bytes: &f,
+                        });
+                    }
+                }
+                () = wake => c.turn.handle_timeout(Instant::now()),
+            }
+            while let Some(e) = c.turn.poll_event() {
+                if let ClientEvent::Data { data, .. } = e {
+                    got.push(u32::from_be_bytes(data[..4].try_into().unwrap()));
+                }
+            }
+        }
+        blaster.join().unwrap();
+        assert!(bound, "the stream never reached the client");
+        assert!(over_channel > 0, "no ChannelData arrived");
+        let behind: Vec<(u32, u32)> = got
+            .windows(2)
+            .filter(|w| w[1] <= w[0])
+            .map(|w| (w[0], w[1]))
+            .collect();
+        assert!(behind.is_empty(), "overtaken (earlier, later): {behind:?}");
+        srv.stop().await;
+    })
+    .await
+    .expect("in time");
+}
