@@ -1405,6 +1405,12 @@ impl TurnTask {
     /// Send what the server queued, perform its RFC 6062 commands, then log
     /// its events.
     async fn flush(&mut self, transport: Option<Transport>) {
+        // Routes first: a ChannelBind answer must not reach the client
+        // (whose next ChannelData would then miss the route) before its
+        // route is published, even when a full batch goes out below.
+        while let Some(r) = self.server.poll_route() {
+            self.route(r);
+        }
         // Transmits first: a Splice follows the ConnectionBind response it
         // goes with on the same connection queue.
         loop {
@@ -1442,9 +1448,6 @@ impl TurnTask {
         }
     }
 
-    /// Send the staged UDP transmits: grouped per source socket (each
-    /// group in its order, so no flow is reordered) and batched with
-    /// `sendmmsg`; then recycle their buffers.
     /// The burst's peer datagrams are handled and what they produced is
     /// sent: their readers may take the fast path again.
     fn count_down_handled(&mut self) {
@@ -1455,6 +1458,9 @@ impl TurnTask {
         }
     }
 
+    /// Send the staged UDP transmits: grouped per source socket (each
+    /// group in its order, so no flow is reordered) and batched with
+    /// `sendmmsg`; then recycle their buffers.
     async fn send_pending(&mut self) {
         if self.pending.is_empty() {
             return;
