@@ -357,8 +357,10 @@ impl Server {
             for (k, (addr, sock)) in sockets.iter().enumerate() {
                 // The next worker's socket for the same address: this worker
                 // also drains it when it has nothing of its own, which evens
-                // out SO_REUSEPORT's per-flow hashing over few flows.
-                let neighbour = (groups > 1)
+                // out SO_REUSEPORT's per-flow hashing over few flows. Not
+                // with TURN: two threads reading one socket would reorder a
+                // client's relayed flow (STUN answers have no order).
+                let neighbour = (groups > 1 && turn.is_none())
                     .then(|| self.udp[(w + 1) % groups].get(k))
                     .flatten()
                     .filter(|(a, _)| a == addr)

@@ -555,3 +555,60 @@ async fn a_channel_coming_up_keeps_the_peers_datagrams_in_order() {
     .await
     .expect("in time");
 }
+
+/// A client streams numbered ChannelData as fast as it can: the peer gets
+/// them in the order sent, whichever worker thread reads and relays them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_channel_data_reaches_the_peer_in_order() {
+    const N: u32 = 20_000;
+    tokio::time::timeout(BOUND, async {
+        let srv = start(OPEN).await;
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer_addr = peer.local_addr().unwrap();
+        peer.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let listener = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut b = [0u8; 2048];
+            while let Ok((n, _)) = peer.recv_from(&mut b) {
+                if n >= 4 {
+                    got.push(u32::from_be_bytes(b[..4].try_into().unwrap()));
+                }
+            }
+            got
+        });
+        let mut c = Client::udp(srv.udp, "alice", "secret", |_| {}).await;
+        c.allocate().await.expect("allocated");
+        c.permit(peer_addr).await.expect("permission");
+        let channel = c.bind(peer_addr).await;
+        let Link::Udp(sock) = &c.link else {
+            unreachable!("a UDP client")
+        };
+        for seq in 0..N {
+            let mut cd = channel.to_be_bytes().to_vec();
+            cd.extend_from_slice(&64u16.to_be_bytes());
+            cd.extend_from_slice(&seq.to_be_bytes());
+            cd.resize(4 + 64, 0);
+            sock.send_to(&cd, srv.udp).await.unwrap();
+        }
+        let got = tokio::task::spawn_blocking(move || listener.join().unwrap())
+            .await
+            .unwrap();
+        assert!(got.len() > 100, "only {} arrived", got.len());
+        let behind: Vec<(u32, u32)> = got
+            .windows(2)
+            .filter(|w| w[1] <= w[0])
+            .map(|w| (w[0], w[1]))
+            .collect();
+        assert!(
+            behind.is_empty(),
+            "{} of {} overtaken, e.g. {:?}",
+            behind.len(),
+            got.len(),
+            &behind[..behind.len().min(8)]
+        );
+        srv.stop().await;
+    })
+    .await
+    .expect("in time");
+}
