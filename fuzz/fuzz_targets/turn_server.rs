@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
+use p2p_fuzz::Input;
 use p2p_stun::attr::*;
 use p2p_stun::{
     AttrType, ChannelData, Key, Message, MessageBuilder, MessageClass, MessageType, Method,
@@ -46,25 +47,6 @@ const TYPES: [AttrType; 14] = [
     AttrType::XOR_RELAYED_ADDRESS,
     AttrType::SOFTWARE,
 ];
-
-struct Input<'a>(&'a [u8]);
-
-impl<'a> Input<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(*b)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_be_bytes([self.byte()?, self.byte()?]))
-    }
-    fn bytes(&mut self, n: usize) -> &'a [u8] {
-        let n = n.min(self.0.len());
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        a
-    }
-}
 
 struct World {
     server: TurnServer<StaticUsers, MemoryRelayAllocator>,
@@ -170,14 +152,10 @@ impl World {
                         .ok()?;
                 }
                 2 => {
-                    let typ = TYPES[usize::from(input.byte()?) % TYPES.len()];
-                    let len = usize::from(input.byte()? % 24);
-                    b.add_raw(typ, input.bytes(len)).ok()?;
+                    input.raw_attribute(&mut b, &TYPES, false)?;
                 }
                 _ => {
-                    let typ = AttrType(input.u16()?);
-                    let len = usize::from(input.byte()? % 24);
-                    b.add_raw(typ, input.bytes(len)).ok()?;
+                    input.raw_attribute(&mut b, &TYPES, true)?;
                 }
             }
         }
