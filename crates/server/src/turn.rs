@@ -1411,8 +1411,8 @@ impl TurnTask {
         while let Some(r) = self.server.poll_route() {
             self.route(r);
         }
-        // Transmits first: a Splice follows the ConnectionBind response it
-        // goes with on the same connection queue.
+        // Then transmits before commands: a Splice follows the
+        // ConnectionBind response it goes with on the same connection queue.
         loop {
             while let Some(t) = self.server.poll_transmit() {
                 if t.transport == Transport::Udp {
@@ -1440,6 +1440,7 @@ impl TurnTask {
                 None => break,
             }
         }
+        // Whatever the commands changed.
         while let Some(r) = self.server.poll_route() {
             self.route(r);
         }
