@@ -476,6 +476,15 @@ async fn external_ip_is_advertised_while_the_relay_ip_is_bound() {
     .expect("in time");
 }
 
+/// The neighbours in `seqs` (sequence numbers in arrival order) where the
+/// later one was sent first.
+fn overtaken(seqs: &[u32]) -> Vec<(u32, u32)> {
+    seqs.windows(2)
+        .filter(|w| w[1] <= w[0])
+        .map(|w| (w[0], w[1]))
+        .collect()
+}
+
 /// A peer streams numbered datagrams while the client binds a channel: the
 /// first ones come as Data indications through the TURN task, the later
 /// ones as ChannelData, most on the fast path once the route is up. None
@@ -556,11 +565,7 @@ async fn a_channel_coming_up_keeps_the_peers_datagrams_in_order() {
         blaster.join().unwrap();
         assert!(bound, "the stream never reached the client");
         assert!(over_channel > 0, "no ChannelData arrived");
-        let behind: Vec<(u32, u32)> = got
-            .windows(2)
-            .filter(|w| w[1] <= w[0])
-            .map(|w| (w[0], w[1]))
-            .collect();
+        let behind = overtaken(&got);
         assert!(behind.is_empty(), "overtaken (earlier, later): {behind:?}");
         srv.stop().await;
     })
@@ -607,11 +612,7 @@ async fn a_clients_channel_data_reaches_the_peer_in_order() {
             .await
             .unwrap();
         assert!(got.len() > 100, "only {} arrived", got.len());
-        let behind: Vec<(u32, u32)> = got
-            .windows(2)
-            .filter(|w| w[1] <= w[0])
-            .map(|w| (w[0], w[1]))
-            .collect();
+        let behind = overtaken(&got);
         assert!(
             behind.is_empty(),
             "{} of {} overtaken, e.g. {:?}",
