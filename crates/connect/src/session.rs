@@ -170,6 +170,11 @@ struct Relay {
     local: SocketAddr,
     client: TurnClient,
     relayed: Option<SocketAddr>,
+    /// The related address signalled with the relayed candidate.
+    related: Option<SocketAddr>,
+    /// Left out of the ICE generation a restart began until the restart's
+    /// probe shows the allocation alive (see [`Session::restart`]).
+    withheld: bool,
     permitted: HashSet<IpAddr>,
     /// Peers the server refused permissions for (403).
     refused: HashSet<IpAddr>,
@@ -193,6 +198,8 @@ impl Relay {
             local,
             client: TurnClient::new(cc),
             relayed: None,
+            related: None,
+            withheld: false,
             permitted: HashSet::new(),
             refused: HashSet::new(),
             done: false,
@@ -330,20 +337,54 @@ impl Session {
     /// A restart gathers again, since a network change may have changed
     /// the NAT mapping: the STUN servers are asked for the server-reflexive
     /// address again, and every TURN allocation is checked by allocating
-    /// again from the same socket. The server answers 437 (allocation
-    /// mismatch) while the old allocation lives on our 5-tuple: it is kept
-    /// (and its relayed candidate signalled again). If it grants the new
-    /// one, the old allocation is gone (the server now sees us from another
-    /// address): the new relayed candidate replaces the old one, whose
-    /// pairs fail. A TURN server that failed before is tried again.
+    /// again from the same socket. Until that probe is answered the old
+    /// relayed candidate is withheld from the new generation (not
+    /// signalled, not checked; a path through it keeps carrying data). The
+    /// server answers 437 (allocation mismatch) while the old allocation
+    /// lives on our 5-tuple: it is kept and its relayed candidate signalled
+    /// again (so is it on any other refusal: the server is up). If it grants
+    /// the new one, the old allocation is gone (the server now sees us from
+    /// another address): the new relayed candidate replaces the old one. If
+    /// the server does not answer at all, the old candidate stays withheld
+    /// ([`SessionEvent::TurnFailed`] with no code says so): a dead server's
+    /// address is not offered to the peer. Its allocation keeps being
+    /// refreshed and is probed again at the next restart. A TURN server
+    /// that failed before is tried again.
     /// [`SessionEvent::GatheringComplete`] waits for all of it.
     pub fn restart(&mut self, now: Instant) {
         if self.closing.is_some() {
             return;
         }
         self.now = Some(now);
-        self.agent.restart();
-        let mut regathering = false;
+        // The allocations the loop below probes: their candidates wait.
+        let mut withheld = Vec::new();
+        for (k, r) in self.relays.iter_mut().enumerate() {
+            if r.retired || r.probe_for.is_some() || r.client.state() != ClientState::Allocated {
+                continue;
+            }
+            r.withheld = true;
+            withheld.extend(
+                self.by_relayed
+                    .iter()
+                    .filter(|(_, j)| **j == k)
+                    .map(|(a, _)| (*a, *a)),
+            );
+        }
+        // Every allocation is checked or made again, except one still
+        // being made: the agent must not end gathering as it restarts.
+        let regathering = self.relays.iter().any(|r| {
+            !r.retired
+                && r.probe_for.is_none()
+                && match r.client.state() {
+                    ClientState::Allocated | ClientState::Failed | ClientState::Closed => true,
+                    ClientState::Idle | ClientState::Allocating | ClientState::Deleting => !r.done,
+                }
+        });
+        if regathering {
+            self.agent.expect_more_local_candidates();
+            self.gathering_ended = false;
+        }
+        self.agent.restart_withholding(&withheld);
         for i in 0..self.relays.len() {
             let r = &self.relays[i];
             if r.retired || r.probe_for.is_some() {
@@ -363,7 +404,6 @@ impl Session {
                             self.relays.push(probe);
                         }
                     }
-                    regathering = true;
                 }
                 ClientState::Failed | ClientState::Closed => {
                     // Lost or refused before: try again with a new client.
@@ -378,12 +418,9 @@ impl Session {
                     self.relays[i].done = true;
                     if fresh.client.allocate(now).is_ok() {
                         self.relays.push(fresh);
-                        regathering = true;
                     }
                 }
-                ClientState::Idle | ClientState::Allocating | ClientState::Deleting => {
-                    regathering |= !r.done;
-                }
+                ClientState::Idle | ClientState::Allocating | ClientState::Deleting => {}
             }
         }
         if regathering {
@@ -712,14 +749,29 @@ impl Session {
                     self.relays[k].done = true;
                     self.relays[i].probe_for = None;
                 }
-                _ => {
-                    // 437: the old allocation lives on our 5-tuple (kept,
-                    // its candidate already signalled again). Anything else
-                    // (no answer, a refusal): keep the old one too.
+                ClientEvent::AllocationFailed { code: None, reason } => {
+                    // No answer: the server (or the way to it) is down, and
+                    // the old allocation with it as far as we can tell.
+                    // Its candidate stays withheld.
                     self.relays[i].retired = true;
                     self.relays[i].done = true;
+                    self.events.push_back(SessionEvent::TurnFailed {
+                        server,
+                        code: None,
+                        reason: format!("{reason} (checking the allocation at a restart)"),
+                    });
                     return;
                 }
+                ClientEvent::AllocationFailed { code: Some(_), .. } => {
+                    // 437: the old allocation lives on our 5-tuple. Any
+                    // other refusal (quota, say) still shows the server
+                    // up: keep the old allocation, offer its candidate again.
+                    self.relays[i].retired = true;
+                    self.relays[i].done = true;
+                    self.offer_again(k);
+                    return;
+                }
+                _ => return,
             }
         }
         match e {
@@ -727,6 +779,7 @@ impl Session {
                 relayed, mapped, ..
             } => {
                 self.relays[i].done = true;
+                self.relays[i].related = mapped.or(Some(self.relays[i].local));
                 for addr in relayed {
                     self.relays[i].relayed.get_or_insert(addr);
                     self.by_relayed.insert(addr, i);
@@ -781,6 +834,29 @@ impl Session {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Relay `k`'s allocation proved alive after a restart withheld its
+    /// relayed candidates: add them to the new generation.
+    fn offer_again(&mut self, k: usize) {
+        let r = &mut self.relays[k];
+        if !r.withheld || r.retired {
+            return;
+        }
+        r.withheld = false;
+        let (related, server) = (r.related, r.config.server);
+        let mut addrs: Vec<SocketAddr> = self
+            .by_relayed
+            .iter()
+            .filter(|(_, j)| **j == k)
+            .map(|(a, _)| *a)
+            .collect();
+        addrs.sort();
+        for a in addrs {
+            let _ = self
+                .agent
+                .add_local_candidate(Candidate::relayed(a, related, server.ip()));
         }
     }
 

@@ -299,6 +299,11 @@ fn ice_restart_after_a_network_change_reconnects() {
     assert_eq!(again_a.len(), 1, "{again_a:?}");
     assert_ne!(again_a[0], relay_a[0]);
     assert!(relays(p.node_b(), restart).is_empty());
+    // B's kept allocation was offered again once the server said 437.
+    let b_relay = format!(" {} {} typ relay", relay_b[0].ip(), relay_b[0].port());
+    assert!(p.signals.iter().any(|(t, from_a, s)| *t >= restart
+        && !*from_a
+        && matches!(s, common::Signal::Candidate(c) if c.contains(&b_relay))));
     for n in [p.node_a(), p.node_b()] {
         let eoc = n
             .events
@@ -306,6 +311,78 @@ fn ice_restart_after_a_network_change_reconnects() {
             .filter(|(t, e)| *t >= restart && *e == SessionEvent::GatheringComplete)
             .count();
         assert_eq!(eoc, 1, "{}", n.name);
+    }
+}
+
+/// The TURN (and STUN) server dies, then both sides restart ICE. Each
+/// checks its allocation by allocating again; the server never answers, so
+/// neither offers the dead server's relayed candidate to the peer in the
+/// new generation (its pairs could only fail), each reports the server
+/// with `TurnFailed` (no code), gathering still completes once, and they
+/// reconnect directly.
+#[test]
+fn a_dead_turn_servers_candidate_is_not_offered_again_after_a_restart() {
+    let mut p = Pair::new(Placement::Nat(EI, EI), Placement::Public, Opts::default());
+    connected(&mut p);
+    p.run_for(Duration::from_secs(1));
+    for n in [p.node_a(), p.node_b()] {
+        assert!(
+            n.has_event(|e| matches!(e, SessionEvent::TurnAllocated { .. }))
+                .is_some(),
+            "{} allocated",
+            n.name
+        );
+    }
+    let server = p.server;
+    p.sim.set_link(
+        server,
+        LinkConfig {
+            loss: 1.0,
+            ..LinkConfig::default()
+        },
+    );
+    let restart = p.sim.now();
+    p.node_a_mut().restart(restart);
+    p.node_b_mut().restart(restart);
+    let settled = |p: &Pair| {
+        [p.node_a(), p.node_b()].iter().all(|n| {
+            n.events
+                .iter()
+                .any(|(t, e)| *t >= restart && *e == SessionEvent::GatheringComplete)
+                && n.events
+                    .iter()
+                    .any(|(t, e)| *t > restart && matches!(e, SessionEvent::SelectedPair { .. }))
+        }) && data_since(p, restart)
+    };
+    p.run_until(settled, MAX).unwrap_or_else(|e| panic!("{e}"));
+    p.run_for(Duration::from_secs(2));
+    for (from_a, n) in [(true, p.node_a()), (false, p.node_b())] {
+        let relayed: Vec<&String> = p
+            .signals
+            .iter()
+            .filter(|(t, f, _)| *t >= restart && *f == from_a)
+            .filter_map(|(_, _, s)| match s {
+                common::Signal::Candidate(c) if c.contains(" typ relay") => Some(c),
+                _ => None,
+            })
+            .collect();
+        assert!(relayed.is_empty(), "{} offered {relayed:?}", n.name);
+        let failed = n
+            .events
+            .iter()
+            .filter(|(t, e)| {
+                *t >= restart && matches!(e, SessionEvent::TurnFailed { code: None, .. })
+            })
+            .count();
+        assert_eq!(failed, 1, "{}", n.name);
+        let eoc = n
+            .events
+            .iter()
+            .filter(|(t, e)| *t >= restart && *e == SessionEvent::GatheringComplete)
+            .count();
+        assert_eq!(eoc, 1, "{}", n.name);
+        let (local, _) = n.session.selected_path().expect("path");
+        assert_ne!(local.kind, CandidateKind::Relayed, "{}", n.name);
     }
 }
 

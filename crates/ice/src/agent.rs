@@ -606,6 +606,21 @@ impl IceAgent {
         self.update_state();
     }
 
+    /// [`restart`](IceAgent::restart), but the local candidates given
+    /// (address and base) are left out of the new generation: not emitted,
+    /// not paired. For a caller that must first learn whether they still
+    /// work (a TURN allocation whose server may have died); one that does
+    /// is added again with [`add_local_candidate`](IceAgent::add_local_candidate).
+    /// A selected pair that uses one keeps carrying data meanwhile.
+    pub fn restart_withholding(&mut self, withheld: &[(SocketAddr, SocketAddr)]) {
+        for key in withheld {
+            if !self.retired.contains(key) {
+                self.retired.push(*key);
+            }
+        }
+        self.restart();
+    }
+
     /// More local candidates are coming after all: undo
     /// [`end_of_local_candidates`](IceAgent::end_of_local_candidates) so that
     /// [`IceEvent::GatheringComplete`] waits for the next call. For a caller
