@@ -734,3 +734,46 @@ fn a_retired_candidate_leaves_the_check_list() {
     a.restart();
     assert!(!a.local_candidates().iter().any(|c| c.address() == relayed));
 }
+
+/// A restart that withholds a candidate neither emits nor pairs it; added
+/// again, it is signalled and paired in the new generation.
+#[test]
+fn a_withheld_candidate_waits_out_the_restart_until_added_again() {
+    let relayed = addr("203.0.113.1:50000");
+    let relay = || {
+        Candidate::relayed(
+            relayed,
+            Some(addr("198.51.100.1:5000")),
+            addr("203.0.113.1:3478").ip(),
+        )
+    };
+    let mut a = IceAgent::new(seeded(true, 1));
+    a.add_local_candidate(host("10.0.0.1:5000")).unwrap();
+    a.add_local_candidate(relay()).unwrap();
+    a.set_remote_credentials("ufragB", "passwordpasswordpassword")
+        .unwrap();
+    a.add_remote_candidate(host("10.0.0.2:6000")).unwrap();
+    while a.poll_event().is_some() {}
+    a.restart_withholding(&[(relayed, relayed)]);
+    let mut emitted = Vec::new();
+    while let Some(e) = a.poll_event() {
+        if let IceEvent::LocalCandidate(c) = e {
+            emitted.push(c.address());
+        }
+    }
+    assert_eq!(emitted, [addr("10.0.0.1:5000")]);
+    assert!(!a.local_candidates().iter().any(|c| c.address() == relayed));
+    a.set_remote_credentials("ufragC", "passwordpasswordpassword")
+        .unwrap();
+    a.add_remote_candidate(host("10.0.0.2:6000")).unwrap();
+    assert!(!a.stats().pairs.iter().any(|p| p.local.address() == relayed));
+    a.add_local_candidate(relay()).unwrap();
+    let again = std::iter::from_fn(|| a.poll_event())
+        .any(|e| matches!(e, IceEvent::LocalCandidate(c) if c.address() == relayed));
+    assert!(again);
+    assert!(a
+        .stats()
+        .pairs
+        .iter()
+        .any(|p| p.local.address() == relayed && p.state != PairState::Failed));
+}
