@@ -2,9 +2,10 @@
 //! peer signed with the right password and carrying arbitrary attributes,
 //! answers (success, 487 role conflict, other errors, arbitrary attributes)
 //! to the agent's own outstanding requests, raw datagrams, candidates and
-//! credentials arriving late or twice, restarts, retired candidates, data
-//! and jumps in time. Nothing may panic; every datagram the agent sends is
-//! STUN (it sends no data but what the caller gives it).
+//! credentials arriving late or twice, restarts (some withholding a
+//! candidate), retired candidates, data and jumps in time. Nothing may
+//! panic; every datagram the agent sends is STUN (it sends no data but what
+//! the caller gives it).
 #![no_main]
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -195,6 +196,12 @@ impl World {
             6 => {
                 let i = input.byte()?;
                 match i % 6 {
+                    0 if i & 0x80 != 0 => {
+                        // Withholding a local candidate (as the session does
+                        // with an allocation it is checking).
+                        let l = self.locals[usize::from((i >> 6) & 1)];
+                        self.agent.restart_withholding(&[(l, l)]);
+                    }
                     0 => self.agent.restart(),
                     1 => {
                         let (u, p) = (self.remote_ufrag.clone(), self.remote_pwd.clone());

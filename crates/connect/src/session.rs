@@ -423,10 +423,6 @@ impl Session {
                 ClientState::Idle | ClientState::Allocating | ClientState::Deleting => {}
             }
         }
-        if regathering {
-            self.agent.expect_more_local_candidates();
-            self.gathering_ended = false;
-        }
         self.agent.handle_timeout(now);
         self.pump(now);
     }
@@ -841,7 +837,7 @@ impl Session {
     /// relayed candidates: add them to the new generation.
     fn offer_again(&mut self, k: usize) {
         let r = &mut self.relays[k];
-        if !r.withheld || r.retired {
+        if !r.withheld || r.retired || r.client.state() != ClientState::Allocated {
             return;
         }
         r.withheld = false;
