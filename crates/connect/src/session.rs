@@ -170,8 +170,6 @@ struct Relay {
     local: SocketAddr,
     client: TurnClient,
     relayed: Option<SocketAddr>,
-    /// The related address signalled with the relayed candidate.
-    related: Option<SocketAddr>,
     /// Left out of the ICE generation a restart began until the restart's
     /// probe shows the allocation alive (see [`Session::restart`]).
     withheld: bool,
@@ -198,7 +196,6 @@ impl Relay {
             local,
             client: TurnClient::new(cc),
             relayed: None,
-            related: None,
             withheld: false,
             permitted: HashSet::new(),
             refused: HashSet::new(),
@@ -206,6 +203,13 @@ impl Relay {
             probe_for: None,
             retired: false,
         }
+    }
+
+    /// The relayed candidate for one of this allocation's addresses (its
+    /// related address is the server-reflexive one the server saw).
+    fn candidate(&self, relayed: SocketAddr) -> Candidate {
+        let related = self.client.mapped_address().or(Some(self.local));
+        Candidate::relayed(relayed, related, self.config.server.ip())
     }
 
     /// Whether a datagram from the network belongs to this relay's server
@@ -356,73 +360,67 @@ impl Session {
             return;
         }
         self.now = Some(now);
-        // The allocations the loop below probes: their candidates wait.
+        // Every allocation is checked or made again (one still being made
+        // is waited for), and its relayed candidates are left out of the
+        // new generation meanwhile.
         let mut withheld = Vec::new();
-        for (k, r) in self.relays.iter_mut().enumerate() {
-            if r.retired || r.probe_for.is_some() || r.client.state() != ClientState::Allocated {
+        let mut regathering = false;
+        for i in 0..self.relays.len() {
+            if self.relays[i].retired || self.relays[i].probe_for.is_some() {
                 continue;
             }
-            r.withheld = true;
-            withheld.extend(
-                self.by_relayed
-                    .iter()
-                    .filter(|(_, j)| **j == k)
-                    .map(|(a, _)| (*a, *a)),
-            );
-        }
-        // Every allocation is checked or made again, except one still
-        // being made: the agent must not end gathering as it restarts.
-        let regathering = self.relays.iter().any(|r| {
-            !r.retired
-                && r.probe_for.is_none()
-                && match r.client.state() {
-                    ClientState::Allocated | ClientState::Failed | ClientState::Closed => true,
-                    ClientState::Idle | ClientState::Allocating | ClientState::Deleting => !r.done,
+            let seed = self.next_seed();
+            let probing = self
+                .relays
+                .iter()
+                .any(|p| p.probe_for == Some(i) && !p.retired);
+            let r = &mut self.relays[i];
+            let state = r.client.state();
+            if matches!(
+                state,
+                ClientState::Allocated | ClientState::Failed | ClientState::Closed
+            ) {
+                regathering = true;
+                withheld.extend(
+                    r.client
+                        .relayed_addresses()
+                        .iter()
+                        .chain(&r.relayed)
+                        .map(|a| (*a, *a)),
+                );
+            }
+            let replacement = match state {
+                ClientState::Allocated => {
+                    r.withheld = true;
+                    (!probing).then(|| {
+                        let mut probe = Relay::new(r.config.clone(), r.local, seed);
+                        probe.probe_for = Some(i);
+                        probe
+                    })
                 }
-        });
+                ClientState::Failed | ClientState::Closed => {
+                    // Lost or refused before: try again with a new client.
+                    r.retired = true;
+                    r.done = true;
+                    Some(Relay::new(r.config.clone(), r.local, seed))
+                }
+                ClientState::Idle | ClientState::Allocating | ClientState::Deleting => {
+                    regathering |= !r.done;
+                    None
+                }
+            };
+            if let Some(mut relay) = replacement {
+                if relay.client.allocate(now).is_ok() {
+                    self.relays.push(relay);
+                }
+            }
+        }
+        // Said before the agent restarts, so that it does not end gathering.
         if regathering {
             self.agent.expect_more_local_candidates();
             self.gathering_ended = false;
         }
         self.agent.restart_withholding(&withheld);
-        for i in 0..self.relays.len() {
-            let r = &self.relays[i];
-            if r.retired || r.probe_for.is_some() {
-                continue;
-            }
-            match r.client.state() {
-                ClientState::Allocated => {
-                    let probing = self
-                        .relays
-                        .iter()
-                        .any(|p| p.probe_for == Some(i) && !p.retired);
-                    if !probing {
-                        let seed = self.next_seed();
-                        let mut probe = Relay::new(r.config.clone(), r.local, seed);
-                        probe.probe_for = Some(i);
-                        if probe.client.allocate(now).is_ok() {
-                            self.relays.push(probe);
-                        }
-                    }
-                }
-                ClientState::Failed | ClientState::Closed => {
-                    // Lost or refused before: try again with a new client.
-                    let seed = self.next_seed();
-                    let old: Vec<SocketAddr> = self.relays[i].client.relayed_addresses().to_vec();
-                    for a in old.iter().chain(self.relays[i].relayed.iter()) {
-                        self.agent.retire_local_candidate(*a, *a);
-                    }
-                    let mut fresh =
-                        Relay::new(self.relays[i].config.clone(), self.relays[i].local, seed);
-                    self.relays[i].retired = true;
-                    self.relays[i].done = true;
-                    if fresh.client.allocate(now).is_ok() {
-                        self.relays.push(fresh);
-                    }
-                }
-                ClientState::Idle | ClientState::Allocating | ClientState::Deleting => {}
-            }
-        }
         self.agent.handle_timeout(now);
         self.pump(now);
     }
@@ -771,21 +769,14 @@ impl Session {
             }
         }
         match e {
-            ClientEvent::Allocated {
-                relayed, mapped, ..
-            } => {
+            ClientEvent::Allocated { relayed, .. } => {
                 self.relays[i].done = true;
-                self.relays[i].related = mapped.or(Some(self.relays[i].local));
                 for addr in relayed {
                     self.relays[i].relayed.get_or_insert(addr);
                     self.by_relayed.insert(addr, i);
                     self.permit_remotes(now);
-                    let related = mapped.or(Some(self.relays[i].local));
-                    if self
-                        .agent
-                        .add_local_candidate(Candidate::relayed(addr, related, server.ip()))
-                        .is_ok()
-                    {
+                    let c = self.relays[i].candidate(addr);
+                    if self.agent.add_local_candidate(c).is_ok() {
                         self.events.push_back(SessionEvent::TurnAllocated {
                             server,
                             relayed: addr,
@@ -841,18 +832,9 @@ impl Session {
             return;
         }
         r.withheld = false;
-        let (related, server) = (r.related, r.config.server);
-        let mut addrs: Vec<SocketAddr> = self
-            .by_relayed
-            .iter()
-            .filter(|(_, j)| **j == k)
-            .map(|(a, _)| *a)
-            .collect();
-        addrs.sort();
-        for a in addrs {
-            let _ = self
-                .agent
-                .add_local_candidate(Candidate::relayed(a, related, server.ip()));
+        let r = &self.relays[k];
+        for a in r.client.relayed_addresses() {
+            let _ = self.agent.add_local_candidate(r.candidate(*a));
         }
     }
 
