@@ -47,17 +47,17 @@ impl AgentNode {
 }
 
 impl Node for AgentNode {
-    fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram) {
+    fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram<'_>) {
         let input = self.agent.handle_input(
             now,
             p2p_ice::Datagram {
                 source: d.source,
                 destination: d.destination,
-                contents: &d.contents,
+                contents: d.contents,
             },
         );
         if input == Input::NotIce {
-            self.data.push(d.contents);
+            self.data.push(d.contents.to_vec());
         }
         self.drain_events();
     }
@@ -88,8 +88,8 @@ struct StunReflector {
 }
 
 impl Node for StunReflector {
-    fn handle_input(&mut self, _now: Instant, d: p2p_netsim::Datagram) {
-        let Ok(msg) = Message::decode(&d.contents) else {
+    fn handle_input(&mut self, _now: Instant, d: p2p_netsim::Datagram<'_>) {
+        let Ok(msg) = Message::decode(d.contents) else {
             return;
         };
         if msg.typ().method != Method::BINDING || msg.typ().class != MessageClass::Request {

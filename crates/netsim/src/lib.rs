@@ -7,8 +7,8 @@
 //! 10-minute TURN allocation or a 30-second ICE failure runs in microseconds.
 //!
 //! It is not a network stack: it moves whole datagrams between addresses and
-//! knows nothing of STUN, TURN or ICE. A `Tcp`-marked datagram stands for one
-//! framed message on a TCP connection; there is no handshake or stream. It is a
+//! knows nothing of STUN, TURN or ICE. A `Tcp`- or `Tls`-marked datagram stands
+//! for one framed message on a TCP connection; there is no handshake or stream. It is a
 //! dev-only crate (`publish = false`), used by the tests of the TURN server,
 //! the ICE agent and the connect `Session` through small adapters implementing
 //! [`Node`].
@@ -21,9 +21,10 @@
 //! packet events are kept ([`Sim::trace`]), so a stalled
 //! [`Sim::run_until`] fails with a readable trace instead of hanging.
 //!
-//! To put a sans-IO machine on the network, wrap it in a test struct that
-//! implements [`Node`] by forwarding to the machine (mapping its transmit type
-//! to [`Transmit`]), add it with [`Sim::add_host`], and read its state between
+//! Packets are the stack's own [`Transmit`] and [`Datagram`] (`p2p-proto`).
+//! Any machine of the stack goes on the network as a [`MachineNode`] (its
+//! transmits are sent, its other outputs kept for the test), or wrap it in
+//! a test struct that implements [`Node`]; add it with [`Sim::add_host`], and read its state between
 //! steps with [`Sim::node`] / [`Sim::node_mut`]. [`EchoReflector`] (a mini
 //! STUN server) and [`ScriptedNode`] (send at given times, record what
 //! arrives) are ready-made nodes.
@@ -73,7 +74,7 @@ mod trace;
 
 pub use link::LinkConfig;
 pub use nat::{Behaviour, MappingInfo, NatConfig, NatId, PortAllocation};
-pub use node::{Datagram, Node, Protocol, Transmit};
+pub use node::{Datagram, MachineNode, Node, Transmit, Transport};
 pub use nodes::{EchoReflector, Received, ScriptedNode};
 pub use sim::{Firewall, HostId, Realm, Sim};
 pub use trace::{DropReason, DropRecord, StallReason, Stalled, Stats, TraceEvent, TraceKind};

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::node::Protocol;
+use crate::node::Transport;
 
 /// Properties of one host's access link (str0m netem's knobs).
 ///
@@ -61,8 +61,8 @@ impl LinkConfig {
 
     /// Delays of the copies of one packet crossing this link: empty if it is
     /// lost, two entries if it is duplicated.
-    pub(crate) fn crossing(&self, proto: Protocol, rng: &mut impl Rng) -> Vec<Duration> {
-        if proto == Protocol::Tcp {
+    pub(crate) fn crossing(&self, proto: Transport, rng: &mut impl Rng) -> Vec<Duration> {
+        if proto.is_reliable() {
             return vec![self.latency];
         }
         if chance(rng, self.loss) {
@@ -111,8 +111,8 @@ mod tests {
             ..LinkConfig::default()
         };
         let mut rng = StdRng::seed_from_u64(1);
-        assert_eq!(link.crossing(Protocol::Tcp, &mut rng), vec![link.latency]);
-        assert!(link.crossing(Protocol::Udp, &mut rng).is_empty());
+        assert_eq!(link.crossing(Transport::Tcp, &mut rng), vec![link.latency]);
+        assert!(link.crossing(Transport::Udp, &mut rng).is_empty());
     }
 
     #[test]
@@ -125,7 +125,7 @@ mod tests {
         let mut seen_distinct = false;
         let mut first = None;
         for _ in 0..1000 {
-            let d = link.crossing(Protocol::Udp, &mut rng);
+            let d = link.crossing(Transport::Udp, &mut rng);
             assert_eq!(d.len(), 1);
             assert!(d[0] >= link.latency && d[0] <= link.latency + link.jitter);
             match first {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::node::Protocol;
+use crate::node::Transport;
 use crate::trace::DropReason;
 
 /// Handle of a NAT added with [`Sim::add_nat`](crate::Sim::add_nat).
@@ -123,8 +123,9 @@ impl NatConfig {
 /// A live mapping, as reported by [`Sim::nat_mappings`](crate::Sim::nat_mappings).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MappingInfo {
-    /// Protocol of the mapping (UDP and TCP mappings are separate).
-    pub proto: Protocol,
+    /// Transport of the mapping (UDP and TCP mappings are separate; TLS
+    /// maps as TCP).
+    pub transport: Transport,
     /// Internal (private) address.
     pub internal: SocketAddr,
     /// External (public) address.
@@ -144,7 +145,7 @@ enum KeyDst {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct MappingKey {
-    proto: Protocol,
+    proto: Transport,
     internal: SocketAddr,
     dst: KeyDst,
 }
@@ -166,7 +167,7 @@ pub(crate) struct Nat {
     next_id: u64,
     mappings: BTreeMap<u64, Mapping>,
     by_key: BTreeMap<MappingKey, u64>,
-    by_external: BTreeMap<(Protocol, SocketAddr), u64>,
+    by_external: BTreeMap<(Transport, SocketAddr), u64>,
     next_port: u16,
     pool: BTreeMap<IpAddr, IpAddr>,
 }
@@ -225,7 +226,7 @@ impl Nat {
         self.mappings
             .values()
             .map(|m| MappingInfo {
-                proto: m.key.proto,
+                transport: m.key.proto,
                 internal: m.key.internal,
                 external: m.external,
                 expires_at: m.last_outbound + lifetime,
@@ -244,7 +245,7 @@ impl Nat {
     pub(crate) fn outbound(
         &mut self,
         now: Instant,
-        proto: Protocol,
+        proto: Transport,
         internal: SocketAddr,
         remote: SocketAddr,
         rng: &mut impl Rng,
@@ -299,7 +300,7 @@ impl Nat {
     pub(crate) fn inbound(
         &mut self,
         now: Instant,
-        proto: Protocol,
+        proto: Transport,
         remote: SocketAddr,
         external: SocketAddr,
     ) -> Result<SocketAddr, DropReason> {
@@ -345,7 +346,7 @@ impl Nat {
         Ok(ip)
     }
 
-    fn is_free(&self, proto: Protocol, ip: IpAddr, port: u16) -> bool {
+    fn is_free(&self, proto: Transport, ip: IpAddr, port: u16) -> bool {
         port != 0
             && !self
                 .by_external
@@ -354,7 +355,7 @@ impl Nat {
 
     fn allocate_port(
         &mut self,
-        proto: Protocol,
+        proto: Transport,
         ip: IpAddr,
         internal_port: u16,
         rng: &mut impl Rng,
@@ -428,7 +429,7 @@ mod tests {
             let t = Instant::now();
             let int = sa("10.0.0.2:5000");
             let out = |n: &mut Nat, r: &str, rng: &mut StdRng| {
-                n.outbound(t, Protocol::Udp, int, sa(r), rng)
+                n.outbound(t, Transport::Udp, int, sa(r), rng)
                     .unwrap()
                     .external
             };
@@ -454,7 +455,7 @@ mod tests {
         let u = n
             .outbound(
                 t,
-                Protocol::Udp,
+                Transport::Udp,
                 sa("10.0.0.2:5000"),
                 sa("1.2.3.4:1"),
                 &mut rng,
@@ -463,7 +464,7 @@ mod tests {
         let tc = n
             .outbound(
                 t,
-                Protocol::Tcp,
+                Transport::Tcp,
                 sa("10.0.0.2:5000"),
                 sa("1.2.3.4:1"),
                 &mut rng,
@@ -489,15 +490,21 @@ mod tests {
         let int = sa("10.0.0.2:5000");
         let ports: Vec<u16> = (1..=3)
             .map(|i| {
-                n.outbound(t, Protocol::Udp, int, sa(&format!("1.2.3.4:{i}")), &mut rng)
-                    .unwrap()
-                    .external
-                    .port()
+                n.outbound(
+                    t,
+                    Transport::Udp,
+                    int,
+                    sa(&format!("1.2.3.4:{i}")),
+                    &mut rng,
+                )
+                .unwrap()
+                .external
+                .port()
             })
             .collect();
         assert_eq!(ports, vec![60000, 60001, 60002]);
         let err = n
-            .outbound(t, Protocol::Udp, int, sa("1.2.3.4:9"), &mut rng)
+            .outbound(t, Transport::Udp, int, sa("1.2.3.4:9"), &mut rng)
             .err();
         assert_eq!(err, Some(DropReason::PortsExhausted { nat: NatId(3) }));
         assert_eq!(
@@ -518,7 +525,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(0);
         let t = Instant::now();
         let mut ext = |int: &str, r: &str| {
-            n.outbound(t, Protocol::Udp, sa(int), sa(r), &mut rng)
+            n.outbound(t, Transport::Udp, sa(int), sa(r), &mut rng)
                 .unwrap()
                 .external
                 .ip()

@@ -36,14 +36,10 @@ impl EchoReflector {
 }
 
 impl Node for EchoReflector {
-    fn handle_input(&mut self, _now: Instant, dgram: Datagram) {
+    fn handle_input(&mut self, _now: Instant, dgram: Datagram<'_>) {
         self.seen.push(dgram.source);
-        self.outbox.push_back(Transmit {
-            proto: dgram.proto,
-            source: dgram.destination,
-            destination: dgram.source,
-            contents: dgram.source.to_string().into_bytes(),
-        });
+        self.outbox
+            .push_back(dgram.reply(dgram.source.to_string().into_bytes()));
     }
 
     fn handle_timeout(&mut self, _now: Instant) {}
@@ -62,8 +58,9 @@ impl Node for EchoReflector {
 pub struct Received {
     /// Arrival time.
     pub at: Instant,
-    /// The datagram.
-    pub datagram: Datagram,
+    /// The datagram, as it arrived (`source` is the sender as the receiver
+    /// sees it, `destination` the receiver's address).
+    pub datagram: Transmit,
 }
 
 /// A node that sends what it is told, when it is told, and records everything
@@ -119,10 +116,15 @@ impl ScriptedNode {
 }
 
 impl Node for ScriptedNode {
-    fn handle_input(&mut self, now: Instant, dgram: Datagram) {
+    fn handle_input(&mut self, now: Instant, dgram: Datagram<'_>) {
         self.received.push(Received {
             at: now,
-            datagram: dgram,
+            datagram: Transmit::new(
+                dgram.transport,
+                dgram.source,
+                dgram.destination,
+                dgram.contents.to_vec(),
+            ),
         });
     }
 

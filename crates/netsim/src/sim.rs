@@ -12,7 +12,7 @@ use rand::SeedableRng;
 
 use crate::link::LinkConfig;
 use crate::nat::{MappingInfo, Nat, NatConfig, NatId};
-use crate::node::{AnyNode, Datagram, Node, Protocol, Transmit};
+use crate::node::{wire, AnyNode, Node, Transmit, Transport};
 use crate::trace::{DropReason, DropRecord, StallReason, Stalled, Stats, TraceEvent, TraceKind};
 
 /// Handle of a host added with [`Sim::add_host`]. Displays as `host <n>`,
@@ -90,9 +90,9 @@ impl Host {
 enum Hop {
     /// The packet has crossed the sender's access link and reaches the edge
     /// of the sender's realm (its NAT, or the public core).
-    Egress { from: HostId, dgram: Datagram },
+    Egress { from: HostId, dgram: Transmit },
     /// The packet has crossed the receiver's access link.
-    Deliver { to: HostId, dgram: Datagram },
+    Deliver { to: HostId, dgram: Transmit },
 }
 
 struct Queued {
@@ -377,7 +377,7 @@ impl Sim {
     /// `poll_transmit`; useful for unsolicited packets in tests.
     pub fn send_from(&mut self, host: HostId, transmit: Transmit) {
         self.host(host);
-        self.route_send(host, transmit.into_datagram());
+        self.route_send(host, transmit);
     }
 
     /// Every packet dropped so far, oldest first.
@@ -497,7 +497,7 @@ impl Sim {
                 let Some(t) = self.hosts[i].node.as_node().poll_transmit(now) else {
                     break;
                 };
-                self.route_send(HostId(i), t.into_datagram());
+                self.route_send(HostId(i), t);
             }
         }
         // 2. Next event.
@@ -526,7 +526,10 @@ impl Sim {
                 Hop::Deliver { to, dgram } => {
                     self.stats.delivered += 1;
                     self.record(TraceKind::Delivered { host: to }, &dgram);
-                    self.hosts[to.0].node.as_node().handle_input(next, dgram);
+                    self.hosts[to.0]
+                        .node
+                        .as_node()
+                        .handle_input(next, dgram.as_datagram());
                 }
             }
         }
@@ -545,7 +548,7 @@ impl Sim {
         self.queue.push(Reverse(Queued { at, seq, hop }));
     }
 
-    fn record(&mut self, kind: TraceKind, d: &Datagram) {
+    fn record(&mut self, kind: TraceKind, d: &Transmit) {
         if self.trace_capacity == 0 {
             return;
         }
@@ -556,19 +559,19 @@ impl Sim {
             at: self.now,
             elapsed: self.now - self.t0,
             kind,
-            proto: d.proto,
+            transport: d.transport,
             source: d.source,
             destination: d.destination,
             len: d.contents.len(),
         });
     }
 
-    fn drop_packet(&mut self, reason: DropReason, d: &Datagram) {
+    fn drop_packet(&mut self, reason: DropReason, d: &Transmit) {
         self.stats.dropped += 1;
         self.drops.push(DropRecord {
             at: self.now,
             elapsed: self.now - self.t0,
-            proto: d.proto,
+            transport: d.transport,
             source: d.source,
             destination: d.destination,
             len: d.contents.len(),
@@ -586,9 +589,9 @@ impl Sim {
 
     /// Cross `host`'s access link; returns the delays of the surviving copies
     /// (recording a loss if none survive).
-    fn cross_link(&mut self, host: HostId, d: &Datagram) -> Vec<Duration> {
+    fn cross_link(&mut self, host: HostId, d: &Transmit) -> Vec<Duration> {
         let link = self.link_of(host).clone();
-        let delays = link.crossing(d.proto, &mut self.rng);
+        let delays = link.crossing(d.transport, &mut self.rng);
         if delays.is_empty() {
             self.drop_packet(DropReason::Loss { host }, d);
         }
@@ -597,7 +600,7 @@ impl Sim {
     }
 
     /// A node sent `d`: check it, then cross the sender's link.
-    fn route_send(&mut self, from: HostId, d: Datagram) {
+    fn route_send(&mut self, from: HostId, d: Transmit) {
         self.stats.sent += 1;
         self.record(TraceKind::Sent { host: from }, &d);
         let host = &self.hosts[from.0];
@@ -608,14 +611,14 @@ impl Sim {
             };
             return self.drop_packet(reason, &d);
         }
-        if d.proto == Protocol::Udp && host.udp_blocked() {
+        if d.transport == Transport::Udp && host.udp_blocked() {
             return self.drop_packet(DropReason::UdpBlocked { host: from }, &d);
         }
         let delays = self.cross_link(from, &d);
         self.schedule(delays, d, |dgram| Hop::Egress { from, dgram });
     }
 
-    fn schedule(&mut self, delays: Vec<Duration>, d: Datagram, hop: impl Fn(Datagram) -> Hop) {
+    fn schedule(&mut self, delays: Vec<Duration>, d: Transmit, hop: impl Fn(Transmit) -> Hop) {
         let n = delays.len();
         let mut d = Some(d);
         for (i, delay) in delays.into_iter().enumerate() {
@@ -627,7 +630,7 @@ impl Sim {
     }
 
     /// The packet reached the edge of the sender's realm.
-    fn route_egress(&mut self, from: HostId, mut d: Datagram) {
+    fn route_egress(&mut self, from: HostId, mut d: Transmit) {
         let Scope::Lan(nat) = self.hosts[from.0].scope() else {
             return self.route_in_scope(Scope::Public, d);
         };
@@ -640,7 +643,13 @@ impl Sim {
         let now = self.now;
         let internal = d.source;
         let n = &mut self.nats[nat.0];
-        match n.outbound(now, d.proto, internal, d.destination, &mut self.rng) {
+        match n.outbound(
+            now,
+            wire(d.transport),
+            internal,
+            d.destination,
+            &mut self.rng,
+        ) {
             Ok(out) => {
                 d.source = out.external;
                 if out.created {
@@ -659,7 +668,7 @@ impl Sim {
         self.route_in_scope(Scope::Public, d);
     }
 
-    fn route_in_scope(&mut self, scope: Scope, d: Datagram) {
+    fn route_in_scope(&mut self, scope: Scope, d: Transmit) {
         match self.owners.get(&(scope, d.destination.ip())).copied() {
             Some(Owner::Host(to)) => self.ingress_host(to, d),
             Some(Owner::Nat(nat)) => self.nat_inbound(nat, d),
@@ -673,9 +682,9 @@ impl Sim {
     }
 
     /// The packet reached one of `nat`'s external addresses.
-    fn nat_inbound(&mut self, nat: NatId, mut d: Datagram) {
+    fn nat_inbound(&mut self, nat: NatId, mut d: Transmit) {
         let now = self.now;
-        match self.nats[nat.0].inbound(now, d.proto, d.source, d.destination) {
+        match self.nats[nat.0].inbound(now, wire(d.transport), d.source, d.destination) {
             Ok(internal) => {
                 d.destination = internal;
                 self.route_in_scope(Scope::Lan(nat), d);
@@ -685,8 +694,8 @@ impl Sim {
     }
 
     /// The packet reached `to`'s access link.
-    fn ingress_host(&mut self, to: HostId, d: Datagram) {
-        if d.proto == Protocol::Udp && self.hosts[to.0].udp_blocked() {
+    fn ingress_host(&mut self, to: HostId, d: Transmit) {
+        if d.transport == Transport::Udp && self.hosts[to.0].udp_blocked() {
             return self.drop_packet(DropReason::UdpBlocked { host: to }, &d);
         }
         let delays = self.cross_link(to, &d);

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::nat::{Behaviour, NatId};
-use crate::node::Protocol;
+use crate::node::Transport;
 use crate::sim::HostId;
 
 /// Why the network dropped a packet.
@@ -125,8 +125,8 @@ pub struct DropRecord {
     pub at: Instant,
     /// `at` minus the simulation's `t0`.
     pub elapsed: Duration,
-    /// Protocol of the packet.
-    pub proto: Protocol,
+    /// Transport of the packet.
+    pub transport: Transport,
     /// Source address at the point of the drop (after any translation so far).
     pub source: SocketAddr,
     /// Destination address at the point of the drop.
@@ -143,7 +143,7 @@ impl fmt::Display for DropRecord {
             f,
             "+{:.3}s {} {} -> {} ({} B) dropped: {}",
             self.elapsed.as_secs_f64(),
-            self.proto,
+            self.transport,
             self.source,
             self.destination,
             self.len,
@@ -187,8 +187,8 @@ pub struct TraceEvent {
     pub elapsed: Duration,
     /// What happened.
     pub kind: TraceKind,
-    /// Protocol of the packet.
-    pub proto: Protocol,
+    /// Transport of the packet.
+    pub transport: Transport,
     /// Source address at that point.
     pub source: SocketAddr,
     /// Destination address at that point.
@@ -202,14 +202,14 @@ impl fmt::Display for TraceEvent {
         write!(f, "+{:.3}s ", self.elapsed.as_secs_f64())?;
         let pkt = format!(
             "{} {} -> {} ({} B)",
-            self.proto, self.source, self.destination, self.len
+            self.transport, self.source, self.destination, self.len
         );
         match &self.kind {
             TraceKind::Sent { host } => write!(f, "{host} sent {pkt}"),
             TraceKind::Mapped { nat, internal } => write!(
                 f,
                 "{nat} new {} mapping {internal} => {} (towards {})",
-                self.proto, self.source, self.destination
+                self.transport, self.source, self.destination
             ),
             TraceKind::Delivered { host } => write!(f, "{host} received {pkt}"),
             TraceKind::Dropped(reason) => write!(f, "dropped {pkt}: {reason}"),

@@ -96,7 +96,7 @@ impl Peer {
 
 impl Node for Peer {
     fn handle_input(&mut self, now: Instant, d: Datagram) {
-        let text = String::from_utf8_lossy(&d.contents).into_owned();
+        let text = String::from_utf8_lossy(d.contents).into_owned();
         if let Some(addr) = text.strip_prefix("PEER ") {
             if self.learned.is_none() {
                 self.learned = addr.parse().ok();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use p2p_netsim::{
     Behaviour, DropReason, EchoReflector, Firewall, HostId, LinkConfig, NatConfig, NatId,
-    PortAllocation, Protocol, Realm, ScriptedNode, Sim, StallReason, Transmit,
+    PortAllocation, Realm, ScriptedNode, Sim, StallReason, Transmit, Transport,
 };
 
 use Behaviour::{
@@ -374,14 +374,14 @@ fn port_allocation_preserving_sequential_random() {
 
 /// Client at 203.0.113.9 sends `n` UDP datagrams (contents = index) to a sink,
 /// one per millisecond, over `link`.
-fn blast(link: LinkConfig, n: u32, seed: u64, t0: Instant, proto: Protocol) -> (Sim, HostId) {
+fn blast(link: LinkConfig, n: u32, seed: u64, t0: Instant, proto: Transport) -> (Sim, HostId) {
     let mut sim = Sim::new(t0, seed);
     let mut client = ScriptedNode::new();
     for i in 0..n {
         client.send_at(
             t0 + ms(u64::from(i)),
             Transmit {
-                proto,
+                transport: proto,
                 source: sa("203.0.113.9:1000"),
                 destination: sa("203.0.113.1:2000"),
                 contents: i.to_string().into_bytes(),
@@ -415,9 +415,9 @@ fn loss_is_reproducible_and_close_to_the_configured_rate() {
         loss: 0.1,
         ..LinkConfig::default()
     };
-    let (a, sink_a) = blast(lossy.clone(), 10_000, 7, t0, Protocol::Udp);
-    let (b, _) = blast(lossy.clone(), 10_000, 7, t0, Protocol::Udp);
-    let (c, _) = blast(lossy, 10_000, 8, t0, Protocol::Udp);
+    let (a, sink_a) = blast(lossy.clone(), 10_000, 7, t0, Transport::Udp);
+    let (b, _) = blast(lossy.clone(), 10_000, 7, t0, Transport::Udp);
+    let (c, _) = blast(lossy, 10_000, 8, t0, Transport::Udp);
     assert_eq!(a.drops(), b.drops(), "same seed, same drops");
     assert_ne!(a.drops(), c.drops(), "another seed, other drops");
     let lost = a.drops().len();
@@ -443,7 +443,7 @@ fn inversions(seq: &[u32]) -> usize {
 #[test]
 fn reordering_and_duplication_are_observed() {
     let t0 = Instant::now();
-    let (plain, sink) = blast(LinkConfig::default(), 1000, 3, t0, Protocol::Udp);
+    let (plain, sink) = blast(LinkConfig::default(), 1000, 3, t0, Transport::Udp);
     let seq = received_seq(&plain, sink);
     assert_eq!(seq, (0..1000).collect::<Vec<_>>());
 
@@ -452,7 +452,7 @@ fn reordering_and_duplication_are_observed() {
         reorder_delay: ms(20),
         ..LinkConfig::default()
     };
-    let (sim, sink) = blast(reorder, 1000, 3, t0, Protocol::Udp);
+    let (sim, sink) = blast(reorder, 1000, 3, t0, Transport::Udp);
     let seq = received_seq(&sim, sink);
     assert_eq!(seq.len(), 1000, "reordering loses nothing");
     let inv = inversions(&seq);
@@ -465,7 +465,7 @@ fn reordering_and_duplication_are_observed() {
         duplicate: 0.2,
         ..LinkConfig::default()
     };
-    let (sim, sink) = blast(dup, 1000, 3, t0, Protocol::Udp);
+    let (sim, sink) = blast(dup, 1000, 3, t0, Transport::Udp);
     let n = received_seq(&sim, sink).len();
     assert!((1150..=1250).contains(&n), "{n} received");
     assert_eq!(sim.stats().duplicated as usize, n - 1000);
@@ -480,7 +480,7 @@ fn tcp_is_reliable_and_ordered_on_a_bad_link() {
         jitter: ms(30),
         ..LinkConfig::default()
     };
-    let (sim, sink) = blast(bad, 500, 9, Instant::now(), Protocol::Tcp);
+    let (sim, sink) = blast(bad, 500, 9, Instant::now(), Transport::Tcp);
     assert_eq!(received_seq(&sim, sink), (0..500).collect::<Vec<_>>());
     assert!(sim.drops().is_empty());
 }
@@ -499,13 +499,13 @@ fn firewall_blocks_udp_but_passes_tcp() {
     sim.send_from(f, Transmit::tcp(me, srv, "tcp"));
     sim.send_from(s, Transmit::udp(srv, me, "inbound udp"));
     sim.run_for(ms(200));
-    let got: Vec<(Protocol, SocketAddr)> = sim
+    let got: Vec<(Transport, SocketAddr)> = sim
         .node::<ScriptedNode>(f)
         .received()
         .iter()
-        .map(|r| (r.datagram.proto, r.datagram.source))
+        .map(|r| (r.datagram.transport, r.datagram.source))
         .collect();
-    assert_eq!(got, vec![(Protocol::Tcp, srv)]);
+    assert_eq!(got, vec![(Transport::Tcp, srv)]);
     assert_eq!(sim.node::<EchoReflector>(s).seen(), &[me]);
     let reasons: Vec<DropReason> = sim.drops().iter().map(|d| d.reason.clone()).collect();
     assert_eq!(
@@ -528,7 +528,7 @@ fn tcp_passes_nat_with_its_own_mapping() {
     w.sim.run_for(ms(100));
     let r = w.sim.node::<ScriptedNode>(c).received();
     assert_eq!(r.len(), 2);
-    assert_eq!(r[0].datagram.proto, Protocol::Tcp);
+    assert_eq!(r[0].datagram.transport, Transport::Tcp);
     assert_eq!(
         EchoReflector::parse_reply(&r[0].datagram.contents),
         Some(sa("198.51.100.1:49152"))

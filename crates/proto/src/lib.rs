@@ -231,19 +231,24 @@ impl Transmit {
         transport: Transport,
         source: SocketAddr,
         destination: SocketAddr,
-        contents: Vec<u8>,
+        contents: impl Into<Vec<u8>>,
     ) -> Self {
         Transmit {
             transport,
             source,
             destination,
-            contents,
+            contents: contents.into(),
         }
     }
 
     /// A UDP transmit.
-    pub fn udp(source: SocketAddr, destination: SocketAddr, contents: Vec<u8>) -> Self {
+    pub fn udp(source: SocketAddr, destination: SocketAddr, contents: impl Into<Vec<u8>>) -> Self {
         Transmit::new(Transport::Udp, source, destination, contents)
+    }
+
+    /// A transmit of one message on a TCP connection.
+    pub fn tcp(source: SocketAddr, destination: SocketAddr, contents: impl Into<Vec<u8>>) -> Self {
+        Transmit::new(Transport::Tcp, source, destination, contents)
     }
 
     /// Its 5-tuple as the sender sees it (`local` = `source`).
@@ -374,7 +379,10 @@ mod tests {
         );
         let d = Datagram::new(Transport::Tcp, a, b, b"x");
         let t = d.reply(b"y".to_vec());
-        assert_eq!((t.source, t.destination, t.transport), (b, a, Transport::Tcp));
+        assert_eq!(
+            (t.source, t.destination, t.transport),
+            (b, a, Transport::Tcp)
+        );
         assert_eq!(d.five_tuple(), t.five_tuple());
         assert_eq!(t.as_datagram().five_tuple().local, a);
     }

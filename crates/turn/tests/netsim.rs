@@ -4,40 +4,35 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use p2p_netsim::{Behaviour, EchoReflector, NatConfig, Node, Protocol, Realm, Sim};
+use p2p_netsim::{Behaviour, EchoReflector, NatConfig, Node, Realm, Sim};
 use p2p_turn::*;
 
-fn to_transport(p: Protocol) -> Transport {
+fn to_transport(p: p2p_netsim::Transport) -> Transport {
     match p {
-        Protocol::Udp => Transport::Udp,
-        Protocol::Tcp => Transport::Tcp,
+        p2p_netsim::Transport::Udp => Transport::Udp,
+        _ => Transport::Tcp,
     }
 }
 
 fn to_netsim(t: Transmit) -> p2p_netsim::Transmit {
-    let proto = match t.transport {
-        Transport::Udp => Protocol::Udp,
-        _ => Protocol::Tcp,
+    let transport = match t.transport {
+        Transport::Udp => p2p_netsim::Transport::Udp,
+        _ => p2p_netsim::Transport::Tcp,
     };
-    p2p_netsim::Transmit {
-        proto,
-        source: t.source,
-        destination: t.destination,
-        contents: t.contents,
-    }
+    p2p_netsim::Transmit::new(transport, t.source, t.destination, t.contents)
 }
 
 struct ServerNode(TurnServer<StaticUsers, MemoryRelayAllocator>);
 
 impl Node for ServerNode {
-    fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram) {
+    fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram<'_>) {
         self.0.handle_input(
             now,
             Datagram {
-                transport: to_transport(d.proto),
+                transport: to_transport(d.transport),
                 local: d.destination,
                 remote: d.source,
-                bytes: &d.contents,
+                bytes: d.contents,
             },
         );
     }
@@ -79,14 +74,14 @@ impl ClientNode {
 }
 
 impl Node for ClientNode {
-    fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram) {
+    fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram<'_>) {
         self.client.handle_input(
             now,
             Datagram {
-                transport: to_transport(d.proto),
+                transport: to_transport(d.transport),
                 local: d.destination,
                 remote: d.source,
-                bytes: &d.contents,
+                bytes: d.contents,
             },
         );
         self.react(now);

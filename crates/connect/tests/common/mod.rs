@@ -21,8 +21,7 @@ use p2p_connect::{
     TurnServerConfig,
 };
 use p2p_netsim::{
-    Behaviour, Firewall, HostId, LinkConfig, NatConfig, NatId, Node, PortAllocation, Protocol,
-    Realm, Sim,
+    Behaviour, Firewall, HostId, LinkConfig, NatConfig, NatId, Node, PortAllocation, Realm, Sim,
 };
 use p2p_turn::{Cidr, MemoryRelayAllocator, PeerPolicy, ServerConfig, StaticUsers, TurnServer};
 
@@ -220,10 +219,10 @@ impl SessionNode {
 }
 
 impl Node for SessionNode {
-    fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram) {
-        let transport = match d.proto {
-            Protocol::Udp => Transport::Udp,
-            Protocol::Tcp => Transport::Tcp,
+    fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram<'_>) {
+        let transport = match d.transport {
+            p2p_netsim::Transport::Udp => Transport::Udp,
+            _ => Transport::Tcp,
         };
         self.session.handle_input(
             now,
@@ -231,7 +230,7 @@ impl Node for SessionNode {
                 transport,
                 local: d.destination,
                 remote: d.source,
-                contents: &d.contents,
+                contents: d.contents,
             },
         );
         self.drain(now);
@@ -313,10 +312,10 @@ impl TurnNode {
 }
 
 impl Node for TurnNode {
-    fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram) {
-        let transport = match d.proto {
-            Protocol::Udp => Transport::Udp,
-            Protocol::Tcp => Transport::Tcp,
+    fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram<'_>) {
+        let transport = match d.transport {
+            p2p_netsim::Transport::Udp => Transport::Udp,
+            _ => Transport::Tcp,
         };
         self.server.handle_input(
             now,
@@ -324,7 +323,7 @@ impl Node for TurnNode {
                 transport,
                 local: d.destination,
                 remote: d.source,
-                bytes: &d.contents,
+                bytes: d.contents,
             },
         );
     }
@@ -356,16 +355,11 @@ fn on_the_wire(
     destination: SocketAddr,
     contents: Vec<u8>,
 ) -> p2p_netsim::Transmit {
-    let proto = match transport {
-        Transport::Udp => Protocol::Udp,
-        _ => Protocol::Tcp,
+    let transport = match transport {
+        Transport::Udp => p2p_netsim::Transport::Udp,
+        _ => p2p_netsim::Transport::Tcp,
     };
-    p2p_netsim::Transmit {
-        proto,
-        source,
-        destination,
-        contents,
-    }
+    p2p_netsim::Transmit::new(transport, source, destination, contents)
 }
 
 // ------------------------------------------------------------------ placements
