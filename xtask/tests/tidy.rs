@@ -32,9 +32,11 @@ fn sans_io_sources() -> Vec<PathBuf> {
     for krate in ["stun", "turn", "ice", "sdp"] {
         rust_files(&r.join("crates").join(krate).join("src"), &mut files);
     }
-    let session = r.join("crates/connect/src/session.rs");
-    if session.exists() {
-        files.push(session);
+    for f in ["session.rs", "negotiate.rs"] {
+        let f = r.join("crates/connect/src").join(f);
+        if f.exists() {
+            files.push(f);
+        }
     }
     files
 }

@@ -111,8 +111,8 @@ async fn meet(
         .map_err(|e| format!("first peer: {e}"))?;
     // B sends every millisecond until A has one.
     for _ in 0..5_000 {
-        b.send(b"first").await.map_err(|e| e.to_string())?;
-        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(1), a.recv()).await {
+        b.send(&b"first"[..]).await.map_err(|e| e.to_string())?;
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(1), a.recv()).await {
             return Ok((a, b, start.elapsed()));
         }
     }
@@ -136,29 +136,29 @@ async fn blast(
     let stop = Arc::new(AtomicBool::new(false));
     let b = Arc::new(b);
     // Drain what is still queued from the first-datagram probe.
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(20), b.recv()).await {}
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(20), b.recv()).await {}
     let counter = {
         let (received, stop, b) = (received.clone(), stop.clone(), b.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 match tokio::time::timeout(Duration::from_millis(100), b.recv()).await {
-                    Ok(Some(d)) if d.len() == size => {
+                    Ok(Ok(d)) if d.len() == size => {
                         received.fetch_add(1, Ordering::Relaxed);
                     }
-                    Ok(Some(_)) | Err(_) => {}
-                    Ok(None) => break,
+                    Ok(Ok(_)) | Err(_) => {}
+                    Ok(Err(_)) => break,
                 }
             }
         })
     };
-    let payload = vec![0x5a; size];
+    let payload = p2p_connect::Bytes::from(vec![0x5a; size]);
     let run = Duration::from_secs_f64(seconds);
     let start = Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < run {
         // Batches between clock reads; `send` waits when the queue is full.
         for _ in 0..64 {
-            a.send(&payload).await.map_err(|e| e.to_string())?;
+            a.send(payload.clone()).await.map_err(|e| e.to_string())?;
             sent += 1;
         }
     }

@@ -361,7 +361,7 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
         tokio::select! {
             line = stdin.next_line(), if stdin_open => match line {
                 Ok(Some(l)) => {
-                    if conn.send(l.as_bytes()).await.is_err() {
+                    if conn.send(l.into_bytes()).await.is_err() {
                         break;
                     }
                     sent += 1;
@@ -369,10 +369,10 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
                 _ => stdin_open = false,
             },
             got = conn.recv() => match got {
-                Some(mut d) => {
+                Ok(d) => {
                     received += 1;
-                    d.push(b'\n');
                     stdout.write_all(&d).await?;
+                    stdout.write_all(b"\n").await?;
                     stdout.flush().await?;
                     if leave_at.is_none() && expect.is_some_and(|n| received >= n) {
                         leave_at = Some(
@@ -380,7 +380,7 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
                         );
                     }
                 }
-                None => break,
+                Err(_) => break,
             },
             _ = tokio::time::sleep_until(leave_at.unwrap_or(far)), if leave_at.is_some() => break,
             e = conn.next_event() => match e {

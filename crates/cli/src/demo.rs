@@ -153,13 +153,13 @@ pub(crate) async fn run(a: DemoArgs) -> Result<(), AnyError> {
         loop {
             tokio::select! {
                 got = bob.recv() => match got {
-                    Some(d) => {
+                    Ok(d) => {
                         st.received += 1;
-                        if bob.send(&d).await.is_ok() {
+                        if bob.send(d).await.is_ok() {
                             st.sent += 1;
                         }
                     }
-                    None => break,
+                    Err(_) => break,
                 },
                 _ = &mut echo_stop_rx => break,
             }
@@ -171,17 +171,17 @@ pub(crate) async fn run(a: DemoArgs) -> Result<(), AnyError> {
     for i in 0..a.messages {
         let msg = format!("message {i} from alice");
         let t = Instant::now();
-        alice.send(msg.as_bytes()).await?;
+        alice.send(msg.clone().into_bytes()).await?;
         sent += 1;
         let deadline = t + Duration::from_millis(500);
         loop {
             match tokio::time::timeout_at(deadline.into(), alice.recv()).await {
-                Ok(Some(d)) if d == msg.as_bytes() => {
+                Ok(Ok(d)) if d == msg.as_bytes() => {
                     rtts.push(t.elapsed());
                     break;
                 }
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => break,
+                Ok(Ok(_)) => continue,
+                Ok(Err(_)) | Err(_) => break,
             }
         }
     }

@@ -88,16 +88,16 @@ async fn main() -> ExitCode {
         tokio::select! {
             line = stdin.next_line() => match line {
                 Ok(Some(l)) => {
-                    if conn.send(l.as_bytes()).await.is_err() {
+                    if conn.send(l.into_bytes()).await.is_err() {
                         break;
                     }
                 }
                 _ => break,
             },
             got = conn.recv() => match got {
-                Some(d) => println!("{}", String::from_utf8_lossy(&d)),
-                None => {
-                    eprintln!("chat: the connection closed");
+                Ok(d) => println!("{}", String::from_utf8_lossy(&d)),
+                Err(reason) => {
+                    eprintln!("chat: {reason}");
                     return ExitCode::SUCCESS;
                 }
             },

@@ -54,19 +54,19 @@ async fn send_file(conn: &mut Connection, data: &[u8]) -> Result<(), String> {
         }
         while next < total && next < base + WINDOW {
             let chunk = chunks.get(next as usize).copied().unwrap_or_default();
-            conn.send(&msg(DATA, next, chunk))
+            conn.send(msg(DATA, next, chunk))
                 .await
                 .map_err(|e| e.to_string())?;
             next += 1;
         }
         // The META datagram says how many chunks follow (resent with the window).
         if base == 0 {
-            conn.send(&msg(META, total, &(data.len() as u64).to_be_bytes()))
+            conn.send(msg(META, total, &(data.len() as u64).to_be_bytes()))
                 .await
                 .map_err(|e| e.to_string())?;
         }
         match tokio::time::timeout(RTO, conn.recv()).await {
-            Ok(Some(d)) => {
+            Ok(Ok(d)) => {
                 if let Some((ACK, n, _)) = parse(&d) {
                     if n > base {
                         base = n.min(total);
@@ -74,7 +74,7 @@ async fn send_file(conn: &mut Connection, data: &[u8]) -> Result<(), String> {
                     }
                 }
             }
-            Ok(None) => return Err("the connection closed".into()),
+            Ok(Err(reason)) => return Err(reason.to_string()),
             Err(_) => {
                 if last_progress.elapsed() > Duration::from_secs(30) {
                     return Err("no progress for 30 s".into());
@@ -85,10 +85,10 @@ async fn send_file(conn: &mut Connection, data: &[u8]) -> Result<(), String> {
     }
     // Tell the receiver we are done; wait for its DONE (a few tries).
     for _ in 0..10 {
-        conn.send(&msg(DONE, total, &[]))
+        conn.send(msg(DONE, total, &[]))
             .await
             .map_err(|e| e.to_string())?;
-        if let Ok(Some(d)) = tokio::time::timeout(RTO, conn.recv()).await {
+        if let Ok(Ok(d)) = tokio::time::timeout(RTO, conn.recv()).await {
             if matches!(parse(&d), Some((DONE, _, _))) {
                 break;
             }
@@ -111,7 +111,7 @@ async fn recv_file(conn: &mut Connection) -> Result<Vec<u8>, String> {
         let d = tokio::time::timeout(Duration::from_secs(30), conn.recv())
             .await
             .map_err(|_| "nothing for 30 s")?
-            .ok_or("the connection closed")?;
+            .map_err(|r| r.to_string())?;
         match parse(&d) {
             Some((META, n, _)) => total = Some(n),
             Some((DATA, n, body)) => {
@@ -119,12 +119,12 @@ async fn recv_file(conn: &mut Connection) -> Result<Vec<u8>, String> {
                     out.extend_from_slice(body);
                     expected += 1;
                 }
-                conn.send(&msg(ACK, expected, &[]))
+                conn.send(msg(ACK, expected, &[]))
                     .await
                     .map_err(|e| e.to_string())?;
             }
             Some((DONE, n, _)) if n == expected && total.is_none_or(|t| t == n) => {
-                conn.send(&msg(DONE, n, &[]))
+                conn.send(msg(DONE, n, &[]))
                     .await
                     .map_err(|e| e.to_string())?;
                 return Ok(out);

@@ -7,31 +7,13 @@
 //! owns the session and every socket; the [`Connection`] talks to it over
 //! channels.
 //!
-//! How it speaks the signaling protocol (`docs/signaling.md`):
-//! - Roles: the peer whose `joined` lists a peer already in the room (the
-//!   newcomer) is the offerer and the ICE controlling agent; the other
-//!   answers and is controlled.
-//! - Credentials travel in a minimal SDP offer/answer of one data channel
-//!   (`p2p_sdp::SessionDescription::offer_data_channel`): `a=ice-ufrag`,
-//!   `a=ice-pwd`, `a=ice-options:trickle`. Its `a=fingerprint` is a
-//!   placeholder of zero bytes: this crate carries datagrams and has no DTLS
-//!   or SCTP, so a browser can read the description but cannot open a data
-//!   channel with it. Candidates in a received description are used too.
-//! - Trickle: each local candidate is sent as a `candidate` message as soon
-//!   as it is gathered (tagged with our `usernameFragment`), then
-//!   `end-of-candidates`. The peer's candidates are buffered until its
-//!   credentials are known; candidates of an older ICE generation are
-//!   dropped.
-//! - ICE restart: when consent is lost or the agent fails after a path was
-//!   selected, and the signaling connection is still up, the controlling
-//!   side restarts and sends its new credentials in an `ice-restart`
-//!   message; the controlled side restarts on receipt and answers with its
-//!   own. The old path keeps carrying data until a new one is selected.
-//!   Both sides gather again (new server-reflexive addresses, TURN
-//!   allocations renewed or re-created, see [`Session::restart`](crate::Session::restart))
-//!   and trickle the new candidates tagged with the new ufrag. The
-//!   application may restart at any time with [`Connection::restart_ice`]
-//!   (either side; the other answers).
+//! The driver only moves bytes and time: it connects to the signaling
+//! server, joins the room, binds the sockets, connects TURN streams, and
+//! then feeds a sans-IO [`Negotiation`](crate::Negotiation) (which owns the
+//! [`Session`](crate::Session) and keeps the rules of offer/answer, trickle,
+//! ICE restart and bye) with datagrams, signaling messages and `now`,
+//! sending what it hands out. The application may restart at any time with
+//! [`Connection::restart_ice`] (either side; the other answers).
 //!
 //! Datagram semantics: [`Connection::send`] sends one datagram on the
 //! selected path. It may be lost, duplicated or reordered, like UDP; it is
@@ -50,6 +32,7 @@ mod uri;
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use p2p_ice::{IceConfig, IceState, IceStats};
@@ -58,7 +41,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use p2p_signaling::ClientError as SignalingError;
 pub use uri::{IceServerUri, Scheme, UriError};
 
-use crate::PathEnd;
+use bytes::Bytes;
+
+use crate::{CloseReason, SelectedPath};
 
 /// Whether every candidate type may be used, or only relayed ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -268,48 +253,6 @@ pub enum ConnectError {
     Stopped,
 }
 
-/// The selected path: our candidate and the peer's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SelectedPath {
-    /// Our end (a relayed end is the TURN server's relayed address).
-    pub local: PathEnd,
-    /// The peer's end.
-    pub remote: PathEnd,
-}
-
-impl fmt::Display for SelectedPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} <-> {} {}",
-            self.local.kind, self.local.address, self.remote.kind, self.remote.address
-        )
-    }
-}
-
-/// Why a connection ended.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    /// [`Connection::close`] was called or the [`Connection`] dropped.
-    Local,
-    /// The peer said bye.
-    PeerClosed,
-    /// The path died (consent lost) and could not be restarted (signaling
-    /// down, or the restart found no path in time).
-    PathLost,
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CloseReason::Local => "closed locally",
-            CloseReason::PeerClosed => "the peer closed",
-            CloseReason::PathLost => "the path was lost",
-        })
-    }
-}
-
 /// What happens on the way to a connection and during it.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
@@ -387,8 +330,8 @@ pub enum ConnectionEvent {
 ///     .ice_server("stun:stun.example.org".parse()?);
 /// let mut conn = Peer::new(config)?.connect().await?;
 /// println!("connected via {}", conn.selected_path().expect("a path"));
-/// conn.send(b"hello").await?;
-/// if let Some(reply) = conn.recv().await {
+/// conn.send(&b"hello"[..]).await?;
+/// if let Ok(reply) = conn.recv().await {
 ///     println!("got {} bytes", reply.len());
 /// }
 /// conn.close().await;
@@ -447,6 +390,7 @@ impl Peer {
         let (data_tx, data_rx) = mpsc::channel(self.config.recv_queue);
         let (path_tx, path_rx) = watch::channel(None);
         let (ready_tx, mut ready_rx) = oneshot::channel();
+        let reason = Arc::new(OnceLock::new());
         tokio::spawn(run::run(
             self.config,
             run::Channels {
@@ -455,6 +399,7 @@ impl Peer {
                 data: data_tx,
                 path: path_tx,
                 ready: Some(ready_tx),
+                reason: reason.clone(),
             },
         ));
         let mut seen = VecDeque::new();
@@ -478,6 +423,7 @@ impl Peer {
             events: tokio::sync::Mutex::new(Events { seen, rx: event_rx }),
             data: tokio::sync::Mutex::new(data_rx),
             path: path_rx,
+            reason,
             peer_id: info.peer_id,
             controlling: info.controlling,
         })
@@ -493,16 +439,11 @@ struct ConnectedInfo {
 
 #[derive(Debug)]
 enum Command {
-    Send(Vec<u8>),
+    Send(Bytes),
     Stats(oneshot::Sender<IceStats>),
     Restart(oneshot::Sender<bool>),
     Close(oneshot::Sender<()>),
 }
-
-/// The connection is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the connection is closed")]
-pub struct Closed;
 
 /// The events already seen during [`Peer::connect_with`], then the channel.
 #[derive(Debug)]
@@ -521,27 +462,45 @@ struct Events {
 pub struct Connection {
     commands: mpsc::Sender<Command>,
     events: tokio::sync::Mutex<Events>,
-    data: tokio::sync::Mutex<mpsc::Receiver<Vec<u8>>>,
+    data: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
     path: watch::Receiver<Option<SelectedPath>>,
+    reason: Arc<OnceLock<CloseReason>>,
     peer_id: String,
     controlling: bool,
 }
 
 impl Connection {
     /// Sends one datagram to the peer (see the datagram semantics in the
-    /// module documentation). Waits only when the driver's queue is full.
-    pub async fn send(&self, data: &[u8]) -> Result<(), Closed> {
+    /// module documentation); the bytes are handed on, not copied. Waits
+    /// only when the driver's queue is full. Once the connection ended,
+    /// says why.
+    pub async fn send(&self, data: impl Into<Bytes>) -> Result<(), CloseReason> {
         self.commands
-            .send(Command::Send(data.to_vec()))
+            .send(Command::Send(data.into()))
             .await
-            .map_err(|_| Closed)
+            .map_err(|_| self.close_reason())
     }
 
-    /// The next datagram from the peer; `None` once the connection is closed.
-    /// Takes `&self`: one task may receive while another sends (share the
-    /// connection in an `Arc`); concurrent receivers take turns.
-    pub async fn recv(&self) -> Option<Vec<u8>> {
-        self.data.lock().await.recv().await
+    /// The next datagram from the peer; once the connection ended and every
+    /// datagram was read, why it ended. Takes `&self`: one task may receive
+    /// while another sends (share the connection in an `Arc`); concurrent
+    /// receivers take turns.
+    pub async fn recv(&self) -> Result<Bytes, CloseReason> {
+        match self.data.lock().await.recv().await {
+            Some(d) => Ok(d),
+            None => Err(self.close_reason()),
+        }
+    }
+
+    /// Why the connection ended, once it did (`None` while it is up).
+    pub fn closed(&self) -> Option<CloseReason> {
+        self.reason.get().cloned()
+    }
+
+    /// The reason the driver recorded; [`CloseReason::Local`] if it
+    /// stopped without one (its runtime shut down).
+    fn close_reason(&self) -> CloseReason {
+        self.closed().unwrap_or(CloseReason::Local)
     }
 
     /// The next event, from the first one of [`Peer::connect`] on; `None`
@@ -572,13 +531,13 @@ impl Connection {
 
     /// The ICE agent's candidates and check list (its `Display` is the
     /// check list, one pair a line).
-    pub async fn stats(&self) -> Result<IceStats, Closed> {
+    pub async fn stats(&self) -> Result<IceStats, CloseReason> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Stats(tx))
             .await
-            .map_err(|_| Closed)?;
-        rx.await.map_err(|_| Closed)
+            .map_err(|_| self.close_reason())?;
+        rx.await.map_err(|_| self.close_reason())
     }
 
     /// Restarts ICE now (after a network change the application noticed,
@@ -590,13 +549,13 @@ impl Connection {
     /// by itself when the path dies. Returns once the restart is under way;
     /// `Ok(false)` when no restart could start (ours is already running, or
     /// signaling is gone).
-    pub async fn restart_ice(&self) -> Result<bool, Closed> {
+    pub async fn restart_ice(&self) -> Result<bool, CloseReason> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Restart(tx))
             .await
-            .map_err(|_| Closed)?;
-        rx.await.map_err(|_| Closed)
+            .map_err(|_| self.close_reason())?;
+        rx.await.map_err(|_| self.close_reason())
     }
 
     /// Says bye to the peer, deletes the TURN allocations (waiting at most

@@ -101,9 +101,9 @@
 //! let mut alice = alice.await??;
 //! println!("connected via {}", alice.selected_path().expect("a path"));
 //!
-//! alice.send(b"hello bob").await?;
+//! alice.send(&b"hello bob"[..]).await?;
 //! // Datagrams may be lost: a real application retries or numbers them.
-//! assert_eq!(bob.recv().await.as_deref(), Some(&b"hello bob"[..]));
+//! assert_eq!(bob.recv().await.as_deref(), Ok(&b"hello bob"[..]));
 //! alice.close().await;
 //! bob.close().await;
 //! # Ok(()) }
@@ -112,12 +112,18 @@
 
 #[cfg(feature = "driver")]
 mod driver;
+mod negotiate;
 mod session;
 
+pub use bytes::Bytes;
 #[cfg(feature = "driver")]
 pub use driver::{
-    CloseReason, Closed, ConnectError, Connection, ConnectionEvent, IceServerUri, Peer, PeerConfig,
-    Policy, Scheme, SelectedPath, SignalingError, UriError,
+    ConnectError, Connection, ConnectionEvent, IceServerUri, Peer, PeerConfig, Policy, Scheme,
+    SignalingError, UriError,
+};
+pub use negotiate::{
+    CloseReason, Failure, Negotiation, NegotiationConfig, NegotiationEvent, NegotiationOutput,
+    SelectedPath,
 };
 pub use p2p_ice::IceStats;
 

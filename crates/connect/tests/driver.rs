@@ -3,6 +3,7 @@
 //! two peers, datagrams both ways; and the typed errors. Every wait is
 //! bounded by a tokio timeout.
 
+use bytes::Bytes;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -64,9 +65,9 @@ async fn pair(a: PeerConfig, b: PeerConfig) -> (Connection, Connection) {
 /// may be lost, even on loopback), at most 200 times.
 async fn deliver(from: &Connection, to: &mut Connection, msg: &[u8]) {
     for _ in 0..200 {
-        from.send(msg).await.unwrap();
+        from.send(Bytes::copy_from_slice(msg)).await.unwrap();
         if let Ok(got) = tokio::time::timeout(Duration::from_millis(20), to.recv()).await {
-            assert_eq!(got.as_deref(), Some(msg));
+            assert_eq!(got.as_deref(), Ok(msg));
             return;
         }
     }
@@ -148,7 +149,12 @@ async fn two_peers_connect_on_the_host_path_and_exchange_both_ways() {
     })
     .await;
     assert_eq!(closed, Some(p2p_connect::CloseReason::PeerClosed));
-    assert_eq!(bounded("a recv ends", a.recv()).await, None);
+    // recv says why it ended once the queue is read.
+    assert_eq!(
+        bounded("a recv ends", a.recv()).await,
+        Err(p2p_connect::CloseReason::PeerClosed)
+    );
+    assert_eq!(a.closed(), Some(p2p_connect::CloseReason::PeerClosed));
 }
 
 /// Binds the daemon. Its TCP listener takes the port the OS gave its UDP
@@ -412,10 +418,10 @@ fn turn_servers_need_credentials() {
 /// are skipped.
 async fn deliver_fresh(from: &Connection, to: &Connection, msg: &[u8]) {
     for _ in 0..200 {
-        from.send(msg).await.unwrap();
+        from.send(Bytes::copy_from_slice(msg)).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
         while let Ok(got) = tokio::time::timeout_at(deadline, to.recv()).await {
-            if got.as_deref() == Some(msg) {
+            if got.as_deref() == Ok(msg) {
                 return;
             }
         }

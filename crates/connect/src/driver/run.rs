@@ -2,34 +2,48 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use p2p_sdp::{DataChannelParams, Fingerprint, Pwd, SessionDescription, Setup, Ufrag};
-use p2p_signaling::{ClientError, ErrorCode, IceCandidate, ServerMsg, SignalingClient};
+use bytes::Bytes;
+use p2p_proto::{Datagram, Machine, Transmit};
+use p2p_signaling::{ClientError, ClientMsg, ErrorCode, ServerMsg, SignalingClient};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::net::{self, Inbound};
 use super::{
-    CloseReason, Command, ConnectError, ConnectedInfo, ConnectionEvent, IceServerUri, PeerConfig,
-    Policy, SelectedPath,
+    Command, ConnectError, ConnectedInfo, ConnectionEvent, IceServerUri, PeerConfig, Policy,
 };
-use crate::{Datagram, Session, SessionConfig, SessionEvent, Transport, TurnServerConfig};
+use crate::negotiate::{proto_transport, session_transport};
+use crate::{
+    CloseReason, Failure, Negotiation, NegotiationConfig, NegotiationEvent, NegotiationOutput,
+    SelectedPath, Session, SessionConfig, Transport, TurnServerConfig,
+};
 
 /// The ends of the channels between the driver and its handles.
 pub(super) struct Channels {
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) events: mpsc::UnboundedSender<ConnectionEvent>,
-    pub(super) data: mpsc::Sender<Vec<u8>>,
+    pub(super) data: mpsc::Sender<Bytes>,
     pub(super) path: watch::Sender<Option<SelectedPath>>,
     pub(super) ready: Option<oneshot::Sender<Result<ConnectedInfo, ConnectError>>>,
+    /// Why the connection ended, set once before the channels close.
+    pub(super) reason: Arc<OnceLock<CloseReason>>,
 }
 
 impl Channels {
     fn emit(&self, e: ConnectionEvent) {
         let _ = self.events.send(e);
+    }
+
+    /// The connection ended: the reason is kept for `recv` and `send`, and
+    /// reported once.
+    fn closed(&self, r: CloseReason) {
+        if self.reason.set(r.clone()).is_ok() {
+            self.emit(ConnectionEvent::Closed(r));
+        }
     }
 }
 
@@ -52,15 +66,13 @@ pub(super) async fn run(config: PeerConfig, mut ch: Channels) {
             }
         }
         Ok(driver) => {
-            let reason = driver.run(&mut ch).await;
+            let outcome = driver.run(&mut ch).await;
             let _ = ch.path.send(None);
-            match reason {
-                Ok(r) => ch.emit(ConnectionEvent::Closed(r)),
+            match outcome {
+                Ok(r) => ch.closed(r),
                 Err(e) => {
                     if let Some(r) = ch.ready.take() {
                         let _ = r.send(Err(e));
-                    } else {
-                        ch.emit(ConnectionEvent::Closed(CloseReason::PathLost));
                     }
                 }
             }
@@ -301,7 +313,11 @@ async fn setup(
     let mut ice = config.ice.clone();
     ice.controlling = controlling;
     ice.relay_only = config.policy == Policy::RelayOnly;
-    let turn_count = turn.len();
+    let mut negotiation = NegotiationConfig::new(peer.clone(), controlling);
+    negotiation.connect_timeout = config.connect_timeout;
+    negotiation.relay_only = ice.relay_only;
+    negotiation.turn_servers = turn.len();
+    negotiation.turn_failures = turn_failures;
     let session = Session::new(SessionConfig {
         hosts,
         stun_servers: stun,
@@ -309,11 +325,9 @@ async fn setup(
         ..SessionConfig::new(ice)
     })
     .map_err(|_| ConnectError::Config("the ICE agent refused a local address"))?;
-    let now = Instant::now();
     Ok(Driver {
-        connect_deadline: now + config.connect_timeout,
         config: config.clone(),
-        session,
+        negotiation: Negotiation::new(negotiation, session),
         client: Some(client),
         peer,
         controlling,
@@ -321,39 +335,14 @@ async fn setup(
         streams,
         _tasks: tasks,
         inbound,
-        remote_creds: None,
-        pending_remote: Vec::new(),
-        described: false,
-        outbox: Vec::new(),
-        connected: false,
-        peer_gone: false,
-        restart_pending: false,
-        restart_deadline: None,
-        turn_count,
-        turn_failures,
-        turn_allocated: 0,
+        restarting: false,
         dropped: 0,
     })
 }
 
-/// A remote candidate or end-of-candidates that came before the peer's
-/// credentials.
-#[derive(Debug)]
-enum Pending {
-    Candidate(IceCandidate),
-    End,
-}
-
-/// A signaling message to the peer, kept until our description is out.
-#[derive(Debug)]
-enum Out {
-    Candidate(String, String),
-    End,
-}
-
 struct Driver {
     config: PeerConfig,
-    session: Session,
+    negotiation: Negotiation,
     client: Option<SignalingClient>,
     peer: String,
     controlling: bool,
@@ -361,22 +350,8 @@ struct Driver {
     streams: HashMap<(SocketAddr, Transport), mpsc::Sender<Vec<u8>>>,
     _tasks: JoinSet<()>,
     inbound: mpsc::Receiver<Inbound>,
-    remote_creds: Option<(String, String)>,
-    pending_remote: Vec<Pending>,
-    /// Our offer or answer was sent.
-    described: bool,
-    outbox: Vec<Out>,
-    connected: bool,
-    /// The peer left the room: no restart is possible.
-    peer_gone: bool,
-    /// We restarted and wait for the peer's new credentials.
-    restart_pending: bool,
-    /// A restart must select a path by then.
-    restart_deadline: Option<Instant>,
-    connect_deadline: Instant,
-    turn_count: usize,
-    turn_failures: Vec<(String, Option<u16>, String)>,
-    turn_allocated: usize,
+    /// A restart runs: the check list is reported again while it does.
+    restarting: bool,
     /// Datagrams dropped because the application did not read.
     dropped: u64,
 }
@@ -397,25 +372,48 @@ fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
 }
 
-fn describe(c: &p2p_ice::Candidate) -> String {
-    format!("{} {}", c.kind(), c.address())
+/// A failure of the negotiation as the driver reports it.
+fn connect_error(f: Failure) -> ConnectError {
+    match f {
+        Failure::NoPath { local, remote } => ConnectError::NoPath { local, remote },
+        Failure::TurnRefused {
+            server,
+            code,
+            reason,
+        } => ConnectError::TurnRefused {
+            server,
+            code,
+            reason,
+        },
+        Failure::PeerLeft { peer } => ConnectError::PeerLeft { peer },
+        Failure::SignalingLost => ConnectError::Signaling(ClientError::Closed),
+        Failure::BadLocalDescription => {
+            ConnectError::Config("the ICE agent's credentials are not valid in SDP")
+        }
+    }
+}
+
+/// The inbound bytes as the machines take them.
+fn datagram(inb: &Inbound) -> Datagram<'_> {
+    Datagram::new(
+        proto_transport(inb.transport),
+        inb.remote,
+        inb.local,
+        &inb.bytes,
+    )
 }
 
 impl Driver {
-    /// Connects and carries datagrams; whatever ends it, the TURN
-    /// allocations are deleted before it returns.
+    /// Connects and carries datagrams; whatever ends it, the session is
+    /// closed (its TURN allocations deleted) before it returns.
     async fn run(mut self, ch: &mut Channels) -> Outcome {
         let outcome = self.run_loop(ch).await;
-        self.shutdown().await;
+        self.shutdown(ch).await;
         outcome
     }
 
     async fn run_loop(&mut self, ch: &mut Channels) -> Outcome {
-        let now = Instant::now();
-        self.session.start(now);
-        if self.controlling {
-            self.send_description(None).await?;
-        }
+        self.negotiation.handle_timeout(Instant::now());
         let timer = tokio::time::sleep_until(far_future());
         tokio::pin!(timer);
         let mut checks = self.config.check_list_interval.map(|i| {
@@ -425,83 +423,63 @@ impl Driver {
         });
         let mut last_checks = None;
         loop {
-            if let Some(reason) = self.drain(ch).await? {
-                return Ok(reason);
+            if let Some(end) = self.drain(ch).await {
+                return end;
             }
-            let deadline = self.session.poll_timeout();
-            let wake = deadline.map_or_else(far_future, tokio::time::Instant::from_std);
+            let wake = self
+                .negotiation
+                .poll_timeout()
+                .map_or_else(far_future, tokio::time::Instant::from_std);
             if timer.deadline() != wake {
                 timer.as_mut().reset(wake);
             }
-            let give_up = match (self.connected, self.restart_deadline) {
-                (false, _) => Some(self.connect_deadline),
-                (true, d) => d,
-            }
-            .map_or_else(far_future, tokio::time::Instant::from_std);
             tokio::select! {
                 Some(inb) = self.inbound.recv() => {
                     let now = Instant::now();
-                    self.session.handle_input(now, Datagram {
-                        transport: inb.transport,
-                        local: inb.local,
-                        remote: inb.remote,
-                        contents: &inb.bytes,
-                    });
+                    let _ = self.negotiation.handle_input(now, datagram(&inb));
                     // Take what else is already there before draining.
                     for _ in 0..64 {
                         let Ok(inb) = self.inbound.try_recv() else { break };
-                        self.session.handle_input(now, Datagram {
-                            transport: inb.transport,
-                            local: inb.local,
-                            remote: inb.remote,
-                            contents: &inb.bytes,
-                        });
+                        let _ = self.negotiation.handle_input(now, datagram(&inb));
                     }
                 }
                 cmd = ch.commands.recv() => match cmd {
                     None => {
-                        self.bye().await;
+                        self.negotiation.close(Instant::now());
                         return Ok(CloseReason::Local);
                     }
                     Some(Command::Close(done)) => {
-                        self.bye().await;
+                        self.negotiation.close(Instant::now());
                         // `close().await` returns once the allocations are gone.
-                        self.shutdown().await;
+                        self.shutdown(ch).await;
                         let _ = ch.path.send(None);
-                        ch.emit(ConnectionEvent::Closed(CloseReason::Local));
+                        ch.closed(CloseReason::Local);
                         let _ = done.send(());
-                        // `run` emits Closed again only if the channel is
-                        // still read; the handle is gone, so end quietly.
                         return Ok(CloseReason::Local);
                     }
                     Some(Command::Send(d)) => {
                         // No path (restart in progress): the datagram is lost.
-                        let _ = self.session.send(Instant::now(), &d);
+                        let _ = self.negotiation.send(Instant::now(), &d);
                     }
                     Some(Command::Stats(tx)) => {
-                        let _ = tx.send(self.session.agent().stats());
+                        let _ = tx.send(self.negotiation.session().agent().stats());
                     }
                     Some(Command::Restart(done)) => {
-                        let started = self.restart(ch, Instant::now()).await?;
-                        let _ = done.send(started);
+                        let _ = done.send(self.negotiation.restart(Instant::now()));
                     }
                 },
                 msg = recv_signaling(&mut self.client) => {
-                    if let Some(reason) = self.on_signaling(ch, msg).await? {
-                        return Ok(reason);
-                    }
-                }
-                () = &mut timer, if deadline.is_some() => {
                     let now = Instant::now();
-                    if deadline.is_some_and(|d| now >= d) {
-                        self.session.handle_timeout(now);
+                    match msg {
+                        Ok(Some(m)) => self.negotiation.handle_signal(now, m),
+                        Ok(None) | Err(_) => {
+                            self.client = None;
+                            self.negotiation.signaling_lost(now);
+                        }
                     }
                 }
-                () = tokio::time::sleep_until(give_up) => {
-                    if !self.connected {
-                        return Err(self.no_path());
-                    }
-                    return Ok(CloseReason::PathLost);
+                () = &mut timer => {
+                    self.negotiation.handle_timeout(Instant::now());
                 }
                 _ = async {
                     match checks.as_mut() {
@@ -511,8 +489,8 @@ impl Driver {
                 } => {
                     // While checking: before the first path, and again
                     // during an ICE restart.
-                    if !self.connected || self.restart_deadline.is_some() {
-                        let stats = self.session.agent().stats();
+                    if !self.negotiation.is_connected() || self.restarting {
+                        let stats = self.negotiation.session().agent().stats();
                         if last_checks.as_ref() != Some(&stats) {
                             last_checks = Some(stats.clone());
                             ch.emit(ConnectionEvent::CheckList(Box::new(stats)));
@@ -523,48 +501,104 @@ impl Driver {
         }
     }
 
-    fn no_path(&self) -> ConnectError {
-        let agent = self.session.agent();
-        if self.config.policy == Policy::RelayOnly && self.turn_allocated == 0 {
-            if let Some((server, code, reason)) = self.turn_failures.last().cloned() {
-                return ConnectError::TurnRefused {
-                    server,
-                    code,
-                    reason,
-                };
+    /// Acts on everything the negotiation has to say; `Some` when it ended.
+    async fn drain(&mut self, ch: &mut Channels) -> Option<Outcome> {
+        let mut end = None;
+        while let Some(o) = self.negotiation.poll_output() {
+            match o {
+                NegotiationOutput::Transmit(t) => self.transmit(t).await,
+                NegotiationOutput::Signal(msg) => self.signal(msg).await,
+                NegotiationOutput::Event(e) => {
+                    if let Some(outcome) = self.on_event(ch, e) {
+                        end = Some(outcome);
+                    }
+                }
             }
         }
-        ConnectError::NoPath {
-            local: agent.local_candidates().iter().map(describe).collect(),
-            remote: agent.remote_candidates().iter().map(describe).collect(),
+        end
+    }
+
+    /// Sends a message to the signaling server; a failure means it is gone.
+    async fn signal(&mut self, msg: ClientMsg) {
+        let Some(c) = self.client.as_mut() else {
+            return;
+        };
+        if let Err(e) = c.send(msg).await {
+            tracing::debug!("signaling send: {e}");
+            self.client = None;
+            self.negotiation.signaling_lost(Instant::now());
         }
     }
 
-    /// Sends the session's transmits and handles its events until both
-    /// queues are empty.
-    async fn drain(&mut self, ch: &mut Channels) -> Result<Option<CloseReason>, ConnectError> {
-        loop {
-            let mut moved = false;
-            while let Some(t) = self.session.poll_transmit() {
-                moved = true;
-                self.transmit(t).await;
+    fn on_event(&mut self, ch: &mut Channels, e: NegotiationEvent) -> Option<Outcome> {
+        let event = match e {
+            NegotiationEvent::LocalCandidate(c) => ConnectionEvent::LocalCandidate(c),
+            NegotiationEvent::RemoteCandidate(c) => ConnectionEvent::RemoteCandidate(c),
+            NegotiationEvent::GatheringComplete => ConnectionEvent::GatheringComplete,
+            NegotiationEvent::TurnAllocated { server, relayed } => {
+                ConnectionEvent::TurnAllocated { server, relayed }
             }
-            while let Some(e) = self.session.poll_event() {
-                moved = true;
-                if let Some(r) = self.on_session_event(ch, e).await? {
-                    return Ok(Some(r));
+            NegotiationEvent::TurnFailed {
+                server,
+                code,
+                reason,
+            } => ConnectionEvent::TurnFailed {
+                server,
+                code,
+                reason,
+            },
+            NegotiationEvent::StateChanged(s) => ConnectionEvent::StateChanged(s),
+            NegotiationEvent::Connected(path) => {
+                let _ = ch.path.send(Some(path.clone()));
+                ch.emit(ConnectionEvent::Connected(path));
+                if self.config.check_list_interval.is_some() {
+                    let stats = self.negotiation.session().agent().stats();
+                    ch.emit(ConnectionEvent::CheckList(Box::new(stats)));
                 }
+                if let Some(r) = ch.ready.take() {
+                    let _ = r.send(Ok(ConnectedInfo {
+                        peer_id: self.peer.clone(),
+                        controlling: self.controlling,
+                    }));
+                }
+                return None;
             }
-            self.flush_outbox().await?;
-            if !moved {
-                return Ok(None);
+            NegotiationEvent::PathChanged(path) => {
+                let _ = ch.path.send(Some(path.clone()));
+                ch.emit(ConnectionEvent::PathChanged(path));
+                // The check list that found the new path.
+                if std::mem::take(&mut self.restarting) && self.config.check_list_interval.is_some()
+                {
+                    let stats = self.negotiation.session().agent().stats();
+                    ch.emit(ConnectionEvent::CheckList(Box::new(stats)));
+                }
+                return None;
             }
-        }
+            NegotiationEvent::Disconnected => {
+                let _ = ch.path.send(None);
+                ConnectionEvent::Disconnected
+            }
+            NegotiationEvent::Restarting => {
+                self.restarting = true;
+                ConnectionEvent::Restarting
+            }
+            NegotiationEvent::SignalingLost => ConnectionEvent::SignalingLost,
+            NegotiationEvent::Data(d) => {
+                if ch.data.try_send(Bytes::from(d)).is_err() {
+                    self.dropped += 1;
+                }
+                return None;
+            }
+            NegotiationEvent::Failed(f) => return Some(Err(connect_error(f))),
+            NegotiationEvent::Closed(r) => return Some(Ok(r)),
+        };
+        ch.emit(event);
+        None
     }
 
     /// Sends one of the session's transmits from its socket or stream.
-    async fn transmit(&mut self, t: crate::Transmit) {
-        match t.transport {
+    async fn transmit(&mut self, t: Transmit) {
+        match session_transport(t.transport) {
             Transport::Udp => {
                 if let Some(s) = self.sockets.get(&t.source) {
                     if let Err(e) = s.send_to(&t.contents, t.destination).await {
@@ -580,422 +614,35 @@ impl Driver {
         }
     }
 
-    /// Closes the session: its TURN allocations are deleted (sent, and the
-    /// servers' answers fed back) until it reports [`SessionEvent::Closed`],
-    /// which takes at most [`crate::CLOSE_TIMEOUT`]. Idempotent.
-    async fn shutdown(&mut self) {
-        if self.session.is_closed() {
-            return;
-        }
-        self.session.close(Instant::now());
+    /// Closes the negotiation (bye, TURN allocations deleted) and drives it
+    /// until the session reports closed, which takes at most
+    /// [`crate::CLOSE_TIMEOUT`]. Idempotent.
+    async fn shutdown(&mut self, ch: &mut Channels) {
+        self.negotiation.close(Instant::now());
         // A guard in case the clock and the timer disagree.
         let limit = tokio::time::Instant::now() + crate::CLOSE_TIMEOUT * 2;
         loop {
-            while let Some(t) = self.session.poll_transmit() {
-                self.transmit(t).await;
-            }
             // Events after close carry nothing the application needs.
-            while self.session.poll_event().is_some() {}
-            if self.session.is_closed() {
+            let _ = self.drain(ch).await;
+            if self.negotiation.is_closed() {
                 return;
             }
             let wake = self
-                .session
+                .negotiation
                 .poll_timeout()
                 .map_or(limit, tokio::time::Instant::from_std)
                 .min(limit);
             tokio::select! {
                 Some(inb) = self.inbound.recv() => {
-                    self.session.handle_input(Instant::now(), Datagram {
-                        transport: inb.transport,
-                        local: inb.local,
-                        remote: inb.remote,
-                        contents: &inb.bytes,
-                    });
+                    let _ = self.negotiation.handle_input(Instant::now(), datagram(&inb));
                 }
                 () = tokio::time::sleep_until(wake) => {
                     if wake >= limit {
                         return;
                     }
-                    self.session.handle_timeout(Instant::now());
+                    self.negotiation.handle_timeout(Instant::now());
                 }
             }
         }
     }
-
-    async fn on_session_event(
-        &mut self,
-        ch: &mut Channels,
-        e: SessionEvent,
-    ) -> Result<Option<CloseReason>, ConnectError> {
-        let now = Instant::now();
-        match e {
-            SessionEvent::LocalCandidate(c) => {
-                ch.emit(ConnectionEvent::LocalCandidate(c.clone()));
-                let ufrag = self.session.local_credentials().0.to_owned();
-                self.outbox.push(Out::Candidate(c, ufrag));
-            }
-            SessionEvent::GatheringComplete => {
-                ch.emit(ConnectionEvent::GatheringComplete);
-                self.outbox.push(Out::End);
-            }
-            SessionEvent::StateChanged(s) => {
-                ch.emit(ConnectionEvent::StateChanged(s));
-                if s == p2p_ice::IceState::Failed {
-                    if !self.connected {
-                        return Err(self.no_path());
-                    }
-                    return self.path_died(ch, now).await;
-                }
-            }
-            SessionEvent::SelectedPair { local, remote } => {
-                let path = SelectedPath { local, remote };
-                let _ = ch.path.send(Some(path.clone()));
-                self.restart_pending = false;
-                let restarted = self.restart_deadline.take().is_some();
-                if self.connected {
-                    ch.emit(ConnectionEvent::PathChanged(path));
-                    // The check list that found the new path.
-                    if restarted && self.config.check_list_interval.is_some() {
-                        ch.emit(ConnectionEvent::CheckList(Box::new(
-                            self.session.agent().stats(),
-                        )));
-                    }
-                } else {
-                    self.connected = true;
-                    ch.emit(ConnectionEvent::Connected(path));
-                    if self.config.check_list_interval.is_some() {
-                        ch.emit(ConnectionEvent::CheckList(Box::new(
-                            self.session.agent().stats(),
-                        )));
-                    }
-                    if let Some(r) = ch.ready.take() {
-                        let _ = r.send(Ok(ConnectedInfo {
-                            peer_id: self.peer.clone(),
-                            controlling: self.controlling,
-                        }));
-                    }
-                }
-            }
-            SessionEvent::TurnAllocated { server, relayed } => {
-                self.turn_allocated += 1;
-                ch.emit(ConnectionEvent::TurnAllocated { server, relayed });
-            }
-            SessionEvent::TurnFailed {
-                server,
-                code,
-                reason,
-            } => {
-                ch.emit(ConnectionEvent::TurnFailed {
-                    server: server.to_string(),
-                    code,
-                    reason: reason.clone(),
-                });
-                self.turn_failures.push((server.to_string(), code, reason));
-                let failed_here = self.turn_failures.len();
-                if self.config.policy == Policy::RelayOnly
-                    && !self.connected
-                    && self.turn_allocated == 0
-                    && failed_here >= self.turn_count
-                {
-                    return Err(self.no_path());
-                }
-            }
-            SessionEvent::ConsentLost => {
-                ch.emit(ConnectionEvent::Disconnected);
-                let _ = ch.path.send(None);
-                if self.connected {
-                    return self.path_died(ch, now).await;
-                }
-            }
-            SessionEvent::Data(d) => {
-                if ch.data.try_send(d).is_err() {
-                    self.dropped += 1;
-                }
-            }
-            // Only after `shutdown`, which reads its own events.
-            SessionEvent::Closed => {}
-        }
-        Ok(None)
-    }
-
-    /// The selected path died: restart if we control and can signal, wait
-    /// for the peer's restart if it controls, give up otherwise.
-    async fn path_died(
-        &mut self,
-        ch: &mut Channels,
-        now: Instant,
-    ) -> Result<Option<CloseReason>, ConnectError> {
-        if self.client.is_none() || self.peer_gone {
-            return Ok(Some(CloseReason::PathLost));
-        }
-        if self.restart_deadline.is_none() {
-            self.restart_deadline = Some(now + self.config.connect_timeout);
-        }
-        if self.controlling {
-            self.restart(ch, now).await?;
-        }
-        Ok(None)
-    }
-
-    /// Restart ICE from our side: new credentials to the peer in an
-    /// `ice-restart` message, gathering again, new checks. Nothing to do
-    /// while our last restart waits for the peer's answer, or without
-    /// signaling. Either side may start one; the other answers with its
-    /// own new credentials.
-    async fn restart(&mut self, ch: &mut Channels, now: Instant) -> Result<bool, ConnectError> {
-        if self.restart_pending || self.client.is_none() || self.peer_gone {
-            return Ok(false);
-        }
-        if self.restart_deadline.is_none() {
-            self.restart_deadline = Some(now + self.config.connect_timeout);
-        }
-        self.session.restart(now);
-        self.remote_creds = None;
-        self.pending_remote.clear();
-        self.restart_pending = true;
-        ch.emit(ConnectionEvent::Restarting);
-        self.send_ice_restart().await?;
-        Ok(self.client.is_some())
-    }
-
-    async fn send_ice_restart(&mut self) -> Result<(), ConnectError> {
-        let (u, p) = self.session.local_credentials();
-        let (u, p) = (u.to_owned(), p.to_owned());
-        let peer = self.peer.clone();
-        if let Some(c) = self.client.as_mut() {
-            if c.send_ice_restart(&peer, &u, &p).await.is_err() {
-                self.client = None;
-            }
-        }
-        Ok(())
-    }
-
-    /// Our offer (`offer` = None) or our answer to `offer`.
-    async fn send_description(
-        &mut self,
-        offer: Option<&SessionDescription>,
-    ) -> Result<(), ConnectError> {
-        let (u, p) = self.session.local_credentials();
-        let bad = |_| ConnectError::Config("the ICE agent's credentials are not valid in SDP");
-        let ufrag = Ufrag::new(u).map_err(bad)?;
-        let pwd = Pwd::new(p).map_err(bad)?;
-        let session_id = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            u.hash(&mut h);
-            h.finish() >> 2
-        };
-        // No DTLS here: a placeholder fingerprint (see the module docs).
-        let fingerprint = Fingerprint::new("sha-256", vec![0; 32]).map_err(bad)?;
-        let setup = if offer.is_some() {
-            Setup::Active
-        } else {
-            Setup::ActPass
-        };
-        let params = DataChannelParams::new(ufrag, pwd, fingerprint, setup, session_id);
-        let peer = self.peer.clone();
-        let Some(c) = self.client.as_mut() else {
-            return Err(ConnectError::Signaling(ClientError::Closed));
-        };
-        let r = match offer {
-            None => {
-                let sdp = SessionDescription::offer_data_channel(&params).to_string();
-                c.send_offer(&peer, &sdp).await
-            }
-            Some(o) => {
-                let answer = SessionDescription::answer_data_channel(o, &params)
-                    .map_err(|_| ConnectError::Config("the peer's offer has no data channel"))?;
-                c.send_answer(&peer, &answer.to_string()).await
-            }
-        };
-        r.map_err(ConnectError::Signaling)?;
-        self.described = true;
-        Ok(())
-    }
-
-    async fn flush_outbox(&mut self) -> Result<(), ConnectError> {
-        if !self.described || self.outbox.is_empty() {
-            return Ok(());
-        }
-        let peer = self.peer.clone();
-        for m in std::mem::take(&mut self.outbox) {
-            let Some(c) = self.client.as_mut() else {
-                return Ok(());
-            };
-            let r = match m {
-                Out::Candidate(line, ufrag) => {
-                    let mut cand = IceCandidate::new(line);
-                    cand.sdp_mid = Some("0".to_owned());
-                    cand.sdp_m_line_index = Some(0);
-                    cand.username_fragment = Some(ufrag);
-                    c.send_candidate(&peer, cand).await
-                }
-                Out::End => c.send_end_of_candidates(&peer).await,
-            };
-            if let Err(e) = r {
-                if !self.connected {
-                    return Err(ConnectError::Signaling(e));
-                }
-                self.client = None;
-            }
-        }
-        Ok(())
-    }
-
-    /// The peer's ufrag and password from its description, then the
-    /// candidates that waited for them.
-    fn set_remote(&mut self, ufrag: String, pwd: String) {
-        let now = Instant::now();
-        if let Err(e) = self.session.set_remote_credentials(&ufrag, &pwd) {
-            tracing::warn!("the peer's ICE credentials: {e}");
-            return;
-        }
-        self.remote_creds = Some((ufrag, pwd));
-        for p in std::mem::take(&mut self.pending_remote) {
-            match p {
-                Pending::Candidate(c) => self.add_candidate(now, &c),
-                Pending::End => self.session.end_of_remote_candidates(now),
-            }
-        }
-    }
-
-    fn add_candidate(&mut self, now: Instant, c: &IceCandidate) {
-        let current = self.remote_creds.as_ref().map(|(u, _)| u.as_str());
-        if let (Some(tag), Some(cur)) = (c.username_fragment.as_deref(), current) {
-            if tag != cur {
-                return; // an older generation
-            }
-        }
-        if let Err(e) = self.session.add_remote_candidate(now, &c.candidate) {
-            tracing::debug!("remote candidate {:?}: {e}", c.candidate);
-        }
-    }
-
-    async fn on_signaling(
-        &mut self,
-        ch: &mut Channels,
-        msg: Result<Option<ServerMsg>, ClientError>,
-    ) -> Result<Option<CloseReason>, ConnectError> {
-        let msg = match msg {
-            Ok(Some(m)) => m,
-            Ok(None) | Err(_) if !self.connected => {
-                return Err(ConnectError::Signaling(
-                    msg.err().unwrap_or(ClientError::Closed),
-                ))
-            }
-            Ok(None) | Err(_) => {
-                self.client = None;
-                ch.emit(ConnectionEvent::SignalingLost);
-                return Ok(None);
-            }
-        };
-        let now = Instant::now();
-        match msg {
-            ServerMsg::Offer { from, sdp } if from == self.peer => {
-                if self.controlling {
-                    tracing::warn!("an offer from {from} although we offered; ignored");
-                    return Ok(None);
-                }
-                let Some((offer, u, p)) = parse_description(&sdp) else {
-                    tracing::warn!("an offer without ICE credentials; ignored");
-                    return Ok(None);
-                };
-                self.send_description(Some(&offer)).await?;
-                self.set_remote(u, p);
-                self.sdp_candidates(now, &offer);
-            }
-            ServerMsg::Answer { from, sdp } if from == self.peer => {
-                let Some((answer, u, p)) = parse_description(&sdp) else {
-                    tracing::warn!("an answer without ICE credentials; ignored");
-                    return Ok(None);
-                };
-                self.set_remote(u, p);
-                self.sdp_candidates(now, &answer);
-            }
-            ServerMsg::Candidate { from, candidate } if from == self.peer => {
-                ch.emit(ConnectionEvent::RemoteCandidate(
-                    candidate.candidate.clone(),
-                ));
-                if self.remote_creds.is_some() {
-                    self.add_candidate(now, &candidate);
-                } else {
-                    self.pending_remote.push(Pending::Candidate(candidate));
-                }
-            }
-            ServerMsg::EndOfCandidates { from } if from == self.peer => {
-                if self.remote_creds.is_some() {
-                    self.session.end_of_remote_candidates(now);
-                } else {
-                    self.pending_remote.push(Pending::End);
-                }
-            }
-            ServerMsg::IceRestart { from, ufrag, pwd } if from == self.peer => {
-                if self.restart_pending {
-                    // The answer to our restart.
-                    self.restart_pending = false;
-                    self.set_remote(ufrag, pwd);
-                } else {
-                    ch.emit(ConnectionEvent::Restarting);
-                    self.session.restart(now);
-                    self.pending_remote.clear();
-                    self.set_remote(ufrag, pwd);
-                    if self.restart_deadline.is_none() {
-                        self.restart_deadline = Some(now + self.config.connect_timeout);
-                    }
-                    self.send_ice_restart().await?;
-                }
-            }
-            ServerMsg::Bye { from } if from == self.peer => {
-                if !self.connected {
-                    return Err(ConnectError::PeerLeft { peer: from });
-                }
-                return Ok(Some(CloseReason::PeerClosed));
-            }
-            ServerMsg::PeerLeft { peer_id, .. } if peer_id == self.peer => {
-                if !self.connected {
-                    return Err(ConnectError::PeerLeft { peer: peer_id });
-                }
-                self.peer_gone = true;
-            }
-            ServerMsg::Error { code, message, .. } => {
-                tracing::warn!("signaling error {code}: {message}");
-                if !self.connected && code == ErrorCode::UnknownPeer {
-                    return Err(ConnectError::PeerLeft {
-                        peer: self.peer.clone(),
-                    });
-                }
-            }
-            other => tracing::debug!("signaling: {} ignored", other.type_name()),
-        }
-        Ok(None)
-    }
-
-    fn sdp_candidates(&mut self, now: Instant, sd: &SessionDescription) {
-        let Some(dc) = sd.data_channel() else { return };
-        let lines: Vec<String> = dc.candidates().map(|c| c.to_string()).collect();
-        let end = dc.end_of_candidates();
-        for l in lines {
-            let _ = self.session.add_remote_candidate(now, &l);
-        }
-        if end {
-            self.session.end_of_remote_candidates(now);
-        }
-    }
-
-    async fn bye(&mut self) {
-        let peer = self.peer.clone();
-        if let Some(c) = self.client.as_mut() {
-            let _ = c.send_bye(&peer).await;
-        }
-    }
-}
-
-/// The description and the ICE credentials of its data channel section.
-fn parse_description(sdp: &str) -> Option<(SessionDescription, String, String)> {
-    let sd: SessionDescription = sdp.parse().ok()?;
-    let dc = sd.data_channel()?;
-    let u = sd.ice_ufrag_for(dc)?.to_owned();
-    let p = sd.ice_pwd_for(dc)?.to_owned();
-    Some((sd, u, p))
 }

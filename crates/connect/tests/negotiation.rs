@@ -1,0 +1,561 @@
+//! The negotiation over signaling (offer/answer, trickle, restart, bye) as
+//! a sans-IO machine, on the virtual network with a simulated clock: two
+//! `Negotiation`s whose signaling messages the harness carries from one to
+//! the other (as the server would: `ClientMsg` in, `ServerMsg` out) with a
+//! fixed delay, and which it may reorder, hold back or inject.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use p2p_connect::{
+    CloseReason, Failure, IceConfig, Negotiation, NegotiationConfig, NegotiationEvent,
+    NegotiationOutput, Session, SessionConfig,
+};
+use p2p_netsim::{Datagram, HostId, LinkConfig, Node, Realm, Sim, Transmit};
+use p2p_proto::Machine;
+use p2p_signaling::{ClientMsg, IceCandidate, ServerMsg};
+
+const A_ADDR: &str = "198.51.100.10:5000";
+const B_ADDR: &str = "198.51.100.20:6000";
+const SIGNALING_DELAY: Duration = Duration::from_millis(50);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+/// A negotiation on the virtual network; signals go through the harness.
+struct PeerNode {
+    negotiation: Negotiation,
+    /// Signals from the peer and when they are due, sorted.
+    inbox: VecDeque<(Instant, ServerMsg)>,
+    /// Signals for the peer, taken by the harness after each step.
+    outbox: Vec<(Instant, ClientMsg)>,
+    /// Every signal it sent, in order.
+    sent: Vec<ClientMsg>,
+    transmits: VecDeque<Transmit>,
+    events: Vec<(Instant, NegotiationEvent)>,
+}
+
+impl PeerNode {
+    fn new(addr: &str, peer: &str, controlling: bool, seed: u64) -> PeerNode {
+        let ice = if controlling {
+            IceConfig::controlling()
+        } else {
+            IceConfig::controlled()
+        };
+        let session = Session::new(SessionConfig {
+            hosts: vec![sa(addr)],
+            rng_seed: Some(seed),
+            ..SessionConfig::new(ice.with_seed(seed))
+        })
+        .expect("a session");
+        let mut config = NegotiationConfig::new(peer, controlling);
+        config.connect_timeout = CONNECT_TIMEOUT;
+        PeerNode {
+            negotiation: Negotiation::new(config, session),
+            inbox: VecDeque::new(),
+            outbox: Vec::new(),
+            sent: Vec::new(),
+            transmits: VecDeque::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn deliver_at(&mut self, at: Instant, msg: ServerMsg) {
+        let pos = self.inbox.partition_point(|(t, _)| *t <= at);
+        self.inbox.insert(pos, (at, msg));
+    }
+
+    fn drain(&mut self, now: Instant) {
+        while let Some(o) = self.negotiation.poll_output() {
+            match o {
+                NegotiationOutput::Transmit(t) => self.transmits.push_back(t),
+                NegotiationOutput::Signal(m) => {
+                    self.sent.push(m.clone());
+                    self.outbox.push((now, m));
+                }
+                NegotiationOutput::Event(e) => self.events.push((now, e)),
+                other => panic!("unexpected output {other:?}"),
+            }
+        }
+    }
+
+    fn event(&self, f: impl Fn(&NegotiationEvent) -> bool) -> Option<Instant> {
+        self.events.iter().find(|(_, e)| f(e)).map(|(t, _)| *t)
+    }
+
+    fn connected(&self) -> bool {
+        self.event(|e| matches!(e, NegotiationEvent::Connected(_)))
+            .is_some()
+    }
+
+    fn path_changes(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|(_, e)| matches!(e, NegotiationEvent::PathChanged(_)))
+            .count()
+    }
+
+    fn ended(&self) -> Option<&NegotiationEvent> {
+        self.events
+            .iter()
+            .map(|(_, e)| e)
+            .find(|e| matches!(e, NegotiationEvent::Failed(_) | NegotiationEvent::Closed(_)))
+    }
+}
+
+impl Node for PeerNode {
+    fn handle_input(&mut self, now: Instant, d: Datagram<'_>) {
+        let _ = self.negotiation.handle_input(now, d);
+        self.drain(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        while self.inbox.front().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, m)) = self.inbox.pop_front() {
+                self.negotiation.handle_signal(now, m);
+                self.drain(now);
+            }
+        }
+        if self.negotiation.poll_timeout().is_some_and(|t| t <= now) {
+            self.negotiation.handle_timeout(now);
+            self.drain(now);
+        }
+    }
+
+    fn poll_transmit(&mut self, _now: Instant) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        [
+            self.negotiation.poll_timeout(),
+            self.inbox.front().map(|(t, _)| *t),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// What the signaling server relays to the receiver of `msg` from `from`.
+fn relayed(from: &str, msg: ClientMsg) -> Option<ServerMsg> {
+    let from = from.to_owned();
+    Some(match msg {
+        ClientMsg::Offer { sdp, .. } => ServerMsg::Offer { from, sdp },
+        ClientMsg::Answer { sdp, .. } => ServerMsg::Answer { from, sdp },
+        ClientMsg::Candidate { candidate, .. } => ServerMsg::Candidate { from, candidate },
+        ClientMsg::EndOfCandidates { .. } => ServerMsg::EndOfCandidates { from },
+        ClientMsg::IceRestart { ufrag, pwd, .. } => ServerMsg::IceRestart { from, ufrag, pwd },
+        ClientMsg::Bye { .. } => ServerMsg::Bye { from },
+        _ => return None,
+    })
+}
+
+/// Two peers on the public network (no NAT): `a` joined second, so it
+/// offers and controls.
+struct Pair {
+    sim: Sim,
+    a: HostId,
+    b: HostId,
+    /// Extra delay for signals of these types from A (`true`) or B.
+    hold: Vec<(bool, &'static str, Duration)>,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let t0 = Instant::now();
+        let mut sim = Sim::new(t0, 7);
+        let a = sim.add_host(
+            [sa(A_ADDR).ip()],
+            Realm::Public,
+            PeerNode::new(A_ADDR, "b", true, 1),
+        );
+        let b = sim.add_host(
+            [sa(B_ADDR).ip()],
+            Realm::Public,
+            PeerNode::new(B_ADDR, "a", false, 2),
+        );
+        Pair {
+            sim,
+            a,
+            b,
+            hold: Vec::new(),
+        }
+    }
+
+    fn node(&self, h: HostId) -> &PeerNode {
+        self.sim.node::<PeerNode>(h)
+    }
+
+    fn node_mut(&mut self, h: HostId) -> &mut PeerNode {
+        self.sim.node_mut::<PeerNode>(h)
+    }
+
+    /// Carry the signals sent since the last call.
+    fn relay(&mut self) {
+        for (from, to, name) in [(self.a, self.b, "a"), (self.b, self.a, "b")] {
+            let out = std::mem::take(&mut self.node_mut(from).outbox);
+            for (at, msg) in out {
+                let mut due = at + SIGNALING_DELAY;
+                for (from_a, kind, extra) in &self.hold {
+                    if (from == self.a) == *from_a && msg.type_name() == *kind {
+                        due += *extra;
+                    }
+                }
+                if let Some(m) = relayed(name, msg) {
+                    self.node_mut(to).deliver_at(due, m);
+                }
+            }
+        }
+    }
+
+    /// Step (carrying signals) until `pred`, at most `limit` of simulated
+    /// time and 100 000 steps; the simulated time it took.
+    fn run_until(&mut self, limit: Duration, pred: impl Fn(&Pair) -> bool) -> Duration {
+        let start = self.sim.now();
+        for _ in 0..100_000 {
+            self.relay();
+            if pred(self) {
+                return self.sim.now() - start;
+            }
+            assert!(
+                self.sim.now() - start <= limit,
+                "not done after {limit:?}; a: {:?}\nb: {:?}",
+                self.node(self.a).events,
+                self.node(self.b).events
+            );
+            if !self.sim.step() {
+                self.relay();
+                assert!(pred(self), "the network went idle");
+                return self.sim.now() - start;
+            }
+        }
+        panic!("step limit");
+    }
+
+    /// Start both machines and run until both are connected.
+    fn connect(&mut self) -> Duration {
+        let now = self.sim.now();
+        for h in [self.a, self.b] {
+            let n = self.node_mut(h);
+            n.negotiation.handle_timeout(now);
+            n.drain(now);
+        }
+        self.run_until(Duration::from_secs(5), |p| {
+            p.node(p.a).connected() && p.node(p.b).connected()
+        })
+    }
+
+    /// The ufrag our side tagged its candidates with, from its last ones.
+    fn last_ufrag(&self, h: HostId) -> String {
+        self.node(h)
+            .sent
+            .iter()
+            .rev()
+            .find_map(|m| match m {
+                ClientMsg::Candidate { candidate, .. } => candidate.username_fragment.clone(),
+                ClientMsg::IceRestart { ufrag, .. } => Some(ufrag.clone()),
+                _ => None,
+            })
+            .expect("a tagged message")
+    }
+}
+
+#[test]
+fn the_newcomer_offers_and_trickles_only_after_its_description() {
+    let mut p = Pair::new();
+    let took = p.connect();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    for (h, first) in [(p.a, "offer"), (p.b, "answer")] {
+        let sent = &p.node(h).sent;
+        assert_eq!(sent[0].type_name(), first, "{sent:?}");
+        // Every candidate is tagged with the ufrag of the description, and
+        // end-of-candidates closes the trickle.
+        let sdp = match &sent[0] {
+            ClientMsg::Offer { sdp, .. } | ClientMsg::Answer { sdp, .. } => sdp.clone(),
+            other => panic!("{other:?}"),
+        };
+        let candidates: Vec<&IceCandidate> = sent
+            .iter()
+            .filter_map(|m| match m {
+                ClientMsg::Candidate { candidate, .. } => Some(candidate),
+                _ => None,
+            })
+            .collect();
+        assert!(!candidates.is_empty());
+        for c in candidates {
+            let tag = c.username_fragment.as_deref().expect("tagged");
+            assert!(sdp.contains(&format!("a=ice-ufrag:{tag}")), "{sdp}");
+        }
+        assert!(sent.iter().any(|m| m.type_name() == "end-of-candidates"));
+    }
+    // The offerer never answers, the answerer never offers.
+    assert!(!p.node(p.a).sent.iter().any(|m| m.type_name() == "answer"));
+    assert!(!p.node(p.b).sent.iter().any(|m| m.type_name() == "offer"));
+}
+
+#[test]
+fn candidates_that_come_before_the_credentials_wait_for_them() {
+    let mut p = Pair::new();
+    // B's answer reaches A 300 ms after B's candidates.
+    p.hold = vec![(false, "answer", Duration::from_millis(300))];
+    // A's checks cannot reach B until the answer arrives, so B's checks
+    // are the only way in before it: A learns B only from the buffered
+    // candidate or from B's checks.
+    p.connect();
+    let a = p.node(p.a);
+    let remote = a.event(|e| matches!(e, NegotiationEvent::RemoteCandidate(_)));
+    let answer_at = p
+        .node(p.a)
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, NegotiationEvent::Connected(_)))
+        .map(|(t, _)| *t);
+    assert!(remote.is_some() && remote < answer_at, "{:?}", a.events);
+    // The buffered candidate was added once the credentials came: B's host
+    // address is a remote host candidate of A's agent.
+    let remotes = a.negotiation.session().agent().remote_candidates();
+    assert!(
+        remotes
+            .iter()
+            .any(|c| c.address() == sa(B_ADDR) && c.kind() == p2p_connect::CandidateKind::Host),
+        "{remotes:?}"
+    );
+}
+
+#[test]
+fn a_restart_exchanges_new_credentials_and_ignores_the_old_generation() {
+    let mut p = Pair::new();
+    p.connect();
+    let old_a_ufrag = p.last_ufrag(p.a);
+    // A's new candidates reach B well after its new credentials.
+    p.hold = vec![
+        (true, "candidate", Duration::from_millis(200)),
+        (true, "end-of-candidates", Duration::from_millis(200)),
+    ];
+    let now = p.sim.now();
+    assert!(p.node_mut(p.a).negotiation.restart(now));
+    // A second restart while the first waits for its answer does nothing.
+    assert!(!p.node_mut(p.a).negotiation.restart(now));
+    p.node_mut(p.a).drain(now);
+    let new_a_ufrag = p.last_ufrag(p.a);
+    assert_ne!(old_a_ufrag, new_a_ufrag);
+    // Once B took A's new credentials (before A's new candidates and
+    // end-of-candidates reach it), a late candidate of A's old generation
+    // is dropped; the same candidate tagged with the new ufrag is used.
+    p.run_until(Duration::from_secs(1), |p| {
+        p.node(p.b)
+            .event(|e| matches!(e, NegotiationEvent::Restarting))
+            .is_some()
+    });
+    let stray = "candidate:1 1 udp 2130706431 198.51.100.99 9 typ host";
+    let now = p.sim.now();
+    for (tag, expect) in [(old_a_ufrag, false), (new_a_ufrag, true)] {
+        let mut c = IceCandidate::new(stray);
+        c.username_fragment = Some(tag);
+        let b = p.node_mut(p.b);
+        b.negotiation.handle_signal(
+            now,
+            ServerMsg::Candidate {
+                from: "a".into(),
+                candidate: c,
+            },
+        );
+        b.drain(now);
+        let known = b
+            .negotiation
+            .session()
+            .agent()
+            .remote_candidates()
+            .iter()
+            .any(|c| c.address() == sa("198.51.100.99:9"));
+        assert_eq!(known, expect);
+    }
+    // B answered with its own new credentials; both select a path again.
+    p.run_until(Duration::from_secs(5), |p| {
+        p.node(p.a).path_changes() >= 1 && p.node(p.b).path_changes() >= 1
+    });
+    for h in [p.a, p.b] {
+        assert!(p
+            .node(h)
+            .event(|e| matches!(e, NegotiationEvent::Restarting))
+            .is_some());
+        assert!(p
+            .node(h)
+            .sent
+            .iter()
+            .any(|m| m.type_name() == "ice-restart"));
+    }
+}
+
+#[test]
+fn a_bye_after_connecting_closes_with_peer_closed() {
+    let mut p = Pair::new();
+    p.connect();
+    let now = p.sim.now();
+    p.node_mut(p.b).negotiation.close(now);
+    p.node_mut(p.b).drain(now);
+    assert_eq!(
+        p.node(p.b).ended(),
+        Some(&NegotiationEvent::Closed(CloseReason::Local))
+    );
+    assert_eq!(p.node(p.b).sent.last().map(|m| m.type_name()), Some("bye"));
+    let took = p.run_until(Duration::from_secs(1), |p| p.node(p.a).ended().is_some());
+    assert_eq!(took, SIGNALING_DELAY);
+    assert_eq!(
+        p.node(p.a).ended(),
+        Some(&NegotiationEvent::Closed(CloseReason::PeerClosed))
+    );
+    assert!(p.node(p.a).negotiation.is_closed() && p.node(p.b).negotiation.is_closed());
+}
+
+#[test]
+fn the_peer_leaving_before_a_path_fails_with_peer_left() {
+    let mut p = Pair::new();
+    let now = p.sim.now();
+    let a = p.node_mut(p.a);
+    a.negotiation.handle_timeout(now);
+    a.negotiation.handle_signal(
+        now,
+        ServerMsg::PeerLeft {
+            room: "r".into(),
+            peer_id: "b".into(),
+        },
+    );
+    a.drain(now);
+    assert_eq!(
+        a.ended(),
+        Some(&NegotiationEvent::Failed(Failure::PeerLeft {
+            peer: "b".into()
+        }))
+    );
+}
+
+#[test]
+fn no_path_in_time_fails_at_the_connect_timeout_with_the_candidates_tried() {
+    let mut p = Pair::new();
+    // B is unreachable: signaling works, datagrams do not.
+    p.sim.set_link(
+        p.b,
+        LinkConfig {
+            loss: 1.0,
+            ..LinkConfig::default()
+        },
+    );
+    let start = p.sim.now();
+    for h in [p.a, p.b] {
+        let n = p.node_mut(h);
+        n.negotiation.handle_timeout(start);
+        n.drain(start);
+    }
+    p.run_until(CONNECT_TIMEOUT * 2, |p| p.node(p.a).ended().is_some());
+    let a = p.node(p.a);
+    let (at, e) = a
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, NegotiationEvent::Failed(_)))
+        .expect("failed");
+    assert!(
+        *at - start <= CONNECT_TIMEOUT,
+        "failed after {:?}",
+        *at - start
+    );
+    match e {
+        NegotiationEvent::Failed(Failure::NoPath { local, remote }) => {
+            assert_eq!(local, &vec![format!("host {A_ADDR}")]);
+            assert!(remote.contains(&format!("host {B_ADDR}")), "{remote:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn without_signaling_a_dead_path_closes_with_consent_lost() {
+    let mut p = Pair::new();
+    p.connect();
+    let now = p.sim.now();
+    for h in [p.a, p.b] {
+        let n = p.node_mut(h);
+        n.negotiation.signaling_lost(now);
+        n.drain(now);
+        assert!(n
+            .event(|e| matches!(e, NegotiationEvent::SignalingLost))
+            .is_some());
+    }
+    p.sim.set_link(
+        p.b,
+        LinkConfig {
+            loss: 1.0,
+            ..LinkConfig::default()
+        },
+    );
+    let took = p.run_until(Duration::from_secs(60), |p| p.node(p.a).ended().is_some());
+    assert_eq!(
+        p.node(p.a).ended(),
+        Some(&NegotiationEvent::Closed(CloseReason::ConsentLost))
+    );
+    // RFC 7675: consent expires 30 s after the last answer.
+    assert!(took <= Duration::from_secs(31), "took {took:?}");
+    // Nothing tried to restart: no signaling.
+    assert!(!p
+        .node(p.a)
+        .sent
+        .iter()
+        .any(|m| m.type_name() == "ice-restart"));
+}
+
+#[test]
+fn a_restart_that_finds_no_path_closes_with_ice_failed() {
+    let mut p = Pair::new();
+    p.connect();
+    p.sim.set_link(
+        p.b,
+        LinkConfig {
+            loss: 1.0,
+            ..LinkConfig::default()
+        },
+    );
+    let start = p.sim.now();
+    assert!(p.node_mut(p.a).negotiation.restart(start));
+    p.node_mut(p.a).drain(start);
+    let took = p.run_until(CONNECT_TIMEOUT * 2, |p| p.node(p.a).ended().is_some());
+    assert_eq!(
+        p.node(p.a).ended(),
+        Some(&NegotiationEvent::Closed(CloseReason::IceFailed))
+    );
+    assert!(took <= CONNECT_TIMEOUT, "took {took:?}");
+}
+
+#[test]
+fn application_data_flows_both_ways_through_the_negotiation() {
+    let mut p = Pair::new();
+    p.connect();
+    let now = p.sim.now();
+    for (h, msg) in [(p.a, "from a"), (p.b, "from b")] {
+        let n = p.node_mut(h);
+        n.negotiation.send(now, msg.as_bytes()).expect("connected");
+        n.drain(now);
+    }
+    p.run_until(Duration::from_secs(1), |p| {
+        [p.a, p.b].iter().all(|h| {
+            p.node(*h)
+                .event(|e| matches!(e, NegotiationEvent::Data(_)))
+                .is_some()
+        })
+    });
+    let data = |h| {
+        p.node(h)
+            .events
+            .iter()
+            .find_map(|(_, e)| match e {
+                NegotiationEvent::Data(d) => Some(String::from_utf8_lossy(d).into_owned()),
+                _ => None,
+            })
+            .expect("data")
+    };
+    assert_eq!((data(p.a), data(p.b)), ("from b".into(), "from a".into()));
+}
