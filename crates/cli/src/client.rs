@@ -4,7 +4,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use p2p_stun::attr::{
@@ -12,7 +11,7 @@ use p2p_stun::attr::{
     XorMappedAddress,
 };
 use p2p_stun::{
-    next_frame_len, ClientTransaction, Message, MessageBuilder, MessageClass, MessageType, Method,
+    ClientTransaction, Message, MessageBuilder, MessageClass, MessageType, Method, StreamFramer,
     TransactionConfig, TransactionId,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -194,37 +193,22 @@ async fn stream_binding<S: AsyncRead + AsyncWrite + Unpin>(
         s.write_all(bytes).await?;
     }
     let deadline = tx.poll_timeout().unwrap_or(t0);
-    let mut buf = vec![0u8; 4096];
-    let mut filled = 0;
+    let mut framer = StreamFramer::new(4096);
     let read = async {
         loop {
-            let n = s.read(&mut buf[filled..]).await?;
+            let n = s.read(framer.read_buf()).await?;
             if n == 0 {
                 return Err(ClientError::Io(io::ErrorKind::UnexpectedEof.into()));
             }
-            filled += n;
-            while let Ok(Some(len)) = next_frame_len(&buf[..filled]) {
-                if len > buf.len() {
-                    return Err(ClientError::Io(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "response too large",
-                    )));
-                }
-                if len > filled {
-                    break;
-                }
-                let msg = Message::decode(&buf[..len])?;
+            framer.filled(n);
+            while let Some(frame) = framer
+                .next_frame()
+                .map_err(|e| ClientError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?
+            {
+                let msg = Message::decode(frame)?;
                 if tx.handle_response(&msg) {
                     return Ok(parse(&msg, server, t0.elapsed()));
                 }
-                buf.copy_within(len..filled, 0);
-                filled -= len;
-            }
-            if filled == buf.len() {
-                return Err(ClientError::Io(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "unframed response",
-                )));
             }
         }
     };
@@ -256,23 +240,15 @@ pub async fn tls_binding(
     timers: TransactionConfig,
 ) -> Result<BindingResponse, ClientError> {
     let tls = |e: &dyn std::fmt::Display| ClientError::Tls(e.to_string());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut &ca_pem[..]) {
-        roots.add(c?).map_err(|e| tls(&e))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls(&e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let roots = rustls_pemfile::certs(&mut &ca_pem[..]).collect::<Result<Vec<_>, _>>()?;
+    let config = p2p_connect::tls_client_config(roots).map_err(|e| tls(&e))?;
     let name =
         rustls::pki_types::ServerName::try_from(server_name.to_owned()).map_err(|e| tls(&e))?;
     let t0 = Instant::now();
     let connect = async {
         let tcp = TcpStream::connect(server).await?;
         tcp.set_nodelay(true)?;
-        tokio_rustls::TlsConnector::from(Arc::new(config))
+        tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
     };

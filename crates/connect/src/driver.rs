@@ -38,6 +38,7 @@ use std::time::Duration;
 use p2p_ice::{IceConfig, IceState, IceStats};
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use net::tls_client_config;
 pub use p2p_signaling::ClientError as SignalingError;
 pub use uri::{IceServerUri, Scheme, UriError};
 

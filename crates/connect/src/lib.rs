@@ -118,8 +118,8 @@ mod session;
 pub use bytes::Bytes;
 #[cfg(feature = "driver")]
 pub use driver::{
-    ConnectError, Connection, ConnectionEvent, IceServerUri, Peer, PeerConfig, Policy, Scheme,
-    SignalingError, UriError,
+    tls_client_config, ConnectError, Connection, ConnectionEvent, IceServerUri, Peer, PeerConfig,
+    Policy, Scheme, SignalingError, UriError,
 };
 pub use negotiate::{
     CloseReason, Failure, Negotiation, NegotiationConfig, NegotiationEvent, NegotiationOutput,

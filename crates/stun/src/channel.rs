@@ -159,6 +159,9 @@ pub enum FramingError {
     /// A STUN header whose length is not a multiple of four.
     #[error("STUN length {0} is not a multiple of 4")]
     Unaligned(u16),
+    /// A frame longer than the reader allows.
+    #[error("a frame of {0} bytes is larger than allowed")]
+    TooLarge(usize),
 }
 
 /// The length of the next frame at the head of a stream buffer, or `Ok(None)`

@@ -39,6 +39,7 @@ pub mod attr;
 mod builder;
 mod channel;
 mod error;
+mod framer;
 mod header;
 mod integrity;
 mod message;
@@ -50,9 +51,10 @@ pub use channel::{
     CHANNEL_DATA_RANGE, CHANNEL_RANGE,
 };
 pub use error::{AttrError, DecodeError, EncodeError, IntegrityError};
+pub use framer::{StreamFramer, INITIAL_BUFFER, MAX_FRAME};
 pub use header::{
     AttrType, MessageClass, MessageType, Method, TransactionId, HEADER_LEN, MAGIC_COOKIE,
 };
 pub use integrity::{prepare, userhash, CredentialError, Key};
-pub use message::{is_stun, Message, RawAttribute};
+pub use message::{is_stun, peek_type, Message, RawAttribute};
 pub use transaction::{ClientTransaction, TransactionConfig, TransactionOutcome};

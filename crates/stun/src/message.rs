@@ -93,6 +93,18 @@ pub fn is_stun(buf: &[u8]) -> bool {
         && be16(buf, 2) % 4 == 0
 }
 
+/// The message type in the header at the head of `buf` (its first two
+/// bytes, read as STUN), without decoding the message: for routing a packet
+/// to the machine of its method, or for naming the request a malformed
+/// message tried to be. `None` when `buf` is shorter than two bytes or its
+/// first two bits are not zero (not STUN).
+pub fn peek_type(buf: &[u8]) -> Option<MessageType> {
+    match buf {
+        [a, b, ..] if a & 0xC0 == 0 => Some(MessageType::from_u16(u16::from_be_bytes([*a, *b]))),
+        _ => None,
+    }
+}
+
 impl<'a> Message<'a> {
     /// Decode a whole datagram (or a whole framed message from a stream).
     #[inline]
@@ -408,5 +420,24 @@ impl<'a> Message<'a> {
         } else {
             Err(IntegrityError::Mismatch(at))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MessageClass, Method};
+
+    #[test]
+    fn peek_type_reads_the_header_only() {
+        let binding = MessageType::new(Method::BINDING, MessageClass::Request);
+        let b = binding.to_u16().to_be_bytes();
+        assert_eq!(peek_type(&b), Some(binding));
+        assert_eq!(peek_type(&[b[0]]), None);
+        assert_eq!(
+            peek_type(&[0x40, 0x01, 0, 0]),
+            None,
+            "ChannelData is not STUN"
+        );
     }
 }

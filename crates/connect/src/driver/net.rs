@@ -15,9 +15,6 @@ use crate::Transport;
 
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 65536;
-/// Largest framed message on a TURN TCP/TLS connection (a STUN header plus
-/// a 16-bit length, or ChannelData).
-const MAX_FRAME: usize = 20 + 65535 + 4;
 /// Time allowed to open a TCP/TLS connection to a TURN server.
 const STREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -160,23 +157,31 @@ async fn tls_connect(
             "no TLS trust roots configured for turns: (PeerConfig::tls_roots)".into(),
         ));
     }
+    let roots = roots.iter().map(|der| CertificateDer::from(der.clone()));
+    let config = tls_client_config(roots).map_err(|e| other(e.to_string()))?;
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| other(format!("bad TLS server name {host:?}: {e}")))?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+/// The one TLS client setup of the stack (`turns:` servers here, STUN over
+/// TLS in `p2p stun`): rustls with the ring provider, its safe default
+/// protocol versions, and only the given trust roots (no system store).
+pub fn tls_client_config(
+    roots: impl IntoIterator<Item = rustls::pki_types::CertificateDer<'static>>,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     let mut store = rustls::RootCertStore::empty();
     for der in roots {
-        store
-            .add(CertificateDer::from(der.clone()))
-            .map_err(|e| other(format!("bad trust root: {e}")))?;
+        store.add(der)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| other(e.to_string()))?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(store)
         .with_no_client_auth();
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| other(format!("bad TLS server name {host:?}: {e}")))?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
+    Ok(Arc::new(config))
 }
 
 async fn read_frames(
@@ -186,35 +191,31 @@ async fn read_frames(
     server: SocketAddr,
     tx: mpsc::Sender<Inbound>,
 ) {
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = vec![0u8; 16384];
+    let mut framer = p2p_stun::StreamFramer::new(p2p_stun::MAX_FRAME);
     loop {
         // Hand over every whole frame in the buffer.
         loop {
-            match p2p_stun::next_frame_len(&buf) {
-                Ok(Some(n)) if n <= MAX_FRAME && buf.len() >= n => {
-                    let frame: Vec<u8> = buf.drain(..n).collect();
-                    let msg = Inbound {
-                        transport,
-                        local,
-                        remote: server,
-                        bytes: frame,
-                    };
-                    if tx.send(msg).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(Some(n)) if n > MAX_FRAME => return,
-                Ok(_) => break,
+            let bytes = match framer.next_frame() {
+                Ok(Some(frame)) => frame.to_vec(),
+                Ok(None) => break,
                 Err(e) => {
                     tracing::debug!("TURN stream {server}: {e}");
                     return;
                 }
+            };
+            let msg = Inbound {
+                transport,
+                local,
+                remote: server,
+                bytes,
+            };
+            if tx.send(msg).await.is_err() {
+                return;
             }
         }
-        match r.read(&mut chunk).await {
+        match r.read(framer.read_buf()).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Ok(n) => framer.filled(n),
         }
     }
 }
