@@ -374,7 +374,10 @@ mod tests {
         );
         let d = Datagram::new(Transport::Tcp, a, b, b"x");
         let t = d.reply(b"y".to_vec());
-        assert_eq!((t.source, t.destination, t.transport), (b, a, Transport::Tcp));
+        assert_eq!(
+            (t.source, t.destination, t.transport),
+            (b, a, Transport::Tcp)
+        );
         assert_eq!(d.five_tuple(), t.five_tuple());
         assert_eq!(t.as_datagram().five_tuple().local, a);
     }
