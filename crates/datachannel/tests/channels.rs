@@ -136,8 +136,13 @@ fn channels_opened_before_the_association_open_when_it_is_up_and_their_messages_
     p.client.m.send(now, id, b"first", false).unwrap();
     assert_eq!(p.client.m.buffered_amount(id), 5);
     p.start();
-    p.run_until(SEC, 200, |p| !p.server.take_messages().is_empty() || false);
+    let mut got = Vec::new();
+    p.run_until(SEC, 200, |p| {
+        got.extend(p.server.take_messages());
+        !got.is_empty()
+    });
     assert!(opened(&p, false, "early").is_some());
+    assert_eq!(got, vec![(id, b"first".to_vec(), false)]);
 }
 
 #[test]
