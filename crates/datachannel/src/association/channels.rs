@@ -113,7 +113,7 @@ impl SctpAssociation {
         );
         if self.phase == Phase::Established {
             self.activate(id);
-            self.pump(now, None);
+            self.touch(now);
         }
         Ok(ChannelId(id))
     }
@@ -246,7 +246,7 @@ impl SctpAssociation {
             c.queued_bytes += bytes.len();
             c.queue.push_back((bytes.to_vec(), ppi));
         }
-        self.pump(now, None);
+        self.touch(now);
         Ok(())
     }
 
@@ -282,7 +282,7 @@ impl SctpAssociation {
                 let _ = s.close();
             }
         }
-        self.pump(now, None);
+        self.touch(now);
         Ok(())
     }
 

@@ -84,6 +84,8 @@ pub struct SctpAssociation {
     /// The endpoint was told our association is drained (telling it twice
     /// panics inside the library).
     drained: bool,
+    /// A gather of the library's packets is owed, at this instant.
+    gather_due: Option<Instant>,
 }
 
 impl SctpAssociation {
@@ -133,6 +135,7 @@ impl SctpAssociation {
             last_heartbeat: None,
             local_close: false,
             drained: false,
+            gather_due: None,
         }
     }
 
@@ -189,7 +192,7 @@ impl SctpAssociation {
         }
         self.local_close = true;
         self.report_closed(now, CloseReason::LocalClose);
-        self.pump(now, None);
+        self.touch(now);
     }
 
     /// End the association at once with ABORT (User-Initiated Abort): the
@@ -287,33 +290,27 @@ impl SctpAssociation {
         }
     }
 
-    /// Move everything the library has for us (events, then packets) to
-    /// our output queue, acting on events as they come. `input` is the
-    /// packet just handed in, if any (it tells why the library closed).
-    fn pump(&mut self, now: Instant, input: Option<&[u8]>) {
-        for _ in 0..PUMP_ROUNDS {
-            let mut progress = false;
-            // The library's one endpoint event is `Drained`, which it
-            // raises as soon as a SHUTDOWN starts; passing it on then would
-            // unroute the SHUTDOWN ACK. `finish` tells the endpoint instead.
-            if let Some((_, a)) = self.assoc.as_mut() {
-                while a.poll_endpoint_event().is_some() {}
-            }
-            while let Some(e) = self.assoc.as_mut().and_then(|(_, a)| a.poll()) {
-                progress = true;
-                self.on_library_event(now, e, input);
-            }
-            while let Some(t) = self.assoc.as_mut().and_then(|(_, a)| a.poll_transmit(now)) {
-                progress = true;
-                if let Payload::RawEncode(packets) = t.payload {
-                    for p in packets {
-                        self.on_outgoing(p);
-                    }
-                }
-            }
-            if !progress {
-                break;
-            }
+    /// Something may have given the library packets to send: gather them
+    /// when the driver next drains (`poll_output`). Each of the library's
+    /// gathers walks its whole in-flight queue, so gathering once per drain
+    /// rather than once per command or datagram is most of our throughput.
+    pub(super) fn touch(&mut self, now: Instant) {
+        if self.assoc.is_some() {
+            self.gather_due = Some(self.gather_due.map_or(now, |t| t.max(now)));
+        }
+    }
+
+    /// Act on the library's events. `input` is the packet just handed in,
+    /// if any (it tells why the library closed).
+    fn on_events(&mut self, now: Instant, input: Option<&[u8]>) {
+        // The library's one endpoint event is `Drained`, which it raises as
+        // soon as a SHUTDOWN starts; passing it on then would unroute the
+        // SHUTDOWN ACK. `finish` tells the endpoint instead.
+        if let Some((_, a)) = self.assoc.as_mut() {
+            while a.poll_endpoint_event().is_some() {}
+        }
+        while let Some(e) = self.assoc.as_mut().and_then(|(_, a)| a.poll()) {
+            self.on_library_event(now, e, input);
         }
         // A SHUTDOWN from the peer: the library reports the loss only when
         // the handshake completes, a round trip later; the peer is gone now.
@@ -326,6 +323,28 @@ impl SctpAssociation {
         if let Phase::Closing(_) = self.phase {
             if self.assoc.as_ref().is_none_or(|(_, a)| a.is_closed()) {
                 self.finish();
+            }
+        }
+    }
+
+    /// Move the library's packets to our output queue (one gather returns
+    /// all it may send now), and act on any events that raised.
+    fn gather(&mut self, now: Instant) {
+        for _ in 0..PUMP_ROUNDS {
+            let Some(t) = self.assoc.as_mut().and_then(|(_, a)| a.poll_transmit(now)) else {
+                break;
+            };
+            if let Payload::RawEncode(packets) = t.payload {
+                for p in packets {
+                    self.on_outgoing(p);
+                }
+            }
+            let before = self.out.len();
+            self.on_events(now, None);
+            // Events (a DCEP ACK written, a reset answered) may have given
+            // the library more to send.
+            if self.out.len() == before {
+                break;
             }
         }
     }
@@ -486,7 +505,8 @@ impl Machine for SctpAssociation {
             },
         }
         self.last_heard = Some(now);
-        self.pump(now, Some(contents));
+        self.on_events(now, Some(contents));
+        self.touch(now);
         Handled::Taken
     }
 
@@ -506,10 +526,16 @@ impl Machine for SctpAssociation {
         if self.liveness_deadline().is_some_and(|d| now >= d) {
             self.on_liveness_timer(now);
         }
-        self.pump(now, None);
+        self.on_events(now, None);
+        self.touch(now);
     }
 
     fn poll_output(&mut self) -> Option<SctpOutput> {
+        if self.out.is_empty() {
+            if let Some(now) = self.gather_due.take() {
+                self.gather(now);
+            }
+        }
         self.out.pop_front()
     }
 
