@@ -104,7 +104,7 @@ fn main() {
             }
         }
         // Nothing moved and nothing to send: let the timers run.
-        if connected && sent == count || !connected || client.buffered_amount(id) >= 1024 * 1024 {
+        if !connected || sent == count || client.buffered_amount(id) >= 1024 * 1024 {
             let next = [client.poll_timeout(), server.poll_timeout()]
                 .into_iter()
                 .flatten()
