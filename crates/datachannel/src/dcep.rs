@@ -3,7 +3,9 @@
 //!
 //! Both travel as SCTP user messages with PPID 50 (WebRTC DCEP), ordered and
 //! reliable. [`DcepMessage::decode`] reads one and never panics;
-//! [`DcepMessage::encode`] writes the exact inverse.
+//! [`DcepMessage::encode`] writes it back (byte for byte, but for the
+//! Reliability Parameter of a reliable channel, which §5.1 says is ignored
+//! and is written as 0).
 
 use thiserror::Error;
 
@@ -240,6 +242,15 @@ mod tests {
             }
         }
         assert_eq!(Reliability::from_wire(0x03, 0), None);
+    }
+
+    #[test]
+    fn a_reliable_channels_parameter_is_ignored_and_written_as_zero() {
+        let mut with_param = CHAT_OPEN.to_vec();
+        with_param[7] = 9;
+        let m = DcepMessage::decode(&with_param).unwrap();
+        assert_eq!(m, DcepMessage::decode(CHAT_OPEN).unwrap());
+        assert_eq!(m.to_vec().unwrap(), CHAT_OPEN);
     }
 
     #[test]
