@@ -631,9 +631,11 @@ impl Driver {
         let now = Instant::now();
         match e {
             SessionEvent::LocalCandidate(c) => {
-                ch.emit(ConnectionEvent::LocalCandidate(c.clone()));
+                // Written once, by p2p-sdp.
+                let line = c.to_string();
+                ch.emit(ConnectionEvent::LocalCandidate(line.clone()));
                 let ufrag = self.session.local_credentials().0.to_owned();
-                self.outbox.push(Out::Candidate(c, ufrag));
+                self.outbox.push(Out::Candidate(line, ufrag));
             }
             SessionEvent::GatheringComplete => {
                 ch.emit(ConnectionEvent::GatheringComplete);
@@ -847,7 +849,7 @@ impl Driver {
     /// candidates that waited for them.
     fn set_remote(&mut self, ufrag: String, pwd: String) {
         let now = Instant::now();
-        if let Err(e) = self.session.set_remote_credentials(&ufrag, &pwd) {
+        if let Err(e) = self.session.set_remote_credentials(now, &ufrag, &pwd) {
             tracing::warn!("the peer's ICE credentials: {e}");
             return;
         }
@@ -867,8 +869,28 @@ impl Driver {
                 return; // an older generation
             }
         }
-        if let Err(e) = self.session.add_remote_candidate(now, &c.candidate) {
-            tracing::debug!("remote candidate {:?}: {e}", c.candidate);
+        // The one parse of the line: p2p-sdp's grammar.
+        match p2p_sdp::Candidate::parse(&c.candidate) {
+            Ok(sdp) => self.add_sdp_candidate(now, &sdp),
+            Err(e) => tracing::debug!("remote candidate {:?}: {e}", c.candidate),
+        }
+    }
+
+    /// A remote candidate as p2p-sdp parsed it (trickled, or in the peer's
+    /// description), handed to the session typed.
+    fn add_sdp_candidate(&mut self, now: Instant, sdp: &p2p_sdp::Candidate) {
+        match p2p_ice::Candidate::from_sdp(sdp) {
+            Ok(c) => {
+                if let Err(e) = self.session.add_remote_candidate(now, c) {
+                    tracing::debug!("remote candidate {sdp}: {e}");
+                }
+            }
+            // Resolving mDNS names is not done yet: the browser's host
+            // candidate is left out (its srflx and relay ones still work).
+            Err(p2p_ice::CandidateError::MdnsName(name)) => {
+                tracing::debug!("remote candidate {sdp}: skipped (mDNS name {name}, not resolved)");
+            }
+            Err(e) => tracing::debug!("remote candidate {sdp}: {e}"),
         }
     }
 
@@ -973,10 +995,10 @@ impl Driver {
 
     fn sdp_candidates(&mut self, now: Instant, sd: &SessionDescription) {
         let Some(dc) = sd.data_channel() else { return };
-        let lines: Vec<String> = dc.candidates().map(|c| c.to_string()).collect();
+        let candidates: Vec<p2p_sdp::Candidate> = dc.candidates().cloned().collect();
         let end = dc.end_of_candidates();
-        for l in lines {
-            let _ = self.session.add_remote_candidate(now, &l);
+        for c in &candidates {
+            self.add_sdp_candidate(now, c);
         }
         if end {
             self.session.end_of_remote_candidates(now);

@@ -167,7 +167,7 @@ impl IceAgent {
             self.triggered.iter_mut().for_each(|t| t.1 = false);
         }
         self.recompute_priorities();
-        self.events.push_back(IceEvent::RoleChanged(role));
+        self.emit(IceEvent::RoleChanged(role));
     }
 
     /// Forget the peer's candidates and the check list (restart).

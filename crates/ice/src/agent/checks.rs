@@ -17,7 +17,9 @@ use p2p_stun::{
 use super::IceAgent;
 use crate::candidate::{candidate_priority, Candidate, CandidateKind};
 use crate::pair::PairState;
-use crate::types::{Credentials, Datagram, IceRole, Transmit};
+use p2p_proto::{Datagram, Transmit};
+
+use crate::types::{Credentials, IceOutput, IceRole};
 
 /// How many finished transaction ids are remembered, so that late duplicate
 /// responses are still recognised as the agent's.
@@ -123,11 +125,7 @@ impl IceAgent {
         let mut tx = ClientTransaction::new(now, tid, request, false, config);
         tx.handle_timeout(now);
         if let Some(bytes) = tx.poll_transmit() {
-            self.transmits.push_back(Transmit {
-                source,
-                destination,
-                contents: bytes.to_vec(),
-            });
+            self.transmit(Transmit::udp(source, destination, bytes));
         }
         self.txs.push(Tx {
             tid,
@@ -206,11 +204,9 @@ impl IceAgent {
             t.tx.handle_timeout(now);
             if let Some(bytes) = t.tx.poll_transmit() {
                 if !t.cancelled {
-                    self.transmits.push_back(Transmit {
-                        source: t.source,
-                        destination: t.destination,
-                        contents: bytes.to_vec(),
-                    });
+                    // (`self.txs` is borrowed: the queue directly.)
+                    let t = Transmit::udp(t.source, t.destination, bytes);
+                    self.outputs.push_back(IceOutput::Transmit(t));
                 }
             }
             if t.tx.outcome() == Some(TransactionOutcome::TimedOut) {
@@ -286,11 +282,7 @@ impl IceAgent {
             return;
         }
         b.finish();
-        self.transmits.push_back(Transmit {
-            source: d.destination,
-            destination: d.source,
-            contents: buf,
-        });
+        self.transmit(d.reply(buf));
     }
 
     /// RFC 8445 §7.3: authenticate, resolve role conflicts, answer, learn
@@ -470,7 +462,7 @@ impl IceAgent {
                     if let Some(mapped) = mapped {
                         let c = Candidate::server_reflexive(mapped, t.source, server.ip());
                         // A NAT-less host answers its own address: redundant.
-                        if self.add_local_candidate(c).is_ok()
+                        if self.add_local_candidate(now, c).is_ok()
                             && !self.gathered.contains(&(mapped, t.source))
                         {
                             self.gathered.push((mapped, t.source));

@@ -9,7 +9,9 @@ use p2p_stun::{MessageBuilder, MessageClass, MessageType, Method, TransactionId}
 use super::checks::{prflx_priority, Purpose};
 use super::IceAgent;
 use crate::candidate::CandidateKind;
-use crate::types::{IceEvent, IceRole, Transmit};
+use p2p_proto::Transmit;
+
+use crate::types::{IceEvent, IceRole};
 
 impl IceAgent {
     // ------------------------------------------------------------ consent and keepalive
@@ -30,7 +32,7 @@ impl IceAgent {
             if !bridging {
                 self.failed = true;
             }
-            self.events.push_back(IceEvent::ConsentLost);
+            self.emit(IceEvent::ConsentLost);
             return;
         }
         if now >= sel.last_consent + self.config.disconnected_timeout {
@@ -66,11 +68,7 @@ impl IceAgent {
             ) {
                 if b.add_fingerprint().is_ok() {
                     b.finish();
-                    self.transmits.push_back(Transmit {
-                        source,
-                        destination,
-                        contents: buf,
-                    });
+                    self.transmit(Transmit::udp(source, destination, buf));
                 }
             }
         }

@@ -15,11 +15,13 @@ impl IceAgent {
     /// Gather server-reflexive candidates from a STUN server: a Binding
     /// request from every host base of the same family, now and for host
     /// candidates added later. Each answer becomes a local candidate
-    /// ([`IceEvent::LocalCandidate`]). Ignored in ICE-lite and relay-only mode.
-    pub fn add_stun_server(&mut self, server: SocketAddr) {
+    /// ([`IceEvent::LocalCandidate`]). The requests go out from `now` on
+    /// (once the agent started). Ignored in ICE-lite and relay-only mode.
+    pub fn add_stun_server(&mut self, now: Instant, server: SocketAddr) {
         if self.config.lite || self.config.relay_only || self.stun_servers.contains(&server) {
             return;
         }
+        self.note_time(now);
         self.stun_servers.push(server);
         for l in &self.locals {
             if l.kind() == CandidateKind::Host && l.base().is_ipv4() == server.is_ipv4() {
@@ -76,7 +78,7 @@ impl IceAgent {
                 .any(|t| matches!(t.purpose, Purpose::Gather { .. }))
         {
             self.gathering_complete_sent = true;
-            self.events.push_back(IceEvent::GatheringComplete);
+            self.emit(IceEvent::GatheringComplete);
         }
     }
 }

@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use p2p_proto::{Datagram, Handled, Machine, Transmit, Transport};
 use p2p_stun::{is_stun, Key, Message, MessageClass, Method, TransactionId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -25,8 +26,7 @@ use crate::candidate::{candidate_priority, Candidate, CandidateKind};
 use crate::config::IceConfig;
 use crate::pair::PairState;
 use crate::types::{
-    Credentials, Datagram, IceError, IceEvent, IceRole, IceState, IceStats, Input, PairStats,
-    Transmit,
+    Credentials, IceError, IceEvent, IceOutput, IceRole, IceState, IceStats, PairStats,
 };
 use checklist::Pair;
 use checks::{Purpose, Tx};
@@ -37,23 +37,37 @@ use nomination::Selected;
 ///
 /// # Drive contract
 ///
-/// The agent owns no socket and reads no clock. Start with
-/// [`handle_timeout(now)`](IceAgent::handle_timeout) once (the agent learns
-/// the time only from its caller), then after **every** `handle_*` call or
-/// command (`add_*`, `set_*`, `end_of_*`, `restart`, `send`), drain in this
-/// order before the next mutation:
+/// The agent is a [`p2p_proto::Machine`] and follows the house contract.
+/// It owns no socket and reads no clock. It is created idle by
+/// [`new`](IceAgent::new) and **starts at its first
+/// [`handle_timeout(now)`](Machine::handle_timeout)** (the agent learns the
+/// time only from its caller): commands given before (host candidates, STUN
+/// servers, credentials) send nothing until then. After **every**
+/// `handle_*` call or command (`add_*`, `set_*`, `end_of_*`, `restart*`,
+/// `retire_*`, `send`), before the next mutation:
 ///
-/// 1. [`poll_transmit`](IceAgent::poll_transmit) until `None`: send each
-///    datagram from its `source` (wrap it for TURN when the source is a
-///    relayed address);
-/// 2. [`poll_timeout`](IceAgent::poll_timeout): call
-///    [`handle_timeout`](IceAgent::handle_timeout) at that instant (it may be
-///    in the past: then call it at once);
-/// 3. [`poll_event`](IceAgent::poll_event) until `None`.
+/// 1. drain [`poll_output`](Machine::poll_output) until `None`. It hands
+///    out transmits and events in the order the agent made them (an answer
+///    before the [`IceEvent::SelectedPair`] it caused, a
+///    [`IceEvent::StateChanged`] after what changed the state). Send each
+///    [`IceOutput::Transmit`] from its `source` (wrap it for TURN when the
+///    source is a relayed address); act on each [`IceOutput::Event`];
+/// 2. read [`poll_timeout`](Machine::poll_timeout) and call
+///    [`handle_timeout`](Machine::handle_timeout) at that instant (it may be
+///    in the past: then call it at once).
+///
+/// Commands that may start checks, gathering or timers take `now`
+/// ([`add_local_candidate`](IceAgent::add_local_candidate),
+/// [`add_remote_candidate`](IceAgent::add_remote_candidate),
+/// [`set_remote_credentials`](IceAgent::set_remote_credentials),
+/// [`add_stun_server`](IceAgent::add_stun_server),
+/// [`restart`](IceAgent::restart), [`send`](IceAgent::send)); those that
+/// only record a fact (end-of-candidates, a lite peer, a retired candidate)
+/// take none. Commands queue what they send; none returns a transmit.
 ///
 /// Feed every datagram that arrives on a local address (host, or relayed
-/// once unwrapped) to [`handle_input`](IceAgent::handle_input). It returns
-/// [`Input::NotIce`] for datagrams that are not the agent's (application
+/// once unwrapped) to [`handle_input`](Machine::handle_input). It returns
+/// [`Handled::NotMine`] for datagrams that are not the agent's (application
 /// data, TURN traffic): route those yourself; data is the peer's when
 /// [`accepts_data`](IceAgent::accepts_data) says so (the selected pair, or
 /// a pair being checked: the peer may send before we select).
@@ -106,8 +120,8 @@ pub struct IceAgent {
     disconnected: bool,
     failed: bool,
     state: IceState,
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<IceEvent>,
+    /// Transmits and events, in the order they were made.
+    outputs: VecDeque<IceOutput>,
 }
 
 const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -186,8 +200,7 @@ impl IceAgent {
             disconnected: false,
             failed: false,
             state: IceState::New,
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            outputs: VecDeque::new(),
         }
     }
 
@@ -303,10 +316,16 @@ impl IceAgent {
 
     // ------------------------------------------------------------ commands
 
-    /// Set the peer's ufrag and password. Changing them once set is a remote
-    /// ICE restart: remote candidates and the check list are reset, the
-    /// selected pair keeps carrying data until a new one is selected.
-    pub fn set_remote_credentials(&mut self, ufrag: &str, pwd: &str) -> Result<(), IceError> {
+    /// Set the peer's ufrag and password (checks may start: they go out
+    /// from `now` on). Changing them once set is a remote ICE restart:
+    /// remote candidates and the check list are reset, the selected pair
+    /// keeps carrying data until a new one is selected.
+    pub fn set_remote_credentials(
+        &mut self,
+        now: Instant,
+        ufrag: &str,
+        pwd: &str,
+    ) -> Result<(), IceError> {
         if !valid_ice_string(ufrag) || !valid_ice_string(pwd) {
             return Err(IceError::BadCredentials);
         }
@@ -321,6 +340,7 @@ impl IceAgent {
             None => {}
         }
         self.remote_creds = Some((creds, key));
+        self.note_time(now);
         self.update_state();
         Ok(())
     }
@@ -340,11 +360,14 @@ impl IceAgent {
     /// tells base IPs and address families apart, IPv6 first), drops it when
     /// redundant (RFC 8445 §5.1.3), pairs it with the remote candidates and
     /// emits [`IceEvent::LocalCandidate`]. Returns the candidate as accepted.
-    pub fn add_local_candidate(&mut self, candidate: Candidate) -> Result<Candidate, IceError> {
+    /// Its checks, and for a host candidate its server-reflexive gathering,
+    /// go out from `now` on.
+    pub fn add_local_candidate(
+        &mut self,
+        now: Instant,
+        candidate: Candidate,
+    ) -> Result<Candidate, IceError> {
         let mut c = candidate;
-        if c.component() != 1 {
-            return Err(IceError::UnsupportedComponent(c.component()));
-        }
         let kind = c.kind();
         if kind == CandidateKind::PeerReflexive
             || (self.config.lite && kind != CandidateKind::Host)
@@ -375,13 +398,15 @@ impl IceAgent {
                 return Err(IceError::Redundant);
             }
             self.locals[i] = c.clone();
+            self.note_time(now);
             self.recompute_priorities();
-            self.events.push_back(IceEvent::LocalCandidate(c.clone()));
+            self.emit(IceEvent::LocalCandidate(c.clone()));
             return Ok(c);
         }
+        self.note_time(now);
         self.locals.push(c.clone());
         let li = self.locals.len() - 1;
-        self.events.push_back(IceEvent::LocalCandidate(c.clone()));
+        self.emit(IceEvent::LocalCandidate(c.clone()));
         if kind == CandidateKind::Host {
             for server in self.stun_servers.clone() {
                 if server.is_ipv4() == c.base().is_ipv4() {
@@ -401,13 +426,19 @@ impl IceAgent {
     /// Add a candidate the peer signalled (trickle: at any time before its
     /// end-of-candidates). A candidate with the address of a known
     /// peer-reflexive one replaces it (RFC 8838 §11.4); duplicates are ignored.
-    pub fn add_remote_candidate(&mut self, candidate: Candidate) -> Result<(), IceError> {
-        if candidate.component() != 1 {
-            return Err(IceError::UnsupportedComponent(candidate.component()));
-        }
+    /// Its checks go out from `now` on.
+    ///
+    /// A signalled `candidate` line becomes a [`Candidate`] through
+    /// `p2p_sdp` ([`Candidate::from_sdp`]), parsed once.
+    pub fn add_remote_candidate(
+        &mut self,
+        now: Instant,
+        candidate: Candidate,
+    ) -> Result<(), IceError> {
         if self.remote_eoc {
             return Err(IceError::AfterEndOfCandidates);
         }
+        self.note_time(now);
         if let Some(ri) = self
             .remotes
             .iter()
@@ -453,7 +484,10 @@ impl IceAgent {
     /// ([`IceAgent::retire_local_candidate`]) and learnt peer-reflexive ones
     /// are forgotten; host, relayed and caller-added server-reflexive
     /// candidates are kept and emitted again.
-    pub fn restart(&mut self) {
+    ///
+    /// The new gathering and checks go out from `now` on.
+    pub fn restart(&mut self, now: Instant) {
+        self.note_time(now);
         let (creds, key) = new_credentials(&mut self.rng);
         let old_creds = std::mem::replace(&mut self.local_creds, creds);
         let old_key = std::mem::replace(&mut self.local_key, key);
@@ -472,8 +506,8 @@ impl IceAgent {
             })
             .collect();
         self.recompute_priorities();
-        for l in &self.locals {
-            self.events.push_back(IceEvent::LocalCandidate(l.clone()));
+        for l in self.locals.clone() {
+            self.emit(IceEvent::LocalCandidate(l));
         }
         // Ask the STUN servers again (the answers may differ now).
         self.pending_gathers.clear();
@@ -499,13 +533,13 @@ impl IceAgent {
     /// work (a TURN allocation whose server may have died); one that does
     /// is added again with [`add_local_candidate`](IceAgent::add_local_candidate).
     /// A selected pair that uses one keeps carrying data meanwhile.
-    pub fn restart_withholding(&mut self, withheld: &[(SocketAddr, SocketAddr)]) {
+    pub fn restart_withholding(&mut self, now: Instant, withheld: &[(SocketAddr, SocketAddr)]) {
         for key in withheld {
             if !self.retired.contains(key) {
                 self.retired.push(*key);
             }
         }
-        self.restart();
+        self.restart(now);
     }
 
     /// A local candidate is no longer usable (a TURN allocation that was
@@ -545,48 +579,78 @@ impl IceAgent {
         true
     }
 
-    /// Application data on the selected pair: from the local candidate's base
-    /// (a relayed address for a relayed candidate: wrap it) to the remote
-    /// candidate. `None` when no pair is selected (or consent was lost).
-    pub fn send(&mut self, now: Instant, data: impl Into<Vec<u8>>) -> Option<Transmit> {
-        let sel = self.selected.as_mut()?;
+    /// Application data on the selected pair: queues a transmit (it comes
+    /// out of [`poll_output`](Machine::poll_output)) from the local
+    /// candidate's base (a relayed address for a relayed candidate: wrap it)
+    /// to the remote candidate. [`IceError::NotConnected`] when no pair is
+    /// selected (or consent was lost). Sending counts as activity on the
+    /// path: the next keepalive is due a keepalive interval after `now`.
+    pub fn send(&mut self, now: Instant, data: impl Into<Vec<u8>>) -> Result<(), IceError> {
+        let sel = self.selected.as_mut().ok_or(IceError::NotConnected)?;
         sel.last_sent = now;
-        Some(Transmit {
-            source: sel.local.base(),
-            destination: sel.remote.address(),
-            contents: data.into(),
-        })
+        let t = Transmit::udp(sel.local.base(), sel.remote.address(), data.into());
+        self.transmit(t);
+        Ok(())
     }
 
-    // ------------------------------------------------------------ sans-IO
-
-    /// A datagram arrived on a local address. See [`Input`].
-    pub fn handle_input(&mut self, now: Instant, datagram: Datagram<'_>) -> Input {
+    /// The latest instant the caller told the agent: deadlines that are due
+    /// at once (a gathering request, a check the pacer may send now) are
+    /// this instant.
+    fn note_time(&mut self, now: Instant) {
         self.last_now = Some(now);
-        if !is_stun(datagram.contents) {
-            return Input::NotIce;
+    }
+
+    /// Queue a datagram to send.
+    fn transmit(&mut self, t: Transmit) {
+        self.outputs.push_back(IceOutput::Transmit(t));
+    }
+
+    /// Queue an event.
+    fn emit(&mut self, e: IceEvent) {
+        self.outputs.push_back(IceOutput::Event(e));
+    }
+}
+
+/// The drive contract of `p2p_proto`. The agent starts at its first
+/// [`handle_timeout`](Machine::handle_timeout): commands given before (host
+/// candidates, STUN servers, credentials) send nothing until then.
+impl Machine for IceAgent {
+    type Output = IceOutput;
+
+    /// A datagram arrived on a local address (a host base, or a relayed
+    /// address once the caller unwrapped it). [`Handled::Taken`] for a STUN
+    /// Binding message of the agent's (a check, an answer to one of its
+    /// requests, a keepalive), valid or dropped; [`Handled::NotMine`] for
+    /// the rest: not UDP, not STUN (application data: it is the peer's when
+    /// [`accepts_data`](IceAgent::accepts_data) says so), or a STUN message
+    /// the agent does not own (a TURN response, an answer to someone else's
+    /// transaction, malformed STUN).
+    fn handle_input(&mut self, now: Instant, datagram: Datagram<'_>) -> Handled {
+        self.last_now = Some(now);
+        if datagram.transport != Transport::Udp || !is_stun(datagram.contents) {
+            return Handled::NotMine;
         }
         let Ok(msg) = Message::decode(datagram.contents) else {
-            return Input::NotIce;
+            return Handled::NotMine;
         };
         if msg.typ().method != Method::BINDING {
-            return Input::NotIce;
+            return Handled::NotMine;
         }
         if msg.has_fingerprint() && msg.verify_fingerprint().is_err() {
-            return Input::NotIce;
+            return Handled::NotMine;
         }
         let result = match msg.typ().class {
             MessageClass::Request => {
                 self.on_request(now, &datagram, &msg);
-                Input::Consumed
+                Handled::Taken
             }
-            MessageClass::Indication => Input::Consumed,
+            MessageClass::Indication => Handled::Taken,
             MessageClass::Success | MessageClass::Error => {
                 let tid = msg.transaction_id();
                 if self.on_response(now, &datagram, &msg) || self.recent_tids.contains(&tid) {
-                    Input::Consumed
+                    Handled::Taken
                 } else {
-                    Input::NotIce
+                    Handled::NotMine
                 }
             }
         };
@@ -598,10 +662,11 @@ impl IceAgent {
         result
     }
 
-    /// The time asked for by [`poll_timeout`](IceAgent::poll_timeout) came
-    /// (or later): retransmit, pace the next check, nominate, check consent,
-    /// send keepalives.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// The time asked for by [`poll_timeout`](Machine::poll_timeout) came
+    /// (or later): start gathering, retransmit, pace the next check,
+    /// nominate, check consent, send keepalives. The first call starts the
+    /// agent.
+    fn handle_timeout(&mut self, now: Instant) {
         self.last_now = Some(now);
         self.start_gathers(now);
         self.drive_transactions(now);
@@ -617,14 +682,14 @@ impl IceAgent {
         self.update_state();
     }
 
-    /// The next datagram to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+    /// The next transmit or event, in the order the agent made them.
+    fn poll_output(&mut self) -> Option<IceOutput> {
+        self.outputs.pop_front()
     }
 
-    /// When [`handle_timeout`](IceAgent::handle_timeout) must be called next
+    /// When [`handle_timeout`](Machine::handle_timeout) must be called next
     /// (possibly an instant already past: call it at once).
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
         for t in &self.txs {
@@ -668,10 +733,5 @@ impl IceAgent {
             }
         }
         next
-    }
-
-    /// The next event.
-    pub fn poll_event(&mut self) -> Option<IceEvent> {
-        self.events.pop_front()
     }
 }

@@ -152,8 +152,7 @@ impl IceAgent {
         });
         self.disconnected = false;
         self.prev_local = None;
-        self.events
-            .push_back(IceEvent::SelectedPair { local, remote });
+        self.emit(IceEvent::SelectedPair { local, remote });
     }
 
     pub(super) fn consent_jitter(&mut self) -> Duration {

@@ -60,7 +60,7 @@ impl IceAgent {
         };
         if state != self.state {
             self.state = state;
-            self.events.push_back(IceEvent::StateChanged(state));
+            self.emit(IceEvent::StateChanged(state));
         }
     }
 }
