@@ -75,9 +75,26 @@
 //! ```
 //!
 //! Design decisions, with the RFC text they follow or depart from:
+//! - The house contract (`p2p_proto::Machine`): created idle by
+//!   [`IceAgent::new`], the agent starts at its first `handle_timeout(now)`
+//!   (commands before it send nothing); one [`IceOutput`] queue hands out
+//!   transmits and events in the order the agent made them, so a driver
+//!   needs to know no order of its own; commands that may start checks,
+//!   gathering or timers take `now`, and [`IceAgent::send`] queues its
+//!   transmit like any other.
+//! - One candidate grammar: a signalled `candidate` line is parsed once,
+//!   by `p2p_sdp`, and converted with [`Candidate::from_sdp`]; the agent
+//!   parses no text. An mDNS (`….local`) or FQDN address is not resolved
+//!   here (no I/O): [`CandidateError::MdnsName`] / [`HostName`](CandidateError::HostName)
+//!   carry the name for the caller to resolve ([`Candidate::from_sdp_resolved`])
+//!   or skip. Extension attributes (`generation`, `ufrag` …) are the
+//!   signalling's business and dropped, as is a related address that is a
+//!   name (ICE does not use it).
 //! - One data stream, one component (RTP/RTCP multiplexed or a data
 //!   channel): one check list, component 1 only.
-//! - UDP only; ICE-TCP (RFC 6544) is not implemented.
+//! - UDP only; ICE-TCP (RFC 6544) is not implemented: a TCP candidate is
+//!   refused ([`CandidateError::UnsupportedTransport`]) and a datagram that
+//!   did not come over UDP is not the agent's.
 //! - Check retransmissions: RTO 500 ms doubling, 5 transmits, fail after
 //!   9.5 s (configurable, RFC 8445 §14.3 leaves the RTO to the agent).
 //! - Regular nomination waits up to [`IceConfig::nomination_timeout`] for

@@ -175,7 +175,7 @@ impl IceAgent {
         self.remotes.clear();
         self.pairs.clear();
         self.triggered.clear();
-        self.txs
+        self.requests
             .retain(|t| !matches!(t.purpose, Purpose::Check { .. }));
         self.remote_eoc = false;
         self.remote_prflx_count = 0;
@@ -210,7 +210,7 @@ impl IceAgent {
     /// A check transaction (not cancelled, not of pair `except`) still
     /// waits for its answer.
     fn check_outstanding(&self, except: usize) -> bool {
-        self.txs.iter().any(|t| {
+        self.requests.iter().any(|t| {
             !t.cancelled && matches!(t.purpose, Purpose::Check { pair, .. } if pair != except)
         })
     }

@@ -33,6 +33,7 @@ const RECENT_TIDS: usize = 64;
 /// bound (libnice caps remote candidates in the same spirit).
 const MAX_PRFLX_PER_IP: usize = 8;
 
+/// What a request of ours is for, and what its answer is checked with.
 #[derive(Debug)]
 pub(super) enum Purpose {
     Check {
@@ -52,10 +53,13 @@ pub(super) enum Purpose {
     },
 }
 
+/// A request of ours (a check, a consent check or a gathering Binding
+/// request) and its retransmission timers, until it is answered or times
+/// out.
 #[derive(Debug)]
-pub(super) struct Tx {
+pub(super) struct Request {
     pub(super) tid: TransactionId,
-    pub(super) tx: ClientTransaction,
+    pub(super) transaction: ClientTransaction,
     pub(super) source: SocketAddr,
     pub(super) destination: SocketAddr,
     pub(super) purpose: Purpose,
@@ -110,7 +114,7 @@ impl IceAgent {
     }
 
     /// Start a transaction and hand out its first transmission.
-    pub(super) fn start_tx(
+    pub(super) fn start_request(
         &mut self,
         now: Instant,
         tid: TransactionId,
@@ -122,14 +126,14 @@ impl IceAgent {
             Purpose::Gather { .. } => self.config.gather_retransmits,
             Purpose::Check { .. } | Purpose::Consent { .. } => self.config.check_retransmits,
         };
-        let mut tx = ClientTransaction::new(now, tid, request, false, config);
-        tx.handle_timeout(now);
-        if let Some(bytes) = tx.poll_transmit() {
+        let mut transaction = ClientTransaction::new(now, tid, request, false, config);
+        transaction.handle_timeout(now);
+        if let Some(bytes) = transaction.poll_transmit() {
             self.transmit(Transmit::udp(source, destination, bytes));
         }
-        self.txs.push(Tx {
+        self.requests.push(Request {
             tid,
-            tx,
+            transaction,
             source,
             destination,
             purpose,
@@ -153,7 +157,7 @@ impl IceAgent {
             self.pairs[p].state = PairState::Failed;
             return;
         };
-        for t in &mut self.txs {
+        for t in &mut self.requests {
             if matches!(t.purpose, Purpose::Check { pair, .. } if pair == p) {
                 t.cancelled = true;
             }
@@ -174,7 +178,7 @@ impl IceAgent {
             prflx_priority: priority,
             key,
         };
-        self.start_tx(now, tid, request, (source, destination), purpose);
+        self.start_request(now, tid, request, (source, destination), purpose);
     }
 
     /// Optimistic nomination ([`IceConfig::optimistic_nomination`]): the
@@ -200,21 +204,21 @@ impl IceAgent {
 
     pub(super) fn drive_transactions(&mut self, now: Instant) {
         let mut timed_out = Vec::new();
-        for (i, t) in self.txs.iter_mut().enumerate() {
-            t.tx.handle_timeout(now);
-            if let Some(bytes) = t.tx.poll_transmit() {
+        for (i, t) in self.requests.iter_mut().enumerate() {
+            t.transaction.handle_timeout(now);
+            if let Some(bytes) = t.transaction.poll_transmit() {
                 if !t.cancelled {
-                    // (`self.txs` is borrowed: the queue directly.)
+                    // (`self.requests` is borrowed: the queue directly.)
                     let t = Transmit::udp(t.source, t.destination, bytes);
                     self.outputs.push_back(IceOutput::Transmit(t));
                 }
             }
-            if t.tx.outcome() == Some(TransactionOutcome::TimedOut) {
+            if t.transaction.outcome() == Some(TransactionOutcome::TimedOut) {
                 timed_out.push(i);
             }
         }
         for i in timed_out.into_iter().rev() {
-            let t = self.txs.remove(i);
+            let t = self.requests.remove(i);
             self.remember_tid(t.tid);
             if let Purpose::Check {
                 pair,
@@ -434,13 +438,13 @@ impl IceAgent {
         msg: &Message<'_>,
     ) -> bool {
         let tid = msg.transaction_id();
-        let Some(i) = self.txs.iter().position(|t| t.tid == tid) else {
+        let Some(i) = self.requests.iter().position(|t| t.tid == tid) else {
             return false;
         };
         let success = msg.typ().class == MessageClass::Success;
         // Authenticate answers to checks: a success must carry a valid
         // MESSAGE-INTEGRITY; an error's integrity is checked when present.
-        if let Purpose::Check { key, .. } | Purpose::Consent { key } = &self.txs[i].purpose {
+        if let Purpose::Check { key, .. } | Purpose::Consent { key } = &self.requests[i].purpose {
             let ok = if success || msg.has_integrity() {
                 msg.verify_integrity(key).is_ok()
             } else {
@@ -450,7 +454,7 @@ impl IceAgent {
                 return true;
             }
         }
-        let t = self.txs.remove(i);
+        let t = self.requests.remove(i);
         self.remember_tid(tid);
         match t.purpose {
             Purpose::Gather { server } => {
@@ -509,7 +513,7 @@ impl IceAgent {
         now: Instant,
         d: &Datagram<'_>,
         msg: &Message<'_>,
-        t: &Tx,
+        t: &Request,
         info: CheckInfo,
     ) {
         let p = info.pair;

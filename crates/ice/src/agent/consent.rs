@@ -45,7 +45,7 @@ impl IceAgent {
                 let tid = TransactionId::random(&mut self.rng);
                 if let Some(req) = self.build_request(tid, local_priority, false, &creds, &key) {
                     let route = (source, destination);
-                    self.start_tx(now, tid, req, route, Purpose::Consent { key });
+                    self.start_request(now, tid, req, route, Purpose::Consent { key });
                 }
                 let jitter = self.consent_jitter();
                 if let Some(sel) = &mut self.selected {

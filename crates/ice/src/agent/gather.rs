@@ -64,7 +64,7 @@ impl IceAgent {
                 continue;
             }
             b.finish();
-            self.start_tx(now, tid, buf, (base, server), Purpose::Gather { server });
+            self.start_request(now, tid, buf, (base, server), Purpose::Gather { server });
         }
     }
 
@@ -73,7 +73,7 @@ impl IceAgent {
             && !self.gathering_complete_sent
             && self.pending_gathers.is_empty()
             && !self
-                .txs
+                .requests
                 .iter()
                 .any(|t| matches!(t.purpose, Purpose::Gather { .. }))
         {

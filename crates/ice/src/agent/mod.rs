@@ -29,7 +29,7 @@ use crate::types::{
     Credentials, IceError, IceEvent, IceOutput, IceRole, IceState, IceStats, PairStats,
 };
 use checklist::Pair;
-use checks::{Purpose, Tx};
+use checks::{Purpose, Request};
 use nomination::Selected;
 
 /// The ICE agent of RFC 8445 for one data stream with one component, as a
@@ -96,7 +96,7 @@ pub struct IceAgent {
     pairs: Vec<Pair>,
     /// Triggered checks: (pair, nominate).
     triggered: VecDeque<(usize, bool)>,
-    txs: Vec<Tx>,
+    requests: Vec<Request>,
     recent_tids: VecDeque<TransactionId>,
     stun_servers: Vec<SocketAddr>,
     pending_gathers: Vec<(SocketAddr, SocketAddr)>,
@@ -180,7 +180,7 @@ impl IceAgent {
             remotes: Vec::new(),
             pairs: Vec::new(),
             triggered: VecDeque::new(),
-            txs: Vec::new(),
+            requests: Vec::new(),
             recent_tids: VecDeque::new(),
             stun_servers: Vec::new(),
             pending_gathers: Vec::new(),
@@ -570,7 +570,7 @@ impl IceAgent {
             }
         }
         self.triggered.retain(|(p, _)| !dead.contains(p));
-        for t in &mut self.txs {
+        for t in &mut self.requests {
             if matches!(t.purpose, Purpose::Check { pair, .. } if dead.contains(&pair)) {
                 t.cancelled = true;
             }
@@ -692,8 +692,8 @@ impl Machine for IceAgent {
     fn poll_timeout(&self) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         let mut at = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
-        for t in &self.txs {
-            if let Some(d) = t.tx.poll_timeout() {
+        for t in &self.requests {
+            if let Some(d) = t.transaction.poll_timeout() {
                 at(d);
             }
         }

@@ -27,7 +27,7 @@ impl IceAgent {
             && self.pairs.iter().all(|p| p.state == PairState::Failed)
             && self.triggered.is_empty()
             && !self
-                .txs
+                .requests
                 .iter()
                 .any(|t| matches!(t.purpose, Purpose::Check { .. }) && !t.cancelled)
         {
