@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use p2p_proto::{Datagram, Transmit};
 use p2p_stun::attr::{
     ErrorCode, IceControlled, IceControlling, MappedAddress, Priority, UseCandidate, Username,
     XorMappedAddress,
@@ -17,8 +18,6 @@ use p2p_stun::{
 use super::IceAgent;
 use crate::candidate::{candidate_priority, Candidate, CandidateKind};
 use crate::pair::PairState;
-use p2p_proto::{Datagram, Transmit};
-
 use crate::types::{Credentials, IceOutput, IceRole};
 
 /// How many finished transaction ids are remembered, so that late duplicate

@@ -4,13 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use p2p_proto::Transmit;
 use p2p_stun::{MessageBuilder, MessageClass, MessageType, Method, TransactionId};
 
 use super::checks::{prflx_priority, Purpose};
 use super::IceAgent;
 use crate::candidate::CandidateKind;
-use p2p_proto::Transmit;
-
 use crate::types::{IceEvent, IceRole};
 
 impl IceAgent {
