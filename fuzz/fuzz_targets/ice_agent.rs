@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use p2p_fuzz::Input;
-use p2p_ice::{Candidate, Datagram, IceAgent, IceConfig};
+use p2p_ice::{Candidate, IceAgent, IceConfig, IceOutput};
+use p2p_proto::{Datagram, Machine};
 use p2p_stun::attr::*;
 use p2p_stun::{
     AttrType, Key, Message, MessageBuilder, MessageClass, MessageType, Method, TransactionId,
@@ -42,7 +43,10 @@ struct World {
 
 impl World {
     fn drain(&mut self) {
-        while let Some(t) = self.agent.poll_transmit() {
+        while let Some(out) = self.agent.poll_output() {
+            let IceOutput::Transmit(t) = out else {
+                continue;
+            };
             if t.contents == self.data {
                 continue;
             }
@@ -52,19 +56,13 @@ impl World {
                     .push((m.transaction_id(), t.source, t.destination));
             }
         }
-        while self.agent.poll_event().is_some() {}
     }
 
     fn feed(&mut self, source: SocketAddr, destination: SocketAddr, contents: &[u8]) {
         let now = self.now;
-        self.agent.handle_input(
-            now,
-            Datagram {
-                source,
-                destination,
-                contents,
-            },
-        );
+        let _ = self
+            .agent
+            .handle_input(now, Datagram::udp(source, destination, contents));
         self.drain();
     }
 
@@ -187,7 +185,7 @@ impl World {
                     1 => Candidate::server_reflexive(addr, self.remotes[0], addr.ip()),
                     _ => Candidate::relayed(addr, Some(self.remotes[1]), addr.ip()),
                 };
-                let _ = self.agent.add_remote_candidate(c);
+                let _ = self.agent.add_remote_candidate(self.now, c);
                 if i & 0x20 != 0 {
                     self.agent.end_of_remote_candidates();
                 }
@@ -200,12 +198,12 @@ impl World {
                         // Withholding a local candidate (as the session does
                         // with an allocation it is checking).
                         let l = self.locals[usize::from((i >> 6) & 1)];
-                        self.agent.restart_withholding(&[(l, l)]);
+                        self.agent.restart_withholding(self.now, &[(l, l)]);
                     }
-                    0 => self.agent.restart(),
+                    0 => self.agent.restart(self.now),
                     1 => {
                         let (u, p) = (self.remote_ufrag.clone(), self.remote_pwd.clone());
-                        let _ = self.agent.set_remote_credentials(&u, &p);
+                        let _ = self.agent.set_remote_credentials(self.now, &u, &p);
                     }
                     2 => {
                         let l = self.locals[usize::from(i >> 7)];
@@ -214,7 +212,7 @@ impl World {
                     3 => {
                         let _ = self
                             .agent
-                            .add_local_candidate(Candidate::host(self.locals[1]));
+                            .add_local_candidate(self.now, Candidate::host(self.locals[1]));
                         self.agent.end_of_local_candidates();
                     }
                     4 => self.agent.set_remote_ice_lite(i & 0x80 != 0),
@@ -249,11 +247,9 @@ impl World {
 fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
     let Some(first) = input.byte() else { return };
-    let config = IceConfig {
-        controlling: first & 1 != 0,
-        ..IceConfig::default()
-    }
-    .with_seed(u64::from(first));
+    let config = IceConfig::default()
+        .with_controlling(first & 1 != 0)
+        .with_seed(u64::from(first));
     let t0 = Instant::now();
     let mut w = World {
         agent: IceAgent::new(config),
@@ -273,14 +269,18 @@ fuzz_target!(|data: &[u8]| {
         data: b"application data".to_vec(),
     };
     w.agent.handle_timeout(t0);
-    let _ = w.agent.add_local_candidate(Candidate::host(w.locals[0]));
+    let _ = w
+        .agent
+        .add_local_candidate(t0, Candidate::host(w.locals[0]));
     if first & 2 != 0 {
         w.agent.end_of_local_candidates();
     }
-    let _ = w.agent.add_remote_candidate(Candidate::host(w.remotes[0]));
+    let _ = w
+        .agent
+        .add_remote_candidate(t0, Candidate::host(w.remotes[0]));
     if first & 4 != 0 {
         let (u, p) = (w.remote_ufrag.clone(), w.remote_pwd.clone());
-        let _ = w.agent.set_remote_credentials(&u, &p);
+        let _ = w.agent.set_remote_credentials(t0, &u, &p);
     }
     w.drain();
     for _ in 0..96 {

@@ -114,18 +114,9 @@ fn rtts(d: Duration, rtt: Duration) -> String {
 }
 
 fn main() {
-    let aggressive = IceConfig {
-        aggressive_nomination: true,
-        ..IceConfig::controlling()
-    };
-    let regular = |ice: IceConfig| IceConfig {
-        optimistic_nomination: false,
-        ..ice
-    };
-    let relay_only = |ice: IceConfig| IceConfig {
-        relay_only: true,
-        ..ice
-    };
+    let aggressive = IceConfig::controlling().with_aggressive_nomination(true);
+    let regular = |ice: IceConfig| ice.with_optimistic_nomination(false);
+    let relay_only = |ice: IceConfig| ice.with_relay_only(true);
     let base = Opts::default();
     let scenarios = [
         Scenario {

@@ -44,19 +44,18 @@
 //! let (ua, pa) = (ua.to_owned(), pa.to_owned());
 //! let (ub, pb) = b.local_credentials();
 //! let (ub, pb) = (ub.to_owned(), pb.to_owned());
-//! a.set_remote_credentials(&ub, &pb)?;
-//! b.set_remote_credentials(&ua, &pa)?;
-//!
 //! let mut now = Instant::now();
+//! a.set_remote_credentials(now, &ub, &pb)?;
+//! b.set_remote_credentials(now, &ua, &pa)?;
 //! a.start(now);
 //! b.start(now);
 //! // A lossless network without delay; candidates are "signalled" at once.
 //! for _ in 0..200 {
 //!     while let Some(e) = a.poll_event() {
-//!         if let SessionEvent::LocalCandidate(c) = e { b.add_remote_candidate(now, &c)?; }
+//!         if let SessionEvent::LocalCandidate(c) = e { b.add_remote_candidate(now, c)?; }
 //!     }
 //!     while let Some(e) = b.poll_event() {
-//!         if let SessionEvent::LocalCandidate(c) = e { a.add_remote_candidate(now, &c)?; }
+//!         if let SessionEvent::LocalCandidate(c) = e { a.add_remote_candidate(now, c)?; }
 //!     }
 //!     while let Some(t) = a.poll_transmit() {
 //!         b.handle_input(now, Datagram { transport: Transport::Udp, local: t.destination, remote: t.source, contents: &t.contents });
@@ -127,7 +126,7 @@ pub use negotiate::{
 };
 pub use p2p_ice::IceStats;
 
-pub use p2p_ice::{CandidateKind, IceConfig, IceState};
+pub use p2p_ice::{Candidate, CandidateKind, IceConfig, IceState};
 pub use session::{
     Datagram, PathEnd, Session, SessionConfig, SessionError, SessionEvent, Transmit, Transport,
     TurnServerConfig, CLOSE_TIMEOUT,

@@ -606,7 +606,7 @@ impl Negotiation {
     /// The peer's ufrag and password, then the candidates that waited for
     /// them.
     fn set_remote(&mut self, now: Instant, ufrag: String, pwd: String) {
-        if let Err(e) = self.session.set_remote_credentials(&ufrag, &pwd) {
+        if let Err(e) = self.session.set_remote_credentials(now, &ufrag, &pwd) {
             tracing::warn!("the peer's ICE credentials: {e}");
             return;
         }
@@ -625,17 +625,35 @@ impl Negotiation {
                 return; // an older generation
             }
         }
-        if let Err(e) = self.session.add_remote_candidate(now, &c.candidate) {
-            tracing::debug!("remote candidate {:?}: {e}", c.candidate);
+        // The one parse of the line: p2p-sdp's grammar.
+        match p2p_sdp::Candidate::parse(&c.candidate) {
+            Ok(sdp) => self.add_sdp_candidate(now, &sdp),
+            Err(e) => tracing::debug!("remote candidate {:?}: {e}", c.candidate),
+        }
+    }
+
+    /// A remote candidate as p2p-sdp parsed it (trickled, or in the peer's
+    /// description), handed to the session typed.
+    fn add_sdp_candidate(&mut self, now: Instant, sdp: &p2p_sdp::Candidate) {
+        match Candidate::from_sdp(sdp) {
+            Ok(c) => {
+                if let Err(e) = self.session.add_remote_candidate(now, c) {
+                    tracing::debug!("remote candidate {sdp}: {e}");
+                }
+            }
+            // Resolving mDNS names is not done yet: the browser's host
+            // candidate is left out (its srflx and relay ones still work).
+            Err(p2p_ice::CandidateError::MdnsName(name)) => {
+                tracing::debug!("remote candidate {sdp}: skipped (mDNS name {name}, not resolved)");
+            }
+            Err(e) => tracing::debug!("remote candidate {sdp}: {e}"),
         }
     }
 
     fn description_candidates(&mut self, now: Instant, sd: &SessionDescription) {
         let Some(dc) = sd.data_channel() else { return };
         for c in dc.candidates() {
-            if let Err(e) = self.session.add_remote_candidate(now, &c.to_string()) {
-                tracing::debug!("remote candidate {c}: {e}");
-            }
+            self.add_sdp_candidate(now, c);
         }
         if dc.end_of_candidates() {
             self.session.end_of_remote_candidates(now);
@@ -704,7 +722,9 @@ impl Negotiation {
             return;
         }
         match e {
-            SessionEvent::LocalCandidate(line) => {
+            SessionEvent::LocalCandidate(c) => {
+                // Written once, by p2p-sdp.
+                let line = c.to_string();
                 self.event(NegotiationEvent::LocalCandidate(line.clone()));
                 let ufrag = self.session.local_credentials().0.to_owned();
                 self.trickle.push(Trickle::Candidate { line, ufrag });

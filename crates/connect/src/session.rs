@@ -14,7 +14,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use p2p_ice::{Candidate, CandidateKind, IceAgent, IceConfig, IceEvent, IceState, Input};
+use p2p_ice::{
+    Candidate, CandidateKind, IceAgent, IceConfig, IceError, IceEvent, IceOutput, IceState,
+};
+use p2p_proto::{Handled, Machine};
 use p2p_turn::{ClientConfig, ClientEvent, ClientState, TurnClient};
 
 pub use p2p_turn::Transport;
@@ -98,8 +101,9 @@ pub struct PathEnd {
 /// What the application should know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
-    /// A local candidate to send to the peer, as an SDP `candidate:` value.
-    LocalCandidate(String),
+    /// A local candidate to send to the peer (its `Display` is the SDP
+    /// `candidate:` value, written by p2p-sdp).
+    LocalCandidate(Candidate),
     /// Every local candidate is out: send end-of-candidates.
     GatheringComplete,
     /// The ICE state changed.
@@ -150,9 +154,6 @@ pub enum SessionError {
     /// The ICE agent refused it.
     #[error("ice: {0}")]
     Ice(#[from] p2p_ice::IceError),
-    /// A candidate line did not parse.
-    #[error("bad candidate: {0}")]
-    Candidate(#[from] p2p_ice::ParseCandidateError),
     /// No path is selected yet.
     #[error("not connected")]
     NotConnected,
@@ -232,6 +233,9 @@ impl Relay {
 #[derive(Debug)]
 pub struct Session {
     agent: IceAgent,
+    /// Host sockets and STUN servers, given to the agent at [`Session::start`].
+    hosts: Vec<SocketAddr>,
+    stun_servers: Vec<SocketAddr>,
     relays: Vec<Relay>,
     by_relayed: HashMap<SocketAddr, usize>,
     transmits: VecDeque<Transmit>,
@@ -250,18 +254,12 @@ pub struct Session {
 impl Session {
     /// A session; nothing is sent before [`Session::start`].
     pub fn new(config: SessionConfig) -> Result<Self, SessionError> {
-        let mut agent = IceAgent::new(config.ice.clone());
-        let relay_only = config.ice.relay_only;
-        for host in &config.hosts {
-            if !relay_only {
-                agent.add_local_candidate(Candidate::host(*host))?;
-            }
-        }
-        if !relay_only {
-            for s in &config.stun_servers {
-                agent.add_stun_server(*s);
-            }
-        }
+        let agent = IceAgent::new(config.ice.clone());
+        let (hosts, stun_servers) = if config.ice.relay_only {
+            (Vec::new(), Vec::new())
+        } else {
+            (config.hosts.clone(), config.stun_servers.clone())
+        };
         let mut relays = Vec::new();
         for (i, t) in config.turn_servers.iter().enumerate() {
             // Reach the TURN server from the first host socket of its family.
@@ -278,6 +276,8 @@ impl Session {
         }
         Ok(Session {
             agent,
+            hosts,
+            stun_servers,
             relays,
             by_relayed: HashMap::new(),
             transmits: VecDeque::new(),
@@ -298,6 +298,13 @@ impl Session {
         }
         self.started = true;
         self.now = Some(now);
+        for host in &self.hosts {
+            // A host given twice is redundant: the agent keeps one.
+            let _ = self.agent.add_local_candidate(now, Candidate::host(*host));
+        }
+        for s in &self.stun_servers {
+            self.agent.add_stun_server(now, *s);
+        }
         for r in &mut self.relays {
             if r.client.allocate(now).is_err() {
                 r.done = true;
@@ -313,17 +320,28 @@ impl Session {
         (&c.ufrag, &c.pwd)
     }
 
-    /// The peer's ICE username fragment and password.
-    pub fn set_remote_credentials(&mut self, ufrag: &str, pwd: &str) -> Result<(), SessionError> {
-        self.agent.set_remote_credentials(ufrag, pwd)?;
+    /// The peer's ICE username fragment and password (checks may start
+    /// from `now` on).
+    pub fn set_remote_credentials(
+        &mut self,
+        now: Instant,
+        ufrag: &str,
+        pwd: &str,
+    ) -> Result<(), SessionError> {
+        self.agent.set_remote_credentials(now, ufrag, pwd)?;
         Ok(())
     }
 
-    /// A candidate the peer signalled (an SDP `candidate:` value, with or
-    /// without `a=`).
-    pub fn add_remote_candidate(&mut self, now: Instant, line: &str) -> Result<(), SessionError> {
-        let c: Candidate = line.parse()?;
-        self.agent.add_remote_candidate(c)?;
+    /// A candidate the peer signalled. Its `candidate:` line is parsed once,
+    /// by the caller, with p2p-sdp, and converted with
+    /// [`Candidate::from_sdp`] (which says when its address is an mDNS name
+    /// to resolve first).
+    pub fn add_remote_candidate(
+        &mut self,
+        now: Instant,
+        candidate: Candidate,
+    ) -> Result<(), SessionError> {
+        self.agent.add_remote_candidate(now, candidate)?;
         self.permit_remotes(now);
         self.pump(now);
         Ok(())
@@ -420,7 +438,7 @@ impl Session {
             self.agent.expect_more_local_candidates();
             self.gathering_ended = false;
         }
-        self.agent.restart_withholding(&withheld);
+        self.agent.restart_withholding(now, &withheld);
         self.agent.handle_timeout(now);
         self.pump(now);
     }
@@ -451,13 +469,15 @@ impl Session {
         if self.closing.is_some() {
             return Err(SessionError::Closed);
         }
-        let t = self
-            .agent
-            .send(now, data.to_vec())
-            .ok_or(SessionError::NotConnected)?;
-        self.route(now, t)?;
+        self.agent.send(now, data.to_vec()).map_err(|e| match e {
+            IceError::NotConnected => SessionError::NotConnected,
+            e => SessionError::Ice(e),
+        })?;
+        // The data is the agent's last output: a relay's refusal to carry
+        // it reaches the caller.
+        let (_, routed) = self.drain_agent(now);
         self.pump(now);
-        Ok(())
+        routed
     }
 
     /// A datagram arrived on one of the caller's sockets.
@@ -493,15 +513,10 @@ impl Session {
         destination: SocketAddr,
         contents: &[u8],
     ) {
-        let input = self.agent.handle_input(
-            now,
-            p2p_ice::Datagram {
-                source,
-                destination,
-                contents,
-            },
-        );
-        if input == Input::NotIce && !p2p_stun::is_stun(contents) {
+        let input = self
+            .agent
+            .handle_input(now, p2p_proto::Datagram::udp(source, destination, contents));
+        if input == Handled::NotMine && !p2p_stun::is_stun(contents) {
             // The selected pair, or any pair being checked: the controlling
             // peer may send on the pair it nominated before we select it
             // (RFC 8445 §12.2).
@@ -567,7 +582,7 @@ impl Session {
             let _ = r.client.close(now);
         }
         // Whatever the agent had queued is not sent any more.
-        while self.agent.poll_transmit().is_some() {}
+        while self.agent.poll_output().is_some() {}
         self.pump(now);
     }
 
@@ -594,7 +609,7 @@ impl Session {
 
     /// Send a transmit of the agent: directly from a host base, or wrapped
     /// through the TURN client that owns its relayed source address.
-    fn route(&mut self, now: Instant, t: p2p_ice::Transmit) -> Result<(), SessionError> {
+    fn route(&mut self, now: Instant, t: p2p_proto::Transmit) -> Result<(), SessionError> {
         match self.by_relayed.get(&t.source) {
             None => {
                 self.transmits.push_back(Transmit {
@@ -695,16 +710,10 @@ impl Session {
                 }
                 continue;
             }
-            while let Some(t) = self.agent.poll_transmit() {
-                moved = true;
-                // A relay that refuses (family mismatch, too large) loses this
-                // one datagram; ICE retransmits and fails the pair in time.
-                let _ = self.route(now, t);
-            }
-            while let Some(e) = self.agent.poll_event() {
-                moved = true;
-                self.ice_event(now, e);
-            }
+            // A relay that refuses (family mismatch, too large) loses this
+            // one datagram; ICE retransmits and fails the pair in time.
+            let (drained, _) = self.drain_agent(now);
+            moved |= drained;
             if !self.gathering_ended && self.started && self.relays.iter().all(|r| r.done) {
                 self.gathering_ended = true;
                 self.agent.end_of_local_candidates();
@@ -714,6 +723,22 @@ impl Session {
                 break;
             }
         }
+    }
+
+    /// Route the agent's transmits and act on its events, in the order the
+    /// agent made them. Returns whether there was any, and the outcome of
+    /// routing the last transmit.
+    fn drain_agent(&mut self, now: Instant) -> (bool, Result<(), SessionError>) {
+        let (mut moved, mut routed) = (false, Ok(()));
+        while let Some(out) = self.agent.poll_output() {
+            moved = true;
+            match out {
+                IceOutput::Transmit(t) => routed = self.route(now, t),
+                IceOutput::Event(e) => self.ice_event(now, e),
+                _ => {}
+            }
+        }
+        (moved, routed)
     }
 
     fn turn_event(&mut self, now: Instant, i: usize, e: ClientEvent) {
@@ -762,7 +787,7 @@ impl Session {
                     // up: keep the old allocation, offer its candidate again.
                     self.relays[i].retired = true;
                     self.relays[i].done = true;
-                    self.offer_again(k);
+                    self.offer_again(now, k);
                     return;
                 }
                 _ => return,
@@ -776,7 +801,7 @@ impl Session {
                     self.by_relayed.insert(addr, i);
                     self.permit_remotes(now);
                     let c = self.relays[i].candidate(addr);
-                    if self.agent.add_local_candidate(c).is_ok() {
+                    if self.agent.add_local_candidate(now, c).is_ok() {
                         self.events.push_back(SessionEvent::TurnAllocated {
                             server,
                             relayed: addr,
@@ -826,7 +851,7 @@ impl Session {
 
     /// Relay `k`'s allocation proved alive after a restart withheld its
     /// relayed candidates: add them to the new generation.
-    fn offer_again(&mut self, k: usize) {
+    fn offer_again(&mut self, now: Instant, k: usize) {
         let r = &mut self.relays[k];
         if !r.withheld || r.retired || r.client.state() != ClientState::Allocated {
             return;
@@ -834,16 +859,13 @@ impl Session {
         r.withheld = false;
         let r = &self.relays[k];
         for a in r.client.relayed_addresses() {
-            let _ = self.agent.add_local_candidate(r.candidate(*a));
+            let _ = self.agent.add_local_candidate(now, r.candidate(*a));
         }
     }
 
     fn ice_event(&mut self, now: Instant, e: IceEvent) {
         match e {
-            IceEvent::LocalCandidate(c) => {
-                self.events
-                    .push_back(SessionEvent::LocalCandidate(c.to_sdp()));
-            }
+            IceEvent::LocalCandidate(c) => self.events.push_back(SessionEvent::LocalCandidate(c)),
             IceEvent::GatheringComplete => self.events.push_back(SessionEvent::GatheringComplete),
             IceEvent::StateChanged(s) => self.events.push_back(SessionEvent::StateChanged(s)),
             IceEvent::SelectedPair { local, remote } => {

@@ -437,16 +437,10 @@ fn ten_percent_loss_with_reordering_still_connects() {
 /// relay.
 #[test]
 fn relay_only_policy_relays_even_on_a_lan() {
-    let relay_only = IceConfig {
-        relay_only: true,
-        ..IceConfig::controlling()
-    };
+    let relay_only = IceConfig::controlling().with_relay_only(true);
     let opts = Opts {
         ice_a: relay_only.clone(),
-        ice_b: IceConfig {
-            controlling: false,
-            ..relay_only
-        },
+        ice_b: relay_only.with_controlling(false),
         ..Opts::default()
     };
     let o = run_pair(Placement::Nat(EI, APD), Placement::SameLanAsA, opts);
@@ -454,10 +448,7 @@ fn relay_only_policy_relays_even_on_a_lan() {
     assert_eq!(o.b, (CandidateKind::Relayed, CandidateKind::Relayed));
     // Only A relay-only: A's end is its relay, B talks from its host.
     let opts = Opts {
-        ice_a: IceConfig {
-            relay_only: true,
-            ..IceConfig::controlling()
-        },
+        ice_a: IceConfig::controlling().with_relay_only(true),
         ..Opts::default()
     };
     let o = run_pair(Placement::Nat(EI, APD), Placement::SameLanAsA, opts);
@@ -550,10 +541,7 @@ fn one_turn_server_over_udp_and_tcp_keeps_the_two_allocations_apart() {
         hosts: vec![host_a],
         turn_servers: vec![turn(Transport::Udp), turn(Transport::Tcp)],
         rng_seed: Some(5),
-        ..SessionConfig::new(IceConfig {
-            relay_only: true,
-            ..IceConfig::controlling().with_seed(5)
-        })
+        ..SessionConfig::new(IceConfig::controlling().with_seed(5).with_relay_only(true))
     })
     .expect("session");
     let mut sb_ = Session::new(SessionConfig {
@@ -566,8 +554,10 @@ fn one_turn_server_over_udp_and_tcp_keeps_the_two_allocations_apart() {
     let (ua, pa) = (ua.to_owned(), pa.to_owned());
     let (ub, pb) = sb_.local_credentials();
     let (ub, pb) = (ub.to_owned(), pb.to_owned());
-    sa_.set_remote_credentials(&ub, &pb).expect("credentials");
-    sb_.set_remote_credentials(&ua, &pa).expect("credentials");
+    sa_.set_remote_credentials(t0, &ub, &pb)
+        .expect("credentials");
+    sb_.set_remote_credentials(t0, &ua, &pa)
+        .expect("credentials");
     let (mut na, mut nb) = (SessionNode::new("A", sa_), SessionNode::new("B", sb_));
     na.start(t0);
     nb.start(t0);
@@ -643,10 +633,7 @@ fn data_sent_on_selection_before_the_peer_selects_is_delivered() {
         (Placement::Nat(EI, EI), Placement::Public),
     ] {
         let opts = Opts {
-            ice_b: IceConfig {
-                ta: Duration::from_millis(300),
-                ..IceConfig::controlled()
-            },
+            ice_b: IceConfig::controlled().with_ta(Duration::from_millis(300)),
             ..Opts::default()
         };
         let mut p = Pair::new(a, b, opts);
@@ -784,10 +771,7 @@ fn close_during_allocation_deletes_it_once_granted() {
 #[test]
 fn unanswered_host_pairs_across_two_lans_do_not_delay_the_nomination() {
     let opts = Opts {
-        ice_a: IceConfig {
-            nomination_timeout: Duration::from_secs(5),
-            ..IceConfig::controlling()
-        },
+        ice_a: IceConfig::controlling().with_nomination_timeout(Duration::from_secs(5)),
         ..Opts::default()
     };
     let mut p = Pair::new(Placement::Nat(EI, APD), Placement::Nat(EI, APD), opts);

@@ -6,6 +6,22 @@ use p2p_stun::TransactionConfig;
 
 /// How the agent behaves. `IceConfig::default()` is a full, controlled agent
 /// with regular nomination and the RFC timers.
+///
+/// Start from [`IceConfig::controlling`] or [`IceConfig::controlled`] and
+/// change what differs with the `with_*` methods (or set the public fields
+/// on a value): new fields may come, so the struct cannot be written out.
+///
+/// ```
+/// use std::time::Duration;
+/// use p2p_ice::IceConfig;
+///
+/// let config = IceConfig::controlling()
+///     .with_relay_only(true)
+///     .with_ta(Duration::from_millis(20))
+///     .with_seed(7);
+/// assert!(config.controlling && config.relay_only);
+/// ```
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq)]
 pub struct IceConfig {
     /// Start in the controlling role (the offerer, RFC 8445 §6.1.1). Ignored
@@ -109,6 +125,109 @@ impl IceConfig {
     /// The default configuration in the controlled role.
     pub fn controlled() -> Self {
         IceConfig::default()
+    }
+
+    /// The same configuration with [`controlling`](IceConfig#structfield.controlling) set.
+    pub fn with_controlling(self, controlling: bool) -> Self {
+        IceConfig {
+            controlling,
+            ..self
+        }
+    }
+
+    /// The same configuration with [`lite`](IceConfig#structfield.lite) set.
+    pub fn with_lite(self, lite: bool) -> Self {
+        IceConfig { lite, ..self }
+    }
+
+    /// The same configuration with [`relay_only`](IceConfig#structfield.relay_only) set.
+    pub fn with_relay_only(self, relay_only: bool) -> Self {
+        IceConfig { relay_only, ..self }
+    }
+
+    /// The same configuration with [`aggressive_nomination`](IceConfig#structfield.aggressive_nomination) set.
+    pub fn with_aggressive_nomination(self, aggressive_nomination: bool) -> Self {
+        IceConfig {
+            aggressive_nomination,
+            ..self
+        }
+    }
+
+    /// The same configuration with [`optimistic_nomination`](IceConfig#structfield.optimistic_nomination) set.
+    pub fn with_optimistic_nomination(self, optimistic_nomination: bool) -> Self {
+        IceConfig {
+            optimistic_nomination,
+            ..self
+        }
+    }
+
+    /// The same configuration with [`ta`](IceConfig#structfield.ta) set.
+    pub fn with_ta(self, ta: Duration) -> Self {
+        IceConfig { ta, ..self }
+    }
+
+    /// The same configuration with [`check_retransmits`](IceConfig#structfield.check_retransmits) set.
+    pub fn with_check_retransmits(self, check_retransmits: TransactionConfig) -> Self {
+        IceConfig {
+            check_retransmits,
+            ..self
+        }
+    }
+
+    /// The same configuration with [`gather_retransmits`](IceConfig#structfield.gather_retransmits) set.
+    pub fn with_gather_retransmits(self, gather_retransmits: TransactionConfig) -> Self {
+        IceConfig {
+            gather_retransmits,
+            ..self
+        }
+    }
+
+    /// The same configuration with [`nomination_timeout`](IceConfig#structfield.nomination_timeout) set.
+    pub fn with_nomination_timeout(self, nomination_timeout: Duration) -> Self {
+        IceConfig {
+            nomination_timeout,
+            ..self
+        }
+    }
+
+    /// The same configuration with [`consent_interval`](IceConfig#structfield.consent_interval) set.
+    pub fn with_consent_interval(self, consent_interval: Duration) -> Self {
+        IceConfig {
+            consent_interval,
+            ..self
+        }
+    }
+
+    /// The same configuration with [`consent_timeout`](IceConfig#structfield.consent_timeout) set.
+    pub fn with_consent_timeout(self, consent_timeout: Duration) -> Self {
+        IceConfig {
+            consent_timeout,
+            ..self
+        }
+    }
+
+    /// The same configuration with [`disconnected_timeout`](IceConfig#structfield.disconnected_timeout) set.
+    pub fn with_disconnected_timeout(self, disconnected_timeout: Duration) -> Self {
+        IceConfig {
+            disconnected_timeout,
+            ..self
+        }
+    }
+
+    /// The same configuration with [`keepalive_interval`](IceConfig#structfield.keepalive_interval) set.
+    pub fn with_keepalive_interval(self, keepalive_interval: Duration) -> Self {
+        IceConfig {
+            keepalive_interval,
+            ..self
+        }
+    }
+
+    /// The same configuration with [`checking_timeout`](IceConfig#structfield.checking_timeout) set.
+    pub fn with_checking_timeout(self, checking_timeout: Option<Duration>) -> Self {
+        IceConfig {
+            checking_timeout,
+            ..self
+        }
     }
 
     /// The same configuration with a fixed RNG seed.

@@ -3,67 +3,98 @@
 //! stream, component 1, UDP), Ta pacing, triggered checks, frozen/waiting
 //! foundations, regular or aggressive nomination, role conflicts,
 //! peer-reflexive candidates, consent freshness (RFC 7675) and keepalives,
-//! trickle ICE (RFC 8838), ICE restart and ICE-lite. It also writes and parses
-//! the SDP `candidate:` attribute value as a plain string.
+//! trickle ICE (RFC 8838), ICE restart and ICE-lite. Its candidates convert
+//! from and to the `candidate` attribute as `p2p_sdp` parses and writes it:
+//! p2p-sdp's grammar is the only one.
 //!
 //! It is not a network stack and knows nothing of TURN. It owns no socket,
-//! reads no clock and spawns nothing: datagrams and `now` go in, transmits,
-//! a deadline and events come out (see the drive contract on [`IceAgent`]).
-//! Address discovery is external: the caller adds host candidates and the
-//! relayed candidates of its TURN allocations; a relayed candidate is just a
-//! local candidate whose transmits (with `source` = the relayed address) the
-//! caller wraps. The agent can gather server-reflexive candidates itself from
-//! STUN servers ([`IceAgent::add_stun_server`]). Randomness (tie-breaker,
-//! ufrag/pwd, transaction ids) comes from an RNG seeded by
-//! [`IceConfig::rng_seed`].
+//! reads no clock and spawns nothing: it is a `p2p_proto::Machine` like
+//! every machine of the stack. Datagrams and `now` go in, transmits and
+//! events come out of `poll_output` in the order the agent made them, and
+//! `poll_timeout` says when to call `handle_timeout` (see the drive contract
+//! on [`IceAgent`]). Address discovery is external: the caller adds host
+//! candidates and the relayed candidates of its TURN allocations; a relayed
+//! candidate is just a local candidate whose transmits (with `source` = the
+//! relayed address) the caller wraps. The agent can gather server-reflexive
+//! candidates itself from STUN servers ([`IceAgent::add_stun_server`]).
+//! Randomness (tie-breaker, ufrag/pwd, transaction ids) comes from an RNG
+//! seeded by [`IceConfig::rng_seed`].
 //!
 //! ```
 //! use std::time::Instant;
-//! use p2p_ice::{Candidate, Datagram, IceAgent, IceConfig, IceEvent, IceState};
+//! use p2p_ice::{Candidate, IceAgent, IceConfig, IceEvent, IceOutput, IceState};
+//! use p2p_proto::Machine;
 //!
+//! let t0 = Instant::now();
 //! let mut a = IceAgent::new(IceConfig::controlling().with_seed(1));
 //! let mut b = IceAgent::new(IceConfig::controlled().with_seed(2));
-//! let ca = a.add_local_candidate(Candidate::host("10.0.0.1:5000".parse()?))?;
-//! let cb = b.add_local_candidate(Candidate::host("10.0.0.2:6000".parse()?))?;
-//! a.add_remote_candidate(cb)?;
-//! b.add_remote_candidate(ca)?;
+//! let ca = a.add_local_candidate(t0, Candidate::host("10.0.0.1:5000".parse()?))?;
+//! let cb = b.add_local_candidate(t0, Candidate::host("10.0.0.2:6000".parse()?))?;
+//! // Signalled as text, read with p2p-sdp's grammar, once.
+//! let cb: Candidate = cb.to_string().parse()?;
+//! a.add_remote_candidate(t0, cb)?;
+//! b.add_remote_candidate(t0, ca)?;
 //! let (ua, ub) = (a.local_credentials().clone(), b.local_credentials().clone());
-//! a.set_remote_credentials(&ub.ufrag, &ub.pwd)?;
-//! b.set_remote_credentials(&ua.ufrag, &ua.pwd)?;
+//! a.set_remote_credentials(t0, &ub.ufrag, &ub.pwd)?;
+//! b.set_remote_credentials(t0, &ua.ufrag, &ua.pwd)?;
 //!
-//! // A network with no delay: deliver every transmit to the other agent.
-//! fn deliver(from: &mut IceAgent, to: &mut IceAgent, now: Instant) {
-//!     while let Some(t) = from.poll_transmit() {
-//!         let d = Datagram { source: t.source, destination: t.destination, contents: &t.contents };
-//!         to.handle_input(now, d);
+//! // A network with no delay: deliver every transmit to the other agent,
+//! // keep the events.
+//! fn deliver(from: &mut IceAgent, to: &mut IceAgent, now: Instant, events: &mut Vec<IceEvent>) {
+//!     while let Some(out) = from.poll_output() {
+//!         match out {
+//!             IceOutput::Transmit(t) => {
+//!                 let _ = to.handle_input(now, t.as_datagram());
+//!             }
+//!             IceOutput::Event(e) => events.push(e),
+//!             _ => {}
+//!         }
 //!     }
 //! }
-//! let mut now = Instant::now();
+//! let (mut now, mut events) = (t0, Vec::new());
+//! // Each agent starts at its first handle_timeout.
 //! a.handle_timeout(now);
 //! b.handle_timeout(now);
 //! for _ in 0..100 {
-//!     deliver(&mut a, &mut b, now);
-//!     deliver(&mut b, &mut a, now);
+//!     deliver(&mut a, &mut b, now, &mut events);
+//!     deliver(&mut b, &mut a, now, &mut Vec::new());
+//!     if a.state() == IceState::Connected && b.state() == IceState::Connected {
+//!         break;
+//!     }
 //!     let next = [a.poll_timeout(), b.poll_timeout()].into_iter().flatten().min();
 //!     now = next.map_or(now, |t| t.max(now));
 //!     a.handle_timeout(now);
 //!     b.handle_timeout(now);
-//!     if a.state() == IceState::Connected && b.state() == IceState::Connected {
-//!         break;
-//!     }
 //! }
 //! assert!(a.selected_pair().is_some() && b.selected_pair().is_some());
-//! let t = a.send(now, b"hello".to_vec()).unwrap();
+//! assert!(events.iter().any(|e| matches!(e, IceEvent::SelectedPair { .. })));
+//! a.send(now, b"hello".to_vec())?;
+//! let t = a.poll_output().and_then(IceOutput::transmit).expect("the data");
 //! assert_eq!(t.destination, "10.0.0.2:6000".parse()?);
-//! assert!(std::iter::from_fn(|| a.poll_event())
-//!     .any(|e| matches!(e, IceEvent::SelectedPair { .. })));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! Design decisions, with the RFC text they follow or depart from:
+//! - The house contract (`p2p_proto::Machine`): created idle by
+//!   [`IceAgent::new`], the agent starts at its first `handle_timeout(now)`
+//!   (commands before it send nothing); one [`IceOutput`] queue hands out
+//!   transmits and events in the order the agent made them, so a driver
+//!   needs to know no order of its own; commands that may start checks,
+//!   gathering or timers take `now`, and [`IceAgent::send`] queues its
+//!   transmit like any other.
+//! - One candidate grammar: a signalled `candidate` line is parsed once,
+//!   by `p2p_sdp`, and converted with [`Candidate::from_sdp`]; the agent
+//!   parses no text. An mDNS (`….local`) or FQDN address is not resolved
+//!   here (no I/O): [`CandidateError::MdnsName`] / [`HostName`](CandidateError::HostName)
+//!   carry the name for the caller to resolve ([`Candidate::from_sdp_resolved`])
+//!   or skip. Extension attributes (`generation`, `ufrag` …) are the
+//!   signalling's business and dropped, as is a related address that is a
+//!   name (ICE does not use it).
 //! - One data stream, one component (RTP/RTCP multiplexed or a data
 //!   channel): one check list, component 1 only.
-//! - UDP only; ICE-TCP (RFC 6544) is not implemented.
+//! - UDP only; ICE-TCP (RFC 6544) is not implemented: a TCP candidate is
+//!   refused ([`CandidateError::UnsupportedTransport`]) and a datagram that
+//!   did not come over UDP is not the agent's.
 //! - Check retransmissions: RTO 500 ms doubling, 5 transmits, fail after
 //!   9.5 s (configurable, RFC 8445 §14.3 leaves the RTO to the agent).
 //! - Regular nomination waits up to [`IceConfig::nomination_timeout`] for
@@ -99,6 +130,7 @@
 //! - ICE-lite agents answer checks and select the pair the controlling peer
 //!   nominates; they send no checks, no consent and no keepalives.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod agent;
 mod candidate;
@@ -108,13 +140,12 @@ mod types;
 
 pub use agent::IceAgent;
 pub use candidate::{
-    candidate_priority, compute_foundation, Candidate, CandidateKind, ParseCandidateError,
-    Transport, DEFAULT_LOCAL_PREFERENCE,
+    candidate_priority, compute_foundation, Candidate, CandidateError, CandidateKind,
+    DEFAULT_LOCAL_PREFERENCE,
 };
 pub use config::IceConfig;
 pub use p2p_stun::TransactionConfig;
 pub use pair::{pair_priority, PairState};
 pub use types::{
-    Credentials, Datagram, IceError, IceEvent, IceRole, IceState, IceStats, Input, PairStats,
-    Transmit,
+    Credentials, IceError, IceEvent, IceOutput, IceRole, IceState, IceStats, PairStats,
 };

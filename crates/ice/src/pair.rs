@@ -4,6 +4,7 @@
 use std::fmt;
 
 /// The state of a candidate pair in the check list (RFC 8445 §6.1.2.6).
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PairState {
     /// Not checked yet and waiting for a pair of the same foundation.

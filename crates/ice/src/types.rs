@@ -1,54 +1,60 @@
-//! The values that cross the agent's API: datagrams in, transmits and
-//! events out, states, roles, credentials, errors and statistics.
+//! The values that cross the agent's API: outputs and events, states,
+//! roles, credentials, errors and statistics. Datagrams in and transmits out
+//! are `p2p_proto`'s.
 
 use std::fmt;
-use std::net::SocketAddr;
+
+use p2p_proto::Transmit;
 
 use crate::candidate::Candidate;
 use crate::pair::PairState;
 
-/// A datagram that arrived: from `source` (as the network shows it) to
-/// `destination` (the local address it arrived on: a host address, or the
-/// relayed address when the caller unwrapped it from a TURN Data indication
-/// or ChannelData).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Datagram<'a> {
-    /// Where it came from.
-    pub source: SocketAddr,
-    /// The local address it arrived on.
-    pub destination: SocketAddr,
-    /// The payload.
-    pub contents: &'a [u8],
-}
-
-/// A datagram to send: from `source` (a local base: a host address, or a
-/// relayed address, in which case the caller wraps it for its TURN server)
-/// to `destination`.
+/// One output of the agent, from [`poll_output`](p2p_proto::Machine::poll_output).
+///
+/// The agent hands its outputs out in the order it made them: a transmit
+/// made before an event comes out before it (the answer to a check before
+/// the [`IceEvent::SelectedPair`] its nomination caused, a
+/// [`IceEvent::StateChanged`] after the event that changed the state).
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// The local address to send from.
-    pub source: SocketAddr,
-    /// The remote address to send to.
-    pub destination: SocketAddr,
-    /// The payload.
-    pub contents: Vec<u8>,
+pub enum IceOutput {
+    /// A datagram to send from its `source`: a local base (a host address,
+    /// or a relayed address, in which case the caller wraps it for its TURN
+    /// server). Always UDP.
+    Transmit(Transmit),
+    /// Something the application should know.
+    Event(IceEvent),
 }
 
-/// What [`IceAgent::handle_input`](crate::IceAgent::handle_input) made of a
-/// datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Input {
-    /// A STUN Binding message for the agent (a check, a response to one of
-    /// its requests, a keepalive). It was consumed, whether it was valid or
-    /// dropped.
-    Consumed,
-    /// Not for the agent: not STUN (application data: send it up, it came from
-    /// `source`), or a STUN message the agent does not own (a TURN response,
-    /// a response to someone else's transaction, malformed STUN).
-    NotIce,
+impl IceOutput {
+    /// The transmit, if this is one.
+    pub fn transmit(self) -> Option<Transmit> {
+        match self {
+            IceOutput::Transmit(t) => Some(t),
+            IceOutput::Event(_) => None,
+        }
+    }
+
+    /// The event, if this is one.
+    pub fn event(self) -> Option<IceEvent> {
+        match self {
+            IceOutput::Event(e) => Some(e),
+            IceOutput::Transmit(_) => None,
+        }
+    }
+}
+
+impl p2p_proto::Output for IceOutput {
+    fn into_transmit(self) -> Result<Transmit, Self> {
+        match self {
+            IceOutput::Transmit(t) => Ok(t),
+            other => Err(other),
+        }
+    }
 }
 
 /// The role of the agent (RFC 8445 §6.1.1).
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IceRole {
     /// Nominates the pair (the offerer, or the full agent facing an ICE-lite peer).
@@ -67,6 +73,7 @@ impl fmt::Display for IceRole {
 }
 
 /// The connection state of the agent.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum IceState {
     /// Nothing to check yet (no remote credentials or no pair).
@@ -102,6 +109,7 @@ impl fmt::Display for IceState {
 }
 
 /// What the application should know.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IceEvent {
     /// A local candidate to signal to the peer (every accepted local
@@ -146,9 +154,6 @@ pub enum IceError {
     /// ice-chars, or cannot be prepared as a STUN short-term key.
     #[error("bad ICE credentials")]
     BadCredentials,
-    /// Only component 1 is supported.
-    #[error("component {0} is not supported (only 1)")]
-    UnsupportedComponent(u16),
     /// The candidate has the same address and base as a local candidate of
     /// higher or equal priority (RFC 8445 §5.1.3).
     #[error("redundant candidate")]
@@ -160,9 +165,14 @@ pub enum IceError {
     /// The peer already signalled end-of-candidates (RFC 8838 §13).
     #[error("candidate after end-of-candidates")]
     AfterEndOfCandidates,
+    /// No pair is selected (or consent was lost on it): there is nothing to
+    /// send application data on.
+    #[error("not connected: no selected pair")]
+    NotConnected,
 }
 
 /// One pair of the check list, for display and tests.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairStats {
     /// Our candidate.
@@ -186,6 +196,7 @@ pub struct PairStats {
 }
 
 /// A snapshot of the agent: candidates and the check list.
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IceStats {
     /// The state.

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use p2p_ice::{
-    Candidate, CandidateKind, Datagram, IceAgent, IceConfig, IceEvent, IceRole, Input, PairState,
-    Transmit,
+    Candidate, CandidateKind, IceAgent, IceConfig, IceEvent, IceOutput, IceRole, PairState,
 };
+use p2p_proto::{Datagram, Handled, Machine, Transmit};
 use p2p_stun::attr::{
     ErrorCode, IceControlled, IceControlling, Priority, UseCandidate, Username, XorMappedAddress,
 };
@@ -23,14 +23,37 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
+/// Every output queued: the transmits and the events, each in order.
+fn outputs(a: &mut IceAgent) -> (Vec<Transmit>, Vec<IceEvent>) {
+    let (mut transmits, mut events) = (Vec::new(), Vec::new());
+    while let Some(out) = a.poll_output() {
+        match out {
+            IceOutput::Transmit(t) => transmits.push(t),
+            IceOutput::Event(e) => events.push(e),
+            other => panic!("unexpected output {other:?}"),
+        }
+    }
+    (transmits, events)
+}
+
+/// The transmits queued (the events are dropped).
+fn transmits(a: &mut IceAgent) -> Vec<Transmit> {
+    outputs(a).0
+}
+
+/// The events queued (the transmits are dropped).
+fn events(a: &mut IceAgent) -> Vec<IceEvent> {
+    outputs(a).1
+}
+
 fn agent(config: IceConfig) -> (IceAgent, Instant) {
     let t0 = Instant::now();
     let mut a = IceAgent::new(config);
-    a.add_local_candidate(Candidate::host(addr(LOCAL))).unwrap();
-    a.set_remote_credentials(PEER_UFRAG, PEER_PWD).unwrap();
+    a.add_local_candidate(t0, Candidate::host(addr(LOCAL)))
+        .unwrap();
+    a.set_remote_credentials(t0, PEER_UFRAG, PEER_PWD).unwrap();
     a.handle_timeout(t0);
-    while a.poll_transmit().is_some() {}
-    while a.poll_event().is_some() {}
+    let _ = outputs(&mut a);
     (a, t0)
 }
 
@@ -96,20 +119,22 @@ fn username(a: &IceAgent) -> String {
 
 /// Send `req` to the agent; return its single answer (or none).
 fn ask(a: &mut IceAgent, now: Instant, req: &Req<'_>) -> Option<Transmit> {
+    ask_with_events(a, now, req).0
+}
+
+/// [`ask`], and the events the request caused.
+fn ask_with_events(
+    a: &mut IceAgent,
+    now: Instant,
+    req: &Req<'_>,
+) -> (Option<Transmit>, Vec<IceEvent>) {
     let pwd = a.local_credentials().pwd.clone();
     let bytes = req.encode(&pwd, TransactionId::new([7; 12]));
-    let input = a.handle_input(
-        now,
-        Datagram {
-            source: addr(REMOTE),
-            destination: addr(LOCAL),
-            contents: &bytes,
-        },
-    );
-    assert_eq!(input, Input::Consumed);
-    let out: Vec<Transmit> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    let input = a.handle_input(now, Datagram::udp(addr(REMOTE), addr(LOCAL), &bytes));
+    assert_eq!(input, Handled::Taken);
+    let (out, events) = outputs(a);
     assert!(out.len() <= 1, "{out:?}");
-    out.into_iter().next()
+    (out.into_iter().next(), events)
 }
 
 fn error_code(t: &Transmit) -> Option<u16> {
@@ -146,7 +171,10 @@ fn a_valid_check_is_answered_with_the_mapped_address() {
     );
     // ... and a triggered check goes back to it (§7.3.1.4).
     a.handle_timeout(t0);
-    let check = a.poll_transmit().expect("a triggered check");
+    let check = transmits(&mut a)
+        .into_iter()
+        .next()
+        .expect("a triggered check");
     assert_eq!(
         (check.source, check.destination),
         (addr(LOCAL), addr(REMOTE))
@@ -266,12 +294,12 @@ fn role_conflict_controlling_agent_with_smaller_tie_breaker_switches() {
         controlling: Some(tb + 1),
         ..Req::valid(&user)
     };
-    let t = ask(&mut a, t0, &req).unwrap();
-    assert_eq!(error_code(&t), None);
+    let (t, events) = ask_with_events(&mut a, t0, &req);
+    assert_eq!(error_code(&t.unwrap()), None);
     assert_eq!(a.role(), IceRole::Controlled);
     assert_eq!(
-        a.poll_event(),
-        Some(IceEvent::RoleChanged(IceRole::Controlled))
+        events.first(),
+        Some(&IceEvent::RoleChanged(IceRole::Controlled))
     );
 }
 
@@ -305,13 +333,7 @@ fn role_conflict_controlled_agent_with_smaller_tie_breaker_answers_487() {
 
 #[test]
 fn ice_lite_never_takes_the_controlling_role() {
-    let (mut a, t0) = agent(
-        IceConfig {
-            lite: true,
-            ..IceConfig::controlling()
-        }
-        .with_seed(8),
-    );
+    let (mut a, t0) = agent(IceConfig::controlling().with_lite(true).with_seed(8));
     assert_eq!(a.role(), IceRole::Controlled);
     let user = username(&a);
     let req = Req {
@@ -330,7 +352,7 @@ fn ice_lite_never_takes_the_controlling_role() {
     assert!(a.selected_pair().is_some());
     a.handle_timeout(t0 + Duration::from_secs(60));
     assert!(
-        a.poll_transmit().is_none(),
+        transmits(&mut a).is_empty(),
         "a lite agent sends no checks, consent or keepalives"
     );
 }
@@ -343,19 +365,11 @@ fn requests_to_unknown_local_addresses_are_dropped_and_non_stun_is_not_ice() {
         &a.local_credentials().pwd.clone(),
         TransactionId::new([1; 12]),
     );
-    let d = Datagram {
-        source: addr(REMOTE),
-        destination: addr("10.9.9.9:1"),
-        contents: &bytes,
-    };
-    assert_eq!(a.handle_input(t0, d), Input::Consumed);
-    assert!(a.poll_transmit().is_none());
-    let d = Datagram {
-        source: addr(REMOTE),
-        destination: addr(LOCAL),
-        contents: b"\x17\xfe\xfd application data",
-    };
-    assert_eq!(a.handle_input(t0, d), Input::NotIce);
+    let d = Datagram::udp(addr(REMOTE), addr("10.9.9.9:1"), &bytes);
+    assert_eq!(a.handle_input(t0, d), Handled::Taken);
+    assert!(transmits(&mut a).is_empty());
+    let d = Datagram::udp(addr(REMOTE), addr(LOCAL), b"\x17\xfe\xfd application data");
+    assert_eq!(a.handle_input(t0, d), Handled::NotMine);
     // A TURN Allocate response is someone else's.
     let mut buf = Vec::new();
     MessageBuilder::new(
@@ -365,12 +379,13 @@ fn requests_to_unknown_local_addresses_are_dropped_and_non_stun_is_not_ice() {
     )
     .unwrap()
     .finish();
-    let d = Datagram {
-        source: addr(REMOTE),
-        destination: addr(LOCAL),
-        contents: &buf,
-    };
-    assert_eq!(a.handle_input(t0, d), Input::NotIce);
+    let d = Datagram::udp(addr(REMOTE), addr(LOCAL), &buf);
+    assert_eq!(a.handle_input(t0, d), Handled::NotMine);
+    // Nor is a datagram that did not come over UDP (the agent's candidates
+    // are UDP only), even a genuine check.
+    let d = Datagram::new(p2p_proto::Transport::Tcp, addr(REMOTE), addr(LOCAL), &bytes);
+    assert_eq!(a.handle_input(t0, d), Handled::NotMine);
+    assert!(transmits(&mut a).is_empty());
 }
 
 // ---------------------------------------------------------------- answers to our checks
@@ -379,10 +394,10 @@ fn requests_to_unknown_local_addresses_are_dropped_and_non_stun_is_not_ice() {
 /// transaction id of its first check.
 fn checking_agent(seed: u64) -> (IceAgent, Instant, TransactionId) {
     let (mut a, t0) = agent(IceConfig::controlling().with_seed(seed));
-    a.add_remote_candidate(Candidate::host(addr(REMOTE)))
+    a.add_remote_candidate(t0, Candidate::host(addr(REMOTE)))
         .unwrap();
     a.handle_timeout(t0);
-    let check = a.poll_transmit().expect("a check");
+    let check = transmits(&mut a).into_iter().next().expect("a check");
     let m = Message::decode(&check.contents).unwrap();
     assert_eq!(
         m.get::<IceControlling>().unwrap(),
@@ -437,18 +452,17 @@ fn ignores_stale_487_after_role_swap() {
     // The 487 to the check we sent as controlling arrives: already switched,
     // so no switch back (§7.2.5.1), but the pair is checked again.
     let bytes = response(tid, Some(487), addr(LOCAL), PEER_PWD);
-    let d = Datagram {
-        source: addr(REMOTE),
-        destination: addr(LOCAL),
-        contents: &bytes,
-    };
+    let d = Datagram::udp(addr(REMOTE), addr(LOCAL), &bytes);
     assert_eq!(
         a.handle_input(t0 + Duration::from_millis(20), d),
-        Input::Consumed
+        Handled::Taken
     );
     assert_eq!(a.role(), IceRole::Controlled);
     a.handle_timeout(t0 + Duration::from_millis(100));
-    let again = a.poll_transmit().expect("the pair is checked again");
+    let again = transmits(&mut a)
+        .into_iter()
+        .next()
+        .expect("the pair is checked again");
     let m = Message::decode(&again.contents).unwrap();
     assert_eq!(m.get::<IceControlled>().unwrap(), Some(IceControlled(tb)));
 }
@@ -457,12 +471,8 @@ fn ignores_stale_487_after_role_swap() {
 fn a_487_to_our_check_switches_the_role() {
     let (mut a, t0, tid) = checking_agent(11);
     let bytes = response(tid, Some(487), addr(LOCAL), PEER_PWD);
-    let d = Datagram {
-        source: addr(REMOTE),
-        destination: addr(LOCAL),
-        contents: &bytes,
-    };
-    a.handle_input(t0 + Duration::from_millis(20), d);
+    let d = Datagram::udp(addr(REMOTE), addr(LOCAL), &bytes);
+    let _ = a.handle_input(t0 + Duration::from_millis(20), d);
     assert_eq!(a.role(), IceRole::Controlled);
     assert_eq!(pair_state(&a), PairState::Waiting);
 }
@@ -471,14 +481,10 @@ fn a_487_to_our_check_switches_the_role() {
 fn a_non_symmetric_answer_fails_the_pair() {
     let (mut a, t0, tid) = checking_agent(12);
     let bytes = response(tid, None, addr(LOCAL), PEER_PWD);
-    let d = Datagram {
-        source: addr("10.0.0.3:6000"),
-        destination: addr(LOCAL),
-        contents: &bytes,
-    };
+    let d = Datagram::udp(addr("10.0.0.3:6000"), addr(LOCAL), &bytes);
     assert_eq!(
         a.handle_input(t0 + Duration::from_millis(20), d),
-        Input::Consumed
+        Handled::Taken
     );
     assert_eq!(pair_state(&a), PairState::Failed);
 }
@@ -487,26 +493,18 @@ fn a_non_symmetric_answer_fails_the_pair() {
 fn an_answer_with_bad_integrity_is_ignored() {
     let (mut a, t0, tid) = checking_agent(13);
     let bytes = response(tid, None, addr(LOCAL), "notthepeerspasswordatall");
-    let d = Datagram {
-        source: addr(REMOTE),
-        destination: addr(LOCAL),
-        contents: &bytes,
-    };
-    a.handle_input(t0 + Duration::from_millis(20), d);
+    let d = Datagram::udp(addr(REMOTE), addr(LOCAL), &bytes);
+    let _ = a.handle_input(t0 + Duration::from_millis(20), d);
     assert_eq!(pair_state(&a), PairState::InProgress);
     // The genuine answer still counts.
     let bytes = response(tid, None, addr(LOCAL), PEER_PWD);
-    let d = Datagram {
-        source: addr(REMOTE),
-        destination: addr(LOCAL),
-        contents: &bytes,
-    };
-    a.handle_input(t0 + Duration::from_millis(30), d);
+    let d = Datagram::udp(addr(REMOTE), addr(LOCAL), &bytes);
+    let _ = a.handle_input(t0 + Duration::from_millis(30), d);
     assert_eq!(pair_state(&a), PairState::Succeeded);
     // A duplicate of the answer is still recognised as the agent's.
     assert_eq!(
         a.handle_input(t0 + Duration::from_millis(31), d),
-        Input::Consumed
+        Handled::Taken
     );
 }
 
@@ -514,12 +512,8 @@ fn an_answer_with_bad_integrity_is_ignored() {
 fn an_answer_with_another_mapped_address_makes_a_local_prflx() {
     let (mut a, t0, tid) = checking_agent(14);
     let bytes = response(tid, None, addr("198.51.100.9:7000"), PEER_PWD);
-    let d = Datagram {
-        source: addr(REMOTE),
-        destination: addr(LOCAL),
-        contents: &bytes,
-    };
-    a.handle_input(t0 + Duration::from_millis(20), d);
+    let d = Datagram::udp(addr(REMOTE), addr(LOCAL), &bytes);
+    let _ = a.handle_input(t0 + Duration::from_millis(20), d);
     let prflx = a
         .local_candidates()
         .iter()
@@ -545,7 +539,7 @@ fn checks_are_retransmitted_then_fail() {
         let Some(next) = a.poll_timeout() else { break };
         now = next.max(now);
         a.handle_timeout(now);
-        while let Some(t) = a.poll_transmit() {
+        for t in transmits(&mut a) {
             if Message::decode(&t.contents).is_ok_and(|m| m.typ().class == MessageClass::Request) {
                 sends.push((now - t0).as_millis());
             }
@@ -563,20 +557,21 @@ fn checks_are_retransmitted_then_fail() {
 fn a_gathered_srflx_replaces_a_learnt_local_prflx() {
     let (mut a, t0, tid) = checking_agent(16);
     let bytes = response(tid, None, addr("198.51.100.9:7000"), PEER_PWD);
-    let d = Datagram {
-        source: addr(REMOTE),
-        destination: addr(LOCAL),
-        contents: &bytes,
-    };
-    a.handle_input(t0 + Duration::from_millis(20), d);
-    while a.poll_event().is_some() {}
+    let d = Datagram::udp(addr(REMOTE), addr(LOCAL), &bytes);
+    let _ = a.handle_input(t0 + Duration::from_millis(20), d);
+    let _ = outputs(&mut a);
     let srflx = Candidate::server_reflexive(
         addr("198.51.100.9:7000"),
         addr(LOCAL),
         addr("203.0.113.1:3478").ip(),
     );
-    let accepted = a.add_local_candidate(srflx).unwrap();
-    assert_eq!(a.poll_event(), Some(IceEvent::LocalCandidate(accepted)));
+    let accepted = a
+        .add_local_candidate(t0 + Duration::from_millis(20), srflx)
+        .unwrap();
+    assert_eq!(
+        events(&mut a).first(),
+        Some(&IceEvent::LocalCandidate(accepted))
+    );
     assert!(a
         .local_candidates()
         .iter()
@@ -603,20 +598,20 @@ fn server_reflexive_gathering_then_gathering_complete() {
     let t0 = Instant::now();
     let server = addr("203.0.113.1:3478");
     let mut a = IceAgent::new(IceConfig::controlled().with_seed(17));
-    a.add_stun_server(server);
-    a.add_local_candidate(Candidate::host(addr(LOCAL))).unwrap();
-    a.add_local_candidate(Candidate::host(addr("10.0.1.1:5000")))
+    a.add_stun_server(t0, server);
+    a.add_local_candidate(t0, Candidate::host(addr(LOCAL)))
         .unwrap();
-    a.add_local_candidate(Candidate::host(addr("[2001:db8::1]:5000")))
+    a.add_local_candidate(t0, Candidate::host(addr("10.0.1.1:5000")))
+        .unwrap();
+    a.add_local_candidate(t0, Candidate::host(addr("[2001:db8::1]:5000")))
         .unwrap(); // no v6 server
     a.end_of_local_candidates();
     a.handle_timeout(t0);
-    let reqs: Vec<Transmit> = std::iter::from_fn(|| a.poll_transmit()).collect();
+    let (reqs, first) = outputs(&mut a);
     assert_eq!(reqs.len(), 2);
     assert!(reqs.iter().all(|t| t.destination == server));
-    let events: Vec<IceEvent> = std::iter::from_fn(|| a.poll_event()).collect();
     assert_eq!(
-        events.len(),
+        first.len(),
         3,
         "three host candidates, gathering not complete yet"
     );
@@ -624,24 +619,16 @@ fn server_reflexive_gathering_then_gathering_complete() {
     // comes back: redundant, no candidate).
     let t = &reqs[0];
     let bytes = stun_answer(&t.contents, addr("198.51.100.1:40000"));
-    let d = Datagram {
-        source: server,
-        destination: t.source,
-        contents: &bytes,
-    };
+    let d = Datagram::udp(server, t.source, &bytes);
     assert_eq!(
         a.handle_input(t0 + Duration::from_millis(30), d),
-        Input::Consumed
+        Handled::Taken
     );
     let t = &reqs[1];
     let bytes = stun_answer(&t.contents, t.source);
-    let d = Datagram {
-        source: server,
-        destination: t.source,
-        contents: &bytes,
-    };
-    a.handle_input(t0 + Duration::from_millis(30), d);
-    let events: Vec<IceEvent> = std::iter::from_fn(|| a.poll_event()).collect();
+    let d = Datagram::udp(server, t.source, &bytes);
+    let _ = a.handle_input(t0 + Duration::from_millis(30), d);
+    let events: Vec<IceEvent> = events(&mut a);
     assert_eq!(events.len(), 2, "{events:?}");
     let IceEvent::LocalCandidate(c) = &events[0] else {
         panic!("{events:?}")
@@ -663,15 +650,17 @@ fn server_reflexive_gathering_then_gathering_complete() {
 fn gathering_completes_when_the_stun_server_is_silent() {
     let t0 = Instant::now();
     let mut a = IceAgent::new(IceConfig::controlled().with_seed(18));
-    a.add_stun_server(addr("203.0.113.1:3478"));
-    a.add_local_candidate(Candidate::host(addr(LOCAL))).unwrap();
+    a.add_stun_server(t0, addr("203.0.113.1:3478"));
+    a.add_local_candidate(t0, Candidate::host(addr(LOCAL)))
+        .unwrap();
     a.end_of_local_candidates();
     a.handle_timeout(t0);
     let mut now = t0;
     let mut sends = 0;
     for _ in 0..20 {
-        sends += std::iter::from_fn(|| a.poll_transmit()).count();
-        if std::iter::from_fn(|| a.poll_event()).any(|e| e == IceEvent::GatheringComplete) {
+        let (sent, events) = outputs(&mut a);
+        sends += sent.len();
+        if events.contains(&IceEvent::GatheringComplete) {
             break;
         }
         let Some(next) = a.poll_timeout() else { break };
@@ -687,15 +676,8 @@ fn check_from(a: &mut IceAgent, now: Instant, source: SocketAddr, tid: u8) -> Ve
     let pwd = a.local_credentials().pwd.clone();
     let user = username(a);
     let bytes = Req::valid(&user).encode(&pwd, TransactionId::new([tid; 12]));
-    a.handle_input(
-        now,
-        Datagram {
-            source,
-            destination: addr(LOCAL),
-            contents: &bytes,
-        },
-    );
-    std::iter::from_fn(|| a.poll_transmit()).collect()
+    let _ = a.handle_input(now, Datagram::udp(source, addr(LOCAL), &bytes));
+    transmits(a)
 }
 
 fn is_request(t: &Transmit) -> bool {
@@ -710,7 +692,8 @@ fn a_stream_of_triggered_checks_does_not_starve_the_check_list() {
     // first, but every other paced slot serves the check list.
     let (mut a, t0) = agent(IceConfig::controlled().with_seed(3));
     let signalled = addr("192.0.2.50:7000");
-    a.add_remote_candidate(Candidate::host(signalled)).unwrap();
+    a.add_remote_candidate(t0, Candidate::host(signalled))
+        .unwrap();
     let mut sent = Vec::new();
     let mut now = t0;
     for i in 0..40u8 {
@@ -721,7 +704,7 @@ fn a_stream_of_triggered_checks_does_not_starve_the_check_list() {
         if a.poll_timeout().is_some_and(|t| t <= now) {
             a.handle_timeout(now);
         }
-        sent.extend(std::iter::from_fn(|| a.poll_transmit()));
+        sent.extend(transmits(&mut a));
     }
     let to_signalled = sent
         .iter()
@@ -794,8 +777,7 @@ fn data_is_accepted_on_a_pair_being_checked_before_selection() {
     for _ in 0..400 {
         now += Duration::from_millis(50);
         a.handle_timeout(now);
-        while a.poll_transmit().is_some() {}
-        while a.poll_event().is_some() {}
+        let _ = outputs(&mut a);
     }
     let states: Vec<PairState> = a.stats().pairs.iter().map(|p| p.state).collect();
     assert_eq!(states, vec![PairState::Failed]);

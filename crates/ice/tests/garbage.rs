@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use p2p_ice::{Candidate, Datagram, IceAgent, IceConfig};
+use p2p_ice::{Candidate, IceAgent, IceConfig, IceOutput};
+use p2p_proto::{Datagram, Machine};
 use proptest::prelude::*;
 
 fn addr(s: &str) -> SocketAddr {
@@ -16,35 +17,38 @@ fn addr(s: &str) -> SocketAddr {
 fn setup(controlling: bool) -> (IceAgent, Instant, Vec<u8>, Vec<u8>) {
     let t0 = Instant::now();
     let mut a = IceAgent::new(
-        IceConfig {
-            controlling,
-            ..IceConfig::default()
-        }
-        .with_seed(1),
+        IceConfig::default()
+            .with_controlling(controlling)
+            .with_seed(1),
     );
     let mut b = IceAgent::new(
-        IceConfig {
-            controlling: !controlling,
-            ..IceConfig::default()
-        }
-        .with_seed(2),
+        IceConfig::default()
+            .with_controlling(!controlling)
+            .with_seed(2),
     );
     let ca = a
-        .add_local_candidate(Candidate::host(addr("10.0.0.1:5000")))
+        .add_local_candidate(t0, Candidate::host(addr("10.0.0.1:5000")))
         .unwrap();
     let cb = b
-        .add_local_candidate(Candidate::host(addr("10.0.0.2:6000")))
+        .add_local_candidate(t0, Candidate::host(addr("10.0.0.2:6000")))
         .unwrap();
-    a.add_remote_candidate(cb).unwrap();
-    b.add_remote_candidate(ca).unwrap();
+    a.add_remote_candidate(t0, cb).unwrap();
+    b.add_remote_candidate(t0, ca).unwrap();
     let (ua, ub) = (a.local_credentials().clone(), b.local_credentials().clone());
-    a.set_remote_credentials(&ub.ufrag, &ub.pwd).unwrap();
-    b.set_remote_credentials(&ua.ufrag, &ua.pwd).unwrap();
+    a.set_remote_credentials(t0, &ub.ufrag, &ub.pwd).unwrap();
+    b.set_remote_credentials(t0, &ua.ufrag, &ua.pwd).unwrap();
     a.handle_timeout(t0);
     b.handle_timeout(t0);
-    let a_check = a.poll_transmit().unwrap().contents;
-    let b_check = b.poll_transmit().unwrap().contents;
+    let a_check = first_transmit(&mut a).contents;
+    let b_check = first_transmit(&mut b).contents;
     (a, t0, a_check, b_check)
+}
+
+/// The first transmit the agent queued (the outputs before it are dropped).
+fn first_transmit(a: &mut IceAgent) -> p2p_proto::Transmit {
+    std::iter::from_fn(|| a.poll_output())
+        .find_map(IceOutput::transmit)
+        .unwrap()
 }
 
 fn feed(a: &mut IceAgent, now: Instant, bytes: &[u8]) {
@@ -53,16 +57,8 @@ fn feed(a: &mut IceAgent, now: Instant, bytes: &[u8]) {
         (addr("192.0.2.9:1"), addr("10.0.0.1:5000")),
         (addr("10.0.0.2:6000"), addr("10.9.9.9:9")),
     ] {
-        a.handle_input(
-            now,
-            Datagram {
-                source,
-                destination,
-                contents: bytes,
-            },
-        );
-        while a.poll_transmit().is_some() {}
-        while a.poll_event().is_some() {}
+        let _ = a.handle_input(now, Datagram::udp(source, destination, bytes));
+        while a.poll_output().is_some() {}
     }
 }
 
@@ -142,7 +138,7 @@ proptest! {
             let Some(next) = a.poll_timeout() else { break };
             now = next.max(now);
             a.handle_timeout(now);
-            while a.poll_transmit().is_some() {}
+            while a.poll_output().is_some() {}
         }
     }
 }

@@ -3,11 +3,13 @@
 //! oracle is the candidate types of the selected pair (design.md §2.5).
 #![allow(clippy::disallowed_methods)]
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use p2p_ice::{Candidate, CandidateKind, IceAgent, IceConfig, IceEvent, IceState, Input};
+use p2p_ice::{Candidate, CandidateKind, IceAgent, IceConfig, IceEvent, IceOutput, IceState};
 use p2p_netsim::{Behaviour, HostId, LinkConfig, NatConfig, Node, Realm, Sim};
+use p2p_proto::{Handled, Machine, Transmit};
 use p2p_stun::attr::XorMappedAddress;
 use p2p_stun::{Message, MessageBuilder, MessageClass, Method};
 
@@ -18,9 +20,10 @@ use Behaviour::{
 const STUN_SERVER: &str = "203.0.113.1:3478";
 
 /// A netsim node around an agent: events are kept for the test to read and
-/// forward (signalling).
+/// forward (signalling) as soon as the agent makes them.
 struct AgentNode {
     agent: IceAgent,
+    transmits: VecDeque<Transmit>,
     events: Vec<IceEvent>,
     forwarded: usize,
     data: Vec<Vec<u8>>,
@@ -31,49 +34,46 @@ impl AgentNode {
         agent.handle_timeout(now);
         let mut n = AgentNode {
             agent,
+            transmits: VecDeque::new(),
             events: Vec::new(),
             forwarded: 0,
             data: Vec::new(),
         };
-        n.drain_events();
+        n.drain();
         n
     }
 
-    fn drain_events(&mut self) {
-        while let Some(e) = self.agent.poll_event() {
-            self.events.push(e);
+    /// The agent's outputs, in order: transmits queued for the network,
+    /// events kept.
+    fn drain(&mut self) {
+        while let Some(out) = self.agent.poll_output() {
+            match out {
+                IceOutput::Transmit(t) => self.transmits.push_back(t),
+                IceOutput::Event(e) => self.events.push(e),
+                other => panic!("unexpected output {other:?}"),
+            }
         }
     }
 }
 
 impl Node for AgentNode {
     fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram<'_>) {
-        let input = self.agent.handle_input(
-            now,
-            p2p_ice::Datagram {
-                source: d.source,
-                destination: d.destination,
-                contents: d.contents,
-            },
-        );
-        if input == Input::NotIce {
+        if self.agent.handle_input(now, d) == Handled::NotMine {
             self.data.push(d.contents.to_vec());
         }
-        self.drain_events();
+        self.drain();
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         self.agent.handle_timeout(now);
-        self.drain_events();
+        self.drain();
     }
 
-    fn poll_transmit(&mut self, _now: Instant) -> Option<p2p_netsim::Transmit> {
-        let t = self.agent.poll_transmit()?;
-        Some(p2p_netsim::Transmit::udp(
-            t.source,
-            t.destination,
-            t.contents,
-        ))
+    fn poll_transmit(&mut self, _now: Instant) -> Option<Transmit> {
+        // Commands given between steps (candidates signalled, data sent)
+        // queued outputs too.
+        self.drain();
+        self.transmits.pop_front()
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
@@ -134,16 +134,14 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn agent(controlling: bool, seed: u64, host: SocketAddr) -> IceAgent {
+fn agent(now: Instant, controlling: bool, seed: u64, host: SocketAddr) -> IceAgent {
     let mut a = IceAgent::new(
-        IceConfig {
-            controlling,
-            ..IceConfig::default()
-        }
-        .with_seed(seed),
+        IceConfig::default()
+            .with_controlling(controlling)
+            .with_seed(seed),
     );
-    a.add_local_candidate(Candidate::host(host)).unwrap();
-    a.add_stun_server(STUN_SERVER.parse().unwrap());
+    a.add_local_candidate(now, Candidate::host(host)).unwrap();
+    a.add_stun_server(now, STUN_SERVER.parse().unwrap());
     a.end_of_local_candidates();
     a
 }
@@ -153,11 +151,11 @@ fn setup(place_a: Place, place_b: Place, seed: u64, link: LinkConfig) -> Scenari
     let mut sim = Sim::new(t0, seed);
     sim.set_default_link(link);
     sim.add_host([ip("203.0.113.1")], Realm::Public, StunReflector::default());
-    let mut a = agent(true, seed + 1, "10.0.1.2:5000".parse().unwrap());
-    let mut b = agent(false, seed + 2, "10.0.2.2:6000".parse().unwrap());
+    let mut a = agent(t0, true, seed + 1, "10.0.1.2:5000".parse().unwrap());
+    let mut b = agent(t0, false, seed + 2, "10.0.2.2:6000".parse().unwrap());
     let (ca, cb) = (a.local_credentials().clone(), b.local_credentials().clone());
-    a.set_remote_credentials(&cb.ufrag, &cb.pwd).unwrap();
-    b.set_remote_credentials(&ca.ufrag, &ca.pwd).unwrap();
+    a.set_remote_credentials(t0, &cb.ufrag, &cb.pwd).unwrap();
+    b.set_remote_credentials(t0, &ca.ufrag, &ca.pwd).unwrap();
     let (realm_a, realm_b) = match (place_a, place_b) {
         (Place::SharedLan, _) | (_, Place::SharedLan) => {
             let nat = sim.add_nat(NatConfig::new(ip("198.51.100.1"), Ei, Apd));
@@ -181,6 +179,7 @@ impl Scenario {
 
     /// Forward new LocalCandidate / GatheringComplete events to the peer.
     fn signal(&mut self) {
+        let now = self.sim.now();
         for (from, to) in [(self.a, self.b), (self.b, self.a)] {
             let node = self.sim.node_mut::<AgentNode>(from);
             let new: Vec<IceEvent> = node.events[node.forwarded..].to_vec();
@@ -189,7 +188,7 @@ impl Scenario {
             for e in new {
                 match e {
                     IceEvent::LocalCandidate(c) => {
-                        let _ = peer.agent.add_remote_candidate(c);
+                        let _ = peer.agent.add_remote_candidate(now, c);
                     }
                     IceEvent::GatheringComplete => peer.agent.end_of_remote_candidates(),
                     _ => {}
@@ -267,18 +266,12 @@ fn connects(
     );
     // Data flows end to end on the selected pair, through the NATs.
     let now = s.sim.now();
-    for (from, to) in [(s.a, s.b), (s.b, s.a)] {
-        let t = s
-            .sim
+    for from in [s.a, s.b] {
+        s.sim
             .node_mut::<AgentNode>(from)
             .agent
             .send(now, b"data".to_vec())
             .unwrap();
-        s.sim.send_from(
-            from,
-            p2p_netsim::Transmit::udp(t.source, t.destination, t.contents),
-        );
-        let _ = to;
     }
     s.run_until(
         |s| !s.node(s.a).data.is_empty() && !s.node(s.b).data.is_empty(),

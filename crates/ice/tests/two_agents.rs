@@ -9,23 +9,22 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use p2p_ice::{
-    Candidate, CandidateKind, Datagram, IceAgent, IceConfig, IceEvent, IceRole, IceState, PairState,
+    Candidate, CandidateKind, IceAgent, IceConfig, IceError, IceEvent, IceRole, IceState, PairState,
 };
+use p2p_proto::{Datagram, Machine};
 
 fn seeded(controlling: bool, seed: u64) -> IceConfig {
-    IceConfig {
-        controlling,
-        ..IceConfig::default()
-    }
-    .with_seed(seed)
+    IceConfig::default()
+        .with_controlling(controlling)
+        .with_seed(seed)
 }
 
 fn add_hosts(net: &mut Net, a: &[&str], b: &[&str]) {
     for s in a {
-        net.a.add_local_candidate(host(s)).unwrap();
+        net.a.add_local_candidate(net.now, host(s)).unwrap();
     }
     for s in b {
-        net.b.add_local_candidate(host(s)).unwrap();
+        net.b.add_local_candidate(net.now, host(s)).unwrap();
     }
     net.a.end_of_local_candidates();
     net.b.end_of_local_candidates();
@@ -64,11 +63,8 @@ fn host_to_host_connects_quickly() {
         (addr("10.0.0.1:5000"), addr("10.0.0.2:6000"))
     );
     // Data flows both ways on the selected pair and is handed back as not-ICE.
-    let now = net.now;
-    let t = net.a.send(now, b"ping".to_vec()).unwrap();
-    net.push(t);
-    let t = net.b.send(now, b"pong".to_vec()).unwrap();
-    net.push(t);
+    net.send(Side::A, b"ping").unwrap();
+    net.send(Side::B, b"pong").unwrap();
     net.run_until(
         |n| !n.a_data.is_empty() && !n.b_data.is_empty(),
         Duration::from_secs(1),
@@ -208,7 +204,7 @@ fn peer_reflexive_candidates_are_learnt_both_ways() {
     assert_eq!(l.base(), addr("10.0.0.1:5000"));
     assert_eq!(r.kind(), CandidateKind::Host);
     // Data from A leaves its base.
-    let t = net.a.send(net.now, b"x".to_vec()).unwrap();
+    let t = net.send(Side::A, b"x").unwrap();
     assert_eq!(t.source, addr("10.0.0.1:5000"));
 }
 
@@ -248,18 +244,18 @@ fn consent_is_lost_30_s_after_the_peer_goes_silent() {
         .a_events
         .iter()
         .any(|(_, e)| *e == IceEvent::ConsentLost));
-    assert!(net.a.send(net.now, b"x".to_vec()).is_none());
+    assert_eq!(net.send(Side::A, b"x"), Err(IceError::NotConnected));
 }
 
 #[test]
 fn keepalive_indications_when_idle() {
     // Consent checks every 5 s already keep the path busy; with a long
     // consent interval the 15 s keepalive indication shows.
-    let cfg = |c, s| IceConfig {
-        consent_interval: Duration::from_secs(100),
-        consent_timeout: Duration::from_secs(300),
-        disconnected_timeout: Duration::from_secs(200),
-        ..seeded(c, s)
+    let cfg = |c, s| {
+        seeded(c, s)
+            .with_consent_interval(Duration::from_secs(100))
+            .with_consent_timeout(Duration::from_secs(300))
+            .with_disconnected_timeout(Duration::from_secs(200))
     };
     let mut net = Net::new(cfg(true, 15), cfg(false, 16));
     add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
@@ -291,12 +287,12 @@ fn ice_restart_keeps_the_old_pair_until_new_checks_succeed() {
         .iter()
         .filter(|(_, e)| matches!(e, IceEvent::SelectedPair { .. }))
         .count();
-    net.a.restart();
-    net.b.restart();
+    net.a.restart(net.now);
+    net.b.restart(net.now);
     assert_ne!(net.a.local_credentials(), &old);
-    exchange_credentials(&mut net.a, &mut net.b);
+    exchange_credentials(&mut net.a, &mut net.b, net.now);
     // Data still flows on the old pair while the restart runs.
-    assert!(net.a.send(net.now, b"during".to_vec()).is_some());
+    assert!(net.send(Side::A, b"during").is_ok());
     assert_eq!(net.a.state(), IceState::Checking);
     net.run_until(
         |n| {
@@ -332,8 +328,8 @@ fn consent_lost_during_a_restart_leaves_the_new_checks_running() {
     net.run_until(|n| n.both_connected(), Duration::from_secs(5))
         .unwrap();
     net.drop = Box::new(|_| true);
-    net.a.restart();
-    net.b.restart();
+    net.a.restart(net.now);
+    net.b.restart(net.now);
     let restarted = net.elapsed();
     net.run_for(Duration::from_secs(31));
     for side in [Side::A, Side::B] {
@@ -346,17 +342,14 @@ fn consent_lost_during_a_restart_leaves_the_new_checks_running() {
         assert_eq!(net.agent(side).state(), IceState::Disconnected, "{side:?}");
     }
     net.drop = Box::new(|_| false);
-    exchange_credentials(&mut net.a, &mut net.b);
+    exchange_credentials(&mut net.a, &mut net.b, net.now);
     net.run_until(|n| n.both_connected(), Duration::from_secs(5))
         .unwrap();
 }
 
 #[test]
 fn full_agent_with_an_ice_lite_peer() {
-    let lite = IceConfig {
-        lite: true,
-        ..seeded(false, 20)
-    };
+    let lite = seeded(false, 20).with_lite(true);
     // The full agent starts controlled, as an answerer would: the lite peer
     // makes it controlling.
     let mut net = Net::new(seeded(false, 19), lite);
@@ -364,11 +357,14 @@ fn full_agent_with_an_ice_lite_peer() {
     assert_eq!(net.a.role(), IceRole::Controlling);
     assert!(net
         .b
-        .add_local_candidate(Candidate::server_reflexive(
-            addr("198.51.100.1:1"),
-            addr("10.0.0.2:6000"),
-            addr("203.0.113.1:3478").ip()
-        ))
+        .add_local_candidate(
+            net.now,
+            Candidate::server_reflexive(
+                addr("198.51.100.1:1"),
+                addr("10.0.0.2:6000"),
+                addr("203.0.113.1:3478").ip()
+            )
+        )
         .is_err());
     add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
     net.run_until(|n| n.both_connected(), Duration::from_secs(5))
@@ -400,8 +396,8 @@ fn trickle_late_host_candidates_upgrade_a_relay_path() {
         None,
         addr("203.0.113.50:3478").ip(),
     );
-    net.a.add_local_candidate(relay_a).unwrap();
-    net.b.add_local_candidate(relay_b).unwrap();
+    net.a.add_local_candidate(net.now, relay_a).unwrap();
+    net.b.add_local_candidate(net.now, relay_b).unwrap();
     net.run_until(|n| n.both_connected(), Duration::from_secs(5))
         .unwrap();
     assert_eq!(
@@ -409,8 +405,12 @@ fn trickle_late_host_candidates_upgrade_a_relay_path() {
         (CandidateKind::Relayed, CandidateKind::Relayed)
     );
     net.run_for(Duration::from_secs(3));
-    net.a.add_local_candidate(host("10.0.0.1:5000")).unwrap();
-    net.b.add_local_candidate(host("10.0.0.2:6000")).unwrap();
+    net.a
+        .add_local_candidate(net.now, host("10.0.0.1:5000"))
+        .unwrap();
+    net.b
+        .add_local_candidate(net.now, host("10.0.0.2:6000"))
+        .unwrap();
     net.a.end_of_local_candidates();
     net.b.end_of_local_candidates();
     let took = net
@@ -441,7 +441,7 @@ fn trickle_signalled_candidate_replaces_a_learnt_prflx() {
     );
     net.run_for(Duration::from_secs(2));
     for (_, e) in net.b_events.clone() {
-        signal(&mut net.a, &e);
+        signal(&mut net.a, net.now, &e);
     }
     assert_eq!(net.a.remote_candidates().len(), 1);
     assert_eq!(net.a.remote_candidates()[0].kind(), CandidateKind::Host);
@@ -454,19 +454,23 @@ fn trickle_signalled_candidate_replaces_a_learnt_prflx() {
 
 #[test]
 fn relay_only_uses_only_relayed_candidates() {
-    let relay_only = IceConfig {
-        relay_only: true,
-        ..seeded(true, 25)
-    };
+    let relay_only = seeded(true, 25).with_relay_only(true);
     let mut net = Net::new(relay_only, seeded(false, 26));
-    assert!(net.a.add_local_candidate(host("10.0.0.1:5000")).is_err());
-    net.a.add_stun_server(addr("203.0.113.1:3478")); // ignored
+    let now = net.now;
+    assert!(net
+        .a
+        .add_local_candidate(now, host("10.0.0.1:5000"))
+        .is_err());
+    net.a.add_stun_server(now, addr("203.0.113.1:3478")); // ignored
     net.a
-        .add_local_candidate(Candidate::relayed(
-            addr("203.0.113.50:40000"),
-            Some(addr("198.51.100.1:5000")),
-            addr("203.0.113.50:3478").ip(),
-        ))
+        .add_local_candidate(
+            now,
+            Candidate::relayed(
+                addr("203.0.113.50:40000"),
+                Some(addr("198.51.100.1:5000")),
+                addr("203.0.113.50:3478").ip(),
+            ),
+        )
         .unwrap();
     add_hosts(&mut net, &[], &["10.0.0.2:6000"]);
     net.run_until(|n| n.both_connected(), Duration::from_secs(5))
@@ -479,16 +483,13 @@ fn relay_only_uses_only_relayed_candidates() {
         .a_sent
         .iter()
         .all(|(_, t)| t.source == addr("203.0.113.50:40000")));
-    let t = net.a.send(net.now, b"x".to_vec()).unwrap();
+    let t = net.send(Side::A, b"x").unwrap();
     assert_eq!(t.source, addr("203.0.113.50:40000"));
 }
 
 #[test]
 fn aggressive_nomination_selects_on_the_first_success() {
-    let aggressive = IceConfig {
-        aggressive_nomination: true,
-        ..seeded(true, 27)
-    };
+    let aggressive = seeded(true, 27).with_aggressive_nomination(true);
     let mut net = Net::new(aggressive, seeded(false, 28));
     add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
     let took = net
@@ -522,14 +523,15 @@ fn unreachable_peer_fails_after_end_of_candidates() {
 
 #[test]
 fn without_end_of_candidates_only_the_checking_timeout_fails() {
-    let cfg = IceConfig {
-        checking_timeout: Some(Duration::from_secs(20)),
-        ..seeded(true, 31)
-    };
+    let cfg = seeded(true, 31).with_checking_timeout(Some(Duration::from_secs(20)));
     let mut net = Net::new(cfg, seeded(false, 32));
     net.drop = Box::new(|_| true);
-    net.a.add_local_candidate(host("10.0.0.1:5000")).unwrap();
-    net.b.add_local_candidate(host("10.0.0.2:6000")).unwrap();
+    net.a
+        .add_local_candidate(net.now, host("10.0.0.1:5000"))
+        .unwrap();
+    net.b
+        .add_local_candidate(net.now, host("10.0.0.2:6000"))
+        .unwrap();
     net.run_for(Duration::from_secs(15));
     assert_eq!(net.a.state(), IceState::Checking);
     assert_eq!(net.b.state(), IceState::Checking);
@@ -555,24 +557,34 @@ fn lossy_network_still_connects() {
 #[test]
 fn multiple_interfaces_and_families_get_distinct_priorities() {
     let mut net = Net::new(seeded(true, 35), seeded(false, 36));
-    let v4a = net.a.add_local_candidate(host("10.0.0.1:5000")).unwrap();
-    let v4b = net.a.add_local_candidate(host("192.168.1.1:5000")).unwrap();
+    let now = net.now;
+    let v4a = net
+        .a
+        .add_local_candidate(now, host("10.0.0.1:5000"))
+        .unwrap();
+    let v4b = net
+        .a
+        .add_local_candidate(now, host("192.168.1.1:5000"))
+        .unwrap();
     let v6 = net
         .a
-        .add_local_candidate(host("[2001:db8::1]:5000"))
+        .add_local_candidate(now, host("[2001:db8::1]:5000"))
         .unwrap();
-    let v4a_again = net.a.add_local_candidate(host("10.0.0.1:5001")).unwrap();
+    let v4a_again = net
+        .a
+        .add_local_candidate(now, host("10.0.0.1:5001"))
+        .unwrap();
     assert!(v6.priority() > v4a.priority());
     assert!(v4a.priority() > v4b.priority());
     assert_eq!(v4a.priority(), v4a_again.priority());
     assert_eq!(v4a.priority() >> 24, 126);
     // Redundant: same address and base.
     assert_eq!(
-        net.a.add_local_candidate(host("10.0.0.1:5000")),
-        Err(p2p_ice::IceError::Redundant)
+        net.a.add_local_candidate(now, host("10.0.0.1:5000")),
+        Err(IceError::Redundant)
     );
     // Pairs only within an address family.
-    net.a.add_remote_candidate(host("10.0.0.9:1")).unwrap();
+    net.a.add_remote_candidate(now, host("10.0.0.9:1")).unwrap();
     assert!(net
         .a
         .stats()
@@ -598,7 +610,7 @@ fn disconnected_then_back_when_consent_answers_resume() {
         Duration::from_secs(20),
     )
     .unwrap();
-    assert!(net.a.send(net.now, b"still trying".to_vec()).is_some());
+    assert!(net.send(Side::A, b"still trying").is_ok());
     silent.set(false);
     net.run_until(
         |n| matches!(n.a.state(), IceState::Connected | IceState::Completed),
@@ -616,10 +628,7 @@ fn disconnected_then_back_when_consent_answers_resume() {
 /// waits for a Ta slot) and its round trip: two round trips.
 #[test]
 fn regular_nomination_takes_two_round_trips_and_no_pacing_wait() {
-    let regular = |controlling, seed| IceConfig {
-        optimistic_nomination: false,
-        ..seeded(controlling, seed)
-    };
+    let regular = |controlling, seed| seeded(controlling, seed).with_optimistic_nomination(false);
     let mut net = Net::new(regular(true, 1), regular(false, 2));
     add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
     let took = net
@@ -631,12 +640,20 @@ fn regular_nomination_takes_two_round_trips_and_no_pacing_wait() {
 }
 
 /// Run the agent's gathering at `now` and answer its Binding request to
-/// `server` with `mapped`.
-fn answer_gather(a: &mut IceAgent, now: Instant, server: SocketAddr, mapped: SocketAddr) {
+/// `server` with `mapped`. Returns the events that came out before the
+/// answer.
+fn answer_gather(
+    a: &mut IceAgent,
+    now: Instant,
+    server: SocketAddr,
+    mapped: SocketAddr,
+) -> Vec<IceEvent> {
     use p2p_stun::attr::XorMappedAddress;
     use p2p_stun::{Message, MessageBuilder, MessageClass, MessageType, Method};
     a.handle_timeout(now);
-    let t = std::iter::from_fn(|| a.poll_transmit())
+    let (sent, events) = outputs(a);
+    let t = sent
+        .into_iter()
         .find(|t| t.destination == server)
         .expect("a Binding request to the STUN server");
     let req = Message::decode(&t.contents).expect("a STUN request");
@@ -650,14 +667,8 @@ fn answer_gather(a: &mut IceAgent, now: Instant, server: SocketAddr, mapped: Soc
     b.add(&XorMappedAddress(mapped)).unwrap();
     b.add_fingerprint().unwrap();
     b.finish();
-    a.handle_input(
-        now,
-        Datagram {
-            source: server,
-            destination: t.source,
-            contents: &buf,
-        },
-    );
+    let _ = a.handle_input(now, Datagram::udp(server, t.source, &buf));
+    events
 }
 
 /// A restart gathers again: the server-reflexive candidate of the old
@@ -669,11 +680,11 @@ fn restart_gathers_server_reflexive_candidates_again() {
     let server = addr("192.0.2.1:3478");
     let (old, new) = (addr("198.51.100.1:40000"), addr("198.51.100.1:40001"));
     let mut a = IceAgent::new(seeded(true, 1));
-    a.add_stun_server(server);
-    a.add_local_candidate(host("10.0.0.1:5000")).unwrap();
-    a.end_of_local_candidates();
     let t0 = Instant::now();
-    answer_gather(&mut a, t0, server, old);
+    a.add_stun_server(t0, server);
+    a.add_local_candidate(t0, host("10.0.0.1:5000")).unwrap();
+    a.end_of_local_candidates();
+    let mut before = answer_gather(&mut a, t0, server, old);
     let srflx = |a: &IceAgent| {
         a.local_candidates()
             .iter()
@@ -682,19 +693,27 @@ fn restart_gathers_server_reflexive_candidates_again() {
             .collect::<Vec<_>>()
     };
     assert_eq!(srflx(&a), [old]);
-    let events: Vec<IceEvent> = std::iter::from_fn(|| a.poll_event()).collect();
-    assert!(events.contains(&IceEvent::GatheringComplete), "{events:?}");
+    before.extend(events(&mut a));
+    let events_now = before;
+    assert!(
+        events_now.contains(&IceEvent::GatheringComplete),
+        "{events_now:?}"
+    );
 
-    a.restart();
+    a.restart(t0);
     assert!(srflx(&a).is_empty());
-    let events: Vec<IceEvent> = std::iter::from_fn(|| a.poll_event()).collect();
-    assert!(!events.contains(&IceEvent::GatheringComplete), "{events:?}");
-    assert!(events
+    let restarted: Vec<IceEvent> = events(&mut a);
+    assert!(
+        !restarted.contains(&IceEvent::GatheringComplete),
+        "{restarted:?}"
+    );
+    assert!(restarted
         .iter()
         .any(|e| matches!(e, IceEvent::LocalCandidate(c) if c.kind() == CandidateKind::Host)));
-    answer_gather(&mut a, t0 + Duration::from_secs(1), server, new);
+    let mut before = answer_gather(&mut a, t0 + Duration::from_secs(1), server, new);
     assert_eq!(srflx(&a), [new]);
-    let events: Vec<IceEvent> = std::iter::from_fn(|| a.poll_event()).collect();
+    before.extend(events(&mut a));
+    let events = before;
     assert!(events.contains(&IceEvent::GatheringComplete), "{events:?}");
     assert!(events
         .iter()
@@ -708,16 +727,20 @@ fn restart_gathers_server_reflexive_candidates_again() {
 fn a_retired_candidate_leaves_the_check_list() {
     let relayed = addr("203.0.113.1:50000");
     let mut a = IceAgent::new(seeded(true, 1));
-    a.add_local_candidate(host("10.0.0.1:5000")).unwrap();
-    a.add_local_candidate(Candidate::relayed(
-        relayed,
-        Some(addr("198.51.100.1:5000")),
-        addr("203.0.113.1:3478").ip(),
-    ))
+    let t0 = Instant::now();
+    a.add_local_candidate(t0, host("10.0.0.1:5000")).unwrap();
+    a.add_local_candidate(
+        t0,
+        Candidate::relayed(
+            relayed,
+            Some(addr("198.51.100.1:5000")),
+            addr("203.0.113.1:3478").ip(),
+        ),
+    )
     .unwrap();
-    a.set_remote_credentials("ufragB", "passwordpasswordpassword")
+    a.set_remote_credentials(t0, "ufragB", "passwordpasswordpassword")
         .unwrap();
-    a.add_remote_candidate(host("10.0.0.2:6000")).unwrap();
+    a.add_remote_candidate(t0, host("10.0.0.2:6000")).unwrap();
     assert!(a.retire_local_candidate(relayed, relayed));
     assert!(!a.retire_local_candidate(addr("10.9.9.9:1"), addr("10.9.9.9:1")));
     let from_relay = |a: &IceAgent| {
@@ -729,9 +752,9 @@ fn a_retired_candidate_leaves_the_check_list() {
             .collect::<Vec<_>>()
     };
     assert_eq!(from_relay(&a), [PairState::Failed]);
-    a.add_remote_candidate(host("10.0.0.3:7000")).unwrap();
+    a.add_remote_candidate(t0, host("10.0.0.3:7000")).unwrap();
     assert_eq!(from_relay(&a), [PairState::Failed]);
-    a.restart();
+    a.restart(t0);
     assert!(!a.local_candidates().iter().any(|c| c.address() == relayed));
 }
 
@@ -748,27 +771,29 @@ fn a_withheld_candidate_waits_out_the_restart_until_added_again() {
         )
     };
     let mut a = IceAgent::new(seeded(true, 1));
-    a.add_local_candidate(host("10.0.0.1:5000")).unwrap();
-    a.add_local_candidate(relay()).unwrap();
-    a.set_remote_credentials("ufragB", "passwordpasswordpassword")
+    let t0 = Instant::now();
+    a.add_local_candidate(t0, host("10.0.0.1:5000")).unwrap();
+    a.add_local_candidate(t0, relay()).unwrap();
+    a.set_remote_credentials(t0, "ufragB", "passwordpasswordpassword")
         .unwrap();
-    a.add_remote_candidate(host("10.0.0.2:6000")).unwrap();
-    while a.poll_event().is_some() {}
-    a.restart_withholding(&[(relayed, relayed)]);
+    a.add_remote_candidate(t0, host("10.0.0.2:6000")).unwrap();
+    let _ = outputs(&mut a);
+    a.restart_withholding(t0, &[(relayed, relayed)]);
     let mut emitted = Vec::new();
-    while let Some(e) = a.poll_event() {
+    for e in events(&mut a) {
         if let IceEvent::LocalCandidate(c) = e {
             emitted.push(c.address());
         }
     }
     assert_eq!(emitted, [addr("10.0.0.1:5000")]);
     assert!(!a.local_candidates().iter().any(|c| c.address() == relayed));
-    a.set_remote_credentials("ufragC", "passwordpasswordpassword")
+    a.set_remote_credentials(t0, "ufragC", "passwordpasswordpassword")
         .unwrap();
-    a.add_remote_candidate(host("10.0.0.2:6000")).unwrap();
+    a.add_remote_candidate(t0, host("10.0.0.2:6000")).unwrap();
     assert!(!a.stats().pairs.iter().any(|p| p.local.address() == relayed));
-    a.add_local_candidate(relay()).unwrap();
-    let again = std::iter::from_fn(|| a.poll_event())
+    a.add_local_candidate(t0, relay()).unwrap();
+    let again = events(&mut a)
+        .into_iter()
         .any(|e| matches!(e, IceEvent::LocalCandidate(c) if c.address() == relayed));
     assert!(again);
     assert!(a

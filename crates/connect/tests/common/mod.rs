@@ -180,7 +180,9 @@ impl SessionNode {
         }
         while let Some(e) = self.session.poll_event() {
             match &e {
-                SessionEvent::LocalCandidate(c) => self.outbox.push(Signal::Candidate(c.clone())),
+                SessionEvent::LocalCandidate(c) => {
+                    self.outbox.push(Signal::Candidate(c.to_string()))
+                }
                 SessionEvent::GatheringComplete => self.outbox.push(Signal::EndOfCandidates),
                 SessionEvent::SelectedPair { .. } => {
                     if self.first_selected.is_none() {
@@ -205,8 +207,15 @@ impl SessionNode {
 
     fn apply(&mut self, now: Instant, s: Signal) {
         let r = match s {
-            Signal::Credentials(u, p) => self.session.set_remote_credentials(&u, &p),
-            Signal::Candidate(c) => self.session.add_remote_candidate(now, &c),
+            Signal::Credentials(u, p) => self.session.set_remote_credentials(now, &u, &p),
+            // Signalled as text, read once with p2p-sdp's grammar.
+            Signal::Candidate(c) => match c.parse() {
+                Ok(c) => self.session.add_remote_candidate(now, c),
+                Err(e) => {
+                    self.signal_errors.push(format!("{c}: {e}"));
+                    Ok(())
+                }
+            },
             Signal::EndOfCandidates => {
                 self.session.end_of_remote_candidates(now);
                 Ok(())
@@ -426,12 +435,7 @@ impl fmt::Display for PathKind {
 }
 
 pub fn kind_name(k: CandidateKind) -> &'static str {
-    match k {
-        CandidateKind::Host => "host",
-        CandidateKind::ServerReflexive => "srflx",
-        CandidateKind::PeerReflexive => "prflx",
-        CandidateKind::Relayed => "relay",
-    }
+    k.sdp_name()
 }
 
 // ------------------------------------------------------------------ the harness
@@ -573,8 +577,10 @@ impl Pair {
         let (ua, pa) = (ua.to_owned(), pa.to_owned());
         let (ub, pb) = sb_.local_credentials();
         let (ub, pb) = (ub.to_owned(), pb.to_owned());
-        sa_.set_remote_credentials(&ub, &pb).expect("credentials");
-        sb_.set_remote_credentials(&ua, &pa).expect("credentials");
+        sa_.set_remote_credentials(t0, &ub, &pb)
+            .expect("credentials");
+        sb_.set_remote_credentials(t0, &ua, &pa)
+            .expect("credentials");
 
         let mut na = SessionNode::new("A", sa_);
         let mut nb = SessionNode::new("B", sb_);

@@ -8,7 +8,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use p2p_ice::{Candidate, Datagram, IceAgent, IceConfig, IceEvent, IceState, Input, Transmit};
+use p2p_ice::{Candidate, IceAgent, IceConfig, IceError, IceEvent, IceOutput, IceState};
+use p2p_proto::{Datagram, Handled, Machine, Transmit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -54,7 +55,7 @@ impl Net {
         let t0 = Instant::now();
         let mut a = IceAgent::new(config_a);
         let mut b = IceAgent::new(config_b);
-        exchange_credentials(&mut a, &mut b);
+        exchange_credentials(&mut a, &mut b, t0);
         a.handle_timeout(t0);
         b.handle_timeout(t0);
         Net {
@@ -100,33 +101,58 @@ impl Net {
         }
     }
 
+    /// Every output of both agents, in the order each made them: transmits
+    /// onto the network, events recorded (and signalled to the other side).
     fn drain(&mut self) {
-        let at = self.elapsed();
-        while let Some(mut t) = self.a.poll_transmit() {
-            self.a_sent.push((at, t.clone()));
-            if let Some(nat) = self.nat_a {
-                if t.source == nat.internal {
-                    t.source = nat.external;
+        let (at, now) = (self.elapsed(), self.now);
+        while let Some(out) = self.a.poll_output() {
+            match out {
+                IceOutput::Transmit(mut t) => {
+                    self.a_sent.push((at, t.clone()));
+                    if let Some(nat) = self.nat_a {
+                        if t.source == nat.internal {
+                            t.source = nat.external;
+                        }
+                    }
+                    self.push(t);
                 }
+                IceOutput::Event(e) => {
+                    if self.signal_a_to_b {
+                        signal(&mut self.b, now, &e);
+                    }
+                    self.a_events.push((at, e));
+                }
+                other => panic!("unexpected output {other:?}"),
             }
-            self.push(t);
         }
-        while let Some(t) = self.b.poll_transmit() {
-            self.b_sent.push((at, t.clone()));
-            self.push(t);
-        }
-        while let Some(e) = self.a.poll_event() {
-            if self.signal_a_to_b {
-                signal(&mut self.b, &e);
+        while let Some(out) = self.b.poll_output() {
+            match out {
+                IceOutput::Transmit(t) => {
+                    self.b_sent.push((at, t.clone()));
+                    self.push(t);
+                }
+                IceOutput::Event(e) => {
+                    if self.signal_b_to_a {
+                        signal(&mut self.a, now, &e);
+                    }
+                    self.b_events.push((at, e));
+                }
+                other => panic!("unexpected output {other:?}"),
             }
-            self.a_events.push((at, e));
         }
-        while let Some(e) = self.b.poll_event() {
-            if self.signal_b_to_a {
-                signal(&mut self.a, &e);
-            }
-            self.b_events.push((at, e));
-        }
+    }
+
+    /// `side` sends application data on its selected pair; the transmit
+    /// goes onto the network and is returned.
+    pub fn send(&mut self, side: Side, data: &[u8]) -> Result<Transmit, IceError> {
+        let now = self.now;
+        self.agent(side).send(now, data.to_vec())?;
+        self.drain();
+        let sent = match side {
+            Side::A => &self.a_sent,
+            Side::B => &self.b_sent,
+        };
+        Ok(sent.last().expect("the data went out").1.clone())
     }
 
     /// Queue a datagram (e.g. application data from `send`).
@@ -165,13 +191,9 @@ impl Net {
             let Some(side) = self.owner(t.destination) else {
                 continue;
             };
-            let d = Datagram {
-                source: t.source,
-                destination: t.destination,
-                contents: &t.contents,
-            };
+            let d = Datagram::udp(t.source, t.destination, &t.contents);
             let input = self.agent(side).handle_input(now, d);
-            if input == Input::NotIce {
+            if input == Handled::NotMine {
                 match side {
                     Side::A => self.a_data.push(t.contents.clone()),
                     Side::B => self.b_data.push(t.contents.clone()),
@@ -251,20 +273,43 @@ pub fn connected(a: &IceAgent) -> bool {
     matches!(a.state(), IceState::Connected | IceState::Completed) && a.selected_pair().is_some()
 }
 
-pub fn signal(to: &mut IceAgent, e: &IceEvent) {
+pub fn signal(to: &mut IceAgent, now: Instant, e: &IceEvent) {
     match e {
         IceEvent::LocalCandidate(c) => {
-            let _ = to.add_remote_candidate(c.clone());
+            let _ = to.add_remote_candidate(now, c.clone());
         }
         IceEvent::GatheringComplete => to.end_of_remote_candidates(),
         _ => {}
     }
 }
 
-pub fn exchange_credentials(a: &mut IceAgent, b: &mut IceAgent) {
+pub fn exchange_credentials(a: &mut IceAgent, b: &mut IceAgent, now: Instant) {
     let (ca, cb) = (a.local_credentials().clone(), b.local_credentials().clone());
-    a.set_remote_credentials(&cb.ufrag, &cb.pwd).unwrap();
-    b.set_remote_credentials(&ca.ufrag, &ca.pwd).unwrap();
+    a.set_remote_credentials(now, &cb.ufrag, &cb.pwd).unwrap();
+    b.set_remote_credentials(now, &ca.ufrag, &ca.pwd).unwrap();
+}
+
+/// Every output queued: the transmits and the events, each in order.
+pub fn outputs(a: &mut IceAgent) -> (Vec<Transmit>, Vec<IceEvent>) {
+    let (mut transmits, mut events) = (Vec::new(), Vec::new());
+    while let Some(out) = a.poll_output() {
+        match out {
+            IceOutput::Transmit(t) => transmits.push(t),
+            IceOutput::Event(e) => events.push(e),
+            other => panic!("unexpected output {other:?}"),
+        }
+    }
+    (transmits, events)
+}
+
+/// The transmits queued (the events are dropped).
+pub fn transmits(a: &mut IceAgent) -> Vec<Transmit> {
+    outputs(a).0
+}
+
+/// The events queued (the transmits are dropped).
+pub fn events(a: &mut IceAgent) -> Vec<IceEvent> {
+    outputs(a).1
 }
 
 pub fn addr(s: &str) -> SocketAddr {
