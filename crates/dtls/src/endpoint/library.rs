@@ -99,7 +99,11 @@ impl DtlsEndpoint {
             Ok(Ok(())) => {}
             Ok(Err(Error::UnexpectedMessage(
                 dimpl::UnexpectedMessageError::UnrecognizedAutoServerResponse,
-            ))) if undecided_client => {}
+            ))) if undecided_client => {
+                if let Some(description) = Self::undecided_client_alert(contents) {
+                    return self.end(CloseReason::PeerAlert { description }, None);
+                }
+            }
             Ok(Err(e)) => return self.library_failed(e),
             Err(detail) => {
                 return self.end(CloseReason::Failed(FailureKind::Internal), Some(detail))
@@ -181,6 +185,37 @@ impl DtlsEndpoint {
                 Ok(Polled::Timeout(_) | Polled::Grow(_)) | Err(_) => return,
                 Ok(_) => {}
             }
+        }
+    }
+
+    /// The library's output up to its Connected, if it has it, sending
+    /// and delivering none of it.
+    pub(super) fn finish_silently(&mut self) {
+        for _ in 0..MAX_POLLS {
+            let Some(dtls) = self.dtls.as_mut() else {
+                return;
+            };
+            let buf = &mut self.buf;
+            match guard(|| poll_one(dtls, buf)) {
+                Ok(Polled::Connected) => {
+                    self.library_connected = true;
+                    return;
+                }
+                Ok(Polled::Grow(n)) if n <= MAX_BUFFER => self.buf.resize(n, 0),
+                Ok(Polled::Timeout(_) | Polled::Grow(_)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// A plaintext fatal alert to a client that offered both versions and
+    /// has not heard which: the library does not read it then (see
+    /// `receive`), so it is read here. Its description, if it is one.
+    fn undecided_client_alert(contents: &[u8]) -> Option<u8> {
+        // type 21, any version, epoch 0, any sequence, length 2, fatal.
+        match contents {
+            [21, _, _, 0, 0, _, _, _, _, _, _, 0, 2, 2, description, ..] => Some(*description),
+            _ => None,
         }
     }
 

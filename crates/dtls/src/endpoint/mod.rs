@@ -320,11 +320,16 @@ impl DtlsEndpoint {
     fn refuse_peer(&mut self, peer: Fingerprint) {
         // The library cannot send alerts, so it is written here, in the
         // clear at epoch 0: a DTLS 1.2 peer still reads epoch 0 then (it
-        // has not had our ChangeCipherSpec, as the library's output stops
-        // here). Once the library finished its handshake the peer reads
-        // only protected records: close_notify through the library then
-        // makes sure it stops.
+        // has not had our ChangeCipherSpec: none of the library's output
+        // after the peer's certificate goes out).
         self.transmit(library::plaintext_fatal_alert(BAD_CERTIFICATE));
+        // A peer that finished its side of the handshake reads only
+        // protected records (a DTLS 1.3 client, after its Finished): when
+        // the library can finish too (with what it already has, sending
+        // nothing), a close_notify through it makes sure the peer stops.
+        if !self.library_connected {
+            self.finish_silently();
+        }
         if self.library_connected && self.call(|d| d.close()) {
             self.flush_packets();
         }
