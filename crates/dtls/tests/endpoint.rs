@@ -414,14 +414,14 @@ fn no_datagram_is_larger_than_the_mtu() {
 #[test]
 fn a_fingerprint_mismatch_ends_the_handshake_and_delivers_nothing() {
     for refuser in [DtlsRole::Client, DtlsRole::Server] {
-        for v13 in [false, true] {
-            let what = format!("refused by the {refuser}, 1.3 {v13}");
+        for (v13, v13_refuser) in [(false, false), (true, true), (false, true)] {
+            let what = format!("refused by the {refuser}, 1.3 {v13} (refuser {v13_refuser})");
             let (ca, cb) = certs();
             let stranger = Certificate::generate().unwrap();
             // A trusts B; B was told someone else's fingerprint for A.
             let mut a = config(&ca, refuser.other(), &cb, 1);
             let mut b = config(&cb, refuser, &stranger, 2);
-            (a.dtls13, b.dtls13) = (v13, v13);
+            (a.dtls13, b.dtls13) = (v13, v13_refuser);
             let mut p = Pair::new(a, b);
             p.start();
             // A sends data as soon as it can; B must deliver none of it.
