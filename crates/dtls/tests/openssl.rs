@@ -227,7 +227,7 @@ fn our_client_talks_to_openssl_s_server_and_checks_its_fingerprint() {
             sock.local_addr().unwrap(),
             SocketAddr::from(([127, 0, 0, 1], port)),
         );
-        let mut config = DtlsConfig::new(ours, DtlsRole::Client, vec![expected]);
+        let config = DtlsConfig::new(ours, DtlsRole::Client, vec![expected]);
         // The default: a ClientHello for DTLS 1.2 and 1.3, which OpenSSL
         // 3.0 (DTLS 1.2 only) must read as 1.2.
         assert!(config.dtls13);
