@@ -3,6 +3,8 @@
 
 use p2p_stun::{AttrType, MessageBuilder};
 
+pub mod dtls;
+
 /// The fuzzer's input, consumed front to back; `None` when it runs out.
 pub struct Input<'a>(pub &'a [u8]);
 
