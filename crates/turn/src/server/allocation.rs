@@ -5,15 +5,15 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use p2p_proto::FiveTuple;
 use p2p_stun::{Message, TransactionId};
 use rand::RngCore;
 
-use crate::auth::CredentialStore;
-use crate::relay::{RelayAllocator, TokenBucket};
-use crate::tcp::TcpCommand;
-use crate::types::FiveTuple;
-
-use super::*;
+use super::bandwidth::TokenBucket;
+use super::{
+    Auth, ChannelRoute, CredentialStore, EndReason, RouteUpdate, ServerEvent, SocketRequest,
+    TcpConn, TcpState, Traffic, TurnServer,
+};
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Channel {
@@ -43,7 +43,8 @@ pub(super) struct Allocation {
     pub(super) tcp: bool,
 }
 
-pub(super) fn family_index(ip: IpAddr) -> usize {
+/// Index of an IP's family in [`Allocation::relayed`]: 0 IPv4, 1 IPv6.
+pub(super) fn ip_family_index(ip: IpAddr) -> usize {
     match ip {
         IpAddr::V4(_) => 0,
         IpAddr::V6(_) => 1,
@@ -55,8 +56,10 @@ impl Allocation {
         self.relayed.iter().flatten().copied().collect()
     }
 
-    pub(super) fn relay_for(&self, peer: IpAddr) -> Option<SocketAddr> {
-        self.relayed[family_index(peer)]
+    /// The relayed address data to a peer at `peer` leaves from (the one
+    /// of its family).
+    pub(super) fn relayed_for(&self, peer: IpAddr) -> Option<SocketAddr> {
+        self.relayed[ip_family_index(peer)]
     }
 
     pub(super) fn permitted(&self, now: Instant, peer: IpAddr) -> bool {
@@ -85,7 +88,7 @@ impl Allocation {
             if !keep {
                 by_peer.remove(&c.peer);
                 if let (Some(r), Some(relayed)) =
-                    (routes.as_deref_mut(), relayed[family_index(c.peer.ip())])
+                    (routes.as_deref_mut(), relayed[ip_family_index(c.peer.ip())])
                 {
                     r.push_back(RouteUpdate::Down(ChannelRoute {
                         five_tuple,
@@ -114,22 +117,11 @@ impl Allocation {
     }
 }
 
-/// Why an allocation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Ended {
-    /// Refresh with lifetime 0.
-    Deleted,
-    /// Its lifetime ran out.
-    Expired,
-    /// Its TCP/TLS connection closed.
-    Closed,
-}
-
 /// After a channel binding expires, its number and peer stay reserved this
 /// long (RFC 8656 §12: "5 minutes").
 pub(super) const CHANNEL_GUARD: Duration = Duration::from_secs(300);
 
-impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
+impl<C: CredentialStore> TurnServer<C> {
     pub(super) fn schedule(&mut self, slot: usize) {
         let Some(Some(a)) = self.slots.get_mut(slot) else {
             return;
@@ -141,7 +133,35 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         }
     }
 
-    pub(super) fn remove_allocation(&mut self, slot: usize, why: Ended) {
+    /// Expire allocations, permissions and channels due at `now`.
+    pub(super) fn run_allocation_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((t, slot, id))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(Some(a)) = self.slots.get_mut(slot) else {
+                continue;
+            };
+            if a.id != id || a.scheduled != Some(t) {
+                continue;
+            }
+            a.scheduled = None;
+            if now >= a.expires {
+                self.remove_allocation(slot, EndReason::Expired);
+            } else {
+                let export = self.config.export_routes;
+                a.purge(now, CHANNEL_GUARD, export.then_some(&mut self.routes));
+                self.schedule(slot);
+            }
+        }
+    }
+
+    /// End the allocation in `slot`: its routes go down, its peer
+    /// connections close, its relayed addresses are released (their sockets
+    /// with [`SocketRequest::Release`]), and [`ServerEvent::AllocationEnded`]
+    /// says why.
+    pub(super) fn remove_allocation(&mut self, slot: usize, reason: EndReason) {
         let Some(a) = self.slots.get_mut(slot).and_then(Option::take) else {
             return;
         };
@@ -149,7 +169,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         self.by_tuple.remove(&a.five_tuple);
         if self.config.export_routes {
             for (&channel, c) in &a.channels {
-                if let Some(relayed) = a.relay_for(c.peer.ip()) {
+                if let Some(relayed) = a.relayed_for(c.peer.ip()) {
                     self.routes.push_back(RouteUpdate::Down(ChannelRoute {
                         five_tuple: a.five_tuple,
                         channel,
@@ -176,52 +196,42 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
                 {
                     self.data_conns.remove(&data);
                 }
-                self.commands.push_back(TcpCommand::Close { id });
+                self.sockets.push_back(SocketRequest::CloseTcp { id });
             }
         }
         for r in a.relayed.iter().flatten() {
             self.by_relay.remove(r);
-            self.relays.release(*r);
+            self.ports.release(*r);
+            self.sockets
+                .push_back(SocketRequest::Release { relayed: *r });
         }
-        if let Some(n) = self.user_counts.get_mut(&a.user) {
+        self.uncount_user(&a.user);
+        let k = self.tally(a.five_tuple.transport);
+        k.allocations_active = k.allocations_active.saturating_sub(1);
+        match reason {
+            EndReason::Deleted => k.allocations_deleted += 1,
+            EndReason::Expired => k.allocations_expired += 1,
+            EndReason::ConnectionClosed => k.allocations_closed += 1,
+            _ => k.allocations_stopped += 1,
+        }
+        let relayed = a.relayed_list();
+        self.events.push_back(ServerEvent::AllocationEnded {
+            user: a.user,
+            five_tuple: a.five_tuple,
+            relayed,
+            traffic: a.traffic,
+            reason,
+        });
+    }
+
+    /// One allocation (or Allocate under way) fewer for `user`'s quota.
+    pub(super) fn uncount_user(&mut self, user: &str) {
+        if let Some(n) = self.user_counts.get_mut(user) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.user_counts.remove(&a.user);
+                self.user_counts.remove(user);
             }
         }
-        self.counters.allocations_active = self.counters.allocations_active.saturating_sub(1);
-        let relayed = a.relayed_list();
-        let (user, five_tuple, traffic) = (a.user, a.five_tuple, a.traffic);
-        let event = match why {
-            Ended::Deleted => {
-                self.counters.allocations_deleted += 1;
-                ServerEvent::AllocationDeleted {
-                    user,
-                    five_tuple,
-                    relayed,
-                    traffic,
-                }
-            }
-            Ended::Expired => {
-                self.counters.allocations_expired += 1;
-                ServerEvent::AllocationExpired {
-                    user,
-                    five_tuple,
-                    relayed,
-                    traffic,
-                }
-            }
-            Ended::Closed => {
-                self.counters.allocations_closed += 1;
-                ServerEvent::AllocationClosed {
-                    user,
-                    five_tuple,
-                    relayed,
-                    traffic,
-                }
-            }
-        };
-        self.events.push_back(event);
     }
 
     pub(super) fn tcp_connection_count(&self, slot: usize, alloc_id: u64) -> usize {

@@ -7,11 +7,10 @@ use p2p_stun::attr::{
 };
 use p2p_stun::{AttrType, EncodeError, Key, Message, Method};
 
-use crate::auth::{nonce_features, CredentialStore, FEATURE_PASSWORD_ALGORITHMS};
-use crate::relay::RelayAllocator;
-use crate::types::FiveTuple;
+use p2p_proto::FiveTuple;
 
-use super::*;
+use super::{AuthFailure, ServerEvent, TurnServer};
+use crate::auth::{nonce_features, CredentialStore, FEATURE_PASSWORD_ALGORITHMS};
 
 /// The result of a successful authentication.
 #[derive(Clone)]
@@ -21,7 +20,7 @@ pub(super) struct Auth {
     pub(super) sha256: bool,
 }
 
-impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
+impl<C: CredentialStore> TurnServer<C> {
     /// A 401 or 438 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS.
     pub(super) fn challenge(
         &mut self,
@@ -31,7 +30,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         code: u16,
         auth: Option<&Auth>,
     ) {
-        let nonce = self.nonces.mint(self.secs(now), ft.client, ft.transport);
+        let nonce = self.nonces.mint(self.secs(now), ft.remote, ft.transport);
         let realm = self.config.realm.clone();
         let algs = self.config.password_algorithms.clone();
         self.reply(ft, req, auth, Some(code), |b| {
@@ -52,9 +51,9 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         user: Option<String>,
         reason: AuthFailure,
     ) {
-        self.counters.auth_failures += 1;
+        self.tally(ft.transport).auth_failures += 1;
         self.events.push_back(ServerEvent::AuthFailed {
-            remote: ft.client,
+            five_tuple: *ft,
             username: user,
             reason,
         });
@@ -139,10 +138,10 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         let secs = self.secs(now);
         let fresh = self
             .nonces
-            .is_valid(nonce.as_str(), secs, ft.client, ft.transport)
+            .is_valid(nonce.as_str(), secs, ft.remote, ft.transport)
             || self.control_connection(msg).is_some_and(|control| {
                 self.nonces
-                    .is_valid(nonce.as_str(), secs, control.client, control.transport)
+                    .is_valid(nonce.as_str(), secs, control.remote, control.transport)
             });
         if !fresh {
             self.challenge(now, ft, msg, 438, Some(&auth));

@@ -1,14 +1,19 @@
 //! Settings of the server.
 
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use p2p_stun::attr::PasswordAlgorithm;
 
 use crate::policy::PeerPolicy;
 
+#[cfg(doc)]
+use super::{ServerOutput, TurnServer};
+
 /// A per-allocation bandwidth cap: a token bucket over the bytes of
 /// application data relayed in both directions.
+#[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bandwidth {
     /// Sustained rate, bytes per second.
@@ -17,12 +22,35 @@ pub struct Bandwidth {
     pub burst: u64,
 }
 
+impl Bandwidth {
+    /// `bytes_per_sec` sustained, `burst` bytes at once.
+    pub fn new(bytes_per_sec: u64, burst: u64) -> Self {
+        Bandwidth {
+            bytes_per_sec,
+            burst,
+        }
+    }
+}
+
 /// Settings of a [`TurnServer`]. `ServerConfig::new(realm)` gives the RFC's
-/// defaults and the secure policy.
+/// defaults and the secure policy; set fields after it. Give it
+/// [`ServerConfig::relayed_ips`]: without one, every Allocate is refused
+/// (440).
+#[non_exhaustive]
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// The realm of the long-term credentials.
     pub realm: String,
+    /// The IPs relayed addresses are on: the first IPv4 and the first IPv6
+    /// one count. A family without one is refused (440). Default none.
+    pub relayed_ips: Vec<IpAddr>,
+    /// The ports relayed addresses are taken from, UDP and TCP alike (RFC
+    /// 8656 §7.2: the dynamic range by default, 49152-65535). The server
+    /// probes from a random port (its RNG, [`ServerConfig::rng_seed`]).
+    pub relayed_ports: RangeInclusive<u16>,
+    /// Grant RFC 6062 allocations (a TCP relayed address, for clients on
+    /// TCP or TLS); 442 otherwise. Default true.
+    pub tcp_allocations: bool,
     /// SOFTWARE sent in authenticated responses only (never in the
     /// unauthenticated 401/400, to keep those small).
     pub software: Option<String>,
@@ -72,10 +100,11 @@ pub struct ServerConfig {
     /// Binding elsewhere (see [`crate::is_turn_method`]).
     pub answer_binding: bool,
     /// Seed of the server's RNG (nonce key, transaction ids of Data
-    /// indications, reservation tokens). `None`: OS entropy.
+    /// indications, reservation tokens, relayed ports, connection ids).
+    /// `None`: OS entropy.
     pub rng_seed: Option<u64>,
-    /// Publish the channels of UDP allocations through
-    /// [`TurnServer::poll_route`], so that the driver can relay their
+    /// Publish the channels of UDP allocations as [`ServerOutput::Route`]s,
+    /// so that the driver can relay their
     /// ChannelData itself (a fast path). Default off.
     pub export_routes: bool,
 }
@@ -85,6 +114,9 @@ impl ServerConfig {
     pub fn new(realm: impl Into<String>) -> Self {
         ServerConfig {
             realm: realm.into(),
+            relayed_ips: Vec::new(),
+            relayed_ports: 49152..=65535,
+            tcp_allocations: true,
             software: None,
             password_algorithms: vec![PasswordAlgorithm::Sha256, PasswordAlgorithm::Md5],
             nonce_lifetime: Duration::from_secs(600),

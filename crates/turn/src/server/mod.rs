@@ -5,6 +5,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
+use p2p_proto::{Datagram, FiveTuple, Handled, Machine, Transmit, Transport};
 use p2p_stun::{classify, PacketKind};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -12,53 +13,72 @@ use rand::{RngCore, SeedableRng};
 use crate::auth::{
     CredentialStore, NonceMinter, FEATURE_PASSWORD_ALGORITHMS, FEATURE_USERNAME_ANONYMITY,
 };
-use crate::relay::RelayAllocator;
-use crate::tcp::TcpCommand;
-use crate::types::{Datagram, FiveTuple, Transmit, Transport};
 
+mod allocate;
 mod allocation;
 mod auth;
+mod bandwidth;
 mod config;
 mod events;
 mod peers;
+mod ports;
 mod relay;
 mod replies;
 mod requests;
 mod routes;
 mod tcp;
 
-use allocation::*;
-use auth::*;
-pub use config::*;
-pub use events::*;
-pub use routes::*;
-use tcp::*;
+use allocate::{BindWaiter, PendingAllocate};
+use allocation::Allocation;
+use auth::Auth;
+pub use config::{Bandwidth, ServerConfig};
+pub use events::{
+    AllocationInfo, AuthFailure, Counters, EndReason, ServerEvent, ServerOutput, SocketRequest,
+    Traffic,
+};
+use ports::PortPool;
+pub use routes::{ChannelRoute, RouteUpdate};
+use tcp::{TcpConn, TcpState};
 
 /// Most buffers kept for reuse.
 const POOL_MAX: usize = 1024;
 
 /// A TURN server (RFC 8656) over UDP, with clients on UDP, TCP or TLS.
 ///
-/// It owns no socket and reads no clock. The daemon owns the listening
-/// sockets and one UDP socket per relayed address (bound by its
-/// [`RelayAllocator`]), and drives the server:
+/// It owns no socket and reads no clock; it is driven through
+/// [`p2p_proto::Machine`]. The driver owns the listening sockets, and the
+/// sockets the server asks for ([`SocketRequest`]): one UDP socket per
+/// relayed address, and for RFC 6062 a TCP listener per TCP relayed address
+/// and the TCP connections to peers.
 ///
 /// - Every datagram received on a listening socket **or** on a relayed
-///   socket goes to [`TurnServer::handle_input`], with `local` = the address
-///   of the socket it arrived on and `remote` = the sender. The server tells
-///   the two apart by looking `local` up among its relayed addresses. On a
-///   TCP/TLS listening connection, the daemon frames the stream with
-///   [`p2p_stun::next_frame_len`] and feeds one whole message at a time with
-///   `transport = Tcp/Tls` and `remote` = the connection's peer address.
-/// - After any `handle_*` call, drain [`TurnServer::poll_transmit`] and send
-///   each [`Transmit`] from the socket whose address is `source` (a
-///   listening address, or a relayed address for data to peers; over TCP, on
-///   the connection of the 5-tuple), then give the buffer back with
-///   [`TurnServer::recycle`]. Then read [`TurnServer::poll_timeout`] and
-///   call [`TurnServer::handle_timeout`] at that instant (earlier is
-///   harmless). Then drain [`TurnServer::poll_event`].
-/// - Do not call another `handle_*` before draining (the queues would only
-///   grow; nothing is lost).
+///   socket goes to [`handle_input`](Machine::handle_input) as a
+///   [`Datagram`] whose `destination` is the address of the socket it
+///   arrived on and `source` the sender; the server tells the two apart by
+///   its relayed addresses. A 5-tuple ([`FiveTuple`]) names an allocation
+///   as the server sees it: `local` = the listening address, `remote` = the
+///   client. On a TCP/TLS connection, the driver frames the stream with
+///   [`p2p_stun::next_frame_len`] and feeds one whole message at a time
+///   (`transport` = TCP/TLS, `source` = the connection's peer address).
+/// - After every call, drain [`poll_output`](Machine::poll_output) and act
+///   on each output as it comes ([`ServerOutput`] says the order they come
+///   in and why): publish routes, send each [`Transmit`] from the socket
+///   whose address is its `source` (a listening address, or a relayed
+///   address for data to peers; over TCP, on the connection of the
+///   5-tuple) and give the buffer back with [`TurnServer::recycle`], open
+///   or close the sockets asked for and report with
+///   [`TurnServer::bind_result`] and the `tcp_*` calls, log the events.
+///   Then call [`handle_timeout`](Machine::handle_timeout) at
+///   [`poll_timeout`](Machine::poll_timeout) (earlier is harmless).
+///
+/// The server starts serving at once; it has nothing to do before its
+/// first datagram, so `handle_timeout` is only ever asked for timers.
+///
+/// An Allocate is answered once the driver has bound the relayed sockets
+/// it asked for ([`SocketRequest::BindUdp`], [`TurnServer::bind_result`]);
+/// a driver that answers in the same drain (a test, a virtual network)
+/// gets the answer in that drain. Retransmissions of the Allocate while it
+/// waits are absorbed.
 ///
 /// STUN Binding requests on listening addresses are answered too (no
 /// authentication) unless [`ServerConfig::answer_binding`] is off; use
@@ -66,10 +86,15 @@ const POOL_MAX: usize = 1024;
 ///
 /// Relaying allocates only the output buffer, taken from a pool; one hash
 /// lookup finds the allocation and one the permission.
-pub struct TurnServer<C: CredentialStore, R: RelayAllocator> {
+pub struct TurnServer<C: CredentialStore> {
     config: ServerConfig,
     creds: C,
-    relays: R,
+    /// The relayed addresses: taken, held, refused by the OS.
+    ports: PortPool,
+    /// Allocates waiting for their sockets.
+    pending_allocates: HashMap<FiveTuple, PendingAllocate>,
+    /// Who waits for the driver's answer about an address.
+    binds: HashMap<SocketAddr, BindWaiter>,
     epoch: (Instant, SystemTime),
     rng: StdRng,
     nonces: NonceMinter,
@@ -85,38 +110,35 @@ pub struct TurnServer<C: CredentialStore, R: RelayAllocator> {
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ServerEvent>,
+    /// Sockets to open or close.
+    sockets: VecDeque<SocketRequest>,
     pool: Vec<Vec<u8>>,
-    counters: Counters,
+    /// By client transport (`replies::transport_index`).
+    counters: [Counters; 3],
     tcp_conns: HashMap<u32, TcpConn>,
     /// Bound client data connections → their peer connection.
     data_conns: HashMap<FiveTuple, u32>,
     /// ConnectionBind deadlines, in order (the timeout is constant).
     bind_deadlines: VecDeque<(Instant, u32)>,
-    commands: VecDeque<TcpCommand>,
     /// Route changes for the driver's fast path ([`ServerConfig::export_routes`]).
     routes: VecDeque<RouteUpdate>,
 }
 
-impl<C: CredentialStore, R: RelayAllocator> std::fmt::Debug for TurnServer<C, R> {
+impl<C: CredentialStore> std::fmt::Debug for TurnServer<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TurnServer")
             .field("realm", &self.config.realm)
             .field("allocations", &self.by_tuple.len())
-            .field("counters", &self.counters)
+            .field("counters", &self.counters())
             .finish()
     }
 }
 
-impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
+impl<C: CredentialStore> TurnServer<C> {
     /// A server. `epoch` pairs a monotonic instant with the wall-clock time
     /// at that instant; the server derives wall time (for REST credential
     /// expiry) as `epoch.1 + (now - epoch.0)` and never reads a clock.
-    pub fn new(
-        config: ServerConfig,
-        credentials: C,
-        relays: R,
-        epoch: (Instant, SystemTime),
-    ) -> Self {
+    pub fn new(config: ServerConfig, credentials: C, epoch: (Instant, SystemTime)) -> Self {
         let mut rng = match config.rng_seed {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_entropy(),
@@ -136,10 +158,13 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             alg_list_wire.extend_from_slice(&a.number().to_be_bytes());
             alg_list_wire.extend_from_slice(&[0, 0]);
         }
+        let ports = PortPool::new(&config.relayed_ips, config.relayed_ports.clone());
         TurnServer {
             config,
             creds: credentials,
-            relays,
+            ports,
+            pending_allocates: HashMap::new(),
+            binds: HashMap::new(),
             epoch,
             rng,
             nonces,
@@ -155,12 +180,12 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            sockets: VecDeque::new(),
             pool: Vec::new(),
-            counters: Counters::default(),
+            counters: [Counters::default(); 3],
             tcp_conns: HashMap::new(),
             data_conns: HashMap::new(),
             bind_deadlines: VecDeque::new(),
-            commands: VecDeque::new(),
             routes: VecDeque::new(),
         }
     }
@@ -180,19 +205,25 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         &mut self.creds
     }
 
-    /// The relay allocator.
-    pub fn relays(&self) -> &R {
-        &self.relays
+    /// The counters, every client transport together.
+    pub fn counters(&self) -> Counters {
+        let mut sum = Counters::default();
+        for c in &self.counters {
+            sum += *c;
+        }
+        sum
     }
 
-    /// The relay allocator.
-    pub fn relays_mut(&mut self) -> &mut R {
-        &mut self.relays
+    /// The counters of what came from or went to clients over `transport`
+    /// (peer traffic is counted under its allocation's transport).
+    pub fn transport_counters(&self, transport: Transport) -> Counters {
+        self.counters[replies::transport_index(transport)]
     }
 
-    /// The counters.
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    /// Relayed addresses taken from the pool: bound or being bound for an
+    /// allocation, or held for a reservation.
+    pub fn relayed_addresses_in_use(&self) -> usize {
+        self.ports.in_use()
     }
 
     /// How many allocations exist.
@@ -218,13 +249,6 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         self.by_relay.contains_key(&addr)
     }
 
-    /// The client transport of the live allocation whose relayed address
-    /// is `addr`; `None` when `addr` is no such address.
-    pub fn relayed_address_transport(&self, addr: SocketAddr) -> Option<Transport> {
-        let slot = *self.by_relay.get(&addr)?;
-        Some(self.slots.get(slot)?.as_ref()?.five_tuple.transport)
-    }
-
     /// Every live allocation: its 5-tuple and a view of it (in no
     /// particular order).
     pub fn allocations(
@@ -236,12 +260,8 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             .filter_map(move |ft| Some((*ft, self.allocation(now, ft)?)))
     }
 
-    /// The next packet to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
-    }
-
-    /// Give a sent [`Transmit::contents`] buffer back for reuse.
+    /// Give a sent [`Transmit::contents`] buffer back for reuse (the
+    /// relay path then allocates nothing).
     pub fn recycle(&mut self, mut buf: Vec<u8>) {
         if self.pool.len() < POOL_MAX && buf.capacity() >= 64 {
             buf.clear();
@@ -249,129 +269,116 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         }
     }
 
-    /// The next event.
-    pub fn poll_event(&mut self) -> Option<ServerEvent> {
-        self.events.pop_front()
-    }
-
-    /// The next change to the channels the driver may relay itself, when
-    /// [`ServerConfig::export_routes`] is on (drain it after every
-    /// `handle_*` call, like the transmits).
-    ///
-    /// Only channels of UDP allocations without a bandwidth cap, whose peer
-    /// is not one of the server's own addresses (unless the allow list
-    /// opens it and it is no listening socket), are published: the rest
-    /// keeps going through [`TurnServer::handle_input`], which checks
-    /// them packet by packet. A route is published again whenever its
-    /// `until` moves (ChannelBind, CreatePermission or Refresh), and
-    /// withdrawn when its allocation ends or the channel is forgotten.
-    /// Traffic relayed by the driver is not in [`Counters`] nor in the
-    /// allocation's [`Traffic`]: the driver counts it.
-    pub fn poll_route(&mut self) -> Option<RouteUpdate> {
-        self.routes.pop_front()
-    }
-
-    /// When [`TurnServer::handle_timeout`] should be called next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let t = self.timers.peek().map(|Reverse((t, _, _))| *t);
-        let r = self.reservation_queue.front().map(|(t, _)| *t);
-        let b = self.bind_deadlines.front().map(|(t, _)| *t);
-        [t, r, b].into_iter().flatten().min()
-    }
-
-    /// Expire allocations, permissions, channels and reservations due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&Reverse((t, slot, id))) = self.timers.peek() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
-            let Some(Some(a)) = self.slots.get_mut(slot) else {
-                continue;
-            };
-            if a.id != id || a.scheduled != Some(t) {
-                continue;
-            }
-            a.scheduled = None;
-            if now >= a.expires {
-                self.remove_allocation(slot, Ended::Expired);
-            } else {
-                let export = self.config.export_routes;
-                a.purge(now, CHANNEL_GUARD, export.then_some(&mut self.routes));
-                self.schedule(slot);
-            }
-        }
-        while let Some(&(t, token)) = self.reservation_queue.front() {
-            if t > now {
-                break;
-            }
-            self.reservation_queue.pop_front();
-            if let Some((addr, exp)) = self.reservations.get(&token).copied() {
-                if exp <= now {
-                    self.reservations.remove(&token);
-                    self.relays.release(addr);
-                }
-            }
-        }
-        while let Some(&(t, id)) = self.bind_deadlines.front() {
-            if t > now {
-                break;
-            }
-            self.bind_deadlines.pop_front();
-            let due = self.tcp_conns.get(&id).is_some_and(
-                |c| matches!(c.state, TcpState::Pending { deadline } if deadline <= now),
-            );
-            if due {
-                self.tcp_conns.remove(&id);
-                self.commands.push_back(TcpCommand::Close { id });
-            }
-        }
-    }
-
     /// The client's TCP or TLS connection of `five_tuple` closed (or was
     /// reset, or idled out): its allocation, if any, is deleted at once and
     /// its relayed addresses released (RFC 8656 §3.1 and §7: over TCP, an
-    /// allocation lives as long as the connection that made it). Emits
-    /// [`ServerEvent::AllocationClosed`]. Returns whether an allocation
-    /// ended. A UDP 5-tuple is left alone (UDP has no connection to close).
+    /// allocation lives as long as the connection that made it), with
+    /// [`ServerEvent::AllocationEnded`] ([`EndReason::ConnectionClosed`]);
+    /// an Allocate still waiting for its sockets is given up. Returns
+    /// whether an allocation ended. A UDP 5-tuple is left alone (UDP has no
+    /// connection to close).
     ///
     /// For an RFC 6062 client data connection, the peer connection spliced
-    /// to it is closed too ([`TcpCommand::Close`]).
-    pub fn connection_closed(&mut self, now: Instant, five_tuple: &FiveTuple) -> bool {
-        let _ = now;
+    /// to it is closed too ([`SocketRequest::CloseTcp`]).
+    pub fn connection_closed(&mut self, five_tuple: &FiveTuple) -> bool {
         if !five_tuple.transport.is_reliable() {
             return false;
         }
         if let Some(id) = self.data_conns.remove(five_tuple) {
             self.tcp_conns.remove(&id);
-            self.commands.push_back(TcpCommand::Close { id });
+            self.sockets.push_back(SocketRequest::CloseTcp { id });
         }
+        self.cancel_allocate(five_tuple);
         let Some(&slot) = self.by_tuple.get(five_tuple) else {
             return false;
         };
-        self.remove_allocation(slot, Ended::Closed);
+        self.remove_allocation(slot, EndReason::ConnectionClosed);
         true
     }
 
-    /// The next socket operation of a TCP allocation (RFC 6062) for the
-    /// driver. Drain after the transmits: a [`TcpCommand::Splice`] follows
-    /// the ConnectionBind response it goes with.
-    pub fn poll_command(&mut self) -> Option<TcpCommand> {
-        self.commands.pop_front()
+    /// Stop: every allocation ends ([`EndReason::Stopped`]), Allocates under
+    /// way are given up, reservations are released and every peer
+    /// connection is closed: drain the outputs to close the sockets and
+    /// hear the allocations' traffic. The server takes new requests
+    /// afterwards as before; a driver that stops drops it.
+    pub fn shutdown(&mut self) {
+        let waiting: Vec<FiveTuple> = self.pending_allocates.keys().copied().collect();
+        for ft in waiting {
+            self.cancel_allocate(&ft);
+        }
+        let mut live: Vec<(FiveTuple, usize)> =
+            self.by_tuple.iter().map(|(ft, s)| (*ft, *s)).collect();
+        live.sort();
+        for (_, slot) in live {
+            self.remove_allocation(slot, EndReason::Stopped);
+        }
+        let mut held: Vec<SocketAddr> = self.reservations.drain().map(|(_, (a, _))| a).collect();
+        held.sort();
+        self.reservation_queue.clear();
+        for a in held {
+            self.ports.release(a);
+            self.sockets
+                .push_back(SocketRequest::Release { relayed: a });
+        }
+        let mut ids: Vec<u32> = self.tcp_conns.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.tcp_conns.remove(&id);
+            self.sockets.push_back(SocketRequest::CloseTcp { id });
+        }
+        self.data_conns.clear();
+        self.bind_deadlines.clear();
     }
+}
+
+impl<C: CredentialStore> Machine for TurnServer<C> {
+    type Output = ServerOutput;
 
     /// A datagram arrived on a listening address or on a relayed address
-    /// (`local` says which). Never panics; bad input is dropped or answered
-    /// with an error response.
-    pub fn handle_input(&mut self, now: Instant, d: Datagram<'_>) {
-        if let Some(&slot) = self.by_relay.get(&d.local) {
+    /// (`destination` says which). Never panics; bad input is dropped (and
+    /// counted) or answered with an error response. What is neither STUN
+    /// nor ChannelData on a listening address is not the server's
+    /// ([`Handled::NotMine`]).
+    fn handle_input(&mut self, now: Instant, d: Datagram<'_>) -> Handled {
+        if let Some(&slot) = self.by_relay.get(&d.destination) {
             self.relay_from_peer(now, slot, d);
-            return;
+            return Handled::Taken;
         }
-        match classify(d.bytes) {
+        match classify(d.contents) {
             PacketKind::ChannelData => self.channel_data_from_client(now, d),
             PacketKind::Stun => self.stun_from_client(now, d),
-            _ => self.counters.dropped_malformed += 1,
+            _ => return Handled::NotMine,
         }
+        Handled::Taken
+    }
+
+    /// Expire allocations, permissions, channels, reservations and unbound
+    /// peer connections due at `now`.
+    fn handle_timeout(&mut self, now: Instant) {
+        self.run_allocation_timers(now);
+        self.run_reservation_timers(now);
+        self.run_bind_deadlines(now);
+    }
+
+    /// Routes, then transmits, then socket requests, then events (see
+    /// [`ServerOutput`]).
+    fn poll_output(&mut self) -> Option<ServerOutput> {
+        if let Some(r) = self.routes.pop_front() {
+            return Some(ServerOutput::Route(r));
+        }
+        if let Some(t) = self.transmits.pop_front() {
+            return Some(ServerOutput::Transmit(t));
+        }
+        if let Some(s) = self.sockets.pop_front() {
+            return Some(ServerOutput::Socket(s));
+        }
+        self.events.pop_front().map(ServerOutput::Event)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let t = self.timers.peek().map(|Reverse((t, _, _))| *t);
+        let r = self.reservation_queue.front().map(|(t, _)| *t);
+        let b = self.bind_deadlines.front().map(|(t, _)| *t);
+        [t, r, b].into_iter().flatten().min()
     }
 }

@@ -2,20 +2,18 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::auth::CredentialStore;
+use p2p_proto::FiveTuple;
+
+use super::{Allocation, CredentialStore, TurnServer};
 use crate::policy::canonical;
-use crate::relay::RelayAllocator;
-use crate::types::FiveTuple;
 
-use super::*;
-
-impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
+impl<C: CredentialStore> TurnServer<C> {
     /// Whether `ip` is one of the server's own addresses: configured, the
     /// listening address of `ft`, or a relayed address of `a`.
     pub(super) fn is_own_ip(&self, ip: IpAddr, ft: &FiveTuple, a: &Allocation) -> bool {
         let ip = canonical(ip);
         let own = |o: IpAddr| canonical(o) == ip;
-        own(ft.server.ip())
+        own(ft.local.ip())
             || a.relayed.iter().flatten().any(|r| own(r.ip()))
             || self.config.own_addresses.iter().any(|o| own(*o))
     }
@@ -24,7 +22,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
     /// socket of the server (never a peer).
     pub(super) fn is_service_address(&self, peer: SocketAddr, ft: &FiveTuple) -> bool {
         let ip = canonical(peer.ip());
-        peer == ft.server
+        peer == ft.local
             || self.config.service_addresses.iter().any(|s| {
                 s.port() == peer.port() && (s.ip().is_unspecified() || canonical(s.ip()) == ip)
             })
@@ -55,7 +53,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         let Some(a) = self.slots[slot].as_ref() else {
             return Err(437);
         };
-        let Some(relay) = a.relay_for(peer) else {
+        let Some(relayed) = a.relayed_for(peer) else {
             return Err(443);
         };
         let policy = &self.config.peer_policy;
@@ -72,11 +70,11 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         if policy.denies(peer) {
             return Err(403);
         }
-        // The relay IP counts as a peer only where the policy would take it
-        // from anyone else: a server relaying on a loopback or private IP
+        // The relayed IP counts as a peer only where the policy would take
+        // it from anyone else: a server relaying on a loopback or private IP
         // keeps refusing it unless `--allow-peer` opens it.
-        let relay_ip = canonical(relay.ip()) == canonical(peer) && policy.permits(peer, &[]);
-        if !relay_ip && !policy.explicitly_allows(peer) {
+        let relayed_ip = canonical(relayed.ip()) == canonical(peer) && policy.permits(peer, &[]);
+        if !relayed_ip && !policy.explicitly_allows(peer) {
             return Err(403);
         }
         match full {

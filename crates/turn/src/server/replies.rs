@@ -3,16 +3,22 @@
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime};
 
+use p2p_proto::{FiveTuple, Transmit, Transport};
 use p2p_stun::attr::{ErrorCode, Software};
 use p2p_stun::{EncodeError, Message, MessageBuilder, MessageType, TransactionId};
 
-use crate::auth::CredentialStore;
-use crate::relay::RelayAllocator;
-use crate::types::{FiveTuple, Transmit};
+use super::{Auth, Counters, CredentialStore, ServerEvent, TurnServer};
 
-use super::*;
+/// Index of a client transport in the server's per-transport counters.
+pub(super) fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Udp => 0,
+        Transport::Tcp => 1,
+        _ => 2,
+    }
+}
 
-impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
+impl<C: CredentialStore> TurnServer<C> {
     pub(super) fn wall(&self, now: Instant) -> SystemTime {
         match now.checked_duration_since(self.epoch.0) {
             Some(d) => self.epoch.1 + d,
@@ -32,25 +38,20 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         self.pool.pop().unwrap_or_else(|| Vec::with_capacity(1500))
     }
 
-    pub(super) fn push(
-        &mut self,
-        ft: &FiveTuple,
-        to_client: bool,
-        peer: SocketAddr,
-        source: SocketAddr,
-        buf: Vec<u8>,
-    ) {
-        let (transport, source, destination) = if to_client {
-            (ft.transport, ft.server, ft.client)
-        } else {
-            (crate::types::Transport::Udp, source, peer)
-        };
-        self.transmits.push_back(Transmit {
-            transport,
-            source,
-            destination,
-            contents: buf,
-        });
+    /// The counters of client transport `t`.
+    pub(super) fn tally(&mut self, t: Transport) -> &mut Counters {
+        &mut self.counters[transport_index(t)]
+    }
+
+    /// Queue `buf` to the client of `ft`, from the listening address.
+    pub(super) fn send_to_client(&mut self, ft: &FiveTuple, buf: Vec<u8>) {
+        self.transmits
+            .push_back(Transmit::new(ft.transport, ft.local, ft.remote, buf));
+    }
+
+    /// Queue `buf` to `peer`, from the relayed address `relayed` (UDP).
+    pub(super) fn send_to_peer(&mut self, relayed: SocketAddr, peer: SocketAddr, buf: Vec<u8>) {
+        self.transmits.push_back(Transmit::udp(relayed, peer, buf));
     }
 
     /// Send a response to `req` on the 5-tuple: an error when `code` is set,
@@ -112,14 +113,24 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             Ok::<(), EncodeError>(())
         })();
         if built.is_err() {
-            self.counters.dropped_malformed += 1;
+            self.tally(ft.transport).dropped_malformed += 1;
             self.recycle(buf);
             return;
         }
-        if code.is_some() {
-            self.counters.error_responses += 1;
+        if let Some(code) = code {
+            self.tally(ft.transport).error_responses += 1;
+            // The credential dance is no refusal (auth failures have their
+            // own event).
+            if code != 401 && code != 438 {
+                self.events.push_back(ServerEvent::RequestRefused {
+                    five_tuple: *ft,
+                    user: auth.map(|a| a.user.clone()),
+                    method: req_typ.method,
+                    code,
+                });
+            }
         }
-        self.push(ft, true, ft.client, ft.server, buf);
+        self.send_to_client(ft, buf);
     }
 
     pub(super) fn error(
@@ -133,7 +144,8 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
     }
 }
 
-impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
+impl<C: CredentialStore> TurnServer<C> {
+    /// A 400 to a request whose header is readable but whose body is not.
     pub(super) fn bad_header_request(&mut self, ft: &FiveTuple, typ: MessageType, b: &[u8]) {
         let mut tid = [0u8; 12];
         tid.copy_from_slice(&b[8..20]);
@@ -146,8 +158,8 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             Ok::<(), EncodeError>(())
         })();
         if ok.is_ok() {
-            self.counters.error_responses += 1;
-            self.push(ft, true, ft.client, ft.server, buf);
+            self.tally(ft.transport).error_responses += 1;
+            self.send_to_client(ft, buf);
         } else {
             self.recycle(buf);
         }

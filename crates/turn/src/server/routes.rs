@@ -3,20 +3,20 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use crate::auth::CredentialStore;
-use crate::relay::RelayAllocator;
-use crate::types::{FiveTuple, Transport};
+use p2p_proto::{FiveTuple, Transport};
 
-use super::*;
+use super::{CredentialStore, TurnServer};
+#[cfg(doc)]
+use super::{ServerConfig, ServerOutput};
 
-/// A channel whose ChannelData the driver may relay without the server:
-/// see [`TurnServer::poll_route`].
+/// A channel whose ChannelData the driver may relay without the server
+/// ([`ServerConfig::export_routes`]).
 ///
 /// Client → peer: a ChannelData datagram on `channel` from
-/// `five_tuple.client` to `five_tuple.server` goes, payload only, from the
-/// socket of `relayed` to `peer`. Peer → client: a datagram from `peer` on
-/// `relayed` goes to the client as ChannelData on `channel` (no padding:
-/// UDP) from `five_tuple.server`. Both only while the instant is before
+/// `five_tuple.remote` (the client) to `five_tuple.local` (the listening
+/// address) goes, payload only, from the socket of `relayed` to `peer`.
+/// Peer → client: a datagram from `peer` on `relayed` goes to the client as
+/// ChannelData on `channel` (no padding: UDP) from `five_tuple.local`. Both only while the instant is before
 /// `until`; after it (or for anything else) the packet goes to
 /// [`TurnServer::handle_input`] as usual.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,17 @@ pub struct ChannelRoute {
     pub until: Instant,
 }
 
-/// A change to the routes the driver relays itself ([`TurnServer::poll_route`]).
+/// A change to the routes the driver relays itself ([`ServerOutput::Route`]).
+///
+/// Only channels of UDP allocations without a bandwidth cap, whose peer is
+/// not one of the server's own addresses (unless the allow list opens it
+/// and it is no listening socket), are published: the rest keeps going
+/// through [`TurnServer::handle_input`](p2p_proto::Machine::handle_input),
+/// which checks them packet by packet. A route is published again whenever
+/// its `until` moves (ChannelBind, CreatePermission or Refresh), and
+/// withdrawn when its allocation ends or the channel is forgotten. Traffic
+/// relayed by the driver is not in [`Counters`](super::Counters) nor in the
+/// allocation's [`Traffic`](super::Traffic): the driver counts it.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteUpdate {
@@ -45,7 +55,7 @@ pub enum RouteUpdate {
     Down(ChannelRoute),
 }
 
-impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
+impl<C: CredentialStore> TurnServer<C> {
     /// Publish ([`RouteUpdate::Up`]) the routes of the allocation's
     /// channels, or of those to peers at `ip` only.
     pub(super) fn export_routes(&mut self, slot: usize, ip: Option<IpAddr>) {
@@ -73,7 +83,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
                 continue;
             }
             let (Some(relayed), Some(&permission)) =
-                (a.relay_for(peer_ip), a.permissions.get(&peer_ip))
+                (a.relayed_for(peer_ip), a.permissions.get(&peer_ip))
             else {
                 continue;
             };

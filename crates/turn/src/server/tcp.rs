@@ -9,12 +9,9 @@ use p2p_stun::{
 };
 use rand::RngCore;
 
-use crate::auth::CredentialStore;
-use crate::relay::RelayAllocator;
-use crate::tcp::TcpCommand;
-use crate::types::FiveTuple;
+use p2p_proto::FiveTuple;
 
-use super::*;
+use super::{Auth, CredentialStore, SocketRequest, TurnServer};
 
 /// An RFC 6062 peer connection.
 pub(super) struct TcpConn {
@@ -41,8 +38,8 @@ pub(super) enum TcpState {
 /// How long a peer connection waits for its ConnectionBind (RFC 6062 §5.2, §5.3).
 pub(super) const BIND_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
-    /// The outcome of a [`TcpCommand::Connect`]: the Connect request is
+impl<C: CredentialStore> TurnServer<C> {
+    /// The outcome of a [`SocketRequest::ConnectTcp`]: the Connect request is
     /// answered (CONNECTION-ID on success, 447 on failure). Returns whether
     /// the driver keeps the connection (false when it failed or its
     /// allocation is gone meanwhile: close it).
@@ -68,7 +65,8 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         };
         let typ = MessageType::new(Method::CONNECT, MessageClass::Request);
         if connected {
-            self.counters.peer_connections += 1;
+            let t = control.transport;
+            self.tally(t).peer_connections += 1;
             self.bind_deadlines.push_back((now + BIND_TIMEOUT, id));
             self.reply_to(&control, typ, tid, fingerprint, Some(&auth), None, |b| {
                 b.add(&ConnectionId(id))?;
@@ -92,8 +90,8 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
     /// A peer connected to the TCP relayed address `relayed` (RFC 6062
     /// §5.3). With a permission for the peer's IP, the client is sent a
     /// ConnectionAttempt indication and the connection gets an id (the
-    /// driver holds it, unread, until [`TcpCommand::Splice`] or
-    /// [`TcpCommand::Close`]); `None`: close it at once.
+    /// driver holds it, unread, until [`SocketRequest::SpliceTcp`] or
+    /// [`SocketRequest::CloseTcp`]); `None`: close it at once.
     pub fn tcp_peer_connected(
         &mut self,
         now: Instant,
@@ -106,7 +104,8 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             return None;
         }
         if !a.permitted(now, peer.ip()) {
-            self.counters.dropped_no_permission += 1;
+            let t = a.five_tuple.transport;
+            self.tally(t).dropped_no_permission += 1;
             return None;
         }
         let (alloc_id, control) = (a.id, a.five_tuple);
@@ -125,7 +124,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             },
         );
         self.bind_deadlines.push_back((deadline, id));
-        self.counters.peer_connections += 1;
+        self.tally(control.transport).peer_connections += 1;
         let mut tid = [0u8; 12];
         self.rng.fill_bytes(&mut tid);
         let mut buf = self.take_buf();
@@ -140,7 +139,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             Ok::<(), EncodeError>(())
         })();
         if built.is_ok() {
-            self.push(&control, true, control.client, control.server, buf);
+            self.send_to_client(&control, buf);
         } else {
             self.recycle(buf);
         }
@@ -149,14 +148,13 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
 
     /// The peer side of connection `id` closed or failed: it is forgotten
     /// and, when spliced, its client data connection is to be closed too
-    /// ([`TcpCommand::Close`]).
-    pub fn tcp_peer_closed(&mut self, now: Instant, id: u32) {
-        let _ = now;
+    /// ([`SocketRequest::CloseTcp`]).
+    pub fn tcp_peer_closed(&mut self, id: u32) {
         if let Some(c) = self.tcp_conns.remove(&id) {
             if let TcpState::Bound { data } = c.state {
                 self.data_conns.remove(&data);
             }
-            self.commands.push_back(TcpCommand::Close { id });
+            self.sockets.push_back(SocketRequest::CloseTcp { id });
         }
     }
 
@@ -177,7 +175,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
     }
 }
 
-impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
+impl<C: CredentialStore> TurnServer<C> {
     /// Connect (RFC 6062 §5.2): ask the driver to connect to the peer; the
     /// answer waits for [`TurnServer::tcp_connect_result`].
     pub(super) fn connect(&mut self, ft: &FiveTuple, msg: &Message<'_>, auth: &Auth) {
@@ -206,7 +204,7 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
         }
         let Some(relayed) = self.slots[slot]
             .as_ref()
-            .and_then(|a| a.relay_for(peer.ip()))
+            .and_then(|a| a.relayed_for(peer.ip()))
         else {
             return self.error(ft, msg, Some(auth), 443);
         };
@@ -225,8 +223,8 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
                 },
             },
         );
-        self.commands
-            .push_back(TcpCommand::Connect { id, relayed, peer });
+        self.sockets
+            .push_back(SocketRequest::ConnectTcp { id, relayed, peer });
     }
 
     /// ConnectionBind (RFC 6062 §5.4), on a new client data connection.
@@ -255,15 +253,35 @@ impl<C: CredentialStore, R: RelayAllocator> TurnServer<C, R> {
             c.state = TcpState::Bound { data: *ft };
         }
         self.data_conns.insert(*ft, id);
-        self.counters.peer_connections_bound += 1;
+        let t = self.slots[slot]
+            .as_ref()
+            .map_or(ft.transport, |a| a.five_tuple.transport);
+        self.tally(t).peer_connections_bound += 1;
         self.reply(ft, msg, Some(auth), None, |_| Ok(()));
         let Some(allocation) = self.slots[slot].as_ref().map(|a| a.five_tuple) else {
             return;
         };
-        self.commands.push_back(TcpCommand::Splice {
+        self.sockets.push_back(SocketRequest::SpliceTcp {
             id,
             client: *ft,
             allocation,
         });
+    }
+
+    /// Close the peer connections whose 30 s for a ConnectionBind ran out.
+    pub(super) fn run_bind_deadlines(&mut self, now: Instant) {
+        while let Some(&(t, id)) = self.bind_deadlines.front() {
+            if t > now {
+                break;
+            }
+            self.bind_deadlines.pop_front();
+            let due = self.tcp_conns.get(&id).is_some_and(
+                |c| matches!(c.state, TcpState::Pending { deadline } if deadline <= now),
+            );
+            if due {
+                self.tcp_conns.remove(&id);
+                self.sockets.push_back(SocketRequest::CloseTcp { id });
+            }
+        }
     }
 }
