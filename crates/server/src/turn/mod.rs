@@ -1,15 +1,19 @@
-//! The TURN server (RFC 8656) in the daemon: one task owns a
-//! [`p2p_turn::TurnServer`] and every relayed socket, and is fed through a
-//! channel by the UDP workers, the TCP/TLS connections and the relayed
-//! sockets' readers. Binding stays with the STUN responder (RFC 5780); TURN
-//! methods and ChannelData come here (see [`wants`]).
+//! The TURN server (RFC 8656) on tokio: [`TurnService`], which a Rust
+//! program embeds (and `p2p serve` uses for its TURN part).
+//!
+//! One task owns a [`p2p_turn::TurnServer`] and the sockets it asks for (one
+//! UDP socket per relayed address, [`p2p_turn::SocketRequest`]), and is fed
+//! through a channel by the UDP workers, the TCP/TLS connections and the
+//! relayed sockets' readers. Binding stays with the STUN responder (RFC
+//! 5780); TURN methods and ChannelData come here (see
+//! [`goes_to_turn_server`]).
 //!
 //! TCP allocations (RFC 6062): a TCP relayed address is a listening socket
 //! whose accept loop hands peers to this task; Connect opens a connection
 //! from the relayed address in a task of its own. This task holds peer
 //! connections until a ConnectionBind binds them, then hands each one to its
-//! client data connection's task ([`ConnOut::Splice`]), which copies bytes
-//! both ways until either side closes.
+//! client data connection's task ([`ToConnection::Splice`]), which copies
+//! bytes both ways until either side closes.
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,25 +28,25 @@ use crate::fastpath::{FastPath, TcpMeter};
 
 mod creds;
 mod pool;
-mod relays;
+mod relayed;
+mod send;
+mod service;
 mod setup;
 mod task;
 mod tcp_relay;
 
-pub(crate) use creds::*;
-pub(crate) use pool::*;
-use relays::*;
-pub(crate) use setup::*;
-use task::*;
-use tcp_relay::*;
+pub(crate) use creds::Creds;
+pub(crate) use pool::BufPool;
+pub use service::{TurnService, TurnServiceBuilder, TurnServiceError};
+pub(crate) use setup::{prepare, TurnSetup};
 
 /// Depth of each TCP/TLS connection's outgoing queue.
 pub(crate) const CONN_QUEUE: usize = 1024;
 
-/// What the TURN task sends a TCP/TLS client connection.
-pub(crate) enum ConnOut {
+/// What the TURN task sends a TCP/TLS client connection's task.
+pub(crate) enum ToConnection {
     /// A framed message to write.
-    Bytes(Vec<u8>),
+    Write(Vec<u8>),
     /// The connection is now an RFC 6062 client data connection bound to
     /// `peer`: relay raw bytes both ways until either closes or `kill` fires
     /// (its sender dropped).
@@ -54,9 +58,10 @@ pub(crate) enum ConnOut {
     },
 }
 
-/// Whether a packet that arrived on a listening address belongs to the TURN
-/// server: ChannelData, or a STUN message of a TURN method.
-pub(crate) fn wants(b: &[u8]) -> bool {
+/// Whether a packet that arrived on a listening address goes to the TURN
+/// server: ChannelData, or a STUN message of a TURN method (Binding stays
+/// with the STUN responder).
+pub(crate) fn goes_to_turn_server(b: &[u8]) -> bool {
     match classify(b) {
         PacketKind::ChannelData => true,
         PacketKind::Stun if b.len() >= 2 => {
@@ -68,15 +73,20 @@ pub(crate) fn wants(b: &[u8]) -> bool {
 
 /// What the TURN task is sent.
 pub(crate) enum Inbound {
-    /// A packet from a client (on a listening address) or from a peer (on a
-    /// relayed address). `conn` is the connection's outgoing queue for
-    /// TCP/TLS.
-    Packet {
+    /// A packet from a client on a listening address. `conn` is the
+    /// connection's outgoing queue for TCP/TLS.
+    FromClient {
         transport: Transport,
         local: SocketAddr,
         remote: SocketAddr,
         bytes: Vec<u8>,
-        conn: Option<mpsc::Sender<ConnOut>>,
+        conn: Option<mpsc::Sender<ToConnection>>,
+    },
+    /// A datagram from a peer on a relayed address.
+    FromPeer {
+        relayed: SocketAddr,
+        peer: SocketAddr,
+        bytes: Vec<u8>,
     },
     /// A peer connected to a TCP relayed address (RFC 6062 §5.3).
     PeerAccepted {
@@ -97,6 +107,8 @@ pub(crate) enum Inbound {
     },
     /// Asked by the metrics endpoint.
     Stats(oneshot::Sender<TurnStats>),
+    /// Stop: end every allocation, close every socket, then say so.
+    Stop(oneshot::Sender<TurnStats>),
 }
 
 /// The way into the TURN task; cheap to clone.
@@ -119,7 +131,7 @@ impl TurnHandle {
     /// queue is full). False when it was dropped.
     pub(crate) fn udp(&self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) -> bool {
         self.tx
-            .try_send(Inbound::Packet {
+            .try_send(Inbound::FromClient {
                 transport: Transport::Udp,
                 local,
                 remote,
@@ -137,10 +149,10 @@ impl TurnHandle {
         local: SocketAddr,
         remote: SocketAddr,
         bytes: &[u8],
-        conn: &mpsc::Sender<ConnOut>,
+        conn: &mpsc::Sender<ToConnection>,
     ) -> bool {
         self.tx
-            .send(Inbound::Packet {
+            .send(Inbound::FromClient {
                 transport,
                 local,
                 remote,
@@ -168,6 +180,14 @@ impl TurnHandle {
     pub(crate) async fn stats(&self) -> Option<TurnStats> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Inbound::Stats(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Stop the TURN task: every allocation ends, every socket it opened is
+    /// closed; its last statistics (`None` if it was gone).
+    pub(crate) async fn stop(&self) -> Option<TurnStats> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Inbound::Stop(tx)).await.ok()?;
         rx.await.ok()
     }
 }
@@ -210,7 +230,7 @@ pub(crate) fn transport_index(t: Transport) -> usize {
     match t {
         Transport::Udp => 0,
         Transport::Tcp => 1,
-        Transport::Tls => 2,
+        _ => 2,
     }
 }
 
@@ -232,23 +252,38 @@ mod tests {
 
     #[test]
     fn turn_methods_and_channel_data_are_routed_binding_is_not() {
-        assert!(wants(&msg(Method::ALLOCATE, MessageClass::Request)));
-        assert!(wants(&msg(Method::REFRESH, MessageClass::Request)));
-        assert!(wants(&msg(Method::SEND, MessageClass::Indication)));
-        assert!(wants(&msg(
+        assert!(goes_to_turn_server(&msg(
+            Method::ALLOCATE,
+            MessageClass::Request
+        )));
+        assert!(goes_to_turn_server(&msg(
+            Method::REFRESH,
+            MessageClass::Request
+        )));
+        assert!(goes_to_turn_server(&msg(
+            Method::SEND,
+            MessageClass::Indication
+        )));
+        assert!(goes_to_turn_server(&msg(
             Method::CREATE_PERMISSION,
             MessageClass::Request
         )));
-        assert!(!wants(&msg(Method::BINDING, MessageClass::Request)));
-        assert!(!wants(&msg(Method::BINDING, MessageClass::Indication)));
+        assert!(!goes_to_turn_server(&msg(
+            Method::BINDING,
+            MessageClass::Request
+        )));
+        assert!(!goes_to_turn_server(&msg(
+            Method::BINDING,
+            MessageClass::Indication
+        )));
         let mut cd = Vec::new();
         ChannelData::new(0x4001, b"x")
             .unwrap()
             .encode(&mut cd, false)
             .unwrap();
-        assert!(wants(&cd));
-        assert!(!wants(&[]));
-        assert!(!wants(&[0x00]));
-        assert!(!wants(&[0x80, 0, 0, 0]));
+        assert!(goes_to_turn_server(&cd));
+        assert!(!goes_to_turn_server(&[]));
+        assert!(!goes_to_turn_server(&[0x00]));
+        assert!(!goes_to_turn_server(&[0x80, 0, 0, 0]));
     }
 }

@@ -3,20 +3,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use p2p_turn::{Bandwidth, Cidr, PeerPolicy, RestSecret, ServerConfig, StaticUsers, TurnServer};
+use p2p_turn::{Bandwidth, Cidr, PeerPolicy, RestSecret, ServerConfig, StaticUsers};
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 
 use crate::config::{Config, ConfigError, TurnConfig};
-use crate::fastpath::{FastPath, TrafficSnapshot};
 
-use super::*;
-
-/// Depth of the queue into the TURN task (packets beyond are dropped, as a
-/// full socket buffer would).
-const INBOUND_QUEUE: usize = 8192;
+use super::relayed::bind_std;
+use super::{Creds, TurnService};
 
 /// What `Server::bind` prepares and `Server::run` starts.
 pub(crate) struct TurnSetup {
@@ -24,7 +19,6 @@ pub(crate) struct TurnSetup {
     users: BTreeMap<String, String>,
     secret: Option<String>,
     ips: [Option<(IpAddr, IpAddr)>; 2],
-    ports: (u16, u16),
     summary: String,
 }
 
@@ -145,10 +139,8 @@ pub(crate) fn prepare(
     sc.user_quota = (t.user_quota > 0).then_some(t.user_quota);
     sc.total_quota = (t.total_quota > 0).then_some(t.total_quota);
     sc.max_tcp_connections = t.max_tcp_connections;
-    sc.bandwidth = (t.max_bps > 0).then(|| Bandwidth {
-        bytes_per_sec: t.max_bps,
-        burst: t.max_bps.max(4096),
-    });
+    sc.bandwidth = (t.max_bps > 0).then(|| Bandwidth::new(t.max_bps, t.max_bps.max(4096)));
+    sc.relayed_ports = t.min_port..=t.max_port;
     sc.peer_policy = policy;
     sc.own_addresses = own;
     // Never relayed to, whatever the policy (a port of 0 in the
@@ -209,60 +201,23 @@ pub(crate) fn prepare(
         users: t.users.clone(),
         secret: t.auth_secret.clone(),
         ips,
-        ports: (t.min_port, t.max_port),
         summary,
     }))
 }
 
-/// Start the TURN task; `listening` are the UDP sockets to answer from.
-pub(crate) fn spawn(
-    setup: TurnSetup,
-    listening: HashMap<SocketAddr, Arc<UdpSocket>>,
-    tasks: &mut tokio::task::JoinSet<()>,
-) -> TurnHandle {
-    let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
-    let mut users = StaticUsers::new();
-    for (u, p) in &setup.users {
-        users.insert(u.clone(), p.clone());
+impl TurnSetup {
+    /// Start the daemon's TURN service; `listening` are the UDP sockets to
+    /// answer from (the daemon's workers read them).
+    pub(crate) fn start(self, listening: HashMap<SocketAddr, Arc<UdpSocket>>) -> TurnService {
+        let mut users = StaticUsers::new();
+        for (u, p) in &self.users {
+            users.insert(u.clone(), p.clone());
+        }
+        let creds = Creds {
+            users,
+            has_users: !self.users.is_empty(),
+            rest: self.secret.as_ref().map(|s| RestSecret::new(s.as_bytes())),
+        };
+        TurnService::for_daemon(self.config, Box::new(creds), self.ips, listening)
     }
-    let creds = Creds {
-        users,
-        has_users: !setup.users.is_empty(),
-        rest: setup.secret.as_ref().map(|s| RestSecret::new(s.as_bytes())),
-    };
-    let pool = Arc::new(BufPool::default());
-    let fast = setup
-        .config
-        .export_routes
-        .then(|| Arc::new(FastPath::new()));
-    let relays = DaemonRelays::new(
-        setup.ips,
-        setup.ports,
-        tx.clone(),
-        pool.clone(),
-        fast.clone(),
-    );
-    let epoch = (Instant::now(), SystemTime::now());
-    let server = TurnServer::new(setup.config, creds, relays, epoch);
-    let task = TurnTask {
-        server,
-        listening,
-        conns: HashMap::new(),
-        stats: TurnStats::default(),
-        peers: HashMap::new(),
-        splices: HashMap::new(),
-        inbound: tx.clone(),
-        pool: pool.clone(),
-        used: Vec::new(),
-        pending: Vec::new(),
-        handled_from_peers: Vec::new(),
-        order: Vec::new(),
-        batch: SendBatch::new(),
-        fast: fast.clone(),
-        fast_traffic: HashMap::new(),
-        tcp_meters: HashMap::new(),
-        fast_retired: [TrafficSnapshot::default(); 3],
-    };
-    tasks.spawn(task.run(rx));
-    TurnHandle { tx, pool, fast }
 }

@@ -1,34 +1,40 @@
-//! The TURN task: drives the state machine, sends what it says, performs its socket operations.
+//! The TURN task: drives the state machine, sends what it says, opens and
+//! closes the sockets it asks for, and reports its events.
 
 use std::collections::HashMap;
-use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use p2p_turn::TcpCommand;
-use p2p_turn::{Datagram, FiveTuple, RouteUpdate, ServerEvent, Transport, TurnServer};
-use tokio::io::Interest;
+use p2p_turn::{
+    CredentialStore, Datagram, FiveTuple, Machine, RouteUpdate, ServerEvent, ServerOutput,
+    SocketRequest, Transmit, Transport, TurnServer,
+};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::fastpath::{FastPath, FastTraffic, TcpMeter, TrafficSnapshot};
 use crate::sys;
 
-use super::*;
+use super::relayed::RelayedSockets;
+use super::send::{send_one, SendBatch};
+use super::tcp_relay::connect_peer;
+use super::{transport_index, BufPool, Inbound, ToConnection, TurnStats, TRANSPORTS};
 
 /// UDP transmits staged before they are sent in any case.
 const PENDING_MAX: usize = 1024;
 
-pub(super) type ConnKey = (Transport, SocketAddr, SocketAddr);
+/// The credential store of the task's TURN server: any, chosen at run time.
+pub(super) type Credentials = Box<dyn CredentialStore + Send>;
 
 pub(super) struct TurnTask {
-    pub(super) server: TurnServer<Creds, DaemonRelays>,
+    pub(super) server: TurnServer<Credentials>,
     pub(super) listening: HashMap<SocketAddr, Arc<UdpSocket>>,
-    /// (transport, server address, client address) → the connection's queue.
-    pub(super) conns: HashMap<ConnKey, mpsc::Sender<ConnOut>>,
+    /// The sockets of relayed addresses.
+    pub(super) relayed: RelayedSockets,
+    /// A client connection's 5-tuple (the server's view) → its queue.
+    pub(super) conns: HashMap<FiveTuple, mpsc::Sender<ToConnection>>,
     pub(super) stats: TurnStats,
     /// RFC 6062 peer connections waiting for their ConnectionBind.
     pub(super) peers: HashMap<u32, TcpStream>,
@@ -41,9 +47,9 @@ pub(super) struct TurnTask {
     /// Inbound buffers handled, given back to the pool once per burst.
     pub(super) used: Vec<Vec<u8>>,
     /// UDP transmits of the current burst, sent by `send_pending`.
-    pub(super) pending: Vec<p2p_turn::Transmit>,
-    /// The readers' [`Relay::queued`] of the burst's peer datagrams (one
-    /// entry each), counted down once the burst's transmits are sent.
+    pub(super) pending: Vec<Transmit>,
+    /// The readers' queued counts of the burst's peer datagrams (one entry
+    /// each), counted down once the burst's transmits are sent.
     pub(super) handled_from_peers: Vec<Arc<AtomicUsize>>,
     /// (source, index into `pending`), sorted to group the sends.
     pub(super) order: Vec<(SocketAddr, u32)>,
@@ -59,84 +65,10 @@ pub(super) struct TurnTask {
     /// Such traffic of allocations that ended, by client transport
     /// ([`transport_index`]).
     pub(super) fast_retired: [TrafficSnapshot; 3],
-}
-
-/// Up to [`sys::BATCH`] datagrams for one `sendmmsg` call.
-pub(super) struct SendBatch {
-    bufs: [[u8; sys::BUF]; sys::BATCH],
-    lens: [usize; sys::BATCH],
-    dests: [SocketAddr; sys::BATCH],
-    /// How many are filled.
-    n: usize,
-    /// Cleared when the system has no `sendmmsg`.
-    batched: bool,
-}
-
-impl SendBatch {
-    pub(super) fn new() -> Box<Self> {
-        Box::new(SendBatch {
-            bufs: [[0; sys::BUF]; sys::BATCH],
-            lens: [0; sys::BATCH],
-            dests: [SocketAddr::from(([0, 0, 0, 0], 0)); sys::BATCH],
-            n: 0,
-            batched: true,
-        })
-    }
-
-    /// Send the filled datagrams from `sock`; returns (sent, failed).
-    pub(super) async fn send(&mut self, sock: &UdpSocket) -> (u64, u64) {
-        let n = std::mem::take(&mut self.n);
-        let fd = sock.as_raw_fd();
-        let (mut sent, mut failed, mut done) = (0, 0, 0);
-        while done < n {
-            let r = if self.batched {
-                sock.try_io(Interest::WRITABLE, || {
-                    sys::send_batch(
-                        fd,
-                        &self.bufs[done..n],
-                        &self.lens[done..n],
-                        &self.dests[done..n],
-                    )
-                })
-            } else {
-                sock.try_send_to(&self.bufs[done][..self.lens[done]], self.dests[done])
-                    .map(|_| 1)
-            };
-            match r {
-                Ok(k) => {
-                    let k = k.clamp(1, n - done);
-                    sent += k as u64;
-                    done += k;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if sock.writable().await.is_err() {
-                        failed += (n - done) as u64;
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Unsupported => self.batched = false,
-                Err(e) => {
-                    // The first datagram failed (say, no route): skip it.
-                    tracing::debug!(to = %self.dests[done], "turn send: {e}");
-                    failed += 1;
-                    done += 1;
-                }
-            }
-        }
-        (sent, failed)
-    }
-}
-
-/// Send one datagram (one too large for a [`SendBatch`] buffer).
-pub(super) async fn send_one(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) -> bool {
-    match sock.try_send_to(bytes, to) {
-        Ok(_) => true,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.send_to(bytes, to).await.is_ok(),
-        Err(e) => {
-            tracing::debug!(%to, "turn send: {e}");
-            false
-        }
-    }
+    /// Where the events go for the embedding program, if anywhere.
+    pub(super) events: Option<mpsc::Sender<ServerEvent>>,
+    /// Events the embedding program's queue had no room for.
+    pub(super) events_dropped: u64,
 }
 
 impl TurnTask {
@@ -152,109 +84,120 @@ impl TurnTask {
             tokio::select! {
                 m = rx.recv() => {
                     let Some(m) = m else { return };
+                    if let Inbound::Stop(reply) = m {
+                        self.stop(reply).await;
+                        return;
+                    }
                     self.on_message(m).await;
                     // Whatever else is queued, without waiting.
                     for _ in 0..256 {
                         match rx.try_recv() {
+                            Ok(Inbound::Stop(reply)) => {
+                                self.end_burst().await;
+                                self.stop(reply).await;
+                                return;
+                            }
                             Ok(m) => self.on_message(m).await,
                             Err(_) => break,
                         }
                     }
-                    self.send_pending().await;
-                    self.count_down_handled();
-                    self.pool.give_back(&mut self.used);
+                    self.end_burst().await;
                 }
                 () = sleep => {
                     self.server.handle_timeout(Instant::now());
-                    self.flush(None).await;
+                    self.flush().await;
                     self.send_pending().await;
                 }
             }
         }
     }
 
+    /// Send the burst's transmits, let the readers take the fast path
+    /// again, recycle the inbound buffers.
+    async fn end_burst(&mut self) {
+        self.send_pending().await;
+        self.count_down_handled();
+        self.pool.give_back(&mut self.used);
+    }
+
+    /// End every allocation, close every socket, and report.
+    async fn stop(&mut self, reply: oneshot::Sender<TurnStats>) {
+        self.server.shutdown();
+        self.flush().await;
+        self.send_pending().await;
+        self.peers.clear();
+        self.splices.clear();
+        if self.events_dropped > 0 {
+            tracing::warn!(
+                dropped = self.events_dropped,
+                "turn events the embedding program did not take in time"
+            );
+        }
+        let _ = reply.send(self.snapshot());
+    }
+
     pub(super) async fn on_message(&mut self, m: Inbound) {
+        let now = Instant::now();
         match m {
-            Inbound::Packet {
+            Inbound::FromClient {
                 transport,
                 local,
                 remote,
                 bytes,
                 conn,
             } => {
-                let relayed = self.server.relayed_address_transport(local);
-                let from_peer = relayed.is_some();
-                // A datagram a relayed socket's reader handed over.
-                if let Some(q) = self.server.relays().queued(local) {
-                    self.handled_from_peers.push(q);
+                if let Some(c) = conn {
+                    let ft = FiveTuple::new(transport, local, remote);
+                    self.conns.entry(ft).or_insert(c);
                 }
-                if !from_peer {
-                    if let Some(c) = conn {
-                        self.conns.entry((transport, local, remote)).or_insert(c);
-                    }
-                }
-                let t = relayed.unwrap_or(transport);
-                let before = *self.server.counters();
-                self.server.handle_input(
-                    Instant::now(),
-                    Datagram {
-                        transport,
-                        local,
-                        remote,
-                        bytes: &bytes,
-                    },
-                );
-                let after = *self.server.counters();
-                let s = &mut self.stats.by_transport[transport_index(t)];
-                if !from_peer {
-                    s.client_packets_in += 1;
-                }
-                s.requests += after.requests - before.requests;
-                s.auth_failures += after.auth_failures - before.auth_failures;
-                s.bytes_to_peer += after.bytes_to_peer - before.bytes_to_peer;
-                s.packets_to_peer += after.packets_to_peer - before.packets_to_peer;
-                s.bytes_to_client += after.bytes_to_client - before.bytes_to_client;
-                s.packets_to_client += after.packets_to_client - before.packets_to_client;
+                self.stats.by_transport[transport_index(transport)].client_packets_in += 1;
+                let d = Datagram::new(transport, remote, local, &bytes);
+                let _ = self.server.handle_input(now, d);
                 self.used.push(bytes);
-                self.flush(Some(t)).await;
+                self.flush().await;
+            }
+            Inbound::FromPeer {
+                relayed,
+                peer,
+                bytes,
+            } => {
+                // Counted down once what it produced is sent.
+                if let Some(r) = self.relayed.get(relayed) {
+                    self.handled_from_peers.push(r.queued.clone());
+                }
+                let _ = self
+                    .server
+                    .handle_input(now, Datagram::udp(peer, relayed, &bytes));
+                self.used.push(bytes);
+                self.flush().await;
             }
             Inbound::Closed {
                 transport,
                 local,
                 remote,
             } => {
-                self.conns.remove(&(transport, local, remote));
-                let ft = FiveTuple {
-                    client: remote,
-                    server: local,
-                    transport,
-                };
+                let ft = FiveTuple::new(transport, local, remote);
+                self.conns.remove(&ft);
                 // An allocation, or a peer connection spliced to this one, ends.
-                self.server.connection_closed(Instant::now(), &ft);
-                self.flush(Some(transport)).await;
+                self.server.connection_closed(&ft);
+                self.flush().await;
             }
             Inbound::PeerAccepted {
                 relayed,
                 peer,
                 stream,
             } => {
-                match self
-                    .server
-                    .tcp_peer_connected(Instant::now(), relayed, peer)
-                {
+                match self.server.tcp_peer_connected(now, relayed, peer) {
                     Some(id) => {
                         tracing::debug!(%relayed, %peer, id, "turn peer connection accepted");
                         self.peers.insert(id, stream);
                     }
                     None => tracing::debug!(%relayed, %peer, "turn peer connection refused"),
                 }
-                let t = self.server.relayed_address_transport(relayed);
-                self.flush(t).await;
+                self.flush().await;
             }
             Inbound::PeerConnected { id, stream } => {
-                let keep = self
-                    .server
-                    .tcp_connect_result(Instant::now(), id, stream.is_ok());
+                let keep = self.server.tcp_connect_result(now, id, stream.is_ok());
                 match stream {
                     Ok(s) if keep => {
                         self.peers.insert(id, s);
@@ -262,38 +205,87 @@ impl TurnTask {
                     Ok(_) => {}
                     Err(e) => tracing::debug!(id, "turn connect to peer: {e}"),
                 }
-                self.flush(None).await;
+                self.flush().await;
             }
             Inbound::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
+            // Handled by `run`.
+            Inbound::Stop(reply) => self.stop(reply).await,
         }
     }
 
-    /// Perform an RFC 6062 socket operation the server asked for.
-    pub(super) fn command(&mut self, c: TcpCommand) {
-        match c {
-            TcpCommand::Connect { id, relayed, peer } => {
+    /// Act on everything the server handed out, in its order: publish
+    /// routes, stage or send transmits, open and close sockets (answering
+    /// the server at once), report events.
+    pub(super) async fn flush(&mut self) {
+        while let Some(o) = self.server.poll_output() {
+            match o {
+                ServerOutput::Route(r) => self.route(r),
+                ServerOutput::Transmit(t) => self.transmit(t).await,
+                ServerOutput::Socket(s) => self.socket(s),
+                ServerOutput::Event(e) => self.on_event(e),
+                other => tracing::debug!(output = ?other, "turn output ignored"),
+            }
+        }
+    }
+
+    async fn transmit(&mut self, t: Transmit) {
+        if t.transport == Transport::Udp {
+            // Sent in batches per source socket by `send_pending`.
+            self.pending.push(t);
+            if self.pending.len() >= PENDING_MAX {
+                self.send_pending().await;
+            }
+            return;
+        }
+        let ok = match self.conns.get(&t.five_tuple()) {
+            Some(c) => c.try_send(ToConnection::Write(t.contents)).is_ok(),
+            None => false,
+        };
+        if ok {
+            self.stats.by_transport[transport_index(t.transport)].client_packets_out += 1;
+        } else {
+            self.stats.send_errors += 1;
+        }
+    }
+
+    /// Open or close a socket the server asked for.
+    fn socket(&mut self, s: SocketRequest) {
+        let now = Instant::now();
+        match s {
+            SocketRequest::BindUdp { relayed } => {
+                let bound = self.relayed.bind_udp(relayed);
+                self.server.bind_result(now, relayed, bound);
+            }
+            SocketRequest::ReserveUdp { reserved } => {
+                let bound = self.relayed.reserve_udp(reserved);
+                self.server.bind_result(now, reserved, bound);
+            }
+            SocketRequest::ListenTcp { relayed } => {
+                let bound = self.relayed.listen_tcp(relayed);
+                self.server.bind_result(now, relayed, bound);
+            }
+            SocketRequest::Release { relayed } => self.relayed.release(relayed),
+            SocketRequest::ConnectTcp { id, relayed, peer } => {
                 let from = self
-                    .server
-                    .relays()
+                    .relayed
                     .tcp_bound(relayed)
                     .unwrap_or(SocketAddr::new(relayed.ip(), 0));
                 tokio::spawn(connect_peer(id, from, peer, self.inbound.clone()));
             }
-            TcpCommand::Splice {
+            SocketRequest::SpliceTcp {
                 id,
                 client,
                 allocation,
             } => {
                 let meter = self.tcp_meter(allocation);
-                let conn = self
-                    .conns
-                    .get(&(client.transport, client.server, client.client));
+                let conn = self.conns.get(&client);
                 let spliced = match (self.peers.remove(&id), conn) {
                     (Some(peer), Some(conn)) => {
                         let (kill_tx, kill) = oneshot::channel();
-                        let ok = conn.try_send(ConnOut::Splice { peer, kill, meter }).is_ok();
+                        let splice = ToConnection::Splice { peer, kill, meter };
+                        let ok = conn.try_send(splice).is_ok();
                         if ok {
                             self.splices.insert(id, kill_tx);
                         }
@@ -302,16 +294,16 @@ impl TurnTask {
                     _ => false,
                 };
                 if spliced {
-                    tracing::debug!(id, client = %client.client, "turn peer connection bound");
+                    tracing::debug!(id, client = %client.remote, "turn peer connection bound");
                 } else {
-                    self.server.tcp_peer_closed(Instant::now(), id);
+                    self.server.tcp_peer_closed(id);
                 }
             }
-            TcpCommand::Close { id } => {
+            SocketRequest::CloseTcp { id } => {
                 self.peers.remove(&id);
                 self.splices.remove(&id);
             }
-            other => tracing::debug!(command = ?other, "turn command ignored"),
+            other => tracing::debug!(request = ?other, "turn socket request ignored"),
         }
     }
 
@@ -322,9 +314,9 @@ impl TurnTask {
         };
         match r {
             RouteUpdate::Up(route) => {
-                let relay = self.server.relays().socket(route.relayed).cloned();
-                let listening = self.listening.get(&route.five_tuple.server).cloned();
-                let (Some(relay), Some(listening)) = (relay, listening) else {
+                let relayed = self.relayed.get(route.relayed).map(|r| r.sock.clone());
+                let listening = self.listening.get(&route.five_tuple.local).cloned();
+                let (Some(relayed), Some(listening)) = (relayed, listening) else {
                     return;
                 };
                 let traffic = self
@@ -332,7 +324,7 @@ impl TurnTask {
                     .entry(route.five_tuple)
                     .or_default()
                     .clone();
-                fast.up(&route, relay, listening, traffic);
+                fast.up(&route, relayed, listening, traffic);
             }
             RouteUpdate::Down(route) => fast.down(&route),
             other => tracing::debug!(update = ?other, "turn route update ignored"),
@@ -370,7 +362,18 @@ impl TurnTask {
 
     pub(super) fn snapshot(&self) -> TurnStats {
         let mut st = self.stats.clone();
-        st.counters = *self.server.counters();
+        st.counters = self.server.counters();
+        for (i, t) in TRANSPORTS.iter().enumerate() {
+            let k = self.server.transport_counters(*t);
+            let s = &mut st.by_transport[i];
+            s.allocations_created = k.allocations_created;
+            s.requests = k.requests;
+            s.auth_failures = k.auth_failures;
+            s.bytes_to_peer = k.bytes_to_peer;
+            s.packets_to_peer = k.packets_to_peer;
+            s.bytes_to_client = k.bytes_to_client;
+            s.packets_to_client = k.packets_to_client;
+        }
         // Relayed outside the TURN server: by client transport (UDP: the
         // fast path; TCP/TLS: RFC 6062 splices).
         let mut f = self.fast_retired;
@@ -412,53 +415,6 @@ impl TurnTask {
         st
     }
 
-    /// Send what the server queued, perform its RFC 6062 commands, then log
-    /// its events.
-    pub(super) async fn flush(&mut self, transport: Option<Transport>) {
-        // Routes first: a ChannelBind answer must not reach the client
-        // (whose next ChannelData would then miss the route) before its
-        // route is published, even when a full batch goes out below.
-        while let Some(r) = self.server.poll_route() {
-            self.route(r);
-        }
-        // Then transmits before commands: a Splice follows the
-        // ConnectionBind response it goes with on the same connection queue.
-        loop {
-            while let Some(t) = self.server.poll_transmit() {
-                if t.transport == Transport::Udp {
-                    // Sent in batches per source socket by `send_pending`.
-                    self.pending.push(t);
-                    if self.pending.len() >= PENDING_MAX {
-                        self.send_pending().await;
-                    }
-                } else {
-                    let key = (t.transport, t.source, t.destination);
-                    let ok = match self.conns.get(&key) {
-                        Some(c) => c.try_send(ConnOut::Bytes(t.contents)).is_ok(),
-                        None => false,
-                    };
-                    if ok {
-                        self.stats.by_transport[transport_index(t.transport)].client_packets_out +=
-                            1;
-                    } else {
-                        self.stats.send_errors += 1;
-                    }
-                }
-            }
-            match self.server.poll_command() {
-                Some(c) => self.command(c),
-                None => break,
-            }
-        }
-        // Whatever the commands changed.
-        while let Some(r) = self.server.poll_route() {
-            self.route(r);
-        }
-        while let Some(e) = self.server.poll_event() {
-            self.on_event(e, transport);
-        }
-    }
-
     /// The burst's peer datagrams are handled and what they produced is
     /// sent: their readers may take the fast path again.
     pub(super) fn count_down_handled(&mut self) {
@@ -496,7 +452,7 @@ impl TurnTask {
             let sock = self
                 .listening
                 .get(&source)
-                .or_else(|| self.server.relays().socket(source))
+                .or_else(|| self.relayed.get(source).map(|r| &r.sock))
                 .cloned();
             let (mut sent, mut failed) = (0, 0);
             match sock {
@@ -504,8 +460,7 @@ impl TurnTask {
                 Some(sock) => {
                     for &(_, i) in &self.order[at..end] {
                         let t = &self.pending[i as usize];
-                        let len = t.contents.len();
-                        if len > sys::BUF {
+                        if t.contents.len() > sys::BUF {
                             if send_one(&sock, &t.contents, t.destination).await {
                                 sent += 1;
                             } else {
@@ -513,13 +468,8 @@ impl TurnTask {
                             }
                             continue;
                         }
-                        let b = &mut self.batch;
-                        b.bufs[b.n][..len].copy_from_slice(&t.contents);
-                        b.lens[b.n] = len;
-                        b.dests[b.n] = t.destination;
-                        b.n += 1;
-                        if b.n == sys::BATCH {
-                            let (s, f) = b.send(&sock).await;
+                        if self.batch.push(&t.contents, t.destination) {
+                            let (s, f) = self.batch.send(&sock).await;
                             sent += s;
                             failed += f;
                         }
@@ -540,31 +490,10 @@ impl TurnTask {
         }
     }
 
-    pub(super) fn ended(
-        &mut self,
-        how: &str,
-        user: &str,
-        five_tuple: FiveTuple,
-        relayed: &[SocketAddr],
-        mut traffic: p2p_turn::Traffic,
-    ) {
-        self.fold_fast(&five_tuple, &mut traffic);
-        tracing::info!(
-            %user,
-            client = %five_tuple.client,
-            transport = %five_tuple.transport,
-            relayed = ?relayed,
-            bytes_to_peer = traffic.bytes_to_peer,
-            packets_to_peer = traffic.packets_to_peer,
-            bytes_to_client = traffic.bytes_to_client,
-            packets_to_client = traffic.packets_to_client,
-            dropped_bandwidth = traffic.dropped_bandwidth,
-            "turn allocation {how}"
-        );
-    }
-
-    pub(super) fn on_event(&mut self, e: ServerEvent, transport: Option<Transport>) {
-        match e {
+    /// Log an event and hand it to the embedding program (an ended
+    /// allocation's traffic with what it relayed outside the server).
+    fn on_event(&mut self, mut e: ServerEvent) {
+        match &mut e {
             ServerEvent::AllocationCreated {
                 user,
                 five_tuple,
@@ -573,15 +502,13 @@ impl TurnTask {
             } => {
                 tracing::info!(
                     %user,
-                    client = %five_tuple.client,
-                    server = %five_tuple.server,
+                    client = %five_tuple.remote,
+                    server = %five_tuple.local,
                     transport = %five_tuple.transport,
                     relayed = ?relayed,
                     lifetime_secs = lifetime.as_secs(),
                     "turn allocation created"
                 );
-                self.stats.by_transport[transport_index(five_tuple.transport)]
-                    .allocations_created += 1;
             }
             ServerEvent::AllocationRefreshed {
                 user,
@@ -590,60 +517,82 @@ impl TurnTask {
             } => {
                 tracing::debug!(
                     %user,
-                    client = %five_tuple.client,
+                    client = %five_tuple.remote,
                     transport = %five_tuple.transport,
                     lifetime_secs = lifetime.as_secs(),
                     "turn allocation refreshed"
                 );
             }
-            ServerEvent::AllocationDeleted {
+            ServerEvent::AllocationEnded {
                 user,
                 five_tuple,
                 relayed,
                 traffic,
-            } => self.ended("deleted", &user, five_tuple, &relayed, traffic),
-            ServerEvent::AllocationExpired {
-                user,
-                five_tuple,
-                relayed,
-                traffic,
-            } => self.ended("expired", &user, five_tuple, &relayed, traffic),
-            ServerEvent::AllocationClosed {
-                user,
-                five_tuple,
-                relayed,
-                traffic,
-            } => self.ended(
-                "closed with its connection",
-                &user,
-                five_tuple,
-                &relayed,
-                traffic,
-            ),
+                reason,
+            } => {
+                let ft = *five_tuple;
+                self.fold_fast(&ft, traffic);
+                tracing::info!(
+                    %user,
+                    client = %five_tuple.remote,
+                    transport = %five_tuple.transport,
+                    relayed = ?relayed,
+                    bytes_to_peer = traffic.bytes_to_peer,
+                    packets_to_peer = traffic.packets_to_peer,
+                    bytes_to_client = traffic.bytes_to_client,
+                    packets_to_client = traffic.packets_to_client,
+                    dropped_bandwidth = traffic.dropped_bandwidth,
+                    "turn allocation {}",
+                    match reason {
+                        p2p_turn::EndReason::ConnectionClosed => "closed with its connection",
+                        r => r.as_str(),
+                    }
+                );
+            }
             ServerEvent::PermissionCreated { five_tuple, peer } => {
-                tracing::debug!(client = %five_tuple.client, %peer, "turn permission created");
+                tracing::debug!(client = %five_tuple.remote, %peer, "turn permission created");
             }
             ServerEvent::ChannelBound {
                 five_tuple,
                 channel,
                 peer,
             } => {
-                tracing::debug!(client = %five_tuple.client, channel, %peer, "turn channel bound");
+                tracing::debug!(client = %five_tuple.remote, channel, %peer, "turn channel bound");
             }
             ServerEvent::AuthFailed {
-                remote,
+                five_tuple,
                 username,
                 reason,
             } => {
                 tracing::info!(
-                    %remote,
+                    remote = %five_tuple.remote,
                     username = username.as_deref().unwrap_or(""),
                     reason = ?reason,
-                    transport = %transport.map_or("?".to_owned(), |t| t.to_string()),
+                    transport = %five_tuple.transport,
                     "turn authentication failed"
                 );
             }
+            ServerEvent::RequestRefused {
+                five_tuple,
+                user,
+                method,
+                code,
+            } => {
+                tracing::debug!(
+                    remote = %five_tuple.remote,
+                    transport = %five_tuple.transport,
+                    user = user.as_deref().unwrap_or(""),
+                    method = ?method,
+                    code,
+                    "turn request refused"
+                );
+            }
             other => tracing::debug!(event = ?other, "turn event"),
+        }
+        if let Some(tx) = &self.events {
+            if tx.try_send(e).is_err() {
+                self.events_dropped += 1;
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
 
-use super::*;
+use super::Inbound;
 
 /// How long a Connect to a peer may take (RFC 6062 §5.2: at least 30 s).
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
