@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use common::*;
@@ -233,6 +234,60 @@ async fn a_relay_ip_can_be_advertised_as_another() {
         assert!(UdpSocket::bind(SocketAddr::new(lo, relayed.port()))
             .await
             .is_err());
+        turn.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn turn_over_tls_on_a_listener_of_the_program() {
+    tokio::time::timeout(BOUND, async {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = rustls::pki_types::PrivateKeyDer::try_from(ck.key_pair.serialize_der()).unwrap();
+        let server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut turn = service(false, false, |b| {
+            b.tls_listener(listener, Arc::new(server_tls))
+        })
+        .await;
+        let server = turn.local_addrs()[0];
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ck.cert.der().clone()).unwrap();
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        let tcp = tokio::net::TcpStream::connect(server).await.unwrap();
+        let local = tcp.local_addr().unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let s = connector.connect(name, tcp).await.unwrap();
+        let mut c = Client::stream(
+            Box::new(s),
+            local,
+            server,
+            p2p_turn::Transport::Tls,
+            "alice",
+            "ecila",
+        )
+        .await;
+        let (peer, _saw) = echo_peer().await;
+        c.allocate().await.expect("allocated over TLS");
+        c.permit(peer).await.expect("a permission");
+        c.echo(peer, b"over TLS").await;
+        assert!(matches!(
+            event(&mut turn).await,
+            ServerEvent::AllocationCreated { five_tuple, .. } if five_tuple.transport == p2p_turn::Transport::Tls
+        ));
         turn.stop().await;
     })
     .await

@@ -15,6 +15,7 @@ use p2p_turn::{CredentialStore, ServerConfig, ServerEvent, TurnServer};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 use crate::counters::Counters;
 use crate::fastpath::{FastPath, TrafficSnapshot};
@@ -64,7 +65,8 @@ pub enum TurnServiceError {
 pub struct TurnServiceBuilder {
     config: ServerConfig,
     udp: Vec<UdpSocket>,
-    tcp: Vec<TcpListener>,
+    /// TCP listeners, with the TLS configuration for TURN over TLS.
+    tcp: Vec<(TcpListener, Option<TlsAcceptor>)>,
     credentials: Option<Credentials>,
     /// (bind IP, advertised IP), the first per family counts.
     relay_ips: Vec<(IpAddr, IpAddr)>,
@@ -107,7 +109,14 @@ impl TurnServiceBuilder {
 
     /// Serve TURN over TCP on connections accepted from `listener`.
     pub fn tcp_listener(mut self, listener: TcpListener) -> Self {
-        self.tcp.push(listener);
+        self.tcp.push((listener, None));
+        self
+    }
+
+    /// Serve TURN over TLS (`turns:`) on connections accepted from
+    /// `listener`, with the certificate of `tls`.
+    pub fn tls_listener(mut self, listener: TcpListener, tls: Arc<rustls::ServerConfig>) -> Self {
+        self.tcp.push((listener, Some(TlsAcceptor::from(tls))));
         self
     }
 
@@ -172,15 +181,15 @@ impl TurnServiceBuilder {
             .into_iter()
             .map(|s| Ok((s.local_addr()?, Arc::new(s))))
             .collect::<io::Result<_>>()?;
-        let tcp: Vec<(SocketAddr, TcpListener)> = self
+        let tcp: Vec<(SocketAddr, TcpListener, Option<TlsAcceptor>)> = self
             .tcp
             .into_iter()
-            .map(|l| Ok((l.local_addr()?, l)))
+            .map(|(l, tls)| Ok((l.local_addr()?, l, tls)))
             .collect::<io::Result<_>>()?;
         let local: Vec<SocketAddr> = udp
             .iter()
             .map(|(a, _)| *a)
-            .chain(tcp.iter().map(|(a, _)| *a))
+            .chain(tcp.iter().map(|(a, _, _)| *a))
             .collect();
         let mut ips: [Option<(IpAddr, IpAddr)>; 2] = [None, None];
         for (bind, adv) in self.relay_ips {
@@ -246,8 +255,8 @@ impl TurnServiceBuilder {
             permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             turn: Some((handle.clone(), turn_idle)),
         };
-        for (_, l) in tcp {
-            workers.spawn(accept_loop(l, None, shared.clone()));
+        for (_, l, tls) in tcp {
+            workers.spawn(accept_loop(l, tls, shared.clone()));
         }
         Ok(TurnService {
             handle,
@@ -288,7 +297,8 @@ impl TurnService {
         TurnServiceBuilder::new(realm)
     }
 
-    /// The addresses it serves on (UDP sockets, then TCP listeners).
+    /// The addresses it serves on (UDP sockets, then TCP and TLS listeners,
+    /// in the order given).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local
     }
