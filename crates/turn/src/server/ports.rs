@@ -3,7 +3,7 @@
 //! bookkeeping: binding a socket is the driver's job, asked for with a
 //! [`SocketRequest`](super::SocketRequest).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
@@ -22,8 +22,12 @@ pub(super) struct PortPool {
     ips: [Option<IpAddr>; 2],
     lo: u16,
     hi: u16,
-    /// Addresses handed out: being bound, bound, or held for a reservation.
-    taken: HashSet<SocketAddr>,
+    /// Per family, one bit per port of the range: handed out (being bound,
+    /// bound, or held for a reservation). At most 8 KiB a family, whatever
+    /// the number of allocations.
+    taken: [Vec<u64>; 2],
+    /// How many bits are set.
+    in_use: usize,
     /// Addresses the OS refused to bind, skipped until the instant.
     refused: HashMap<SocketAddr, Instant>,
 }
@@ -40,12 +44,53 @@ impl PortPool {
     pub(super) fn new(ips: &[IpAddr], ports: RangeInclusive<u16>) -> Self {
         let v4 = ips.iter().copied().find(IpAddr::is_ipv4);
         let v6 = ips.iter().copied().find(IpAddr::is_ipv6);
+        let (lo, hi) = (*ports.start(), *ports.end());
+        let words = ((u32::from(hi) + 1).saturating_sub(u32::from(lo)) as usize).div_ceil(64);
+        let bits = |ip: Option<IpAddr>| {
+            if ip.is_some() {
+                vec![0; words]
+            } else {
+                Vec::new()
+            }
+        };
         PortPool {
             ips: [v4, v6],
-            lo: *ports.start(),
-            hi: *ports.end(),
-            taken: HashSet::new(),
+            lo,
+            hi,
+            taken: [bits(v4), bits(v6)],
+            in_use: 0,
             refused: HashMap::new(),
+        }
+    }
+
+    /// Where `a`'s bit is: (family, word, mask); `None` for an address
+    /// that is not the pool's.
+    fn bit(&self, a: SocketAddr) -> Option<(usize, usize, u64)> {
+        let k = usize::from(a.is_ipv6());
+        if self.ips[k] != Some(a.ip()) || a.port() < self.lo || a.port() > self.hi {
+            return None;
+        }
+        let i = usize::from(a.port() - self.lo);
+        Some((k, i / 64, 1 << (i % 64)))
+    }
+
+    fn set(&mut self, a: SocketAddr, on: bool) {
+        let Some((k, w, m)) = self.bit(a) else {
+            return;
+        };
+        let Some(word) = self.taken[k].get_mut(w) else {
+            return;
+        };
+        let was = *word & m != 0;
+        if on {
+            *word |= m;
+        } else {
+            *word &= !m;
+        }
+        match (was, on) {
+            (false, true) => self.in_use += 1,
+            (true, false) => self.in_use -= 1,
+            _ => {}
         }
     }
 
@@ -60,7 +105,7 @@ impl PortPool {
     }
 
     fn free(&self, now: Instant, a: SocketAddr) -> bool {
-        !self.taken.contains(&a) && self.refused.get(&a).is_none_or(|until| now >= *until)
+        !self.is_taken(a) && self.refused.get(&a).is_none_or(|until| now >= *until)
     }
 
     /// Take a free address of `family`, probing the range from port
@@ -104,10 +149,10 @@ impl PortPool {
                 None
             };
             self.refused.remove(&a);
-            self.taken.insert(a);
+            self.set(a, true);
             if let Some(n) = next {
                 self.refused.remove(&n);
-                self.taken.insert(n);
+                self.set(n, true);
             }
             return Some((a, next));
         }
@@ -116,13 +161,13 @@ impl PortPool {
 
     /// Give back an address (UDP, TCP or held).
     pub(super) fn release(&mut self, addr: SocketAddr) {
-        self.taken.remove(&addr);
+        self.set(addr, false);
     }
 
     /// The OS refused to bind `addr`: give it back and skip it for
     /// [`REFUSED_FOR`].
     pub(super) fn refuse(&mut self, now: Instant, addr: SocketAddr) {
-        self.taken.remove(&addr);
+        self.set(addr, false);
         // Forget marks that ran out, so that the map stays bounded by the
         // ports refused in the last minute.
         self.refused.retain(|_, until| now < *until);
@@ -131,12 +176,14 @@ impl PortPool {
 
     /// Whether `addr` is taken (being bound, bound, or held).
     pub(super) fn is_taken(&self, addr: SocketAddr) -> bool {
-        self.taken.contains(&addr)
+        self.bit(addr)
+            .and_then(|(k, w, m)| self.taken[k].get(w).map(|word| word & m != 0))
+            .unwrap_or(false)
     }
 
     /// Addresses taken.
     pub(super) fn in_use(&self) -> usize {
-        self.taken.len()
+        self.in_use
     }
 }
 
@@ -203,6 +250,40 @@ mod tests {
             "refused, the other taken"
         );
         assert_eq!(at(&mut a, t0 + REFUSED_FOR), Some((x, None)));
+    }
+
+    #[test]
+    fn addresses_outside_the_pool_are_never_taken() {
+        let t0 = Instant::now();
+        let mut a = PortPool::new(
+            &[
+                "203.0.113.1".parse().unwrap(),
+                "2001:db8::1".parse().unwrap(),
+            ],
+            50000..=50130,
+        );
+        let (v6, _) = a.take(t0, AddressFamily::V6, false, false, 129).unwrap();
+        assert_eq!(
+            v6,
+            "[2001:db8::1]:50129".parse().unwrap(),
+            "a port past the first word"
+        );
+        assert!(a.is_taken(v6));
+        assert!(!a.is_taken(v4(50129)), "the other family");
+        assert!(
+            !a.is_taken("203.0.113.2:50129".parse().unwrap()),
+            "another IP"
+        );
+        assert!(
+            !a.is_taken(v4(49999)) && !a.is_taken(v4(50131)),
+            "outside the range"
+        );
+        a.release(v4(50129));
+        a.release("203.0.113.2:50129".parse().unwrap());
+        assert_eq!(a.in_use(), 1, "releasing what is not taken changes nothing");
+        a.release(v6);
+        a.release(v6);
+        assert_eq!(a.in_use(), 0);
     }
 
     #[test]
