@@ -6,13 +6,13 @@
 //! through a channel by the UDP workers, the TCP/TLS connections and the
 //! relayed sockets' readers. Binding stays with the STUN responder (RFC
 //! 5780); TURN methods and ChannelData come here (see
-//! [`goes_to_turn_server`]).
+//! `goes_to_turn_server`).
 //!
 //! TCP allocations (RFC 6062): a TCP relayed address is a listening socket
 //! whose accept loop hands peers to this task; Connect opens a connection
 //! from the relayed address in a task of its own. This task holds peer
 //! connections until a ConnectionBind binds them, then hands each one to its
-//! client data connection's task ([`ToConnection::Splice`]), which copies
+//! client data connection's task (`ToConnection::Splice`), which copies
 //! bytes both ways until either side closes.
 
 use std::io;

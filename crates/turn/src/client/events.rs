@@ -121,7 +121,7 @@ pub enum ClientEvent {
     },
     /// A Connect succeeded (RFC 6062 §4.3): the server holds a TCP
     /// connection to the peer. Open a new connection to the server and send
-    /// [`TurnClient::connection_bind_request`] on it within 30 s.
+    /// [`TurnClient::connection_bind`] for it within 30 s.
     PeerConnected {
         /// The peer.
         peer: SocketAddr,

@@ -253,7 +253,7 @@ impl<C: CredentialStore> TurnServer<C> {
     /// [`SocketRequest::ReserveUdp`] or [`SocketRequest::ListenTcp`] for
     /// `addr`: whether the socket is bound. A port the OS refused (another
     /// program holds it) is skipped for a minute and another one is asked
-    /// for, up to [`MAX_BIND_ATTEMPTS`] per Allocate; then the client gets
+    /// for, up to 64 times per Allocate; then the client gets
     /// 508. The Allocate is answered once every address it waits for is
     /// bound. An answer nobody waits for any more is released
     /// ([`SocketRequest::Release`] when it was bound).

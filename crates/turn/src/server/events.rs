@@ -237,7 +237,7 @@ pub enum SocketRequest {
     /// Bind a UDP socket on `relayed` (for an Allocate), then say how it
     /// went with [`TurnServer::bind_result`]; the Allocate is answered
     /// once every address it waits for is bound. Read the socket: every
-    /// datagram goes to [`TurnServer::handle_input`] with `destination` =
+    /// datagram goes to [`handle_input`](p2p_proto::Machine::handle_input) with `destination` =
     /// `relayed`. When you hold a socket on `relayed` for a
     /// [`SocketRequest::ReserveUdp`], read that one.
     BindUdp {

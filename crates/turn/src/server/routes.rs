@@ -18,7 +18,7 @@ use super::{ServerConfig, ServerOutput};
 /// Peer → client: a datagram from `peer` on `relayed` goes to the client as
 /// ChannelData on `channel` (no padding: UDP) from `five_tuple.local`. Both only while the instant is before
 /// `until`; after it (or for anything else) the packet goes to
-/// [`TurnServer::handle_input`] as usual.
+/// [`handle_input`](p2p_proto::Machine::handle_input) as usual.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChannelRoute {
     /// The allocation's 5-tuple (always UDP).
