@@ -14,7 +14,7 @@ use p2p_stun::attr::*;
 use p2p_stun::{
     AttrType, Key, Message, MessageBuilder, MessageClass, MessageType, Method, TransactionId,
 };
-use p2p_turn::{ClientConfig, Datagram, Transport, TurnClient};
+use p2p_turn::{ClientConfig, ClientOutput, Datagram, Machine, Transport, TurnClient};
 
 const REALM: &str = "fuzz.example";
 const TYPES: [AttrType; 10] = [
@@ -37,6 +37,8 @@ struct World {
     server: SocketAddr,
     peers: [SocketAddr; 2],
     relayed: SocketAddr,
+    /// An RFC 6062 data connection's local address.
+    data: SocketAddr,
     transport: Transport,
     /// Requests the client sent and the fuzzer has not answered: (tid, method).
     outstanding: Vec<(TransactionId, Method)>,
@@ -44,25 +46,22 @@ struct World {
 
 impl World {
     fn drain(&mut self) {
-        while let Some(t) = self.client.poll_transmit() {
+        while let Some(o) = self.client.poll_output() {
+            let ClientOutput::Transmit(t) = o else {
+                continue;
+            };
             if let Ok(m) = Message::decode(&t.contents) {
                 if m.typ().class == MessageClass::Request && self.outstanding.len() < 16 {
                     self.outstanding.push((m.transaction_id(), m.typ().method));
                 }
             }
         }
-        while self.client.poll_event().is_some() {}
     }
 
     fn feed(&mut self, bytes: &[u8]) {
         let now = self.now;
-        let d = Datagram {
-            transport: self.transport,
-            local: self.local,
-            remote: self.server,
-            bytes,
-        };
-        self.client.handle_input(now, d);
+        let d = Datagram::new(self.transport, self.server, self.local, bytes);
+        let _ = self.client.handle_input(now, d);
         self.drain();
     }
 
@@ -184,12 +183,18 @@ impl World {
                 let c = input.byte()?;
                 let peer = self.peers[usize::from(c >> 7)];
                 let _ = match c % 7 {
-                    0 => self.client.allocate(now),
+                    0 => {
+                        self.client.handle_timeout(now);
+                        Ok(())
+                    }
                     1 => self.client.create_permission(now, &[peer.ip()]),
                     2 => self.client.bind_channel(now, peer).map(drop),
-                    3 => self.client.send_to(now, peer, b"hello"),
+                    3 => self.client.send_to(peer, b"hello"),
                     4 => self.client.connect(now, peer),
-                    5 => self.client.connection_bind_request(u32::from(c)).map(drop),
+                    5 => {
+                        let data = self.data;
+                        self.client.connection_bind(now, u32::from(c), data)
+                    }
                     _ => self.client.close(now),
                 };
                 self.drain();
@@ -242,10 +247,12 @@ fuzz_target!(|data: &[u8]| {
             "[2001:db8::7]:9000".parse().unwrap(),
         ],
         relayed: "203.0.113.1:50000".parse().unwrap(),
+        data: "192.0.2.10:5001".parse().unwrap(),
         transport: config.transport,
         outstanding: Vec::new(),
     };
-    let _ = w.client.allocate(t0);
+    // The client starts: its Allocate goes out.
+    w.client.handle_timeout(t0);
     w.drain();
     for _ in 0..96 {
         if w.step(&mut input).is_none() {

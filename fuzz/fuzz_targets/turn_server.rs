@@ -17,7 +17,8 @@ use p2p_stun::{
     TransactionId,
 };
 use p2p_turn::{
-    Datagram, MemoryRelayAllocator, PeerPolicy, ServerConfig, StaticUsers, Transport, TurnServer,
+    Datagram, Machine, PeerPolicy, ServerConfig, ServerOutput, SocketRequest, StaticUsers,
+    Transport, TurnServer,
 };
 
 const REALM: &str = "fuzz.example";
@@ -49,8 +50,12 @@ const TYPES: [AttrType; 14] = [
 ];
 
 struct World {
-    server: TurnServer<StaticUsers, MemoryRelayAllocator>,
+    server: TurnServer<StaticUsers>,
     now: Instant,
+    /// The "OS" refuses to bind every third port while set.
+    flaky: bool,
+    /// Relayed sockets "bound" now; each is released exactly once.
+    bound: std::collections::BTreeSet<SocketAddr>,
     clients: [SocketAddr; 2],
     peers: [SocketAddr; 2],
     listen: SocketAddr,
@@ -60,7 +65,28 @@ struct World {
 
 impl World {
     fn drain(&mut self) {
-        while let Some(t) = self.server.poll_transmit() {
+        while let Some(o) = self.server.poll_output() {
+            let t = match o {
+                ServerOutput::Transmit(t) => t,
+                ServerOutput::Socket(
+                    SocketRequest::BindUdp { relayed: a }
+                    | SocketRequest::ReserveUdp { reserved: a }
+                    | SocketRequest::ListenTcp { relayed: a },
+                ) => {
+                    let ok = !(self.flaky && a.port() % 3 == 0);
+                    if ok {
+                        assert!(self.bound.insert(a), "{a} bound twice");
+                    }
+                    let now = self.now;
+                    self.server.bind_result(now, a, ok);
+                    continue;
+                }
+                ServerOutput::Socket(SocketRequest::Release { relayed }) => {
+                    assert!(self.bound.remove(&relayed), "{relayed} released, not bound");
+                    continue;
+                }
+                _ => continue,
+            };
             let c = &t.contents;
             if std::env::var_os("FUZZ_TRACE").is_some() {
                 eprintln!(
@@ -92,9 +118,6 @@ impl World {
             }
             self.server.recycle(t.contents);
         }
-        while self.server.poll_event().is_some() {}
-        while self.server.poll_route().is_some() {}
-        while self.server.poll_command().is_some() {}
     }
 
     fn feed(&mut self, transport: Transport, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) {
@@ -108,15 +131,9 @@ impl World {
             }
         }
         let now = self.now;
-        self.server.handle_input(
-            now,
-            Datagram {
-                transport,
-                local,
-                remote,
-                bytes,
-            },
-        );
+        let _ = self
+            .server
+            .handle_input(now, Datagram::new(transport, remote, local, bytes));
         self.drain();
     }
 
@@ -187,7 +204,7 @@ impl World {
 
     fn step(&mut self, input: &mut Input<'_>) -> Option<()> {
         let op = input.byte()?;
-        match op % 6 {
+        match op % 7 {
             0 | 1 => self.request(input)?,
             // Any bytes from a client or a peer to the listening or a relayed address.
             2 => {
@@ -244,6 +261,8 @@ impl World {
                 let peer = self.peers[usize::from(w >> 7)];
                 self.feed(Transport::Udp, r, peer, &bytes);
             }
+            // The OS starts or stops refusing ports.
+            5 => self.flaky = !self.flaky,
             // Time passes: up to about 17 minutes, past every lifetime.
             _ => {
                 let secs = u64::from(input.byte()?) * 4;
@@ -271,12 +290,15 @@ fuzz_target!(|data: &[u8]| {
     config.password_algorithms = vec![PasswordAlgorithm::Md5, PasswordAlgorithm::Sha256];
     // Peers on a documentation range, which the default policy refuses.
     config.peer_policy = PeerPolicy::new().allow("198.51.100.0/24".parse().unwrap());
+    config.relayed_ips = vec!["203.0.113.1".parse().unwrap()];
+    config.relayed_ports = 50000..=50015;
     let users = StaticUsers::new().with_user("alice", "wonderland");
-    let relays = MemoryRelayAllocator::new(["203.0.113.1".parse().unwrap()], 50000..=50015);
     let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let mut w = World {
-        server: TurnServer::new(config, users, relays, (t0, wall)),
+        server: TurnServer::new(config, users, (t0, wall)),
         now: t0,
+        flaky: false,
+        bound: std::collections::BTreeSet::new(),
         clients: [
             "192.0.2.10:5000".parse().unwrap(),
             "192.0.2.11:5000".parse().unwrap(),

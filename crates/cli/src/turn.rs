@@ -6,12 +6,13 @@
 //! `p2p_turn::TurnClient`; this module is the small tokio loop around it
 //! (UDP, or TCP with `p2p_stun::next_frame_len` framing).
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use p2p_stun::next_frame_len;
-use p2p_turn::{ClientConfig, ClientEvent, Datagram, Transport, TurnClient};
+use p2p_turn::{ClientConfig, ClientEvent, ClientOutput, Datagram, Machine, Transport, TurnClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -139,11 +140,29 @@ struct Driver {
     local: SocketAddr,
     transport: Transport,
     rx: Vec<u8>,
+    /// Events the client handed out, not yet looked at.
+    events: VecDeque<ClientEvent>,
 }
 
 impl Driver {
-    async fn flush(&mut self) -> io::Result<()> {
-        while let Some(t) = self.client.poll_transmit() {
+    /// Send the client's transmits on the link; keep its events. Transmits
+    /// from another local address (an RFC 6062 data connection's) are
+    /// returned.
+    async fn flush(&mut self) -> io::Result<Vec<Vec<u8>>> {
+        let mut other = Vec::new();
+        while let Some(o) = self.client.poll_output() {
+            let t = match o {
+                ClientOutput::Transmit(t) => t,
+                ClientOutput::Event(e) => {
+                    self.events.push_back(e);
+                    continue;
+                }
+                _ => continue,
+            };
+            if t.source != self.local {
+                other.push(t.contents);
+                continue;
+            }
             match &mut self.link {
                 Link::Udp(s) => {
                     s.send_to(&t.contents, t.destination).await?;
@@ -151,7 +170,7 @@ impl Driver {
                 Link::Tcp { stream, .. } => stream.write_all(&t.contents).await?,
             }
         }
-        Ok(())
+        Ok(other)
     }
 
     /// Drive the client until `pick` takes an event, or `deadline`.
@@ -163,7 +182,7 @@ impl Driver {
     ) -> Result<R, TurnError> {
         loop {
             self.flush().await?;
-            while let Some(e) = self.client.poll_event() {
+            while let Some(e) = self.events.pop_front() {
                 if let Some(r) = pick(e) {
                     return Ok(r);
                 }
@@ -180,15 +199,8 @@ impl Driver {
             match got {
                 Some(frames) => {
                     for bytes in &frames {
-                        self.client.handle_input(
-                            now,
-                            Datagram {
-                                transport: self.transport,
-                                local: self.local,
-                                remote: self.server,
-                                bytes,
-                            },
-                        );
+                        let d = Datagram::new(self.transport, self.server, self.local, bytes);
+                        let _ = self.client.handle_input(now, d);
                     }
                 }
                 None => {
@@ -306,10 +318,12 @@ pub async fn run(opts: &TurnOptions) -> Result<TurnReport, TurnError> {
         local,
         transport,
         rx: vec![0u8; 65536],
+        events: VecDeque::new(),
     };
     let step = || Instant::now() + opts.timeout;
 
-    d.client.allocate(Instant::now())?;
+    // The client starts allocating at its first handle_timeout.
+    d.client.handle_timeout(Instant::now());
     let (relayed, mapped, lifetime) = d
         .until(step(), "the allocation", |e| match e {
             ClientEvent::Allocated {
@@ -426,7 +440,7 @@ async fn exchange(d: &mut Driver, opts: &TurnOptions) -> Result<Exchanged, TurnE
     for seq in 0..opts.count {
         let data = payload(seq, opts.size);
         let t0 = Instant::now();
-        d.client.send_to(t0, peer, &data)?;
+        d.client.send_to(peer, &data)?;
         sent += 1;
         let r = d
             .until(step(), "an echo", |e| match e {
@@ -467,12 +481,16 @@ async fn tcp_exchange(d: &mut Driver, opts: &TurnOptions) -> Result<Exchanged, T
             _ => None,
         })
         .await??;
-    let bind = d.client.connection_bind_request(id)?;
     let mut data = tokio::time::timeout(opts.timeout, TcpStream::connect(opts.server))
         .await
         .map_err(|_| TurnError::Timeout("the data connection"))??;
     let _ = data.set_nodelay(true);
-    data.write_all(&bind).await?;
+    let data_local = data.local_addr()?;
+    // The ConnectionBind goes out from the data connection.
+    d.client.connection_bind(Instant::now(), id, data_local)?;
+    for bind in d.flush().await? {
+        data.write_all(&bind).await?;
+    }
     // The answer, then raw bytes: read exactly one STUN message.
     let mut head = [0u8; 20];
     tokio::time::timeout(opts.timeout, data.read_exact(&mut head))
@@ -484,16 +502,20 @@ async fn tcp_exchange(d: &mut Driver, opts: &TurnOptions) -> Result<Exchanged, T
     tokio::time::timeout(opts.timeout, data.read_exact(&mut answer[20..]))
         .await
         .map_err(|_| TurnError::Timeout("the ConnectionBind answer"))??;
-    match d.client.connection_bind_outcome(&answer) {
-        Some(Ok(())) => {}
-        Some(Err(code)) => {
-            return Err(TurnError::TcpRelay {
-                peer,
-                code: Some(code),
-            })
-        }
-        None => return Err(TurnError::Framing("not a ConnectionBind answer".into())),
+    let answered = Datagram::new(Transport::Tcp, opts.server, data_local, &answer);
+    if !d.client.handle_input(Instant::now(), answered).is_taken() {
+        return Err(TurnError::Framing("not a ConnectionBind answer".into()));
     }
+    d.until(step(), "the ConnectionBind", |e| match e {
+        ClientEvent::ConnectionBound { connection_id, .. } if connection_id == id => Some(Ok(())),
+        ClientEvent::ConnectionBindFailed {
+            connection_id,
+            code,
+            ..
+        } if connection_id == id => Some(Err(TurnError::TcpRelay { peer, code })),
+        _ => None,
+    })
+    .await??;
     let mut rtts = Vec::new();
     let mut sent = 0;
     let mut back = vec![0u8; opts.size.max(16)];

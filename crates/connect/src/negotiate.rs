@@ -872,36 +872,15 @@ fn parse_description(sdp: &str) -> Option<(SessionDescription, String, String)> 
 
 // The session still speaks its own datagram types; these go when it speaks
 // p2p-proto's.
-pub(crate) fn session_transport(t: p2p_proto::Transport) -> crate::Transport {
-    match t {
-        p2p_proto::Transport::Udp => crate::Transport::Udp,
-        p2p_proto::Transport::Tls => crate::Transport::Tls,
-        _ => crate::Transport::Tcp,
-    }
-}
-
 fn session_datagram(d: Datagram<'_>) -> crate::Datagram<'_> {
     crate::Datagram {
-        transport: session_transport(d.transport),
+        transport: d.transport,
         local: d.destination,
         remote: d.source,
         contents: d.contents,
     }
 }
 
-pub(crate) fn proto_transport(t: crate::Transport) -> p2p_proto::Transport {
-    match t {
-        crate::Transport::Udp => p2p_proto::Transport::Udp,
-        crate::Transport::Tcp => p2p_proto::Transport::Tcp,
-        crate::Transport::Tls => p2p_proto::Transport::Tls,
-    }
-}
-
 fn proto_transmit(t: crate::Transmit) -> Transmit {
-    Transmit::new(
-        proto_transport(t.transport),
-        t.source,
-        t.destination,
-        t.contents,
-    )
+    Transmit::new(t.transport, t.source, t.destination, t.contents)
 }

@@ -18,7 +18,7 @@ use p2p_ice::{
     Candidate, CandidateKind, IceAgent, IceConfig, IceError, IceEvent, IceOutput, IceState,
 };
 use p2p_proto::{Handled, Machine};
-use p2p_turn::{ClientConfig, ClientEvent, ClientState, TurnClient};
+use p2p_turn::{ClientConfig, ClientEvent, ClientOutput, ClientState, TurnClient};
 
 pub use p2p_turn::Transport;
 
@@ -306,9 +306,8 @@ impl Session {
             self.agent.add_stun_server(now, *s);
         }
         for r in &mut self.relays {
-            if r.client.allocate(now).is_err() {
-                r.done = true;
-            }
+            // A TURN client starts allocating at its first handle_timeout.
+            r.client.handle_timeout(now);
         }
         self.agent.handle_timeout(now);
         self.pump(now);
@@ -422,15 +421,14 @@ impl Session {
                     r.done = true;
                     Some(Relay::new(r.config.clone(), r.local, seed))
                 }
-                ClientState::Idle | ClientState::Allocating | ClientState::Deleting => {
+                _ => {
                     regathering |= !r.done;
                     None
                 }
             };
             if let Some(mut relay) = replacement {
-                if relay.client.allocate(now).is_ok() {
-                    self.relays.push(relay);
-                }
+                relay.client.handle_timeout(now);
+                self.relays.push(relay);
             }
         }
         // Said before the agent restarts, so that it does not end gathering.
@@ -487,14 +485,9 @@ impl Session {
         // transport (two configurations may name one server over UDP and
         // TCP). During a restart an old allocation and its probe share the
         // connection; the probe only takes answers to its own requests.
-        let turn = p2p_turn::Datagram {
-            transport: d.transport,
-            local: d.local,
-            remote: d.remote,
-            bytes: d.contents,
-        };
+        let turn = p2p_turn::Datagram::new(d.transport, d.remote, d.local, d.contents);
         for r in self.relays.iter_mut().filter(|r| r.owns(&d)) {
-            if r.client.handle_input(now, turn) {
+            if r.client.handle_input(now, turn).is_taken() {
                 self.pump(now);
                 return;
             }
@@ -532,7 +525,10 @@ impl Session {
         if self.closing.is_none() {
             self.agent.handle_timeout(now);
         }
-        for r in self.relays.iter_mut().filter(|r| !r.retired) {
+        // Before `start` the TURN clients stay idle (their first
+        // handle_timeout starts them).
+        let started = self.started;
+        for r in self.relays.iter_mut().filter(|r| !r.retired && started) {
             r.client.handle_timeout(now);
         }
         self.pump(now);
@@ -624,9 +620,7 @@ impl Session {
                 if self.relays[i].client.channel(t.destination).is_none() {
                     self.permit(now, i, &[t.destination.ip()])?;
                 }
-                self.relays[i]
-                    .client
-                    .send_to(now, t.destination, &t.contents)?;
+                self.relays[i].client.send_to(t.destination, &t.contents)?;
                 Ok(())
             }
         }
@@ -685,18 +679,19 @@ impl Session {
         loop {
             let mut moved = false;
             for i in 0..self.relays.len() {
-                while let Some(e) = self.relays[i].client.poll_event() {
+                // Events first, then transmits (requests before data).
+                while let Some(o) = self.relays[i].client.poll_output() {
                     moved = true;
-                    self.turn_event(now, i, e);
-                }
-                while let Some(t) = self.relays[i].client.poll_transmit() {
-                    moved = true;
-                    self.transmits.push_back(Transmit {
-                        transport: t.transport,
-                        source: t.source,
-                        destination: t.destination,
-                        contents: t.contents,
-                    });
+                    match o {
+                        ClientOutput::Event(e) => self.turn_event(now, i, e),
+                        ClientOutput::Transmit(t) => self.transmits.push_back(Transmit {
+                            transport: t.transport,
+                            source: t.source,
+                            destination: t.destination,
+                            contents: t.contents,
+                        }),
+                        _ => {}
+                    }
                 }
             }
             if let Some(deadline) = self.closing {

@@ -446,7 +446,7 @@ impl FastPath {
     }
 
     /// Add or replace a route: `relay` is the socket of `route.relayed`,
-    /// `listening` one bound to `route.five_tuple.server`.
+    /// `listening` one bound to `route.five_tuple.local`.
     pub(crate) fn up(
         &self,
         route: &ChannelRoute,
@@ -455,9 +455,9 @@ impl FastPath {
         traffic: Arc<FastTraffic>,
     ) {
         let ft = route.five_tuple;
-        if let Ok(mut s) = self.to_peer[peer_shard(ft.client, route.channel)].write() {
+        if let Ok(mut s) = self.to_peer[peer_shard(ft.remote, route.channel)].write() {
             s.insert(
-                (ft.server, ft.client, route.channel),
+                (ft.local, ft.remote, route.channel),
                 ToPeer {
                     sock: relay,
                     peer: route.peer,
@@ -471,7 +471,7 @@ impl FastPath {
                 (route.relayed, route.peer),
                 ToClient {
                     sock: listening,
-                    client: ft.client,
+                    client: ft.remote,
                     channel: route.channel,
                     until: route.until,
                     traffic,
@@ -483,8 +483,8 @@ impl FastPath {
     /// Remove a route (nothing happens if it is not there).
     pub(crate) fn down(&self, route: &ChannelRoute) {
         let ft = route.five_tuple;
-        if let Ok(mut s) = self.to_peer[peer_shard(ft.client, route.channel)].write() {
-            s.remove(&(ft.server, ft.client, route.channel));
+        if let Ok(mut s) = self.to_peer[peer_shard(ft.remote, route.channel)].write() {
+            s.remove(&(ft.local, ft.remote, route.channel));
         }
         if let Ok(mut s) = self.to_client[client_shard(route.relayed, route.peer)].write() {
             s.remove(&(route.relayed, route.peer));
@@ -533,11 +533,11 @@ mod tests {
             (sock().await, sock().await, sock().await, sock().await);
         let now = Instant::now();
         let route = ChannelRoute {
-            five_tuple: FiveTuple {
-                client: client.local_addr().unwrap(),
-                server: listening.local_addr().unwrap(),
-                transport: Transport::Udp,
-            },
+            five_tuple: FiveTuple::new(
+                Transport::Udp,
+                listening.local_addr().unwrap(),
+                client.local_addr().unwrap(),
+            ),
             channel: 0x4001,
             peer: peer.local_addr().unwrap(),
             relayed: relay.local_addr().unwrap(),
@@ -558,7 +558,7 @@ mod tests {
     /// Stage `pkts` as if a worker read them from `from` and send them.
     fn from_client(s: &Setup, from: SocketAddr, pkts: &[Vec<u8>], now: Instant) -> Vec<bool> {
         let mut hits = Vec::new();
-        let server = s.route.five_tuple.server;
+        let server = s.route.five_tuple.local;
         let staged = pkts
             .iter()
             .enumerate()
@@ -606,7 +606,7 @@ mod tests {
     #[tokio::test]
     async fn routes_relay_both_ways_until_they_expire_or_go_down() {
         let s = setup().await;
-        let (c, now) = (s.route.five_tuple.client, s.now);
+        let (c, now) = (s.route.five_tuple.remote, s.now);
         assert_eq!(s.fast.len(), 1);
 
         // Client → peer: the payload alone, from the relayed socket.
@@ -624,7 +624,7 @@ mod tests {
         assert_eq!(from_peer(&s, s.route.peer, &[b"world"], now), [true]);
         assert_eq!(
             recv(&s.client).await,
-            (chan(0x4001, b"world"), s.route.five_tuple.server)
+            (chan(0x4001, b"world"), s.route.five_tuple.local)
         );
         // A peer at another port has no channel.
         let other = SocketAddr::new(s.route.peer.ip(), s.route.peer.port() ^ 1);
@@ -688,7 +688,7 @@ mod tests {
         // ones (a new train), mixed with a packet for no route: whatever
         // the grouping, each datagram arrives alone, in order, unchanged.
         let s = setup().await;
-        let (c, now) = (s.route.five_tuple.client, s.now);
+        let (c, now) = (s.route.five_tuple.remote, s.now);
         let sizes = [100usize, 100, 100, 60, 100, 100, 1200, 1200, 1452, 1453, 7];
         let payload = |k: usize, n: usize| vec![k as u8; n];
         let mut pkts: Vec<Vec<u8>> = sizes
@@ -717,7 +717,7 @@ mod tests {
         for (k, d) in data.iter().enumerate() {
             assert_eq!(
                 recv(&s.client).await,
-                (chan(0x4001, d), s.route.five_tuple.server),
+                (chan(0x4001, d), s.route.five_tuple.local),
                 "#{k}"
             );
         }

@@ -1,9 +1,79 @@
 //! The p2p daemon's library: a STUN server (RFC 8489 Binding, with the NAT
-//! behaviour discovery of RFC 5780) over UDP, TCP and TLS on tokio, its TOML
-//! configuration, its counters and its shutdown. `p2p serve` is a thin shell
-//! around [`Server`].
+//! behaviour discovery of RFC 5780) over UDP, TCP and TLS on tokio, an
+//! embeddable TURN server ([`TurnService`]), the daemon's TOML
+//! configuration, its counters and its shutdown. `p2p serve` is a thin
+//! shell around [`Server`].
 //!
-//! The protocol work is one pure function, [`answer`]: a request's bytes in,
+//! # A TURN server in your own tokio program
+//!
+//! [`TurnService`] runs the sans-IO [`p2p_turn::TurnServer`] on sockets you
+//! bind (UDP, and TCP for TURN over TCP and RFC 6062), with your credential
+//! store, and tells you what happens (allocations created, refreshed and
+//! ended with their traffic, permissions, channels, refused requests). It
+//! binds a UDP socket per relayed address when the state machine asks for
+//! one, relays ChannelData on a fast path in the socket readers, and stops
+//! cleanly. Here a [`p2p_turn::TurnClient`] allocates from it over a real
+//! UDP socket:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use p2p_server::TurnService;
+//! use p2p_turn::{
+//!     ClientConfig, ClientEvent, ClientOutput, Datagram, Machine, ServerEvent, StaticUsers,
+//!     TurnClient,
+//! };
+//! use tokio::net::UdpSocket;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The server, on a socket of ours (it relays on the same IP).
+//! let mut turn = TurnService::builder("example.org")
+//!     .udp_socket(UdpSocket::bind("127.0.0.1:0").await?)
+//!     .credentials(StaticUsers::new().with_user("alice", "secret"))
+//!     .start()?;
+//! let server = turn.local_addrs()[0];
+//!
+//! // A client on a socket of its own: its first handle_timeout sends the
+//! // Allocate; every answer goes back in.
+//! let socket = UdpSocket::bind("127.0.0.1:0").await?;
+//! let local = socket.local_addr()?;
+//! let mut client = TurnClient::new(ClientConfig::new(local, server, "alice", "secret"));
+//! client.handle_timeout(Instant::now());
+//! let relayed = 'allocating: loop {
+//!     while let Some(out) = client.poll_output() {
+//!         match out {
+//!             ClientOutput::Transmit(t) => {
+//!                 socket.send_to(&t.contents, t.destination).await?;
+//!             }
+//!             ClientOutput::Event(ClientEvent::Allocated { relayed, .. }) => {
+//!                 break 'allocating relayed[0];
+//!             }
+//!             other => panic!("{other:?}"),
+//!         }
+//!     }
+//!     let mut buf = [0u8; 1500];
+//!     let wait = socket.recv_from(&mut buf);
+//!     let (n, from) = tokio::time::timeout(Duration::from_secs(5), wait).await??;
+//!     let _ = client.handle_input(Instant::now(), Datagram::udp(from, local, &buf[..n]));
+//! };
+//!
+//! // The server says so.
+//! match turn.next_event().await {
+//!     Some(ServerEvent::AllocationCreated { user, relayed: r, .. }) => {
+//!         assert_eq!((user.as_str(), r.as_slice()), ("alice", &[relayed][..]));
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! // Stopping ends the allocation and closes its relayed socket.
+//! let counters = turn.stop().await;
+//! assert_eq!(counters.allocations_stopped, 1);
+//! assert!(matches!(turn.next_event().await, Some(ServerEvent::AllocationEnded { .. })));
+//! # Ok(()) }
+//! ```
+//!
+//! # The daemon
+//!
+//! The STUN work is one pure function, [`answer`]: a request's bytes in,
 //! the response's bytes written into the caller's buffer, and which socket
 //! must send them where ([`Answer`]). It opens no socket and allocates
 //! nothing, so every rule (XOR-MAPPED-ADDRESS, CHANGE-REQUEST, RESPONSE-PORT,
@@ -13,13 +83,13 @@
 //! and TLS streams, and counts what it saw ([`Counters`]).
 //!
 //! With a `[turn]` realm and users (or a REST secret), the same ports serve
-//! TURN (RFC 8656): TURN methods and ChannelData go to one task that drives
-//! `p2p_turn::TurnServer` and owns a UDP socket per relayed address; Binding
-//! stays with [`answer`]. Clients on TCP or TLS may also ask for a TCP
-//! relayed address (RFC 6062): a listening socket per allocation, Connect to
-//! peers from it, and client data connections spliced to peer connections;
-//! an allocation made over TCP or TLS ends when its connection closes.
-//! `[metrics]` serves Prometheus counters over HTTP.
+//! TURN (RFC 8656) through a [`TurnService`]: TURN methods and ChannelData
+//! go to the task that drives `p2p_turn::TurnServer` and owns a UDP socket
+//! per relayed address; Binding stays with [`answer`]. Clients on TCP or TLS
+//! may also ask for a TCP relayed address (RFC 6062): a listening socket per
+//! allocation, Connect to peers from it, and client data connections spliced
+//! to peer connections; an allocation made over TCP or TLS ends when its
+//! connection closes. `[metrics]` serves Prometheus counters over HTTP.
 //!
 //! With `[signaling] listen`, one more TCP port serves the signaling protocol
 //! of `p2p-signaling` (rooms, offer/answer, trickled candidates) on a
@@ -54,7 +124,7 @@ mod server;
 mod signaling;
 mod stream;
 mod sys;
-mod turn;
+pub mod turn;
 mod udp;
 mod web;
 
@@ -65,3 +135,4 @@ pub use config::{
 pub use counters::{CounterSnapshot, Counters};
 pub use responder::{answer, Answer, Ctx, Dropped, Outcome, Transport, Via};
 pub use server::{LocalAddrs, Server, ServerError};
+pub use turn::{TurnService, TurnServiceBuilder, TurnServiceError};

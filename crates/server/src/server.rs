@@ -335,7 +335,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> CounterSnapshot {
         let mut tasks = JoinSet::new();
         let turn_idle = self.turn.as_ref().map(|t| t.stream_idle());
-        let turn = self.turn.map(|setup| {
+        let turn_service = self.turn.map(|setup| {
             let listening = self
                 .udp
                 .first()
@@ -343,8 +343,9 @@ impl Server {
                 .unwrap_or_default()
                 .into_iter()
                 .collect();
-            crate::turn::spawn(setup, listening, &mut tasks)
+            setup.start(listening)
         });
+        let turn = turn_service.as_ref().map(|t| t.handle().clone());
         if let Some(m) = self.metrics {
             tasks.spawn(crate::metrics::serve(
                 m,
@@ -417,6 +418,11 @@ impl Server {
         }
         if let Some(s) = signaling {
             s.stop().await;
+        }
+        // TURN first: its allocations end (and are logged) while the
+        // workers still run.
+        if let Some(mut t) = turn_service {
+            t.stop().await;
         }
         tasks.shutdown().await;
         self.counters.snapshot()

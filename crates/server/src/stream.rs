@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::counters::Counters;
 use crate::fastpath::TcpMeter;
 use crate::responder::{answer, Answer, Ctx, Dropped, Transport};
-use crate::turn::ConnOut;
+use crate::turn::ToConnection;
 
 /// The largest frame a connection may send: a STUN request never needs more.
 const MAX_FRAME: usize = 4096;
@@ -181,7 +181,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = vec![0u8; MAX_FRAME];
     let mut out = vec![0u8; MAX_FRAME];
     let mut filled = 0;
-    let (otx, mut orx) = mpsc::channel::<ConnOut>(crate::turn::CONN_QUEUE);
+    let (otx, mut orx) = mpsc::channel::<ToConnection>(crate::turn::CONN_QUEUE);
     let mut used_turn = false;
     // A ConnectionBind went to the TURN task: read nothing more until it is
     // answered, for after a success the stream carries raw bytes.
@@ -201,7 +201,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Err(_) => break Err(io::ErrorKind::TimedOut.into()),
             },
             Some(msg) = orx.recv() => match msg {
-                ConnOut::Bytes(msg) => {
+                ToConnection::Write(msg) => {
                     if let Err(e) = s.write_all(&msg).await {
                         break Err(e);
                     }
@@ -213,7 +213,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     awaiting_bind = false;
                     0
                 }
-                ConnOut::Splice { peer, kill, meter } => {
+                ToConnection::Splice { peer, kill, meter } => {
                     break splice(&mut s, &buf[..filled], peer, kill, meter).await;
                 }
             },
@@ -249,7 +249,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             let frame = &buf[..len];
             match &shared.turn {
-                Some((t, _)) if crate::turn::wants(frame) => {
+                Some((t, _)) if crate::turn::goes_to_turn_server(frame) => {
                     used_turn = true;
                     awaiting_bind = frame_type(frame) == Some(bind_request);
                     if !t.stream(transport, local, from, frame, &otx).await {

@@ -151,7 +151,7 @@ impl Worker {
             }
             if let Some(t) = &self.turn {
                 let pkt = &b.rx[i][..m.len];
-                if crate::turn::wants(pkt) {
+                if crate::turn::goes_to_turn_server(pkt) {
                     // ChannelData with a route: relayed from here.
                     if let Some(f) = fast.filter(|_| pkt.first().is_some_and(|b| b & 0xC0 == 0x40))
                     {

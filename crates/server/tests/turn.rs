@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::*;
 use p2p_server::Config;
 use p2p_stun::attr::PasswordAlgorithm;
+use p2p_turn::Machine;
 use p2p_turn::{ClientEvent, RestSecret, Transport};
 use tokio::net::TcpStream;
 async fn round_trip(
@@ -316,11 +317,11 @@ async fn relay_to_relay_on_one_server_but_not_to_its_own_ports() {
                 }
             };
             // a → b by Send indication, b → a over a channel.
-            a.turn.send_to(Instant::now(), rb, b"to bob").unwrap();
+            a.turn.send_to(rb, b"to bob").unwrap();
             a.flush().await;
             b.until("alice's data", data_from(ra, b"to bob")).await;
             b.bind(ra).await;
-            b.turn.send_to(Instant::now(), ra, b"to alice").unwrap();
+            b.turn.send_to(ra, b"to alice").unwrap();
             b.flush().await;
             a.until("bob's data", data_from(rb, b"to alice")).await;
 
@@ -328,12 +329,12 @@ async fn relay_to_relay_on_one_server_but_not_to_its_own_ports() {
             // follows it arrives, and the drop is counted by then.
             let dropped = "p2p_turn_dropped_total{reason=\"no_permission\"}";
             let before = sample(&scrape(srv.metrics.unwrap()).await, dropped);
-            a.turn.send_to(Instant::now(), srv.udp, b"attack").unwrap();
+            a.turn.send_to(srv.udp, b"attack").unwrap();
             // The metrics port was configured as port 0: known only once
             // bound, and still never a peer (with 127.0.0.0/8 allowed too).
             let metrics = srv.metrics.unwrap();
-            a.turn.send_to(Instant::now(), metrics, b"attack").unwrap();
-            a.turn.send_to(Instant::now(), rb, b"after").unwrap();
+            a.turn.send_to(metrics, b"attack").unwrap();
+            a.turn.send_to(rb, b"after").unwrap();
             a.flush().await;
             b.until("alice's next data", data_from(ra, b"after")).await;
             let after = sample(&scrape(srv.metrics.unwrap()).await, dropped);
@@ -546,17 +547,14 @@ async fn a_channel_coming_up_keeps_the_peers_datagrams_in_order() {
                         if f.first().is_some_and(|b| b & 0xC0 == 0x40) {
                             over_channel += 1;
                         }
-                        c.turn.handle_input(now, p2p_turn::Datagram {
-                            transport: Transport::Udp,
-                            local: c.local,
-                            remote: c.server,
-                            bytes: &f,
-                        });
+                        let d = p2p_turn::Datagram::udp(c.server, c.local, &f);
+                        let _ = c.turn.handle_input(now, d);
                     }
                 }
                 () = wake => c.turn.handle_timeout(Instant::now()),
             }
-            while let Some(e) = c.turn.poll_event() {
+            c.flush().await;
+            while let Some(e) = c.inbox.pop_front() {
                 if let ClientEvent::Data { data, .. } = e {
                     got.push(u32::from_be_bytes(data[..4].try_into().unwrap()));
                 }

@@ -14,7 +14,7 @@ use sha1::Sha1;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::types::Transport;
+use p2p_proto::Transport;
 
 /// Where the server gets long-term keys from. Synchronous: a store that has
 /// to wait on I/O (a database, an HTTP service) sits behind a cache that
@@ -254,7 +254,13 @@ impl NonceMinter {
             std::net::IpAddr::V6(ip) => m.update(&ip.octets()),
         }
         m.update(&client.port().to_be_bytes());
-        m.update(&[transport as u8]);
+        let t: u8 = match transport {
+            Transport::Udp => 0,
+            Transport::Tcp => 1,
+            Transport::Tls => 2,
+            _ => 3,
+        };
+        m.update(&[t]);
         let full = m.finalize().into_bytes();
         let mut out = [0u8; 8];
         out.copy_from_slice(&full[..8]);

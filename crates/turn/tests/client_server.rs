@@ -108,9 +108,10 @@ fn allocate_with_md5_uses_message_integrity() {
 
 #[test]
 fn rfc5389_style_server_without_password_algorithms_uses_md5() {
-    let config = ServerConfig {
-        password_algorithms: vec![],
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.password_algorithms = vec![];
+        c
     };
     let mut net = Net::new(config, users());
     let cfg = net.client_config(0, "alice", "wonderland");
@@ -150,7 +151,7 @@ fn rest_credentials_valid_then_expired() {
     let expired = RestSecret::username(net.wall() - SECS(1), "carol");
     let cfg = net.client_config(1, &expired, &secret.password(&expired));
     let c = net.add_client(cfg);
-    net.clients[c].allocate(net.now).unwrap();
+    net.start(c);
     net.step();
     assert_eq!(net.failure(c), Some(Some(401)));
     assert!(net.server_events.iter().any(|e| matches!(
@@ -166,8 +167,8 @@ fn wrong_password_gets_the_same_401_as_an_unknown_user() {
     let a = net.add_client(cfg);
     let cfg = net.client_config(1, "mallory", "whatever");
     let b = net.add_client(cfg);
-    net.clients[a].allocate(net.now).unwrap();
-    net.clients[b].allocate(net.now).unwrap();
+    net.start(a);
+    net.start(b);
     net.step();
     assert_eq!(net.failure(a), Some(Some(401)));
     assert_eq!(net.failure(b), Some(Some(401)));
@@ -214,9 +215,10 @@ fn wrong_password_gets_the_same_401_as_an_unknown_user() {
 
 #[test]
 fn unauthenticated_answers_are_small_and_carry_no_software() {
-    let config = ServerConfig {
-        software: Some("p2p-turn with a rather long software description".into()),
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.software = Some("p2p-turn with a rather long software description".into());
+        c
     };
     let mut net = Net::new(config, users());
     let mut req = Vec::new();
@@ -288,9 +290,10 @@ fn downgraded_password_algorithms_are_400() {
 
 #[test]
 fn stale_nonce_438_is_recovered_by_the_client() {
-    let config = ServerConfig {
-        nonce_lifetime: SECS(300),
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.nonce_lifetime = SECS(300);
+        c
     };
     let mut net = Net::new(config, users());
     let cfg = net.client_config(0, "alice", "wonderland");
@@ -309,9 +312,10 @@ fn stale_nonce_438_is_recovered_by_the_client() {
 #[test]
 fn second_allocate_on_the_same_five_tuple_is_437_and_a_retransmission_is_answered_again() {
     // Nonces outlive the test, so that the kept request stays signed right.
-    let config = ServerConfig {
-        nonce_lifetime: SECS(3600),
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.nonce_lifetime = SECS(3600);
+        c
     };
     let mut net = Net::new(config, users());
     let cfg = net.client_config(0, "alice", "wonderland");
@@ -335,11 +339,12 @@ fn second_allocate_on_the_same_five_tuple_is_437_and_a_retransmission_is_answere
     let late = net.raw(net.locals[a], &signed).unwrap();
     assert_eq!(code_of(&late), Some(437), "{late:02x?}");
     // A second client on the same 5-tuple (a new transaction): 437.
-    let b = net.add_client(ClientConfig {
-        rng_seed: Some(999),
-        ..cfg
+    let b = net.add_client({
+        let mut c = cfg;
+        c.rng_seed = Some(999);
+        c
     });
-    net.clients[b].allocate(net.now).unwrap();
+    net.start(b);
     net.step();
     assert_eq!(net.failure(b), Some(Some(437)));
     assert_eq!(net.server.allocation_count(), 1);
@@ -375,14 +380,14 @@ fn tcp_relaying_over_udp_is_400_and_other_protocols_442() {
     let mut cfg = net.client_config(0, "alice", "wonderland");
     cfg.requested_transport = PROTO_TCP;
     let c = net.add_client(cfg);
-    net.clients[c].allocate(net.now).unwrap();
+    net.start(c);
     net.step();
     assert_eq!(net.failure(c), Some(Some(400)));
     // Neither UDP nor TCP (132: SCTP): 442.
     let mut cfg = net.client_config(1, "alice", "wonderland");
     cfg.requested_transport = 132;
     let c = net.add_client(cfg);
-    net.clients[c].allocate(net.now).unwrap();
+    net.start(c);
     net.step();
     assert_eq!(net.failure(c), Some(Some(442)));
     // Missing REQUESTED-TRANSPORT: 400.
@@ -436,16 +441,17 @@ fn peer_of_the_other_family_is_443() {
 
 #[test]
 fn per_user_quota_is_486() {
-    let config = ServerConfig {
-        user_quota: Some(1),
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.user_quota = Some(1);
+        c
     };
     let mut net = Net::new(config, users());
     let cfg = net.client_config(0, "alice", "wonderland");
     net.allocated_client(cfg);
     let cfg = net.client_config(1, "alice", "wonderland");
     let c = net.add_client(cfg);
-    net.clients[c].allocate(net.now).unwrap();
+    net.start(c);
     net.step();
     assert_eq!(net.failure(c), Some(Some(486)));
     // Another user is not affected.
@@ -455,26 +461,28 @@ fn per_user_quota_is_486() {
 
 #[test]
 fn no_free_port_or_total_quota_is_508() {
-    let relays = MemoryRelayAllocator::new(["203.0.113.1".parse().unwrap()], 50000..=50000);
-    let mut net = Net::with_allocator(server_config(), users(), relays);
+    let mut config = server_config();
+    config.relayed_ports = 50000..=50000;
+    let mut net = Net::new(config, users());
     let cfg = net.client_config(0, "alice", "wonderland");
     net.allocated_client(cfg);
     let cfg = net.client_config(1, "bob", "builder");
     let c = net.add_client(cfg);
-    net.clients[c].allocate(net.now).unwrap();
+    net.start(c);
     net.step();
     assert_eq!(net.failure(c), Some(Some(508)));
 
-    let config = ServerConfig {
-        total_quota: Some(1),
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.total_quota = Some(1);
+        c
     };
     let mut net = Net::new(config, users());
     let cfg = net.client_config(0, "alice", "wonderland");
     net.allocated_client(cfg);
     let cfg = net.client_config(1, "bob", "builder");
     let c = net.add_client(cfg);
-    net.clients[c].allocate(net.now).unwrap();
+    net.start(c);
     net.step();
     assert_eq!(net.failure(c), Some(Some(508)));
 }
@@ -543,10 +551,13 @@ fn client_refreshes_keep_everything_alive_past_ten_minutes() {
     // The permission was refreshed too: peer data still arrives.
     net.peer_send(peer(), relay, b"still here");
     assert_eq!(net.data_events(c), [(peer(), b"still here".to_vec())]);
-    assert!(!net
-        .server_events
-        .iter()
-        .any(|e| matches!(e, ServerEvent::AllocationExpired { .. })));
+    assert!(!net.server_events.iter().any(|e| matches!(
+        e,
+        ServerEvent::AllocationEnded {
+            reason: EndReason::Expired,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -560,11 +571,14 @@ fn allocation_expires_without_refresh_and_frees_its_port() {
     assert_eq!(net.server.allocation_count(), 1);
     net.run_for(SECS(2));
     assert_eq!(net.server.allocation_count(), 0);
-    assert_eq!(net.server.relays().in_use(), 0);
-    assert!(net
-        .server_events
-        .iter()
-        .any(|e| matches!(e, ServerEvent::AllocationExpired { .. })));
+    assert_eq!(net.server.relayed_addresses_in_use(), 0);
+    assert!(net.server_events.iter().any(|e| matches!(
+        e,
+        ServerEvent::AllocationEnded {
+            reason: EndReason::Expired,
+            ..
+        }
+    )));
     assert_eq!(net.server.counters().allocations_expired, 1);
     let _ = c;
 }
@@ -598,11 +612,14 @@ fn refresh_with_lifetime_zero_deletes() {
     assert_eq!(net.clients[c].state(), ClientState::Closed);
     assert!(net.client_events[c].contains(&ClientEvent::Deleted));
     assert_eq!(net.server.allocation_count(), 0);
-    assert_eq!(net.server.relays().in_use(), 0);
-    assert!(net
-        .server_events
-        .iter()
-        .any(|e| matches!(e, ServerEvent::AllocationDeleted { .. })));
+    assert_eq!(net.server.relayed_addresses_in_use(), 0);
+    assert!(net.server_events.iter().any(|e| matches!(
+        e,
+        ServerEvent::AllocationEnded {
+            reason: EndReason::Deleted,
+            ..
+        }
+    )));
     let refresh = requests(&net, c, Method::REFRESH).pop().unwrap();
     assert_eq!(
         Message::decode(&refresh)
@@ -626,13 +643,13 @@ fn permission_expires_after_300_seconds() {
     net.step();
     net.run_for(SECS(299));
     net.peer_send(peer(), relay, b"a");
-    net.clients[c].send_to(net.now, peer(), b"b").unwrap();
+    net.clients[c].send_to(peer(), b"b").unwrap();
     net.step();
     assert_eq!(net.data_events(c).len(), 1);
     assert_eq!(net.peer_inbox.len(), 1);
     net.run_for(SECS(2));
     net.peer_send(peer(), relay, b"c");
-    net.clients[c].send_to(net.now, peer(), b"d").unwrap();
+    net.clients[c].send_to(peer(), b"d").unwrap();
     net.step();
     assert_eq!(net.data_events(c).len(), 1, "peer data dropped after 300 s");
     assert_eq!(net.peer_inbox.len(), 1, "client data dropped after 300 s");
@@ -658,17 +675,13 @@ fn channel_expires_after_600_seconds_and_its_number_stays_reserved() {
         net.step();
     }
     net.run_for(SECS(90)); // 590 s
-    net.clients[c]
-        .send_to(net.now, peer(), b"over the channel")
-        .unwrap();
+    net.clients[c].send_to(peer(), b"over the channel").unwrap();
     net.peer_send(peer(), relay, b"back");
     assert_eq!(net.peer_inbox.len(), 1);
     let last = net.server_out.last().unwrap();
     assert_eq!(last.contents[0] & 0xF0, 0x40, "ChannelData to the client");
     net.run_for(SECS(20)); // 610 s
-    net.clients[c]
-        .send_to(net.now, peer(), b"too late")
-        .unwrap();
+    net.clients[c].send_to(peer(), b"too late").unwrap();
     net.step();
     assert_eq!(
         net.peer_inbox.len(),
@@ -764,9 +777,10 @@ fn loopback_peer_is_refused_by_default_and_allowed_by_cidr() {
     // The server's own addresses are refused too (but for its relayed IP:
     // see relay_to_relay_works_and_own_service_ports_stay_closed).
     let own: SocketAddr = "198.51.100.200:3478".parse().unwrap();
-    let config = ServerConfig {
-        own_addresses: vec![own.ip()],
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.own_addresses = vec![own.ip()];
+        c
     };
     let mut net = Net::new(config, users());
     let cfg = net.client_config(0, "alice", "wonderland");
@@ -795,9 +809,10 @@ fn loopback_peer_is_refused_by_default_and_allowed_by_cidr() {
     );
     assert_eq!(code_of(&resp), Some(403));
 
-    let config = ServerConfig {
-        peer_policy: PeerPolicy::new().allow("127.0.0.0/8".parse().unwrap()),
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.peer_policy = PeerPolicy::new().allow("127.0.0.0/8".parse().unwrap());
+        c
     };
     let mut net = Net::new(config, users());
     let cfg = net.client_config(0, "alice", "wonderland");
@@ -806,7 +821,7 @@ fn loopback_peer_is_refused_by_default_and_allowed_by_cidr() {
         .create_permission(net.now, &[lo.ip()])
         .unwrap();
     net.step();
-    net.clients[c].send_to(net.now, lo, b"hi lo").unwrap();
+    net.clients[c].send_to(lo, b"hi lo").unwrap();
     net.step();
     assert_eq!(net.peer_inbox.len(), 1);
     assert_eq!(net.peer_inbox[0].to, lo);
@@ -820,9 +835,10 @@ fn loopback_peer_is_refused_by_default_and_allowed_by_cidr() {
 #[test]
 fn relay_to_relay_works_and_own_service_ports_stay_closed() {
     let signaling: SocketAddr = "203.0.113.1:8080".parse().unwrap();
-    let config = ServerConfig {
-        service_addresses: vec![signaling],
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.service_addresses = vec![signaling];
+        c
     };
     let mut net = Net::new(config, users());
     let cfg = net.client_config(0, "alice", "wonderland");
@@ -849,7 +865,7 @@ fn relay_to_relay_works_and_own_service_ports_stay_closed() {
     }
 
     // a → b by Send indication: out of ra to rb, and in at rb from ra.
-    net.clients[a].send_to(net.now, rb, b"hello bob").unwrap();
+    net.clients[a].send_to(rb, b"hello bob").unwrap();
     net.step();
     assert_eq!(net.peer_inbox.len(), 1);
     let p = net.peer_inbox.remove(0);
@@ -863,7 +879,7 @@ fn relay_to_relay_works_and_own_service_ports_stay_closed() {
     assert!(!net.client_events[b]
         .iter()
         .any(|e| matches!(e, ClientEvent::ChannelBindFailed { .. })));
-    net.clients[b].send_to(net.now, ra, b"hi alice").unwrap();
+    net.clients[b].send_to(ra, b"hi alice").unwrap();
     net.step();
     let p = net.peer_inbox.remove(0);
     assert_eq!((p.from, p.to), (rb, ra));
@@ -876,7 +892,7 @@ fn relay_to_relay_works_and_own_service_ports_stay_closed() {
     let free_relay_port = SocketAddr::new(ra.ip(), 50999);
     assert!(!net.server.is_relayed_address(free_relay_port));
     for to in [listen(), signaling, free_relay_port] {
-        net.clients[a].send_to(net.now, to, b"attack").unwrap();
+        net.clients[a].send_to(to, b"attack").unwrap();
         net.step();
     }
     assert!(net.peer_inbox.is_empty(), "{:?}", net.peer_inbox);
@@ -900,13 +916,14 @@ fn relay_to_relay_works_and_own_service_ports_stay_closed() {
     net.clients[b].close(net.now).unwrap();
     net.step();
     assert!(!net.server.is_relayed_address(rb));
-    net.clients[a].send_to(net.now, rb, b"late").unwrap();
+    net.clients[a].send_to(rb, b"late").unwrap();
     net.step();
     assert!(net.peer_inbox.is_empty());
     // The deny list still wins over the relay IP.
-    let config = ServerConfig {
-        peer_policy: PeerPolicy::new().deny("203.0.113.0/24".parse().unwrap()),
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.peer_policy = PeerPolicy::new().deny("203.0.113.0/24".parse().unwrap());
+        c
     };
     let mut net = Net::new(config, users());
     let cfg = net.client_config(0, "alice", "wonderland");
@@ -926,9 +943,10 @@ fn relay_to_relay_works_and_own_service_ports_stay_closed() {
 
 #[test]
 fn denied_cidr_is_refused() {
-    let config = ServerConfig {
-        peer_policy: PeerPolicy::new().deny("198.51.100.0/24".parse().unwrap()),
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.peer_policy = PeerPolicy::new().deny("198.51.100.0/24".parse().unwrap());
+        c
     };
     let mut net = Net::new(config, users());
     let cfg = net.client_config(0, "alice", "wonderland");
@@ -955,7 +973,7 @@ fn send_and_data_indications_both_ways() {
     let c = net.allocated_client(cfg);
     let relay = net.relayed(c).unwrap();
     assert_eq!(
-        net.clients[c].send_to(net.now, peer(), b"x"),
+        net.clients[c].send_to(peer(), b"x"),
         Err(ClientError::NoPermission)
     );
     net.clients[c]
@@ -967,9 +985,7 @@ fn send_and_data_indications_both_ways() {
             peers: vec![peer().ip()]
         })
     );
-    net.clients[c]
-        .send_to(net.now, peer(), b"hello peer")
-        .unwrap();
+    net.clients[c].send_to(peer(), b"hello peer").unwrap();
     net.step();
     let sent = net.client_out[c].last().unwrap();
     let m = Message::decode(sent).unwrap();
@@ -1017,9 +1033,7 @@ fn channel_data_both_ways() {
         .server_events
         .iter()
         .any(|e| matches!(e, ServerEvent::ChannelBound { channel, .. } if *channel == ch)));
-    net.clients[c]
-        .send_to(net.now, peer(), b"via channel")
-        .unwrap();
+    net.clients[c].send_to(peer(), b"via channel").unwrap();
     net.step();
     let sent = net.client_out[c].last().unwrap();
     assert_eq!(u16::from_be_bytes([sent[0], sent[1]]), ch);
@@ -1043,7 +1057,7 @@ fn over_tcp_channel_data_is_padded() {
     let relay = net.relayed(c).unwrap();
     net.clients[c].bind_channel(net.now, peer()).unwrap();
     net.step();
-    net.clients[c].send_to(net.now, peer(), b"abcde").unwrap();
+    net.clients[c].send_to(peer(), b"abcde").unwrap();
     net.step();
     assert_eq!(net.client_out[c].last().unwrap().len(), 12);
     net.peer_send(peer(), relay, b"abcde");
@@ -1080,12 +1094,10 @@ fn one_create_permission_for_several_peers() {
 
 #[test]
 fn bandwidth_cap_drops_the_excess() {
-    let config = ServerConfig {
-        bandwidth: Some(Bandwidth {
-            bytes_per_sec: 1000,
-            burst: 1000,
-        }),
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.bandwidth = Some(Bandwidth::new(1000, 1000));
+        c
     };
     let mut net = Net::new(config, users());
     let cfg = net.client_config(0, "alice", "wonderland");
@@ -1095,13 +1107,13 @@ fn bandwidth_cap_drops_the_excess() {
         .unwrap();
     net.step();
     for _ in 0..10 {
-        net.clients[c].send_to(net.now, peer(), &[7; 400]).unwrap();
+        net.clients[c].send_to(peer(), &[7; 400]).unwrap();
     }
     net.step();
     assert_eq!(net.peer_inbox.len(), 2);
     net.run_for(SECS(1));
     for _ in 0..10 {
-        net.clients[c].send_to(net.now, peer(), &[7; 400]).unwrap();
+        net.clients[c].send_to(peer(), &[7; 400]).unwrap();
     }
     net.step();
     assert_eq!(net.peer_inbox.len(), 4);
@@ -1133,7 +1145,7 @@ fn even_port_reserves_the_next_port_for_a_token() {
     let mut cfg = net.client_config(2, "bob", "builder");
     cfg.reservation_token = Some(token);
     let c = net.add_client(cfg);
-    net.clients[c].allocate(net.now).unwrap();
+    net.start(c);
     net.step();
     assert_eq!(net.failure(c), Some(Some(508)));
 }
@@ -1150,27 +1162,25 @@ fn unused_reservations_expire_after_30_seconds() {
         } => reservation_token.unwrap(),
         e => panic!("{e:?}"),
     };
-    assert_eq!(net.server.relays().in_use(), 2);
+    assert_eq!(net.server.relayed_addresses_in_use(), 2);
     net.run_for(SECS(31));
-    assert_eq!(net.server.relays().in_use(), 1);
+    assert_eq!(net.server.relayed_addresses_in_use(), 1);
     let mut cfg = net.client_config(1, "bob", "builder");
     cfg.reservation_token = Some(token);
     let b = net.add_client(cfg);
-    net.clients[b].allocate(net.now).unwrap();
+    net.start(b);
     net.step();
     assert_eq!(net.failure(b), Some(Some(508)));
 }
 
 #[test]
 fn dual_stack_allocation_and_address_family_errors() {
-    let both = MemoryRelayAllocator::new(
-        [
-            "203.0.113.1".parse().unwrap(),
-            "2001:db8::1".parse().unwrap(),
-        ],
-        50000..=50999,
-    );
-    let mut net = Net::with_allocator(server_config(), users(), both);
+    let mut both = server_config();
+    both.relayed_ips = vec![
+        "203.0.113.1".parse().unwrap(),
+        "2001:db8::1".parse().unwrap(),
+    ];
+    let mut net = Net::new(both, users());
     let mut cfg = net.client_config(0, "alice", "wonderland");
     cfg.dual_stack = true;
     let c = net.allocated_client(cfg);
@@ -1192,7 +1202,7 @@ fn dual_stack_allocation_and_address_family_errors() {
         .create_permission(net.now, &[v6peer.ip()])
         .unwrap();
     net.step();
-    net.clients[c].send_to(net.now, v6peer, b"six").unwrap();
+    net.clients[c].send_to(v6peer, b"six").unwrap();
     net.step();
     assert_eq!(
         net.peer_inbox.last().unwrap().from.ip().to_string(),
@@ -1212,7 +1222,7 @@ fn dual_stack_allocation_and_address_family_errors() {
     let mut cfg = net.client_config(1, "bob", "builder");
     cfg.requested_family = Some(AddressFamily::V6);
     let d = net.add_client(cfg);
-    net.clients[d].allocate(net.now).unwrap();
+    net.start(d);
     net.step();
     assert_eq!(net.failure(d), Some(Some(440)));
     // Both family attributes at once, or ADDITIONAL-ADDRESS-FAMILY IPv4: 400.
@@ -1262,11 +1272,16 @@ fn allocate_timeout_is_reported() {
     let mut net = Net::new(server_config(), users());
     let cfg = net.client_config(0, "alice", "wonderland");
     let mut client = TurnClient::new(cfg);
-    client.allocate(net.now).unwrap();
+    client.handle_timeout(net.now);
     let mut sends = 0;
+    let mut events = Vec::new();
     for _ in 0..100 {
-        while client.poll_transmit().is_some() {
-            sends += 1;
+        while let Some(o) = client.poll_output() {
+            match o {
+                ClientOutput::Transmit(_) => sends += 1,
+                ClientOutput::Event(e) => events.push(e),
+                other => panic!("{other:?}"),
+            }
         }
         match client.poll_timeout() {
             Some(t) => {
@@ -1278,11 +1293,11 @@ fn allocate_timeout_is_reported() {
     }
     assert_eq!(sends, 7, "Rc = 7 transmissions");
     assert_eq!(
-        client.poll_event(),
-        Some(ClientEvent::AllocationFailed {
+        events,
+        [ClientEvent::AllocationFailed {
             code: None,
             reason: "timed out".into()
-        })
+        }]
     );
     assert_eq!(net.now - net.t0, Duration::from_millis(39_500));
 }
@@ -1291,9 +1306,10 @@ fn allocate_timeout_is_reported() {
 fn closing_the_tcp_connection_deletes_its_allocation_at_once() {
     // RFC 8656 §3.1 / §7: over TCP or TLS, an allocation lives as long as
     // the connection that made it.
-    let config = ServerConfig {
-        user_quota: Some(1),
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.user_quota = Some(1);
+        c
     };
     let mut net = Net::new(config, users());
     let mut cfg = net.client_config(0, "alice", "wonderland");
@@ -1304,30 +1320,33 @@ fn closing_the_tcp_connection_deletes_its_allocation_at_once() {
         .create_permission(net.now, &[peer().ip()])
         .unwrap();
     net.step();
-    let ft = FiveTuple {
-        client: net.locals[c],
-        server: listen(),
-        transport: Transport::Tcp,
-    };
+    let ft = FiveTuple::new(Transport::Tcp, listen(), net.locals[c]);
     // A UDP 5-tuple with the same addresses has no connection: nothing happens.
     let udp = FiveTuple {
         transport: Transport::Udp,
         ..ft
     };
-    assert!(!net.server.connection_closed(net.now, &udp));
+    let seen = net.server_events.len();
+    assert!(!net.server.connection_closed(&udp));
     assert_eq!(net.server.allocation_count(), 1);
 
-    assert!(net.server.connection_closed(net.now, &ft));
-    assert!(!net.server.connection_closed(net.now, &ft), "only once");
+    assert!(net.server.connection_closed(&ft));
+    assert!(!net.server.connection_closed(&ft), "only once");
     assert_eq!(net.server.allocation_count(), 0);
-    assert_eq!(net.server.relays().in_use(), 0, "the relayed port is free");
+    assert_eq!(
+        net.server.relayed_addresses_in_use(),
+        0,
+        "the relayed port is free"
+    );
     assert!(!net.server.is_relayed_address(relay));
     assert_eq!(net.server.counters().allocations_closed, 1);
     assert_eq!(net.server.counters().allocations_active, 0);
-    let ended: Vec<_> = std::iter::from_fn(|| net.server.poll_event()).collect();
+    net.step();
+    assert!(net.bound.is_empty(), "the relayed socket is closed");
+    let ended = net.server_events[seen..].to_vec();
     assert!(matches!(
         ended.as_slice(),
-        [ServerEvent::AllocationClosed { user, five_tuple, relayed, .. }]
+        [ServerEvent::AllocationEnded { reason: EndReason::ConnectionClosed, user, five_tuple, relayed, .. }]
             if user == "alice" && *five_tuple == ft && relayed == &[relay]
     ));
     // Peers get nothing through the old relayed address.
@@ -1398,7 +1417,7 @@ fn data_sent_right_after_create_permission_follows_it() {
     net.clients[c]
         .create_permission(net.now, &[peer().ip()])
         .unwrap();
-    net.clients[c].send_to(net.now, peer(), b"first").unwrap();
+    net.clients[c].send_to(peer(), b"first").unwrap();
     net.step();
     assert_eq!(net.peer_inbox.len(), 1, "the first datagram was dropped");
     assert_eq!(net.server.counters().dropped_no_permission, 0);
@@ -1412,27 +1431,21 @@ fn close_during_allocation_deletes_what_the_server_grants() {
     let mut net = Net::new(server_config(), users());
     let cfg = net.client_config(0, "alice", "wonderland");
     let c = net.add_client(cfg);
-    net.clients[c].allocate(net.now).unwrap();
+    net.start(c);
     // By hand: the first Allocate, its 401, the signed Allocate; the
     // server grants it, and its answer is still on the way when the
     // client closes.
     let now = net.now;
-    let first = net.clients[c].poll_transmit().expect("an Allocate");
+    let first = net.next_client_transmit(c).expect("an Allocate");
     net.deliver_to_server(&first);
-    let challenge = net.server.poll_transmit().expect("a 401");
-    net.clients[c].handle_input(
-        now,
-        Datagram {
-            transport: challenge.transport,
-            local: challenge.destination,
-            remote: challenge.source,
-            bytes: &challenge.contents,
-        },
-    );
-    let signed = net.clients[c].poll_transmit().expect("the signed Allocate");
+    let challenge = net.next_server_transmit().expect("a 401");
+    let _ = net.clients[c].handle_input(now, challenge.as_datagram());
+    let signed = net.next_client_transmit(c).expect("the signed Allocate");
     net.deliver_to_server(&signed);
+    let granted = net.next_server_transmit().expect("the success response");
     assert_eq!(net.server.allocation_count(), 1);
     net.clients[c].close(now).unwrap();
+    let _ = net.clients[c].handle_input(now, granted.as_datagram());
     net.run_for(SECS(5));
     assert_eq!(net.server.allocation_count(), 0, "granted, then deleted");
     assert_eq!(net.clients[c].state(), ClientState::Closed);
@@ -1442,5 +1455,68 @@ fn close_during_allocation_deletes_what_the_server_grants() {
             .any(|e| matches!(e, ClientEvent::Allocated { .. })),
         "{:?}",
         net.client_events[c]
+    );
+}
+
+#[test]
+fn the_client_sends_nothing_before_its_first_handle_timeout() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.add_client(cfg);
+    assert_eq!(net.clients[c].state(), ClientState::Idle);
+    assert_eq!(net.clients[c].poll_timeout(), None);
+    assert!(net.clients[c].poll_output().is_none());
+    net.start(c);
+    assert_eq!(net.clients[c].state(), ClientState::Allocating);
+    let first = net.next_client_transmit(c).expect("the Allocate");
+    let m = Message::decode(&first.contents).unwrap();
+    assert_eq!(
+        m.typ(),
+        MessageType::new(Method::ALLOCATE, MessageClass::Request)
+    );
+    // A second handle_timeout does not start a second Allocate.
+    net.start(c);
+    assert!(net.next_client_transmit(c).is_none());
+}
+
+#[test]
+fn a_client_closed_before_it_starts_never_allocates() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.add_client(cfg);
+    net.clients[c].close(net.now).unwrap();
+    net.start(c);
+    net.step();
+    assert_eq!(net.clients[c].state(), ClientState::Closed);
+    assert!(net.client_out[c].is_empty());
+}
+
+#[test]
+fn datagrams_not_from_the_server_are_not_the_clients() {
+    let mut net = Net::new(server_config(), users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    let local = net.locals[c];
+    let mut cd = Vec::new();
+    p2p_stun::ChannelData::new(0x4000, b"x")
+        .unwrap()
+        .encode(&mut cd, false)
+        .unwrap();
+    let now = net.now;
+    let client = &mut net.clients[c];
+    assert_eq!(
+        client.handle_input(now, Datagram::udp(peer(), local, &cd)),
+        Handled::NotMine,
+        "from a peer, not the server"
+    );
+    assert_eq!(
+        client.handle_input(now, Datagram::udp(listen(), local, b"hello")),
+        Handled::NotMine,
+        "neither STUN nor ChannelData"
+    );
+    assert_eq!(
+        client.handle_input(now, Datagram::udp(listen(), local, &cd)),
+        Handled::Taken,
+        "ChannelData from the server (on no bound channel)"
     );
 }

@@ -23,9 +23,10 @@ fn stun_like(typ: u16, fix_len: bool, len: u16, body: Vec<u8>) -> Vec<u8> {
 /// A server with an allocation (so relayed-address input and ChannelData
 /// reach the deeper paths) and the relayed address.
 fn net_with_allocation() -> (Net, std::net::SocketAddr) {
-    let config = ServerConfig {
-        peer_policy: PeerPolicy::new().allow("0.0.0.0/0".parse().unwrap()),
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.peer_policy = PeerPolicy::new().allow("0.0.0.0/0".parse().unwrap());
+        c
     };
     let mut net = Net::new(config, users());
     let cfg = net.client_config(0, "alice", "wonderland");
@@ -48,9 +49,9 @@ proptest! {
         let client = net.locals[0];
         let now = net.now;
         for (local, remote) in [(listen(), client), (listen(), peer()), (relay, peer()), (relay, client)] {
-            net.server.handle_input(now, Datagram { transport: Transport::Udp, local, remote, bytes: &bytes });
+            let _ = net.server.handle_input(now, Datagram::new(Transport::Udp, remote, local, &bytes));
         }
-        net.clients[0].handle_input(now, Datagram { transport: Transport::Udp, local: client, remote: listen(), bytes: &bytes });
+        let _ = net.clients[0].handle_input(now, Datagram::new(Transport::Udp, listen(), client, &bytes));
         net.step();
     }
 
@@ -65,9 +66,9 @@ proptest! {
         let bytes = stun_like(typ, fix_len, len, body);
         let client = net.locals[0];
         let now = net.now;
-        net.server.handle_input(now, Datagram { transport: Transport::Udp, local: listen(), remote: client, bytes: &bytes });
-        net.server.handle_input(now, Datagram { transport: Transport::Tcp, local: listen(), remote: client, bytes: &bytes });
-        net.clients[0].handle_input(now, Datagram { transport: Transport::Udp, local: client, remote: listen(), bytes: &bytes });
+        let _ = net.server.handle_input(now, Datagram::new(Transport::Udp, client, listen(), &bytes));
+        let _ = net.server.handle_input(now, Datagram::new(Transport::Tcp, client, listen(), &bytes));
+        let _ = net.clients[0].handle_input(now, Datagram::new(Transport::Udp, listen(), client, &bytes));
         net.step();
         // Every answer is no bigger than a few times the input.
         for t in &net.server_out {
@@ -101,7 +102,7 @@ proptest! {
         let bytes = stun_like(typ, true, 0, body);
         let client = net.locals[0];
         let now = net.now;
-        net.server.handle_input(now, Datagram { transport: Transport::Udp, local: listen(), remote: client, bytes: &bytes });
+        let _ = net.server.handle_input(now, Datagram::new(Transport::Udp, client, listen(), &bytes));
         net.step();
     }
 }

@@ -4,48 +4,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
+mod common;
+
+use common::ServerNode;
 use p2p_netsim::{Behaviour, EchoReflector, NatConfig, Node, Realm, Sim};
 use p2p_turn::*;
-
-fn to_transport(p: p2p_netsim::Transport) -> Transport {
-    match p {
-        p2p_netsim::Transport::Udp => Transport::Udp,
-        _ => Transport::Tcp,
-    }
-}
-
-fn to_netsim(t: Transmit) -> p2p_netsim::Transmit {
-    let transport = match t.transport {
-        Transport::Udp => p2p_netsim::Transport::Udp,
-        _ => p2p_netsim::Transport::Tcp,
-    };
-    p2p_netsim::Transmit::new(transport, t.source, t.destination, t.contents)
-}
-
-struct ServerNode(TurnServer<StaticUsers, MemoryRelayAllocator>);
-
-impl Node for ServerNode {
-    fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram<'_>) {
-        self.0.handle_input(
-            now,
-            Datagram {
-                transport: to_transport(d.transport),
-                local: d.destination,
-                remote: d.source,
-                bytes: d.contents,
-            },
-        );
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.0.handle_timeout(now);
-    }
-    fn poll_transmit(&mut self, _: Instant) -> Option<p2p_netsim::Transmit> {
-        self.0.poll_transmit().map(to_netsim)
-    }
-    fn poll_timeout(&mut self) -> Option<Instant> {
-        self.0.poll_timeout()
-    }
-}
 
 /// A client that asks for a permission once allocated and pings the peer
 /// once the permission is there.
@@ -56,42 +19,43 @@ struct ClientNode {
 }
 
 impl ClientNode {
-    fn react(&mut self, now: Instant) {
-        while let Some(e) = self.client.poll_event() {
-            match &e {
-                ClientEvent::Allocated { .. } => self
-                    .client
-                    .create_permission(now, &[self.peer.ip()])
-                    .unwrap(),
-                ClientEvent::PermissionCreated { .. } => {
-                    self.client.send_to(now, self.peer, b"ping").unwrap()
-                }
-                _ => {}
+    fn react(&mut self, now: Instant, e: &ClientEvent) {
+        match e {
+            ClientEvent::Allocated { .. } => self
+                .client
+                .create_permission(now, &[self.peer.ip()])
+                .unwrap(),
+            ClientEvent::PermissionCreated { .. } => {
+                self.client.send_to(self.peer, b"ping").unwrap()
             }
-            self.events.push(e);
+            _ => {}
         }
     }
 }
 
 impl Node for ClientNode {
-    fn handle_input(&mut self, now: Instant, d: p2p_netsim::Datagram<'_>) {
-        self.client.handle_input(
-            now,
-            Datagram {
-                transport: to_transport(d.transport),
-                local: d.destination,
-                remote: d.source,
-                bytes: d.contents,
-            },
-        );
-        self.react(now);
+    fn handle_input(&mut self, now: Instant, d: Datagram<'_>) {
+        let _ = self.client.handle_input(now, d);
     }
     fn handle_timeout(&mut self, now: Instant) {
         self.client.handle_timeout(now);
-        self.react(now);
     }
-    fn poll_transmit(&mut self, _: Instant) -> Option<p2p_netsim::Transmit> {
-        self.client.poll_transmit().map(to_netsim)
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        // The client starts at the simulation's first step.
+        if self.client.state() == ClientState::Idle {
+            self.client.handle_timeout(now);
+        }
+        while let Some(o) = self.client.poll_output() {
+            match o {
+                ClientOutput::Transmit(t) => return Some(t),
+                ClientOutput::Event(e) => {
+                    self.react(now, &e);
+                    self.events.push(e);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        None
     }
     fn poll_timeout(&mut self) -> Option<Instant> {
         self.client.poll_timeout()
@@ -109,31 +73,31 @@ fn client_behind_a_nat_relays_to_a_public_peer() {
     ));
     let server_addr: SocketAddr = "203.0.113.1:3478".parse().unwrap();
     let peer: SocketAddr = "203.0.113.50:7".parse().unwrap();
+    let mut config = ServerConfig::new("example.org");
+    config.rng_seed = Some(1);
+    config.relayed_ips = vec!["203.0.113.1".parse().unwrap()];
+    config.relayed_ports = 50000..=50099;
     let server = TurnServer::new(
-        ServerConfig {
-            rng_seed: Some(1),
-            ..ServerConfig::new("example.org")
-        },
+        config,
         StaticUsers::new().with_user("alice", "wonderland"),
-        MemoryRelayAllocator::new(["203.0.113.1".parse().unwrap()], 50000..=50099),
         (t0, SystemTime::UNIX_EPOCH),
     );
     let server = sim.add_host(
         ["203.0.113.1".parse().unwrap()],
         Realm::Public,
-        ServerNode(server),
+        ServerNode::new(server),
     );
     sim.add_host([peer.ip()], Realm::Public, EchoReflector::new());
-    let mut client = TurnClient::new(ClientConfig {
-        rng_seed: Some(2),
-        ..ClientConfig::new(
+    let client = TurnClient::new({
+        let mut c = ClientConfig::new(
             "10.0.0.2:5000".parse().unwrap(),
             server_addr,
             "alice",
             "wonderland",
-        )
+        );
+        c.rng_seed = Some(2);
+        c
     });
-    client.allocate(t0).unwrap();
     let client = sim.add_host(
         ["10.0.0.2".parse().unwrap()],
         Realm::Nat(nat),
@@ -178,6 +142,8 @@ fn client_behind_a_nat_relays_to_a_public_peer() {
     assert_eq!(data.0, peer);
     // The echo saw the relayed address, not the client or its NAT.
     assert_eq!(EchoReflector::parse_reply(&data.1), Some(relayed));
-    let k = sim.node::<ServerNode>(server).0.counters();
+    let node = sim.node::<ServerNode<StaticUsers>>(server);
+    assert_eq!(node.bound.len(), 1, "one relayed socket");
+    let k = node.server.counters();
     assert_eq!((k.packets_to_peer, k.packets_to_client), (1, 1));
 }

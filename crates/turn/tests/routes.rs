@@ -18,14 +18,17 @@ fn SECS(s: u64) -> Duration {
 }
 
 fn exporting() -> ServerConfig {
-    ServerConfig {
-        export_routes: true,
-        ..server_config()
+    {
+        let mut c = server_config();
+        c.export_routes = true;
+        c
     }
 }
 
+/// The route updates since the last call, after moving every packet.
 fn drain(net: &mut Net) -> Vec<RouteUpdate> {
-    std::iter::from_fn(|| net.server.poll_route()).collect()
+    net.step();
+    std::mem::take(&mut net.routes)
 }
 
 fn ups(updates: &[RouteUpdate]) -> Vec<ChannelRoute> {
@@ -61,11 +64,7 @@ fn a_bound_channel_is_published_refreshed_and_withdrawn_on_delete() {
     net.step();
     let u = drain(&mut net);
     let expected = ChannelRoute {
-        five_tuple: FiveTuple {
-            client: net.locals[c],
-            server: listen(),
-            transport: Transport::Udp,
-        },
+        five_tuple: FiveTuple::new(Transport::Udp, listen(), net.locals[c]),
         channel: ch,
         peer: peer(),
         relayed,
@@ -96,9 +95,10 @@ fn a_bound_channel_is_published_refreshed_and_withdrawn_on_delete() {
 
 #[test]
 fn a_route_ends_no_later_than_its_allocation() {
-    let short = ServerConfig {
-        default_lifetime: SECS(60),
-        ..exporting()
+    let short = {
+        let mut c = exporting();
+        c.default_lifetime = SECS(60);
+        c
     };
     let mut net = Net::new(short, users());
     let cfg = net.client_config(0, "alice", "wonderland");
@@ -130,9 +130,10 @@ fn an_expired_channel_is_withdrawn_once_forgotten() {
 
 #[test]
 fn an_expired_allocation_withdraws_its_routes() {
-    let short = ServerConfig {
-        default_lifetime: SECS(60),
-        ..exporting()
+    let short = {
+        let mut c = exporting();
+        c.default_lifetime = SECS(60);
+        c
     };
     let mut net = Net::new(short, users());
     let cfg = net.client_config(0, "alice", "wonderland");
@@ -164,12 +165,10 @@ fn nothing_is_published_unless_asked() {
 
 #[test]
 fn capped_and_tcp_allocations_stay_on_the_checked_path() {
-    let capped = ServerConfig {
-        bandwidth: Some(Bandwidth {
-            bytes_per_sec: 1_000_000,
-            burst: 100_000,
-        }),
-        ..exporting()
+    let capped = {
+        let mut c = exporting();
+        c.bandwidth = Some(Bandwidth::new(1_000_000, 100_000));
+        c
     };
     let mut net = Net::new(capped, users());
     let cfg = net.client_config(0, "alice", "wonderland");
@@ -209,9 +208,10 @@ fn relay_to_relay_is_checked_per_packet_unless_the_allow_list_opens_it() {
         "but whether rb lives is checked per packet"
     );
 
-    let open = ServerConfig {
-        peer_policy: PeerPolicy::new().allow(Cidr::host(relay_ip)),
-        ..exporting()
+    let open = {
+        let mut c = exporting();
+        c.peer_policy = PeerPolicy::new().allow(Cidr::host(relay_ip));
+        c
     };
     let mut net = Net::new(open, users());
     let a = net.allocated_client(net.client_config(0, "alice", "wonderland"));

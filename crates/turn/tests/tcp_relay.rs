@@ -26,11 +26,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn tcp_tuple(client: &str) -> FiveTuple {
-    FiveTuple {
-        client: addr(client),
-        server: listen(),
-        transport: Transport::Tcp,
-    }
+    FiveTuple::new(Transport::Tcp, listen(), addr(client))
 }
 
 fn call(
@@ -62,10 +58,6 @@ fn tcp_allocation(net: &mut Net) -> SocketAddr {
         .unwrap()
         .unwrap()
         .0
-}
-
-fn commands(net: &mut Net) -> Vec<TcpCommand> {
-    std::iter::from_fn(|| net.server.poll_command()).collect()
 }
 
 fn connection_id(resp: &[u8]) -> u32 {
@@ -129,7 +121,7 @@ fn tcp_allocation_rules() {
         b.add(&XorPeerAddress(peer())).unwrap();
     });
     assert_eq!(code_of(&resp.unwrap()), Some(437));
-    assert!(commands(&mut net).is_empty());
+    assert!(net.tcp_requests().is_empty());
 }
 
 #[test]
@@ -142,11 +134,11 @@ fn connect_then_connection_bind_splices_and_closing_frees_the_peer() {
         b.add(&XorPeerAddress(peer())).unwrap();
     };
     assert_eq!(call(&mut net, CONTROL, Method::CONNECT, connect), None);
-    let [TcpCommand::Connect {
+    let [SocketRequest::ConnectTcp {
         id,
         relayed: from,
         peer: to,
-    }] = commands(&mut net)[..]
+    }] = net.tcp_requests()[..]
     else {
         panic!("one Connect command");
     };
@@ -211,14 +203,14 @@ fn connect_then_connection_bind_splices_and_closing_frees_the_peer() {
         )
         .unwrap();
     assert_eq!(code_of(&resp), Some(441));
-    assert!(commands(&mut net).is_empty());
+    assert!(net.tcp_requests().is_empty());
 
     // The bind: success, then the splice.
     let resp = call(&mut net, DATA, Method::CONNECTION_BIND, bind(id)).unwrap();
     assert_eq!(code_of(&resp), None);
     assert_eq!(
-        commands(&mut net),
-        [TcpCommand::Splice {
+        net.tcp_requests(),
+        [SocketRequest::SpliceTcp {
             id,
             client: tcp_tuple(DATA),
             allocation: tcp_tuple(CONTROL),
@@ -246,13 +238,13 @@ fn connect_then_connection_bind_splices_and_closing_frees_the_peer() {
 
     // The data connection closes: the peer connection is closed, the peer may be connected again.
     assert!(
-        !net.server.connection_closed(net.now, &tcp_tuple(DATA)),
+        !net.server.connection_closed(&tcp_tuple(DATA)),
         "no allocation ended"
     );
-    assert_eq!(commands(&mut net), [TcpCommand::Close { id }]);
+    assert_eq!(net.tcp_requests(), [SocketRequest::CloseTcp { id }]);
     assert!(net.server.tcp_connections(&tcp_tuple(CONTROL)).is_empty());
     assert_eq!(call(&mut net, CONTROL, Method::CONNECT, connect), None);
-    let [TcpCommand::Connect { id: id2, .. }] = commands(&mut net)[..] else {
+    let [SocketRequest::ConnectTcp { id: id2, .. }] = net.tcp_requests()[..] else {
         panic!("a second Connect");
     };
     assert_ne!(id2, id);
@@ -316,16 +308,16 @@ fn a_peer_with_a_permission_is_announced_and_unbound_connections_time_out() {
         .tcp_peer_connected(net.now, relayed, other)
         .unwrap();
     net.run_for(Duration::from_secs(29));
-    assert!(commands(&mut net).is_empty());
+    assert!(net.tcp_requests().is_empty());
     let resp = call(&mut net, DATA, Method::CONNECTION_BIND, |b| {
         b.add(&ConnectionId(id2)).unwrap();
     });
     assert_eq!(code_of(&resp.unwrap()), None);
-    assert!(matches!(commands(&mut net)[..], [TcpCommand::Splice { id: i, .. }] if i == id2));
+    assert!(matches!(net.tcp_requests()[..], [SocketRequest::SpliceTcp { id: i, .. }] if i == id2));
     net.run_for(Duration::from_secs(2));
     assert_eq!(
-        commands(&mut net),
-        [TcpCommand::Close { id }],
+        net.tcp_requests(),
+        [SocketRequest::CloseTcp { id }],
         "30 s without a bind"
     );
     let resp = call(&mut net, "192.0.2.10:5003", Method::CONNECTION_BIND, |b| {
@@ -334,10 +326,10 @@ fn a_peer_with_a_permission_is_announced_and_unbound_connections_time_out() {
     assert_eq!(code_of(&resp.unwrap()), Some(400), "too late");
 
     // The peer side of the bound connection closes: the data connection is released.
-    net.server.tcp_peer_closed(net.now, id2);
-    assert_eq!(commands(&mut net), [TcpCommand::Close { id: id2 }]);
-    assert!(!net.server.connection_closed(net.now, &tcp_tuple(DATA)));
-    assert!(commands(&mut net).is_empty());
+    net.server.tcp_peer_closed(id2);
+    assert_eq!(net.tcp_requests(), [SocketRequest::CloseTcp { id: id2 }]);
+    assert!(!net.server.connection_closed(&tcp_tuple(DATA)));
+    assert!(net.tcp_requests().is_empty());
 }
 
 #[test]
@@ -365,17 +357,18 @@ fn the_allocation_ending_closes_its_peer_connections() {
         }),
         None
     );
-    let connecting = match commands(&mut net)[..] {
-        [TcpCommand::Splice { .. }, TcpCommand::Connect { id, .. }] => id,
+    let connecting = match net.tcp_requests()[..] {
+        [SocketRequest::SpliceTcp { .. }, SocketRequest::ConnectTcp { id, .. }] => id,
         ref other => panic!("{other:?}"),
     };
 
     // The control connection closes: the allocation and every peer connection end.
-    assert!(net.server.connection_closed(net.now, &tcp_tuple(CONTROL)));
-    let mut closed: Vec<u32> = commands(&mut net)
+    assert!(net.server.connection_closed(&tcp_tuple(CONTROL)));
+    let mut closed: Vec<u32> = net
+        .tcp_requests()
         .into_iter()
         .map(|c| match c {
-            TcpCommand::Close { id } => id,
+            SocketRequest::CloseTcp { id } => id,
             other => panic!("{other:?}"),
         })
         .collect();
@@ -383,12 +376,12 @@ fn the_allocation_ending_closes_its_peer_connections() {
     let mut want = vec![pending, bound, connecting];
     want.sort_unstable();
     assert_eq!(closed, want);
-    assert_eq!(net.server.relays().in_use(), 0);
+    assert_eq!(net.server.relayed_addresses_in_use(), 0);
     // The connect that was under way is dropped when it completes.
     assert!(!net.server.tcp_connect_result(net.now, connecting, true));
     // The old data connection is no longer bound.
-    assert!(!net.server.connection_closed(net.now, &tcp_tuple(DATA)));
-    assert!(commands(&mut net).is_empty());
+    assert!(!net.server.connection_closed(&tcp_tuple(DATA)));
+    assert!(net.tcp_requests().is_empty());
 }
 
 /// A request signed by hand with `nonce` (MD5), sent over TCP from `from`.
@@ -453,7 +446,7 @@ fn connection_bind_may_use_the_nonce_of_the_control_connection() {
     assert_eq!(code_of(&resp), Some(438));
     let resp = signed_with_nonce(&mut net, DATA, &nonce, Method::CONNECTION_BIND, id).unwrap();
     assert_eq!(code_of(&resp), None);
-    assert!(matches!(commands(&mut net)[..], [TcpCommand::Splice { id: i, .. }] if i == id));
+    assert!(matches!(net.tcp_requests()[..], [SocketRequest::SpliceTcp { id: i, .. }] if i == id));
 }
 
 /// The nonce a 401 gives `from` over TCP.
@@ -477,9 +470,10 @@ fn tcp_allocation_nonce(net: &mut Net, from: &str) -> String {
 
 #[test]
 fn peer_connections_per_allocation_are_capped() {
-    let config = ServerConfig {
-        max_tcp_connections: 2,
-        ..server_config()
+    let config = {
+        let mut c = server_config();
+        c.max_tcp_connections = 2;
+        c
     };
     let mut net = Net::new(config, users());
     let relayed = tcp_allocation(&mut net);
@@ -502,7 +496,7 @@ fn peer_connections_per_allocation_are_capped() {
     });
     assert_eq!(code_of(&resp.unwrap()), Some(508));
     // A failed connect frees its place.
-    let [TcpCommand::Connect { id, .. }] = commands(&mut net)[..] else {
+    let [SocketRequest::ConnectTcp { id, .. }] = net.tcp_requests()[..] else {
         panic!("one Connect command");
     };
     net.server.tcp_connect_result(net.now, id, false);
@@ -520,19 +514,15 @@ fn turn_client_connects_binds_and_hears_connection_attempts() {
     cfg.requested_transport = PROTO_TCP;
     let c = net.allocated_client(cfg);
     let relayed = net.relayed(c).unwrap();
-    let control = FiveTuple {
-        client: net.locals[c],
-        server: listen(),
-        transport: Transport::Tcp,
-    };
+    let control = FiveTuple::new(Transport::Tcp, listen(), net.locals[c]);
     assert_eq!(net.server.tcp_connections(&control), []);
 
     // Connect: the server connects, the client learns the CONNECTION-ID.
     net.clients[c].connect(net.now, peer()).unwrap();
     net.step();
-    let [TcpCommand::Connect {
+    let [SocketRequest::ConnectTcp {
         id, relayed: from, ..
-    }] = commands(&mut net)[..]
+    }] = net.tcp_requests()[..]
     else {
         panic!("one Connect command");
     };
@@ -552,23 +542,47 @@ fn turn_client_connects_binds_and_hears_connection_attempts() {
     }));
 
     // ConnectionBind on a new data connection, signed with the control
-    // connection's nonce.
-    let req = net.clients[c].connection_bind_request(id).unwrap();
-    let resp = net.raw_over(Transport::Tcp, addr(DATA), &req).unwrap();
-    assert_eq!(net.clients[c].connection_bind_outcome(&resp), Some(Ok(())));
-    assert!(matches!(commands(&mut net)[..], [TcpCommand::Splice { id: i, .. }] if i == id));
-    // A second bind of the same id elsewhere is refused.
-    let req = net.clients[c].connection_bind_request(id).unwrap();
-    let resp = net
-        .raw_over(Transport::Tcp, addr("192.0.2.10:5002"), &req)
+    // connection's nonce: the request leaves from the data connection.
+    net.extra_locals.push((addr(DATA), c));
+    net.clients[c]
+        .connection_bind(net.now, id, addr(DATA))
         .unwrap();
+    net.step();
+    let req = net.client_out[c].last().unwrap().clone();
+    let m = Message::decode(&req).unwrap();
     assert_eq!(
-        net.clients[c].connection_bind_outcome(&resp),
-        Some(Err(400))
+        m.typ(),
+        MessageType::new(Method::CONNECTION_BIND, MessageClass::Request)
     );
+    assert!(m.has_integrity_sha256() || m.has_integrity(), "signed");
+    assert!(
+        net.client_events[c].contains(&ClientEvent::ConnectionBound {
+            connection_id: id,
+            local: addr(DATA)
+        })
+    );
+    assert!(
+        matches!(net.tcp_requests()[..], [SocketRequest::SpliceTcp { id: i, client, .. }] if i == id && client == tcp_tuple(DATA))
+    );
+    // A second bind of the same id elsewhere is refused.
+    let other = addr("192.0.2.10:5002");
+    net.extra_locals.push((other, c));
+    net.clients[c].connection_bind(net.now, id, other).unwrap();
+    net.step();
+    assert!(
+        net.client_events[c].contains(&ClientEvent::ConnectionBindFailed {
+            connection_id: id,
+            local: other,
+            code: Some(400)
+        })
+    );
+    // A request is no answer.
     assert_eq!(
-        net.clients[c].connection_bind_outcome(&req),
-        None,
+        net.clients[c].handle_input(
+            net.now,
+            Datagram::new(Transport::Tcp, listen(), addr(DATA), &req)
+        ),
+        Handled::NotMine,
         "not an answer"
     );
 

@@ -16,7 +16,6 @@ use super::net::{self, Inbound};
 use super::{
     Command, ConnectError, ConnectedInfo, ConnectionEvent, IceServerUri, PeerConfig, Policy,
 };
-use crate::negotiate::{proto_transport, session_transport};
 use crate::{
     CloseReason, Failure, Negotiation, NegotiationConfig, NegotiationEvent, NegotiationOutput,
     SelectedPath, Session, SessionConfig, Transport, TurnServerConfig,
@@ -395,12 +394,7 @@ fn connect_error(f: Failure) -> ConnectError {
 
 /// The inbound bytes as the machines take them.
 fn datagram(inb: &Inbound) -> Datagram<'_> {
-    Datagram::new(
-        proto_transport(inb.transport),
-        inb.remote,
-        inb.local,
-        &inb.bytes,
-    )
+    Datagram::new(inb.transport, inb.remote, inb.local, &inb.bytes)
 }
 
 impl Driver {
@@ -598,7 +592,7 @@ impl Driver {
 
     /// Sends one of the session's transmits from its socket or stream.
     async fn transmit(&mut self, t: Transmit) {
-        match session_transport(t.transport) {
+        match t.transport {
             Transport::Udp => {
                 if let Some(s) = self.sockets.get(&t.source) {
                     if let Err(e) = s.send_to(&t.contents, t.destination).await {

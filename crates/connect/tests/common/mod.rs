@@ -23,7 +23,9 @@ use p2p_connect::{
 use p2p_netsim::{
     Behaviour, Firewall, HostId, LinkConfig, NatConfig, NatId, Node, PortAllocation, Realm, Sim,
 };
-use p2p_turn::{Cidr, MemoryRelayAllocator, PeerPolicy, ServerConfig, StaticUsers, TurnServer};
+use p2p_turn::{
+    Cidr, Machine, PeerPolicy, ServerConfig, ServerOutput, SocketRequest, StaticUsers, TurnServer,
+};
 
 /// The public STUN/TURN server.
 pub const SERVER_IP: &str = "203.0.113.1";
@@ -294,7 +296,7 @@ impl Node for SessionNode {
 /// A TURN server (answering STUN Binding too) on a public IP, relaying from
 /// the same IP.
 pub struct TurnNode {
-    pub server: TurnServer<StaticUsers, MemoryRelayAllocator>,
+    pub server: TurnServer<StaticUsers>,
 }
 
 impl TurnNode {
@@ -305,17 +307,16 @@ impl TurnNode {
     /// addresses as peers).
     pub fn new(t0: Instant) -> Self {
         let own = ip(SERVER_IP);
-        let config = ServerConfig {
-            rng_seed: Some(99),
-            peer_policy: PeerPolicy::new().allow(Cidr::host(own)),
-            ..ServerConfig::new("sim.example")
-        };
+        let mut config = ServerConfig::new("sim.example");
+        config.rng_seed = Some(99);
+        config.peer_policy = PeerPolicy::new().allow(Cidr::host(own));
+        config.relayed_ips = vec![own];
+        config.relayed_ports = 50000..=50999;
         let users = StaticUsers::new()
             .with_user("alice", "secret")
             .with_user("bob", "builder");
-        let relays = MemoryRelayAllocator::new([own], 50000..=50999);
         TurnNode {
-            server: TurnServer::new(config, users, relays, (t0, SystemTime::UNIX_EPOCH)),
+            server: TurnServer::new(config, users, (t0, SystemTime::UNIX_EPOCH)),
         }
     }
 }
@@ -326,14 +327,9 @@ impl Node for TurnNode {
             p2p_netsim::Transport::Udp => Transport::Udp,
             _ => Transport::Tcp,
         };
-        self.server.handle_input(
+        let _ = self.server.handle_input(
             now,
-            p2p_turn::Datagram {
-                transport,
-                local: d.destination,
-                remote: d.source,
-                bytes: d.contents,
-            },
+            p2p_turn::Datagram::new(transport, d.source, d.destination, d.contents),
         );
     }
 
@@ -341,14 +337,27 @@ impl Node for TurnNode {
         self.server.handle_timeout(now);
     }
 
-    fn poll_transmit(&mut self, _now: Instant) -> Option<p2p_netsim::Transmit> {
-        let t = self.server.poll_transmit()?;
-        Some(on_the_wire(
-            t.transport,
-            t.source,
-            t.destination,
-            t.contents,
-        ))
+    /// Relayed sockets "bind" at once: the virtual network needs none.
+    fn poll_transmit(&mut self, now: Instant) -> Option<p2p_netsim::Transmit> {
+        while let Some(o) = self.server.poll_output() {
+            match o {
+                ServerOutput::Transmit(t) => {
+                    return Some(on_the_wire(
+                        t.transport,
+                        t.source,
+                        t.destination,
+                        t.contents,
+                    ))
+                }
+                ServerOutput::Socket(
+                    SocketRequest::BindUdp { relayed: a }
+                    | SocketRequest::ReserveUdp { reserved: a }
+                    | SocketRequest::ListenTcp { relayed: a },
+                ) => self.server.bind_result(now, a, true),
+                _ => {}
+            }
+        }
+        None
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use p2p_server::{Config, Server};
 use p2p_stun::next_frame_len;
-use p2p_turn::{ClientConfig, ClientEvent, Datagram, Transport, TurnClient};
+use std::collections::VecDeque;
+
+use p2p_turn::{ClientConfig, ClientEvent, ClientOutput, Datagram, Machine, Transport, TurnClient};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -32,6 +34,8 @@ pub struct Client {
     pub transport: Transport,
     /// Events the last `until` skipped.
     pub seen: Vec<ClientEvent>,
+    /// Events handed out by the client, not yet looked at.
+    pub inbox: VecDeque<ClientEvent>,
 }
 
 impl Client {
@@ -52,6 +56,7 @@ impl Client {
             local,
             transport: Transport::Udp,
             seen: Vec::new(),
+            inbox: VecDeque::new(),
         }
     }
 
@@ -72,6 +77,7 @@ impl Client {
             local,
             transport,
             seen: Vec::new(),
+            inbox: VecDeque::new(),
         }
     }
 
@@ -81,8 +87,17 @@ impl Client {
         Client::stream(Box::new(s), local, server, Transport::Tcp, user, pass).await
     }
 
+    /// Send what the client hands out; keep its events in `inbox`.
     pub async fn flush(&mut self) {
-        while let Some(t) = self.turn.poll_transmit() {
+        while let Some(o) = self.turn.poll_output() {
+            let t = match o {
+                ClientOutput::Transmit(t) => t,
+                ClientOutput::Event(e) => {
+                    self.inbox.push_back(e);
+                    continue;
+                }
+                other => panic!("{other:?}"),
+            };
             match &mut self.link {
                 Link::Udp(s) => {
                     s.send_to(&t.contents, t.destination).await.unwrap();
@@ -129,7 +144,7 @@ impl Client {
         let deadline = Instant::now() + STEP;
         loop {
             self.flush().await;
-            while let Some(e) = self.turn.poll_event() {
+            while let Some(e) = self.inbox.pop_front() {
                 if let Some(r) = pick(&e) {
                     return r;
                 }
@@ -148,12 +163,8 @@ impl Client {
                 frames = self.recv() => {
                     let now = Instant::now();
                     for f in frames {
-                        self.turn.handle_input(now, Datagram {
-                            transport: self.transport,
-                            local: self.local,
-                            remote: self.server,
-                            bytes: &f,
-                        });
+                        let d = Datagram::new(self.transport, self.server, self.local, &f);
+                        let _ = self.turn.handle_input(now, d);
                     }
                 }
                 () = tokio::time::sleep_until(wake.into()) => self.turn.handle_timeout(Instant::now()),
@@ -163,7 +174,7 @@ impl Client {
 
     /// Allocate; the relayed address, or the error code.
     pub async fn allocate(&mut self) -> Result<SocketAddr, Option<u16>> {
-        self.turn.allocate(Instant::now()).unwrap();
+        self.turn.handle_timeout(Instant::now());
         self.until("the allocation", |e| match e {
             ClientEvent::Allocated { relayed, .. } => Some(Ok(relayed[0])),
             ClientEvent::AllocationFailed { code, .. } => Some(Err(*code)),
@@ -196,7 +207,7 @@ impl Client {
     }
 
     pub async fn echo(&mut self, peer: SocketAddr, data: &[u8]) {
-        self.turn.send_to(Instant::now(), peer, data).unwrap();
+        self.turn.send_to(peer, data).unwrap();
         self.until("the echo", |e| match e {
             ClientEvent::Data { peer: p, data: d } if *p == peer && d == data => Some(()),
             _ => None,

@@ -2,6 +2,7 @@
 //! peers, all driven on a simulated clock with no latency.
 #![allow(dead_code, unreachable_pub)]
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -9,7 +10,7 @@ use p2p_stun::attr::{ErrorCode, Nonce, Realm, Username};
 use p2p_stun::{Key, Message, MessageBuilder, MessageClass, MessageType, Method, TransactionId};
 use p2p_turn::*;
 
-pub type Server = TurnServer<Box<dyn CredentialStore>, MemoryRelayAllocator>;
+pub type Server = TurnServer<Box<dyn CredentialStore>>;
 
 pub const REALM: &str = "example.org";
 pub const WALL0: u64 = 1_700_000_000;
@@ -28,15 +29,14 @@ pub fn users() -> StaticUsers {
         .with_user("bob", "builder")
 }
 
+/// The server's settings: relayed addresses on 203.0.113.1, ports
+/// 50000-50999.
 pub fn server_config() -> ServerConfig {
-    ServerConfig {
-        rng_seed: Some(7),
-        ..ServerConfig::new(REALM)
-    }
-}
-
-pub fn allocator() -> MemoryRelayAllocator {
-    MemoryRelayAllocator::new(["203.0.113.1".parse().unwrap()], 50000..=50999)
+    let mut c = ServerConfig::new(REALM);
+    c.rng_seed = Some(7);
+    c.relayed_ips = vec!["203.0.113.1".parse().unwrap()];
+    c.relayed_ports = 50000..=50999;
+    c
 }
 
 /// A packet a peer received from the server.
@@ -60,24 +60,33 @@ pub struct Net {
     pub server_out: Vec<Transmit>,
     pub peer_inbox: Vec<PeerPacket>,
     pub locals: Vec<SocketAddr>,
+    /// Other local addresses of clients (RFC 6062 data connections).
+    pub extra_locals: Vec<(SocketAddr, usize)>,
+    /// The relayed sockets "bound" for the server (answered at once, like a
+    /// driver that binds in the same drain), and the held ones.
+    pub bound: BTreeSet<SocketAddr>,
+    /// Addresses whose bind the "OS" refuses (another program holds them).
+    pub refuse_binds: BTreeSet<SocketAddr>,
+    /// Leave bind requests unanswered (in `deferred`), as a driver that
+    /// answers later.
+    pub defer_binds: bool,
+    pub deferred: Vec<SocketAddr>,
+    /// Every socket request the server made, in order.
+    pub socket_requests: Vec<SocketRequest>,
+    /// The RFC 6062 requests not yet taken by [`Net::tcp_requests`].
+    pub tcp_inbox: Vec<SocketRequest>,
+    /// Every route update, in order.
+    pub routes: Vec<RouteUpdate>,
 }
 
 impl Net {
     pub fn new(config: ServerConfig, creds: impl CredentialStore + 'static) -> Net {
-        Net::with_allocator(config, creds, allocator())
-    }
-
-    pub fn with_allocator(
-        config: ServerConfig,
-        creds: impl CredentialStore + 'static,
-        relays: MemoryRelayAllocator,
-    ) -> Net {
         let t0 = Instant::now();
         let wall0 = UNIX_EPOCH + Duration::from_secs(WALL0);
         Net {
             t0,
             now: t0,
-            server: TurnServer::new(config, Box::new(creds), relays, (t0, wall0)),
+            server: TurnServer::new(config, Box::new(creds), (t0, wall0)),
             clients: Vec::new(),
             client_events: Vec::new(),
             client_out: Vec::new(),
@@ -85,7 +94,103 @@ impl Net {
             server_out: Vec::new(),
             peer_inbox: Vec::new(),
             locals: Vec::new(),
+            extra_locals: Vec::new(),
+            bound: BTreeSet::new(),
+            refuse_binds: BTreeSet::new(),
+            defer_binds: false,
+            deferred: Vec::new(),
+            socket_requests: Vec::new(),
+            tcp_inbox: Vec::new(),
+            routes: Vec::new(),
         }
+    }
+
+    /// Start client `i`: its first `handle_timeout` sends the Allocate.
+    pub fn start(&mut self, i: usize) {
+        let now = self.now;
+        self.clients[i].handle_timeout(now);
+    }
+
+    /// The RFC 6062 socket requests (ConnectTcp, SpliceTcp, CloseTcp) made
+    /// since the last call, after moving every packet.
+    pub fn tcp_requests(&mut self) -> Vec<SocketRequest> {
+        self.step();
+        std::mem::take(&mut self.tcp_inbox)
+    }
+
+    /// Answer the deferred bind requests (bound unless in `refuse_binds`).
+    pub fn answer_deferred(&mut self) {
+        for a in std::mem::take(&mut self.deferred) {
+            let ok = !self.refuse_binds.contains(&a);
+            if ok {
+                self.bound.insert(a);
+            }
+            let now = self.now;
+            self.server.bind_result(now, a, ok);
+        }
+        self.step();
+    }
+
+    /// The server's next transmit, acting on its other outputs on the way
+    /// (nothing is delivered).
+    pub fn next_server_transmit(&mut self) -> Option<Transmit> {
+        while let Some(o) = self.server.poll_output() {
+            if let Some(t) = self.server_output(o) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Client `i`'s next transmit, recording its events on the way
+    /// (nothing is delivered).
+    pub fn next_client_transmit(&mut self, i: usize) -> Option<Transmit> {
+        while let Some(o) = self.clients[i].poll_output() {
+            match o {
+                ClientOutput::Transmit(t) => return Some(t),
+                ClientOutput::Event(e) => self.client_events[i].push(e),
+                other => panic!("unknown output {other:?}"),
+            }
+        }
+        None
+    }
+
+    /// Act on one server output as a driver would (sockets bind at once
+    /// unless listed in `refuse_binds`).
+    fn server_output(&mut self, o: ServerOutput) -> Option<Transmit> {
+        match o {
+            ServerOutput::Transmit(t) => return Some(t),
+            ServerOutput::Event(e) => self.server_events.push(e),
+            ServerOutput::Route(r) => self.routes.push(r),
+            ServerOutput::Socket(r) => {
+                self.socket_requests.push(r.clone());
+                match r {
+                    SocketRequest::BindUdp { relayed: a }
+                    | SocketRequest::ReserveUdp { reserved: a }
+                    | SocketRequest::ListenTcp { relayed: a } => {
+                        if self.defer_binds {
+                            self.deferred.push(a);
+                            return None;
+                        }
+                        let ok = !self.refuse_binds.contains(&a);
+                        if ok {
+                            self.bound.insert(a);
+                        }
+                        let now = self.now;
+                        self.server.bind_result(now, a, ok);
+                    }
+                    SocketRequest::Release { relayed } => {
+                        assert!(
+                            self.bound.remove(&relayed),
+                            "{relayed} released but not bound"
+                        );
+                    }
+                    other => self.tcp_inbox.push(other),
+                }
+            }
+            other => panic!("unknown output {other:?}"),
+        }
+        None
     }
 
     pub fn wall(&self) -> SystemTime {
@@ -95,10 +200,14 @@ impl Net {
     /// A client config for client number `i` (address 192.0.2.(10+i):5000).
     pub fn client_config(&self, i: usize, user: &str, password: &str) -> ClientConfig {
         let local: SocketAddr = format!("192.0.2.{}:5000", 10 + i).parse().unwrap();
-        ClientConfig {
-            rng_seed: Some(100 + i as u64),
-            ..ClientConfig::new(local, listen(), user, password)
-        }
+        let mut c = ClientConfig::new(local, listen(), user, password);
+        c.rng_seed = Some(100 + i as u64);
+        c
+    }
+
+    /// Whether `addr` belongs to client `i`.
+    fn owned_by(&self, i: usize, addr: SocketAddr) -> bool {
+        self.locals[i] == addr || self.extra_locals.contains(&(addr, i))
     }
 
     pub fn add_client(&mut self, config: ClientConfig) -> usize {
@@ -112,7 +221,7 @@ impl Net {
     /// Add a client and allocate; returns its index.
     pub fn allocated_client(&mut self, config: ClientConfig) -> usize {
         let i = self.add_client(config);
-        self.clients[i].allocate(self.now).unwrap();
+        self.start(i);
         self.step();
         assert!(
             self.relayed(i).is_some(),
@@ -147,15 +256,7 @@ impl Net {
     }
 
     pub fn deliver_to_server(&mut self, t: &Transmit) {
-        self.server.handle_input(
-            self.now,
-            Datagram {
-                transport: t.transport,
-                local: t.destination,
-                remote: t.source,
-                bytes: &t.contents,
-            },
-        );
+        let _ = self.server.handle_input(self.now, t.as_datagram());
     }
 
     /// Move packets until nobody has anything to send (bounded).
@@ -163,17 +264,26 @@ impl Net {
         for _ in 0..1000 {
             let mut moved = false;
             for i in 0..self.clients.len() {
-                while let Some(t) = self.clients[i].poll_transmit() {
+                while let Some(o) = self.clients[i].poll_output() {
                     moved = true;
-                    self.client_out[i].push(t.contents.clone());
-                    assert_eq!(t.destination, listen());
-                    self.deliver_to_server(&t);
+                    match o {
+                        ClientOutput::Transmit(t) => {
+                            self.client_out[i].push(t.contents.clone());
+                            assert_eq!(t.destination, listen());
+                            self.deliver_to_server(&t);
+                        }
+                        ClientOutput::Event(e) => self.client_events[i].push(e),
+                        other => panic!("unknown output {other:?}"),
+                    }
                 }
             }
-            while let Some(t) = self.server.poll_transmit() {
+            while let Some(o) = self.server.poll_output() {
                 moved = true;
+                let Some(t) = self.server_output(o) else {
+                    continue;
+                };
                 let targets: Vec<usize> = (0..self.clients.len())
-                    .filter(|&i| self.locals[i] == t.destination)
+                    .filter(|&i| self.owned_by(i, t.destination))
                     .collect();
                 if targets.is_empty() && t.source != listen() {
                     self.peer_inbox.push(PeerPacket {
@@ -186,25 +296,9 @@ impl Net {
                 }
                 for i in targets {
                     let now = self.now;
-                    self.clients[i].handle_input(
-                        now,
-                        Datagram {
-                            transport: t.transport,
-                            local: t.destination,
-                            remote: t.source,
-                            bytes: &t.contents,
-                        },
-                    );
+                    let _ = self.clients[i].handle_input(now, t.as_datagram());
                 }
                 self.server.recycle(t.contents);
-            }
-            for i in 0..self.clients.len() {
-                while let Some(e) = self.clients[i].poll_event() {
-                    self.client_events[i].push(e);
-                }
-            }
-            while let Some(e) = self.server.poll_event() {
-                self.server_events.push(e);
             }
             if !moved {
                 return;
@@ -249,15 +343,9 @@ impl Net {
 
     /// A peer sends `bytes` from `from` to a relayed address.
     pub fn peer_send(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
-        self.server.handle_input(
-            self.now,
-            Datagram {
-                transport: Transport::Udp,
-                local: to,
-                remote: from,
-                bytes,
-            },
-        );
+        let _ = self
+            .server
+            .handle_input(self.now, Datagram::udp(from, to, bytes));
         self.step();
     }
 
@@ -275,15 +363,9 @@ impl Net {
         bytes: &[u8],
     ) -> Option<Vec<u8>> {
         let before = self.server_out.len();
-        self.server.handle_input(
-            self.now,
-            Datagram {
-                transport,
-                local: listen(),
-                remote: from,
-                bytes,
-            },
-        );
+        let _ = self
+            .server
+            .handle_input(self.now, Datagram::new(transport, from, listen(), bytes));
         self.step();
         self.server_out[before..]
             .iter()
@@ -353,5 +435,57 @@ pub fn code_of(resp: &[u8]) -> Option<u16> {
     match m.typ().class {
         MessageClass::Error => Some(m.get::<ErrorCode>().unwrap().unwrap().code()),
         _ => None,
+    }
+}
+
+/// A [`TurnServer`] on the virtual network (`p2p-netsim`): it relays from
+/// its host's IP, and the sockets it asks for bind at once (the virtual
+/// network needs none), as a driver that answers in the same drain would.
+pub struct ServerNode<C: CredentialStore> {
+    pub server: TurnServer<C>,
+    /// Relayed sockets "bound" now.
+    pub bound: BTreeSet<SocketAddr>,
+    /// Events, in order.
+    pub events: Vec<ServerEvent>,
+}
+
+impl<C: CredentialStore> ServerNode<C> {
+    pub fn new(server: TurnServer<C>) -> Self {
+        ServerNode {
+            server,
+            bound: BTreeSet::new(),
+            events: Vec::new(),
+        }
+    }
+}
+
+impl<C: CredentialStore + 'static> p2p_netsim::Node for ServerNode<C> {
+    fn handle_input(&mut self, now: Instant, d: Datagram<'_>) {
+        let _ = self.server.handle_input(now, d);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.server.handle_timeout(now);
+    }
+    fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        while let Some(o) = self.server.poll_output() {
+            match o {
+                ServerOutput::Transmit(t) => return Some(t),
+                ServerOutput::Socket(SocketRequest::BindUdp { relayed: a })
+                | ServerOutput::Socket(SocketRequest::ReserveUdp { reserved: a })
+                | ServerOutput::Socket(SocketRequest::ListenTcp { relayed: a }) => {
+                    self.bound.insert(a);
+                    self.server.bind_result(now, a, true);
+                }
+                ServerOutput::Socket(SocketRequest::Release { relayed }) => {
+                    self.bound.remove(&relayed);
+                }
+                ServerOutput::Event(e) => self.events.push(e),
+                _ => {}
+            }
+        }
+        None
+    }
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        self.server.poll_timeout()
     }
 }

@@ -3,7 +3,7 @@
 //! channel, the sender keeping 1 MiB buffered. Wall-clock time is the CPU
 //! cost of both ends of SCTP; simulated time only drives the timers.
 //!
-//! `cargo run --release -p p2p-datachannel --example throughput [MiB] [each]`
+//! `cargo run --release -p p2p-datachannel --example sctp_throughput [MiB] [each]`
 //!
 //! By default each side is fed every packet of a flight, then drained
 //! once; with `each`, it is drained after every datagram (the library

@@ -1,6 +1,6 @@
 //! How fast records go through two endpoints in memory (encrypt, frame,
 //! decrypt, deliver), in each DTLS version:
-//! `cargo run --release -p p2p-dtls --example throughput`.
+//! `cargo run --release -p p2p-dtls --example dtls_throughput`.
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,167 @@
+//! Authenticating requests (RFC 8489 §9.2.4) and the 401/438 challenges.
+
+use std::time::Instant;
+
+use p2p_stun::attr::{
+    ConnectionId, Nonce, PasswordAlgorithm, PasswordAlgorithms, Realm, Userhash, Username,
+};
+use p2p_stun::{AttrType, EncodeError, Key, Message, Method};
+
+use p2p_proto::FiveTuple;
+
+use super::{AuthFailure, ServerEvent, TurnServer};
+use crate::auth::{nonce_features, CredentialStore, FEATURE_PASSWORD_ALGORITHMS};
+
+/// The result of a successful authentication.
+#[derive(Clone)]
+pub(super) struct Auth {
+    pub(super) user: String,
+    pub(super) key: Key,
+    pub(super) sha256: bool,
+}
+
+impl<C: CredentialStore> TurnServer<C> {
+    /// A 401 or 438 with REALM, a fresh NONCE and PASSWORD-ALGORITHMS.
+    pub(super) fn challenge(
+        &mut self,
+        now: Instant,
+        ft: &FiveTuple,
+        req: &Message<'_>,
+        code: u16,
+        auth: Option<&Auth>,
+    ) {
+        let nonce = self.nonces.mint(self.secs(now), ft.remote, ft.transport);
+        let realm = self.config.realm.clone();
+        let algs = self.config.password_algorithms.clone();
+        self.reply(ft, req, auth, Some(code), |b| {
+            b.add(&Realm::new(&realm).map_err(|_| EncodeError::TooLarge)?)?;
+            b.add(&Nonce::new(&nonce).map_err(|_| EncodeError::TooLarge)?)?;
+            if !algs.is_empty() {
+                b.add(&PasswordAlgorithms::List(&algs))?;
+            }
+            Ok(())
+        });
+    }
+
+    pub(super) fn auth_failed(
+        &mut self,
+        now: Instant,
+        ft: &FiveTuple,
+        req: &Message<'_>,
+        user: Option<String>,
+        reason: AuthFailure,
+    ) {
+        self.tally(ft.transport).auth_failures += 1;
+        self.events.push_back(ServerEvent::AuthFailed {
+            five_tuple: *ft,
+            username: user,
+            reason,
+        });
+        self.challenge(now, ft, req, 401, None);
+    }
+
+    /// RFC 8489 §9.2.4, in its order. On failure the error is already sent.
+    pub(super) fn authenticate(
+        &mut self,
+        now: Instant,
+        ft: &FiveTuple,
+        msg: &Message<'_>,
+    ) -> Option<Auth> {
+        if !msg.has_integrity() && !msg.has_integrity_sha256() {
+            self.challenge(now, ft, msg, 401, None);
+            return None;
+        }
+        let parsed = (|| {
+            Ok::<_, p2p_stun::DecodeError>((
+                msg.get::<Username>()?,
+                msg.get::<Userhash>()?,
+                msg.get::<Realm>()?,
+                msg.get::<Nonce>()?,
+                msg.get::<PasswordAlgorithm>()?,
+            ))
+        })();
+        let Ok((username, userhash, Some(realm), Some(nonce), alg)) = parsed else {
+            self.error(ft, msg, None, 400);
+            return None;
+        };
+        if username.is_none() && userhash.is_none() {
+            self.error(ft, msg, None, 400);
+            return None;
+        }
+        let features = nonce_features(nonce.as_str()).unwrap_or(0);
+        let alg = if features & FEATURE_PASSWORD_ALGORITHMS != 0 {
+            let list = msg.get_raw(AttrType::PASSWORD_ALGORITHMS);
+            match (list, alg) {
+                (None, None) => PasswordAlgorithm::Md5,
+                (Some(l), Some(a))
+                    if l.value == self.alg_list_wire.as_slice()
+                        && self.config.password_algorithms.contains(&a) =>
+                {
+                    a
+                }
+                _ => {
+                    // Downgrade protection (RFC 8489 §9.2.4).
+                    self.error(ft, msg, None, 400);
+                    return None;
+                }
+            }
+        } else {
+            PasswordAlgorithm::Md5
+        };
+        let claimed = username.map(|u| u.as_str().to_owned());
+        if realm.as_str() != self.config.realm {
+            self.auth_failed(now, ft, msg, claimed, AuthFailure::WrongRealm);
+            return None;
+        }
+        let user = match (claimed.clone(), userhash) {
+            (Some(u), _) => Some(u),
+            (None, Some(h)) => self.creds.username_for_userhash(&h.0, &self.config.realm),
+            (None, None) => None,
+        };
+        let wall = self.wall(now);
+        let key = user
+            .as_deref()
+            .and_then(|u| self.creds.key(u, &self.config.realm, alg, wall));
+        let (Some(user), Some(key)) = (user, key) else {
+            self.auth_failed(now, ft, msg, claimed, AuthFailure::UnknownUser);
+            return None;
+        };
+        if msg.verify_any_integrity(&key).is_err() {
+            self.auth_failed(now, ft, msg, Some(user), AuthFailure::BadIntegrity);
+            return None;
+        }
+        let auth = Auth {
+            user,
+            key,
+            sha256: msg.has_integrity_sha256(),
+        };
+        let secs = self.secs(now);
+        let fresh = self
+            .nonces
+            .is_valid(nonce.as_str(), secs, ft.remote, ft.transport)
+            || self.control_connection(msg).is_some_and(|control| {
+                self.nonces
+                    .is_valid(nonce.as_str(), secs, control.remote, control.transport)
+            });
+        if !fresh {
+            self.challenge(now, ft, msg, 438, Some(&auth));
+            return None;
+        }
+        Some(auth)
+    }
+
+    /// For a ConnectionBind, the control connection of the allocation its
+    /// CONNECTION-ID belongs to: the client may sign with the nonce it got
+    /// there (coturn's client does), as the new data connection has none.
+    pub(super) fn control_connection(&self, msg: &Message<'_>) -> Option<FiveTuple> {
+        if msg.typ().method != Method::CONNECTION_BIND {
+            return None;
+        }
+        let Ok(Some(ConnectionId(id))) = msg.get::<ConnectionId>() else {
+            return None;
+        };
+        let c = self.tcp_conns.get(&id)?;
+        let a = self.slots.get(c.slot)?.as_ref()?;
+        Some(a.five_tuple)
+    }
+}
