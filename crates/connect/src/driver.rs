@@ -15,16 +15,17 @@
 //! sending what it hands out. The application may restart at any time with
 //! [`Connection::restart_ice`] (either side; the other answers).
 //!
-//! Datagram semantics: [`Connection::send`] sends one datagram on the
-//! selected path. It may be lost, duplicated or reordered, like UDP; it is
-//! dropped when no path is selected (during a restart after the path died).
-//! A datagram larger than the path's MTU (about 1200 bytes is safe on the
-//! Internet; a relayed path adds 4 bytes of ChannelData) is fragmented by IP
-//! or dropped. [`Connection::recv`] returns whole datagrams; when the
-//! application reads slower than they arrive, the receive queue
-//! ([`PeerConfig::recv_queue`]) overflows and the newest are dropped, as a
-//! full socket buffer would.
+//! Everything on the path is encrypted: DTLS (its peer checked against the
+//! fingerprint the peer signaled) carries the SCTP association of the data
+//! channels. A channel delivers messages whole; reliable ordered ones (the
+//! default) deliver every message once, in order; unordered ones and those
+//! with limited retransmissions or lifetime give datagram semantics.
+//! [`Channel::send`] waits while too much is unacknowledged (back-pressure).
+//! When the peer closes, its ABORT and `close_notify` reach us within a
+//! round trip on a live path, and every `recv` says why the connection
+//! ended.
 
+mod channel;
 mod net;
 mod run;
 mod uri;
@@ -38,11 +39,14 @@ use std::time::Duration;
 use p2p_ice::{IceConfig, IceState, IceStats};
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use channel::{Channel, ChannelClosed, ChannelInfo, Message, SendError, HIGH_WATER, LOW_WATER};
 pub use net::tls_client_config;
 pub use p2p_signaling::ClientError as SignalingError;
 pub use uri::{IceServerUri, Scheme, UriError};
 
 use bytes::Bytes;
+use p2p_datachannel::{ChannelId, ChannelOptions};
+use p2p_dtls::{Certificate, Fingerprint};
 
 use crate::{CloseReason, SelectedPath};
 
@@ -98,9 +102,12 @@ pub struct PeerConfig {
     /// Emit [`ConnectionEvent::CheckList`] this often while checking.
     /// Default: never.
     pub check_list_interval: Option<Duration>,
-    /// Datagrams buffered for [`Connection::recv`] before newer ones are
-    /// dropped. Default 1024.
-    pub recv_queue: usize,
+    /// The DTLS certificate. `None` (the default): a new ECDSA P-256 one
+    /// is made for the connection.
+    pub certificate: Option<Certificate>,
+    /// The largest message we accept (our `a=max-message-size`; 0: no
+    /// limit). Default [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE).
+    pub max_message_size: u32,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -136,7 +143,8 @@ impl PeerConfig {
             connect_timeout: Duration::from_secs(30),
             ice: IceConfig::default(),
             check_list_interval: None,
-            recv_queue: 1024,
+            certificate: None,
+            max_message_size: crate::DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 
@@ -249,6 +257,16 @@ pub enum ConnectError {
     /// A socket could not be bound or used.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
+    /// The peer's DTLS certificate matched no fingerprint its description
+    /// signaled: someone on the way, or a broken peer. Nothing it sent was
+    /// delivered.
+    #[error("the peer's DTLS certificate does not match the fingerprint it signaled")]
+    FingerprintMismatch,
+    /// The encrypted connection could not be set up: the peer's
+    /// description cannot set up DTLS, or the DTLS handshake or the data
+    /// channels' association failed or timed out.
+    #[error("the encrypted connection failed: {0}")]
+    Secure(String),
     /// The driver stopped (its task panicked or the runtime shuts down).
     #[error("the driver stopped")]
     Stopped,
@@ -303,7 +321,16 @@ pub enum ConnectionEvent {
     },
     /// The ICE state changed (checking, connected, disconnected, ...).
     StateChanged(IceState),
-    /// The first path was selected: connected.
+    /// DTLS is up: the peer's certificate matched the fingerprint its
+    /// description signaled.
+    Secured {
+        /// That fingerprint.
+        remote_fingerprint: Fingerprint,
+        /// The DTLS version spoken.
+        version: p2p_dtls::DtlsVersion,
+    },
+    /// Connected: a path is selected, DTLS is up and the data channels'
+    /// association established.
     Connected(SelectedPath),
     /// Another path was selected (renomination or after a restart).
     PathChanged(SelectedPath),
@@ -349,9 +376,6 @@ impl Peer {
         if config.room.is_empty() {
             return Err(ConnectError::Config("the room name is empty"));
         }
-        if config.recv_queue == 0 {
-            return Err(ConnectError::Config("recv_queue must be at least 1"));
-        }
         let turn = config.ice_servers.iter().filter(|s| s.is_turn());
         if turn
             .clone()
@@ -388,7 +412,7 @@ impl Peer {
     ) -> Result<Connection, ConnectError> {
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (event_tx, mut event_rx) = mpsc::unbounded_channel();
-        let (data_tx, data_rx) = mpsc::channel(self.config.recv_queue);
+        let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let (path_tx, path_rx) = watch::channel(None);
         let (ready_tx, mut ready_rx) = oneshot::channel();
         let reason = Arc::new(OnceLock::new());
@@ -396,8 +420,9 @@ impl Peer {
             self.config,
             run::Channels {
                 commands: cmd_rx,
+                command_tx: cmd_tx.clone(),
                 events: event_tx,
-                data: data_tx,
+                incoming: incoming_tx,
                 path: path_tx,
                 ready: Some(ready_tx),
                 reason: reason.clone(),
@@ -422,11 +447,13 @@ impl Peer {
         Ok(Connection {
             commands: cmd_tx,
             events: tokio::sync::Mutex::new(Events { seen, rx: event_rx }),
-            data: tokio::sync::Mutex::new(data_rx),
+            incoming: tokio::sync::Mutex::new(incoming_rx),
             path: path_rx,
             reason,
             peer_id: info.peer_id,
+            peer_name: info.peer_name,
             controlling: info.controlling,
+            remote_fingerprint: info.remote_fingerprint,
         })
     }
 }
@@ -435,12 +462,21 @@ impl Peer {
 #[derive(Debug)]
 struct ConnectedInfo {
     peer_id: String,
+    peer_name: Option<String>,
     controlling: bool,
+    remote_fingerprint: Option<Fingerprint>,
 }
 
 #[derive(Debug)]
 enum Command {
-    Send(Bytes),
+    Open(ChannelOptions, oneshot::Sender<Result<Channel, SendError>>),
+    Send {
+        id: ChannelId,
+        data: Bytes,
+        binary: bool,
+        done: oneshot::Sender<Result<(), SendError>>,
+    },
+    CloseChannel(ChannelId),
     Stats(oneshot::Sender<IceStats>),
     Restart(oneshot::Sender<bool>),
     Close(oneshot::Sender<()>),
@@ -453,7 +489,10 @@ struct Events {
     rx: mpsc::UnboundedReceiver<ConnectionEvent>,
 }
 
-/// A connected path to the peer; datagrams in and out.
+/// An encrypted connection to the peer (DTLS, checked against the
+/// fingerprint the peer signaled), carrying data channels: open yours with
+/// [`Connection::open_channel`], take the peer's with
+/// [`Connection::accept_channel`].
 ///
 /// Dropping it closes the connection in the background: the bye and the
 /// deletion of the TURN allocations go out without being waited for (and
@@ -463,32 +502,34 @@ struct Events {
 pub struct Connection {
     commands: mpsc::Sender<Command>,
     events: tokio::sync::Mutex<Events>,
-    data: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
+    incoming: tokio::sync::Mutex<mpsc::UnboundedReceiver<Channel>>,
     path: watch::Receiver<Option<SelectedPath>>,
     reason: Arc<OnceLock<CloseReason>>,
     peer_id: String,
+    peer_name: Option<String>,
     controlling: bool,
+    remote_fingerprint: Option<Fingerprint>,
 }
 
 impl Connection {
-    /// Sends one datagram to the peer (see the datagram semantics in the
-    /// module documentation); the bytes are handed on, not copied. Waits
-    /// only when the driver's queue is full. Once the connection ended,
-    /// says why.
-    pub async fn send(&self, data: impl Into<Bytes>) -> Result<(), CloseReason> {
+    /// Open a data channel (negotiated in-band with DCEP, RFC 8832, unless
+    /// `options` names a pre-negotiated id). Messages may be sent at once:
+    /// they wait for the peer's acknowledgement of the channel in order.
+    pub async fn open_channel(&self, options: ChannelOptions) -> Result<Channel, SendError> {
+        let (tx, rx) = oneshot::channel();
+        let closed = || SendError::Closed(ChannelClosed::Connection(self.close_reason()));
         self.commands
-            .send(Command::Send(data.into()))
+            .send(Command::Open(options, tx))
             .await
-            .map_err(|_| self.close_reason())
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
     }
 
-    /// The next datagram from the peer; once the connection ended and every
-    /// datagram was read, why it ended. Takes `&self`: one task may receive
-    /// while another sends (share the connection in an `Arc`); concurrent
-    /// receivers take turns.
-    pub async fn recv(&self) -> Result<Bytes, CloseReason> {
-        match self.data.lock().await.recv().await {
-            Some(d) => Ok(d),
+    /// The next channel the peer opened (in-band, DCEP); once the
+    /// connection ended, why.
+    pub async fn accept_channel(&self) -> Result<Channel, CloseReason> {
+        match self.incoming.lock().await.recv().await {
+            Some(c) => Ok(c),
             None => Err(self.close_reason()),
         }
     }
@@ -523,6 +564,17 @@ impl Connection {
     /// The peer's id on the signaling server.
     pub fn peer_id(&self) -> &str {
         &self.peer_id
+    }
+
+    /// The name the peer gave the signaling server, if any.
+    pub fn peer_name(&self) -> Option<&str> {
+        self.peer_name.as_deref()
+    }
+
+    /// The fingerprint the peer's DTLS certificate matched (the one its
+    /// description signaled).
+    pub fn remote_fingerprint(&self) -> Option<&Fingerprint> {
+        self.remote_fingerprint.as_ref()
     }
 
     /// Whether we are the offerer and the ICE controlling agent.

@@ -117,8 +117,9 @@ mod session;
 pub use bytes::Bytes;
 #[cfg(feature = "driver")]
 pub use driver::{
-    tls_client_config, ConnectError, Connection, ConnectionEvent, IceServerUri, Peer, PeerConfig,
-    Policy, Scheme, SignalingError, UriError,
+    tls_client_config, Channel, ChannelClosed, ChannelInfo, ConnectError, Connection,
+    ConnectionEvent, IceServerUri, Message, Peer, PeerConfig, Policy, Scheme, SendError,
+    SignalingError, UriError, HIGH_WATER, LOW_WATER,
 };
 pub use negotiate::{
     CloseReason, Failure, Negotiation, NegotiationConfig, NegotiationEvent, NegotiationOutput,
@@ -126,8 +127,11 @@ pub use negotiate::{
 };
 pub use p2p_ice::IceStats;
 
+pub use p2p_datachannel::{ChannelError, ChannelEvent, ChannelId, ChannelOptions, Reliability};
+pub use p2p_dtls::{Certificate, DtlsRole, DtlsVersion, Fingerprint};
 pub use p2p_ice::{Candidate, CandidateKind, IceConfig, IceState};
+pub use p2p_proto::{Datagram, FiveTuple, Handled, Machine, Output, Transmit, Transport};
 pub use session::{
-    Datagram, PathEnd, Session, SessionConfig, SessionError, SessionEvent, Transmit, Transport,
-    TurnServerConfig, CLOSE_TIMEOUT,
+    PathEnd, RemoteSecurity, SecureEnd, Session, SessionConfig, SessionError, SessionEvent,
+    SessionOutput, TurnServerConfig, CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE,
 };

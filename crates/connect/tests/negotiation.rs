@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use p2p_connect::{
-    CloseReason, Failure, IceConfig, Negotiation, NegotiationConfig, NegotiationEvent,
-    NegotiationOutput, Session, SessionConfig,
+    ChannelEvent, ChannelOptions, CloseReason, Failure, IceConfig, Negotiation, NegotiationConfig,
+    NegotiationEvent, NegotiationOutput, Session, SessionConfig,
 };
 use p2p_netsim::{Datagram, HostId, LinkConfig, Node, Realm, Sim, Transmit};
 use p2p_proto::Machine;
@@ -46,12 +46,10 @@ impl PeerNode {
         } else {
             IceConfig::controlled()
         };
-        let session = Session::new(SessionConfig {
-            hosts: vec![sa(addr)],
-            rng_seed: Some(seed),
-            ..SessionConfig::new(ice.with_seed(seed))
-        })
-        .expect("a session");
+        let mut config = SessionConfig::new(ice.with_seed(seed));
+        config.hosts = vec![sa(addr)];
+        config.rng_seed = Some(seed);
+        let session = Session::new(config).expect("a session");
         let mut config = NegotiationConfig::new(peer, controlling);
         config.connect_timeout = CONNECT_TIMEOUT;
         PeerNode {
@@ -393,7 +391,7 @@ fn a_restart_exchanges_new_credentials_and_ignores_the_old_generation() {
 }
 
 #[test]
-fn a_bye_after_connecting_closes_with_peer_closed() {
+fn a_close_reaches_the_peer_within_one_trip_as_peer_closed() {
     let mut p = Pair::new();
     p.connect();
     let now = p.sim.now();
@@ -404,13 +402,39 @@ fn a_bye_after_connecting_closes_with_peer_closed() {
         Some(&NegotiationEvent::Closed(CloseReason::Local))
     );
     assert_eq!(p.node(p.b).sent.last().map(|m| m.type_name()), Some("bye"));
+    // The SCTP ABORT and DTLS close_notify cross the path (10 ms each way
+    // per host link) before the bye crosses signaling (50 ms).
+    let took = p.run_until(Duration::from_secs(1), |p| p.node(p.a).ended().is_some());
+    assert!(took <= Duration::from_millis(20), "took {took:?}");
+    assert_eq!(
+        p.node(p.a).ended(),
+        Some(&NegotiationEvent::Closed(CloseReason::PeerClosed))
+    );
+    p.run_until(Duration::from_secs(2), |p| {
+        p.node(p.a).negotiation.is_closed() && p.node(p.b).negotiation.is_closed()
+    });
+}
+
+#[test]
+fn without_the_path_a_bye_over_signaling_still_closes_with_peer_closed() {
+    let mut p = Pair::new();
+    p.connect();
+    p.sim.set_link(
+        p.b,
+        LinkConfig {
+            loss: 1.0,
+            ..LinkConfig::default()
+        },
+    );
+    let now = p.sim.now();
+    p.node_mut(p.b).negotiation.close(now);
+    p.node_mut(p.b).drain(now);
     let took = p.run_until(Duration::from_secs(1), |p| p.node(p.a).ended().is_some());
     assert_eq!(took, SIGNALING_DELAY);
     assert_eq!(
         p.node(p.a).ended(),
         Some(&NegotiationEvent::Closed(CloseReason::PeerClosed))
     );
-    assert!(p.node(p.a).negotiation.is_closed() && p.node(p.b).negotiation.is_closed());
 }
 
 #[test]
@@ -531,31 +555,61 @@ fn a_restart_that_finds_no_path_closes_with_ice_failed() {
 }
 
 #[test]
-fn application_data_flows_both_ways_through_the_negotiation() {
+fn messages_flow_both_ways_on_a_channel_the_offerer_opens() {
     let mut p = Pair::new();
     p.connect();
-    let now = p.sim.now();
-    for (h, msg) in [(p.a, "from a"), (p.b, "from b")] {
-        let n = p.node_mut(h);
-        n.negotiation.send(now, msg.as_bytes()).expect("connected");
-        n.drain(now);
+    // Both sides saw the peer's certificate match its fingerprint.
+    for h in [p.a, p.b] {
+        assert!(p
+            .node(h)
+            .event(|e| matches!(e, NegotiationEvent::Secured { .. }))
+            .is_some());
     }
+    let now = p.sim.now();
+    let a = p.node_mut(p.a);
+    let chat = a
+        .negotiation
+        .open_channel(now, ChannelOptions::new("chat"))
+        .expect("open")
+        .expect("the role is known once connected");
+    a.negotiation
+        .send(now, chat, b"from a", false)
+        .expect("sent");
+    a.drain(now);
     p.run_until(Duration::from_secs(1), |p| {
-        [p.a, p.b].iter().all(|h| {
-            p.node(*h)
-                .event(|e| matches!(e, NegotiationEvent::Data(_)))
-                .is_some()
-        })
+        p.node(p.b)
+            .event(|e| matches!(e, NegotiationEvent::Channel(ChannelEvent::Message { .. })))
+            .is_some()
     });
-    let data = |h| {
+    let opened = p.node(p.b).events.iter().find_map(|(_, e)| match e {
+        NegotiationEvent::Channel(ChannelEvent::ChannelOpened { id, label, .. }) => {
+            Some((*id, label.clone()))
+        }
+        _ => None,
+    });
+    let (id, label) = opened.expect("B saw the channel open");
+    assert_eq!((id, label.as_str()), (chat, "chat"));
+    let now = p.sim.now();
+    let b = p.node_mut(p.b);
+    b.negotiation.send(now, id, b"from b", false).expect("sent");
+    b.drain(now);
+    p.run_until(Duration::from_secs(1), |p| {
+        p.node(p.a)
+            .event(|e| matches!(e, NegotiationEvent::Channel(ChannelEvent::Message { .. })))
+            .is_some()
+    });
+    let message = |h| {
         p.node(h)
             .events
             .iter()
             .find_map(|(_, e)| match e {
-                NegotiationEvent::Data(d) => Some(String::from_utf8_lossy(d).into_owned()),
+                NegotiationEvent::Channel(ChannelEvent::Message { data, binary, .. }) => {
+                    Some((String::from_utf8_lossy(data).into_owned(), *binary))
+                }
                 _ => None,
             })
-            .expect("data")
+            .expect("a message")
     };
-    assert_eq!((data(p.a), data(p.b)), ("from b".into(), "from a".into()));
+    assert_eq!(message(p.a), ("from b".to_owned(), false));
+    assert_eq!(message(p.b), ("from a".to_owned(), false));
 }

@@ -2,30 +2,38 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use p2p_datachannel::{ChannelEvent, ChannelId, ChannelOptions};
+use p2p_dtls::Fingerprint;
 use p2p_proto::{Datagram, Machine, Transmit};
 use p2p_signaling::{ClientError, ClientMsg, ErrorCode, ServerMsg, SignalingClient};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use super::channel::{self, ChannelSlot};
 use super::net::{self, Inbound};
+use super::{Channel, ChannelClosed, ChannelInfo, Message, SendError, HIGH_WATER, LOW_WATER};
 use super::{
     Command, ConnectError, ConnectedInfo, ConnectionEvent, IceServerUri, PeerConfig, Policy,
 };
 use crate::{
     CloseReason, Failure, Negotiation, NegotiationConfig, NegotiationEvent, NegotiationOutput,
-    SelectedPath, Session, SessionConfig, Transport, TurnServerConfig,
+    SelectedPath, Session, SessionConfig, SessionError, Transport, TurnServerConfig,
 };
 
 /// The ends of the channels between the driver and its handles.
 pub(super) struct Channels {
     pub(super) commands: mpsc::Receiver<Command>,
+    /// For the channel handles the driver makes.
+    pub(super) command_tx: mpsc::Sender<Command>,
     pub(super) events: mpsc::UnboundedSender<ConnectionEvent>,
-    pub(super) data: mpsc::Sender<Bytes>,
+    /// Channels the peer opened, for `accept_channel`.
+    pub(super) incoming: mpsc::UnboundedSender<Channel>,
     pub(super) path: watch::Sender<Option<SelectedPath>>,
     pub(super) ready: Option<oneshot::Sender<Result<ConnectedInfo, ConnectError>>>,
     /// Why the connection ended, set once before the channels close.
@@ -168,7 +176,7 @@ async fn setup(
     );
     // The newcomer offers and controls.
     let (peer, controlling) = match peers.first() {
-        Some(p) => (p.id.clone(), true),
+        Some(p) => (p.clone(), true),
         None => {
             let wait = client.wait_for_peer();
             let p = match config.peer_timeout {
@@ -183,9 +191,11 @@ async fn setup(
                 None => wait.await,
             }
             .map_err(ConnectError::Signaling)?;
-            (p.id, false)
+            (p, false)
         }
     };
+    let peer_name = peer.name.clone();
+    let peer = peer.id;
     emit(
         events,
         ConnectionEvent::PeerFound {
@@ -317,25 +327,27 @@ async fn setup(
     negotiation.relay_only = ice.relay_only;
     negotiation.turn_servers = turn.len();
     negotiation.turn_failures = turn_failures;
-    let session = Session::new(SessionConfig {
-        hosts,
-        stun_servers: stun,
-        turn_servers: turn,
-        ..SessionConfig::new(ice)
-    })
-    .map_err(|_| ConnectError::Config("the ICE agent refused a local address"))?;
+    let mut sc = SessionConfig::new(ice);
+    sc.hosts = hosts;
+    sc.stun_servers = stun;
+    sc.turn_servers = turn;
+    sc.certificate = config.certificate.clone();
+    sc.max_message_size = config.max_message_size;
+    let session = Session::new(sc).map_err(|e| ConnectError::Secure(e.to_string()))?;
     Ok(Driver {
         config: config.clone(),
         negotiation: Negotiation::new(negotiation, session),
         client: Some(client),
         peer,
+        peer_name,
         controlling,
         sockets: sockets.into_iter().collect(),
         streams,
         _tasks: tasks,
         inbound,
         restarting: false,
-        dropped: 0,
+        channels: HashMap::new(),
+        remote_fingerprint: None,
     })
 }
 
@@ -349,10 +361,12 @@ struct Driver {
     streams: HashMap<(SocketAddr, Transport), mpsc::Sender<Vec<u8>>>,
     _tasks: JoinSet<()>,
     inbound: mpsc::Receiver<Inbound>,
+    peer_name: Option<String>,
     /// A restart runs: the check list is reported again while it does.
     restarting: bool,
-    /// Datagrams dropped because the application did not read.
-    dropped: u64,
+    /// The channels handed out, by id.
+    channels: HashMap<ChannelId, ChannelSlot>,
+    remote_fingerprint: Option<Fingerprint>,
 }
 
 /// How the loop ends: a close reason, or (before connecting) an error.
@@ -389,6 +403,11 @@ fn connect_error(f: Failure) -> ConnectError {
         Failure::BadLocalDescription => {
             ConnectError::Config("the ICE agent's credentials are not valid in SDP")
         }
+        Failure::BadRemoteDescription(why) => {
+            ConnectError::Secure(format!("the peer's description: {why}"))
+        }
+        Failure::FingerprintMismatch => ConnectError::FingerprintMismatch,
+        Failure::Secure(why) => ConnectError::Secure(why),
     }
 }
 
@@ -451,9 +470,15 @@ impl Driver {
                         let _ = done.send(());
                         return Ok(CloseReason::Local);
                     }
-                    Some(Command::Send(d)) => {
-                        // No path (restart in progress): the datagram is lost.
-                        let _ = self.negotiation.send(Instant::now(), &d);
+                    Some(Command::Open(options, reply)) => {
+                        let r = self.open_channel(ch, options);
+                        let _ = reply.send(r);
+                    }
+                    Some(Command::Send { id, data, binary, done }) => {
+                        self.send(id, &data, binary, done);
+                    }
+                    Some(Command::CloseChannel(id)) => {
+                        let _ = self.negotiation.close_channel(Instant::now(), id);
                     }
                     Some(Command::Stats(tx)) => {
                         let _ = tx.send(self.negotiation.session().agent().stats());
@@ -552,7 +577,9 @@ impl Driver {
                 if let Some(r) = ch.ready.take() {
                     let _ = r.send(Ok(ConnectedInfo {
                         peer_id: self.peer.clone(),
+                        peer_name: self.peer_name.clone(),
                         controlling: self.controlling,
+                        remote_fingerprint: self.remote_fingerprint.clone(),
                     }));
                 }
                 return None;
@@ -577,10 +604,18 @@ impl Driver {
                 ConnectionEvent::Restarting
             }
             NegotiationEvent::SignalingLost => ConnectionEvent::SignalingLost,
-            NegotiationEvent::Data(d) => {
-                if ch.data.try_send(Bytes::from(d)).is_err() {
-                    self.dropped += 1;
+            NegotiationEvent::Secured {
+                remote_fingerprint,
+                version,
+            } => {
+                self.remote_fingerprint = Some(remote_fingerprint.clone());
+                ConnectionEvent::Secured {
+                    remote_fingerprint,
+                    version,
                 }
+            }
+            NegotiationEvent::Channel(e) => {
+                self.channel_event(ch, e);
                 return None;
             }
             NegotiationEvent::Failed(f) => return Some(Err(connect_error(f))),
@@ -588,6 +623,111 @@ impl Driver {
         };
         ch.emit(event);
         None
+    }
+
+    /// Open a channel for the application.
+    fn open_channel(
+        &mut self,
+        ch: &mut Channels,
+        options: ChannelOptions,
+    ) -> Result<Channel, SendError> {
+        let (label, protocol) = (options.label.clone(), options.protocol.clone());
+        let (ordered, reliability) = (options.ordered, options.reliability);
+        let id = match self.negotiation.open_channel(Instant::now(), options) {
+            Ok(Some(id)) => id,
+            // Connected means the role is known: the id is too.
+            Ok(None) => return Err(SendError::Closed(ChannelClosed::Channel)),
+            Err(e) => return Err(send_error(e)),
+        };
+        let info = ChannelInfo {
+            id,
+            label,
+            protocol,
+            ordered,
+            reliability,
+        };
+        Ok(self.hand_out(ch, info))
+    }
+
+    /// Make the handle of a channel and keep its slot.
+    fn hand_out(&mut self, ch: &Channels, info: ChannelInfo) -> Channel {
+        let id = info.id;
+        let (channel, slot) = channel::pair(info, ch.command_tx.clone(), ch.reason.clone());
+        let _ = self
+            .negotiation
+            .session_mut()
+            .set_buffered_amount_low_threshold(id, LOW_WATER);
+        self.channels.insert(id, slot);
+        channel
+    }
+
+    /// Send a message; answer at once, or once the buffered amount falls
+    /// when it is over the high-water mark (back-pressure).
+    fn send(
+        &mut self,
+        id: ChannelId,
+        data: &[u8],
+        binary: bool,
+        done: oneshot::Sender<Result<(), SendError>>,
+    ) {
+        if let Err(e) = self.negotiation.send(Instant::now(), id, data, binary) {
+            let _ = done.send(Err(send_error(e)));
+            return;
+        }
+        let over = self.negotiation.session_mut().buffered_amount(id) > HIGH_WATER;
+        match self.channels.get_mut(&id) {
+            Some(slot) if over => slot.waiting.push(done),
+            _ => {
+                let _ = done.send(Ok(()));
+            }
+        }
+    }
+
+    fn channel_event(&mut self, ch: &Channels, e: ChannelEvent) {
+        match e {
+            ChannelEvent::ChannelOpened {
+                id,
+                label,
+                protocol,
+                ordered,
+                reliability,
+                ..
+            } => {
+                let info = ChannelInfo {
+                    id,
+                    label,
+                    protocol,
+                    ordered,
+                    reliability,
+                };
+                let channel = self.hand_out(ch, info);
+                let _ = ch.incoming.send(channel);
+            }
+            ChannelEvent::Message { id, data, binary } => {
+                if let Some(slot) = self.channels.get(&id) {
+                    let _ = slot.messages.send(Message {
+                        data: Bytes::from(data),
+                        binary,
+                    });
+                }
+            }
+            ChannelEvent::BufferedAmountLow { id } => {
+                if let Some(slot) = self.channels.get_mut(&id) {
+                    for w in slot.waiting.drain(..) {
+                        let _ = w.send(Ok(()));
+                    }
+                }
+            }
+            ChannelEvent::ChannelClosed { id } => {
+                if let Some(slot) = self.channels.remove(&id) {
+                    slot.closed.store(true, Ordering::Relaxed);
+                    for w in slot.waiting {
+                        let _ = w.send(Err(SendError::Closed(ChannelClosed::Channel)));
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Sends one of the session's transmits from its socket or stream.
@@ -638,5 +778,19 @@ impl Driver {
                 }
             }
         }
+    }
+}
+
+/// A refused channel command as the application sees it.
+fn send_error(e: SessionError) -> SendError {
+    match e {
+        SessionError::Channel(p2p_datachannel::ChannelError::MessageTooLarge { len, max }) => {
+            SendError::TooLarge { len, max }
+        }
+        SessionError::Channel(p2p_datachannel::ChannelError::UnknownChannel(_))
+        | SessionError::Channel(p2p_datachannel::ChannelError::ChannelClosed(_)) => {
+            SendError::Closed(ChannelClosed::Channel)
+        }
+        _ => SendError::Closed(ChannelClosed::Connection(CloseReason::Local)),
     }
 }

@@ -88,6 +88,16 @@ pub struct SctpAssociation {
     gather_due: Option<Instant>,
 }
 
+impl std::fmt::Debug for SctpAssociation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SctpAssociation")
+            .field("role", &self.config.role)
+            .field("established", &self.is_established())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
 impl SctpAssociation {
     /// An idle association for the DTLS connection on `path`.
     pub fn new(config: SctpConfig, path: FiveTuple) -> Self {

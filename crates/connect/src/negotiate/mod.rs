@@ -10,8 +10,11 @@
 //!
 //! - Roles: the newcomer (who found a peer already in the room) offers and
 //!   is the ICE controlling agent; the other answers and is controlled.
-//! - Credentials travel in a minimal SDP offer/answer of one data channel.
-//!   Candidates in a received description are used too.
+//! - Credentials, the fingerprint of our DTLS certificate, `a=setup`
+//!   (offer `actpass`, answer `active` by default: the answerer is the
+//!   DTLS client) and the SCTP parameters travel in an SDP offer/answer of
+//!   one data channel, as a browser writes it. Candidates in a received
+//!   description are used too.
 //! - Trickle: each local candidate goes out as a `candidate` message
 //!   tagged with our ufrag as soon as it is gathered, then
 //!   `end-of-candidates`; none goes out before our description. The peer's
@@ -23,234 +26,31 @@
 //!   on receipt and answers with its own. Either side may restart at any
 //!   time ([`Negotiation::restart`]); the other answers. The old path keeps
 //!   carrying data until a new one is selected.
-//! - Deadlines: no path within `connect_timeout` of the start is a
-//!   [`Failure::NoPath`]; a restart that finds no path within it closes the
-//!   connection ([`CloseReason::IceFailed`]).
+//! - Connected: once ICE selected a path, DTLS is up with a peer whose
+//!   certificate matched its fingerprint, and the data channels'
+//!   association is established.
+//! - Deadlines: not connected within `connect_timeout` of the start is a
+//!   failure ([`Failure::NoPath`] when ICE found no path); a restart that
+//!   finds no path within it closes the connection
+//!   ([`CloseReason::IceFailed`]).
+
+mod sdp;
+mod types;
 
 use std::collections::VecDeque;
-use std::fmt;
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use p2p_datachannel::{ChannelEvent, ChannelId, ChannelOptions};
+use p2p_dtls::Setup;
 use p2p_ice::{Candidate, IceState};
-use p2p_proto::{Datagram, Handled, Machine, Output, Transmit};
-use p2p_sdp::{DataChannelParams, Fingerprint, Pwd, SessionDescription, Setup, Ufrag};
+use p2p_proto::{Datagram, Handled, Machine};
 use p2p_signaling::{ClientMsg, ErrorCode, IceCandidate, ServerMsg};
 
-use crate::session::{PathEnd, Session, SessionError, SessionEvent};
-
-/// The selected path: our candidate and the peer's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SelectedPath {
-    /// Our end (a relayed end is the TURN server's relayed address).
-    pub local: PathEnd,
-    /// The peer's end.
-    pub remote: PathEnd,
-}
-
-impl fmt::Display for SelectedPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} <-> {} {}",
-            self.local.kind, self.local.address, self.remote.kind, self.remote.address
-        )
-    }
-}
-
-/// Why a connection ended, once it was connected.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    /// This side closed it (`close`, or the connection was dropped).
-    Local,
-    /// The peer said bye.
-    PeerClosed,
-    /// The path lost consent (RFC 7675: the peer stopped answering) and no
-    /// restart was possible (signaling gone, or the peer left the room).
-    ConsentLost,
-    /// A restart (after the path died, or asked for) found no path in time.
-    IceFailed,
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CloseReason::Local => "closed locally",
-            CloseReason::PeerClosed => "the peer closed",
-            CloseReason::ConsentLost => "the path lost consent and could not be restarted",
-            CloseReason::IceFailed => "ICE found no path again after a restart",
-        })
-    }
-}
-
-impl std::error::Error for CloseReason {}
-
-/// Why the negotiation failed before a path was selected.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// ICE checked every pair (or ran out of time) and none succeeded.
-    NoPath {
-        /// Our candidates, as `kind address`.
-        local: Vec<String>,
-        /// The peer's candidates, as `kind address`.
-        remote: Vec<String>,
-    },
-    /// Relay-only, and every TURN server refused or did not answer.
-    TurnRefused {
-        /// The TURN server (the last one that failed).
-        server: String,
-        /// The STUN error code, `None` when it never answered.
-        code: Option<u16>,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The peer left the room (or said bye) before a path was found.
-    PeerLeft {
-        /// Its peer id.
-        peer: String,
-    },
-    /// The signaling connection closed before a path was found.
-    SignalingLost,
-    /// Our ICE credentials cannot be written in SDP (a bug, or a
-    /// configuration the agent should have refused).
-    BadLocalDescription,
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::NoPath { local, remote } => write!(
-                f,
-                "no candidate pair succeeded; local candidates tried: [{}]; remote candidates: [{}]",
-                local.join(", "),
-                remote.join(", ")
-            ),
-            Failure::TurnRefused {
-                server,
-                code,
-                reason,
-            } => write!(
-                f,
-                "TURN server {server} refused the allocation: {}{reason}",
-                code.map(|c| format!("{c} ")).unwrap_or_default()
-            ),
-            Failure::PeerLeft { peer } => write!(f, "peer {peer} left before a path was found"),
-            Failure::SignalingLost => f.write_str("the signaling connection closed"),
-            Failure::BadLocalDescription => {
-                f.write_str("our ICE credentials cannot be written in SDP")
-            }
-        }
-    }
-}
-
-impl std::error::Error for Failure {}
-
-/// What the application should know (the driver turns these into its own
-/// events).
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NegotiationEvent {
-    /// A local candidate was gathered (and goes to the peer).
-    LocalCandidate(String),
-    /// The peer sent a candidate.
-    RemoteCandidate(String),
-    /// Every local candidate is out.
-    GatheringComplete,
-    /// A TURN allocation succeeded.
-    TurnAllocated {
-        /// The TURN server.
-        server: SocketAddr,
-        /// Our relayed address.
-        relayed: SocketAddr,
-    },
-    /// A TURN server refused or did not answer.
-    TurnFailed {
-        /// The TURN server.
-        server: String,
-        /// The STUN error code, `None` when it never answered.
-        code: Option<u16>,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The ICE state changed.
-    StateChanged(IceState),
-    /// The first path was selected: connected.
-    Connected(SelectedPath),
-    /// Another path was selected (renomination or after a restart).
-    PathChanged(SelectedPath),
-    /// Consent was lost on the selected path; a restart may follow.
-    Disconnected,
-    /// An ICE restart began (new credentials were exchanged).
-    Restarting,
-    /// The signaling connection is gone; the path keeps working, but no
-    /// restart is possible any more.
-    SignalingLost,
-    /// Application data from the peer.
-    Data(Vec<u8>),
-    /// The negotiation failed before a path was found. Nothing follows.
-    Failed(Failure),
-    /// The connection ended after it was connected. Nothing follows but
-    /// the transmits of the closing session (the deletion of the TURN
-    /// allocations), until [`Negotiation::is_closed`].
-    Closed(CloseReason),
-}
-
-/// What [`Negotiation::poll_output`] hands out, in the order to act on it.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NegotiationOutput {
-    /// A datagram to send from one of our sockets.
-    Transmit(Transmit),
-    /// A message to the signaling server.
-    Signal(ClientMsg),
-    /// Something to tell the application.
-    Event(NegotiationEvent),
-}
-
-impl Output for NegotiationOutput {
-    fn into_transmit(self) -> Result<Transmit, Self> {
-        match self {
-            NegotiationOutput::Transmit(t) => Ok(t),
-            other => Err(other),
-        }
-    }
-}
-
-/// How a [`Negotiation`] is set up.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NegotiationConfig {
-    /// The other peer's id on the signaling server.
-    pub peer: String,
-    /// Whether we offer and control (we joined a room the peer was in).
-    pub controlling: bool,
-    /// How long ICE may take to select a path, from the start and from
-    /// each restart. Default 30 s.
-    pub connect_timeout: Duration,
-    /// Relay-only: a TURN refusal of every server is the failure to report.
-    pub relay_only: bool,
-    /// TURN servers the session was given (for the relay-only failure).
-    pub turn_servers: usize,
-    /// TURN servers that failed before the session was made (unresolvable,
-    /// unreachable over TCP/TLS): `(server, code, reason)`.
-    pub turn_failures: Vec<(String, Option<u16>, String)>,
-}
-
-impl NegotiationConfig {
-    /// A negotiation with `peer`, with the defaults listed on each field.
-    pub fn new(peer: impl Into<String>, controlling: bool) -> Self {
-        NegotiationConfig {
-            peer: peer.into(),
-            controlling,
-            connect_timeout: Duration::from_secs(30),
-            relay_only: false,
-            turn_servers: 0,
-            turn_failures: Vec::new(),
-        }
-    }
-}
+use crate::session::{SecureEnd, Session, SessionError, SessionEvent, SessionOutput};
+use sdp::{local_description, parse_description, DescriptionError, RemoteDescription};
+pub use types::{
+    CloseReason, Failure, NegotiationConfig, NegotiationEvent, NegotiationOutput, SelectedPath,
+};
 
 /// A remote candidate or end-of-candidates that came before the peer's
 /// credentials.
@@ -287,8 +87,12 @@ pub struct Negotiation {
     signaling: bool,
     remote_ufrag: Option<String>,
     early: Vec<Early>,
-    /// Our offer or answer was sent.
-    described: bool,
+    /// Our offer or answer was sent, with this `a=setup`.
+    described: Option<Setup>,
+    /// The path ICE selected (the first one before connected).
+    path: Option<SelectedPath>,
+    /// The data channels' association is up.
+    established: bool,
     trickle: Vec<Trickle>,
     connected: bool,
     /// The peer left the room: no restart is possible.
@@ -316,7 +120,9 @@ impl Negotiation {
             signaling: true,
             remote_ufrag: None,
             early: Vec::new(),
-            described: false,
+            described: None,
+            path: None,
+            established: false,
             trickle: Vec::new(),
             connected: false,
             peer_gone: false,
@@ -372,11 +178,40 @@ impl Negotiation {
         self.pump(now);
     }
 
-    /// Send application data over the selected path.
-    pub fn send(&mut self, now: Instant, data: &[u8]) -> Result<(), SessionError> {
-        let r = self.session.send(now, data);
+    /// Open a data channel (see [`Session::open_channel`]).
+    pub fn open_channel(
+        &mut self,
+        now: Instant,
+        options: ChannelOptions,
+    ) -> Result<Option<ChannelId>, SessionError> {
+        let r = self.session.open_channel(now, options);
         self.pump(now);
         r
+    }
+
+    /// Send one message on a channel (see [`Session::send`]).
+    pub fn send(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        data: &[u8],
+        binary: bool,
+    ) -> Result<(), SessionError> {
+        let r = self.session.send(now, channel, data, binary);
+        self.pump(now);
+        r
+    }
+
+    /// Close one channel (see [`Session::close_channel`]).
+    pub fn close_channel(&mut self, now: Instant, channel: ChannelId) -> Result<(), SessionError> {
+        let r = self.session.close_channel(now, channel);
+        self.pump(now);
+        r
+    }
+
+    /// The session, to read or set buffered amounts of channels.
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
     }
 
     /// Restart ICE from our side: new credentials to the peer in an
@@ -409,7 +244,8 @@ impl Negotiation {
         }
         self.started = true;
         self.connect_deadline = Some(now + self.config.connect_timeout);
-        self.session.start(now);
+        // The session starts at its first handle_timeout.
+        self.session.handle_timeout(now);
         if self.config.controlling {
             self.describe(now, None);
         }
@@ -450,54 +286,41 @@ impl Negotiation {
     }
 
     /// Our offer (`offer` = None) or our answer to `offer`.
-    fn describe(&mut self, now: Instant, offer: Option<&SessionDescription>) {
-        let (u, p) = self.session.local_credentials();
-        let (Ok(ufrag), Ok(pwd)) = (Ufrag::new(u), Pwd::new(p)) else {
-            return self.fail(now, Failure::BadLocalDescription);
+    fn describe(&mut self, now: Instant, offer: Option<&RemoteDescription>) {
+        let (sdp, setup) = match local_description(&self.session, offer) {
+            Ok(d) => d,
+            Err(DescriptionError::Local) => return self.fail(now, Failure::BadLocalDescription),
+            Err(DescriptionError::Remote(why)) => {
+                return self.fail(now, Failure::BadRemoteDescription(why))
+            }
         };
-        let session_id = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            u.hash(&mut h);
-            h.finish() >> 2
-        };
-        // The session carries datagrams in the clear, with no DTLS yet: a
-        // placeholder fingerprint of zeros.
-        let Ok(fingerprint) = Fingerprint::new("sha-256", vec![0; 32]) else {
-            return;
-        };
-        let setup = if offer.is_some() {
-            Setup::Active
-        } else {
-            Setup::ActPass
-        };
-        let params = DataChannelParams::new(ufrag, pwd, fingerprint, setup, session_id);
         let to = self.config.peer.clone();
         let msg = match offer {
-            None => ClientMsg::Offer {
-                to,
-                sdp: SessionDescription::offer_data_channel(&params).to_string(),
-                id: None,
-            },
-            Some(o) => match SessionDescription::answer_data_channel(o, &params) {
-                Ok(answer) => ClientMsg::Answer {
-                    to,
-                    sdp: answer.to_string(),
-                    id: None,
-                },
-                Err(e) => {
-                    tracing::warn!("cannot answer the peer's offer: {e}");
-                    return;
-                }
-            },
+            None => ClientMsg::Offer { to, sdp, id: None },
+            Some(_) => ClientMsg::Answer { to, sdp, id: None },
         };
         self.signal_peer(msg);
-        self.described = true;
+        self.described = Some(setup);
         self.flush_trickle();
     }
 
+    /// The peer's offer or answer: its credentials, candidates, and what
+    /// DTLS and SCTP need.
+    fn take_description(&mut self, now: Instant, d: RemoteDescription) {
+        let ours = self.described.unwrap_or(Setup::ActPass);
+        match d.security(self.config.controlling, ours) {
+            Ok(security) => self.session.set_remote_security(now, security),
+            Err(DescriptionError::Remote(why)) => {
+                return self.fail(now, Failure::BadRemoteDescription(why));
+            }
+            Err(DescriptionError::Local) => return self.fail(now, Failure::BadLocalDescription),
+        }
+        self.set_remote(now, d.ufrag.clone(), d.pwd.clone());
+        self.description_candidates(now, &d);
+    }
+
     fn flush_trickle(&mut self) {
-        if !self.described {
+        if self.described.is_none() {
             return;
         }
         let to = self.config.peer.clone();
@@ -531,21 +354,31 @@ impl Negotiation {
                     tracing::warn!("an offer from {from} although we offered; ignored");
                     return;
                 }
-                let Some((offer, u, p)) = parse_description(&sdp) else {
-                    tracing::warn!("an offer without ICE credentials; ignored");
+                if self.described.is_some() {
+                    // A browser restarts ICE with a new offer: not spoken
+                    // here (p2p-connect restarts with ice-restart).
+                    tracing::warn!("a second offer from {from}; ignored");
                     return;
-                };
-                self.describe(now, Some(&offer));
-                self.set_remote(now, u, p);
-                self.description_candidates(now, &offer);
+                }
+                match parse_description(&sdp, true) {
+                    Ok(offer) => {
+                        self.describe(now, Some(&offer));
+                        if !self.finished {
+                            self.take_description(now, offer);
+                        }
+                    }
+                    Err(e) => self.fail(now, Failure::BadRemoteDescription(why_of(e))),
+                }
             }
             ServerMsg::Answer { from, sdp } if from == peer => {
-                let Some((answer, u, p)) = parse_description(&sdp) else {
-                    tracing::warn!("an answer without ICE credentials; ignored");
+                if !self.config.controlling || self.remote_ufrag.is_some() {
+                    tracing::warn!("an answer from {from} we did not ask for; ignored");
                     return;
-                };
-                self.set_remote(now, u, p);
-                self.description_candidates(now, &answer);
+                }
+                match parse_description(&sdp, false) {
+                    Ok(answer) => self.take_description(now, answer),
+                    Err(e) => self.fail(now, Failure::BadRemoteDescription(why_of(e))),
+                }
             }
             ServerMsg::Candidate { from, candidate } if from == peer => {
                 self.event(NegotiationEvent::RemoteCandidate(
@@ -650,8 +483,10 @@ impl Negotiation {
         }
     }
 
-    fn description_candidates(&mut self, now: Instant, sd: &SessionDescription) {
-        let Some(dc) = sd.data_channel() else { return };
+    fn description_candidates(&mut self, now: Instant, d: &RemoteDescription) {
+        let Some(dc) = d.sd.data_channel() else {
+            return;
+        };
         for c in dc.candidates() {
             self.add_sdp_candidate(now, c);
         }
@@ -751,8 +586,8 @@ impl Negotiation {
                 if self.connected {
                     self.event(NegotiationEvent::PathChanged(path));
                 } else {
-                    self.connected = true;
-                    self.event(NegotiationEvent::Connected(path));
+                    self.path = Some(path);
+                    self.maybe_connected();
                 }
             }
             SessionEvent::TurnAllocated { server, relayed } => {
@@ -785,27 +620,63 @@ impl Negotiation {
                     self.path_died(now);
                 }
             }
-            SessionEvent::Data(d) => self.event(NegotiationEvent::Data(d)),
-            SessionEvent::Closed => {}
+            SessionEvent::Secured {
+                remote_fingerprint,
+                version,
+            } => self.event(NegotiationEvent::Secured {
+                remote_fingerprint,
+                version,
+            }),
+            SessionEvent::Channel(ChannelEvent::Connected) => {
+                self.established = true;
+                self.maybe_connected();
+            }
+            SessionEvent::Channel(e) => self.event(NegotiationEvent::Channel(e)),
+            SessionEvent::Ended(why) => self.secure_ended(now, why),
+            _ => {}
         }
+    }
+
+    /// Connected once ICE selected a path and the association is up (in
+    /// either order: the controlled side may be asked for DTLS on a pair it
+    /// checks before it selects one).
+    fn maybe_connected(&mut self) {
+        if self.connected || !self.established {
+            return;
+        }
+        if let Some(path) = self.path.take() {
+            self.connected = true;
+            self.event(NegotiationEvent::Connected(path));
+        }
+    }
+
+    /// The encrypted connection ended from the far side, or failed.
+    fn secure_ended(&mut self, now: Instant, why: SecureEnd) {
+        if self.connected {
+            let reason = match why {
+                SecureEnd::PeerClosed => CloseReason::PeerClosed,
+                SecureEnd::PeerSilent => CloseReason::ConsentLost,
+                other => CloseReason::Failed(secure_words(&other)),
+            };
+            return self.closed(now, reason);
+        }
+        let failure = match why {
+            SecureEnd::FingerprintMismatch => Failure::FingerprintMismatch,
+            SecureEnd::PeerClosed => Failure::PeerLeft {
+                peer: self.config.peer.clone(),
+            },
+            other => Failure::Secure(secure_words(&other)),
+        };
+        self.fail(now, failure);
     }
 
     /// Move the session's transmits and events into the output queue
     /// until nothing moves, and send what trickle allows.
     fn pump(&mut self, now: Instant) {
-        loop {
-            let mut moved = false;
-            while let Some(t) = self.session.poll_transmit() {
-                moved = true;
-                self.out
-                    .push_back(NegotiationOutput::Transmit(proto_transmit(t)));
-            }
-            while let Some(e) = self.session.poll_event() {
-                moved = true;
-                self.session_event(now, e);
-            }
-            if !moved {
-                break;
+        while let Some(o) = self.session.poll_output() {
+            match o {
+                SessionOutput::Transmit(t) => self.out.push_back(NegotiationOutput::Transmit(t)),
+                SessionOutput::Event(e) => self.session_event(now, e),
             }
         }
         self.flush_trickle();
@@ -817,7 +688,7 @@ impl Machine for Negotiation {
 
     fn handle_input(&mut self, now: Instant, datagram: Datagram<'_>) -> Handled {
         self.start(now);
-        self.session.handle_input(now, session_datagram(datagram));
+        let _ = self.session.handle_input(now, datagram);
         self.pump(now);
         Handled::Taken
     }
@@ -826,7 +697,15 @@ impl Machine for Negotiation {
         self.start(now);
         if !self.finished {
             if !self.connected && self.connect_deadline.is_some_and(|d| now >= d) {
-                let f = self.no_path();
+                let f = if self.path.is_some() {
+                    Failure::Secure(
+                        "ICE found a path, but DTLS or the data channels' association did not \
+                         come up in time"
+                            .to_owned(),
+                    )
+                } else {
+                    self.no_path()
+                };
                 self.fail(now, f);
             } else if self.restart_deadline.is_some_and(|d| now >= d) {
                 self.closed(now, CloseReason::IceFailed);
@@ -861,26 +740,22 @@ fn describe(c: &Candidate) -> String {
     format!("{} {}", c.kind(), c.address())
 }
 
-/// The description and the ICE credentials of its data channel section.
-fn parse_description(sdp: &str) -> Option<(SessionDescription, String, String)> {
-    let sd: SessionDescription = sdp.parse().ok()?;
-    let dc = sd.data_channel()?;
-    let u = sd.ice_ufrag_for(dc)?.to_owned();
-    let p = sd.ice_pwd_for(dc)?.to_owned();
-    Some((sd, u, p))
-}
-
-// The session still speaks its own datagram types; these go when it speaks
-// p2p-proto's.
-fn session_datagram(d: Datagram<'_>) -> crate::Datagram<'_> {
-    crate::Datagram {
-        transport: d.transport,
-        local: d.destination,
-        remote: d.source,
-        contents: d.contents,
+/// The words of a failed description.
+fn why_of(e: DescriptionError) -> String {
+    match e {
+        DescriptionError::Remote(why) => why,
+        DescriptionError::Local => "our own description could not be written".to_owned(),
     }
 }
 
-fn proto_transmit(t: crate::Transmit) -> Transmit {
-    Transmit::new(t.transport, t.source, t.destination, t.contents)
+/// The words of a secure end that is not a close by the peer.
+fn secure_words(why: &SecureEnd) -> String {
+    match why {
+        SecureEnd::PeerClosed => "the peer closed".to_owned(),
+        SecureEnd::FingerprintMismatch => {
+            "the peer's DTLS certificate does not match the fingerprint it signaled".to_owned()
+        }
+        SecureEnd::PeerSilent => "the peer fell silent".to_owned(),
+        SecureEnd::Failed(w) => w.clone(),
+    }
 }
