@@ -43,6 +43,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod addr;
 mod ice_servers;
 mod msg;
 mod rooms;
@@ -52,16 +53,17 @@ mod client;
 #[cfg(feature = "server")]
 mod server;
 
+pub use addr::{AddrKey, AddrLimits, AddrStats, AddrTable, Refusal};
 pub use ice_servers::{
     rest_credential, IceServerProvider, RestCredentialIceServers, StaticIceServers,
 };
 pub use msg::{
-    ClientMsg, ErrorCode, IceCandidate, IceServer, ParseError, PeerInfo, ServerMsg, CLIENT_TYPES,
-    MAX_CANDIDATE_LEN, PROTOCOL_VERSION, SERVER_TYPES,
+    ClientMsg, ErrorCode, IceCandidate, IceServer, ParseError, PeerInfo, RelayUnavailable,
+    ServerMsg, CLIENT_TYPES, MAX_CANDIDATE_LEN, PROTOCOL_VERSION, SERVER_TYPES,
 };
 pub use rooms::{
-    Auth, ConnId, ConnectError, Limits, Rooms, MAX_ICE_CREDENTIAL_LEN, MAX_PEER_NAME_LEN,
-    MAX_ROOM_NAME_LEN,
+    Auth, ConnId, ConnectError, CredentialPolicy, Limits, RoomStats, Rooms, MAX_ICE_CREDENTIAL_LEN,
+    MAX_PEER_NAME_LEN, MAX_ROOM_NAME_LEN,
 };
 
 #[cfg(feature = "client")]

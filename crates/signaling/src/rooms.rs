@@ -7,8 +7,19 @@ use std::time::{Duration, Instant, SystemTime};
 
 use subtle::ConstantTimeEq;
 
+use crate::addr::AddrKey;
 use crate::ice_servers::{IceServerProvider, StaticIceServers};
-use crate::msg::{ClientMsg, ErrorCode, PeerInfo, ServerMsg, PROTOCOL_VERSION};
+use crate::msg::{
+    ClientMsg, ErrorCode, IceServer, PeerInfo, RelayUnavailable, ServerMsg, PROTOCOL_VERSION,
+};
+
+mod stats;
+
+pub use stats::RoomStats;
+
+/// Most per-address credential buckets kept; past it, full buckets are
+/// dropped, and if none is full the credentials are withheld.
+const MAX_CREDENTIAL_BUCKETS: usize = 65_536;
 
 /// Longest room name, in bytes.
 pub const MAX_ROOM_NAME_LEN: usize = 128;
@@ -49,6 +60,65 @@ pub struct Limits {
     /// A connection with no activity (message or WebSocket pong) for this long
     /// is closed. Default 60 s.
     pub idle_timeout: Duration,
+    /// When TURN credentials (ICE server entries with a username or
+    /// credential) are handed out. Default [`CredentialPolicy::Join`].
+    pub credential_policy: CredentialPolicy,
+    /// TURN credentials handed to one client address (see [`AddrKey`]) per
+    /// minute, sustained (token bucket refill). Default 10.
+    pub credentials_per_minute: f64,
+    /// TURN credentials one client address may get in a burst. Default 20.
+    pub credential_burst: f64,
+}
+
+/// When the TURN credentials of the ICE servers (entries with a username or
+/// credential) go out; entries without credentials (STUN) always go out in
+/// the `welcome`. Every policy is also rate limited per client address
+/// ([`Limits::credentials_per_minute`], [`Limits::credential_burst`]).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum CredentialPolicy {
+    /// In the `welcome` of every connection, before it has joined anything.
+    Welcome,
+    /// In the `joined` of every successful join: only room members get them.
+    #[default]
+    Join,
+    /// In the `joined` of a join that needed a token (a room's own token or
+    /// the global one): only holders of a token get them.
+    Token,
+    /// Never: clients get the entries without credentials only.
+    Never,
+}
+
+impl CredentialPolicy {
+    /// The policy's name in configuration files: `welcome`, `join`, `token`, `never`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialPolicy::Welcome => "welcome",
+            CredentialPolicy::Join => "join",
+            CredentialPolicy::Token => "token",
+            CredentialPolicy::Never => "never",
+        }
+    }
+}
+
+impl std::str::FromStr for CredentialPolicy {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<CredentialPolicy, &'static str> {
+        match s {
+            "welcome" => Ok(CredentialPolicy::Welcome),
+            "join" => Ok(CredentialPolicy::Join),
+            "token" => Ok(CredentialPolicy::Token),
+            "never" => Ok(CredentialPolicy::Never),
+            _ => Err("expected one of welcome, join, token, never"),
+        }
+    }
+}
+
+impl std::fmt::Display for CredentialPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Default for Limits {
@@ -62,6 +132,9 @@ impl Default for Limits {
             rate_per_second: 20.0,
             burst: 50.0,
             idle_timeout: Duration::from_secs(60),
+            credential_policy: CredentialPolicy::Join,
+            credentials_per_minute: 10.0,
+            credential_burst: 20.0,
         }
     }
 }
@@ -109,6 +182,16 @@ impl Auth {
     pub fn with_room_token(mut self, room: impl Into<String>, token: impl Into<String>) -> Auth {
         self.room_tokens.insert(room.into(), token.into());
         self
+    }
+
+    /// Whether joining `room` needs a token.
+    pub fn needs_token(&self, room: &str) -> bool {
+        self.room_tokens.contains_key(room) || self.global_token.is_some()
+    }
+
+    /// Whether any room needs a token.
+    pub fn any_token(&self) -> bool {
+        self.global_token.is_some() || !self.room_tokens.is_empty()
     }
 
     fn allows(&self, room: &str, token: Option<&str>) -> bool {
@@ -164,11 +247,15 @@ pub struct Rooms {
     peers: HashMap<String, ConnId>,
     idle: BTreeSet<(Instant, ConnId)>,
     to_close: VecDeque<ConnId>,
+    /// Per client address: the credential rate limit.
+    credential_buckets: HashMap<Option<AddrKey>, TokenBucket>,
+    stats: RoomStats,
 }
 
 #[derive(Debug)]
 struct Conn {
     peer_id: String,
+    addr: Option<AddrKey>,
     rooms: Vec<String>,
     last_seen: Instant,
     bucket: TokenBucket,
@@ -216,6 +303,8 @@ impl Rooms {
             peers: HashMap::new(),
             idle: BTreeSet::new(),
             to_close: VecDeque::new(),
+            credential_buckets: HashMap::new(),
+            stats: RoomStats::default(),
         }
     }
 
@@ -253,6 +342,17 @@ impl Rooms {
         self.rooms.len()
     }
 
+    /// Room memberships: the sum of the sizes of the rooms.
+    pub fn member_count(&self) -> usize {
+        self.rooms.values().map(|r| r.members.len()).sum()
+    }
+
+    /// What happened so far: connections, messages relayed and refused,
+    /// credentials handed out and withheld.
+    pub fn stats(&self) -> &RoomStats {
+        &self.stats
+    }
+
     /// The peer id of a connection.
     pub fn peer_id(&self, conn: ConnId) -> Option<&str> {
         self.conns.get(&conn).map(|c| c.peer_id.as_str())
@@ -269,30 +369,45 @@ impl Rooms {
     }
 
     /// A client arrived. Returns its id and the welcome to send it first.
+    /// The same as [`connect_from`](Rooms::connect_from) with no address:
+    /// every such connection shares one credential rate limit.
     pub fn connect(&mut self, now: Instant) -> Result<(ConnId, ServerMsg), ConnectError> {
+        self.connect_from(now, None)
+    }
+
+    /// A client arrived from `addr` (the key its per-address limits count
+    /// by). Returns its id and the welcome to send it first.
+    pub fn connect_from(
+        &mut self,
+        now: Instant,
+        addr: Option<AddrKey>,
+    ) -> Result<(ConnId, ServerMsg), ConnectError> {
         if self.conns.len() >= self.limits.max_connections {
+            self.stats.connections_refused += 1;
             return Err(ConnectError::TooManyConnections);
         }
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         let peer_id = format!("p{}", conn.0);
-        let wall = match self.epoch {
-            Some((at, wall)) => {
-                let since = now.saturating_duration_since(at);
-                wall.checked_add(since).unwrap_or(wall)
+        let (ice_servers, relay_unavailable) = match self.limits.credential_policy {
+            CredentialPolicy::Welcome => {
+                let (servers, withheld) = self.grant(&peer_id, addr, now);
+                (servers, withheld)
             }
-            None => SystemTime::UNIX_EPOCH,
+            _ => (public_view(&self.servers_for(&peer_id, now)), None),
         };
         let welcome = ServerMsg::Welcome {
             version: PROTOCOL_VERSION,
             peer_id: peer_id.clone(),
-            ice_servers: self.ice.ice_servers(&peer_id, wall),
+            ice_servers,
+            relay_unavailable,
         };
         self.peers.insert(peer_id.clone(), conn);
         self.conns.insert(
             conn,
             Conn {
                 peer_id,
+                addr,
                 rooms: Vec::new(),
                 last_seen: now,
                 bucket: TokenBucket {
@@ -302,7 +417,68 @@ impl Rooms {
             },
         );
         self.idle.insert((now, conn));
+        self.stats.connections_accepted += 1;
         Ok((conn, welcome))
+    }
+
+    /// The provider's list for `peer` at `now`.
+    fn servers_for(&self, peer: &str, now: Instant) -> Vec<IceServer> {
+        let wall = match self.epoch {
+            Some((at, wall)) => {
+                let since = now.saturating_duration_since(at);
+                wall.checked_add(since).unwrap_or(wall)
+            }
+            None => SystemTime::UNIX_EPOCH,
+        };
+        self.ice.ice_servers(peer, wall)
+    }
+
+    /// The full list (TURN credentials included) if the address's
+    /// credential rate allows; otherwise the list without credentials and
+    /// why.
+    fn grant(
+        &mut self,
+        peer: &str,
+        addr: Option<AddrKey>,
+        now: Instant,
+    ) -> (Vec<IceServer>, Option<RelayUnavailable>) {
+        let all = self.servers_for(peer, now);
+        if !has_turn_credentials(&all) {
+            return (all, Some(RelayUnavailable::NotOffered));
+        }
+        if self.take_credential(addr, now) {
+            self.stats.credentials_issued += 1;
+            (all, None)
+        } else {
+            self.stats.credentials_withheld_rate += 1;
+            (public_view(&all), Some(RelayUnavailable::RateLimited))
+        }
+    }
+
+    /// Takes one token of the address's credential bucket.
+    fn take_credential(&mut self, addr: Option<AddrKey>, now: Instant) -> bool {
+        let rate = self.limits.credentials_per_minute / 60.0;
+        let burst = self.limits.credential_burst;
+        if !self.credential_buckets.contains_key(&addr)
+            && self.credential_buckets.len() >= MAX_CREDENTIAL_BUCKETS
+        {
+            // Forget the addresses whose bucket has refilled: they are
+            // indistinguishable from new ones.
+            self.credential_buckets.retain(|_, b| {
+                let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+                b.tokens + elapsed * rate < burst
+            });
+            if self.credential_buckets.len() >= MAX_CREDENTIAL_BUCKETS {
+                return false;
+            }
+        }
+        self.credential_buckets
+            .entry(addr)
+            .or_insert(TokenBucket {
+                tokens: burst,
+                last: now,
+            })
+            .take(now, rate, burst)
     }
 
     /// Records activity that is not a message (a WebSocket pong), so that the
@@ -321,6 +497,12 @@ impl Rooms {
     /// [`handle`](Rooms::handle). Every failure is answered with an error and
     /// the connection stays usable.
     pub fn handle_text(&mut self, conn: ConnId, now: Instant, text: &str) -> Out {
+        let out = self.handle_text_inner(conn, now, text);
+        self.stats.count(&out);
+        out
+    }
+
+    fn handle_text_inner(&mut self, conn: ConnId, now: Instant, text: &str) -> Out {
         if let Some(out) = self.admit(conn, now) {
             return out;
         }
@@ -336,7 +518,7 @@ impl Rooms {
             )];
         }
         match ClientMsg::from_json(text) {
-            Ok(msg) => self.dispatch(conn, msg),
+            Ok(msg) => self.dispatch(conn, now, msg),
             Err(e) => {
                 let message = match e.code() {
                     ErrorCode::BadJson => "the frame is not a JSON object",
@@ -351,20 +533,26 @@ impl Rooms {
     /// One binary frame from `conn`: counted against the rate limit and
     /// answered with a `bad-request` error (the protocol is text only).
     pub fn handle_binary(&mut self, conn: ConnId, now: Instant) -> Out {
-        if let Some(out) = self.admit(conn, now) {
-            return out;
-        }
-        let msg = "binary frames are not supported; send JSON in text frames";
-        vec![(conn, ServerMsg::error(ErrorCode::BadRequest, msg, None))]
+        let out = match self.admit(conn, now) {
+            Some(out) => out,
+            None => {
+                let msg = "binary frames are not supported; send JSON in text frames";
+                vec![(conn, ServerMsg::error(ErrorCode::BadRequest, msg, None))]
+            }
+        };
+        self.stats.count(&out);
+        out
     }
 
     /// One parsed message from `conn` (rate limited like a text frame; the
     /// size limit applies only to [`handle_text`](Rooms::handle_text)).
     pub fn handle(&mut self, conn: ConnId, now: Instant, msg: ClientMsg) -> Out {
-        if let Some(out) = self.admit(conn, now) {
-            return out;
-        }
-        self.dispatch(conn, msg)
+        let out = match self.admit(conn, now) {
+            Some(out) => out,
+            None => self.dispatch(conn, now, msg),
+        };
+        self.stats.count(&out);
+        out
     }
 
     /// The transport of `conn` closed: it leaves every room and the remaining
@@ -396,7 +584,9 @@ impl Rooms {
             ));
             out.extend(self.disconnect(conn));
             self.to_close.push_back(conn);
+            self.stats.idle_closed += 1;
         }
+        self.stats.count(&out);
         out
     }
 
@@ -416,6 +606,7 @@ impl Rooms {
     /// when the message must not be processed.
     fn admit(&mut self, conn: ConnId, now: Instant) -> Option<Out> {
         self.touch(conn, now);
+        self.stats.messages_received += 1;
         let limits = &self.limits;
         let Some(c) = self.conns.get_mut(&conn) else {
             // Unknown or already closed connection: nothing to do.
@@ -432,7 +623,7 @@ impl Rooms {
         }
     }
 
-    fn dispatch(&mut self, conn: ConnId, msg: ClientMsg) -> Out {
+    fn dispatch(&mut self, conn: ConnId, now: Instant, msg: ClientMsg) -> Out {
         let id = msg.request_id();
         let result = match msg {
             ClientMsg::Join {
@@ -441,7 +632,7 @@ impl Rooms {
                 name,
                 version,
                 id,
-            } => self.join(conn, room, token, name, version, id),
+            } => self.join(conn, now, room, token, name, version, id),
             ClientMsg::Leave { room, id } => self.leave(conn, room, id),
             ClientMsg::Ping { id } => Ok(vec![(conn, ServerMsg::Pong { id })]),
             relay => self.relay(conn, relay),
@@ -452,9 +643,11 @@ impl Rooms {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn join(
         &mut self,
         conn: ConnId,
+        now: Instant,
         room: String,
         token: Option<String>,
         name: Option<String>,
@@ -528,6 +721,25 @@ impl Rooms {
             _ => {}
         }
         let peer_id = c.peer_id.clone();
+        let addr = c.addr;
+        let (ice_servers, relay_unavailable) = match self.limits.credential_policy {
+            CredentialPolicy::Welcome => (None, None),
+            CredentialPolicy::Never => (None, Some(RelayUnavailable::NotOffered)),
+            CredentialPolicy::Token if !self.auth.needs_token(&room) => {
+                if has_turn_credentials(&self.servers_for(&peer_id, now)) {
+                    self.stats.credentials_withheld_token += 1;
+                    (None, Some(RelayUnavailable::TokenRequired))
+                } else {
+                    (None, Some(RelayUnavailable::NotOffered))
+                }
+            }
+            CredentialPolicy::Join | CredentialPolicy::Token => {
+                match self.grant(&peer_id, addr, now) {
+                    (servers, None) => (Some(servers), None),
+                    (_, withheld) => (None, withheld),
+                }
+            }
+        };
         let r = self.rooms.entry(room.clone()).or_default();
         let mut out = Vec::with_capacity(r.members.len() + 1);
         let mut peers = Vec::with_capacity(r.members.len());
@@ -562,6 +774,8 @@ impl Rooms {
                     room,
                     peer_id,
                     peers,
+                    ice_servers,
+                    relay_unavailable,
                     id,
                 },
             ),
@@ -688,6 +902,34 @@ impl Rooms {
             _ => false,
         }
     }
+}
+
+/// Whether `servers` hold a TURN server with credentials.
+fn has_turn_credentials(servers: &[IceServer]) -> bool {
+    servers.iter().any(|s| {
+        (s.username.is_some() || s.credential.is_some())
+            && s.urls.iter().any(|u| u.starts_with("turn"))
+    })
+}
+
+/// `servers` without credentials: entries that have none, and the `stun:`
+/// URLs of those that have.
+fn public_view(servers: &[IceServer]) -> Vec<IceServer> {
+    servers
+        .iter()
+        .filter_map(|s| {
+            if s.username.is_none() && s.credential.is_none() {
+                return Some(s.clone());
+            }
+            let stun: Vec<String> = s
+                .urls
+                .iter()
+                .filter(|u| u.starts_with("stun"))
+                .cloned()
+                .collect();
+            (!stun.is_empty()).then(|| IceServer::new(stun))
+        })
+        .collect()
 }
 
 fn check_sdp(sdp: &str) -> Result<(), (ErrorCode, String)> {
