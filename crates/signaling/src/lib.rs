@@ -72,4 +72,7 @@ pub use client::{
     WsTransport,
 };
 #[cfg(feature = "server")]
-pub use server::{serve, Acceptor, Server, ServerConfig};
+pub use server::{
+    serve, Acceptor, Admitted, CloseReason, Metrics, MetricsSnapshot, Server, ServerConfig,
+    READ_BUFFER,
+};

@@ -249,6 +249,8 @@ pub struct Rooms {
     to_close: VecDeque<ConnId>,
     /// Per client address: the credential rate limit.
     credential_buckets: HashMap<Option<AddrKey>, TokenBucket>,
+    /// The sum of the rooms' sizes.
+    members: usize,
     stats: RoomStats,
 }
 
@@ -304,6 +306,7 @@ impl Rooms {
             idle: BTreeSet::new(),
             to_close: VecDeque::new(),
             credential_buckets: HashMap::new(),
+            members: 0,
             stats: RoomStats::default(),
         }
     }
@@ -344,7 +347,7 @@ impl Rooms {
 
     /// Room memberships: the sum of the sizes of the rooms.
     pub fn member_count(&self) -> usize {
-        self.rooms.values().map(|r| r.members.len()).sum()
+        self.members
     }
 
     /// What happened so far: connections, messages relayed and refused,
@@ -763,6 +766,7 @@ impl Rooms {
             }
         }
         r.members.push((conn, name));
+        self.members += 1;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.rooms.push(room.clone());
         }
@@ -821,7 +825,9 @@ impl Rooms {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
+        let before = r.members.len();
         r.members.retain(|(c, _)| *c != conn);
+        self.members -= before - r.members.len();
         for (other, _) in &r.members {
             out.push((
                 *other,
