@@ -60,7 +60,7 @@ mod web;
 
 pub use config::{
     Config, ConfigError, IceServerConfig, LogConfig, MetricsConfig, SignalingConfig, StunConfig,
-    TlsConfig, TurnConfig, DEFAULT_MAX_PADDING, DEFAULT_PORT, DEFAULT_TLS_PORT,
+    TlsConfig, TurnConfig, TurnCredentials, DEFAULT_MAX_PADDING, DEFAULT_PORT, DEFAULT_TLS_PORT,
 };
 pub use counters::{CounterSnapshot, Counters};
 pub use responder::{answer, Answer, Ctx, Dropped, Outcome, Transport, Via};

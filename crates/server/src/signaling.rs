@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_signaling::{
-    Auth, IceServer, IceServerProvider, Limits, RestCredentialIceServers, ServerConfig,
-    StaticIceServers,
+    AddrLimits, Auth, CredentialPolicy, IceServer, IceServerProvider, Limits, Metrics,
+    RestCredentialIceServers, ServerConfig, StaticIceServers,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, SignalingConfig};
+use crate::config::{Config, SignalingConfig, TurnCredentials};
 use crate::server::{LocalAddrs, ServerError};
 use crate::web::{self, Front};
 
@@ -29,6 +29,7 @@ pub(crate) struct Signaling {
     front: TcpListener,
     addr: SocketAddr,
     page: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     config: ServerConfig,
 }
 
@@ -55,6 +56,13 @@ pub(crate) async fn bind(
             source,
         }
     };
+    let tls = match (&s.cert, &s.key, &config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key), _, _) => Some(crate::stream::tls_acceptor(cert, key)?),
+        (None, None, Some(cert), Some(key)) if s.tls => {
+            Some(crate::stream::tls_acceptor(cert, key)?)
+        }
+        _ => None,
+    };
     let front = TcpListener::bind(listen).await.map_err(err(listen))?;
     let addr = front.local_addr().map_err(err(listen))?;
     let ice_servers = ice_servers(config, addrs);
@@ -62,6 +70,7 @@ pub(crate) async fn bind(
         front,
         addr,
         page: s.page,
+        tls,
         config: server_config(s, ice_servers),
     }))
 }
@@ -77,6 +86,14 @@ fn server_config(s: &SignalingConfig, ice_servers: Arc<dyn IceServerProvider>) -
         rate_per_second: f64::from(s.rate_per_second),
         burst: f64::from(s.burst),
         idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+        credential_policy: match s.turn_credentials {
+            Some(TurnCredentials::Welcome) => CredentialPolicy::Welcome,
+            None | Some(TurnCredentials::Join) => CredentialPolicy::Join,
+            Some(TurnCredentials::Token) => CredentialPolicy::Token,
+            Some(TurnCredentials::Never) => CredentialPolicy::Never,
+        },
+        credentials_per_minute: f64::from(s.credentials_per_minute),
+        credential_burst: f64::from(s.credential_burst),
     };
     let mut auth = match &s.token {
         Some(t) => Auth::global(t.clone()),
@@ -89,14 +106,23 @@ fn server_config(s: &SignalingConfig, ice_servers: Arc<dyn IceServerProvider>) -
         limits,
         auth,
         ice_servers,
+        addr_limits: AddrLimits::new()
+            .with_max_connections(s.max_connections)
+            .with_max_per_addr(s.per_ip())
+            .with_ipv6_prefix(s.ipv6_prefix)
+            .with_reserve(s.reserved_percent, s.reserve_below),
         heartbeat_interval: Duration::from_secs(s.heartbeat_secs),
+        outbound_queue: s.max_queued_messages,
+        max_queued_bytes: s.max_queued_bytes,
+        write_timeout: Duration::from_secs(s.write_timeout_secs),
+        handshake_timeout: Duration::from_secs(s.handshake_timeout_secs),
         ..ServerConfig::default()
     }
 }
 
-/// What each `welcome` carries in `iceServers`: the configured list, or this
-/// daemon's `stun:` URL plus, with a TURN REST secret, `turn:` URLs with
-/// fresh credentials.
+/// The ICE servers handed out: the configured list, or this daemon's
+/// `stun:` URL plus `turn:` URLs with fresh REST credentials (with a TURN
+/// REST secret) or with the static user of `signaling.turn_user`.
 pub(crate) fn ice_servers(config: &Config, addrs: &LocalAddrs) -> Arc<dyn IceServerProvider> {
     let s = &config.signaling;
     if !s.ice_servers.is_empty() {
@@ -129,6 +155,29 @@ pub(crate) fn ice_servers(config: &Config, addrs: &LocalAddrs) -> Arc<dyn IceSer
     if let Some(u) = addrs.udp.first() {
         urls.push(format!("stun:{host}:{}", u.port()));
     }
+    let mut turn_urls = Vec::new();
+    if let Some(u) = addrs.udp.first() {
+        turn_urls.push(format!("turn:{host}:{}?transport=udp", u.port()));
+    }
+    if let Some(t) = addrs.tcp.first() {
+        turn_urls.push(format!("turn:{host}:{}?transport=tcp", t.port()));
+    }
+    if let Some(t) = addrs.tls.first() {
+        turn_urls.push(format!("turns:{host}:{}?transport=tcp", t.port()));
+    }
+    let static_user = s
+        .turn_user
+        .as_ref()
+        .filter(|_| config.turn.enabled())
+        .and_then(|u| config.turn.users.get(u).map(|pw| (u, pw)));
+    if let Some((user, password)) = static_user {
+        let mut list = Vec::new();
+        if !urls.is_empty() {
+            list.push(IceServer::new(urls));
+        }
+        list.push(IceServer::with_credentials(turn_urls, user, password));
+        return Arc::new(StaticIceServers(list));
+    }
     let secret = config
         .turn
         .auth_secret
@@ -141,15 +190,7 @@ pub(crate) fn ice_servers(config: &Config, addrs: &LocalAddrs) -> Arc<dyn IceSer
             vec![IceServer::new(urls)]
         }));
     };
-    if let Some(u) = addrs.udp.first() {
-        urls.push(format!("turn:{host}:{}?transport=udp", u.port()));
-    }
-    if let Some(t) = addrs.tcp.first() {
-        urls.push(format!("turn:{host}:{}?transport=tcp", t.port()));
-    }
-    if let Some(t) = addrs.tls.first() {
-        urls.push(format!("turns:{host}:{}?transport=tcp", t.port()));
-    }
+    urls.extend(turn_urls);
     Arc::new(RestCredentialIceServers {
         urls,
         secret: secret.clone(),
@@ -172,6 +213,11 @@ impl Signaling {
         self.addr
     }
 
+    /// The signaling server's metrics (counted once it runs).
+    pub(crate) fn metrics(&self) -> Metrics {
+        self.config.metrics.clone()
+    }
+
     /// Start serving.
     pub(crate) fn spawn(self) -> Running {
         let (stop, stopped) = watch::channel(false);
@@ -179,9 +225,7 @@ impl Signaling {
         let front = Front {
             acceptor: server.acceptor(),
             page: self.page,
-            // The WebSocket server refuses connections over its own limit
-            // with close 1013; the front only keeps file descriptors bounded.
-            max_connections: self.config.limits.max_connections.saturating_add(64),
+            tls: self.tls,
             head_timeout: self.config.handshake_timeout,
         };
         let mut for_ws = stopped.clone();

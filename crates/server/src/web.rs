@@ -1,19 +1,24 @@
-//! The HTTP front of the signaling port: it reads the head of each request,
-//! answers `GET /` with the browser page itself and hands WebSocket upgrades
-//! to the signaling server.
+//! The HTTP front of the signaling port: it admits each TCP connection by
+//! client address (per-address limits, with a reserve for light users),
+//! runs the TLS handshake when the port speaks TLS, reads the head of each
+//! request, answers `GET /` with the browser page itself and hands
+//! WebSocket upgrades to the signaling server.
 //!
-//! An upgrade goes to a `p2p_signaling::Acceptor` on the same TCP stream,
-//! with the bytes the front already read replayed first: no second socket,
-//! no copying. Routing is the pure function [`route`], tested without a
-//! network.
+//! An upgrade goes to a `p2p_signaling::Acceptor` on the same stream, with
+//! the bytes the front already read replayed first: no second socket, no
+//! copying. Routing is the pure function [`route`], tested without a
+//! network. Every state has a deadline: the TLS handshake and the request
+//! head share `head_timeout`, the WebSocket handshake has its own, and an
+//! open WebSocket is bounded by the signaling server's idle and write
+//! timeouts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// The browser page: plain HTML and JavaScript, no build step.
@@ -63,6 +68,7 @@ impl Response {
             405 => "Method Not Allowed",
             426 => "Upgrade Required",
             431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
             _ => "Error",
         };
         let mut out = format!(
@@ -80,6 +86,7 @@ impl Response {
         match self.status {
             405 => out.push_str("Allow: GET, HEAD\r\n"),
             426 => out.push_str("Upgrade: websocket\r\n"),
+            503 => out.push_str("Retry-After: 10\r\n"),
             _ => {}
         }
         out.push_str("Connection: close\r\n\r\n");
@@ -156,16 +163,29 @@ pub(crate) fn route(head: &[u8], page: bool) -> Route {
 }
 
 /// Settings of the front.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Front {
-    /// Where WebSocket upgrades go.
+    /// Where WebSocket upgrades go, and who admits connections.
     pub(crate) acceptor: p2p_signaling::Acceptor,
     /// Serve the page at `/`.
     pub(crate) page: bool,
-    /// Connections handled at once (WebSocket ones included); more are closed.
-    pub(crate) max_connections: usize,
-    /// Time allowed to send the request head.
+    /// Speak TLS (`https://`, `wss://`).
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Time allowed for the TLS handshake and the request head together.
     pub(crate) head_timeout: Duration,
+}
+
+/// The answer to a connection refused by the per-address limits, written
+/// only if the socket takes it at once.
+fn refused(reason: p2p_signaling::Refusal) -> Vec<u8> {
+    let body: &'static str = match reason {
+        p2p_signaling::Refusal::PerAddress => "too many connections from your address\n",
+        p2p_signaling::Refusal::Reserved => {
+            "the server is busy; its last slots are kept for other addresses\n"
+        }
+        _ => "the server is full; try again later\n",
+    };
+    Response::text(503, body).to_bytes()
 }
 
 /// Accept on `listener` until `stop` turns true, then wait up to `grace` for
@@ -178,21 +198,25 @@ pub(crate) async fn run(
     grace: Duration,
 ) {
     let front = Arc::new(front);
-    let slots = Arc::new(Semaphore::new(front.max_connections.max(1)));
     let mut tasks = JoinSet::new();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        tracing::warn!(%addr, "signaling: connection refused, too many open");
-                        continue;
+                    let admitted = match front.acceptor.admit(addr.ip()) {
+                        Ok(a) => a,
+                        Err(reason) => {
+                            tracing::debug!(%addr, %reason, "signaling: connection refused");
+                            // Never wait on a refused client.
+                            let _ = stream.try_write(&refused(reason));
+                            continue;
+                        }
                     };
                     let front = front.clone();
                     tasks.spawn(async move {
                         connection(stream, addr, &front).await;
-                        drop(permit);
+                        drop(admitted);
                     });
                 }
                 Err(e) => {
@@ -210,10 +234,25 @@ pub(crate) async fn run(
     }
 }
 
-async fn connection(mut stream: TcpStream, addr: SocketAddr, front: &Front) {
+async fn connection(stream: TcpStream, addr: SocketAddr, front: &Front) {
     let _ = stream.set_nodelay(true);
+    let deadline = tokio::time::Instant::now() + front.head_timeout;
+    match &front.tls {
+        None => serve(stream, addr, front, deadline).await,
+        Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
+            Ok(Ok(stream)) => serve(stream, addr, front, deadline).await,
+            Ok(Err(e)) => tracing::debug!(%addr, error = %e, "signaling: TLS handshake failed"),
+            Err(_) => tracing::debug!(%addr, "signaling: TLS handshake timed out"),
+        },
+    }
+}
+
+async fn serve<S>(mut stream: S, addr: SocketAddr, front: &Front, deadline: tokio::time::Instant)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut buf = Vec::with_capacity(1024);
-    let read = tokio::time::timeout(front.head_timeout, read_head(&mut stream, &mut buf)).await;
+    let read = tokio::time::timeout_at(deadline, read_head(&mut stream, &mut buf)).await;
     let route = match read {
         Ok(Ok(Some(end))) => route(&buf[..end], front.page),
         Ok(Ok(None)) => Route::Respond(Response::text(431, "request head too large\n")),
@@ -229,8 +268,12 @@ async fn connection(mut stream: TcpStream, addr: SocketAddr, front: &Front) {
     match route {
         Route::Respond(response) => {
             tracing::debug!(%addr, status = response.status, "signaling: http");
-            let _ = stream.write_all(&response.to_bytes()).await;
-            let _ = stream.shutdown().await;
+            // A client that does not read its answer is not waited for long.
+            let write = async {
+                stream.write_all(&response.to_bytes()).await?;
+                stream.shutdown().await
+            };
+            let _ = tokio::time::timeout(front.head_timeout, write).await;
         }
         Route::Upgrade => {
             // Everything read so far, head and any early frame, goes to the
@@ -241,7 +284,10 @@ async fn connection(mut stream: TcpStream, addr: SocketAddr, front: &Front) {
 }
 
 /// Read until the end of the head. `Ok(None)`: no end within [`MAX_HEAD`].
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
+async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<usize>> {
     let mut chunk = [0u8; 2048];
     loop {
         let n = stream.read(&mut chunk).await?;
