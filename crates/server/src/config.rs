@@ -381,8 +381,9 @@ pub struct SignalingConfig {
     /// than `reserve_below` connections (`--signaling-reserve`). Default 10.
     pub reserved_percent: u8,
     /// An address may take a reserved slot while it holds fewer connections
-    /// than this (`--signaling-reserve-below`). Default 4.
-    pub reserve_below: usize,
+    /// than this (`--signaling-reserve-below`). Default 4, or the per-address
+    /// limit when that is lower.
+    pub reserve_below: Option<usize>,
     /// Seconds one write to a client may take before the client is closed
     /// as not reading (1008) (`--signaling-write-timeout`). Default 10.
     pub write_timeout_secs: u64,
@@ -470,7 +471,7 @@ impl Default for SignalingConfig {
             max_connections_per_ip: None,
             ipv6_prefix: 64,
             reserved_percent: 10,
-            reserve_below: 4,
+            reserve_below: None,
             write_timeout_secs: 10,
             max_queued_bytes: 1024 * 1024,
             max_queued_messages: 256,
@@ -502,6 +503,12 @@ impl SignalingConfig {
     pub fn per_ip(&self) -> usize {
         self.max_connections_per_ip
             .unwrap_or_else(|| self.max_connections.min(64))
+    }
+
+    /// Connections below which an address may take a reserved slot:
+    /// `reserve_below`, or 4 (at most the per-address limit).
+    pub fn reserve_below(&self) -> usize {
+        self.reserve_below.unwrap_or_else(|| self.per_ip().min(4))
     }
 
     /// Whether the signaling port speaks TLS.
@@ -546,7 +553,7 @@ impl SignalingConfig {
             .with_max_connections(self.max_connections)
             .with_max_per_addr(self.per_ip())
             .with_ipv6_prefix(self.ipv6_prefix)
-            .with_reserve(self.reserved_percent, self.reserve_below);
+            .with_reserve(self.reserved_percent, self.reserve_below());
         if let Err(e) = addr.validate() {
             return Err(ConfigError::Invalid(match e {
                 e if e.starts_with("ipv6_prefix") => {

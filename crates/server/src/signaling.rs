@@ -110,7 +110,7 @@ fn server_config(s: &SignalingConfig, ice_servers: Arc<dyn IceServerProvider>) -
             .with_max_connections(s.max_connections)
             .with_max_per_addr(s.per_ip())
             .with_ipv6_prefix(s.ipv6_prefix)
-            .with_reserve(s.reserved_percent, s.reserve_below),
+            .with_reserve(s.reserved_percent, s.reserve_below()),
         heartbeat_interval: Duration::from_secs(s.heartbeat_secs),
         outbound_queue: s.max_queued_messages,
         max_queued_bytes: s.max_queued_bytes,
@@ -370,8 +370,120 @@ mod tests {
             "[[signaling.ice_servers]]\nurls = [\"http://x\"]",
             "[[signaling.ice_servers]]\nurls = [\"turn:x:3478\"]",
             "[signaling]\nlisten_on = \"127.0.0.1:1\"",
+            "[signaling]\nmax_connections = 10\nmax_connections_per_ip = 11",
+            "[signaling]\nmax_connections_per_ip = 0",
+            "[signaling]\nipv6_prefix = 0",
+            "[signaling]\nipv6_prefix = 129",
+            "[signaling]\nreserved_percent = 91",
+            "[signaling]\nmax_connections_per_ip = 3\nreserve_below = 4",
+            "[signaling]\nwrite_timeout_secs = 0",
+            "[signaling]\nhandshake_timeout_secs = 0",
+            "[signaling]\nmax_queued_bytes = 65536",
+            "[signaling]\nmax_queued_messages = 0",
+            "[signaling]\ncredentials_per_minute = 0",
+            "[signaling]\ncert = \"c.pem\"",
+            "[signaling]\nturn_credentials = \"sometimes\"",
         ] {
             assert!(Config::from_toml_str(text).is_err(), "{text}");
         }
+    }
+
+    /// Settings that cannot take effect with the rest of the file are
+    /// refused, each with the fix in its message.
+    #[test]
+    fn signaling_settings_that_cannot_take_effect_are_refused_with_the_fix() {
+        let secret = "[turn]\nrealm = \"r\"\nauth_secret = \"s\"\n";
+        let users = "[turn]\nrealm = \"r\"\n[turn.users]\nguest = \"pw\"\n";
+        let cases = [
+            ("[signaling]\ntls = true", "tls.cert"),
+            ("[signaling]\nturn_credentials = \"join\"", "--auth-secret"),
+            (
+                &format!("{secret}[signaling]\nturn_credentials = \"token\""),
+                "signaling.token",
+            ),
+            (
+                &format!("{users}[signaling]\nturn_user = \"nobody\""),
+                "turn.users",
+            ),
+            (
+                &format!(
+                    "{secret}[turn.users]\nguest = \"pw\"\n[signaling]\nturn_user = \"guest\""
+                ),
+                "turn.auth_secret",
+            ),
+        ];
+        for (text, fix) in cases {
+            match Config::from_toml_str(text) {
+                Err(e) => assert!(e.to_string().contains(fix), "{text}: {e}"),
+                Ok(_) => panic!("accepted: {text}"),
+            }
+        }
+        // The same settings where they can take effect.
+        for ok in [
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[signaling]\ntls = true".to_owned(),
+            "[signaling]\ncert = \"c.pem\"\nkey = \"k.pem\"".to_owned(),
+            "[signaling]\nturn_credentials = \"never\"".to_owned(),
+            format!("{secret}[signaling]\nturn_credentials = \"token\"\ntoken = \"t\""),
+            format!("{users}[signaling]\nturn_user = \"guest\"\nturn_credentials = \"welcome\""),
+            "[signaling]\nmax_connections = 10".to_owned(),
+            "[signaling]\nmax_connections_per_ip = 2".to_owned(),
+        ] {
+            assert!(Config::from_toml_str(&ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn limits_map_to_the_server_and_admission() {
+        let cfg = Config::from_toml_str(
+            "[signaling]\nmax_connections = 100\nmax_connections_per_ip = 10\nipv6_prefix = 56\nreserved_percent = 20\nwrite_timeout_secs = 3\nmax_queued_bytes = 200000\nmax_queued_messages = 50\nhandshake_timeout_secs = 4\nturn_credentials = \"never\"\ncredentials_per_minute = 7\ncredential_burst = 8\n",
+        )
+        .unwrap();
+        let sc = server_config(&cfg.signaling, Arc::new(StaticIceServers::default()));
+        assert_eq!(
+            sc.addr_limits,
+            AddrLimits::new()
+                .with_max_connections(100)
+                .with_max_per_addr(10)
+                .with_ipv6_prefix(56)
+                .with_reserve(20, 4)
+        );
+        assert_eq!(sc.write_timeout, Duration::from_secs(3));
+        assert_eq!(sc.max_queued_bytes, 200_000);
+        assert_eq!(sc.outbound_queue, 50);
+        assert_eq!(sc.handshake_timeout, Duration::from_secs(4));
+        assert_eq!(sc.limits.credential_policy, CredentialPolicy::Never);
+        assert_eq!(sc.limits.credentials_per_minute, 7.0);
+        assert_eq!(sc.limits.credential_burst, 8.0);
+        assert_eq!(sc.validate(), Ok(()));
+        // Defaults: join, 64 per address, 10 % reserve below 4.
+        let d = server_config(
+            &Config::default().signaling,
+            Arc::new(StaticIceServers::default()),
+        );
+        assert_eq!(d.limits.credential_policy, CredentialPolicy::Join);
+        assert_eq!(d.addr_limits, AddrLimits::default());
+    }
+
+    #[test]
+    fn a_named_static_user_is_handed_out_with_the_turn_urls() {
+        let a = addrs("127.0.0.1:3478", "127.0.0.1:3478");
+        let got = servers(
+            "[turn]\nrealm = \"r\"\n[turn.users]\nguest = \"pw\"\n[signaling]\nturn_user = \"guest\"\n",
+            &a,
+        );
+        assert_eq!(
+            got,
+            vec![
+                IceServer::new(["stun:127.0.0.1:3478"]),
+                IceServer::with_credentials(
+                    [
+                        "turn:127.0.0.1:3478?transport=udp",
+                        "turn:127.0.0.1:3478?transport=tcp"
+                    ],
+                    "guest",
+                    "pw"
+                ),
+            ]
+        );
     }
 }
