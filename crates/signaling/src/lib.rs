@@ -62,8 +62,8 @@ pub use msg::{
     ServerMsg, CLIENT_TYPES, MAX_CANDIDATE_LEN, PROTOCOL_VERSION, SERVER_TYPES,
 };
 pub use rooms::{
-    Auth, ConnId, ConnectError, CredentialPolicy, Limits, RoomStats, Rooms, MAX_ICE_CREDENTIAL_LEN,
-    MAX_PEER_NAME_LEN, MAX_ROOM_NAME_LEN,
+    Auth, ConnId, ConnectError, CredentialPolicy, Limits, ParsedText, RoomStats, Rooms,
+    MAX_ICE_CREDENTIAL_LEN, MAX_PEER_NAME_LEN, MAX_ROOM_NAME_LEN,
 };
 
 #[cfg(feature = "client")]

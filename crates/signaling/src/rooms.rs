@@ -10,7 +10,8 @@ use subtle::ConstantTimeEq;
 use crate::addr::AddrKey;
 use crate::ice_servers::{IceServerProvider, StaticIceServers};
 use crate::msg::{
-    ClientMsg, ErrorCode, IceServer, PeerInfo, RelayUnavailable, ServerMsg, PROTOCOL_VERSION,
+    ClientMsg, ErrorCode, IceServer, ParseError, PeerInfo, RelayUnavailable, ServerMsg,
+    PROTOCOL_VERSION,
 };
 
 mod stats;
@@ -204,6 +205,39 @@ impl Auth {
         };
         let given = token.unwrap_or("");
         !needed.is_empty() && bool::from(needed.as_bytes().ct_eq(given.as_bytes()))
+    }
+}
+
+/// A text frame, size-checked and parsed by [`ParsedText::parse`], for
+/// [`Rooms::handle_parsed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedText {
+    len: usize,
+    /// `None`: too large, not parsed.
+    parsed: Option<Result<ClientMsg, ParseError>>,
+}
+
+impl ParsedText {
+    /// The frame's length in bytes. A message relayed because of it is
+    /// never longer than this plus 64 bytes: it carries a subset of the
+    /// frame's fields (with `from` for `to`), and JSON's escapes of those
+    /// strings are never longer when written again.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the frame was empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Parses `text`, unless it is longer than `max_message_size` bytes
+    /// (then it is not read at all).
+    pub fn parse(text: &str, max_message_size: usize) -> ParsedText {
+        ParsedText {
+            len: text.len(),
+            parsed: (text.len() <= max_message_size).then(|| ClientMsg::from_json(text)),
+        }
     }
 }
 
@@ -500,27 +534,39 @@ impl Rooms {
     /// [`handle`](Rooms::handle). Every failure is answered with an error and
     /// the connection stays usable.
     pub fn handle_text(&mut self, conn: ConnId, now: Instant, text: &str) -> Out {
-        let out = self.handle_text_inner(conn, now, text);
+        let frame = ParsedText::parse(text, self.limits.max_message_size);
+        self.handle_parsed(conn, now, frame)
+    }
+
+    /// [`handle_text`](Rooms::handle_text) for a frame the caller already
+    /// parsed with [`ParsedText::parse`] (a server parses on each
+    /// connection's task, so that the task owning the `Rooms` does not spend
+    /// its time in JSON). The rate limit and the size limit apply as to a
+    /// text frame.
+    pub fn handle_parsed(&mut self, conn: ConnId, now: Instant, frame: ParsedText) -> Out {
+        let out = self.handle_parsed_inner(conn, now, frame);
         self.stats.count(&out);
         out
     }
 
-    fn handle_text_inner(&mut self, conn: ConnId, now: Instant, text: &str) -> Out {
+    fn handle_parsed_inner(&mut self, conn: ConnId, now: Instant, frame: ParsedText) -> Out {
         if let Some(out) = self.admit(conn, now) {
             return out;
         }
-        if text.len() > self.limits.max_message_size {
-            let msg = format!(
-                "message of {} bytes exceeds the limit of {} bytes",
-                text.len(),
-                self.limits.max_message_size
-            );
-            return vec![(
-                conn,
-                ServerMsg::error(ErrorCode::MessageTooLarge, msg, None),
-            )];
-        }
-        match ClientMsg::from_json(text) {
+        let parsed = match frame.parsed {
+            Some(p) if frame.len <= self.limits.max_message_size => p,
+            _ => {
+                let msg = format!(
+                    "message of {} bytes exceeds the limit of {} bytes",
+                    frame.len, self.limits.max_message_size
+                );
+                return vec![(
+                    conn,
+                    ServerMsg::error(ErrorCode::MessageTooLarge, msg, None),
+                )];
+            }
+        };
+        match parsed {
             Ok(msg) => self.dispatch(conn, now, msg),
             Err(e) => {
                 let message = match e.code() {

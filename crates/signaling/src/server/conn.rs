@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -21,7 +21,7 @@ use super::hub::{Event, Outbound, Queue};
 use super::metrics::CloseReason;
 use super::ConnShared;
 use crate::addr::AddrKey;
-use crate::rooms::ConnId;
+use crate::rooms::{ConnId, ParsedText};
 
 /// How long the server tries to send its close frame. The close is a
 /// courtesy: a client whose socket is backed up cannot read it anyway, and
@@ -130,6 +130,7 @@ where
                     let len = text.len();
                     (Message::text(text), len)
                 }
+                Some(Outbound::Relay(msg, len)) => (Message::text(msg.to_json()), len),
                 Some(Outbound::Close(reason)) => return reason,
                 // The hub dropped this connection without a reason: it is
                 // going away.
@@ -151,16 +152,31 @@ where
 }
 
 /// Hands the client's frames to the hub. Returns why it stopped.
+///
+/// A connection may have at most [`ConnShared::inbound_budget`] bytes of
+/// text waiting in the hub's queue: past that, its reader waits (and the
+/// client's writes with it), so that a flooding client delays itself, not
+/// everyone behind it in the queue.
 async fn read_loop<S>(frames: &mut Frames<S>, conn: ConnId, shared: &ConnShared) -> CloseReason
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let budget = Arc::new(Semaphore::new(shared.inbound_budget));
     loop {
         let event = match frames.next().await {
-            Some(Ok(Message::Text(text))) => Event::Text {
-                conn,
-                text: text.as_str().to_owned(),
-            },
+            // Parsed here, on this connection's task, not by the hub.
+            Some(Ok(Message::Text(text))) => {
+                let cost = text.len().clamp(1, shared.inbound_budget);
+                let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+                let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {
+                    return CloseReason::Error;
+                };
+                Event::Text {
+                    conn,
+                    frame: ParsedText::parse(text.as_str(), shared.max_message_size),
+                    _budget: permit,
+                }
+            }
             Some(Ok(Message::Binary(_))) => Event::Binary { conn },
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => Event::Alive { conn },
             Some(Ok(Message::Frame(_))) => continue,

@@ -6,13 +6,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::metrics::{CloseReason, Metrics};
 use crate::addr::AddrKey;
 use crate::msg::ServerMsg;
-use crate::rooms::{ConnId, Rooms};
+use crate::rooms::{ConnId, ParsedText, Rooms};
 
 /// What a connection task tells the hub.
 pub(super) enum Event {
@@ -23,7 +23,10 @@ pub(super) enum Event {
     },
     Text {
         conn: ConnId,
-        text: String,
+        frame: ParsedText,
+        /// The connection's share of the hub's queue this frame holds,
+        /// given back when the hub has handled it.
+        _budget: OwnedSemaphorePermit,
     },
     Binary {
         conn: ConnId,
@@ -38,9 +41,18 @@ pub(super) enum Event {
 
 /// What the hub sends a connection task.
 pub(super) enum Outbound {
+    /// A message already written as JSON, of this many bytes.
     Text(String),
+    /// A relayed message, written as JSON by the receiving connection's
+    /// task (not by the hub); it counts as this many bytes, an upper bound
+    /// of its JSON's length.
+    Relay(ServerMsg, usize),
     Close(CloseReason),
 }
+
+/// How much longer than the frame that caused it a relayed message may be
+/// (`"from":"p<id>"` instead of `"to":"p<id>"`).
+const RELAY_SLACK: usize = 64;
 
 /// The hub's end of one connection: its bounded queue, the bytes in it, and
 /// the way to make it close at once.
@@ -67,6 +79,9 @@ pub(super) async fn run(
 ) {
     let mut conns: HashMap<ConnId, Queue> = HashMap::new();
     loop {
+        // The length bound of the messages relayed by this event, if it is
+        // a client's frame.
+        let mut relay_bound = None;
         let deadline = rooms.poll_timeout();
         let sleep = async {
             match deadline {
@@ -93,7 +108,10 @@ pub(super) async fn run(
                             Vec::new()
                         }
                     },
-                    Event::Text { conn, text } => rooms.handle_text(conn, now, &text),
+                    Event::Text { conn, frame, .. } => {
+                        relay_bound = Some(frame.len().saturating_add(RELAY_SLACK));
+                        rooms.handle_parsed(conn, now, frame)
+                    }
                     Event::Binary { conn } => rooms.handle_binary(conn, now),
                     Event::Alive { conn } => {
                         rooms.touch(conn, now);
@@ -115,7 +133,7 @@ pub(super) async fn run(
                 }
             }
         };
-        deliver(&mut rooms, &mut conns, out, limits);
+        deliver(&mut rooms, &mut conns, out, relay_bound, limits);
         metrics.store_rooms(&rooms);
     }
 }
@@ -128,18 +146,27 @@ fn deliver(
     rooms: &mut Rooms,
     conns: &mut HashMap<ConnId, Queue>,
     out: Vec<(ConnId, ServerMsg)>,
+    relay_bound: Option<usize>,
     limits: QueueLimits,
 ) {
     let mut pending: VecDeque<(ConnId, ServerMsg)> = out.into();
     loop {
         while let Some((conn, msg)) = pending.pop_front() {
             let Some(q) = conns.get(&conn) else { continue };
-            let text = msg.to_json();
-            let len = text.len();
+            // Relayed messages (SDP, candidates) are written as JSON by the
+            // receiver's task; the hub's own small messages here.
+            let (out, len) = match relay_bound {
+                Some(bound) if is_relay(&msg) => (Outbound::Relay(msg, bound), bound),
+                _ => {
+                    let text = msg.to_json();
+                    let len = text.len();
+                    (Outbound::Text(text), len)
+                }
+            };
             let fits = q.queued.load(Relaxed).saturating_add(len) <= limits.max_bytes;
             let sent = if fits {
                 q.queued.fetch_add(len, Relaxed);
-                let r = q.tx.try_send(Outbound::Text(text));
+                let r = q.tx.try_send(out);
                 if r.is_err() {
                     q.queued.fetch_sub(len, Relaxed);
                 }
@@ -173,4 +200,17 @@ fn deliver(
             break;
         }
     }
+}
+
+/// Whether `msg` is relayed from a client's frame (and is bounded by it).
+fn is_relay(msg: &ServerMsg) -> bool {
+    matches!(
+        msg,
+        ServerMsg::Offer { .. }
+            | ServerMsg::Answer { .. }
+            | ServerMsg::Candidate { .. }
+            | ServerMsg::EndOfCandidates { .. }
+            | ServerMsg::IceRestart { .. }
+            | ServerMsg::Bye { .. }
+    )
 }

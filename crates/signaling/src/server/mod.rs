@@ -322,6 +322,8 @@ impl Server {
             handshake_timeout: config.handshake_timeout,
             write_timeout: config.write_timeout.max(Duration::from_millis(1)),
             queue: config.outbound_queue.max(1),
+            max_message_size: config.limits.max_message_size,
+            inbound_budget: frame_cap.clamp(4096, u32::MAX as usize),
             ipv6_prefix: config.addr_limits.ipv6_prefix,
             admission: Arc::new(Mutex::new(AddrTable::new(config.addr_limits.clone()))),
             metrics: config.metrics,
@@ -480,6 +482,9 @@ struct ConnShared {
     handshake_timeout: Duration,
     write_timeout: Duration,
     queue: usize,
+    max_message_size: usize,
+    /// Bytes of text one connection may have waiting in the hub's queue.
+    inbound_budget: usize,
     ipv6_prefix: u8,
     admission: Arc<Mutex<AddrTable>>,
     metrics: Metrics,
