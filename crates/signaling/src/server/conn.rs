@@ -80,27 +80,30 @@ pub(super) async fn connection<S>(
     };
     tracing::debug!(%addr, %conn, "signaling: connected");
 
+    let mut kicked = kicked;
     let end = {
         let writer = write_loop(&mut sink, &mut rx, &queued, &shared);
         let reader = read_loop(&mut frames, conn, &shared);
         // The hub kicks a connection it drops; a hub that just forgets it
         // (the connection is closing anyway) leaves this pending.
-        let kicked = async {
-            match kicked.await {
+        let kick = async {
+            match (&mut kicked).await {
                 Ok(reason) => reason,
                 Err(_) => std::future::pending().await,
             }
         };
-        // A kick comes with the queue's end: it must win over the writer
-        // seeing that end.
         tokio::select! {
             biased;
-            end = kicked => end,
-            _ = stop.changed() => CloseReason::Shutdown,
+            end = kick => Some(end),
+            _ = stop.changed() => Some(CloseReason::Shutdown),
             end = writer => end,
-            end = reader => end,
+            end = reader => Some(end),
         }
     };
+    // The writer found its queue closed: the hub dropped this connection,
+    // with a kick (sent just before the queue closed, possibly while this
+    // task was being polled) or because it is going away.
+    let end = end.unwrap_or_else(|| kicked.try_recv().unwrap_or(CloseReason::Shutdown));
     shared.metrics.closed(end);
     // What was queued for this client goes now, not when the socket drains.
     drop(rx);
@@ -110,13 +113,14 @@ pub(super) async fn connection<S>(
 }
 
 /// Writes the hub's messages and the heartbeat pings, each within the
-/// write timeout. Returns why it stopped.
+/// write timeout. Returns why it stopped: `None` when the hub closed the
+/// queue.
 async fn write_loop<S>(
     sink: &mut Sink<S>,
     rx: &mut mpsc::Receiver<Outbound>,
     queued: &AtomicUsize,
     shared: &ConnShared,
-) -> CloseReason
+) -> Option<CloseReason>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -131,10 +135,8 @@ where
                     (Message::text(text), len)
                 }
                 Some(Outbound::Relay(msg, len)) => (Message::text(msg.to_json()), len),
-                Some(Outbound::Close(reason)) => return reason,
-                // The hub dropped this connection without a reason: it is
-                // going away.
-                None => return CloseReason::Shutdown,
+                Some(Outbound::Close(reason)) => return Some(reason),
+                None => return None,
             },
             _ = heartbeat.tick() => (Message::Ping(Default::default()), 0),
         };
@@ -144,9 +146,9 @@ where
             }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "signaling: write failed");
-                return CloseReason::Error;
+                return Some(CloseReason::Error);
             }
-            Err(_) => return CloseReason::WriteTimeout,
+            Err(_) => return Some(CloseReason::WriteTimeout),
         }
     }
 }
