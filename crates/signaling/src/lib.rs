@@ -11,13 +11,24 @@
 //! after a sanity check. Two features add the tokio + WebSocket glue:
 //!
 //! - `server`: `serve(listener, ServerConfig, shutdown)`, one task owning the
-//!   [`Rooms`], one task per connection, WebSocket heartbeats and frame limits;
-//! - `client`: the `SignalingTransport` trait, `WsTransport` (WebSocket),
+//!   [`Rooms`], one task per connection (a reader and a writer side by side),
+//!   WebSocket heartbeats and frame limits, a bounded queue and a write
+//!   timeout per client (a client that stops reading is closed, 1008), a
+//!   bounded share of the hub's queue per client, per-address admission
+//!   ([`AddrTable`]) and `Metrics`;
+//! - `client`: the `SignalingTransport` trait, `WsTransport` (WebSocket,
+//!   `ws://` and `wss://` with the caller's `rustls::ClientConfig`),
 //!   `MemoryHub` (an in-process server for tests) and `SignalingClient`.
 //!
-//! The ICE servers handed out in the welcome come from an
-//! [`IceServerProvider`]: [`StaticIceServers`], or
-//! [`RestCredentialIceServers`] for short-lived TURN REST credentials.
+//! The ICE servers handed out come from an [`IceServerProvider`]:
+//! [`StaticIceServers`], or [`RestCredentialIceServers`] for short-lived
+//! TURN REST credentials. Entries without credentials go in every welcome;
+//! those with credentials as the [`CredentialPolicy`] says (by default with
+//! `joined`, to room members), rate limited per client address.
+//!
+//! Also sans-IO: [`AddrTable`], the per-address connection limits with a
+//! reserve for light users, which a server consults on each accepted
+//! connection.
 //!
 //! # Example
 //!
