@@ -171,6 +171,9 @@ struct SignalingServeArgs {
     /// Seconds for the request head (and TLS), and again for the WebSocket handshake (default 10) [signaling.handshake_timeout_secs].
     #[arg(long, value_name = "SECS")]
     signaling_handshake_timeout: Option<u64>,
+    /// Seconds one message may stay unfinished before the client is closed, 1008 (default 10) [signaling.message_timeout_secs].
+    #[arg(long, value_name = "SECS")]
+    signaling_message_timeout: Option<u64>,
     /// Seconds without a message or pong before a client is closed (default 60) [signaling.idle_timeout_secs].
     #[arg(long, value_name = "SECS")]
     signaling_idle_timeout: Option<u64>,
@@ -620,6 +623,7 @@ fn apply_signaling_flags(cfg: &mut Config, a: &SignalingServeArgs) {
     set(&mut s.max_queued_bytes, a.signaling_max_queued_bytes);
     set(&mut s.max_queued_messages, a.signaling_max_queued_messages);
     set(&mut s.handshake_timeout_secs, a.signaling_handshake_timeout);
+    set(&mut s.message_timeout_secs, a.signaling_message_timeout);
     set(&mut s.idle_timeout_secs, a.signaling_idle_timeout);
     set(&mut s.heartbeat_secs, a.signaling_heartbeat);
     set(&mut s.max_message_size, a.signaling_max_message_size);

@@ -397,6 +397,10 @@ pub struct SignalingConfig {
     /// and again its WebSocket handshake (`--signaling-handshake-timeout`).
     /// Default 10.
     pub handshake_timeout_secs: u64,
+    /// Seconds one message from a client may stay unfinished (a frame cut
+    /// short, a fragmented message without its last fragment) before the
+    /// client is closed (1008) (`--signaling-message-timeout`). Default 10.
+    pub message_timeout_secs: u64,
     /// When TURN credentials go out (`--turn-credentials`): `welcome` (to
     /// every connection), `join` (with `joined`, to room members), `token`
     /// (with `joined`, only for rooms that need a token) or `never`.
@@ -476,6 +480,7 @@ impl Default for SignalingConfig {
             max_queued_bytes: 1024 * 1024,
             max_queued_messages: 256,
             handshake_timeout_secs: 10,
+            message_timeout_secs: 10,
             turn_credentials: None,
             credentials_per_minute: 10,
             credential_burst: 20,
@@ -565,9 +570,12 @@ impl SignalingConfig {
                 _ => "signaling.reserve_below must be 1 to signaling.max_connections_per_ip while reserved_percent is above 0 (set reserved_percent = 0 to keep no reserve)",
             }));
         }
-        if self.write_timeout_secs == 0 || self.handshake_timeout_secs == 0 {
+        if self.write_timeout_secs == 0
+            || self.handshake_timeout_secs == 0
+            || self.message_timeout_secs == 0
+        {
             return Err(ConfigError::Invalid(
-                "signaling.write_timeout_secs and signaling.handshake_timeout_secs must be at least 1",
+                "signaling.write_timeout_secs, handshake_timeout_secs and message_timeout_secs must be at least 1",
             ));
         }
         if self.max_queued_messages == 0

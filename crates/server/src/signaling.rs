@@ -116,6 +116,7 @@ fn server_config(s: &SignalingConfig, ice_servers: Arc<dyn IceServerProvider>) -
         max_queued_bytes: s.max_queued_bytes,
         write_timeout: Duration::from_secs(s.write_timeout_secs),
         handshake_timeout: Duration::from_secs(s.handshake_timeout_secs),
+        message_timeout: Duration::from_secs(s.message_timeout_secs),
         ..ServerConfig::default()
     }
 }
@@ -378,6 +379,7 @@ mod tests {
             "[signaling]\nmax_connections_per_ip = 3\nreserve_below = 4",
             "[signaling]\nwrite_timeout_secs = 0",
             "[signaling]\nhandshake_timeout_secs = 0",
+            "[signaling]\nmessage_timeout_secs = 0",
             "[signaling]\nmax_queued_bytes = 65536",
             "[signaling]\nmax_queued_messages = 0",
             "[signaling]\ncredentials_per_minute = 0",
@@ -435,7 +437,7 @@ mod tests {
     #[test]
     fn limits_map_to_the_server_and_admission() {
         let cfg = Config::from_toml_str(
-            "[signaling]\nmax_connections = 100\nmax_connections_per_ip = 10\nipv6_prefix = 56\nreserved_percent = 20\nwrite_timeout_secs = 3\nmax_queued_bytes = 200000\nmax_queued_messages = 50\nhandshake_timeout_secs = 4\nturn_credentials = \"never\"\ncredentials_per_minute = 7\ncredential_burst = 8\n",
+            "[signaling]\nmax_connections = 100\nmax_connections_per_ip = 10\nipv6_prefix = 56\nreserved_percent = 20\nwrite_timeout_secs = 3\nmax_queued_bytes = 200000\nmax_queued_messages = 50\nhandshake_timeout_secs = 4\nmessage_timeout_secs = 6\nturn_credentials = \"never\"\ncredentials_per_minute = 7\ncredential_burst = 8\n",
         )
         .unwrap();
         let sc = server_config(&cfg.signaling, Arc::new(StaticIceServers::default()));
@@ -451,6 +453,7 @@ mod tests {
         assert_eq!(sc.max_queued_bytes, 200_000);
         assert_eq!(sc.outbound_queue, 50);
         assert_eq!(sc.handshake_timeout, Duration::from_secs(4));
+        assert_eq!(sc.message_timeout, Duration::from_secs(6));
         assert_eq!(sc.limits.credential_policy, CredentialPolicy::Never);
         assert_eq!(sc.limits.credentials_per_minute, 7.0);
         assert_eq!(sc.limits.credential_burst, 8.0);

@@ -453,3 +453,103 @@ async fn wss_works_with_the_callers_roots_and_only_with_them() {
     s.server.stop();
     timeout(STEP, s.server.finish()).await.expect("finishes");
 }
+
+/// A WebSocket handshake by hand, so that the test can then write any
+/// bytes (frames cut short, fragments).
+async fn raw_handshake(to: SocketAddr) -> TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(to).await.expect("connect");
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        timeout(STEP, s.read_exact(&mut b))
+            .await
+            .expect("in time")
+            .expect("read");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    s
+}
+
+/// A masked client frame header for `len` payload bytes.
+fn header(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
+    let mut f = vec![if fin { 0x80 } else { 0 } | opcode];
+    if len < 126 {
+        f.push(0x80 | len as u8);
+    } else {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f
+}
+
+/// Reads until the server closes; returns when.
+async fn closed_after(s: &mut TcpStream, started: Instant) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    loop {
+        match timeout(STEP, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the server did not close the connection"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_left_unfinished_is_closed_at_the_message_timeout_even_with_pongs() {
+    use tokio::io::AsyncWriteExt;
+    let server = start(ServerConfig {
+        message_timeout: Duration::from_millis(600),
+        ..ServerConfig::default()
+    })
+    .await;
+    // A frame cut short: its header and half its payload.
+    let mut cut = raw_handshake(server.addr).await;
+    let started = Instant::now();
+    let mut f = header(true, 1, 1000);
+    f.extend(std::iter::repeat_n(b' ', 500));
+    cut.write_all(&f).await.expect("write");
+    let after = closed_after(&mut cut, started).await;
+    assert!(
+        after >= Duration::from_millis(500) && after < Duration::from_secs(3),
+        "{after:?}"
+    );
+    // A fragmented message whose last fragment never comes, the client
+    // answering (unsolicited) pongs all along: closed all the same.
+    let mut frag = raw_handshake(server.addr).await;
+    let started = Instant::now();
+    let mut first = header(false, 1, 10);
+    first.extend_from_slice(b"{\"type\":\"p");
+    frag.write_all(&first).await.expect("write");
+    let pongs = async {
+        loop {
+            if frag.write_all(&header(true, 0xA, 0)).await.is_err() {
+                break;
+            }
+            sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let _ = timeout(Duration::from_secs(3), pongs).await;
+    let m = server.metrics.snapshot();
+    assert_eq!(m.closed_for(CloseReason::SlowMessage), 2, "{m:?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // A client whose messages do finish is not touched.
+    let mut fine = WsTransport::connect(&server.url).await.expect("connect");
+    timeout(STEP, fine.recv()).await.expect("welcome").ok();
+    sleep(Duration::from_millis(900)).await;
+    timeout(STEP, fine.send(ClientMsg::Ping { id: Some(1) }))
+        .await
+        .expect("in time")
+        .expect("still open");
+    let _ = server.stop.send(());
+    let _ = timeout(STEP, server.task).await.expect("stops");
+}

@@ -293,35 +293,33 @@ pub(super) fn idle_flood(ctx: &Ctx) -> Result<Report, String> {
     Ok(r)
 }
 
-/// Request heads sent too slowly, and WebSocket frames sent all but their
-/// last byte (the server holds the payload and waits): both are bounded in
-/// time by the handshake and idle timeouts (a client in the middle of a
-/// frame cannot answer pings) and in count by the per-address limit;
-/// memory stays under a stated bound and a legitimate pair is served
-/// meanwhile.
+/// Request heads sent too slowly; WebSocket frames sent all but their last
+/// byte; fragmented messages whose last fragment never comes, with pongs
+/// between (which a client may send, and which count as activity). The
+/// server holds what came of each message (up to the frame cap); all are
+/// bounded in time (the head and message timeouts) and in count (the
+/// per-address limit); memory stays under a stated bound and a legitimate
+/// pair is served meanwhile.
 pub(super) fn slowloris(ctx: &Ctx) -> Result<Report, String> {
     let (heads, pinned) = if ctx.short {
         (120usize, 120usize)
     } else {
         (600, 600)
     };
-    let head_timeout = 3u64;
-    let idle = 6u64;
+    let (head_timeout, message_timeout) = (3u64, 4u64);
     let mut d = Daemon::start(
         ctx,
         "slowloris",
         &[
             "--signaling-handshake-timeout",
             &head_timeout.to_string(),
-            "--signaling-idle-timeout",
-            &idle.to_string(),
-            "--signaling-heartbeat",
-            "2",
+            "--signaling-message-timeout",
+            &message_timeout.to_string(),
         ],
     )?;
     let mut r = Report::new(
         "slowloris",
-        format!("signaling.handshake_timeout_secs = {head_timeout}, idle_timeout_secs = {idle}; per address 64; frame hard cap 128 KiB (twice max_message_size)"),
+        format!("signaling.handshake_timeout_secs = {head_timeout}, message_timeout_secs = {message_timeout}; per address 64; frame hard cap 128 KiB (twice max_message_size); idle timeout 60 s"),
     );
     legit_exchange(&d, ip(0, 0, 2), ip(0, 0, 4), "warm-up")?;
     let base = d.rss();
@@ -336,24 +334,56 @@ pub(super) fn slowloris(ctx: &Ctx) -> Result<Report, String> {
         }
     }
     let heads_sent = Instant::now();
-    // Pinned frame buffers: a handshake, then 120 KiB of a frame but its
-    // last byte.
-    let mut pinned_conns = Vec::new();
+    // Held messages: half frames cut short by one byte, half first
+    // fragments of 120 KiB.
+    let mut cut = Vec::new();
+    let mut fragments = Vec::new();
     for i in 0..pinned {
         let from = ip(0, 3, (i / 60 + 1) as u8);
         if let Ok(mut c) = Ws::connect(d.signaling, from, Some(4096)) {
             if c.wait_for("\"welcome\"", STEP).is_some() {
-                pinned_conns.push(c);
+                if i % 2 == 0 {
+                    let _ = c.send_partial_frame(120 * 1024);
+                    cut.push((c, Instant::now()));
+                } else {
+                    let _ = c.send_first_fragment(120 * 1024);
+                    fragments.push((c, Instant::now()));
+                }
             }
         }
     }
-    let pinned_at = Instant::now();
-    for c in &mut pinned_conns {
-        let _ = c.send_partial_frame(120 * 1024);
-    }
+    let held = cut.len() + fragments.len();
     thread::sleep(Duration::from_millis(500));
     let held_rss = d.rss();
     let legit_during = legit_exchange(&d, ip(0, 0, 2), ip(0, 0, 4), "legit-during");
+    // The fragmented ones keep sending pongs until they find the
+    // connection closed.
+    let pinger = thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(message_timeout + 6);
+        let mut open: Vec<(Ws, Instant, u32)> =
+            fragments.into_iter().map(|(c, t)| (c, t, 0)).collect();
+        let mut lived = Vec::new();
+        while !open.is_empty() && Instant::now() < deadline {
+            open.retain_mut(|(c, since, failures)| {
+                if c.send_pong().is_err()
+                    || matches!(
+                        c.recv(Duration::ZERO),
+                        Ok(Some(Frame::Close(_) | Frame::End)) | Err(_)
+                    )
+                {
+                    *failures += 1;
+                }
+                if *failures > 0 {
+                    lived.push(since.elapsed().as_secs_f64());
+                    false
+                } else {
+                    true
+                }
+            });
+            thread::sleep(Duration::from_millis(500));
+        }
+        (lived, open.len())
+    });
     // The slow heads end at the head timeout.
     let mut head_closed = Vec::new();
     for mut s in slow_heads {
@@ -363,49 +393,61 @@ pub(super) fn slowloris(ctx: &Ctx) -> Result<Report, String> {
             head_closed.push(heads_sent.elapsed().as_secs_f64());
         }
     }
-    // The pinned connections end at the idle timeout (they answer no ping).
-    let mut pinned_closed = 0;
-    let mut pinned_last = 0.0f64;
-    for mut c in pinned_conns.drain(..) {
-        let left = Duration::from_secs(idle + 4).saturating_sub(pinned_at.elapsed());
-        let deadline = Instant::now() + left;
+    // The frames cut short end at the message timeout.
+    let mut cut_lived = Vec::new();
+    for (mut c, since) in cut {
+        let deadline = since + Duration::from_secs(message_timeout + 4);
         loop {
             match c.recv(deadline.saturating_duration_since(Instant::now())) {
                 Ok(Some(Frame::Text(_))) => continue,
                 Ok(Some(Frame::Close(_) | Frame::End)) | Err(_) => {
-                    pinned_closed += 1;
-                    pinned_last = pinned_last.max(pinned_at.elapsed().as_secs_f64());
+                    cut_lived.push(since.elapsed().as_secs_f64());
                     break;
                 }
                 Ok(None) => break,
             }
         }
     }
+    let (frag_lived, frag_open) = pinger.join().map_err(|_| "the pinger panicked")?;
     let peak = peak.finish();
+    let slow_message =
+        d.metric_or_zero("p2p_signaling_websockets_closed_total{reason=\"slow_message\"}");
     let growth = peak.saturating_sub(base);
-    let bound = (pinned as u64) * 160 * 1024 + (heads as u64) * 16 * 1024 + 24 * 1024 * 1024;
-    let heads_max = head_closed.iter().copied().fold(0.0, f64::max);
+    let bound = (pinned as u64) * 300 * 1024 + (heads as u64) * 16 * 1024 + 24 * 1024 * 1024;
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     r.figure("slow request heads held", heads);
-    r.figure("connections holding 120 KiB of an unfinished frame", pinned);
+    r.figure(
+        "WebSockets holding 120 KiB of an unfinished message (cut frame / fragment + pongs)",
+        format!(
+            "{held} ({} / {})",
+            held - (frag_lived.len() + frag_open),
+            frag_lived.len() + frag_open
+        ),
+    );
     r.figure(
         "daemon RSS: before / held / peak",
         format!("{} / {} / {}", mib(base), mib(held_rss), mib(peak)),
     );
     r.figure(
-        "RSS per pinned connection (with the slow heads)",
+        "RSS per held message (with the slow heads)",
         format!(
             "{:.1} KiB",
-            held_rss.saturating_sub(base) as f64 / pinned as f64 / 1024.0
+            held_rss.saturating_sub(base) as f64 / held.max(1) as f64 / 1024.0
         ),
     );
     r.figure(
-        "slow heads closed / last closed after",
-        format!("{} / {:.1} s", head_closed.len(), heads_max),
+        "slow heads closed / last after",
+        format!("{} / {:.1} s", head_closed.len(), max(&head_closed)),
     );
     r.figure(
-        "pinned connections closed / last closed after",
-        format!("{pinned_closed} / {pinned_last:.1} s"),
+        "cut frames closed / last after",
+        format!("{} / {:.1} s", cut_lived.len(), max(&cut_lived)),
     );
+    r.figure(
+        "fragments with pongs closed / last after",
+        format!("{} / {:.1} s", frag_lived.len(), max(&frag_lived)),
+    );
+    r.figure("closed as slow_message (metrics)", slow_message);
     r.figure(
         "legitimate pair while they were held",
         match &legit_during {
@@ -413,17 +455,32 @@ pub(super) fn slowloris(ctx: &Ctx) -> Result<Report, String> {
             Err(e) => format!("FAILED: {e}"),
         },
     );
+    let limit = (message_timeout + 2) as f64;
     r.check(
         format!(
             "every slow head closed within the head timeout + 2 s ({}/{heads})",
             head_closed.len()
         ),
-        head_closed.len() == heads && heads_max <= (head_timeout + 2) as f64,
+        head_closed.len() == heads && max(&head_closed) <= (head_timeout + 2) as f64,
     );
-    r.check(format!("every pinned connection closed within the idle timeout + 4 s ({pinned_closed}/{pinned})"), pinned_closed == pinned);
     r.check(
         format!(
-            "peak RSS growth {} ≤ {} (160 KiB per pinned frame, 16 KiB per slow head, + 24 MiB)",
+            "every held message closed within the message timeout + 2 s ({}/{held})",
+            cut_lived.len() + frag_lived.len()
+        ),
+        held == pinned
+            && frag_open == 0
+            && cut_lived.len() + frag_lived.len() == held
+            && max(&cut_lived) <= limit
+            && max(&frag_lived) <= limit,
+    );
+    r.check(
+        "the metrics count them as slow_message",
+        slow_message == held as u64,
+    );
+    r.check(
+        format!(
+            "peak RSS growth {} ≤ {} (300 KiB per held message: the frame buffer and the message being assembled, each up to the 128 KiB cap; 16 KiB per slow head; + 24 MiB)",
             mib(growth),
             mib(bound)
         ),

@@ -86,6 +86,21 @@ impl Ws {
         self.s.write_all(&f)
     }
 
+    /// Sends the first fragment (no FIN) of a text message: `len` bytes,
+    /// complete; the message's last fragment never follows.
+    pub(crate) fn send_first_fragment(&mut self, len: usize) -> io::Result<()> {
+        let mut f = vec![0x01, 0x80 | 127];
+        f.extend_from_slice(&(len as u64).to_be_bytes());
+        f.extend_from_slice(&[1, 2, 3, 4]);
+        f.extend(std::iter::repeat_n(b' ' ^ 1, len));
+        self.s.write_all(&f)
+    }
+
+    /// Sends an unsolicited pong (allowed between a message's fragments).
+    pub(crate) fn send_pong(&mut self) -> io::Result<()> {
+        self.send_frame(0xA, &[])
+    }
+
     fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
         let mask = [0x37u8, 0xfa, 0x21, 0x3d];
         let mut f = Vec::with_capacity(payload.len() + 14);

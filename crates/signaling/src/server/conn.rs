@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::hub::{Event, Outbound, Queue};
+use super::message_clock::{MessageClock, Watched};
 use super::metrics::CloseReason;
 use super::ConnShared;
 use crate::addr::AddrKey;
@@ -28,8 +29,8 @@ use crate::rooms::{ConnId, ParsedText};
 /// the connection is dropped after this.
 pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-type Sink<S> = SplitSink<WebSocketStream<S>, Message>;
-type Frames<S> = SplitStream<WebSocketStream<S>>;
+type Sink<S> = SplitSink<WebSocketStream<Watched<S>>, Message>;
+type Frames<S> = SplitStream<WebSocketStream<Watched<S>>>;
 
 pub(super) async fn connection<S>(
     stream: S,
@@ -42,6 +43,8 @@ pub(super) async fn connection<S>(
     if *stop.borrow_and_update() {
         return;
     }
+    let clock = MessageClock::new();
+    let stream = Watched::new(stream, clock.clone());
     let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(shared.ws_config));
     let ws = match timeout(shared.handshake_timeout, handshake).await {
         Ok(Ok(ws)) => ws,
@@ -98,6 +101,7 @@ pub(super) async fn connection<S>(
             _ = stop.changed() => Some(CloseReason::Shutdown),
             end = writer => end,
             end = reader => Some(end),
+            () = clock.overdue(shared.message_timeout) => Some(CloseReason::SlowMessage),
         }
     };
     // The writer found its queue closed: the hub dropped this connection,

@@ -25,6 +25,10 @@ pub enum CloseReason {
     /// One write to the client did not complete within the write timeout
     /// (close 1008).
     WriteTimeout,
+    /// A message from the client stayed unfinished (a frame cut short, a
+    /// fragmented message without its last fragment) for the message
+    /// timeout (close 1008).
+    SlowMessage,
     /// A frame above the hard cap (close 1009).
     TooLarge,
     /// The server holds its maximum number of WebSockets (close 1013).
@@ -35,12 +39,13 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in the order of [`MetricsSnapshot::closed`].
-    pub const ALL: [CloseReason; 8] = [
+    pub const ALL: [CloseReason; 9] = [
         CloseReason::Client,
         CloseReason::Error,
         CloseReason::Idle,
         CloseReason::Slow,
         CloseReason::WriteTimeout,
+        CloseReason::SlowMessage,
         CloseReason::TooLarge,
         CloseReason::Full,
         CloseReason::Shutdown,
@@ -54,6 +59,7 @@ impl CloseReason {
             CloseReason::Idle => "idle",
             CloseReason::Slow => "slow_reader",
             CloseReason::WriteTimeout => "write_timeout",
+            CloseReason::SlowMessage => "slow_message",
             CloseReason::TooLarge => "too_large",
             CloseReason::Full => "full",
             CloseReason::Shutdown => "shutdown",
@@ -67,6 +73,7 @@ impl CloseReason {
             CloseReason::Idle => Some((CloseCode::Policy, "idle timeout")),
             CloseReason::Slow => Some((CloseCode::Policy, "too slow")),
             CloseReason::WriteTimeout => Some((CloseCode::Policy, "write timeout")),
+            CloseReason::SlowMessage => Some((CloseCode::Policy, "message too slow")),
             CloseReason::TooLarge => Some((CloseCode::Size, "message too large")),
             CloseReason::Full => Some((CloseCode::Again, "too many connections")),
             CloseReason::Shutdown => Some((CloseCode::Away, "server shutting down")),

@@ -9,6 +9,7 @@
 
 mod conn;
 mod hub;
+mod message_clock;
 mod metrics;
 
 use std::future::Future;
@@ -71,6 +72,11 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// Time allowed for the WebSocket opening handshake. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Time one message from a client may stay unfinished (a frame cut
+    /// short, a fragmented message without its last fragment: the server
+    /// holds what came, up to the frame cap) before the client is closed
+    /// (1008). Default 10 s.
+    pub message_timeout: Duration,
     /// Where the server counts what it does; keep a clone to read it.
     pub metrics: Metrics,
 }
@@ -88,6 +94,7 @@ impl Default for ServerConfig {
             max_queued_bytes: 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            message_timeout: Duration::from_secs(10),
             metrics: Metrics::new(),
         }
     }
@@ -105,6 +112,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_queued_bytes", &self.max_queued_bytes)
             .field("write_timeout", &self.write_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("message_timeout", &self.message_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -124,8 +132,11 @@ impl ServerConfig {
         if self.max_queued_bytes < self.limits.max_message_size.saturating_add(1024) {
             return Err("max_queued_bytes must hold at least one message of max_message_size (plus 1 KiB of JSON around it), or every large offer would close its receiver as too slow");
         }
-        if self.outbound_queue == 0 || self.write_timeout.is_zero() {
-            return Err("outbound_queue and write_timeout must be above zero");
+        if self.outbound_queue == 0
+            || self.write_timeout.is_zero()
+            || self.message_timeout.is_zero()
+        {
+            return Err("outbound_queue, write_timeout and message_timeout must be above zero");
         }
         if self.heartbeat_interval >= self.limits.idle_timeout {
             return Err("heartbeat_interval must be below the idle timeout, or live clients would be closed as idle");
@@ -321,6 +332,7 @@ impl Server {
             heartbeat: config.heartbeat_interval.max(Duration::from_millis(10)),
             handshake_timeout: config.handshake_timeout,
             write_timeout: config.write_timeout.max(Duration::from_millis(1)),
+            message_timeout: config.message_timeout.max(Duration::from_millis(1)),
             queue: config.outbound_queue.max(1),
             max_message_size: config.limits.max_message_size,
             inbound_budget: frame_cap.clamp(4096, u32::MAX as usize),
@@ -481,6 +493,7 @@ struct ConnShared {
     heartbeat: Duration,
     handshake_timeout: Duration,
     write_timeout: Duration,
+    message_timeout: Duration,
     queue: usize,
     max_message_size: usize,
     /// Bytes of text one connection may have waiting in the hub's queue.
