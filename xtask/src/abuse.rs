@@ -1,4 +1,4 @@
-//! `cargo xtask abuse [--short] [--release] [--no-build] [--only NAME]`:
+//! `cargo xtask abuse [--short] [--release|--debug] [--no-build] [--only NAME]`:
 //! attacks on the real `p2p serve`, on loopback only (the whole 127/8 is
 //! on `lo`, so attackers and legitimate clients get addresses of their
 //! own), bounded in count and time, each asserting the fixed behaviour with
@@ -9,7 +9,9 @@
 //!
 //! Each attack is a function in [`ATTACKS`]; more (TCP slowloris on the
 //! STUN/TURN ports, password guessing, restart recovery) are added there.
-//! `--short` is the CI form: fewer connections and shorter phases.
+//! `--short` is the CI form: fewer connections and shorter phases, on the
+//! debug build; the full form runs the release build (`--debug` or
+//! `--release` choose).
 
 mod daemon;
 mod signaling;
@@ -97,7 +99,13 @@ impl Report {
 
 pub(crate) fn abuse(args: &[String]) -> Result<(), String> {
     let short = args.iter().any(|a| a == "--short");
-    let release = args.iter().any(|a| a == "--release");
+    // The full form measures the build operators run; the short one (CI)
+    // the debug build the tests already made.
+    let release = if args.iter().any(|a| a == "--debug") {
+        false
+    } else {
+        args.iter().any(|a| a == "--release") || !short
+    };
     let build = !args.iter().any(|a| a == "--no-build");
     let only = args
         .iter()

@@ -45,7 +45,9 @@ pub(super) fn slow_readers(ctx: &Ctx) -> Result<Report, String> {
         slows.push(slow);
         let (sdp, sent) = (sdp.clone(), sent.clone());
         floods.push(thread::spawn(move || -> Option<Duration> {
-            let offer = format!(r#"{{"type":"offer","to":"{slow_id}","sdp":"{sdp}"}}"#);
+            let offer = ws::text_frame(&format!(
+                r#"{{"type":"offer","to":"{slow_id}","sdp":"{sdp}"}}"#
+            ));
             let left = format!("\"peerId\":\"{slow_id}\"");
             let mut k = 0u32;
             while started.elapsed() < window {
@@ -53,7 +55,7 @@ pub(super) fn slow_readers(ctx: &Ctx) -> Result<Report, String> {
                 if k >= 45 {
                     thread::sleep(Duration::from_millis(55));
                 }
-                if flooder.send_text(&offer).is_err() {
+                if flooder.send_raw(&offer).is_err() {
                     return None;
                 }
                 k += 1;
@@ -359,7 +361,7 @@ pub(super) fn slowloris(ctx: &Ctx) -> Result<Report, String> {
     // The fragmented ones keep sending pongs until they find the
     // connection closed.
     let pinger = thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(message_timeout + 6);
+        let deadline = Instant::now() + Duration::from_secs(message_timeout + 8);
         let mut open: Vec<(Ws, Instant, u32)> =
             fragments.into_iter().map(|(c, t)| (c, t, 0)).collect();
         let mut lived = Vec::new();
@@ -387,7 +389,7 @@ pub(super) fn slowloris(ctx: &Ctx) -> Result<Report, String> {
     // The slow heads end at the head timeout.
     let mut head_closed = Vec::new();
     for mut s in slow_heads {
-        let _ = s.set_read_timeout(Some(Duration::from_secs(head_timeout + 3)));
+        let _ = s.set_read_timeout(Some(Duration::from_secs(head_timeout + 5)));
         let mut b = [0u8; 64];
         if matches!(s.read(&mut b), Ok(0) | Err(_)) {
             head_closed.push(heads_sent.elapsed().as_secs_f64());
@@ -396,7 +398,7 @@ pub(super) fn slowloris(ctx: &Ctx) -> Result<Report, String> {
     // The frames cut short end at the message timeout.
     let mut cut_lived = Vec::new();
     for (mut c, since) in cut {
-        let deadline = since + Duration::from_secs(message_timeout + 4);
+        let deadline = since + Duration::from_secs(message_timeout + 7);
         loop {
             match c.recv(deadline.saturating_duration_since(Instant::now())) {
                 Ok(Some(Frame::Text(_))) => continue,
@@ -455,17 +457,17 @@ pub(super) fn slowloris(ctx: &Ctx) -> Result<Report, String> {
             Err(e) => format!("FAILED: {e}"),
         },
     );
-    let limit = (message_timeout + 2) as f64;
+    let limit = (message_timeout + 5) as f64;
     r.check(
         format!(
-            "every slow head closed within the head timeout + 2 s ({}/{heads})",
+            "every slow head closed within the head timeout + 4 s ({}/{heads})",
             head_closed.len()
         ),
-        head_closed.len() == heads && max(&head_closed) <= (head_timeout + 2) as f64,
+        head_closed.len() == heads && max(&head_closed) <= (head_timeout + 4) as f64,
     );
     r.check(
         format!(
-            "every held message closed within the message timeout + 2 s ({}/{held})",
+            "every held message closed within the message timeout + 5 s ({}/{held})",
             cut_lived.len() + frag_lived.len()
         ),
         held == pinned

@@ -102,23 +102,12 @@ impl Ws {
     }
 
     fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> io::Result<()> {
-        let mask = [0x37u8, 0xfa, 0x21, 0x3d];
-        let mut f = Vec::with_capacity(payload.len() + 14);
-        f.push(0x80 | opcode);
-        match payload.len() {
-            n if n < 126 => f.push(0x80 | n as u8),
-            n if n <= 0xffff => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(0x80 | 127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.s.write_all(&f)
+        self.s.write_all(&frame(opcode, payload))
+    }
+
+    /// Sends bytes made by [`text_frame`] (a flooder builds its frame once).
+    pub(crate) fn send_raw(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.s.write_all(frame)
     }
 
     /// The next text or close frame within `within` (pings are answered,
@@ -190,6 +179,32 @@ impl Ws {
         }
         Ok(out)
     }
+}
+
+/// A masked client frame (FIN set) with `payload`.
+fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37u8, 0xfa, 0x21, 0x3d];
+    let mut f = Vec::with_capacity(payload.len() + 14);
+    f.push(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// The bytes of a text frame, for [`Ws::send_raw`].
+pub(crate) fn text_frame(text: &str) -> Vec<u8> {
+    frame(0x1, text.as_bytes())
 }
 
 /// One whole frame at the start of `buf`: (opcode, payload, bytes used).
