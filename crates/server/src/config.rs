@@ -325,7 +325,8 @@ pub struct MetricsConfig {
 pub struct SignalingConfig {
     /// Where to serve the WebSocket and the page (`--signaling ADDR`).
     /// `None`: not served. `p2p serve` uses `127.0.0.1:8080` when neither
-    /// the flag nor the file sets it, unless `--no-signaling`.
+    /// the flag nor the file sets it, unless `--no-signaling`; like every
+    /// other port, one that cannot be bound stops the daemon.
     pub listen: Option<SocketAddr>,
     /// Serve the browser page at `/` (`--no-page` turns it off). Default true.
     pub page: bool,
