@@ -3,20 +3,22 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-
-use subtle::ConstantTimeEq;
+use std::time::{Instant, SystemTime};
 
 use crate::addr::AddrKey;
 use crate::ice_servers::{IceServerProvider, StaticIceServers};
 use crate::msg::{
-    ClientMsg, ErrorCode, IceServer, ParseError, PeerInfo, RelayUnavailable, ServerMsg,
-    PROTOCOL_VERSION,
+    ClientMsg, ErrorCode, ParseError, PeerInfo, RelayUnavailable, ServerMsg, PROTOCOL_VERSION,
 };
 
+mod config;
+mod credentials;
 mod stats;
 
+pub use config::{Auth, CredentialPolicy, Limits};
 pub use stats::RoomStats;
+
+use credentials::{has_turn_credentials, public_view};
 
 /// Most per-address credential buckets kept; past it, full buckets are
 /// dropped, and if none is full the credentials are withheld.
@@ -37,174 +39,6 @@ pub struct ConnId(pub u64);
 impl std::fmt::Display for ConnId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "conn#{}", self.0)
-    }
-}
-
-/// Limits enforced by [`Rooms`]. `Limits::default()` suits a public server.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
-    /// Most peers in one room. Default 8.
-    pub max_room_size: usize,
-    /// Most rooms one connection may be in at once. Default 4.
-    pub max_rooms_per_conn: usize,
-    /// Most rooms on the server. Default 10 000.
-    pub max_rooms: usize,
-    /// Most simultaneous connections. Default 10 000.
-    pub max_connections: usize,
-    /// Largest text frame accepted, in bytes. Default 64 KiB (an SDP offer is
-    /// a few KiB). The WebSocket layer of the server enforces a hard cap above it.
-    pub max_message_size: usize,
-    /// Sustained messages per second per connection (token bucket refill). Default 20.
-    pub rate_per_second: f64,
-    /// Token bucket size: messages a connection may send in a burst. Default 50.
-    pub burst: f64,
-    /// A connection with no activity (message or WebSocket pong) for this long
-    /// is closed. Default 60 s.
-    pub idle_timeout: Duration,
-    /// When TURN credentials (ICE server entries with a username or
-    /// credential) are handed out. Default [`CredentialPolicy::Join`].
-    pub credential_policy: CredentialPolicy,
-    /// TURN credentials handed to one client address (see [`AddrKey`]) per
-    /// minute, sustained (token bucket refill). Default 10.
-    pub credentials_per_minute: f64,
-    /// TURN credentials one client address may get in a burst. Default 20.
-    pub credential_burst: f64,
-}
-
-/// When the TURN credentials of the ICE servers (entries with a username or
-/// credential) go out; entries without credentials (STUN) always go out in
-/// the `welcome`. Every policy is also rate limited per client address
-/// ([`Limits::credentials_per_minute`], [`Limits::credential_burst`]).
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum CredentialPolicy {
-    /// In the `welcome` of every connection, before it has joined anything.
-    Welcome,
-    /// In the `joined` of every successful join: only room members get them.
-    #[default]
-    Join,
-    /// In the `joined` of a join that needed a token (a room's own token or
-    /// the global one): only holders of a token get them.
-    Token,
-    /// Never: clients get the entries without credentials only.
-    Never,
-}
-
-impl CredentialPolicy {
-    /// The policy's name in configuration files: `welcome`, `join`, `token`, `never`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CredentialPolicy::Welcome => "welcome",
-            CredentialPolicy::Join => "join",
-            CredentialPolicy::Token => "token",
-            CredentialPolicy::Never => "never",
-        }
-    }
-}
-
-impl std::str::FromStr for CredentialPolicy {
-    type Err = &'static str;
-
-    fn from_str(s: &str) -> Result<CredentialPolicy, &'static str> {
-        match s {
-            "welcome" => Ok(CredentialPolicy::Welcome),
-            "join" => Ok(CredentialPolicy::Join),
-            "token" => Ok(CredentialPolicy::Token),
-            "never" => Ok(CredentialPolicy::Never),
-            _ => Err("expected one of welcome, join, token, never"),
-        }
-    }
-}
-
-impl std::fmt::Display for CredentialPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_room_size: 8,
-            max_rooms_per_conn: 4,
-            max_rooms: 10_000,
-            max_connections: 10_000,
-            max_message_size: 64 * 1024,
-            rate_per_second: 20.0,
-            burst: 50.0,
-            idle_timeout: Duration::from_secs(60),
-            credential_policy: CredentialPolicy::Join,
-            credentials_per_minute: 10.0,
-            credential_burst: 20.0,
-        }
-    }
-}
-
-/// Who may join which room.
-///
-/// A room with its own token needs that token; any other room needs the
-/// global token when one is set, and is open otherwise.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Auth {
-    /// Token for rooms without their own token. `None`: those rooms are open.
-    pub global_token: Option<String>,
-    /// Per-room tokens.
-    pub room_tokens: HashMap<String, String>,
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let rooms: BTreeSet<&String> = self.room_tokens.keys().collect();
-        f.debug_struct("Auth")
-            .field(
-                "global_token",
-                &self.global_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("rooms_with_tokens", &rooms)
-            .finish()
-    }
-}
-
-impl Auth {
-    /// Every room is open.
-    pub fn open() -> Auth {
-        Auth::default()
-    }
-
-    /// Every room needs `token` (unless it has its own).
-    pub fn global(token: impl Into<String>) -> Auth {
-        Auth {
-            global_token: Some(token.into()),
-            room_tokens: HashMap::new(),
-        }
-    }
-
-    /// Adds a token for one room.
-    pub fn with_room_token(mut self, room: impl Into<String>, token: impl Into<String>) -> Auth {
-        self.room_tokens.insert(room.into(), token.into());
-        self
-    }
-
-    /// Whether joining `room` needs a token.
-    pub fn needs_token(&self, room: &str) -> bool {
-        self.room_tokens.contains_key(room) || self.global_token.is_some()
-    }
-
-    /// Whether any room needs a token.
-    pub fn any_token(&self) -> bool {
-        self.global_token.is_some() || !self.room_tokens.is_empty()
-    }
-
-    fn allows(&self, room: &str, token: Option<&str>) -> bool {
-        let needed = match self.room_tokens.get(room) {
-            Some(t) => t.as_str(),
-            None => match &self.global_token {
-                Some(t) => t.as_str(),
-                None => return true,
-            },
-        };
-        let given = token.unwrap_or("");
-        !needed.is_empty() && bool::from(needed.as_bytes().ct_eq(given.as_bytes()))
     }
 }
 
@@ -456,66 +290,6 @@ impl Rooms {
         self.idle.insert((now, conn));
         self.stats.connections_accepted += 1;
         Ok((conn, welcome))
-    }
-
-    /// The provider's list for `peer` at `now`.
-    fn servers_for(&self, peer: &str, now: Instant) -> Vec<IceServer> {
-        let wall = match self.epoch {
-            Some((at, wall)) => {
-                let since = now.saturating_duration_since(at);
-                wall.checked_add(since).unwrap_or(wall)
-            }
-            None => SystemTime::UNIX_EPOCH,
-        };
-        self.ice.ice_servers(peer, wall)
-    }
-
-    /// The full list (TURN credentials included) if the address's
-    /// credential rate allows; otherwise the list without credentials and
-    /// why.
-    fn grant(
-        &mut self,
-        peer: &str,
-        addr: Option<AddrKey>,
-        now: Instant,
-    ) -> (Vec<IceServer>, Option<RelayUnavailable>) {
-        let all = self.servers_for(peer, now);
-        if !has_turn_credentials(&all) {
-            return (all, Some(RelayUnavailable::NotOffered));
-        }
-        if self.take_credential(addr, now) {
-            self.stats.credentials_issued += 1;
-            (all, None)
-        } else {
-            self.stats.credentials_withheld_rate += 1;
-            (public_view(&all), Some(RelayUnavailable::RateLimited))
-        }
-    }
-
-    /// Takes one token of the address's credential bucket.
-    fn take_credential(&mut self, addr: Option<AddrKey>, now: Instant) -> bool {
-        let rate = self.limits.credentials_per_minute / 60.0;
-        let burst = self.limits.credential_burst;
-        if !self.credential_buckets.contains_key(&addr)
-            && self.credential_buckets.len() >= MAX_CREDENTIAL_BUCKETS
-        {
-            // Forget the addresses whose bucket has refilled: they are
-            // indistinguishable from new ones.
-            self.credential_buckets.retain(|_, b| {
-                let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-                b.tokens + elapsed * rate < burst
-            });
-            if self.credential_buckets.len() >= MAX_CREDENTIAL_BUCKETS {
-                return false;
-            }
-        }
-        self.credential_buckets
-            .entry(addr)
-            .or_insert(TokenBucket {
-                tokens: burst,
-                last: now,
-            })
-            .take(now, rate, burst)
     }
 
     /// Records activity that is not a message (a WebSocket pong), so that the
@@ -954,34 +728,6 @@ impl Rooms {
             _ => false,
         }
     }
-}
-
-/// Whether `servers` hold a TURN server with credentials.
-fn has_turn_credentials(servers: &[IceServer]) -> bool {
-    servers.iter().any(|s| {
-        (s.username.is_some() || s.credential.is_some())
-            && s.urls.iter().any(|u| u.starts_with("turn"))
-    })
-}
-
-/// `servers` without credentials: entries that have none, and the `stun:`
-/// URLs of those that have.
-fn public_view(servers: &[IceServer]) -> Vec<IceServer> {
-    servers
-        .iter()
-        .filter_map(|s| {
-            if s.username.is_none() && s.credential.is_none() {
-                return Some(s.clone());
-            }
-            let stun: Vec<String> = s
-                .urls
-                .iter()
-                .filter(|u| u.starts_with("stun"))
-                .cloned()
-                .collect();
-            (!stun.is_empty()).then(|| IceServer::new(stun))
-        })
-        .collect()
 }
 
 fn check_sdp(sdp: &str) -> Result<(), (ErrorCode, String)> {
