@@ -1,4 +1,4 @@
-//! What [`Rooms`](super::Rooms) enforces: its limits, who may join which
+//! What [`Rooms`](super::Rooms)(super::Rooms) enforces: its limits, who may join which
 //! room, and when TURN credentials go out.
 
 use std::collections::{BTreeSet, HashMap};
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
-/// Limits enforced by [`Rooms`]. `Limits::default()` suits a public server.
+/// Limits enforced by [`Rooms`](super::Rooms). `Limits::default()` suits a public server.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Most peers in one room. Default 8.
@@ -30,7 +30,7 @@ pub struct Limits {
     /// When TURN credentials (ICE server entries with a username or
     /// credential) are handed out. Default [`CredentialPolicy::Join`].
     pub credential_policy: CredentialPolicy,
-    /// TURN credentials handed to one client address (see [`AddrKey`]) per
+    /// TURN credentials handed to one client address (see [`AddrKey`](crate::AddrKey)) per
     /// minute, sustained (token bucket refill). Default 10.
     pub credentials_per_minute: f64,
     /// TURN credentials one client address may get in a burst. Default 20.
