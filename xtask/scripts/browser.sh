@@ -5,7 +5,11 @@
 # signaling server and chat over a WebRTC data channel:
 #   1. with iceTransportPolicy 'relay': the selected pair must be relay/relay
 #      and our TURN server's metrics must count the chat bytes as relayed;
-#   2. with the default policy: they connect (directly on this host).
+#   2. with the default policy: they connect (directly on this host);
+#   3. against a daemon with static TURN users (--user) that shares one of
+#      them with the page (--signaling-turn-user): relay/relay again;
+#   4. against a daemon with static users it does not share: the page opened
+#      with &relay=1 says at once why relaying cannot work.
 # Without Chromium (and no way to install it): skipped outside CI, a failure
 # in CI (CI=true).
 set -euo pipefail
@@ -47,11 +51,16 @@ if [ ! -f "$NODE_DIR/node_modules/playwright-core/package.json" ]; then
 fi
 export NODE_PATH="$NODE_DIR/node_modules"
 
-# ---------------------------------------------------------------- the server
+# ---------------------------------------------------------------- the servers
 # Ports of our own, away from the defaults and from interop.sh's.
 STUN_PORT=24900
 SIGNALING_PORT=24901
 METRICS_PORT=24902
+STATIC_STUN_PORT=24903
+STATIC_SIGNALING_PORT=24904
+STATIC_METRICS_PORT=24905
+CLOSED_STUN_PORT=24906
+CLOSED_SIGNALING_PORT=24907
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/p2p-browser.XXXXXX")"
 PIDS=()
@@ -72,6 +81,22 @@ cargo build --quiet -p p2p-cli
 P2P="$TARGET/debug/p2p"
 [ -x "$P2P" ] || { echo "browser: $P2P not found" >&2; exit 1; }
 
+# wait_for PORT...: every port accepts a TCP connection, or the daemon died.
+wait_for() {
+  local pid="${PIDS[${#PIDS[@]}-1]}"
+  for _ in $(seq 1 100); do
+    local up=1
+    for port in "$@"; do
+      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || up=0
+    done
+    [ "$up" = 1 ] && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "browser: p2p serve did not start (ports $*)" >&2
+  exit 1
+}
+
 # TURN with a REST secret: the signaling server hands each tab short-lived
 # credentials. Relaying between two tabs on this host means relaying to
 # loopback peers, which the default policy refuses.
@@ -79,28 +104,39 @@ P2P="$TARGET/debug/p2p"
   --realm p2p.test --auth-secret "browser-$$-$RANDOM" --allow-peer 127.0.0.0/8 \
   --metrics "127.0.0.1:$METRICS_PORT" --log info >"$WORK/serve.log" 2>&1 &
 PIDS+=("$!")
+wait_for "$SIGNALING_PORT" "$METRICS_PORT"
 
-ready=0
-for _ in $(seq 1 100); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$SIGNALING_PORT") 2>/dev/null \
-    && (exec 3<>"/dev/tcp/127.0.0.1/$METRICS_PORT") 2>/dev/null; then
-    ready=1
-    break
-  fi
-  kill -0 "${PIDS[0]}" 2>/dev/null || break
-  sleep 0.1
-done
-[ "$ready" = 1 ] || { echo "browser: p2p serve did not start" >&2; exit 1; }
+# Static long-term users, one of them shared with the page.
+"$P2P" serve --listen "127.0.0.1:$STATIC_STUN_PORT" --signaling "127.0.0.1:$STATIC_SIGNALING_PORT" \
+  --realm p2p.test --user "guest:guest-$$-$RANDOM" --user "admin:admin-$$-$RANDOM" \
+  --signaling-turn-user guest --allow-peer 127.0.0.0/8 \
+  --metrics "127.0.0.1:$STATIC_METRICS_PORT" --log info >"$WORK/serve-static.log" 2>&1 &
+PIDS+=("$!")
+wait_for "$STATIC_SIGNALING_PORT" "$STATIC_METRICS_PORT"
+
+# Static users, none shared: relay cannot work for the page.
+"$P2P" serve --listen "127.0.0.1:$CLOSED_STUN_PORT" --signaling "127.0.0.1:$CLOSED_SIGNALING_PORT" \
+  --realm p2p.test --user "alice:alice-$$-$RANDOM" --log info >"$WORK/serve-closed.log" 2>&1 &
+PIDS+=("$!")
+wait_for "$CLOSED_SIGNALING_PORT"
 
 # ---------------------------------------------------------------- the runs
 passed=0
-for policy in relay all; do
-  echo "browser: two tabs, iceTransportPolicy $policy"
+# run NAME SIGNALING_PORT POLICY [METRICS_PORT] [chat.mjs args...]
+run() {
+  local name="$1" port="$2" policy="$3" metrics="${4:-}"
+  shift 4 || shift $#
+  local margs=()
+  [ -n "$metrics" ] && margs=(--metrics "http://127.0.0.1:$metrics/metrics")
+  echo "browser: $name"
   out="$(timeout 120 node crates/server/tests/browser/chat.mjs \
-    --base "http://127.0.0.1:$SIGNALING_PORT" --policy "$policy" \
-    --metrics "http://127.0.0.1:$METRICS_PORT/metrics" --chromium "$CHROMIUM" \
-    2>"$WORK/node-$policy.log")" || { cat "$WORK/node-$policy.log" >&2; exit 1; }
+    --base "http://127.0.0.1:$port" --policy "$policy" --chromium "$CHROMIUM" \
+    "${margs[@]}" "$@" 2>"$WORK/node-$name.log")" || { cat "$WORK/node-$name.log" >&2; exit 1; }
   echo "browser: ok: $out"
   passed=$((passed + 1))
-done
+}
+run "rest-relay" "$SIGNALING_PORT" relay "$METRICS_PORT"
+run "rest-all" "$SIGNALING_PORT" all ""
+run "static-user-relay" "$STATIC_SIGNALING_PORT" relay "$STATIC_METRICS_PORT"
+run "static-unshared" "$CLOSED_SIGNALING_PORT" relay "" --expect no-relay
 echo "browser: $passed passed, 0 failed"

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod abuse;
 mod bench;
 mod bench_connect;
 mod bench_server;
@@ -26,6 +27,7 @@ tasks:
   interop       our binaries against coturn (needs the `coturn` package; installs it when CI=true)
   nat-lab       real NATs in network namespaces (needs root, iproute2, iptables)
   browser       two headless Chromium pages connect through `p2p serve` (needs chromium, node)
+  abuse [--short] [--only NAME]  attacks on `p2p serve` over loopback, with figures; report in target/abuse.md
   ice-matrix    the 81-pair NAT matrix on the virtual network; rewrites docs/ice-matrix.md
   bench [what]  benchmarks: codec (default), stun-server, turn, connect, ice; reports in target/
   fuzz [target] [secs]  run cargo-fuzz on one target for a bounded time
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         "interop" => tasks::interop(rest),
         "nat-lab" => tasks::nat_lab(rest),
         "browser" => tasks::browser(rest),
+        "abuse" => abuse::abuse(rest),
         "ice-matrix" => tasks::ice_matrix(rest),
         "bench" => tasks::bench(rest),
         "fuzz" => tasks::fuzz(rest),

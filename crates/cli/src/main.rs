@@ -114,12 +114,90 @@ struct SignalingServeArgs {
     /// Do not serve the browser page at / [signaling.page = false].
     #[arg(long)]
     no_page: bool,
+    /// Serve the page and the WebSocket over TLS (https://, wss://) with --tls-cert/--tls-key [signaling.tls].
+    #[arg(long)]
+    signaling_tls: bool,
+    /// A certificate chain (PEM) of its own for the signaling port; implies TLS [signaling.cert].
+    #[arg(long, value_name = "FILE", requires = "signaling_key")]
+    signaling_cert: Option<PathBuf>,
+    /// The private key (PEM) of --signaling-cert [signaling.key].
+    #[arg(long, value_name = "FILE", requires = "signaling_cert")]
+    signaling_key: Option<PathBuf>,
     /// Host put in the stun:/turn: URLs handed to peers [signaling.public_host].
     #[arg(long, value_name = "HOST")]
     public_host: Option<String>,
     /// Token every room needs [signaling.token].
     #[arg(long, value_name = "TOKEN")]
     signaling_token: Option<String>,
+    /// When TURN credentials go out: welcome, join (default: to room members), token, never [signaling.turn_credentials].
+    #[arg(long, value_name = "POLICY")]
+    turn_credentials: Option<p2p_server::TurnCredentials>,
+    /// TURN credentials per client address per minute (default 10) [signaling.credentials_per_minute].
+    #[arg(long, value_name = "N")]
+    credential_rate: Option<u32>,
+    /// TURN credentials one client address may get in a burst (default 20) [signaling.credential_burst].
+    #[arg(long, value_name = "N")]
+    credential_burst: Option<u32>,
+    /// Lifetime of TURN REST credentials, seconds (default 3600) [signaling.credential_ttl_secs].
+    #[arg(long, value_name = "SECS")]
+    credential_ttl: Option<u64>,
+    /// Hand out this static TURN user (of --user) as the TURN credentials [signaling.turn_user].
+    #[arg(long, value_name = "NAME")]
+    signaling_turn_user: Option<String>,
+    /// Connections at once on the signaling port (default 10000) [signaling.max_connections].
+    #[arg(long, value_name = "N")]
+    signaling_max_connections: Option<usize>,
+    /// Connections at once from one client address (default 64) [signaling.max_connections_per_ip].
+    #[arg(long, value_name = "N")]
+    signaling_max_per_ip: Option<usize>,
+    /// IPv6 prefix length counted as one address (default 64) [signaling.ipv6_prefix].
+    #[arg(long, value_name = "BITS")]
+    signaling_ipv6_prefix: Option<u8>,
+    /// Percent of the connections kept for light users (default 10) [signaling.reserved_percent].
+    #[arg(long, value_name = "PERCENT")]
+    signaling_reserve: Option<u8>,
+    /// An address holding fewer connections than N may take a reserved one (default 4) [signaling.reserve_below].
+    #[arg(long, value_name = "N")]
+    signaling_reserve_below: Option<usize>,
+    /// Seconds one write to a client may take before it is closed, 1008 (default 10) [signaling.write_timeout_secs].
+    #[arg(long, value_name = "SECS")]
+    signaling_write_timeout: Option<u64>,
+    /// Bytes queued for one client before it is closed as too slow (default 1048576) [signaling.max_queued_bytes].
+    #[arg(long, value_name = "BYTES")]
+    signaling_max_queued_bytes: Option<usize>,
+    /// Messages queued for one client before it is closed as too slow (default 256) [signaling.max_queued_messages].
+    #[arg(long, value_name = "N")]
+    signaling_max_queued_messages: Option<usize>,
+    /// Seconds for the request head (and TLS), and again for the WebSocket handshake (default 10) [signaling.handshake_timeout_secs].
+    #[arg(long, value_name = "SECS")]
+    signaling_handshake_timeout: Option<u64>,
+    /// Seconds one message may stay unfinished before the client is closed, 1008 (default 10) [signaling.message_timeout_secs].
+    #[arg(long, value_name = "SECS")]
+    signaling_message_timeout: Option<u64>,
+    /// Seconds without a message or pong before a client is closed (default 60) [signaling.idle_timeout_secs].
+    #[arg(long, value_name = "SECS")]
+    signaling_idle_timeout: Option<u64>,
+    /// Seconds between WebSocket pings (default 20) [signaling.heartbeat_secs].
+    #[arg(long, value_name = "SECS")]
+    signaling_heartbeat: Option<u64>,
+    /// Largest message, bytes (default 65536) [signaling.max_message_size].
+    #[arg(long, value_name = "BYTES")]
+    signaling_max_message_size: Option<usize>,
+    /// Messages per second one client may send, sustained (default 20) [signaling.rate_per_second].
+    #[arg(long, value_name = "N")]
+    signaling_rate: Option<u32>,
+    /// Messages one client may send in a burst (default 50) [signaling.burst].
+    #[arg(long, value_name = "N")]
+    signaling_burst: Option<u32>,
+    /// Peers per room (default 8) [signaling.max_room_size].
+    #[arg(long, value_name = "N")]
+    signaling_max_room_size: Option<usize>,
+    /// Rooms on the server (default 10000) [signaling.max_rooms].
+    #[arg(long, value_name = "N")]
+    signaling_max_rooms: Option<usize>,
+    /// Rooms one connection may be in (default 4) [signaling.max_rooms_per_connection].
+    #[arg(long, value_name = "N")]
+    signaling_max_rooms_per_connection: Option<usize>,
 }
 
 /// The TURN server's flags of `p2p serve` (TURN runs when a realm and a user
@@ -365,10 +443,10 @@ fn serve_config(a: &ServeArgs) -> Result<Config, AnyError> {
 async fn run_serve(a: ServeArgs, verbose: u8) -> Result<(), AnyError> {
     let mut cfg = serve_config(&a)?;
     init_logging(verbose, Some(cfg.log.level.as_deref().unwrap_or("info")));
-    // Signaling is on by default; a busy default port is a warning, an
-    // address asked for by flag or file an error.
-    let default_signaling = cfg.signaling.listen.is_none() && !a.signaling.no_signaling;
-    if default_signaling {
+    // Signaling is on by default. One rule for every port, default or
+    // asked for: a port that cannot be bound stops the daemon, with the
+    // flag that changes it in the message.
+    if cfg.signaling.listen.is_none() && !a.signaling.no_signaling {
         cfg.signaling.listen = Some(DEFAULT_SIGNALING);
     }
     let server = match Server::bind(&cfg).await {
@@ -376,12 +454,11 @@ async fn run_serve(a: ServeArgs, verbose: u8) -> Result<(), AnyError> {
             transport: "signaling",
             addr,
             source,
-        }) if default_signaling => {
-            eprintln!(
-                "p2p serve: no signaling: cannot bind {addr}: {source} (use --signaling ADDR or --no-signaling)"
-            );
-            cfg.signaling.listen = None;
-            Server::bind(&cfg).await?
+        }) => {
+            return Err(format!(
+                "cannot bind signaling {addr}: {source} (serve it elsewhere with --signaling ADDR, or not at all with --no-signaling)"
+            )
+            .into())
         }
         r => r?,
     };
@@ -410,7 +487,16 @@ async fn run_serve(a: ServeArgs, verbose: u8) -> Result<(), AnyError> {
         println!("p2p serve: metrics on http://{m}/metrics");
     }
     if let Some(s) = addrs.signaling {
-        println!("p2p serve: signaling on ws://{s}/ws, browser page on http://{s}/");
+        let (ws, http) = if cfg.signaling.uses_tls() {
+            ("wss", "https")
+        } else {
+            ("ws", "http")
+        };
+        if cfg.signaling.page {
+            println!("p2p serve: signaling on {ws}://{s}/ws, browser page on {http}://{s}/");
+        } else {
+            println!("p2p serve: signaling on {ws}://{s}/ws (no browser page)");
+        }
     }
     let stats = server.run(shutdown_signal()).await;
     println!("p2p serve: stopped; {stats}");
@@ -497,12 +583,58 @@ fn apply_signaling_flags(cfg: &mut Config, a: &SignalingServeArgs) {
     if a.no_page {
         s.page = false;
     }
+    if a.signaling_tls {
+        s.tls = true;
+    }
+    if a.signaling_cert.is_some() {
+        s.cert = a.signaling_cert.clone();
+        s.key = a.signaling_key.clone();
+    }
     if a.public_host.is_some() {
         s.public_host = a.public_host.clone();
     }
     if a.signaling_token.is_some() {
         s.token = a.signaling_token.clone();
     }
+    if a.turn_credentials.is_some() {
+        s.turn_credentials = a.turn_credentials;
+    }
+    if a.signaling_turn_user.is_some() {
+        s.turn_user = a.signaling_turn_user.clone();
+    }
+    if a.signaling_max_per_ip.is_some() {
+        s.max_connections_per_ip = a.signaling_max_per_ip;
+    }
+    if a.signaling_reserve_below.is_some() {
+        s.reserve_below = a.signaling_reserve_below;
+    }
+    fn set<T: Copy>(field: &mut T, flag: Option<T>) {
+        if let Some(v) = flag {
+            *field = v;
+        }
+    }
+    set(&mut s.credentials_per_minute, a.credential_rate);
+    set(&mut s.credential_burst, a.credential_burst);
+    set(&mut s.credential_ttl_secs, a.credential_ttl);
+    set(&mut s.max_connections, a.signaling_max_connections);
+    set(&mut s.ipv6_prefix, a.signaling_ipv6_prefix);
+    set(&mut s.reserved_percent, a.signaling_reserve);
+    set(&mut s.write_timeout_secs, a.signaling_write_timeout);
+    set(&mut s.max_queued_bytes, a.signaling_max_queued_bytes);
+    set(&mut s.max_queued_messages, a.signaling_max_queued_messages);
+    set(&mut s.handshake_timeout_secs, a.signaling_handshake_timeout);
+    set(&mut s.message_timeout_secs, a.signaling_message_timeout);
+    set(&mut s.idle_timeout_secs, a.signaling_idle_timeout);
+    set(&mut s.heartbeat_secs, a.signaling_heartbeat);
+    set(&mut s.max_message_size, a.signaling_max_message_size);
+    set(&mut s.rate_per_second, a.signaling_rate);
+    set(&mut s.burst, a.signaling_burst);
+    set(&mut s.max_room_size, a.signaling_max_room_size);
+    set(&mut s.max_rooms, a.signaling_max_rooms);
+    set(
+        &mut s.max_rooms_per_connection,
+        a.signaling_max_rooms_per_connection,
+    );
 }
 
 fn apply_turn_flags(cfg: &mut Config, a: &TurnServeArgs) -> Result<(), AnyError> {

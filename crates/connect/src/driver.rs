@@ -65,7 +65,8 @@ pub enum Policy {
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct PeerConfig {
-    /// The signaling server's WebSocket URL, `ws://host:port/`.
+    /// The signaling server's WebSocket URL, `ws://host:port/` or
+    /// `wss://host:port/` (checked against [`PeerConfig::tls_roots`]).
     pub signaling_url: String,
     /// The room to meet the peer in.
     pub room: String,
@@ -85,8 +86,8 @@ pub struct PeerConfig {
     pub local_addresses: Vec<IpAddr>,
     /// Bind on loopback addresses too (tests, demos on one machine).
     pub include_loopback: bool,
-    /// Trust roots (DER) for `turns:` servers. Empty: `turns:` servers
-    /// fail (this crate ships no root store).
+    /// Trust roots (DER) for `turns:` servers and a `wss://` signaling
+    /// URL. Empty: those fail (this crate ships no root store).
     pub tls_roots: Vec<Vec<u8>>,
     /// How long to wait for the signaling server's welcome. Default 10 s.
     pub signaling_timeout: Duration,

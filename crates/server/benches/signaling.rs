@@ -87,7 +87,9 @@ async fn join(t: &mut WsTransport, room: &str) -> Vec<String> {
 
 /// One client of a pair: keeps `window` messages in flight to its peer,
 /// answering each relayed message with the next one, until `deadline`.
-/// Returns whether the connection was still open at the end.
+/// Returns the connection if it was still open at the end (kept open
+/// until every client has stopped, so that a peer answering a message
+/// that arrived just before the deadline still finds it there).
 async fn chatter(
     mut t: WsTransport,
     peer: String,
@@ -95,12 +97,12 @@ async fn chatter(
     window: u64,
     deadline: tokio::time::Instant,
     relayed: Arc<AtomicU64>,
-) -> bool {
+) -> Option<WsTransport> {
     let sdp = sdp();
     let mut k = 0;
     for _ in 0..window {
         if t.send(message(&peer, k, offerer, &sdp)).await.is_err() {
-            return false;
+            return None;
         }
         k += 1;
     }
@@ -108,13 +110,13 @@ async fn chatter(
         let msg = match tokio::time::timeout_at(deadline, t.recv()).await {
             Err(_) => break,
             Ok(Ok(Some(msg))) => msg,
-            Ok(_) => return false,
+            Ok(_) => return None,
         };
         match msg {
             ServerMsg::Offer { .. } | ServerMsg::Answer { .. } | ServerMsg::Candidate { .. } => {
                 relayed.fetch_add(1, Relaxed);
                 if t.send(message(&peer, k, offerer, &sdp)).await.is_err() {
-                    return false;
+                    return None;
                 }
                 k += 1;
             }
@@ -124,7 +126,7 @@ async fn chatter(
             _ => {}
         }
     }
-    true
+    Some(t)
 }
 
 /// Whether `t` still answers a ping (skipping relayed messages in flight).
@@ -154,8 +156,9 @@ fn main() {
         let config = Config::from_toml_str(&format!(
             "[stun]\nlisten = [\"127.0.0.1:0\"]\ntcp = false\nworkers = 1\n\
              [signaling]\nlisten = \"127.0.0.1:0\"\nmax_room_size = 2\n\
-             max_connections = {}\nrate_per_second = 1000000\nburst = 1000000\n",
-            clients + idle + 16
+             max_connections = {n}\nmax_connections_per_ip = {n}\nreserved_percent = 0\n\
+             rate_per_second = 1000000\nburst = 1000000\n",
+            n = clients + idle + 16
         ))
         .expect("config");
         let server = Server::bind(&config).await.expect("bind");
@@ -225,9 +228,11 @@ fn main() {
             )));
         }
         let mut active_open = 0;
+        let mut stopped = Vec::new();
         for t in tasks {
-            if t.await.expect("client task") {
+            if let Some(t) = t.await.expect("client task") {
                 active_open += 1;
+                stopped.push(t);
             }
         }
         let elapsed = start.elapsed();
@@ -255,7 +260,7 @@ fn main() {
             "  relayed: {n} messages (offer/answer 1 in 10, candidates otherwise), {:.0} messages/s, window {window} per client",
             n as f64 / elapsed.as_secs_f64()
         );
-        drop(held);
+        drop((held, stopped));
         let _ = stop.send(());
         let _ = timeout(STEP, running).await;
         assert_eq!(active_open, clients, "an active client lost its connection");

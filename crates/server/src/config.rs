@@ -290,11 +290,21 @@ pub struct MetricsConfig {
 /// browser page at `/`, both on one TCP port. The WebSocket is at `/ws` (any
 /// path with an `Upgrade: websocket` header works).
 ///
-/// The `iceServers` handed out in each `welcome`: `ice_servers` when it is
-/// set; otherwise a `stun:` URL of this daemon, plus `turn:` URLs with
-/// short-lived TURN REST credentials when `[turn]` is enabled with an
-/// `auth_secret`. A daemon whose TURN users are static long-term users does
-/// not hand out their passwords: give the list in `ice_servers`.
+/// The ICE servers handed out: `ice_servers` when it is set; otherwise a
+/// `stun:` URL of this daemon, plus `turn:` URLs with short-lived TURN REST
+/// credentials when `[turn]` is enabled with an `auth_secret`, or with the
+/// password of the static user named in `turn_user`. A daemon whose TURN
+/// users are static long-term users does not hand out their passwords
+/// unless `turn_user` names one. Entries without credentials (STUN) go out
+/// in every `welcome`; those with credentials as `turn_credentials` says
+/// (by default with `joined`, to room members), at most
+/// `credentials_per_minute` per client address.
+///
+/// Every connection counts against `max_connections` and against its
+/// address's `max_connections_per_ip` (an IPv6 address by its
+/// `ipv6_prefix`), from its first byte: page requests, handshakes under way
+/// and WebSockets alike; `reserved_percent` of the slots are kept for
+/// addresses holding fewer than `reserve_below` connections.
 ///
 /// ```
 /// let cfg = p2p_server::Config::from_toml_str(r#"
@@ -315,7 +325,8 @@ pub struct MetricsConfig {
 pub struct SignalingConfig {
     /// Where to serve the WebSocket and the page (`--signaling ADDR`).
     /// `None`: not served. `p2p serve` uses `127.0.0.1:8080` when neither
-    /// the flag nor the file sets it, unless `--no-signaling`.
+    /// the flag nor the file sets it, unless `--no-signaling`; like every
+    /// other port, one that cannot be bound stops the daemon.
     pub listen: Option<SocketAddr>,
     /// Serve the browser page at `/` (`--no-page` turns it off). Default true.
     pub page: bool,
@@ -352,6 +363,92 @@ pub struct SignalingConfig {
     /// Seconds between the server's WebSocket pings; below
     /// `idle_timeout_secs`. Default 20.
     pub heartbeat_secs: u64,
+    /// Serve the page and the WebSocket over TLS (`https://`, `wss://`) with
+    /// the certificate of `[tls]` (`--signaling-tls`). Default false.
+    pub tls: bool,
+    /// A certificate chain (PEM) of its own for the signaling port
+    /// (`--signaling-cert`); implies TLS. Default: none.
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of `cert` (`--signaling-key`).
+    pub key: Option<PathBuf>,
+    /// Connections at once from one client address
+    /// (`--signaling-max-per-ip`). Default 64, or `max_connections` when
+    /// that is lower.
+    pub max_connections_per_ip: Option<usize>,
+    /// The IPv6 prefix length counted as one address
+    /// (`--signaling-ipv6-prefix`). Default 64.
+    pub ipv6_prefix: u8,
+    /// Percentage of `max_connections` kept for addresses that hold fewer
+    /// than `reserve_below` connections (`--signaling-reserve`). Default 10.
+    pub reserved_percent: u8,
+    /// An address may take a reserved slot while it holds fewer connections
+    /// than this (`--signaling-reserve-below`). Default 4, or the per-address
+    /// limit when that is lower.
+    pub reserve_below: Option<usize>,
+    /// Seconds one write to a client may take before the client is closed
+    /// as not reading (1008) (`--signaling-write-timeout`). Default 10.
+    pub write_timeout_secs: u64,
+    /// Bytes queued for one client before it is closed as too slow (1008)
+    /// (`--signaling-max-queued-bytes`). Default 1048576.
+    pub max_queued_bytes: usize,
+    /// Messages queued for one client before it is closed as too slow
+    /// (1008) (`--signaling-max-queued-messages`). Default 256.
+    pub max_queued_messages: usize,
+    /// Seconds a client has to send its request head (and TLS handshake)
+    /// and again its WebSocket handshake (`--signaling-handshake-timeout`).
+    /// Default 10.
+    pub handshake_timeout_secs: u64,
+    /// Seconds one message from a client may stay unfinished (a frame cut
+    /// short, a fragmented message without its last fragment) before the
+    /// client is closed (1008) (`--signaling-message-timeout`). Default 10.
+    pub message_timeout_secs: u64,
+    /// When TURN credentials go out (`--turn-credentials`): `welcome` (to
+    /// every connection), `join` (with `joined`, to room members), `token`
+    /// (with `joined`, only for rooms that need a token) or `never`.
+    /// Default `join`.
+    pub turn_credentials: Option<TurnCredentials>,
+    /// TURN credentials handed to one client address per minute, sustained
+    /// (`--credential-rate`). Default 10.
+    pub credentials_per_minute: u32,
+    /// TURN credentials one client address may get in a burst
+    /// (`--credential-burst`). Default 20.
+    pub credential_burst: u32,
+    /// A static TURN user (of `turn.users`) whose name and password are
+    /// handed out as the TURN credentials, under `turn_credentials`
+    /// (`--signaling-turn-user`): for a daemon with static users and no
+    /// `auth_secret`. Everyone who gets it shares that user's allocation
+    /// quota. Default: none.
+    pub turn_user: Option<String>,
+}
+
+/// When the signaling server hands out TURN credentials (see
+/// `p2p_signaling::CredentialPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum TurnCredentials {
+    /// In every `welcome`.
+    Welcome,
+    /// In `joined`, to room members.
+    Join,
+    /// In `joined`, only for rooms that need a token.
+    Token,
+    /// Never.
+    Never,
+}
+
+impl std::str::FromStr for TurnCredentials {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<TurnCredentials, &'static str> {
+        match s {
+            "welcome" => Ok(TurnCredentials::Welcome),
+            "join" => Ok(TurnCredentials::Join),
+            "token" => Ok(TurnCredentials::Token),
+            "never" => Ok(TurnCredentials::Never),
+            _ => Err("expected welcome, join, token or never"),
+        }
+    }
 }
 
 impl Default for SignalingConfig {
@@ -373,6 +470,22 @@ impl Default for SignalingConfig {
             burst: 50,
             idle_timeout_secs: 60,
             heartbeat_secs: 20,
+            tls: false,
+            cert: None,
+            key: None,
+            max_connections_per_ip: None,
+            ipv6_prefix: 64,
+            reserved_percent: 10,
+            reserve_below: None,
+            write_timeout_secs: 10,
+            max_queued_bytes: 1024 * 1024,
+            max_queued_messages: 256,
+            handshake_timeout_secs: 10,
+            message_timeout_secs: 10,
+            turn_credentials: None,
+            credentials_per_minute: 10,
+            credential_burst: 20,
+            turn_user: None,
         }
     }
 }
@@ -391,6 +504,24 @@ pub struct IceServerConfig {
 }
 
 impl SignalingConfig {
+    /// Connections at once from one address: `max_connections_per_ip`, or
+    /// 64 (at most `max_connections`).
+    pub fn per_ip(&self) -> usize {
+        self.max_connections_per_ip
+            .unwrap_or_else(|| self.max_connections.min(64))
+    }
+
+    /// Connections below which an address may take a reserved slot:
+    /// `reserve_below`, or 4 (at most the per-address limit).
+    pub fn reserve_below(&self) -> usize {
+        self.reserve_below.unwrap_or_else(|| self.per_ip().min(4))
+    }
+
+    /// Whether the signaling port speaks TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.tls || self.cert.is_some()
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let counts = [
             self.max_room_size,
@@ -412,6 +543,60 @@ impl SignalingConfig {
         if self.credential_ttl_secs == 0 {
             return Err(ConfigError::Invalid(
                 "signaling.credential_ttl_secs must be at least 1",
+            ));
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(ConfigError::Invalid(
+                "signaling.cert and signaling.key go together (--signaling-cert and --signaling-key)",
+            ));
+        }
+        if self.per_ip() == 0 || self.per_ip() > self.max_connections {
+            return Err(ConfigError::Invalid(
+                "signaling.max_connections_per_ip must be 1 to signaling.max_connections: above it, it could never be reached",
+            ));
+        }
+        let addr = p2p_signaling::AddrLimits::new()
+            .with_max_connections(self.max_connections)
+            .with_max_per_addr(self.per_ip())
+            .with_ipv6_prefix(self.ipv6_prefix)
+            .with_reserve(self.reserved_percent, self.reserve_below());
+        if let Err(e) = addr.validate() {
+            return Err(ConfigError::Invalid(match e {
+                e if e.starts_with("ipv6_prefix") => {
+                    "signaling.ipv6_prefix must be 1 to 128 (64 counts a host's /64 as one address)"
+                }
+                e if e.starts_with("reserved_percent") => {
+                    "signaling.reserved_percent must be at most 90, or the reserve would leave no slot for anyone"
+                }
+                _ => "signaling.reserve_below must be 1 to signaling.max_connections_per_ip while reserved_percent is above 0 (set reserved_percent = 0 to keep no reserve)",
+            }));
+        }
+        if self.write_timeout_secs == 0
+            || self.handshake_timeout_secs == 0
+            || self.message_timeout_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "signaling.write_timeout_secs, handshake_timeout_secs and message_timeout_secs must be at least 1",
+            ));
+        }
+        if self.max_queued_messages == 0
+            || self.max_queued_bytes < self.max_message_size.saturating_add(1024)
+        {
+            return Err(ConfigError::Invalid(
+                "signaling.max_queued_bytes must be at least signaling.max_message_size + 1024 (one message and its JSON around it), and signaling.max_queued_messages at least 1",
+            ));
+        }
+        if self.credentials_per_minute == 0 || self.credential_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "signaling.credentials_per_minute and signaling.credential_burst must be at least 1 (use turn_credentials = \"never\" to hand out none)",
+            ));
+        }
+        if self.turn_credentials == Some(TurnCredentials::Token)
+            && self.token.is_none()
+            && self.room_tokens.is_empty()
+        {
+            return Err(ConfigError::Invalid(
+                "signaling.turn_credentials = \"token\" needs a token: set signaling.token (--signaling-token) or signaling.room_tokens, or no join would ever get TURN credentials",
             ));
         }
         for s in &self.ice_servers {
@@ -542,6 +727,46 @@ impl Config {
         }
         self.turn.validate()?;
         self.signaling.validate()?;
+        self.validate_signaling_credentials()
+    }
+
+    /// The `[signaling]` settings that depend on `[tls]` and `[turn]`.
+    fn validate_signaling_credentials(&self) -> Result<(), ConfigError> {
+        let s = &self.signaling;
+        if s.tls && s.cert.is_none() && self.tls.cert.is_none() {
+            return Err(ConfigError::Invalid(
+                "signaling.tls needs a certificate: set tls.cert and tls.key (--tls-cert/--tls-key) or signaling.cert and signaling.key (--signaling-cert/--signaling-key)",
+            ));
+        }
+        if let Some(user) = &s.turn_user {
+            if !s.ice_servers.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "signaling.turn_user cannot take effect while signaling.ice_servers is set (that list is handed out as it is): drop one of them",
+                ));
+            }
+            if self.turn.auth_secret.is_some() {
+                return Err(ConfigError::Invalid(
+                    "signaling.turn_user cannot take effect with turn.auth_secret (REST credentials are handed out instead): drop one of them",
+                ));
+            }
+            if !self.turn.enabled() || !self.turn.users.contains_key(user) {
+                return Err(ConfigError::Invalid(
+                    "signaling.turn_user must name a user of turn.users (--user NAME:PASSWORD), with turn.realm (--realm) set",
+                ));
+            }
+        }
+        let listed = s
+            .ice_servers
+            .iter()
+            .any(|e| e.username.is_some() || e.credential.is_some());
+        let offered = listed
+            || s.turn_user.is_some()
+            || (self.turn.enabled() && self.turn.auth_secret.is_some());
+        if matches!(s.turn_credentials, Some(c) if c != TurnCredentials::Never) && !offered {
+            return Err(ConfigError::Invalid(
+                "signaling.turn_credentials has no effect: this daemon hands out no TURN credentials; set turn.auth_secret (--auth-secret), signaling.turn_user (--signaling-turn-user) or signaling.ice_servers with credentials",
+            ));
+        }
         Ok(())
     }
 

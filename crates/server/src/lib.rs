@@ -94,9 +94,12 @@
 //! With `[signaling] listen`, one more TCP port serves the signaling protocol
 //! of `p2p-signaling` (rooms, offer/answer, trickled candidates) on a
 //! WebSocket at `/ws`, and a plain-JavaScript chat page at `/` that two
-//! browser tabs use to connect through this daemon's STUN and TURN. Each
-//! `welcome` hands out this daemon's `stun:` URL and, with a TURN REST
-//! secret, `turn:` URLs with short-lived credentials.
+//! browser tabs use to connect through this daemon's STUN and TURN, over
+//! TLS when configured (`https://`, `wss://`). Each `welcome` hands out
+//! this daemon's `stun:` URL; with a TURN REST secret (or a shared static
+//! user), `joined` adds `turn:` URLs with credentials, rate limited per
+//! client address. Every connection of that port counts against
+//! per-address limits from its first byte.
 //!
 //! This crate is not a STUN codec (that is `p2p-stun`) nor a TURN state
 //! machine (that is `p2p-turn`).
@@ -130,7 +133,7 @@ mod web;
 
 pub use config::{
     Config, ConfigError, IceServerConfig, LogConfig, MetricsConfig, SignalingConfig, StunConfig,
-    TlsConfig, TurnConfig, DEFAULT_MAX_PADDING, DEFAULT_PORT, DEFAULT_TLS_PORT,
+    TlsConfig, TurnConfig, TurnCredentials, DEFAULT_MAX_PADDING, DEFAULT_PORT, DEFAULT_TLS_PORT,
 };
 pub use counters::{CounterSnapshot, Counters};
 pub use responder::{answer, Answer, Ctx, Dropped, Outcome, Transport, Via};

@@ -1,6 +1,8 @@
 //! The Prometheus endpoint: `GET /metrics` answered with the plain-text
 //! exposition format (version 0.0.4) over a minimal HTTP/1.1 server (one
-//! request per connection, bounded head, short timeouts).
+//! request per connection, bounded head, short timeouts): the STUN, TURN and
+//! signaling families, build information and the standard `process_*`
+//! metrics (from `/proc/self`).
 
 use std::fmt::Write as _;
 use std::io;
@@ -9,6 +11,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+
+use p2p_signaling::{CloseReason, ErrorCode, Metrics as SignalingMetrics, RoomStats};
 
 use crate::counters::Counters;
 use crate::turn::{transport_index, TurnHandle, TurnStats, TRANSPORTS};
@@ -21,7 +25,12 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNS: usize = 64;
 
 /// Serve until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, counters: Counters, turn: Option<TurnHandle>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    counters: Counters,
+    turn: Option<TurnHandle>,
+    signaling: Option<SignalingMetrics>,
+) {
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -41,15 +50,21 @@ pub(crate) async fn serve(listener: TcpListener, counters: Counters, turn: Optio
         }
         let counters = counters.clone();
         let turn = turn.clone();
+        let signaling = signaling.clone();
         conns.spawn(async move {
-            if let Err(e) = one(s, &counters, turn.as_ref()).await {
+            if let Err(e) = one(s, &counters, turn.as_ref(), signaling.as_ref()).await {
                 tracing::debug!(%from, "metrics connection: {e}");
             }
         });
     }
 }
 
-async fn one(mut s: TcpStream, counters: &Counters, turn: Option<&TurnHandle>) -> io::Result<()> {
+async fn one(
+    mut s: TcpStream,
+    counters: &Counters,
+    turn: Option<&TurnHandle>,
+    signaling: Option<&SignalingMetrics>,
+) -> io::Result<()> {
     let mut buf = vec![0u8; MAX_HEAD];
     let mut filled = 0;
     let head_end = loop {
@@ -80,7 +95,9 @@ async fn one(mut s: TcpStream, counters: &Counters, turn: Option<&TurnHandle>) -
         Some(t) => t.stats().await,
         None => None,
     };
-    let body = render(counters, turn.is_some(), turn_stats.as_ref());
+    let mut body = render(counters, turn.is_some(), turn_stats.as_ref());
+    render_signaling(&mut body, signaling.map(|m| m.snapshot()).as_ref());
+    render_process(&mut body, &ProcessStats::read());
     let body = if method == "HEAD" { "" } else { body.as_str() };
     respond(&mut s, "200 OK", body).await
 }
@@ -90,9 +107,15 @@ async fn respond(s: &mut TcpStream, status: &str, body: &str) -> io::Result<()> 
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes()).await?;
-    s.write_all(body.as_bytes()).await?;
-    s.shutdown().await
+    // A scraper that does not read is not waited for.
+    let write = async {
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(body.as_bytes()).await?;
+        s.shutdown().await
+    };
+    tokio::time::timeout(READ_TIMEOUT, write)
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
@@ -329,4 +352,364 @@ pub(crate) fn render(counters: &Counters, turn_enabled: bool, turn: Option<&Turn
         ],
     );
     o
+}
+
+/// The signaling families (`p2p_signaling_*`): connections by address and
+/// in all, WebSockets, rooms and members, messages relayed and refused by
+/// reason, TURN credentials handed out and withheld.
+pub(crate) fn render_signaling(o: &mut String, m: Option<&p2p_signaling::MetricsSnapshot>) {
+    let one = |v| [("", v)];
+    metric(
+        o,
+        "p2p_signaling_enabled",
+        "gauge",
+        "1 when the signaling server runs.",
+        &one(u64::from(m.is_some())),
+    );
+    let Some(m) = m else {
+        return;
+    };
+    let n = |v: usize| v as u64;
+    for (name, help, v) in [
+        (
+            "p2p_signaling_connections",
+            "TCP connections open on the signaling port (pages, handshakes and WebSockets).",
+            n(m.tcp_open),
+        ),
+        (
+            "p2p_signaling_addresses",
+            "Client addresses (IPv6 by prefix) with a connection open.",
+            n(m.addresses),
+        ),
+        (
+            "p2p_signaling_websockets",
+            "WebSockets open (clients that got a welcome).",
+            n(m.websockets),
+        ),
+        (
+            "p2p_signaling_rooms",
+            "Rooms with a member.",
+            n(m.room_count),
+        ),
+        ("p2p_signaling_members", "Room memberships.", n(m.members)),
+    ] {
+        metric(o, name, "gauge", help, &one(v));
+    }
+    metric(
+        o,
+        "p2p_signaling_connections_admitted_total",
+        "counter",
+        "TCP connections admitted, by slot kind (reserved: kept for light users).",
+        &[
+            (
+                "slot=\"general\"",
+                m.admission.admitted - m.admission.admitted_reserved,
+            ),
+            ("slot=\"reserved\"", m.admission.admitted_reserved),
+        ],
+    );
+    metric(
+        o,
+        "p2p_signaling_connections_refused_total",
+        "counter",
+        "Connections refused, by reason: per_ip (the address's limit), reserved (only reserved slots left, and the address is not a light user), full (every slot taken), websockets (the room server's WebSocket cap, close 1013).",
+        &[
+            ("reason=\"per_ip\"", m.admission.refused_per_addr),
+            ("reason=\"reserved\"", m.admission.refused_reserved),
+            ("reason=\"full\"", m.admission.refused_full),
+            ("reason=\"websockets\"", m.rooms.connections_refused),
+        ],
+    );
+    metric(
+        o,
+        "p2p_signaling_websockets_opened_total",
+        "counter",
+        "WebSockets that got a welcome.",
+        &one(m.rooms.connections_accepted),
+    );
+    let closed: Vec<(String, u64)> = CloseReason::ALL
+        .iter()
+        .map(|r| (format!("reason=\"{}\"", r.as_str()), m.closed_for(*r)))
+        .collect();
+    labelled(
+        o,
+        "p2p_signaling_websockets_closed_total",
+        "WebSockets ended, by reason (slow_reader and write_timeout: a client that does not read, closed with 1008).",
+        &closed,
+    );
+    metric(
+        o,
+        "p2p_signaling_handshake_failures_total",
+        "counter",
+        "WebSocket opening handshakes that failed or timed out.",
+        &[
+            ("kind=\"failed\"", m.handshake_failures),
+            ("kind=\"timeout\"", m.handshake_timeouts),
+        ],
+    );
+    let r: &RoomStats = &m.rooms;
+    metric(
+        o,
+        "p2p_signaling_messages_received_total",
+        "counter",
+        "Frames received from clients (refused ones included).",
+        &one(r.messages_received),
+    );
+    let relayed: Vec<(String, u64)> = RoomStats::RELAYED_TYPES
+        .iter()
+        .map(|t| (format!("type=\"{t}\""), r.relayed_of(t)))
+        .collect();
+    labelled(
+        o,
+        "p2p_signaling_messages_relayed_total",
+        "Messages relayed to a peer, by type.",
+        &relayed,
+    );
+    let refused: Vec<(String, u64)> = ErrorCode::ALL
+        .iter()
+        .map(|c| (format!("reason=\"{}\"", c.as_str()), r.errors_of(*c)))
+        .collect();
+    labelled(
+        o,
+        "p2p_signaling_messages_refused_total",
+        "Error replies, by code (rate-limited, message-too-large, unauthorized, ...).",
+        &refused,
+    );
+    metric(
+        o,
+        "p2p_signaling_turn_credentials_issued_total",
+        "counter",
+        "Welcomes or joins that carried TURN credentials.",
+        &one(r.credentials_issued),
+    );
+    metric(
+        o,
+        "p2p_signaling_turn_credentials_withheld_total",
+        "counter",
+        "TURN credentials withheld, by reason: rate_limited (per client address), token_required (the policy wants a room token).",
+        &[
+            ("reason=\"rate_limited\"", r.credentials_withheld_rate),
+            ("reason=\"token_required\"", r.credentials_withheld_token),
+        ],
+    );
+}
+
+fn labelled(o: &mut String, name: &str, help: &str, samples: &[(String, u64)]) {
+    let s: Vec<(&str, u64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    metric(o, name, "counter", help, &s);
+}
+
+/// What `/proc/self` says about this process. Fields stay `None` where the
+/// file is missing (not Linux) or unreadable.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct ProcessStats {
+    pub(crate) resident_bytes: Option<u64>,
+    pub(crate) virtual_bytes: Option<u64>,
+    pub(crate) cpu_seconds: Option<f64>,
+    pub(crate) start_time_seconds: Option<f64>,
+    pub(crate) open_fds: Option<u64>,
+    pub(crate) max_fds: Option<u64>,
+    pub(crate) threads: Option<u64>,
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+impl ProcessStats {
+    pub(crate) fn read() -> ProcessStats {
+        let read = |p: &str| std::fs::read_to_string(p).ok();
+        let mut s = ProcessStats::default();
+        if let Some(status) = read("/proc/self/status") {
+            s.resident_bytes = status_kb(&status, "VmRSS:").map(|kb| kb * 1024);
+            s.threads = status_kb(&status, "Threads:");
+        }
+        if let Some(stat) = read("/proc/self/stat") {
+            let btime = read("/proc/stat").and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            });
+            s.apply_stat(&stat, btime);
+        }
+        s.open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64);
+        s.max_fds = read("/proc/self/limits").and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse().ok())
+        });
+        s
+    }
+
+    /// Fields of `/proc/self/stat` (after the command name, which may hold
+    /// spaces): utime and stime (14, 15), starttime (22), vsize (23).
+    fn apply_stat(&mut self, stat: &str, btime: Option<f64>) {
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return;
+        };
+        // `rest` starts at field 3 (state).
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(u), Some(k)) = (field(14), field(15)) {
+            self.cpu_seconds = Some((u + k) as f64 / USER_HZ);
+        }
+        self.virtual_bytes = field(23);
+        if let (Some(start), Some(boot)) = (field(22), btime) {
+            self.start_time_seconds = Some(boot + start as f64 / USER_HZ);
+        }
+    }
+}
+
+fn status_kb(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Build information and the standard `process_*` metrics.
+pub(crate) fn render_process(o: &mut String, p: &ProcessStats) {
+    let _ = writeln!(o, "# HELP p2p_build_info The version of the daemon.");
+    let _ = writeln!(o, "# TYPE p2p_build_info gauge");
+    let _ = writeln!(
+        o,
+        "p2p_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    let ints = [
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            p.resident_bytes,
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            p.virtual_bytes,
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors.",
+            p.open_fds,
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "The file descriptor limit.",
+            p.max_fds,
+        ),
+        ("process_threads", "gauge", "OS threads.", p.threads),
+    ];
+    for (name, kind, help, v) in ints {
+        if let Some(v) = v {
+            metric(o, name, kind, help, &[("", v)]);
+        }
+    }
+    let floats = [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time spent, in seconds.",
+            p.cpu_seconds,
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch, in seconds.",
+            p.start_time_seconds,
+        ),
+    ];
+    for (name, kind, help, v) in floats {
+        if let Some(v) = v {
+            let _ = writeln!(o, "# HELP {name} {help}");
+            let _ = writeln!(o, "# TYPE {name} {kind}");
+            let _ = writeln!(o, "{name} {v}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(text: &str, series: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn signaling_families_are_rendered_with_every_label() {
+        let mut o = String::new();
+        render_signaling(&mut o, None);
+        assert_eq!(value(&o, "p2p_signaling_enabled").as_deref(), Some("0"));
+        let mut o = String::new();
+        let snap = p2p_signaling::MetricsSnapshot::default();
+        render_signaling(&mut o, Some(&snap));
+        assert_eq!(value(&o, "p2p_signaling_enabled").as_deref(), Some("1"));
+        for series in [
+            "p2p_signaling_connections",
+            "p2p_signaling_websockets",
+            "p2p_signaling_rooms",
+            "p2p_signaling_members",
+            "p2p_signaling_connections_refused_total{reason=\"per_ip\"}",
+            "p2p_signaling_connections_refused_total{reason=\"websockets\"}",
+            "p2p_signaling_websockets_closed_total{reason=\"slow_reader\"}",
+            "p2p_signaling_websockets_closed_total{reason=\"write_timeout\"}",
+            "p2p_signaling_messages_relayed_total{type=\"offer\"}",
+            "p2p_signaling_messages_relayed_total{type=\"ice-restart\"}",
+            "p2p_signaling_messages_refused_total{reason=\"rate-limited\"}",
+            "p2p_signaling_messages_refused_total{reason=\"message-too-large\"}",
+            "p2p_signaling_turn_credentials_issued_total",
+            "p2p_signaling_turn_credentials_withheld_total{reason=\"rate_limited\"}",
+        ] {
+            assert_eq!(value(&o, series).as_deref(), Some("0"), "{series}\n{o}");
+        }
+        // Every family has its HELP and TYPE.
+        for line in o.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap_or("");
+            assert!(o.contains(&format!("# TYPE {name} ")), "{name}");
+        }
+    }
+
+    #[test]
+    fn proc_stat_fields_are_read_past_a_command_with_spaces() {
+        // pid (comm) state ppid ... utime=14 stime=15 ... starttime=22 vsize=23
+        let mut fields = vec!["0"; 50];
+        fields[14 - 3] = "250";
+        fields[15 - 3] = "50";
+        fields[22 - 3] = "1000";
+        fields[23 - 3] = "123456";
+        let stat = format!("42 (p2p (serve) x) {}", fields.join(" "));
+        let mut p = ProcessStats::default();
+        p.apply_stat(&stat, Some(1_700_000_000.0));
+        assert_eq!(p.cpu_seconds, Some(3.0));
+        assert_eq!(p.virtual_bytes, Some(123_456));
+        assert_eq!(p.start_time_seconds, Some(1_700_000_010.0));
+    }
+
+    #[test]
+    fn process_metrics_of_this_process_are_there_on_linux() {
+        let p = ProcessStats::read();
+        let mut o = String::new();
+        render_process(&mut o, &p);
+        assert!(o.contains(&format!(
+            "p2p_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        if cfg!(target_os = "linux") {
+            let rss: u64 = value(&o, "process_resident_memory_bytes")
+                .and_then(|v| v.parse().ok())
+                .expect("rss");
+            assert!(rss > 1024 * 1024, "{rss}");
+            assert!(value(&o, "process_open_fds").is_some());
+            assert!(value(&o, "process_start_time_seconds").is_some());
+        }
+    }
 }

@@ -351,6 +351,7 @@ impl Server {
                 m,
                 self.counters.clone(),
                 turn.clone(),
+                self.signaling.as_ref().map(|s| s.metrics()),
             ));
         }
         let groups = self.udp.len();

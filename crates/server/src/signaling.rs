@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_signaling::{
-    Auth, IceServer, IceServerProvider, Limits, RestCredentialIceServers, ServerConfig,
-    StaticIceServers,
+    AddrLimits, Auth, CredentialPolicy, IceServer, IceServerProvider, Limits, Metrics,
+    RestCredentialIceServers, ServerConfig, StaticIceServers,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, SignalingConfig};
+use crate::config::{Config, SignalingConfig, TurnCredentials};
 use crate::server::{LocalAddrs, ServerError};
 use crate::web::{self, Front};
 
@@ -29,6 +29,7 @@ pub(crate) struct Signaling {
     front: TcpListener,
     addr: SocketAddr,
     page: bool,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     config: ServerConfig,
 }
 
@@ -55,6 +56,13 @@ pub(crate) async fn bind(
             source,
         }
     };
+    let tls = match (&s.cert, &s.key, &config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key), _, _) => Some(crate::stream::tls_acceptor(cert, key)?),
+        (None, None, Some(cert), Some(key)) if s.tls => {
+            Some(crate::stream::tls_acceptor(cert, key)?)
+        }
+        _ => None,
+    };
     let front = TcpListener::bind(listen).await.map_err(err(listen))?;
     let addr = front.local_addr().map_err(err(listen))?;
     let ice_servers = ice_servers(config, addrs);
@@ -62,6 +70,7 @@ pub(crate) async fn bind(
         front,
         addr,
         page: s.page,
+        tls,
         config: server_config(s, ice_servers),
     }))
 }
@@ -77,6 +86,14 @@ fn server_config(s: &SignalingConfig, ice_servers: Arc<dyn IceServerProvider>) -
         rate_per_second: f64::from(s.rate_per_second),
         burst: f64::from(s.burst),
         idle_timeout: Duration::from_secs(s.idle_timeout_secs),
+        credential_policy: match s.turn_credentials {
+            Some(TurnCredentials::Welcome) => CredentialPolicy::Welcome,
+            None | Some(TurnCredentials::Join) => CredentialPolicy::Join,
+            Some(TurnCredentials::Token) => CredentialPolicy::Token,
+            Some(TurnCredentials::Never) => CredentialPolicy::Never,
+        },
+        credentials_per_minute: f64::from(s.credentials_per_minute),
+        credential_burst: f64::from(s.credential_burst),
     };
     let mut auth = match &s.token {
         Some(t) => Auth::global(t.clone()),
@@ -89,14 +106,24 @@ fn server_config(s: &SignalingConfig, ice_servers: Arc<dyn IceServerProvider>) -
         limits,
         auth,
         ice_servers,
+        addr_limits: AddrLimits::new()
+            .with_max_connections(s.max_connections)
+            .with_max_per_addr(s.per_ip())
+            .with_ipv6_prefix(s.ipv6_prefix)
+            .with_reserve(s.reserved_percent, s.reserve_below()),
         heartbeat_interval: Duration::from_secs(s.heartbeat_secs),
+        outbound_queue: s.max_queued_messages,
+        max_queued_bytes: s.max_queued_bytes,
+        write_timeout: Duration::from_secs(s.write_timeout_secs),
+        handshake_timeout: Duration::from_secs(s.handshake_timeout_secs),
+        message_timeout: Duration::from_secs(s.message_timeout_secs),
         ..ServerConfig::default()
     }
 }
 
-/// What each `welcome` carries in `iceServers`: the configured list, or this
-/// daemon's `stun:` URL plus, with a TURN REST secret, `turn:` URLs with
-/// fresh credentials.
+/// The ICE servers handed out: the configured list, or this daemon's
+/// `stun:` URL plus `turn:` URLs with fresh REST credentials (with a TURN
+/// REST secret) or with the static user of `signaling.turn_user`.
 pub(crate) fn ice_servers(config: &Config, addrs: &LocalAddrs) -> Arc<dyn IceServerProvider> {
     let s = &config.signaling;
     if !s.ice_servers.is_empty() {
@@ -129,6 +156,29 @@ pub(crate) fn ice_servers(config: &Config, addrs: &LocalAddrs) -> Arc<dyn IceSer
     if let Some(u) = addrs.udp.first() {
         urls.push(format!("stun:{host}:{}", u.port()));
     }
+    let mut turn_urls = Vec::new();
+    if let Some(u) = addrs.udp.first() {
+        turn_urls.push(format!("turn:{host}:{}?transport=udp", u.port()));
+    }
+    if let Some(t) = addrs.tcp.first() {
+        turn_urls.push(format!("turn:{host}:{}?transport=tcp", t.port()));
+    }
+    if let Some(t) = addrs.tls.first() {
+        turn_urls.push(format!("turns:{host}:{}?transport=tcp", t.port()));
+    }
+    let static_user = s
+        .turn_user
+        .as_ref()
+        .filter(|_| config.turn.enabled())
+        .and_then(|u| config.turn.users.get(u).map(|pw| (u, pw)));
+    if let Some((user, password)) = static_user {
+        let mut list = Vec::new();
+        if !urls.is_empty() {
+            list.push(IceServer::new(urls));
+        }
+        list.push(IceServer::with_credentials(turn_urls, user, password));
+        return Arc::new(StaticIceServers(list));
+    }
     let secret = config
         .turn
         .auth_secret
@@ -141,15 +191,7 @@ pub(crate) fn ice_servers(config: &Config, addrs: &LocalAddrs) -> Arc<dyn IceSer
             vec![IceServer::new(urls)]
         }));
     };
-    if let Some(u) = addrs.udp.first() {
-        urls.push(format!("turn:{host}:{}?transport=udp", u.port()));
-    }
-    if let Some(t) = addrs.tcp.first() {
-        urls.push(format!("turn:{host}:{}?transport=tcp", t.port()));
-    }
-    if let Some(t) = addrs.tls.first() {
-        urls.push(format!("turns:{host}:{}?transport=tcp", t.port()));
-    }
+    urls.extend(turn_urls);
     Arc::new(RestCredentialIceServers {
         urls,
         secret: secret.clone(),
@@ -172,6 +214,11 @@ impl Signaling {
         self.addr
     }
 
+    /// The signaling server's metrics (counted once it runs).
+    pub(crate) fn metrics(&self) -> Metrics {
+        self.config.metrics.clone()
+    }
+
     /// Start serving.
     pub(crate) fn spawn(self) -> Running {
         let (stop, stopped) = watch::channel(false);
@@ -179,9 +226,7 @@ impl Signaling {
         let front = Front {
             acceptor: server.acceptor(),
             page: self.page,
-            // The WebSocket server refuses connections over its own limit
-            // with close 1013; the front only keeps file descriptors bounded.
-            max_connections: self.config.limits.max_connections.saturating_add(64),
+            tls: self.tls,
             head_timeout: self.config.handshake_timeout,
         };
         let mut for_ws = stopped.clone();
@@ -326,8 +371,122 @@ mod tests {
             "[[signaling.ice_servers]]\nurls = [\"http://x\"]",
             "[[signaling.ice_servers]]\nurls = [\"turn:x:3478\"]",
             "[signaling]\nlisten_on = \"127.0.0.1:1\"",
+            "[signaling]\nmax_connections = 10\nmax_connections_per_ip = 11",
+            "[signaling]\nmax_connections_per_ip = 0",
+            "[signaling]\nipv6_prefix = 0",
+            "[signaling]\nipv6_prefix = 129",
+            "[signaling]\nreserved_percent = 91",
+            "[signaling]\nmax_connections_per_ip = 3\nreserve_below = 4",
+            "[signaling]\nwrite_timeout_secs = 0",
+            "[signaling]\nhandshake_timeout_secs = 0",
+            "[signaling]\nmessage_timeout_secs = 0",
+            "[signaling]\nmax_queued_bytes = 65536",
+            "[signaling]\nmax_queued_messages = 0",
+            "[signaling]\ncredentials_per_minute = 0",
+            "[signaling]\ncert = \"c.pem\"",
+            "[signaling]\nturn_credentials = \"sometimes\"",
         ] {
             assert!(Config::from_toml_str(text).is_err(), "{text}");
         }
+    }
+
+    /// Settings that cannot take effect with the rest of the file are
+    /// refused, each with the fix in its message.
+    #[test]
+    fn signaling_settings_that_cannot_take_effect_are_refused_with_the_fix() {
+        let secret = "[turn]\nrealm = \"r\"\nauth_secret = \"s\"\n";
+        let users = "[turn]\nrealm = \"r\"\n[turn.users]\nguest = \"pw\"\n";
+        let cases = [
+            ("[signaling]\ntls = true", "tls.cert"),
+            ("[signaling]\nturn_credentials = \"join\"", "--auth-secret"),
+            (
+                &format!("{secret}[signaling]\nturn_credentials = \"token\""),
+                "signaling.token",
+            ),
+            (
+                &format!("{users}[signaling]\nturn_user = \"nobody\""),
+                "turn.users",
+            ),
+            (
+                &format!(
+                    "{secret}[turn.users]\nguest = \"pw\"\n[signaling]\nturn_user = \"guest\""
+                ),
+                "turn.auth_secret",
+            ),
+        ];
+        for (text, fix) in cases {
+            match Config::from_toml_str(text) {
+                Err(e) => assert!(e.to_string().contains(fix), "{text}: {e}"),
+                Ok(_) => panic!("accepted: {text}"),
+            }
+        }
+        // The same settings where they can take effect.
+        for ok in [
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[signaling]\ntls = true".to_owned(),
+            "[signaling]\ncert = \"c.pem\"\nkey = \"k.pem\"".to_owned(),
+            "[signaling]\nturn_credentials = \"never\"".to_owned(),
+            format!("{secret}[signaling]\nturn_credentials = \"token\"\ntoken = \"t\""),
+            format!("{users}[signaling]\nturn_user = \"guest\"\nturn_credentials = \"welcome\""),
+            "[signaling]\nmax_connections = 10".to_owned(),
+            "[signaling]\nmax_connections_per_ip = 2".to_owned(),
+        ] {
+            assert!(Config::from_toml_str(&ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn limits_map_to_the_server_and_admission() {
+        let cfg = Config::from_toml_str(
+            "[signaling]\nmax_connections = 100\nmax_connections_per_ip = 10\nipv6_prefix = 56\nreserved_percent = 20\nwrite_timeout_secs = 3\nmax_queued_bytes = 200000\nmax_queued_messages = 50\nhandshake_timeout_secs = 4\nmessage_timeout_secs = 6\nturn_credentials = \"never\"\ncredentials_per_minute = 7\ncredential_burst = 8\n",
+        )
+        .unwrap();
+        let sc = server_config(&cfg.signaling, Arc::new(StaticIceServers::default()));
+        assert_eq!(
+            sc.addr_limits,
+            AddrLimits::new()
+                .with_max_connections(100)
+                .with_max_per_addr(10)
+                .with_ipv6_prefix(56)
+                .with_reserve(20, 4)
+        );
+        assert_eq!(sc.write_timeout, Duration::from_secs(3));
+        assert_eq!(sc.max_queued_bytes, 200_000);
+        assert_eq!(sc.outbound_queue, 50);
+        assert_eq!(sc.handshake_timeout, Duration::from_secs(4));
+        assert_eq!(sc.message_timeout, Duration::from_secs(6));
+        assert_eq!(sc.limits.credential_policy, CredentialPolicy::Never);
+        assert_eq!(sc.limits.credentials_per_minute, 7.0);
+        assert_eq!(sc.limits.credential_burst, 8.0);
+        assert_eq!(sc.validate(), Ok(()));
+        // Defaults: join, 64 per address, 10 % reserve below 4.
+        let d = server_config(
+            &Config::default().signaling,
+            Arc::new(StaticIceServers::default()),
+        );
+        assert_eq!(d.limits.credential_policy, CredentialPolicy::Join);
+        assert_eq!(d.addr_limits, AddrLimits::default());
+    }
+
+    #[test]
+    fn a_named_static_user_is_handed_out_with_the_turn_urls() {
+        let a = addrs("127.0.0.1:3478", "127.0.0.1:3478");
+        let got = servers(
+            "[turn]\nrealm = \"r\"\n[turn.users]\nguest = \"pw\"\n[signaling]\nturn_user = \"guest\"\n",
+            &a,
+        );
+        assert_eq!(
+            got,
+            vec![
+                IceServer::new(["stun:127.0.0.1:3478"]),
+                IceServer::with_credentials(
+                    [
+                        "turn:127.0.0.1:3478?transport=udp",
+                        "turn:127.0.0.1:3478?transport=tcp"
+                    ],
+                    "guest",
+                    "pw"
+                ),
+            ]
+        );
     }
 }

@@ -391,8 +391,10 @@ async fn a_peer_vanishing_mid_offer_is_reported_as_left() {
     server.shutdown().await;
 }
 
+/// The welcome carries this daemon's STUN URL; the TURN REST credentials
+/// come with `joined` (the default policy), fresh for the peer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn welcome_hands_out_stun_and_turn_rest_credentials() {
+async fn turn_rest_credentials_come_with_joined() {
     let server = start(
         "[turn]\nrealm = \"example.org\"\nauth_secret = \"north-secret\"",
         "",
@@ -410,9 +412,20 @@ async fn welcome_hands_out_stun_and_turn_rest_credentials() {
     else {
         panic!("expected welcome");
     };
-    assert_eq!(ice_servers.len(), 1, "{ice_servers:?}");
-    let s = &ice_servers[0];
     let port = server.stun.port();
+    assert_eq!(ice_servers.len(), 1, "{ice_servers:?}");
+    assert_eq!(ice_servers[0].urls, [format!("stun:127.0.0.1:{port}")]);
+    assert_eq!(ice_servers[0].credential, None);
+    send(&mut t, join("r")).await;
+    let ServerMsg::Joined {
+        ice_servers: Some(ice_servers),
+        relay_unavailable: None,
+        ..
+    } = next(&mut t).await
+    else {
+        panic!("expected joined with ICE servers");
+    };
+    let s = &ice_servers[0];
     assert_eq!(
         s.urls,
         [

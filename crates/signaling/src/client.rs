@@ -8,7 +8,10 @@ use std::collections::VecDeque;
 
 use async_trait::async_trait;
 
-use crate::msg::{ClientMsg, ErrorCode, IceCandidate, IceServer, ParseError, PeerInfo, ServerMsg};
+use crate::msg::{
+    ClientMsg, ErrorCode, IceCandidate, IceServer, ParseError, PeerInfo, RelayUnavailable,
+    ServerMsg,
+};
 
 pub use memory::{MemoryHub, MemoryTransport};
 pub use ws::WsTransport;
@@ -52,6 +55,17 @@ pub enum TransportError {
     /// The connection is closed.
     #[error("connection closed")]
     Closed,
+    /// The URL is not a `ws://` or `wss://` URL with a host.
+    #[error("bad signaling URL: {0}")]
+    BadUrl(&'static str),
+    /// A `wss://` URL and no TLS client configuration (trust roots) to
+    /// check the server with.
+    #[error("wss:// needs TLS trust roots: pass a rustls ClientConfig (p2p-connect: PeerConfig::tls_roots; p2p connect: --tls-ca)")]
+    TlsNotConfigured,
+    /// The TLS handshake failed (an untrusted or mismatched certificate,
+    /// say).
+    #[error("TLS: {0}")]
+    Tls(#[source] std::io::Error),
 }
 
 /// A [`SignalingClient`] call failed.
@@ -97,6 +111,7 @@ pub struct SignalingClient {
     transport: Box<dyn SignalingTransport>,
     peer_id: String,
     ice_servers: Vec<IceServer>,
+    relay_unavailable: Option<RelayUnavailable>,
     next_id: u64,
     buffered: VecDeque<ServerMsg>,
     present: Vec<(String, PeerInfo)>,
@@ -114,9 +129,19 @@ impl std::fmt::Debug for SignalingClient {
 }
 
 impl SignalingClient {
-    /// Connects to a WebSocket URL (`ws://host:port/`) and waits for the welcome.
+    /// Connects to a WebSocket URL (`ws://host:port/`) and waits for the
+    /// welcome. For `wss://`, use [`SignalingClient::connect_with`].
     pub async fn connect(url: &str) -> Result<SignalingClient, ClientError> {
-        let transport = WsTransport::connect(url).await?;
+        SignalingClient::connect_with(url, None).await
+    }
+
+    /// Connects to `ws://` or `wss://` (over TLS with `tls`, whose trust
+    /// roots decide which servers are accepted) and waits for the welcome.
+    pub async fn connect_with(
+        url: &str,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<SignalingClient, ClientError> {
+        let transport = WsTransport::connect_with(url, tls).await?;
         SignalingClient::new(Box::new(transport)).await
     }
 
@@ -129,6 +154,7 @@ impl SignalingClient {
                 version,
                 peer_id,
                 ice_servers,
+                relay_unavailable,
             }) => {
                 if version != crate::PROTOCOL_VERSION {
                     return Err(ClientError::VersionMismatch { server: version });
@@ -137,6 +163,7 @@ impl SignalingClient {
                     transport,
                     peer_id,
                     ice_servers,
+                    relay_unavailable,
                     next_id: 1,
                     buffered: VecDeque::new(),
                     present: Vec::new(),
@@ -152,9 +179,17 @@ impl SignalingClient {
         &self.peer_id
     }
 
-    /// The STUN/TURN servers from the welcome.
+    /// The STUN/TURN servers to use: the welcome's, replaced by those of a
+    /// later `joined` that carries some (servers that hand out TURN
+    /// credentials only to room members put them there).
     pub fn ice_servers(&self) -> &[IceServer] {
         &self.ice_servers
+    }
+
+    /// Why the last `welcome` or `joined` carried no TURN credentials, if
+    /// the server said.
+    pub fn relay_unavailable(&self) -> Option<RelayUnavailable> {
+        self.relay_unavailable
     }
 
     /// The peers present in this client's rooms, as `(room, peer)`, as far as
@@ -328,7 +363,20 @@ impl SignalingClient {
 
     fn track(&mut self, msg: &ServerMsg) {
         match msg {
-            ServerMsg::Joined { room, peers, .. } => {
+            ServerMsg::Joined {
+                room,
+                peers,
+                ice_servers,
+                relay_unavailable,
+                ..
+            } => {
+                if let Some(servers) = ice_servers {
+                    self.ice_servers.clone_from(servers);
+                    self.relay_unavailable = None;
+                }
+                if relay_unavailable.is_some() {
+                    self.relay_unavailable = *relay_unavailable;
+                }
                 for p in peers {
                     self.present.push((room.clone(), p.clone()));
                 }

@@ -11,13 +11,24 @@
 //! after a sanity check. Two features add the tokio + WebSocket glue:
 //!
 //! - `server`: `serve(listener, ServerConfig, shutdown)`, one task owning the
-//!   [`Rooms`], one task per connection, WebSocket heartbeats and frame limits;
-//! - `client`: the `SignalingTransport` trait, `WsTransport` (WebSocket),
+//!   [`Rooms`], one task per connection (a reader and a writer side by side),
+//!   WebSocket heartbeats and frame limits, a bounded queue and a write
+//!   timeout per client (a client that stops reading is closed, 1008), a
+//!   bounded share of the hub's queue per client, per-address admission
+//!   ([`AddrTable`]) and `Metrics`;
+//! - `client`: the `SignalingTransport` trait, `WsTransport` (WebSocket,
+//!   `ws://` and `wss://` with the caller's `rustls::ClientConfig`),
 //!   `MemoryHub` (an in-process server for tests) and `SignalingClient`.
 //!
-//! The ICE servers handed out in the welcome come from an
-//! [`IceServerProvider`]: [`StaticIceServers`], or
-//! [`RestCredentialIceServers`] for short-lived TURN REST credentials.
+//! The ICE servers handed out come from an [`IceServerProvider`]:
+//! [`StaticIceServers`], or [`RestCredentialIceServers`] for short-lived
+//! TURN REST credentials. Entries without credentials go in every welcome;
+//! those with credentials as the [`CredentialPolicy`] says (by default with
+//! `joined`, to room members), rate limited per client address.
+//!
+//! Also sans-IO: [`AddrTable`], the per-address connection limits with a
+//! reserve for light users, which a server consults on each accepted
+//! connection.
 //!
 //! # Example
 //!
@@ -43,6 +54,7 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+mod addr;
 mod ice_servers;
 mod msg;
 mod rooms;
@@ -52,16 +64,17 @@ mod client;
 #[cfg(feature = "server")]
 mod server;
 
+pub use addr::{AddrKey, AddrLimits, AddrStats, AddrTable, Refusal};
 pub use ice_servers::{
     rest_credential, IceServerProvider, RestCredentialIceServers, StaticIceServers,
 };
 pub use msg::{
-    ClientMsg, ErrorCode, IceCandidate, IceServer, ParseError, PeerInfo, ServerMsg, CLIENT_TYPES,
-    MAX_CANDIDATE_LEN, PROTOCOL_VERSION, SERVER_TYPES,
+    ClientMsg, ErrorCode, IceCandidate, IceServer, ParseError, PeerInfo, RelayUnavailable,
+    ServerMsg, CLIENT_TYPES, MAX_CANDIDATE_LEN, PROTOCOL_VERSION, SERVER_TYPES,
 };
 pub use rooms::{
-    Auth, ConnId, ConnectError, Limits, Rooms, MAX_ICE_CREDENTIAL_LEN, MAX_PEER_NAME_LEN,
-    MAX_ROOM_NAME_LEN,
+    Auth, ConnId, ConnectError, CredentialPolicy, Limits, ParsedText, RoomStats, Rooms,
+    MAX_ICE_CREDENTIAL_LEN, MAX_PEER_NAME_LEN, MAX_ROOM_NAME_LEN,
 };
 
 #[cfg(feature = "client")]
@@ -70,4 +83,7 @@ pub use client::{
     WsTransport,
 };
 #[cfg(feature = "server")]
-pub use server::{serve, Acceptor, Server, ServerConfig};
+pub use server::{
+    serve, Acceptor, Admitted, CloseReason, Metrics, MetricsSnapshot, Server, ServerConfig,
+    READ_BUFFER,
+};

@@ -212,8 +212,14 @@ pub enum ServerMsg {
         version: u32,
         /// This connection's peer id, unique on the server.
         peer_id: String,
-        /// STUN/TURN servers to use, in the shape of `RTCIceServer`.
+        /// STUN/TURN servers to use, in the shape of `RTCIceServer`. Under
+        /// the server's default credential policy, TURN entries (those with
+        /// credentials) come later, in [`ServerMsg::Joined`].
         ice_servers: Vec<IceServer>,
+        /// Set when the server could have put TURN credentials here and did
+        /// not: why relaying through its TURN server will not work.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay_unavailable: Option<RelayUnavailable>,
     },
     /// The join succeeded.
     Joined {
@@ -223,6 +229,15 @@ pub enum ServerMsg {
         peer_id: String,
         /// The peers that were already in the room.
         peers: Vec<PeerInfo>,
+        /// The STUN/TURN servers to use from now on, TURN credentials
+        /// included: they replace the welcome's list. Absent: keep the
+        /// welcome's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ice_servers: Option<Vec<IceServer>>,
+        /// Set when this join got no TURN credentials: why relaying through
+        /// the server's TURN will not work.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay_unavailable: Option<RelayUnavailable>,
         /// The request id of the join.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
@@ -470,6 +485,46 @@ fn string_or_seq<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Erro
         OneOrMany::One(s) => vec![s],
         OneOrMany::Many(v) => v,
     })
+}
+
+/// Why a `welcome` or `joined` carries no TURN credentials (its
+/// `relayUnavailable` field), so that a client can say why relaying will
+/// not work instead of waiting for it.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RelayUnavailable {
+    /// The server hands out no TURN credentials at all: it runs no TURN, or
+    /// its TURN users are static ones it does not share, or its policy is
+    /// never to hand them out.
+    NotOffered,
+    /// The server hands out TURN credentials only with joins of rooms that
+    /// need a token, and this room needs none.
+    TokenRequired,
+    /// Too many credentials went to the client's address lately (a per
+    /// address rate limit); a later connection gets them again.
+    RateLimited,
+    /// A reason this version of the crate does not know (from a newer server).
+    #[serde(other)]
+    Other,
+}
+
+impl RelayUnavailable {
+    /// The reason as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayUnavailable::NotOffered => "not-offered",
+            RelayUnavailable::TokenRequired => "token-required",
+            RelayUnavailable::RateLimited => "rate-limited",
+            RelayUnavailable::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for RelayUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The stable error codes of [`ServerMsg::Error`], serialised in kebab-case.
@@ -810,11 +865,14 @@ mod tests {
                 version: 1,
                 peer_id: "p1".into(),
                 ice_servers: vec![IceServer::with_credentials(["turn:x"], "u", "c")],
+                relay_unavailable: None,
             },
             ServerMsg::Joined {
                 room: "r".into(),
                 peer_id: "p2".into(),
                 peers: vec![peer.clone()],
+                ice_servers: Some(vec![IceServer::new(["stun:x"])]),
+                relay_unavailable: Some(RelayUnavailable::RateLimited),
                 id: Some(1),
             },
             ServerMsg::Left {

@@ -3,12 +3,26 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
-use subtle::ConstantTimeEq;
-
+use crate::addr::AddrKey;
 use crate::ice_servers::{IceServerProvider, StaticIceServers};
-use crate::msg::{ClientMsg, ErrorCode, PeerInfo, ServerMsg, PROTOCOL_VERSION};
+use crate::msg::{
+    ClientMsg, ErrorCode, ParseError, PeerInfo, RelayUnavailable, ServerMsg, PROTOCOL_VERSION,
+};
+
+mod config;
+mod credentials;
+mod stats;
+
+pub use config::{Auth, CredentialPolicy, Limits};
+pub use stats::RoomStats;
+
+use credentials::{has_turn_credentials, public_view};
+
+/// Most per-address credential buckets kept; past it, full buckets are
+/// dropped, and if none is full the credentials are withheld.
+const MAX_CREDENTIAL_BUCKETS: usize = 65_536;
 
 /// Longest room name, in bytes.
 pub const MAX_ROOM_NAME_LEN: usize = 128;
@@ -28,99 +42,36 @@ impl std::fmt::Display for ConnId {
     }
 }
 
-/// Limits enforced by [`Rooms`]. `Limits::default()` suits a public server.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
-    /// Most peers in one room. Default 8.
-    pub max_room_size: usize,
-    /// Most rooms one connection may be in at once. Default 4.
-    pub max_rooms_per_conn: usize,
-    /// Most rooms on the server. Default 10 000.
-    pub max_rooms: usize,
-    /// Most simultaneous connections. Default 10 000.
-    pub max_connections: usize,
-    /// Largest text frame accepted, in bytes. Default 64 KiB (an SDP offer is
-    /// a few KiB). The WebSocket layer of the server enforces a hard cap above it.
-    pub max_message_size: usize,
-    /// Sustained messages per second per connection (token bucket refill). Default 20.
-    pub rate_per_second: f64,
-    /// Token bucket size: messages a connection may send in a burst. Default 50.
-    pub burst: f64,
-    /// A connection with no activity (message or WebSocket pong) for this long
-    /// is closed. Default 60 s.
-    pub idle_timeout: Duration,
+/// A text frame, size-checked and parsed by [`ParsedText::parse`], for
+/// [`Rooms::handle_parsed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedText {
+    len: usize,
+    /// `None`: too large, not parsed.
+    parsed: Option<Result<ClientMsg, ParseError>>,
 }
 
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            max_room_size: 8,
-            max_rooms_per_conn: 4,
-            max_rooms: 10_000,
-            max_connections: 10_000,
-            max_message_size: 64 * 1024,
-            rate_per_second: 20.0,
-            burst: 50.0,
-            idle_timeout: Duration::from_secs(60),
+impl ParsedText {
+    /// The frame's length in bytes. A message relayed because of it is
+    /// never longer than this plus 64 bytes: it carries a subset of the
+    /// frame's fields (with `from` for `to`), and JSON's escapes of those
+    /// strings are never longer when written again.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the frame was empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Parses `text`, unless it is longer than `max_message_size` bytes
+    /// (then it is not read at all).
+    pub fn parse(text: &str, max_message_size: usize) -> ParsedText {
+        ParsedText {
+            len: text.len(),
+            parsed: (text.len() <= max_message_size).then(|| ClientMsg::from_json(text)),
         }
-    }
-}
-
-/// Who may join which room.
-///
-/// A room with its own token needs that token; any other room needs the
-/// global token when one is set, and is open otherwise.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Auth {
-    /// Token for rooms without their own token. `None`: those rooms are open.
-    pub global_token: Option<String>,
-    /// Per-room tokens.
-    pub room_tokens: HashMap<String, String>,
-}
-
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let rooms: BTreeSet<&String> = self.room_tokens.keys().collect();
-        f.debug_struct("Auth")
-            .field(
-                "global_token",
-                &self.global_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("rooms_with_tokens", &rooms)
-            .finish()
-    }
-}
-
-impl Auth {
-    /// Every room is open.
-    pub fn open() -> Auth {
-        Auth::default()
-    }
-
-    /// Every room needs `token` (unless it has its own).
-    pub fn global(token: impl Into<String>) -> Auth {
-        Auth {
-            global_token: Some(token.into()),
-            room_tokens: HashMap::new(),
-        }
-    }
-
-    /// Adds a token for one room.
-    pub fn with_room_token(mut self, room: impl Into<String>, token: impl Into<String>) -> Auth {
-        self.room_tokens.insert(room.into(), token.into());
-        self
-    }
-
-    fn allows(&self, room: &str, token: Option<&str>) -> bool {
-        let needed = match self.room_tokens.get(room) {
-            Some(t) => t.as_str(),
-            None => match &self.global_token {
-                Some(t) => t.as_str(),
-                None => return true,
-            },
-        };
-        let given = token.unwrap_or("");
-        !needed.is_empty() && bool::from(needed.as_bytes().ct_eq(given.as_bytes()))
     }
 }
 
@@ -164,11 +115,17 @@ pub struct Rooms {
     peers: HashMap<String, ConnId>,
     idle: BTreeSet<(Instant, ConnId)>,
     to_close: VecDeque<ConnId>,
+    /// Per client address: the credential rate limit.
+    credential_buckets: HashMap<Option<AddrKey>, TokenBucket>,
+    /// The sum of the rooms' sizes.
+    members: usize,
+    stats: RoomStats,
 }
 
 #[derive(Debug)]
 struct Conn {
     peer_id: String,
+    addr: Option<AddrKey>,
     rooms: Vec<String>,
     last_seen: Instant,
     bucket: TokenBucket,
@@ -216,6 +173,9 @@ impl Rooms {
             peers: HashMap::new(),
             idle: BTreeSet::new(),
             to_close: VecDeque::new(),
+            credential_buckets: HashMap::new(),
+            members: 0,
+            stats: RoomStats::default(),
         }
     }
 
@@ -253,6 +213,17 @@ impl Rooms {
         self.rooms.len()
     }
 
+    /// Room memberships: the sum of the sizes of the rooms.
+    pub fn member_count(&self) -> usize {
+        self.members
+    }
+
+    /// What happened so far: connections, messages relayed and refused,
+    /// credentials handed out and withheld.
+    pub fn stats(&self) -> &RoomStats {
+        &self.stats
+    }
+
     /// The peer id of a connection.
     pub fn peer_id(&self, conn: ConnId) -> Option<&str> {
         self.conns.get(&conn).map(|c| c.peer_id.as_str())
@@ -269,30 +240,45 @@ impl Rooms {
     }
 
     /// A client arrived. Returns its id and the welcome to send it first.
+    /// The same as [`connect_from`](Rooms::connect_from) with no address:
+    /// every such connection shares one credential rate limit.
     pub fn connect(&mut self, now: Instant) -> Result<(ConnId, ServerMsg), ConnectError> {
+        self.connect_from(now, None)
+    }
+
+    /// A client arrived from `addr` (the key its per-address limits count
+    /// by). Returns its id and the welcome to send it first.
+    pub fn connect_from(
+        &mut self,
+        now: Instant,
+        addr: Option<AddrKey>,
+    ) -> Result<(ConnId, ServerMsg), ConnectError> {
         if self.conns.len() >= self.limits.max_connections {
+            self.stats.connections_refused += 1;
             return Err(ConnectError::TooManyConnections);
         }
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         let peer_id = format!("p{}", conn.0);
-        let wall = match self.epoch {
-            Some((at, wall)) => {
-                let since = now.saturating_duration_since(at);
-                wall.checked_add(since).unwrap_or(wall)
+        let (ice_servers, relay_unavailable) = match self.limits.credential_policy {
+            CredentialPolicy::Welcome => {
+                let (servers, withheld) = self.grant(&peer_id, addr, now);
+                (servers, withheld)
             }
-            None => SystemTime::UNIX_EPOCH,
+            _ => (public_view(&self.servers_for(&peer_id, now)), None),
         };
         let welcome = ServerMsg::Welcome {
             version: PROTOCOL_VERSION,
             peer_id: peer_id.clone(),
-            ice_servers: self.ice.ice_servers(&peer_id, wall),
+            ice_servers,
+            relay_unavailable,
         };
         self.peers.insert(peer_id.clone(), conn);
         self.conns.insert(
             conn,
             Conn {
                 peer_id,
+                addr,
                 rooms: Vec::new(),
                 last_seen: now,
                 bucket: TokenBucket {
@@ -302,6 +288,7 @@ impl Rooms {
             },
         );
         self.idle.insert((now, conn));
+        self.stats.connections_accepted += 1;
         Ok((conn, welcome))
     }
 
@@ -321,22 +308,40 @@ impl Rooms {
     /// [`handle`](Rooms::handle). Every failure is answered with an error and
     /// the connection stays usable.
     pub fn handle_text(&mut self, conn: ConnId, now: Instant, text: &str) -> Out {
+        let frame = ParsedText::parse(text, self.limits.max_message_size);
+        self.handle_parsed(conn, now, frame)
+    }
+
+    /// [`handle_text`](Rooms::handle_text) for a frame the caller already
+    /// parsed with [`ParsedText::parse`] (a server parses on each
+    /// connection's task, so that the task owning the `Rooms` does not spend
+    /// its time in JSON). The rate limit and the size limit apply as to a
+    /// text frame.
+    pub fn handle_parsed(&mut self, conn: ConnId, now: Instant, frame: ParsedText) -> Out {
+        let out = self.handle_parsed_inner(conn, now, frame);
+        self.stats.count(&out);
+        out
+    }
+
+    fn handle_parsed_inner(&mut self, conn: ConnId, now: Instant, frame: ParsedText) -> Out {
         if let Some(out) = self.admit(conn, now) {
             return out;
         }
-        if text.len() > self.limits.max_message_size {
-            let msg = format!(
-                "message of {} bytes exceeds the limit of {} bytes",
-                text.len(),
-                self.limits.max_message_size
-            );
-            return vec![(
-                conn,
-                ServerMsg::error(ErrorCode::MessageTooLarge, msg, None),
-            )];
-        }
-        match ClientMsg::from_json(text) {
-            Ok(msg) => self.dispatch(conn, msg),
+        let parsed = match frame.parsed {
+            Some(p) if frame.len <= self.limits.max_message_size => p,
+            _ => {
+                let msg = format!(
+                    "message of {} bytes exceeds the limit of {} bytes",
+                    frame.len, self.limits.max_message_size
+                );
+                return vec![(
+                    conn,
+                    ServerMsg::error(ErrorCode::MessageTooLarge, msg, None),
+                )];
+            }
+        };
+        match parsed {
+            Ok(msg) => self.dispatch(conn, now, msg),
             Err(e) => {
                 let message = match e.code() {
                     ErrorCode::BadJson => "the frame is not a JSON object",
@@ -351,20 +356,26 @@ impl Rooms {
     /// One binary frame from `conn`: counted against the rate limit and
     /// answered with a `bad-request` error (the protocol is text only).
     pub fn handle_binary(&mut self, conn: ConnId, now: Instant) -> Out {
-        if let Some(out) = self.admit(conn, now) {
-            return out;
-        }
-        let msg = "binary frames are not supported; send JSON in text frames";
-        vec![(conn, ServerMsg::error(ErrorCode::BadRequest, msg, None))]
+        let out = match self.admit(conn, now) {
+            Some(out) => out,
+            None => {
+                let msg = "binary frames are not supported; send JSON in text frames";
+                vec![(conn, ServerMsg::error(ErrorCode::BadRequest, msg, None))]
+            }
+        };
+        self.stats.count(&out);
+        out
     }
 
     /// One parsed message from `conn` (rate limited like a text frame; the
     /// size limit applies only to [`handle_text`](Rooms::handle_text)).
     pub fn handle(&mut self, conn: ConnId, now: Instant, msg: ClientMsg) -> Out {
-        if let Some(out) = self.admit(conn, now) {
-            return out;
-        }
-        self.dispatch(conn, msg)
+        let out = match self.admit(conn, now) {
+            Some(out) => out,
+            None => self.dispatch(conn, now, msg),
+        };
+        self.stats.count(&out);
+        out
     }
 
     /// The transport of `conn` closed: it leaves every room and the remaining
@@ -396,7 +407,9 @@ impl Rooms {
             ));
             out.extend(self.disconnect(conn));
             self.to_close.push_back(conn);
+            self.stats.idle_closed += 1;
         }
+        self.stats.count(&out);
         out
     }
 
@@ -416,6 +429,7 @@ impl Rooms {
     /// when the message must not be processed.
     fn admit(&mut self, conn: ConnId, now: Instant) -> Option<Out> {
         self.touch(conn, now);
+        self.stats.messages_received += 1;
         let limits = &self.limits;
         let Some(c) = self.conns.get_mut(&conn) else {
             // Unknown or already closed connection: nothing to do.
@@ -432,7 +446,7 @@ impl Rooms {
         }
     }
 
-    fn dispatch(&mut self, conn: ConnId, msg: ClientMsg) -> Out {
+    fn dispatch(&mut self, conn: ConnId, now: Instant, msg: ClientMsg) -> Out {
         let id = msg.request_id();
         let result = match msg {
             ClientMsg::Join {
@@ -441,7 +455,7 @@ impl Rooms {
                 name,
                 version,
                 id,
-            } => self.join(conn, room, token, name, version, id),
+            } => self.join(conn, now, room, token, name, version, id),
             ClientMsg::Leave { room, id } => self.leave(conn, room, id),
             ClientMsg::Ping { id } => Ok(vec![(conn, ServerMsg::Pong { id })]),
             relay => self.relay(conn, relay),
@@ -452,9 +466,11 @@ impl Rooms {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn join(
         &mut self,
         conn: ConnId,
+        now: Instant,
         room: String,
         token: Option<String>,
         name: Option<String>,
@@ -528,6 +544,25 @@ impl Rooms {
             _ => {}
         }
         let peer_id = c.peer_id.clone();
+        let addr = c.addr;
+        let (ice_servers, relay_unavailable) = match self.limits.credential_policy {
+            CredentialPolicy::Welcome => (None, None),
+            CredentialPolicy::Never => (None, Some(RelayUnavailable::NotOffered)),
+            CredentialPolicy::Token if !self.auth.needs_token(&room) => {
+                if has_turn_credentials(&self.servers_for(&peer_id, now)) {
+                    self.stats.credentials_withheld_token += 1;
+                    (None, Some(RelayUnavailable::TokenRequired))
+                } else {
+                    (None, Some(RelayUnavailable::NotOffered))
+                }
+            }
+            CredentialPolicy::Join | CredentialPolicy::Token => {
+                match self.grant(&peer_id, addr, now) {
+                    (servers, None) => (Some(servers), None),
+                    (_, withheld) => (None, withheld),
+                }
+            }
+        };
         let r = self.rooms.entry(room.clone()).or_default();
         let mut out = Vec::with_capacity(r.members.len() + 1);
         let mut peers = Vec::with_capacity(r.members.len());
@@ -551,6 +586,7 @@ impl Rooms {
             }
         }
         r.members.push((conn, name));
+        self.members += 1;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.rooms.push(room.clone());
         }
@@ -562,6 +598,8 @@ impl Rooms {
                     room,
                     peer_id,
                     peers,
+                    ice_servers,
+                    relay_unavailable,
                     id,
                 },
             ),
@@ -607,7 +645,9 @@ impl Rooms {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
+        let before = r.members.len();
         r.members.retain(|(c, _)| *c != conn);
+        self.members -= before - r.members.len();
         for (other, _) in &r.members {
             out.push((
                 *other,

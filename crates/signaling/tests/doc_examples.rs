@@ -113,8 +113,10 @@ fn every_error_code_is_in_the_table() {
     }
 }
 
+/// The welcome (STUN only) and the joined with TURN REST credentials of
+/// the default credential policy, as the doc shows them.
 #[test]
-fn welcome_example_is_what_rest_credentials_produce() {
+fn welcome_and_joined_examples_are_what_rest_credentials_produce() {
     let t0 = Instant::now();
     let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let turn = RestCredentialIceServers {
@@ -137,13 +139,23 @@ fn welcome_example_is_what_rest_credentials_produce() {
     let stun = StaticIceServers(vec![IceServer::new(["stun:stun.example.org:3478"])]);
     let mut rooms =
         Rooms::new(Limits::default()).with_ice_servers(Arc::new(Both(stun, turn)), (t0, wall));
-    let (_, welcome) = rooms.connect(t0).expect("connect");
-    let doc_welcome = server_examples()
-        .into_iter()
-        .find(|(_, m)| matches!(m, ServerMsg::Welcome { .. }))
-        .expect("welcome example")
-        .0;
-    assert_eq!(welcome.to_json(), doc_welcome);
+    let (alice, welcome) = rooms.connect(t0).expect("connect");
+    let example = |name: &str| {
+        server_examples()
+            .into_iter()
+            .find(|(_, m)| m.type_name() == name)
+            .expect("example")
+            .0
+    };
+    assert_eq!(welcome.to_json(), example("welcome"));
+    let (bob, _) = rooms.connect(t0).expect("connect");
+    rooms.handle_text(
+        alice,
+        t0,
+        r#"{"type":"join","room":"demo-4f2a","name":"alice"}"#,
+    );
+    let out = rooms.handle_text(bob, t0, r#"{"type":"join","room":"demo-4f2a","id":1}"#);
+    assert_eq!(out[0].1.to_json(), example("joined"));
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_signaling::{
-    serve, ClientMsg, ErrorCode, IceCandidate, IceServer, Limits, PeerInfo, ServerConfig,
-    ServerMsg, SignalingClient, SignalingTransport, StaticIceServers, WsTransport,
+    serve, ClientMsg, ErrorCode, IceCandidate, IceServer, Limits, PeerInfo, RelayUnavailable,
+    ServerConfig, ServerMsg, SignalingClient, SignalingTransport, StaticIceServers, WsTransport,
 };
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -177,6 +177,8 @@ async fn two_peers_meet_and_a_third_room_sees_nothing() {
                 id: pa.clone(),
                 name: Some("alice".into())
             }],
+            ice_servers: None,
+            relay_unavailable: Some(RelayUnavailable::NotOffered),
             id: Some(1),
         }
     );

@@ -98,9 +98,13 @@ async fn setup(
     events: &mpsc::UnboundedSender<ConnectionEvent>,
 ) -> Result<Driver, ConnectError> {
     let url = config.signaling_url.clone();
+    // wss:// trusts the same roots as turns: (no root store here).
+    let tls = (!config.tls_roots.is_empty())
+        .then(|| net::tls_client_config(config.tls_roots.iter().map(|d| d.clone().into())).ok())
+        .flatten();
     let mut client = match tokio::time::timeout(
         config.signaling_timeout,
-        SignalingClient::connect(&url),
+        SignalingClient::connect_with(&url, tls),
     )
     .await
     {
@@ -119,25 +123,6 @@ async fn setup(
             peer_id: client.peer_id().to_owned(),
         },
     );
-
-    // Which ICE servers: ours, or the welcome's.
-    let servers: Vec<IceServerUri> = if config.ice_servers.is_empty() {
-        let mut v = Vec::new();
-        for s in client.ice_servers() {
-            for u in IceServerUri::from_ice_server(s) {
-                match u {
-                    Ok(u) if u.is_turn() && u.username.is_none() => {
-                        tracing::warn!("welcome: {u} has no credentials; skipped");
-                    }
-                    Ok(u) => v.push(u),
-                    Err(e) => tracing::warn!("welcome: {e}; skipped"),
-                }
-            }
-        }
-        v
-    } else {
-        config.ice_servers.clone()
-    };
 
     let ips = net::local_ips(&config.local_addresses, config.include_loopback)?;
     let sockets = net::bind_udp(&ips).await;
@@ -167,6 +152,26 @@ async fn setup(
         }) => return Err(ConnectError::Unauthorized { room }),
         Err(e) => return Err(ConnectError::Signaling(e)),
     };
+    // Which ICE servers: ours, or the server's (the welcome's, or those of
+    // the joined when the server hands TURN credentials to members only).
+    let servers: Vec<IceServerUri> = if config.ice_servers.is_empty() {
+        let mut v = Vec::new();
+        for s in client.ice_servers() {
+            for u in IceServerUri::from_ice_server(s) {
+                match u {
+                    Ok(u) if u.is_turn() && u.username.is_none() => {
+                        tracing::warn!("welcome: {u} has no credentials; skipped");
+                    }
+                    Ok(u) => v.push(u),
+                    Err(e) => tracing::warn!("welcome: {e}; skipped"),
+                }
+            }
+        }
+        v
+    } else {
+        config.ice_servers.clone()
+    };
+
     emit(
         events,
         ConnectionEvent::Joined {

@@ -10,6 +10,11 @@
 // pair must be relay/relay and the server's TURN metrics must count the chat
 // bytes as relayed. With --policy all the pages may connect any way; the
 // selected pair's types are reported.
+//
+// With --expect no-relay (and --policy relay) one page is opened against a
+// server that hands out no TURN credentials (static users it does not
+// share): the page must say why relaying cannot work, within the step,
+// instead of waiting at "ICE state new".
 
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -32,6 +37,7 @@ const metricsUrl = arg('metrics', '');
 const executablePath = arg('chromium', '/usr/bin/chromium');
 const STEP_MS = Number(arg('timeout-ms', '30000'));
 const relay = policy === 'relay';
+const expectNoRelay = arg('expect', '') === 'no-relay';
 
 function fail(msg) {
   throw new Error(`[${policy}] ${msg}`);
@@ -85,6 +91,26 @@ try {
   });
   const room = `browser-${policy}-${process.pid}`;
   const url = `${base}/?room=${room}${relay ? '&relay=1' : ''}`;
+  if (expectNoRelay) {
+    const page = await context.newPage();
+    await page.goto(url, { timeout: STEP_MS });
+    await waitFor(page, 'the page to say why relay cannot work',
+      () => window.p2pTest && window.p2pTest.state().relayProblem);
+    const state = await page.evaluate(() => window.p2pTest.state());
+    const shown = await page.textContent('#relay');
+    if (!shown.includes('no TURN credentials')) fail(`the page shows "${shown}"`);
+    if (state.ice !== 'relay unavailable') fail(`ICE state ${state.ice}`);
+    console.log(JSON.stringify({ policy, relayProblem: state.relayProblem }));
+  } else {
+    await twoPages(context, url);
+  }
+} finally {
+  if (context) await context.close().catch(() => {});
+  rmSync(profile, { recursive: true, force: true });
+}
+
+// Two pages in one room connect and chat.
+async function twoPages(context, url) {
   const before = relay && metricsUrl ? await relayedBytes() : 0;
 
   const pages = [];
@@ -147,7 +173,4 @@ try {
     }
   }
   console.log(JSON.stringify(result));
-} finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
 }

@@ -68,7 +68,11 @@ fn welcome_carries_version_peer_id_and_ice_servers_at_wall_time() {
         ttl: Duration::from_secs(3600),
         user_prefix: "demo-".into(),
     };
-    let mut rooms = Rooms::new(Limits::default()).with_ice_servers(Arc::new(provider), (t0, wall0));
+    let limits = Limits {
+        credential_policy: CredentialPolicy::Welcome,
+        ..Limits::default()
+    };
+    let mut rooms = Rooms::new(limits).with_ice_servers(Arc::new(provider), (t0, wall0));
     let (c, welcome) = rooms.connect(t0).expect("connect");
     assert_eq!(c, ConnId(1));
     assert_eq!(
@@ -81,6 +85,7 @@ fn welcome_carries_version_peer_id_and_ice_servers_at_wall_time() {
                 "1700003600:demo-p1",
                 "MueVC4ao7ui/0pcsfAn+aYP07Ww=",
             )],
+            relay_unavailable: None,
         }
     );
     // Ten simulated seconds later the expiry moves with the wall clock.
@@ -106,6 +111,7 @@ fn welcome_without_provider_has_no_ice_servers() {
             version: PROTOCOL_VERSION,
             peer_id: "p1".into(),
             ice_servers: vec![],
+            relay_unavailable: None,
         }
     );
 }
@@ -125,6 +131,8 @@ fn join_lists_present_peers_and_announces_the_newcomer() {
                 room: "lobby".into(),
                 peer_id: "p1".into(),
                 peers: vec![],
+                ice_servers: None,
+                relay_unavailable: Some(RelayUnavailable::NotOffered),
                 id: Some(1),
             }
         )]
@@ -153,6 +161,8 @@ fn join_lists_present_peers_and_announces_the_newcomer() {
                             name: None
                         },
                     ],
+                    ice_servers: None,
+                    relay_unavailable: Some(RelayUnavailable::NotOffered),
                     id: None,
                 }
             ),
@@ -804,4 +814,226 @@ fn time_going_backwards_does_not_panic_or_refill() {
     assert_eq!(h.rooms.handle_text(a, later, r#"{"type":"ping"}"#).len(), 1);
     let out = h.rooms.handle_text(a, h.t0, r#"{"type":"ping"}"#);
     assert_eq!(error_of(&out).1, ErrorCode::RateLimited);
+}
+
+/// A REST provider with a STUN and a TURN URL in one entry, as the daemon
+/// configures it.
+fn rest_rooms(policy: CredentialPolicy, auth: Auth) -> (Rooms, Instant) {
+    let t0 = Instant::now();
+    let wall0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let provider = RestCredentialIceServers {
+        urls: vec![
+            "stun:192.0.2.1:3478".into(),
+            "turn:192.0.2.1:3478?transport=udp".into(),
+        ],
+        secret: "north-secret".into(),
+        ttl: Duration::from_secs(3600),
+        user_prefix: "p2p-".into(),
+    };
+    let limits = Limits {
+        credential_policy: policy,
+        credentials_per_minute: 6.0,
+        credential_burst: 3.0,
+        ..Limits::default()
+    };
+    let rooms = Rooms::new(limits)
+        .with_auth(auth)
+        .with_ice_servers(Arc::new(provider), (t0, wall0));
+    (rooms, t0)
+}
+
+fn welcome_servers(msg: &ServerMsg) -> (Vec<IceServer>, Option<RelayUnavailable>) {
+    match msg {
+        ServerMsg::Welcome {
+            ice_servers,
+            relay_unavailable,
+            ..
+        } => (ice_servers.clone(), *relay_unavailable),
+        other => panic!("expected a welcome, got {other:?}"),
+    }
+}
+
+fn joined_servers(out: &Out) -> (Option<Vec<IceServer>>, Option<RelayUnavailable>) {
+    match out.first() {
+        Some((
+            _,
+            ServerMsg::Joined {
+                ice_servers,
+                relay_unavailable,
+                ..
+            },
+        )) => (ice_servers.clone(), *relay_unavailable),
+        other => panic!("expected joined, got {other:?}"),
+    }
+}
+
+fn key(ip: &str) -> Option<AddrKey> {
+    Some(AddrKey::new(ip.parse().expect("ip"), 64))
+}
+
+#[test]
+fn by_default_credentials_come_with_joined_and_the_welcome_keeps_only_stun() {
+    let (mut rooms, t0) = rest_rooms(CredentialPolicy::default(), Auth::open());
+    let (c, welcome) = rooms
+        .connect_from(t0, key("198.51.100.1"))
+        .expect("connect");
+    assert_eq!(
+        welcome_servers(&welcome),
+        (vec![IceServer::new(["stun:192.0.2.1:3478"])], None)
+    );
+    let out = rooms.handle_text(c, t0, r#"{"type":"join","room":"r"}"#);
+    let (servers, withheld) = joined_servers(&out);
+    assert_eq!(withheld, None);
+    let servers = servers.expect("joined carries the servers");
+    assert_eq!(servers.len(), 1);
+    assert_eq!(servers[0].username.as_deref(), Some("1700003600:p2p-p1"));
+    assert_eq!(rooms.stats().credentials_issued, 1);
+}
+
+#[test]
+fn the_welcome_policy_hands_credentials_to_every_connection() {
+    let (mut rooms, t0) = rest_rooms(CredentialPolicy::Welcome, Auth::open());
+    let (c, welcome) = rooms
+        .connect_from(t0, key("198.51.100.1"))
+        .expect("connect");
+    let (servers, withheld) = welcome_servers(&welcome);
+    assert_eq!(withheld, None);
+    assert!(servers[0].credential.is_some());
+    // The join then carries nothing about ICE servers.
+    let out = rooms.handle_text(c, t0, r#"{"type":"join","room":"r"}"#);
+    assert_eq!(joined_servers(&out), (None, None));
+}
+
+#[test]
+fn the_token_policy_hands_credentials_only_with_joins_that_needed_a_token() {
+    let auth = Auth::open().with_room_token("private", "s3cret");
+    let (mut rooms, t0) = rest_rooms(CredentialPolicy::Token, auth);
+    let (c, _) = rooms
+        .connect_from(t0, key("198.51.100.1"))
+        .expect("connect");
+    let out = rooms.handle_text(c, t0, r#"{"type":"join","room":"open"}"#);
+    assert_eq!(
+        joined_servers(&out),
+        (None, Some(RelayUnavailable::TokenRequired))
+    );
+    let out = rooms.handle_text(
+        c,
+        t0,
+        r#"{"type":"join","room":"private","token":"s3cret"}"#,
+    );
+    let (servers, withheld) = joined_servers(&out);
+    assert_eq!(withheld, None);
+    assert!(servers.expect("servers")[0].credential.is_some());
+    assert_eq!(rooms.stats().credentials_withheld_token, 1);
+    assert_eq!(rooms.stats().credentials_issued, 1);
+}
+
+#[test]
+fn the_never_policy_and_a_provider_without_turn_say_relay_is_not_offered() {
+    let (mut rooms, t0) = rest_rooms(CredentialPolicy::Never, Auth::open());
+    let (c, welcome) = rooms.connect(t0).expect("connect");
+    assert_eq!(welcome_servers(&welcome).0.len(), 1);
+    let out = rooms.handle_text(c, t0, r#"{"type":"join","room":"r"}"#);
+    assert_eq!(
+        joined_servers(&out),
+        (None, Some(RelayUnavailable::NotOffered))
+    );
+    // A STUN-only provider under the welcome policy says so in the welcome.
+    let limits = Limits {
+        credential_policy: CredentialPolicy::Welcome,
+        ..Limits::default()
+    };
+    let stun = StaticIceServers(vec![IceServer::new(["stun:192.0.2.1:3478"])]);
+    let mut rooms = Rooms::new(limits).with_ice_servers(Arc::new(stun), (t0, UNIX_EPOCH));
+    let (_, welcome) = rooms.connect(t0).expect("connect");
+    assert_eq!(
+        welcome_servers(&welcome),
+        (
+            vec![IceServer::new(["stun:192.0.2.1:3478"])],
+            Some(RelayUnavailable::NotOffered)
+        )
+    );
+    assert_eq!(rooms.stats().credentials_issued, 0);
+}
+
+#[test]
+fn credentials_are_rate_limited_per_address_and_refill_with_time() {
+    // Burst 3, 6 per minute (one every 10 s).
+    let (mut rooms, t0) = rest_rooms(CredentialPolicy::Join, Auth::open());
+    let farm = |rooms: &mut Rooms, from: &str, at: Instant, room: &str| {
+        let (c, _) = rooms.connect_from(at, key(from)).expect("connect");
+        let out = rooms.handle_text(c, at, &format!(r#"{{"type":"join","room":"{room}"}}"#));
+        joined_servers(&out).1
+    };
+    for i in 0..3 {
+        assert_eq!(farm(&mut rooms, "198.51.100.1", t0, &format!("r{i}")), None);
+    }
+    for i in 3..10 {
+        assert_eq!(
+            farm(&mut rooms, "198.51.100.1", t0, &format!("r{i}")),
+            Some(RelayUnavailable::RateLimited)
+        );
+    }
+    // Another address has its own bucket; the hosts of one IPv6 /64 share
+    // one.
+    assert_eq!(farm(&mut rooms, "198.51.100.2", t0, "x"), None);
+    assert_eq!(farm(&mut rooms, "2001:db8:0:1::1", t0, "y"), None);
+    assert_eq!(farm(&mut rooms, "2001:db8:0:1::2", t0, "y2"), None);
+    assert_eq!(farm(&mut rooms, "2001:db8:0:1::3", t0, "y3"), None);
+    assert_eq!(
+        farm(&mut rooms, "2001:db8:0:1::4", t0, "y4"),
+        Some(RelayUnavailable::RateLimited)
+    );
+    // Ten seconds refill one credential.
+    let later = t0 + Duration::from_secs(10);
+    assert_eq!(farm(&mut rooms, "198.51.100.1", later, "z1"), None);
+    assert_eq!(
+        farm(&mut rooms, "198.51.100.1", later, "z2"),
+        Some(RelayUnavailable::RateLimited)
+    );
+    let s = rooms.stats();
+    assert_eq!(s.credentials_issued, 3 + 1 + 3 + 1);
+    assert_eq!(s.credentials_withheld_rate, 7 + 1 + 1);
+}
+
+#[test]
+fn stats_count_relayed_messages_errors_and_idle_closes() {
+    let mut h = Harness::new(Limits {
+        idle_timeout: Duration::from_secs(30),
+        ..Limits::default()
+    });
+    let (a, _) = h.connect();
+    let (b, bid) = h.connect();
+    h.join(a, "r");
+    h.join(b, "r");
+    h.offer(a, &bid);
+    h.offer(a, &bid);
+    h.offer(a, "p99");
+    h.text(a, "not json");
+    h.rooms.handle_binary(a, h.t0);
+    let out = h.rooms.handle_timeout(h.at(31.0));
+    assert!(!out.is_empty());
+    let s = h.rooms.stats().clone();
+    assert_eq!(s.connections_accepted, 2);
+    assert_eq!(s.relayed_of("offer"), 2);
+    assert_eq!(s.relayed_of("answer"), 0);
+    assert_eq!(s.errors_of(ErrorCode::UnknownPeer), 1);
+    assert_eq!(s.errors_of(ErrorCode::BadJson), 1);
+    assert_eq!(s.errors_of(ErrorCode::BadRequest), 1);
+    assert_eq!(s.errors_of(ErrorCode::IdleTimeout), 2);
+    assert_eq!(s.idle_closed, 2);
+    assert_eq!(s.messages_received, 2 + 3 + 2);
+    assert_eq!(h.rooms.member_count(), 0);
+}
+
+#[test]
+fn member_count_sums_the_rooms() {
+    let mut h = Harness::new(Limits::default());
+    let (a, _) = h.connect();
+    let (b, _) = h.connect();
+    h.join(a, "r1");
+    h.join(a, "r2");
+    h.join(b, "r1");
+    assert_eq!(h.rooms.room_count(), 2);
+    assert_eq!(h.rooms.member_count(), 3);
 }

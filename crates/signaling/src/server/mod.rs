@@ -1,35 +1,44 @@
 //! The tokio + WebSocket server around [`Rooms`] (feature `server`).
 //!
 //! One task owns the [`Rooms`] state (the hub); each WebSocket connection is a
-//! task that forwards frames to the hub over a channel and writes what the hub
-//! sends back. The hub never awaits a connection: a client that does not read
-//! fast enough to drain its queue is dropped.
+//! task whose reader forwards frames to the hub over a channel and whose
+//! writer, running beside it, writes what the hub queued, each write within
+//! a deadline. The hub never awaits a connection: a client whose queue
+//! overflows (in messages or in bytes) is closed at once (1008), its queue
+//! thrown away.
 
-use std::collections::{HashMap, VecDeque};
+mod conn;
+mod hub;
+mod message_clock;
+mod metrics;
+
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::addr::{AddrKey, AddrLimits, AddrTable, Refusal};
 use crate::ice_servers::{IceServerProvider, StaticIceServers};
-use crate::msg::ServerMsg;
-use crate::rooms::{Auth, ConnId, Limits, Rooms};
+use crate::rooms::{Auth, Limits, Rooms};
 
-/// Configuration of [`serve`].
+pub use metrics::{CloseReason, Metrics, MetricsSnapshot};
+
+/// The WebSocket layer's read buffer per connection, in bytes. Small on
+/// purpose: an idle connection should cost little, and a signaling message
+/// is read in a few chunks at worst.
+pub const READ_BUFFER: usize = 4 * 1024;
+
+/// Configuration of [`serve`] and [`Server`].
 #[derive(Clone)]
 pub struct ServerConfig {
     /// Room, rate and size limits (see [`Limits`]).
@@ -38,6 +47,11 @@ pub struct ServerConfig {
     pub auth: Auth,
     /// Where the welcome's `iceServers` come from.
     pub ice_servers: Arc<dyn IceServerProvider>,
+    /// Connections per client address, and in all, with a reserve for light
+    /// users (see [`AddrLimits`]). Enforced by [`serve`] on each accepted
+    /// TCP connection, and by [`Acceptor::admit`] for callers that accept
+    /// connections themselves.
+    pub addr_limits: AddrLimits,
     /// How often the server sends a WebSocket ping. Keep it well under
     /// [`Limits::idle_timeout`]: a client's pong counts as activity, so a live
     /// browser tab is never closed as idle. Default 20 s.
@@ -48,10 +62,23 @@ pub struct ServerConfig {
     /// a `message-too-large` error and the connection stays open.
     pub max_frame_size: Option<usize>,
     /// Messages queued for one client before it is considered too slow and
-    /// dropped. Default 256.
+    /// closed (1008). Default 256.
     pub outbound_queue: usize,
+    /// Bytes queued for one client (messages not yet written to its socket)
+    /// before it is considered too slow and closed (1008). Default 1 MiB.
+    pub max_queued_bytes: usize,
+    /// Time one write to a client (a message, a ping) may take; a client
+    /// that does not read for this long is closed (1008). Default 10 s.
+    pub write_timeout: Duration,
     /// Time allowed for the WebSocket opening handshake. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Time one message from a client may stay unfinished (a frame cut
+    /// short, a fragmented message without its last fragment: the server
+    /// holds what came, up to the frame cap) before the client is closed
+    /// (1008). Default 10 s.
+    pub message_timeout: Duration,
+    /// Where the server counts what it does; keep a clone to read it.
+    pub metrics: Metrics,
 }
 
 impl Default for ServerConfig {
@@ -60,10 +87,15 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             auth: Auth::open(),
             ice_servers: Arc::new(StaticIceServers::default()),
+            addr_limits: AddrLimits::default(),
             heartbeat_interval: Duration::from_secs(20),
             max_frame_size: None,
             outbound_queue: 256,
+            max_queued_bytes: 1024 * 1024,
+            write_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            message_timeout: Duration::from_secs(10),
+            metrics: Metrics::new(),
         }
     }
 }
@@ -73,21 +105,56 @@ impl std::fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("limits", &self.limits)
             .field("auth", &self.auth)
+            .field("addr_limits", &self.addr_limits)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("max_frame_size", &self.max_frame_size)
             .field("outbound_queue", &self.outbound_queue)
+            .field("max_queued_bytes", &self.max_queued_bytes)
+            .field("write_timeout", &self.write_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("message_timeout", &self.message_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+impl ServerConfig {
+    /// The hard cap on one frame: [`ServerConfig::max_frame_size`] or twice
+    /// the message limit.
+    pub fn frame_cap(&self) -> usize {
+        self.max_frame_size
+            .unwrap_or_else(|| self.limits.max_message_size.saturating_mul(2))
+    }
+
+    /// Checks that every setting can take effect; the error says which one
+    /// cannot and how to fix it.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        self.addr_limits.validate()?;
+        if self.max_queued_bytes < self.limits.max_message_size.saturating_add(1024) {
+            return Err("max_queued_bytes must hold at least one message of max_message_size (plus 1 KiB of JSON around it), or every large offer would close its receiver as too slow");
+        }
+        if self.outbound_queue == 0
+            || self.write_timeout.is_zero()
+            || self.message_timeout.is_zero()
+        {
+            return Err("outbound_queue, write_timeout and message_timeout must be above zero");
+        }
+        if self.heartbeat_interval >= self.limits.idle_timeout {
+            return Err("heartbeat_interval must be below the idle timeout, or live clients would be closed as idle");
+        }
+        Ok(())
     }
 }
 
 /// Serves the signaling protocol on `listener` until `shutdown` completes.
 ///
-/// Each accepted TCP connection is upgraded to a WebSocket (any path is
-/// accepted). On shutdown the server stops accepting, sends every client a
-/// close frame (1001, going away), waits up to two seconds for the connection
-/// tasks, and returns. Accept errors (such as running out of file
-/// descriptors) are logged and retried, not returned.
+/// Each accepted TCP connection is first admitted by address
+/// ([`ServerConfig::addr_limits`]; a refused one is closed at once), then
+/// upgraded to a WebSocket (any path is accepted). On shutdown the server
+/// stops accepting, sends every client a close frame (1001, going away),
+/// waits up to two seconds for the connection tasks, and returns. Accept
+/// errors (such as running out of file descriptors) are logged and retried,
+/// not returned; a configuration that [`ServerConfig::validate`] refuses is
+/// returned as an `InvalidInput` error.
 ///
 /// To serve connections accepted elsewhere (behind an HTTP front that also
 /// serves pages, say), use [`Server`] instead.
@@ -96,10 +163,9 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    // Bounds the connection tasks, handshakes included.
-    let slots = Arc::new(Semaphore::new(
-        config.limits.max_connections.saturating_add(64),
-    ));
+    config
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let server = Server::start(config);
     let acceptor = server.acceptor();
     let mut tasks = JoinSet::new();
@@ -110,15 +176,18 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        tracing::warn!(%addr, "signaling: connection refused, too many open");
-                        continue;
+                    let admitted = match acceptor.admit(addr.ip()) {
+                        Ok(a) => a,
+                        Err(refusal) => {
+                            tracing::debug!(%addr, %refusal, "signaling: connection refused");
+                            continue;
+                        }
                     };
                     let _ = stream.set_nodelay(true);
                     let acceptor = acceptor.clone();
                     tasks.spawn(async move {
                         acceptor.serve(stream, addr).await;
-                        drop(permit);
+                        drop(admitted);
                     });
                 }
                 Err(e) => {
@@ -149,7 +218,8 @@ pub async fn serve(
 /// [`Acceptor`].
 ///
 /// This is how a daemon serves the protocol on a port it also uses for other
-/// things: its HTTP front reads the request head, answers page requests
+/// things: its HTTP front admits each TCP connection by address
+/// ([`Acceptor::admit`]), reads the request head, answers page requests
 /// itself, and passes WebSocket upgrades on with the bytes it already read
 /// ([`Acceptor::serve_after`]), with no second socket in between.
 ///
@@ -160,7 +230,12 @@ pub async fn serve(
 /// let acceptor = server.acceptor();
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// let (stream, addr) = listener.accept().await?;
-/// tokio::spawn(async move { acceptor.serve(stream, addr).await });
+/// if let Ok(admitted) = acceptor.admit(addr.ip()) {
+///     tokio::spawn(async move {
+///         acceptor.serve(stream, addr).await;
+///         drop(admitted);
+///     });
+/// }
 /// // ... later:
 /// server.stop();
 /// server.finish().await;
@@ -181,6 +256,35 @@ pub struct Acceptor {
     stop: watch::Receiver<bool>,
 }
 
+/// A connection admitted by [`Acceptor::admit`]: it counts against its
+/// address's limits until dropped.
+pub struct Admitted {
+    table: Arc<Mutex<AddrTable>>,
+    key: AddrKey,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted").field("key", &self.key).finish()
+    }
+}
+
+impl Admitted {
+    /// The address key the connection counts under.
+    pub fn key(&self) -> AddrKey {
+        self.key
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        table.release(self.key);
+        self.metrics.store_addrs(&table);
+    }
+}
+
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
@@ -198,27 +302,43 @@ impl std::fmt::Debug for Acceptor {
 }
 
 impl Server {
-    /// Start the rooms' task. Must be called inside a tokio runtime.
+    /// Start the rooms' task. Must be called inside a tokio runtime. The
+    /// configuration is used as given; check it first with
+    /// [`ServerConfig::validate`].
     pub fn start(config: ServerConfig) -> Server {
         let now = Instant::now().into_std();
         let rooms = Rooms::new(config.limits.clone())
             .with_auth(config.auth.clone())
             .with_ice_servers(config.ice_servers.clone(), (now, SystemTime::now()));
-        let frame_cap = config
-            .max_frame_size
-            .unwrap_or_else(|| config.limits.max_message_size.saturating_mul(2));
+        let frame_cap = config.frame_cap();
+        // Frames are written as they come (no write buffering: the writer
+        // flushes each message); the write buffer may hold one message and
+        // the control frames around it, no more.
         let ws_config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0)
+            .max_write_buffer_size(frame_cap.saturating_mul(2).saturating_add(64 * 1024))
             .max_message_size(Some(frame_cap))
             .max_frame_size(Some(frame_cap));
-        let (events_tx, events_rx) = mpsc::channel::<Event>(1024);
-        let hub_task = tokio::spawn(hub(rooms, events_rx));
+        let (events_tx, events_rx) = mpsc::channel::<hub::Event>(1024);
+        let limits = hub::QueueLimits {
+            max_bytes: config.max_queued_bytes.max(1),
+        };
+        let hub_task = tokio::spawn(hub::run(rooms, events_rx, limits, config.metrics.clone()));
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(ConnShared {
             events: events_tx,
             ws_config,
             heartbeat: config.heartbeat_interval.max(Duration::from_millis(10)),
             handshake_timeout: config.handshake_timeout,
+            write_timeout: config.write_timeout.max(Duration::from_millis(1)),
+            message_timeout: config.message_timeout.max(Duration::from_millis(1)),
             queue: config.outbound_queue.max(1),
+            max_message_size: config.limits.max_message_size,
+            inbound_budget: frame_cap.clamp(4096, u32::MAX as usize),
+            ipv6_prefix: config.addr_limits.ipv6_prefix,
+            admission: Arc::new(Mutex::new(AddrTable::new(config.addr_limits.clone()))),
+            metrics: config.metrics,
         });
         Server {
             shared,
@@ -234,6 +354,11 @@ impl Server {
             shared: self.shared.clone(),
             stop: self.stop_rx.clone(),
         }
+    }
+
+    /// The server's metrics (the handle given in [`ServerConfig::metrics`]).
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// Tell every open connection to close (1001, going away); connections
@@ -263,13 +388,30 @@ impl Server {
 }
 
 impl Acceptor {
+    /// Admit one more TCP connection from `ip` under
+    /// [`ServerConfig::addr_limits`], or say why not. Hold the returned
+    /// guard for as long as the connection is open (page requests and
+    /// handshakes included); dropping it frees the slot.
+    pub fn admit(&self, ip: IpAddr) -> Result<Admitted, Refusal> {
+        let table = &self.shared.admission;
+        let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = t.admit(ip);
+        self.shared.metrics.store_addrs(&t);
+        drop(t);
+        result.map(|key| Admitted {
+            table: table.clone(),
+            key,
+            metrics: self.shared.metrics.clone(),
+        })
+    }
+
     /// Run the WebSocket handshake on `stream` and serve the protocol on it
     /// until either side closes or the server stops.
     pub async fn serve<S>(&self, stream: S, addr: SocketAddr)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        connection(stream, addr, self.shared.clone(), self.stop.clone()).await;
+        conn::connection(stream, addr, self.shared.clone(), self.stop.clone()).await;
     }
 
     /// [`Acceptor::serve`] on a stream whose first bytes (`read`, the HTTP
@@ -283,7 +425,7 @@ impl Acceptor {
             at: 0,
             inner: stream,
         };
-        connection(stream, addr, self.shared.clone(), self.stop.clone()).await;
+        conn::connection(stream, addr, self.shared.clone(), self.stop.clone()).await;
     }
 }
 
@@ -346,227 +488,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 }
 
 struct ConnShared {
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<hub::Event>,
     ws_config: WebSocketConfig,
     heartbeat: Duration,
     handshake_timeout: Duration,
+    write_timeout: Duration,
+    message_timeout: Duration,
     queue: usize,
-}
-
-enum Event {
-    Connect {
-        tx: mpsc::Sender<Outbound>,
-        reply: oneshot::Sender<Option<ConnId>>,
-    },
-    Text {
-        conn: ConnId,
-        text: String,
-    },
-    Binary {
-        conn: ConnId,
-    },
-    Alive {
-        conn: ConnId,
-    },
-    Closed {
-        conn: ConnId,
-    },
-}
-
-enum Outbound {
-    Text(String),
-    Close(CloseCode, &'static str),
-}
-
-/// The task that owns the [`Rooms`].
-async fn hub(mut rooms: Rooms, mut events: mpsc::Receiver<Event>) {
-    let mut conns: HashMap<ConnId, mpsc::Sender<Outbound>> = HashMap::new();
-    loop {
-        let deadline = rooms.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
-                None => std::future::pending().await,
-            }
-        };
-        let out = tokio::select! {
-            ev = events.recv() => {
-                let Some(ev) = ev else { break };
-                let now = Instant::now().into_std();
-                match ev {
-                    Event::Connect { tx, reply } => match rooms.connect(now) {
-                        Ok((conn, welcome)) => {
-                            if reply.send(Some(conn)).is_ok() {
-                                conns.insert(conn, tx);
-                                vec![(conn, welcome)]
-                            } else {
-                                rooms.disconnect(conn)
-                            }
-                        }
-                        Err(_) => {
-                            let _ = reply.send(None);
-                            Vec::new()
-                        }
-                    },
-                    Event::Text { conn, text } => rooms.handle_text(conn, now, &text),
-                    Event::Binary { conn } => rooms.handle_binary(conn, now),
-                    Event::Alive { conn } => {
-                        rooms.touch(conn, now);
-                        Vec::new()
-                    }
-                    Event::Closed { conn } => {
-                        conns.remove(&conn);
-                        rooms.disconnect(conn)
-                    }
-                }
-            }
-            () = sleep => {
-                let now = Instant::now().into_std();
-                // Check against the clock, not only the timer.
-                if deadline.is_some_and(|d| d <= now) {
-                    rooms.handle_timeout(now)
-                } else {
-                    Vec::new()
-                }
-            }
-        };
-        deliver(&mut rooms, &mut conns, out);
-    }
-}
-
-/// Sends the messages, closes what `Rooms` wants closed, and drops clients
-/// whose queue is full (which may produce more messages, hence the loop).
-fn deliver(
-    rooms: &mut Rooms,
-    conns: &mut HashMap<ConnId, mpsc::Sender<Outbound>>,
-    out: Vec<(ConnId, ServerMsg)>,
-) {
-    let mut pending: VecDeque<(ConnId, ServerMsg)> = out.into();
-    loop {
-        while let Some((conn, msg)) = pending.pop_front() {
-            let Some(tx) = conns.get(&conn) else { continue };
-            if let Err(e) = tx.try_send(Outbound::Text(msg.to_json())) {
-                if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                    tracing::debug!(%conn, "signaling: client too slow, dropping it");
-                }
-                // Dropping the sender makes the connection task close.
-                conns.remove(&conn);
-                pending.extend(rooms.disconnect(conn));
-            }
-        }
-        let mut closed_any = false;
-        while let Some(conn) = rooms.poll_close() {
-            closed_any = true;
-            if let Some(tx) = conns.remove(&conn) {
-                let _ = tx.try_send(Outbound::Close(CloseCode::Policy, "idle timeout"));
-            }
-        }
-        if pending.is_empty() && !closed_any {
-            break;
-        }
-    }
-}
-
-async fn connection<S>(
-    stream: S,
-    addr: SocketAddr,
-    shared: Arc<ConnShared>,
-    mut stop: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    if *stop.borrow_and_update() {
-        return;
-    }
-    let handshake = tokio_tungstenite::accept_async_with_config(stream, Some(shared.ws_config));
-    let ws = match tokio::time::timeout(shared.handshake_timeout, handshake).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            tracing::debug!(%addr, error = %e, "signaling: WebSocket handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%addr, "signaling: WebSocket handshake timed out");
-            return;
-        }
-    };
-    let (mut sink, mut frames) = ws.split();
-    let (tx, mut rx) = mpsc::channel(shared.queue);
-    let (reply_tx, reply_rx) = oneshot::channel();
-    let connect = Event::Connect {
-        tx,
-        reply: reply_tx,
-    };
-    if shared.events.send(connect).await.is_err() {
-        return;
-    }
-    let Ok(Some(conn)) = reply_rx.await else {
-        let _ = sink
-            .send(close(CloseCode::Again, "too many connections"))
-            .await;
-        return;
-    };
-    tracing::debug!(%addr, %conn, "signaling: connected");
-
-    let mut heartbeat =
-        tokio::time::interval_at(Instant::now() + shared.heartbeat, shared.heartbeat);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            frame = frames.next() => {
-                let event = match frame {
-                    Some(Ok(Message::Text(text))) => Event::Text { conn, text: text.as_str().to_owned() },
-                    Some(Ok(Message::Binary(_))) => Event::Binary { conn },
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Event::Alive { conn },
-                    Some(Ok(Message::Frame(_))) => continue,
-                    Some(Ok(Message::Close(_))) | None => break,
-                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
-                        tracing::debug!(%conn, size, max_size, "signaling: frame over the hard cap");
-                        let _ = sink.send(close(CloseCode::Size, "message too large")).await;
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(%conn, error = %e, "signaling: read failed");
-                        break;
-                    }
-                };
-                if shared.events.send(event).await.is_err() {
-                    break;
-                }
-            }
-            out = rx.recv() => match out {
-                Some(Outbound::Text(text)) => {
-                    if sink.send(Message::text(text)).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Outbound::Close(code, reason)) => {
-                    let _ = sink.send(close(code, reason)).await;
-                    break;
-                }
-                None => {
-                    let _ = sink.send(close(CloseCode::Policy, "too slow")).await;
-                    break;
-                }
-            },
-            _ = heartbeat.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    break;
-                }
-            }
-            _ = stop.changed() => {
-                let _ = sink.send(close(CloseCode::Away, "server shutting down")).await;
-                break;
-            }
-        }
-    }
-    let _ = shared.events.send(Event::Closed { conn }).await;
-    tracing::debug!(%addr, %conn, "signaling: closed");
-}
-
-fn close(code: CloseCode, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }))
+    max_message_size: usize,
+    /// Bytes of text one connection may have waiting in the hub's queue.
+    inbound_budget: usize,
+    ipv6_prefix: u8,
+    admission: Arc<Mutex<AddrTable>>,
+    metrics: Metrics,
 }

@@ -1,0 +1,216 @@
+//! The task that owns the [`Rooms`]: connection tasks send it events, it
+//! answers through each connection's bounded queue and never awaits a
+//! connection.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::time::Instant;
+
+use super::metrics::{CloseReason, Metrics};
+use crate::addr::AddrKey;
+use crate::msg::ServerMsg;
+use crate::rooms::{ConnId, ParsedText, Rooms};
+
+/// What a connection task tells the hub.
+pub(super) enum Event {
+    Connect {
+        addr: Option<AddrKey>,
+        queue: Queue,
+        reply: oneshot::Sender<Option<ConnId>>,
+    },
+    Text {
+        conn: ConnId,
+        frame: ParsedText,
+        /// The connection's share of the hub's queue this frame holds,
+        /// given back when the hub has handled it.
+        _budget: OwnedSemaphorePermit,
+    },
+    Binary {
+        conn: ConnId,
+    },
+    Alive {
+        conn: ConnId,
+    },
+    Closed {
+        conn: ConnId,
+    },
+}
+
+/// What the hub sends a connection task.
+pub(super) enum Outbound {
+    /// A message already written as JSON, of this many bytes.
+    Text(String),
+    /// A relayed message, written as JSON by the receiving connection's
+    /// task (not by the hub); it counts as this many bytes, an upper bound
+    /// of its JSON's length.
+    Relay(ServerMsg, usize),
+    Close(CloseReason),
+}
+
+/// How much longer than the frame that caused it a relayed message may be
+/// (`"from":"p<id>"` instead of `"to":"p<id>"`).
+const RELAY_SLACK: usize = 64;
+
+/// The hub's end of one connection: its bounded queue, the bytes in it, and
+/// the way to make it close at once.
+pub(super) struct Queue {
+    pub(super) tx: mpsc::Sender<Outbound>,
+    /// Bytes queued and not yet written to the socket; the connection task
+    /// subtracts what it wrote.
+    pub(super) queued: Arc<AtomicUsize>,
+    /// Closes the connection ahead of anything queued.
+    pub(super) kick: oneshot::Sender<CloseReason>,
+}
+
+/// The limits of every connection's queue.
+#[derive(Clone, Copy)]
+pub(super) struct QueueLimits {
+    pub(super) max_bytes: usize,
+}
+
+pub(super) async fn run(
+    mut rooms: Rooms,
+    mut events: mpsc::Receiver<Event>,
+    limits: QueueLimits,
+    metrics: Metrics,
+) {
+    let mut conns: HashMap<ConnId, Queue> = HashMap::new();
+    loop {
+        // The length bound of the messages relayed by this event, if it is
+        // a client's frame.
+        let mut relay_bound = None;
+        let deadline = rooms.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(Instant::from_std(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        let out = tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                let now = Instant::now().into_std();
+                match ev {
+                    Event::Connect { addr, queue, reply } => match rooms.connect_from(now, addr) {
+                        Ok((conn, welcome)) => {
+                            if reply.send(Some(conn)).is_ok() {
+                                conns.insert(conn, queue);
+                                vec![(conn, welcome)]
+                            } else {
+                                rooms.disconnect(conn)
+                            }
+                        }
+                        Err(_) => {
+                            let _ = reply.send(None);
+                            Vec::new()
+                        }
+                    },
+                    Event::Text { conn, frame, .. } => {
+                        relay_bound = Some(frame.len().saturating_add(RELAY_SLACK));
+                        rooms.handle_parsed(conn, now, frame)
+                    }
+                    Event::Binary { conn } => rooms.handle_binary(conn, now),
+                    Event::Alive { conn } => {
+                        rooms.touch(conn, now);
+                        Vec::new()
+                    }
+                    Event::Closed { conn } => {
+                        conns.remove(&conn);
+                        rooms.disconnect(conn)
+                    }
+                }
+            }
+            () = sleep => {
+                let now = Instant::now().into_std();
+                // Check against the clock, not only the timer.
+                if deadline.is_some_and(|d| d <= now) {
+                    rooms.handle_timeout(now)
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        deliver(&mut rooms, &mut conns, out, relay_bound, limits);
+        metrics.store_rooms(&rooms);
+    }
+}
+
+/// Queues the messages, closes what `Rooms` wants closed, and drops
+/// clients whose queue is full, in messages or in bytes (which may produce
+/// more messages, hence the loop). A dropped client's connection closes at
+/// once, with what it had queued thrown away.
+fn deliver(
+    rooms: &mut Rooms,
+    conns: &mut HashMap<ConnId, Queue>,
+    out: Vec<(ConnId, ServerMsg)>,
+    relay_bound: Option<usize>,
+    limits: QueueLimits,
+) {
+    let mut pending: VecDeque<(ConnId, ServerMsg)> = out.into();
+    loop {
+        while let Some((conn, msg)) = pending.pop_front() {
+            let Some(q) = conns.get(&conn) else { continue };
+            // Relayed messages (SDP, candidates) are written as JSON by the
+            // receiver's task; the hub's own small messages here.
+            let (out, len) = match relay_bound {
+                Some(bound) if is_relay(&msg) => (Outbound::Relay(msg, bound), bound),
+                _ => {
+                    let text = msg.to_json();
+                    let len = text.len();
+                    (Outbound::Text(text), len)
+                }
+            };
+            let fits = q.queued.load(Relaxed).saturating_add(len) <= limits.max_bytes;
+            let sent = if fits {
+                q.queued.fetch_add(len, Relaxed);
+                let r = q.tx.try_send(out);
+                if r.is_err() {
+                    q.queued.fetch_sub(len, Relaxed);
+                }
+                r.map_err(|e| matches!(e, mpsc::error::TrySendError::Full(_)))
+            } else {
+                Err(true)
+            };
+            if let Err(full) = sent {
+                let Some(q) = conns.remove(&conn) else {
+                    continue;
+                };
+                if full {
+                    tracing::debug!(%conn, "signaling: client too slow, closing it");
+                    let _ = q.kick.send(CloseReason::Slow);
+                }
+                pending.extend(rooms.disconnect(conn));
+            }
+        }
+        let mut closed_any = false;
+        while let Some(conn) = rooms.poll_close() {
+            closed_any = true;
+            if let Some(q) = conns.remove(&conn) {
+                // After the idle-timeout error already queued; at once if
+                // the queue has no room.
+                if q.tx.try_send(Outbound::Close(CloseReason::Idle)).is_err() {
+                    let _ = q.kick.send(CloseReason::Idle);
+                }
+            }
+        }
+        if pending.is_empty() && !closed_any {
+            break;
+        }
+    }
+}
+
+/// Whether `msg` is relayed from a client's frame (and is bounded by it).
+fn is_relay(msg: &ServerMsg) -> bool {
+    matches!(
+        msg,
+        ServerMsg::Offer { .. }
+            | ServerMsg::Answer { .. }
+            | ServerMsg::Candidate { .. }
+            | ServerMsg::EndOfCandidates { .. }
+            | ServerMsg::IceRestart { .. }
+            | ServerMsg::Bye { .. }
+    )
+}
