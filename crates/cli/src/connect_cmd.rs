@@ -1,12 +1,18 @@
-//! `p2p connect`: one peer. Lines on stdin go to the other peer, what
-//! arrives is written to stdout; progress goes to stderr (a one-line
-//! progress display when stderr is a terminal).
+//! `p2p connect`: one peer, chatting over an encrypted WebRTC data channel
+//! (DTLS, SCTP), so that the other peer may be another `p2p connect` or a
+//! browser tab of `p2p serve`'s page. The offerer opens the channel `chat`
+//! (in-band, DCEP); the answerer takes the channel the other side opens.
+//! Each line on stdin goes as one string message, each message received is
+//! written as one line to stdout (on a terminal, after the sender's name);
+//! progress goes to stderr (a one-line progress display when stderr is a
+//! terminal).
 //!
 //! For scripts: `--json` writes each progress line as a JSON object instead
 //! (`{"t_ms":…,"event":"connected","local_kind":"srflx",…}`, then `"ready"` with the
-//! time ICE took, and `"done"` at the end), and `--expect-lines N` makes it
-//! exit once N lines have arrived (after `--linger-ms`, so that the peer gets
-//! what we still send), failing if the connection closes before.
+//! time ICE took, `"message"` for each message received, and `"done"` at
+//! the end), and `--expect-lines N` makes it exit once N messages have
+//! arrived (after `--linger-ms`, so that the peer gets what we still send),
+//! failing if the connection closes before.
 
 use std::io::{IsTerminal, Write};
 use std::net::IpAddr;
@@ -15,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use p2p_connect::{
-    ConnectionEvent, IceServerUri, IceState, Peer, PeerConfig, Policy, SelectedPath,
+    ChannelOptions, ConnectionEvent, IceServerUri, IceState, Peer, PeerConfig, Policy, SelectedPath,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -348,6 +354,18 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             eprintln!("p2p connect: {text}");
         }
     };
+    // The offerer opens the chat channel; the answerer takes the one the
+    // other side opens (a browser tab opens its own).
+    let chat = if conn.is_controlling() {
+        conn.open_channel(ChannelOptions::new("chat")).await?
+    } else {
+        conn.accept_channel().await?
+    };
+    let peer_name = conn
+        .peer_name()
+        .map(str::to_owned)
+        .unwrap_or_else(|| conn.peer_id().to_owned());
+    let stdout_tty = std::io::stdout().is_terminal();
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdout = tokio::io::stdout();
     let mut stdin_open = true;
@@ -361,17 +379,28 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
         tokio::select! {
             line = stdin.next_line(), if stdin_open => match line {
                 Ok(Some(l)) => {
-                    if conn.send(l.into_bytes()).await.is_err() {
+                    if let Err(e) = chat.send_text(l).await {
+                        say("error", format!("not sent: {e}"));
                         break;
                     }
                     sent += 1;
                 }
                 _ => stdin_open = false,
             },
-            got = conn.recv() => match got {
-                Ok(d) => {
+            got = chat.recv() => match got {
+                Ok(m) => {
                     received += 1;
-                    stdout.write_all(&d).await?;
+                    if json {
+                        let v = serde_json::json!({
+                            "t_ms": ms(started.elapsed()), "event": "message",
+                            "from": peer_name, "binary": m.binary, "len": m.data.len(),
+                        });
+                        eprintln!("{v}");
+                    }
+                    if stdout_tty {
+                        stdout.write_all(format!("{peer_name}: ").as_bytes()).await?;
+                    }
+                    stdout.write_all(&m.data).await?;
                     stdout.write_all(b"\n").await?;
                     stdout.flush().await?;
                     if leave_at.is_none() && expect.is_some_and(|n| received >= n) {
@@ -380,7 +409,11 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
                         );
                     }
                 }
-                Err(_) => break,
+                Err(e) => {
+                    say("closed", format!("{e}"));
+                    ended = conn.closed().is_some();
+                    break;
+                }
             },
             _ = tokio::time::sleep_until(leave_at.unwrap_or(far)), if leave_at.is_some() => break,
             e = conn.next_event() => match e {

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use p2p_connect::{CandidateKind, ConnectionEvent, IceStats, Peer, PeerConfig, Policy};
+use p2p_connect::{
+    CandidateKind, ChannelOptions, ConnectionEvent, IceStats, Peer, PeerConfig, Policy,
+};
 use p2p_server::{Config, Server};
 use rand::Rng;
 
@@ -143,7 +145,10 @@ pub(crate) async fn run(a: DemoArgs) -> Result<(), AnyError> {
     };
     let time_to_connect = meet.elapsed();
 
-    // Messages: alice pings, bob echoes.
+    // Messages, on a reliable ordered data channel bob opens (he offered):
+    // alice sends, bob echoes.
+    let bob_chat = bob.open_channel(ChannelOptions::new("echo")).await?;
+    let alice_chat = alice.accept_channel().await?;
     let (echo_stop_tx, mut echo_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let echo = tokio::spawn(async move {
         let mut st = Echo {
@@ -152,10 +157,10 @@ pub(crate) async fn run(a: DemoArgs) -> Result<(), AnyError> {
         };
         loop {
             tokio::select! {
-                got = bob.recv() => match got {
-                    Ok(d) => {
+                got = bob_chat.recv() => match got {
+                    Ok(m) => {
                         st.received += 1;
-                        if bob.send(d).await.is_ok() {
+                        if bob_chat.send_text(m.text().into_owned()).await.is_ok() {
                             st.sent += 1;
                         }
                     }
@@ -164,29 +169,24 @@ pub(crate) async fn run(a: DemoArgs) -> Result<(), AnyError> {
                 _ = &mut echo_stop_rx => break,
             }
         }
-        (bob, st)
+        st
     });
     let mut rtts = Vec::new();
     let mut sent = 0u64;
     for i in 0..a.messages {
         let msg = format!("message {i} from alice");
         let t = Instant::now();
-        alice.send(msg.clone().into_bytes()).await?;
+        alice_chat.send_text(msg.clone()).await?;
         sent += 1;
-        let deadline = t + Duration::from_millis(500);
-        loop {
-            match tokio::time::timeout_at(deadline.into(), alice.recv()).await {
-                Ok(Ok(d)) if d == msg.as_bytes() => {
-                    rtts.push(t.elapsed());
-                    break;
-                }
-                Ok(Ok(_)) => continue,
-                Ok(Err(_)) | Err(_) => break,
-            }
+        let deadline = t + Duration::from_millis(2000);
+        match tokio::time::timeout_at(deadline.into(), alice_chat.recv()).await {
+            Ok(Ok(m)) if m.data == msg.as_bytes() => rtts.push(t.elapsed()),
+            Ok(Ok(m)) => return Err(format!("echo out of order: {:?}", m.text()).into()),
+            Ok(Err(_)) | Err(_) => break,
         }
     }
     let _ = echo_stop_tx.send(());
-    let (bob, echo) = echo.await?;
+    let echo = echo.await?;
 
     let sa = alice.stats().await?;
     let sb = bob.stats().await?;
@@ -224,7 +224,7 @@ pub(crate) async fn run(a: DemoArgs) -> Result<(), AnyError> {
         );
     }
     println!(
-        "  messages:           alice sent {sent}, bob received {} and echoed {}, alice received {}",
+        "  messages:           alice sent {sent}, bob received {} and echoed {}, alice received {} (a reliable data channel over DTLS)",
         echo.received,
         echo.sent,
         rtts.len()
@@ -242,8 +242,12 @@ pub(crate) async fn run(a: DemoArgs) -> Result<(), AnyError> {
     {
         return Err("relay-only, yet the selected path is not relayed".into());
     }
-    if rtts.is_empty() && sent > 0 {
-        return Err(format!("none of the {sent} messages came back").into());
+    if (rtts.len() as u64) < sent {
+        return Err(format!(
+            "{} of the {sent} messages came back on a reliable channel",
+            rtts.len()
+        )
+        .into());
     }
     Ok(())
 }

@@ -9,12 +9,13 @@
 //!
 //! Options after the room: `--stun URI`, `--turn URI USER PASSWORD`,
 //! `--relay-only`, `--loopback`. Without `--stun`/`--turn` the servers of
-//! the signaling server's welcome are used. Lines are datagrams: a lost
-//! one is lost (this is a demo of the path, not a reliable chat).
+//! the signaling server's welcome are used. The peer that joined second
+//! opens a data channel `chat` (reliable, ordered, encrypted); the other
+//! takes it. A tab of `p2p serve`'s page can be the other peer.
 
 use std::process::ExitCode;
 
-use p2p_connect::{ConnectionEvent, IceServerUri, Peer, PeerConfig, Policy};
+use p2p_connect::{ChannelOptions, ConnectionEvent, IceServerUri, Peer, PeerConfig, Policy};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn usage() -> ExitCode {
@@ -83,19 +84,33 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let chat = if conn.is_controlling() {
+        conn.open_channel(ChannelOptions::new("chat"))
+            .await
+            .map_err(|e| e.to_string())
+    } else {
+        conn.accept_channel().await.map_err(|e| e.to_string())
+    };
+    let chat = match chat {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chat: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     loop {
         tokio::select! {
             line = stdin.next_line() => match line {
                 Ok(Some(l)) => {
-                    if conn.send(l.into_bytes()).await.is_err() {
+                    if chat.send_text(l).await.is_err() {
                         break;
                     }
                 }
                 _ => break,
             },
-            got = conn.recv() => match got {
-                Ok(d) => println!("{}", String::from_utf8_lossy(&d)),
+            got = chat.recv() => match got {
+                Ok(m) => println!("{}", m.text()),
                 Err(reason) => {
                     eprintln!("chat: {reason}");
                     return ExitCode::SUCCESS;

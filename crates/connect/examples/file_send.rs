@@ -1,137 +1,54 @@
-//! Send a file to a peer over the connected path.
+//! Send a file to a peer over a reliable data channel.
 //!
 //! ```text
 //! cargo run -p p2p-connect --example file_send -- ws://127.0.0.1:8080/ws room send ./photo.jpg
 //! cargo run -p p2p-connect --example file_send -- ws://127.0.0.1:8080/ws room recv ./copy.jpg
 //! ```
 //!
-//! The path carries datagrams, which may be lost or reordered, so the
-//! example puts a small go-back-N protocol on top: 1 KiB chunks numbered
-//! from 0, a window of 64 chunks, the receiver acknowledging the next chunk
-//! it expects, the sender resending the window when no acknowledgement
-//! moved it for 200 ms. A real application would use QUIC or SCTP over
-//! the datagrams instead.
+//! The sender opens a channel `file` (reliable and ordered: SCTP
+//! retransmits and orders), sends the length as a first string message,
+//! then the file in 16 KiB binary messages; `Channel::send` waits when the
+//! path is slower than the disk (back-pressure). `p2p send` and
+//! `p2p receive` do the same with names, progress and an end-to-end hash.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
-use p2p_connect::{Connection, Peer, PeerConfig};
+use p2p_connect::{ChannelOptions, Connection, Peer, PeerConfig};
 
-const CHUNK: usize = 1024;
-const WINDOW: u32 = 64;
-const RTO: Duration = Duration::from_millis(200);
+const CHUNK: usize = 16 * 1024;
 
-/// Message kinds: the first byte.
-const META: u8 = 0;
-const DATA: u8 = 1;
-const ACK: u8 = 2;
-const DONE: u8 = 3;
-
-fn msg(kind: u8, n: u32, body: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(5 + body.len());
-    v.push(kind);
-    v.extend_from_slice(&n.to_be_bytes());
-    v.extend_from_slice(body);
-    v
-}
-
-fn parse(d: &[u8]) -> Option<(u8, u32, &[u8])> {
-    let (&kind, rest) = d.split_first()?;
-    let (n, body) = rest.split_at_checked(4)?;
-    Some((kind, u32::from_be_bytes(n.try_into().ok()?), body))
-}
-
-async fn send_file(conn: &mut Connection, data: &[u8]) -> Result<(), String> {
-    let chunks: Vec<&[u8]> = data.chunks(CHUNK).collect();
-    let total = u32::try_from(chunks.len()).map_err(|_| "file too large")?;
-    let started = Instant::now();
-    let mut base = 0u32;
-    let mut next = 0u32;
-    let mut last_progress = Instant::now();
-    loop {
-        if base == total {
-            break;
-        }
-        while next < total && next < base + WINDOW {
-            let chunk = chunks.get(next as usize).copied().unwrap_or_default();
-            conn.send(msg(DATA, next, chunk))
-                .await
-                .map_err(|e| e.to_string())?;
-            next += 1;
-        }
-        // The META datagram says how many chunks follow (resent with the window).
-        if base == 0 {
-            conn.send(msg(META, total, &(data.len() as u64).to_be_bytes()))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        match tokio::time::timeout(RTO, conn.recv()).await {
-            Ok(Ok(d)) => {
-                if let Some((ACK, n, _)) = parse(&d) {
-                    if n > base {
-                        base = n.min(total);
-                        last_progress = Instant::now();
-                    }
-                }
-            }
-            Ok(Err(reason)) => return Err(reason.to_string()),
-            Err(_) => {
-                if last_progress.elapsed() > Duration::from_secs(30) {
-                    return Err("no progress for 30 s".into());
-                }
-                next = base; // go back N
-            }
-        }
-    }
-    // Tell the receiver we are done; wait for its DONE (a few tries).
-    for _ in 0..10 {
-        conn.send(msg(DONE, total, &[]))
+async fn send_file(conn: &Connection, data: Vec<u8>) -> Result<(), String> {
+    let ch = conn
+        .open_channel(ChannelOptions::new("file"))
+        .await
+        .map_err(|e| e.to_string())?;
+    ch.send_text(data.len().to_string())
+        .await
+        .map_err(|e| e.to_string())?;
+    let data = p2p_connect::Bytes::from(data);
+    for at in (0..data.len()).step_by(CHUNK) {
+        let end = (at + CHUNK).min(data.len());
+        // A slice of the Bytes: nothing is copied on the way.
+        ch.send(data.slice(at..end))
             .await
             .map_err(|e| e.to_string())?;
-        if let Ok(Ok(d)) = tokio::time::timeout(RTO, conn.recv()).await {
-            if matches!(parse(&d), Some((DONE, _, _))) {
-                break;
-            }
-        }
     }
-    let secs = started.elapsed().as_secs_f64().max(1e-6);
-    eprintln!(
-        "file_send: sent {} bytes in {secs:.2} s ({:.2} Mbit/s)",
-        data.len(),
-        data.len() as f64 * 8.0 / secs / 1e6
-    );
+    // The receiver says it has everything.
+    ch.recv().await.map_err(|e| e.to_string())?;
     Ok(())
 }
 
-async fn recv_file(conn: &mut Connection) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    let mut expected = 0u32;
-    let mut total: Option<u32> = None;
-    loop {
-        let d = tokio::time::timeout(Duration::from_secs(30), conn.recv())
-            .await
-            .map_err(|_| "nothing for 30 s")?
-            .map_err(|r| r.to_string())?;
-        match parse(&d) {
-            Some((META, n, _)) => total = Some(n),
-            Some((DATA, n, body)) => {
-                if n == expected {
-                    out.extend_from_slice(body);
-                    expected += 1;
-                }
-                conn.send(msg(ACK, expected, &[]))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            Some((DONE, n, _)) if n == expected && total.is_none_or(|t| t == n) => {
-                conn.send(msg(DONE, n, &[]))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                return Ok(out);
-            }
-            _ => {}
-        }
+async fn recv_file(conn: &Connection) -> Result<Vec<u8>, String> {
+    let ch = conn.accept_channel().await.map_err(|e| e.to_string())?;
+    let first = ch.recv().await.map_err(|e| e.to_string())?;
+    let len: usize = first.text().parse().map_err(|_| "a bad length")?;
+    let mut data = Vec::with_capacity(len);
+    while data.len() < len {
+        let m = ch.recv().await.map_err(|e| e.to_string())?;
+        data.extend_from_slice(&m.data);
     }
+    ch.send_text("done").await.map_err(|e| e.to_string())?;
+    Ok(data)
 }
 
 #[tokio::main]
@@ -146,7 +63,7 @@ async fn main() -> ExitCode {
         Ok(p) => p.connect().await,
         Err(e) => Err(e),
     };
-    let mut conn = match connected {
+    let conn = match connected {
         Ok(c) => c,
         Err(e) => {
             eprintln!("file_send: {e}");
@@ -158,10 +75,10 @@ async fn main() -> ExitCode {
     }
     let r = match mode.as_str() {
         "send" => match std::fs::read(path) {
-            Ok(data) => send_file(&mut conn, &data).await,
+            Ok(data) => send_file(&conn, data).await,
             Err(e) => Err(format!("{path}: {e}")),
         },
-        "recv" => match recv_file(&mut conn).await {
+        "recv" => match recv_file(&conn).await {
             Ok(data) => std::fs::write(path, &data)
                 .map(|()| eprintln!("file_send: received {} bytes into {path}", data.len()))
                 .map_err(|e| format!("{path}: {e}")),

@@ -15,6 +15,7 @@ pub(crate) const COMMON_HEADER_LEN: usize = 12;
 /// Chunk types (RFC 9260 §3.2) this crate looks at.
 pub(crate) mod chunk {
     /// INIT.
+    pub(crate) const DATA: u8 = 0;
     pub(crate) const INIT: u8 = 1;
     /// INIT ACK.
     pub(crate) const INIT_ACK: u8 = 2;
@@ -29,6 +30,7 @@ pub(crate) mod chunk {
     /// SHUTDOWN ACK.
     pub(crate) const SHUTDOWN_ACK: u8 = 8;
     /// SHUTDOWN COMPLETE.
+    pub(crate) const COOKIE_ACK: u8 = 11;
     pub(crate) const SHUTDOWN_COMPLETE: u8 = 14;
 }
 

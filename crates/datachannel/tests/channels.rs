@@ -6,12 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::Pair;
+use common::{addrs, Pair};
 use p2p_datachannel::{
     ChannelError, ChannelEvent, ChannelId, ChannelOptions, CloseReason, Reliability, SctpConfig,
     SctpRole,
 };
-use p2p_proto::Machine;
+use p2p_proto::{Datagram, Machine, Transport};
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -505,5 +505,134 @@ fn commands_on_unknown_channels_are_typed_errors() {
             .m
             .open_channel(p.now, ChannelOptions::new("l".repeat(70_000))),
         Err(ChannelError::LabelTooLong)
+    );
+}
+
+/// The DATA chunks of `packet` (an SCTP packet): (flags, PPID).
+fn data_chunks(packet: &[u8]) -> Vec<(u8, u32)> {
+    let mut out = Vec::new();
+    let mut at = 12; // the common header
+    while let Some(h) = packet.get(at..at + 4) {
+        let (kind, flags) = (h[0], h[1]);
+        let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        if len < 4 {
+            break;
+        }
+        if kind == 0 {
+            if let Some(ppid) = packet.get(at + 12..at + 16) {
+                out.push((flags, u32::from_be_bytes(ppid.try_into().unwrap())));
+            }
+        }
+        at += len.next_multiple_of(4);
+    }
+    out
+}
+
+/// RFC 8832 §6: every DCEP message goes ordered and reliably, whatever the
+/// channel's own delivery: the OPEN of an unordered channel and the peer's
+/// ACK carry no U (unordered) bit, while the channel's messages do.
+#[test]
+fn dcep_messages_of_an_unordered_channel_are_sent_ordered() {
+    let mut p = Pair::new(40);
+    p.connect();
+    let options = ChannelOptions::new("unordered")
+        .with_ordered(false)
+        .with_reliability(Reliability::MaxRetransmits(0));
+    p.record_wire = true;
+    let id = p.client.m.open_channel(p.now, options).unwrap();
+    p.run_until(SEC, 1000, |p| is_open(p, true, id));
+    let chunks = |client: bool| -> Vec<(u8, u32)> {
+        p.wire
+            .iter()
+            .filter(|(c, _)| *c == client)
+            .flat_map(|(_, b)| data_chunks(b))
+            .collect()
+    };
+    let (client_chunks, server_chunks) = (chunks(true), chunks(false));
+    const U: u8 = 0x04;
+    let open = client_chunks.iter().find(|(_, ppid)| *ppid == 50);
+    let ack = server_chunks.iter().find(|(_, ppid)| *ppid == 50);
+    assert_eq!(open.map(|(f, _)| f & U), Some(0), "OPEN: {client_chunks:?}");
+    assert_eq!(ack.map(|(f, _)| f & U), Some(0), "ACK: {server_chunks:?}");
+    p.wire.clear();
+    p.client.m.send(p.now, id, b"x", true).unwrap();
+    p.drain();
+    let flags: Vec<(u8, u32)> = p.wire.iter().flat_map(|(_, b)| data_chunks(b)).collect();
+    assert!(
+        flags.iter().any(|(f, ppid)| *ppid == 53 && f & U != 0),
+        "the channel's own message goes unordered: {flags:?}"
+    );
+}
+
+/// Whether `b` (an SCTP packet) holds a chunk of type `kind`.
+fn has_chunk(b: &[u8], kind: u8) -> bool {
+    let mut at = 12;
+    while let Some(h) = b.get(at..at + 4) {
+        if h[0] == kind {
+            return true;
+        }
+        let len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        if len < 4 {
+            break;
+        }
+        at += len.next_multiple_of(4);
+    }
+    false
+}
+
+/// DATA that reaches the client before the COOKIE-ACK (the COOKIE-ACK lost
+/// or overtaken, as happens on a lossy path) is held, not acknowledged and
+/// dropped: the channel the server opened at once still opens.
+#[test]
+fn data_that_overtakes_the_cookie_ack_is_delivered_once_the_association_is_up() {
+    let mut p = Pair::new(5);
+    p.record_wire = true;
+    let now = p.now;
+    p.client.m.handle_timeout(now);
+    p.server.m.handle_timeout(now);
+    for _ in 0..100 {
+        p.drain();
+        if p.wire.iter().any(|(c, b)| *c && has_chunk(b, 10)) {
+            p.server.link.dead = true;
+        }
+        p.step();
+        if p.server.has(|e| *e == ChannelEvent::Connected) {
+            break;
+        }
+    }
+    assert!(p.server.has(|e| *e == ChannelEvent::Connected));
+    let _id = p
+        .server
+        .m
+        .open_channel(p.now, ChannelOptions::new("ping"))
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(o) = p.server.m.poll_output() {
+        if let p2p_datachannel::SctpOutput::Transmit(t) = o {
+            out.push(t.contents)
+        }
+    }
+    assert!(out.iter().any(|b| has_chunk(b, 0)), "the OPEN went out");
+    let (ca, sa) = addrs();
+    for b in out.iter().filter(|b| has_chunk(b, 0)) {
+        let _ = p
+            .client
+            .m
+            .handle_input(p.now, Datagram::new(Transport::Udp, sa.local, ca.local, b));
+    }
+    p.server.link.dead = false;
+    for _ in 0..1000 {
+        if !p.step() {
+            break;
+        }
+        if p.now - p.t0 > Duration::from_secs(30) {
+            break;
+        }
+    }
+    assert!(
+        p.client
+            .has(|e| matches!(e, ChannelEvent::ChannelOpened { label, .. } if label == "ping")),
+        "{:?}",
+        p.client.events
     );
 }

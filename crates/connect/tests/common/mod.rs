@@ -4,8 +4,9 @@
 //!
 //! - [`SessionNode`]: a `Session` and its host address as a netsim node. It
 //!   records every event with its time, the first `SelectedPair`, the data it
-//!   received, and once a path is selected it sends a small "ping" datagram
-//!   every [`PING_EVERY`] so that data flows both ways.
+//!   received, and once the encrypted connection is up (DTLS, then the data
+//!   channels' association) A opens a channel `ping` and both send a small
+//!   message on it every [`PING_EVERY`] so that data flows both ways.
 //! - [`TurnNode`]: a `TurnServer` on a public IP, relaying from the same IP.
 //! - [`Pair`]: the simulation plus the signalling channel; [`run_pair`]
 //!   connects two placements and reports the path and the time it took.
@@ -17,8 +18,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use p2p_connect::{
-    CandidateKind, Datagram, IceConfig, IceState, Session, SessionConfig, SessionEvent, Transport,
-    TurnServerConfig,
+    CandidateKind, ChannelEvent, ChannelId, ChannelOptions, DtlsRole, Fingerprint, IceConfig,
+    IceState, Reliability, RemoteSecurity, Session, SessionConfig, SessionEvent, SessionOutput,
+    Transmit, Transport, TurnServerConfig,
 };
 use p2p_netsim::{
     Behaviour, Firewall, HostId, LinkConfig, NatConfig, NatId, Node, PortAllocation, Realm, Sim,
@@ -51,8 +53,9 @@ pub fn server_addr() -> SocketAddr {
 /// What the application would carry over the signalling channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signal {
-    /// ICE ufrag and password (at start, and after a restart).
-    Credentials(String, String),
+    /// ICE ufrag and password (at start, and after a restart), and the
+    /// fingerprint of the DTLS certificate.
+    Credentials(String, String, Fingerprint),
     /// A trickled candidate (SDP `candidate:` value).
     Candidate(String),
     /// End-of-candidates.
@@ -82,6 +85,13 @@ pub fn candidate_kind(line: &str) -> Option<CandidateKind> {
 pub struct SessionNode {
     pub name: &'static str,
     pub session: Session,
+    /// The ICE controlling side (the offerer: the DTLS server, which opens
+    /// the `ping` channel).
+    pub controlling: bool,
+    /// The channel the pings go on, once open.
+    pub channel: Option<ChannelId>,
+    /// Transmits of the session, for the network.
+    transmits: VecDeque<Transmit>,
     /// Signals from the peer, with the time they are due (sorted).
     inbox: VecDeque<(Instant, Signal)>,
     /// Signals for the peer, taken by the harness after every step.
@@ -97,16 +107,22 @@ pub struct SessionNode {
     pub pinging: bool,
     next_ping: Option<Instant>,
     pub pings_sent: u32,
-    /// Datagrams sent at once, in the same step, on the first
-    /// `SelectedPair` (an application that writes as soon as it connects).
+    /// Messages sent at once, in the same step, when the channel opens (an
+    /// application that writes as soon as it connects).
     pub burst_on_select: u32,
+    /// When the data channels' association came up.
+    pub established: Option<Instant>,
 }
 
 impl SessionNode {
-    pub fn new(name: &'static str, session: Session) -> Self {
+    pub fn new(name: &'static str, session: Session, controlling: bool) -> Self {
         SessionNode {
             name,
             session,
+            controlling,
+            channel: None,
+            transmits: VecDeque::new(),
+            established: None,
             inbox: VecDeque::new(),
             outbox: Vec::new(),
             events: Vec::new(),
@@ -123,17 +139,30 @@ impl SessionNode {
 
     /// Start the session (gathering, allocations) at `now`.
     pub fn start(&mut self, now: Instant) {
-        self.session.start(now);
+        self.session.handle_timeout(now);
         self.drain(now);
+    }
+
+    /// Our credentials and fingerprint, as signalled.
+    pub fn credentials(&self) -> Signal {
+        let (u, p) = self.session.local_credentials();
+        Signal::Credentials(u.to_owned(), p.to_owned(), self.session.local_fingerprint())
     }
 
     /// ICE restart: new credentials go out first, then the candidates.
     pub fn restart(&mut self, now: Instant) {
         self.session.restart(now);
-        let (u, p) = self.session.local_credentials();
-        self.outbox
-            .push(Signal::Credentials(u.to_owned(), p.to_owned()));
+        let c = self.credentials();
+        self.outbox.push(c);
         self.drain(now);
+    }
+
+    /// Send one string message on the `ping` channel.
+    pub fn send(&mut self, now: Instant, text: &str) -> Result<(), p2p_connect::SessionError> {
+        let id = self.channel.ok_or(p2p_connect::SessionError::Closed)?;
+        let r = self.session.send(now, id, text.as_bytes(), false);
+        self.drain(now);
+        r
     }
 
     /// Close the session (delete its TURN allocations) at `now`.
@@ -180,36 +209,83 @@ impl SessionNode {
         if self.first_check.is_none() && self.checks_sent() > 0 {
             self.first_check = Some(now);
         }
-        while let Some(e) = self.session.poll_event() {
+        while let Some(o) = self.session.poll_output() {
+            let e = match o {
+                SessionOutput::Transmit(t) => {
+                    self.transmits.push_back(t);
+                    continue;
+                }
+                SessionOutput::Event(e) => e,
+                other => panic!("unexpected output {other:?}"),
+            };
             match &e {
                 SessionEvent::LocalCandidate(c) => {
                     self.outbox.push(Signal::Candidate(c.to_string()))
                 }
                 SessionEvent::GatheringComplete => self.outbox.push(Signal::EndOfCandidates),
                 SessionEvent::SelectedPair { .. } => {
-                    if self.first_selected.is_none() {
-                        for i in 1..=self.burst_on_select {
-                            let msg = format!("burst {} #{i}", self.name);
-                            if let Err(e) = self.session.send(now, msg.as_bytes()) {
-                                self.signal_errors.push(format!("burst: {e}"));
+                    self.first_selected.get_or_insert(now);
+                }
+                SessionEvent::Channel(ChannelEvent::Connected) => {
+                    self.established.get_or_insert(now);
+                    if self.controlling && self.channel.is_none() {
+                        // Datagram semantics, as the pings had before the
+                        // path was encrypted: a lost ping is lost, none
+                        // waits for another.
+                        let options = ChannelOptions::new("ping")
+                            .with_ordered(false)
+                            .with_reliability(Reliability::MaxRetransmits(0));
+                        match self.session.open_channel(now, options) {
+                            Ok(id) => self.channel = id,
+                            Err(e) => self.signal_errors.push(format!("open: {e}")),
+                        }
+                        if let Some(id) = self.channel {
+                            for i in 1..=self.burst_on_select {
+                                let msg = format!("burst {} #{i}", self.name);
+                                if let Err(e) = self.session.send(now, id, msg.as_bytes(), false) {
+                                    self.signal_errors.push(format!("burst: {e}"));
+                                }
                             }
                         }
                     }
-                    self.first_selected.get_or_insert(now);
                     if self.pinging {
                         self.next_ping = Some(now);
                     }
                 }
-                SessionEvent::Data(d) => self.received.push((now, d.clone())),
+                SessionEvent::Channel(ChannelEvent::ChannelOpened { id, .. }) => {
+                    self.channel = Some(*id);
+                }
+                SessionEvent::Channel(ChannelEvent::Message { data, .. }) => {
+                    self.received.push((now, data.clone()))
+                }
                 _ => {}
             }
             self.events.push((now, e));
         }
     }
 
-    fn apply(&mut self, now: Instant, s: Signal) {
+    /// Apply a signal of the peer.
+    pub fn apply(&mut self, now: Instant, s: Signal) {
         let r = match s {
-            Signal::Credentials(u, p) => self.session.set_remote_credentials(now, &u, &p),
+            Signal::Credentials(u, p, fingerprint) => {
+                // The harness's offer/answer: A offers (actpass), B answers
+                // active, so B is the DTLS client.
+                let role = if self.controlling {
+                    DtlsRole::Server
+                } else {
+                    DtlsRole::Client
+                };
+                self.session.set_remote_security(
+                    now,
+                    RemoteSecurity {
+                        role,
+                        fingerprints: vec![fingerprint],
+                        sctp_port: 5000,
+                        max_message_size: None,
+                    },
+                );
+                self.session.set_remote_credentials(now, &u, &p)
+            }
             // Signalled as text, read once with p2p-sdp's grammar.
             Signal::Candidate(c) => match c.parse() {
                 Ok(c) => self.session.add_remote_candidate(now, c),
@@ -235,15 +311,8 @@ impl Node for SessionNode {
             p2p_netsim::Transport::Udp => Transport::Udp,
             _ => Transport::Tcp,
         };
-        self.session.handle_input(
-            now,
-            Datagram {
-                transport,
-                local: d.destination,
-                remote: d.source,
-                contents: d.contents,
-            },
-        );
+        let d = p2p_connect::Datagram::new(transport, d.source, d.destination, d.contents);
+        let _ = self.session.handle_input(now, d);
         self.drain(now);
     }
 
@@ -260,19 +329,23 @@ impl Node for SessionNode {
         }
         if self.next_ping.is_some_and(|t| t <= now) {
             self.next_ping = None;
-            if self.pinging && self.session.selected_path().is_some() {
-                self.pings_sent += 1;
-                let msg = format!("ping {} #{}", self.name, self.pings_sent);
-                if self.session.send(now, msg.as_bytes()).is_ok() {
-                    self.next_ping = Some(now + PING_EVERY);
+            if self.pinging {
+                // No path or no channel yet (a restart, or the peer's
+                // channel not open here yet): try again at the next tick.
+                if self.session.selected_path().is_some() && self.channel.is_some() {
+                    self.pings_sent += 1;
+                    let msg = format!("ping {} #{}", self.name, self.pings_sent);
+                    if let Err(e) = self.send(now, &msg) {
+                        self.signal_errors.push(format!("ping: {e}"));
+                    }
                 }
-                self.drain(now);
+                self.next_ping = Some(now + PING_EVERY);
             }
         }
     }
 
     fn poll_transmit(&mut self, _now: Instant) -> Option<p2p_netsim::Transmit> {
-        let t = self.session.poll_transmit()?;
+        let t = self.transmits.pop_front()?;
         Some(on_the_wire(
             t.transport,
             t.source,
@@ -291,6 +364,21 @@ impl Node for SessionNode {
         .flatten()
         .min()
     }
+}
+
+/// A (controlling, the offerer) and B as nodes, each with the other's
+/// credentials and fingerprint (an offer/answer done before anything is
+/// sent), started at `t0`.
+pub fn offer_answer(t0: Instant, a: Session, b: Session) -> (SessionNode, SessionNode) {
+    let mut na = SessionNode::new("A", a, true);
+    let mut nb = SessionNode::new("B", b, false);
+    let (ca, cb) = (na.credentials(), nb.credentials());
+    na.apply(t0, cb);
+    nb.apply(t0, ca);
+    assert!(na.signal_errors.is_empty() && nb.signal_errors.is_empty());
+    na.start(t0);
+    nb.start(t0);
+    (na, nb)
 }
 
 /// A TURN server (answering STUN Binding too) on a public IP, relaying from
@@ -551,19 +639,12 @@ impl Pair {
 
         let session =
             |ice: &IceConfig, host: SocketAddr, tr: Transport, user: &str, pw: &str, seed: u64| {
-                Session::new(SessionConfig {
-                    hosts: vec![host],
-                    stun_servers: vec![server_addr()],
-                    turn_servers: vec![TurnServerConfig {
-                        server: server_addr(),
-                        transport: tr,
-                        username: user.into(),
-                        password: pw.into(),
-                    }],
-                    rng_seed: Some(seed),
-                    ..SessionConfig::new(ice.clone().with_seed(seed))
-                })
-                .expect("session")
+                let mut c = SessionConfig::new(ice.clone().with_seed(seed));
+                c.hosts = vec![host];
+                c.stun_servers = vec![server_addr()];
+                c.turn_servers = vec![TurnServerConfig::new(server_addr(), tr, user, pw)];
+                c.rng_seed = Some(seed);
+                Session::new(c).expect("session")
             };
         let mut sa_ = session(
             &opts.ice_a,
@@ -581,20 +662,7 @@ impl Pair {
             "builder",
             opts.seed * 1000 + 2,
         );
-        // Offer/answer: credentials are known before anything is sent.
-        let (ua, pa) = sa_.local_credentials();
-        let (ua, pa) = (ua.to_owned(), pa.to_owned());
-        let (ub, pb) = sb_.local_credentials();
-        let (ub, pb) = (ub.to_owned(), pb.to_owned());
-        sa_.set_remote_credentials(t0, &ub, &pb)
-            .expect("credentials");
-        sb_.set_remote_credentials(t0, &ua, &pa)
-            .expect("credentials");
-
-        let mut na = SessionNode::new("A", sa_);
-        let mut nb = SessionNode::new("B", sb_);
-        na.start(t0);
-        nb.start(t0);
+        let (na, nb) = offer_answer(t0, sa_, sb_);
         let a = sim.add_host([addr_a.ip()], realm_a, na);
         let b = sim.add_host([addr_b.ip()], realm_b, nb);
         let mut pair = Pair {
@@ -735,7 +803,7 @@ impl Pair {
                 n.session.agent().stats()
             );
             for (t, e) in &n.events {
-                if !matches!(e, SessionEvent::Data(_)) {
+                if !matches!(e, SessionEvent::Channel(ChannelEvent::Message { .. })) {
                     s += &format!("  {:?} {e:?}\n", *t - self.sim.t0());
                 }
             }

@@ -50,6 +50,9 @@ enum Phase {
     Closed,
 }
 
+/// The most DATA packets kept while waiting for the COOKIE-ACK.
+const EARLY_DATA: usize = 64;
+
 /// WebRTC data channels on one SCTP association, sans-IO.
 ///
 /// Input: the plaintext SCTP packets a DTLS endpoint delivers (one per
@@ -69,6 +72,10 @@ pub struct SctpAssociation {
     transport: Arc<TransportConfig>,
     assoc: Option<(AssociationHandle, Association)>,
     phase: Phase,
+    /// Packets of DATA that reached the client before the COOKIE-ACK (a
+    /// reordering, or a lost COOKIE-ACK): the library would acknowledge
+    /// them and never deliver them, so they wait for the COOKIE-ACK.
+    early_data: Vec<Vec<u8>>,
     channels: HashMap<u16, Channel>,
     out: VecDeque<SctpOutput>,
     rng: SmallRng,
@@ -136,6 +143,7 @@ impl SctpAssociation {
             transport,
             assoc: None,
             phase: Phase::Idle,
+            early_data: Vec::new(),
             channels: HashMap::new(),
             out: VecDeque::new(),
             rng,
@@ -378,6 +386,15 @@ impl SctpAssociation {
                 self.last_heard = Some(now);
                 self.event(ChannelEvent::Connected);
                 self.open_pending_channels();
+                for packet in std::mem::take(&mut self.early_data) {
+                    let d = Datagram::new(
+                        self.path.transport,
+                        self.path.remote,
+                        self.path.local,
+                        &packet,
+                    );
+                    let _ = self.handle_input(now, d);
+                }
             }
             Event::HandshakeFailed { .. } => {
                 self.report_closed(now, CloseReason::HandshakeFailed);
@@ -470,6 +487,16 @@ impl Machine for SctpAssociation {
         }
         let contents = datagram.contents;
         if contents.len() < wire::COMMON_HEADER_LEN {
+            return Handled::Taken;
+        }
+        if self.config.role == SctpRole::Client
+            && self.phase == Phase::Connecting
+            && wire::has_chunk(contents, chunk::DATA)
+            && !wire::has_chunk(contents, chunk::COOKIE_ACK)
+        {
+            if self.early_data.len() < EARLY_DATA {
+                self.early_data.push(contents.to_vec());
+            }
             return Handled::Taken;
         }
         // One DATA or SACK alone (the data path) goes straight on; anything

@@ -102,6 +102,9 @@ pub struct Pair {
     rng: SmallRng,
     seq: u64,
     pub steps: u64,
+    /// Keep a copy of every packet sent in `wire` (from the client?, bytes).
+    pub record_wire: bool,
+    pub wire: Vec<(bool, Vec<u8>)>,
 }
 
 pub fn addrs() -> (FiveTuple, FiveTuple) {
@@ -137,6 +140,8 @@ impl Pair {
             client: side(SctpAssociation::new(client, ca)),
             server: side(SctpAssociation::new(server, sa)),
             queue: BinaryHeap::new(),
+            record_wire: false,
+            wire: Vec::new(),
             rng: SmallRng::seed_from_u64(seed),
             seq: 0,
             steps: 0,
@@ -174,6 +179,10 @@ impl Pair {
             }
             let link = self.side(from_client).link;
             self.side(from_client).packets_sent += sent.len() as u64;
+            if self.record_wire {
+                self.wire
+                    .extend(sent.iter().map(|b| (from_client, b.clone())));
+            }
             for bytes in sent {
                 if link.dead || (link.loss > 0.0 && self.rng.gen_bool(link.loss)) {
                     continue;
