@@ -1,13 +1,14 @@
-//! `p2p-connect` on loopback (issue 7): the time from `connect()` to the
-//! first datagram delivered, then datagrams/s and Mbit/s once connected,
-//! for the direct (host) path and the relayed (TURN over UDP) path.
+//! `p2p-connect` on loopback: the time from `connect()` to the first
+//! message delivered on a data channel, then messages/s and Mbit/s once
+//! connected on a reliable ordered channel (DTLS, SCTP), for the direct
+//! (host) path and the relayed (TURN over UDP) path.
 //!
 //! A `p2p-server` runs in-process (STUN, TURN with a REST secret and
 //! loopback peers allowed, signaling). Two peers meet in a room with the
 //! servers of the welcome; the relayed case sets the relay-only policy.
-//! The sender sends as fast as the driver takes datagrams (its queue
-//! applies back-pressure); the receiver counts what arrives. Datagrams are
-//! UDP-like: loss under load is reported, not retried.
+//! The sender sends as fast as the channel takes messages (its buffered
+//! amount applies back-pressure); the receiver counts what arrives. The
+//! channel is reliable: every message arrives.
 //!
 //! `connect_bench [--runs N] [--seconds S] [--size BYTES]` prints a Markdown
 //! table; `cargo xtask bench connect` runs it and writes
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use p2p_connect::{CandidateKind, Connection, Peer, PeerConfig, Policy};
+use p2p_connect::{CandidateKind, Channel, ChannelOptions, Connection, Peer, PeerConfig, Policy};
 
 const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const BOUND: Duration = Duration::from_secs(30);
@@ -85,13 +86,14 @@ async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> Resu
         .map_err(|_| format!("{what}: nothing within {BOUND:?}"))
 }
 
-/// Both peers connect; returns them and the time from the first
-/// `connect()` call to the first datagram delivered (B → A).
+/// Both peers connect; returns them, a channel B opened (A's end and
+/// B's) and the time from the first `connect()` call to the first message
+/// delivered (B → A).
 async fn meet(
     url: &str,
     room: &str,
     policy: Policy,
-) -> Result<(Connection, Connection, Duration), String> {
+) -> Result<(Connection, Connection, Channel, Channel, Duration), String> {
     let cfg = || {
         PeerConfig::new(url, room)
             .local_addresses([LOOPBACK])
@@ -109,14 +111,18 @@ async fn meet(
         .await?
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("first peer: {e}"))?;
-    // B sends every millisecond until A has one.
-    for _ in 0..5_000 {
-        b.send(&b"first"[..]).await.map_err(|e| e.to_string())?;
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(1), a.recv()).await {
-            return Ok((a, b, start.elapsed()));
-        }
-    }
-    Err("no datagram delivered".into())
+    let cb = b
+        .open_channel(ChannelOptions::new("bench"))
+        .await
+        .map_err(|e| e.to_string())?;
+    cb.send(&b"first"[..]).await.map_err(|e| e.to_string())?;
+    let ca = bounded("the channel", a.accept_channel())
+        .await?
+        .map_err(|e| e.to_string())?;
+    bounded("the first message", ca.recv())
+        .await?
+        .map_err(|e| e.to_string())?;
+    Ok((a, b, ca, cb, start.elapsed()))
 }
 
 struct Throughput {
@@ -125,24 +131,22 @@ struct Throughput {
     elapsed: Duration,
 }
 
-/// A sends `size`-byte datagrams to B for `seconds`; B counts them.
+/// A sends `size`-byte messages to B for `seconds` on the channel; B
+/// counts them.
 async fn blast(
-    a: Connection,
-    b: Connection,
+    (a, b): (Connection, Connection),
+    (ca, cb): (Channel, Channel),
     size: usize,
     seconds: f64,
 ) -> Result<Throughput, String> {
     let received = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let b = Arc::new(b);
-    // Drain what is still queued from the first-datagram probe.
-    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(20), b.recv()).await {}
     let counter = {
-        let (received, stop, b) = (received.clone(), stop.clone(), b.clone());
+        let (received, stop) = (received.clone(), stop.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                match tokio::time::timeout(Duration::from_millis(100), b.recv()).await {
-                    Ok(Ok(d)) if d.len() == size => {
+                match tokio::time::timeout(Duration::from_millis(100), cb.recv()).await {
+                    Ok(Ok(m)) if m.data.len() == size => {
                         received.fetch_add(1, Ordering::Relaxed);
                     }
                     Ok(Ok(_)) | Err(_) => {}
@@ -156,21 +160,25 @@ async fn blast(
     let start = Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < run {
-        // Batches between clock reads; `send` waits when the queue is full.
+        // Batches between clock reads; `send` waits while too much is
+        // unacknowledged.
         for _ in 0..64 {
-            a.send(payload.clone()).await.map_err(|e| e.to_string())?;
+            ca.send(payload.clone()).await.map_err(|e| e.to_string())?;
             sent += 1;
         }
     }
     let elapsed = start.elapsed();
     // Let the last ones arrive.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..100 {
+        if received.load(Ordering::Relaxed) >= sent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let _ = bounded("counter", counter).await?;
     a.close().await;
-    if let Ok(b) = Arc::try_unwrap(b) {
-        b.close().await;
-    }
+    b.close().await;
     Ok(Throughput {
         sent,
         received: received.load(Ordering::Relaxed),
@@ -190,7 +198,7 @@ fn median(v: &mut [f64]) -> f64 {
 async fn bench(a: &Args) -> Result<(), String> {
     let url = daemon().await?;
     println!(
-        "| path | runs | connect → first datagram, median (min–max) ms | datagrams/s received | Mbit/s received (payload) | delivered |"
+        "| path | runs | connect → first message, median (min–max) ms | messages/s received | Mbit/s received (payload) | delivered |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
     for (name, policy, kind) in [
@@ -207,13 +215,13 @@ async fn bench(a: &Args) -> Result<(), String> {
         let (mut sent, mut received) = (0u64, 0u64);
         for run in 0..a.runs {
             let room = format!("bench-{name}-{run}");
-            let (ca, cb, first) = meet(&url, &room, policy).await?;
-            let got = ca.selected_path().ok_or("no selected path")?;
+            let (a_conn, b_conn, ca, cb, first) = meet(&url, &room, policy).await?;
+            let got = a_conn.selected_path().ok_or("no selected path")?;
             if got.local.kind != kind {
                 return Err(format!("{name}: connected over {got}, not {kind}"));
             }
             firsts.push(first.as_secs_f64() * 1000.0);
-            let t = blast(ca, cb, a.size, a.seconds).await?;
+            let t = blast((a_conn, b_conn), (ca, cb), a.size, a.seconds).await?;
             let secs = t.elapsed.as_secs_f64();
             rates.push(t.received as f64 / secs);
             mbits.push(t.received as f64 * a.size as f64 * 8.0 / secs / 1e6);
@@ -238,7 +246,7 @@ async fn bench(a: &Args) -> Result<(), String> {
     }
     println!();
     println!(
-        "Loopback, one process: p2p-server (STUN, TURN, signaling) and both peers on a tokio runtime with 2 worker threads; {}-byte datagrams for {} s per run; medians over the runs. Built with --release.",
+        "Loopback, one process: p2p-server (STUN, TURN, signaling) and both peers on a tokio runtime with 2 worker threads; {}-byte messages on a reliable ordered data channel (DTLS, SCTP) for {} s per run; medians over the runs. Built with --release.",
         a.size, a.seconds
     );
     Ok(())

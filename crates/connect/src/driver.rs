@@ -357,11 +357,11 @@ pub enum ConnectionEvent {
 /// use p2p_connect::{Peer, PeerConfig};
 /// let config = PeerConfig::new("ws://127.0.0.1:8080/ws", "my-room")
 ///     .ice_server("stun:stun.example.org".parse()?);
-/// let mut conn = Peer::new(config)?.connect().await?;
+/// let conn = Peer::new(config)?.connect().await?;
 /// println!("connected via {}", conn.selected_path().expect("a path"));
-/// conn.send(&b"hello"[..]).await?;
-/// if let Ok(reply) = conn.recv().await {
-///     println!("got {} bytes", reply.len());
+/// let files = conn.accept_channel().await?;
+/// while let Ok(m) = files.recv().await {
+///     println!("got {} bytes", m.data.len());
 /// }
 /// conn.close().await;
 /// # Ok(()) }

@@ -9,8 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use p2p_connect::{
-    CandidateKind, ConnectError, Connection, ConnectionEvent, IceServerUri, Peer, PeerConfig,
-    Policy,
+    CandidateKind, ChannelOptions, ConnectError, Connection, ConnectionEvent, IceServerUri, Peer,
+    PeerConfig, Policy,
 };
 use p2p_signaling::{Limits, ServerConfig, ServerMsg, SignalingClient};
 
@@ -61,17 +61,22 @@ async fn pair(a: PeerConfig, b: PeerConfig) -> (Connection, Connection) {
     (first, second)
 }
 
-/// Sends `msg` from `from` every 20 ms until `to` receives it (datagrams
-/// may be lost, even on loopback), at most 200 times.
-async fn deliver(from: &Connection, to: &mut Connection, msg: &[u8]) {
-    for _ in 0..200 {
-        from.send(Bytes::copy_from_slice(msg)).await.unwrap();
-        if let Ok(got) = tokio::time::timeout(Duration::from_millis(20), to.recv()).await {
-            assert_eq!(got.as_deref(), Ok(msg));
-            return;
-        }
-    }
-    panic!("{:?} never arrived", String::from_utf8_lossy(msg));
+/// `from` opens a new data channel and sends `msg` on it; `to` takes the
+/// channel and receives exactly `msg` (a reliable channel over the
+/// encrypted path: no retry).
+async fn deliver(from: &Connection, to: &Connection, msg: &[u8]) {
+    let label = format!("deliver {}", String::from_utf8_lossy(msg));
+    let sent = from
+        .open_channel(ChannelOptions::new(label.clone()))
+        .await
+        .expect("open");
+    sent.send(Bytes::copy_from_slice(msg)).await.expect("sent");
+    let got = bounded("the channel", to.accept_channel())
+        .await
+        .expect("accepted");
+    assert_eq!(got.label(), label);
+    let m = bounded("the message", got.recv()).await.expect("received");
+    assert_eq!((&m.data[..], m.binary), (msg, true));
 }
 
 async fn events_until_connected(c: &mut Connection) -> Vec<ConnectionEvent> {
@@ -89,7 +94,7 @@ async fn events_until_connected(c: &mut Connection) -> Vec<ConnectionEvent> {
 #[tokio::test]
 async fn two_peers_connect_on_the_host_path_and_exchange_both_ways() {
     let url = signaling(Limits::default()).await;
-    let (mut a, mut b) = pair(config(&url, "host"), config(&url, "host")).await;
+    let (mut a, b) = pair(config(&url, "host"), config(&url, "host")).await;
     // The first in the room answers; the newcomer offers and controls.
     assert!(!a.is_controlling() && b.is_controlling());
     for c in [&a, &b] {
@@ -108,8 +113,8 @@ async fn two_peers_connect_on_the_host_path_and_exchange_both_ways() {
         assert_eq!(p.local.address.ip(), LOOPBACK);
         assert_eq!(p.remote.address.ip(), LOOPBACK);
     }
-    deliver(&a, &mut b, b"from a").await;
-    deliver(&b, &mut a, b"from b").await;
+    deliver(&a, &b, b"from a").await;
+    deliver(&b, &a, b"from b").await;
 
     let ev = events_until_connected(&mut a).await;
     assert!(
@@ -149,9 +154,11 @@ async fn two_peers_connect_on_the_host_path_and_exchange_both_ways() {
     })
     .await;
     assert_eq!(closed, Some(p2p_connect::CloseReason::PeerClosed));
-    // recv says why it ended once the queue is read.
+    // Waiting for a channel says why it ended.
     assert_eq!(
-        bounded("a recv ends", a.recv()).await,
+        bounded("a accept ends", a.accept_channel())
+            .await
+            .map(|c| c.label().to_owned()),
         Err(p2p_connect::CloseReason::PeerClosed)
     );
     assert_eq!(a.closed(), Some(p2p_connect::CloseReason::PeerClosed));
@@ -206,7 +213,7 @@ page = false
 async fn relay_only_peers_connect_through_turn_with_the_welcome_credentials() {
     let (url, _) = daemon().await;
     let cfg = |room| config(&url, room).policy(Policy::RelayOnly);
-    let (mut a, mut b) = pair(cfg("relay"), cfg("relay")).await;
+    let (mut a, b) = pair(cfg("relay"), cfg("relay")).await;
     for c in [&a, &b] {
         let p = c.selected_path().expect("a selected path");
         assert_eq!(
@@ -214,8 +221,8 @@ async fn relay_only_peers_connect_through_turn_with_the_welcome_credentials() {
             (CandidateKind::Relayed, CandidateKind::Relayed)
         );
     }
-    deliver(&a, &mut b, b"relayed from a").await;
-    deliver(&b, &mut a, b"relayed from b").await;
+    deliver(&a, &b, b"relayed from a").await;
+    deliver(&b, &a, b"relayed from b").await;
     let ev = events_until_connected(&mut a).await;
     assert!(
         ev.iter()
@@ -236,9 +243,9 @@ async fn close_deletes_the_turn_allocations_so_the_quota_is_free_again() {
     for round in 0..3 {
         let room = format!("quota-{round}");
         let cfg = || config(&url, &room).policy(Policy::RelayOnly);
-        let (mut a, mut b) = pair(cfg(), cfg()).await;
-        deliver(&a, &mut b, b"relayed from a").await;
-        deliver(&b, &mut a, b"relayed from b").await;
+        let (a, b) = pair(cfg(), cfg()).await;
+        deliver(&a, &b, b"relayed from a").await;
+        deliver(&b, &a, b"relayed from b").await;
         bounded("a closes", a.close()).await;
         bounded("b closes", b.close()).await;
     }
@@ -255,11 +262,11 @@ async fn relay_only_over_turn_tcp() {
             .policy(Policy::RelayOnly)
             .ice_server(uri.clone().with_credentials(username, password.clone()))
     };
-    let (mut a, mut b) = pair(cfg("tcp"), cfg("tcp")).await;
+    let (a, b) = pair(cfg("tcp"), cfg("tcp")).await;
     let p = a.selected_path().expect("a selected path");
     assert_eq!(p.local.kind, CandidateKind::Relayed);
-    deliver(&a, &mut b, b"over tcp").await;
-    deliver(&b, &mut a, b"back over tcp").await;
+    deliver(&a, &b, b"over tcp").await;
+    deliver(&b, &a, b"back over tcp").await;
 }
 
 #[tokio::test]
@@ -456,19 +463,10 @@ fn turn_servers_need_credentials() {
     assert!(matches!(r, Err(ConnectError::BadIceServer(_))), "{r:?}");
 }
 
-/// Like [`deliver`], but copies of earlier messages still queued at `to`
-/// are skipped.
+/// [`deliver`], after a restart or a path change (the same: each message
+/// goes on a channel of its own).
 async fn deliver_fresh(from: &Connection, to: &Connection, msg: &[u8]) {
-    for _ in 0..200 {
-        from.send(Bytes::copy_from_slice(msg)).await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
-        while let Ok(got) = tokio::time::timeout_at(deadline, to.recv()).await {
-            if got.as_deref() == Ok(msg) {
-                return;
-            }
-        }
-    }
-    panic!("{:?} never arrived", String::from_utf8_lossy(msg));
+    deliver(from, to, msg).await;
 }
 
 /// Reads `c`'s events (from the first one) until `pred` matches one;
@@ -504,12 +502,12 @@ async fn ice_restart_from_either_side_reconnects() {
         c.check_list_interval = Some(Duration::from_millis(50));
         c
     };
-    let (a, mut b) = pair(
+    let (a, b) = pair(
         checking(config(&url, "restart")),
         checking(config(&url, "restart")),
     )
     .await;
-    deliver(&a, &mut b, b"before").await;
+    deliver(&a, &b, b"before").await;
     for c in [&a, &b] {
         until_event("connected", c, |e| {
             matches!(e, ConnectionEvent::Connected(_))
@@ -629,7 +627,7 @@ async fn relay_only_over_turns() {
         c.tls_roots = roots;
         c
     };
-    let (mut a, mut b) = pair(cfg("tls", vec![der.clone()]), cfg("tls", vec![der.clone()])).await;
+    let (a, b) = pair(cfg("tls", vec![der.clone()]), cfg("tls", vec![der.clone()])).await;
     for c in [&a, &b] {
         let p = c.selected_path().expect("a selected path");
         assert_eq!(
@@ -637,8 +635,8 @@ async fn relay_only_over_turns() {
             (CandidateKind::Relayed, CandidateKind::Relayed)
         );
     }
-    deliver(&a, &mut b, b"over tls").await;
-    deliver(&b, &mut a, b"back over tls").await;
+    deliver(&a, &b, b"over tls").await;
+    deliver(&b, &a, b"back over tls").await;
     a.close().await;
     b.close().await;
 
@@ -730,8 +728,8 @@ async fn a_dead_path_is_restarted_by_the_driver_through_another_relay() {
         c.ice.consent_timeout = Duration::from_millis(1500);
         c
     };
-    let (a, mut b) = pair(cfg(), cfg()).await;
-    deliver(&a, &mut b, b"before").await;
+    let (a, b) = pair(cfg(), cfg()).await;
+    deliver(&a, &b, b"before").await;
     let before = a.selected_path().expect("a selected path");
     assert_eq!(before.local.kind, CandidateKind::Relayed);
     let on_x = |p: u16| (41000..41500).contains(&p);

@@ -646,7 +646,7 @@ impl Pair {
                 c.rng_seed = Some(seed);
                 Session::new(c).expect("session")
             };
-        let mut sa_ = session(
+        let sa_ = session(
             &opts.ice_a,
             addr_a,
             tr_a,
@@ -654,7 +654,7 @@ impl Pair {
             "secret",
             opts.seed * 1000 + 1,
         );
-        let mut sb_ = session(
+        let sb_ = session(
             &opts.ice_b,
             addr_b,
             tr_b,
