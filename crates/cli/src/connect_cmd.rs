@@ -330,6 +330,9 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             "event": "ready",
             "ms": ms(ready),
             "ice_ms": ice.map(ms),
+            "local_fingerprint": conn.local_fingerprint().to_string(),
+            "remote_fingerprint": conn.remote_fingerprint().map(ToString::to_string),
+            "peer_name": conn.peer_name(),
         });
         if let Some(p) = conn.selected_path() {
             add_path(&mut v, &p);

@@ -454,6 +454,7 @@ impl Peer {
             peer_id: info.peer_id,
             peer_name: info.peer_name,
             controlling: info.controlling,
+            local_fingerprint: info.local_fingerprint,
             remote_fingerprint: info.remote_fingerprint,
         })
     }
@@ -465,6 +466,7 @@ struct ConnectedInfo {
     peer_id: String,
     peer_name: Option<String>,
     controlling: bool,
+    local_fingerprint: Fingerprint,
     remote_fingerprint: Option<Fingerprint>,
 }
 
@@ -509,6 +511,7 @@ pub struct Connection {
     peer_id: String,
     peer_name: Option<String>,
     controlling: bool,
+    local_fingerprint: Fingerprint,
     remote_fingerprint: Option<Fingerprint>,
 }
 
@@ -576,6 +579,12 @@ impl Connection {
     /// description signaled).
     pub fn remote_fingerprint(&self) -> Option<&Fingerprint> {
         self.remote_fingerprint.as_ref()
+    }
+
+    /// The fingerprint of our DTLS certificate (what our description
+    /// signaled).
+    pub fn local_fingerprint(&self) -> &Fingerprint {
+        &self.local_fingerprint
     }
 
     /// Whether we are the offerer and the ICE controlling agent.

@@ -584,6 +584,7 @@ impl Driver {
                         peer_id: self.peer.clone(),
                         peer_name: self.peer_name.clone(),
                         controlling: self.controlling,
+                        local_fingerprint: self.negotiation.session().local_fingerprint(),
                         remote_fingerprint: self.remote_fingerprint.clone(),
                     }));
                 }

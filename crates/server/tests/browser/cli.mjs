@@ -1,0 +1,174 @@
+// A Chromium tab of `p2p serve`'s page and `p2p connect` meet in one room and
+// chat over a WebRTC data channel (DTLS, SCTP): the browser is the other
+// peer of our stack. Run by xtask/scripts/browser.sh; prints one JSON line
+// per run and exits non-zero on the first failed check.
+//
+//   node cli.mjs --base http://127.0.0.1:8080 --p2p target/debug/p2p \
+//        --order tab-first|cli-first [--policy all|relay] [--tamper]
+//
+// Checks: the tab's data channel opens; lines go both ways, and a 64 KiB
+// message each way; getStats shows the DTLS transport connected with the
+// certificate whose fingerprint `p2p connect` reports as its own. With
+// --tamper the page alters one hex digit of the fingerprint our side
+// signaled: the connection must fail on both sides and deliver nothing.
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const { chromium } = require('playwright-core');
+
+function arg(name, fallback) {
+  const i = process.argv.indexOf('--' + name);
+  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : fallback;
+}
+const flag = (name) => process.argv.includes('--' + name);
+
+const base = arg('base', 'http://127.0.0.1:8080');
+const p2p = arg('p2p', 'target/debug/p2p');
+const order = arg('order', 'tab-first');
+const policy = arg('policy', 'all');
+const tamper = flag('tamper');
+const executablePath = arg('chromium', '/usr/bin/chromium');
+const STEP_MS = Number(arg('timeout-ms', '30000'));
+const relay = policy === 'relay';
+const tag = `[${order} ${policy}${tamper ? ' tamper' : ''}]`;
+
+function fail(msg) {
+  throw new Error(`${tag} ${msg}`);
+}
+
+// `p2p connect` as a child: stdout lines, JSON events from stderr.
+function startCli(room) {
+  const args = ['connect', '--signaling', base.replace(/^http/, 'ws') + '/ws', '--room', room,
+    '--loopback', '--json', '--name', 'cli', '--timeout', '15', '--peer-timeout', '30',
+    '--expect-lines', tamper ? '1' : '3'];
+  if (relay) args.push('--relay-only');
+  const child = spawn(p2p, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const cli = { child, lines: [], events: [], stderr: '', exit: null };
+  let out = '';
+  child.stdout.on('data', (d) => {
+    out += d;
+    let i;
+    while ((i = out.indexOf('\n')) >= 0) { cli.lines.push(out.slice(0, i)); out = out.slice(i + 1); }
+  });
+  let err = '';
+  child.stderr.on('data', (d) => {
+    cli.stderr += d;
+    err += d;
+    let i;
+    while ((i = err.indexOf('\n')) >= 0) {
+      const l = err.slice(0, i); err = err.slice(i + 1);
+      try { cli.events.push(JSON.parse(l)); } catch { /* a plain line */ }
+    }
+  });
+  cli.exited = new Promise((resolve) => child.on('exit', (code) => { cli.exit = code; resolve(code); }));
+  return cli;
+}
+
+async function until(what, pred) {
+  const deadline = Date.now() + STEP_MS;
+  while (Date.now() < deadline) {
+    const v = await pred();
+    if (v) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  fail(`timed out waiting for ${what}`);
+}
+
+async function waitFor(page, what, predicate, a) {
+  try {
+    await page.waitForFunction(predicate, a, { timeout: STEP_MS, polling: 100 });
+  } catch (e) {
+    const state = await page.evaluate(() => window.p2pTest && window.p2pTest.state()).catch(() => null);
+    fail(`timed out waiting for ${what}; page state: ${JSON.stringify(state)}`);
+  }
+}
+
+const profile = mkdtempSync(join(tmpdir(), 'p2p-chromium-'));
+let context;
+let cli;
+try {
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run',
+      '--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection'],
+  });
+  const room = `cli-${order}-${policy}-${tamper ? 't' : 'ok'}-${process.pid}`;
+  const url = `${base}/?room=${room}&name=tab${relay ? '&relay=1' : ''}${tamper ? '&tamper=1' : ''}`;
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error(`page error: ${e}`));
+  const openPage = async () => {
+    await page.goto(url, { timeout: STEP_MS });
+    await waitFor(page, 'the page in the room', () => window.p2pTest && window.p2pTest.state().signaling === 'in room');
+  };
+  if (order === 'tab-first') {
+    await openPage();
+    cli = startCli(room);
+  } else {
+    cli = startCli(room);
+    await until('p2p connect in the room', () => cli.events.some((e) => e.event === 'joined'));
+    await openPage();
+  }
+
+  if (tamper) {
+    // Neither side may connect, and nothing is delivered.
+    const code = await Promise.race([cli.exited, new Promise((r) => setTimeout(() => r('timeout'), STEP_MS * 2))]);
+    if (code === 'timeout') fail('p2p connect did not give up');
+    if (code === 0) fail('p2p connect exited 0 although the fingerprint was altered');
+    const state = await page.evaluate(() => window.p2pTest.state());
+    if (state.channel === 'open') fail('the page opened a data channel with an altered fingerprint');
+    if (state.received.length > 0 || cli.lines.length > 0) fail('something was delivered');
+    const d = await page.evaluate(() => window.p2pTest.dtls());
+    if (d && d.dtlsState === 'connected') fail(`DTLS connected: ${JSON.stringify(d)}`);
+    const why = cli.stderr.split('\n').filter((l) => /fail|error|refused|fingerprint/i.test(l)).slice(-2);
+    console.log(JSON.stringify({ order, policy, tamper, cliExit: code, dtls: d && d.dtlsState, cli: why }));
+  } else {
+    await waitFor(page, 'the data channel', () => window.p2pTest.state().channel === 'open');
+    const ready = await until('p2p connect ready', () => cli.events.find((e) => e.event === 'ready'));
+    // Lines both ways, one of them 64 KiB.
+    const big = 'b'.repeat(64 * 1024);
+    const fromTab = ['hello from the tab', 'second line from the tab', 'B' + big.slice(1)];
+    for (const m of fromTab) {
+      if (!await page.evaluate((t) => window.p2pTest.send(t), m)) fail('the page could not send');
+    }
+    const fromCli = ['hello from p2p connect', 'second line from p2p connect', 'C' + big.slice(1)];
+    cli.child.stdin.write(fromCli.join('\n') + '\n');
+    await until('p2p connect to print the tab\'s lines', () => cli.lines.length >= 3);
+    for (const [i, m] of fromTab.entries()) {
+      if (cli.lines[i] !== m) fail(`p2p connect line ${i}: ${JSON.stringify(cli.lines[i].slice(0, 80))} (${cli.lines[i].length} bytes)`);
+    }
+    await waitFor(page, 'the tab to receive the lines', (n) => window.p2pTest.received().length >= n, fromCli.length);
+    const got = await page.evaluate(() => window.p2pTest.received());
+    for (const [i, m] of fromCli.entries()) {
+      if (got[i] !== m) fail(`the tab's message ${i}: ${JSON.stringify(String(got[i]).slice(0, 80))}`);
+    }
+    // getStats: DTLS connected, with the certificate p2p connect says is its own.
+    const d = await until('DTLS stats', () => page.evaluate(() => window.p2pTest.dtls()));
+    if (d.dtlsState !== 'connected') fail(`dtlsState ${d.dtlsState}`);
+    const [alg, hex] = ready.local_fingerprint.split(' ');
+    if ((d.remoteFingerprintAlgorithm || '').toLowerCase() !== alg || (d.remoteFingerprint || '').toUpperCase() !== hex.toUpperCase()) {
+      fail(`the browser saw certificate ${d.remoteFingerprintAlgorithm} ${d.remoteFingerprint}, p2p connect says ${ready.local_fingerprint}`);
+    }
+    const pair = await until('a selected pair', () => page.evaluate(() => window.p2pTest.selectedPair()));
+    if (relay && (pair.local.type !== 'relay' || ready.local_kind !== 'relay')) {
+      fail(`relay-only, yet ${pair.local.type} / ${ready.local_kind}`);
+    }
+    const code = await Promise.race([cli.exited, new Promise((r) => setTimeout(() => r('timeout'), STEP_MS))]);
+    if (code !== 0) fail(`p2p connect exited ${code}: ${cli.stderr.slice(-500)}`);
+    console.log(JSON.stringify({
+      order, policy, dtls: d.dtlsState, tls: d.tlsVersion, cipher: d.cipher,
+      pair: `${pair.local.type}/${pair.remote.type}`, cli: `${ready.local_kind}/${ready.remote_kind}`,
+      fingerprint: ready.local_fingerprint.slice(0, 20) + '…',
+    }));
+  }
+} finally {
+  if (cli && cli.exit === null) cli.child.kill('SIGKILL');
+  if (context) await context.close().catch(() => {});
+  rmSync(profile, { recursive: true, force: true });
+}
