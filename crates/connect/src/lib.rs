@@ -167,7 +167,7 @@ pub use driver::{
 };
 pub use negotiate::{
     CloseReason, Failure, Negotiation, NegotiationConfig, NegotiationEvent, NegotiationOutput,
-    SelectedPath,
+    SelectedPath, BYE_GRACE,
 };
 pub use p2p_ice::IceStats;
 

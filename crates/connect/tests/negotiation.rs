@@ -429,8 +429,9 @@ fn without_the_path_a_bye_over_signaling_still_closes_with_peer_closed() {
     let now = p.sim.now();
     p.node_mut(p.b).negotiation.close(now);
     p.node_mut(p.b).drain(now);
-    let took = p.run_until(Duration::from_secs(1), |p| p.node(p.a).ended().is_some());
-    assert_eq!(took, SIGNALING_DELAY);
+    // The bye waits a little for the SHUTDOWN that cannot come.
+    let took = p.run_until(Duration::from_secs(5), |p| p.node(p.a).ended().is_some());
+    assert_eq!(took, SIGNALING_DELAY + p2p_connect::BYE_GRACE);
     assert_eq!(
         p.node(p.a).ended(),
         Some(&NegotiationEvent::Closed(CloseReason::PeerClosed))
@@ -612,4 +613,44 @@ fn messages_flow_both_ways_on_a_channel_the_offerer_opens() {
     };
     assert_eq!(message(p.a), ("from b".to_owned(), false));
     assert_eq!(message(p.b), ("from a".to_owned(), false));
+}
+
+#[test]
+fn what_was_sent_before_close_is_delivered_then_the_peer_sees_it_closed() {
+    let mut p = Pair::new();
+    p.connect();
+    let now = p.sim.now();
+    let a = p.node_mut(p.a);
+    let id = a
+        .negotiation
+        .open_channel(now, ChannelOptions::new("last words"))
+        .expect("open")
+        .expect("an id");
+    let big = vec![7u8; 200 * 1024];
+    a.negotiation.send(now, id, &big, true).expect("sent");
+    // Close at once: the SHUTDOWN waits for the message to be delivered.
+    a.negotiation.close(now);
+    a.drain(now);
+    p.run_until(Duration::from_secs(2), |p| p.node(p.b).ended().is_some());
+    let b = p.node(p.b);
+    let got = b.events.iter().find_map(|(_, e)| match e {
+        NegotiationEvent::Channel(ChannelEvent::Message { data, .. }) => Some(data.len()),
+        _ => None,
+    });
+    assert_eq!(
+        got,
+        Some(big.len()),
+        "{:?}",
+        b.events
+            .iter()
+            .map(|(t, e)| (
+                *t - p.sim.t0(),
+                format!("{e:?}").chars().take(90).collect::<String>()
+            ))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        b.ended(),
+        Some(&NegotiationEvent::Closed(CloseReason::PeerClosed))
+    );
 }

@@ -437,6 +437,9 @@ fn closing_the_association_is_seen_by_the_peer_within_one_trip() {
         .open_channel(p.now, ChannelOptions::new("c"))
         .unwrap();
     p.run_until(SEC, 100, |p| is_open(p, true, id));
+    // Nothing outstanding (the peer acknowledged the OPEN): the SHUTDOWN
+    // goes at once.
+    p.run_until(SEC, 100, |p| p.client.m.buffered_amount(id) == 0);
     p.client.m.close(p.now);
     p.drain();
     assert!(p.client.has(|e| *e == ChannelEvent::ChannelClosed { id }));
@@ -635,4 +638,81 @@ fn data_that_overtakes_the_cookie_ack_is_delivered_once_the_association_is_up() 
         "{:?}",
         p.client.events
     );
+}
+
+/// `close` delivers what was written before it: the SHUTDOWN waits until
+/// the peer acknowledged every byte, so a message sent just before closing
+/// arrives whole, and only then does the peer see the association closed.
+#[test]
+fn a_message_sent_just_before_close_arrives_before_the_shutdown() {
+    let mut p = Pair::new(15);
+    p.connect();
+    let id = p
+        .client
+        .m
+        .open_channel(p.now, ChannelOptions::new("last"))
+        .unwrap();
+    let big = vec![9u8; 60 * 1024];
+    for _ in 0..3 {
+        p.client.m.send(p.now, id, &big, true).unwrap();
+    }
+    p.client.m.close(p.now);
+    p.run_until(5 * SEC, 10_000, |p| {
+        p.server
+            .has(|e| *e == ChannelEvent::Closed(CloseReason::PeerShutdown))
+    });
+    let got =
+        p.server.events.iter().rposition(
+            |e| matches!(e, ChannelEvent::Message { data, .. } if data.len() == big.len()),
+        );
+    let messages = p
+        .server
+        .events
+        .iter()
+        .filter(|e| matches!(e, ChannelEvent::Message { .. }))
+        .count();
+    assert_eq!(messages, 3);
+    let closed = p
+        .server
+        .events
+        .iter()
+        .position(|e| *e == ChannelEvent::Closed(CloseReason::PeerShutdown));
+    assert!(got.is_some() && got < closed, "{:?}", p.server.events);
+}
+
+/// No packet is larger than `max_packet_size` (what one DTLS record within
+/// the path MTU can carry), whatever the size of the messages; the chunk
+/// padding included, for a size that is not a multiple of four.
+#[test]
+fn no_packet_is_larger_than_the_max_packet_size() {
+    for max in [1163u32, 1161, 1200] {
+        let config = |role| {
+            let mut c = SctpConfig::new(role)
+                .with_rng_seed(1)
+                .with_remote_max_message_size(Some(0));
+            c.max_packet_size = max;
+            c
+        };
+        let mut p = Pair::with_configs(config(SctpRole::Client), config(SctpRole::Server), 1);
+        p.connect();
+        p.record_wire = true;
+        let id = p
+            .client
+            .m
+            .open_channel(p.now, ChannelOptions::new("big"))
+            .unwrap();
+        for len in [100_000, 4_097, 1_135, 1_136] {
+            p.client.m.send(p.now, id, &vec![1u8; len], true).unwrap();
+        }
+        p.run_until(5 * SEC, 10_000, |p| {
+            p.server
+                .events
+                .iter()
+                .filter(|e| matches!(e, ChannelEvent::Message { .. }))
+                .count()
+                == 4
+        });
+        let largest = p.wire.iter().map(|(_, b)| b.len()).max().unwrap();
+        assert!(largest <= max as usize, "{largest} > {max}");
+    }
 }

@@ -47,6 +47,10 @@ use p2p_proto::{Datagram, Handled, Machine};
 use p2p_signaling::{ClientMsg, ErrorCode, IceCandidate, ServerMsg};
 
 use crate::session::{SecureEnd, Session, SessionError, SessionEvent, SessionOutput};
+
+/// How long a bye waits for the peer's SHUTDOWN over the path (which
+/// delivers the last of its data first, for at most a second).
+pub const BYE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 use sdp::{local_description, parse_description, DescriptionError, RemoteDescription};
 pub use types::{
     CloseReason, Failure, NegotiationConfig, NegotiationEvent, NegotiationOutput, SelectedPath,
@@ -101,6 +105,9 @@ pub struct Negotiation {
     restart_pending: bool,
     /// A restart must select a path by then.
     restart_deadline: Option<Instant>,
+    /// The peer said bye: the connection ends when its SHUTDOWN arrives,
+    /// or by then.
+    bye_deadline: Option<Instant>,
     connect_deadline: Option<Instant>,
     turn_failures: Vec<(String, Option<u16>, String)>,
     turn_allocated: usize,
@@ -128,6 +135,7 @@ impl Negotiation {
             peer_gone: false,
             restart_pending: false,
             restart_deadline: None,
+            bye_deadline: None,
             connect_deadline: None,
             turn_failures,
             turn_allocated: 0,
@@ -414,7 +422,10 @@ impl Negotiation {
             }
             ServerMsg::Bye { from } if from == peer => {
                 if self.connected {
-                    self.closed(now, CloseReason::PeerClosed);
+                    // The peer's SCTP SHUTDOWN follows the last of its data
+                    // over the path, which may be slower than signaling:
+                    // wait for it (it ends the connection), a little.
+                    self.bye_deadline.get_or_insert(now + BYE_GRACE);
                 } else {
                     self.fail(now, Failure::PeerLeft { peer: from });
                 }
@@ -707,6 +718,8 @@ impl Machine for Negotiation {
                     self.no_path()
                 };
                 self.fail(now, f);
+            } else if self.bye_deadline.is_some_and(|d| now >= d) {
+                self.closed(now, CloseReason::PeerClosed);
             } else if self.restart_deadline.is_some_and(|d| now >= d) {
                 self.closed(now, CloseReason::IceFailed);
             }
@@ -725,7 +738,10 @@ impl Machine for Negotiation {
         let deadline = if self.finished {
             None
         } else if self.connected {
-            self.restart_deadline
+            [self.restart_deadline, self.bye_deadline]
+                .into_iter()
+                .flatten()
+                .min()
         } else {
             self.connect_deadline
         };

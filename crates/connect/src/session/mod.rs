@@ -245,8 +245,10 @@ pub struct Session {
     gathering_ended: bool,
     started: bool,
     rng_seed: Option<u64>,
-    /// [`Session::close`] was called: when to give up waiting for the
-    /// TURN servers.
+    /// [`Session::close`] was called: the secure layers shut down first.
+    close_asked: bool,
+    /// Then the TURN allocations are deleted: when to give up waiting for
+    /// the TURN servers.
     closing: Option<Instant>,
     /// [`SessionEvent::Closed`] was queued.
     closed: bool,
@@ -297,6 +299,7 @@ impl Session {
             gathering_ended: false,
             started: false,
             rng_seed: config.rng_seed,
+            close_asked: false,
             closing: None,
             closed: false,
         })
@@ -441,7 +444,7 @@ impl Session {
         now: Instant,
         options: ChannelOptions,
     ) -> Result<Option<ChannelId>, SessionError> {
-        if self.closing.is_some() {
+        if self.close_asked {
             return Err(SessionError::Closed);
         }
         let id = self.secure.open_channel(now, options)?;
@@ -458,7 +461,7 @@ impl Session {
         data: &[u8],
         binary: bool,
     ) -> Result<(), SessionError> {
-        if self.closing.is_some() {
+        if self.close_asked {
             return Err(SessionError::Closed);
         }
         self.secure.send(now, channel, data, binary)?;
@@ -491,7 +494,8 @@ impl Session {
     }
 
     /// Close the session: end the association so that the peer learns at
-    /// once (SCTP ABORT and DTLS `close_notify` go out first), then delete
+    /// once (a graceful SCTP SHUTDOWN delivers what was sent, for at most a
+    /// second, then DTLS `close_notify`), then delete
     /// every TURN allocation (a Refresh with LIFETIME 0, RFC 8656 §8) so
     /// that it stops counting against the user's quota at once, and stop
     /// checking, sending keepalives and delivering data. An allocation
@@ -502,11 +506,21 @@ impl Session {
     /// every server confirmed, or [`CLOSE_TIMEOUT`] passed. Calling it again
     /// does nothing.
     pub fn close(&mut self, now: Instant) {
-        if self.closing.is_some() {
+        if self.close_asked {
             return;
         }
+        self.close_asked = true;
         self.secure.close(now);
         self.pump(now);
+    }
+
+    /// Once the secure layers are done (or at once if they never started),
+    /// delete the TURN allocations; the agent falls silent. Whether it
+    /// began now.
+    fn delete_allocations(&mut self, now: Instant) -> bool {
+        if !self.close_asked || self.closing.is_some() || !self.secure.is_done() {
+            return false;
+        }
         self.closing = Some(now + CLOSE_TIMEOUT);
         for r in self.relays.iter_mut().filter(|r| !r.retired) {
             // Best effort: a request that cannot be encoded leaves the
@@ -516,7 +530,7 @@ impl Session {
         }
         // Whatever the agent had queued is not sent any more.
         while self.agent.poll_output().is_some() {}
-        self.pump(now);
+        true
     }
 
     /// Whether [`SessionEvent::Closed`] was reported.
@@ -557,7 +571,7 @@ impl Session {
     /// layers and the output queue until nothing moves.
     fn pump(&mut self, now: Instant) {
         loop {
-            let mut moved = false;
+            let mut moved = self.delete_allocations(now);
             for i in 0..self.relays.len() {
                 // Events first, then transmits (requests before data).
                 while let Some(o) = self.relays[i].client.poll_output() {

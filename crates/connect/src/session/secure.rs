@@ -29,6 +29,10 @@ use p2p_proto::{Datagram, FiveTuple, Machine, Transmit, Transport};
 /// DTLS records kept while the role is not known yet.
 const EARLY_RECORDS: usize = 16;
 
+/// How long [`Secure::close`] lets the SCTP SHUTDOWN deliver what was sent
+/// before it gives up and aborts.
+pub(crate) const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What the peer's description says of the secure layers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteSecurity {
@@ -98,6 +102,8 @@ pub(crate) struct Secure {
     path: Option<FiveTuple>,
     dtls_started: bool,
     sctp_started: bool,
+    /// [`Secure::close`] began a graceful SHUTDOWN; it ends by then.
+    shutting_down: Option<Instant>,
     ended: bool,
     out: VecDeque<SecureOut>,
 }
@@ -121,6 +127,7 @@ impl Secure {
             path: None,
             dtls_started: false,
             sctp_started: false,
+            shutting_down: None,
             ended: false,
             out: VecDeque::new(),
         }
@@ -245,6 +252,12 @@ impl Secure {
         self.pump(now);
     }
 
+    /// Whether the secure layers are over (closed here or by the peer, or
+    /// failed): nothing more goes out.
+    pub(crate) fn is_done(&self) -> bool {
+        self.ended
+    }
+
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if let Some(d) = &mut self.dtls {
             if self.dtls_started && d.poll_timeout().is_some_and(|t| t <= now) {
@@ -257,6 +270,7 @@ impl Secure {
             }
         }
         self.pump(now);
+        self.check_shutdown(now);
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
@@ -273,7 +287,7 @@ impl Secure {
             .as_ref()
             .filter(|_| self.sctp_started)
             .and_then(|s| s.poll_timeout());
-        [dtls, sctp].into_iter().flatten().min()
+        [dtls, sctp, self.shutting_down].into_iter().flatten().min()
     }
 
     pub(crate) fn poll(&mut self) -> Option<SecureOut> {
@@ -335,12 +349,32 @@ impl Secure {
         sctp.set_buffered_amount_low_threshold(id, threshold)
     }
 
-    /// End the association so that the peer learns at once (SCTP ABORT,
-    /// then DTLS `close_notify`). The records come out of [`Secure::poll`].
+    /// Close so that the peer learns at once: a graceful SCTP SHUTDOWN
+    /// first (what was sent is still delivered, for at most
+    /// [`SHUTDOWN_GRACE`]), then DTLS `close_notify`. The records come out of
+    /// [`Secure::poll`]; [`Secure::is_done`] says when it is over.
     pub(crate) fn close(&mut self, now: Instant) {
-        if self.ended {
+        if self.ended || self.shutting_down.is_some() {
             return;
         }
+        let graceful = match &mut self.sctp {
+            Some(s) if self.sctp_started && s.is_established() => {
+                s.close(now);
+                true
+            }
+            _ => false,
+        };
+        if graceful {
+            self.shutting_down = Some(now + SHUTDOWN_GRACE);
+            self.pump(now);
+        } else {
+            self.finish_close(now);
+        }
+    }
+
+    /// ABORT what is left of the association, then `close_notify`.
+    fn finish_close(&mut self, now: Instant) {
+        self.shutting_down = None;
         if let Some(s) = &mut self.sctp {
             if self.sctp_started && !s.is_closed() {
                 s.abort(now);
@@ -354,6 +388,17 @@ impl Secure {
         }
         self.pump(now);
         self.ended = true;
+    }
+
+    /// A graceful shutdown that finished, or ran out of time, ends here.
+    fn check_shutdown(&mut self, now: Instant) {
+        let Some(deadline) = self.shutting_down else {
+            return;
+        };
+        let finished = self.sctp.as_ref().is_none_or(|s| s.is_finished());
+        if finished || now >= deadline || self.ended {
+            self.finish_close(now);
+        }
     }
 
     fn end(&mut self, why: SecureEnd) {
@@ -451,6 +496,12 @@ impl Secure {
             }
             if !moved {
                 break;
+            }
+        }
+        if self.shutting_down.is_some() && !self.ended {
+            let finished = self.sctp.as_ref().is_none_or(|s| s.is_finished());
+            if finished {
+                self.check_shutdown(now);
             }
         }
     }

@@ -88,6 +88,8 @@ pub struct SctpAssociation {
     last_heartbeat: Option<Instant>,
     /// We called `close` (a SHUTDOWN of ours is under way).
     local_close: bool,
+    /// `close` waits for the data to be acknowledged before SHUTDOWN.
+    shutdown_pending: bool,
     /// The endpoint was told our association is drained (telling it twice
     /// panics inside the library).
     drained: bool,
@@ -127,8 +129,10 @@ impl SctpAssociation {
         );
         let mut endpoint_config = EndpointConfig::new();
         // The library's figure is the DATA payload: packet less the common
-        // header (12) and a DATA chunk header (16).
-        endpoint_config.max_payload_size(config.max_packet_size.saturating_sub(28).max(64));
+        // header (12) and a DATA chunk header (16), and a multiple of four,
+        // since the chunk is padded to four bytes on the wire.
+        let payload = config.max_packet_size.saturating_sub(28) & !3;
+        endpoint_config.max_payload_size(payload.max(64));
         let mut server = ServerConfig::new();
         server.transport = transport.clone();
         let endpoint = Endpoint::new(Arc::new(endpoint_config), Some(Arc::new(server)));
@@ -152,6 +156,7 @@ impl SctpAssociation {
             last_heard: None,
             last_heartbeat: None,
             local_close: false,
+            shutdown_pending: false,
             drained: false,
             gather_due: None,
         }
@@ -182,6 +187,12 @@ impl SctpAssociation {
         matches!(self.phase, Phase::Closing(_) | Phase::Closed)
     }
 
+    /// Whether nothing more will go out: closed, and a SHUTDOWN handshake
+    /// begun by [`close`](SctpAssociation::close) finished or given up.
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
     /// The peer's max-message-size changed (a later SDP, RFC 8841): `None`
     /// if it has no `a=max-message-size` (64 KiB), `Some(0)` for no limit.
     pub fn set_remote_max_message_size(&mut self, n: Option<u32>) {
@@ -192,25 +203,52 @@ impl SctpAssociation {
         }
     }
 
-    /// End the association gracefully: the data already given is delivered,
-    /// then SHUTDOWN; the peer reports `Closed(PeerShutdown)` when it
-    /// arrives. `Closed(LocalClose)` comes out now. Before the association
-    /// is established this is [`abort`](Self::abort).
+    /// End the association gracefully: the data already given is delivered
+    /// (acknowledged by the peer), then SHUTDOWN; the peer reports
+    /// `Closed(PeerShutdown)` when it arrives. `Closed(LocalClose)` comes
+    /// out now. Data not delivered within the closing grace is given up
+    /// with an ABORT. Before the association is established this is
+    /// [`abort`](Self::abort).
     pub fn close(&mut self, now: Instant) {
         if self.is_closed() {
             return;
         }
-        let shut = match (&mut self.assoc, self.phase) {
-            (Some((_, a)), Phase::Established) => a.shutdown().is_ok(),
-            _ => false,
-        };
-        if !shut {
+        if self.assoc.is_none() || self.phase != Phase::Established {
             self.abort(now);
             return;
         }
         self.local_close = true;
+        // The library sends SHUTDOWN as soon as nothing is in flight, even
+        // with data still queued behind it: the peer would take the
+        // SHUTDOWN for the end and drop the rest. SHUTDOWN waits here until
+        // every byte written is acknowledged.
+        self.shutdown_pending = true;
         self.report_closed(now, CloseReason::LocalClose);
+        self.try_shutdown();
         self.touch(now);
+    }
+
+    /// Bytes written to the library and not yet acknowledged, on every
+    /// stream.
+    fn unacknowledged(&mut self) -> usize {
+        let Some((_, a)) = self.assoc.as_mut() else {
+            return 0;
+        };
+        let ids = a.stream_ids();
+        ids.into_iter()
+            .filter_map(|id| a.stream(id).ok().and_then(|s| s.buffered_amount().ok()))
+            .sum()
+    }
+
+    /// Send the SHUTDOWN a `close` waits to send, once nothing is left.
+    fn try_shutdown(&mut self) {
+        if !self.shutdown_pending || self.unacknowledged() > 0 {
+            return;
+        }
+        self.shutdown_pending = false;
+        if let Some((_, a)) = self.assoc.as_mut() {
+            let _ = a.shutdown();
+        }
     }
 
     /// End the association at once with ABORT (User-Initiated Abort): the
@@ -327,6 +365,7 @@ impl SctpAssociation {
         if let Some((_, a)) = self.assoc.as_mut() {
             while a.poll_endpoint_event().is_some() {}
         }
+        self.try_shutdown();
         while let Some(e) = self.assoc.as_mut().and_then(|(_, a)| a.poll()) {
             self.on_library_event(now, e, input);
         }
@@ -552,6 +591,20 @@ impl Machine for SctpAssociation {
             Phase::Idle => self.start(),
             Phase::Closed => return,
             Phase::Closing(deadline) if now >= deadline => {
+                if self.shutdown_pending {
+                    // The data was not delivered in time: the peer learns
+                    // from an ABORT rather than waiting for nothing.
+                    if let Some(tag) = self.peer_tag {
+                        let cause = wire::cause::USER_INITIATED_ABORT;
+                        let p = wire::abort(
+                            self.config.local_port,
+                            self.config.remote_port,
+                            tag,
+                            cause,
+                        );
+                        self.push_transmit(p);
+                    }
+                }
                 self.finish();
                 return;
             }

@@ -84,7 +84,8 @@ async function waitFor(page, what, predicate, a) {
     await page.waitForFunction(predicate, a, { timeout: STEP_MS, polling: 100 });
   } catch (e) {
     const state = await page.evaluate(() => window.p2pTest && window.p2pTest.state()).catch(() => null);
-    fail(`timed out waiting for ${what}; page state: ${JSON.stringify(state)}`);
+    const short = JSON.stringify(state, (k, v) => (typeof v === 'string' && v.length > 80 ? `${v.slice(0, 20)}… (${v.length} bytes)` : v));
+    fail(`timed out waiting for ${what}; page state: ${short}; p2p connect said: ${cli ? cli.stderr.slice(-600) : ''}`);
   }
 }
 
