@@ -139,4 +139,22 @@ run "rest-relay" "$SIGNALING_PORT" relay "$METRICS_PORT"
 run "rest-all" "$SIGNALING_PORT" all ""
 run "static-user-relay" "$STATIC_SIGNALING_PORT" relay "$STATIC_METRICS_PORT"
 run "static-unshared" "$CLOSED_SIGNALING_PORT" relay "" --expect no-relay
+
+# A tab and `p2p connect` (our stack) chat over an encrypted data channel.
+# cli NAME cli.mjs args...
+cli() {
+  local name="$1"
+  shift
+  echo "browser: $name"
+  out="$(timeout 180 node crates/server/tests/browser/cli.mjs \
+    --base "http://127.0.0.1:$SIGNALING_PORT" --p2p "$P2P" --chromium "$CHROMIUM" \
+    "$@" 2>"$WORK/node-$name.log")" || { cat "$WORK/node-$name.log" >&2; exit 1; }
+  echo "browser: ok: $out"
+  passed=$((passed + 1))
+}
+cli "tab-then-cli" --order tab-first
+cli "cli-then-tab" --order cli-first
+cli "tab-then-cli-relay" --order tab-first --policy relay
+cli "cli-then-tab-relay" --order cli-first --policy relay
+cli "altered-fingerprint" --order tab-first --tamper
 echo "browser: $passed passed, 0 failed"

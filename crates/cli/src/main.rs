@@ -380,6 +380,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    // A blocking reader of stdin (p2p connect's) would hold the runtime's
+    // drop until stdin closes: the work is done, leave without waiting.
+    rt.shutdown_background();
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -47,7 +47,7 @@ function startCli(room) {
     '--loopback', '--json', '--name', 'cli', '--timeout', '15', '--peer-timeout', '30',
     '--expect-lines', tamper ? '1' : '3'];
   if (relay) args.push('--relay-only');
-  const child = spawn(p2p, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(p2p, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.P2P_CLI_LOG || 'warn' } });
   const cli = { child, lines: [], events: [], stderr: '', exit: null };
   let out = '';
   child.stdout.on('data', (d) => {
@@ -169,6 +169,10 @@ try {
     }));
   }
 } finally {
+  if (cli && process.env.P2P_CLI_STDERR) {
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(process.env.P2P_CLI_STDERR, cli.stderr);
+  }
   if (cli && cli.exit === null) cli.child.kill('SIGKILL');
   if (context) await context.close().catch(() => {});
   rmSync(profile, { recursive: true, force: true });
