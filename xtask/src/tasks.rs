@@ -8,6 +8,7 @@ pub(crate) fn ci(_args: &[String]) -> Result<(), String> {
     lint()?;
     test(&[])?;
     interop(&[])?;
+    aiortc(&[])?;
     nat_lab(&[])?;
     browser(&[])?;
     Ok(())
@@ -118,6 +119,10 @@ fn script(name: &str) -> Result<(), String> {
 
 pub(crate) fn interop(_args: &[String]) -> Result<(), String> {
     script("interop.sh")
+}
+
+pub(crate) fn aiortc(_args: &[String]) -> Result<(), String> {
+    script("aiortc.sh")
 }
 
 pub(crate) fn browser(_args: &[String]) -> Result<(), String> {

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use p2p_connect::{
-    ChannelOptions, ConnectionEvent, IceServerUri, IceState, Peer, PeerConfig, Policy, SelectedPath,
+    ChannelOptions, ConnectError, ConnectionEvent, IceServerUri, IceState, Peer, PeerConfig,
+    Policy, SelectedPath,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -165,6 +166,26 @@ fn event_name(e: &ConnectionEvent) -> &'static str {
         ConnectionEvent::Restarting => "restarting",
         ConnectionEvent::SignalingLost => "signaling_lost",
         ConnectionEvent::Closed(_) => "closed",
+        _ => "other",
+    }
+}
+
+/// The short, stable name of a connect failure in `--json` output.
+fn failure_name(e: &ConnectError) -> &'static str {
+    match e {
+        ConnectError::SignalingUnreachable { .. } => "signaling_unreachable",
+        ConnectError::RoomFull { .. } => "room_full",
+        ConnectError::Unauthorized { .. } => "unauthorized",
+        ConnectError::Signaling(_) => "signaling",
+        ConnectError::PeerLeft { .. } => "peer_left",
+        ConnectError::NoPath { .. } => "no_path",
+        ConnectError::TurnRefused { .. } => "turn_refused",
+        ConnectError::BadIceServer(_) => "bad_ice_server",
+        ConnectError::Config(_) => "config",
+        ConnectError::Timeout { .. } => "timeout",
+        ConnectError::Io(_) => "io",
+        ConnectError::FingerprintMismatch => "fingerprint_mismatch",
+        ConnectError::Secure(_) => "secure",
         _ => "other",
     }
 }
@@ -317,7 +338,19 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
     if tty {
         eprint!("\r\x1b[K");
     }
-    let conn = conn?;
+    let conn = match conn {
+        Ok(c) => c,
+        Err(e) => {
+            if json {
+                let v = serde_json::json!({
+                    "t_ms": ms(started.elapsed()), "event": "failed",
+                    "reason": failure_name(&e), "text": e.to_string(),
+                });
+                eprintln!("{v}");
+            }
+            return Err(e.into());
+        }
+    };
     let ready = started.elapsed();
     let ice = progress
         .lock()

@@ -336,7 +336,14 @@ fn init_logging(verbose: u8, config_level: Option<&str>) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // sctp-proto logs a peer's ABORT (how aiortc and some browsers close) at
+    // ERROR; the session reports what it means. Its own lines from -vv on.
+    let directives = if verbose < 2 {
+        format!("{level},sctp_proto=off")
+    } else {
+        level.to_owned()
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
