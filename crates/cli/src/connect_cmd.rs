@@ -28,6 +28,19 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 type AnyError = Box<dyn std::error::Error>;
 
+pub(crate) const EXAMPLES: &str = "\
+Examples:
+  # Two terminals, one room, through a local p2p serve:
+  p2p connect --signaling ws://127.0.0.1:8080/ws --room demo --name alice
+  p2p connect --signaling ws://127.0.0.1:8080/ws --room demo --name bob
+  # Relayed only, through a TURN server of your own:
+  p2p connect --signaling wss://example.org/ws --room demo --relay-only \\
+      --turn turn:example.org --turn-user alice --turn-password secret
+  # For scripts: JSON progress, exit after 3 messages:
+  p2p connect --signaling ws://127.0.0.1:8080/ws --room r --json --expect-lines 3
+
+A room holds one pair: a third peer is told the room is busy.";
+
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
     /// The signaling server's WebSocket URL, ws://HOST:PORT[/ws].
@@ -42,11 +55,11 @@ pub(crate) struct ConnectArgs {
     /// A display name for the other peers.
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
-    /// A STUN server, stun:HOST[:PORT]; repeatable. Without --stun and
+    /// A STUN server, stun:HOST[:PORT] or HOST[:PORT]; repeatable. Without --stun and
     /// --turn, the servers of the signaling server's welcome are used.
     #[arg(long, value_name = "URI")]
     stun: Vec<String>,
-    /// A TURN server, turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]; repeatable.
+    /// A TURN server, turn:HOST[:PORT][?transport=udp|tcp], turns:HOST[:PORT] or HOST[:PORT]; repeatable.
     #[arg(long, value_name = "URI", requires = "turn_user")]
     turn: Vec<String>,
     /// The TURN username (for every --turn).
@@ -108,14 +121,14 @@ pub(crate) fn config(a: &ConnectArgs) -> Result<PeerConfig, AnyError> {
         c = c.policy(Policy::RelayOnly);
     }
     for s in &a.stun {
-        let u: IceServerUri = s.parse()?;
+        let u: IceServerUri = with_scheme(s, "stun:").parse()?;
         if u.is_turn() {
             return Err(format!("--stun {s}: a turn: URI goes in --turn").into());
         }
         c = c.ice_server(u);
     }
     for t in &a.turn {
-        let u: IceServerUri = t.parse()?;
+        let u: IceServerUri = with_scheme(t, "turn:").parse()?;
         if !u.is_turn() {
             return Err(format!("--turn {t}: expected turn: or turns:").into());
         }
@@ -135,6 +148,19 @@ pub(crate) fn config(a: &ConnectArgs) -> Result<PeerConfig, AnyError> {
         }
     }
     Ok(c)
+}
+
+/// `HOST[:PORT]` as a URI of `scheme`; a URI as it is.
+fn with_scheme(s: &str, scheme: &str) -> String {
+    let lower = s.to_ascii_lowercase();
+    if ["stun:", "stuns:", "turn:", "turns:"]
+        .iter()
+        .any(|p| lower.starts_with(p))
+    {
+        s.to_owned()
+    } else {
+        format!("{scheme}{s}")
+    }
 }
 
 /// What the progress display shows.

@@ -73,6 +73,11 @@ pub struct TurnReport {
     pub deleted: bool,
 }
 
+/// An error code of a request about a peer, in words.
+fn why(code: Option<u16>) -> &'static str {
+    code.map_or("no answer", p2p_turn::refusal_reason)
+}
+
 /// Why the run stopped.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +94,7 @@ pub enum TurnError {
         reason: String,
     },
     /// The server refused the permission (403: the peer is not allowed).
-    #[error("CreatePermission for {peer} failed{}", code.map_or(" (no answer)".to_owned(), |c| format!(" with error {c}")))]
+    #[error("CreatePermission for {peer} failed: {}", why(*code))]
     Permission {
         /// The peer.
         peer: SocketAddr,
@@ -98,7 +103,7 @@ pub enum TurnError {
     },
     /// The server could not connect to the peer (RFC 6062: 446 already
     /// connected, 447 unreachable), or refused the ConnectionBind.
-    #[error("TCP relay to {peer} failed{}", code.map_or(" (no answer)".to_owned(), |c| format!(" with error {c}")))]
+    #[error("TCP relay to {peer} failed: {}", why(*code))]
     TcpRelay {
         /// The peer.
         peer: SocketAddr,
@@ -106,7 +111,7 @@ pub enum TurnError {
         code: Option<u16>,
     },
     /// The server refused the channel binding.
-    #[error("ChannelBind for {peer} failed{}", code.map_or(" (no answer)".to_owned(), |c| format!(" with error {c}")))]
+    #[error("ChannelBind for {peer} failed: {}", why(*code))]
     Channel {
         /// The peer.
         peer: SocketAddr,
