@@ -377,3 +377,73 @@ fn every_help_has_examples_and_says_what_the_daemon_does() {
         assert!(line.contains(w), "the serve summary lacks {w}: {line}");
     }
 }
+
+/// A `p2p connect` that stays up (its stdin stays open) until dropped.
+struct Chat(std::process::Child);
+
+impl Drop for Chat {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `p2p connect` in `room`, started in the background; returns once its
+/// stderr says it is ready.
+fn chat(url: &str, room: &str, ready: std::sync::mpsc::Sender<()>) -> Chat {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = p2p()
+        .args(["connect", "--signaling", url, "--room", room])
+        .args(["--loopback", "--bind", "127.0.0.1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("p2p runs");
+    let err = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err)
+            .split(b'\n')
+            .map_while(Result::ok)
+        {
+            if String::from_utf8_lossy(&line).contains("ready in") {
+                let _ = ready.send(());
+            }
+        }
+    });
+    Chat(child)
+}
+
+#[test]
+fn a_third_peer_in_a_two_person_room_is_told_the_room_is_busy() {
+    let d = Daemon::start(&["--listen", "127.0.0.1:0", "--signaling", "127.0.0.1:0"]);
+    let url = d.ws_url();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _a = chat(&url, "two", tx.clone());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let _b = chat(&url, "two", tx);
+    for _ in 0..2 {
+        rx.recv_timeout(BOUND).expect("both peers ready");
+    }
+    let started = std::time::Instant::now();
+    let out = run(&[
+        "connect",
+        "--signaling",
+        &url,
+        "--room",
+        "two",
+        "--loopback",
+        "--bind",
+        "127.0.0.1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("room \"two\" is busy"), "{err}");
+    assert!(err.contains("choose another room"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "told after {:?}, not at the join",
+        started.elapsed()
+    );
+}

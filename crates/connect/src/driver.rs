@@ -206,6 +206,16 @@ pub enum ConnectError {
         /// The room.
         room: String,
     },
+    /// The room already holds two peers: a connection pairs two, so they
+    /// are (or are becoming) each other's, and an offer to one of them
+    /// would only fail after the ICE timeout. Choose another room.
+    #[error("room {room:?} is busy: {peers} peers are already in it, and a room pairs two; choose another room name")]
+    RoomBusy {
+        /// The room.
+        room: String,
+        /// How many peers were there.
+        peers: usize,
+    },
     /// The room's token is missing or wrong.
     #[error("not allowed into room {room:?} (token missing or wrong)")]
     Unauthorized {

@@ -317,6 +317,29 @@ async fn a_full_room_is_refused() {
 }
 
 #[tokio::test]
+async fn a_third_peer_in_a_paired_room_is_told_it_is_busy_at_once() {
+    let url = signaling(Limits::default()).await;
+    let (a, b) = pair(config(&url, "pair"), config(&url, "pair")).await;
+    let started = std::time::Instant::now();
+    let third = bounded("third", Peer::new(config(&url, "pair")).unwrap().connect()).await;
+    match third {
+        Err(e @ ConnectError::RoomBusy { .. }) => {
+            assert!(e.to_string().contains("room \"pair\" is busy"), "{e}");
+            assert!(e.to_string().contains("another room"), "{e}");
+        }
+        other => panic!("expected RoomBusy, got {other:?}"),
+    }
+    // Told at the join, not after an ICE timeout (15 s here).
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The pair is undisturbed.
+    deliver(&a, &b, b"still a pair").await;
+}
+
+#[tokio::test]
 async fn an_unreachable_signaling_server_is_reported() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", l.local_addr().unwrap());

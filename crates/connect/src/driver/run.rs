@@ -152,6 +152,14 @@ async fn setup(
         }) => return Err(ConnectError::Unauthorized { room }),
         Err(e) => return Err(ConnectError::Signaling(e)),
     };
+    // Two peers there already are a pair (or about to be): say so now
+    // rather than offer to one of them and time out.
+    if peers.len() >= 2 {
+        return Err(ConnectError::RoomBusy {
+            room,
+            peers: peers.len(),
+        });
+    }
     // Which ICE servers: ours, or the server's (the welcome's, or those of
     // the joined when the server hands TURN credentials to members only).
     let servers: Vec<IceServerUri> = if config.ice_servers.is_empty() {
