@@ -12,7 +12,6 @@ use crate::{cargo, root, run};
 /// marks those that are not).
 pub(crate) struct Krate {
     pub(crate) name: String,
-    pub(crate) dir: PathBuf,
     pub(crate) published: bool,
 }
 
@@ -33,11 +32,7 @@ pub(crate) fn crates() -> Result<Vec<Krate>, String> {
         let name = package_key(&text, "name")
             .ok_or_else(|| format!("{}: no package name", d.display()))?;
         let published = package_key(&text, "publish").as_deref() != Some("false");
-        out.push(Krate {
-            name,
-            dir: d,
-            published,
-        });
+        out.push(Krate { name, published });
     }
     Ok(out)
 }

@@ -201,6 +201,7 @@ fn failure_name(e: &ConnectError) -> &'static str {
     match e {
         ConnectError::SignalingUnreachable { .. } => "signaling_unreachable",
         ConnectError::RoomFull { .. } => "room_full",
+        ConnectError::RoomBusy { .. } => "room_busy",
         ConnectError::Unauthorized { .. } => "unauthorized",
         ConnectError::Signaling(_) => "signaling",
         ConnectError::PeerLeft { .. } => "peer_left",
