@@ -157,4 +157,6 @@ cli "cli-then-tab" --order cli-first
 cli "tab-then-cli-relay" --order tab-first --policy relay
 cli "cli-then-tab-relay" --order cli-first --policy relay
 cli "altered-fingerprint" --order tab-first --tamper
+cli "file-tab-to-receive" --order tab-first --file to-cli
+cli "file-send-to-tab" --order cli-first --file from-cli
 echo "browser: $passed passed, 0 failed"

@@ -18,6 +18,7 @@ use tokio::net::UdpSocket;
 
 mod connect_cmd;
 mod demo;
+mod transfer;
 
 /// The p2p stack: STUN server, STUN client, NAT behaviour discovery.
 #[derive(Debug, Parser)]
@@ -42,6 +43,10 @@ enum Command {
     Turn(TurnArgs),
     /// Be a peer: meet another through a signaling server, connect, chat over stdin/stdout.
     Connect(connect_cmd::ConnectArgs),
+    /// Send a file to the peer that runs `p2p receive` (or the page) in the room.
+    Send(transfer::SendArgs),
+    /// Receive a file from the peer that runs `p2p send` (or the page) in the room.
+    Receive(transfer::ReceiveArgs),
     /// Run the whole stack on loopback: the daemon, two peers, a connection, a report.
     Demo(demo::DemoArgs),
 }
@@ -376,6 +381,14 @@ fn main() -> ExitCode {
             Command::Connect(a) => {
                 init_logging(cli.verbose, None);
                 connect_cmd::run(a).await
+            }
+            Command::Send(a) => {
+                init_logging(cli.verbose, None);
+                transfer::send(a).await
+            }
+            Command::Receive(a) => {
+                init_logging(cli.verbose, None);
+                transfer::receive(a).await
             }
             Command::Demo(a) => {
                 init_logging(cli.verbose, None);
