@@ -25,6 +25,7 @@ mod demo;
 mod docs_cmd;
 mod logging;
 mod serve_cmd;
+mod transfer;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -69,6 +70,12 @@ enum Command {
     /// Be a peer: meet another through a signaling server, connect, chat over stdin/stdout.
     #[command(after_help = connect_cmd::EXAMPLES)]
     Connect(connect_cmd::ConnectArgs),
+    /// Send a file to the peer that runs `p2p receive` (or the page) in the room.
+    #[command(after_help = transfer::SEND_EXAMPLES)]
+    Send(transfer::SendArgs),
+    /// Receive a file from the peer that runs `p2p send` (or the page) in the room.
+    #[command(after_help = transfer::RECEIVE_EXAMPLES)]
+    Receive(transfer::ReceiveArgs),
     /// Run the whole stack on loopback: the daemon, two peers, a connection, a report.
     #[command(after_help = demo::EXAMPLES)]
     Demo(demo::DemoArgs),
@@ -214,6 +221,14 @@ fn main() -> ExitCode {
             Command::Connect(a) => {
                 log(cli.verbose)?;
                 connect_cmd::run(a).await
+            }
+            Command::Send(a) => {
+                log(cli.verbose)?;
+                transfer::send(a).await
+            }
+            Command::Receive(a) => {
+                log(cli.verbose)?;
+                transfer::receive(a).await
             }
             Command::Demo(a) => {
                 log(cli.verbose)?;

@@ -358,6 +358,8 @@ fn every_help_has_examples_and_says_what_the_daemon_does() {
         "nat-type",
         "turn",
         "connect",
+        "send",
+        "receive",
         "demo",
         "completions",
         "man",
