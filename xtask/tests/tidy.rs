@@ -289,3 +289,26 @@ fn each_published_crate_states_an_msrv_its_dependencies_allow() {
     too_low.sort();
     assert!(too_low.is_empty(), "{}", too_low.join("\n"));
 }
+
+/// The workspace keeps a changelog (Keep a Changelog): an `[Unreleased]`
+/// section on top, and every published crate named in it (in backquotes,
+/// as the entries do), so that a crate added to the workspace comes with
+/// its entry.
+#[test]
+fn the_changelog_has_an_unreleased_section_naming_every_published_crate() {
+    let changelog = std::fs::read_to_string(root().join("CHANGELOG.md")).expect("CHANGELOG.md");
+    let first = changelog
+        .lines()
+        .find(|l| l.starts_with("## "))
+        .expect("a version section");
+    assert_eq!(first, "## [Unreleased]", "the top section");
+    let mut missing = Vec::new();
+    for (dir, manifest) in published_crates() {
+        let name = manifest_key(&manifest, "package", "name")
+            .unwrap_or_else(|| panic!("{}: no package name", dir.display()));
+        if !changelog.contains(&format!("`{name}`")) {
+            missing.push(name);
+        }
+    }
+    assert!(missing.is_empty(), "CHANGELOG.md does not name {missing:?}");
+}

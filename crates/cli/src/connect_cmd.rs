@@ -75,7 +75,9 @@ pub(crate) struct NetArgs {
         hide_env_values = true
     )]
     turn_password: Option<String>,
-    /// PEM file of the certificates to trust for turns: servers.
+    /// PEM file of the certificates to trust for wss:// signaling and turns:
+    /// servers, instead of the system's trust store (the default; SSL_CERT_FILE
+    /// and SSL_CERT_DIR are honoured).
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<std::path::PathBuf>,
     /// Use relayed candidates only (hides this machine's addresses).
@@ -154,6 +156,19 @@ pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
             let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
             c.tls_roots.push(cert.as_ref().to_vec());
         }
+        if c.tls_roots.is_empty() {
+            return Err(format!("--tls-ca {}: no PEM certificate in it", path.display()).into());
+        }
+    } else {
+        // The system's trust store (SSL_CERT_FILE and SSL_CERT_DIR win), so
+        // that wss:// and turns: servers with a public certificate work
+        // without options. Unreadable entries are skipped; with none at all,
+        // a wss:// URL fails saying that --tls-ca is needed.
+        c.tls_roots = rustls_native_certs::load_native_certs()
+            .certs
+            .into_iter()
+            .map(|d| d.as_ref().to_vec())
+            .collect();
     }
     Ok(c)
 }

@@ -257,7 +257,8 @@ fn main() -> ExitCode {
 type AnyError = Box<dyn std::error::Error>;
 
 /// The error's message, with what to do when it is one that people trip
-/// over: a CA certificate used as a server's certificate.
+/// over: a CA certificate used as a server's certificate, a certificate
+/// signed by a CA the command does not trust.
 fn explain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut chain = String::new();
@@ -271,6 +272,13 @@ fn explain(e: &(dyn std::error::Error + 'static)) -> String {
     {
         text.push_str(
             "\n  the server's certificate is a CA certificate (basicConstraints CA:TRUE, what `openssl req -x509` makes by default), which rustls refuses as a server's certificate: give the server a leaf certificate, one signed by that CA or a self-signed one made with `-addext basicConstraints=critical,CA:FALSE -addext subjectAltName=DNS:HOST`",
+        );
+    }
+    if (text.contains("UnknownIssuer") || chain.contains("UnknownIssuer"))
+        && !text.contains("--tls-ca")
+    {
+        text.push_str(
+            "\n  the server's certificate is not signed by a CA this machine trusts (a private or self-signed CA): give that CA's certificate, PEM, with --tls-ca FILE (p2p stun: --ca FILE), or put it in SSL_CERT_FILE",
         );
     }
     text

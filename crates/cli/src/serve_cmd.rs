@@ -395,10 +395,21 @@ fn announce(server: &Server, cfg: &Config) {
         } else {
             println!("p2p serve: signaling on {ws}://{s}/ws (no browser page)");
         }
+        if !cfg.signaling.uses_tls() && !s.ip().is_loopback() {
+            tracing::warn!("{}", cleartext_signaling(s));
+        }
     }
     if let Some(f) = &cfg.log.file {
         println!("p2p serve: logging to {}", f.display());
     }
+}
+
+/// The warning for signaling served without TLS beyond loopback (a TLS
+/// proxy in front is a fine reason, so it is not refused).
+fn cleartext_signaling(addr: SocketAddr) -> String {
+    format!(
+        "signaling on ws://{addr} is not encrypted: room tokens, the SDP (with the DTLS fingerprints that authenticate peers) and the TURN credentials handed out cross the network readable and alterable; serve it over TLS with --signaling-tls (the --tls-cert certificate) or --signaling-cert/--signaling-key, or behind a TLS proxy [signaling.tls]"
+    )
 }
 
 #[cfg(unix)]

@@ -449,3 +449,46 @@ fn a_third_peer_in_a_two_person_room_is_told_the_room_is_busy() {
         started.elapsed()
     );
 }
+
+/// What `d` wrote on stderr by a moment after its start (the warnings
+/// of its start come right after the line that names the signaling port).
+fn stderr_after_start(d: Daemon) -> String {
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    d.stderr()
+}
+
+#[test]
+fn signaling_served_in_cleartext_beyond_loopback_is_warned_about_with_the_fix() {
+    let warning = "is not encrypted";
+    let open = Daemon::start(&["--listen", "127.0.0.1:0", "--signaling", "0.0.0.0:0"]);
+    let err = open.wait_stderr(warning);
+    assert!(err.contains("TURN credentials"), "{err}");
+    assert!(err.contains("--signaling-tls"), "{err}");
+    assert!(err.contains("WARN"), "{err}");
+
+    let local = Daemon::start(&["--listen", "127.0.0.1:0", "--signaling", "127.0.0.1:0"]);
+    let err = stderr_after_start(local);
+    assert!(!err.contains(warning), "loopback warned: {err}");
+
+    let dir = TempDir::new("cleartext");
+    let (_ca, cert, key) = ca_and_leaf();
+    let cert = dir.write("cert.pem", &cert);
+    let key = dir.write("key.pem", &key);
+    let tls = Daemon::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--signaling",
+        "0.0.0.0:0",
+        "--signaling-cert",
+        &cert,
+        "--signaling-key",
+        &key,
+    ]);
+    assert!(
+        tls.seen.iter().any(|l| l.contains("wss://")),
+        "{:?}",
+        tls.seen
+    );
+    let err = stderr_after_start(tls);
+    assert!(!err.contains(warning), "TLS warned: {err}");
+}
