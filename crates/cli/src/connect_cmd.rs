@@ -163,10 +163,13 @@ pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
         // The system's trust store (SSL_CERT_FILE and SSL_CERT_DIR win), so
         // that wss:// and turns: servers with a public certificate work
         // without options. Unreadable entries are skipped; with none at all,
-        // a wss:// URL fails saying that --tls-ca is needed.
+        // a wss:// URL fails saying that --tls-ca is needed. A certificate
+        // rustls cannot take as a root is left out here, not allowed to
+        // fail the whole set later.
         c.tls_roots = rustls_native_certs::load_native_certs()
             .certs
             .into_iter()
+            .filter(|d| rustls::RootCertStore::empty().add(d.clone()).is_ok())
             .map(|d| d.as_ref().to_vec())
             .collect();
     }
