@@ -45,7 +45,8 @@ A room holds one pair: a third peer is told the room is busy.";
 /// `p2p send` and `p2p receive` share.
 #[derive(Debug, Args)]
 pub(crate) struct NetArgs {
-    /// The signaling server's WebSocket URL, ws://HOST:PORT[/ws] or wss://HOST[:PORT][/ws] (TLS).
+    /// The signaling server: ws://HOST:PORT/ws, wss://HOST[:PORT]/ws (TLS), the
+    /// page's http(s):// URL, or HOST[:PORT] (ws://, port 8080 as p2p serve's).
     #[arg(long, value_name = "URL")]
     signaling: String,
     /// The room to meet the other peer in.
@@ -120,7 +121,7 @@ pub(crate) struct ConnectArgs {
 }
 
 pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
-    let mut c = PeerConfig::new(a.signaling.clone(), a.room.clone())
+    let mut c = PeerConfig::new(signaling_url(&a.signaling)?, a.room.clone())
         .include_loopback(a.loopback)
         .local_addresses(a.bind.iter().copied())
         .connect_timeout(Duration::from_secs(a.timeout.max(1)));
@@ -174,6 +175,49 @@ pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
             .collect();
     }
     Ok(c)
+}
+
+/// The WebSocket URL of a signaling server as people write it: a
+/// `ws://`/`wss://` URL as it is; the page's `http://`/`https://` URL
+/// (the daemon upgrades on any path) as `ws://`/`wss://`; `HOST[:PORT]`
+/// as `ws://HOST:PORT/ws`, port 8080 (`p2p serve`'s) when none is given.
+fn signaling_url(s: &str) -> Result<String, AnyError> {
+    let s = s.trim();
+    let lower = s.to_ascii_lowercase();
+    for (from, to) in [
+        ("ws://", "ws://"),
+        ("wss://", "wss://"),
+        ("http://", "ws://"),
+        ("https://", "wss://"),
+    ] {
+        if lower.starts_with(from) {
+            return Ok(format!("{to}{}", &s[from.len()..]));
+        }
+    }
+    if s.contains("://") {
+        return Err(format!(
+            "--signaling {s}: expected ws://, wss://, http://, https:// or HOST[:PORT]"
+        )
+        .into());
+    }
+    let (host, path) = s.split_once('/').map_or((s, "ws"), |(h, p)| (h, p));
+    if host.is_empty() {
+        return Err(format!("--signaling {s}: no host").into());
+    }
+    // A port is the part after the last colon, unless that colon is inside
+    // an IPv6 address: `[::1]:8080` has one, `[::1]` and `::1` do not.
+    let has_port = match host.rfind(':') {
+        Some(i) if host.starts_with('[') => host[..i].ends_with(']'),
+        Some(_) => host.matches(':').count() == 1,
+        None => false,
+    };
+    let host = if !host.starts_with('[') && host.matches(':').count() > 1 {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let port = if has_port { "" } else { ":8080" };
+    Ok(format!("ws://{host}{port}/{path}"))
 }
 
 /// `HOST[:PORT]` as a URI of `scheme`; a URI as it is.
@@ -603,6 +647,31 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
 mod tests {
     use super::*;
     use p2p_connect::{CandidateKind, PathEnd};
+
+    #[test]
+    fn signaling_servers_are_taken_as_people_write_them() {
+        for (written, url) in [
+            ("ws://127.0.0.1:8080/ws", "ws://127.0.0.1:8080/ws"),
+            ("wss://example.org/ws", "wss://example.org/ws"),
+            ("http://127.0.0.1:8080/", "ws://127.0.0.1:8080/"),
+            (
+                "HTTPS://example.org:8443/?room=a",
+                "wss://example.org:8443/?room=a",
+            ),
+            ("127.0.0.1:9000", "ws://127.0.0.1:9000/ws"),
+            ("example.org", "ws://example.org:8080/ws"),
+            ("example.org/signal", "ws://example.org:8080/signal"),
+            ("[::1]:9000", "ws://[::1]:9000/ws"),
+            ("[::1]", "ws://[::1]:8080/ws"),
+            ("::1", "ws://[::1]:8080/ws"),
+        ] {
+            assert_eq!(signaling_url(written).expect(written), url, "{written}");
+        }
+        for bad in ["ftp://example.org", "/ws", ""] {
+            let e = signaling_url(bad).expect_err(bad).to_string();
+            assert!(e.starts_with("--signaling"), "{bad}: {e}");
+        }
+    }
 
     fn path() -> SelectedPath {
         SelectedPath {

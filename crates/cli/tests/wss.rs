@@ -289,8 +289,10 @@ fn p2p_connect_chats_over_wss_with_tls_ca_and_lines_carry_the_senders_name() {
     assert!(events(&err, "joined").is_empty(), "{err}");
 
     // alice trusts the CA with --tls-ca; bob through the system's trust
-    // store (SSL_CERT_FILE), the default without --tls-ca.
+    // store (SSL_CERT_FILE), the default without --tls-ca, and gives the
+    // page's https:// URL, as people copy it from the browser.
     let ca = cert.path("ca.pem");
+    let page = url.replace("wss://", "https://").replace("/ws", "/");
     let alice = chat(
         &url,
         "wss-chat",
@@ -299,7 +301,7 @@ fn p2p_connect_chats_over_wss_with_tls_ca_and_lines_carry_the_senders_name() {
         "hello from alice",
     );
     std::thread::sleep(Duration::from_millis(200));
-    let bob = chat_env(&url, "wss-chat", "bob", &[], "hello from bob", Some(&ca));
+    let bob = chat_env(&page, "wss-chat", "bob", &[], "hello from bob", Some(&ca));
     let (a_code, a_out, a_err) = finish(alice);
     let (b_code, b_out, b_err) = finish(bob);
     assert_eq!(a_code, Some(0), "alice: {a_err}");
