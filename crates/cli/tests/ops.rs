@@ -76,6 +76,14 @@ fn a_setting_that_cannot_take_effect_stops_p2p_serve_with_the_fix() {
             vec!["turn.external_ip (--external-ip)", "--relay-ip"],
         ),
         (vec!["--log", "p2p=nonsense=1"], vec!["log level"]),
+        (
+            vec!["--no-udp", "--no-tcp"],
+            vec![
+                "every STUN transport is off",
+                "--no-udp --no-tcp",
+                "--tls-cert",
+            ],
+        ),
     ];
     for (flags, words) in cases {
         let mut args = vec![

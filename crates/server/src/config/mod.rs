@@ -256,7 +256,9 @@ impl Config {
             return Err(ConfigError::Invalid("stun.listen is empty"));
         }
         if !s.udp && !s.tcp && self.tls.cert.is_none() {
-            return Err(ConfigError::Invalid("every transport is off"));
+            return Err(ConfigError::Invalid(
+                "every STUN transport is off: stun.udp and stun.tcp are false (--no-udp --no-tcp) and TLS has no certificate; keep one, or add tls.cert and tls.key (--tls-cert FILE --tls-key FILE)",
+            ));
         }
         if s.workers == Some(0) {
             return Err(ConfigError::Invalid("stun.workers must be at least 1"));
