@@ -78,6 +78,16 @@ fn why(code: Option<u16>) -> &'static str {
     code.map_or("no answer", p2p_turn::refusal_reason)
 }
 
+/// What an Allocate's error code means and what to do, after a colon
+/// (nothing for codes without more to say).
+fn allocation_hint(code: Option<u16>) -> String {
+    match code {
+        Some(401) => ": the server knows no such user, or the password differs: check --user NAME:PASSWORD against the server's users (p2p serve --user, turn.users); with REST credentials (--auth-secret) the name is EXPIRY:NAME and the password is derived from the secret".to_owned(),
+        Some(c @ (437 | 438 | 441 | 486 | 508)) => format!(": {}", p2p_turn::refusal_reason(c)),
+        _ => String::new(),
+    }
+}
+
 /// Why the run stopped.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +96,7 @@ pub enum TurnError {
     #[error("{0}")]
     Io(#[from] io::Error),
     /// The server refused the allocation.
-    #[error("allocation failed: {reason}{}", code.map_or(String::new(), |c| format!(" (error {c})")))]
+    #[error("allocation failed: {reason}{}{}", code.map_or(String::new(), |c| format!(" (error {c})")), allocation_hint(*code))]
     Allocation {
         /// The STUN error code, `None` when the server never answered.
         code: Option<u16>,

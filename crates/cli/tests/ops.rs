@@ -266,7 +266,7 @@ fn client_commands_take_names_uris_and_default_ports_and_name_the_address() {
 }
 
 #[test]
-fn a_refused_peer_is_the_peer_policy_at_the_client_and_its_rule_in_the_server_log() {
+fn refused_credentials_and_a_refused_peer_are_explained_at_the_client_and_logged_by_the_server() {
     let d = Daemon::start(&[
         "--listen",
         "127.0.0.1:0",
@@ -277,6 +277,21 @@ fn a_refused_peer_is_the_peer_policy_at_the_client_and_its_rule_in_the_server_lo
         "alice:secret",
     ]);
     let server = d.udp().to_string();
+    // A wrong password, an unknown user: what to check, at the client; the
+    // daemon logs why at its default level.
+    for user in ["alice:wrong", "bob:secret"] {
+        let out = run(&["turn", &server, "--user", user, "--echo-peer"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("(error 401)"), "{user}: {err}");
+        assert!(
+            err.contains("knows no such user, or the password differs"),
+            "{err}"
+        );
+        assert!(err.contains("--user NAME:PASSWORD"), "{err}");
+    }
+    d.wait_stderr("reason=BadIntegrity");
+    d.wait_stderr("reason=UnknownUser");
     let out = run(&["turn", &server, "--user", "alice:secret", "--echo-peer"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
