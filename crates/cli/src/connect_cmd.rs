@@ -272,6 +272,7 @@ fn failure_name(e: &ConnectError) -> &'static str {
         ConnectError::SignalingUnreachable { .. } => "signaling_unreachable",
         ConnectError::RoomFull { .. } => "room_full",
         ConnectError::RoomBusy { .. } => "room_busy",
+        ConnectError::NoRelay { .. } => "no_relay",
         ConnectError::Unauthorized { .. } => "unauthorized",
         ConnectError::Signaling(_) => "signaling",
         ConnectError::PeerLeft { .. } => "peer_left",

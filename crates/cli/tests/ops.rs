@@ -515,3 +515,43 @@ fn signaling_served_in_cleartext_beyond_loopback_is_warned_about_with_the_fix() 
     let err = stderr_after_start(tls);
     assert!(!err.contains(warning), "TLS warned: {err}");
 }
+
+#[test]
+fn relay_only_against_static_users_not_handed_out_fails_at_the_join_with_why() {
+    let d = Daemon::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--signaling",
+        "127.0.0.1:0",
+        "--realm",
+        "example.org",
+        "--user",
+        "alice:secret",
+    ]);
+    let url = d.ws_url();
+    let started = std::time::Instant::now();
+    // Alone in the room: it fails without waiting for a peer.
+    let out = run(&[
+        "connect",
+        "--signaling",
+        &url,
+        "--room",
+        "relay",
+        "--relay-only",
+        "--loopback",
+        "--bind",
+        "127.0.0.1",
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("\"reason\":\"no_relay\""), "{err}");
+    assert!(err.contains("not-offered"), "{err}");
+    assert!(err.contains("--turn URI"), "{err}");
+    assert!(err.contains("--signaling-turn-user"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "told after {:?}",
+        started.elapsed()
+    );
+}

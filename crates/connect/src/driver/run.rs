@@ -187,6 +187,13 @@ async fn setup(
             peers: peers.len(),
         },
     );
+    // Relay-only with no TURN server cannot work: say so now, with the
+    // server's reason, rather than after waiting for a peer.
+    if config.policy == Policy::RelayOnly && !servers.iter().any(IceServerUri::is_turn) {
+        return Err(ConnectError::NoRelay {
+            reason: client.relay_unavailable(),
+        });
+    }
     // The newcomer offers and controls.
     let (peer, controlling) = match peers.first() {
         Some(p) => (p.clone(), true),
