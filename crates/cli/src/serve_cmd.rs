@@ -311,18 +311,36 @@ fn serve_config(a: &ServeArgs) -> Result<Config, AnyError> {
     Ok(cfg)
 }
 
-/// The message for a port that cannot be bound, with the flag that moves
-/// it. One rule for every port, default or asked for: the daemon stops.
+/// The message for a port that cannot be bound: why, in words, and the
+/// fix, ending with the flag that moves it. One rule for every port,
+/// default or asked for: the daemon stops.
 fn bind_error(transport: &str, addr: SocketAddr, source: &std::io::Error) -> String {
-    let fix = match transport {
+    let elsewhere = match transport {
         "signaling" => {
             "serve it elsewhere with --signaling ADDR, or not at all with --no-signaling"
         }
         "tls" => "serve TLS elsewhere with --tls-listen ADDR",
         "metrics" => "serve metrics elsewhere with --metrics ADDR",
-        _ => "stop the program that holds it, or serve elsewhere with --listen ADDR",
+        _ => "serve elsewhere with --listen ADDR",
     };
-    format!("cannot bind {transport} {addr}: {source} ({fix})")
+    let why = match source.kind() {
+        std::io::ErrorKind::AddrInUse => "stop the program that holds it, or ".to_owned(),
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            let exe = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "p2p".to_owned());
+            format!(
+                "ports below 1024 need root or the CAP_NET_BIND_SERVICE capability (setcap cap_net_bind_service=+ep {exe}, or AmbientCapabilities=CAP_NET_BIND_SERVICE in a systemd unit), or "
+            )
+        }
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "{} is not an address of this machine: use one it has (ip addr), {} for all of them, or ",
+            addr.ip(),
+            if addr.is_ipv4() { "0.0.0.0" } else { "[::]" }
+        ),
+        _ => String::new(),
+    };
+    format!("cannot bind {transport} {addr}: {source} ({why}{elsewhere})")
 }
 
 pub(crate) async fn run(a: ServeArgs, verbose: u8) -> Result<(), AnyError> {
@@ -599,4 +617,57 @@ fn apply_turn_flags(cfg: &mut Config, a: &TurnServeArgs) -> Result<(), AnyError>
         cfg.metrics.listen = a.metrics;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn a_port_that_cannot_be_bound_says_why_and_the_fix() {
+        let at = |a: &str| a.parse::<SocketAddr>().expect("address");
+        let denied = bind_error(
+            "udp",
+            at("0.0.0.0:478"),
+            &Error::from(ErrorKind::PermissionDenied),
+        );
+        assert!(denied.contains("CAP_NET_BIND_SERVICE"), "{denied}");
+        assert!(
+            denied.contains("setcap cap_net_bind_service=+ep"),
+            "{denied}"
+        );
+        assert!(
+            denied.ends_with("serve elsewhere with --listen ADDR)"),
+            "{denied}"
+        );
+        let high = bind_error(
+            "udp",
+            at("0.0.0.0:4780"),
+            &Error::from(ErrorKind::PermissionDenied),
+        );
+        assert!(!high.contains("CAP_NET_BIND_SERVICE"), "{high}");
+        let busy = bind_error(
+            "signaling",
+            at("127.0.0.1:8080"),
+            &Error::from(ErrorKind::AddrInUse),
+        );
+        assert!(
+            busy.contains(
+                "stop the program that holds it, or serve it elsewhere with --signaling ADDR"
+            ),
+            "{busy}"
+        );
+        let foreign = bind_error(
+            "metrics",
+            at("[2001:db8::1]:9100"),
+            &Error::from(ErrorKind::AddrNotAvailable),
+        );
+        assert!(
+            foreign.contains("2001:db8::1 is not an address of this machine"),
+            "{foreign}"
+        );
+        assert!(foreign.contains("[::] for all of them"), "{foreign}");
+        assert!(foreign.ends_with("--metrics ADDR)"), "{foreign}");
+    }
 }

@@ -555,3 +555,31 @@ fn relay_only_against_static_users_not_handed_out_fails_at_the_join_with_why() {
         started.elapsed()
     );
 }
+
+#[test]
+fn an_address_the_machine_does_not_have_stops_p2p_serve_with_the_fix() {
+    // 192.0.2.0/24 is TEST-NET-1: no machine has it.
+    for (flags, flag) in [
+        (
+            vec!["--listen", "192.0.2.1:3478", "--no-signaling"],
+            "--listen ADDR",
+        ),
+        (
+            vec!["--listen", "127.0.0.1:0", "--signaling", "192.0.2.1:8080"],
+            "--signaling ADDR",
+        ),
+    ] {
+        let mut args = vec!["serve"];
+        args.extend(&flags);
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {err}");
+        assert!(err.contains("cannot bind"), "{err}");
+        assert!(
+            err.contains("192.0.2.1 is not an address of this machine"),
+            "{err}"
+        );
+        assert!(err.contains("0.0.0.0 for all of them"), "{err}");
+        assert!(err.contains(flag), "{err}");
+    }
+}
