@@ -321,6 +321,7 @@ fn bind_error(transport: &str, addr: SocketAddr, source: &std::io::Error) -> Str
         }
         "tls" => "serve TLS elsewhere with --tls-listen ADDR",
         "metrics" => "serve metrics elsewhere with --metrics ADDR",
+        "relay" => "relay on another IP with --relay-ip IP",
         _ => "serve elsewhere with --listen ADDR",
     };
     let why = match source.kind() {
@@ -333,6 +334,11 @@ fn bind_error(transport: &str, addr: SocketAddr, source: &std::io::Error) -> Str
                 "ports below 1024 need root or the CAP_NET_BIND_SERVICE capability (setcap cap_net_bind_service=+ep {exe}, or AmbientCapabilities=CAP_NET_BIND_SERVICE in a systemd unit), or "
             )
         }
+        std::io::ErrorKind::AddrNotAvailable if transport == "relay" => format!(
+            "{} is not an address of this machine: behind a 1:1 NAT (a cloud VM, say) relay on the private address and advertise the public one with --external-ip {}, or ",
+            addr.ip(),
+            addr.ip()
+        ),
         std::io::ErrorKind::AddrNotAvailable => format!(
             "{} is not an address of this machine: use one it has (ip addr), {} for all of them, or ",
             addr.ip(),
@@ -669,5 +675,12 @@ mod tests {
         );
         assert!(foreign.contains("[::] for all of them"), "{foreign}");
         assert!(foreign.ends_with("--metrics ADDR)"), "{foreign}");
+        let relay = bind_error(
+            "relay",
+            at("203.0.113.7:0"),
+            &Error::from(ErrorKind::AddrNotAvailable),
+        );
+        assert!(relay.contains("--external-ip 203.0.113.7"), "{relay}");
+        assert!(relay.ends_with("--relay-ip IP)"), "{relay}");
     }
 }

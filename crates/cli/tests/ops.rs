@@ -582,4 +582,23 @@ fn an_address_the_machine_does_not_have_stops_p2p_serve_with_the_fix() {
         assert!(err.contains("0.0.0.0 for all of them"), "{err}");
         assert!(err.contains(flag), "{err}");
     }
+    // A relay IP the machine does not have: the public address of a cloud
+    // VM, which goes in --external-ip.
+    let out = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-signaling",
+        "--realm",
+        "r",
+        "--user",
+        "a:b",
+        "--relay-ip",
+        "192.0.2.1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot bind relay 192.0.2.1"), "{err}");
+    assert!(err.contains("--external-ip 192.0.2.1"), "{err}");
+    assert!(err.contains("--relay-ip IP"), "{err}");
 }

@@ -28,7 +28,8 @@ pub enum ServerError {
     /// A socket could not be bound.
     #[error("cannot bind {transport} {addr}: {source}")]
     Bind {
-        /// `udp`, `tcp`, `tls`, `signaling` or `metrics`.
+        /// `udp`, `tcp`, `tls`, `signaling`, `metrics` or `relay` (a TURN
+        /// relay IP, tried at start).
         transport: &'static str,
         /// The address.
         addr: SocketAddr,

@@ -98,7 +98,7 @@ pub(crate) fn prepare(
     for (bind, _) in ips.iter().flatten() {
         if let Err(source) = bind_std(SocketAddr::new(*bind, 0)) {
             return Err(crate::ServerError::Bind {
-                transport: "udp",
+                transport: "relay",
                 addr: SocketAddr::new(*bind, 0),
                 source,
             });
