@@ -353,6 +353,19 @@ impl Report {
 /// Meets the peer and connects, showing progress (a one-line display on a
 /// terminal, JSON lines with `--json`); says `ready` (with `hint` after it
 /// on a terminal) once the encrypted connection is up.
+/// The user stopped the command (Ctrl-C, SIGTERM); the peer was told, as
+/// far as the path allowed. `p2p` exits 130 for it.
+#[derive(Debug)]
+pub(crate) struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 pub(crate) async fn establish(
     a: &NetArgs,
     command: &'static str,
@@ -396,9 +409,20 @@ pub(crate) async fn establish(
     let spinner = ['|', '/', '-', '\\'];
     let mut tick = tokio::time::interval(Duration::from_millis(120));
     let mut n = 0usize;
+    let interrupt = crate::shutdown_signal();
+    tokio::pin!(interrupt);
     let conn = loop {
         tokio::select! {
             r = &mut connect => break r,
+            () = &mut interrupt => {
+                if tty {
+                    eprint!("\r\x1b[K");
+                }
+                report.json_line("failed", serde_json::json!({
+                    "reason": "interrupted", "text": "interrupted before the peer connected",
+                }));
+                return Err(Interrupted.into());
+            }
             _ = tick.tick(), if tty => {
                 let p = progress.lock().unwrap_or_else(|e| e.into_inner());
                 eprint!(
@@ -478,6 +502,9 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
     let (mut sent, mut received) = (0u64, 0u64);
     let expect = a.expect_lines;
     let mut ended = false;
+    let mut interrupted = false;
+    let interrupt = crate::shutdown_signal();
+    tokio::pin!(interrupt);
     // With --expect-lines: when the Nth line came, plus the linger.
     let mut leave_at: Option<tokio::time::Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -518,6 +545,13 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
                 }
             },
             _ = tokio::time::sleep_until(leave_at.unwrap_or(far)), if leave_at.is_some() => break,
+            // Ctrl-C or SIGTERM: close as Ctrl-D does, so that the peer
+            // learns at once (SCTP ABORT or SHUTDOWN, close_notify), not
+            // after its consent checks run out.
+            () = &mut interrupt => {
+                interrupted = true;
+                break;
+            }
             e = conn.next_event() => match e {
                 // Events from the start are replayed first; skip those.
                 Some(ConnectionEvent::PathChanged(_) | ConnectionEvent::Disconnected
@@ -546,6 +580,9 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
         "done",
         format!("closed; {sent} line(s) sent, {received} received"),
     );
+    if interrupted {
+        return Err(Interrupted.into());
+    }
     if let Some(n) = expect.filter(|n| received < *n) {
         return Err(
             format!("the connection ended after {received} of the {n} line(s) expected").into(),
