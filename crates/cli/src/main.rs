@@ -27,6 +27,8 @@ mod logging;
 mod serve_cmd;
 mod transfer;
 
+use serve_cmd::shutdown_signal;
+
 const EXAMPLES: &str = "\
 Examples:
   p2p serve                                   # STUN and signaling with a browser page on loopback
@@ -247,6 +249,11 @@ fn main() -> ExitCode {
     rt.shutdown_background();
     match r {
         Ok(()) => ExitCode::SUCCESS,
+        // The shell's convention for a command stopped by SIGINT.
+        Err(e) if e.is::<connect_cmd::Interrupted>() => {
+            eprintln!("p2p: interrupted");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("p2p: {}", explain(e.as_ref()));
             ExitCode::FAILURE
