@@ -29,7 +29,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn sans_io_sources() -> Vec<PathBuf> {
     let r = root();
     let mut files = Vec::new();
-    for krate in ["stun", "turn", "ice", "sdp"] {
+    for krate in ["stun", "turn", "ice", "sdp", "portmap"] {
         rust_files(&r.join("crates").join(krate).join("src"), &mut files);
     }
     for f in ["session.rs", "negotiate.rs"] {
@@ -37,6 +37,10 @@ fn sans_io_sources() -> Vec<PathBuf> {
         if f.exists() {
             files.push(f);
         }
+    }
+    // (They became module directories.)
+    for d in ["session", "negotiate"] {
+        rust_files(&r.join("crates/connect/src").join(d), &mut files);
     }
     files
 }
