@@ -333,6 +333,9 @@ async fn setup(
     negotiation.turn_servers = turn.len();
     negotiation.turn_failures = turn_failures;
     let mut sc = SessionConfig::new(ice);
+    if config.port_mapping && config.policy != Policy::RelayOnly {
+        sc.port_mapping = super::gateway::port_mapping_targets(&hosts, config.gateway);
+    }
     sc.hosts = hosts;
     sc.stun_servers = stun;
     sc.turn_servers = turn;
