@@ -11,6 +11,8 @@
 #   p2ppm-r3   MASQUERADE --random-fully, and miniupnpd serving NAT-PMP/PCP
 #              (its rules in iptables-legacy tables, where miniupnpd's
 #              libiptc writes its DNAT and SNAT rules)
+#   p2ppm-r4   the same, its miniupnpd serving UPnP IGD only (SSDP + SOAP;
+#              no NAT-PMP/PCP), which p2p connect asks with igd-next
 #   p2ppm-cN   a client 10.0.N.2 behind router N
 #
 # The public /24 is 198.20.113.0/24, not the TEST-NET-3 of nat-lab.sh:
@@ -89,7 +91,7 @@ P2P="$TARGET_DIR/debug/p2p"
 
 # ---------------------------------------------------------------- the network
 public_segment "$SRV" "$SERVER_IP" "$LAB_NET.11"
-for n in 1 2 3; do
+for n in 1 2 3 4; do
   add_router "$SRV" "$PREFIX-r$n" "$n"
   new_ns "$PREFIX-c$n"
   add_client "$PREFIX-r$n" "$PREFIX-c$n" lp0 "10.0.$n.2" "10.0.$n.1"
@@ -100,31 +102,36 @@ nat "$PREFIX-r2" apdm
 # miniupnpd fills (as its iptables_init.sh makes them): DNAT of mapped ports
 # in nat/PREROUTING, their SNAT (the mapped port kept) in nat/POSTROUTING
 # before the masquerading, and the forwarding in filter/FORWARD.
-R3=(in_ns "$PREFIX-r3" iptables-legacy)
-"${R3[@]}" -t nat -N MINIUPNPD
-"${R3[@]}" -t nat -A PREROUTING -i wan -j MINIUPNPD
-"${R3[@]}" -t nat -N MINIUPNPD-POSTROUTING
-"${R3[@]}" -t nat -A POSTROUTING -o wan -j MINIUPNPD-POSTROUTING
-"${R3[@]}" -t nat -A POSTROUTING -o wan -j MASQUERADE --random-fully
-"${R3[@]}" -t filter -N MINIUPNPD
-"${R3[@]}" -t filter -A FORWARD -i wan ! -o wan -j MINIUPNPD
-"${R3[@]}" -A INPUT -i wan -p udp -m conntrack --ctstate NEW -j DROP
-cat >"$WORK/miniupnpd.conf" <<EOC
+# miniupnpd_router N PROTOCOLS: router N runs miniupnpd (PROTOCOLS: the
+# lines that enable NAT-PMP/PCP or UPnP) over those chains.
+miniupnpd_router() {
+  local n=$1 ipt=(in_ns "$PREFIX-r$1" iptables-legacy)
+  "${ipt[@]}" -t nat -N MINIUPNPD
+  "${ipt[@]}" -t nat -A PREROUTING -i wan -j MINIUPNPD
+  "${ipt[@]}" -t nat -N MINIUPNPD-POSTROUTING
+  "${ipt[@]}" -t nat -A POSTROUTING -o wan -j MINIUPNPD-POSTROUTING
+  "${ipt[@]}" -t nat -A POSTROUTING -o wan -j MASQUERADE --random-fully
+  "${ipt[@]}" -t filter -N MINIUPNPD
+  "${ipt[@]}" -t filter -A FORWARD -i wan ! -o wan -j MINIUPNPD
+  "${ipt[@]}" -A INPUT -i wan -p udp -m conntrack --ctstate NEW -j DROP
+  cat >"$WORK/miniupnpd-r$n.conf" <<EOC
 ext_ifname=wan
 listening_ip=lan
 port=0
-enable_upnp=no
-enable_natpmp=yes
+$2
 secure_mode=yes
 system_uptime=yes
-lease_file=$WORK/miniupnpd.leases
-uuid=5c6d1f0e-7a3b-4c2d-9e8f-0a1b2c3d4e5f
-allow 1024-65535 10.0.3.0/24 1024-65535
+lease_file=$WORK/miniupnpd-r$n.leases
+uuid=5c6d1f0e-7a3b-4c2d-9e8f-0a1b2c3d4e5$n
+allow 1024-65535 10.0.$n.0/24 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
 EOC
-ip netns exec "$PREFIX-r3" "$MINIUPNPD" -d -f "$WORK/miniupnpd.conf" -P "$WORK/miniupnpd.pid" \
-  >"$WORK/miniupnpd.log" 2>&1 &
-PIDS+=($!)
+  ip netns exec "$PREFIX-r$n" "$MINIUPNPD" -d -f "$WORK/miniupnpd-r$n.conf" \
+    -P "$WORK/miniupnpd-r$n.pid" >"$WORK/miniupnpd-r$n.log" 2>&1 &
+  PIDS+=($!)
+}
+miniupnpd_router 3 "$(printf 'enable_natpmp=yes\nenable_upnp=no')"
+miniupnpd_router 4 "$(printf 'enable_natpmp=no\nenable_upnp=yes')"
 
 ip netns exec "$SRV" "$P2P" serve --listen "$SERVER" --alt-listen "$ALT" --software "p2p nat-lab" \
   --realm nat-lab --user "$TURN_USER:$TURN_PASS" --relay-ip "$SERVER_IP" --user-quota 0 \
@@ -136,13 +143,12 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 [ "$ready" = 1 ] || fail "the server in $SRV does not answer on $SERVER"
-grep -q "Listening for NAT-PMP/PCP" "$WORK/miniupnpd.log" || {
-  sleep 1
-  grep -q "Listening for NAT-PMP/PCP" "$WORK/miniupnpd.log" || fail "miniupnpd does not listen"
-}
+sleep 0.5
+grep -q "Listening for NAT-PMP/PCP" "$WORK/miniupnpd-r3.log" || fail "miniupnpd on r3 does not listen"
+grep -q "HTTP listening" "$WORK/miniupnpd-r4.log" || fail "miniupnpd on r4 serves no UPnP"
 flush_conntrack() {
   local n
-  for n in 1 2 3; do in_ns "$PREFIX-r$n" conntrack -F >/dev/null 2>&1 || true; done
+  for n in 1 2 3 4; do in_ns "$PREFIX-r$n" conntrack -F >/dev/null 2>&1 || true; done
 }
 flush_conntrack
 
@@ -215,18 +221,20 @@ scenario() {
   elif [ "$ka" != "$want" ] || [ "$kb" != "$want" ]; then
     verdict=FAIL why="A $ka, B $kb, wanted $want"
   fi
-  # The mapped candidate r3's peer offered: a server-reflexive address on
-  # r3's WAN with the port of its own socket (the STUN server saw another
-  # port: --random-fully).
-  local f port
+  # The mapped candidate r3's or r4's peer offered: a server-reflexive
+  # address on its router's WAN with the port of its own socket (the STUN
+  # server saw another port: --random-fully).
+  local f port n
   mapped=""
   for f in "$WORK/$ta.log" "$WORK/$tb.log"; do
-    port="$(sed -nE 's/.*sockets: 10\.0\.3\.2:([0-9]+).*/\1/p' "$f" | head -n 1)"
-    [ -n "$port" ] || continue
-    mapped="$(grep -o "local srflx $LAB_NET\.103:$port" "$f" | head -n 1 | sed 's/local srflx //' || true)"
+    for n in 3 4; do
+      port="$(sed -nE "s/.*sockets: 10\\.0\\.$n\\.2:([0-9]+).*/\\1/p" "$f" | head -n 1)"
+      [ -n "$port" ] || continue
+      mapped="$(grep -o "local srflx $LAB_NET\\.10$n:$port" "$f" | head -n 1 | sed 's/local srflx //' || true)"
+    done
   done
   if [ "$verdict" = ok ] && [ "$want" = direct ] && [ -z "$mapped" ]; then
-    verdict=FAIL why="r3's peer offered no mapped candidate"
+    verdict=FAIL why="the mapping router's peer offered no mapped candidate"
   fi
   [ "$verdict" = ok ] || FAILED+=("$name: $why")
   echo "nat-lab-portmap: scenario $SCENARIO ($name): A $ka ($(json_field "$la" local_kind)-$(json_field "$la" remote_kind)), B $kb; ICE ${ms_a:-?}/${ms_b:-?} ms; $verdict${why:+ ($why)} [$((SECONDS - t0)) s]"
@@ -238,9 +246,13 @@ scenario() {
     "${ms_a:--}" "${ms_b:--}" "${mapped:--}" "$verdict")")
 }
 
-# Mappings left on router 3 (DNAT rules in miniupnpd's chain).
+# Mappings left on routers 3 and 4 (DNAT rules in miniupnpd's chains).
 leftover() {
-  "${R3[@]}" -t nat -S MINIUPNPD | grep -c -- "-j DNAT" || true
+  local n c=0
+  for n in 3 4; do
+    c=$((c + $(in_ns "$PREFIX-r$n" iptables-legacy -t nat -S MINIUPNPD | grep -c -- "-j DNAT" || true)))
+  done
+  echo "$c"
 }
 
 C="$PREFIX-c"
@@ -251,17 +263,20 @@ scenario "r1 EIM/APDF x r3 APDM + miniupnpd" direct "${C}1" "${C}3"
 scenario "r3 APDM + miniupnpd x r1 EIM/APDF (other join order)" direct "${C}3" "${C}1"
 scenario "r2 APDM x r3 APDM + miniupnpd" direct "${C}2" "${C}3"
 scenario "r3 APDM + miniupnpd x r2 APDM (other join order)" direct "${C}3" "${C}2"
+scenario "r2 APDM x r4 APDM + miniupnpd UPnP IGD only" direct "${C}2" "${C}4"
+scenario "r4 APDM + miniupnpd UPnP IGD only x r1 EIM/APDF" direct "${C}4" "${C}1"
 left="$(leftover)"
-[ "$left" = 0 ] || FAILED+=("$left mapping(s) left on router 3 after the peers exited")
+[ "$left" = 0 ] || FAILED+=("$left mapping(s) left on routers 3 and 4 after the peers exited")
 scenario "r1 x r3 with --no-port-mapping on r3's peer (the switch)" relay "${C}1" "${C}3 --no-port-mapping"
-grep -q "PCP MAP: added mapping\|NAT-PMP port mapping request" "$WORK/miniupnpd.log" \
-  || FAILED+=("miniupnpd saw no mapping request")
+grep -q "PCP MAP: added mapping\|NAT-PMP port mapping request" "$WORK/miniupnpd-r3.log" \
+  || FAILED+=("miniupnpd on r3 saw no PCP/NAT-PMP request")
+grep -q "AddPortMapping" "$WORK/miniupnpd-r4.log" || FAILED+=("miniupnpd on r4 saw no UPnP AddPortMapping")
 
 echo
 echo "| scenario | wanted | final path | ICE ms (A / B) | mapped candidate offered | verdict |"
 echo "|---|---|---|---|---|---|"
 for row in "${ROWS[@]}"; do echo "$row"; done
-echo "mappings left on router 3 after the peers exited: $left"
+echo "mappings left on routers 3 and 4 after the peers exited: $left"
 echo
 if [ "${#FAILED[@]}" -gt 0 ]; then
   for f in "${FAILED[@]}"; do echo "nat-lab-portmap: FAIL: $f" >&2; done

@@ -30,6 +30,38 @@ pub(super) fn mappers(asked: &[(SocketAddr, IpAddr)], seed: Option<u64>) -> Vec<
 }
 
 impl Session {
+    /// A port mapping made outside the session (UPnP IGD, by the driver):
+    /// the router at `gateway` forwards `external` to our socket
+    /// `internal`; offered as a server-reflexive candidate like a PCP one.
+    /// Whoever made it deletes it. Ignored under a relay-only policy or
+    /// once closing.
+    pub fn add_port_mapping(
+        &mut self,
+        now: Instant,
+        internal: SocketAddr,
+        external: SocketAddr,
+        gateway: IpAddr,
+    ) {
+        if self.close_asked || self.closing.is_some() {
+            return;
+        }
+        let c = Candidate::server_reflexive(external, internal, gateway);
+        if let Err(p2p_ice::IceError::ExcludedByPolicy) = self.agent.add_local_candidate(now, c) {
+            return;
+        }
+        self.event(SessionEvent::PortMapped { internal, external });
+        self.pump(now);
+    }
+
+    /// The external address a PCP or NAT-PMP mapping of `internal` holds.
+    pub fn port_mapping(&self, internal: SocketAddr) -> Option<SocketAddr> {
+        self.mappers
+            .iter()
+            .filter_map(|m| m.mapping())
+            .find(|m| m.internal == internal)
+            .map(|m| m.external)
+    }
+
     /// Hand a datagram from the gateway's port 5351 to its mapper.
     pub(super) fn portmap_input(&mut self, now: Instant, d: Datagram<'_>) -> bool {
         for m in &mut self.mappers {
