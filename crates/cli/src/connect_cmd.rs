@@ -84,6 +84,11 @@ pub(crate) struct NetArgs {
     /// IPv4 default route).
     #[arg(long, value_name = "IP", conflicts_with = "no_port_mapping")]
     gateway: Option<IpAddr>,
+    /// Do not announce `a=ice-options:... p2phardnat`: nothing beyond
+    /// standard ICE is ever tried with the peer (it is only tried when
+    /// both peers announce it; a browser never does).
+    #[arg(long)]
+    no_hardnat: bool,
     /// Seconds ICE may take once the peer is found.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
@@ -124,6 +129,7 @@ pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
     c.peer_timeout = a.peer_timeout.map(Duration::from_secs);
     c.port_mapping = !a.no_port_mapping;
     c.gateway = a.gateway;
+    c.hard_nat = !a.no_hardnat;
     if a.relay_only {
         c = c.policy(Policy::RelayOnly);
     }

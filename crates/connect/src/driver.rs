@@ -119,6 +119,9 @@ pub struct PeerConfig {
     /// The router to ask; `None` (the default): the gateway of the IPv4
     /// default route (Linux).
     pub gateway: Option<IpAddr>,
+    /// Announce [`HARD_NAT_OPTION`](crate::HARD_NAT_OPTION) (default
+    /// true): see [`NegotiationConfig::hard_nat`](crate::NegotiationConfig::hard_nat).
+    pub hard_nat: bool,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -159,6 +162,7 @@ impl PeerConfig {
             max_message_size: crate::DEFAULT_MAX_MESSAGE_SIZE,
             port_mapping: false,
             gateway: None,
+            hard_nat: true,
         }
     }
 

@@ -337,6 +337,7 @@ async fn setup(
     let mut negotiation = NegotiationConfig::new(peer.clone(), controlling);
     negotiation.connect_timeout = config.connect_timeout;
     negotiation.relay_only = ice.relay_only;
+    negotiation.hard_nat = config.hard_nat;
     negotiation.turn_servers = turn.len();
     negotiation.turn_failures = turn_failures;
     let mut sc = SessionConfig::new(ice);
