@@ -2,6 +2,7 @@
 //! NAT-PMP fall-back, give-up timing, renewal at half the lifetime, loss
 //! of an unrenewed mapping, deletion on close.
 
+#![allow(clippy::disallowed_methods)] // t0 from the real clock; simulated after
 mod common;
 
 use std::net::SocketAddr;
