@@ -440,11 +440,47 @@ fn trickle_signalled_candidate_replaces_a_learnt_prflx() {
         CandidateKind::PeerReflexive
     );
     net.run_for(Duration::from_secs(2));
+    assert_eq!(
+        selected_kinds(&net, Side::A).1,
+        CandidateKind::PeerReflexive
+    );
+    let priority = net.a.stats().pairs[0].priority;
     for (_, e) in net.b_events.clone() {
         signal(&mut net.a, net.now, &e);
     }
     assert_eq!(net.a.remote_candidates().len(), 1);
     assert_eq!(net.a.remote_candidates()[0].kind(), CandidateKind::Host);
+    // The selected pair is the same one, relabelled: the application
+    // learns the signalled kind from a new SelectedPair event.
+    assert_eq!(
+        selected_kinds(&net, Side::A),
+        (CandidateKind::Host, CandidateKind::Host)
+    );
+    let relabelled: Vec<IceEvent> = events(&mut net.a)
+        .into_iter()
+        .filter(|e| matches!(e, IceEvent::SelectedPair { .. }))
+        .collect();
+    match relabelled.as_slice() {
+        [IceEvent::SelectedPair { local, remote }] => {
+            assert_eq!(remote.kind(), CandidateKind::Host);
+            assert_eq!(remote.address(), addr("10.0.0.2:6000"));
+            assert_eq!(local.address(), addr("10.0.0.1:5000"));
+        }
+        other => panic!("one relabelling SelectedPair expected, got {other:?}"),
+    }
+    // Its priority follows the rules it followed before (the signalled
+    // candidate's priority), the pair itself is not replaced.
+    let stats = net.a.stats();
+    assert_eq!(stats.pairs.len(), 1);
+    assert!(stats.pairs[0].selected);
+    assert!(stats.pairs[0].priority >= priority);
+    // Signalling it again changes nothing and says nothing.
+    for (_, e) in net.b_events.clone() {
+        signal(&mut net.a, net.now, &e);
+    }
+    assert!(!events(&mut net.a)
+        .iter()
+        .any(|e| matches!(e, IceEvent::SelectedPair { .. })));
     net.run_until(
         |n| n.a.state() == IceState::Completed,
         Duration::from_secs(5),

@@ -401,6 +401,9 @@ impl IceAgent {
             self.note_time(now);
             self.recompute_priorities();
             self.emit(IceEvent::LocalCandidate(c.clone()));
+            if learnt {
+                self.relabel_selected();
+            }
             return Ok(c);
         }
         self.note_time(now);
@@ -452,6 +455,7 @@ impl IceAgent {
                 for li in 0..self.locals.len() {
                     self.pair_up(li, ri);
                 }
+                self.relabel_selected();
             }
             return Ok(());
         }
