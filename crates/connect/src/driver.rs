@@ -26,6 +26,7 @@
 //! ended.
 
 mod channel;
+mod mdns;
 mod net;
 mod run;
 mod uri;
@@ -109,6 +110,10 @@ pub struct PeerConfig {
     /// The largest message we accept (our `a=max-message-size`; 0: no
     /// limit). Default [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE).
     pub max_message_size: u32,
+    /// Resolve the peer's `<name>.local` host candidates (a browser's, by
+    /// default) with mDNS queries on the LAN (RFC 6762). Default on; off
+    /// leaves them out (the peer's checks still teach us its address).
+    pub resolve_mdns: bool,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -146,7 +151,14 @@ impl PeerConfig {
             check_list_interval: None,
             certificate: None,
             max_message_size: crate::DEFAULT_MAX_MESSAGE_SIZE,
+            resolve_mdns: true,
         }
+    }
+
+    /// Sets [`PeerConfig::resolve_mdns`].
+    pub fn resolve_mdns(mut self, yes: bool) -> PeerConfig {
+        self.resolve_mdns = yes;
+        self
     }
 
     /// Adds a STUN or TURN server.

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::channel::{self, ChannelSlot};
+use super::mdns;
 use super::net::{self, Inbound};
 use super::{Channel, ChannelClosed, ChannelInfo, Message, SendError, HIGH_WATER, LOW_WATER};
 use super::{
@@ -215,6 +216,11 @@ async fn setup(
         net::spawn_udp_reader(&mut tasks, *a, s.clone(), inbound_tx.clone());
     }
     let hosts: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
+    // The socket of the resolver of the peer's mDNS names (driver/mdns.rs).
+    let mdns = config.resolve_mdns.then(|| mdns::bind(&ips)).flatten();
+    if let Some((m, s)) = &mdns {
+        net::spawn_udp_reader(&mut tasks, m.local, s.clone(), inbound_tx.clone());
+    }
 
     // Resolve the servers; connect the TURN streams.
     let mut stun = Vec::new();
@@ -332,6 +338,13 @@ async fn setup(
     negotiation.relay_only = ice.relay_only;
     negotiation.turn_servers = turn.len();
     negotiation.turn_failures = turn_failures;
+    negotiation.mdns = mdns.as_ref().map(|(m, _)| m.local);
+    let (mdns, mdns_socket) = mdns
+        .map(|(m, s)| {
+            let local = m.local;
+            (m, (local, s))
+        })
+        .unzip();
     let mut sc = SessionConfig::new(ice);
     sc.hosts = hosts;
     sc.stun_servers = stun;
@@ -346,7 +359,8 @@ async fn setup(
         peer,
         peer_name,
         controlling,
-        sockets: sockets.into_iter().collect(),
+        sockets: sockets.into_iter().chain(mdns_socket).collect(),
+        mdns,
         streams,
         _tasks: tasks,
         inbound,
@@ -363,6 +377,8 @@ struct Driver {
     peer: String,
     controlling: bool,
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    /// The mDNS socket (it is in `sockets` too), joined on first use.
+    mdns: Option<mdns::MdnsSocket>,
     streams: HashMap<(SocketAddr, Transport), mpsc::Sender<Vec<u8>>>,
     _tasks: JoinSet<()>,
     inbound: mpsc::Receiver<Inbound>,
@@ -741,6 +757,9 @@ impl Driver {
         match t.transport {
             Transport::Udp => {
                 if let Some(s) = self.sockets.get(&t.source) {
+                    if let Some(m) = self.mdns.as_mut().filter(|m| m.local == t.source) {
+                        m.before_send(s);
+                    }
                     if let Err(e) = s.send_to(&t.contents, t.destination).await {
                         tracing::debug!("send {} -> {}: {e}", t.source, t.destination);
                     }

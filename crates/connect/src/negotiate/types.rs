@@ -236,6 +236,13 @@ pub struct NegotiationConfig {
     /// TURN servers that failed before the session was made (unresolvable,
     /// unreachable over TCP/TLS): `(server, code, reason)`.
     pub turn_failures: Vec<(String, Option<u16>, String)>,
+    /// The driver's mDNS socket (see [`crate::mdns`]): the peer's
+    /// candidates named `<name>.local` are resolved through it. `None`
+    /// (the default): such candidates are left out.
+    pub mdns: Option<SocketAddr>,
+    /// How long a name is asked for before its candidates are left out.
+    /// Default [`crate::mdns::DEFAULT_TIMEOUT`] (5 s).
+    pub mdns_timeout: Duration,
 }
 
 impl NegotiationConfig {
@@ -248,6 +255,8 @@ impl NegotiationConfig {
             relay_only: false,
             turn_servers: 0,
             turn_failures: Vec::new(),
+            mdns: None,
+            mdns_timeout: crate::mdns::DEFAULT_TIMEOUT,
         }
     }
 }
