@@ -38,8 +38,12 @@ pub(super) struct Pair {
 impl IceAgent {
     // ------------------------------------------------------------ candidates and pairs
 
-    /// Local preference: IPv6 above IPv4, then by the order in which base IPs
-    /// of this kind and family first appeared (one per interface).
+    /// Local preference (RFC 8421 §4): the base IPs of this kind rank in
+    /// the order they first appeared within their family, and the families
+    /// interleave, IPv6 first: the first IPv6 address, the first IPv4 one,
+    /// the second IPv6 one, the second IPv4 one… so that the checks of
+    /// neither family wait for all those of the other (a dual-stack host
+    /// whose IPv6 is broken still connects over IPv4 at once).
     pub(super) fn local_preference(&self, kind: CandidateKind, base: SocketAddr) -> u16 {
         let v4 = base.is_ipv4();
         let mut ips = Vec::new();
@@ -52,8 +56,8 @@ impl IceAgent {
             .iter()
             .position(|ip| *ip == base.ip())
             .unwrap_or(ips.len());
-        let top: u16 = if v4 { 0xFFFF - 0x4000 } else { 0xFFFF };
-        top - index.min(0x3FFF) as u16
+        let rank = index.min(0x7FFE) * 2 + usize::from(v4);
+        0xFFFF - rank as u16
     }
 
     /// Whether a local candidate takes part in pairing: host and relayed ones,

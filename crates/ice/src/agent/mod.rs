@@ -357,7 +357,8 @@ impl IceAgent {
     /// Add a local candidate: a host address, a server-reflexive address the
     /// caller learnt, or a relayed address of a TURN allocation. The agent
     /// assigns its priority (type preference and a local preference that
-    /// tells base IPs and address families apart, IPv6 first), drops it when
+    /// tells base IPs apart and interleaves the address families, IPv6
+    /// first, RFC 8421), drops it when
     /// redundant (RFC 8445 §5.1.3), pairs it with the remote candidates and
     /// emits [`IceEvent::LocalCandidate`]. Returns the candidate as accepted.
     /// Its checks, and for a host candidate its server-reflexive gathering,
