@@ -54,6 +54,8 @@ start_peer() {
 #   relay   at least one end relayed
 #   local-relay  our own end relayed (the peer behind the UDP-blocking firewall)
 #   any     whatever path (the lossy link: it must connect and carry lines)
+#   host6   host to host over IPv6 (global addresses: no NAT66), the peer's
+#           end host or, learnt from its check first, prflx
 kinds_ok() {
   case "$1" in
   any) [ -n "$2" ] && [ -n "$3" ] ;;
@@ -64,6 +66,9 @@ kinds_ok() {
     ;;
   relay) [ "$2" = relay ] || [ "$3" = relay ] ;;
   local-relay) [ "$2" = relay ] ;;
+  host6)
+    [ "$2" = host ] && { [ "$3" = host ] || [ "$3" = prflx ]; } && [[ "$4" == "[2001:db8:"* ]]
+    ;;
   *) return 1 ;;
   esac
 }
@@ -227,6 +232,16 @@ scenario "APDM x APDM" "r2 APDM x r5 APDM" relay relay \
 scenario "UDP blocked, TURN over TCP" "r6 no UDP x r4 EIM/APDF" local-relay relay \
   "${C}6 --turn $TURN_TCP --turn-user $TURN_USER --turn-password $TURN_PASS" \
   "${C}4 ${ALL_SERVERS[*]}"
+
+# IPv6 through two RFC 6092 firewalls: each peer's first check opens its
+# own firewall for the other's address. Dual-stack peers (their IPv4 behind
+# EIM/APDF NATs: srflx would work too) end on IPv6 host ↔ host; IPv6-only
+# peers (bound to their IPv6 address, STUN over IPv6) too.
+STUN6="stun:[$SERVER6]:3478"
+scenario "IPv6 firewalls, dual-stack peers" "r1 x r4: NAT44 + IPv6 firewall" host6 host6 \
+  "${C}1s ${ALL_SERVERS[*]} --stun $STUN6" "${C}4s ${ALL_SERVERS[*]} --stun $STUN6"
+scenario "IPv6 firewalls, IPv6-only peers" "r1 x r4: IPv6 firewall" host6 host6 \
+  "${C}1s --bind 2001:db8:1::4 --stun $STUN6" "${C}4s --bind 2001:db8:4::4 --stun $STUN6"
 
 if [ -z "$TLS_SKIP" ]; then
   scenario "UDP blocked, TURN over TLS" "r6 no UDP x r4 EIM/APDF" local-relay relay \

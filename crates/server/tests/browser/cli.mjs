@@ -35,7 +35,15 @@ const tamper = flag('tamper');
 const executablePath = arg('chromium', '/usr/bin/chromium');
 const STEP_MS = Number(arg('timeout-ms', '30000'));
 const relay = policy === 'relay';
-const tag = `[${order} ${policy}${tamper ? ' tamper' : ''}]`;
+// --mdns ADDRESS: Chromium keeps its default (host candidates named
+// <uuid>.local); the path `p2p connect` ends on must be host, to the tab's
+// ADDRESS, learnt from the resolved name (its log says so). --p2p-log
+// sets RUST_LOG for the child (P2P_CLI_LOG does too).
+const mdns = arg('mdns', '');
+// --no-path: the network leaves no path (a control run): both sides must
+// give up, as with --tamper, and nothing is delivered.
+const noPath = flag('no-path');
+const tag = `[${order} ${policy}${tamper ? ' tamper' : ''}${mdns ? ' mdns' : ''}]`;
 
 function fail(msg) {
   throw new Error(`${tag} ${msg}`);
@@ -45,9 +53,10 @@ function fail(msg) {
 function startCli(room) {
   const args = ['connect', '--signaling', base.replace(/^http/, 'ws') + '/ws', '--room', room,
     '--loopback', '--json', '--name', 'cli', '--timeout', '15', '--peer-timeout', '30',
-    '--expect-lines', tamper ? '1' : '3'];
+    '--expect-lines', tamper || noPath ? '1' : '3'];
   if (relay) args.push('--relay-only');
-  const child = spawn(p2p, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.P2P_CLI_LOG || 'warn' } });
+  const log = mdns ? 'warn,p2p_connect=debug' : (process.env.P2P_CLI_LOG || 'warn');
+  const child = spawn(p2p, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: log } });
   const cli = { child, lines: [], events: [], stderr: '', exit: null };
   let out = '';
   child.stdout.on('data', (d) => {
@@ -98,7 +107,7 @@ try {
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--no-first-run',
-      '--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection'],
+      ...(mdns ? [] : ['--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection'])],
   });
   const room = `cli-${order}-${policy}-${tamper ? 't' : 'ok'}-${process.pid}`;
   const url = `${base}/?room=${room}&name=tab${relay ? '&relay=1' : ''}${tamper ? '&tamper=1' : ''}`;
@@ -117,7 +126,7 @@ try {
     await openPage();
   }
 
-  if (tamper) {
+  if (tamper || noPath) {
     // Neither side may connect, and nothing is delivered.
     const code = await Promise.race([cli.exited, new Promise((r) => setTimeout(() => r('timeout'), STEP_MS * 2))]);
     if (code === 'timeout') fail('p2p connect did not give up');
@@ -128,9 +137,12 @@ try {
     const d = await page.evaluate(() => window.p2pTest.dtls());
     if (d && d.dtlsState === 'connected') fail(`DTLS connected: ${JSON.stringify(d)}`);
     const why = cli.stderr.split('\n').filter((l) => /fail|error|refused|fingerprint/i.test(l)).slice(-2);
-    console.log(JSON.stringify({ order, policy, tamper, cliExit: code, dtls: d && d.dtlsState, cli: why }));
+    console.log(JSON.stringify({ order, policy, tamper, noPath, cliExit: code, dtls: d && d.dtlsState, cli: why }));
   } else {
     await waitFor(page, 'the data channel', () => window.p2pTest.state().channel === 'open');
+    // The tab's selected pair, read while the connection is surely up (p2p
+    // connect leaves once the lines are through, and the tab then closes).
+    const pair = await until('a selected pair', () => page.evaluate(() => window.p2pTest.selectedPair()));
     const ready = await until('p2p connect ready', () => cli.events.find((e) => e.event === 'ready'));
     // Lines both ways, one of them 64 KiB.
     const big = 'b'.repeat(64 * 1024);
@@ -156,13 +168,28 @@ try {
     if ((d.remoteFingerprintAlgorithm || '').toLowerCase() !== alg || (d.remoteFingerprint || '').toUpperCase() !== hex.toUpperCase()) {
       fail(`the browser saw certificate ${d.remoteFingerprintAlgorithm} ${d.remoteFingerprint}, p2p connect says ${ready.local_fingerprint}`);
     }
-    const pair = await until('a selected pair', () => page.evaluate(() => window.p2pTest.selectedPair()));
     if (relay && (pair.local.type !== 'relay' || ready.local_kind !== 'relay')) {
       fail(`relay-only, yet ${pair.local.type} / ${ready.local_kind}`);
     }
     const code = await Promise.race([cli.exited, new Promise((r) => setTimeout(() => r('timeout'), STEP_MS))]);
     if (code !== 0) fail(`p2p connect exited ${code}: ${cli.stderr.slice(-500)}`);
+    let resolved;
+    if (mdns) {
+      // The tab named its host candidate; we resolved it and ended on it.
+      const named = cli.stderr.split('\n').filter((l) => /remote candidate .*\.local .*typ host/.test(l));
+      if (named.length === 0) fail(`the tab signalled no .local host candidate: ${cli.stderr.slice(-800)}`);
+      resolved = cli.stderr.split('\n').find((l) => /mDNS: \S+\.local is \[/.test(l));
+      if (!resolved || !resolved.includes(mdns)) fail(`the name did not resolve to ${mdns}: ${cli.stderr.slice(-800)}`);
+      // The last path p2p connect reported (a late relabel included).
+      const paths = cli.events.filter((e) => e.event === 'connected' || e.event === 'path_changed');
+      const last = paths[paths.length - 1] || ready;
+      if (last.remote_kind !== 'host' || !String(last.remote_address).startsWith(mdns + ':')) {
+        fail(`p2p connect ended on ${last.remote_kind} ${last.remote_address}, not host ${mdns}`);
+      }
+      resolved = resolved.replace(/^.*mDNS: /, '');
+    }
     console.log(JSON.stringify({
+      ...(mdns ? { mdns: resolved } : {}),
       order, policy, dtls: d.dtlsState, tls: d.tlsVersion, cipher: d.cipher,
       pair: `${pair.local.type}/${pair.remote.type}`, cli: `${ready.local_kind}/${ready.remote_kind}`,
       fingerprint: ready.local_fingerprint.slice(0, 20) + '…',
