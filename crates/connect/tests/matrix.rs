@@ -151,6 +151,8 @@ fn bound(path: PathKind) -> Duration {
 }
 
 struct Row {
+    /// ICE-TCP rows: whether the path must run over TCP.
+    tcp: Option<bool>,
     pa: Placement,
     pb: Placement,
     a: String,
@@ -160,23 +162,54 @@ struct Row {
 }
 
 /// The bound of a row: [`bound`], but a host path through IPv6 firewalls
-/// may lose a first check to a filter not yet open (500 ms).
+/// may lose a first check to a filter not yet open (500 ms), and one over
+/// TCP waits for the UDP host pair to be given up.
 fn row_bound(a: Placement, b: Placement, path: PathKind) -> Duration {
     let v6fw = |p| matches!(p, Placement::V6Firewall | Placement::DualStack);
     if path == PathKind::Host && (v6fw(a) || v6fw(b)) {
         bound(PathKind::Prflx)
+    } else if path == PathKind::Host && (a == Placement::TcpOutOnly || b == Placement::TcpOutOnly) {
+        // Over TCP: the better (UDP) host pair is given up first, as a
+        // srflx path waits for it.
+        bound(PathKind::Srflx)
     } else {
         bound(path)
     }
 }
 
 fn run(a: Placement, b: Placement, expected: PathKind, rows: &mut Vec<Row>) {
-    let outcome = run_pair(a, b, Opts::default());
+    run_with(a, b, expected, Opts::default(), rows);
+}
+
+/// The ICE-TCP rows (both peers also have passive and active TCP host
+/// candidates): the path, and whether it runs over TCP.
+fn expected_tcp(a: Placement, b: Placement) -> (PathKind, bool) {
+    match (a, b) {
+        // The firewalled side's active candidate connects out to the
+        // public side's passive one: direct over TCP, not relayed
+        // (RFC 6544's case), whichever side controls.
+        (Placement::TcpOutOnly, Placement::Public) | (Placement::Public, Placement::TcpOutOnly) => {
+            (PathKind::Host, true)
+        }
+        // Neither end accepts a connection (the other firewall, or a NAT
+        // with no mapping for an inbound connection): the relays.
+        _ => (PathKind::Relay, false),
+    }
+}
+
+fn run_with(a: Placement, b: Placement, expected: PathKind, opts: Opts, rows: &mut Vec<Row>) {
+    let tcp = opts.ice_tcp.then(|| expected_tcp(a, b).1);
+    let outcome = run_pair(a, b, opts);
+    let label = |p: Placement| match tcp {
+        Some(_) => format!("{p}, ICE-TCP"),
+        None => p.to_string(),
+    };
     rows.push(Row {
+        tcp,
         pa: a,
         pb: b,
-        a: a.to_string(),
-        b: b.to_string(),
+        a: label(a),
+        b: label(b),
         expected,
         outcome,
     });
@@ -200,7 +233,11 @@ fn table(rows: &[Row]) -> String {
             r.b,
             r.expected,
             o.path,
-            mark,
+            if o.tcp {
+                format!(" over TCP{mark}")
+            } else {
+                mark.to_owned()
+            },
             kind_name(o.a.0),
             kind_name(o.a.1),
             kind_name(o.b.0),
@@ -280,6 +317,13 @@ interleaved (RFC 8421), and ends on IPv6 host ↔ host when the peer has
 IPv6, on IPv4 srflx ↔ srflx when it has not. An IPv6-only peer against an
 IPv4-only one has no direct path: its allocation relays from IPv4.
 
+The ICE-TCP rows (RFC 6544): both peers also have a passive TCP host
+candidate and an active one. A peer behind a firewall that drops UDP and
+lets TCP connections out, none in, connects directly over TCP (its active
+candidate to the public peer's passive one), not through its TURN-over-TCP
+allocation; against a NAT (no inbound connection) or the same firewall,
+the relays. The test asserts the transport of the path too.
+
 ";
 
 #[test]
@@ -321,6 +365,19 @@ fn nat_matrix() {
     for (a, b) in specials {
         run(a, b, expected_special(a, b), &mut rows);
     }
+    let tcp_rows = [
+        (Placement::TcpOutOnly, Placement::Public),
+        (Placement::Public, Placement::TcpOutOnly),
+        (Placement::TcpOutOnly, Placement::Nat(EI, APD)),
+        (Placement::TcpOutOnly, Placement::TcpOutOnly),
+    ];
+    for (a, b) in tcp_rows {
+        let opts = Opts {
+            ice_tcp: true,
+            ..Opts::default()
+        };
+        run_with(a, b, expected_tcp(a, b).0, opts, &mut rows);
+    }
 
     let table = table(&rows);
     println!("{table}");
@@ -342,6 +399,17 @@ fn nat_matrix() {
                 "{} vs {}: expected {}, got {}",
                 r.a, r.b, r.expected, o.path
             ));
+        }
+        if let Some(tcp) = r.tcp {
+            if o.tcp != tcp {
+                failures.push(format!(
+                    "{} vs {}: the path runs over {}, expected {}",
+                    r.a,
+                    r.b,
+                    if o.tcp { "TCP" } else { "UDP" },
+                    if tcp { "TCP" } else { "UDP" }
+                ));
+            }
         }
         // The first pair nominated is the final one: nominating early
         // (without waiting for better pairs that cannot succeed) never
@@ -370,7 +438,7 @@ fn nat_matrix() {
         failures.len(),
         failures.join("\n")
     );
-    assert_eq!(rows.len(), 81 + 9 + 7);
+    assert_eq!(rows.len(), 81 + 9 + 7 + 4);
 }
 
 #[test]

@@ -75,6 +75,13 @@ pub struct SessionConfig {
     pub ice: IceConfig,
     /// Local host addresses (bound sockets) to use as host candidates.
     pub hosts: Vec<SocketAddr>,
+    /// Host candidates over TCP (ICE-TCP, RFC 6544): a passive one at the
+    /// address of a listening socket (its connections' datagrams come in
+    /// with that address as destination), an active one from the IP of its
+    /// address (the port is ignored: transmits carry `IP:9`, and the caller
+    /// opens or reuses a connection from that IP; see
+    /// [`p2p_ice::Candidate::host_tcp`]). Empty by default.
+    pub tcp_hosts: Vec<(SocketAddr, p2p_ice::TcpType)>,
     /// STUN servers for server-reflexive candidates.
     pub stun_servers: Vec<SocketAddr>,
     /// TURN servers for relayed candidates.
@@ -97,6 +104,7 @@ impl SessionConfig {
         SessionConfig {
             ice,
             hosts: Vec::new(),
+            tcp_hosts: Vec::new(),
             stun_servers: Vec::new(),
             turn_servers: Vec::new(),
             certificate: None,
@@ -237,6 +245,7 @@ pub struct Session {
     agent: IceAgent,
     /// Host sockets and STUN servers, given to the agent when it starts.
     hosts: Vec<SocketAddr>,
+    tcp_hosts: Vec<(SocketAddr, p2p_ice::TcpType)>,
     stun_servers: Vec<SocketAddr>,
     relays: Vec<Relay>,
     by_relayed: HashMap<SocketAddr, usize>,
@@ -259,10 +268,11 @@ impl Session {
     /// certificate unless the configuration has one.
     pub fn new(config: SessionConfig) -> Result<Self, SessionError> {
         let agent = IceAgent::new(config.ice.clone());
-        let (hosts, stun_servers) = if config.ice.relay_only {
-            (Vec::new(), Vec::new())
+        let (hosts, tcp_hosts, stun_servers) = if config.ice.relay_only {
+            (Vec::new(), Vec::new(), Vec::new())
         } else {
-            (config.hosts.clone(), config.stun_servers.clone())
+            let s = config.stun_servers.clone();
+            (config.hosts.clone(), config.tcp_hosts.clone(), s)
         };
         let mut relays = Vec::new();
         for (i, t) in config.turn_servers.iter().enumerate() {
@@ -291,6 +301,7 @@ impl Session {
         Ok(Session {
             agent,
             hosts,
+            tcp_hosts,
             stun_servers,
             relays,
             by_relayed: HashMap::new(),
@@ -311,6 +322,10 @@ impl Session {
         for host in &self.hosts {
             // A host given twice is redundant: the agent keeps one.
             let _ = self.agent.add_local_candidate(now, Candidate::host(*host));
+        }
+        for (host, tcp_type) in &self.tcp_hosts {
+            let c = Candidate::host_tcp(*host, *tcp_type);
+            let _ = self.agent.add_local_candidate(now, c);
         }
         for s in &self.stun_servers {
             self.agent.add_stun_server(now, *s);
@@ -560,7 +575,7 @@ impl Session {
                 let _ = self.agent.handle_input(now, d);
             }
             Some(20..=63) if self.agent.accepts_data(destination, source) => {
-                let path = FiveTuple::new(Transport::Udp, destination, source);
+                let path = FiveTuple::new(transport, destination, source);
                 self.secure.handle_record(now, path, contents);
             }
             _ => {}
@@ -662,7 +677,7 @@ impl Session {
                     self.bind_channel(now, local.address(), remote.address());
                 }
                 // DTLS goes where ICE goes.
-                let path = FiveTuple::new(Transport::Udp, local.base(), remote.address());
+                let path = FiveTuple::new(local.transport(), local.base(), remote.address());
                 self.secure.set_path(now, path);
                 self.event(SessionEvent::SelectedPair {
                     local: end(&local),

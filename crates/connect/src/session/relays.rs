@@ -152,7 +152,9 @@ impl Session {
     pub(super) fn route(&mut self, now: Instant, t: Transmit) -> Result<(), SessionError> {
         match self.by_relayed.get(&t.source) {
             None => {
-                self.out.push_back(SessionOutput::Transmit(Transmit::udp(
+                // A host base: UDP, or TCP on an ICE-TCP pair.
+                self.out.push_back(SessionOutput::Transmit(Transmit::new(
+                    t.transport,
                     t.source,
                     t.destination,
                     t.contents,

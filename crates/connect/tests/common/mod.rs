@@ -499,6 +499,10 @@ pub enum Placement {
     /// A dual-stack home router: IPv4 behind its NAT (EIM, APDF), IPv6
     /// behind its firewall (as [`Placement::V6Firewall`]).
     DualStack,
+    /// A public address behind a firewall that drops all UDP and lets TCP
+    /// connections out, none in: TURN over TCP, and ICE-TCP's active
+    /// candidate when the run asks for ICE-TCP.
+    TcpOutOnly,
 }
 
 impl fmt::Display for Placement {
@@ -511,6 +515,7 @@ impl fmt::Display for Placement {
             Placement::V6Public => f.write_str("IPv6 public"),
             Placement::V6Firewall => f.write_str("IPv6 firewall"),
             Placement::DualStack => f.write_str("dual-stack EIM/APDF + IPv6 firewall"),
+            Placement::TcpOutOnly => f.write_str("UDP blocked, TCP out only"),
         }
     }
 }
@@ -575,6 +580,9 @@ pub struct Opts {
     pub hold_back: Option<(Duration, Vec<CandidateKind>)>,
     /// Give up connecting after this much simulated time.
     pub max_connect: Duration,
+    /// ICE-TCP: every host also has a passive TCP candidate (port + 2000)
+    /// and an active one.
+    pub ice_tcp: bool,
 }
 
 impl Default for Opts {
@@ -588,6 +596,7 @@ impl Default for Opts {
             port_allocation: PortAllocation::Preserving,
             hold_back: None,
             max_connect: Duration::from_secs(60),
+            ice_tcp: false,
         }
     }
 }
@@ -670,10 +679,25 @@ impl Pair {
                     } else {
                         "192.0.2.20"
                     };
-                    let realm = Realm::Firewall(Firewall { udp_blocked: true });
+                    let realm = Realm::Firewall(Firewall {
+                        udp_blocked: true,
+                        ..Firewall::default()
+                    });
                     (vec![n(a, v6).0], realm, Transport::Tcp)
                 }
                 Placement::V6Public => (vec![n(lan, v6).1], Realm::Public, Transport::Udp),
+                Placement::TcpOutOnly => {
+                    let a = if side == 0 {
+                        "192.0.2.10"
+                    } else {
+                        "192.0.2.20"
+                    };
+                    let realm = Realm::Firewall(Firewall {
+                        udp_blocked: true,
+                        tcp_out_only: true,
+                    });
+                    (vec![n(a, v6).0], realm, Transport::Tcp)
+                }
                 Placement::V6Firewall | Placement::DualStack => {
                     // The host's own IPv6 address is the router's "external"
                     // one: no translation, the filter alone.
@@ -696,6 +720,7 @@ impl Pair {
                 }
             }
         };
+        let ice_tcp = opts.ice_tcp;
         let (addr_a, realm_a, tr_a) = place(&mut sim, a, 0);
         let (addr_b, realm_b, tr_b) = place(&mut sim, b, 1);
 
@@ -707,6 +732,13 @@ impl Pair {
                        seed: u64| {
             let mut c = SessionConfig::new(ice.clone().with_seed(seed));
             c.hosts = hosts.to_vec();
+            if ice_tcp {
+                for h in hosts {
+                    let passive = SocketAddr::new(h.ip(), h.port() + 2000);
+                    c.tcp_hosts.push((passive, p2p_ice::TcpType::Passive));
+                    c.tcp_hosts.push((*h, p2p_ice::TcpType::Active));
+                }
+            }
             let v4 = hosts.iter().any(SocketAddr::is_ipv4);
             let v6 = hosts.iter().any(SocketAddr::is_ipv6);
             c.stun_servers = [(v4, server_addr()), (v6, server_addr6())]
@@ -907,6 +939,8 @@ pub struct Outcome {
     pub checks: (u32, u32),
     /// `SelectedPair` events at A (more than one: the path switched).
     pub selections_a: usize,
+    /// A's selected pair runs over TCP (ICE-TCP).
+    pub tcp: bool,
 }
 
 /// Connect peer A (controlling) at `a` with peer B (controlled) at `b`:
@@ -959,6 +993,11 @@ pub fn run_pair(a: Placement, b: Placement, opts: Opts) -> Outcome {
         data,
         checks: (na.checks_sent(), nb.checks_sent()),
         selections_a: na.selections(),
+        tcp: na
+            .session
+            .agent()
+            .selected_pair()
+            .is_some_and(|(l, _)| l.transport() == Transport::Tcp),
     }
 }
 
