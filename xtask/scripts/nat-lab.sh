@@ -13,7 +13,9 @@
 #   router 3: SNAT + DNAT of all inbound UDP     -> EIM mapping, EI filtering
 #   router 4: MASQUERADE (a second one)          -> EIM mapping, APD filtering
 #   router 5: MASQUERADE --random-fully (second) -> APD mapping, APD filtering
-#   router 6: MASQUERADE, UDP dropped; only TCP to the server's ports passes
+#   router 6: MASQUERADE, UDP dropped; only TCP to the server's ports and
+#             to p2plab-pub passes
+#   p2plab-pub   203.0.113.50 on the bridge: a public host, no NAT
 #
 # Part 1 checks that `p2p nat-type` names routers 1-5 right. Part 2 runs two
 # `p2p connect` peers per scenario (same LAN, NAT pairs, UDP blocked, a
@@ -50,6 +52,7 @@ TLS_PORT=5349
 SIGNALING="ws://$SERVER_IP:8080/ws"
 TURN_USER="lab"
 TURN_PASS="nat-lab-secret"
+PUB_IP="203.0.113.50"
 SCENARIO_TIMEOUT=45 # seconds a scenario's peers may take, all told
 NAMESPACES=()
 PIDS=()
@@ -105,12 +108,22 @@ nat "$PREFIX-r3" full-cone 203.0.113.103 10.0.3.2
 nat "$PREFIX-r4" eim-apdf
 nat "$PREFIX-r5" apdm
 # Router 6: a firewall that lets nothing out but TCP to the server's TURN
-# (3478), TURN-over-TLS (5349) and signaling (8080) ports; UDP is dropped.
+# (3478), TURN-over-TLS (5349) and signaling (8080) ports, and TCP to the
+# public peer p2plab-pub (ICE-TCP); UDP is dropped.
 in_ns "$PREFIX-r6" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
 in_ns "$PREFIX-r6" iptables -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
 in_ns "$PREFIX-r6" iptables -A FORWARD -i lan -o wan -p tcp -d "$SERVER_IP" \
   -m multiport --dports 3478,$TLS_PORT,8080 -j ACCEPT
+in_ns "$PREFIX-r6" iptables -A FORWARD -i lan -o wan -p tcp -d "$PUB_IP" -j ACCEPT
 in_ns "$PREFIX-r6" iptables -A FORWARD -i lan -o wan -j DROP
+# p2plab-pub: a host with a public address and no NAT or firewall, on the
+# public segment (the peer a UDP-blocked client reaches over ICE-TCP).
+new_ns "$PREFIX-pub"
+ip -n "$PREFIX-pub" link add eth0 type veth peer name swpub netns "$SRV"
+in_ns "$SRV" ip link set swpub master br0
+in_ns "$SRV" ip link set swpub up
+in_ns "$PREFIX-pub" ip addr add "$PUB_IP/24" dev eth0
+in_ns "$PREFIX-pub" ip link set eth0 up
 
 # ---------------------------------------------------------------- IPv6 behind routers 1 and 4
 # Home routers do not translate IPv6 (RFC 6092: no NAT66; a stateful
@@ -165,7 +178,8 @@ fi
 # the default quota of 10 would refuse the sixth scenario.
 ip netns exec "$SRV" "$P2P" serve --listen "$SERVER" --listen "[$SERVER6]:3478" \
   --alt-listen "$ALT" --software "p2p nat-lab" \
-  --realm nat-lab --user "$TURN_USER:$TURN_PASS" --relay-ip "$SERVER_IP" --user-quota 0 \
+  --realm nat-lab --user "$TURN_USER:$TURN_PASS" --relay-ip "$SERVER_IP" --relay-ip "$SERVER6" \
+  --user-quota 0 \
   --signaling "$SERVER_IP:8080" --no-page "${TLS_ARGS[@]}" \
   >"$WORK/serve.log" 2>&1 &
 PIDS+=($!)

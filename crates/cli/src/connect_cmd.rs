@@ -74,6 +74,11 @@ pub(crate) struct NetArgs {
     /// Use loopback addresses too (both peers on one machine).
     #[arg(long)]
     loopback: bool,
+    /// ICE over TCP (RFC 6544) too: listen for the peer's connections and
+    /// connect to its passive candidates, for networks that block UDP but
+    /// let TCP through (a path over TCP ranks below every UDP one).
+    #[arg(long)]
+    ice_tcp: bool,
     /// Seconds ICE may take once the peer is found.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
@@ -108,6 +113,7 @@ pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
     let mut c = PeerConfig::new(a.signaling.clone(), a.room.clone())
         .include_loopback(a.loopback)
         .local_addresses(a.bind.iter().copied())
+        .ice_tcp(a.ice_tcp)
         .connect_timeout(Duration::from_secs(a.timeout.max(1)));
     c.token = a.token.clone();
     c.name = a.name.clone();
@@ -200,12 +206,13 @@ fn failure_name(e: &ConnectError) -> &'static str {
 
 /// Adds a selected path to a `--json` object as flat keys (easy to pick
 /// out of a line with `sed`): `local_kind`, `local_address`, `remote_kind`,
-/// `remote_address`.
+/// `remote_address`, and `transport` (`udp`, or `tcp` over ICE-TCP).
 fn add_path(v: &mut serde_json::Value, p: &SelectedPath) {
     v["local_kind"] = p.local.kind.to_string().into();
     v["local_address"] = p.local.address.to_string().into();
     v["remote_kind"] = p.remote.kind.to_string().into();
     v["remote_address"] = p.remote.address.to_string().into();
+    v["transport"] = p.local.transport.to_string().into();
 }
 
 /// One `--json` progress line for an event, or `None` for events not worth one.
@@ -601,10 +608,12 @@ mod tests {
             local: PathEnd {
                 kind: CandidateKind::ServerReflexive,
                 address: "203.0.113.101:4000".parse().expect("address"),
+                transport: p2p_connect::Transport::Udp,
             },
             remote: PathEnd {
                 kind: CandidateKind::PeerReflexive,
                 address: "203.0.113.102:5000".parse().expect("address"),
+                transport: p2p_connect::Transport::Udp,
             },
         }
     }

@@ -26,6 +26,7 @@
 //! ended.
 
 mod channel;
+mod ice_tcp;
 mod mdns;
 mod net;
 mod run;
@@ -114,6 +115,17 @@ pub struct PeerConfig {
     /// default) with mDNS queries on the LAN (RFC 6762). Default on; off
     /// leaves them out (the peer's checks still teach us its address).
     pub resolve_mdns: bool,
+    /// ICE over TCP (RFC 6544): listen on each local IP (a passive TCP
+    /// host candidate) and offer an active one, so that a network that
+    /// blocks UDP but lets TCP out still connects directly to a peer that
+    /// accepts connections (a browser's passive candidate, say) without a
+    /// relay. TCP candidates rank below every UDP one. Default off.
+    pub ice_tcp: bool,
+    /// Allocations on a TURN server reached over IPv4 ask for an IPv6
+    /// relayed address too (RFC 8656 ADDITIONAL-ADDRESS-FAMILY), so a peer
+    /// with IPv6 only can reach us through the relay; a server without
+    /// IPv6 relays grants the IPv4 one alone. Default on.
+    pub turn_dual_family: bool,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -152,7 +164,15 @@ impl PeerConfig {
             certificate: None,
             max_message_size: crate::DEFAULT_MAX_MESSAGE_SIZE,
             resolve_mdns: true,
+            ice_tcp: false,
+            turn_dual_family: true,
         }
+    }
+
+    /// Sets [`PeerConfig::ice_tcp`].
+    pub fn ice_tcp(mut self, yes: bool) -> PeerConfig {
+        self.ice_tcp = yes;
+        self
     }
 
     /// Sets [`PeerConfig::resolve_mdns`].

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::channel::{self, ChannelSlot};
+use super::ice_tcp::IceTcp;
 use super::mdns;
 use super::net::{self, Inbound};
 use super::{Channel, ChannelClosed, ChannelInfo, Message, SendError, HIGH_WATER, LOW_WATER};
@@ -216,6 +217,12 @@ async fn setup(
         net::spawn_udp_reader(&mut tasks, *a, s.clone(), inbound_tx.clone());
     }
     let hosts: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
+    // ICE-TCP: a listener and an active candidate on each IP with a UDP
+    // host (driver/ice_tcp.rs).
+    let ice_tcp = (config.ice_tcp && config.policy != Policy::RelayOnly).then(|| {
+        let host_ips: Vec<_> = hosts.iter().map(SocketAddr::ip).collect();
+        IceTcp::bind(&host_ips, &hosts, inbound_tx.clone())
+    });
     // The socket of the resolver of the peer's mDNS names (driver/mdns.rs).
     let mdns = config.resolve_mdns.then(|| mdns::bind(&ips)).flatten();
     if let Some((m, s)) = &mdns {
@@ -312,12 +319,15 @@ async fn setup(
                 }
             }
         }
-        turn.push(TurnServerConfig {
-            server: addr,
-            transport: s.transport,
-            username: s.username.clone().unwrap_or_default(),
-            password: s.credential.clone().unwrap_or_default(),
-        });
+        turn.push(
+            TurnServerConfig::new(
+                addr,
+                s.transport,
+                s.username.clone().unwrap_or_default(),
+                s.credential.clone().unwrap_or_default(),
+            )
+            .with_dual_family(config.turn_dual_family),
+        );
     }
     if config.policy == Policy::RelayOnly && turn.is_empty() {
         return Err(match turn_failures.pop() {
@@ -347,6 +357,7 @@ async fn setup(
         .unzip();
     let mut sc = SessionConfig::new(ice);
     sc.hosts = hosts;
+    sc.tcp_hosts = ice_tcp.as_ref().map(IceTcp::candidates).unwrap_or_default();
     sc.stun_servers = stun;
     sc.turn_servers = turn;
     sc.certificate = config.certificate.clone();
@@ -362,6 +373,7 @@ async fn setup(
         sockets: sockets.into_iter().chain(mdns_socket).collect(),
         mdns,
         streams,
+        ice_tcp,
         _tasks: tasks,
         inbound,
         restarting: false,
@@ -380,6 +392,8 @@ struct Driver {
     /// The mDNS socket (it is in `sockets` too), joined on first use.
     mdns: Option<mdns::MdnsSocket>,
     streams: HashMap<(SocketAddr, Transport), mpsc::Sender<Vec<u8>>>,
+    /// ICE-TCP's listeners and connections, when [`PeerConfig::ice_tcp`].
+    ice_tcp: Option<IceTcp>,
     _tasks: JoinSet<()>,
     inbound: mpsc::Receiver<Inbound>,
     peer_name: Option<String>,
@@ -754,6 +768,10 @@ impl Driver {
 
     /// Sends one of the session's transmits from its socket or stream.
     async fn transmit(&mut self, t: Transmit) {
+        if let Some(tcp) = self.ice_tcp.as_mut().filter(|tcp| tcp.owns(&t)) {
+            tcp.send(t);
+            return;
+        }
         match t.transport {
             Transport::Udp => {
                 if let Some(s) = self.sockets.get(&t.source) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use p2p_datachannel::ChannelEvent;
 use p2p_dtls::{DtlsVersion, Fingerprint};
 use p2p_ice::IceState;
-use p2p_proto::{Output, Transmit};
+use p2p_proto::{Output, Transmit, Transport};
 use p2p_signaling::ClientMsg;
 
 use crate::session::PathEnd;
@@ -25,8 +25,16 @@ impl fmt::Display for SelectedPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} <-> {} {}",
-            self.local.kind, self.local.address, self.remote.kind, self.remote.address
+            "{} {} <-> {} {}{}",
+            self.local.kind,
+            self.local.address,
+            self.remote.kind,
+            self.remote.address,
+            if self.local.transport == Transport::Tcp {
+                " over TCP"
+            } else {
+                ""
+            }
         )
     }
 }

@@ -45,6 +45,11 @@ pub struct TurnServerConfig {
     pub username: String,
     /// Long-term credential password.
     pub password: String,
+    /// Over IPv4, ask for an IPv6 relayed address besides the IPv4 one
+    /// (RFC 8656 ADDITIONAL-ADDRESS-FAMILY): two relayed candidates, so a
+    /// peer with IPv6 only reaches us through the relay. A server without
+    /// IPv6 relays grants IPv4 alone. Default off.
+    pub dual_family: bool,
 }
 
 impl TurnServerConfig {
@@ -60,7 +65,14 @@ impl TurnServerConfig {
             transport,
             username: username.into(),
             password: password.into(),
+            dual_family: false,
         }
+    }
+
+    /// Sets [`TurnServerConfig::dual_family`].
+    pub fn with_dual_family(mut self, yes: bool) -> Self {
+        self.dual_family = yes;
+        self
     }
 }
 
@@ -122,6 +134,9 @@ pub struct PathEnd {
     pub kind: CandidateKind,
     /// The candidate's address.
     pub address: SocketAddr,
+    /// The candidate's transport: UDP, or TCP on an ICE-TCP path (RFC
+    /// 6544). A relayed end is UDP whatever carries it to its server.
+    pub transport: Transport,
 }
 
 /// What the application should know.
@@ -755,5 +770,6 @@ fn end(c: &Candidate) -> PathEnd {
     PathEnd {
         kind: c.kind(),
         address: c.address(),
+        transport: c.transport(),
     }
 }

@@ -583,6 +583,11 @@ pub struct Opts {
     /// ICE-TCP: every host also has a passive TCP candidate (port + 2000)
     /// and an active one.
     pub ice_tcp: bool,
+    /// Allocations over IPv4 ask for an IPv6 relayed address too (RFC 8656
+    /// ADDITIONAL-ADDRESS-FAMILY).
+    pub dual_family: bool,
+    /// Whether B has the TURN server (A always has).
+    pub turn_b: bool,
 }
 
 impl Default for Opts {
@@ -597,6 +602,8 @@ impl Default for Opts {
             hold_back: None,
             max_connect: Duration::from_secs(60),
             ice_tcp: false,
+            dual_family: false,
+            turn_b: true,
         }
     }
 }
@@ -720,7 +727,7 @@ impl Pair {
                 }
             }
         };
-        let ice_tcp = opts.ice_tcp;
+        let (ice_tcp, dual_family) = (opts.ice_tcp, opts.dual_family);
         let (addr_a, realm_a, tr_a) = place(&mut sim, a, 0);
         let (addr_b, realm_b, tr_b) = place(&mut sim, b, 1);
 
@@ -729,7 +736,8 @@ impl Pair {
                        tr: Transport,
                        user: &str,
                        pw: &str,
-                       seed: u64| {
+                       seed: u64,
+                       with_turn: bool| {
             let mut c = SessionConfig::new(ice.clone().with_seed(seed));
             c.hosts = hosts.to_vec();
             if ice_tcp {
@@ -747,7 +755,10 @@ impl Pair {
                 .collect();
             // One allocation, over IPv4 when the host has it.
             let turn = if v4 { server_addr() } else { server_addr6() };
-            c.turn_servers = vec![TurnServerConfig::new(turn, tr, user, pw)];
+            if with_turn {
+                let t = TurnServerConfig::new(turn, tr, user, pw).with_dual_family(dual_family);
+                c.turn_servers = vec![t];
+            }
             c.rng_seed = Some(seed);
             Session::new(c).expect("session")
         };
@@ -758,6 +769,7 @@ impl Pair {
             "alice",
             "secret",
             opts.seed * 1000 + 1,
+            true,
         );
         let sb_ = session(
             &opts.ice_b,
@@ -766,6 +778,7 @@ impl Pair {
             "bob",
             "builder",
             opts.seed * 1000 + 2,
+            opts.turn_b,
         );
         let (na, nb) = offer_answer(t0, sa_, sb_);
         let a = sim.add_host(addr_a.iter().map(SocketAddr::ip), realm_a, na);
