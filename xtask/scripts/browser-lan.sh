@@ -15,6 +15,10 @@
 #                    only our checks, to the resolved name, open the path;
 #   3. mdns-unresolved-no-path: the control of 2: mDNS to and from
 #                    p2p connect is dropped too, and neither side connects.
+#   4. tcp-only-tab: the tab's namespace drops all UDP (no mDNS either),
+#                    p2p connect runs with --ice-tcp: the path is ICE-TCP
+#                    between Chromium's TCP candidates and ours (or the
+#                    tab's TURN over TCP, if it got one); the run says which.
 # Needs root (namespaces, iptables); skipped outside CI without it.
 set -euo pipefail
 
@@ -122,18 +126,25 @@ run() {
   echo "browser-lan: $name"
   out="$(timeout 180 node crates/server/tests/browser/cli.mjs \
     --base "http://$CLI_IP:8080" --p2p "$WORK/p2p" --chromium "$WORK/chromium" \
-    --mdns "$TAB_IP" "$@" 2>"$WORK/node-$name.log")" || { cat "$WORK/node-$name.log" >&2; exit 1; }
+    "$@" 2>"$WORK/node-$name.log")" || { cat "$WORK/node-$name.log" >&2; exit 1; }
   echo "browser-lan: ok: $out"
   passed=$((passed + 1))
 }
-run "mdns" --order tab-first
+run "mdns" --mdns "$TAB_IP" --order tab-first
 # The tab's checks are dropped: every new UDP flow it starts, but mDNS.
 in_ns "$TAB" iptables -A OUTPUT -p udp -m conntrack --ctstate NEW ! --dport 5353 -j DROP
-run "mdns-checks-dropped" --order cli-first
+run "mdns-checks-dropped" --mdns "$TAB_IP" --order cli-first
 # The control: no mDNS reaches p2p connect (neither answers nor Chromium's
 # unsolicited announcements of its names, RFC 6762 §8.3, which resolve a
 # pending name too) and its queries stay in: nothing can open the path.
 in_ns "$CLI" iptables -A OUTPUT -p udp --dport 5353 -j DROP
 in_ns "$CLI" iptables -A INPUT -p udp --dport 5353 -j DROP
-run "mdns-unresolved-no-path" --order cli-first --no-path
+run "mdns-unresolved-no-path" --mdns "$TAB_IP" --order cli-first --no-path
+# ICE-TCP: the tab has no UDP at all; Chromium's TCP candidates and ours.
+in_ns "$CLI" iptables -F
+in_ns "$TAB" iptables -F
+in_ns "$TAB" iptables -A OUTPUT -p udp -j DROP
+in_ns "$TAB" iptables -A INPUT -p udp -j DROP
+run "tcp-only-tab" --ice-tcp --order cli-first
+run "tcp-only-tab-first" --ice-tcp --order tab-first
 echo "browser-lan: $passed passed, 0 failed"

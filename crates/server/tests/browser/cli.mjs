@@ -63,6 +63,10 @@ const mdns = arg('mdns', '');
 // --no-path: the network leaves no path (a control run): both sides must
 // give up, as with --tamper, and nothing is delivered.
 const noPath = flag('no-path');
+// --ice-tcp: p2p connect gathers ICE-TCP candidates too; the tab's UDP is
+// blocked by the caller, so the path must run over TCP: ICE-TCP (both
+// ends tcp) or the tab's TURN over TCP. The result says which (via).
+const iceTcp = flag('ice-tcp');
 const tag = `[${order} ${policy}${tamper ? ' tamper' : ''}${mdns ? ' mdns' : ''}${file ? ' file ' + file : ''}]`;
 
 function fail(msg) {
@@ -77,6 +81,7 @@ function startCli(room) {
     : file === 'from-cli' ? ['send', join(fileDir, 'from-cli.bin'), ...net]
       : ['connect', ...net, '--expect-lines', tamper || noPath ? '1' : '3'];
   if (relay) args.push('--relay-only');
+  if (iceTcp) args.push('--ice-tcp');
   const log = mdns ? 'warn,p2p_connect=debug' : (process.env.P2P_CLI_LOG || 'warn');
   const child = spawn(p2p, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: log } });
   const cli = { child, lines: [], events: [], stderr: '', exit: null };
@@ -224,6 +229,14 @@ try {
     if (relay && (pair.local.type !== 'relay' || ready.local_kind !== 'relay')) {
       fail(`relay-only, yet ${pair.local.type} / ${ready.local_kind}`);
     }
+    let via;
+    if (iceTcp) {
+      const paths = cli.events.filter((e) => e.event === 'connected' || e.event === 'path_changed');
+      const last = paths[paths.length - 1] || ready;
+      if (last.transport === 'tcp' && pair.local.protocol === 'tcp') via = 'ICE-TCP';
+      else if (pair.local.type === 'relay' && pair.local.relayProtocol === 'tcp') via = 'TURN-TCP';
+      else fail(`the tab's UDP is blocked, yet it is on ${pair.local.protocol} ${pair.local.type} and p2p connect on ${last.transport} ${last.local_kind}`);
+    }
     const code = await within(cli.exited, STEP_MS);
     if (code !== 0) fail(`p2p connect exited ${code}: ${cli.stderr.slice(-500)}`);
     let resolved;
@@ -243,6 +256,7 @@ try {
     }
     console.log(JSON.stringify({
       ...(mdns ? { mdns: resolved } : {}),
+      ...(iceTcp ? { via, tab: `${pair.local.protocol} ${pair.local.type} -> ${pair.remote.protocol} ${pair.remote.type}` } : {}),
       order, policy, dtls: d.dtlsState, tls: d.tlsVersion, cipher: d.cipher,
       pair: `${pair.local.type}/${pair.remote.type}`, cli: `${ready.local_kind}/${ready.remote_kind}`,
       fingerprint: ready.local_fingerprint.slice(0, 20) + '…',
