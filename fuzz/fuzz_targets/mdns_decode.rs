@@ -3,14 +3,16 @@
 //! loops, counts larger than the message, cut records fail typed); the
 //! address records that decode, written back as a response, decode equal;
 //! and the resolver fed the bytes on its socket, with a name pending,
-//! neither panics nor resolves to an address the bytes did not name.
+//! neither panics nor resolves to an address the bytes did not name; the
+//! responder of our own names, fed the bytes, answers only a query that
+//! asks for its name, and only with its address.
 #![no_main]
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use p2p_connect::mdns::{
-    decode_answers, encode_response, is_mdns_name, AddressRecord, MdnsConfig, MdnsEvent,
-    MdnsOutput, MdnsResolver,
+    decode_answers, decode_questions, encode_response, is_mdns_name, AddressRecord, MdnsConfig,
+    MdnsEvent, MdnsOutput, MdnsResolver, MdnsResponder,
 };
 use p2p_proto::{Datagram, Machine, Transport};
 
@@ -28,6 +30,17 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let local = "0.0.0.0:5353".parse().expect("an address");
+    let questions = decode_questions(data);
+    let mut responder = MdnsResponder::new(local, Some(1));
+    let ours = responder.name_for("192.0.2.9".parse().expect("an IP"));
+    let querier = "192.0.2.1:5353".parse().expect("an address");
+    let answered = responder.handle_query(&Datagram::new(Transport::Udp, querier, local, data));
+    let asked = questions.is_ok_and(|qs| qs.iter().any(|q| q.name == ours));
+    assert_eq!(answered, asked);
+    if let Some(t) = responder.poll_transmit() {
+        let got = decode_answers(&t.contents).expect("our answer decodes");
+        assert!(got.iter().all(|r| r.name == ours && r.address.to_string() == "192.0.2.9"));
+    }
     let mut r = MdnsResolver::new(MdnsConfig::new(local));
     let t0 = Instant::now();
     r.handle_timeout(t0);

@@ -18,7 +18,15 @@
 #   4. tcp-only-tab: the tab's namespace drops all UDP (no mDNS either),
 #                    p2p connect runs with --ice-tcp: the path is ICE-TCP
 #                    between Chromium's TCP candidates and ours (or the
-#                    tab's TURN over TCP, if it got one); the run says which.
+#                    tab's TURN over TCP, if it got one); the run says which;
+#   5. tcp-only-tab-first: the same, the tab joining first.
+#   6. cli-hidden:   p2p connect --mdns-hide: its host address goes out as
+#                    a .local name only, its responder answers the query
+#                    of a second p2p connect in the tab's namespace (not
+#                    Chromium: it sent no mDNS query for our names here,
+#                    see docs/compliance.md), and its own checks are
+#                    dropped (new UDP flows but mDNS): the resolver's
+#                    checks to the resolved name open the path, host.
 # Needs root (namespaces, iptables); skipped outside CI without it.
 set -euo pipefail
 
@@ -147,4 +155,45 @@ in_ns "$TAB" iptables -A OUTPUT -p udp -j DROP
 in_ns "$TAB" iptables -A INPUT -p udp -j DROP
 run "tcp-only-tab" --ice-tcp --order cli-first
 run "tcp-only-tab-first" --ice-tcp --order tab-first
+# Our own names: p2p connect --mdns-hide in the cli namespace, a second
+# p2p connect (a resolver) in the tab's. The hider's own checks cannot
+# leave (new UDP flows but mDNS): the resolver's checks to the resolved
+# name open the path, which it must report as host at CLI_IP.
+in_ns "$CLI" iptables -F
+in_ns "$TAB" iptables -F
+in_ns "$CLI" iptables -A OUTPUT -p udp --sport 5353 -j ACCEPT
+in_ns "$CLI" iptables -A OUTPUT -p udp -m conntrack --ctstate NEW ! --dport 5353 -j DROP
+echo "browser-lan: cli-hidden (p2p connect --mdns-hide and p2p connect)"
+room="hidden-$$"
+hider_args=(connect --signaling "ws://$CLI_IP:8080/ws" --room "$room" --json --expect-lines 1
+  --timeout 20 --peer-timeout 20)
+{ trap '' PIPE; for i in $(seq 1 200); do echo "line $i" || break; sleep 0.1; done 2>/dev/null; } \
+  | timeout 40 "$WORK/p2p" "${hider_args[@]}" --mdns-hide --linger-ms 3000 \
+  >/dev/null 2>"$WORK/hider.log" &
+hider=$!
+PIDS+=("$hider")
+sleep 0.3
+{ trap '' PIPE; for i in $(seq 1 200); do echo "line $i" || break; sleep 0.1; done 2>/dev/null; } \
+  | RUST_LOG=warn,p2p_connect=debug timeout 40 ip netns exec "$TAB" "$P2P" "${hider_args[@]}" \
+  --linger-ms 300 >/dev/null 2>"$WORK/resolver.log" || rc_r=$?
+wait "$hider" || rc_h=$?
+if [ "${rc_r:-0}" != 0 ] || [ "${rc_h:-0}" != 0 ]; then
+  echo "browser-lan: cli-hidden: exit codes hider ${rc_h:-0}, resolver ${rc_r:-0}" >&2
+  exit 1
+fi
+# The hider signalled names only; the resolver resolved one to CLI_IP and ended there.
+grep '"event":"local_candidate"' "$WORK/hider.log" | grep -q '\.local' \
+  || { echo "browser-lan: the hider signalled no name" >&2; cat "$WORK/hider.log" >&2; exit 1; }
+if grep '"event":"local_candidate"' "$WORK/hider.log" | grep -q "$CLI_IP"; then
+  echo "browser-lan: the hider gave its address away" >&2; cat "$WORK/hider.log" >&2; exit 1
+fi
+grep -q "mDNS: .*\.local is \[$CLI_IP\]" "$WORK/resolver.log" \
+  || { echo "browser-lan: the name did not resolve" >&2; cat "$WORK/resolver.log" >&2; exit 1; }
+last="$(grep -E '"event":"(ready|path_changed)"' "$WORK/resolver.log" | tail -n 1)"
+if [[ "$last" != *'"remote_kind":"host"'* || "$last" != *"\"remote_address\":\"$CLI_IP:"* ]]; then
+  echo "browser-lan: the resolver ended on $last" >&2
+  exit 1
+fi
+echo "browser-lan: ok: $(grep -o "mDNS: [^ ]*\.local is \[[^]]*\]" "$WORK/resolver.log" | head -1); resolver on host $CLI_IP"
+passed=$((passed + 1))
 echo "browser-lan: $passed passed, 0 failed"

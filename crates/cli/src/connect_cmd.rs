@@ -79,6 +79,10 @@ pub(crate) struct NetArgs {
     /// let TCP through (a path over TCP ranks below every UDP one).
     #[arg(long)]
     ice_tcp: bool,
+    /// Hide this machine's host addresses behind generated <uuid>.local
+    /// names as browsers do, answering the LAN's mDNS queries for them.
+    #[arg(long)]
+    mdns_hide: bool,
     /// Seconds ICE may take once the peer is found.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
@@ -114,6 +118,7 @@ pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
         .include_loopback(a.loopback)
         .local_addresses(a.bind.iter().copied())
         .ice_tcp(a.ice_tcp)
+        .mdns_hide_hosts(a.mdns_hide)
         .connect_timeout(Duration::from_secs(a.timeout.max(1)));
     c.token = a.token.clone();
     c.name = a.name.clone();

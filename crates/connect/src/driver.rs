@@ -126,6 +126,15 @@ pub struct PeerConfig {
     /// with IPv6 only can reach us through the relay; a server without
     /// IPv6 relays grants the IPv4 one alone. Default on.
     pub turn_dual_family: bool,
+    /// Hide our host addresses behind generated `<uuid>.local` names, as
+    /// browsers do (draft-ietf-mmusic-mdns-ice-candidates): the signalled
+    /// host candidates carry the name, a responder on the mDNS port
+    /// answers the LAN's queries for it, related addresses are signalled
+    /// as `0.0.0.0`. Only where port 5353 can be bound (else the
+    /// addresses are signalled as they are). Peers off the LAN cannot
+    /// resolve the names: they use the server-reflexive and relayed
+    /// candidates. Default off.
+    pub mdns_hide_hosts: bool,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -166,7 +175,14 @@ impl PeerConfig {
             resolve_mdns: true,
             ice_tcp: false,
             turn_dual_family: true,
+            mdns_hide_hosts: false,
         }
+    }
+
+    /// Sets [`PeerConfig::mdns_hide_hosts`].
+    pub fn mdns_hide_hosts(mut self, yes: bool) -> PeerConfig {
+        self.mdns_hide_hosts = yes;
+        self
     }
 
     /// Sets [`PeerConfig::ice_tcp`].

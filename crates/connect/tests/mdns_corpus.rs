@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use p2p_connect::mdns::{
-    decode_answers, encode_response, is_mdns_name, MdnsConfig, MdnsError, MdnsEvent, MdnsOutput,
-    MdnsResolver,
+    decode_answers, decode_questions, encode_response, is_mdns_name, MdnsConfig, MdnsError,
+    MdnsEvent, MdnsOutput, MdnsResolver,
 };
 use p2p_proto::{Datagram, Machine, Transport};
 
@@ -64,6 +64,17 @@ fn mdns_corpus_decodes_or_fails_typed_round_trips_and_resolves_only_real_answers
                 let again = encode_response(&named).unwrap();
                 assert_eq!(decode_answers(&again).as_ref(), Ok(&named), "{name}");
             }
+        }
+        // The responder's reading: a query's questions; a response is not one.
+        let questions = decode_questions(&bytes);
+        if name == "query" {
+            assert!(
+                questions.as_ref().is_ok_and(|q| !q.is_empty()),
+                "{name}: {questions:?}"
+            );
+        }
+        if name.starts_with("response") || name == "goodbye" {
+            assert_eq!(questions, Err(MdnsError::NotAQuery), "{name}");
         }
         let resolved = resolve_with(&bytes);
         let (want_decoded, want_resolved): (Result<usize, MdnsError>, Option<Vec<IpAddr>>) =

@@ -894,3 +894,98 @@ fn end_of_candidates_waits_for_the_names_and_an_unresolved_one_is_left_out() {
         "{remotes:?}"
     );
 }
+
+/// B's mDNS socket.
+const B_MDNS: &str = "198.51.100.20:5353";
+
+/// The mDNS group on one LAN: what a member sends to it reaches every
+/// other member's mDNS socket (from the group's address: the netsim wants
+/// a source the sending host owns; an answer names its records, not its
+/// sender).
+struct Group {
+    members: Vec<SocketAddr>,
+    out: VecDeque<Transmit>,
+}
+
+impl Node for Group {
+    fn handle_input(&mut self, _now: Instant, d: Datagram<'_>) {
+        for m in self.members.iter().filter(|m| **m != d.source) {
+            let t = Transmit::udp(p2p_connect::mdns::MDNS_V4, *m, d.contents.to_vec());
+            self.out.push_back(t);
+        }
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) {}
+
+    fn poll_transmit(&mut self, _now: Instant) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+#[test]
+fn our_hidden_host_address_is_signalled_as_a_name_and_our_responder_answers_for_it() {
+    // B is one of ours with mdns_hide, behind a stateful firewall: A only
+    // connects by resolving B's name, which B's responder answers.
+    let mut p = Pair::new();
+    let mut sim = Sim::new(p.sim.now(), 7);
+    let a = sim.add_host(
+        [sa(A_ADDR).ip()],
+        Realm::Public,
+        PeerNode::with_mdns(A_ADDR, "b", true, 1, A_MDNS),
+    );
+    let mut b_node = PeerNode::new(B_ADDR, "a", false, 2);
+    let mut config = SessionConfig::new(IceConfig::controlled().with_seed(2));
+    config.hosts = vec![sa(B_ADDR)];
+    config.rng_seed = Some(2);
+    let mut nc = NegotiationConfig::new("a", false);
+    nc.connect_timeout = CONNECT_TIMEOUT;
+    nc.mdns = Some(sa(B_MDNS));
+    nc.mdns_hide = true;
+    nc.mdns_seed = Some(2);
+    b_node.negotiation = Negotiation::new(nc, Session::new(config).expect("a session"));
+    b_node.heard_from = Some(Vec::new());
+    let b = sim.add_host([sa(B_ADDR).ip()], Realm::Public, b_node);
+    let _group = sim.add_host(
+        [p2p_connect::mdns::MDNS_V4.ip()],
+        Realm::Public,
+        Group {
+            members: vec![sa(A_MDNS), sa(B_MDNS)],
+            out: VecDeque::new(),
+        },
+    );
+    p.sim = sim;
+    p.a = a;
+    p.b = b;
+    p.connect();
+
+    // B signalled its host candidate by name only.
+    let lines: Vec<String> = p
+        .node(p.b)
+        .sent
+        .iter()
+        .filter_map(|m| match m {
+            ClientMsg::Candidate { candidate, .. } => Some(candidate.candidate.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!lines.is_empty());
+    let b_ip = sa(B_ADDR).ip().to_string();
+    assert!(lines.iter().all(|l| !l.contains(&b_ip)), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains(".local ")), "{lines:?}");
+    // A resolved it (through B's answer) and ended host to host on B's address.
+    let path = p
+        .node(p.a)
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            NegotiationEvent::Connected(path) => Some(path.clone()),
+            _ => None,
+        })
+        .expect("connected");
+    assert_eq!(path.remote.kind, p2p_connect::CandidateKind::Host);
+    assert_eq!(path.remote.address, sa(B_ADDR));
+}

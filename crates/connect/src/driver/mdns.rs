@@ -55,6 +55,19 @@ impl MdnsSocket {
     }
 }
 
+impl MdnsSocket {
+    /// For the responder of our own names: join the group now (queries
+    /// must be heard before we send anything). Only a socket on the mDNS
+    /// port hears them: `false` on an ephemeral one.
+    pub(super) fn listen_for_queries(&mut self, socket: &UdpSocket) -> bool {
+        if self.local.port() != MDNS_PORT {
+            return false;
+        }
+        self.before_send(socket);
+        true
+    }
+}
+
 /// Binds the mDNS socket; `None` when neither 5353 nor an ephemeral port
 /// could be bound (mDNS names are then left out).
 pub(super) fn bind(ips: &[IpAddr]) -> Option<(MdnsSocket, Arc<UdpSocket>)> {

@@ -224,7 +224,15 @@ async fn setup(
         IceTcp::bind(&host_ips, &hosts, inbound_tx.clone())
     });
     // The socket of the resolver of the peer's mDNS names (driver/mdns.rs).
-    let mdns = config.resolve_mdns.then(|| mdns::bind(&ips)).flatten();
+    // (Bound too when our own names are to be answered: see mdns_hide.)
+    let mut mdns = (config.resolve_mdns || config.mdns_hide_hosts)
+        .then(|| mdns::bind(&ips))
+        .flatten();
+    let mdns_hide =
+        config.mdns_hide_hosts && mdns.as_mut().is_some_and(|(m, s)| m.listen_for_queries(s));
+    if config.mdns_hide_hosts && !mdns_hide {
+        tracing::warn!("mDNS: port 5353 unavailable; host addresses are signalled as they are");
+    }
     if let Some((m, s)) = &mdns {
         net::spawn_udp_reader(&mut tasks, m.local, s.clone(), inbound_tx.clone());
     }
@@ -349,6 +357,7 @@ async fn setup(
     negotiation.turn_servers = turn.len();
     negotiation.turn_failures = turn_failures;
     negotiation.mdns = mdns.as_ref().map(|(m, _)| m.local);
+    negotiation.mdns_hide = mdns_hide;
     let (mdns, mdns_socket) = mdns
         .map(|(m, s)| {
             let local = m.local;

@@ -37,6 +37,10 @@ pub enum MdnsError {
     /// A query, not a response.
     #[error("a query, not a response")]
     NotAResponse,
+    /// A response, or a query with a non-zero opcode: not a question for
+    /// a responder.
+    #[error("not a standard query")]
+    NotAQuery,
     /// A response with a non-zero opcode or response code (RFC 6762 §18.3
     /// and §18.11: silently ignored).
     #[error("a response with a non-zero opcode or rcode")]
@@ -179,6 +183,52 @@ pub fn decode_answers(bytes: &[u8]) -> Result<Vec<AddressRecord>, MdnsError> {
         };
         if !out.contains(&record) {
             out.push(record);
+        }
+    }
+    Ok(out)
+}
+
+/// One question of a query: the name (lower case, no trailing dot) and
+/// whether the querier asked for a unicast answer (the QU bit, RFC 6762
+/// §5.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressQuestion {
+    /// The name asked for.
+    pub name: String,
+    /// The QU bit.
+    pub unicast: bool,
+}
+
+/// The A, AAAA and ANY questions of a query. Responses, queries with a
+/// non-zero opcode and malformed messages are errors; other questions are
+/// skipped.
+pub fn decode_questions(bytes: &[u8]) -> Result<Vec<AddressQuestion>, MdnsError> {
+    let header = bytes.get(..12).ok_or(MdnsError::Truncated)?;
+    let word = |i: usize| u16::from_be_bytes([header[i], header[i + 1]]) as usize;
+    let flags = word(2);
+    if flags & 0x8000 != 0 || flags & 0x7800 != 0 {
+        return Err(MdnsError::NotAQuery);
+    }
+    let (questions, records) = (word(4), word(6) + word(8) + word(10));
+    if questions * 5 + records * 11 > bytes.len() - 12 {
+        return Err(MdnsError::TooManyRecords);
+    }
+    let packet = Packet::parse(bytes).map_err(|e| MdnsError::Malformed(e.to_string()))?;
+    let mut out: Vec<AddressQuestion> = Vec::new();
+    for q in &packet.questions {
+        let wanted = matches!(
+            q.qtype,
+            QTYPE::TYPE(TYPE::A) | QTYPE::TYPE(TYPE::AAAA) | QTYPE::ANY
+        );
+        if !wanted || !matches!(q.qclass, QCLASS::CLASS(CLASS::IN) | QCLASS::ANY) {
+            continue;
+        }
+        let name = normalize(&q.qname.to_string());
+        if !out.iter().any(|a| a.name == name) {
+            out.push(AddressQuestion {
+                name,
+                unicast: q.unicast_response,
+            });
         }
     }
     Ok(out)

@@ -45,6 +45,7 @@
 //! ```
 
 mod message;
+mod responder;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -53,9 +54,11 @@ use std::time::{Duration, Instant};
 use p2p_proto::{Datagram, Handled, Machine, Output, Transmit, Transport};
 
 pub use message::{
-    decode_answers, encode_query, encode_response, is_mdns_name, normalize, AddressRecord,
-    MdnsError, MAX_NAMES_PER_QUERY, MDNS_PORT, MDNS_V4, MDNS_V6_GROUP,
+    decode_answers, decode_questions, encode_query, encode_response, is_mdns_name, normalize,
+    AddressQuestion, AddressRecord, MdnsError, MAX_NAMES_PER_QUERY, MDNS_PORT, MDNS_V4,
+    MDNS_V6_GROUP,
 };
+pub use responder::{hide_address, MdnsResponder, ANSWER_TTL};
 
 /// How long a name is asked for before it is given up on, by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -98,12 +98,38 @@ impl Negotiation {
         self.end_held = false;
     }
 
-    /// A datagram for the resolver's socket goes to the resolver.
+    /// A datagram for the mDNS socket: a query for one of our names goes
+    /// to the responder (its answer out at once), anything else to the
+    /// resolver.
     pub(super) fn names_input(&mut self, now: Instant, d: &Datagram<'_>) -> Handled {
+        if let Some(hider) = self.hider.as_mut() {
+            if hider.handle_query(d) {
+                tracing::debug!("mDNS: answered {} for our name", d.source);
+                while let Some(t) = hider.poll_transmit() {
+                    self.out.push_back(NegotiationOutput::Transmit(t));
+                }
+                return Handled::Taken;
+            }
+        }
         match self.names.as_mut() {
             Some(names) => names.handle_input(now, *d),
             None => Handled::NotMine,
         }
+    }
+
+    /// The `candidate:` value we signal for `c`: as p2p-sdp writes it, or
+    /// with a host address behind its generated name and any related
+    /// address as `0.0.0.0` when our addresses are hidden.
+    pub(super) fn signalled_line(&mut self, c: &p2p_ice::Candidate) -> String {
+        let line = c.to_string();
+        let Some(hider) = self.hider.as_mut() else {
+            return line;
+        };
+        let name = match c.kind() {
+            p2p_ice::CandidateKind::Host => hider.name_for(c.address().ip()),
+            _ => c.address().ip().to_string(),
+        };
+        crate::mdns::hide_address(&line, &name)
     }
 
     /// The resolver's time (its first call starts it).

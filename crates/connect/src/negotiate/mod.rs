@@ -47,7 +47,7 @@ use p2p_ice::{Candidate, IceState};
 use p2p_proto::{Datagram, Handled, Machine};
 use p2p_signaling::{ClientMsg, ErrorCode, IceCandidate, ServerMsg};
 
-use crate::mdns::{MdnsConfig, MdnsResolver};
+use crate::mdns::{MdnsConfig, MdnsResolver, MdnsResponder};
 use crate::session::{SecureEnd, Session, SessionError, SessionEvent, SessionOutput};
 
 /// How long a bye waits for the peer's SHUTDOWN over the path (which
@@ -118,6 +118,8 @@ pub struct Negotiation {
     /// The resolver of the peer's mDNS names, when the driver has an mDNS
     /// socket ([`NegotiationConfig::mdns`]).
     names: Option<MdnsResolver>,
+    /// Our host addresses' names, when hidden ([`NegotiationConfig::mdns_hide`]).
+    hider: Option<MdnsResponder>,
     /// Candidates that wait for their name to resolve.
     unresolved: Vec<candidates::Unresolved>,
     /// The peer's end-of-candidates, held while names resolve.
@@ -132,6 +134,10 @@ impl Negotiation {
         let names = config.mdns.map(|local| {
             MdnsResolver::new(MdnsConfig::new(local).with_timeout(config.mdns_timeout))
         });
+        let hider = config
+            .mdns
+            .filter(|_| config.mdns_hide)
+            .map(|local| MdnsResponder::new(local, config.mdns_seed));
         Negotiation {
             config,
             session,
@@ -153,6 +159,7 @@ impl Negotiation {
             turn_allocated: 0,
             finished: false,
             names,
+            hider,
             unresolved: Vec::new(),
             end_held: false,
             out: VecDeque::new(),
@@ -544,8 +551,9 @@ impl Negotiation {
         }
         match e {
             SessionEvent::LocalCandidate(c) => {
-                // Written once, by p2p-sdp.
-                let line = c.to_string();
+                // Written once, by p2p-sdp (a host address hidden behind
+                // its name when asked).
+                let line = self.signalled_line(&c);
                 self.event(NegotiationEvent::LocalCandidate(line.clone()));
                 let ufrag = self.session.local_credentials().0.to_owned();
                 self.trickle.push(Trickle::Candidate { line, ufrag });

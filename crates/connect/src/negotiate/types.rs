@@ -251,6 +251,14 @@ pub struct NegotiationConfig {
     /// How long a name is asked for before its candidates are left out.
     /// Default [`crate::mdns::DEFAULT_TIMEOUT`] (5 s).
     pub mdns_timeout: Duration,
+    /// Hide our host addresses behind generated `<uuid>.local` names
+    /// (draft-ietf-mmusic-mdns-ice-candidates), answering the LAN's mDNS
+    /// queries for them on [`NegotiationConfig::mdns`] (which must be the
+    /// mDNS port, joined to the group); related addresses are signalled
+    /// as `0.0.0.0`. Default off (browsers do it by default).
+    pub mdns_hide: bool,
+    /// The seed of the generated names (`None`: OS entropy).
+    pub mdns_seed: Option<u64>,
 }
 
 impl NegotiationConfig {
@@ -265,6 +273,8 @@ impl NegotiationConfig {
             turn_failures: Vec::new(),
             mdns: None,
             mdns_timeout: crate::mdns::DEFAULT_TIMEOUT,
+            mdns_hide: false,
+            mdns_seed: None,
         }
     }
 }

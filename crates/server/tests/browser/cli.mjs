@@ -81,6 +81,9 @@ function startCli(room) {
     : file === 'from-cli' ? ['send', join(fileDir, 'from-cli.bin'), ...net]
       : ['connect', ...net, '--expect-lines', tamper || noPath ? '1' : '3'];
   if (relay) args.push('--relay-only');
+  // The name may resolve after the path is up (the tab's check can come
+  // first): stay long enough for the answer on a loaded machine.
+  if (mdns && !file) args.push('--linger-ms', '3000');
   if (iceTcp) args.push('--ice-tcp');
   const log = mdns ? 'warn,p2p_connect=debug' : (process.env.P2P_CLI_LOG || 'warn');
   const child = spawn(p2p, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: log } });
