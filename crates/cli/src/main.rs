@@ -531,31 +531,8 @@ async fn run_serve(a: ServeArgs, verbose: u8) -> Result<(), AnyError> {
     Ok(())
 }
 
-/// SIGINT or SIGTERM, latched: the first call starts listening for the
-/// process; every call, before or after the signal came, returns once it
-/// has. (A listener per call would lose a signal that arrives between two
-/// of them: `p2p connect` stops listening when the peer connects and
-/// listens again in its chat loop, and a SIGTERM in between was caught by
-/// tokio's handler and dropped, leaving the process running.)
+/// SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() {
-    static LATCH: std::sync::OnceLock<tokio::sync::watch::Receiver<bool>> =
-        std::sync::OnceLock::new();
-    let mut rx = LATCH
-        .get_or_init(|| {
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                let _ = tx.send(true);
-                // Keep the sender: a dropped one would end every wait.
-                std::future::pending::<()>().await;
-            });
-            rx
-        })
-        .clone();
-    let _ = rx.wait_for(|got| *got).await;
-}
-
-async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
