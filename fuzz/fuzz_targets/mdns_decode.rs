@@ -34,10 +34,12 @@ fuzz_target!(|data: &[u8]| {
     let mut responder = MdnsResponder::new(local, Some(1));
     let ours = responder.name_for("192.0.2.9".parse().expect("an IP"));
     let querier = "192.0.2.1:5353".parse().expect("an address");
-    let answered = responder.handle_query(&Datagram::new(Transport::Udp, querier, local, data));
+    let answered = responder
+        .handle_input(Instant::now(), Datagram::new(Transport::Udp, querier, local, data))
+        .is_taken();
     let asked = questions.is_ok_and(|qs| qs.iter().any(|q| q.name == ours));
     assert_eq!(answered, asked);
-    if let Some(t) = responder.poll_transmit() {
+    if let Some(t) = responder.poll_output().and_then(MdnsOutput::transmit) {
         let got = decode_answers(&t.contents).expect("our answer decodes");
         assert!(got.iter().all(|r| r.name == ours && r.address.to_string() == "192.0.2.9"));
     }

@@ -4,20 +4,23 @@
 //! candidates carry the name, and the responder answers the LAN's mDNS
 //! queries for it.
 //!
-//! It owns no socket and reads no clock: it answers the queries it is
-//! given and queues the answers. A query that asks for a unicast answer
+//! It owns no socket and reads no clock: a [`Machine`] without timers, it
+//! answers the queries it is given ([`Machine::handle_input`]) and queues
+//! the answers ([`MdnsOutput::Transmit`]). A query that asks for a unicast answer
 //! (the QU bit), or that comes from a port other than 5353 (a one-shot
 //! querier, RFC 6762 §6.7), is answered to its source; any other to the
 //! group.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
 
-use p2p_proto::{Datagram, Transmit, Transport};
+use p2p_proto::{Datagram, Handled, Machine, Transmit, Transport};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::message::{decode_questions, encode_response, AddressRecord, MDNS_PORT, MDNS_V4};
+use super::MdnsOutput;
 
 /// The TTL of our answers (RFC 6762 §10: 120 s for host names).
 pub const ANSWER_TTL: u32 = 120;
@@ -69,10 +72,9 @@ impl MdnsResponder {
         name
     }
 
-    /// Whether `d`, on the mDNS socket, was a query for one of our names
-    /// (answered: the answer is queued). Anything else, a malformed
-    /// message or a datagram to another socket included, is left.
-    pub fn handle_query(&mut self, d: &Datagram<'_>) -> bool {
+    /// Answers `d` if it is a query, on the mDNS socket, for one of our
+    /// names.
+    fn answer(&mut self, d: &Datagram<'_>) -> bool {
         if d.destination != self.local || d.transport != Transport::Udp {
             return false;
         }
@@ -102,10 +104,31 @@ impl MdnsResponder {
             .push_back(Transmit::new(Transport::Udp, self.local, to, bytes));
         true
     }
+}
 
-    /// The next answer to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+impl Machine for MdnsResponder {
+    type Output = MdnsOutput;
+
+    /// A query, on the mDNS socket, for one of our names is taken (its
+    /// answer queued); anything else, a malformed message or a datagram to
+    /// another socket included, is not ours.
+    fn handle_input(&mut self, _now: Instant, d: Datagram<'_>) -> Handled {
+        if self.answer(&d) {
+            Handled::Taken
+        } else {
+            Handled::NotMine
+        }
+    }
+
+    /// No timers: nothing to do.
+    fn handle_timeout(&mut self, _now: Instant) {}
+
+    fn poll_output(&mut self) -> Option<MdnsOutput> {
+        self.out.pop_front().map(MdnsOutput::Transmit)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
     }
 }
 
@@ -133,6 +156,15 @@ pub fn hide_address(line: &str, name: &str) -> String {
 mod tests {
     use super::*;
     use crate::mdns::{decode_answers, encode_query};
+
+    fn query(r: &mut MdnsResponder, from: SocketAddr, to: SocketAddr, bytes: &[u8]) -> bool {
+        let d = Datagram::new(Transport::Udp, from, to, bytes);
+        r.handle_input(Instant::now(), d).is_taken()
+    }
+
+    fn next(r: &mut MdnsResponder) -> Option<Transmit> {
+        r.poll_output().and_then(MdnsOutput::transmit)
+    }
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -163,21 +195,21 @@ mod tests {
         let name = r.name_for(ip);
         let from = sa("192.168.1.9:5353");
         let q = encode_query(&[&name]).unwrap();
-        assert!(r.handle_query(&Datagram::new(Transport::Udp, from, local, &q)));
-        let t = r.poll_transmit().expect("an answer");
+        assert!(query(&mut r, from, local, &q));
+        let t = next(&mut r).expect("an answer");
         assert_eq!((t.source, t.destination), (local, MDNS_V4));
         let got = decode_answers(&t.contents).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].name.as_str(), got[0].address), (name.as_str(), ip));
         // Someone else's name, an answer, garbage: nothing.
         let other = encode_query(&["11111111-2222-4333-8444-555555555555.local"]).unwrap();
-        assert!(!r.handle_query(&Datagram::new(Transport::Udp, from, local, &other)));
-        assert!(!r.handle_query(&Datagram::new(Transport::Udp, from, local, &t.contents)));
-        assert!(!r.handle_query(&Datagram::new(Transport::Udp, from, local, &[0; 5])));
+        assert!(!query(&mut r, from, local, &other));
+        assert!(!query(&mut r, from, local, &t.contents));
+        assert!(!query(&mut r, from, local, &[0; 5]));
         // The query, but to another socket (a host one): not for us.
         let host = sa("192.168.1.5:6000");
-        assert!(!r.handle_query(&Datagram::new(Transport::Udp, from, host, &q)));
-        assert!(r.poll_transmit().is_none());
+        assert!(!query(&mut r, from, host, &q));
+        assert!(next(&mut r).is_none());
     }
 
     #[test]
@@ -187,8 +219,8 @@ mod tests {
         let name = r.name_for("10.0.0.1".parse().unwrap());
         let from = sa("10.0.0.2:40000");
         let q = encode_query(&[&name]).unwrap();
-        assert!(r.handle_query(&Datagram::new(Transport::Udp, from, local, &q)));
-        assert_eq!(r.poll_transmit().expect("an answer").destination, from);
+        assert!(query(&mut r, from, local, &q));
+        assert_eq!(next(&mut r).expect("an answer").destination, from);
     }
 
     #[test]

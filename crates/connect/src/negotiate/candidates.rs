@@ -103,9 +103,9 @@ impl Negotiation {
     /// resolver.
     pub(super) fn names_input(&mut self, now: Instant, d: &Datagram<'_>) -> Handled {
         if let Some(hider) = self.hider.as_mut() {
-            if hider.handle_query(d) {
+            if hider.handle_input(now, *d).is_taken() {
                 tracing::debug!("mDNS: answered {} for our name", d.source);
-                while let Some(t) = hider.poll_transmit() {
+                while let Some(t) = hider.poll_output().and_then(MdnsOutput::transmit) {
                     self.out.push_back(NegotiationOutput::Transmit(t));
                 }
                 return Handled::Taken;
