@@ -28,7 +28,8 @@ tasks:
   interop       our binaries against coturn (needs the `coturn` package; installs it when CI=true)
   aiortc        p2p connect against aiortc, an independent WebRTC stack (pip-installs it into target/)
   nat-lab       real NATs in network namespaces, p2p connect and a Chromium tab behind them (needs root, iproute2, iptables; chromium, node)
-  browser       two headless Chromium pages connect through `p2p serve` (needs chromium, node)
+  browser       headless Chromium pages connect through `p2p serve`, and to `p2p connect` (on
+                loopback; then on a LAN of namespaces with mDNS names: root) (needs chromium, node)
   abuse [--short] [--only NAME]  attacks on `p2p serve` over loopback, with figures; report in target/abuse.md
   ice-matrix    the 81-pair NAT matrix on the virtual network; rewrites docs/ice-matrix.md
   bench [what]  benchmarks: codec (default), stun-server, turn, connect, ice; reports in target/

@@ -105,6 +105,15 @@ pub(crate) struct NetArgs {
     /// both peers announce it; a browser never does).
     #[arg(long)]
     no_hardnat: bool,
+    /// ICE over TCP (RFC 6544) too: listen for the peer's connections and
+    /// connect to its passive candidates, for networks that block UDP but
+    /// let TCP through (a path over TCP ranks below every UDP one).
+    #[arg(long)]
+    ice_tcp: bool,
+    /// Hide this machine's host addresses behind generated <uuid>.local
+    /// names as browsers do, answering the LAN's mDNS queries for them.
+    #[arg(long)]
+    mdns_hide: bool,
     /// Seconds ICE may take once the peer is found.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
@@ -139,6 +148,8 @@ pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
     let mut c = PeerConfig::new(signaling_url(&a.signaling)?, a.room.clone())
         .include_loopback(a.loopback)
         .local_addresses(a.bind.iter().copied())
+        .ice_tcp(a.ice_tcp)
+        .mdns_hide_hosts(a.mdns_hide)
         .connect_timeout(Duration::from_secs(a.timeout.max(1)));
     c.token = a.token.clone();
     c.name = a.name.clone();
@@ -308,12 +319,13 @@ fn failure_name(e: &ConnectError) -> &'static str {
 
 /// Adds a selected path to a `--json` object as flat keys (easy to pick
 /// out of a line with `sed`): `local_kind`, `local_address`, `remote_kind`,
-/// `remote_address`.
+/// `remote_address`, and `transport` (`udp`, or `tcp` over ICE-TCP).
 fn add_path(v: &mut serde_json::Value, p: &SelectedPath) {
     v["local_kind"] = p.local.kind.to_string().into();
     v["local_address"] = p.local.address.to_string().into();
     v["remote_kind"] = p.remote.kind.to_string().into();
     v["remote_address"] = p.remote.address.to_string().into();
+    v["transport"] = p.local.transport.to_string().into();
 }
 
 /// One `--json` progress line for an event, or `None` for events not worth one.
@@ -767,10 +779,12 @@ mod tests {
             local: PathEnd {
                 kind: CandidateKind::ServerReflexive,
                 address: "203.0.113.101:4000".parse().expect("address"),
+                transport: p2p_connect::Transport::Udp,
             },
             remote: PathEnd {
                 kind: CandidateKind::PeerReflexive,
                 address: "203.0.113.102:5000".parse().expect("address"),
+                transport: p2p_connect::Transport::Udp,
             },
         }
     }

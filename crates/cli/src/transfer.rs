@@ -409,6 +409,19 @@ pub(crate) async fn receive(a: ReceiveArgs) -> Result<(), AnyError> {
     r
 }
 
+/// Removes a partial file when dropped, unless taken out (renamed into
+/// place). A synchronous remove: it must happen even when the future
+/// holding it is dropped.
+struct PartFile(Option<std::path::PathBuf>);
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 async fn receive_on(
     conn: &Connection,
     report: &Report,
@@ -460,6 +473,9 @@ async fn receive_on(
         Ok(f) => f,
         Err(e) => return Err(refuse(format!("{}: {e}", part.display())).await.into()),
     };
+    // Whatever ends this function (an error, an interrupt, or the caller
+    // dropping it when the signal reaches it first), the partial file goes.
+    let mut guard = PartFile(Some(part.clone()));
     ch.send_text(Control::Accept.encode()).await?;
     report.say("receiving", format!("receiving {name} ({})", human(size)));
     let r = tokio::select! {
@@ -479,7 +495,11 @@ async fn receive_on(
     };
     match r {
         Ok(sha256) => {
-            if let Err(e) = tokio::fs::rename(&part, &target).await {
+            let renamed = tokio::fs::rename(&part, &target).await;
+            if renamed.is_ok() {
+                guard.0 = None;
+            }
+            if let Err(e) = renamed {
                 let reason = format!("{}: {e}", target.display());
                 let _ = ch
                     .send_text(

@@ -27,6 +27,8 @@
 
 mod channel;
 mod gateway;
+mod ice_tcp;
+mod mdns;
 mod net;
 mod run;
 mod uri;
@@ -123,6 +125,30 @@ pub struct PeerConfig {
     /// Announce [`HARD_NAT_OPTION`](crate::HARD_NAT_OPTION) (default
     /// true): see [`NegotiationConfig::hard_nat`](crate::NegotiationConfig::hard_nat).
     pub hard_nat: bool,
+    /// Resolve the peer's `<name>.local` host candidates (a browser's, by
+    /// default) with mDNS queries on the LAN (RFC 6762). Default on; off
+    /// leaves them out (the peer's checks still teach us its address).
+    pub resolve_mdns: bool,
+    /// ICE over TCP (RFC 6544): listen on each local IP (a passive TCP
+    /// host candidate) and offer an active one, so that a network that
+    /// blocks UDP but lets TCP out still connects directly to a peer that
+    /// accepts connections (a browser's passive candidate, say) without a
+    /// relay. TCP candidates rank below every UDP one. Default off.
+    pub ice_tcp: bool,
+    /// Allocations on a TURN server reached over IPv4 ask for an IPv6
+    /// relayed address too (RFC 8656 ADDITIONAL-ADDRESS-FAMILY), so a peer
+    /// with IPv6 only can reach us through the relay; a server without
+    /// IPv6 relays grants the IPv4 one alone. Default on.
+    pub turn_dual_family: bool,
+    /// Hide our host addresses behind generated `<uuid>.local` names, as
+    /// browsers do (draft-ietf-mmusic-mdns-ice-candidates): the signalled
+    /// host candidates carry the name, a responder on the mDNS port
+    /// answers the LAN's queries for it, related addresses are signalled
+    /// as `0.0.0.0`. Only where port 5353 can be bound (else the
+    /// addresses are signalled as they are). Peers off the LAN cannot
+    /// resolve the names: they use the server-reflexive and relayed
+    /// candidates. Default off.
+    pub mdns_hide_hosts: bool,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -164,7 +190,29 @@ impl PeerConfig {
             port_mapping: false,
             gateway: None,
             hard_nat: true,
+            resolve_mdns: true,
+            ice_tcp: false,
+            turn_dual_family: true,
+            mdns_hide_hosts: false,
         }
+    }
+
+    /// Sets [`PeerConfig::mdns_hide_hosts`].
+    pub fn mdns_hide_hosts(mut self, yes: bool) -> PeerConfig {
+        self.mdns_hide_hosts = yes;
+        self
+    }
+
+    /// Sets [`PeerConfig::ice_tcp`].
+    pub fn ice_tcp(mut self, yes: bool) -> PeerConfig {
+        self.ice_tcp = yes;
+        self
+    }
+
+    /// Sets [`PeerConfig::resolve_mdns`].
+    pub fn resolve_mdns(mut self, yes: bool) -> PeerConfig {
+        self.resolve_mdns = yes;
+        self
     }
 
     /// Adds a STUN or TURN server.

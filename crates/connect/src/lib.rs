@@ -155,6 +155,7 @@
 
 #[cfg(feature = "driver")]
 mod driver;
+pub mod mdns;
 mod negotiate;
 mod session;
 

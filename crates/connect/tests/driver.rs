@@ -811,3 +811,42 @@ async fn a_dead_path_is_restarted_by_the_driver_through_another_relay() {
     b.close().await;
     drop(alive);
 }
+
+#[tokio::test]
+async fn ice_tcp_gathers_tcp_candidates_and_checks_them_over_real_connections() {
+    let url = signaling(Limits::default()).await;
+    let tcp = |c: PeerConfig| c.ice_tcp(true);
+    let (a, b) = pair(tcp(config(&url, "ice-tcp")), tcp(config(&url, "ice-tcp"))).await;
+    // UDP ranks above TCP: the host path over UDP is selected.
+    for c in [&a, &b] {
+        let p = c.selected_path().expect("a selected path");
+        assert_eq!(p.local.transport, p2p_connect::Transport::Udp, "{p:?}");
+    }
+    deliver(&a, &b, b"over udp").await;
+    // Each side signalled a passive TCP candidate on a listener and an
+    // active one on port 9; the active -> passive pairs were checked over
+    // real connections (RFC 4571 framing both ways) and answered.
+    let valid_tcp = bounded("a TCP pair answered", async {
+        loop {
+            let s = b.stats().await.unwrap();
+            let tcp = |c: &p2p_connect::Candidate| c.transport() == p2p_connect::Transport::Tcp;
+            let locals: Vec<_> = s.local_candidates.iter().filter(|c| tcp(c)).collect();
+            assert_eq!(locals.len(), 2, "{s}");
+            if s.pairs
+                .iter()
+                .any(|p| tcp(&p.local) && p.responses_received > 0)
+            {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        valid_tcp
+            .pairs
+            .iter()
+            .any(|p| p.valid && p.local.transport() == p2p_connect::Transport::Tcp),
+        "{valid_tcp}"
+    );
+}

@@ -23,6 +23,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::channel::{self, ChannelSlot};
+use super::ice_tcp::IceTcp;
+use super::mdns;
 use super::net::{self, Inbound};
 use super::{Channel, ChannelClosed, ChannelInfo, Message, SendError, HIGH_WATER, LOW_WATER};
 use super::{
@@ -237,6 +239,25 @@ async fn setup(
         net::spawn_udp_reader(&mut tasks, *a, s.clone(), inbound_tx.clone());
     }
     let hosts: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
+    // ICE-TCP: a listener and an active candidate on each IP with a UDP
+    // host (driver/ice_tcp.rs).
+    let ice_tcp = (config.ice_tcp && config.policy != Policy::RelayOnly).then(|| {
+        let host_ips: Vec<_> = hosts.iter().map(SocketAddr::ip).collect();
+        IceTcp::bind(&host_ips, &hosts, inbound_tx.clone())
+    });
+    // The socket of the resolver of the peer's mDNS names (driver/mdns.rs).
+    // (Bound too when our own names are to be answered: see mdns_hide.)
+    let mut mdns = (config.resolve_mdns || config.mdns_hide_hosts)
+        .then(|| mdns::bind(&ips))
+        .flatten();
+    let mdns_hide =
+        config.mdns_hide_hosts && mdns.as_mut().is_some_and(|(m, s)| m.listen_for_queries(s));
+    if config.mdns_hide_hosts && !mdns_hide {
+        tracing::warn!("mDNS: port 5353 unavailable; host addresses are signalled as they are");
+    }
+    if let Some((m, s)) = &mdns {
+        net::spawn_udp_reader(&mut tasks, m.local, s.clone(), inbound_tx.clone());
+    }
 
     // Resolve the servers; connect the TURN streams.
     let mut stun = Vec::new();
@@ -328,12 +349,15 @@ async fn setup(
                 }
             }
         }
-        turn.push(TurnServerConfig {
-            server: addr,
-            transport: s.transport,
-            username: s.username.clone().unwrap_or_default(),
-            password: s.credential.clone().unwrap_or_default(),
-        });
+        turn.push(
+            TurnServerConfig::new(
+                addr,
+                s.transport,
+                s.username.clone().unwrap_or_default(),
+                s.credential.clone().unwrap_or_default(),
+            )
+            .with_dual_family(config.turn_dual_family),
+        );
     }
     if config.policy == Policy::RelayOnly && turn.is_empty() {
         return Err(match turn_failures.pop() {
@@ -355,12 +379,21 @@ async fn setup(
     negotiation.hard_nat = config.hard_nat;
     negotiation.turn_servers = turn.len();
     negotiation.turn_failures = turn_failures;
+    negotiation.mdns = mdns.as_ref().map(|(m, _)| m.local);
+    negotiation.mdns_hide = mdns_hide;
+    let (mdns, mdns_socket) = mdns
+        .map(|(m, s)| {
+            let local = m.local;
+            (m, (local, s))
+        })
+        .unzip();
     let mut sc = SessionConfig::new(ice);
     if config.port_mapping && config.policy != Policy::RelayOnly {
         sc.port_mapping = super::gateway::port_mapping_targets(&hosts, config.gateway);
     }
     let upnp = upnp::Upnp::start(&sc.port_mapping);
     sc.hosts = hosts;
+    sc.tcp_hosts = ice_tcp.as_ref().map(IceTcp::candidates).unwrap_or_default();
     sc.stun_servers = stun;
     sc.turn_servers = turn;
     sc.certificate = config.certificate.clone();
@@ -373,8 +406,10 @@ async fn setup(
         peer,
         peer_name,
         controlling,
-        sockets: sockets.into_iter().collect(),
+        sockets: sockets.into_iter().chain(mdns_socket).collect(),
+        mdns,
         streams,
+        ice_tcp,
         _tasks: tasks,
         inbound,
         restarting: false,
@@ -391,7 +426,11 @@ struct Driver {
     peer: String,
     controlling: bool,
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    /// The mDNS socket (it is in `sockets` too), joined on first use.
+    mdns: Option<mdns::MdnsSocket>,
     streams: HashMap<(SocketAddr, Transport), mpsc::Sender<Vec<u8>>>,
+    /// ICE-TCP's listeners and connections, when [`PeerConfig::ice_tcp`].
+    ice_tcp: Option<IceTcp>,
     _tasks: JoinSet<()>,
     inbound: mpsc::Receiver<Inbound>,
     peer_name: Option<String>,
@@ -779,9 +818,16 @@ impl Driver {
 
     /// Sends one of the session's transmits from its socket or stream.
     async fn transmit(&mut self, t: Transmit) {
+        if let Some(tcp) = self.ice_tcp.as_mut().filter(|tcp| tcp.owns(&t)) {
+            tcp.send(t);
+            return;
+        }
         match t.transport {
             Transport::Udp => {
                 if let Some(s) = self.sockets.get(&t.source) {
+                    if let Some(m) = self.mdns.as_mut().filter(|m| m.local == t.source) {
+                        m.before_send(s);
+                    }
                     if let Err(e) = s.send_to(&t.contents, t.destination).await {
                         tracing::debug!("send {} -> {}: {e}", t.source, t.destination);
                     }

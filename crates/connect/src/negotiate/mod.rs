@@ -34,6 +34,7 @@
 //!   finds no path within it closes the connection
 //!   ([`CloseReason::IceFailed`]).
 
+mod candidates;
 mod sdp;
 mod types;
 
@@ -46,6 +47,7 @@ use p2p_ice::{Candidate, IceState};
 use p2p_proto::{Datagram, Handled, Machine};
 use p2p_signaling::{ClientMsg, ErrorCode, IceCandidate, ServerMsg};
 
+use crate::mdns::{MdnsConfig, MdnsResolver, MdnsResponder};
 use crate::session::{SecureEnd, Session, SessionError, SessionEvent, SessionOutput};
 
 /// How long a bye waits for the peer's SHUTDOWN over the path (which
@@ -119,6 +121,15 @@ pub struct Negotiation {
     turn_allocated: usize,
     /// Failed or Closed was reported: only the session's closing goes on.
     finished: bool,
+    /// The resolver of the peer's mDNS names, when the driver has an mDNS
+    /// socket ([`NegotiationConfig::mdns`]).
+    names: Option<MdnsResolver>,
+    /// Our host addresses' names, when hidden ([`NegotiationConfig::mdns_hide`]).
+    hider: Option<MdnsResponder>,
+    /// Candidates that wait for their name to resolve.
+    unresolved: Vec<candidates::Unresolved>,
+    /// The peer's end-of-candidates, held while names resolve.
+    end_held: bool,
     out: VecDeque<NegotiationOutput>,
 }
 
@@ -126,6 +137,13 @@ impl Negotiation {
     /// A negotiation around `session` (not started yet).
     pub fn new(config: NegotiationConfig, session: Session) -> Self {
         let turn_failures = config.turn_failures.clone();
+        let names = config.mdns.map(|local| {
+            MdnsResolver::new(MdnsConfig::new(local).with_timeout(config.mdns_timeout))
+        });
+        let hider = config
+            .mdns
+            .filter(|_| config.mdns_hide)
+            .map(|local| MdnsResponder::new(local, config.mdns_seed));
         Negotiation {
             config,
             session,
@@ -147,6 +165,10 @@ impl Negotiation {
             turn_failures,
             turn_allocated: 0,
             finished: false,
+            names,
+            hider,
+            unresolved: Vec::new(),
+            end_held: false,
             out: VecDeque::new(),
         }
     }
@@ -270,6 +292,7 @@ impl Negotiation {
         self.connect_deadline = Some(now + self.config.connect_timeout);
         // The session starts at its first handle_timeout.
         self.session.handle_timeout(now);
+        self.names_timeout(now);
         if self.config.controlling {
             self.describe(now, None);
         }
@@ -417,7 +440,7 @@ impl Negotiation {
             }
             ServerMsg::EndOfCandidates { from } if from == peer => {
                 if self.remote_ufrag.is_some() {
-                    self.session.end_of_remote_candidates(now);
+                    self.remote_end(now);
                 } else {
                     self.early.push(Early::End);
                 }
@@ -431,6 +454,7 @@ impl Negotiation {
                     self.event(NegotiationEvent::Restarting);
                     self.session.restart(now);
                     self.early.clear();
+                    self.forget_unresolved();
                     self.set_remote(now, ufrag, pwd);
                     self.restart_deadline
                         .get_or_insert(now + self.config.connect_timeout);
@@ -479,51 +503,8 @@ impl Negotiation {
         for e in std::mem::take(&mut self.early) {
             match e {
                 Early::Candidate(c) => self.add_candidate(now, &c),
-                Early::End => self.session.end_of_remote_candidates(now),
+                Early::End => self.remote_end(now),
             }
-        }
-    }
-
-    fn add_candidate(&mut self, now: Instant, c: &IceCandidate) {
-        if let (Some(tag), Some(current)) = (&c.username_fragment, &self.remote_ufrag) {
-            if tag != current {
-                return; // an older generation
-            }
-        }
-        // The one parse of the line: p2p-sdp's grammar.
-        match p2p_sdp::Candidate::parse(&c.candidate) {
-            Ok(sdp) => self.add_sdp_candidate(now, &sdp),
-            Err(e) => tracing::debug!("remote candidate {:?}: {e}", c.candidate),
-        }
-    }
-
-    /// A remote candidate as p2p-sdp parsed it (trickled, or in the peer's
-    /// description), handed to the session typed.
-    fn add_sdp_candidate(&mut self, now: Instant, sdp: &p2p_sdp::Candidate) {
-        match Candidate::from_sdp(sdp) {
-            Ok(c) => {
-                if let Err(e) = self.session.add_remote_candidate(now, c) {
-                    tracing::debug!("remote candidate {sdp}: {e}");
-                }
-            }
-            // Resolving mDNS names is not done yet: the browser's host
-            // candidate is left out (its srflx and relay ones still work).
-            Err(p2p_ice::CandidateError::MdnsName(name)) => {
-                tracing::debug!("remote candidate {sdp}: skipped (mDNS name {name}, not resolved)");
-            }
-            Err(e) => tracing::debug!("remote candidate {sdp}: {e}"),
-        }
-    }
-
-    fn description_candidates(&mut self, now: Instant, d: &RemoteDescription) {
-        let Some(dc) = d.sd.data_channel() else {
-            return;
-        };
-        for c in dc.candidates() {
-            self.add_sdp_candidate(now, c);
-        }
-        if dc.end_of_candidates() {
-            self.session.end_of_remote_candidates(now);
         }
     }
 
@@ -547,6 +528,7 @@ impl Negotiation {
         self.session.restart(now);
         self.remote_ufrag = None;
         self.early.clear();
+        self.forget_unresolved();
         self.restart_pending = true;
         self.event(NegotiationEvent::Restarting);
         self.send_ice_restart();
@@ -590,8 +572,9 @@ impl Negotiation {
         }
         match e {
             SessionEvent::LocalCandidate(c) => {
-                // Written once, by p2p-sdp.
-                let line = c.to_string();
+                // Written once, by p2p-sdp (a host address hidden behind
+                // its name when asked).
+                let line = self.signalled_line(&c);
                 self.event(NegotiationEvent::LocalCandidate(line.clone()));
                 let ufrag = self.session.local_credentials().0.to_owned();
                 self.trickle.push(Trickle::Candidate { line, ufrag });
@@ -705,10 +688,18 @@ impl Negotiation {
     /// Move the session's transmits and events into the output queue
     /// until nothing moves, and send what trickle allows.
     fn pump(&mut self, now: Instant) {
-        while let Some(o) = self.session.poll_output() {
-            match o {
-                SessionOutput::Transmit(t) => self.out.push_back(NegotiationOutput::Transmit(t)),
-                SessionOutput::Event(e) => self.session_event(now, e),
+        loop {
+            while let Some(o) = self.session.poll_output() {
+                match o {
+                    SessionOutput::Transmit(t) => {
+                        self.out.push_back(NegotiationOutput::Transmit(t))
+                    }
+                    SessionOutput::Event(e) => self.session_event(now, e),
+                }
+            }
+            // Names that resolved become candidates: the session speaks again.
+            if !self.pump_names(now) {
+                break;
             }
         }
         self.flush_trickle();
@@ -720,7 +711,9 @@ impl Machine for Negotiation {
 
     fn handle_input(&mut self, now: Instant, datagram: Datagram<'_>) -> Handled {
         self.start(now);
-        let _ = self.session.handle_input(now, datagram);
+        if self.names_input(now, &datagram) == Handled::NotMine {
+            let _ = self.session.handle_input(now, datagram);
+        }
         self.pump(now);
         Handled::Taken
     }
@@ -748,6 +741,7 @@ impl Machine for Negotiation {
         if self.session.poll_timeout().is_some_and(|t| t <= now) {
             self.session.handle_timeout(now);
         }
+        self.names_timeout(now);
         self.pump(now);
     }
 
@@ -766,7 +760,8 @@ impl Machine for Negotiation {
         } else {
             self.connect_deadline
         };
-        [self.session.poll_timeout(), deadline]
+        let names = self.names.as_ref().and_then(Machine::poll_timeout);
+        [self.session.poll_timeout(), deadline, names]
             .into_iter()
             .flatten()
             .min()

@@ -47,6 +47,11 @@ pub struct TurnServerConfig {
     pub username: String,
     /// Long-term credential password.
     pub password: String,
+    /// Over IPv4, ask for an IPv6 relayed address besides the IPv4 one
+    /// (RFC 8656 ADDITIONAL-ADDRESS-FAMILY): two relayed candidates, so a
+    /// peer with IPv6 only reaches us through the relay. A server without
+    /// IPv6 relays grants IPv4 alone. Default off.
+    pub dual_family: bool,
 }
 
 impl TurnServerConfig {
@@ -62,7 +67,14 @@ impl TurnServerConfig {
             transport,
             username: username.into(),
             password: password.into(),
+            dual_family: false,
         }
+    }
+
+    /// Sets [`TurnServerConfig::dual_family`].
+    pub fn with_dual_family(mut self, yes: bool) -> Self {
+        self.dual_family = yes;
+        self
     }
 }
 
@@ -77,6 +89,13 @@ pub struct SessionConfig {
     pub ice: IceConfig,
     /// Local host addresses (bound sockets) to use as host candidates.
     pub hosts: Vec<SocketAddr>,
+    /// Host candidates over TCP (ICE-TCP, RFC 6544): a passive one at the
+    /// address of a listening socket (its connections' datagrams come in
+    /// with that address as destination), an active one from the IP of its
+    /// address (the port is ignored: transmits carry `IP:9`, and the caller
+    /// opens or reuses a connection from that IP; see
+    /// [`p2p_ice::Candidate::host_tcp`]). Empty by default.
+    pub tcp_hosts: Vec<(SocketAddr, p2p_ice::TcpType)>,
     /// STUN servers for server-reflexive candidates.
     pub stun_servers: Vec<SocketAddr>,
     /// TURN servers for relayed candidates.
@@ -105,6 +124,7 @@ impl SessionConfig {
         SessionConfig {
             ice,
             hosts: Vec::new(),
+            tcp_hosts: Vec::new(),
             stun_servers: Vec::new(),
             turn_servers: Vec::new(),
             certificate: None,
@@ -123,6 +143,9 @@ pub struct PathEnd {
     pub kind: CandidateKind,
     /// The candidate's address.
     pub address: SocketAddr,
+    /// The candidate's transport: UDP, or TCP on an ICE-TCP path (RFC
+    /// 6544). A relayed end is UDP whatever carries it to its server.
+    pub transport: Transport,
 }
 
 /// What the application should know.
@@ -263,6 +286,7 @@ pub struct Session {
     agent: IceAgent,
     /// Host sockets and STUN servers, given to the agent when it starts.
     hosts: Vec<SocketAddr>,
+    tcp_hosts: Vec<(SocketAddr, p2p_ice::TcpType)>,
     stun_servers: Vec<SocketAddr>,
     relays: Vec<Relay>,
     /// Port mappers, one per IPv4 host socket, when a gateway is known.
@@ -287,10 +311,11 @@ impl Session {
     /// certificate unless the configuration has one.
     pub fn new(config: SessionConfig) -> Result<Self, SessionError> {
         let agent = IceAgent::new(config.ice.clone());
-        let (hosts, stun_servers) = if config.ice.relay_only {
-            (Vec::new(), Vec::new())
+        let (hosts, tcp_hosts, stun_servers) = if config.ice.relay_only {
+            (Vec::new(), Vec::new(), Vec::new())
         } else {
-            (config.hosts.clone(), config.stun_servers.clone())
+            let s = config.stun_servers.clone();
+            (config.hosts.clone(), config.tcp_hosts.clone(), s)
         };
         let mut relays = Vec::new();
         for (i, t) in config.turn_servers.iter().enumerate() {
@@ -324,6 +349,7 @@ impl Session {
         Ok(Session {
             agent,
             hosts,
+            tcp_hosts,
             stun_servers,
             relays,
             mappers,
@@ -345,6 +371,10 @@ impl Session {
         for host in &self.hosts {
             // A host given twice is redundant: the agent keeps one.
             let _ = self.agent.add_local_candidate(now, Candidate::host(*host));
+        }
+        for (host, tcp_type) in &self.tcp_hosts {
+            let c = Candidate::host_tcp(*host, *tcp_type);
+            let _ = self.agent.add_local_candidate(now, c);
         }
         for s in &self.stun_servers {
             self.agent.add_stun_server(now, *s);
@@ -609,7 +639,7 @@ impl Session {
                 let _ = self.agent.handle_input(now, d);
             }
             Some(20..=63) if self.agent.accepts_data(destination, source) => {
-                let path = FiveTuple::new(Transport::Udp, destination, source);
+                let path = FiveTuple::new(transport, destination, source);
                 self.secure.handle_record(now, path, contents);
             }
             _ => {}
@@ -718,7 +748,7 @@ impl Session {
                     self.bind_channel(now, local.address(), remote.address());
                 }
                 // DTLS goes where ICE goes.
-                let path = FiveTuple::new(Transport::Udp, local.base(), remote.address());
+                let path = FiveTuple::new(local.transport(), local.base(), remote.address());
                 self.secure.set_path(now, path);
                 self.event(SessionEvent::SelectedPair {
                     local: end(&local),
@@ -803,5 +833,6 @@ fn end(c: &Candidate) -> PathEnd {
     PathEnd {
         kind: c.kind(),
         address: c.address(),
+        transport: c.transport(),
     }
 }
