@@ -30,7 +30,7 @@ tasks:
   browser       two headless Chromium pages connect through `p2p serve` (needs chromium, node)
   abuse [--short] [--only NAME]  attacks on `p2p serve` over loopback, with figures; report in target/abuse.md
   ice-matrix    the 81-pair NAT matrix on the virtual network; rewrites docs/ice-matrix.md
-  bench [what]  benchmarks: codec (default), stun-server, turn, connect, ice; reports in target/
+  bench [what]  benchmarks: codec (default), stun-server, turn, connect, ice, channel; reports in target/
   fuzz [target] [secs]  run cargo-fuzz on one target for a bounded time
 ";
 
