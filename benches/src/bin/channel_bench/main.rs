@@ -152,7 +152,7 @@ fn contenders() -> Vec<Contender> {
         ),
         (
             "ours",
-            "p2p-connect (signaling, ICE, DTLS 1.2, SCTP, tokio driver)",
+            "p2p-connect (signaling, ICE, DTLS 1.3, SCTP, tokio driver)",
             ours::run,
         ),
     ];
