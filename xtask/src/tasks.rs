@@ -7,6 +7,8 @@ use std::process::Command;
 pub(crate) fn ci(_args: &[String]) -> Result<(), String> {
     lint()?;
     test(&[])?;
+    crate::release::publish_check(&[])?;
+    crate::release::docs(&[])?;
     interop(&[])?;
     aiortc(&[])?;
     nat_lab(&[])?;

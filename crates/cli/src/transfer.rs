@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::connect_cmd::{establish, NetArgs, Report};
+use crate::connect_cmd::{establish, Interrupted, NetArgs, Report};
 
 type AnyError = Box<dyn std::error::Error>;
 
@@ -31,6 +31,22 @@ pub(crate) const PROTOCOL: &str = "p2p-file/1";
 /// The largest chunk: RFC 8841's default max-message-size (what a peer
 /// that does not say accepts); smaller if the peer says so.
 const CHUNK: usize = 64 * 1024;
+pub(crate) const SEND_EXAMPLES: &str = "\
+Examples:
+  # One terminal receives, the other sends, through a local p2p serve:
+  p2p receive --signaling ws://127.0.0.1:8080/ws --room files --out ~/Downloads
+  p2p send report.pdf --signaling ws://127.0.0.1:8080/ws --room files
+  # To a browser tab on the daemon's page (same room), JSON progress for scripts:
+  p2p send disk.img --signaling wss://example.org/ws --room files --json";
+
+pub(crate) const RECEIVE_EXAMPLES: &str = "\
+Examples:
+  # Wait in a room, write the file into the current directory:
+  p2p receive --signaling ws://127.0.0.1:8080/ws --room files
+  # Replace a file of the same name, relayed only through your TURN server:
+  p2p receive --signaling wss://example.org/ws --room files --overwrite --relay-only \\
+      --turn turn:example.org --turn-user alice --turn-password secret";
+
 /// How often `--json` reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -225,7 +241,12 @@ pub(crate) async fn send(a: SendArgs) -> Result<(), AnyError> {
     let size = meta.len();
 
     let (conn, report) = establish(&a.net, "send", "").await?;
-    let r = send_on(&conn, &report, &mut file, &name, size).await;
+    // Ctrl-C or SIGTERM: the connection is closed at once, so that the
+    // receiver learns (and drops its partial file) within a round trip.
+    let r = tokio::select! {
+        r = send_on(&conn, &report, &mut file, &name, size) => r,
+        () = crate::connect_cmd::interrupted() => Err(Interrupted.into()),
+    };
     conn.close().await;
     r
 }
@@ -377,7 +398,13 @@ pub(crate) async fn receive(a: ReceiveArgs) -> Result<(), AnyError> {
     let _ = tokio::fs::remove_file(&probe).await;
 
     let (conn, report) = establish(&a.net, "receive", "").await?;
-    let r = receive_on(&conn, &report, dir, a.overwrite).await;
+    // Ctrl-C or SIGTERM while bytes arrive is handled inside (the partial
+    // file goes); before that, the connection is closed at once.
+    let r = tokio::select! {
+        biased;
+        r = receive_on(&conn, &report, dir, a.overwrite) => r,
+        () = crate::connect_cmd::interrupted() => Err(Interrupted.into()),
+    };
     conn.close().await;
     r
 }
@@ -435,7 +462,21 @@ async fn receive_on(
     };
     ch.send_text(Control::Accept.encode()).await?;
     report.say("receiving", format!("receiving {name} ({})", human(size)));
-    let r = receive_bytes(&ch, report, file, &name, size).await;
+    let r = tokio::select! {
+        r = receive_bytes(&ch, report, file, &name, size) => r,
+        () = crate::connect_cmd::interrupted() => {
+            let _ = tokio::fs::remove_file(&part).await;
+            let _ = ch
+                .send_text(
+                    Control::Error {
+                        reason: "the receiver was interrupted".into(),
+                    }
+                    .encode(),
+                )
+                .await;
+            return Err(Interrupted.into());
+        }
+    };
     match r {
         Ok(sha256) => {
             if let Err(e) = tokio::fs::rename(&part, &target).await {

@@ -152,6 +152,14 @@ async fn setup(
         }) => return Err(ConnectError::Unauthorized { room }),
         Err(e) => return Err(ConnectError::Signaling(e)),
     };
+    // Two peers there already are a pair (or about to be): say so now
+    // rather than offer to one of them and time out.
+    if peers.len() >= 2 {
+        return Err(ConnectError::RoomBusy {
+            room,
+            peers: peers.len(),
+        });
+    }
     // Which ICE servers: ours, or the server's (the welcome's, or those of
     // the joined when the server hands TURN credentials to members only).
     let servers: Vec<IceServerUri> = if config.ice_servers.is_empty() {
@@ -179,6 +187,13 @@ async fn setup(
             peers: peers.len(),
         },
     );
+    // Relay-only with no TURN server cannot work: say so now, with the
+    // server's reason, rather than after waiting for a peer.
+    if config.policy == Policy::RelayOnly && !servers.iter().any(IceServerUri::is_turn) {
+        return Err(ConnectError::NoRelay {
+            reason: client.relay_unavailable(),
+        });
+    }
     // The newcomer offers and controls.
     let (peer, controlling) = match peers.first() {
         Some(p) => (p.clone(), true),
@@ -426,6 +441,16 @@ impl Driver {
     /// closed (its TURN allocations deleted) before it returns.
     async fn run(mut self, ch: &mut Channels) -> Outcome {
         let outcome = self.run_loop(ch).await;
+        // Ended by the peer or its path: the application learns now, not
+        // after the goodbyes below (a dead peer never acknowledges them).
+        // What its channels already hold stays readable.
+        if let Ok(r) = &outcome {
+            if *r != CloseReason::Local {
+                let _ = ch.path.send(None);
+                ch.closed(r.clone());
+                self.channels.clear();
+            }
+        }
         self.shutdown(ch).await;
         outcome
     }
