@@ -31,6 +31,7 @@ use std::time::Duration;
 pub(crate) const MESSAGE: usize = 16 * 1024;
 /// The largest a sender lets its unacknowledged bytes grow (where the
 /// stack lets the user choose: str0m, webrtc-rs).
+#[cfg(feature = "channel-peers")]
 pub(crate) const BUFFERED: usize = 4 * 1024 * 1024;
 /// The socket buffer size asked for where the benchmark owns the socket.
 pub(crate) const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
@@ -144,6 +145,7 @@ type Contender = (
 );
 
 fn contenders() -> Vec<Contender> {
+    #[cfg_attr(not(feature = "channel-peers"), allow(unused_mut))]
     let mut v: Vec<Contender> = vec![
         (
             "udp",
