@@ -32,7 +32,7 @@ tasks:
                 loopback; then on a LAN of namespaces with mDNS names: root) (needs chromium, node)
   abuse [--short] [--only NAME]  attacks on `p2p serve` over loopback, with figures; report in target/abuse.md
   ice-matrix    the 81-pair NAT matrix on the virtual network; rewrites docs/ice-matrix.md
-  bench [what]  benchmarks: codec (default), stun-server, turn, connect, ice; reports in target/
+  bench [what]  benchmarks: codec (default), stun-server, turn, connect, ice, channel; reports in target/
   fuzz [target] [secs]  run cargo-fuzz on one target for a bounded time
   publish-check [--verify]  every published crate packages (cargo publish --dry-run, all together);
                 --verify also builds each from its package (minutes)

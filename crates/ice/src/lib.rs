@@ -147,8 +147,8 @@
 mod agent;
 mod candidate;
 mod config;
-mod hardnat;
 pub mod framing;
+mod hardnat;
 mod pair;
 mod types;
 

@@ -532,13 +532,14 @@ impl Driver {
             }
             tokio::select! {
                 Some(inb) = self.inbound.recv() => {
-                    let now = Instant::now();
-                    let _ = self.negotiation.handle_input(now, datagram(&inb));
-                    // Take what else is already there before draining.
-                    for _ in 0..64 {
+                    // Take what else is already there, and hand it in as
+                    // one batch before draining.
+                    let mut batch = vec![inb];
+                    while batch.len() < 64 {
                         let Ok(inb) = self.inbound.try_recv() else { break };
-                        let _ = self.negotiation.handle_input(now, datagram(&inb));
+                        batch.push(inb);
                     }
+                    self.negotiation.handle_inputs(Instant::now(), batch.iter().map(datagram));
                 }
                 cmd = ch.commands.recv() => match cmd {
                     None => {

@@ -248,6 +248,19 @@ impl Negotiation {
         r
     }
 
+    /// Datagrams that arrived together, in order (see
+    /// [`Session::handle_inputs`]): what `handle_input` on each would do,
+    /// with the layers moved once after the batch.
+    pub fn handle_inputs<'a>(
+        &mut self,
+        now: Instant,
+        datagrams: impl IntoIterator<Item = Datagram<'a>>,
+    ) {
+        self.start(now);
+        self.session.handle_inputs(now, datagrams);
+        self.pump(now);
+    }
+
     /// Close one channel (see [`Session::close_channel`]).
     pub fn close_channel(&mut self, now: Instant, channel: ChannelId) -> Result<(), SessionError> {
         let r = self.session.close_channel(now, channel);

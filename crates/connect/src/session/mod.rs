@@ -302,6 +302,9 @@ pub struct Session {
     /// Then the TURN allocations are deleted: when to give up waiting for
     /// the TURN servers.
     closing: Option<Instant>,
+    /// Inside [`Session::handle_inputs`]: DTLS records are fed, and the
+    /// layers above move once, after the batch.
+    batching: bool,
     /// [`SessionEvent::Closed`] was queued.
     closed: bool,
 }
@@ -361,6 +364,7 @@ impl Session {
             rng_seed: config.rng_seed,
             close_asked: false,
             closing: None,
+            batching: false,
             closed: false,
         })
     }
@@ -530,6 +534,49 @@ impl Session {
         Ok(id)
     }
 
+    /// Several datagrams that arrived together (one socket read or one
+    /// wakeup of the driver), handled as [`Machine::handle_input`] handles
+    /// each, in order; the layers move once after the last. The same
+    /// outputs come out, fewer times: the data channels' SCTP gathers what
+    /// to send once per batch (each gather walks its whole in-flight
+    /// queue), not once per datagram.
+    pub fn handle_inputs<'a>(
+        &mut self,
+        now: Instant,
+        datagrams: impl IntoIterator<Item = Datagram<'a>>,
+    ) {
+        self.batching = true;
+        for d in datagrams {
+            let _ = self.take_input(now, d);
+        }
+        self.batching = false;
+        self.secure.flush(now);
+        self.pump(now);
+    }
+
+    /// One datagram in, nothing moved on (see `handle_input`); false when
+    /// nothing took it (closing), so nothing needs moving.
+    fn take_input(&mut self, now: Instant, d: Datagram<'_>) -> bool {
+        // From a TURN server: the client of that server, local socket and
+        // transport (two configurations may name one server over UDP and
+        // TCP). During a restart an old allocation and its probe share the
+        // connection; the probe only takes answers to its own requests.
+        for r in self.relays.iter_mut().filter(|r| r.owns(&d)) {
+            if r.client.handle_input(now, d).is_taken() {
+                return true;
+            }
+        }
+        // From the router's PCP/NAT-PMP port to a mapped socket.
+        if self.portmap_input(now, d) {
+            return true;
+        }
+        if self.closing.is_some() {
+            return false;
+        }
+        self.inner_input(now, d.transport, d.source, d.destination, d.contents);
+        true
+    }
+
     /// Send one message on a channel: a string (`binary` false) or binary
     /// message, delivered whole.
     pub fn send(
@@ -640,7 +687,11 @@ impl Session {
             }
             Some(20..=63) if self.agent.accepts_data(destination, source) => {
                 let path = FiveTuple::new(transport, destination, source);
-                self.secure.handle_record(now, path, contents);
+                if self.batching {
+                    self.secure.feed_record(now, path, contents);
+                } else {
+                    self.secure.handle_record(now, path, contents);
+                }
             }
             _ => {}
         }
@@ -767,26 +818,9 @@ impl Machine for Session {
     /// A datagram arrived on one of our sockets (or, for a TURN server
     /// reached over TCP/TLS, a whole message on that connection).
     fn handle_input(&mut self, now: Instant, d: Datagram<'_>) -> Handled {
-        // From a TURN server: the client of that server, local socket and
-        // transport (two configurations may name one server over UDP and
-        // TCP). During a restart an old allocation and its probe share the
-        // connection; the probe only takes answers to its own requests.
-        for r in self.relays.iter_mut().filter(|r| r.owns(&d)) {
-            if r.client.handle_input(now, d).is_taken() {
-                self.pump(now);
-                return Handled::Taken;
-            }
-        }
-        // From the router's PCP/NAT-PMP port to a mapped socket.
-        if self.portmap_input(now, d) {
+        if self.take_input(now, d) {
             self.pump(now);
-            return Handled::Taken;
         }
-        if self.closing.is_some() {
-            return Handled::Taken;
-        }
-        self.inner_input(now, d.transport, d.source, d.destination, d.contents);
-        self.pump(now);
         Handled::Taken
     }
 
