@@ -43,6 +43,17 @@ pub trait CredentialStore {
     fn supports_userhash(&self) -> bool {
         false
     }
+
+    /// Whether `username`'s credential is ephemeral: minted on demand by a
+    /// service from a shared secret (TURN REST credentials), so that whoever
+    /// can reach that service can get more of them, rather than configured
+    /// one by one. The server can hold such users together to a share of
+    /// its capacity (`ServerConfig::ephemeral_share_percent`), so that they
+    /// cannot take what the configured users need. The default: none is.
+    fn is_ephemeral(&self, username: &str) -> bool {
+        let _ = username;
+        false
+    }
 }
 
 impl<T: CredentialStore + ?Sized> CredentialStore for Box<T> {
@@ -55,6 +66,9 @@ impl<T: CredentialStore + ?Sized> CredentialStore for Box<T> {
     fn supports_userhash(&self) -> bool {
         (**self).supports_userhash()
     }
+    fn is_ephemeral(&self, username: &str) -> bool {
+        (**self).is_ephemeral(username)
+    }
 }
 
 impl<T: CredentialStore + ?Sized> CredentialStore for std::sync::Arc<T> {
@@ -66,6 +80,9 @@ impl<T: CredentialStore + ?Sized> CredentialStore for std::sync::Arc<T> {
     }
     fn supports_userhash(&self) -> bool {
         (**self).supports_userhash()
+    }
+    fn is_ephemeral(&self, username: &str) -> bool {
+        (**self).is_ephemeral(username)
     }
 }
 
@@ -202,6 +219,11 @@ impl CredentialStore for RestSecret {
             return None;
         }
         Key::long_term(username, realm, &self.password(username), alg).ok()
+    }
+
+    /// Every REST user is: anyone the web service serves can get more.
+    fn is_ephemeral(&self, _: &str) -> bool {
+        true
     }
 }
 

@@ -18,6 +18,8 @@ pub(super) struct Auth {
     pub(super) user: String,
     pub(super) key: Key,
     pub(super) sha256: bool,
+    /// The store says the user's credential is ephemeral.
+    pub(super) ephemeral: bool,
 }
 
 impl<C: CredentialStore> TurnServer<C> {
@@ -52,6 +54,9 @@ impl<C: CredentialStore> TurnServer<C> {
         reason: AuthFailure,
     ) {
         self.tally(ft.transport).auth_failures += 1;
+        if let Some(l) = &mut self.auth_limiter {
+            l.failed(now, ft.remote.ip());
+        }
         self.events.push_back(ServerEvent::AuthFailed {
             five_tuple: *ft,
             username: user,
@@ -69,6 +74,18 @@ impl<C: CredentialStore> TurnServer<C> {
     ) -> Option<Auth> {
         if !msg.has_integrity() && !msg.has_integrity_sha256() {
             self.challenge(now, ft, msg, 401, None);
+            return None;
+        }
+        // Credentials from an address past its failures: dropped unchecked
+        // and unanswered (RFC 8489 has no code for "slow down"; a 401 would
+        // tell a guesser at once, and checking would let a guess succeed).
+        // The client retransmits with backoff.
+        if self
+            .auth_limiter
+            .as_ref()
+            .is_some_and(|l| l.throttled(now, ft.remote.ip()))
+        {
+            self.tally(ft.transport).auth_throttled += 1;
             return None;
         }
         let parsed = (|| {
@@ -131,6 +148,7 @@ impl<C: CredentialStore> TurnServer<C> {
             return None;
         }
         let auth = Auth {
+            ephemeral: self.creds.is_ephemeral(&user),
             user,
             key,
             sha256: msg.has_integrity_sha256(),
