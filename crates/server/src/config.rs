@@ -73,12 +73,29 @@ pub struct StunConfig {
     /// request's own PADDING either, so an unauthenticated request cannot get
     /// an answer much larger than itself. Default 512.
     pub max_padding: usize,
-    /// Seconds a TCP or TLS connection may stay silent before it is closed
-    /// (`--tcp-idle-timeout`). Default 30.
+    /// Seconds a TCP or TLS connection may go without progress (a success
+    /// answered; with an allocation, any whole frame) before it is closed,
+    /// and a frame under way may take to arrive whole
+    /// (`--tcp-idle-timeout`); a connection that holds an allocation may
+    /// stay silent for `turn.max_lifetime_secs` + 60. Default 30.
     pub tcp_idle_timeout_secs: u64,
     /// The most TCP and TLS connections open at once (`--max-connections`);
     /// more are refused. Default 4096.
     pub max_connections: usize,
+    /// TCP and TLS connections at once from one client address
+    /// (`--max-per-ip`). Default 64, or `max_connections` when that is
+    /// lower.
+    pub max_connections_per_ip: Option<usize>,
+    /// The IPv6 prefix length counted as one client address, for the
+    /// connection limits and TURN's reserve (`--ipv6-prefix`). Default 64.
+    pub ipv6_prefix: u8,
+    /// Percentage of `max_connections` kept for addresses that hold fewer
+    /// than `reserve_below` connections (`--reserve`). Default 10.
+    pub reserved_percent: u8,
+    /// An address may take a reserved connection while it holds fewer than
+    /// this many (`--reserve-below`). Default 4, or the per-address limit
+    /// when that is lower.
+    pub reserve_below: Option<usize>,
 }
 
 impl Default for StunConfig {
@@ -93,6 +110,10 @@ impl Default for StunConfig {
             max_padding: DEFAULT_MAX_PADDING,
             tcp_idle_timeout_secs: 30,
             max_connections: 4096,
+            max_connections_per_ip: None,
+            ipv6_prefix: 64,
+            reserved_percent: 10,
+            reserve_below: None,
         }
     }
 }
@@ -159,8 +180,29 @@ pub struct TurnConfig {
     /// Allocations one user may hold at once, 486 beyond (`--user-quota`).
     /// Default 10; 0 means no limit.
     pub user_quota: u32,
-    /// Allocations in all, 508 beyond (`--total-quota`). Default 0: no limit.
+    /// Allocations in all, 508 beyond (`--total-quota`). Default 0: the
+    /// number of relay ports (`min_port`-`max_port`).
     pub total_quota: u32,
+    /// Percentage of the allocations (`total_quota`) kept for client
+    /// addresses holding fewer than `reserve_below` (`--turn-reserve`):
+    /// past the rest, an address holding more gets 508. Default 10.
+    pub reserved_percent: u8,
+    /// A client address may take a reserved allocation while it holds
+    /// fewer than this many (`--turn-reserve-below`). Default 4.
+    pub reserve_below: u32,
+    /// With both static users and `auth_secret`: the percentage of the
+    /// allocations REST users may hold together, 486 beyond, so that
+    /// farmed REST credentials cannot take what the static users need
+    /// (`--rest-share`). Default 80.
+    pub rest_share_percent: u8,
+    /// Authentication failures one client address (IPv6 by
+    /// `stun.ipv6_prefix`) may have at once before its requests with
+    /// credentials are dropped unanswered (`--auth-failure-burst`).
+    /// Default 20.
+    pub auth_failure_burst: u32,
+    /// Authentication failures a minute allowed per client address after
+    /// the burst (`--auth-failure-rate`). Default 60; 0: no limit.
+    pub auth_failures_per_minute: u32,
     /// Per-allocation bandwidth cap in bytes per second, both directions
     /// together, as coturn's `max-bps` (`--max-bps`). Default 0: no cap.
     pub max_bps: u64,
@@ -207,6 +249,11 @@ impl Default for TurnConfig {
             deny_peer: Vec::new(),
             user_quota: 10,
             total_quota: 0,
+            reserved_percent: 10,
+            reserve_below: 4,
+            rest_share_percent: 80,
+            auth_failure_burst: 20,
+            auth_failures_per_minute: 60,
             max_bps: 0,
             max_tcp_connections: 128,
             relay_fast_path: true,
@@ -272,7 +319,7 @@ impl TurnConfig {
                 "turn.max_lifetime_secs must be at least turn.default_lifetime_secs",
             ));
         }
-        Ok(())
+        crate::turn::check_limits(self)
     }
 }
 
@@ -725,6 +772,7 @@ impl Config {
                 "stun.max_connections must be at least 1",
             ));
         }
+        crate::stream::check_limits(s)?;
         self.turn.validate()?;
         self.signaling.validate()?;
         self.validate_signaling_credentials()
@@ -809,6 +857,10 @@ mod tests {
             max_padding = 100
             tcp_idle_timeout_secs = 5
             max_connections = 10
+            max_connections_per_ip = 5
+            ipv6_prefix = 56
+            reserved_percent = 20
+            reserve_below = 2
             [tls]
             cert = "c.pem"
             key = "k.pem"
@@ -846,6 +898,11 @@ mod tests {
             nonce_lifetime_secs = 60
             default_lifetime_secs = 300
             max_lifetime_secs = 900
+            reserved_percent = 5
+            reserve_below = 2
+            rest_share_percent = 50
+            auth_failure_burst = 10
+            auth_failures_per_minute = 30
             [turn.users]
             alice = "secret"
             [metrics]
@@ -893,6 +950,12 @@ mod tests {
             "[turn]\nmin_port = 5000\nmax_port = 4000",
             "[turn]\nrelay_ip = [\"0.0.0.0\"]",
             "[turn.users]\n\"a:b\" = \"x\"",
+            "[stun]\nmax_connections_per_ip = 5000",
+            "[stun]\nipv6_prefix = 0",
+            "[stun]\nreserved_percent = 95",
+            "[turn]\nreserved_percent = 95",
+            "[turn]\nrest_share_percent = 0",
+            "[turn]\nauth_failure_burst = 0",
         ];
         for text in bad {
             assert!(

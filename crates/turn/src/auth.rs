@@ -124,6 +124,11 @@ impl StaticUsers {
     pub fn remove(&mut self, username: &str) {
         self.users.remove(username);
     }
+
+    /// Whether the table has `username`.
+    pub fn contains(&self, username: &str) -> bool {
+        self.users.contains_key(username)
+    }
 }
 
 impl CredentialStore for StaticUsers {
