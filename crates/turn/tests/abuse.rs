@@ -171,3 +171,38 @@ fn ephemeral_users_hold_at_most_their_share_and_configured_users_get_the_rest() 
         assert_eq!(allocate(&mut net, from, user, password), Some(None), "{k}");
     }
 }
+
+#[test]
+fn one_address_farming_ephemeral_users_leaves_the_share_s_reserve_to_others() {
+    let mut config = server_config();
+    config.relayed_ports = 50000..=50099;
+    config.ephemeral_share_percent = 50; // 50, of which 5 kept for light addresses
+    let secret = RestSecret::new("north");
+    let store = Mixed {
+        users: users(),
+        rest: secret.clone(),
+    };
+    let mut net = Net::new(config, store);
+    let farmer = "192.0.2.99".parse().unwrap();
+    let mut granted = 0u16;
+    let refused = loop {
+        let user = RestSecret::username(
+            net.wall() + Duration::from_secs(3600),
+            &format!("f{granted}"),
+        );
+        let from = SocketAddr::new(farmer, 10000 + granted);
+        match allocate(&mut net, from, &user, &secret.password(&user)) {
+            Some(None) => granted += 1,
+            other => break other,
+        }
+        assert!(granted <= 100);
+    };
+    assert_eq!((granted, refused), (45, Some(Some(486))));
+    // An ephemeral user from a light address still gets in.
+    let user = RestSecret::username(net.wall() + Duration::from_secs(3600), "light");
+    let from = addr("198.51.100.40:5000");
+    assert_eq!(
+        allocate(&mut net, from, &user, &secret.password(&user)),
+        Some(None)
+    );
+}

@@ -209,26 +209,29 @@ impl<C: CredentialStore> TurnServer<C> {
     /// The code an Allocate from `ft` by `auth` is refused with for a quota,
     /// if any: the user's (486), the total (508), the reserve (508: only
     /// the reserved part of the capacity is left, and the client's address
-    /// holds `reserve_below` or more), the ephemeral users' share (486).
+    /// holds `reserve_below` or more), the ephemeral users' share (486; the
+    /// share keeps a reserve of its own, so that one address farming
+    /// ephemeral credentials does not lock out the other ephemeral users).
     fn over_quota(&mut self, ft: &FiveTuple, auth: &Auth) -> Option<u16> {
         let c = &self.config;
         let user_held = self.user_counts.get(&auth.user).copied().unwrap_or(0);
         let held = (self.by_tuple.len() + self.pending_allocates.len()) as u64;
+        let reserve_pct = u64::from(c.reserved_percent.min(100));
+        // The part of `limit` a heavy address may not take.
+        let unreserved = |limit: u64| limit.saturating_sub((limit * reserve_pct).div_ceil(100));
         let cap = u64::from(c.capacity());
-        let reserved = (cap * u64::from(c.reserved_percent.min(100))).div_ceil(100);
         let key = addr_key(ft.remote.ip(), c.ipv6_prefix);
-        let addr_held = self.addr_counts.get(&key).copied().unwrap_or(0);
+        let heavy = self.addr_counts.get(&key).copied().unwrap_or(0) >= c.reserve_below;
         let share = cap * u64::from(c.ephemeral_share_percent.min(100)) / 100;
+        let ephemeral = u64::from(self.ephemeral_count);
+        let in_share = auth.ephemeral && c.ephemeral_share_percent < 100;
         let refusal = if c.user_quota.is_some_and(|q| user_held >= q) {
             Some((486, 0))
         } else if c.total_quota.is_some_and(|q| held >= u64::from(q)) {
             Some((508, 1))
-        } else if held >= cap.saturating_sub(reserved) && addr_held >= c.reserve_below {
+        } else if heavy && held >= unreserved(cap) {
             Some((508, 2))
-        } else if auth.ephemeral
-            && c.ephemeral_share_percent < 100
-            && u64::from(self.ephemeral_count) >= share
-        {
+        } else if in_share && (ephemeral >= share || (heavy && ephemeral >= unreserved(share))) {
             Some((486, 3))
         } else {
             None

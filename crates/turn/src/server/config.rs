@@ -118,7 +118,10 @@ pub struct ServerConfig {
     /// ([`CredentialStore::is_ephemeral`](crate::CredentialStore::is_ephemeral):
     /// TURN REST credentials) may hold together, 486 beyond, so that
     /// credentials farmed from the service that mints them cannot take what
-    /// the configured users need. Default 100 (no limit); set it when the
+    /// the configured users need. The reserve
+    /// ([`reserved_percent`](ServerConfig::reserved_percent)) applies within
+    /// the share too, so that one address farming them does not lock out
+    /// the other ephemeral users. Default 100 (no limit); set it when the
     /// store has both kinds (the daemon does: 80).
     pub ephemeral_share_percent: u8,
     /// Authentication failures allowed per client address (IPv6 by
