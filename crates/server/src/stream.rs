@@ -352,8 +352,6 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         None => (MAX_FRAME, shared.idle),
     };
     let mut framer = StreamFramer::new(max_frame);
-    // The STUN answers' buffer, made at the first answer.
-    let mut out = Vec::new();
     let (otx, mut orx) = ConnQueue::new();
     let mut clock = Deadlines::new(Instant::now(), shared.idle, long);
     let mut used_turn = false;
@@ -428,9 +426,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 _ if p2p_stun::classify(frame) == PacketKind::Stun => {
-                    if out.is_empty() {
-                        out.resize(MAX_FRAME, 0);
-                    }
+                    // Made for each answer, not kept: an idle connection
+                    // holds no answer buffer.
+                    let mut out = vec![0u8; MAX_FRAME];
                     let a = answer(frame, from, local, Transport::Stream, &shared.ctx, &mut out);
                     shard.record(&a);
                     if let Answer::Reply { len, outcome, .. } = a {
