@@ -21,14 +21,17 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use p2p_connect::{
-    ChannelOptions, ConnectionEvent, IceServerUri, IceState, Peer, PeerConfig, Policy, SelectedPath,
+    ChannelOptions, ConnectError, Connection, ConnectionEvent, IceServerUri, IceState, Peer,
+    PeerConfig, Policy, SelectedPath,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 type AnyError = Box<dyn std::error::Error>;
 
+/// Where to meet the peer and how to reach it: the options `p2p connect`,
+/// `p2p send` and `p2p receive` share.
 #[derive(Debug, Args)]
-pub(crate) struct ConnectArgs {
+pub(crate) struct NetArgs {
     /// The signaling server's WebSocket URL, ws://HOST:PORT[/ws].
     #[arg(long, value_name = "URL")]
     signaling: String,
@@ -80,6 +83,12 @@ pub(crate) struct ConnectArgs {
     /// Progress on stderr as JSON lines (one object per event) for scripts.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    #[command(flatten)]
+    net: NetArgs,
     /// Exit once N lines have arrived (stdin ending does not close the
     /// connection before that); exit with an error if it closes first.
     #[arg(long, value_name = "N")]
@@ -95,7 +104,7 @@ pub(crate) struct ConnectArgs {
     linger_ms: u64,
 }
 
-pub(crate) fn config(a: &ConnectArgs) -> Result<PeerConfig, AnyError> {
+pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
     let mut c = PeerConfig::new(a.signaling.clone(), a.room.clone())
         .include_loopback(a.loopback)
         .local_addresses(a.bind.iter().copied())
@@ -165,6 +174,26 @@ fn event_name(e: &ConnectionEvent) -> &'static str {
         ConnectionEvent::Restarting => "restarting",
         ConnectionEvent::SignalingLost => "signaling_lost",
         ConnectionEvent::Closed(_) => "closed",
+        _ => "other",
+    }
+}
+
+/// The short, stable name of a connect failure in `--json` output.
+fn failure_name(e: &ConnectError) -> &'static str {
+    match e {
+        ConnectError::SignalingUnreachable { .. } => "signaling_unreachable",
+        ConnectError::RoomFull { .. } => "room_full",
+        ConnectError::Unauthorized { .. } => "unauthorized",
+        ConnectError::Signaling(_) => "signaling",
+        ConnectError::PeerLeft { .. } => "peer_left",
+        ConnectError::NoPath { .. } => "no_path",
+        ConnectError::TurnRefused { .. } => "turn_refused",
+        ConnectError::BadIceServer(_) => "bad_ice_server",
+        ConnectError::Config(_) => "config",
+        ConnectError::Timeout { .. } => "timeout",
+        ConnectError::Io(_) => "io",
+        ConnectError::FingerprintMismatch => "fingerprint_mismatch",
+        ConnectError::Secure(_) => "secure",
         _ => "other",
     }
 }
@@ -261,8 +290,76 @@ pub(crate) fn describe(e: &ConnectionEvent) -> Option<String> {
     })
 }
 
-pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
-    let peer = Peer::new(config(&a)?)?;
+/// How a command reports progress on stderr: JSON lines with `--json`,
+/// else `p2p <command>: <text>` lines.
+pub(crate) struct Report {
+    json: bool,
+    started: Instant,
+    command: &'static str,
+}
+
+impl Report {
+    pub(crate) fn new(json: bool, command: &'static str) -> Report {
+        Report {
+            json,
+            started: Instant::now(),
+            command,
+        }
+    }
+
+    /// Whether progress goes out as JSON lines.
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+
+    /// Milliseconds since the command started.
+    pub(crate) fn t_ms(&self) -> u64 {
+        ms(self.started.elapsed())
+    }
+
+    /// One line: `{"t_ms","event","text"}` or `p2p <command>: <text>`.
+    pub(crate) fn say(&self, event: &str, text: impl Into<String>) {
+        let text = text.into();
+        if self.json {
+            let v = serde_json::json!({ "t_ms": self.t_ms(), "event": event, "text": text });
+            eprintln!("{v}");
+        } else {
+            eprintln!("p2p {}: {text}", self.command);
+        }
+    }
+
+    /// A JSON line of its own (with `t_ms` and `event` added); nothing
+    /// without `--json`.
+    pub(crate) fn json_line(&self, event: &str, mut v: serde_json::Value) {
+        if self.json {
+            v["t_ms"] = self.t_ms().into();
+            v["event"] = event.into();
+            eprintln!("{v}");
+        }
+    }
+
+    /// A connection event worth a line.
+    pub(crate) fn event(&self, e: &ConnectionEvent) {
+        if self.json {
+            if let Some(v) = event_json(e, self.started) {
+                eprintln!("{v}");
+            }
+        } else if let Some(line) = describe(e) {
+            eprintln!("p2p {}: {line}", self.command);
+        }
+    }
+}
+
+/// Meets the peer and connects, showing progress (a one-line display on a
+/// terminal, JSON lines with `--json`); says `ready` (with `hint` after it
+/// on a terminal) once the encrypted connection is up.
+pub(crate) async fn establish(
+    a: &NetArgs,
+    command: &'static str,
+    hint: &str,
+) -> Result<(Connection, Report), AnyError> {
+    let peer = Peer::new(config(a)?)?;
+    let report = Report::new(a.json, command);
     let json = a.json;
     let tty = !json && std::io::stderr().is_terminal();
     let progress = Arc::new(Mutex::new(Progress {
@@ -270,7 +367,7 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
         ..Progress::default()
     }));
     let p2 = progress.clone();
-    let started = Instant::now();
+    let started = report.started;
     let connect = peer.connect_with(move |e| {
         let mut p = p2.lock().unwrap_or_else(|e| e.into_inner());
         match e {
@@ -292,7 +389,7 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             if tty {
                 eprint!("\r\x1b[K");
             }
-            eprintln!("p2p connect: {line}");
+            eprintln!("p2p {command}: {line}");
         }
     });
     tokio::pin!(connect);
@@ -317,7 +414,16 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
     if tty {
         eprint!("\r\x1b[K");
     }
-    let conn = conn?;
+    let conn = match conn {
+        Ok(c) => c,
+        Err(e) => {
+            report.json_line(
+                "failed",
+                serde_json::json!({ "reason": failure_name(&e), "text": e.to_string() }),
+            );
+            return Err(e.into());
+        }
+    };
     let ready = started.elapsed();
     let ice = progress
         .lock()
@@ -343,20 +449,17 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             .map(|d| format!(" (ICE {:.0} ms)", d.as_secs_f64() * 1000.0))
             .unwrap_or_default();
         eprintln!(
-            "p2p connect: ready in {:.0} ms{ice}; type lines to send, Ctrl-D to quit",
+            "p2p {command}: ready in {:.0} ms{ice}{hint}",
             ready.as_secs_f64() * 1000.0
         );
     }
-    let say = |event: &str, text: String| {
-        if json {
-            let v = serde_json::json!({
-                "t_ms": ms(started.elapsed()), "event": event, "text": text,
-            });
-            eprintln!("{v}");
-        } else {
-            eprintln!("p2p connect: {text}");
-        }
-    };
+    Ok((conn, report))
+}
+
+pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
+    let (conn, report) =
+        establish(&a.net, "connect", "; type lines to send, Ctrl-D to quit").await?;
+    let say = |event: &str, text: String| report.say(event, text);
     // The offerer opens the chat channel; the answerer takes the one the
     // other side opens (a browser tab opens its own).
     let chat = if conn.is_controlling() {
@@ -393,13 +496,9 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             got = chat.recv() => match got {
                 Ok(m) => {
                     received += 1;
-                    if json {
-                        let v = serde_json::json!({
-                            "t_ms": ms(started.elapsed()), "event": "message",
-                            "from": peer_name, "binary": m.binary, "len": m.data.len(),
-                        });
-                        eprintln!("{v}");
-                    }
+                    report.json_line("message", serde_json::json!({
+                        "from": peer_name, "binary": m.binary, "len": m.data.len(),
+                    }));
                     if stdout_tty {
                         stdout.write_all(format!("{peer_name}: ").as_bytes()).await?;
                     }
@@ -425,13 +524,7 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
                     | ConnectionEvent::Restarting | ConnectionEvent::SignalingLost
                     | ConnectionEvent::Closed(_)) => {
                     if let Some(ev) = e.as_ref() {
-                        if json {
-                            if let Some(v) = event_json(ev, started) {
-                                eprintln!("{v}");
-                            }
-                        } else if let Some(line) = describe(ev) {
-                            eprintln!("p2p connect: {line}");
-                        }
+                        report.event(ev);
                     }
                     if matches!(e, Some(ConnectionEvent::Closed(_))) {
                         ended = true;

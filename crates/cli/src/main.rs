@@ -18,6 +18,7 @@ use tokio::net::UdpSocket;
 
 mod connect_cmd;
 mod demo;
+mod transfer;
 
 /// The p2p stack: STUN server, STUN client, NAT behaviour discovery.
 #[derive(Debug, Parser)]
@@ -42,6 +43,10 @@ enum Command {
     Turn(TurnArgs),
     /// Be a peer: meet another through a signaling server, connect, chat over stdin/stdout.
     Connect(connect_cmd::ConnectArgs),
+    /// Send a file to the peer that runs `p2p receive` (or the page) in the room.
+    Send(transfer::SendArgs),
+    /// Receive a file from the peer that runs `p2p send` (or the page) in the room.
+    Receive(transfer::ReceiveArgs),
     /// Run the whole stack on loopback: the daemon, two peers, a connection, a report.
     Demo(demo::DemoArgs),
 }
@@ -363,7 +368,14 @@ fn init_logging(verbose: u8, config_level: Option<&str>) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // sctp-proto logs a peer's ABORT (how aiortc and some browsers close) at
+    // ERROR; the session reports what it means. Its own lines from -vv on.
+    let directives = if verbose < 2 {
+        format!("{level},sctp_proto=off")
+    } else {
+        level.to_owned()
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -396,6 +408,14 @@ fn main() -> ExitCode {
             Command::Connect(a) => {
                 init_logging(cli.verbose, None);
                 connect_cmd::run(a).await
+            }
+            Command::Send(a) => {
+                init_logging(cli.verbose, None);
+                transfer::send(a).await
+            }
+            Command::Receive(a) => {
+                init_logging(cli.verbose, None);
+                transfer::receive(a).await
             }
             Command::Demo(a) => {
                 init_logging(cli.verbose, None);
