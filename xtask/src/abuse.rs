@@ -18,6 +18,7 @@
 mod daemon;
 mod signaling;
 mod stun;
+mod turn;
 mod turnc;
 mod ws;
 
@@ -28,7 +29,8 @@ use std::time::{Duration, Instant};
 use crate::bench_util::target_dir;
 use crate::{cargo, run};
 use signaling::{credential_farming, idle_flood, slow_readers, slowloris};
-use stun::{password_guessing, stun_flood, stun_slowloris, turn_farming};
+use stun::{stun_flood, stun_slowloris};
+use turn::{password_guessing, turn_farming, turn_slow_readers};
 
 /// One attack: its name, the finding it reproduces, and the function.
 type Attack = fn(&Ctx) -> Result<Report, String>;
@@ -73,6 +75,11 @@ const ATTACKS: &[(&str, &str, Attack)] = &[
         "password-guessing",
         "18.4: wrong-password Allocates as fast as one socket sends them",
         password_guessing,
+    ),
+    (
+        "turn-slow-readers",
+        "18.1 on the TURN port: TURN clients over TCP that stop reading while a peer sends to their relays",
+        turn_slow_readers,
     ),
 ];
 

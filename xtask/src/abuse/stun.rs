@@ -1,27 +1,23 @@
-//! The attacks on the STUN/TURN port: TCP slowloris and header-pinned
-//! buffers (issue 18.2), one address taking every TCP slot (18.2), TURN
-//! credential farming into relay allocations (18.3), password guessing
-//! (18.4).
+//! The attacks on the STUN/TURN port's TCP connections: slowloris and
+//! header-pinned buffers (issue 18.2), one address taking every TCP slot
+//! (18.2). The TURN attacks are in `turn.rs`.
 
-use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::net::{IpAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::daemon::{ip, median, mib, Daemon, RssPeak};
-use super::turnc::{self, Signed};
-use super::ws::{self, field, Ws};
-use super::{Ctx, Report, STEP};
+use super::turnc;
+use super::ws;
+use super::{Ctx, Report};
 
-const REALM: &str = "abuse.test";
-const ALICE: &str = "alice:abuse-pw";
+pub(super) const REALM: &str = "abuse.test";
+pub(super) const ALICE: &str = "alice:abuse-pw";
 
 /// The TURN daemon every attack here starts: a static user, relaying to
 /// loopback allowed (the legitimate client's echo peer is on 127.0.0.1).
-fn turn_args<'a>(more: &[&'a str]) -> Vec<&'a str> {
+pub(super) fn turn_args<'a>(more: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
         "--realm",
         REALM,
@@ -317,6 +313,27 @@ pub(super) fn stun_flood(ctx: &Ctx) -> Result<Report, String> {
         "stun-flood",
         format!("stun.max_connections = {max}; defaults: max_connections_per_ip = 64 (IPv6 by ipv6_prefix = 64), reserved_percent = 10 (slots kept for addresses holding fewer than reserve_below = 4)"),
     );
+    // As before: no per-address limit, no reserve.
+    let (before_took, before_legit) = {
+        let b = Daemon::start(
+            ctx,
+            "stun-flood-before",
+            &turn_args(&[
+                "--max-connections",
+                &max_s,
+                "--max-per-ip",
+                &max_s,
+                "--reserve",
+                "0",
+            ]),
+        )?;
+        let mut held = Vec::new();
+        open_tcp(&b, ip(0, 5, 1), max, &mut held);
+        let legit = (0..7)
+            .filter(|_| turnc::tcp_binding(b.tcp, ip(0, 0, 1)).is_ok())
+            .count();
+        (held.len(), legit)
+    };
     turnc::legit_turn(ctx, d.tcp, ALICE, true).map_err(|e| format!("warm-up: {e}"))?;
     thread::sleep(Duration::from_millis(300));
     let base = d.rss();
@@ -362,7 +379,11 @@ pub(super) fn stun_flood(ctx: &Ctx) -> Result<Report, String> {
         ),
     );
     r.figure(
-        "legitimate Bindings over TCP from another address meanwhile (0 of 7 before)",
+        "as before (max_connections_per_ip = max_connections, reserved_percent = 0): one address took / legitimate Bindings served",
+        format!("{before_took} of {max} / {before_legit} of 7"),
+    );
+    r.figure(
+        "legitimate Bindings over TCP from another address meanwhile",
         format!("{} of 7", count(&legit_one)),
     );
     r.figure(
@@ -401,6 +422,10 @@ pub(super) fn stun_flood(ctx: &Ctx) -> Result<Report, String> {
         format!("{refused_per_ip} / {refused_reserved}"),
     );
     r.check(
+        "as before, without the limits, one address takes every slot and a legitimate client fails 7 of 7",
+        before_took == max && before_legit == 0,
+    );
+    r.check(
         format!("one address is held to {per_ip} connections"),
         admitted_one == per_ip && refused_one == max - per_ip,
     );
@@ -431,297 +456,5 @@ pub(super) fn stun_flood(ctx: &Ctx) -> Result<Report, String> {
     );
     r.check("the daemon is still running", d.alive());
     drop(held);
-    Ok(r)
-}
-
-/// Issue 18.3, the TURN side: a farmer collects REST credentials (here the
-/// way it did before the signaling fix: one with every welcome, no rate)
-/// and allocates with them from one address as fast as it can (before,
-/// 16,384 allocations in 2.6 s took the whole relay range and the static
-/// user got 508). REST users together are held to their share, one
-/// address to the share less its reserve; the static user and a REST user
-/// from another address still allocate.
-pub(super) fn turn_farming(ctx: &Ctx) -> Result<Report, String> {
-    let (ports, welcomes) = if ctx.short {
-        (500u32, 400usize)
-    } else {
-        (2000, 1700)
-    };
-    let (min_port, max_port) = (24000u32, 24000 + ports - 1);
-    let (lo, hi) = (min_port.to_string(), max_port.to_string());
-    let mut d = Daemon::start(
-        ctx,
-        "turn-farming",
-        &turn_args(&[
-            "--auth-secret",
-            "abuse-secret",
-            "--turn-credentials",
-            "welcome",
-            "--credential-burst",
-            "1000000",
-            "--credential-rate",
-            "1000000",
-            "--min-port",
-            &lo,
-            "--max-port",
-            &hi,
-        ]),
-    )?;
-    let mut r = Report::new(
-        "turn-farming",
-        format!("relay ports {min_port}-{max_port} ({ports}: the capacity, turn.total_quota = 0); defaults: turn.rest_share_percent = 80 (static users and a secret), reserved_percent = 10 (within the share too), reserve_below = 4, user_quota = 10; signaling opened up as before its fix (turn_credentials = welcome, no rate)"),
-    );
-    // Farm.
-    let started = Instant::now();
-    let mut creds: Vec<(String, String)> = Vec::new();
-    for _ in 0..welcomes {
-        let Ok(mut c) = Ws::connect(d.signaling, ip(0, 0, 9), None) else {
-            continue;
-        };
-        if let Some(w) = c.wait_for("\"welcome\"", STEP) {
-            if let (Some(u), Some(p)) = (field(&w, "username"), field(&w, "credential")) {
-                creds.push((u.to_owned(), p.to_owned()));
-            }
-        }
-    }
-    let farm_time = started.elapsed();
-    // Allocate from one address, each 5-tuple on a port of its own, ten a
-    // user (its quota), until 20 refusals in a row.
-    let started = Instant::now();
-    let mut codes: BTreeMap<u16, u32> = BTreeMap::new();
-    let (mut granted, mut streak, mut i) = (0u32, 0, 0u32);
-    let spare = creds.pop();
-    while streak < 20 && (i / 10) < creds.len() as u32 && i < 30_000 {
-        let (user, pass) = &creds[(i / 10) as usize];
-        let from = SocketAddr::new(ip(0, 8, 1), 10_000 + i as u16);
-        let result = turnc::udp(from)
-            .map_err(|_| 0u16)
-            .and_then(|s| turnc::udp_allocate(&s, d.udp, i * 2, user, pass));
-        i += 1;
-        match result {
-            Ok(()) => {
-                granted += 1;
-                streak = 0;
-            }
-            Err(c) => {
-                *codes.entry(c).or_default() += 1;
-                streak += 1;
-            }
-        }
-    }
-    let alloc_time = started.elapsed();
-    // A REST user from another address, and the static user.
-    let light = spare.map(|(user, pass)| {
-        turnc::udp(SocketAddr::new(ip(0, 8, 2), 0))
-            .map_err(|_| 0)
-            .and_then(|s| turnc::udp_allocate(&s, d.udp, 1, &user, &pass))
-    });
-    let static_user = turnc::legit_turn(ctx, d.udp, ALICE, false);
-    let m = |s: &str| d.metric_or_zero(s);
-    let refused_share = m("p2p_turn_allocations_refused_total{reason=\"rest_share\"}");
-    let share = ports * 80 / 100;
-    let farmer_limit = share - (share * 10).div_ceil(100);
-    r.figure(
-        "REST credentials farmed from welcomes",
-        format!("{} in {:.1} s", creds.len() + 1, farm_time.as_secs_f64()),
-    );
-    r.figure(
-        "allocations the farmer got from one address (share of the capacity)",
-        format!(
-            "{granted} of {ports} ({:.0} %) in {:.1} s; then refused: {}",
-            f64::from(granted) * 100.0 / f64::from(ports),
-            alloc_time.as_secs_f64(),
-            codes
-                .iter()
-                .map(|(c, n)| format!("{n}× {c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    );
-    r.figure(
-        "a REST user from another address / the static user (p2p turn)",
-        format!(
-            "{} / {}",
-            match &light {
-                Some(Ok(())) => "allocated".to_owned(),
-                Some(Err(c)) => format!("FAILED: {c}"),
-                None => "no credential left".to_owned(),
-            },
-            match &static_user {
-                Ok(t) => format!("allocated and relayed in {:.2} s", t.as_secs_f64()),
-                Err(e) => format!("FAILED: {e}"),
-            }
-        ),
-    );
-    r.figure("refused by the metrics: rest_share", refused_share);
-    r.check(
-        format!("the farmer got at most the REST share less its reserve ({granted} ≤ {farmer_limit} of {ports})"),
-        granted <= farmer_limit && granted > 0,
-    );
-    r.check(
-        "it was then refused with 486 (the REST share)",
-        codes.keys().all(|c| *c == 486) && refused_share >= 1,
-    );
-    r.check(
-        "a REST user from another address still allocates",
-        matches!(light, Some(Ok(()))),
-    );
-    r.check(
-        "the static user still allocates and relays",
-        static_user.is_ok(),
-    );
-    r.check("the daemon is still running", d.alive());
-    Ok(r)
-}
-
-/// Issue 18.4: wrong-password Allocates from one socket as fast as it can
-/// send them (before, 100,000 in 5.1 s, all answered 401, each logged at
-/// INFO: 25 MB of log). Past the burst, the server drops them unanswered
-/// and unchecked (the right password too); the failures are logged as one
-/// summary per 10 s; the static user from another address is served.
-pub(super) fn password_guessing(ctx: &Ctx) -> Result<Report, String> {
-    let n: u32 = if ctx.short { 20_000 } else { 100_000 };
-    let mut d = Daemon::start_logged(ctx, "password-guessing", "info", &turn_args(&[]))?;
-    let mut r = Report::new(
-        "password-guessing",
-        "defaults: turn.auth_failure_burst = 20, auth_failures_per_minute = 60 per client address (IPv6 by stun.ipv6_prefix), in a fixed table (2 × 16,384 leaky counters, 256 KiB); past it, requests with credentials are dropped unanswered and unchecked; failures logged at INFO as one summary per 10 s; the daemon logs at info",
-    );
-    let s = turnc::udp(SocketAddr::new(ip(0, 7, 1), 0)).map_err(|e| e.to_string())?;
-    let first = turnc::ask(&s, d.udp, &turnc::allocate(0, None)).ok_or("no challenge")?;
-    let (realm, nonce) = turnc::challenge(&first).ok_or("not a challenge")?;
-    let answered = Arc::new(AtomicU64::new(0));
-    let successes = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let s = s.try_clone().map_err(|e| e.to_string())?;
-        let (answered, successes, stop) = (answered.clone(), successes.clone(), stop.clone());
-        let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-        thread::spawn(move || {
-            let mut b = [0u8; 2048];
-            while !stop.load(Relaxed) {
-                if let Ok(n) = s.recv(&mut b) {
-                    match turnc::outcome(&b[..n]) {
-                        Err(401) => answered.fetch_add(1, Relaxed),
-                        Ok(()) => successes.fetch_add(1, Relaxed),
-                        Err(_) => 0,
-                    };
-                }
-            }
-        })
-    };
-    let started = Instant::now();
-    for k in 1..=n {
-        // Halfway, the right password: a guess that would succeed.
-        let password = if k == n / 2 {
-            "abuse-pw".to_owned()
-        } else {
-            format!("guess-{k}")
-        };
-        let signed = Signed {
-            user: "alice",
-            password: &password,
-            realm: &realm,
-            nonce: &nonce,
-        };
-        let _ = s.send_to(&turnc::allocate(k, Some(&signed)), d.udp);
-    }
-    let send_time = started.elapsed();
-    thread::sleep(Duration::from_secs(1));
-    let elapsed = started.elapsed().as_secs_f64();
-    stop.store(true, Relaxed);
-    let _ = reader.join();
-    let answered = answered.load(Relaxed);
-    let right_answered = successes.load(Relaxed) > 0;
-    // The static user from its own address.
-    let legit = turnc::legit_turn(ctx, d.udp, ALICE, false);
-    let m = |s: &str| d.metric_or_zero(s);
-    let failures = m("p2p_turn_auth_failures_total{transport=\"udp\"}");
-    let throttled = m("p2p_turn_auth_throttled_total");
-    // The summary comes once its 10 s window is over.
-    let window_end = started + Duration::from_secs(11);
-    thread::sleep(window_end.saturating_duration_since(Instant::now()));
-    let log = std::fs::read_to_string(&d.log).unwrap_or_default();
-    let per_failure = log
-        .lines()
-        .filter(|l| l.contains("turn authentication failed"))
-        .count();
-    let summaries: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("turn authentication failures:"))
-        .collect();
-    let allowed = 20.0 + elapsed + 2.0;
-    r.figure(
-        "wrong-password Allocates sent from one socket",
-        format!(
-            "{n} in {:.1} s ({:.0}/s)",
-            send_time.as_secs_f64(),
-            f64::from(n) / send_time.as_secs_f64()
-        ),
-    );
-    r.figure(
-        "answered (401) / reached the server (failures + throttled)",
-        format!("{answered} / {}", failures + throttled),
-    );
-    r.figure(
-        "guessing rate allowed",
-        format!(
-            "{answered} answers in {elapsed:.1} s (burst 20, then 1 a second); was every guess"
-        ),
-    );
-    r.figure(
-        "the right password, sent as guess n/2 (past the limit)",
-        if right_answered {
-            "ALLOCATED"
-        } else {
-            "dropped unchecked"
-        },
-    );
-    r.figure(
-        "the static user from another address (p2p turn)",
-        match &legit {
-            Ok(t) => format!("allocated and relayed in {:.2} s", t.as_secs_f64()),
-            Err(e) => format!("FAILED: {e}"),
-        },
-    );
-    r.figure(
-        "daemon log at info: bytes / per-failure lines / summary lines",
-        format!(
-            "{} / {per_failure} / {} (25 MB per 100k guesses before)",
-            log.len(),
-            summaries.len()
-        ),
-    );
-    if let Some(line) = summaries.first() {
-        let text = line
-            .split("turn authentication failures:")
-            .nth(1)
-            .unwrap_or("");
-        r.figure(
-            "the summary",
-            format!("turn authentication failures:{text}"),
-        );
-    }
-    r.check(
-        format!("the guesser got at most burst + rate × time answers ({answered} ≤ {allowed:.0})"),
-        (answered as f64) <= allowed && answered >= 20,
-    );
-    r.check(
-        "the right password among the guesses past the limit is not answered",
-        !right_answered,
-    );
-    r.check(
-        "the metrics count the failures and the throttled requests",
-        failures == answered && throttled > 0,
-    );
-    r.check(
-        "the static user from another address is served",
-        legit.is_ok(),
-    );
-    r.check(
-        "no line per failure at info; one summary per 10 s window",
-        per_failure == 0 && !summaries.is_empty() && summaries.len() <= 2,
-    );
-    r.check("the log stays under 64 KiB", log.len() < 64 * 1024);
-    r.check("the daemon is still running", d.alive());
     Ok(r)
 }

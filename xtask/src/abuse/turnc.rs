@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use p2p_stun::attr::{
-    ErrorCode, Nonce, PasswordAlgorithm, Realm, RequestedTransport, Username, PROTO_UDP,
+    ErrorCode, Nonce, PasswordAlgorithm, Realm, RequestedTransport, Username, XorPeerAddress,
+    XorRelayedAddress, PROTO_UDP,
 };
 use p2p_stun::{Key, Message, MessageBuilder, MessageClass, MessageType, Method, TransactionId};
 
@@ -42,14 +43,34 @@ pub(super) struct Signed<'a> {
 
 /// An Allocate for a UDP relay, signed when `signed` is given.
 pub(super) fn allocate(id: u32, signed: Option<&Signed<'_>>) -> Vec<u8> {
+    request(Method::ALLOCATE, id, signed, |b| {
+        b.add(&RequestedTransport(PROTO_UDP)).map(drop)
+    })
+}
+
+/// A signed CreatePermission for `peer`'s address.
+pub(super) fn create_permission(id: u32, peer: SocketAddr, signed: &Signed<'_>) -> Vec<u8> {
+    request(Method::CREATE_PERMISSION, id, Some(signed), |b| {
+        b.add(&XorPeerAddress(peer)).map(drop)
+    })
+}
+
+/// A request of `method` with what `attrs` adds, signed when `signed` is
+/// given (empty if it cannot be built).
+fn request(
+    method: Method,
+    id: u32,
+    signed: Option<&Signed<'_>>,
+    attrs: impl FnOnce(&mut MessageBuilder<&mut Vec<u8>>) -> Result<(), p2p_stun::EncodeError>,
+) -> Vec<u8> {
     let mut v = Vec::new();
     let built = (|| {
         let mut b = MessageBuilder::new(
             &mut v,
-            MessageType::new(Method::ALLOCATE, MessageClass::Request),
+            MessageType::new(method, MessageClass::Request),
             tid(id),
         )?;
-        b.add(&RequestedTransport(PROTO_UDP))?;
+        attrs(&mut b)?;
         if let Some(s) = signed {
             let key = Key::long_term(s.user, s.realm, s.password, PasswordAlgorithm::Md5)
                 .map_err(|_| p2p_stun::EncodeError::TooLarge)?;
@@ -64,6 +85,45 @@ pub(super) fn allocate(id: u32, signed: Option<&Signed<'_>>) -> Vec<u8> {
         v.clear();
     }
     v
+}
+
+/// The relayed address of an Allocate success.
+pub(super) fn relayed(resp: &[u8]) -> Option<SocketAddr> {
+    let m = Message::decode(resp).ok()?;
+    Some(m.get::<XorRelayedAddress>().ok()??.0)
+}
+
+/// Over a new TCP connection from `from`: allocate a UDP relay as
+/// `user`/`password` and permit `peer`'s address. The connection and the
+/// relayed address.
+pub(super) fn tcp_relay(
+    to: SocketAddr,
+    from: IpAddr,
+    rcvbuf: Option<usize>,
+    user: &str,
+    password: &str,
+    peer: SocketAddr,
+) -> Result<(TcpStream, SocketAddr), String> {
+    use std::io::Write;
+    let mut s = super::ws::tcp(to, from, rcvbuf).map_err(|e| format!("connect: {e}"))?;
+    let mut ask = |req: Vec<u8>| -> Result<Vec<u8>, String> {
+        s.write_all(&req).map_err(|e| format!("write: {e}"))?;
+        read_stun(&mut s).map_err(|e| format!("read: {e}"))
+    };
+    let first = ask(allocate(1, None))?;
+    let (realm, nonce) = challenge(&first).ok_or("no challenge")?;
+    let signed = Signed {
+        user,
+        password,
+        realm: &realm,
+        nonce: &nonce,
+    };
+    let resp = ask(allocate(2, Some(&signed)))?;
+    outcome(&resp).map_err(|c| format!("allocate: error {c}"))?;
+    let relayed = relayed(&resp).ok_or("no relayed address")?;
+    let resp = ask(create_permission(3, peer, &signed))?;
+    outcome(&resp).map_err(|c| format!("permission: error {c}"))?;
+    Ok((s, relayed))
 }
 
 /// What a response says: `Ok(())` for a success, `Err(code)` for an error
