@@ -317,20 +317,35 @@ impl NonceMinter {
         client: SocketAddr,
         transport: Transport,
     ) -> bool {
-        let Some(rest) = nonce.strip_prefix(NONCE_COOKIE).and_then(|r| r.get(4..)) else {
-            return false;
-        };
+        self.stamp_if_minted(nonce, client, transport)
+            .is_some_and(|stamp| {
+                u64::from((secs as u32).wrapping_sub(stamp)) < self.lifetime.as_secs()
+            })
+    }
+
+    /// Whether `nonce` was minted by us for `client`, fresh or stale.
+    pub(crate) fn minted_for(&self, nonce: &str, client: SocketAddr, transport: Transport) -> bool {
+        self.stamp_if_minted(nonce, client, transport).is_some()
+    }
+
+    /// The time stamp of `nonce` if we minted it for `client`.
+    fn stamp_if_minted(
+        &self,
+        nonce: &str,
+        client: SocketAddr,
+        transport: Transport,
+    ) -> Option<u32> {
+        let rest = nonce.strip_prefix(NONCE_COOKIE).and_then(|r| r.get(4..))?;
         let mut raw = [0u8; 12];
         let ok = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode_slice(rest, &mut raw)
             .is_ok_and(|n| n == 12);
         if !ok || nonce_features(nonce) != Some(self.features) {
-            return false;
+            return None;
         }
         let stamp = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
         let mac_ok: bool = raw[4..].ct_eq(&self.mac(stamp, client, transport)).into();
-        let age = (secs as u32).wrapping_sub(stamp);
-        mac_ok && u64::from(age) < self.lifetime.as_secs()
+        mac_ok.then_some(stamp)
     }
 }
 

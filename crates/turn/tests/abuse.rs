@@ -9,8 +9,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 use common::*;
-use p2p_stun::attr::{Lifetime, PasswordAlgorithm, RequestedTransport, PROTO_UDP};
-use p2p_stun::{Key, MessageBuilder, Method};
+use p2p_stun::attr::{
+    ErrorCode, Lifetime, Nonce, PasswordAlgorithm, Realm, RequestedTransport, Username, PROTO_UDP,
+};
+use p2p_stun::{Key, Message, MessageBuilder, MessageClass, MessageType, Method, TransactionId};
 use p2p_turn::*;
 
 fn udp(b: &mut MessageBuilder<&mut Vec<u8>>) {
@@ -54,6 +56,108 @@ fn credentials_past_the_failure_limit_are_dropped_unchecked_and_unanswered() {
         allocate(&mut net, guesser, "alice", "wonderland"),
         Some(None)
     );
+}
+
+/// The nonce a 401 gives `from`.
+fn nonce_for(net: &mut Net, from: SocketAddr) -> String {
+    let mut req = Vec::new();
+    let mut b = MessageBuilder::new(
+        &mut req,
+        MessageType::new(Method::ALLOCATE, MessageClass::Request),
+        TransactionId::new([3; 12]),
+    )
+    .unwrap();
+    udp(&mut b);
+    let challenge = net.raw_over(Transport::Udp, from, &req).expect("a 401");
+    let msg = Message::decode(&challenge).unwrap();
+    msg.get::<Nonce>().unwrap().unwrap().as_str().to_owned()
+}
+
+/// A signed Allocate from `from` with `nonce` (minted for whoever): the
+/// answer's code (`Some(None)` a success), `None` when unanswered.
+fn allocate_with_nonce(
+    net: &mut Net,
+    from: SocketAddr,
+    nonce: &str,
+    password: &str,
+) -> Option<Option<u16>> {
+    let key = Key::long_term("alice", REALM, password, PasswordAlgorithm::Md5).unwrap();
+    let mut req = Vec::new();
+    let mut b = MessageBuilder::new(
+        &mut req,
+        MessageType::new(Method::ALLOCATE, MessageClass::Request),
+        TransactionId::new([4; 12]),
+    )
+    .unwrap();
+    udp(&mut b);
+    b.add(&Username::new("alice").unwrap()).unwrap();
+    b.add(&Realm::new(REALM).unwrap()).unwrap();
+    b.add(&Nonce::new(nonce).unwrap()).unwrap();
+    b.add_message_integrity(&key).unwrap();
+    net.raw_over(Transport::Udp, from, &req).map(|r| {
+        let m = Message::decode(&r).unwrap();
+        match m.typ().class {
+            MessageClass::Error => Some(m.get::<ErrorCode>().unwrap().unwrap().code()),
+            _ => None,
+        }
+    })
+}
+
+#[test]
+fn a_forged_source_cannot_get_its_owner_throttled() {
+    let mut net = Net::new(server_config(), users());
+    // The forger gets nonces at its own address and sends wrong passwords
+    // as if from the victim's (UDP lets it): the nonces were not minted
+    // for the victim, so the failures count against the foreign-nonce
+    // key, not the victim's address.
+    let forger = addr("198.51.100.9:4000");
+    let victim = addr("192.0.2.10:5000");
+    let foreign = nonce_for(&mut net, forger);
+    for k in 0..100 {
+        let _ = allocate_with_nonce(&mut net, victim, &foreign, &format!("guess-{k}"));
+    }
+    let k = net.server.counters();
+    assert_eq!(k.auth_failures, 20, "the foreign-nonce key's burst");
+    assert_eq!(k.auth_throttled, 80);
+    // The victim, with the nonce minted for it, is not throttled.
+    assert_eq!(
+        allocate(&mut net, victim, "alice", "wonderland"),
+        Some(None)
+    );
+}
+
+#[test]
+fn foreign_nonces_do_not_escape_the_limit_nor_reveal_a_right_password() {
+    let mut net = Net::new(server_config(), users());
+    let guesser = addr("192.0.2.66:4000");
+    let elsewhere = addr("192.0.2.66:4001");
+    let foreign = nonce_for(&mut net, elsewhere);
+    // A foreign nonce is not fresh for this 5-tuple: the right password
+    // would get a 438 (checked, then stale), a wrong one a 401.
+    assert_eq!(
+        allocate_with_nonce(&mut net, guesser, &foreign, "wonderland"),
+        Some(Some(438))
+    );
+    for k in 0..20 {
+        assert_eq!(
+            allocate_with_nonce(&mut net, guesser, &foreign, &format!("guess-{k}")),
+            Some(Some(401))
+        );
+    }
+    // Past the foreign-nonce key's burst, nothing signed with a foreign
+    // nonce is checked: no 438 tells the right password apart.
+    assert_eq!(
+        allocate_with_nonce(&mut net, guesser, &foreign, "wonderland"),
+        None
+    );
+    // The guesser's own nonces still count against its address.
+    for k in 0..20 {
+        assert_eq!(
+            allocate(&mut net, guesser, "alice", &format!("own-{k}")),
+            Some(Some(401))
+        );
+    }
+    assert_eq!(allocate(&mut net, guesser, "alice", "wonderland"), None);
 }
 
 #[test]

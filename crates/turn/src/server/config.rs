@@ -129,7 +129,10 @@ pub struct ServerConfig {
     /// fixed size whatever the number of addresses. Past the limit,
     /// requests with credentials from that address are dropped without an
     /// answer and without being checked, so that a guess cannot succeed
-    /// either; the client's retransmissions back off. Default
+    /// either; the client's retransmissions back off. A failure counts
+    /// against the address only when its nonce was minted for that 5-tuple;
+    /// requests signed with anyone else's nonce share one key, so that a
+    /// forged source address cannot get its owner throttled. Default
     /// [`AuthLimit::default`] (20, then 60 a minute); `None`: no limit.
     pub auth_failure_limit: Option<AuthLimit>,
     /// Permissions one allocation may hold (508 beyond). Default 256.
