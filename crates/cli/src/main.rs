@@ -78,7 +78,7 @@ struct ServeArgs {
     /// Largest PADDING in a response, bytes [stun.max_padding].
     #[arg(long, value_name = "BYTES")]
     max_padding: Option<usize>,
-    /// Seconds before a silent TCP/TLS connection is closed [stun.tcp_idle_timeout_secs].
+    /// Seconds a TCP/TLS connection may go without progress (a success answered), and a frame may take to arrive, before it is closed [stun.tcp_idle_timeout_secs].
     #[arg(long, value_name = "SECS")]
     tcp_idle_timeout: Option<u64>,
     /// Most TCP/TLS connections at once [stun.max_connections].

