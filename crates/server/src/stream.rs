@@ -546,6 +546,25 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_64_counts_as_one_address_and_is_counted() {
+        let counters = Counters::new(1);
+        let a = Admission::new(addr_limits(&StunConfig::default()), counters.clone());
+        let host = |net: u16, i: u16| IpAddr::from([0x2001, 0xdb8, 0, net, 0, 0, 0, i]);
+        // 64 hosts of one /64: admitted; the 65th is refused per address.
+        let held: Vec<Admitted> = (1..=64).map(|i| a.admit(host(0, i)).unwrap()).collect();
+        assert!(matches!(a.admit(host(0, 65)), Err(Refusal::PerAddress)));
+        // The next /64 is another address.
+        let other = a.admit(host(1, 1)).unwrap();
+        let snap = counters.snapshot();
+        assert_eq!((snap.tcp_open, snap.tcp_addresses), (65, 2));
+        assert_eq!(snap.tcp_refused_per_ip, 1);
+        drop(held);
+        drop(other);
+        let snap = counters.snapshot();
+        assert_eq!((snap.tcp_open, snap.tcp_addresses), (0, 0));
+    }
+
+    #[test]
     fn the_default_limits_hold_one_address_to_64_of_4096() {
         let l = addr_limits(&StunConfig::default());
         assert_eq!(
