@@ -1,9 +1,10 @@
 //! The STUN/TURN TCP port under abuse (issue 18.2), on loopback with a
 //! one-second idle timeout: bytes alone and error answers are not progress,
 //! an unauthenticated TURN request does not raise the timeout, a connection
-//! that holds an allocation outlives it, and one address is held to its
-//! share of the connections while a light address still gets in. Every
-//! wait is bounded.
+//! that holds an allocation outlives it, one address is held to its
+//! share of the connections while a light address still gets in, and a
+//! TURN client that stops reading is closed by the write timeout while its
+//! queue drops what does not fit. Every wait is bounded.
 
 mod common;
 
@@ -233,6 +234,56 @@ async fn one_address_is_held_to_its_share_and_a_light_address_still_gets_in() {
         // Idle connections go at the idle timeout, the light one too.
         let lived = closed_after(&mut light, since).await;
         assert!(lived < Duration::from_millis(2500), "{lived:?}");
+        srv.stop().await;
+    })
+    .await
+    .expect("in time");
+}
+
+#[tokio::test]
+async fn a_turn_client_that_stops_reading_is_closed_by_the_write_timeout_and_the_rest_dropped() {
+    tokio::time::timeout(BOUND, async {
+        let srv = serve("", OPEN).await;
+        let metrics = srv.metrics.unwrap();
+        let mut c = Client::tcp(srv.tcp.unwrap(), "alice", "secret").await;
+        let relayed = c.allocate().await.expect("allocated");
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        c.permit(peer.local_addr().unwrap())
+            .await
+            .expect("permitted");
+        // The client reads nothing more while the peer sends to its relay:
+        // the kernel's buffers fill, then the connection's queue (its
+        // bound drops the rest), then a write waits past the timeout (1 s).
+        let started = Instant::now();
+        let payload = [7u8; 1200];
+        let closed = loop {
+            for _ in 0..64 {
+                let _ = peer.send_to(&payload, relayed).await;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let m = scrape(metrics).await;
+            if sample(&m, "p2p_stream_closed_total{reason=\"write_timeout\"}") == 1 {
+                break started.elapsed();
+            }
+            assert!(started.elapsed() < 2 * STEP, "still open");
+        };
+        let m = scrape(metrics).await;
+        assert!(sample(&m, "p2p_turn_dropped_total{reason=\"send_failed\"}") > 0);
+        assert!(closed >= Duration::from_secs(1), "{closed:?}");
+        // The allocation ends with its connection.
+        let deadline = Instant::now() + STEP;
+        while sample(
+            &scrape(metrics).await,
+            "p2p_turn_allocations{transport=\"tcp\"}",
+        ) != 0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the allocation outlived its connection"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(c);
         srv.stop().await;
     })
     .await
