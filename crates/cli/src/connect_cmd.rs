@@ -350,6 +350,43 @@ impl Report {
     }
 }
 
+/// The user stopped the command (Ctrl-C, SIGTERM); the peer was told, as
+/// far as the path allowed. `p2p` exits 130 for it.
+#[derive(Debug)]
+pub(crate) struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Resolves once SIGINT or SIGTERM came, at any time since the first call
+/// (the first call starts listening; a signal is remembered, so none is
+/// lost between one wait and the next). Only the commands that call it
+/// catch the signals; the others keep the default (the process ends).
+pub(crate) async fn interrupted() {
+    use std::sync::OnceLock;
+    use tokio::sync::watch;
+    static FLAG: OnceLock<watch::Receiver<bool>> = OnceLock::new();
+    let mut rx = FLAG
+        .get_or_init(|| {
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                crate::shutdown_signal().await;
+                let _ = tx.send(true);
+            });
+            rx
+        })
+        .clone();
+    if rx.wait_for(|&v| v).await.is_err() {
+        // The listener is gone (the runtime is shutting down): never.
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Meets the peer and connects, showing progress (a one-line display on a
 /// terminal, JSON lines with `--json`); says `ready` (with `hint` after it
 /// on a terminal) once the encrypted connection is up.
@@ -396,9 +433,20 @@ pub(crate) async fn establish(
     let spinner = ['|', '/', '-', '\\'];
     let mut tick = tokio::time::interval(Duration::from_millis(120));
     let mut n = 0usize;
+    let interrupt = interrupted();
+    tokio::pin!(interrupt);
     let conn = loop {
         tokio::select! {
             r = &mut connect => break r,
+            () = &mut interrupt => {
+                if tty {
+                    eprint!("\r\x1b[K");
+                }
+                report.json_line("failed", serde_json::json!({
+                    "reason": "interrupted", "text": "interrupted before the peer connected",
+                }));
+                return Err(Interrupted.into());
+            }
             _ = tick.tick(), if tty => {
                 let p = progress.lock().unwrap_or_else(|e| e.into_inner());
                 eprint!(
@@ -460,12 +508,23 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
     let (conn, report) =
         establish(&a.net, "connect", "; type lines to send, Ctrl-D to quit").await?;
     let say = |event: &str, text: String| report.say(event, text);
+    let interrupt = interrupted();
+    tokio::pin!(interrupt);
     // The offerer opens the chat channel; the answerer takes the one the
     // other side opens (a browser tab opens its own).
-    let chat = if conn.is_controlling() {
-        conn.open_channel(ChannelOptions::new("chat")).await?
-    } else {
-        conn.accept_channel().await?
+    let open = async {
+        if conn.is_controlling() {
+            Ok(conn.open_channel(ChannelOptions::new("chat")).await?)
+        } else {
+            Ok::<_, AnyError>(conn.accept_channel().await?)
+        }
+    };
+    let chat = tokio::select! {
+        c = open => c?,
+        () = &mut interrupt => {
+            conn.close().await;
+            return Err(Interrupted.into());
+        }
     };
     let peer_name = conn
         .peer_name()
@@ -478,6 +537,7 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
     let (mut sent, mut received) = (0u64, 0u64);
     let expect = a.expect_lines;
     let mut ended = false;
+    let mut stopped = false;
     // With --expect-lines: when the Nth line came, plus the linger.
     let mut leave_at: Option<tokio::time::Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -518,6 +578,13 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
                 }
             },
             _ = tokio::time::sleep_until(leave_at.unwrap_or(far)), if leave_at.is_some() => break,
+            // Ctrl-C or SIGTERM: close as Ctrl-D does, so that the peer
+            // learns at once (SCTP ABORT or SHUTDOWN, close_notify), not
+            // after its consent checks run out.
+            () = &mut interrupt => {
+                stopped = true;
+                break;
+            }
             e = conn.next_event() => match e {
                 // Events from the start are replayed first; skip those.
                 Some(ConnectionEvent::PathChanged(_) | ConnectionEvent::Disconnected
@@ -546,6 +613,9 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
         "done",
         format!("closed; {sent} line(s) sent, {received} received"),
     );
+    if stopped {
+        return Err(Interrupted.into());
+    }
     if let Some(n) = expect.filter(|n| received < *n) {
         return Err(
             format!("the connection ended after {received} of the {n} line(s) expected").into(),

@@ -432,6 +432,11 @@ fn main() -> ExitCode {
     rt.shutdown_background();
     match r {
         Ok(()) => ExitCode::SUCCESS,
+        // The shell's convention for a command stopped by SIGINT.
+        Err(e) if e.is::<connect_cmd::Interrupted>() => {
+            eprintln!("p2p: interrupted");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("p2p: {e}");
             ExitCode::FAILURE
@@ -566,7 +571,7 @@ async fn run_serve(a: ServeArgs, verbose: u8) -> Result<(), AnyError> {
 }
 
 /// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

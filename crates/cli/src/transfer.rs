@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::connect_cmd::{establish, NetArgs, Report};
+use crate::connect_cmd::{establish, Interrupted, NetArgs, Report};
 
 type AnyError = Box<dyn std::error::Error>;
 
@@ -225,7 +225,12 @@ pub(crate) async fn send(a: SendArgs) -> Result<(), AnyError> {
     let size = meta.len();
 
     let (conn, report) = establish(&a.net, "send", "").await?;
-    let r = send_on(&conn, &report, &mut file, &name, size).await;
+    // Ctrl-C or SIGTERM: the connection is closed at once, so that the
+    // receiver learns (and drops its partial file) within a round trip.
+    let r = tokio::select! {
+        r = send_on(&conn, &report, &mut file, &name, size) => r,
+        () = crate::connect_cmd::interrupted() => Err(Interrupted.into()),
+    };
     conn.close().await;
     r
 }
@@ -377,7 +382,13 @@ pub(crate) async fn receive(a: ReceiveArgs) -> Result<(), AnyError> {
     let _ = tokio::fs::remove_file(&probe).await;
 
     let (conn, report) = establish(&a.net, "receive", "").await?;
-    let r = receive_on(&conn, &report, dir, a.overwrite).await;
+    // Ctrl-C or SIGTERM while bytes arrive is handled inside (the partial
+    // file goes); before that, the connection is closed at once.
+    let r = tokio::select! {
+        biased;
+        r = receive_on(&conn, &report, dir, a.overwrite) => r,
+        () = crate::connect_cmd::interrupted() => Err(Interrupted.into()),
+    };
     conn.close().await;
     r
 }
@@ -435,7 +446,21 @@ async fn receive_on(
     };
     ch.send_text(Control::Accept.encode()).await?;
     report.say("receiving", format!("receiving {name} ({})", human(size)));
-    let r = receive_bytes(&ch, report, file, &name, size).await;
+    let r = tokio::select! {
+        r = receive_bytes(&ch, report, file, &name, size) => r,
+        () = crate::connect_cmd::interrupted() => {
+            let _ = tokio::fs::remove_file(&part).await;
+            let _ = ch
+                .send_text(
+                    Control::Error {
+                        reason: "the receiver was interrupted".into(),
+                    }
+                    .encode(),
+                )
+                .await;
+            return Err(Interrupted.into());
+        }
+    };
     match r {
         Ok(sha256) => {
             if let Err(e) = tokio::fs::rename(&part, &target).await {
