@@ -16,13 +16,14 @@ mod bench_connect;
 mod bench_server;
 mod bench_turn;
 mod bench_util;
+mod release;
 mod tasks;
 
 const USAGE: &str = "\
 usage: cargo xtask <task> [args]
 
 tasks:
-  ci            the whole suite: fmt, clippy, tests (fuzz corpora replayed), abuse --short, interop, aiortc, nat-lab, browser
+  ci            the whole suite: fmt, clippy, tests (fuzz corpora replayed), abuse --short, publish-check, docs, interop, aiortc, nat-lab, browser
   test          cargo tests of the workspace (nextest when installed)
   lint          rustfmt --check and clippy -D warnings
   interop       our binaries against coturn (needs the `coturn` package; installs it when CI=true)
@@ -33,6 +34,9 @@ tasks:
   ice-matrix    the 81-pair NAT matrix on the virtual network; rewrites docs/ice-matrix.md
   bench [what]  benchmarks: codec (default), stun-server, turn, connect, ice; reports in target/
   fuzz [target] [secs]  run cargo-fuzz on one target for a bounded time
+  publish-check [--verify]  every published crate packages (cargo publish --dry-run, all together);
+                --verify also builds each from its package (minutes)
+  docs [dir]    shell completions and man pages of `p2p`, from its CLI definition (default target/docs)
 ";
 
 fn main() -> ExitCode {
@@ -55,6 +59,8 @@ fn main() -> ExitCode {
         "ice-matrix" => tasks::ice_matrix(rest),
         "bench" => tasks::bench(rest),
         "fuzz" => tasks::fuzz(rest),
+        "publish-check" => release::publish_check(rest),
+        "docs" => release::docs(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

@@ -8,6 +8,8 @@ pub(crate) fn ci(_args: &[String]) -> Result<(), String> {
     lint()?;
     test(&[])?;
     crate::abuse::abuse(&["--short".to_owned()])?;
+    crate::release::publish_check(&[])?;
+    crate::release::docs(&[])?;
     interop(&[])?;
     aiortc(&[])?;
     nat_lab(&[])?;

@@ -28,11 +28,25 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 type AnyError = Box<dyn std::error::Error>;
 
+pub(crate) const EXAMPLES: &str = "\
+Examples:
+  # Two terminals, one room, through a local p2p serve:
+  p2p connect --signaling ws://127.0.0.1:8080/ws --room demo --name alice
+  p2p connect --signaling ws://127.0.0.1:8080/ws --room demo --name bob
+  # Relayed only, through a TURN server of your own:
+  p2p connect --signaling wss://example.org/ws --room demo --relay-only \\
+      --turn turn:example.org --turn-user alice --turn-password secret
+  # For scripts: JSON progress, exit after 3 messages:
+  p2p connect --signaling ws://127.0.0.1:8080/ws --room r --json --expect-lines 3
+
+A room holds one pair: a third peer is told the room is busy.";
+
 /// Where to meet the peer and how to reach it: the options `p2p connect`,
 /// `p2p send` and `p2p receive` share.
 #[derive(Debug, Args)]
 pub(crate) struct NetArgs {
-    /// The signaling server's WebSocket URL, ws://HOST:PORT[/ws].
+    /// The signaling server: ws://HOST:PORT/ws, wss://HOST[:PORT]/ws (TLS), the
+    /// page's http(s):// URL, or HOST[:PORT] (ws://, port 8080 as p2p serve's).
     #[arg(long, value_name = "URL")]
     signaling: String,
     /// The room to meet the other peer in.
@@ -44,11 +58,11 @@ pub(crate) struct NetArgs {
     /// A display name for the other peers.
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
-    /// A STUN server, stun:HOST[:PORT]; repeatable. Without --stun and
+    /// A STUN server, stun:HOST[:PORT] or HOST[:PORT]; repeatable. Without --stun and
     /// --turn, the servers of the signaling server's welcome are used.
     #[arg(long, value_name = "URI")]
     stun: Vec<String>,
-    /// A TURN server, turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]; repeatable.
+    /// A TURN server, turn:HOST[:PORT][?transport=udp|tcp], turns:HOST[:PORT] or HOST[:PORT]; repeatable.
     #[arg(long, value_name = "URI", requires = "turn_user")]
     turn: Vec<String>,
     /// The TURN username (for every --turn).
@@ -62,7 +76,9 @@ pub(crate) struct NetArgs {
         hide_env_values = true
     )]
     turn_password: Option<String>,
-    /// PEM file of the certificates to trust for turns: servers.
+    /// PEM file of the certificates to trust for wss:// signaling and turns:
+    /// servers, instead of the system's trust store (the default; SSL_CERT_FILE
+    /// and SSL_CERT_DIR are honoured).
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<std::path::PathBuf>,
     /// Use relayed candidates only (hides this machine's addresses).
@@ -105,7 +121,7 @@ pub(crate) struct ConnectArgs {
 }
 
 pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
-    let mut c = PeerConfig::new(a.signaling.clone(), a.room.clone())
+    let mut c = PeerConfig::new(signaling_url(&a.signaling)?, a.room.clone())
         .include_loopback(a.loopback)
         .local_addresses(a.bind.iter().copied())
         .connect_timeout(Duration::from_secs(a.timeout.max(1)));
@@ -116,14 +132,14 @@ pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
         c = c.policy(Policy::RelayOnly);
     }
     for s in &a.stun {
-        let u: IceServerUri = s.parse()?;
+        let u: IceServerUri = with_scheme(s, "stun:").parse()?;
         if u.is_turn() {
             return Err(format!("--stun {s}: a turn: URI goes in --turn").into());
         }
         c = c.ice_server(u);
     }
     for t in &a.turn {
-        let u: IceServerUri = t.parse()?;
+        let u: IceServerUri = with_scheme(t, "turn:").parse()?;
         if !u.is_turn() {
             return Err(format!("--turn {t}: expected turn: or turns:").into());
         }
@@ -141,8 +157,80 @@ pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
             let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
             c.tls_roots.push(cert.as_ref().to_vec());
         }
+        if c.tls_roots.is_empty() {
+            return Err(format!("--tls-ca {}: no PEM certificate in it", path.display()).into());
+        }
+    } else {
+        // The system's trust store (SSL_CERT_FILE and SSL_CERT_DIR win), so
+        // that wss:// and turns: servers with a public certificate work
+        // without options. Unreadable entries are skipped; with none at all,
+        // a wss:// URL fails saying that --tls-ca is needed. A certificate
+        // rustls cannot take as a root is left out here, not allowed to
+        // fail the whole set later.
+        c.tls_roots = rustls_native_certs::load_native_certs()
+            .certs
+            .into_iter()
+            .filter(|d| rustls::RootCertStore::empty().add(d.clone()).is_ok())
+            .map(|d| d.as_ref().to_vec())
+            .collect();
     }
     Ok(c)
+}
+
+/// The WebSocket URL of a signaling server as people write it: a
+/// `ws://`/`wss://` URL as it is; the page's `http://`/`https://` URL
+/// (the daemon upgrades on any path) as `ws://`/`wss://`; `HOST[:PORT]`
+/// as `ws://HOST:PORT/ws`, port 8080 (`p2p serve`'s) when none is given.
+fn signaling_url(s: &str) -> Result<String, AnyError> {
+    let s = s.trim();
+    let lower = s.to_ascii_lowercase();
+    for (from, to) in [
+        ("ws://", "ws://"),
+        ("wss://", "wss://"),
+        ("http://", "ws://"),
+        ("https://", "wss://"),
+    ] {
+        if lower.starts_with(from) {
+            return Ok(format!("{to}{}", &s[from.len()..]));
+        }
+    }
+    if s.contains("://") {
+        return Err(format!(
+            "--signaling {s}: expected ws://, wss://, http://, https:// or HOST[:PORT]"
+        )
+        .into());
+    }
+    let (host, path) = s.split_once('/').map_or((s, "ws"), |(h, p)| (h, p));
+    if host.is_empty() {
+        return Err(format!("--signaling {s}: no host").into());
+    }
+    // A port is the part after the last colon, unless that colon is inside
+    // an IPv6 address: `[::1]:8080` has one, `[::1]` and `::1` do not.
+    let has_port = match host.rfind(':') {
+        Some(i) if host.starts_with('[') => host[..i].ends_with(']'),
+        Some(_) => host.matches(':').count() == 1,
+        None => false,
+    };
+    let host = if !host.starts_with('[') && host.matches(':').count() > 1 {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let port = if has_port { "" } else { ":8080" };
+    Ok(format!("ws://{host}{port}/{path}"))
+}
+
+/// `HOST[:PORT]` as a URI of `scheme`; a URI as it is.
+fn with_scheme(s: &str, scheme: &str) -> String {
+    let lower = s.to_ascii_lowercase();
+    if ["stun:", "stuns:", "turn:", "turns:"]
+        .iter()
+        .any(|p| lower.starts_with(p))
+    {
+        s.to_owned()
+    } else {
+        format!("{scheme}{s}")
+    }
 }
 
 /// What the progress display shows.
@@ -183,6 +271,8 @@ fn failure_name(e: &ConnectError) -> &'static str {
     match e {
         ConnectError::SignalingUnreachable { .. } => "signaling_unreachable",
         ConnectError::RoomFull { .. } => "room_full",
+        ConnectError::RoomBusy { .. } => "room_busy",
+        ConnectError::NoRelay { .. } => "no_relay",
         ConnectError::Unauthorized { .. } => "unauthorized",
         ConnectError::Signaling(_) => "signaling",
         ConnectError::PeerLeft { .. } => "peer_left",
@@ -628,6 +718,31 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
 mod tests {
     use super::*;
     use p2p_connect::{CandidateKind, PathEnd};
+
+    #[test]
+    fn signaling_servers_are_taken_as_people_write_them() {
+        for (written, url) in [
+            ("ws://127.0.0.1:8080/ws", "ws://127.0.0.1:8080/ws"),
+            ("wss://example.org/ws", "wss://example.org/ws"),
+            ("http://127.0.0.1:8080/", "ws://127.0.0.1:8080/"),
+            (
+                "HTTPS://example.org:8443/?room=a",
+                "wss://example.org:8443/?room=a",
+            ),
+            ("127.0.0.1:9000", "ws://127.0.0.1:9000/ws"),
+            ("example.org", "ws://example.org:8080/ws"),
+            ("example.org/signal", "ws://example.org:8080/signal"),
+            ("[::1]:9000", "ws://[::1]:9000/ws"),
+            ("[::1]", "ws://[::1]:8080/ws"),
+            ("::1", "ws://[::1]:8080/ws"),
+        ] {
+            assert_eq!(signaling_url(written).expect(written), url, "{written}");
+        }
+        for bad in ["ftp://example.org", "/ws", ""] {
+            let e = signaling_url(bad).expect_err(bad).to_string();
+            assert!(e.starts_with("--signaling"), "{bad}: {e}");
+        }
+    }
 
     fn path() -> SelectedPath {
         SelectedPath {

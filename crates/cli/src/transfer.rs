@@ -31,6 +31,22 @@ pub(crate) const PROTOCOL: &str = "p2p-file/1";
 /// The largest chunk: RFC 8841's default max-message-size (what a peer
 /// that does not say accepts); smaller if the peer says so.
 const CHUNK: usize = 64 * 1024;
+pub(crate) const SEND_EXAMPLES: &str = "\
+Examples:
+  # One terminal receives, the other sends, through a local p2p serve:
+  p2p receive --signaling ws://127.0.0.1:8080/ws --room files --out ~/Downloads
+  p2p send report.pdf --signaling ws://127.0.0.1:8080/ws --room files
+  # To a browser tab on the daemon's page (same room), JSON progress for scripts:
+  p2p send disk.img --signaling wss://example.org/ws --room files --json";
+
+pub(crate) const RECEIVE_EXAMPLES: &str = "\
+Examples:
+  # Wait in a room, write the file into the current directory:
+  p2p receive --signaling ws://127.0.0.1:8080/ws --room files
+  # Replace a file of the same name, relayed only through your TURN server:
+  p2p receive --signaling wss://example.org/ws --room files --overwrite --relay-only \\
+      --turn turn:example.org --turn-user alice --turn-password secret";
+
 /// How often `--json` reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 

@@ -73,6 +73,21 @@ pub struct TurnReport {
     pub deleted: bool,
 }
 
+/// An error code of a request about a peer, in words.
+fn why(code: Option<u16>) -> &'static str {
+    code.map_or("no answer", p2p_turn::refusal_reason)
+}
+
+/// What an Allocate's error code means and what to do, after a colon
+/// (nothing for codes without more to say).
+fn allocation_hint(code: Option<u16>) -> String {
+    match code {
+        Some(401) => ": the server knows no such user, or the password differs: check --user NAME:PASSWORD against the server's users (p2p serve --user, turn.users); with REST credentials (--auth-secret) the name is EXPIRY:NAME and the password is derived from the secret".to_owned(),
+        Some(c @ (437 | 438 | 441 | 486 | 508)) => format!(": {}", p2p_turn::refusal_reason(c)),
+        _ => String::new(),
+    }
+}
+
 /// Why the run stopped.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +96,7 @@ pub enum TurnError {
     #[error("{0}")]
     Io(#[from] io::Error),
     /// The server refused the allocation.
-    #[error("allocation failed: {reason}{}", code.map_or(String::new(), |c| format!(" (error {c})")))]
+    #[error("allocation failed: {reason}{}{}", code.map_or(String::new(), |c| format!(" (error {c})")), allocation_hint(*code))]
     Allocation {
         /// The STUN error code, `None` when the server never answered.
         code: Option<u16>,
@@ -89,7 +104,7 @@ pub enum TurnError {
         reason: String,
     },
     /// The server refused the permission (403: the peer is not allowed).
-    #[error("CreatePermission for {peer} failed{}", code.map_or(" (no answer)".to_owned(), |c| format!(" with error {c}")))]
+    #[error("CreatePermission for {peer} failed: {}", why(*code))]
     Permission {
         /// The peer.
         peer: SocketAddr,
@@ -98,7 +113,7 @@ pub enum TurnError {
     },
     /// The server could not connect to the peer (RFC 6062: 446 already
     /// connected, 447 unreachable), or refused the ConnectionBind.
-    #[error("TCP relay to {peer} failed{}", code.map_or(" (no answer)".to_owned(), |c| format!(" with error {c}")))]
+    #[error("TCP relay to {peer} failed: {}", why(*code))]
     TcpRelay {
         /// The peer.
         peer: SocketAddr,
@@ -106,7 +121,7 @@ pub enum TurnError {
         code: Option<u16>,
     },
     /// The server refused the channel binding.
-    #[error("ChannelBind for {peer} failed{}", code.map_or(" (no answer)".to_owned(), |c| format!(" with error {c}")))]
+    #[error("ChannelBind for {peer} failed: {}", why(*code))]
     Channel {
         /// The peer.
         peer: SocketAddr,

@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use channel::{Channel, ChannelClosed, ChannelInfo, Message, SendError, HIGH_WATER, LOW_WATER};
 pub use net::tls_client_config;
 pub use p2p_signaling::ClientError as SignalingError;
+pub use p2p_signaling::RelayUnavailable;
 pub use uri::{IceServerUri, Scheme, UriError};
 
 use bytes::Bytes;
@@ -205,6 +206,25 @@ pub enum ConnectError {
     RoomFull {
         /// The room.
         room: String,
+    },
+    /// The room already holds two peers: a connection pairs two, so they
+    /// are (or are becoming) each other's, and an offer to one of them
+    /// would only fail after the ICE timeout. Choose another room.
+    #[error("room {room:?} is busy: {peers} peers are already in it, and a room pairs two; choose another room name")]
+    RoomBusy {
+        /// The room.
+        room: String,
+        /// How many peers were there.
+        peers: usize,
+    },
+    /// Relay-only, and no TURN server to relay through: none is configured
+    /// and the signaling server handed out no TURN credentials (`reason`
+    /// says why, when it said). Found at the join, before waiting for a
+    /// peer.
+    #[error("relay-only needs a TURN server: none is configured and the signaling server handed out no TURN credentials{}", no_relay_hint(*reason))]
+    NoRelay {
+        /// Why the signaling server handed out none, as it said.
+        reason: Option<RelayUnavailable>,
     },
     /// The room's token is missing or wrong.
     #[error("not allowed into room {room:?} (token missing or wrong)")]
@@ -629,5 +649,16 @@ impl Connection {
         if self.commands.send(Command::Close(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+/// The rest of [`ConnectError::NoRelay`]'s message: the server's reason
+/// in words, and the fix.
+fn no_relay_hint(reason: Option<RelayUnavailable>) -> &'static str {
+    match reason {
+        Some(RelayUnavailable::NotOffered) => " (not-offered: it runs no TURN, or its TURN users are static ones it does not share): configure a TURN server (PeerConfig::ice_server; p2p connect: --turn URI --turn-user NAME --turn-password PASS), or have the server hand credentials out (p2p serve --auth-secret, or --signaling-turn-user NAME)",
+        Some(RelayUnavailable::TokenRequired) => " (token-required: it hands them out only in rooms that need a token): join such a room with its token, or configure a TURN server",
+        Some(RelayUnavailable::RateLimited) => " (rate-limited: too many went to this address lately): try again later, or configure a TURN server",
+        _ => ": configure a TURN server (PeerConfig::ice_server; p2p connect: --turn URI --turn-user NAME --turn-password PASS)",
     }
 }

@@ -162,8 +162,8 @@ pub use bytes::Bytes;
 #[cfg(feature = "driver")]
 pub use driver::{
     tls_client_config, Channel, ChannelClosed, ChannelInfo, ConnectError, Connection,
-    ConnectionEvent, IceServerUri, Message, Peer, PeerConfig, Policy, Scheme, SendError,
-    SignalingError, UriError, HIGH_WATER, LOW_WATER,
+    ConnectionEvent, IceServerUri, Message, Peer, PeerConfig, Policy, RelayUnavailable, Scheme,
+    SendError, SignalingError, UriError, HIGH_WATER, LOW_WATER,
 };
 pub use negotiate::{
     CloseReason, Failure, Negotiation, NegotiationConfig, NegotiationEvent, NegotiationOutput,

@@ -12,8 +12,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::counters::{CounterSnapshot, Counters};
+use crate::reload::Reloader;
 use crate::responder::Ctx;
-use crate::stream::{accept_loop, addr_limits, tls_acceptor, Admission, StreamShared};
+use crate::stream::{accept_loop, addr_limits, Admission, StreamShared};
 use crate::udp::{self, Worker};
 
 /// Why the server could not start.
@@ -26,7 +27,8 @@ pub enum ServerError {
     /// A socket could not be bound.
     #[error("cannot bind {transport} {addr}: {source}")]
     Bind {
-        /// `udp`, `tcp` or `tls`.
+        /// `udp`, `tcp`, `tls`, `signaling`, `metrics` or `relay` (a TURN
+        /// relay IP, tried at start).
         transport: &'static str,
         /// The address.
         addr: SocketAddr,
@@ -36,6 +38,9 @@ pub enum ServerError {
     /// The certificate or key could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// A reload could not be applied.
+    #[error("reload: {0}")]
+    Reload(String),
 }
 
 /// The addresses the server actually bound (ports resolved when 0 was asked).
@@ -81,6 +86,7 @@ pub struct Server {
     signaling: Option<crate::signaling::Signaling>,
     turn: Option<crate::turn::TurnSetup>,
     metrics: Option<TcpListener>,
+    reloader: Reloader,
 }
 
 struct StreamSharedParts {
@@ -160,8 +166,30 @@ struct StunPorts {
 /// TCP then binds the same port; when another socket (an outgoing TCP
 /// connection, say) already holds that port for TCP, every socket is
 /// dropped and the ports are chosen again, a bounded number of times.
+///
+/// Only the daemon's own workers share a UDP port (SO_REUSEPORT): every
+/// address with a port of its own is probed first, and a port another
+/// program holds stops the start (`AddrInUse`).
 fn bind_stun_ports(config: &Config, workers: usize) -> Result<StunPorts, ServerError> {
     let s = &config.stun;
+    if s.udp {
+        let mut fixed: Vec<SocketAddr> = s.listen.clone();
+        if let Some(alt) = s.alt_listen {
+            let primary = s.listen[0];
+            fixed.push(alt);
+            if alt.port() != 0 && primary.port() != 0 {
+                fixed.push(SocketAddr::new(primary.ip(), alt.port()));
+                fixed.push(SocketAddr::new(alt.ip(), primary.port()));
+            }
+        }
+        for addr in fixed {
+            udp::probe_unshared(addr).map_err(|source| ServerError::Bind {
+                transport: "udp",
+                addr,
+                source,
+            })?;
+        }
+    }
     let chosen = s.listen.iter().chain(&s.alt_listen).any(|a| a.port() == 0);
     let mut attempt = 0;
     loop {
@@ -244,9 +272,16 @@ impl Server {
         addrs.udp = ports.udp_addrs;
         addrs.tcp = ports.tcp_addrs;
         let mut acceptor = None;
+        let mut cert_slot = None;
         let mut tls = Vec::new();
         if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
-            acceptor = Some(tls_acceptor(cert, key)?);
+            let files = crate::tls::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            let (a, slot) = crate::tls::acceptor(&files)?;
+            acceptor = Some(a);
+            cert_slot = Some(slot);
             for l in config.tls_listen() {
                 let tl = bind_tcp(l, "tls")?;
                 addrs.tls.push(tl.local_addr().unwrap_or(l));
@@ -256,7 +291,7 @@ impl Server {
         let mut turn = crate::turn::prepare(config, &addrs.udp)?;
         let metrics = match config.metrics.listen {
             Some(l) => {
-                let m = bind_tcp(l, "tcp")?;
+                let m = bind_tcp(l, "metrics")?;
                 addrs.metrics = Some(m.local_addr().unwrap_or(l));
                 Some(m)
             }
@@ -268,7 +303,14 @@ impl Server {
             let bound = addrs.tcp.iter().chain(&addrs.tls).copied();
             t.add_service_addresses(bound.chain(addrs.metrics).chain(addrs.signaling));
         }
+        let reloader = Reloader::new(
+            config,
+            addrs.clone(),
+            cert_slot,
+            signaling.as_ref().map(|s| s.reloadable()),
+        );
         Ok(Server {
+            reloader,
             signaling,
             turn,
             metrics,
@@ -315,6 +357,13 @@ impl Server {
         &self.addrs
     }
 
+    /// What reloads this server's certificates, TURN credentials, peer
+    /// rules and handed-out ICE servers while it runs (SIGHUP in `p2p
+    /// serve`); take it before [`Server::run`].
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
     /// The live counters (keep a clone to watch them while the server runs).
     pub fn counters(&self) -> Counters {
         self.counters.clone()
@@ -345,6 +394,9 @@ impl Server {
             setup.start(listening)
         });
         let turn = turn_service.as_ref().map(|t| t.handle().clone());
+        if let Some(t) = &turn {
+            self.reloader.set_turn(t.clone());
+        }
         if let Some(m) = self.metrics {
             tasks.spawn(crate::metrics::serve(
                 m,

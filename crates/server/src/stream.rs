@@ -7,7 +7,6 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -457,36 +456,6 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         t.closed(transport, local, from).await;
     }
     result
-}
-
-/// A rustls server configuration from PEM files (ring provider).
-pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, crate::ServerError> {
-    use crate::ServerError;
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|e| ServerError::Tls(format!("cannot read {}: {e}", p.display())))
-    };
-    let cert_pem = read(cert)?;
-    let key_pem = read(key)?;
-    let certs = rustls_pemfile::certs(&mut &cert_pem[..])
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(ServerError::Tls(format!(
-            "{}: no certificate",
-            cert.display()
-        )));
-    }
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", key.display())))?
-        .ok_or_else(|| ServerError::Tls(format!("{}: no private key", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 #[cfg(test)]

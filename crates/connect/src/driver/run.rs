@@ -152,6 +152,14 @@ async fn setup(
         }) => return Err(ConnectError::Unauthorized { room }),
         Err(e) => return Err(ConnectError::Signaling(e)),
     };
+    // Two peers there already are a pair (or about to be): say so now
+    // rather than offer to one of them and time out.
+    if peers.len() >= 2 {
+        return Err(ConnectError::RoomBusy {
+            room,
+            peers: peers.len(),
+        });
+    }
     // Which ICE servers: ours, or the server's (the welcome's, or those of
     // the joined when the server hands TURN credentials to members only).
     let servers: Vec<IceServerUri> = if config.ice_servers.is_empty() {
@@ -179,6 +187,13 @@ async fn setup(
             peers: peers.len(),
         },
     );
+    // Relay-only with no TURN server cannot work: say so now, with the
+    // server's reason, rather than after waiting for a peer.
+    if config.policy == Policy::RelayOnly && !servers.iter().any(IceServerUri::is_turn) {
+        return Err(ConnectError::NoRelay {
+            reason: client.relay_unavailable(),
+        });
+    }
     // The newcomer offers and controls.
     let (peer, controlling) = match peers.first() {
         Some(p) => (p.clone(), true),

@@ -172,6 +172,13 @@ pub(crate) enum Inbound {
     },
     /// Asked by the metrics endpoint.
     Stats(oneshot::Sender<TurnStats>),
+    /// A configuration reload (SIGHUP): new credentials and peer rules;
+    /// every allocation stays.
+    Reload {
+        credentials: task::Credentials,
+        peer_policy: p2p_turn::PeerPolicy,
+        done: oneshot::Sender<()>,
+    },
     /// Stop: end every allocation, close every socket, then say so.
     Stop(oneshot::Sender<TurnStats>),
 }
@@ -246,6 +253,27 @@ impl TurnHandle {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Inbound::Stats(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Give the TURN task the users, secret and peer rules of `turn` (a
+    /// reload, SIGHUP); returns once it has them. Allocations stay.
+    pub(crate) async fn reload(
+        &self,
+        turn: &crate::config::TurnConfig,
+    ) -> Result<(), crate::ServerError> {
+        let (credentials, peer_policy) = setup::reload_parts(turn)?;
+        let (done, rx) = oneshot::channel();
+        let m = Inbound::Reload {
+            credentials,
+            peer_policy,
+            done,
+        };
+        if self.tx.send(m).await.is_err() || rx.await.is_err() {
+            return Err(crate::ServerError::Reload(
+                "the TURN task has stopped".to_owned(),
+            ));
+        }
+        Ok(())
     }
 
     /// Stop the TURN task: every allocation ends, every socket it opened is

@@ -123,25 +123,13 @@ pub(crate) fn prepare(
     for (bind, _) in ips.iter().flatten() {
         if let Err(source) = bind_std(SocketAddr::new(*bind, 0)) {
             return Err(crate::ServerError::Bind {
-                transport: "udp",
+                transport: "relay",
                 addr: SocketAddr::new(*bind, 0),
                 source,
             });
         }
     }
-    let mut policy = PeerPolicy::new();
-    for c in &t.allow_peer {
-        let c: Cidr = c
-            .parse()
-            .map_err(|_| invalid("turn.allow_peer: not a CIDR block"))?;
-        policy = policy.allow(c);
-    }
-    for c in &t.deny_peer {
-        let c: Cidr = c
-            .parse()
-            .map_err(|_| invalid("turn.deny_peer: not a CIDR block"))?;
-        policy = policy.deny(c);
-    }
+    let policy = peer_policy(t)?;
     let mut own: Vec<IpAddr> = config
         .stun
         .listen
@@ -242,19 +230,53 @@ pub(crate) fn prepare(
     }))
 }
 
+/// The peer rules of `[turn]`.
+fn peer_policy(t: &TurnConfig) -> Result<PeerPolicy, crate::ServerError> {
+    let mut policy = PeerPolicy::new();
+    for c in &t.allow_peer {
+        let c: Cidr = c
+            .parse()
+            .map_err(|_| invalid("turn.allow_peer: not a CIDR block"))?;
+        policy = policy.allow(c);
+    }
+    for c in &t.deny_peer {
+        let c: Cidr = c
+            .parse()
+            .map_err(|_| invalid("turn.deny_peer: not a CIDR block"))?;
+        policy = policy.deny(c);
+    }
+    Ok(policy)
+}
+
+/// The static users and REST secret of `[turn]` as a credential store.
+fn creds(users: &BTreeMap<String, String>, secret: Option<&String>) -> Creds {
+    let mut store = StaticUsers::new();
+    for (u, p) in users {
+        store.insert(u.clone(), p.clone());
+    }
+    Creds {
+        users: store,
+        has_users: !users.is_empty(),
+        rest: secret.map(|s| RestSecret::new(s.as_bytes())),
+    }
+}
+
+/// What a reload (SIGHUP) hands the running TURN task: the credentials
+/// and the peer rules of the new `[turn]` section.
+pub(super) fn reload_parts(
+    t: &TurnConfig,
+) -> Result<(super::task::Credentials, PeerPolicy), crate::ServerError> {
+    Ok((
+        Box::new(creds(&t.users, t.auth_secret.as_ref())),
+        peer_policy(t)?,
+    ))
+}
+
 impl TurnSetup {
     /// Start the daemon's TURN service; `listening` are the UDP sockets to
     /// answer from (the daemon's workers read them).
     pub(crate) fn start(self, listening: HashMap<SocketAddr, Arc<UdpSocket>>) -> TurnService {
-        let mut users = StaticUsers::new();
-        for (u, p) in &self.users {
-            users.insert(u.clone(), p.clone());
-        }
-        let creds = Creds {
-            users,
-            has_users: !self.users.is_empty(),
-            rest: self.secret.as_ref().map(|s| RestSecret::new(s.as_bytes())),
-        };
+        let creds = creds(&self.users, self.secret.as_ref());
         TurnService::for_daemon(self.config, Box::new(creds), self.ips, listening)
     }
 }

@@ -230,6 +230,17 @@ impl TurnTask {
             Inbound::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
+            Inbound::Reload {
+                credentials,
+                peer_policy,
+                done,
+            } => {
+                // Allocations, permissions and channels stay; the next
+                // authentication and the next peer checked see the new ones.
+                *self.server.credentials_mut() = credentials;
+                self.server.set_peer_policy(peer_policy);
+                let _ = done.send(());
+            }
             // Handled by `run`.
             Inbound::Stop(reply) => self.stop(reply).await,
         }
@@ -602,6 +613,21 @@ impl TurnTask {
                 let throttled = self.server.counters().auth_throttled;
                 let ip = five_tuple.remote.ip();
                 self.auth_log.failed(Instant::now(), ip, *reason, throttled);
+            }
+            ServerEvent::PeerRefused {
+                five_tuple,
+                user,
+                peer,
+                rule,
+            } => {
+                // At the default level: an operator needs it to tell a
+                // refused peer from a broken client.
+                tracing::info!(
+                    %user,
+                    client = %five_tuple.remote,
+                    %peer,
+                    "turn peer refused (403): {rule}"
+                );
             }
             ServerEvent::RequestRefused {
                 five_tuple,

@@ -228,6 +228,20 @@ pub enum ServerEvent {
         /// What was wrong.
         reason: AuthFailure,
     },
+    /// The peer policy refused a peer of a CreatePermission, ChannelBind or
+    /// Connect (answered 403, also reported as [`ServerEvent::RequestRefused`]):
+    /// which peer, and the rule, so that an operator can tell a deny-list
+    /// entry from a default refusal and open a block on purpose.
+    PeerRefused {
+        /// The allocation's 5-tuple.
+        five_tuple: FiveTuple,
+        /// The allocation's user.
+        user: String,
+        /// The peer IP.
+        peer: IpAddr,
+        /// The rule that refused it.
+        rule: crate::PeerRefusal,
+    },
     /// A request was refused with an error response other than the 401
     /// and 438 of the credential dance (400, 403, 420, 437, 440, 441, 442,
     /// 443, 446, 447, 486, 508).

@@ -227,6 +227,14 @@ impl<C: CredentialStore> TurnServer<C> {
         &mut self.creds
     }
 
+    /// Replace the peer policy (a configuration reload). Permissions,
+    /// channels and Connects asked for from now on, refreshes included,
+    /// follow the new rules; what was granted before stays until it expires
+    /// or is refreshed (a permission lasts 5 minutes, a channel 10).
+    pub fn set_peer_policy(&mut self, policy: crate::PeerPolicy) {
+        self.config.peer_policy = policy;
+    }
+
     /// The counters, every client transport together.
     pub fn counters(&self) -> Counters {
         let mut sum = Counters::default();
