@@ -76,7 +76,7 @@ fn stun(c: &Config) -> Result<(), ConfigError> {
         ];
         if let Some((_, key)) = keys.iter().find(|(changed, _)| *changed) {
             return no_effect(
-                *key,
+                key,
                 "neither TCP nor TLS is served (stun.tcp = false, no tls.cert): serve one or drop the key",
             );
         }
