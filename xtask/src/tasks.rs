@@ -153,13 +153,15 @@ pub(crate) fn ice_matrix(_args: &[String]) -> Result<(), String> {
 }
 
 /// The NAT lab: `p2p nat-type` and two `p2p connect` peers through real
-/// NATs (nat-lab.sh), then a Chromium tab behind one NAT and `p2p connect`
-/// behind another (nat-lab-browser.sh).
+/// NATs (nat-lab.sh), port mapping by a router running miniupnpd
+/// (nat-lab-portmap.sh), then a Chromium tab behind one NAT and `p2p
+/// connect` behind another (nat-lab-browser.sh).
 pub(crate) fn nat_lab(_args: &[String]) -> Result<(), String> {
     if !in_ci() && !have("ip") {
         return Err("nat-lab needs iproute2 (`ip`) and root".into());
     }
     script("nat-lab.sh")?;
+    script("nat-lab-portmap.sh")?;
     script("nat-lab-browser.sh")
 }
 

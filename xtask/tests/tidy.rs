@@ -108,7 +108,15 @@ fn no_stubs_in_crates() {
 
 /// The protocol crates: sans-IO machines on the one contract of
 /// `p2p-proto` (docs/ARCHITECTURE.md, "The contract").
-const PROTOCOL_CRATES: &[&str] = &["stun", "turn", "ice", "sdp", "dtls", "datachannel"];
+const PROTOCOL_CRATES: &[&str] = &[
+    "stun",
+    "turn",
+    "ice",
+    "sdp",
+    "dtls",
+    "datachannel",
+    "portmap",
+];
 
 /// Lines of code before a file's `#[cfg(test)] mod tests`: not blank, not
 /// only a comment.

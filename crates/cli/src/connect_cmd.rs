@@ -90,6 +90,21 @@ pub(crate) struct NetArgs {
     /// Use loopback addresses too (both peers on one machine).
     #[arg(long)]
     loopback: bool,
+    /// Do not ask the local router for a port mapping (PCP, NAT-PMP). By
+    /// default the router of the default route is asked to forward a port
+    /// to the socket on its interface; the mapped address is offered to
+    /// the peer as a server-reflexive candidate and deleted on exit.
+    #[arg(long)]
+    no_port_mapping: bool,
+    /// The router to ask for a port mapping (default: the gateway of the
+    /// IPv4 default route).
+    #[arg(long, value_name = "IP", conflicts_with = "no_port_mapping")]
+    gateway: Option<IpAddr>,
+    /// Do not announce `a=ice-options:... p2phardnat`: nothing beyond
+    /// standard ICE is ever tried with the peer (it is only tried when
+    /// both peers announce it; a browser never does).
+    #[arg(long)]
+    no_hardnat: bool,
     /// Seconds ICE may take once the peer is found.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
@@ -128,6 +143,9 @@ pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
     c.token = a.token.clone();
     c.name = a.name.clone();
     c.peer_timeout = a.peer_timeout.map(Duration::from_secs);
+    c.port_mapping = !a.no_port_mapping;
+    c.gateway = a.gateway;
+    c.hard_nat = !a.no_hardnat;
     if a.relay_only {
         c = c.policy(Policy::RelayOnly);
     }

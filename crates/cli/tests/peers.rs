@@ -125,7 +125,15 @@ fn serve() -> (Proc, String) {
 }
 
 fn net<'a>(url: &'a str, room: &'a str) -> Vec<&'a str> {
-    vec!["--signaling", url, "--room", room, "--loopback", "--json"]
+    vec![
+        "--signaling",
+        url,
+        "--room",
+        room,
+        "--loopback",
+        "--no-port-mapping",
+        "--json",
+    ]
 }
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -26,6 +26,7 @@
 //! ended.
 
 mod channel;
+mod gateway;
 mod net;
 mod run;
 mod uri;
@@ -110,6 +111,18 @@ pub struct PeerConfig {
     /// The largest message we accept (our `a=max-message-size`; 0: no
     /// limit). Default [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE).
     pub max_message_size: u32,
+    /// Ask the local router for a port mapping (PCP, then NAT-PMP) of the
+    /// sockets on the default route's interface, offer the mapped address
+    /// as a server-reflexive candidate and delete it on close. Default
+    /// false (the library touches no router unless asked; `p2p connect`
+    /// asks unless `--no-port-mapping`).
+    pub port_mapping: bool,
+    /// The router to ask; `None` (the default): the gateway of the IPv4
+    /// default route (Linux).
+    pub gateway: Option<IpAddr>,
+    /// Announce [`HARD_NAT_OPTION`](crate::HARD_NAT_OPTION) (default
+    /// true): see [`NegotiationConfig::hard_nat`](crate::NegotiationConfig::hard_nat).
+    pub hard_nat: bool,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -123,6 +136,7 @@ impl fmt::Debug for PeerConfig {
             .field("local_addresses", &self.local_addresses)
             .field("include_loopback", &self.include_loopback)
             .field("connect_timeout", &self.connect_timeout)
+            .field("port_mapping", &self.port_mapping)
             .finish_non_exhaustive()
     }
 }
@@ -147,6 +161,9 @@ impl PeerConfig {
             check_list_interval: None,
             certificate: None,
             max_message_size: crate::DEFAULT_MAX_MESSAGE_SIZE,
+            port_mapping: false,
+            gateway: None,
+            hard_nat: true,
         }
     }
 

@@ -707,3 +707,43 @@ fn what_was_sent_before_close_is_delivered_then_the_peer_sees_it_closed() {
         Some(&NegotiationEvent::Closed(CloseReason::PeerClosed))
     );
 }
+
+/// Our descriptions carry `a=ice-options:trickle p2phardnat` unless the
+/// switch is off; the option counts as agreed only when both announce it.
+#[test]
+fn the_hardnat_option_is_agreed_only_when_both_descriptions_announce_it() {
+    for (a_on, b_on) in [(true, true), (true, false), (false, true)] {
+        let mut p = Pair::new();
+        for (h, on, peer, controlling, seed) in
+            [(p.a, a_on, "b", true, 1), (p.b, b_on, "a", false, 2)]
+        {
+            let addr = if controlling { A_ADDR } else { B_ADDR };
+            let ice = if controlling {
+                IceConfig::controlling()
+            } else {
+                IceConfig::controlled()
+            };
+            let mut sc = SessionConfig::new(ice.with_seed(seed));
+            sc.hosts = vec![sa(addr)];
+            sc.rng_seed = Some(seed);
+            let mut nc = NegotiationConfig::new(peer, controlling);
+            nc.connect_timeout = CONNECT_TIMEOUT;
+            nc.hard_nat = on;
+            p.node_mut(h).negotiation = Negotiation::new(nc, Session::new(sc).unwrap());
+        }
+        p.connect();
+        for (h, on) in [(p.a, a_on), (p.b, b_on)] {
+            let sdp = match &p.node(h).sent[0] {
+                ClientMsg::Offer { sdp, .. } | ClientMsg::Answer { sdp, .. } => sdp.clone(),
+                other => panic!("{other:?}"),
+            };
+            let line = if on {
+                "a=ice-options:trickle p2phardnat\r\n"
+            } else {
+                "a=ice-options:trickle\r\n"
+            };
+            assert!(sdp.contains(line), "{sdp}");
+            assert_eq!(p.node(h).negotiation.hard_nat_agreed(), a_on && b_on);
+        }
+    }
+}

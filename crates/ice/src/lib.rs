@@ -135,6 +135,7 @@
 mod agent;
 mod candidate;
 mod config;
+mod hardnat;
 mod pair;
 mod types;
 
@@ -144,6 +145,10 @@ pub use candidate::{
     DEFAULT_LOCAL_PREFERENCE,
 };
 pub use config::IceConfig;
+pub use hardnat::{
+    BadCredentials, BirthdayConfig, BirthdayEvent, BirthdayOutput, BirthdayProber, BirthdayRole,
+    MAX_PROBES, MAX_SOCKETS,
+};
 pub use p2p_stun::TransactionConfig;
 pub use pair::{pair_priority, PairState};
 pub use types::{

@@ -1,5 +1,12 @@
 //! The driver task: signaling, then one loop around the [`Session`].
 
+#[cfg(feature = "upnp")]
+mod upnp;
+#[cfg(not(feature = "upnp"))]
+mod upnp_off;
+#[cfg(not(feature = "upnp"))]
+use upnp_off as upnp;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -345,9 +352,14 @@ async fn setup(
     let mut negotiation = NegotiationConfig::new(peer.clone(), controlling);
     negotiation.connect_timeout = config.connect_timeout;
     negotiation.relay_only = ice.relay_only;
+    negotiation.hard_nat = config.hard_nat;
     negotiation.turn_servers = turn.len();
     negotiation.turn_failures = turn_failures;
     let mut sc = SessionConfig::new(ice);
+    if config.port_mapping && config.policy != Policy::RelayOnly {
+        sc.port_mapping = super::gateway::port_mapping_targets(&hosts, config.gateway);
+    }
+    let upnp = upnp::Upnp::start(&sc.port_mapping);
     sc.hosts = hosts;
     sc.stun_servers = stun;
     sc.turn_servers = turn;
@@ -368,6 +380,7 @@ async fn setup(
         restarting: false,
         channels: HashMap::new(),
         remote_fingerprint: None,
+        upnp,
     })
 }
 
@@ -387,6 +400,8 @@ struct Driver {
     /// The channels handed out, by id.
     channels: HashMap<ChannelId, ChannelSlot>,
     remote_fingerprint: Option<Fingerprint>,
+    /// The UPnP IGD search, then the mapping it made (feature `upnp`).
+    upnp: upnp::Upnp,
 }
 
 /// How the loop ends: a close reason, or (before connecting) an error.
@@ -530,6 +545,7 @@ impl Driver {
                 () = &mut timer => {
                     self.negotiation.handle_timeout(Instant::now());
                 }
+                r = self.upnp.outcome() => self.on_upnp(r).await,
                 _ = async {
                     match checks.as_mut() {
                         Some(t) => t.tick().await,
@@ -784,6 +800,7 @@ impl Driver {
     /// [`crate::CLOSE_TIMEOUT`]. Idempotent.
     async fn shutdown(&mut self, ch: &mut Channels) {
         self.negotiation.close(Instant::now());
+        self.upnp.delete().await;
         // A guard in case the clock and the timer disagree.
         let limit = tokio::time::Instant::now() + crate::CLOSE_TIMEOUT * 2;
         loop {

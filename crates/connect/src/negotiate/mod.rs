@@ -90,6 +90,8 @@ enum Trickle {
 pub struct Negotiation {
     config: NegotiationConfig,
     session: Session,
+    /// Both descriptions announce [`crate::HARD_NAT_OPTION`].
+    hard_nat_agreed: bool,
     started: bool,
     /// The signaling connection is up (until [`Negotiation::signaling_lost`]).
     signaling: bool,
@@ -127,6 +129,7 @@ impl Negotiation {
         Negotiation {
             config,
             session,
+            hard_nat_agreed: false,
             started: false,
             signaling: true,
             remote_ufrag: None,
@@ -146,6 +149,15 @@ impl Negotiation {
             finished: false,
             out: VecDeque::new(),
         }
+    }
+
+    /// Whether both peers announced [`crate::HARD_NAT_OPTION`] (ours
+    /// with [`NegotiationConfig::hard_nat`], theirs in their description):
+    /// only then may anything beyond standard ICE be sent to the peer.
+    /// False before the peer's description arrived, and always with a
+    /// browser or another stack.
+    pub fn hard_nat_agreed(&self) -> bool {
+        self.hard_nat_agreed
     }
 
     /// The session (ICE statistics, the selected path).
@@ -299,7 +311,7 @@ impl Negotiation {
 
     /// Our offer (`offer` = None) or our answer to `offer`.
     fn describe(&mut self, now: Instant, offer: Option<&RemoteDescription>) {
-        let (sdp, setup) = match local_description(&self.session, offer) {
+        let (sdp, setup) = match local_description(&self.session, offer, self.config.hard_nat) {
             Ok(d) => d,
             Err(DescriptionError::Local) => return self.fail(now, Failure::BadLocalDescription),
             Err(DescriptionError::Remote(why)) => {
@@ -327,6 +339,7 @@ impl Negotiation {
             }
             Err(DescriptionError::Local) => return self.fail(now, Failure::BadLocalDescription),
         }
+        self.hard_nat_agreed = self.config.hard_nat && d.hard_nat;
         self.set_remote(now, d.ufrag.clone(), d.pwd.clone());
         self.description_candidates(now, &d);
     }

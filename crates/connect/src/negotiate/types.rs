@@ -236,6 +236,12 @@ pub struct NegotiationConfig {
     /// TURN servers that failed before the session was made (unresolvable,
     /// unreachable over TCP/TLS): `(server, code, reason)`.
     pub turn_failures: Vec<(String, Option<u16>, String)>,
+    /// Announce [`HARD_NAT_OPTION`](crate::HARD_NAT_OPTION) in our
+    /// `a=ice-options` (default true). Only when both peers announce it
+    /// may they use what goes beyond standard ICE between them (see
+    /// [`Negotiation::hard_nat_agreed`](crate::Negotiation::hard_nat_agreed));
+    /// false is the switch that turns it all off.
+    pub hard_nat: bool,
 }
 
 impl NegotiationConfig {
@@ -248,6 +254,7 @@ impl NegotiationConfig {
             relay_only: false,
             turn_servers: 0,
             turn_failures: Vec::new(),
+            hard_nat: true,
         }
     }
 }

@@ -16,16 +16,18 @@
 //! There is no plaintext mode: application data exists only as messages of
 //! data channels ([`Session::open_channel`], [`SessionEvent::Channel`]).
 
+mod portmap;
 mod relays;
 mod secure;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use p2p_datachannel::{ChannelError, ChannelEvent, ChannelId, ChannelOptions};
 use p2p_dtls::{Certificate, CertificateError, DtlsVersion, Fingerprint};
 use p2p_ice::{Candidate, CandidateKind, IceAgent, IceConfig, IceEvent, IceOutput, IceState};
+use p2p_portmap::PortMapper;
 use p2p_proto::{Datagram, FiveTuple, Handled, Machine, Output, Transmit, Transport};
 use p2p_turn::ClientOutput;
 
@@ -88,6 +90,12 @@ pub struct SessionConfig {
     pub max_message_size: u32,
     /// Seed for the TURN clients, DTLS and SCTP; `None` for OS entropy.
     pub rng_seed: Option<u64>,
+    /// Host sockets whose port to have mapped on the local router, each
+    /// with the router to ask (PCP, then NAT-PMP, on its port 5351): a
+    /// mapping the router grants is offered as a server-reflexive
+    /// candidate and deleted on close. Empty (the default): nothing is
+    /// asked. Ignored by a relay-only policy.
+    pub port_mapping: Vec<(SocketAddr, IpAddr)>,
 }
 
 impl SessionConfig {
@@ -103,6 +111,7 @@ impl SessionConfig {
             sctp_port: p2p_datachannel::DEFAULT_SCTP_PORT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             rng_seed: None,
+            port_mapping: Vec::new(),
         }
     }
 }
@@ -140,6 +149,23 @@ pub enum SessionEvent {
         server: SocketAddr,
         /// The relayed address.
         relayed: SocketAddr,
+    },
+    /// The router mapped a port to one of our sockets
+    /// ([`SessionConfig::port_mapping`]): `external` is offered as a
+    /// server-reflexive candidate.
+    PortMapped {
+        /// Our socket.
+        internal: SocketAddr,
+        /// The router's external address and port that forwards to it.
+        external: SocketAddr,
+    },
+    /// The router mapped nothing (it offers no PCP or NAT-PMP, it refused,
+    /// or a mapping could not be renewed).
+    PortMapFailed {
+        /// The router asked.
+        gateway: IpAddr,
+        /// What went wrong.
+        reason: String,
     },
     /// A TURN allocation failed (bad credentials, quota, no answer ...).
     TurnFailed {
@@ -239,6 +265,8 @@ pub struct Session {
     hosts: Vec<SocketAddr>,
     stun_servers: Vec<SocketAddr>,
     relays: Vec<Relay>,
+    /// Port mappers, one per IPv4 host socket, when a gateway is known.
+    mappers: Vec<PortMapper>,
     by_relayed: HashMap<SocketAddr, usize>,
     secure: Secure,
     out: VecDeque<SessionOutput>,
@@ -278,6 +306,11 @@ impl Session {
             let seed = config.rng_seed.map(|s| s.wrapping_add(i as u64 + 1));
             relays.push(Relay::new(t.clone(), local, seed));
         }
+        let mappers = if config.ice.relay_only {
+            Vec::new()
+        } else {
+            portmap::mappers(&config.port_mapping, config.rng_seed)
+        };
         let certificate = match config.certificate {
             Some(c) => c,
             None => Certificate::generate()?,
@@ -293,6 +326,7 @@ impl Session {
             hosts,
             stun_servers,
             relays,
+            mappers,
             by_relayed: HashMap::new(),
             secure,
             out: VecDeque::new(),
@@ -319,6 +353,8 @@ impl Session {
             // A TURN client starts allocating at its first handle_timeout.
             r.client.handle_timeout(now);
         }
+        // So does a port mapper.
+        self.portmap_timeout(now);
     }
 
     /// Our ICE username fragment and password, to send to the peer.
@@ -540,6 +576,7 @@ impl Session {
             // being granted is deleted by the client once granted.
             let _ = r.client.close(now);
         }
+        self.portmap_close(now);
         // Whatever the agent had queued is not sent any more.
         while self.agent.poll_output().is_some() {}
         true
@@ -596,9 +633,12 @@ impl Session {
                 }
             }
             moved |= self.drain_secure(now);
+            moved |= self.drain_portmap(now);
             if let Some(deadline) = self.closing {
                 // Closing: the agent is silent; only the deletions go out.
-                if !self.closed && (now >= deadline || self.allocations_gone()) {
+                if !self.closed
+                    && (now >= deadline || (self.allocations_gone() && self.portmap_closed()))
+                {
                     self.closed = true;
                     self.event(SessionEvent::Closed);
                 }
@@ -620,7 +660,11 @@ impl Session {
                     _ => {}
                 }
             }
-            if !self.gathering_ended && self.started && self.relays.iter().all(|r| r.done) {
+            if !self.gathering_ended
+                && self.started
+                && self.relays.iter().all(|r| r.done)
+                && self.portmap_settled()
+            {
                 self.gathering_ended = true;
                 self.agent.end_of_local_candidates();
                 moved = true;
@@ -703,6 +747,11 @@ impl Machine for Session {
                 return Handled::Taken;
             }
         }
+        // From the router's PCP/NAT-PMP port to a mapped socket.
+        if self.portmap_input(now, d) {
+            self.pump(now);
+            return Handled::Taken;
+        }
         if self.closing.is_some() {
             return Handled::Taken;
         }
@@ -722,6 +771,7 @@ impl Machine for Session {
         for r in self.relays.iter_mut().filter(|r| !r.retired) {
             r.client.handle_timeout(now);
         }
+        self.portmap_timeout(now);
         self.pump(now);
     }
 
@@ -737,7 +787,8 @@ impl Machine for Session {
             .relays
             .iter()
             .filter(|r| !r.retired)
-            .filter_map(|r| r.client.poll_timeout());
+            .filter_map(|r| r.client.poll_timeout())
+            .chain(self.portmap_poll_timeout());
         match self.closing {
             Some(deadline) => relays.chain(Some(deadline)).min(),
             None => relays

@@ -64,7 +64,7 @@ function fail(msg) {
 // `p2p connect` as a child: stdout lines, JSON events from stderr.
 function startCli(room) {
   const net = ['--signaling', base.replace(/^http/, 'ws') + '/ws', '--room', room,
-    '--loopback', '--json', '--name', 'cli', '--timeout', '15', '--peer-timeout', '30'];
+    '--loopback', '--no-port-mapping', '--json', '--name', 'cli', '--timeout', '15', '--peer-timeout', '30'];
   const args = file === 'to-cli' ? ['receive', '--out', fileDir, ...net]
     : file === 'from-cli' ? ['send', join(fileDir, 'from-cli.bin'), ...net]
       : ['connect', ...net, '--expect-lines', tamper ? '1' : '3'];
