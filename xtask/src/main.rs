@@ -1,8 +1,9 @@
 //! Development tasks for the p2p workspace, in the cargo-xtask style.
 //!
 //! `cargo xtask ci` is the whole test suite (what `.ci/run` calls); the other
-//! tasks are pieces of it or developer tools. Everything is plain `std`, so
-//! this binary builds in seconds on a fresh machine.
+//! tasks are pieces of it or developer tools. Everything is plain `std`
+//! (with `socket2`, and `p2p-stun` for the abuse suite's STUN/TURN
+//! requests), so this binary builds in seconds on a fresh machine.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [args]
 
 tasks:
-  ci            the whole suite: fmt, clippy, tests (fuzz corpora replayed), publish-check, docs, interop, aiortc, nat-lab, browser
+  ci            the whole suite: fmt, clippy, tests (fuzz corpora replayed), abuse --short, publish-check, docs, interop, aiortc, nat-lab, browser
   test          cargo tests of the workspace (nextest when installed)
   lint          rustfmt --check and clippy -D warnings
   interop       our binaries against coturn (needs the `coturn` package; installs it when CI=true)

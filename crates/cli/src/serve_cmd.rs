@@ -62,12 +62,24 @@ pub(crate) struct ServeArgs {
     /// Largest PADDING in a response, bytes [stun.max_padding].
     #[arg(long, value_name = "BYTES")]
     max_padding: Option<usize>,
-    /// Seconds before a silent TCP/TLS connection is closed [stun.tcp_idle_timeout_secs].
+    /// Seconds a TCP/TLS connection may go without progress (a success answered), and a frame may take to arrive, before it is closed [stun.tcp_idle_timeout_secs].
     #[arg(long, value_name = "SECS")]
     tcp_idle_timeout: Option<u64>,
     /// Most TCP/TLS connections at once [stun.max_connections].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
+    /// TCP/TLS connections at once from one client address (default 64) [stun.max_connections_per_ip].
+    #[arg(long, value_name = "N")]
+    max_per_ip: Option<usize>,
+    /// IPv6 prefix length counted as one client address (default 64) [stun.ipv6_prefix].
+    #[arg(long, value_name = "BITS")]
+    ipv6_prefix: Option<u8>,
+    /// Percent of the TCP/TLS connections kept for light addresses (default 10) [stun.reserved_percent].
+    #[arg(long, value_name = "PERCENT")]
+    reserve: Option<u8>,
+    /// An address holding fewer TCP/TLS connections than N may take a reserved one (default 4) [stun.reserve_below].
+    #[arg(long, value_name = "N")]
+    reserve_below: Option<usize>,
     /// Address to serve STUN over TLS on; repeatable [tls.listen].
     #[arg(long, value_name = "ADDR")]
     tls_listen: Vec<SocketAddr>,
@@ -217,9 +229,24 @@ struct TurnServeArgs {
     /// Allocations per user, 0 for no limit (default 10) [turn.user_quota].
     #[arg(long, value_name = "N")]
     user_quota: Option<u32>,
-    /// Allocations in all, 0 for no limit [turn.total_quota].
+    /// Allocations in all; 0: the number of relay ports [turn.total_quota].
     #[arg(long, value_name = "N")]
     total_quota: Option<u32>,
+    /// Percent of the allocations kept for client addresses holding few (default 10) [turn.reserved_percent].
+    #[arg(long, value_name = "PERCENT")]
+    turn_reserve: Option<u8>,
+    /// A client address holding fewer allocations than N may take a reserved one (default 4) [turn.reserve_below].
+    #[arg(long, value_name = "N")]
+    turn_reserve_below: Option<u32>,
+    /// With static users and --auth-secret: percent of the allocations REST users may hold (default 80) [turn.rest_share_percent].
+    #[arg(long, value_name = "PERCENT")]
+    rest_share: Option<u8>,
+    /// Authentication failures one client address may have at once (default 20) [turn.auth_failure_burst].
+    #[arg(long, value_name = "N")]
+    auth_failure_burst: Option<u32>,
+    /// Authentication failures per minute per client address after the burst; 0 for no limit (default 60) [turn.auth_failures_per_minute].
+    #[arg(long, value_name = "N")]
+    auth_failure_rate: Option<u32>,
     /// Per-allocation bandwidth cap, bytes per second, 0 for none [turn.max_bps].
     #[arg(long, value_name = "BYTES_PER_SEC")]
     max_bps: Option<u64>,
@@ -284,6 +311,18 @@ fn serve_config(a: &ServeArgs) -> Result<Config, AnyError> {
     }
     if let Some(v) = a.max_connections {
         s.max_connections = v;
+    }
+    if a.max_per_ip.is_some() {
+        s.max_connections_per_ip = a.max_per_ip;
+    }
+    if let Some(v) = a.ipv6_prefix {
+        s.ipv6_prefix = v;
+    }
+    if let Some(v) = a.reserve {
+        s.reserved_percent = v;
+    }
+    if a.reserve_below.is_some() {
+        s.reserve_below = a.reserve_below;
     }
     if !a.tls_listen.is_empty() {
         cfg.tls.listen = a.tls_listen.clone();
@@ -594,6 +633,21 @@ fn apply_turn_flags(cfg: &mut Config, a: &TurnServeArgs) -> Result<(), AnyError>
     }
     if let Some(v) = a.total_quota {
         t.total_quota = v;
+    }
+    if let Some(v) = a.turn_reserve {
+        t.reserved_percent = v;
+    }
+    if let Some(v) = a.turn_reserve_below {
+        t.reserve_below = v;
+    }
+    if let Some(v) = a.rest_share {
+        t.rest_share_percent = v;
+    }
+    if let Some(v) = a.auth_failure_burst {
+        t.auth_failure_burst = v;
+    }
+    if let Some(v) = a.auth_failure_rate {
+        t.auth_failures_per_minute = v;
     }
     if let Some(v) = a.max_bps {
         t.max_bps = v;

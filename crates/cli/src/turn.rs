@@ -4,14 +4,14 @@
 //! allocation is a TCP relayed address: Connect to a TCP echo peer, bind a
 //! second connection to it (ConnectionBind), and time echoes of raw bytes. The protocol is
 //! `p2p_turn::TurnClient`; this module is the small tokio loop around it
-//! (UDP, or TCP with `p2p_stun::next_frame_len` framing).
+//! (UDP, or TCP framed by `p2p_stun::StreamFramer`).
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use p2p_stun::next_frame_len;
+use p2p_stun::{next_frame_len, StreamFramer};
 use p2p_turn::{ClientConfig, ClientEvent, ClientOutput, Datagram, Machine, Transport, TurnClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -143,8 +143,7 @@ enum Link {
     Udp(UdpSocket),
     Tcp {
         stream: TcpStream,
-        buf: Vec<u8>,
-        filled: usize,
+        framer: StreamFramer,
     },
 }
 
@@ -237,33 +236,20 @@ async fn recv(link: &mut Link, rx: &mut [u8]) -> Result<Vec<Vec<u8>>, TurnError>
             let (n, _) = s.recv_from(rx).await?;
             Ok(vec![rx[..n].to_vec()])
         }
-        Link::Tcp {
-            stream,
-            buf,
-            filled,
-        } => {
-            let n = stream.read(&mut buf[*filled..]).await?;
+        Link::Tcp { stream, framer } => {
+            let n = stream.read(framer.read_buf()).await?;
             if n == 0 {
                 return Err(TurnError::Io(io::ErrorKind::UnexpectedEof.into()));
             }
-            *filled += n;
+            framer.filled(n);
             let mut frames = Vec::new();
-            let mut at = 0;
             loop {
-                match next_frame_len(&buf[at..*filled]) {
-                    Ok(Some(len)) if at + len <= *filled => {
-                        frames.push(buf[at..at + len].to_vec());
-                        at += len;
-                    }
-                    Ok(Some(len)) if len > buf.len() => {
-                        return Err(TurnError::Framing(format!("frame of {len} bytes")));
-                    }
-                    Ok(_) => break,
+                match framer.next_frame() {
+                    Ok(Some(f)) => frames.push(f.to_vec()),
+                    Ok(None) => break,
                     Err(e) => return Err(TurnError::Framing(e.to_string())),
                 }
             }
-            buf.copy_within(at..*filled, 0);
-            *filled -= at;
             Ok(frames)
         }
     }
@@ -303,8 +289,7 @@ pub async fn run(opts: &TurnOptions) -> Result<TurnReport, TurnError> {
         let local = stream.local_addr()?;
         let link = Link::Tcp {
             stream,
-            buf: vec![0u8; 70_000],
-            filled: 0,
+            framer: StreamFramer::new(p2p_stun::MAX_FRAME),
         };
         (link, local, Transport::Tcp)
     } else {
@@ -511,7 +496,10 @@ async fn tcp_exchange(d: &mut Driver, opts: &TurnOptions) -> Result<Exchanged, T
     tokio::time::timeout(opts.timeout, data.read_exact(&mut head))
         .await
         .map_err(|_| TurnError::Timeout("the ConnectionBind answer"))??;
-    let len = 20 + usize::from(u16::from_be_bytes([head[2], head[3]]));
+    let len = match next_frame_len(&head) {
+        Ok(Some(len)) if len >= head.len() => len,
+        _ => return Err(TurnError::Framing("not a ConnectionBind answer".into())),
+    };
     let mut answer = head.to_vec();
     answer.resize(len, 0);
     tokio::time::timeout(opts.timeout, data.read_exact(&mut answer[20..]))

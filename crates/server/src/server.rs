@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -15,7 +14,7 @@ use crate::config::Config;
 use crate::counters::{CounterSnapshot, Counters};
 use crate::reload::Reloader;
 use crate::responder::Ctx;
-use crate::stream::{accept_loop, StreamShared};
+use crate::stream::{accept_loop, addr_limits, Admission, StreamShared};
 use crate::udp::{self, Worker};
 
 /// Why the server could not start.
@@ -92,7 +91,7 @@ pub struct Server {
 
 struct StreamSharedParts {
     idle: Duration,
-    max_connections: usize,
+    limits: p2p_signaling::AddrLimits,
 }
 
 impl std::fmt::Debug for Server {
@@ -324,7 +323,7 @@ impl Server {
             acceptor,
             stream: StreamSharedParts {
                 idle: Duration::from_secs(s.tcp_idle_timeout_secs.max(1)),
-                max_connections: s.max_connections,
+                limits: addr_limits(s),
             },
         })
     }
@@ -447,7 +446,7 @@ impl Server {
             ctx: self.ctx.clone(),
             counters: self.counters.clone(),
             idle: self.stream.idle,
-            permits: Arc::new(Semaphore::new(self.stream.max_connections)),
+            admission: Admission::new(self.stream.limits, self.counters.clone()),
             turn: turn.clone().zip(turn_idle),
         };
         for l in self.tcp {

@@ -90,8 +90,8 @@ pub use p2p_proto::{Datagram, FiveTuple, Handled, Machine, Output, Transmit, Tra
 pub use p2p_stun::attr::{AddressFamily, PasswordAlgorithm};
 pub use policy::{Cidr, CidrError, PeerPolicy, PeerRefusal};
 pub use server::{
-    AllocationInfo, AuthFailure, Bandwidth, ChannelRoute, Counters, EndReason, RouteUpdate,
-    ServerConfig, ServerEvent, ServerOutput, SocketRequest, Traffic, TurnServer,
+    AllocationInfo, AuthFailure, AuthLimit, Bandwidth, ChannelRoute, Counters, EndReason,
+    RouteUpdate, ServerConfig, ServerEvent, ServerOutput, SocketRequest, Traffic, TurnServer,
 };
 
 use p2p_stun::Method;

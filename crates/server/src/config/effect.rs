@@ -56,9 +56,27 @@ fn stun(c: &Config) -> Result<(), ConfigError> {
                 "neither TCP nor TLS is served (stun.tcp = false, no tls.cert): serve one or drop the key",
             );
         }
-        if s.max_connections != d.max_connections {
-            return no_effect(
+        let keys = [
+            (
+                s.max_connections != d.max_connections,
                 "stun.max_connections (--max-connections)",
+            ),
+            (
+                s.max_connections_per_ip != d.max_connections_per_ip,
+                "stun.max_connections_per_ip (--max-per-ip)",
+            ),
+            (
+                s.reserved_percent != d.reserved_percent,
+                "stun.reserved_percent (--reserve)",
+            ),
+            (
+                s.reserve_below != d.reserve_below,
+                "stun.reserve_below (--reserve-below)",
+            ),
+        ];
+        if let Some((_, key)) = keys.iter().find(|(changed, _)| *changed) {
+            return no_effect(
+                key,
                 "neither TCP nor TLS is served (stun.tcp = false, no tls.cert): serve one or drop the key",
             );
         }
@@ -83,6 +101,26 @@ fn changed_turn_key(t: &TurnConfig) -> Option<&'static str> {
         (
             t.total_quota != d.total_quota,
             "turn.total_quota (--total-quota)",
+        ),
+        (
+            t.reserved_percent != d.reserved_percent,
+            "turn.reserved_percent (--turn-reserve)",
+        ),
+        (
+            t.reserve_below != d.reserve_below,
+            "turn.reserve_below (--turn-reserve-below)",
+        ),
+        (
+            t.rest_share_percent != d.rest_share_percent,
+            "turn.rest_share_percent (--rest-share)",
+        ),
+        (
+            t.auth_failure_burst != d.auth_failure_burst,
+            "turn.auth_failure_burst (--auth-failure-burst)",
+        ),
+        (
+            t.auth_failures_per_minute != d.auth_failures_per_minute,
+            "turn.auth_failures_per_minute (--auth-failure-rate)",
         ),
         (t.max_bps != d.max_bps, "turn.max_bps (--max-bps)"),
         (

@@ -86,12 +86,29 @@ pub struct StunConfig {
     /// request's own PADDING either, so an unauthenticated request cannot get
     /// an answer much larger than itself. Default 512.
     pub max_padding: usize,
-    /// Seconds a TCP or TLS connection may stay silent before it is closed
-    /// (`--tcp-idle-timeout`). Default 30.
+    /// Seconds a TCP or TLS connection may go without progress (a success
+    /// answered; with an allocation, any whole frame) before it is closed,
+    /// and a frame under way may take to arrive whole
+    /// (`--tcp-idle-timeout`); a connection that holds an allocation may
+    /// stay silent for `turn.max_lifetime_secs` + 60. Default 30.
     pub tcp_idle_timeout_secs: u64,
     /// The most TCP and TLS connections open at once (`--max-connections`);
     /// more are refused. Default 4096.
     pub max_connections: usize,
+    /// TCP and TLS connections at once from one client address
+    /// (`--max-per-ip`). Default 64, or `max_connections` when that is
+    /// lower.
+    pub max_connections_per_ip: Option<usize>,
+    /// The IPv6 prefix length counted as one client address, for the
+    /// connection limits and TURN's reserve (`--ipv6-prefix`). Default 64.
+    pub ipv6_prefix: u8,
+    /// Percentage of `max_connections` kept for addresses that hold fewer
+    /// than `reserve_below` connections (`--reserve`). Default 10.
+    pub reserved_percent: u8,
+    /// An address may take a reserved connection while it holds fewer than
+    /// this many (`--reserve-below`). Default 4, or the per-address limit
+    /// when that is lower.
+    pub reserve_below: Option<usize>,
 }
 
 impl Default for StunConfig {
@@ -106,6 +123,10 @@ impl Default for StunConfig {
             max_padding: DEFAULT_MAX_PADDING,
             tcp_idle_timeout_secs: 30,
             max_connections: 4096,
+            max_connections_per_ip: None,
+            ipv6_prefix: 64,
+            reserved_percent: 10,
+            reserve_below: None,
         }
     }
 }
@@ -294,6 +315,7 @@ impl Config {
                 "stun.max_connections must be at least 1",
             ));
         }
+        crate::stream::check_limits(s)?;
         self.turn.validate()?;
         self.signaling.validate()?;
         self.validate_signaling_credentials()?;
@@ -385,6 +407,10 @@ mod tests {
             max_padding = 100
             tcp_idle_timeout_secs = 5
             max_connections = 10
+            max_connections_per_ip = 5
+            ipv6_prefix = 56
+            reserved_percent = 20
+            reserve_below = 2
             [tls]
             cert = "c.pem"
             key = "k.pem"
@@ -422,6 +448,11 @@ mod tests {
             nonce_lifetime_secs = 60
             default_lifetime_secs = 300
             max_lifetime_secs = 900
+            reserved_percent = 5
+            reserve_below = 2
+            rest_share_percent = 50
+            auth_failure_burst = 10
+            auth_failures_per_minute = 30
             [turn.users]
             alice = "secret"
             [metrics]
@@ -469,6 +500,12 @@ mod tests {
             "[turn]\nmin_port = 5000\nmax_port = 4000",
             "[turn]\nrelay_ip = [\"0.0.0.0\"]",
             "[turn.users]\n\"a:b\" = \"x\"",
+            "[stun]\nmax_connections_per_ip = 5000",
+            "[stun]\nipv6_prefix = 0",
+            "[stun]\nreserved_percent = 95",
+            "[turn]\nreserved_percent = 95",
+            "[turn]\nrest_share_percent = 0",
+            "[turn]\nauth_failure_burst = 0",
         ];
         for text in bad {
             assert!(

@@ -38,10 +38,20 @@ tcp = true
 # workers = 4
 # Largest PADDING in a response, bytes (--max-padding).
 max_padding = 512
-# Seconds before a silent TCP/TLS connection is closed (--tcp-idle-timeout).
+# Seconds a TCP/TLS connection may go without progress (a success
+# answered), and a frame may take to arrive, before it is closed; one that
+# holds an allocation may stay quiet longer (--tcp-idle-timeout).
 tcp_idle_timeout_secs = 30
 # Most TCP/TLS connections at once (--max-connections).
 max_connections = 4096
+# TCP/TLS connections per client address; default 64 (--max-per-ip).
+# max_connections_per_ip = 64
+# The IPv6 prefix counted as one client address (--ipv6-prefix).
+ipv6_prefix = 64
+# Percent of max_connections kept for addresses holding fewer than
+# reserve_below connections (--reserve, --reserve-below; default 4).
+reserved_percent = 10
+# reserve_below = 4
 
 [tls]
 # STUN/TURN over TLS is served with a certificate chain and key, PEM
@@ -74,8 +84,20 @@ allow_peer = []
 deny_peer = []
 # Allocations per user, 0 for no limit (--user-quota).
 user_quota = 10
-# Allocations in all, 0 for no limit (--total-quota).
+# Allocations in all, 0 for the number of relay ports (--total-quota).
 total_quota = 0
+# Percent of the allocations kept for client addresses holding fewer than
+# reserve_below (--turn-reserve, --turn-reserve-below).
+reserved_percent = 10
+reserve_below = 4
+# With users and auth_secret both: percent of the allocations REST users may
+# hold together (--rest-share).
+rest_share_percent = 80
+# Authentication failures per client address at once, then per minute (0:
+# no limit); past them, credentials are dropped unanswered
+# (--auth-failure-burst, --auth-failure-rate).
+auth_failure_burst = 20
+auth_failures_per_minute = 60
 # Per-allocation bandwidth cap, bytes per second, 0 for none (--max-bps).
 max_bps = 0
 # TCP peer connections per RFC 6062 allocation (--max-tcp-connections).

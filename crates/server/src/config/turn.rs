@@ -57,8 +57,29 @@ pub struct TurnConfig {
     /// Allocations one user may hold at once, 486 beyond (`--user-quota`).
     /// Default 10; 0 means no limit.
     pub user_quota: u32,
-    /// Allocations in all, 508 beyond (`--total-quota`). Default 0: no limit.
+    /// Allocations in all, 508 beyond (`--total-quota`). Default 0: the
+    /// number of relay ports (`min_port`-`max_port`).
     pub total_quota: u32,
+    /// Percentage of the allocations (`total_quota`) kept for client
+    /// addresses holding fewer than `reserve_below` (`--turn-reserve`):
+    /// past the rest, an address holding more gets 508. Default 10.
+    pub reserved_percent: u8,
+    /// A client address may take a reserved allocation while it holds
+    /// fewer than this many (`--turn-reserve-below`). Default 4.
+    pub reserve_below: u32,
+    /// With both static users and `auth_secret`: the percentage of the
+    /// allocations REST users may hold together, 486 beyond, so that
+    /// farmed REST credentials cannot take what the static users need
+    /// (`--rest-share`). Default 80.
+    pub rest_share_percent: u8,
+    /// Authentication failures one client address (IPv6 by
+    /// `stun.ipv6_prefix`) may have at once before its requests with
+    /// credentials are dropped unanswered (`--auth-failure-burst`).
+    /// Default 20.
+    pub auth_failure_burst: u32,
+    /// Authentication failures a minute allowed per client address after
+    /// the burst (`--auth-failure-rate`). Default 60; 0: no limit.
+    pub auth_failures_per_minute: u32,
     /// Per-allocation bandwidth cap in bytes per second, both directions
     /// together, as coturn's `max-bps` (`--max-bps`). Default 0: no cap.
     pub max_bps: u64,
@@ -105,6 +126,11 @@ impl Default for TurnConfig {
             deny_peer: Vec::new(),
             user_quota: 10,
             total_quota: 0,
+            reserved_percent: 10,
+            reserve_below: 4,
+            rest_share_percent: 80,
+            auth_failure_burst: 20,
+            auth_failures_per_minute: 60,
             max_bps: 0,
             max_tcp_connections: 128,
             relay_fast_path: true,
@@ -208,6 +234,6 @@ impl TurnConfig {
                 "turn.max_lifetime_secs must be at least turn.default_lifetime_secs",
             ));
         }
-        Ok(())
+        crate::turn::check_limits(self)
     }
 }

@@ -33,6 +33,11 @@ impl CredentialStore for Creds {
     fn supports_userhash(&self) -> bool {
         self.has_users
     }
+
+    /// A REST user: one the static table does not have.
+    fn is_ephemeral(&self, username: &str) -> bool {
+        self.rest.is_some() && !self.users.contains(username)
+    }
 }
 
 #[cfg(test)]
@@ -60,6 +65,8 @@ mod tests {
         assert_eq!(creds.key("900000:bob", "r", alg, wall), None, "expired");
         assert_eq!(creds.key("bob", "r", alg, wall), None);
         assert!(creds.supports_userhash());
+        assert!(!creds.is_ephemeral("alice"));
+        assert!(creds.is_ephemeral(user));
         let h = p2p_stun::userhash("alice", "r").unwrap();
         assert_eq!(
             creds.username_for_userhash(&h, "r").as_deref(),

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2p_turn::{Bandwidth, Cidr, PeerPolicy, RestSecret, ServerConfig, StaticUsers};
+use p2p_turn::{AuthLimit, Bandwidth, Cidr, PeerPolicy, RestSecret, ServerConfig, StaticUsers};
 use tokio::net::UdpSocket;
 
 use crate::config::{Config, ConfigError, TurnConfig};
@@ -44,6 +44,31 @@ impl TurnSetup {
     pub(crate) fn summary(&self) -> &str {
         &self.summary
     }
+}
+
+/// Whether the quotas and limits of `[turn]` can take effect.
+pub(crate) fn check_limits(t: &TurnConfig) -> Result<(), ConfigError> {
+    if t.reserved_percent > 90 {
+        return Err(ConfigError::Invalid(
+            "turn.reserved_percent must be at most 90, or the reserve would leave (almost) no allocation for anyone",
+        ));
+    }
+    if t.reserved_percent > 0 && t.reserve_below == 0 {
+        return Err(ConfigError::Invalid(
+            "turn.reserve_below must be at least 1 while turn.reserved_percent is above 0 (set reserved_percent = 0 to keep no reserve)",
+        ));
+    }
+    if t.rest_share_percent == 0 || t.rest_share_percent > 100 {
+        return Err(ConfigError::Invalid(
+            "turn.rest_share_percent must be 1 to 100 (100: REST users may hold every allocation)",
+        ));
+    }
+    if t.auth_failures_per_minute > 0 && t.auth_failure_burst == 0 {
+        return Err(ConfigError::Invalid(
+            "turn.auth_failure_burst must be at least 1 (set auth_failures_per_minute = 0 for no limit)",
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn invalid(msg: &'static str) -> crate::ServerError {
@@ -126,6 +151,18 @@ pub(crate) fn prepare(
     sc.max_lifetime = Duration::from_secs(t.max_lifetime_secs);
     sc.user_quota = (t.user_quota > 0).then_some(t.user_quota);
     sc.total_quota = (t.total_quota > 0).then_some(t.total_quota);
+    sc.reserved_percent = t.reserved_percent;
+    sc.reserve_below = t.reserve_below;
+    sc.ipv6_prefix = config.stun.ipv6_prefix;
+    // REST users are held to their share only when there are static users
+    // to keep room for.
+    sc.ephemeral_share_percent = if !t.users.is_empty() && t.auth_secret.is_some() {
+        t.rest_share_percent
+    } else {
+        100
+    };
+    sc.auth_failure_limit = (t.auth_failures_per_minute > 0)
+        .then(|| AuthLimit::new(t.auth_failure_burst, t.auth_failures_per_minute));
     sc.max_tcp_connections = t.max_tcp_connections;
     sc.bandwidth = (t.max_bps > 0).then(|| Bandwidth::new(t.max_bps, t.max_bps.max(4096)));
     sc.relayed_ports = t.min_port..=t.max_port;
