@@ -246,8 +246,8 @@ fn send_and_receive_move_a_file_intact() {
     let got = rx.wait_event("done");
     assert_eq!(sent["sha256"], want.as_str());
     assert_eq!(got["sha256"], want.as_str());
-    assert!(tx.wait_exit(Duration::from_secs(10)).success());
-    assert!(rx.wait_exit(Duration::from_secs(10)).success());
+    assert!(tx.wait_exit(BOUND).success());
+    assert!(rx.wait_exit(BOUND).success());
     assert_eq!(
         std::fs::read(out.join("data.bin")).expect("received"),
         bytes
