@@ -178,7 +178,7 @@ expect "unknown user: the same plain 401" "allocation failed: Unauthorized \(err
 set +e
 out="$("$P2P" turn "127.0.0.1:$P2P_CLOSED_PORT" --user alice:secret --peer "127.0.0.1:$PEER_PORT" --count 1 2>&1)"
 set -e
-expect "relay to 127.0.0.1 refused by default" "CreatePermission for 127\.0\.0\.1:$PEER_PORT failed with error 403" "$out"
+expect "relay to 127.0.0.1 refused by default" "CreatePermission for 127\.0\.0\.1:$PEER_PORT failed: the server.s peer policy refuses this peer.s address \(403\)" "$out"
 out="$(timeout 30 turnutils_uclient -u alice -w secret -p "$P2P_CLOSED_PORT" -s -c -e 127.0.0.1 -r "$PEER_PORT" -n 5 -m 2 127.0.0.1 2>&1 | sort -u || true)"
 expect "turnutils_uclient: second allocation over --user-quota 1 gets 486" "error 486" "$out"
 
