@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use p2p_connect::{
-    ChannelOptions, ConnectionEvent, IceServerUri, IceState, Peer, PeerConfig, Policy, SelectedPath,
+    ChannelOptions, CloseReason, ConnectionEvent, IceServerUri, IceState, Peer, PeerConfig, Policy,
+    SelectedPath,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -29,9 +30,11 @@ type AnyError = Box<dyn std::error::Error>;
 
 #[derive(Debug, Args)]
 pub(crate) struct ConnectArgs {
-    /// The signaling server's WebSocket URL, ws://HOST:PORT[/ws].
-    #[arg(long, value_name = "URL")]
-    signaling: String,
+    /// The signaling server's WebSocket URL, ws://HOST:PORT[/ws]; repeat it
+    /// (or separate with commas) for the nodes of a cluster: the next is
+    /// tried when one cannot be reached or goes away.
+    #[arg(long, value_name = "URL", required = true, value_delimiter = ',')]
+    signaling: Vec<String>,
     /// The room to meet the other peer in.
     #[arg(long, value_name = "NAME")]
     room: String,
@@ -96,10 +99,14 @@ pub(crate) struct ConnectArgs {
 }
 
 pub(crate) fn config(a: &ConnectArgs) -> Result<PeerConfig, AnyError> {
-    let mut c = PeerConfig::new(a.signaling.clone(), a.room.clone())
+    let first = a.signaling.first().cloned().unwrap_or_default();
+    let mut c = PeerConfig::new(first, a.room.clone())
         .include_loopback(a.loopback)
         .local_addresses(a.bind.iter().copied())
         .connect_timeout(Duration::from_secs(a.timeout.max(1)));
+    for more in a.signaling.iter().skip(1) {
+        c = c.signaling_fallback(more.clone());
+    }
     c.token = a.token.clone();
     c.name = a.name.clone();
     c.peer_timeout = a.peer_timeout.map(Duration::from_secs);
@@ -164,6 +171,8 @@ fn event_name(e: &ConnectionEvent) -> &'static str {
         ConnectionEvent::Disconnected => "disconnected",
         ConnectionEvent::Restarting => "restarting",
         ConnectionEvent::SignalingLost => "signaling_lost",
+        ConnectionEvent::SignalingInterrupted => "signaling_interrupted",
+        ConnectionEvent::SignalingRestored { .. } => "signaling_restored",
         ConnectionEvent::Closed(_) => "closed",
         _ => "other",
     }
@@ -255,6 +264,12 @@ pub(crate) fn describe(e: &ConnectionEvent) -> Option<String> {
         ConnectionEvent::Restarting => "ice: restarting".to_owned(),
         ConnectionEvent::SignalingLost => {
             "signaling: connection lost (the path stays up)".to_owned()
+        }
+        ConnectionEvent::SignalingInterrupted => {
+            "signaling: connection lost; reconnecting (the path stays up)".to_owned()
+        }
+        ConnectionEvent::SignalingRestored { url, peer_id } => {
+            format!("signaling: reconnected to {url} as {peer_id}")
         }
         ConnectionEvent::Closed(r) => format!("closed: {r}"),
         _ => return None,
@@ -423,6 +438,8 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
                 // Events from the start are replayed first; skip those.
                 Some(ConnectionEvent::PathChanged(_) | ConnectionEvent::Disconnected
                     | ConnectionEvent::Restarting | ConnectionEvent::SignalingLost
+                    | ConnectionEvent::SignalingInterrupted
+                    | ConnectionEvent::SignalingRestored { .. }
                     | ConnectionEvent::Closed(_)) => {
                     if let Some(ev) = e.as_ref() {
                         if json {
@@ -446,6 +463,7 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             break;
         }
     }
+    let broke = conn.closed();
     if !ended {
         conn.close().await;
     }
@@ -458,7 +476,14 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             format!("the connection ended after {received} of the {n} line(s) expected").into(),
         );
     }
-    Ok(())
+    // A connection that broke (consent lost for good, no path after a
+    // restart, a DTLS or SCTP failure) is a failure, not a normal end.
+    match broke {
+        Some(r @ (CloseReason::ConsentLost | CloseReason::IceFailed | CloseReason::Failed(_))) => {
+            Err(format!("the connection broke: {r}").into())
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -156,6 +156,7 @@
 #[cfg(feature = "driver")]
 mod driver;
 mod negotiate;
+mod reconnect;
 mod session;
 
 pub use bytes::Bytes;
@@ -170,6 +171,7 @@ pub use negotiate::{
     SelectedPath, BYE_GRACE,
 };
 pub use p2p_ice::IceStats;
+pub use reconnect::{Reconnect, ReconnectAction, ReconnectPolicy};
 
 pub use p2p_datachannel::{ChannelError, ChannelEvent, ChannelId, ChannelOptions, Reliability};
 pub use p2p_dtls::{Certificate, DtlsRole, DtlsVersion, Fingerprint};

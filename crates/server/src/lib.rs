@@ -118,6 +118,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod cluster;
 mod config;
 mod counters;
 mod fastpath;

@@ -66,12 +66,14 @@ pub(crate) async fn bind(
     let front = TcpListener::bind(listen).await.map_err(err(listen))?;
     let addr = front.local_addr().map_err(err(listen))?;
     let ice_servers = ice_servers(config, addrs);
+    let mut sc = server_config(s, ice_servers);
+    crate::cluster::setup_resume(&mut sc, config);
     Ok(Some(Signaling {
         front,
         addr,
         page: s.page,
         tls,
-        config: server_config(s, ice_servers),
+        config: sc,
     }))
 }
 
