@@ -14,6 +14,7 @@
 //! `--release` choose).
 
 mod daemon;
+mod restart;
 mod signaling;
 mod ws;
 
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::bench_util::target_dir;
 use crate::{cargo, run};
+use restart::restart_recovery;
 use signaling::{credential_farming, idle_flood, slow_readers, slowloris};
 
 /// One attack: its name, the finding it reproduces, and the function.
@@ -48,6 +50,11 @@ const ATTACKS: &[(&str, &str, Attack)] = &[
         "credential-farming",
         "18.3: anonymous connections farming TURN credentials",
         credential_farming,
+    ),
+    (
+        "restart-recovery",
+        "18.6: relay-only peers recover when the daemon restarts",
+        restart_recovery,
     ),
 ];
 

@@ -7,6 +7,7 @@ use std::process::Command;
 pub(crate) fn ci(_args: &[String]) -> Result<(), String> {
     lint()?;
     test(&[])?;
+    crate::abuse::abuse(&["--short".to_owned()])?;
     interop(&[])?;
     nat_lab(&[])?;
     browser(&[])?;

@@ -24,16 +24,22 @@ impl Daemon {
     /// `p2p serve` on ephemeral loopback ports with `args`; waits for its
     /// banner to name the signaling and metrics ports.
     pub(super) fn start(ctx: &Ctx, name: &str, args: &[&str]) -> Result<Daemon, String> {
+        Daemon::start_at(ctx, name, "127.0.0.1:0", "127.0.0.1:0", args)
+    }
+
+    /// [`Daemon::start`] with the STUN/TURN and signaling addresses given
+    /// (to restart a daemon where it was).
+    pub(super) fn start_at(
+        ctx: &Ctx,
+        name: &str,
+        listen: &str,
+        signaling: &str,
+        args: &[&str],
+    ) -> Result<Daemon, String> {
         let log = ctx.work.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let mut child = Command::new(&ctx.bin)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--signaling",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--listen", listen, "--signaling", signaling])
             .args(["--metrics", "127.0.0.1:0", "--log", "warn"])
             .args(args)
             .stdout(Stdio::piped())
