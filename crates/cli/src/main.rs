@@ -16,6 +16,7 @@ use p2p_cli::natdisc::{discover, render};
 use p2p_server::{Config, Server, ServerError};
 use tokio::net::UdpSocket;
 
+mod cluster_flags;
 mod connect_cmd;
 mod demo;
 
@@ -95,6 +96,8 @@ struct ServeArgs {
     turn: TurnServeArgs,
     #[command(flatten)]
     signaling: SignalingServeArgs,
+    #[command(flatten)]
+    cluster: cluster_flags::ClusterServeArgs,
 }
 
 /// Where `p2p serve` serves signaling when neither a flag nor the file says.
@@ -439,6 +442,7 @@ fn serve_config(a: &ServeArgs) -> Result<Config, AnyError> {
     }
     apply_turn_flags(&mut cfg, &a.turn)?;
     apply_signaling_flags(&mut cfg, &a.signaling);
+    cluster_flags::apply(&mut cfg, &a.cluster);
     cfg.validate()?;
     Ok(cfg)
 }

@@ -43,6 +43,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The signaling server (WebSocket) and the browser page, on one TCP port.
     pub signaling: SignalingConfig,
+    /// A cluster of nodes on Redis (none by default).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 /// `[stun]`: where and how the STUN responder runs.
@@ -727,6 +729,7 @@ impl Config {
         }
         self.turn.validate()?;
         self.signaling.validate()?;
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
         self.validate_signaling_credentials()
     }
 

@@ -132,6 +132,7 @@ pub mod turn;
 mod udp;
 mod web;
 
+pub use cluster::ClusterConfig;
 pub use config::{
     Config, ConfigError, IceServerConfig, LogConfig, MetricsConfig, SignalingConfig, StunConfig,
     TlsConfig, TurnConfig, TurnCredentials, DEFAULT_MAX_PADDING, DEFAULT_PORT, DEFAULT_TLS_PORT,

@@ -37,6 +37,9 @@ pub enum ServerError {
     /// The certificate or key could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// The cluster's store (Redis) is unreachable or its URL is wrong.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// The addresses the server actually bound (ports resolved when 0 was asked).

@@ -68,6 +68,9 @@ pub(crate) async fn bind(
     let ice_servers = ice_servers(config, addrs);
     let mut sc = server_config(s, ice_servers);
     crate::cluster::setup_resume(&mut sc, config);
+    crate::cluster::attach(&mut sc, config)
+        .await
+        .map_err(ServerError::Cluster)?;
     Ok(Some(Signaling {
         front,
         addr,

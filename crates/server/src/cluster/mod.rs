@@ -1,6 +1,15 @@
 //! Many `p2p serve` nodes as one service (issue 16), and what a single
 //! node does so that its clients survive its restart.
 //!
+//! A node of a cluster (`[cluster] redis = "redis://..."`, `--redis`)
+//! keeps its rooms' membership in Redis ([`store`], [`scripts`]): the
+//! signaling rooms' task (`p2p_signaling::Rooms` in cluster mode) asks
+//! the store to admit joins, relays messages for peers of other nodes
+//! with one PUBLISH each, and mirrors the members of other nodes. Each
+//! node beats a heartbeat; a node silent for the expiry is reaped by the
+//! first live node that notices, and its members leave their rooms.
+//! See `docs/cluster.md`.
+//!
 //! Resume tokens: every `welcome` carries one (see `docs/signaling.md`,
 //! `resume`). They are signed with a key every node of the service shares
 //! and that outlives a restart: derived from the TURN REST secret
@@ -9,10 +18,30 @@
 //! per run (`p<tag>-<n>`), so that a restarted node (or another node)
 //! never hands out an id a resuming client still holds.
 
-use p2p_signaling::{ResumeConfig, ServerConfig};
+mod config;
+mod metrics;
+mod scripts;
+mod store;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use p2p_signaling::{ClusterAttach, ClusterLink, ResumeConfig, ServerConfig};
 use rand::Rng;
+use tokio::sync::mpsc;
 
 use crate::config::Config;
+pub use config::ClusterConfig;
+pub(crate) use metrics::render_metrics;
+pub(crate) use store::StoreStats;
+
+/// The node's store counters, once it joined a cluster (for metrics).
+static STATS: OnceLock<Arc<StoreStats>> = OnceLock::new();
+
+/// This process's node counters, if it is a node of a cluster.
+pub(crate) fn stats() -> Option<Arc<StoreStats>> {
+    STATS.get().cloned()
+}
 
 /// What the resume key is derived from, so that it outlives a restart.
 const RESUME_KEY_LABEL: &str = "p2p-signaling resume key v1";
@@ -28,11 +57,11 @@ pub(crate) fn resume_key(config: &Config) -> Vec<u8> {
     }
 }
 
-/// A tag of this run for peer ids: four lowercase letters and digits.
+/// A tag of this run for peer ids: six lowercase letters and digits.
 pub(crate) fn run_tag() -> String {
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
     let mut rng = rand::thread_rng();
-    (0..4)
+    (0..6)
         .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
         .collect()
 }
@@ -41,4 +70,68 @@ pub(crate) fn run_tag() -> String {
 pub(crate) fn setup_resume(sc: &mut ServerConfig, config: &Config) {
     sc.resume = Some(ResumeConfig::new(resume_key(config)));
     sc.peer_id_prefix = format!("p{}-", run_tag());
+}
+
+/// Joins the cluster when `[cluster] redis` is set: connects to Redis
+/// (an unreachable or malformed URL is an error at start), shares the
+/// resume key, and links the signaling rooms to the store.
+pub(crate) async fn attach(sc: &mut ServerConfig, config: &Config) -> Result<(), String> {
+    let c = &config.cluster;
+    let Some(url) = &c.redis else {
+        return Ok(());
+    };
+    c.validate()?;
+    let node = c
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node-{}", run_tag()));
+    let (client, mut conn) = store::connect(url, Duration::from_secs(3)).await?;
+    if config.turn.auth_secret.is_none() {
+        // Every node must sign resume tokens alike: the first node to come
+        // puts a random key in Redis, the others take it.
+        let key = format!("{}resume-key", c.prefix);
+        let fresh = hex(&rand::thread_rng().gen::<[u8; 32]>());
+        let shared: Option<String> = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(&fresh)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&key)
+            .query_async::<(Option<String>,)>(&mut conn)
+            .await
+            .map(|(v,)| v)
+            .map_err(|e| format!("cluster.redis {url:?}: {e}"))?;
+        let shared = shared.ok_or("cluster: the resume key vanished from Redis")?;
+        sc.resume = Some(ResumeConfig::new(shared.into_bytes()));
+    }
+    let (ops_tx, ops_rx) = mpsc::channel(65_536);
+    let (events_tx, events_rx) = mpsc::channel(65_536);
+    let stats = Arc::new(StoreStats::default());
+    let _ = STATS.set(stats.clone());
+    let store = store::Store::new(
+        store::StoreConfig {
+            node: node.clone(),
+            prefix: c.prefix.clone(),
+            heartbeat: c.heartbeat(),
+            expiry: c.expiry(),
+        },
+        client,
+        conn,
+        events_tx,
+        stats,
+    );
+    tokio::spawn(store.run(ops_rx));
+    sc.cluster = Some(ClusterAttach::new(ClusterLink {
+        node: node.clone(),
+        ops: ops_tx,
+        events: events_rx,
+    }));
+    tracing::info!("cluster: node {node} joined through {url}");
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
