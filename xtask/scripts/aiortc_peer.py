@@ -20,15 +20,40 @@ import json
 import sys
 
 import websockets
-from aiortc import RTCPeerConnection, RTCSessionDescription, RTCConfiguration
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import candidate_from_sdp
+import aioice.ice
+from aiortc.rtcdtlstransport import certificate_digest
 
 
 def log(*a):
     print("aiortc:", *a, file=sys.stderr, flush=True)
 
 
+def tamper(sdp):
+    """Change one hex digit of the a=fingerprint line: the peer must refuse
+    the certificate it then sees in the handshake."""
+    out = []
+    for line in sdp.split("\r\n"):
+        if line.startswith("a=fingerprint:"):
+            head, value = line.rsplit(" ", 1)
+            first = "0" if value[0] != "0" else "1"
+            line = f"{head} {first}{value[1:]}"
+        out.append(line)
+    return "\r\n".join(out)
+
+
 async def run(args):
+    if args.loopback:
+        # aioice never gathers 127.0.0.1; the suites keep their traffic on
+        # loopback, so offer that address alone.
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
     received = 0
     sent = 0
     done = asyncio.Event()
@@ -52,12 +77,22 @@ async def run(args):
         peer = peers[0]["id"] if peers else None
         log(f"{me} joined {args.room}; {'offerer' if offerer else 'answerer'}")
 
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        if args.turn:
+            config = RTCConfiguration(
+                iceServers=[RTCIceServer(args.turn, args.turn_user, args.turn_password)],
+                iceTransportPolicy=RTCIceTransportPolicy.RELAY,
+            )
+        else:
+            config = RTCConfiguration(iceServers=[])
+        pc = RTCPeerConnection(config)
 
         def on_message(msg):
             nonlocal received
             received += 1
-            if isinstance(msg, str):
+            if isinstance(msg, str) and len(msg) > 256:
+                digest = hashlib.sha256(msg.encode()).hexdigest()
+                print(f"recv-long {len(msg)} {digest}", flush=True)
+            elif isinstance(msg, str):
                 print(f"recv {msg}", flush=True)
             else:
                 print(f"recv-binary {len(msg)} {hashlib.sha256(msg).hexdigest()}", flush=True)
@@ -85,8 +120,15 @@ async def run(args):
             if pc.connectionState == "connected":
                 dtls = pc.sctp.transport if pc.sctp else None
                 if dtls is not None:
-                    for fp in dtls.getRemoteParameters().fingerprints:
-                        print(f"fingerprint {fp.algorithm} {fp.value}", flush=True)
+                    for fp in dtls.getLocalParameters().fingerprints:
+                        if fp.algorithm == "sha-256":
+                            print(f"local-fingerprint {fp.algorithm} {fp.value}", flush=True)
+                    # The certificate the peer presented in the handshake,
+                    # which aiortc checked against the peer's SDP.
+                    cert = dtls._ssl.get_peer_certificate(as_cryptography=True)
+                    if cert is not None:
+                        digest = certificate_digest(cert, "sha-256")
+                        print(f"remote-fingerprint sha-256 {digest}", flush=True)
             if pc.connectionState == "failed":
                 done.set()
 
@@ -95,7 +137,10 @@ async def run(args):
             await pc.setLocalDescription(desc)
             # aiortc gathers before the description is ready: its candidates
             # are in the SDP, nothing is trickled.
-            await ws.send(json.dumps({"type": kind, "to": peer, "sdp": pc.localDescription.sdp}))
+            sdp = pc.localDescription.sdp
+            if args.tamper:
+                sdp = tamper(sdp)
+            await ws.send(json.dumps({"type": kind, "to": peer, "sdp": sdp}))
 
         if offerer:
             use(pc.createDataChannel("chat"))
@@ -133,11 +178,17 @@ async def run(args):
 
         sig = asyncio.ensure_future(signaling())
         try:
+            if args.tamper:
+                # Wait for the peer to give up (it leaves the room).
+                await asyncio.wait_for(done.wait(), args.timeout)
+                return 0 if received == 0 else 1
             await asyncio.wait_for(channel_ready.wait(), args.timeout)
             log(f"channel {channel.label!r} open")
             for i in range(args.send):
                 channel.send(f"{args.prefix} {i}")
                 sent += 1
+            if args.big:
+                channel.send("b" * args.big)
             if args.expect > 0:
                 await asyncio.wait_for(done.wait(), args.timeout)
             # Let the SCTP layer flush what was sent before closing.
@@ -161,7 +212,13 @@ def main():
     p.add_argument("--send", type=int, default=0)
     p.add_argument("--prefix", default="from aiortc")
     p.add_argument("--expect", type=int, default=0)
+    p.add_argument("--big", type=int, default=0, help="then one text message of this many bytes")
+    p.add_argument("--tamper", action="store_true", help="alter the fingerprint in our SDP")
     p.add_argument("--echo", action="store_true")
+    p.add_argument("--loopback", action="store_true", help="host candidate 127.0.0.1 only")
+    p.add_argument("--turn", help="turn:HOST:PORT (relay-only when given)")
+    p.add_argument("--turn-user")
+    p.add_argument("--turn-password")
     p.add_argument("--timeout", type=float, default=30)
     args = p.parse_args()
     try:

@@ -28,28 +28,9 @@ skip_or_fail() {
 }
 
 # ---------------------------------------------------------------- tools
-CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
-if [ ! -x "$CHROMIUM" ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "browser: installing chromium (apt)"
-    export DEBIAN_FRONTEND=noninteractive
-    { apt-get update -qq && apt-get install -y -qq chromium; } >"$TARGET/browser-apt.log" 2>&1 \
-      || { tail -n 20 "$TARGET/browser-apt.log" >&2; skip_or_fail "cannot install chromium"; }
-  fi
-  [ -x "$CHROMIUM" ] || skip_or_fail "no Chromium at $CHROMIUM (apt-get install chromium)"
-fi
-command -v node >/dev/null 2>&1 || skip_or_fail "node not found (apt-get install nodejs npm)"
-NODE_DIR="$TARGET/browser-node"
-if [ ! -f "$NODE_DIR/node_modules/playwright-core/package.json" ]; then
-  command -v npm >/dev/null 2>&1 || skip_or_fail "npm not found (apt-get install npm)"
-  echo "browser: installing playwright-core (npm) into $NODE_DIR"
-  mkdir -p "$NODE_DIR"
-  [ -f "$NODE_DIR/package.json" ] || echo '{"private": true}' >"$NODE_DIR/package.json"
-  # playwright-core downloads no browser: we use Debian's.
-  (cd "$NODE_DIR" && npm install --no-audit --no-fund --silent playwright-core@1) \
-    || skip_or_fail "cannot install playwright-core"
-fi
-export NODE_PATH="$NODE_DIR/node_modules"
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+need_browser browser "$TARGET"
 
 # ---------------------------------------------------------------- the servers
 # Ports of our own, away from the defaults and from interop.sh's.
@@ -64,8 +45,6 @@ CLOSED_SIGNALING_PORT=24907
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/p2p-browser.XXXXXX")"
 PIDS=()
-# shellcheck source=lib.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cleanup() {
   local rc=$?
   stop_pids
@@ -157,4 +136,6 @@ cli "cli-then-tab" --order cli-first
 cli "tab-then-cli-relay" --order tab-first --policy relay
 cli "cli-then-tab-relay" --order cli-first --policy relay
 cli "altered-fingerprint" --order tab-first --tamper
+cli "file-tab-to-receive" --order tab-first --file to-cli
+cli "file-send-to-tab" --order cli-first --file from-cli
 echo "browser: $passed passed, 0 failed"

@@ -60,9 +60,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cleanup() {
   local rc=$?
   stop_pids
-  for ns in "${NAMESPACES[@]}"; do
-    ip netns del "$ns" 2>/dev/null || true
-  done
+  del_namespaces
   dump_logs_on_failure "$rc" nat-lab
   rm -rf "$WORK"
   exit "$rc"
@@ -71,14 +69,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 fail() { echo "nat-lab: FAIL: $*" >&2; exit 1; }
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-new_ns() {
-  # A namespace left by a crashed run of this script is ours to replace.
-  ip netns del "$1" 2>/dev/null || true
-  ip netns add "$1"
-  NAMESPACES+=("$1")
-  in_ns "$1" ip link set lo up
-}
 
 echo "nat-lab: building p2p"
 cargo build --quiet -p p2p-cli
@@ -88,70 +78,32 @@ case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 P2P="$TARGET_DIR/debug/p2p"
 [ -x "$P2P" ] || fail "$P2P not found"
 
-# add_client ROUTER_NS CLIENT_NS PORT IP GATEWAY: a client on the router's LAN bridge.
-add_client() {
-  ip -n "$1" link add "$3" type veth peer name eth0 netns "$2"
-  in_ns "$1" ip link set "$3" master lan
-  in_ns "$1" ip link set "$3" up
-  in_ns "$2" ip addr add "$4/24" dev eth0
-  in_ns "$2" ip link set eth0 up
-  in_ns "$2" ip route add default via "$5"
-}
-
 # ---------------------------------------------------------------- the public segment
-new_ns "$SRV"
-in_ns "$SRV" ip link add br0 type bridge
-in_ns "$SRV" ip link set br0 up
-in_ns "$SRV" ip addr add 203.0.113.10/24 dev br0
-in_ns "$SRV" ip addr add 203.0.113.11/24 dev br0
+# (in_ns, new_ns, public_segment, add_router, add_client and nat: lib.sh)
+public_segment "$SRV" 203.0.113.10 203.0.113.11
 
 # ---------------------------------------------------------------- routers and clients
 for n in "${ROUTERS[@]}"; do
-  r="$PREFIX-r$n"
-  c="$PREFIX-c$n"
-  new_ns "$r"
-  new_ns "$c"
-  # WAN: router <-> bridge port in the server namespace (created in place).
-  ip -n "$r" link add wan type veth peer name "sw$n" netns "$SRV"
-  in_ns "$SRV" ip link set "sw$n" master br0
-  in_ns "$SRV" ip link set "sw$n" up
-  in_ns "$r" ip addr add "203.0.113.10$n/24" dev wan
-  in_ns "$r" ip link set wan up
-  # LAN: a bridge in the router, a veth port to each client.
-  in_ns "$r" ip link add lan type bridge
-  in_ns "$r" ip addr add "10.0.$n.1/24" dev lan
-  in_ns "$r" ip link set lan up
-  add_client "$r" "$c" lp0 "10.0.$n.2" "10.0.$n.1"
-  in_ns "$r" sysctl -qw net.ipv4.ip_forward=1
+  add_router "$SRV" "$PREFIX-r$n" "$n"
+  new_ns "$PREFIX-c$n"
+  add_client "$PREFIX-r$n" "$PREFIX-c$n" lp0 "10.0.$n.2" "10.0.$n.1"
 done
 # A second client on router 1's LAN, for the same-LAN scenario.
 new_ns "$PREFIX-c1b"
 add_client "$PREFIX-r1" "$PREFIX-c1b" lp1 10.0.1.3 10.0.1.1
 
 # Router 1: plain MASQUERADE (ports preserved when free).
-in_ns "$PREFIX-r1" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
 # Router 2: a fresh random port for every new 5-tuple.
-in_ns "$PREFIX-r2" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE --random-fully
 # Router 3: source NAT keeps the port; every inbound UDP packet is let in to
 # the client on the same port, whoever sends it ("full cone").
-in_ns "$PREFIX-r3" iptables -t nat -A POSTROUTING -o wan -p udp -j SNAT --to-source 203.0.113.103
-in_ns "$PREFIX-r3" iptables -t nat -A PREROUTING -i wan -p udp -j DNAT --to-destination 10.0.3.2
-# (TCP, for signaling, is plainly masqueraded.)
-in_ns "$PREFIX-r3" iptables -t nat -A POSTROUTING -o wan -p tcp -j MASQUERADE
 # Routers 4 and 5: second copies of 1 and 2, so that a pair of NATs of one kind exists.
-in_ns "$PREFIX-r4" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
-in_ns "$PREFIX-r5" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE --random-fully
-# Unsolicited UDP to a router's own WAN address is dropped in INPUT. Without
-# this, a peer's check that arrives before the local peer's first packet
-# leaves a conntrack entry (203.0.113.10M:P -> 203.0.113.10N:Q) in the
-# router; the local peer's own packet to that peer then clashes with it and
-# MASQUERADE picks another port: the mapping stops being endpoint-independent
-# exactly when two peers punch holes at once. A dropped packet is never
-# confirmed in conntrack, so no entry is left. (Router 3 DNATs all UDP to its
-# client instead; router 6 has its own firewall below.)
-for n in 1 2 4 5; do
-  in_ns "$PREFIX-r$n" iptables -A INPUT -i wan -p udp -m conntrack --ctstate NEW -j DROP
-done
+# (nat also makes routers 1, 2, 4 and 5 drop unsolicited UDP to their own
+# WAN address: see lib.sh and docs/nat-lab.md.)
+nat "$PREFIX-r1" eim-apdf
+nat "$PREFIX-r2" apdm
+nat "$PREFIX-r3" full-cone 203.0.113.103 10.0.3.2
+nat "$PREFIX-r4" eim-apdf
+nat "$PREFIX-r5" apdm
 # Router 6: a firewall that lets nothing out but TCP to the server's TURN
 # (3478), TURN-over-TLS (5349) and signaling (8080) ports; UDP is dropped.
 in_ns "$PREFIX-r6" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE

@@ -21,11 +21,12 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [args]
 
 tasks:
-  ci            the whole suite: fmt, clippy, tests (fuzz corpora replayed), interop, nat-lab, browser
+  ci            the whole suite: fmt, clippy, tests (fuzz corpora replayed), interop, aiortc, nat-lab, browser
   test          cargo tests of the workspace (nextest when installed)
   lint          rustfmt --check and clippy -D warnings
   interop       our binaries against coturn (needs the `coturn` package; installs it when CI=true)
-  nat-lab       real NATs in network namespaces (needs root, iproute2, iptables)
+  aiortc        p2p connect against aiortc, an independent WebRTC stack (pip-installs it into target/)
+  nat-lab       real NATs in network namespaces, p2p connect and a Chromium tab behind them (needs root, iproute2, iptables; chromium, node)
   browser       two headless Chromium pages connect through `p2p serve` (needs chromium, node)
   abuse [--short] [--only NAME]  attacks on `p2p serve` over loopback, with figures; report in target/abuse.md
   ice-matrix    the 81-pair NAT matrix on the virtual network; rewrites docs/ice-matrix.md
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         "lint" => tasks::lint(),
         "interop" => tasks::interop(rest),
         "nat-lab" => tasks::nat_lab(rest),
+        "aiortc" => tasks::aiortc(rest),
         "browser" => tasks::browser(rest),
         "abuse" => abuse::abuse(rest),
         "ice-matrix" => tasks::ice_matrix(rest),

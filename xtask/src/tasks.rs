@@ -9,6 +9,7 @@ pub(crate) fn ci(_args: &[String]) -> Result<(), String> {
     test(&[])?;
     crate::abuse::abuse(&["--short".to_owned()])?;
     interop(&[])?;
+    aiortc(&[])?;
     nat_lab(&[])?;
     browser(&[])?;
     Ok(())
@@ -121,6 +122,10 @@ pub(crate) fn interop(_args: &[String]) -> Result<(), String> {
     script("interop.sh")
 }
 
+pub(crate) fn aiortc(_args: &[String]) -> Result<(), String> {
+    script("aiortc.sh")
+}
+
 pub(crate) fn browser(_args: &[String]) -> Result<(), String> {
     if !root().join("xtask/scripts/browser.sh").exists() {
         eprintln!("browser: the browser suite is not in this tree yet");
@@ -145,11 +150,15 @@ pub(crate) fn ice_matrix(_args: &[String]) -> Result<(), String> {
         ]))
 }
 
+/// The NAT lab: `p2p nat-type` and two `p2p connect` peers through real
+/// NATs (nat-lab.sh), then a Chromium tab behind one NAT and `p2p connect`
+/// behind another (nat-lab-browser.sh).
 pub(crate) fn nat_lab(_args: &[String]) -> Result<(), String> {
     if !in_ci() && !have("ip") {
         return Err("nat-lab needs iproute2 (`ip`) and root".into());
     }
-    script("nat-lab.sh")
+    script("nat-lab.sh")?;
+    script("nat-lab-browser.sh")
 }
 
 pub(crate) fn bench(args: &[String]) -> Result<(), String> {

@@ -21,15 +21,17 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use p2p_connect::{
-    ChannelOptions, CloseReason, ConnectionEvent, IceServerUri, IceState, Peer, PeerConfig, Policy,
-    SelectedPath,
+    ChannelOptions, CloseReason, ConnectError, Connection, ConnectionEvent, IceServerUri, IceState,
+    Peer, PeerConfig, Policy, SelectedPath,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 type AnyError = Box<dyn std::error::Error>;
 
+/// Where to meet the peer and how to reach it: the options `p2p connect`,
+/// `p2p send` and `p2p receive` share.
 #[derive(Debug, Args)]
-pub(crate) struct ConnectArgs {
+pub(crate) struct NetArgs {
     /// The signaling server's WebSocket URL, ws://HOST:PORT[/ws]; repeat it
     /// (or separate with commas) for the nodes of a cluster: the next is
     /// tried when one cannot be reached or goes away.
@@ -83,6 +85,12 @@ pub(crate) struct ConnectArgs {
     /// Progress on stderr as JSON lines (one object per event) for scripts.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    #[command(flatten)]
+    net: NetArgs,
     /// Exit once N lines have arrived (stdin ending does not close the
     /// connection before that); exit with an error if it closes first.
     #[arg(long, value_name = "N")]
@@ -98,7 +106,7 @@ pub(crate) struct ConnectArgs {
     linger_ms: u64,
 }
 
-pub(crate) fn config(a: &ConnectArgs) -> Result<PeerConfig, AnyError> {
+pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
     let first = a.signaling.first().cloned().unwrap_or_default();
     let mut c = PeerConfig::new(first, a.room.clone())
         .include_loopback(a.loopback)
@@ -174,6 +182,26 @@ fn event_name(e: &ConnectionEvent) -> &'static str {
         ConnectionEvent::SignalingInterrupted => "signaling_interrupted",
         ConnectionEvent::SignalingRestored { .. } => "signaling_restored",
         ConnectionEvent::Closed(_) => "closed",
+        _ => "other",
+    }
+}
+
+/// The short, stable name of a connect failure in `--json` output.
+fn failure_name(e: &ConnectError) -> &'static str {
+    match e {
+        ConnectError::SignalingUnreachable { .. } => "signaling_unreachable",
+        ConnectError::RoomFull { .. } => "room_full",
+        ConnectError::Unauthorized { .. } => "unauthorized",
+        ConnectError::Signaling(_) => "signaling",
+        ConnectError::PeerLeft { .. } => "peer_left",
+        ConnectError::NoPath { .. } => "no_path",
+        ConnectError::TurnRefused { .. } => "turn_refused",
+        ConnectError::BadIceServer(_) => "bad_ice_server",
+        ConnectError::Config(_) => "config",
+        ConnectError::Timeout { .. } => "timeout",
+        ConnectError::Io(_) => "io",
+        ConnectError::FingerprintMismatch => "fingerprint_mismatch",
+        ConnectError::Secure(_) => "secure",
         _ => "other",
     }
 }
@@ -276,8 +304,89 @@ pub(crate) fn describe(e: &ConnectionEvent) -> Option<String> {
     })
 }
 
-pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
-    let peer = Peer::new(config(&a)?)?;
+/// How a command reports progress on stderr: JSON lines with `--json`,
+/// else `p2p <command>: <text>` lines.
+pub(crate) struct Report {
+    json: bool,
+    started: Instant,
+    command: &'static str,
+}
+
+impl Report {
+    pub(crate) fn new(json: bool, command: &'static str) -> Report {
+        Report {
+            json,
+            started: Instant::now(),
+            command,
+        }
+    }
+
+    /// Whether progress goes out as JSON lines.
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+
+    /// Milliseconds since the command started.
+    pub(crate) fn t_ms(&self) -> u64 {
+        ms(self.started.elapsed())
+    }
+
+    /// One line: `{"t_ms","event","text"}` or `p2p <command>: <text>`.
+    pub(crate) fn say(&self, event: &str, text: impl Into<String>) {
+        let text = text.into();
+        if self.json {
+            let v = serde_json::json!({ "t_ms": self.t_ms(), "event": event, "text": text });
+            eprintln!("{v}");
+        } else {
+            eprintln!("p2p {}: {text}", self.command);
+        }
+    }
+
+    /// A JSON line of its own (with `t_ms` and `event` added); nothing
+    /// without `--json`.
+    pub(crate) fn json_line(&self, event: &str, mut v: serde_json::Value) {
+        if self.json {
+            v["t_ms"] = self.t_ms().into();
+            v["event"] = event.into();
+            eprintln!("{v}");
+        }
+    }
+
+    /// A connection event worth a line.
+    pub(crate) fn event(&self, e: &ConnectionEvent) {
+        if self.json {
+            if let Some(v) = event_json(e, self.started) {
+                eprintln!("{v}");
+            }
+        } else if let Some(line) = describe(e) {
+            eprintln!("p2p {}: {line}", self.command);
+        }
+    }
+}
+
+/// Meets the peer and connects, showing progress (a one-line display on a
+/// terminal, JSON lines with `--json`); says `ready` (with `hint` after it
+/// on a terminal) once the encrypted connection is up.
+/// The user stopped the command (Ctrl-C, SIGTERM); the peer was told, as
+/// far as the path allowed. `p2p` exits 130 for it.
+#[derive(Debug)]
+pub(crate) struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+pub(crate) async fn establish(
+    a: &NetArgs,
+    command: &'static str,
+    hint: &str,
+) -> Result<(Connection, Report), AnyError> {
+    let peer = Peer::new(config(a)?)?;
+    let report = Report::new(a.json, command);
     let json = a.json;
     let tty = !json && std::io::stderr().is_terminal();
     let progress = Arc::new(Mutex::new(Progress {
@@ -285,7 +394,7 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
         ..Progress::default()
     }));
     let p2 = progress.clone();
-    let started = Instant::now();
+    let started = report.started;
     let connect = peer.connect_with(move |e| {
         let mut p = p2.lock().unwrap_or_else(|e| e.into_inner());
         match e {
@@ -307,16 +416,27 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             if tty {
                 eprint!("\r\x1b[K");
             }
-            eprintln!("p2p connect: {line}");
+            eprintln!("p2p {command}: {line}");
         }
     });
     tokio::pin!(connect);
     let spinner = ['|', '/', '-', '\\'];
     let mut tick = tokio::time::interval(Duration::from_millis(120));
     let mut n = 0usize;
+    let interrupt = crate::shutdown_signal();
+    tokio::pin!(interrupt);
     let conn = loop {
         tokio::select! {
             r = &mut connect => break r,
+            () = &mut interrupt => {
+                if tty {
+                    eprint!("\r\x1b[K");
+                }
+                report.json_line("failed", serde_json::json!({
+                    "reason": "interrupted", "text": "interrupted before the peer connected",
+                }));
+                return Err(Interrupted.into());
+            }
             _ = tick.tick(), if tty => {
                 let p = progress.lock().unwrap_or_else(|e| e.into_inner());
                 eprint!(
@@ -332,7 +452,16 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
     if tty {
         eprint!("\r\x1b[K");
     }
-    let conn = conn?;
+    let conn = match conn {
+        Ok(c) => c,
+        Err(e) => {
+            report.json_line(
+                "failed",
+                serde_json::json!({ "reason": failure_name(&e), "text": e.to_string() }),
+            );
+            return Err(e.into());
+        }
+    };
     let ready = started.elapsed();
     let ice = progress
         .lock()
@@ -358,20 +487,17 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             .map(|d| format!(" (ICE {:.0} ms)", d.as_secs_f64() * 1000.0))
             .unwrap_or_default();
         eprintln!(
-            "p2p connect: ready in {:.0} ms{ice}; type lines to send, Ctrl-D to quit",
+            "p2p {command}: ready in {:.0} ms{ice}{hint}",
             ready.as_secs_f64() * 1000.0
         );
     }
-    let say = |event: &str, text: String| {
-        if json {
-            let v = serde_json::json!({
-                "t_ms": ms(started.elapsed()), "event": event, "text": text,
-            });
-            eprintln!("{v}");
-        } else {
-            eprintln!("p2p connect: {text}");
-        }
-    };
+    Ok((conn, report))
+}
+
+pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
+    let (conn, report) =
+        establish(&a.net, "connect", "; type lines to send, Ctrl-D to quit").await?;
+    let say = |event: &str, text: String| report.say(event, text);
     // The offerer opens the chat channel; the answerer takes the one the
     // other side opens (a browser tab opens its own).
     let chat = if conn.is_controlling() {
@@ -390,6 +516,9 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
     let (mut sent, mut received) = (0u64, 0u64);
     let expect = a.expect_lines;
     let mut ended = false;
+    let mut interrupted = false;
+    let interrupt = crate::shutdown_signal();
+    tokio::pin!(interrupt);
     // With --expect-lines: when the Nth line came, plus the linger.
     let mut leave_at: Option<tokio::time::Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -408,13 +537,9 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             got = chat.recv() => match got {
                 Ok(m) => {
                     received += 1;
-                    if json {
-                        let v = serde_json::json!({
-                            "t_ms": ms(started.elapsed()), "event": "message",
-                            "from": peer_name, "binary": m.binary, "len": m.data.len(),
-                        });
-                        eprintln!("{v}");
-                    }
+                    report.json_line("message", serde_json::json!({
+                        "from": peer_name, "binary": m.binary, "len": m.data.len(),
+                    }));
                     if stdout_tty {
                         stdout.write_all(format!("{peer_name}: ").as_bytes()).await?;
                     }
@@ -434,6 +559,13 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
                 }
             },
             _ = tokio::time::sleep_until(leave_at.unwrap_or(far)), if leave_at.is_some() => break,
+            // Ctrl-C or SIGTERM: close as Ctrl-D does, so that the peer
+            // learns at once (SCTP ABORT or SHUTDOWN, close_notify), not
+            // after its consent checks run out.
+            () = &mut interrupt => {
+                interrupted = true;
+                break;
+            }
             e = conn.next_event() => match e {
                 // Events from the start are replayed first; skip those.
                 Some(ConnectionEvent::PathChanged(_) | ConnectionEvent::Disconnected
@@ -442,13 +574,7 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
                     | ConnectionEvent::SignalingRestored { .. }
                     | ConnectionEvent::Closed(_)) => {
                     if let Some(ev) = e.as_ref() {
-                        if json {
-                            if let Some(v) = event_json(ev, started) {
-                                eprintln!("{v}");
-                            }
-                        } else if let Some(line) = describe(ev) {
-                            eprintln!("p2p connect: {line}");
-                        }
+                        report.event(ev);
                     }
                     if matches!(e, Some(ConnectionEvent::Closed(_))) {
                         ended = true;
@@ -471,6 +597,9 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
         "done",
         format!("closed; {sent} line(s) sent, {received} received"),
     );
+    if interrupted {
+        return Err(Interrupted.into());
+    }
     if let Some(n) = expect.filter(|n| received < *n) {
         return Err(
             format!("the connection ended after {received} of the {n} line(s) expected").into(),

@@ -19,6 +19,7 @@ use tokio::net::UdpSocket;
 mod cluster_flags;
 mod connect_cmd;
 mod demo;
+mod transfer;
 
 /// The p2p stack: STUN server, STUN client, NAT behaviour discovery.
 #[derive(Debug, Parser)]
@@ -43,6 +44,10 @@ enum Command {
     Turn(TurnArgs),
     /// Be a peer: meet another through a signaling server, connect, chat over stdin/stdout.
     Connect(connect_cmd::ConnectArgs),
+    /// Send a file to the peer that runs `p2p receive` (or the page) in the room.
+    Send(transfer::SendArgs),
+    /// Receive a file from the peer that runs `p2p send` (or the page) in the room.
+    Receive(transfer::ReceiveArgs),
     /// Run the whole stack on loopback: the daemon, two peers, a connection, a report.
     Demo(demo::DemoArgs),
 }
@@ -339,7 +344,14 @@ fn init_logging(verbose: u8, config_level: Option<&str>) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // sctp-proto logs a peer's ABORT (how aiortc and some browsers close) at
+    // ERROR; the session reports what it means. Its own lines from -vv on.
+    let directives = if verbose < 2 {
+        format!("{level},sctp_proto=off")
+    } else {
+        level.to_owned()
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -373,6 +385,14 @@ fn main() -> ExitCode {
                 init_logging(cli.verbose, None);
                 connect_cmd::run(a).await
             }
+            Command::Send(a) => {
+                init_logging(cli.verbose, None);
+                transfer::send(a).await
+            }
+            Command::Receive(a) => {
+                init_logging(cli.verbose, None);
+                transfer::receive(a).await
+            }
             Command::Demo(a) => {
                 init_logging(cli.verbose, None);
                 demo::run(a).await
@@ -388,6 +408,11 @@ fn main() -> ExitCode {
     rt.shutdown_background();
     match r {
         Ok(()) => ExitCode::SUCCESS,
+        // The shell's convention for a command stopped by SIGINT.
+        Err(e) if e.is::<connect_cmd::Interrupted>() => {
+            eprintln!("p2p: interrupted");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("p2p: {e}");
             ExitCode::FAILURE
@@ -511,7 +536,7 @@ async fn run_serve(a: ServeArgs, verbose: u8) -> Result<(), AnyError> {
 }
 
 /// SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -5,15 +5,20 @@
 //
 //   node cli.mjs --base http://127.0.0.1:8080 --p2p target/debug/p2p \
 //        --order tab-first|cli-first [--policy all|relay] [--tamper]
+//        [--file to-cli|from-cli]
 //
 // Checks: the tab's data channel opens; lines go both ways, and a 64 KiB
 // message each way; getStats shows the DTLS transport connected with the
 // certificate whose fingerprint `p2p connect` reports as its own. With
 // --tamper the page alters one hex digit of the fingerprint our side
 // signaled: the connection must fail on both sides and deliver nothing.
+// With --file, a file instead of chat: the tab sends 3 MiB to `p2p receive`,
+// or `p2p send` sends 3 MiB of random bytes to the tab; the SHA-256 both
+// sides report must be that of the bytes, and the file on disk intact.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
@@ -27,15 +32,30 @@ function arg(name, fallback) {
 }
 const flag = (name) => process.argv.includes('--' + name);
 
+// A promise's value, or 'timeout' after ms; the timer is cleared either way
+// (a pending timer would keep node alive for its whole length).
+async function within(promise, ms) {
+  let timer;
+  const late = new Promise((r) => { timer = setTimeout(() => r('timeout'), ms); });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 const base = arg('base', 'http://127.0.0.1:8080');
 const p2p = arg('p2p', 'target/debug/p2p');
 const order = arg('order', 'tab-first');
 const policy = arg('policy', 'all');
 const tamper = flag('tamper');
+const file = arg('file', null);
+const FILE_SIZE = 3 * 1024 * 1024 + 123;
+const fileDir = mkdtempSync(join(tmpdir(), 'p2p-file-'));
 const executablePath = arg('chromium', '/usr/bin/chromium');
 const STEP_MS = Number(arg('timeout-ms', '30000'));
 const relay = policy === 'relay';
-const tag = `[${order} ${policy}${tamper ? ' tamper' : ''}]`;
+const tag = `[${order} ${policy}${tamper ? ' tamper' : ''}${file ? ' file ' + file : ''}]`;
 
 function fail(msg) {
   throw new Error(`${tag} ${msg}`);
@@ -43,9 +63,11 @@ function fail(msg) {
 
 // `p2p connect` as a child: stdout lines, JSON events from stderr.
 function startCli(room) {
-  const args = ['connect', '--signaling', base.replace(/^http/, 'ws') + '/ws', '--room', room,
-    '--loopback', '--json', '--name', 'cli', '--timeout', '15', '--peer-timeout', '30',
-    '--expect-lines', tamper ? '1' : '3'];
+  const net = ['--signaling', base.replace(/^http/, 'ws') + '/ws', '--room', room,
+    '--loopback', '--json', '--name', 'cli', '--timeout', '15', '--peer-timeout', '30'];
+  const args = file === 'to-cli' ? ['receive', '--out', fileDir, ...net]
+    : file === 'from-cli' ? ['send', join(fileDir, 'from-cli.bin'), ...net]
+      : ['connect', ...net, '--expect-lines', tamper ? '1' : '3'];
   if (relay) args.push('--relay-only');
   const child = spawn(p2p, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.P2P_CLI_LOG || 'warn' } });
   const cli = { child, lines: [], events: [], stderr: '', exit: null };
@@ -100,7 +122,8 @@ try {
       '--disable-component-update', '--disable-sync', '--no-first-run',
       '--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection'],
   });
-  const room = `cli-${order}-${policy}-${tamper ? 't' : 'ok'}-${process.pid}`;
+  const room = `cli-${order}-${policy}-${tamper ? 't' : 'ok'}-${file || 'chat'}-${process.pid}`;
+  if (file === 'from-cli') writeFileSync(join(fileDir, 'from-cli.bin'), randomBytes(FILE_SIZE));
   const url = `${base}/?room=${room}&name=tab${relay ? '&relay=1' : ''}${tamper ? '&tamper=1' : ''}`;
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`page error: ${e}`));
@@ -117,9 +140,39 @@ try {
     await openPage();
   }
 
-  if (tamper) {
+  if (file) {
+    await waitFor(page, 'the connection', () => window.p2pTest.state().connection === 'connected');
+    const ready = await until('p2p ready', () => cli.events.find((e) => e.event === 'ready'));
+    let want, tabSaw;
+    if (file === 'to-cli') {
+      const r = await page.evaluate((n) => window.p2pTest.sendFile('from-tab.bin', n, 5), FILE_SIZE);
+      if (!r.ok) fail(`the tab could not send: ${r.error}`);
+      const bytes = Buffer.alloc(FILE_SIZE);
+      for (let i = 0; i < FILE_SIZE; i++) bytes[i] = (i * 7 + 5) & 255;
+      want = createHash('sha256').update(bytes).digest('hex');
+      tabSaw = r.sha256;
+    } else {
+      want = createHash('sha256').update(readFileSync(join(fileDir, 'from-cli.bin'))).digest('hex');
+      await waitFor(page, 'the tab to receive the file', () => window.p2pTest.files().some((f) => f.ok || f.error));
+      const f = (await page.evaluate(() => window.p2pTest.files()))[0];
+      if (!f.ok) fail(`the tab did not receive the file: ${f.error}`);
+      if (f.name !== 'from-cli.bin' || f.size !== FILE_SIZE) fail(`the tab got ${f.name}, ${f.size} bytes`);
+      tabSaw = f.sha256;
+    }
+    const code = await within(cli.exited, STEP_MS);
+    if (code !== 0) fail(`p2p ${file === 'to-cli' ? 'receive' : 'send'} exited ${code}: ${cli.stderr.slice(-500)}`);
+    const done = cli.events.find((e) => e.event === 'done');
+    if (!done || done.sha256 !== want) fail(`p2p reported ${JSON.stringify(done)}, the bytes hash to ${want}`);
+    if (tabSaw !== want) fail(`the tab computed sha256 ${tabSaw}, the bytes hash to ${want}`);
+    if (file === 'to-cli') {
+      const onDisk = createHash('sha256').update(readFileSync(join(fileDir, 'from-tab.bin'))).digest('hex');
+      if (onDisk !== want) fail(`the file on disk hashes to ${onDisk}, want ${want}`);
+    }
+    console.log(JSON.stringify({ order, policy, file, bytes: FILE_SIZE, sha256: want.slice(0, 16) + '…',
+      cli: `${ready.local_kind}/${ready.remote_kind}` }));
+  } else if (tamper) {
     // Neither side may connect, and nothing is delivered.
-    const code = await Promise.race([cli.exited, new Promise((r) => setTimeout(() => r('timeout'), STEP_MS * 2))]);
+    const code = await within(cli.exited, STEP_MS * 2);
     if (code === 'timeout') fail('p2p connect did not give up');
     if (code === 0) fail('p2p connect exited 0 although the fingerprint was altered');
     const state = await page.evaluate(() => window.p2pTest.state());
@@ -160,7 +213,7 @@ try {
     if (relay && (pair.local.type !== 'relay' || ready.local_kind !== 'relay')) {
       fail(`relay-only, yet ${pair.local.type} / ${ready.local_kind}`);
     }
-    const code = await Promise.race([cli.exited, new Promise((r) => setTimeout(() => r('timeout'), STEP_MS))]);
+    const code = await within(cli.exited, STEP_MS);
     if (code !== 0) fail(`p2p connect exited ${code}: ${cli.stderr.slice(-500)}`);
     console.log(JSON.stringify({
       order, policy, dtls: d.dtlsState, tls: d.tlsVersion, cipher: d.cipher,
@@ -176,4 +229,5 @@ try {
   if (cli && cli.exit === null) cli.child.kill('SIGKILL');
   if (context) await context.close().catch(() => {});
   rmSync(profile, { recursive: true, force: true });
+  rmSync(fileDir, { recursive: true, force: true });
 }

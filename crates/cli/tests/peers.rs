@@ -1,0 +1,288 @@
+//! Two peers through the real binary on loopback: `p2p connect`, `p2p send`
+//! and `p2p receive` meet through `p2p serve`. Ctrl-C on one peer closes
+//! the connection so that the other learns at once (not after its consent
+//! checks run out, about 30 s); a file arrives intact, checked end to end;
+//! a receiver that is stopped leaves no partial file behind.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+/// A child process killed when dropped.
+struct Proc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// JSON lines of its stderr (`--json` progress), as they come.
+    events: Receiver<serde_json::Value>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_p2p"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("p2p runs");
+        let stdin = child.stdin.take();
+        let err = child.stderr.take().expect("stderr");
+        let (tx, events) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        Proc {
+            child,
+            stdin,
+            events,
+        }
+    }
+
+    /// The first event named `name`, waiting at most [`BOUND`].
+    fn wait_event(&self, name: &str) -> serde_json::Value {
+        let end = Instant::now() + BOUND;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) if v["event"] == name => return v,
+                Ok(_) => {}
+                Err(e) => panic!("no {name} event: {e}"),
+            }
+        }
+    }
+
+    /// The exit status, waiting at most `bound`.
+    fn wait_exit(&mut self, bound: Duration) -> ExitStatus {
+        let end = Instant::now() + bound;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(Instant::now() < end, "p2p did not exit within {bound:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success());
+    }
+}
+
+/// `p2p serve` on loopback ports of its own; returns it and the ws:// URL.
+fn serve() -> (Proc, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_p2p"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--signaling",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("p2p runs");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("p2p serve: signaling on ") {
+                let url = rest.split([' ', ',']).next().unwrap_or_default();
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let (_never, events) = channel();
+    let p = Proc {
+        child,
+        stdin: None,
+        events,
+    };
+    let url = rx
+        .recv_timeout(BOUND)
+        .expect("p2p serve announces signaling");
+    (p, url)
+}
+
+fn net<'a>(url: &'a str, room: &'a str) -> Vec<&'a str> {
+    vec!["--signaling", url, "--room", room, "--loopback", "--json"]
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("p2p-peers-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Bytes that no two offsets of a chunk share a pattern with.
+fn payload(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn ctrl_c_on_one_peer_closes_the_other_within_a_second() {
+    let (_serve, url) = serve();
+    let mut a = Proc::spawn(&[&["connect"][..], &net(&url, "ctrl-c")].concat());
+    let mut b = Proc::spawn(&[&["connect"][..], &net(&url, "ctrl-c")].concat());
+    a.wait_event("ready");
+    b.wait_event("ready");
+    // A line each way first: the chat channel is open on both sides.
+    writeln!(a.stdin.as_mut().expect("stdin"), "from a").expect("write");
+    writeln!(b.stdin.as_mut().expect("stdin"), "from b").expect("write");
+    a.wait_event("message");
+    b.wait_event("message");
+
+    let t0 = Instant::now();
+    a.signal("-INT");
+    let closed = b.wait_event("closed");
+    let learnt = t0.elapsed();
+    // Consent would take about 30 s; the close itself a round trip.
+    assert!(
+        learnt < Duration::from_secs(1),
+        "the peer learnt of the close after {learnt:?}: {closed}"
+    );
+    let sa = a.wait_exit(Duration::from_secs(5));
+    assert_eq!(sa.code(), Some(130), "Ctrl-C exits 130");
+    let sb = b.wait_exit(Duration::from_secs(5));
+    assert!(sb.success(), "the peer that was left exits 0: {sb:?}");
+}
+
+#[test]
+fn sigterm_on_one_peer_closes_the_other_too() {
+    let (_serve, url) = serve();
+    let mut a = Proc::spawn(&[&["connect"][..], &net(&url, "term")].concat());
+    let b = Proc::spawn(&[&["connect"][..], &net(&url, "term")].concat());
+    a.wait_event("ready");
+    b.wait_event("ready");
+    let t0 = Instant::now();
+    a.signal("-TERM");
+    b.wait_event("closed");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert_eq!(a.wait_exit(Duration::from_secs(5)).code(), Some(130));
+}
+
+#[test]
+fn send_and_receive_move_a_file_intact() {
+    let (_serve, url) = serve();
+    let dir = temp_dir("file");
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let bytes = payload(2 * 1024 * 1024 + 77);
+    let src = dir.join("data.bin");
+    std::fs::write(&src, &bytes).expect("write");
+    let want = sha256_hex(&bytes);
+
+    let out_s = out.to_str().expect("utf-8");
+    let src_s = src.to_str().expect("utf-8");
+    let mut rx = Proc::spawn(&[&["receive", "--out", out_s][..], &net(&url, "file")].concat());
+    let mut tx = Proc::spawn(&[&["send", src_s][..], &net(&url, "file")].concat());
+    let sent = tx.wait_event("done");
+    let got = rx.wait_event("done");
+    assert_eq!(sent["sha256"], want.as_str());
+    assert_eq!(got["sha256"], want.as_str());
+    assert!(tx.wait_exit(Duration::from_secs(10)).success());
+    assert!(rx.wait_exit(Duration::from_secs(10)).success());
+    assert_eq!(
+        std::fs::read(out.join("data.bin")).expect("received"),
+        bytes
+    );
+    assert_no_part_files(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_receiver_that_holds_the_name_refuses_and_the_sender_says_why() {
+    let (_serve, url) = serve();
+    let dir = temp_dir("exists");
+    let src = dir.join("same.txt");
+    std::fs::write(&src, b"new").expect("write");
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    std::fs::write(out.join("same.txt"), b"old").expect("write");
+
+    let out_s = out.to_str().expect("utf-8");
+    let src_s = src.to_str().expect("utf-8");
+    let mut rx = Proc::spawn(&[&["receive", "--out", out_s][..], &net(&url, "exists")].concat());
+    let mut tx = Proc::spawn(&[&["send", src_s][..], &net(&url, "exists")].concat());
+    let st = tx.wait_exit(BOUND);
+    assert_eq!(st.code(), Some(1), "the sender fails");
+    assert_eq!(rx.wait_exit(BOUND).code(), Some(1), "the receiver fails");
+    // The old file is untouched.
+    assert_eq!(std::fs::read(out.join("same.txt")).expect("kept"), b"old");
+    assert_no_part_files(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_interrupted_receiver_leaves_no_part_file_and_the_sender_learns() {
+    let (_serve, url) = serve();
+    let dir = temp_dir("stop");
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    // Big enough that the transfer is still under way when the receiver
+    // is stopped at its first progress report.
+    let src = dir.join("big.bin");
+    std::fs::write(&src, payload(64 * 1024 * 1024)).expect("write");
+
+    let out_s = out.to_str().expect("utf-8");
+    let src_s = src.to_str().expect("utf-8");
+    let mut rx = Proc::spawn(&[&["receive", "--out", out_s][..], &net(&url, "stop")].concat());
+    let mut tx = Proc::spawn(&[&["send", src_s][..], &net(&url, "stop")].concat());
+    rx.wait_event("receiving");
+    let t0 = Instant::now();
+    rx.signal("-INT");
+    assert_eq!(rx.wait_exit(Duration::from_secs(5)).code(), Some(130));
+    let st = tx.wait_exit(Duration::from_secs(5));
+    assert_eq!(st.code(), Some(1), "the sender fails: {st:?}");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(!out.join("big.bin").exists(), "nothing under the name");
+    assert_no_part_files(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn assert_no_part_files(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".p2p-part"))
+        .collect();
+    assert!(left.is_empty(), "partial files left: {left:?}");
+}
