@@ -83,7 +83,9 @@ mod policy;
 mod server;
 
 pub use auth::{CredentialStore, RestSecret, StaticUsers};
-pub use client::{ClientConfig, ClientError, ClientEvent, ClientOutput, ClientState, TurnClient};
+pub use client::{
+    ClientConfig, ClientError, ClientEvent, ClientOutput, ClientState, TurnClient, MAX_REDIRECTS,
+};
 pub use p2p_proto::{Datagram, FiveTuple, Handled, Machine, Output, Transmit, Transport};
 pub use p2p_stun::attr::{AddressFamily, PasswordAlgorithm};
 pub use policy::{Cidr, CidrError, PeerPolicy};

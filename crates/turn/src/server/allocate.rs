@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use p2p_proto::FiveTuple;
 use p2p_stun::attr::{
-    AdditionalAddressFamily, AddressErrorCode, AddressFamily, DontFragment, EvenPort, Lifetime,
-    RequestedAddressFamily, RequestedTransport, ReservationToken, XorMappedAddress,
-    XorRelayedAddress, PROTO_TCP, PROTO_UDP,
+    AdditionalAddressFamily, AddressErrorCode, AddressFamily, AlternateServer, DontFragment,
+    EvenPort, Lifetime, RequestedAddressFamily, RequestedTransport, ReservationToken,
+    XorMappedAddress, XorRelayedAddress, PROTO_TCP, PROTO_UDP,
 };
 use p2p_stun::{Message, MessageType, TransactionId};
 use rand::RngCore;
@@ -160,6 +160,17 @@ impl<C: CredentialStore> TurnServer<C> {
         if let Some(q) = self.config.total_quota {
             let held = self.by_tuple.len() + self.pending_allocates.len();
             if held as u64 >= u64::from(q) {
+                let alternate = self
+                    .alternates
+                    .iter()
+                    .find(|a| a.is_ipv4() == ft.local.is_ipv4() && **a != ft.local)
+                    .copied();
+                if let Some(to) = alternate {
+                    self.tally(ft.transport).redirects += 1;
+                    return self.reply(ft, msg, Some(auth), Some(300), |b| {
+                        b.add(&AlternateServer(to)).map(drop)
+                    });
+                }
                 return self.error(ft, msg, Some(auth), 508);
             }
         }
