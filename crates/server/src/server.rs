@@ -84,6 +84,8 @@ pub struct Server {
     stream: StreamSharedParts,
     signaling: Option<crate::signaling::Signaling>,
     turn: Option<crate::turn::TurnSetup>,
+    /// This node's TURN fleet view, on a node of a cluster.
+    fleet: Option<Arc<crate::cluster::Fleet>>,
     metrics: Option<TcpListener>,
 }
 
@@ -266,7 +268,9 @@ impl Server {
             }
             None => None,
         };
-        let signaling = crate::signaling::bind(config, &addrs).await?;
+        let member = crate::cluster::prepare(config, &addrs.udp);
+        let signaling = crate::signaling::bind(config, &addrs, member.as_ref()).await?;
+        let fleet = member.and_then(|m| m.fleet);
         addrs.signaling = signaling.as_ref().map(|s| s.local_addr());
         if let Some(t) = turn.as_mut() {
             let bound = addrs.tcp.iter().chain(&addrs.tls).copied();
@@ -275,6 +279,7 @@ impl Server {
         Ok(Server {
             signaling,
             turn,
+            fleet,
             metrics,
             ctx: Arc::new(ctx),
             counters: Counters::new(workers + 1),
@@ -346,9 +351,17 @@ impl Server {
                 .unwrap_or_default()
                 .into_iter()
                 .collect();
-            setup.start(listening)
+            setup.start(listening, self.fleet.as_ref().map(|f| f.ring.clone()))
         });
         let turn = turn_service.as_ref().map(|t| t.handle().clone());
+        if let (Some(fleet), Some(turn)) = (&self.fleet, &turn) {
+            let every = Duration::from_millis(500);
+            tokio::spawn(crate::cluster::run_local(
+                fleet.clone(),
+                turn.clone(),
+                every,
+            ));
+        }
         if let Some(m) = self.metrics {
             tasks.spawn(crate::metrics::serve(
                 m,

@@ -77,6 +77,8 @@ pub(crate) struct Node {
     pub(crate) id: String,
     pub(crate) url: String,
     pub(crate) metrics: SocketAddr,
+    /// Its STUN/TURN UDP address.
+    pub(crate) udp: Option<SocketAddr>,
 }
 
 impl Node {
@@ -105,7 +107,7 @@ impl Node {
                 let _ = tx.send(line);
             }
         });
-        let (mut url, mut metrics) = (None, None);
+        let (mut url, mut metrics, mut udp) = (None, None, None);
         let until = Instant::now() + STEP;
         while url.is_none() || metrics.is_none() {
             let left = until.saturating_duration_since(Instant::now());
@@ -114,6 +116,9 @@ impl Node {
                 .unwrap_or_else(|_| panic!("node {id} did not start"));
             if let Some(rest) = line.strip_prefix("p2p serve: signaling on ") {
                 url = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if let Some(rest) = line.strip_prefix("p2p serve: STUN over UDP on ") {
+                udp = rest.split(',').next().and_then(|a| a.trim().parse().ok());
             }
             if let Some(rest) = line.strip_prefix("p2p serve: metrics on http://") {
                 metrics = rest.split('/').next().and_then(|a| a.parse().ok());
@@ -124,6 +129,7 @@ impl Node {
             id: id.to_owned(),
             url: url.expect("url"),
             metrics: metrics.expect("metrics"),
+            udp,
         }
     }
 
@@ -164,6 +170,29 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Waits (at most [`STEP`]) until `node`'s `series` satisfies `pred`;
+/// returns the last value seen.
+pub(crate) fn wait_metric(node: &Node, series: &str, pred: impl Fn(f64) -> bool) -> f64 {
+    let until = Instant::now() + STEP;
+    loop {
+        let v = node.metric(series).unwrap_or(f64::NAN);
+        if pred(v) || Instant::now() > until {
+            return v;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `redis-cli` against `redis` (it comes with redis-server).
+pub(crate) fn redis_cli(redis: &Redis, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Connects and joins `room`; returns the client and the peers there.

@@ -104,6 +104,43 @@ pub(crate) fn render_metrics(o: &mut String, signaling: Option<&p2p_signaling::M
     for (name, kind, help, v) in rows {
         family(o, name, kind, help, v);
     }
+    if let Some(f) = super::fleet() {
+        family(
+            o,
+            "p2p_cluster_turn_nodes",
+            "gauge",
+            "Live nodes whose TURN load this node read from Redis.",
+            f.node_count(),
+        );
+        family(
+            o,
+            "p2p_cluster_turn_secrets",
+            "gauge",
+            "TURN REST secrets accepted now (more than one while one is rotated).",
+            f.ring.len(),
+        );
+        family(
+            o,
+            "p2p_cluster_turn_redirects_total",
+            "counter",
+            "Allocates beyond this node's quota redirected to another node (300 Try Alternate).",
+            f.redirects.load(Relaxed),
+        );
+        family(
+            o,
+            "p2p_cluster_turn_alternates",
+            "gauge",
+            "Other nodes' TURN addresses an Allocate beyond the quota may be redirected to now.",
+            f.alternates_set.load(Relaxed),
+        );
+        family(
+            o,
+            "p2p_cluster_turn_allocations",
+            "gauge",
+            "This node's allocations, as published to the cluster.",
+            f.local_load().allocations,
+        );
+    }
     family(
         o,
         "p2p_cluster_resumed_total",

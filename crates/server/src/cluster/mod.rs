@@ -19,6 +19,7 @@
 //! never hands out an id a resuming client still holds.
 
 mod config;
+mod fleet;
 mod metrics;
 mod scripts;
 mod store;
@@ -32,15 +33,49 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 pub use config::ClusterConfig;
+pub(crate) use fleet::{run_local, Fleet, FleetIceServers};
 pub(crate) use metrics::render_metrics;
 pub(crate) use store::StoreStats;
 
 /// The node's store counters, once it joined a cluster (for metrics).
 static STATS: OnceLock<Arc<StoreStats>> = OnceLock::new();
 
+/// The node's fleet view, once it joined a cluster with TURN (for metrics).
+static FLEET: OnceLock<Arc<Fleet>> = OnceLock::new();
+
 /// This process's node counters, if it is a node of a cluster.
 pub(crate) fn stats() -> Option<Arc<StoreStats>> {
     STATS.get().cloned()
+}
+
+/// This process's fleet view, if it is a TURN node of a cluster.
+pub(crate) fn fleet() -> Option<Arc<Fleet>> {
+    FLEET.get().cloned()
+}
+
+/// What a node of a cluster is, decided before anything binds to Redis.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    /// Its id in the cluster.
+    pub(crate) node: String,
+    /// Its TURN fleet view, when it serves TURN.
+    pub(crate) fleet: Option<Arc<Fleet>>,
+}
+
+/// The membership of this daemon, when `[cluster] redis` is set; `udp`
+/// are its bound STUN/TURN UDP addresses.
+pub(crate) fn prepare(config: &Config, udp: &[std::net::SocketAddr]) -> Option<Membership> {
+    let c = &config.cluster;
+    c.redis.as_ref()?;
+    let node = c
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node-{}", run_tag()));
+    let fleet = Fleet::new(config, node.clone(), udp);
+    if let Some(f) = &fleet {
+        let _ = FLEET.set(f.clone());
+    }
+    Some(Membership { node, fleet })
 }
 
 /// What the resume key is derived from, so that it outlives a restart.
@@ -75,16 +110,17 @@ pub(crate) fn setup_resume(sc: &mut ServerConfig, config: &Config) {
 /// Joins the cluster when `[cluster] redis` is set: connects to Redis
 /// (an unreachable or malformed URL is an error at start), shares the
 /// resume key, and links the signaling rooms to the store.
-pub(crate) async fn attach(sc: &mut ServerConfig, config: &Config) -> Result<(), String> {
+pub(crate) async fn attach(
+    sc: &mut ServerConfig,
+    config: &Config,
+    member: Option<&Membership>,
+) -> Result<(), String> {
     let c = &config.cluster;
-    let Some(url) = &c.redis else {
+    let (Some(url), Some(member)) = (&c.redis, member) else {
         return Ok(());
     };
     c.validate()?;
-    let node = c
-        .node_id
-        .clone()
-        .unwrap_or_else(|| format!("node-{}", run_tag()));
+    let node = member.node.clone();
     let (client, mut conn) = store::connect(url, Duration::from_secs(3)).await?;
     if config.turn.auth_secret.is_none() {
         // Every node must sign resume tokens alike: the first node to come
@@ -121,6 +157,7 @@ pub(crate) async fn attach(sc: &mut ServerConfig, config: &Config) -> Result<(),
         conn,
         events_tx,
         stats,
+        member.fleet.clone(),
     );
     tokio::spawn(store.run(ops_rx));
     sc.cluster = Some(ClusterAttach::new(ClusterLink {

@@ -19,6 +19,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use redis::{Client, Value};
 use tokio::sync::mpsc;
 
+use super::fleet::{Fleet, NodeLoad};
 use super::scripts::{HEARTBEAT, JOIN, LEAVE};
 
 /// Operations taken into one pipeline at most.
@@ -100,6 +101,8 @@ pub(super) struct Store {
     /// are not reaped).
     healthy_since: Option<Instant>,
     stats: Arc<StoreStats>,
+    /// This node's TURN fleet view, when it serves TURN.
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Store {
@@ -109,6 +112,7 @@ impl Store {
         conn: ConnectionManager,
         events: mpsc::Sender<ClusterEvent>,
         stats: Arc<StoreStats>,
+        fleet: Option<Arc<Fleet>>,
     ) -> Store {
         let (sub_tx, sub_rx) = mpsc::channel(4096);
         Store {
@@ -124,6 +128,7 @@ impl Store {
             healthy: true,
             healthy_since: Some(Instant::now()),
             stats,
+            fleet,
         }
     }
 
@@ -477,6 +482,7 @@ impl Store {
                 if resync {
                     self.catch_up().await;
                 }
+                self.sync_fleet().await;
             }
             Err(e) => {
                 if self.healthy {
@@ -484,6 +490,75 @@ impl Store {
                 }
                 self.set_healthy(false);
             }
+        }
+    }
+
+    /// Publishes this node's TURN load (with the expiry of a node) and
+    /// reads every live node's, and the cluster's REST secrets: the first
+    /// node with `turn.auth_secret` seeds the list when it is empty.
+    async fn sync_fleet(&mut self) {
+        let Some(fleet) = self.fleet.clone() else {
+            return;
+        };
+        let secrets_key = self.key("turn-secrets");
+        let started = Instant::now();
+        let r: redis::RedisResult<(Vec<String>, Vec<String>)> = redis::pipe()
+            .cmd("SET")
+            .arg(self.key(&format!("load:{}", self.cfg.node)))
+            .arg(fleet.local_load().encode())
+            .arg("PX")
+            .arg(self.cfg.expiry.as_millis() as u64)
+            .ignore()
+            .cmd("LRANGE")
+            .arg(&secrets_key)
+            .arg(0)
+            .arg(-1)
+            .cmd("ZRANGE")
+            .arg(self.key("nodes"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn)
+            .await;
+        self.timed(started, 3, r.is_ok());
+        let Ok((secrets, nodes)) = r else {
+            return;
+        };
+        if secrets.is_empty() {
+            if let Some(seed) = &fleet.seed_secret {
+                let _: redis::RedisResult<Value> = redis::cmd("EVAL")
+                    .arg("if redis.call('LLEN', KEYS[1]) == 0 then redis.call('RPUSH', KEYS[1], ARGV[1]) end return 1")
+                    .arg(1)
+                    .arg(&secrets_key)
+                    .arg(seed)
+                    .query_async(&mut self.conn)
+                    .await;
+            }
+        } else if fleet.ring.set(secrets) {
+            tracing::info!(
+                "cluster: {} TURN REST secret(s) accepted now",
+                fleet.ring.len()
+            );
+        }
+        if nodes.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = nodes
+            .iter()
+            .map(|n| self.key(&format!("load:{n}")))
+            .collect();
+        let started = Instant::now();
+        let r: redis::RedisResult<Vec<Option<String>>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.conn)
+            .await;
+        self.timed(started, 1, r.is_ok());
+        if let Ok(loads) = r {
+            let loads = nodes
+                .iter()
+                .zip(loads)
+                .filter_map(|(n, l)| NodeLoad::decode(n, &l?))
+                .collect();
+            fleet.set_nodes(loads);
         }
     }
 

@@ -35,7 +35,7 @@ mod setup;
 mod task;
 mod tcp_relay;
 
-pub(crate) use creds::Creds;
+pub(crate) use creds::{Creds, SecretRing};
 pub(crate) use pool::BufPool;
 pub use service::{TurnService, TurnServiceBuilder, TurnServiceError};
 pub(crate) use setup::{prepare, TurnSetup};
@@ -107,6 +107,9 @@ pub(crate) enum Inbound {
     },
     /// Asked by the metrics endpoint.
     Stats(oneshot::Sender<TurnStats>),
+    /// Where Allocates beyond the total quota are redirected (300), from
+    /// the cluster's load figures.
+    Alternates(Vec<SocketAddr>),
     /// Stop: end every allocation, close every socket, then say so.
     Stop(oneshot::Sender<TurnStats>),
 }
@@ -181,6 +184,11 @@ impl TurnHandle {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Inbound::Stats(tx)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Sets where Allocates beyond the total quota are redirected.
+    pub(crate) async fn set_alternates(&self, servers: Vec<SocketAddr>) {
+        let _ = self.tx.send(Inbound::Alternates(servers)).await;
     }
 
     /// Stop the TURN task: every allocation ends, every socket it opened is

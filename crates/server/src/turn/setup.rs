@@ -5,13 +5,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2p_turn::{Bandwidth, Cidr, PeerPolicy, RestSecret, ServerConfig, StaticUsers};
+use p2p_turn::{Bandwidth, Cidr, PeerPolicy, ServerConfig, StaticUsers};
 use tokio::net::UdpSocket;
 
 use crate::config::{Config, ConfigError, TurnConfig};
 
 use super::relayed::bind_std;
-use super::{Creds, TurnService};
+use super::{Creds, SecretRing, TurnService};
 
 /// What `Server::bind` prepares and `Server::run` starts.
 pub(crate) struct TurnSetup {
@@ -208,7 +208,13 @@ pub(crate) fn prepare(
 impl TurnSetup {
     /// Start the daemon's TURN service; `listening` are the UDP sockets to
     /// answer from (the daemon's workers read them).
-    pub(crate) fn start(self, listening: HashMap<SocketAddr, Arc<UdpSocket>>) -> TurnService {
+    /// `ring`: the cluster's shared REST secrets, if this node is in one
+    /// (else this daemon's `turn.auth_secret`).
+    pub(crate) fn start(
+        self,
+        listening: HashMap<SocketAddr, Arc<UdpSocket>>,
+        ring: Option<SecretRing>,
+    ) -> TurnService {
         let mut users = StaticUsers::new();
         for (u, p) in &self.users {
             users.insert(u.clone(), p.clone());
@@ -216,7 +222,7 @@ impl TurnSetup {
         let creds = Creds {
             users,
             has_users: !self.users.is_empty(),
-            rest: self.secret.as_ref().map(|s| RestSecret::new(s.as_bytes())),
+            rest: ring.unwrap_or_else(|| SecretRing::new(self.secret.clone())),
         };
         TurnService::for_daemon(self.config, Box::new(creds), self.ips, listening)
     }

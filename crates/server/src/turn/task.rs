@@ -210,6 +210,11 @@ impl TurnTask {
             Inbound::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
+            Inbound::Alternates(servers) => {
+                if self.server.alternate_servers() != servers.as_slice() {
+                    self.server.set_alternate_servers(servers);
+                }
+            }
             // Handled by `run`.
             Inbound::Stop(reply) => self.stop(reply).await,
         }
