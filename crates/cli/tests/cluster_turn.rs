@@ -2,7 +2,8 @@
 //! `redis-server` share their REST secrets and publish their load; the
 //! ICE servers a node hands out name the fleet's nodes with room; a node
 //! at its quota answers Allocate with 300 Try Alternate and our TURN
-//! client allocates on the other node; a secret rotated through Redis
+//! client (and coturn's turnutils_uclient) allocates on the other node; a
+//! secret rotated through Redis
 //! keeps old and new credentials working until the old one is dropped.
 
 mod common_cluster;
@@ -172,6 +173,55 @@ async fn a_full_node_redirects_to_a_node_with_room_and_welcome_names_the_fleet()
     assert_eq!(
         wait_metric(&b, "p2p_cluster_turn_allocations", |v| v == 1.0),
         1.0
+    );
+    // coturn's turnutils_uclient follows the 300 too (its probe Allocate
+    // learns the alternate, its real one goes there) and relays through B
+    // without loss.
+    let peer_port = free_port();
+    let mut peer = std::process::Command::new("turnutils_peer")
+        .args(["-L", "127.0.0.1", "-p", &peer_port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("turnutils_peer (Debian: coturn)");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("timeout")
+            .args(["60", "turnutils_uclient", "-u", "uc", "-W", "first-secret"])
+            .args([
+                "-p",
+                &a_udp.port().to_string(),
+                "-s",
+                "-c",
+                "-e",
+                "127.0.0.1",
+            ])
+            .args([
+                "-r",
+                &peer_port.to_string(),
+                "-n",
+                "20",
+                "-m",
+                "1",
+                "-l",
+                "120",
+            ])
+            .arg("127.0.0.1")
+            .output()
+            .expect("turnutils_uclient (Debian: coturn)")
+    })
+    .await
+    .expect("uclient");
+    let _ = peer.kill();
+    let _ = peer.wait();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("tot_send_msgs=20, tot_recv_msgs=20"),
+        "turnutils_uclient: {text}"
+    );
+    assert!(
+        wait_metric(&a, "p2p_cluster_turn_redirects_total", |v| v >= 2.0) >= 2.0,
+        "uclient was redirected"
     );
     // A is full now: once its load is published, it hands out B, not itself.
     let until = Instant::now() + STEP;
