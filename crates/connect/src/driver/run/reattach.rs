@@ -15,12 +15,16 @@ pub(super) struct Reattached {
     pub(super) url: String,
     /// The peer is in the room.
     pub(super) peer_present: bool,
+    /// The others in the room.
+    pub(super) peers: Vec<p2p_signaling::PeerInfo>,
+    /// The server gave our peer id back.
+    pub(super) resumed: bool,
 }
 
 /// Connects to `url`, takes our peer id back with `token` (a refusal
 /// leaves us the new id: the server may have lost its key) and joins the
 /// room again; all within the signaling timeout.
-async fn reattach(
+pub(super) async fn reattach(
     config: PeerConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
     url: String,
@@ -31,12 +35,14 @@ async fn reattach(
         let mut client = SignalingClient::connect_with(&url, tls)
             .await
             .map_err(|e| format!("{url}: {e}"))?;
+        let mut resumed = false;
         if let Some(t) = token {
-            if let Err(e) = client.resume(&t).await {
-                tracing::warn!(
+            match client.resume(&t).await {
+                Ok(()) => resumed = true,
+                Err(e) => tracing::warn!(
                     "{url}: resume refused ({e}); going on as {}",
                     client.peer_id()
-                );
+                ),
             }
         }
         let peers = client
@@ -52,6 +58,8 @@ async fn reattach(
             client,
             url: url.clone(),
             peer_present,
+            peers,
+            resumed,
         })
     };
     tokio::time::timeout(config.signaling_timeout, work)

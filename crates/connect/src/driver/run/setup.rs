@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
-use p2p_signaling::{ClientError, ErrorCode, SignalingClient};
+use p2p_signaling::{ClientError, ErrorCode, PeerInfo, SignalingClient};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -128,22 +130,7 @@ pub(super) async fn setup(
     // The newcomer offers and controls.
     let (peer, controlling) = match peers.first() {
         Some(p) => (p.clone(), true),
-        None => {
-            let wait = client.wait_for_peer();
-            let p = match config.peer_timeout {
-                Some(t) => {
-                    tokio::time::timeout(t, wait)
-                        .await
-                        .map_err(|_| ConnectError::Timeout {
-                            waiting_for: "a peer",
-                            after: t,
-                        })?
-                }
-                None => wait.await,
-            }
-            .map_err(ConnectError::Signaling)?;
-            (p, false)
-        }
+        None => wait_for_peer(config, &tls, &urls, &mut client, events).await?,
     };
     let peer_name = peer.name.clone();
     let peer = peer.id;
@@ -306,4 +293,99 @@ pub(super) async fn setup(
         channels: HashMap::new(),
         remote_fingerprint: None,
     })
+}
+
+/// Waits in the room for the other peer. When the signaling connection
+/// goes away meanwhile (its node died), connects to the next URL, takes our
+/// peer id back and joins again, as the running driver does: a peer that
+/// joined meanwhile saw us (our id stayed in the room) and offers, so we
+/// answer; one that is there after a refused resume (a new id) hears us as
+/// a newcomer, so we offer. Returns the peer and whether we control.
+async fn wait_for_peer(
+    config: &PeerConfig,
+    tls: &Option<Arc<rustls::ClientConfig>>,
+    urls: &[String],
+    client: &mut SignalingClient,
+    events: &mpsc::UnboundedSender<ConnectionEvent>,
+) -> Result<(PeerInfo, bool), ConnectError> {
+    let deadline = config
+        .peer_timeout
+        .map(|t| (tokio::time::Instant::now() + t, t));
+    let timed_out = |after| ConnectError::Timeout {
+        waiting_for: "a peer",
+        after,
+    };
+    let mut reconnect = crate::Reconnect::new(urls.to_vec(), config.reconnect.clone());
+    loop {
+        let wait = client.wait_for_peer();
+        let r = match deadline {
+            Some((d, t)) => tokio::time::timeout_at(d, wait)
+                .await
+                .map_err(|_| timed_out(t))?,
+            None => wait.await,
+        };
+        let e = match r {
+            Ok(p) => return Ok((p, false)),
+            Err(e) if config.reconnect.enabled => e,
+            Err(e) => return Err(ConnectError::Signaling(e)),
+        };
+        tracing::debug!("signaling lost while waiting for a peer: {e}");
+        emit(events, ConnectionEvent::SignalingInterrupted);
+        let token = client.resume_token().map(str::to_owned);
+        reconnect.lost(Instant::now());
+        let re = loop {
+            let now = Instant::now();
+            match reconnect.poll(now) {
+                crate::ReconnectAction::Try(url) => {
+                    let attempt = super::reattach::reattach(
+                        config.clone(),
+                        tls.clone(),
+                        url,
+                        token.clone(),
+                        String::new(),
+                    );
+                    let r = match deadline {
+                        Some((d, t)) => tokio::time::timeout_at(d, attempt)
+                            .await
+                            .map_err(|_| timed_out(t))?,
+                        None => attempt.await,
+                    };
+                    match r {
+                        Ok(re) => {
+                            reconnect.connected(Instant::now());
+                            break re;
+                        }
+                        Err(why) => {
+                            tracing::debug!("signaling: reconnection failed: {why}");
+                            reconnect.failed(Instant::now());
+                        }
+                    }
+                }
+                crate::ReconnectAction::Wait(at) => {
+                    let at = tokio::time::Instant::from_std(at);
+                    match deadline {
+                        Some((d, t)) if d < at => {
+                            tokio::time::sleep_until(d).await;
+                            return Err(timed_out(t));
+                        }
+                        _ => tokio::time::sleep_until(at).await,
+                    }
+                }
+                crate::ReconnectAction::GiveUp | crate::ReconnectAction::Idle => {
+                    return Err(ConnectError::Signaling(e));
+                }
+            }
+        };
+        emit(
+            events,
+            ConnectionEvent::SignalingRestored {
+                url: re.url.clone(),
+                peer_id: re.client.peer_id().to_owned(),
+            },
+        );
+        *client = re.client;
+        if let Some(p) = re.peers.into_iter().next() {
+            return Ok((p, !re.resumed));
+        }
+    }
 }
