@@ -364,9 +364,6 @@ impl Report {
     }
 }
 
-/// Meets the peer and connects, showing progress (a one-line display on a
-/// terminal, JSON lines with `--json`); says `ready` (with `hint` after it
-/// on a terminal) once the encrypted connection is up.
 /// The user stopped the command (Ctrl-C, SIGTERM); the peer was told, as
 /// far as the path allowed. `p2p` exits 130 for it.
 #[derive(Debug)]
@@ -380,6 +377,33 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+/// Resolves once SIGINT or SIGTERM came, at any time since the first call
+/// (the first call starts listening; a signal is remembered, so none is
+/// lost between one wait and the next). Only the commands that call it
+/// catch the signals; the others keep the default (the process ends).
+pub(crate) async fn interrupted() {
+    use std::sync::OnceLock;
+    use tokio::sync::watch;
+    static FLAG: OnceLock<watch::Receiver<bool>> = OnceLock::new();
+    let mut rx = FLAG
+        .get_or_init(|| {
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                crate::shutdown_signal().await;
+                let _ = tx.send(true);
+            });
+            rx
+        })
+        .clone();
+    if rx.wait_for(|&v| v).await.is_err() {
+        // The listener is gone (the runtime is shutting down): never.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Meets the peer and connects, showing progress (a one-line display on a
+/// terminal, JSON lines with `--json`); says `ready` (with `hint` after it
+/// on a terminal) once the encrypted connection is up.
 pub(crate) async fn establish(
     a: &NetArgs,
     command: &'static str,
@@ -423,7 +447,7 @@ pub(crate) async fn establish(
     let spinner = ['|', '/', '-', '\\'];
     let mut tick = tokio::time::interval(Duration::from_millis(120));
     let mut n = 0usize;
-    let interrupt = crate::shutdown_signal();
+    let interrupt = interrupted();
     tokio::pin!(interrupt);
     let conn = loop {
         tokio::select! {
@@ -498,12 +522,23 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
     let (conn, report) =
         establish(&a.net, "connect", "; type lines to send, Ctrl-D to quit").await?;
     let say = |event: &str, text: String| report.say(event, text);
+    let interrupt = interrupted();
+    tokio::pin!(interrupt);
     // The offerer opens the chat channel; the answerer takes the one the
     // other side opens (a browser tab opens its own).
-    let chat = if conn.is_controlling() {
-        conn.open_channel(ChannelOptions::new("chat")).await?
-    } else {
-        conn.accept_channel().await?
+    let open = async {
+        if conn.is_controlling() {
+            Ok(conn.open_channel(ChannelOptions::new("chat")).await?)
+        } else {
+            Ok::<_, AnyError>(conn.accept_channel().await?)
+        }
+    };
+    let chat = tokio::select! {
+        c = open => c?,
+        () = &mut interrupt => {
+            conn.close().await;
+            return Err(Interrupted.into());
+        }
     };
     let peer_name = conn
         .peer_name()
@@ -516,9 +551,7 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
     let (mut sent, mut received) = (0u64, 0u64);
     let expect = a.expect_lines;
     let mut ended = false;
-    let mut interrupted = false;
-    let interrupt = crate::shutdown_signal();
-    tokio::pin!(interrupt);
+    let mut stopped = false;
     // With --expect-lines: when the Nth line came, plus the linger.
     let mut leave_at: Option<tokio::time::Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -563,7 +596,7 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             // learns at once (SCTP ABORT or SHUTDOWN, close_notify), not
             // after its consent checks run out.
             () = &mut interrupt => {
-                interrupted = true;
+                stopped = true;
                 break;
             }
             e = conn.next_event() => match e {
@@ -597,7 +630,7 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
         "done",
         format!("closed; {sent} line(s) sent, {received} received"),
     );
-    if interrupted {
+    if stopped {
         return Err(Interrupted.into());
     }
     if let Some(n) = expect.filter(|n| received < *n) {

@@ -229,7 +229,7 @@ pub(crate) async fn send(a: SendArgs) -> Result<(), AnyError> {
     // receiver learns (and drops its partial file) within a round trip.
     let r = tokio::select! {
         r = send_on(&conn, &report, &mut file, &name, size) => r,
-        () = crate::shutdown_signal() => Err(Interrupted.into()),
+        () = crate::connect_cmd::interrupted() => Err(Interrupted.into()),
     };
     conn.close().await;
     r
@@ -387,7 +387,7 @@ pub(crate) async fn receive(a: ReceiveArgs) -> Result<(), AnyError> {
     let r = tokio::select! {
         biased;
         r = receive_on(&conn, &report, dir, a.overwrite) => r,
-        () = crate::shutdown_signal() => Err(Interrupted.into()),
+        () = crate::connect_cmd::interrupted() => Err(Interrupted.into()),
     };
     conn.close().await;
     r
@@ -448,7 +448,7 @@ async fn receive_on(
     report.say("receiving", format!("receiving {name} ({})", human(size)));
     let r = tokio::select! {
         r = receive_bytes(&ch, report, file, &name, size) => r,
-        () = crate::shutdown_signal() => {
+        () = crate::connect_cmd::interrupted() => {
             let _ = tokio::fs::remove_file(&part).await;
             let _ = ch
                 .send_text(

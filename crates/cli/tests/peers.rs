@@ -1,7 +1,8 @@
 //! Two peers through the real binary on loopback: `p2p connect`, `p2p send`
 //! and `p2p receive` meet through `p2p serve`. Ctrl-C on one peer closes
 //! the connection so that the other learns at once (not after its consent
-//! checks run out, about 30 s); a file arrives intact, checked end to end;
+//! checks run out, about 30 s), and so does a peer killed without a word
+//! (SIGKILL) within two seconds; a file arrives intact, checked end to end;
 //! a receiver that is stopped leaves no partial file behind.
 
 use std::io::{BufRead, BufReader, Write};
@@ -196,6 +197,26 @@ fn sigterm_on_one_peer_closes_the_other_too() {
     b.wait_event("closed");
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     assert_eq!(a.wait_exit(Duration::from_secs(5)).code(), Some(130));
+}
+
+#[test]
+fn a_peer_killed_without_a_word_is_given_up_within_two_seconds() {
+    let (_serve, url) = serve();
+    let mut a = Proc::spawn(&[&["connect"][..], &net(&url, "kill")].concat());
+    let b = Proc::spawn(&[&["connect"][..], &net(&url, "kill")].concat());
+    a.wait_event("ready");
+    b.wait_event("ready");
+    // SIGKILL: no close, no bye. The server sees its WebSocket drop and
+    // says peer-left; B checks the path, nobody answers, B gives up.
+    let t0 = Instant::now();
+    a.signal("-KILL");
+    let closed = b.wait_event("closed");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the dead peer was given up after {took:?} (consent alone: 30 s): {closed}"
+    );
+    a.wait_exit(Duration::from_secs(5));
 }
 
 #[test]

@@ -516,6 +516,59 @@ fn no_path_in_time_fails_at_the_connect_timeout_with_the_candidates_tried() {
 }
 
 #[test]
+fn a_peer_whose_process_died_is_given_up_within_a_second_of_leaving_signaling() {
+    let mut p = Pair::new();
+    p.connect();
+    // B dies without a word: nothing of it crosses the path any more, and
+    // the signaling server, which saw its connection drop, says it left.
+    p.sim.set_link(
+        p.b,
+        LinkConfig {
+            loss: 1.0,
+            ..LinkConfig::default()
+        },
+    );
+    let now = p.sim.now();
+    let a = p.node_mut(p.a);
+    a.negotiation.handle_signal(
+        now,
+        ServerMsg::PeerLeft {
+            room: "r".into(),
+            peer_id: "b".into(),
+        },
+    );
+    a.drain(now);
+    let took = p.run_until(Duration::from_secs(40), |p| p.node(p.a).ended().is_some());
+    assert_eq!(
+        p.node(p.a).ended(),
+        Some(&NegotiationEvent::Closed(CloseReason::ConsentLost))
+    );
+    // Not the 30 s of consent: a second of checks nobody answered.
+    assert!(took <= Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn a_peer_that_left_signaling_but_still_answers_keeps_the_connection() {
+    let mut p = Pair::new();
+    p.connect();
+    let now = p.sim.now();
+    let a = p.node_mut(p.a);
+    a.negotiation.handle_signal(
+        now,
+        ServerMsg::PeerLeft {
+            room: "r".into(),
+            peer_id: "b".into(),
+        },
+    );
+    a.drain(now);
+    let end = now + Duration::from_secs(5);
+    p.run_until(Duration::from_secs(6), |p| {
+        p.node(p.a).ended().is_some() || p.sim.now() >= end
+    });
+    assert_eq!(p.node(p.a).ended(), None, "the path still answers");
+}
+
+#[test]
 fn without_signaling_a_dead_path_closes_with_consent_lost() {
     let mut p = Pair::new();
     p.connect();

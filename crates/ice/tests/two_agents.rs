@@ -248,6 +248,68 @@ fn consent_is_lost_30_s_after_the_peer_goes_silent() {
 }
 
 #[test]
+fn verify_consent_loses_a_silent_peer_within_its_bound_not_30_s() {
+    let mut net = Net::new(seeded(true, 15), seeded(false, 16));
+    net.latency = Duration::from_millis(10);
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    net.run_for(Duration::from_secs(3));
+    // B's process dies: it answers nothing any more.
+    let b_base = net.b.selected_pair().unwrap().0.base();
+    net.drop = Box::new(move |t| t.source == b_base);
+    let t0 = net.now;
+    let e0 = net.elapsed();
+    assert!(net.a.verify_consent(t0, Duration::from_secs(1)));
+    net.run_until(|n| n.a.state() == IceState::Failed, Duration::from_secs(5))
+        .unwrap();
+    let took = net.now - t0;
+    assert!(took <= Duration::from_secs(1), "{took:?}");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(net
+        .a_events
+        .iter()
+        .any(|(_, e)| *e == IceEvent::ConsentLost));
+    // Several checks went out meanwhile: one lost check does not decide.
+    let checks = net
+        .a_sent
+        .iter()
+        .filter(|(at, t)| *at >= e0 && t.contents.first() == Some(&0))
+        .count();
+    assert!(checks >= 4, "{checks} checks in the second");
+}
+
+#[test]
+fn verify_consent_with_a_live_peer_changes_nothing() {
+    let mut net = Net::new(seeded(true, 17), seeded(false, 18));
+    net.latency = Duration::from_millis(10);
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    // Even with the first verification check lost, a later one answers.
+    let a_base = net.a.selected_pair().unwrap().0.base();
+    let mut first = true;
+    net.drop = Box::new(move |t| {
+        let lose = first && t.source == a_base && t.contents.first() == Some(&0);
+        if lose {
+            first = false;
+        }
+        lose
+    });
+    let t0 = net.now;
+    assert!(net.a.verify_consent(t0, Duration::from_secs(1)));
+    net.run_for(Duration::from_secs(5));
+    assert!(net.both_connected(), "{}", net.a.stats());
+    assert!(!net
+        .a_events
+        .iter()
+        .any(|(_, e)| *e == IceEvent::ConsentLost));
+    // And a verification needs a path.
+    let mut lone = IceAgent::new(seeded(true, 19));
+    assert!(!lone.verify_consent(t0, Duration::from_secs(1)));
+}
+
+#[test]
 fn keepalive_indications_when_idle() {
     // Consent checks every 5 s already keep the path busy; with a long
     // consent interval the 15 s keepalive indication shows.

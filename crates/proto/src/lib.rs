@@ -1,8 +1,8 @@
 //! The one vocabulary of the p2p stack's sans-IO machines.
 //!
-//! Every protocol machine of the stack (the STUN client transaction, the
-//! TURN server and client, the ICE agent, the `Session` of `p2p-connect`,
-//! DTLS, data channels) is driven the same way, with the types of this
+//! Every protocol machine of the stack (the TURN server and client, the ICE
+//! agent, DTLS, data channels, the `Session` and `Negotiation` of
+//! `p2p-connect`) is driven the same way, with the types of this
 //! crate:
 //!
 //! - a [`Datagram`] that arrived goes in with [`Machine::handle_input`], with

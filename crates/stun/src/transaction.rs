@@ -1,6 +1,11 @@
-//! The client transaction of RFC 8489 §6.2 as a sans-IO state machine:
-//! retransmissions over UDP (RTO doubling, Rc transmits, a final wait of Rm×RTO)
-//! and a single timeout over reliable transports.
+//! The client transaction of RFC 8489 §6.2 as a sans-IO retransmission
+//! schedule: retransmissions over UDP (RTO doubling, Rc transmits, a final
+//! wait of Rm×RTO) and a single timeout over reliable transports.
+//!
+//! It is a part of the machines that send requests (the ICE agent, the TURN
+//! client), not a `p2p_proto::Machine` of its own: it knows no addresses,
+//! hands out the request's bytes for its owner to address, and is made at
+//! the instant the request is first sent.
 
 use std::time::{Duration, Instant};
 

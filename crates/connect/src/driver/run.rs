@@ -168,6 +168,16 @@ impl Driver {
     /// closed (its TURN allocations deleted) before it returns.
     async fn run(mut self, ch: &mut Channels) -> Outcome {
         let outcome = self.run_loop(ch).await;
+        // Ended by the peer or its path: the application learns now, not
+        // after the goodbyes below (a dead peer never acknowledges them).
+        // What its channels already hold stays readable.
+        if let Ok(r) = &outcome {
+            if *r != CloseReason::Local {
+                let _ = ch.path.send(None);
+                ch.closed(r.clone());
+                self.channels.clear();
+            }
+        }
         self.shutdown(ch).await;
         outcome
     }

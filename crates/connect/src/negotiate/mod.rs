@@ -53,6 +53,10 @@ use crate::session::{SecureEnd, Session, SessionError, SessionEvent, SessionOutp
 /// How long a bye waits for the peer's SHUTDOWN over the path (which
 /// delivers the last of its data first, for at most a second).
 pub const BYE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a peer that left signaling has to answer a consent check
+/// before the path is given up (see [`Session::verify_peer`]).
+const PEER_VERIFY: std::time::Duration = std::time::Duration::from_secs(1);
 use sdp::{local_description, parse_description, DescriptionError, RemoteDescription};
 pub use types::{
     CloseReason, Failure, NegotiationConfig, NegotiationEvent, NegotiationOutput, SelectedPath,
@@ -447,7 +451,13 @@ impl Negotiation {
                     // With reconnection, the peer may come back (its
                     // resume keeps its id): the deadlines bound the wait.
                     self.peer_gone = true;
-                    if !self.connected {
+                    if self.connected {
+                        // Its process may have died without a word (the
+                        // server saw its connection drop): find out now,
+                        // not after 30 s of consent. A peer that only lost
+                        // signaling answers.
+                        self.session.verify_peer(now, PEER_VERIFY);
+                    } else {
                         self.peer_deadline
                             .get_or_insert(now + self.config.peer_grace);
                     }

@@ -415,6 +415,18 @@ impl Session {
         self.pump(now);
     }
 
+    /// Makes sure the peer is still there, when something outside the path
+    /// says it may not be (it left the signaling server: its process may
+    /// have died without a word). Consent checks go out at once and every
+    /// 200 ms; an answer changes nothing, none within `within` loses the
+    /// path now ([`IceAgent::verify_consent`]) instead of after 30 s.
+    pub fn verify_peer(&mut self, now: Instant, within: Duration) {
+        if self.agent.verify_consent(now, within) {
+            self.agent.handle_timeout(now);
+            self.pump(now);
+        }
+    }
+
     /// The ICE state.
     pub fn state(&self) -> IceState {
         self.agent.state()

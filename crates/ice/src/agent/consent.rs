@@ -2,7 +2,11 @@
 //! pair.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often consent is checked while [`IceAgent::verify_consent`] runs:
+/// a lost check does not decide alone.
+const VERIFY_INTERVAL: Duration = Duration::from_millis(200);
 
 use p2p_proto::Transmit;
 use p2p_stun::{MessageBuilder, MessageClass, MessageType, Method, TransactionId};
@@ -19,10 +23,23 @@ impl IceAgent {
         if self.config.lite {
             return;
         }
+        // A verification: an answer since it began ends it (the peer is
+        // there); none by its deadline loses consent now.
+        let mut verify_failed = false;
+        if let Some(sel) = &mut self.selected {
+            if let Some((since, until)) = sel.verify {
+                if sel.last_consent > since {
+                    sel.verify = None;
+                } else if now >= until {
+                    verify_failed = true;
+                }
+            }
+        }
         let Some(sel) = &self.selected else {
             return;
         };
-        if now >= sel.last_consent + self.config.consent_timeout {
+        let verifying = sel.verify.is_some();
+        if verify_failed || now >= sel.last_consent + self.config.consent_timeout {
             // After a restart the old path only bridges the gap: losing it
             // leaves the new check list running, and the agent fails only
             // when that one does (or its checking timeout passes).
@@ -46,7 +63,11 @@ impl IceAgent {
                     let route = (source, destination);
                     self.start_request(now, tid, req, route, Purpose::Consent { key });
                 }
-                let jitter = self.consent_jitter();
+                let jitter = if verifying {
+                    VERIFY_INTERVAL
+                } else {
+                    self.consent_jitter()
+                };
                 if let Some(sel) = &mut self.selected {
                     sel.next_consent = now + jitter;
                     sel.last_sent = now;
@@ -97,6 +118,21 @@ impl IceAgent {
         }
         self.nominating = Some(p);
         self.enqueue_triggered(p, true);
+    }
+
+    /// See [`IceAgent::verify_consent`].
+    pub(super) fn start_verify(&mut self, now: Instant, within: Duration) -> bool {
+        if self.config.lite || self.remote_creds.is_none() {
+            return false;
+        }
+        let Some(sel) = &mut self.selected else {
+            return false;
+        };
+        if sel.verify.is_none() {
+            sel.verify = Some((now, now + within));
+        }
+        sel.next_consent = sel.next_consent.min(now);
+        true
     }
 
     pub(super) fn refresh_consent(

@@ -15,7 +15,7 @@ mod state;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use p2p_proto::{Datagram, Handled, Machine, Transmit, Transport};
 use p2p_stun::{is_stun, Key, Message, MessageClass, Method, TransactionId};
@@ -470,6 +470,19 @@ impl IceAgent {
         self.update_state();
     }
 
+    /// Checks now that the peer is still there, when something outside
+    /// ICE says it may not be (the signaling server reports that it left:
+    /// its process may have died). A consent check goes out at once and
+    /// again every 200 ms; the first answer ends the verification and
+    /// nothing changes; with no answer by `now + within`, consent is lost
+    /// at once ([`IceEvent::ConsentLost`]) instead of after the consent
+    /// timeout (30 s). Returns `false` (and does nothing) without a
+    /// selected pair, without the peer's credentials, or in ICE-lite.
+    pub fn verify_consent(&mut self, now: Instant, within: Duration) -> bool {
+        self.note_time(now);
+        self.start_verify(now, within)
+    }
+
     /// ICE restart (RFC 8445 §9): new local credentials, remote credentials,
     /// candidates and check list reset. Local candidates are kept and emitted
     /// again as [`IceEvent::LocalCandidate`]. The selected pair keeps carrying
@@ -721,6 +734,9 @@ impl Machine for IceAgent {
                     at(sel.next_consent);
                 }
                 at(sel.last_consent + self.config.consent_timeout);
+                if let Some((_, until)) = sel.verify {
+                    at(until);
+                }
                 if !self.disconnected {
                     at(sel.last_consent + self.config.disconnected_timeout);
                 }

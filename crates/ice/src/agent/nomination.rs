@@ -26,6 +26,10 @@ pub(super) struct Selected {
     pub(super) last_consent: Instant,
     pub(super) next_consent: Instant,
     pub(super) last_sent: Instant,
+    /// [`IceAgent::verify_consent`] under way: since when (an answer after
+    /// it ends the verification) and until when (no answer by then: consent
+    /// is lost).
+    pub(super) verify: Option<(Instant, Instant)>,
 }
 
 impl IceAgent {
@@ -149,6 +153,7 @@ impl IceAgent {
             last_consent: now,
             next_consent: now + jitter,
             last_sent: now,
+            verify: None,
         });
         self.disconnected = false;
         self.prev_local = None;
