@@ -38,6 +38,18 @@ pub(crate) fn ice(args: &[String]) -> Result<(), String> {
     )
 }
 
+/// `cargo xtask bench cluster` (benches/src/bin/cluster_bench.rs):
+/// signaling through two `p2p serve` nodes on a real `redis-server`, same
+/// node and different nodes in one run. Needs `redis-server`.
+pub(crate) fn cluster(args: &[String]) -> Result<(), String> {
+    bench(
+        "cluster_bench",
+        "bench-cluster.md",
+        "Signaling across the nodes of a cluster (Redis)",
+        args,
+    )
+}
+
 fn bench(bin: &str, out: &str, title: &str, args: &[String]) -> Result<(), String> {
     let build = !args.iter().any(|a| a == "--no-build");
     let pass: Vec<&String> = args.iter().filter(|a| *a != "--no-build").collect();

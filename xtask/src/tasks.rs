@@ -169,8 +169,9 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
         "turn" => crate::bench_turn::turn(&args[1..]),
         "connect" => crate::bench_connect::connect(&args[1..]),
         "ice" => crate::bench_connect::ice(&args[1..]),
+        "cluster" => crate::bench_connect::cluster(&args[1..]),
         other => Err(format!(
-            "unknown benchmark group `{other}` (known: codec, stun-server, turn, connect, ice)"
+            "unknown benchmark group `{other}` (known: codec, stun-server, turn, connect, ice, cluster)"
         )),
     }
 }
