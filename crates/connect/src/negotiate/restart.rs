@@ -49,9 +49,10 @@ impl Negotiation {
     /// for the peer's restart if it controls, give up otherwise.
     pub(super) fn path_died(&mut self, now: Instant) {
         self.path_dead = true;
-        if self.config.reconnect && (self.interrupted || self.peer_gone) {
-            // Signaling (ours or the peer's) comes back: restart then,
-            // within the restart deadline.
+        if self.config.reconnect && self.interrupted {
+            // Our signaling comes back: restart then, within the restart
+            // deadline. (A peer the server said left and whose path died
+            // did not just lose its node: it would still answer consent.)
             self.restart_deadline
                 .get_or_insert(now + self.config.connect_timeout);
             return;
