@@ -74,13 +74,15 @@ public_segment() {
 # add_router PUBLIC_NS ROUTER_NS N: a new router namespace, WAN 203.0.113.10N
 # on PUBLIC_NS's br0, LAN bridge `lan` 10.0.N.1/24, forwarding on. No NAT
 # yet (see nat) and no default route: a LAN is reachable only from its router.
+# LAB_NET (default 203.0.113) changes the public /24 (nat-lab-portmap.sh:
+# miniupnpd refuses to map ports on a reserved WAN address such as TEST-NET-3).
 add_router() {
-  local pub=$1 r=$2 n=$3
+  local pub=$1 r=$2 n=$3 net=${LAB_NET:-203.0.113}
   new_ns "$r"
   ip -n "$r" link add wan type veth peer name "sw$n" netns "$pub"
   in_ns "$pub" ip link set "sw$n" master br0
   in_ns "$pub" ip link set "sw$n" up
-  in_ns "$r" ip addr add "203.0.113.10$n/24" dev wan
+  in_ns "$r" ip addr add "$net.10$n/24" dev wan
   in_ns "$r" ip link set wan up
   in_ns "$r" ip link add lan type bridge
   in_ns "$r" ip addr add "10.0.$n.1/24" dev lan

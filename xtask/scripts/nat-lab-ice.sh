@@ -54,8 +54,13 @@ start_peer() {
 #   relay   at least one end relayed
 #   local-relay  our own end relayed (the peer behind the UDP-blocking firewall)
 #   any     whatever path (the lossy link: it must connect and carry lines)
+#   host6   host to host over IPv6 (global addresses: no NAT66), the peer's
+#           end host or, learnt from its check first, prflx
+#   tcp     no relay at either end, and the path runs over TCP (ICE-TCP):
+#           TRANSPORT (the fifth argument) is tcp
 kinds_ok() {
   case "$1" in
+  tcp) [ "$2" != relay ] && [ "$3" != relay ] && [ -n "$2" ] && [ "$5" = tcp ] ;;
   any) [ -n "$2" ] && [ -n "$3" ] ;;
   host) [ "$2" = host ] && { [ "$3" = host ] || { [ "$3" = prflx ] && [[ "$4" == 10.0.1.* ]]; }; } ;;
   direct)
@@ -64,6 +69,9 @@ kinds_ok() {
     ;;
   relay) [ "$2" = relay ] || [ "$3" = relay ] ;;
   local-relay) [ "$2" = relay ] ;;
+  host6)
+    [ "$2" = host ] && { [ "$3" = host ] || [ "$3" = prflx ]; } && [[ "$4" == "[2001:db8:"* ]]
+    ;;
   *) return 1 ;;
   esac
 }
@@ -115,16 +123,18 @@ scenario() {
     why="a peer failed after connecting (exit codes $rc_a/$rc_b; lines lost?)"
   else
     if ! kinds_ok "$want_a" "$(json_field "$ra" local_kind)" "$(json_field "$ra" remote_kind)" \
-      "$(json_field "$ra" remote_address)"; then
+      "$(json_field "$ra" remote_address)" "$(json_field "$ra" transport)"; then
       verdict=FAIL
       why="peer A on $path_a, wanted $want_a"
     fi
     if ! kinds_ok "$want_b" "$(json_field "$rb" local_kind)" "$(json_field "$rb" remote_kind)" \
-      "$(json_field "$rb" remote_address)"; then
+      "$(json_field "$rb" remote_address)" "$(json_field "$rb" transport)"; then
       verdict=FAIL
       why="${why:+$why; }peer B on $path_b, wanted $want_b"
     fi
   fi
+  if [ "$(json_field "$ra" transport)" = tcp ]; then path_a="$path_a over TCP"; fi
+  if [ "$(json_field "$rb" transport)" = tcp ]; then path_b="$path_b over TCP"; fi
   kinds="A $path_a, B $path_b"
   [ "$verdict" = ok ] || ICE_FAILED+=("$name: $why")
   echo "nat-lab: scenario $SCENARIO ($name): $kinds; ICE ${ms_a:-?}/${ms_b:-?} ms; $verdict${why:+ ($why)} [$((SECONDS - t0)) s]"
@@ -227,6 +237,31 @@ scenario "APDM x APDM" "r2 APDM x r5 APDM" relay relay \
 scenario "UDP blocked, TURN over TCP" "r6 no UDP x r4 EIM/APDF" local-relay relay \
   "${C}6 --turn $TURN_TCP --turn-user $TURN_USER --turn-password $TURN_PASS" \
   "${C}4 ${ALL_SERVERS[*]}"
+
+# ICE-TCP (RFC 6544): the client behind router 6 (no UDP; TCP out to the
+# server and to p2plab-pub) and a public peer, both with --ice-tcp. The
+# client also has TURN over TCP, yet ends direct: its active candidate
+# connects to the public peer's passive one (the peer sees the router's
+# mapped address as prflx).
+scenario "UDP blocked, ICE-TCP direct" "r6 no UDP x public host" tcp tcp \
+  "${C}6 --ice-tcp --turn $TURN_TCP --turn-user $TURN_USER --turn-password $TURN_PASS" \
+  "$PREFIX-pub --ice-tcp ${ALL_SERVERS[*]}"
+
+# IPv6 through two RFC 6092 firewalls: each peer's first check opens its
+# own firewall for the other's address. Dual-stack peers (their IPv4 behind
+# EIM/APDF NATs: srflx would work too) end on IPv6 host ↔ host; IPv6-only
+# peers (bound to their IPv6 address, STUN over IPv6) too.
+STUN6="stun:[$SERVER6]:3478"
+scenario "IPv6 firewalls, dual-stack peers" "r1 x r4: NAT44 + IPv6 firewall" host6 host6 \
+  "${C}1s ${ALL_SERVERS[*]} --stun $STUN6" "${C}4s ${ALL_SERVERS[*]} --stun $STUN6"
+scenario "IPv6 firewalls, IPv6-only peers" "r1 x r4: IPv6 firewall" host6 host6 \
+  "${C}1s --bind 2001:db8:1::4 --stun $STUN6" "${C}4s --bind 2001:db8:4::4 --stun $STUN6"
+# Dual-family TURN (RFC 8656 ADDITIONAL-ADDRESS-FAMILY): an IPv4-only peer
+# (behind r4) allocates over IPv4 and gets an IPv6 relayed address too (the
+# server relays from 203.0.113.10 and 2001:db8:10::10); an IPv6-only peer
+# with no TURN server reaches it there from its host address.
+scenario "IPv4-only x IPv6-only, dual-family TURN" "r4 EIM/APDF x r1 IPv6 firewall" local-relay relay \
+  "${C}4 ${ALL_SERVERS[*]}" "${C}1s --bind 2001:db8:1::4 --stun $STUN6"
 
 if [ -z "$TLS_SKIP" ]; then
   scenario "UDP blocked, TURN over TLS" "r6 no UDP x r4 EIM/APDF" local-relay relay \

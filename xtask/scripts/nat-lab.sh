@@ -13,7 +13,9 @@
 #   router 3: SNAT + DNAT of all inbound UDP     -> EIM mapping, EI filtering
 #   router 4: MASQUERADE (a second one)          -> EIM mapping, APD filtering
 #   router 5: MASQUERADE --random-fully (second) -> APD mapping, APD filtering
-#   router 6: MASQUERADE, UDP dropped; only TCP to the server's ports passes
+#   router 6: MASQUERADE, UDP dropped; only TCP to the server's ports and
+#             to p2plab-pub passes
+#   p2plab-pub   203.0.113.50 on the bridge: a public host, no NAT
 #
 # Part 1 checks that `p2p nat-type` names routers 1-5 right. Part 2 runs two
 # `p2p connect` peers per scenario (same LAN, NAT pairs, UDP blocked, a
@@ -50,6 +52,7 @@ TLS_PORT=5349
 SIGNALING="ws://$SERVER_IP:8080/ws"
 TURN_USER="lab"
 TURN_PASS="nat-lab-secret"
+PUB_IP="203.0.113.50"
 SCENARIO_TIMEOUT=45 # seconds a scenario's peers may take, all told
 NAMESPACES=()
 PIDS=()
@@ -105,12 +108,50 @@ nat "$PREFIX-r3" full-cone 203.0.113.103 10.0.3.2
 nat "$PREFIX-r4" eim-apdf
 nat "$PREFIX-r5" apdm
 # Router 6: a firewall that lets nothing out but TCP to the server's TURN
-# (3478), TURN-over-TLS (5349) and signaling (8080) ports; UDP is dropped.
+# (3478), TURN-over-TLS (5349) and signaling (8080) ports, and TCP to the
+# public peer p2plab-pub (ICE-TCP); UDP is dropped.
 in_ns "$PREFIX-r6" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
 in_ns "$PREFIX-r6" iptables -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
 in_ns "$PREFIX-r6" iptables -A FORWARD -i lan -o wan -p tcp -d "$SERVER_IP" \
   -m multiport --dports 3478,$TLS_PORT,8080 -j ACCEPT
+in_ns "$PREFIX-r6" iptables -A FORWARD -i lan -o wan -p tcp -d "$PUB_IP" -j ACCEPT
 in_ns "$PREFIX-r6" iptables -A FORWARD -i lan -o wan -j DROP
+# p2plab-pub: a host with a public address and no NAT or firewall, on the
+# public segment (the peer a UDP-blocked client reaches over ICE-TCP).
+new_ns "$PREFIX-pub"
+ip -n "$PREFIX-pub" link add eth0 type veth peer name swpub netns "$SRV"
+in_ns "$SRV" ip link set swpub master br0
+in_ns "$SRV" ip link set swpub up
+in_ns "$PREFIX-pub" ip addr add "$PUB_IP/24" dev eth0
+in_ns "$PREFIX-pub" ip link set eth0 up
+
+# ---------------------------------------------------------------- IPv6 behind routers 1 and 4
+# Home routers do not translate IPv6 (RFC 6092: no NAT66; a stateful
+# firewall instead, RFC 6092 REC-11): global addresses on the LANs, and in
+# FORWARD outbound flows and their answers pass, nothing unsolicited comes
+# in. Dual-stack clients p2plab-c1s and p2plab-c4s (IPv4 10.0.N.4 behind
+# the router's NAT44, IPv6 2001:db8:N::4) keep the IPv4-only clients'
+# scenarios as they were. The server also listens on 2001:db8:10::10.
+SERVER6="2001:db8:10::10"
+in_ns "$SRV" sysctl -qw net.ipv6.conf.all.forwarding=1
+in_ns "$SRV" ip -6 addr add "$SERVER6/64" dev br0 nodad
+for n in 1 4; do
+  r="$PREFIX-r$n"
+  c="$PREFIX-c${n}s"
+  new_ns "$c"
+  add_client "$r" "$c" "lp6" "10.0.$n.4" "10.0.$n.1"
+  in_ns "$r" sysctl -qw net.ipv6.conf.all.forwarding=1
+  in_ns "$r" ip -6 addr add "2001:db8:10::10$n/64" dev wan nodad
+  in_ns "$r" ip -6 addr add "2001:db8:$n::1/64" dev lan nodad
+  in_ns "$r" ip -6 route add default via "$SERVER6"
+  in_ns "$SRV" ip -6 route add "2001:db8:$n::/64" via "2001:db8:10::10$n"
+  in_ns "$c" ip -6 addr add "2001:db8:$n::4/64" dev eth0 nodad
+  in_ns "$c" ip -6 route add default via "2001:db8:$n::1"
+  in_ns "$r" ip6tables -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+  in_ns "$r" ip6tables -A FORWARD -p ipv6-icmp -j ACCEPT
+  in_ns "$r" ip6tables -A FORWARD -i lan -o wan -j ACCEPT
+  in_ns "$r" ip6tables -A FORWARD -j DROP
+done
 
 # ---------------------------------------------------------------- a certificate for turns:
 # A throwaway CA and a leaf for IP 203.0.113.10 (what the peers' turns: URI names).
@@ -135,8 +176,10 @@ fi
 # --user-quota 0: every scenario's peers allocate with the one lab user, and
 # allocations outlive the peers (p2p connect does not deallocate on close), so
 # the default quota of 10 would refuse the sixth scenario.
-ip netns exec "$SRV" "$P2P" serve --listen "$SERVER" --alt-listen "$ALT" --software "p2p nat-lab" \
-  --realm nat-lab --user "$TURN_USER:$TURN_PASS" --relay-ip "$SERVER_IP" --user-quota 0 \
+ip netns exec "$SRV" "$P2P" serve --listen "$SERVER" --listen "[$SERVER6]:3478" \
+  --alt-listen "$ALT" --software "p2p nat-lab" \
+  --realm nat-lab --user "$TURN_USER:$TURN_PASS" --relay-ip "$SERVER_IP" --relay-ip "$SERVER6" \
+  --user-quota 0 \
   --signaling "$SERVER_IP:8080" --no-page "${TLS_ARGS[@]}" \
   >"$WORK/serve.log" 2>&1 &
 PIDS+=($!)
@@ -161,6 +204,15 @@ fi
 timeout 10 ip netns exec "$PREFIX-c6" "$P2P" stun --tcp "$SERVER" >"$WORK/r6-tcp.log" 2>&1 \
   || fail "router 6 blocks TCP to $SERVER: $(cat "$WORK/r6-tcp.log")"
 echo "nat-lab: router 6 drops UDP to $SERVER and passes TCP"
+# Router 4's IPv6 firewall must drop what nobody inside asked for: its
+# last rule (DROP) counts the probe.
+v6_drops() { in_ns "$PREFIX-r4" ip6tables -L FORWARD -v -x -n | awk '$3 == "DROP" { print $1 }'; }
+before="$(v6_drops)"
+timeout 5 ip netns exec "$PREFIX-c1s" "$P2P" stun "[2001:db8:4::4]:3478" >"$WORK/r4-v6.log" 2>&1 || true
+[ "$(v6_drops)" -gt "$before" ] || fail "router 4's IPv6 firewall did not drop an unsolicited packet"
+timeout 10 ip netns exec "$PREFIX-c1s" "$P2P" stun "[$SERVER6]:3478" >"$WORK/c1s-v6.log" 2>&1 \
+  || fail "no IPv6 STUN from behind router 1: $(cat "$WORK/c1s-v6.log")"
+echo "nat-lab: IPv6 reaches the server from behind router 1; router 4 filters unsolicited IPv6"
 
 # ---------------------------------------------------------------- part 1: p2p nat-type
 EIM=endpoint-independent

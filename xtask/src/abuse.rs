@@ -7,8 +7,10 @@
 //! got meanwhile, and the daemon's own metrics. The figures go to
 //! `target/abuse.md` (and stderr); a failed check fails the task.
 //!
-//! Each attack is a function in [`ATTACKS`]; more (TCP slowloris on the
-//! STUN/TURN ports, password guessing, restart recovery) are added there.
+//! Each attack is a function in [`ATTACKS`]: on the signaling port
+//! (`signaling.rs`) and on the STUN/TURN port (`stun.rs`, its requests
+//! built with `p2p-stun` in `turnc.rs`); more (restart recovery) are added
+//! there.
 //! `--short` is the CI form: fewer connections and shorter phases, on the
 //! debug build; the full form runs the release build (`--debug` or
 //! `--release` choose).
@@ -16,6 +18,9 @@
 mod daemon;
 mod restart;
 mod signaling;
+mod stun;
+mod turn;
+mod turnc;
 mod ws;
 
 use std::fmt::Write as _;
@@ -26,6 +31,8 @@ use crate::bench_util::target_dir;
 use crate::{cargo, run};
 use restart::restart_recovery;
 use signaling::{credential_farming, idle_flood, slow_readers, slowloris};
+use stun::{stun_flood, stun_slowloris};
+use turn::{password_guessing, turn_farming, turn_slow_readers};
 
 /// One attack: its name, the finding it reproduces, and the function.
 type Attack = fn(&Ctx) -> Result<Report, String>;
@@ -50,6 +57,31 @@ const ATTACKS: &[(&str, &str, Attack)] = &[
         "credential-farming",
         "18.3: anonymous connections farming TURN credentials",
         credential_farming,
+    ),
+    (
+        "stun-slowloris",
+        "18.2: STUN/TURN TCP connections sending a byte at a time, and frame headers that pin buffers after an unauthenticated Allocate",
+        stun_slowloris,
+    ),
+    (
+        "stun-flood",
+        "18.2: one address taking every STUN/TURN TCP slot",
+        stun_flood,
+    ),
+    (
+        "turn-farming",
+        "18.3: farmed REST credentials taking the relay ports",
+        turn_farming,
+    ),
+    (
+        "password-guessing",
+        "18.4: wrong-password Allocates as fast as one socket sends them",
+        password_guessing,
+    ),
+    (
+        "turn-slow-readers",
+        "18.1 on the TURN port: TURN clients over TCP that stop reading while a peer sends to their relays",
+        turn_slow_readers,
     ),
     (
         "restart-recovery",

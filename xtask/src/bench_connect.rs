@@ -12,7 +12,18 @@
 //!   Flags after `connect` go to the binary: `--runs N`, `--seconds S`,
 //!   `--size BYTES`.
 //!
-//! `--no-build` (either task) runs the binaries already built.
+//! - `channel` (benches/src/bin/channel_bench/): a reliable ordered data
+//!   channel, 100 MiB as 16 KiB messages on loopback: ours, str0m and
+//!   webrtc-rs (built with the bench-only feature `channel-peers`; if they
+//!   do not build, ours and the UDP ceiling alone, and the report says
+//!   so), plain UDP as the ceiling. `--no-peers` skips the peers. Other
+//!   flags go to the binary: `--mib N`, `--runs N`, `--limit S`,
+//!   `--only NAME`. Then `channel_setup` (benches/src/bin/): time to
+//!   the first message in round trips on netsim (50 ms RTT), opening a
+//!   channel on loopback, memory per connection and per idle channel;
+//!   written to `target/bench-channel-setup.md`.
+//!
+//! `--no-build` (any of them) runs the binaries already built.
 
 use std::fs;
 use std::process::Command;
@@ -50,7 +61,71 @@ pub(crate) fn cluster(args: &[String]) -> Result<(), String> {
     )
 }
 
+pub(crate) fn channel(args: &[String]) -> Result<(), String> {
+    let peers = !args.iter().any(|a| a == "--no-peers");
+    let build = !args.iter().any(|a| a == "--no-build");
+    let pass: Vec<String> = args
+        .iter()
+        .filter(|a| *a != "--no-peers" && *a != "--no-build")
+        .cloned()
+        .collect();
+    let mut note = String::new();
+    if build {
+        let base = [
+            "build",
+            "--release",
+            "-p",
+            "p2p-benches",
+            "--bin",
+            "channel_bench",
+            "--bin",
+            "channel_setup",
+        ];
+        let with_peers = peers
+            && match run(cargo().args(base).args(["--features", "channel-peers"])) {
+                Ok(()) => true,
+                Err(e) => {
+                    note = format!(
+                        "The peers (str0m, webrtc-rs) did not build ({e}): ours and the \
+                         UDP ceiling only.\n\n"
+                    );
+                    false
+                }
+            };
+        if !with_peers {
+            run(cargo().args(base))?;
+        }
+    }
+    let mut pass = pass;
+    pass.push("--no-build".into());
+    bench_noted(
+        "channel_bench",
+        "bench-channel.md",
+        "Data channels: throughput on loopback",
+        &pass,
+        &note,
+    )?;
+    // Time to the first message (netsim), opening a channel, memory.
+    bench_noted(
+        "channel_setup",
+        "bench-channel-setup.md",
+        "Data channels: setup time and memory",
+        &["--no-build".to_owned()],
+        "",
+    )
+}
+
 fn bench(bin: &str, out: &str, title: &str, args: &[String]) -> Result<(), String> {
+    bench_noted(bin, out, title, args, "")
+}
+
+fn bench_noted(
+    bin: &str,
+    out: &str,
+    title: &str,
+    args: &[String],
+    note: &str,
+) -> Result<(), String> {
     let build = !args.iter().any(|a| a == "--no-build");
     let pass: Vec<&String> = args.iter().filter(|a| *a != "--no-build").collect();
     if build {
@@ -78,7 +153,7 @@ fn bench(bin: &str, out: &str, title: &str, args: &[String]) -> Result<(), Strin
         return Err(format!("{bin} exited with {}", output.status));
     }
     let table = String::from_utf8_lossy(&output.stdout);
-    let report = format!("# {title}\n\n{table}");
+    let report = format!("# {title}\n\n{note}{table}");
     println!("{report}");
     let path = target_dir().join(out);
     fs::create_dir_all(target_dir()).map_err(|e| format!("{}: {e}", target_dir().display()))?;

@@ -1,8 +1,9 @@
 //! Development tasks for the p2p workspace, in the cargo-xtask style.
 //!
 //! `cargo xtask ci` is the whole test suite (what `.ci/run` calls); the other
-//! tasks are pieces of it or developer tools. Everything is plain `std`, so
-//! this binary builds in seconds on a fresh machine.
+//! tasks are pieces of it or developer tools. Everything is plain `std`
+//! (with `socket2`, and `p2p-stun` for the abuse suite's STUN/TURN
+//! requests), so this binary builds in seconds on a fresh machine.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -15,23 +16,28 @@ mod bench_connect;
 mod bench_server;
 mod bench_turn;
 mod bench_util;
+mod release;
 mod tasks;
 
 const USAGE: &str = "\
 usage: cargo xtask <task> [args]
 
 tasks:
-  ci            the whole suite: fmt, clippy, tests (fuzz corpora replayed), interop, aiortc, nat-lab, browser
+  ci            the whole suite: fmt, clippy, tests (fuzz corpora replayed), abuse --short, publish-check, docs, interop, aiortc, nat-lab, browser
   test          cargo tests of the workspace (nextest when installed)
   lint          rustfmt --check and clippy -D warnings
   interop       our binaries against coturn (needs the `coturn` package; installs it when CI=true)
   aiortc        p2p connect against aiortc, an independent WebRTC stack (pip-installs it into target/)
   nat-lab       real NATs in network namespaces, p2p connect and a Chromium tab behind them (needs root, iproute2, iptables; chromium, node)
-  browser       two headless Chromium pages connect through `p2p serve` (needs chromium, node)
+  browser       headless Chromium pages connect through `p2p serve`, and to `p2p connect` (on
+                loopback; then on a LAN of namespaces with mDNS names: root) (needs chromium, node)
   abuse [--short] [--only NAME]  attacks on `p2p serve` over loopback, with figures; report in target/abuse.md
   ice-matrix    the 81-pair NAT matrix on the virtual network; rewrites docs/ice-matrix.md
-  bench [what]  benchmarks: codec (default), stun-server, turn, connect, ice; reports in target/
+  bench [what]  benchmarks: codec (default), stun-server, turn, connect, ice, channel; reports in target/
   fuzz [target] [secs]  run cargo-fuzz on one target for a bounded time
+  publish-check [--verify]  every published crate packages (cargo publish --dry-run, all together);
+                --verify also builds each from its package (minutes)
+  docs [dir]    shell completions and man pages of `p2p`, from its CLI definition (default target/docs)
 ";
 
 fn main() -> ExitCode {
@@ -54,6 +60,8 @@ fn main() -> ExitCode {
         "ice-matrix" => tasks::ice_matrix(rest),
         "bench" => tasks::bench(rest),
         "fuzz" => tasks::fuzz(rest),
+        "publish-check" => release::publish_check(rest),
+        "docs" => release::docs(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

@@ -8,6 +8,8 @@ pub(crate) fn ci(_args: &[String]) -> Result<(), String> {
     lint()?;
     test(&[])?;
     crate::abuse::abuse(&["--short".to_owned()])?;
+    crate::release::publish_check(&[])?;
+    crate::release::docs(&[])?;
     interop(&[])?;
     aiortc(&[])?;
     nat_lab(&[])?;
@@ -131,7 +133,10 @@ pub(crate) fn browser(_args: &[String]) -> Result<(), String> {
         eprintln!("browser: the browser suite is not in this tree yet");
         return Ok(());
     }
-    script("browser.sh")
+    script("browser.sh")?;
+    // A tab with Chromium's default mDNS names on a LAN of namespaces
+    // (root, iptables): the names resolve, and our checks open the path.
+    script("browser-lan.sh")
 }
 
 /// The ICE NAT matrix runs as a test of p2p-connect on the virtual network;
@@ -151,13 +156,15 @@ pub(crate) fn ice_matrix(_args: &[String]) -> Result<(), String> {
 }
 
 /// The NAT lab: `p2p nat-type` and two `p2p connect` peers through real
-/// NATs (nat-lab.sh), then a Chromium tab behind one NAT and `p2p connect`
-/// behind another (nat-lab-browser.sh).
+/// NATs (nat-lab.sh), port mapping by a router running miniupnpd
+/// (nat-lab-portmap.sh), then a Chromium tab behind one NAT and `p2p
+/// connect` behind another (nat-lab-browser.sh).
 pub(crate) fn nat_lab(_args: &[String]) -> Result<(), String> {
     if !in_ci() && !have("ip") {
         return Err("nat-lab needs iproute2 (`ip`) and root".into());
     }
     script("nat-lab.sh")?;
+    script("nat-lab-portmap.sh")?;
     script("nat-lab-browser.sh")
 }
 
@@ -169,9 +176,10 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
         "turn" => crate::bench_turn::turn(&args[1..]),
         "connect" => crate::bench_connect::connect(&args[1..]),
         "ice" => crate::bench_connect::ice(&args[1..]),
+        "channel" => crate::bench_connect::channel(&args[1..]),
         "cluster" => crate::bench_connect::cluster(&args[1..]),
         other => Err(format!(
-            "unknown benchmark group `{other}` (known: codec, stun-server, turn, connect, ice, cluster)"
+            "unknown benchmark group `{other}` (known: codec, stun-server, turn, connect, ice, channel, cluster)"
         )),
     }
 }

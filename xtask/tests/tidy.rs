@@ -108,7 +108,15 @@ fn no_stubs_in_crates() {
 
 /// The protocol crates: sans-IO machines on the one contract of
 /// `p2p-proto` (docs/ARCHITECTURE.md, "The contract").
-const PROTOCOL_CRATES: &[&str] = &["stun", "turn", "ice", "sdp", "dtls", "datachannel"];
+const PROTOCOL_CRATES: &[&str] = &[
+    "stun",
+    "turn",
+    "ice",
+    "sdp",
+    "dtls",
+    "datachannel",
+    "portmap",
+];
 
 /// Lines of code before a file's `#[cfg(test)] mod tests`: not blank, not
 /// only a comment.
@@ -211,4 +219,220 @@ fn every_machine_follows_the_one_contract() {
     }
     assert!(machines >= 6, "only {machines} `impl Machine for` found");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+// ------------------------------------------------------------ publishing
+
+/// The value of `key` in the `[table]` of a manifest (quotes stripped);
+/// `key.workspace = true` gives `Some("workspace")`.
+fn manifest_key(manifest: &str, table: &str, key: &str) -> Option<String> {
+    let mut inside = false;
+    for line in manifest.lines() {
+        let l = line.trim();
+        if l.starts_with('[') {
+            inside = l == format!("[{table}]");
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        let Some((k, v)) = l.split_once('=') else {
+            continue;
+        };
+        let k = k.trim();
+        if k == key {
+            return Some(v.trim().trim_matches('"').to_owned());
+        }
+        if k == format!("{key}.workspace") && v.trim() == "true" {
+            return Some("workspace".to_owned());
+        }
+    }
+    None
+}
+
+/// (directory, manifest text) of every crate under `crates/` that is
+/// published (no `publish = false`).
+fn published_crates() -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("crates"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("Cargo.toml").exists())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        let text = std::fs::read_to_string(d.join("Cargo.toml")).unwrap();
+        if manifest_key(&text, "package", "publish").as_deref() != Some("false") {
+            out.push((d, text));
+        }
+    }
+    assert!(out.len() >= 10, "published crates: {}", out.len());
+    out
+}
+
+/// What crates.io shows and needs is in every published crate's manifest:
+/// description, license, repository, keywords, categories, a README that
+/// exists, a rust-version; and every dependency on a crate of this
+/// workspace carries a version (a path alone cannot be published).
+#[test]
+fn published_crates_carry_the_metadata_crates_io_needs() {
+    let root_manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let mut missing = Vec::new();
+    for (dir, text) in published_crates() {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        for key in [
+            "description",
+            "license",
+            "repository",
+            "keywords",
+            "categories",
+            "readme",
+            "rust-version",
+        ] {
+            if manifest_key(&text, "package", key).is_none() {
+                missing.push(format!("crates/{name}: no {key}"));
+            }
+        }
+        if let Some(readme) = manifest_key(&text, "package", "readme") {
+            if !dir.join(&readme).exists() {
+                missing.push(format!("crates/{name}: {readme} is missing"));
+            }
+        }
+    }
+    // Our crates in [workspace.dependencies]: a version with each path,
+    // except the unpublished netsim (dev-only; without a version cargo
+    // drops it from the published crates' dev-dependencies).
+    for line in root_manifest.lines() {
+        let l = line.trim();
+        if l.starts_with("p2p-") && l.contains("path = ") {
+            let unpublished = l.starts_with("p2p-netsim ");
+            if !unpublished && !l.contains("version = ") {
+                missing.push(format!("Cargo.toml: {l} has no version"));
+            }
+            if unpublished && l.contains("version = ") {
+                missing.push(format!(
+                    "Cargo.toml: {l}: an unpublished crate with a version cannot be a dev-dependency of a published one"
+                ));
+            }
+        }
+    }
+    assert!(
+        root().join("CHANGELOG.md").exists(),
+        "the workspace keeps a CHANGELOG.md"
+    );
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+fn version_key(v: &str) -> Vec<u32> {
+    let mut parts: Vec<u32> = v.split('.').map(|p| p.parse().unwrap_or(0)).collect();
+    parts.resize(3, 0);
+    parts
+}
+
+/// The `rust-version` of a registry crate, from its manifest in cargo's
+/// registry sources.
+fn registry_rust_version(name: &str, version: &str) -> Option<String> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    for index in std::fs::read_dir(home.join("registry/src")).ok()?.flatten() {
+        let m = index.path().join(format!("{name}-{version}/Cargo.toml"));
+        if let Ok(text) = std::fs::read_to_string(&m) {
+            return manifest_key(&text, "package", "rust-version");
+        }
+    }
+    None
+}
+
+/// Each published crate states an MSRV no lower than any of its
+/// dependencies' (as locked here, with all its features) and than its
+/// path dependencies' own. Only the stable toolchain is installed where
+/// this runs, so this is what is checked: the statement agrees with the
+/// dependency tree; the clippy lint `incompatible_msrv` (on in `cargo
+/// xtask lint`) flags standard library items newer than the stated
+/// version; language features newer than it are not checked.
+#[test]
+fn each_published_crate_states_an_msrv_its_dependencies_allow() {
+    let root_manifest = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let workspace_msrv = manifest_key(&root_manifest, "workspace.package", "rust-version")
+        .expect("workspace rust-version");
+    let stated = |text: &str| match manifest_key(text, "package", "rust-version") {
+        Some(v) if v == "workspace" => workspace_msrv.clone(),
+        Some(v) => v,
+        None => workspace_msrv.clone(),
+    };
+    let ours: std::collections::HashMap<String, String> = published_crates()
+        .into_iter()
+        .map(|(_, text)| {
+            (
+                manifest_key(&text, "package", "name").unwrap(),
+                stated(&text),
+            )
+        })
+        .collect();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut too_low = Vec::new();
+    for (name, msrv) in &ours {
+        let out = std::process::Command::new(&cargo)
+            .current_dir(root())
+            .args(["tree", "--offline", "-p", name, "--all-features"])
+            .args(["-e", "normal,build", "--prefix", "none", "--format", "{p}"])
+            .output()
+            .expect("cargo tree runs");
+        assert!(
+            out.status.success(),
+            "cargo tree -p {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut worst: Option<(Vec<u32>, String)> = None;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut words = line.split_whitespace();
+            let (Some(dep), Some(v)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let v = v.trim_start_matches('v');
+            let needs = if line.contains("(/") {
+                ours.get(dep).cloned()
+            } else {
+                registry_rust_version(dep, v)
+            };
+            if let Some(n) = needs {
+                let k = version_key(&n);
+                if worst.as_ref().is_none_or(|(w, _)| k > *w) {
+                    worst = Some((k, format!("{dep} {v} needs {n}")));
+                }
+            }
+        }
+        if let Some((need, why)) = worst {
+            if version_key(msrv) < need {
+                too_low.push(format!("{name} states {msrv}, but {why}"));
+            }
+        }
+    }
+    too_low.sort();
+    assert!(too_low.is_empty(), "{}", too_low.join("\n"));
+}
+
+/// The workspace keeps a changelog (Keep a Changelog): an `[Unreleased]`
+/// section on top, and every published crate named in it (in backquotes,
+/// as the entries do), so that a crate added to the workspace comes with
+/// its entry.
+#[test]
+fn the_changelog_has_an_unreleased_section_naming_every_published_crate() {
+    let changelog = std::fs::read_to_string(root().join("CHANGELOG.md")).expect("CHANGELOG.md");
+    let first = changelog
+        .lines()
+        .find(|l| l.starts_with("## "))
+        .expect("a version section");
+    assert_eq!(first, "## [Unreleased]", "the top section");
+    let mut missing = Vec::new();
+    for (dir, manifest) in published_crates() {
+        let name = manifest_key(&manifest, "package", "name")
+            .unwrap_or_else(|| panic!("{}: no package name", dir.display()));
+        if !changelog.contains(&format!("`{name}`")) {
+            missing.push(name);
+        }
+    }
+    assert!(missing.is_empty(), "CHANGELOG.md does not name {missing:?}");
 }

@@ -28,13 +28,27 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 type AnyError = Box<dyn std::error::Error>;
 
+pub(crate) const EXAMPLES: &str = "\
+Examples:
+  # Two terminals, one room, through a local p2p serve:
+  p2p connect --signaling ws://127.0.0.1:8080/ws --room demo --name alice
+  p2p connect --signaling ws://127.0.0.1:8080/ws --room demo --name bob
+  # Relayed only, through a TURN server of your own:
+  p2p connect --signaling wss://example.org/ws --room demo --relay-only \\
+      --turn turn:example.org --turn-user alice --turn-password secret
+  # For scripts: JSON progress, exit after 3 messages:
+  p2p connect --signaling ws://127.0.0.1:8080/ws --room r --json --expect-lines 3
+
+A room holds one pair: a third peer is told the room is busy.";
+
 /// Where to meet the peer and how to reach it: the options `p2p connect`,
 /// `p2p send` and `p2p receive` share.
 #[derive(Debug, Args)]
 pub(crate) struct NetArgs {
-    /// The signaling server's WebSocket URL, ws://HOST:PORT[/ws]; repeat it
-    /// (or separate with commas) for the nodes of a cluster: the next is
-    /// tried when one cannot be reached or goes away.
+    /// The signaling server: ws://HOST:PORT/ws, wss://HOST[:PORT]/ws (TLS), the
+    /// page's http(s):// URL, or HOST[:PORT] (ws://, port 8080 as p2p serve's).
+    /// Repeat it (or separate with commas) for the nodes of a cluster: the
+    /// next is tried when one cannot be reached or goes away.
     #[arg(long, value_name = "URL", required = true, value_delimiter = ',')]
     signaling: Vec<String>,
     /// The room to meet the other peer in.
@@ -46,11 +60,11 @@ pub(crate) struct NetArgs {
     /// A display name for the other peers.
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
-    /// A STUN server, stun:HOST[:PORT]; repeatable. Without --stun and
+    /// A STUN server, stun:HOST[:PORT] or HOST[:PORT]; repeatable. Without --stun and
     /// --turn, the servers of the signaling server's welcome are used.
     #[arg(long, value_name = "URI")]
     stun: Vec<String>,
-    /// A TURN server, turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]; repeatable.
+    /// A TURN server, turn:HOST[:PORT][?transport=udp|tcp], turns:HOST[:PORT] or HOST[:PORT]; repeatable.
     #[arg(long, value_name = "URI", requires = "turn_user")]
     turn: Vec<String>,
     /// The TURN username (for every --turn).
@@ -64,7 +78,9 @@ pub(crate) struct NetArgs {
         hide_env_values = true
     )]
     turn_password: Option<String>,
-    /// PEM file of the certificates to trust for turns: servers.
+    /// PEM file of the certificates to trust for wss:// signaling and turns:
+    /// servers, instead of the system's trust store (the default; SSL_CERT_FILE
+    /// and SSL_CERT_DIR are honoured).
     #[arg(long, value_name = "FILE")]
     tls_ca: Option<std::path::PathBuf>,
     /// Use relayed candidates only (hides this machine's addresses).
@@ -76,6 +92,30 @@ pub(crate) struct NetArgs {
     /// Use loopback addresses too (both peers on one machine).
     #[arg(long)]
     loopback: bool,
+    /// Do not ask the local router for a port mapping (PCP, NAT-PMP). By
+    /// default the router of the default route is asked to forward a port
+    /// to the socket on its interface; the mapped address is offered to
+    /// the peer as a server-reflexive candidate and deleted on exit.
+    #[arg(long)]
+    no_port_mapping: bool,
+    /// The router to ask for a port mapping (default: the gateway of the
+    /// IPv4 default route).
+    #[arg(long, value_name = "IP", conflicts_with = "no_port_mapping")]
+    gateway: Option<IpAddr>,
+    /// Do not announce `a=ice-options:... p2phardnat`: nothing beyond
+    /// standard ICE is ever tried with the peer (it is only tried when
+    /// both peers announce it; a browser never does).
+    #[arg(long)]
+    no_hardnat: bool,
+    /// ICE over TCP (RFC 6544) too: listen for the peer's connections and
+    /// connect to its passive candidates, for networks that block UDP but
+    /// let TCP through (a path over TCP ranks below every UDP one).
+    #[arg(long)]
+    ice_tcp: bool,
+    /// Hide this machine's host addresses behind generated <uuid>.local
+    /// names as browsers do, answering the LAN's mDNS queries for them.
+    #[arg(long)]
+    mdns_hide: bool,
     /// Seconds ICE may take once the peer is found.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
@@ -107,29 +147,35 @@ pub(crate) struct ConnectArgs {
 }
 
 pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
-    let first = a.signaling.first().cloned().unwrap_or_default();
+    let mut urls = a.signaling.iter().map(|s| signaling_url(s));
+    let first = urls.next().transpose()?.unwrap_or_default();
     let mut c = PeerConfig::new(first, a.room.clone())
         .include_loopback(a.loopback)
         .local_addresses(a.bind.iter().copied())
+        .ice_tcp(a.ice_tcp)
+        .mdns_hide_hosts(a.mdns_hide)
         .connect_timeout(Duration::from_secs(a.timeout.max(1)));
-    for more in a.signaling.iter().skip(1) {
-        c = c.signaling_fallback(more.clone());
+    for more in urls {
+        c = c.signaling_fallback(more?);
     }
     c.token = a.token.clone();
     c.name = a.name.clone();
     c.peer_timeout = a.peer_timeout.map(Duration::from_secs);
+    c.port_mapping = !a.no_port_mapping;
+    c.gateway = a.gateway;
+    c.hard_nat = !a.no_hardnat;
     if a.relay_only {
         c = c.policy(Policy::RelayOnly);
     }
     for s in &a.stun {
-        let u: IceServerUri = s.parse()?;
+        let u: IceServerUri = with_scheme(s, "stun:").parse()?;
         if u.is_turn() {
             return Err(format!("--stun {s}: a turn: URI goes in --turn").into());
         }
         c = c.ice_server(u);
     }
     for t in &a.turn {
-        let u: IceServerUri = t.parse()?;
+        let u: IceServerUri = with_scheme(t, "turn:").parse()?;
         if !u.is_turn() {
             return Err(format!("--turn {t}: expected turn: or turns:").into());
         }
@@ -147,8 +193,80 @@ pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
             let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
             c.tls_roots.push(cert.as_ref().to_vec());
         }
+        if c.tls_roots.is_empty() {
+            return Err(format!("--tls-ca {}: no PEM certificate in it", path.display()).into());
+        }
+    } else {
+        // The system's trust store (SSL_CERT_FILE and SSL_CERT_DIR win), so
+        // that wss:// and turns: servers with a public certificate work
+        // without options. Unreadable entries are skipped; with none at all,
+        // a wss:// URL fails saying that --tls-ca is needed. A certificate
+        // rustls cannot take as a root is left out here, not allowed to
+        // fail the whole set later.
+        c.tls_roots = rustls_native_certs::load_native_certs()
+            .certs
+            .into_iter()
+            .filter(|d| rustls::RootCertStore::empty().add(d.clone()).is_ok())
+            .map(|d| d.as_ref().to_vec())
+            .collect();
     }
     Ok(c)
+}
+
+/// The WebSocket URL of a signaling server as people write it: a
+/// `ws://`/`wss://` URL as it is; the page's `http://`/`https://` URL
+/// (the daemon upgrades on any path) as `ws://`/`wss://`; `HOST[:PORT]`
+/// as `ws://HOST:PORT/ws`, port 8080 (`p2p serve`'s) when none is given.
+fn signaling_url(s: &str) -> Result<String, AnyError> {
+    let s = s.trim();
+    let lower = s.to_ascii_lowercase();
+    for (from, to) in [
+        ("ws://", "ws://"),
+        ("wss://", "wss://"),
+        ("http://", "ws://"),
+        ("https://", "wss://"),
+    ] {
+        if lower.starts_with(from) {
+            return Ok(format!("{to}{}", &s[from.len()..]));
+        }
+    }
+    if s.contains("://") {
+        return Err(format!(
+            "--signaling {s}: expected ws://, wss://, http://, https:// or HOST[:PORT]"
+        )
+        .into());
+    }
+    let (host, path) = s.split_once('/').map_or((s, "ws"), |(h, p)| (h, p));
+    if host.is_empty() {
+        return Err(format!("--signaling {s}: no host").into());
+    }
+    // A port is the part after the last colon, unless that colon is inside
+    // an IPv6 address: `[::1]:8080` has one, `[::1]` and `::1` do not.
+    let has_port = match host.rfind(':') {
+        Some(i) if host.starts_with('[') => host[..i].ends_with(']'),
+        Some(_) => host.matches(':').count() == 1,
+        None => false,
+    };
+    let host = if !host.starts_with('[') && host.matches(':').count() > 1 {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let port = if has_port { "" } else { ":8080" };
+    Ok(format!("ws://{host}{port}/{path}"))
+}
+
+/// `HOST[:PORT]` as a URI of `scheme`; a URI as it is.
+fn with_scheme(s: &str, scheme: &str) -> String {
+    let lower = s.to_ascii_lowercase();
+    if ["stun:", "stuns:", "turn:", "turns:"]
+        .iter()
+        .any(|p| lower.starts_with(p))
+    {
+        s.to_owned()
+    } else {
+        format!("{scheme}{s}")
+    }
 }
 
 /// What the progress display shows.
@@ -191,6 +309,8 @@ fn failure_name(e: &ConnectError) -> &'static str {
     match e {
         ConnectError::SignalingUnreachable { .. } => "signaling_unreachable",
         ConnectError::RoomFull { .. } => "room_full",
+        ConnectError::RoomBusy { .. } => "room_busy",
+        ConnectError::NoRelay { .. } => "no_relay",
         ConnectError::Unauthorized { .. } => "unauthorized",
         ConnectError::Signaling(_) => "signaling",
         ConnectError::PeerLeft { .. } => "peer_left",
@@ -208,12 +328,13 @@ fn failure_name(e: &ConnectError) -> &'static str {
 
 /// Adds a selected path to a `--json` object as flat keys (easy to pick
 /// out of a line with `sed`): `local_kind`, `local_address`, `remote_kind`,
-/// `remote_address`.
+/// `remote_address`, and `transport` (`udp`, or `tcp` over ICE-TCP).
 fn add_path(v: &mut serde_json::Value, p: &SelectedPath) {
     v["local_kind"] = p.local.kind.to_string().into();
     v["local_address"] = p.local.address.to_string().into();
     v["remote_kind"] = p.remote.kind.to_string().into();
     v["remote_address"] = p.remote.address.to_string().into();
+    v["transport"] = p.local.transport.to_string().into();
 }
 
 /// One `--json` progress line for an event, or `None` for events not worth one.
@@ -653,15 +774,42 @@ mod tests {
     use super::*;
     use p2p_connect::{CandidateKind, PathEnd};
 
+    #[test]
+    fn signaling_servers_are_taken_as_people_write_them() {
+        for (written, url) in [
+            ("ws://127.0.0.1:8080/ws", "ws://127.0.0.1:8080/ws"),
+            ("wss://example.org/ws", "wss://example.org/ws"),
+            ("http://127.0.0.1:8080/", "ws://127.0.0.1:8080/"),
+            (
+                "HTTPS://example.org:8443/?room=a",
+                "wss://example.org:8443/?room=a",
+            ),
+            ("127.0.0.1:9000", "ws://127.0.0.1:9000/ws"),
+            ("example.org", "ws://example.org:8080/ws"),
+            ("example.org/signal", "ws://example.org:8080/signal"),
+            ("[::1]:9000", "ws://[::1]:9000/ws"),
+            ("[::1]", "ws://[::1]:8080/ws"),
+            ("::1", "ws://[::1]:8080/ws"),
+        ] {
+            assert_eq!(signaling_url(written).expect(written), url, "{written}");
+        }
+        for bad in ["ftp://example.org", "/ws", ""] {
+            let e = signaling_url(bad).expect_err(bad).to_string();
+            assert!(e.starts_with("--signaling"), "{bad}: {e}");
+        }
+    }
+
     fn path() -> SelectedPath {
         SelectedPath {
             local: PathEnd {
                 kind: CandidateKind::ServerReflexive,
                 address: "203.0.113.101:4000".parse().expect("address"),
+                transport: p2p_connect::Transport::Udp,
             },
             remote: PathEnd {
                 kind: CandidateKind::PeerReflexive,
                 address: "203.0.113.102:5000".parse().expect("address"),
+                transport: p2p_connect::Transport::Udp,
             },
         }
     }

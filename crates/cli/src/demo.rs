@@ -18,6 +18,12 @@ use crate::connect_cmd::describe;
 
 type AnyError = Box<dyn std::error::Error>;
 
+pub(crate) const EXAMPLES: &str = "\
+Examples:
+  p2p demo                       # a direct path, with the timeline
+  p2p demo --relay-only -q       # through TURN, the report only
+  p2p demo --show-checks         # the ICE checks as they run";
+
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// Use relayed candidates only: the path goes through the TURN server.

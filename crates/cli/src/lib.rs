@@ -15,6 +15,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod addr;
 pub mod client;
 pub mod natdisc;
 pub mod turn;

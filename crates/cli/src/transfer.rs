@@ -31,6 +31,22 @@ pub(crate) const PROTOCOL: &str = "p2p-file/1";
 /// The largest chunk: RFC 8841's default max-message-size (what a peer
 /// that does not say accepts); smaller if the peer says so.
 const CHUNK: usize = 64 * 1024;
+pub(crate) const SEND_EXAMPLES: &str = "\
+Examples:
+  # One terminal receives, the other sends, through a local p2p serve:
+  p2p receive --signaling ws://127.0.0.1:8080/ws --room files --out ~/Downloads
+  p2p send report.pdf --signaling ws://127.0.0.1:8080/ws --room files
+  # To a browser tab on the daemon's page (same room), JSON progress for scripts:
+  p2p send disk.img --signaling wss://example.org/ws --room files --json";
+
+pub(crate) const RECEIVE_EXAMPLES: &str = "\
+Examples:
+  # Wait in a room, write the file into the current directory:
+  p2p receive --signaling ws://127.0.0.1:8080/ws --room files
+  # Replace a file of the same name, relayed only through your TURN server:
+  p2p receive --signaling wss://example.org/ws --room files --overwrite --relay-only \\
+      --turn turn:example.org --turn-user alice --turn-password secret";
+
 /// How often `--json` reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -393,6 +409,19 @@ pub(crate) async fn receive(a: ReceiveArgs) -> Result<(), AnyError> {
     r
 }
 
+/// Removes a partial file when dropped, unless taken out (renamed into
+/// place). A synchronous remove: it must happen even when the future
+/// holding it is dropped.
+struct PartFile(Option<std::path::PathBuf>);
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 async fn receive_on(
     conn: &Connection,
     report: &Report,
@@ -444,6 +473,9 @@ async fn receive_on(
         Ok(f) => f,
         Err(e) => return Err(refuse(format!("{}: {e}", part.display())).await.into()),
     };
+    // Whatever ends this function (an error, an interrupt, or the caller
+    // dropping it when the signal reaches it first), the partial file goes.
+    let mut guard = PartFile(Some(part.clone()));
     ch.send_text(Control::Accept.encode()).await?;
     report.say("receiving", format!("receiving {name} ({})", human(size)));
     let r = tokio::select! {
@@ -463,7 +495,11 @@ async fn receive_on(
     };
     match r {
         Ok(sha256) => {
-            if let Err(e) = tokio::fs::rename(&part, &target).await {
+            let renamed = tokio::fs::rename(&part, &target).await;
+            if renamed.is_ok() {
+                guard.0 = None;
+            }
+            if let Err(e) = renamed {
                 let reason = format!("{}: {e}", target.display());
                 let _ = ch
                     .send_text(

@@ -4,14 +4,14 @@
 //! allocation is a TCP relayed address: Connect to a TCP echo peer, bind a
 //! second connection to it (ConnectionBind), and time echoes of raw bytes. The protocol is
 //! `p2p_turn::TurnClient`; this module is the small tokio loop around it
-//! (UDP, or TCP with `p2p_stun::next_frame_len` framing).
+//! (UDP, or TCP framed by `p2p_stun::StreamFramer`).
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use p2p_stun::next_frame_len;
+use p2p_stun::{next_frame_len, StreamFramer};
 use p2p_turn::{ClientConfig, ClientEvent, ClientOutput, Datagram, Machine, Transport, TurnClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -73,6 +73,21 @@ pub struct TurnReport {
     pub deleted: bool,
 }
 
+/// An error code of a request about a peer, in words.
+fn why(code: Option<u16>) -> &'static str {
+    code.map_or("no answer", p2p_turn::refusal_reason)
+}
+
+/// What an Allocate's error code means and what to do, after a colon
+/// (nothing for codes without more to say).
+fn allocation_hint(code: Option<u16>) -> String {
+    match code {
+        Some(401) => ": the server knows no such user, or the password differs: check --user NAME:PASSWORD against the server's users (p2p serve --user, turn.users); with REST credentials (--auth-secret) the name is EXPIRY:NAME and the password is derived from the secret".to_owned(),
+        Some(c @ (437 | 438 | 441 | 486 | 508)) => format!(": {}", p2p_turn::refusal_reason(c)),
+        _ => String::new(),
+    }
+}
+
 /// Why the run stopped.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +96,7 @@ pub enum TurnError {
     #[error("{0}")]
     Io(#[from] io::Error),
     /// The server refused the allocation.
-    #[error("allocation failed: {reason}{}", code.map_or(String::new(), |c| format!(" (error {c})")))]
+    #[error("allocation failed: {reason}{}{}", code.map_or(String::new(), |c| format!(" (error {c})")), allocation_hint(*code))]
     Allocation {
         /// The STUN error code, `None` when the server never answered.
         code: Option<u16>,
@@ -89,7 +104,7 @@ pub enum TurnError {
         reason: String,
     },
     /// The server refused the permission (403: the peer is not allowed).
-    #[error("CreatePermission for {peer} failed{}", code.map_or(" (no answer)".to_owned(), |c| format!(" with error {c}")))]
+    #[error("CreatePermission for {peer} failed: {}", why(*code))]
     Permission {
         /// The peer.
         peer: SocketAddr,
@@ -98,7 +113,7 @@ pub enum TurnError {
     },
     /// The server could not connect to the peer (RFC 6062: 446 already
     /// connected, 447 unreachable), or refused the ConnectionBind.
-    #[error("TCP relay to {peer} failed{}", code.map_or(" (no answer)".to_owned(), |c| format!(" with error {c}")))]
+    #[error("TCP relay to {peer} failed: {}", why(*code))]
     TcpRelay {
         /// The peer.
         peer: SocketAddr,
@@ -106,7 +121,7 @@ pub enum TurnError {
         code: Option<u16>,
     },
     /// The server refused the channel binding.
-    #[error("ChannelBind for {peer} failed{}", code.map_or(" (no answer)".to_owned(), |c| format!(" with error {c}")))]
+    #[error("ChannelBind for {peer} failed: {}", why(*code))]
     Channel {
         /// The peer.
         peer: SocketAddr,
@@ -128,8 +143,7 @@ enum Link {
     Udp(UdpSocket),
     Tcp {
         stream: TcpStream,
-        buf: Vec<u8>,
-        filled: usize,
+        framer: StreamFramer,
     },
 }
 
@@ -222,33 +236,20 @@ async fn recv(link: &mut Link, rx: &mut [u8]) -> Result<Vec<Vec<u8>>, TurnError>
             let (n, _) = s.recv_from(rx).await?;
             Ok(vec![rx[..n].to_vec()])
         }
-        Link::Tcp {
-            stream,
-            buf,
-            filled,
-        } => {
-            let n = stream.read(&mut buf[*filled..]).await?;
+        Link::Tcp { stream, framer } => {
+            let n = stream.read(framer.read_buf()).await?;
             if n == 0 {
                 return Err(TurnError::Io(io::ErrorKind::UnexpectedEof.into()));
             }
-            *filled += n;
+            framer.filled(n);
             let mut frames = Vec::new();
-            let mut at = 0;
             loop {
-                match next_frame_len(&buf[at..*filled]) {
-                    Ok(Some(len)) if at + len <= *filled => {
-                        frames.push(buf[at..at + len].to_vec());
-                        at += len;
-                    }
-                    Ok(Some(len)) if len > buf.len() => {
-                        return Err(TurnError::Framing(format!("frame of {len} bytes")));
-                    }
-                    Ok(_) => break,
+                match framer.next_frame() {
+                    Ok(Some(f)) => frames.push(f.to_vec()),
+                    Ok(None) => break,
                     Err(e) => return Err(TurnError::Framing(e.to_string())),
                 }
             }
-            buf.copy_within(at..*filled, 0);
-            *filled -= at;
             Ok(frames)
         }
     }
@@ -288,8 +289,7 @@ pub async fn run(opts: &TurnOptions) -> Result<TurnReport, TurnError> {
         let local = stream.local_addr()?;
         let link = Link::Tcp {
             stream,
-            buf: vec![0u8; 70_000],
-            filled: 0,
+            framer: StreamFramer::new(p2p_stun::MAX_FRAME),
         };
         (link, local, Transport::Tcp)
     } else {
@@ -496,7 +496,10 @@ async fn tcp_exchange(d: &mut Driver, opts: &TurnOptions) -> Result<Exchanged, T
     tokio::time::timeout(opts.timeout, data.read_exact(&mut head))
         .await
         .map_err(|_| TurnError::Timeout("the ConnectionBind answer"))??;
-    let len = 20 + usize::from(u16::from_be_bytes([head[2], head[3]]));
+    let len = match next_frame_len(&head) {
+        Ok(Some(len)) if len >= head.len() => len,
+        _ => return Err(TurnError::Framing("not a ConnectionBind answer".into())),
+    };
     let mut answer = head.to_vec();
     answer.resize(len, 0);
     tokio::time::timeout(opts.timeout, data.read_exact(&mut answer[20..]))

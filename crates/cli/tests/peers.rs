@@ -125,7 +125,15 @@ fn serve() -> (Proc, String) {
 }
 
 fn net<'a>(url: &'a str, room: &'a str) -> Vec<&'a str> {
-    vec!["--signaling", url, "--room", room, "--loopback", "--json"]
+    vec![
+        "--signaling",
+        url,
+        "--room",
+        room,
+        "--loopback",
+        "--no-port-mapping",
+        "--json",
+    ]
 }
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -238,8 +246,8 @@ fn send_and_receive_move_a_file_intact() {
     let got = rx.wait_event("done");
     assert_eq!(sent["sha256"], want.as_str());
     assert_eq!(got["sha256"], want.as_str());
-    assert!(tx.wait_exit(Duration::from_secs(10)).success());
-    assert!(rx.wait_exit(Duration::from_secs(10)).success());
+    assert!(tx.wait_exit(BOUND).success());
+    assert!(rx.wait_exit(BOUND).success());
     assert_eq!(
         std::fs::read(out.join("data.bin")).expect("received"),
         bytes

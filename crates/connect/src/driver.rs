@@ -26,6 +26,9 @@
 //! ended.
 
 mod channel;
+mod gateway;
+mod ice_tcp;
+mod mdns;
 mod net;
 mod run;
 mod uri;
@@ -42,6 +45,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use channel::{Channel, ChannelClosed, ChannelInfo, Message, SendError, HIGH_WATER, LOW_WATER};
 pub use net::tls_client_config;
 pub use p2p_signaling::ClientError as SignalingError;
+pub use p2p_signaling::RelayUnavailable;
 pub use uri::{IceServerUri, Scheme, UriError};
 
 use bytes::Bytes;
@@ -121,6 +125,42 @@ pub struct PeerConfig {
     /// The largest message we accept (our `a=max-message-size`; 0: no
     /// limit). Default [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE).
     pub max_message_size: u32,
+    /// Ask the local router for a port mapping (PCP, then NAT-PMP) of the
+    /// sockets on the default route's interface, offer the mapped address
+    /// as a server-reflexive candidate and delete it on close. Default
+    /// false (the library touches no router unless asked; `p2p connect`
+    /// asks unless `--no-port-mapping`).
+    pub port_mapping: bool,
+    /// The router to ask; `None` (the default): the gateway of the IPv4
+    /// default route (Linux).
+    pub gateway: Option<IpAddr>,
+    /// Announce [`HARD_NAT_OPTION`](crate::HARD_NAT_OPTION) (default
+    /// true): see [`NegotiationConfig::hard_nat`](crate::NegotiationConfig::hard_nat).
+    pub hard_nat: bool,
+    /// Resolve the peer's `<name>.local` host candidates (a browser's, by
+    /// default) with mDNS queries on the LAN (RFC 6762). Default on; off
+    /// leaves them out (the peer's checks still teach us its address).
+    pub resolve_mdns: bool,
+    /// ICE over TCP (RFC 6544): listen on each local IP (a passive TCP
+    /// host candidate) and offer an active one, so that a network that
+    /// blocks UDP but lets TCP out still connects directly to a peer that
+    /// accepts connections (a browser's passive candidate, say) without a
+    /// relay. TCP candidates rank below every UDP one. Default off.
+    pub ice_tcp: bool,
+    /// Allocations on a TURN server reached over IPv4 ask for an IPv6
+    /// relayed address too (RFC 8656 ADDITIONAL-ADDRESS-FAMILY), so a peer
+    /// with IPv6 only can reach us through the relay; a server without
+    /// IPv6 relays grants the IPv4 one alone. Default on.
+    pub turn_dual_family: bool,
+    /// Hide our host addresses behind generated `<uuid>.local` names, as
+    /// browsers do (draft-ietf-mmusic-mdns-ice-candidates): the signalled
+    /// host candidates carry the name, a responder on the mDNS port
+    /// answers the LAN's queries for it, related addresses are signalled
+    /// as `0.0.0.0`. Only where port 5353 can be bound (else the
+    /// addresses are signalled as they are). Peers off the LAN cannot
+    /// resolve the names: they use the server-reflexive and relayed
+    /// candidates. Default off.
+    pub mdns_hide_hosts: bool,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -135,6 +175,7 @@ impl fmt::Debug for PeerConfig {
             .field("local_addresses", &self.local_addresses)
             .field("include_loopback", &self.include_loopback)
             .field("connect_timeout", &self.connect_timeout)
+            .field("port_mapping", &self.port_mapping)
             .finish_non_exhaustive()
     }
 }
@@ -161,7 +202,32 @@ impl PeerConfig {
             check_list_interval: None,
             certificate: None,
             max_message_size: crate::DEFAULT_MAX_MESSAGE_SIZE,
+            port_mapping: false,
+            gateway: None,
+            hard_nat: true,
+            resolve_mdns: true,
+            ice_tcp: false,
+            turn_dual_family: true,
+            mdns_hide_hosts: false,
         }
+    }
+
+    /// Sets [`PeerConfig::mdns_hide_hosts`].
+    pub fn mdns_hide_hosts(mut self, yes: bool) -> PeerConfig {
+        self.mdns_hide_hosts = yes;
+        self
+    }
+
+    /// Sets [`PeerConfig::ice_tcp`].
+    pub fn ice_tcp(mut self, yes: bool) -> PeerConfig {
+        self.ice_tcp = yes;
+        self
+    }
+
+    /// Sets [`PeerConfig::resolve_mdns`].
+    pub fn resolve_mdns(mut self, yes: bool) -> PeerConfig {
+        self.resolve_mdns = yes;
+        self
     }
 
     /// Adds a STUN or TURN server.
@@ -233,6 +299,25 @@ pub enum ConnectError {
     RoomFull {
         /// The room.
         room: String,
+    },
+    /// The room already holds two peers: a connection pairs two, so they
+    /// are (or are becoming) each other's, and an offer to one of them
+    /// would only fail after the ICE timeout. Choose another room.
+    #[error("room {room:?} is busy: {peers} peers are already in it, and a room pairs two; choose another room name")]
+    RoomBusy {
+        /// The room.
+        room: String,
+        /// How many peers were there.
+        peers: usize,
+    },
+    /// Relay-only, and no TURN server to relay through: none is configured
+    /// and the signaling server handed out no TURN credentials (`reason`
+    /// says why, when it said). Found at the join, before waiting for a
+    /// peer.
+    #[error("relay-only needs a TURN server: none is configured and the signaling server handed out no TURN credentials{}", no_relay_hint(*reason))]
+    NoRelay {
+        /// Why the signaling server handed out none, as it said.
+        reason: Option<RelayUnavailable>,
     },
     /// The room's token is missing or wrong.
     #[error("not allowed into room {room:?} (token missing or wrong)")]
@@ -670,5 +755,16 @@ impl Connection {
         if self.commands.send(Command::Close(tx)).await.is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+/// The rest of [`ConnectError::NoRelay`]'s message: the server's reason
+/// in words, and the fix.
+fn no_relay_hint(reason: Option<RelayUnavailable>) -> &'static str {
+    match reason {
+        Some(RelayUnavailable::NotOffered) => " (not-offered: it runs no TURN, or its TURN users are static ones it does not share): configure a TURN server (PeerConfig::ice_server; p2p connect: --turn URI --turn-user NAME --turn-password PASS), or have the server hand credentials out (p2p serve --auth-secret, or --signaling-turn-user NAME)",
+        Some(RelayUnavailable::TokenRequired) => " (token-required: it hands them out only in rooms that need a token): join such a room with its token, or configure a TURN server",
+        Some(RelayUnavailable::RateLimited) => " (rate-limited: too many went to this address lately): try again later, or configure a TURN server",
+        _ => ": configure a TURN server (PeerConfig::ice_server; p2p connect: --turn URI --turn-user NAME --turn-password PASS)",
     }
 }

@@ -155,16 +155,27 @@
 
 #[cfg(feature = "driver")]
 mod driver;
+pub mod mdns;
 mod negotiate;
 mod reconnect;
 mod session;
+
+/// The `ice-option-tag` this stack adds to its `a=ice-options` (after
+/// `trickle`) when [`NegotiationConfig::hard_nat`] is on: a peer that
+/// announces it too is another p2p-connect that may go beyond standard ICE
+/// (issue 14: birthday probing and port prediction, not built yet). A
+/// browser or another stack ignores an unknown tag (RFC 8839 §5.6) and is
+/// never sent anything it did not ask for. Letters and digits only: an
+/// `ice-option-tag` is `1*ice-char` (ALPHA / DIGIT / "+" / "/"), so no
+/// hyphen.
+pub const HARD_NAT_OPTION: &str = "p2phardnat";
 
 pub use bytes::Bytes;
 #[cfg(feature = "driver")]
 pub use driver::{
     tls_client_config, Channel, ChannelClosed, ChannelInfo, ConnectError, Connection,
-    ConnectionEvent, IceServerUri, Message, Peer, PeerConfig, Policy, Scheme, SendError,
-    SignalingError, UriError, HIGH_WATER, LOW_WATER,
+    ConnectionEvent, IceServerUri, Message, Peer, PeerConfig, Policy, RelayUnavailable, Scheme,
+    SendError, SignalingError, UriError, HIGH_WATER, LOW_WATER,
 };
 pub use negotiate::{
     CloseReason, Failure, Negotiation, NegotiationConfig, NegotiationEvent, NegotiationOutput,

@@ -192,7 +192,7 @@ impl Reconnect {
     }
 
     /// When to poll next, while waiting.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub fn next_wake(&self) -> Option<Instant> {
         let lost_at = self.lost_at?;
         if self.trying {
             return Some(lost_at + self.policy.give_up_after);

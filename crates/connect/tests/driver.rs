@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use p2p_connect::{
     CandidateKind, ChannelOptions, ConnectError, Connection, ConnectionEvent, IceServerUri, Peer,
-    PeerConfig, Policy,
+    PeerConfig, Policy, RelayUnavailable,
 };
 use p2p_signaling::{Limits, ServerConfig, ServerMsg, SignalingClient};
 
@@ -317,6 +317,29 @@ async fn a_full_room_is_refused() {
 }
 
 #[tokio::test]
+async fn a_third_peer_in_a_paired_room_is_told_it_is_busy_at_once() {
+    let url = signaling(Limits::default()).await;
+    let (a, b) = pair(config(&url, "pair"), config(&url, "pair")).await;
+    let started = std::time::Instant::now();
+    let third = bounded("third", Peer::new(config(&url, "pair")).unwrap().connect()).await;
+    match third {
+        Err(e @ ConnectError::RoomBusy { .. }) => {
+            assert!(e.to_string().contains("room \"pair\" is busy"), "{e}");
+            assert!(e.to_string().contains("another room"), "{e}");
+        }
+        other => panic!("expected RoomBusy, got {other:?}"),
+    }
+    // Told at the join, not after an ICE timeout (15 s here).
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The pair is undisturbed.
+    deliver(&a, &b, b"still a pair").await;
+}
+
+#[tokio::test]
 async fn an_unreachable_signaling_server_is_reported() {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", l.local_addr().unwrap());
@@ -437,23 +460,45 @@ async fn a_peer_that_leaves_before_connecting_is_reported() {
 }
 
 #[tokio::test]
-async fn relay_only_without_a_turn_server_is_a_config_error() {
+async fn relay_only_without_a_turn_server_fails_at_the_join_with_the_servers_reason() {
+    // A signaling server that hands out no TURN credentials: a lone
+    // relay-only peer is told at once, without waiting for a peer.
     let url = signaling(Limits::default()).await;
-    let a = tokio::spawn(
-        Peer::new(config(&url, "cfg").policy(Policy::RelayOnly))
-            .unwrap()
-            .connect(),
-    );
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let b = bounded(
-        "b",
+    let lone = bounded(
+        "lone",
         Peer::new(config(&url, "cfg").policy(Policy::RelayOnly))
             .unwrap()
             .connect(),
     )
     .await;
-    assert!(matches!(b, Err(ConnectError::Config(_))), "{b:?}");
-    a.abort();
+    match lone {
+        Err(e @ ConnectError::NoRelay { .. }) => {
+            let ConnectError::NoRelay { reason } = &e else {
+                unreachable!()
+            };
+            assert_eq!(*reason, Some(RelayUnavailable::NotOffered), "{e}");
+            assert!(e.to_string().contains("not-offered"), "{e}");
+            assert!(e.to_string().contains("--turn URI"), "{e}");
+        }
+        other => panic!("expected NoRelay, got {other:?}"),
+    }
+    // A TURN server of its own is enough (it is not reached here: the
+    // lone peer waits for a peer instead of failing).
+    let own = Peer::new(
+        config(&url, "cfg2").policy(Policy::RelayOnly).ice_server(
+            "turn:127.0.0.1:9"
+                .parse::<IceServerUri>()
+                .unwrap()
+                .with_credentials("u", "p"),
+        ),
+    )
+    .unwrap()
+    .connect();
+    let waited = tokio::time::timeout(Duration::from_millis(300), own).await;
+    assert!(
+        waited.is_err(),
+        "a configured TURN server still failed: {waited:?}"
+    );
 }
 
 #[test]
@@ -765,4 +810,43 @@ async fn a_dead_path_is_restarted_by_the_driver_through_another_relay() {
     a.close().await;
     b.close().await;
     drop(alive);
+}
+
+#[tokio::test]
+async fn ice_tcp_gathers_tcp_candidates_and_checks_them_over_real_connections() {
+    let url = signaling(Limits::default()).await;
+    let tcp = |c: PeerConfig| c.ice_tcp(true);
+    let (a, b) = pair(tcp(config(&url, "ice-tcp")), tcp(config(&url, "ice-tcp"))).await;
+    // UDP ranks above TCP: the host path over UDP is selected.
+    for c in [&a, &b] {
+        let p = c.selected_path().expect("a selected path");
+        assert_eq!(p.local.transport, p2p_connect::Transport::Udp, "{p:?}");
+    }
+    deliver(&a, &b, b"over udp").await;
+    // Each side signalled a passive TCP candidate on a listener and an
+    // active one on port 9; the active -> passive pairs were checked over
+    // real connections (RFC 4571 framing both ways) and answered.
+    let valid_tcp = bounded("a TCP pair answered", async {
+        loop {
+            let s = b.stats().await.unwrap();
+            let tcp = |c: &p2p_connect::Candidate| c.transport() == p2p_connect::Transport::Tcp;
+            let locals: Vec<_> = s.local_candidates.iter().filter(|c| tcp(c)).collect();
+            assert_eq!(locals.len(), 2, "{s}");
+            if s.pairs
+                .iter()
+                .any(|p| tcp(&p.local) && p.responses_received > 0)
+            {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        valid_tcp
+            .pairs
+            .iter()
+            .any(|p| p.valid && p.local.transport() == p2p_connect::Transport::Tcp),
+        "{valid_tcp}"
+    );
 }

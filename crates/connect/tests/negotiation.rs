@@ -37,9 +37,17 @@ struct PeerNode {
     sent: Vec<ClientMsg>,
     transmits: VecDeque<Transmit>,
     events: Vec<(Instant, NegotiationEvent)>,
+    /// A stateful firewall in front of the node: what it sends to an
+    /// address that never sent it anything is dropped (iptables `--state
+    /// NEW -j DROP` on its output). `None`: no firewall.
+    heard_from: Option<Vec<SocketAddr>>,
 }
 
 impl PeerNode {
+    fn new(addr: &str, peer: &str, controlling: bool, seed: u64) -> PeerNode {
+        PeerNode::with(addr, peer, controlling, seed, false)
+    }
+
     fn with(addr: &str, peer: &str, controlling: bool, seed: u64, reconnect: bool) -> PeerNode {
         let ice = if controlling {
             IceConfig::controlling()
@@ -61,7 +69,27 @@ impl PeerNode {
             sent: Vec::new(),
             transmits: VecDeque::new(),
             events: Vec::new(),
+            heard_from: None,
         }
+    }
+
+    /// Like [`PeerNode::new`], with an mDNS socket at `mdns`.
+    fn with_mdns(addr: &str, peer: &str, controlling: bool, seed: u64, mdns: &str) -> PeerNode {
+        let mut node = PeerNode::new(addr, peer, controlling, seed);
+        let ice = if controlling {
+            IceConfig::controlling()
+        } else {
+            IceConfig::controlled()
+        };
+        let mut config = SessionConfig::new(ice.with_seed(seed));
+        config.hosts = vec![sa(addr)];
+        config.rng_seed = Some(seed);
+        let session = Session::new(config).expect("a session");
+        let mut config = NegotiationConfig::new(peer, controlling);
+        config.connect_timeout = CONNECT_TIMEOUT;
+        config.mdns = Some(sa(mdns));
+        node.negotiation = Negotiation::new(config, session);
+        node
     }
 
     fn deliver_at(&mut self, at: Instant, msg: ServerMsg) {
@@ -109,6 +137,9 @@ impl PeerNode {
 
 impl Node for PeerNode {
     fn handle_input(&mut self, now: Instant, d: Datagram<'_>) {
+        if let Some(heard) = &mut self.heard_from {
+            heard.push(d.source);
+        }
         let _ = self.negotiation.handle_input(now, d);
         self.drain(now);
     }
@@ -127,7 +158,13 @@ impl Node for PeerNode {
     }
 
     fn poll_transmit(&mut self, _now: Instant) -> Option<Transmit> {
-        self.transmits.pop_front()
+        while let Some(t) = self.transmits.pop_front() {
+            match &self.heard_from {
+                Some(heard) if !heard.contains(&t.destination) => continue,
+                _ => return Some(t),
+            }
+        }
+        None
     }
 
     fn poll_timeout(&mut self) -> Option<Instant> {
@@ -165,6 +202,9 @@ struct Pair {
     hold: Vec<(bool, &'static str, Duration)>,
     /// Signals to A are lost (its signaling connection is down).
     a_down: bool,
+    /// B's candidates reach A with B's address replaced by this mDNS name
+    /// (as a browser hides its host addresses).
+    b_name: Option<&'static str>,
 }
 
 impl Pair {
@@ -196,6 +236,7 @@ impl Pair {
             b,
             hold: Vec::new(),
             a_down: false,
+            b_name: None,
         }
     }
 
@@ -221,6 +262,21 @@ impl Pair {
                 if to == self.a && self.a_down {
                     continue;
                 }
+                let msg = match (msg, self.b_name) {
+                    (
+                        ClientMsg::Candidate {
+                            to,
+                            mut candidate,
+                            id,
+                        },
+                        Some(hidden),
+                    ) if name == "b" => {
+                        let ip = sa(B_ADDR).ip().to_string();
+                        candidate.candidate = candidate.candidate.replace(&ip, hidden);
+                        ClientMsg::Candidate { to, candidate, id }
+                    }
+                    (msg, _) => msg,
+                };
                 if let Some(m) = relayed(name, msg) {
                     self.node_mut(to).deliver_at(due, m);
                 }
@@ -848,4 +904,326 @@ fn a_peer_that_left_before_connecting_fails_after_the_grace() {
         p.node(a).ended()
     );
     assert!(took >= Duration::from_secs(3), "failed after {took:?}");
+}
+
+/// Our descriptions carry `a=ice-options:trickle p2phardnat` unless the
+/// switch is off; the option counts as agreed only when both announce it.
+#[test]
+fn the_hardnat_option_is_agreed_only_when_both_descriptions_announce_it() {
+    for (a_on, b_on) in [(true, true), (true, false), (false, true)] {
+        let mut p = Pair::new();
+        for (h, on, peer, controlling, seed) in
+            [(p.a, a_on, "b", true, 1), (p.b, b_on, "a", false, 2)]
+        {
+            let addr = if controlling { A_ADDR } else { B_ADDR };
+            let ice = if controlling {
+                IceConfig::controlling()
+            } else {
+                IceConfig::controlled()
+            };
+            let mut sc = SessionConfig::new(ice.with_seed(seed));
+            sc.hosts = vec![sa(addr)];
+            sc.rng_seed = Some(seed);
+            let mut nc = NegotiationConfig::new(peer, controlling);
+            nc.connect_timeout = CONNECT_TIMEOUT;
+            nc.hard_nat = on;
+            p.node_mut(h).negotiation = Negotiation::new(nc, Session::new(sc).unwrap());
+        }
+        p.connect();
+        for (h, on) in [(p.a, a_on), (p.b, b_on)] {
+            let sdp = match &p.node(h).sent[0] {
+                ClientMsg::Offer { sdp, .. } | ClientMsg::Answer { sdp, .. } => sdp.clone(),
+                other => panic!("{other:?}"),
+            };
+            let line = if on {
+                "a=ice-options:trickle p2phardnat\r\n"
+            } else {
+                "a=ice-options:trickle\r\n"
+            };
+            assert!(sdp.contains(line), "{sdp}");
+            assert_eq!(p.node(h).negotiation.hard_nat_agreed(), a_on && b_on);
+        }
+    }
+}
+// ------------------------------------------------------------ mDNS names
+
+/// B's name, as a browser would make it.
+const B_NAME: &str = "5c2a9e0f-3b1d-4f6e-8a7c-2d9b0e1f4a35.local";
+/// A's mDNS socket.
+const A_MDNS: &str = "198.51.100.10:5353";
+
+/// The LAN's mDNS responders, as one host that owns the group address:
+/// it answers a query for B's name with B's address, by unicast to the
+/// querier (RFC 6762 §6.7), after `delay`.
+struct Responder {
+    answers: bool,
+    queries: Vec<(Instant, SocketAddr)>,
+    out: VecDeque<Transmit>,
+}
+
+impl Node for Responder {
+    fn handle_input(&mut self, now: Instant, d: Datagram<'_>) {
+        self.queries.push((now, d.source));
+        if !self.answers {
+            return;
+        }
+        let record = p2p_connect::mdns::AddressRecord {
+            name: B_NAME.to_owned(),
+            address: sa(B_ADDR).ip(),
+            ttl: 120,
+        };
+        let bytes = p2p_connect::mdns::encode_response(&[record]).expect("a response");
+        self.out
+            .push_back(Transmit::udp(d.destination, d.source, bytes));
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) {}
+
+    fn poll_transmit(&mut self, _now: Instant) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+/// A (with an mDNS socket) and B, a browser-like peer that hides its host
+/// address behind `B_NAME` and sits behind a stateful firewall when
+/// `b_firewalled`; the responder answers when `answers`.
+fn mdns_pair(answers: bool, b_firewalled: bool) -> (Pair, HostId) {
+    let mut p = Pair::new();
+    let t0 = p.sim.now();
+    let mut sim = Sim::new(t0, 7);
+    let a = sim.add_host(
+        [sa(A_ADDR).ip()],
+        Realm::Public,
+        PeerNode::with_mdns(A_ADDR, "b", true, 1, A_MDNS),
+    );
+    let mut b_node = PeerNode::new(B_ADDR, "a", false, 2);
+    if b_firewalled {
+        b_node.heard_from = Some(Vec::new());
+    }
+    let b = sim.add_host([sa(B_ADDR).ip()], Realm::Public, b_node);
+    let responder = sim.add_host(
+        [p2p_connect::mdns::MDNS_V4.ip()],
+        Realm::Public,
+        Responder {
+            answers,
+            queries: Vec::new(),
+            out: VecDeque::new(),
+        },
+    );
+    p.sim = sim;
+    p.a = a;
+    p.b = b;
+    p.b_name = Some(B_NAME);
+    (p, responder)
+}
+
+#[test]
+fn a_peers_mdns_host_candidate_resolves_and_our_checks_open_the_path() {
+    // B's checks cannot leave before ours reach it (its firewall), and its
+    // only candidate is a name: A connects only by resolving it.
+    let (mut p, responder) = mdns_pair(true, true);
+    p.connect();
+    let queries = &p.sim.node::<Responder>(responder).queries;
+    assert!(!queries.is_empty());
+    assert_eq!(queries[0].1, sa(A_MDNS), "queried from A's mDNS socket");
+    let a = p.node(p.a);
+    let path = a
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            NegotiationEvent::Connected(path) => Some(path.clone()),
+            _ => None,
+        })
+        .expect("connected");
+    assert_eq!(path.remote.kind, p2p_connect::CandidateKind::Host);
+    assert_eq!(path.remote.address, sa(B_ADDR));
+    let remotes = a.negotiation.session().agent().remote_candidates();
+    assert!(
+        remotes
+            .iter()
+            .all(|c| c.kind() == p2p_connect::CandidateKind::Host),
+        "learnt from the resolved name, not from B's checks: {remotes:?}"
+    );
+}
+
+#[test]
+fn without_the_answer_the_firewalled_peer_is_not_reached() {
+    // The same network, but nobody answers for the name: nothing opens the
+    // path (the name is given up on; B's checks never leave).
+    let (mut p, responder) = mdns_pair(false, true);
+    let now = p.sim.now();
+    for h in [p.a, p.b] {
+        let n = p.node_mut(h);
+        n.negotiation.handle_timeout(now);
+        n.drain(now);
+    }
+    p.run_until(CONNECT_TIMEOUT + Duration::from_secs(1), |p| {
+        p.node(p.a).ended().is_some()
+    });
+    assert!(matches!(
+        p.node(p.a).ended(),
+        Some(NegotiationEvent::Failed(Failure::NoPath { .. }))
+    ));
+    // Queried at once, after one second, after three.
+    let queries: Vec<Duration> = p
+        .sim
+        .node::<Responder>(responder)
+        .queries
+        .iter()
+        .map(|(t, _)| *t - now)
+        .collect();
+    assert_eq!(queries.len(), 3, "{queries:?}");
+}
+
+#[test]
+fn end_of_candidates_waits_for_the_names_and_an_unresolved_one_is_left_out() {
+    // No firewall: B's checks teach A its address (peer-reflexive), so A
+    // connects at once; the unresolved name holds A's end-of-candidates
+    // back (the agent would refuse the candidate after it) until it is
+    // given up on, 5 s later.
+    let (mut p, _) = mdns_pair(false, false);
+    p.connect();
+    let a = p.node(p.a);
+    assert!(a
+        .event(|e| matches!(
+            e,
+            NegotiationEvent::StateChanged(p2p_connect::IceState::Completed)
+        ))
+        .is_none());
+    let start = p.sim.now();
+    p.run_until(Duration::from_secs(10), |p| {
+        p.node(p.a)
+            .event(|e| {
+                matches!(
+                    e,
+                    NegotiationEvent::StateChanged(p2p_connect::IceState::Completed)
+                )
+            })
+            .is_some()
+    });
+    let completed = p
+        .node(p.a)
+        .event(|e| {
+            matches!(
+                e,
+                NegotiationEvent::StateChanged(p2p_connect::IceState::Completed)
+            )
+        })
+        .expect("completed");
+    assert!(
+        completed - start >= Duration::from_secs(4),
+        "{:?}",
+        completed - start
+    );
+    let remotes = p
+        .node(p.a)
+        .negotiation
+        .session()
+        .agent()
+        .remote_candidates();
+    assert!(
+        remotes
+            .iter()
+            .all(|c| c.kind() == p2p_connect::CandidateKind::PeerReflexive),
+        "{remotes:?}"
+    );
+}
+
+/// B's mDNS socket.
+const B_MDNS: &str = "198.51.100.20:5353";
+
+/// The mDNS group on one LAN: what a member sends to it reaches every
+/// other member's mDNS socket (from the group's address: the netsim wants
+/// a source the sending host owns; an answer names its records, not its
+/// sender).
+struct Group {
+    members: Vec<SocketAddr>,
+    out: VecDeque<Transmit>,
+}
+
+impl Node for Group {
+    fn handle_input(&mut self, _now: Instant, d: Datagram<'_>) {
+        for m in self.members.iter().filter(|m| **m != d.source) {
+            let t = Transmit::udp(p2p_connect::mdns::MDNS_V4, *m, d.contents.to_vec());
+            self.out.push_back(t);
+        }
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) {}
+
+    fn poll_transmit(&mut self, _now: Instant) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+#[test]
+fn our_hidden_host_address_is_signalled_as_a_name_and_our_responder_answers_for_it() {
+    // B is one of ours with mdns_hide, behind a stateful firewall: A only
+    // connects by resolving B's name, which B's responder answers.
+    let mut p = Pair::new();
+    let mut sim = Sim::new(p.sim.now(), 7);
+    let a = sim.add_host(
+        [sa(A_ADDR).ip()],
+        Realm::Public,
+        PeerNode::with_mdns(A_ADDR, "b", true, 1, A_MDNS),
+    );
+    let mut b_node = PeerNode::new(B_ADDR, "a", false, 2);
+    let mut config = SessionConfig::new(IceConfig::controlled().with_seed(2));
+    config.hosts = vec![sa(B_ADDR)];
+    config.rng_seed = Some(2);
+    let mut nc = NegotiationConfig::new("a", false);
+    nc.connect_timeout = CONNECT_TIMEOUT;
+    nc.mdns = Some(sa(B_MDNS));
+    nc.mdns_hide = true;
+    nc.mdns_seed = Some(2);
+    b_node.negotiation = Negotiation::new(nc, Session::new(config).expect("a session"));
+    b_node.heard_from = Some(Vec::new());
+    let b = sim.add_host([sa(B_ADDR).ip()], Realm::Public, b_node);
+    let _group = sim.add_host(
+        [p2p_connect::mdns::MDNS_V4.ip()],
+        Realm::Public,
+        Group {
+            members: vec![sa(A_MDNS), sa(B_MDNS)],
+            out: VecDeque::new(),
+        },
+    );
+    p.sim = sim;
+    p.a = a;
+    p.b = b;
+    p.connect();
+
+    // B signalled its host candidate by name only.
+    let lines: Vec<String> = p
+        .node(p.b)
+        .sent
+        .iter()
+        .filter_map(|m| match m {
+            ClientMsg::Candidate { candidate, .. } => Some(candidate.candidate.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!lines.is_empty());
+    let b_ip = sa(B_ADDR).ip().to_string();
+    assert!(lines.iter().all(|l| !l.contains(&b_ip)), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains(".local ")), "{lines:?}");
+    // A resolved it (through B's answer) and ended host to host on B's address.
+    let path = p
+        .node(p.a)
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            NegotiationEvent::Connected(path) => Some(path.clone()),
+            _ => None,
+        })
+        .expect("connected");
+    assert_eq!(path.remote.kind, p2p_connect::CandidateKind::Host);
+    assert_eq!(path.remote.address, sa(B_ADDR));
 }

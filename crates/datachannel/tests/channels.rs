@@ -567,6 +567,40 @@ fn dcep_messages_of_an_unordered_channel_are_sent_ordered() {
     );
 }
 
+/// RFC 8832 §6: an unordered channel's messages need not wait for the
+/// peer's ACK; until it comes they go ordered (no U bit), so that none
+/// overtakes the OPEN, and the peer gets them with the channel. A round
+/// trip less before the first message.
+#[test]
+fn an_unordered_channel_sends_before_the_ack_ordered_and_the_peer_gets_it() {
+    let mut p = Pair::new(41);
+    p.connect();
+    let options = ChannelOptions::new("early-unordered")
+        .with_ordered(false)
+        .with_reliability(Reliability::MaxRetransmits(0));
+    p.record_wire = true;
+    let id = p.client.m.open_channel(p.now, options).unwrap();
+    p.client.m.send(p.now, id, b"now", true).unwrap();
+    p.drain();
+    let first: Vec<(u8, u32)> = p
+        .wire
+        .iter()
+        .filter(|(c, _)| *c)
+        .flat_map(|(_, b)| data_chunks(b))
+        .collect();
+    const U: u8 = 0x04;
+    assert!(
+        first.iter().any(|(f, ppid)| *ppid == 53 && f & U == 0),
+        "the message goes with the OPEN, ordered: {first:?}"
+    );
+    let mut got = Vec::new();
+    p.run_until(SEC, 200, |p| {
+        got.extend(p.server.take_messages());
+        !got.is_empty()
+    });
+    assert_eq!(got, vec![(id, b"now".to_vec(), true)]);
+}
+
 /// Whether `b` (an SCTP packet) holds a chunk of type `kind`.
 fn has_chunk(b: &[u8], kind: u8) -> bool {
     let mut at = 12;

@@ -63,6 +63,14 @@ pub struct DtlsConfig {
     /// reads, a server answers in the version the ClientHello asks for.
     /// `false` speaks DTLS 1.2 (RFC 6347) only.
     pub dtls13: bool,
+    /// The server makes the client echo a stateless cookie before the
+    /// handshake (HelloVerifyRequest in DTLS 1.2, a HelloRetryRequest in
+    /// 1.3): a defence against spoofed ClientHellos for a server open to
+    /// any address. Default false, as str0m and browsers: WebRTC runs DTLS
+    /// only on a pair ICE has checked (the peer proved it receives at its
+    /// address, RFC 8445), so the cookie proves nothing more and costs one
+    /// round trip before the first message.
+    pub server_cookie: bool,
 }
 
 impl DtlsConfig {
@@ -82,6 +90,7 @@ impl DtlsConfig {
             initial_rto: Duration::from_secs(1),
             max_retransmissions: 6,
             dtls13: true,
+            server_cookie: false,
         }
     }
 
@@ -107,6 +116,7 @@ impl DtlsConfig {
             .handshake_timeout(self.handshake_timeout)
             .flight_start_rto(self.initial_rto)
             .flight_retries(self.max_retransmissions)
+            .use_server_cookie(self.server_cookie)
             // WebRTC authenticates both ends by certificate (RFC 8827 §6.5).
             .require_client_certificate(true);
         if let Some(seed) = self.rng_seed {

@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use p2p_proto::Transport;
+pub use p2p_sdp::TcpType;
 use p2p_sdp::{Address, CandidateType};
 
 /// The kind ("type") of a candidate (RFC 8445 §5.1.1).
@@ -33,6 +34,20 @@ impl CandidateKind {
             CandidateKind::Host => 126,
             CandidateKind::PeerReflexive => 110,
             CandidateKind::ServerReflexive => 100,
+            CandidateKind::Relayed => 0,
+        }
+    }
+
+    /// The type preference of a TCP candidate of this kind: below every UDP
+    /// one but relayed (libwebrtc's values: host 90, peer-reflexive 80,
+    /// server-reflexive 65), so that UDP wins where it works and a direct
+    /// TCP path wins over a relay where it does not (RFC 6544 §4.2 leaves
+    /// the values to the agent).
+    pub const fn tcp_type_preference(self) -> u32 {
+        match self {
+            CandidateKind::Host => 90,
+            CandidateKind::PeerReflexive => 80,
+            CandidateKind::ServerReflexive => 65,
             CandidateKind::Relayed => 0,
         }
     }
@@ -170,7 +185,13 @@ pub struct Candidate {
     base: SocketAddr,
     kind: CandidateKind,
     related: Option<SocketAddr>,
+    /// RFC 6544: the TCP candidate's role in opening the connection.
+    tcp_type: Option<TcpType>,
 }
+
+/// The port an active TCP candidate is signalled with (RFC 6544 §4.5: the
+/// discard port; the real one is the connection's, unknown in advance).
+pub const ACTIVE_TCP_PORT: u16 = 9;
 
 impl Candidate {
     fn new(
@@ -188,8 +209,42 @@ impl Candidate {
             base,
             kind,
             related,
+            tcp_type: None,
         }
     }
+
+    /// A host candidate over TCP (RFC 6544): `passive` listens on `address`
+    /// (the caller accepts connections there); `active` connects out from
+    /// the IP of `address`, whose port is replaced by
+    /// [`ACTIVE_TCP_PORT`]: its transmits carry that source, and the caller
+    /// opens (or reuses) a connection from that IP to their destination,
+    /// and hands what arrives on it in with that address as destination.
+    /// Simultaneous-open candidates are not made (they need NAT-assisted
+    /// port prediction).
+    pub fn host_tcp(address: SocketAddr, tcp_type: TcpType) -> Self {
+        let address = match tcp_type {
+            TcpType::Active => SocketAddr::new(address.ip(), ACTIVE_TCP_PORT),
+            _ => address,
+        };
+        let mut c = Candidate::new(CandidateKind::Host, address, address, None, None);
+        c.transport = Transport::Tcp;
+        c.tcp_type = Some(tcp_type);
+        c.foundation = compute_foundation(CandidateKind::Host, address.ip(), None, Transport::Tcp);
+        c
+    }
+
+    /// The same candidate over TCP with `tcp_type` (for learnt ones).
+    pub(crate) fn over_tcp(mut self, tcp_type: TcpType) -> Self {
+        self.transport = Transport::Tcp;
+        self.tcp_type = Some(tcp_type);
+        self
+    }
+
+    /// The TCP type (RFC 6544 §4.5) of a TCP candidate; `None` for UDP.
+    pub fn tcp_type(&self) -> Option<TcpType> {
+        self.tcp_type
+    }
+
     /// A host candidate: an address of a local interface (its own base).
     pub fn host(address: SocketAddr) -> Self {
         Candidate::new(CandidateKind::Host, address, address, None, None)
@@ -251,7 +306,7 @@ impl Candidate {
     pub fn component(&self) -> u16 {
         1
     }
-    /// The transport (UDP; ICE-TCP is not implemented yet).
+    /// The transport: UDP, or TCP (RFC 6544) with a [`tcp_type`](Candidate::tcp_type).
     pub fn transport(&self) -> Transport {
         self.transport
     }
@@ -311,9 +366,11 @@ impl Candidate {
     }
 
     fn from_sdp_at(sdp: &p2p_sdp::Candidate, ip: IpAddr) -> Result<Candidate, CandidateError> {
-        let transport = match sdp.transport() {
-            p2p_sdp::Transport::Udp => Transport::Udp,
-            other => return Err(CandidateError::UnsupportedTransport(other.clone())),
+        let (transport, tcp_type) = match (sdp.transport(), sdp.tcp_type()) {
+            (p2p_sdp::Transport::Udp, _) => (Transport::Udp, None),
+            // RFC 6544 §4.5: a TCP candidate says how it connects.
+            (p2p_sdp::Transport::Tcp, Some(t)) => (Transport::Tcp, Some(t)),
+            (other, _) => return Err(CandidateError::UnsupportedTransport(other.clone())),
         };
         if sdp.component() != 1 {
             return Err(CandidateError::UnsupportedComponent(sdp.component()));
@@ -336,6 +393,7 @@ impl Candidate {
             base: address,
             kind,
             related,
+            tcp_type,
         })
     }
 
@@ -357,6 +415,10 @@ impl Candidate {
                 self.address.port(),
                 self.kind.to_sdp(),
             )?;
+            let c = match self.tcp_type {
+                Some(t) => c.with_tcp_type(t),
+                None => c,
+            };
             match self.related {
                 Some(r) => c.with_related(Address::Ip(r.ip()), r.port()),
                 None => Ok(c),
@@ -416,8 +478,8 @@ pub enum CandidateError {
     /// parser said so; only [`Candidate::from_str`](FromStr) parses text).
     #[error("bad candidate attribute: {0}")]
     Syntax(#[from] p2p_sdp::ParseError),
-    /// The transport is not UDP (ICE-TCP, RFC 6544, is not implemented).
-    #[error("unsupported transport {0:?} (only UDP)")]
+    /// The transport is neither UDP nor TCP with a `tcptype` (RFC 6544).
+    #[error("unsupported transport {0:?} (UDP, or TCP with a tcptype)")]
     UnsupportedTransport(p2p_sdp::Transport),
     /// Only component 1 is supported (one data stream, RTP/RTCP
     /// multiplexed or a data channel).

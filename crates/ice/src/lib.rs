@@ -1,6 +1,6 @@
 //! The ICE agent of RFC 8445 for the p2p stack, as a sans-IO state machine:
 //! candidates with their priorities and foundations, one check list (one data
-//! stream, component 1, UDP), Ta pacing, triggered checks, frozen/waiting
+//! stream, component 1, UDP and TCP), Ta pacing, triggered checks, frozen/waiting
 //! foundations, regular or aggressive nomination, role conflicts,
 //! peer-reflexive candidates, consent freshness (RFC 7675) and keepalives,
 //! trickle ICE (RFC 8838), ICE restart and ICE-lite. Its candidates convert
@@ -92,9 +92,21 @@
 //!   name (ICE does not use it).
 //! - One data stream, one component (RTP/RTCP multiplexed or a data
 //!   channel): one check list, component 1 only.
-//! - UDP only; ICE-TCP (RFC 6544) is not implemented: a TCP candidate is
-//!   refused ([`CandidateError::UnsupportedTransport`]) and a datagram that
-//!   did not come over UDP is not the agent's.
+//! - ICE-TCP (RFC 6544) beside UDP: host candidates over TCP
+//!   ([`Candidate::host_tcp`]), active (signalled on port 9,
+//!   [`ACTIVE_TCP_PORT`]: its transmits ask the caller to open, or reuse, a
+//!   connection from that IP) and passive (the caller listens; checks come
+//!   in over connections the peer opens, teach the agent the peer's end as
+//!   a peer-reflexive active candidate and trigger ours back on the same
+//!   connection). Pairs are active ↔ passive and simultaneous-open ↔
+//!   simultaneous-open; a passive local candidate is never paired in
+//!   advance (§6.2). Type preferences are libwebrtc's for TCP (host 90,
+//!   prflx 80, srflx 65: below every UDP candidate, above relays), local
+//!   preferences §4.2's (direction 6 active, 4 passive, 2 S-O). The agent
+//!   sees whole packets: the RFC 4571 framing on the stream is the caller's
+//!   ([`framing`]). Not done: simultaneous-open and server-reflexive TCP
+//!   candidates (they need NAT-assisted port prediction); checks over TCP
+//!   are retransmitted like UDP ones (a lost connect is then retried).
 //! - Check retransmissions: RTO 500 ms doubling, 5 transmits, fail after
 //!   9.5 s (configurable, RFC 8445 §14.3 leaves the RTO to the agent).
 //! - Regular nomination waits up to [`IceConfig::nomination_timeout`] for
@@ -135,15 +147,21 @@
 mod agent;
 mod candidate;
 mod config;
+pub mod framing;
+mod hardnat;
 mod pair;
 mod types;
 
 pub use agent::IceAgent;
 pub use candidate::{
-    candidate_priority, compute_foundation, Candidate, CandidateError, CandidateKind,
-    DEFAULT_LOCAL_PREFERENCE,
+    candidate_priority, compute_foundation, Candidate, CandidateError, CandidateKind, TcpType,
+    ACTIVE_TCP_PORT, DEFAULT_LOCAL_PREFERENCE,
 };
 pub use config::IceConfig;
+pub use hardnat::{
+    BadCredentials, BirthdayConfig, BirthdayEvent, BirthdayOutput, BirthdayProber, BirthdayRole,
+    MAX_PROBES, MAX_SOCKETS,
+};
 pub use p2p_stun::TransactionConfig;
 pub use pair::{pair_priority, PairState};
 pub use types::{

@@ -126,6 +126,11 @@ pub enum IceEvent {
     /// The role changed (role conflict, or a lite peer).
     RoleChanged(IceRole),
     /// A new pair is selected: [`send`](crate::IceAgent::send) now uses it.
+    ///
+    /// Emitted again for the same pair when one of its candidates, learnt
+    /// as peer-reflexive, is signalled since: the same addresses, now with
+    /// the signalled kind (a browser's host candidate whose check came
+    /// before its trickled candidate reads `host`, not `prflx`).
     SelectedPair {
         /// Our candidate (send from its base).
         local: Candidate,

@@ -381,11 +381,15 @@ fn requests_to_unknown_local_addresses_are_dropped_and_non_stun_is_not_ice() {
     .finish();
     let d = Datagram::udp(addr(REMOTE), addr(LOCAL), &buf);
     assert_eq!(a.handle_input(t0, d), Handled::NotMine);
-    // Nor is a datagram that did not come over UDP (the agent's candidates
-    // are UDP only), even a genuine check.
+    // A genuine check over TCP is the agent's (ICE-TCP), but it reaches no
+    // TCP candidate (LOCAL is UDP): dropped unanswered, nothing learnt.
     let d = Datagram::new(p2p_proto::Transport::Tcp, addr(REMOTE), addr(LOCAL), &bytes);
-    assert_eq!(a.handle_input(t0, d), Handled::NotMine);
+    assert_eq!(a.handle_input(t0, d), Handled::Taken);
     assert!(transmits(&mut a).is_empty());
+    assert!(a.remote_candidates().is_empty());
+    // Over TLS it is not ICE at all.
+    let d = Datagram::new(p2p_proto::Transport::Tls, addr(REMOTE), addr(LOCAL), &bytes);
+    assert_eq!(a.handle_input(t0, d), Handled::NotMine);
 }
 
 // ---------------------------------------------------------------- answers to our checks

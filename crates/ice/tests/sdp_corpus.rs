@@ -83,13 +83,26 @@ fn a_browsers_mdns_host_candidate_is_an_unresolved_name_not_a_syntax_error() {
 }
 
 #[test]
-fn a_tcp_candidate_is_refused_as_an_unsupported_transport() {
+fn chromiums_tcp_candidate_is_read_with_its_tcptype_and_one_without_is_refused() {
     let Some(line) = seed("chromium_tcp_passive") else {
         panic!("the seed chromium_tcp_passive is missing");
     };
     let sdp = p2p_sdp::Candidate::parse(line.trim()).unwrap();
+    let c = Candidate::from_sdp(&sdp).unwrap();
     assert_eq!(
-        Candidate::from_sdp(&sdp),
+        (c.transport(), c.tcp_type(), c.kind()),
+        (
+            p2p_proto::Transport::Tcp,
+            Some(p2p_ice::TcpType::Passive),
+            CandidateKind::ServerReflexive
+        )
+    );
+    assert!(c.to_string().contains("tcptype passive"), "{c}");
+    // RFC 6544 §4.5: a TCP candidate without tcptype says nothing of how to
+    // connect: refused.
+    let bare = p2p_sdp::Candidate::parse("candidate:1 1 tcp 1 10.0.0.1 9 typ host").unwrap();
+    assert_eq!(
+        Candidate::from_sdp(&bare),
         Err(CandidateError::UnsupportedTransport(
             p2p_sdp::Transport::Tcp
         ))

@@ -502,11 +502,47 @@ fn trickle_signalled_candidate_replaces_a_learnt_prflx() {
         CandidateKind::PeerReflexive
     );
     net.run_for(Duration::from_secs(2));
+    assert_eq!(
+        selected_kinds(&net, Side::A).1,
+        CandidateKind::PeerReflexive
+    );
+    let priority = net.a.stats().pairs[0].priority;
     for (_, e) in net.b_events.clone() {
         signal(&mut net.a, net.now, &e);
     }
     assert_eq!(net.a.remote_candidates().len(), 1);
     assert_eq!(net.a.remote_candidates()[0].kind(), CandidateKind::Host);
+    // The selected pair is the same one, relabelled: the application
+    // learns the signalled kind from a new SelectedPair event.
+    assert_eq!(
+        selected_kinds(&net, Side::A),
+        (CandidateKind::Host, CandidateKind::Host)
+    );
+    let relabelled: Vec<IceEvent> = events(&mut net.a)
+        .into_iter()
+        .filter(|e| matches!(e, IceEvent::SelectedPair { .. }))
+        .collect();
+    match relabelled.as_slice() {
+        [IceEvent::SelectedPair { local, remote }] => {
+            assert_eq!(remote.kind(), CandidateKind::Host);
+            assert_eq!(remote.address(), addr("10.0.0.2:6000"));
+            assert_eq!(local.address(), addr("10.0.0.1:5000"));
+        }
+        other => panic!("one relabelling SelectedPair expected, got {other:?}"),
+    }
+    // Its priority follows the rules it followed before (the signalled
+    // candidate's priority), the pair itself is not replaced.
+    let stats = net.a.stats();
+    assert_eq!(stats.pairs.len(), 1);
+    assert!(stats.pairs[0].selected);
+    assert!(stats.pairs[0].priority >= priority);
+    // Signalling it again changes nothing and says nothing.
+    for (_, e) in net.b_events.clone() {
+        signal(&mut net.a, net.now, &e);
+    }
+    assert!(!events(&mut net.a)
+        .iter()
+        .any(|e| matches!(e, IceEvent::SelectedPair { .. })));
     net.run_until(
         |n| n.a.state() == IceState::Completed,
         Duration::from_secs(5),
@@ -636,8 +672,14 @@ fn multiple_interfaces_and_families_get_distinct_priorities() {
         .a
         .add_local_candidate(now, host("10.0.0.1:5001"))
         .unwrap();
+    let v6b = net
+        .a
+        .add_local_candidate(now, host("[2001:db8::2]:5000"))
+        .unwrap();
+    // RFC 8421 §4: the families interleave, IPv6 first: v6, v4, v6, v4.
     assert!(v6.priority() > v4a.priority());
-    assert!(v4a.priority() > v4b.priority());
+    assert!(v4a.priority() > v6b.priority());
+    assert!(v6b.priority() > v4b.priority());
     assert_eq!(v4a.priority(), v4a_again.priority());
     assert_eq!(v4a.priority() >> 24, 126);
     // Redundant: same address and base.
@@ -863,4 +905,38 @@ fn a_withheld_candidate_waits_out_the_restart_until_added_again() {
         .pairs
         .iter()
         .any(|p| p.local.address() == relayed && p.state != PairState::Failed));
+}
+
+#[test]
+fn dual_stack_checks_interleave_families_so_broken_ipv6_does_not_hold_ipv4_back() {
+    // Two IPv6 addresses and one IPv4 address on each side, and an IPv6
+    // path that drops everything. RFC 8421: the IPv4 pair is checked
+    // second, not after every IPv6 pair.
+    let mut net = Net::new(seeded(true, 61), seeded(false, 62));
+    net.drop = Box::new(|t| t.destination.is_ipv6());
+    add_hosts(
+        &mut net,
+        &["[2001:db8::1]:5000", "10.0.0.1:5000", "[2001:db8::2]:5000"],
+        &["[2001:db8::9]:6000", "10.0.0.2:6000", "[2001:db8::a]:6000"],
+    );
+    let took = net
+        .run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    let checks: Vec<bool> = net
+        .a_sent
+        .iter()
+        .filter(|(_, t)| {
+            p2p_stun::Message::decode(&t.contents)
+                .is_ok_and(|m| m.typ().class == p2p_stun::MessageClass::Request)
+        })
+        .map(|(_, t)| t.destination.is_ipv4())
+        .collect();
+    assert_eq!(checks.iter().position(|v4| *v4), Some(1), "{checks:?}");
+    // Selected once the better (IPv6) pairs' first retransmissions went
+    // unanswered (the nomination's patience), not after their 9.5 s.
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(
+        net.a.selected_pair().map(|(l, _)| l.address().is_ipv4()),
+        Some(true)
+    );
 }

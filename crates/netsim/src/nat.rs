@@ -84,8 +84,12 @@ pub enum PortAllocation {
 /// `NatConfig { hairpinning: false, ..NatConfig::new(ip, mapping, filtering) }`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NatConfig {
-    /// External IPs (public scope). Each internal IP is paired with one of them,
-    /// round-robin in order of first use (RFC 4787 REQ-2 "paired" pooling).
+    /// External IPs (public scope). Each internal IP is paired with one of them
+    /// of its own family, round-robin in order of first use (RFC 4787 REQ-2
+    /// "paired" pooling). A dual-stack router lists an IPv4 address and its
+    /// hosts' own IPv6 addresses: NAT44 and, for IPv6, an RFC 6092
+    /// stateful firewall without translation (the host's address is the
+    /// "external" one, ports preserved).
     pub external_ips: Vec<IpAddr>,
     /// Mapping behaviour.
     pub mapping: Behaviour,
@@ -337,11 +341,23 @@ impl Nat {
         if let Some(ip) = self.pool.get(&internal_ip) {
             return Ok(*ip);
         }
-        let ips = &self.config.external_ips;
+        // An address of the internal address's family: a dual-stack router
+        // maps IPv4 to its IPv4 addresses and IPv6 to its IPv6 ones (with
+        // the host's own IPv6 address as the "external" one, it is an RFC
+        // 6092 firewall: no NAT66, the filtering alone).
+        let v4 = internal_ip.is_ipv4();
+        let ips: Vec<IpAddr> = self
+            .config
+            .external_ips
+            .iter()
+            .copied()
+            .filter(|ip| ip.is_ipv4() == v4)
+            .collect();
         if ips.is_empty() {
             return Err(DropReason::PortsExhausted { nat: self.id });
         }
-        let ip = ips[self.pool.len() % ips.len()];
+        let used = self.pool.keys().filter(|k| k.is_ipv4() == v4).count();
+        let ip = ips[used % ips.len()];
         self.pool.insert(internal_ip, ip);
         Ok(ip)
     }
@@ -535,5 +551,28 @@ mod tests {
         let a2 = ext("10.0.0.2:2", "2.2.2.2:2");
         assert_ne!(a1, b1);
         assert_eq!(a1, a2);
+    }
+
+    #[test]
+    fn a_dual_stack_router_pools_each_family_apart_and_ipv6_is_not_translated() {
+        let mut cfg = NatConfig::new(
+            EXT.parse().unwrap(),
+            Behaviour::EndpointIndependent,
+            Behaviour::AddressAndPortDependent,
+        );
+        cfg.external_ips.push("2001:db8:1::2".parse().unwrap());
+        let mut n = Nat::new(NatId(0), cfg);
+        let mut rng = StdRng::seed_from_u64(0);
+        let t = Instant::now();
+        let mut ext = |int: &str, r: &str| {
+            n.outbound(t, Transport::Udp, sa(int), sa(r), &mut rng)
+                .unwrap()
+                .external
+        };
+        assert_eq!(ext("10.0.0.2:5000", "1.1.1.1:1"), sa("198.51.100.1:5000"));
+        assert_eq!(
+            ext("[2001:db8:1::2]:5000", "[2001:db8:9::1]:1"),
+            sa("[2001:db8:1::2]:5000")
+        );
     }
 }

@@ -38,6 +38,10 @@ impl fmt::Display for HostId {
 pub struct Firewall {
     /// Drop every UDP datagram to or from the host; `Tcp` datagrams pass.
     pub udp_blocked: bool,
+    /// Let TCP in only from a remote address the host sent TCP to first: a
+    /// stateful firewall that allows connections out, none in (the
+    /// enterprise network of ICE-TCP, RFC 6544 §1).
+    pub tcp_out_only: bool,
 }
 
 /// Where a host sits.
@@ -76,7 +80,23 @@ struct Host {
 
 impl Host {
     fn udp_blocked(&self) -> bool {
-        matches!(self.realm, Realm::Firewall(Firewall { udp_blocked: true }))
+        matches!(
+            self.realm,
+            Realm::Firewall(Firewall {
+                udp_blocked: true,
+                ..
+            })
+        )
+    }
+
+    fn tcp_out_only(&self) -> bool {
+        matches!(
+            self.realm,
+            Realm::Firewall(Firewall {
+                tcp_out_only: true,
+                ..
+            })
+        )
     }
 
     fn scope(&self) -> Scope {
@@ -154,6 +174,8 @@ pub struct Sim {
     trace_capacity: usize,
     drops: Vec<DropRecord>,
     stats: Stats,
+    /// (host, remote) TCP "connections" a `tcp_out_only` host opened.
+    tcp_opened: std::collections::BTreeSet<(usize, std::net::SocketAddr)>,
 }
 
 impl fmt::Debug for Sim {
@@ -186,6 +208,7 @@ impl Sim {
             trace_capacity: DEFAULT_TRACE_CAPACITY,
             drops: Vec::new(),
             stats: Stats::default(),
+            tcp_opened: std::collections::BTreeSet::new(),
         }
     }
 
@@ -614,6 +637,9 @@ impl Sim {
         if d.transport == Transport::Udp && host.udp_blocked() {
             return self.drop_packet(DropReason::UdpBlocked { host: from }, &d);
         }
+        if d.transport == Transport::Tcp && host.tcp_out_only() {
+            self.tcp_opened.insert((from.0, d.destination));
+        }
         let delays = self.cross_link(from, &d);
         self.schedule(delays, d, |dgram| Hop::Egress { from, dgram });
     }
@@ -697,6 +723,12 @@ impl Sim {
     fn ingress_host(&mut self, to: HostId, d: Transmit) {
         if d.transport == Transport::Udp && self.hosts[to.0].udp_blocked() {
             return self.drop_packet(DropReason::UdpBlocked { host: to }, &d);
+        }
+        if d.transport == Transport::Tcp
+            && self.hosts[to.0].tcp_out_only()
+            && !self.tcp_opened.contains(&(to.0, d.source))
+        {
+            return self.drop_packet(DropReason::TcpInbound { host: to }, &d);
         }
         let delays = self.cross_link(to, &d);
         self.schedule(delays, d, |dgram| Hop::Deliver { to, dgram });

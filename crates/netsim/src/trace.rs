@@ -38,6 +38,12 @@ pub enum DropReason {
         /// The firewalled host.
         host: HostId,
     },
+    /// TCP to a host behind a firewall that lets connections out only,
+    /// from an address the host never sent TCP to.
+    TcpInbound {
+        /// The firewalled host.
+        host: HostId,
+    },
     /// An inbound packet reached a NAT's external address with no live mapping
     /// (never created, or expired).
     NoMapping {
@@ -91,6 +97,9 @@ impl fmt::Display for DropReason {
                 write!(f, "{host} does not own source address {source}")
             }
             DropReason::UdpBlocked { host } => write!(f, "UDP blocked by firewall of {host}"),
+            DropReason::TcpInbound { host } => {
+                write!(f, "TCP in, unasked for, blocked by firewall of {host}")
+            }
             DropReason::NoMapping { nat, external } => {
                 write!(f, "no mapping at {nat} for {external}")
             }

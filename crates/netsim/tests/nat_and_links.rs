@@ -491,7 +491,10 @@ fn firewall_blocks_udp_but_passes_tcp() {
     let s = sim.add_host([ip(S1)], Realm::Public, EchoReflector::new());
     let f = sim.add_host(
         [ip("192.0.2.10")],
-        Realm::Firewall(Firewall { udp_blocked: true }),
+        Realm::Firewall(Firewall {
+            udp_blocked: true,
+            ..Firewall::default()
+        }),
         ScriptedNode::new(),
     );
     let (me, srv) = (sa("192.0.2.10:4000"), sa("203.0.113.1:3478"));
@@ -516,6 +519,38 @@ fn firewall_blocks_udp_but_passes_tcp() {
         ]
     );
     assert_eq!(reasons[0].to_string(), "UDP blocked by firewall of host 1");
+}
+
+#[test]
+fn a_tcp_out_only_firewall_lets_in_tcp_only_from_where_the_host_connected() {
+    let mut sim = Sim::with_seed(1);
+    let s = sim.add_host([ip(S1)], Realm::Public, ScriptedNode::new());
+    let f = sim.add_host(
+        [ip("192.0.2.10")],
+        Realm::Firewall(Firewall {
+            udp_blocked: true,
+            tcp_out_only: true,
+        }),
+        ScriptedNode::new(),
+    );
+    let (me, srv) = (sa("192.0.2.10:9"), sa("203.0.113.1:443"));
+    // Unasked for: dropped.
+    sim.send_from(s, Transmit::tcp(srv, sa("192.0.2.10:7000"), "in first"));
+    sim.run_for(ms(100));
+    // Out, then the answer on that connection: passes.
+    sim.send_from(f, Transmit::tcp(me, srv, "out"));
+    sim.run_for(ms(100));
+    sim.send_from(s, Transmit::tcp(srv, me, "answer"));
+    sim.run_for(ms(100));
+    let got: Vec<Vec<u8>> = sim
+        .node::<ScriptedNode>(f)
+        .received()
+        .iter()
+        .map(|r| r.datagram.contents.clone())
+        .collect();
+    assert_eq!(got, vec![b"answer".to_vec()]);
+    let reasons: Vec<DropReason> = sim.drops().iter().map(|d| d.reason.clone()).collect();
+    assert_eq!(reasons, vec![DropReason::TcpInbound { host: f }]);
 }
 
 #[test]

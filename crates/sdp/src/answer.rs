@@ -28,6 +28,9 @@ pub struct DataChannelParams {
     pub trickle: bool,
     /// Whether to write `a=ice-lite` (default false).
     pub ice_lite: bool,
+    /// More `ice-option-tag`s to announce after `trickle` (default none),
+    /// such as p2p-connect's own `p2phardnat`.
+    pub extra_ice_options: Vec<IceOption>,
     /// Candidates to write as `a=candidate` lines (default none: trickled).
     pub candidates: Vec<Candidate>,
     /// Whether to write `a=end-of-candidates` (default false).
@@ -53,6 +56,7 @@ impl DataChannelParams {
             max_message_size: Some(262_144),
             trickle: true,
             ice_lite: false,
+            extra_ice_options: Vec::new(),
             candidates: Vec::new(),
             end_of_candidates: false,
         }
@@ -109,8 +113,13 @@ fn data_channel_section(
     }
     m.push_attribute(IceAttribute::Ufrag(params.ufrag.clone()));
     m.push_attribute(IceAttribute::Pwd(params.pwd.clone()));
+    let mut options = Vec::new();
     if params.trickle {
-        m.push_attribute(IceAttribute::Options(vec![IceOption::Trickle]));
+        options.push(IceOption::Trickle);
+    }
+    options.extend(params.extra_ice_options.iter().cloned());
+    if !options.is_empty() {
+        m.push_attribute(IceAttribute::Options(options));
     }
     m.push_attribute(Attribute::Fingerprint(params.fingerprint.clone()));
     m.push_attribute(Attribute::Setup(setup));

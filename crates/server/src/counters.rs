@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use p2p_signaling::AddrTable;
+
 use crate::responder::{Answer, Dropped, Outcome};
 
 /// One worker's counters, alone on its cache line(s).
@@ -73,10 +75,37 @@ impl Shard {
     }
 }
 
+/// Why a TCP or TLS connection was closed by the server (the ones counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamClose {
+    /// No progress (a success answered, data relayed) for the idle timeout.
+    Idle,
+    /// A frame under way did not arrive whole within the idle timeout.
+    SlowFrame,
+    /// A write to the client did not complete within the idle timeout.
+    WriteTimeout,
+}
+
+/// The admission of TCP and TLS connections (per-address limits, kept in
+/// step with the table after each change) and why connections were closed.
+#[derive(Debug, Default)]
+struct StreamStats {
+    open: AtomicU64,
+    addresses: AtomicU64,
+    admitted_reserved: AtomicU64,
+    refused_per_ip: AtomicU64,
+    refused_reserved: AtomicU64,
+    refused_full: AtomicU64,
+    closed_idle: AtomicU64,
+    closed_slow_frame: AtomicU64,
+    closed_write_timeout: AtomicU64,
+}
+
 /// The server's counters, shared with its workers; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Counters {
     shards: Arc<[Shard]>,
+    stream: Arc<StreamStats>,
 }
 
 /// The counters summed at one moment.
@@ -101,8 +130,28 @@ pub struct CounterSnapshot {
     pub send_errors: u64,
     /// TCP and TLS connections accepted.
     pub tcp_connections: u64,
-    /// TCP and TLS connections refused (limit reached).
+    /// TCP and TLS connections refused (limit reached): every reason
+    /// below together.
     pub tcp_refused: u64,
+    /// TCP and TLS connections open now.
+    pub tcp_open: u64,
+    /// Client addresses (IPv6 by prefix) with a TCP or TLS connection open.
+    pub tcp_addresses: u64,
+    /// TCP and TLS connections admitted into a reserved slot (kept for
+    /// light addresses).
+    pub tcp_admitted_reserved: u64,
+    /// Refused: the address held its limit (`stun.max_connections_per_ip`).
+    pub tcp_refused_per_ip: u64,
+    /// Refused: only reserved slots left, and the address is not light.
+    pub tcp_refused_reserved: u64,
+    /// Refused: every slot taken (`stun.max_connections`).
+    pub tcp_refused_full: u64,
+    /// Closed for making no progress within the idle timeout.
+    pub tcp_closed_idle: u64,
+    /// Closed for a frame that did not arrive whole within the idle timeout.
+    pub tcp_closed_slow_frame: u64,
+    /// Closed for a write the client did not take within the idle timeout.
+    pub tcp_closed_write_timeout: u64,
 }
 
 impl Counters {
@@ -110,7 +159,31 @@ impl Counters {
     pub(crate) fn new(shards: usize) -> Counters {
         Counters {
             shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
+            stream: Arc::default(),
         }
+    }
+
+    /// Copy the admission table's figures (call after each change).
+    pub(crate) fn store_admission(&self, table: &AddrTable) {
+        let st = table.stats();
+        let s = &self.stream;
+        s.open.store(table.open() as u64, Relaxed);
+        s.addresses.store(table.addresses() as u64, Relaxed);
+        s.admitted_reserved.store(st.admitted_reserved, Relaxed);
+        s.refused_per_ip.store(st.refused_per_addr, Relaxed);
+        s.refused_reserved.store(st.refused_reserved, Relaxed);
+        s.refused_full.store(st.refused_full, Relaxed);
+    }
+
+    /// Count a connection the server closed.
+    pub(crate) fn stream_closed(&self, why: StreamClose) {
+        let s = &self.stream;
+        match why {
+            StreamClose::Idle => &s.closed_idle,
+            StreamClose::SlowFrame => &s.closed_slow_frame,
+            StreamClose::WriteTimeout => &s.closed_write_timeout,
+        }
+        .fetch_add(1, Relaxed);
     }
 
     /// The shard of worker `i`.
@@ -133,6 +206,16 @@ impl Counters {
             s.tcp_connections += sh.tcp_connections.load(Relaxed);
             s.tcp_refused += sh.tcp_refused.load(Relaxed);
         }
+        let st = &self.stream;
+        s.tcp_open = st.open.load(Relaxed);
+        s.tcp_addresses = st.addresses.load(Relaxed);
+        s.tcp_admitted_reserved = st.admitted_reserved.load(Relaxed);
+        s.tcp_refused_per_ip = st.refused_per_ip.load(Relaxed);
+        s.tcp_refused_reserved = st.refused_reserved.load(Relaxed);
+        s.tcp_refused_full = st.refused_full.load(Relaxed);
+        s.tcp_closed_idle = st.closed_idle.load(Relaxed);
+        s.tcp_closed_slow_frame = st.closed_slow_frame.load(Relaxed);
+        s.tcp_closed_write_timeout = st.closed_write_timeout.load(Relaxed);
         s
     }
 }

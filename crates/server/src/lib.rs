@@ -123,21 +123,25 @@ mod config;
 mod counters;
 mod fastpath;
 mod metrics;
+mod reload;
 mod responder;
 mod server;
 mod signaling;
 mod stream;
 mod sys;
+mod tls;
 pub mod turn;
 mod udp;
 mod web;
 
 pub use cluster::ClusterConfig;
 pub use config::{
-    Config, ConfigError, IceServerConfig, LogConfig, MetricsConfig, SignalingConfig, StunConfig,
-    TlsConfig, TurnConfig, TurnCredentials, DEFAULT_MAX_PADDING, DEFAULT_PORT, DEFAULT_TLS_PORT,
+    parse_user, sample as config_sample, Config, ConfigError, IceServerConfig, LogConfig,
+    LogFormat, MetricsConfig, SignalingConfig, StunConfig, TlsConfig, TurnConfig, TurnCredentials,
+    DEFAULT_MAX_PADDING, DEFAULT_PORT, DEFAULT_TLS_PORT,
 };
 pub use counters::{CounterSnapshot, Counters};
+pub use reload::{Reloaded, Reloader};
 pub use responder::{answer, Answer, Ctx, Dropped, Outcome, Transport, Via};
 pub use server::{LocalAddrs, Server, ServerError};
 pub use turn::{TurnService, TurnServiceBuilder, TurnServiceError};

@@ -197,6 +197,7 @@ pub(crate) fn render(counters: &Counters, turn_enabled: bool, turn: Option<&Turn
         "TCP and TLS connections refused (limit).",
         &one(c.tcp_refused),
     );
+    render_stream_limits(&mut o, &c);
     metric(
         &mut o,
         "p2p_turn_enabled",
@@ -353,7 +354,79 @@ pub(crate) fn render(counters: &Counters, turn_enabled: bool, turn: Option<&Turn
             ("reason=\"send_failed\"", t.send_errors),
         ],
     );
+    render_turn_limits(&mut o, &t.counters);
     o
+}
+
+/// The admission of TCP and TLS connections by address, and why the
+/// server closed some.
+fn render_stream_limits(o: &mut String, c: &crate::CounterSnapshot) {
+    metric(
+        o,
+        "p2p_stream_connections",
+        "gauge",
+        "TCP and TLS connections open.",
+        &[("", c.tcp_open)],
+    );
+    metric(
+        o,
+        "p2p_stream_addresses",
+        "gauge",
+        "Client addresses (IPv6 by prefix) with a TCP or TLS connection open.",
+        &[("", c.tcp_addresses)],
+    );
+    metric(
+        o,
+        "p2p_stream_admitted_reserved_total",
+        "counter",
+        "TCP and TLS connections admitted into a slot kept for light addresses.",
+        &[("", c.tcp_admitted_reserved)],
+    );
+    metric(
+        o,
+        "p2p_stream_connections_refused_total",
+        "counter",
+        "TCP and TLS connections refused, by reason: per_ip (the address's limit), reserved (only reserved slots left, and the address is not light), full (every slot taken).",
+        &[
+            ("reason=\"per_ip\"", c.tcp_refused_per_ip),
+            ("reason=\"reserved\"", c.tcp_refused_reserved),
+            ("reason=\"full\"", c.tcp_refused_full),
+        ],
+    );
+    metric(
+        o,
+        "p2p_stream_closed_total",
+        "counter",
+        "TCP and TLS connections the server closed on a deadline, by reason: idle (no progress), slow_frame (a frame did not arrive whole in time), write_timeout (the client did not read).",
+        &[
+            ("reason=\"idle\"", c.tcp_closed_idle),
+            ("reason=\"slow_frame\"", c.tcp_closed_slow_frame),
+            ("reason=\"write_timeout\"", c.tcp_closed_write_timeout),
+        ],
+    );
+}
+
+/// TURN's authentication throttling and quota refusals.
+fn render_turn_limits(o: &mut String, k: &p2p_turn::Counters) {
+    metric(
+        o,
+        "p2p_turn_auth_throttled_total",
+        "counter",
+        "Requests with credentials dropped unanswered and unchecked: their address had used up its authentication failures.",
+        &[("", k.auth_throttled)],
+    );
+    metric(
+        o,
+        "p2p_turn_allocations_refused_total",
+        "counter",
+        "Allocates refused for a quota, by reason: user (486), total (508), reserve (508: only the reserve left, and the address holds too many), rest_share (486: REST users hold their share).",
+        &[
+            ("reason=\"user\"", k.refused_user_quota),
+            ("reason=\"total\"", k.refused_total_quota),
+            ("reason=\"reserve\"", k.refused_reserve),
+            ("reason=\"rest_share\"", k.refused_ephemeral_share),
+        ],
+    );
 }
 
 /// The signaling families (`p2p_signaling_*`): connections by address and

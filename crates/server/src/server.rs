@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::counters::{CounterSnapshot, Counters};
+use crate::reload::Reloader;
 use crate::responder::Ctx;
-use crate::stream::{accept_loop, tls_acceptor, StreamShared};
+use crate::stream::{accept_loop, addr_limits, Admission, StreamShared};
 use crate::udp::{self, Worker};
 
 /// Why the server could not start.
@@ -27,7 +27,8 @@ pub enum ServerError {
     /// A socket could not be bound.
     #[error("cannot bind {transport} {addr}: {source}")]
     Bind {
-        /// `udp`, `tcp` or `tls`.
+        /// `udp`, `tcp`, `tls`, `signaling`, `metrics` or `relay` (a TURN
+        /// relay IP, tried at start).
         transport: &'static str,
         /// The address.
         addr: SocketAddr,
@@ -40,6 +41,9 @@ pub enum ServerError {
     /// The cluster's store (Redis) is unreachable or its URL is wrong.
     #[error("cluster: {0}")]
     Cluster(String),
+    /// A reload could not be applied.
+    #[error("reload: {0}")]
+    Reload(String),
 }
 
 /// The addresses the server actually bound (ports resolved when 0 was asked).
@@ -87,11 +91,12 @@ pub struct Server {
     /// This node's TURN fleet view, on a node of a cluster.
     fleet: Option<Arc<crate::cluster::Fleet>>,
     metrics: Option<TcpListener>,
+    reloader: Reloader,
 }
 
 struct StreamSharedParts {
     idle: Duration,
-    max_connections: usize,
+    limits: p2p_signaling::AddrLimits,
 }
 
 impl std::fmt::Debug for Server {
@@ -166,8 +171,30 @@ struct StunPorts {
 /// TCP then binds the same port; when another socket (an outgoing TCP
 /// connection, say) already holds that port for TCP, every socket is
 /// dropped and the ports are chosen again, a bounded number of times.
+///
+/// Only the daemon's own workers share a UDP port (SO_REUSEPORT): every
+/// address with a port of its own is probed first, and a port another
+/// program holds stops the start (`AddrInUse`).
 fn bind_stun_ports(config: &Config, workers: usize) -> Result<StunPorts, ServerError> {
     let s = &config.stun;
+    if s.udp {
+        let mut fixed: Vec<SocketAddr> = s.listen.clone();
+        if let Some(alt) = s.alt_listen {
+            let primary = s.listen[0];
+            fixed.push(alt);
+            if alt.port() != 0 && primary.port() != 0 {
+                fixed.push(SocketAddr::new(primary.ip(), alt.port()));
+                fixed.push(SocketAddr::new(alt.ip(), primary.port()));
+            }
+        }
+        for addr in fixed {
+            udp::probe_unshared(addr).map_err(|source| ServerError::Bind {
+                transport: "udp",
+                addr,
+                source,
+            })?;
+        }
+    }
     let chosen = s.listen.iter().chain(&s.alt_listen).any(|a| a.port() == 0);
     let mut attempt = 0;
     loop {
@@ -250,9 +277,16 @@ impl Server {
         addrs.udp = ports.udp_addrs;
         addrs.tcp = ports.tcp_addrs;
         let mut acceptor = None;
+        let mut cert_slot = None;
         let mut tls = Vec::new();
         if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
-            acceptor = Some(tls_acceptor(cert, key)?);
+            let files = crate::tls::CertFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            };
+            let (a, slot) = crate::tls::acceptor(&files)?;
+            acceptor = Some(a);
+            cert_slot = Some(slot);
             for l in config.tls_listen() {
                 let tl = bind_tcp(l, "tls")?;
                 addrs.tls.push(tl.local_addr().unwrap_or(l));
@@ -262,7 +296,7 @@ impl Server {
         let mut turn = crate::turn::prepare(config, &addrs.udp)?;
         let metrics = match config.metrics.listen {
             Some(l) => {
-                let m = bind_tcp(l, "tcp")?;
+                let m = bind_tcp(l, "metrics")?;
                 addrs.metrics = Some(m.local_addr().unwrap_or(l));
                 Some(m)
             }
@@ -276,7 +310,14 @@ impl Server {
             let bound = addrs.tcp.iter().chain(&addrs.tls).copied();
             t.add_service_addresses(bound.chain(addrs.metrics).chain(addrs.signaling));
         }
+        let reloader = Reloader::new(
+            config,
+            addrs.clone(),
+            cert_slot,
+            signaling.as_ref().map(|s| s.reloadable()),
+        );
         Ok(Server {
+            reloader,
             signaling,
             turn,
             fleet,
@@ -290,7 +331,7 @@ impl Server {
             acceptor,
             stream: StreamSharedParts {
                 idle: Duration::from_secs(s.tcp_idle_timeout_secs.max(1)),
-                max_connections: s.max_connections,
+                limits: addr_limits(s),
             },
         })
     }
@@ -322,6 +363,13 @@ impl Server {
     /// The addresses actually bound.
     pub fn local_addrs(&self) -> &LocalAddrs {
         &self.addrs
+    }
+
+    /// What reloads this server's certificates, TURN credentials, peer
+    /// rules and handed-out ICE servers while it runs (SIGHUP in `p2p
+    /// serve`); take it before [`Server::run`].
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// The live counters (keep a clone to watch them while the server runs).
@@ -361,6 +409,10 @@ impl Server {
                 turn.clone(),
                 every,
             ));
+        }
+        if let Some(t) = &turn {
+            self.reloader
+                .set_turn(t.clone(), self.fleet.as_ref().map(|f| f.ring.clone()));
         }
         if let Some(m) = self.metrics {
             tasks.spawn(crate::metrics::serve(
@@ -411,7 +463,7 @@ impl Server {
             ctx: self.ctx.clone(),
             counters: self.counters.clone(),
             idle: self.stream.idle,
-            permits: Arc::new(Semaphore::new(self.stream.max_connections)),
+            admission: Admission::new(self.stream.limits, self.counters.clone()),
             turn: turn.clone().zip(turn_idle),
         };
         for l in self.tcp {

@@ -3,7 +3,7 @@
 //! this daemon's own STUN and TURN servers in each `welcome`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use p2p_signaling::{
@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, SignalingConfig, TurnCredentials};
 use crate::server::{LocalAddrs, ServerError};
+use crate::tls::{CertFiles, CertSlot};
 use crate::web::{self, Front};
 
 /// How long shutdown waits for the WebSockets to close.
@@ -31,6 +32,59 @@ pub(crate) struct Signaling {
     page: bool,
     tls: Option<tokio_rustls::TlsAcceptor>,
     config: ServerConfig,
+    reload: Reloadable,
+}
+
+/// What a reload (SIGHUP) changes in a running signaling server: its
+/// certificate and the ICE servers it hands out (the TURN secret or user).
+#[derive(Clone)]
+pub(crate) struct Reloadable {
+    /// The certificate of the port, when it speaks TLS, and its files.
+    pub(crate) cert: Option<(Arc<CertSlot>, CertFiles)>,
+    /// The ICE servers handed out.
+    pub(crate) ice: Arc<SwappableIceServers>,
+    /// This node's TURN fleet view, on a node of a cluster (the ICE
+    /// servers handed out name its nodes).
+    pub(crate) fleet: Option<Arc<crate::cluster::Fleet>>,
+}
+
+/// An [`IceServerProvider`] that a reload replaces.
+pub(crate) struct SwappableIceServers(RwLock<Arc<dyn IceServerProvider>>);
+
+impl SwappableIceServers {
+    pub(crate) fn swap(&self, p: Arc<dyn IceServerProvider>) {
+        match self.0.write() {
+            Ok(mut g) => *g = p,
+            Err(poisoned) => *poisoned.into_inner() = p,
+        }
+    }
+}
+
+impl IceServerProvider for SwappableIceServers {
+    fn ice_servers(&self, peer: &str, now: std::time::SystemTime) -> Vec<IceServer> {
+        let p = match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        p.ice_servers(peer, now)
+    }
+}
+
+/// The certificate files of the signaling port: its own, or `[tls]`'s
+/// with `signaling.tls`.
+pub(crate) fn cert_files(config: &Config) -> Option<CertFiles> {
+    let s = &config.signaling;
+    match (&s.cert, &s.key, &config.tls.cert, &config.tls.key) {
+        (Some(cert), Some(key), _, _) => Some(CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None, Some(cert), Some(key)) if s.tls => Some(CertFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    }
 }
 
 /// A running signaling server; [`Running::stop`] ends it.
@@ -57,18 +111,19 @@ pub(crate) async fn bind(
             source,
         }
     };
-    let tls = match (&s.cert, &s.key, &config.tls.cert, &config.tls.key) {
-        (Some(cert), Some(key), _, _) => Some(crate::stream::tls_acceptor(cert, key)?),
-        (None, None, Some(cert), Some(key)) if s.tls => {
-            Some(crate::stream::tls_acceptor(cert, key)?)
+    let (tls, cert) = match cert_files(config) {
+        Some(files) => {
+            let (acceptor, slot) = crate::tls::acceptor(&files)?;
+            (Some(acceptor), Some((slot, files)))
         }
-        _ => None,
+        None => (None, None),
     };
     let front = TcpListener::bind(listen).await.map_err(err(listen))?;
     let addr = front.local_addr().map_err(err(listen))?;
     let fleet = member.and_then(|m| m.fleet.clone());
-    let ice_servers = ice_servers(config, addrs, fleet);
-    let mut sc = server_config(s, ice_servers);
+    let provider = ice_servers(config, addrs, fleet.clone());
+    let ice = Arc::new(SwappableIceServers(RwLock::new(provider)));
+    let mut sc = server_config(s, ice.clone());
     crate::cluster::setup_resume(&mut sc, config);
     crate::cluster::attach(&mut sc, config, member)
         .await
@@ -79,6 +134,7 @@ pub(crate) async fn bind(
         page: s.page,
         tls,
         config: sc,
+        reload: Reloadable { cert, ice, fleet },
     }))
 }
 
@@ -236,6 +292,11 @@ impl Signaling {
         self.addr
     }
 
+    /// What a reload changes.
+    pub(crate) fn reloadable(&self) -> Reloadable {
+        self.reload.clone()
+    }
+
     /// The signaling server's metrics (counted once it runs).
     pub(crate) fn metrics(&self) -> Metrics {
         self.config.metrics.clone()
@@ -286,6 +347,17 @@ mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
 
+    /// A configuration whose `[signaling]` is served (its keys would have
+    /// no effect otherwise).
+    fn parse(text: &str) -> Result<Config, crate::ConfigError> {
+        let listen = "listen = \"127.0.0.1:0\"\n";
+        let text = match text.split_once("[signaling]\n") {
+            Some((before, after)) => format!("{before}[signaling]\n{listen}{after}"),
+            None => format!("[signaling]\n{listen}{text}"),
+        };
+        Config::from_toml_str(&text)
+    }
+
     fn addrs(udp: &str, tcp: &str) -> LocalAddrs {
         LocalAddrs {
             udp: vec![udp.parse().unwrap()],
@@ -295,7 +367,7 @@ mod tests {
     }
 
     fn servers(config: &str, addrs: &LocalAddrs) -> Vec<IceServer> {
-        let config = Config::from_toml_str(config).unwrap();
+        let config = parse(config).unwrap();
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         ice_servers(&config, addrs, None).ice_servers("p1", now)
     }
@@ -368,7 +440,7 @@ mod tests {
 
     #[test]
     fn config_maps_to_limits() {
-        let cfg = Config::from_toml_str(
+        let cfg = parse(
             "[signaling]\nmax_room_size = 2\nrate_per_second = 5\nburst = 7\nidle_timeout_secs = 9\nheartbeat_secs = 3\ntoken = \"t\"\n",
         )
         .unwrap();
@@ -408,7 +480,7 @@ mod tests {
             "[signaling]\ncert = \"c.pem\"",
             "[signaling]\nturn_credentials = \"sometimes\"",
         ] {
-            assert!(Config::from_toml_str(text).is_err(), "{text}");
+            assert!(parse(text).is_err(), "{text}");
         }
     }
 
@@ -437,7 +509,7 @@ mod tests {
             ),
         ];
         for (text, fix) in cases {
-            match Config::from_toml_str(text) {
+            match parse(text) {
                 Err(e) => assert!(e.to_string().contains(fix), "{text}: {e}"),
                 Ok(_) => panic!("accepted: {text}"),
             }
@@ -452,14 +524,14 @@ mod tests {
             "[signaling]\nmax_connections = 10".to_owned(),
             "[signaling]\nmax_connections_per_ip = 2".to_owned(),
         ] {
-            assert!(Config::from_toml_str(&ok).is_ok(), "{ok}");
+            assert!(parse(&ok).is_ok(), "{ok}");
         }
     }
 
     #[test]
     fn limits_map_to_the_server_and_admission() {
-        let cfg = Config::from_toml_str(
-            "[signaling]\nmax_connections = 100\nmax_connections_per_ip = 10\nipv6_prefix = 56\nreserved_percent = 20\nwrite_timeout_secs = 3\nmax_queued_bytes = 200000\nmax_queued_messages = 50\nhandshake_timeout_secs = 4\nmessage_timeout_secs = 6\nturn_credentials = \"never\"\ncredentials_per_minute = 7\ncredential_burst = 8\n",
+        let cfg = parse(
+            "[turn]\nrealm = \"r\"\nauth_secret = \"s\"\n[signaling]\nmax_connections = 100\nmax_connections_per_ip = 10\nipv6_prefix = 56\nreserved_percent = 20\nwrite_timeout_secs = 3\nmax_queued_bytes = 200000\nmax_queued_messages = 50\nhandshake_timeout_secs = 4\nmessage_timeout_secs = 6\nturn_credentials = \"never\"\ncredentials_per_minute = 7\ncredential_burst = 8\n",
         )
         .unwrap();
         let sc = server_config(&cfg.signaling, Arc::new(StaticIceServers::default()));

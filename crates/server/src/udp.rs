@@ -31,6 +31,29 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
+/// Whether another program holds `addr`'s UDP port: a socket bound there
+/// without SO_REUSEPORT fails with `AddrInUse` when any socket holds it
+/// (with SO_REUSEPORT, a second daemon of the same user would silently get
+/// a share of the port's datagrams, and TURN requests would reach a daemon
+/// that does not hold the allocation). Call before binding the daemon's own
+/// sockets; a port of 0 is not probed (the kernel picks a free one).
+pub(crate) fn probe_unshared(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    match s.bind(&addr.into()) {
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another program already serves UDP on this port (a second daemon would share its datagrams)",
+        )),
+        other => other,
+    }
+}
+
 /// One worker's sockets: index 0 is the one it reads; the others (the RFC
 /// 5780 siblings) only send CHANGE-REQUEST answers.
 pub(crate) struct Worker {

@@ -59,6 +59,17 @@ pub trait CredentialStore {
     fn supports_userhash(&self) -> bool {
         false
     }
+
+    /// Whether `username`'s credential is ephemeral: minted on demand by a
+    /// service from a shared secret (TURN REST credentials), so that whoever
+    /// can reach that service can get more of them, rather than configured
+    /// one by one. The server can hold such users together to a share of
+    /// its capacity (`ServerConfig::ephemeral_share_percent`), so that they
+    /// cannot take what the configured users need. The default: none is.
+    fn is_ephemeral(&self, username: &str) -> bool {
+        let _ = username;
+        false
+    }
 }
 
 impl<T: CredentialStore + ?Sized> CredentialStore for Box<T> {
@@ -74,6 +85,9 @@ impl<T: CredentialStore + ?Sized> CredentialStore for Box<T> {
     fn supports_userhash(&self) -> bool {
         (**self).supports_userhash()
     }
+    fn is_ephemeral(&self, username: &str) -> bool {
+        (**self).is_ephemeral(username)
+    }
 }
 
 impl<T: CredentialStore + ?Sized> CredentialStore for std::sync::Arc<T> {
@@ -88,6 +102,9 @@ impl<T: CredentialStore + ?Sized> CredentialStore for std::sync::Arc<T> {
     }
     fn supports_userhash(&self) -> bool {
         (**self).supports_userhash()
+    }
+    fn is_ephemeral(&self, username: &str) -> bool {
+        (**self).is_ephemeral(username)
     }
 }
 
@@ -128,6 +145,11 @@ impl StaticUsers {
     /// Remove a user.
     pub fn remove(&mut self, username: &str) {
         self.users.remove(username);
+    }
+
+    /// Whether the table has `username`.
+    pub fn contains(&self, username: &str) -> bool {
+        self.users.contains_key(username)
     }
 }
 
@@ -225,6 +247,11 @@ impl CredentialStore for RestSecret {
         }
         Key::long_term(username, realm, &self.password(username), alg).ok()
     }
+
+    /// Every REST user is: anyone the web service serves can get more.
+    fn is_ephemeral(&self, _: &str) -> bool {
+        true
+    }
 }
 
 // ---------------------------------------------------------------- nonces
@@ -312,20 +339,35 @@ impl NonceMinter {
         client: SocketAddr,
         transport: Transport,
     ) -> bool {
-        let Some(rest) = nonce.strip_prefix(NONCE_COOKIE).and_then(|r| r.get(4..)) else {
-            return false;
-        };
+        self.stamp_if_minted(nonce, client, transport)
+            .is_some_and(|stamp| {
+                u64::from((secs as u32).wrapping_sub(stamp)) < self.lifetime.as_secs()
+            })
+    }
+
+    /// Whether `nonce` was minted by us for `client`, fresh or stale.
+    pub(crate) fn minted_for(&self, nonce: &str, client: SocketAddr, transport: Transport) -> bool {
+        self.stamp_if_minted(nonce, client, transport).is_some()
+    }
+
+    /// The time stamp of `nonce` if we minted it for `client`.
+    fn stamp_if_minted(
+        &self,
+        nonce: &str,
+        client: SocketAddr,
+        transport: Transport,
+    ) -> Option<u32> {
+        let rest = nonce.strip_prefix(NONCE_COOKIE).and_then(|r| r.get(4..))?;
         let mut raw = [0u8; 12];
         let ok = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode_slice(rest, &mut raw)
             .is_ok_and(|n| n == 12);
         if !ok || nonce_features(nonce) != Some(self.features) {
-            return false;
+            return None;
         }
         let stamp = u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]);
         let mac_ok: bool = raw[4..].ct_eq(&self.mac(stamp, client, transport)).into();
-        let age = (secs as u32).wrapping_sub(stamp);
-        mac_ok && u64::from(age) < self.lifetime.as_secs()
+        mac_ok.then_some(stamp)
     }
 }
 

@@ -84,14 +84,15 @@ mod server;
 
 pub use auth::{CredentialStore, RestSecret, StaticUsers};
 pub use client::{
-    ClientConfig, ClientError, ClientEvent, ClientOutput, ClientState, TurnClient, MAX_REDIRECTS,
+    refusal_reason, ClientConfig, ClientError, ClientEvent, ClientOutput, ClientState, TurnClient,
+    MAX_REDIRECTS,
 };
 pub use p2p_proto::{Datagram, FiveTuple, Handled, Machine, Output, Transmit, Transport};
 pub use p2p_stun::attr::{AddressFamily, PasswordAlgorithm};
-pub use policy::{Cidr, CidrError, PeerPolicy};
+pub use policy::{Cidr, CidrError, PeerPolicy, PeerRefusal};
 pub use server::{
-    AllocationInfo, AuthFailure, Bandwidth, ChannelRoute, Counters, EndReason, RouteUpdate,
-    ServerConfig, ServerEvent, ServerOutput, SocketRequest, Traffic, TurnServer,
+    AllocationInfo, AuthFailure, AuthLimit, Bandwidth, ChannelRoute, Counters, EndReason,
+    RouteUpdate, ServerConfig, ServerEvent, ServerOutput, SocketRequest, Traffic, TurnServer,
 };
 
 use p2p_stun::Method;

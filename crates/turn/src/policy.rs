@@ -109,30 +109,94 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     (mapped || nat64).then_some(tail)
 }
 
-fn v4_is_special(ip: Ipv4Addr) -> bool {
+/// The name of the special-purpose IPv4 block `ip` is in, if any.
+fn v4_special(ip: Ipv4Addr) -> Option<&'static str> {
     let o = ip.octets();
-    ip.is_unspecified()
-        || o[0] == 0 // 0.0.0.0/8 "this network"
-        || ip.is_loopback() // 127/8
-        || ip.is_private() // 10/8, 172.16/12, 192.168/16
-        || ip.is_link_local() // 169.254/16
-        || ip.is_multicast() // 224/4
-        || ip.is_broadcast()
-        || o[0] >= 240 // 240/4 reserved
-        || (o[0] == 100 && (o[1] & 0xC0) == 64) // 100.64/10 shared (CGN)
-        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0/24 IETF assignments
-        || (o[0] == 198 && (o[1] & 0xFE) == 18) // 198.18/15 benchmarking
+    Some(if ip.is_unspecified() || o[0] == 0 {
+        "\"this network\" (0.0.0.0/8)"
+    } else if ip.is_loopback() {
+        "loopback (127.0.0.0/8)"
+    } else if ip.is_private() {
+        "private (RFC 1918: 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)"
+    } else if ip.is_link_local() {
+        "link-local (169.254.0.0/16)"
+    } else if ip.is_multicast() {
+        "multicast (224.0.0.0/4)"
+    } else if ip.is_broadcast() || o[0] >= 240 {
+        "reserved (240.0.0.0/4)"
+    } else if o[0] == 100 && (o[1] & 0xC0) == 64 {
+        "shared address space (100.64.0.0/10)"
+    } else if o[0] == 192 && o[1] == 0 && o[2] == 0 {
+        "IETF protocol assignments (192.0.0.0/24)"
+    } else if o[0] == 198 && (o[1] & 0xFE) == 18 {
+        "benchmarking (198.18.0.0/15)"
+    } else {
+        return None;
+    })
 }
 
-fn v6_is_special(ip: Ipv6Addr) -> bool {
+/// The name of the special-purpose IPv6 block `ip` is in, if any.
+fn v6_special(ip: Ipv6Addr) -> Option<&'static str> {
     let s0 = ip.segments()[0];
-    ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast() // ff00::/8
-        || (s0 & 0xFE00) == 0xFC00 // fc00::/7 unique local
-        || (s0 & 0xFFC0) == 0xFE80 // fe80::/10 link local
-        || (s0 & 0xFFC0) == 0xFEC0 // fec0::/10 site local (deprecated)
-        || (ip.segments()[..6] == [0; 6]) // ::/96 IPv4-compatible (deprecated)
+    Some(if ip.is_unspecified() {
+        "unspecified (::)"
+    } else if ip.is_loopback() {
+        "loopback (::1)"
+    } else if ip.is_multicast() {
+        "multicast (ff00::/8)"
+    } else if (s0 & 0xFE00) == 0xFC00 {
+        "unique local (fc00::/7)"
+    } else if (s0 & 0xFFC0) == 0xFE80 {
+        "link-local (fe80::/10)"
+    } else if (s0 & 0xFFC0) == 0xFEC0 {
+        "site-local (fec0::/10)"
+    } else if ip.segments()[..6] == [0; 6] {
+        "IPv4-compatible (::/96)"
+    } else {
+        return None;
+    })
+}
+
+fn special(ip: IpAddr) -> Option<&'static str> {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4_special(v4),
+        IpAddr::V6(v6) => v6_special(v6),
+    }
+}
+
+/// Which rule of the peer policy refused a peer (answered with 403).
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRefusal {
+    /// The deny list has this block.
+    Denied(Cidr),
+    /// The address is in a block the default policy refuses (named, with
+    /// the block) and the allow list does not open it.
+    Special(&'static str),
+    /// The address is one of the server's own, and not the relayed address
+    /// of a live allocation.
+    OwnAddress,
+    /// The address is a listening socket of the server (STUN/TURN,
+    /// signaling, metrics): never a peer.
+    ServiceAddress,
+}
+
+impl fmt::Display for PeerRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerRefusal::Denied(c) => write!(f, "the deny list refuses {c}"),
+            PeerRefusal::Special(name) => write!(
+                f,
+                "the default policy refuses {name} addresses; the allow list can open a block"
+            ),
+            PeerRefusal::OwnAddress => f.write_str(
+                "it is one of the server's own addresses (only a live relayed address or an allowed block is)",
+            ),
+            PeerRefusal::ServiceAddress => {
+                f.write_str("it is a listening address of the server, never a peer")
+            }
+        }
+    }
 }
 
 /// Which peer addresses the server relays to. The default refuses loopback,
@@ -196,18 +260,34 @@ impl PeerPolicy {
     /// Whether relaying to `ip` is permitted; `own` are the server's own
     /// addresses.
     pub fn permits(&self, ip: IpAddr, own: &[IpAddr]) -> bool {
-        if self.deny.iter().any(|c| c.contains(ip)) {
-            return false;
+        self.refusal(ip, own).is_none()
+    }
+
+    /// The rule that refuses relaying to `ip`, or `None` when it is
+    /// permitted; `own` are the server's own addresses.
+    ///
+    /// ```
+    /// use p2p_turn::{PeerPolicy, PeerRefusal};
+    /// let p = PeerPolicy::new().deny("198.51.100.0/24".parse().unwrap());
+    /// assert!(matches!(p.refusal("198.51.100.7".parse().unwrap(), &[]), Some(PeerRefusal::Denied(_))));
+    /// let loopback = p.refusal("127.0.0.1".parse().unwrap(), &[]).unwrap();
+    /// assert!(loopback.to_string().contains("loopback (127.0.0.0/8)"));
+    /// assert_eq!(p.refusal("203.0.113.9".parse().unwrap(), &[]), None);
+    /// ```
+    pub fn refusal(&self, ip: IpAddr, own: &[IpAddr]) -> Option<PeerRefusal> {
+        if let Some(c) = self.deny.iter().find(|c| c.contains(ip)) {
+            return Some(PeerRefusal::Denied(*c));
         }
         if self.allow.iter().any(|c| c.contains(ip)) {
-            return true;
+            return None;
+        }
+        if let Some(name) = special(ip) {
+            return Some(PeerRefusal::Special(name));
         }
         let ip = canonical(ip);
-        let special = match ip {
-            IpAddr::V4(v4) => v4_is_special(v4),
-            IpAddr::V6(v6) => v6_is_special(v6),
-        };
-        !special && !own.iter().any(|o| canonical(*o) == ip)
+        own.iter()
+            .any(|o| canonical(*o) == ip)
+            .then_some(PeerRefusal::OwnAddress)
     }
 }
 

@@ -827,6 +827,71 @@ fn loopback_peer_is_refused_by_default_and_allowed_by_cidr() {
     assert_eq!(net.peer_inbox[0].to, lo);
 }
 
+/// A 403 says which rule refused which peer (the daemon logs it), and a
+/// policy replaced on a running server (SIGHUP) applies to the next
+/// permission of an allocation that already exists.
+#[test]
+fn a_refused_peer_is_reported_with_its_rule_and_a_new_policy_applies_to_live_allocations() {
+    let private: SocketAddr = "10.1.2.3:9000".parse().unwrap();
+    let denied: SocketAddr = "198.51.100.7:9000".parse().unwrap();
+    let config = {
+        let mut c = server_config();
+        c.peer_policy = PeerPolicy::new().deny("198.51.100.0/24".parse().unwrap());
+        c
+    };
+    let mut net = Net::new(config, users());
+    let cfg = net.client_config(0, "alice", "wonderland");
+    let c = net.allocated_client(cfg);
+    net.clients[c]
+        .create_permission(net.now, &[private.ip()])
+        .unwrap();
+    net.step();
+    net.clients[c]
+        .create_permission(net.now, &[denied.ip()])
+        .unwrap();
+    net.step();
+    let refused: Vec<(IpAddr, PeerRefusal)> = net
+        .server_events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::PeerRefused {
+                peer, rule, user, ..
+            } if user == "alice" => Some((*peer, *rule)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (
+                private.ip(),
+                PeerRefusal::Special(
+                    "private (RFC 1918: 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)"
+                )
+            ),
+            (
+                denied.ip(),
+                PeerRefusal::Denied("198.51.100.0/24".parse().unwrap())
+            ),
+        ]
+    );
+    // Reloaded: 10/8 opened, the deny list gone; the same allocation asks again.
+    net.server
+        .set_peer_policy(PeerPolicy::new().allow("10.0.0.0/8".parse().unwrap()));
+    net.client_events[c].clear();
+    net.clients[c]
+        .create_permission(net.now, &[private.ip(), denied.ip()])
+        .unwrap();
+    net.step();
+    assert!(
+        net.client_events[c].contains(&ClientEvent::PermissionCreated {
+            peers: vec![private.ip(), denied.ip()]
+        }),
+        "{:?}",
+        net.client_events[c]
+    );
+}
+
 /// Two clients both forced to TURN reach each other's relayed addresses
 /// through the same server (as coturn allows), while the server's own
 /// listening ports stay closed (CVE-2020-26262): a permission to the relay

@@ -17,14 +17,29 @@ use super::{Ctx, STEP};
 pub(super) struct Daemon {
     pub(super) child: Child,
     pub(super) signaling: SocketAddr,
+    /// The STUN/TURN port over UDP and TCP.
+    pub(super) udp: SocketAddr,
+    pub(super) tcp: SocketAddr,
     metrics: SocketAddr,
+    /// Where its stderr (the log) goes.
+    pub(super) log: std::path::PathBuf,
 }
 
 impl Daemon {
     /// `p2p serve` on ephemeral loopback ports with `args`; waits for its
     /// banner to name the signaling and metrics ports.
     pub(super) fn start(ctx: &Ctx, name: &str, args: &[&str]) -> Result<Daemon, String> {
-        Daemon::start_at(ctx, name, "127.0.0.1:0", "127.0.0.1:0", args)
+        Daemon::start_logged(ctx, name, "warn", args)
+    }
+
+    /// [`Daemon::start`] with the log filter `level`.
+    pub(super) fn start_logged(
+        ctx: &Ctx,
+        name: &str,
+        level: &str,
+        args: &[&str],
+    ) -> Result<Daemon, String> {
+        Daemon::launch(ctx, name, "127.0.0.1:0", "127.0.0.1:0", level, args)
     }
 
     /// [`Daemon::start`] with the STUN/TURN and signaling addresses given
@@ -36,11 +51,23 @@ impl Daemon {
         signaling: &str,
         args: &[&str],
     ) -> Result<Daemon, String> {
+        Daemon::launch(ctx, name, listen, signaling, "warn", args)
+    }
+
+    /// `p2p serve` on `listen` and `signaling` with the log filter `level`.
+    fn launch(
+        ctx: &Ctx,
+        name: &str,
+        listen: &str,
+        signaling: &str,
+        level: &str,
+        args: &[&str],
+    ) -> Result<Daemon, String> {
         let log = ctx.work.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let mut child = Command::new(&ctx.bin)
             .args(["serve", "--listen", listen, "--signaling", signaling])
-            .args(["--metrics", "127.0.0.1:0", "--log", "warn"])
+            .args(["--metrics", "127.0.0.1:0", "--log", level])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -53,7 +80,7 @@ impl Daemon {
                 let _ = tx.send(line);
             }
         });
-        let (mut signaling, mut metrics) = (None, None);
+        let (mut signaling, mut metrics, mut udp, mut tcp) = (None, None, None, None);
         let deadline = Instant::now() + Duration::from_secs(15);
         while signaling.is_none() || metrics.is_none() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -78,11 +105,20 @@ impl Daemon {
             if line.starts_with("p2p serve: metrics on ") {
                 metrics = addr_after("http://");
             }
+            if let Some(a) = line.strip_prefix("p2p serve: STUN over UDP on ") {
+                udp = a.split(',').next().and_then(|a| a.trim().parse().ok());
+            }
+            if let Some(a) = line.strip_prefix("p2p serve: STUN over TCP on ") {
+                tcp = a.split(',').next().and_then(|a| a.trim().parse().ok());
+            }
         }
         Ok(Daemon {
             child,
             signaling: signaling.ok_or("no signaling address")?,
+            udp: udp.ok_or("no STUN UDP address")?,
+            tcp: tcp.ok_or("no STUN TCP address")?,
             metrics: metrics.ok_or("no metrics address")?,
+            log,
         })
     }
 

@@ -64,12 +64,55 @@ fn is_link_local(ip: IpAddr) -> bool {
     }
 }
 
+/// The socket buffer sizes the driver asks for (each way). The OS
+/// defaults (about 208 KiB on Linux) hold under 200 datagrams: a sender
+/// faster than the reader for a few milliseconds overflows them, and every
+/// drop costs SCTP a retransmission. Linux caps the request at
+/// `net.core.rmem_max` / `wmem_max` (and doubles it for bookkeeping).
+pub(super) const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// A UDP socket bound on `addr`, non-blocking, with [`SOCKET_BUFFER`] of
+/// receive and send buffer where the OS grants it: a refusal, or less than
+/// asked, leaves what the OS gives (logged at debug), never an error.
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    for (what, set, get) in [
+        (
+            "SO_RCVBUF",
+            Socket::set_recv_buffer_size as fn(&Socket, usize) -> io::Result<()>,
+            Socket::recv_buffer_size as fn(&Socket) -> io::Result<usize>,
+        ),
+        (
+            "SO_SNDBUF",
+            Socket::set_send_buffer_size,
+            Socket::send_buffer_size,
+        ),
+    ] {
+        match set(&s, SOCKET_BUFFER).and_then(|()| get(&s)) {
+            Ok(n) if n < SOCKET_BUFFER => {
+                tracing::debug!(
+                    "UDP {addr}: {what} {n} bytes (asked {SOCKET_BUFFER}; capped by the OS)"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("UDP {addr}: {what} not set: {e}; the OS default stays"),
+        }
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
 /// Binds one UDP socket per IP (an ephemeral port); IPs that fail to bind
 /// are skipped (an IPv6 address still in DAD, say).
 pub(super) async fn bind_udp(ips: &[IpAddr]) -> Vec<(SocketAddr, Arc<UdpSocket>)> {
     let mut out = Vec::new();
     for ip in ips {
-        match UdpSocket::bind(SocketAddr::new(*ip, 0)).await {
+        match udp_socket(SocketAddr::new(*ip, 0)) {
             Ok(s) => match s.local_addr() {
                 Ok(a) => out.push((a, Arc::new(s))),
                 Err(e) => tracing::debug!("local_addr of {ip}: {e}"),

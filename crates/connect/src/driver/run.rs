@@ -1,5 +1,12 @@
 //! The driver task: signaling, then one loop around the [`Session`].
 
+#[cfg(feature = "upnp")]
+mod upnp;
+#[cfg(not(feature = "upnp"))]
+mod upnp_off;
+#[cfg(not(feature = "upnp"))]
+use upnp_off as upnp;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -22,6 +29,8 @@ use reattach::{attempt_done, Reattached};
 use setup::setup;
 
 use super::channel::{self, ChannelSlot};
+use super::ice_tcp::IceTcp;
+use super::mdns;
 use super::net::Inbound;
 use super::{Channel, ChannelClosed, ChannelInfo, Message, SendError, HIGH_WATER, LOW_WATER};
 use super::{Command, ConnectError, ConnectedInfo, ConnectionEvent, PeerConfig};
@@ -105,7 +114,11 @@ struct Driver {
     peer: String,
     controlling: bool,
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    /// The mDNS socket (it is in `sockets` too), joined on first use.
+    mdns: Option<mdns::MdnsSocket>,
     streams: HashMap<(SocketAddr, Transport), mpsc::Sender<Vec<u8>>>,
+    /// ICE-TCP's listeners and connections, when [`PeerConfig::ice_tcp`].
+    ice_tcp: Option<IceTcp>,
     _tasks: JoinSet<()>,
     inbound: mpsc::Receiver<Inbound>,
     peer_name: Option<String>,
@@ -114,6 +127,8 @@ struct Driver {
     /// The channels handed out, by id.
     channels: HashMap<ChannelId, ChannelSlot>,
     remote_fingerprint: Option<Fingerprint>,
+    /// The UPnP IGD search, then the mapping it made (feature `upnp`).
+    upnp: upnp::Upnp,
 }
 
 /// How the loop ends: a close reason, or (before connecting) an error.
@@ -210,13 +225,14 @@ impl Driver {
             }
             tokio::select! {
                 Some(inb) = self.inbound.recv() => {
-                    let now = Instant::now();
-                    let _ = self.negotiation.handle_input(now, datagram(&inb));
-                    // Take what else is already there before draining.
-                    for _ in 0..64 {
+                    // Take what else is already there, and hand it in as
+                    // one batch before draining.
+                    let mut batch = vec![inb];
+                    while batch.len() < 64 {
                         let Ok(inb) = self.inbound.try_recv() else { break };
-                        let _ = self.negotiation.handle_input(now, datagram(&inb));
+                        batch.push(inb);
                     }
+                    self.negotiation.handle_inputs(Instant::now(), batch.iter().map(datagram));
                 }
                 cmd = ch.commands.recv() => match cmd {
                     None => {
@@ -285,6 +301,7 @@ impl Driver {
                 () = &mut timer => {
                     self.negotiation.handle_timeout(Instant::now());
                 }
+                r = self.upnp.outcome() => self.on_upnp(r).await,
                 _ = async {
                     match checks.as_mut() {
                         Some(t) => t.tick().await,
@@ -520,9 +537,16 @@ impl Driver {
 
     /// Sends one of the session's transmits from its socket or stream.
     async fn transmit(&mut self, t: Transmit) {
+        if let Some(tcp) = self.ice_tcp.as_mut().filter(|tcp| tcp.owns(&t)) {
+            tcp.send(t);
+            return;
+        }
         match t.transport {
             Transport::Udp => {
                 if let Some(s) = self.sockets.get(&t.source) {
+                    if let Some(m) = self.mdns.as_mut().filter(|m| m.local == t.source) {
+                        m.before_send(s);
+                    }
                     if let Err(e) = s.send_to(&t.contents, t.destination).await {
                         tracing::debug!("send {} -> {}: {e}", t.source, t.destination);
                     }
@@ -541,6 +565,7 @@ impl Driver {
     /// [`crate::CLOSE_TIMEOUT`]. Idempotent.
     async fn shutdown(&mut self, ch: &mut Channels) {
         self.negotiation.close(Instant::now());
+        self.upnp.delete().await;
         // A guard in case the clock and the timer disagree.
         let limit = tokio::time::Instant::now() + crate::CLOSE_TIMEOUT * 2;
         loop {

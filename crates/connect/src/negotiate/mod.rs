@@ -34,6 +34,7 @@
 //!   finds no path within it closes the connection
 //!   ([`CloseReason::IceFailed`]).
 
+mod candidates;
 mod restart;
 mod resume;
 mod sdp;
@@ -48,6 +49,7 @@ use p2p_ice::{Candidate, IceState};
 use p2p_proto::{Datagram, Handled, Machine};
 use p2p_signaling::{ClientMsg, ErrorCode, IceCandidate, ServerMsg};
 
+use crate::mdns::{MdnsConfig, MdnsResolver, MdnsResponder};
 use crate::session::{SecureEnd, Session, SessionError, SessionEvent, SessionOutput};
 
 /// How long a bye waits for the peer's SHUTDOWN over the path (which
@@ -92,6 +94,8 @@ enum Trickle {
 pub struct Negotiation {
     config: NegotiationConfig,
     session: Session,
+    /// Both descriptions announce [`crate::HARD_NAT_OPTION`].
+    hard_nat_agreed: bool,
     started: bool,
     /// The signaling connection is up (until [`Negotiation::signaling_lost`]).
     signaling: bool,
@@ -129,6 +133,15 @@ pub struct Negotiation {
     /// The trickle messages of the current ICE generation as sent, to send
     /// again after signaling was interrupted.
     history: Vec<ClientMsg>,
+    /// The resolver of the peer's mDNS names, when the driver has an mDNS
+    /// socket ([`NegotiationConfig::mdns`]).
+    names: Option<MdnsResolver>,
+    /// Our host addresses' names, when hidden ([`NegotiationConfig::mdns_hide`]).
+    hider: Option<MdnsResponder>,
+    /// Candidates that wait for their name to resolve.
+    unresolved: Vec<candidates::Unresolved>,
+    /// The peer's end-of-candidates, held while names resolve.
+    end_held: bool,
     out: VecDeque<NegotiationOutput>,
 }
 
@@ -136,9 +149,17 @@ impl Negotiation {
     /// A negotiation around `session` (not started yet).
     pub fn new(config: NegotiationConfig, session: Session) -> Self {
         let turn_failures = config.turn_failures.clone();
+        let names = config.mdns.map(|local| {
+            MdnsResolver::new(MdnsConfig::new(local).with_timeout(config.mdns_timeout))
+        });
+        let hider = config
+            .mdns
+            .filter(|_| config.mdns_hide)
+            .map(|local| MdnsResponder::new(local, config.mdns_seed));
         Negotiation {
             config,
             session,
+            hard_nat_agreed: false,
             started: false,
             signaling: true,
             remote_ufrag: None,
@@ -160,8 +181,21 @@ impl Negotiation {
             peer_deadline: None,
             path_dead: false,
             history: Vec::new(),
+            names,
+            hider,
+            unresolved: Vec::new(),
+            end_held: false,
             out: VecDeque::new(),
         }
+    }
+
+    /// Whether both peers announced [`crate::HARD_NAT_OPTION`] (ours
+    /// with [`NegotiationConfig::hard_nat`], theirs in their description):
+    /// only then may anything beyond standard ICE be sent to the peer.
+    /// False before the peer's description arrived, and always with a
+    /// browser or another stack.
+    pub fn hard_nat_agreed(&self) -> bool {
+        self.hard_nat_agreed
     }
 
     /// The session (ICE statistics, the selected path).
@@ -215,6 +249,19 @@ impl Negotiation {
         r
     }
 
+    /// Datagrams that arrived together, in order (see
+    /// [`Session::handle_inputs`]): what `handle_input` on each would do,
+    /// with the layers moved once after the batch.
+    pub fn handle_inputs<'a>(
+        &mut self,
+        now: Instant,
+        datagrams: impl IntoIterator<Item = Datagram<'a>>,
+    ) {
+        self.start(now);
+        self.session.handle_inputs(now, datagrams);
+        self.pump(now);
+    }
+
     /// Close one channel (see [`Session::close_channel`]).
     pub fn close_channel(&mut self, now: Instant, channel: ChannelId) -> Result<(), SessionError> {
         let r = self.session.close_channel(now, channel);
@@ -248,6 +295,7 @@ impl Negotiation {
         self.connect_deadline = Some(now + self.config.connect_timeout);
         // The session starts at its first handle_timeout.
         self.session.handle_timeout(now);
+        self.names_timeout(now);
         if self.config.controlling {
             self.describe(now, None);
         }
@@ -294,7 +342,7 @@ impl Negotiation {
 
     /// Our offer (`offer` = None) or our answer to `offer`.
     fn describe(&mut self, now: Instant, offer: Option<&RemoteDescription>) {
-        let (sdp, setup) = match local_description(&self.session, offer) {
+        let (sdp, setup) = match local_description(&self.session, offer, self.config.hard_nat) {
             Ok(d) => d,
             Err(DescriptionError::Local) => return self.fail(now, Failure::BadLocalDescription),
             Err(DescriptionError::Remote(why)) => {
@@ -322,6 +370,7 @@ impl Negotiation {
             }
             Err(DescriptionError::Local) => return self.fail(now, Failure::BadLocalDescription),
         }
+        self.hard_nat_agreed = self.config.hard_nat && d.hard_nat;
         self.set_remote(now, d.ufrag.clone(), d.pwd.clone());
         self.description_candidates(now, &d);
     }
@@ -368,7 +417,9 @@ impl Negotiation {
                         if self.remote_ufrag.as_deref() == Some(offer.ufrag.as_str())
                             && !self.connected
                         {
-                            if let Ok((sdp, _)) = local_description(&self.session, Some(&offer)) {
+                            if let Ok((sdp, _)) =
+                                local_description(&self.session, Some(&offer), self.config.hard_nat)
+                            {
                                 let to = self.config.peer.clone();
                                 self.signal_peer(ClientMsg::Answer { to, sdp, id: None });
                                 for m in self.history.clone() {
@@ -415,7 +466,7 @@ impl Negotiation {
             }
             ServerMsg::EndOfCandidates { from } if from == peer => {
                 if self.remote_ufrag.is_some() {
-                    self.session.end_of_remote_candidates(now);
+                    self.remote_end(now);
                 } else {
                     self.early.push(Early::End);
                 }
@@ -430,6 +481,7 @@ impl Negotiation {
                     self.session.restart(now);
                     self.history.clear();
                     self.early.clear();
+                    self.forget_unresolved();
                     self.set_remote(now, ufrag, pwd);
                     self.restart_deadline
                         .get_or_insert(now + self.config.connect_timeout);
@@ -498,51 +550,8 @@ impl Negotiation {
         for e in std::mem::take(&mut self.early) {
             match e {
                 Early::Candidate(c) => self.add_candidate(now, &c),
-                Early::End => self.session.end_of_remote_candidates(now),
+                Early::End => self.remote_end(now),
             }
-        }
-    }
-
-    fn add_candidate(&mut self, now: Instant, c: &IceCandidate) {
-        if let (Some(tag), Some(current)) = (&c.username_fragment, &self.remote_ufrag) {
-            if tag != current {
-                return; // an older generation
-            }
-        }
-        // The one parse of the line: p2p-sdp's grammar.
-        match p2p_sdp::Candidate::parse(&c.candidate) {
-            Ok(sdp) => self.add_sdp_candidate(now, &sdp),
-            Err(e) => tracing::debug!("remote candidate {:?}: {e}", c.candidate),
-        }
-    }
-
-    /// A remote candidate as p2p-sdp parsed it (trickled, or in the peer's
-    /// description), handed to the session typed.
-    fn add_sdp_candidate(&mut self, now: Instant, sdp: &p2p_sdp::Candidate) {
-        match Candidate::from_sdp(sdp) {
-            Ok(c) => {
-                if let Err(e) = self.session.add_remote_candidate(now, c) {
-                    tracing::debug!("remote candidate {sdp}: {e}");
-                }
-            }
-            // Resolving mDNS names is not done yet: the browser's host
-            // candidate is left out (its srflx and relay ones still work).
-            Err(p2p_ice::CandidateError::MdnsName(name)) => {
-                tracing::debug!("remote candidate {sdp}: skipped (mDNS name {name}, not resolved)");
-            }
-            Err(e) => tracing::debug!("remote candidate {sdp}: {e}"),
-        }
-    }
-
-    fn description_candidates(&mut self, now: Instant, d: &RemoteDescription) {
-        let Some(dc) = d.sd.data_channel() else {
-            return;
-        };
-        for c in dc.candidates() {
-            self.add_sdp_candidate(now, c);
-        }
-        if dc.end_of_candidates() {
-            self.session.end_of_remote_candidates(now);
         }
     }
 
@@ -570,8 +579,9 @@ impl Negotiation {
         }
         match e {
             SessionEvent::LocalCandidate(c) => {
-                // Written once, by p2p-sdp.
-                let line = c.to_string();
+                // Written once, by p2p-sdp (a host address hidden behind
+                // its name when asked).
+                let line = self.signalled_line(&c);
                 self.event(NegotiationEvent::LocalCandidate(line.clone()));
                 let ufrag = self.session.local_credentials().0.to_owned();
                 self.trickle.push(Trickle::Candidate { line, ufrag });
@@ -686,10 +696,18 @@ impl Negotiation {
     /// Move the session's transmits and events into the output queue
     /// until nothing moves, and send what trickle allows.
     fn pump(&mut self, now: Instant) {
-        while let Some(o) = self.session.poll_output() {
-            match o {
-                SessionOutput::Transmit(t) => self.out.push_back(NegotiationOutput::Transmit(t)),
-                SessionOutput::Event(e) => self.session_event(now, e),
+        loop {
+            while let Some(o) = self.session.poll_output() {
+                match o {
+                    SessionOutput::Transmit(t) => {
+                        self.out.push_back(NegotiationOutput::Transmit(t))
+                    }
+                    SessionOutput::Event(e) => self.session_event(now, e),
+                }
+            }
+            // Names that resolved become candidates: the session speaks again.
+            if !self.pump_names(now) {
+                break;
             }
         }
         self.flush_trickle();
@@ -701,7 +719,9 @@ impl Machine for Negotiation {
 
     fn handle_input(&mut self, now: Instant, datagram: Datagram<'_>) -> Handled {
         self.start(now);
-        let _ = self.session.handle_input(now, datagram);
+        if self.names_input(now, &datagram) == Handled::NotMine {
+            let _ = self.session.handle_input(now, datagram);
+        }
         self.pump(now);
         Handled::Taken
     }
@@ -737,6 +757,7 @@ impl Machine for Negotiation {
         if self.session.poll_timeout().is_some_and(|t| t <= now) {
             self.session.handle_timeout(now);
         }
+        self.names_timeout(now);
         self.pump(now);
     }
 
@@ -758,7 +779,8 @@ impl Machine for Negotiation {
                 .flatten()
                 .min()
         };
-        [self.session.poll_timeout(), deadline]
+        let names = self.names.as_ref().and_then(Machine::poll_timeout);
+        [self.session.poll_timeout(), deadline, names]
             .into_iter()
             .flatten()
             .min()

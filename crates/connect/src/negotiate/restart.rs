@@ -38,6 +38,7 @@ impl Negotiation {
         self.session.restart(now);
         self.remote_ufrag = None;
         self.early.clear();
+        self.forget_unresolved();
         self.history.clear();
         self.restart_pending = true;
         self.event(NegotiationEvent::Restarting);

@@ -27,6 +27,8 @@ pub(super) struct RemoteDescription {
     pub(super) fingerprints: Vec<Fingerprint>,
     pub(super) sctp_port: u16,
     pub(super) max_message_size: Option<u32>,
+    /// Whether its `a=ice-options` carry [`crate::HARD_NAT_OPTION`].
+    pub(super) hard_nat: bool,
 }
 
 impl RemoteDescription {
@@ -92,6 +94,9 @@ pub(super) fn parse_description(
     let sctp_port = dc.sctp_port().unwrap_or(p2p_datachannel::DEFAULT_SCTP_PORT);
     // Beyond 4 GiB is no limit a u32 can say: treat it as none (0).
     let max_message_size = dc.max_message_size().map(|n| u32::try_from(n).unwrap_or(0));
+    let hard_nat = sd
+        .ice_options_for(dc)
+        .is_some_and(|o| o.iter().any(|t| t.to_string() == crate::HARD_NAT_OPTION));
     let sd_owned = sd.clone();
     Ok(RemoteDescription {
         sd: sd_owned,
@@ -101,6 +106,7 @@ pub(super) fn parse_description(
         fingerprints: vec![fingerprint],
         sctp_port,
         max_message_size,
+        hard_nat,
     })
 }
 
@@ -111,6 +117,7 @@ pub(super) fn parse_description(
 pub(super) fn local_description(
     session: &Session,
     offer: Option<&RemoteDescription>,
+    hard_nat: bool,
 ) -> Result<(String, Setup), DescriptionError> {
     let (u, p) = session.local_credentials();
     let (Ok(ufrag), Ok(pwd)) = (Ufrag::new(u), Pwd::new(p)) else {
@@ -139,6 +146,10 @@ pub(super) fn local_description(
     let mut params = DataChannelParams::new(ufrag, pwd, fingerprint, sdp_setup, session_id);
     params.sctp_port = sctp_port;
     params.max_message_size = Some(u64::from(max_message_size));
+    if hard_nat {
+        params.extra_ice_options =
+            vec![p2p_sdp::IceOption::Other(crate::HARD_NAT_OPTION.to_owned())];
+    }
     let sdp = match offer {
         None => SessionDescription::offer_data_channel(&params).to_string(),
         Some(o) => SessionDescription::answer_data_channel(&o.sd, &params)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use p2p_datachannel::ChannelEvent;
 use p2p_dtls::{DtlsVersion, Fingerprint};
 use p2p_ice::IceState;
-use p2p_proto::{Output, Transmit};
+use p2p_proto::{Output, Transmit, Transport};
 use p2p_signaling::ClientMsg;
 
 use crate::session::PathEnd;
@@ -25,8 +25,16 @@ impl fmt::Display for SelectedPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} <-> {} {}",
-            self.local.kind, self.local.address, self.remote.kind, self.remote.address
+            "{} {} <-> {} {}{}",
+            self.local.kind,
+            self.local.address,
+            self.remote.kind,
+            self.remote.address,
+            if self.local.transport == Transport::Tcp {
+                " over TCP"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -249,6 +257,27 @@ pub struct NegotiationConfig {
     /// With [`NegotiationConfig::reconnect`]: how long a peer that left
     /// before we connected has to come back. Default 10 s.
     pub peer_grace: Duration,
+    /// Announce [`HARD_NAT_OPTION`](crate::HARD_NAT_OPTION) in our
+    /// `a=ice-options` (default true). Only when both peers announce it
+    /// may they use what goes beyond standard ICE between them (see
+    /// [`Negotiation::hard_nat_agreed`](crate::Negotiation::hard_nat_agreed));
+    /// false is the switch that turns it all off.
+    pub hard_nat: bool,
+    /// The driver's mDNS socket (see [`crate::mdns`]): the peer's
+    /// candidates named `<name>.local` are resolved through it. `None`
+    /// (the default): such candidates are left out.
+    pub mdns: Option<SocketAddr>,
+    /// How long a name is asked for before its candidates are left out.
+    /// Default [`crate::mdns::DEFAULT_TIMEOUT`] (5 s).
+    pub mdns_timeout: Duration,
+    /// Hide our host addresses behind generated `<uuid>.local` names
+    /// (draft-ietf-mmusic-mdns-ice-candidates), answering the LAN's mDNS
+    /// queries for them on [`NegotiationConfig::mdns`] (which must be the
+    /// mDNS port, joined to the group); related addresses are signalled
+    /// as `0.0.0.0`. Default off (browsers do it by default).
+    pub mdns_hide: bool,
+    /// The seed of the generated names (`None`: OS entropy).
+    pub mdns_seed: Option<u64>,
 }
 
 impl NegotiationConfig {
@@ -263,6 +292,11 @@ impl NegotiationConfig {
             turn_failures: Vec::new(),
             reconnect: false,
             peer_grace: Duration::from_secs(10),
+            hard_nat: true,
+            mdns: None,
+            mdns_timeout: crate::mdns::DEFAULT_TIMEOUT,
+            mdns_hide: false,
+            mdns_seed: None,
         }
     }
 }

@@ -16,16 +16,18 @@
 //! There is no plaintext mode: application data exists only as messages of
 //! data channels ([`Session::open_channel`], [`SessionEvent::Channel`]).
 
+mod portmap;
 mod relays;
 mod secure;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use p2p_datachannel::{ChannelError, ChannelEvent, ChannelId, ChannelOptions};
 use p2p_dtls::{Certificate, CertificateError, DtlsVersion, Fingerprint};
 use p2p_ice::{Candidate, CandidateKind, IceAgent, IceConfig, IceEvent, IceOutput, IceState};
+use p2p_portmap::PortMapper;
 use p2p_proto::{Datagram, FiveTuple, Handled, Machine, Output, Transmit, Transport};
 use p2p_turn::ClientOutput;
 
@@ -45,6 +47,11 @@ pub struct TurnServerConfig {
     pub username: String,
     /// Long-term credential password.
     pub password: String,
+    /// Over IPv4, ask for an IPv6 relayed address besides the IPv4 one
+    /// (RFC 8656 ADDITIONAL-ADDRESS-FAMILY): two relayed candidates, so a
+    /// peer with IPv6 only reaches us through the relay. A server without
+    /// IPv6 relays grants IPv4 alone. Default off.
+    pub dual_family: bool,
 }
 
 impl TurnServerConfig {
@@ -60,7 +67,14 @@ impl TurnServerConfig {
             transport,
             username: username.into(),
             password: password.into(),
+            dual_family: false,
         }
+    }
+
+    /// Sets [`TurnServerConfig::dual_family`].
+    pub fn with_dual_family(mut self, yes: bool) -> Self {
+        self.dual_family = yes;
+        self
     }
 }
 
@@ -75,6 +89,13 @@ pub struct SessionConfig {
     pub ice: IceConfig,
     /// Local host addresses (bound sockets) to use as host candidates.
     pub hosts: Vec<SocketAddr>,
+    /// Host candidates over TCP (ICE-TCP, RFC 6544): a passive one at the
+    /// address of a listening socket (its connections' datagrams come in
+    /// with that address as destination), an active one from the IP of its
+    /// address (the port is ignored: transmits carry `IP:9`, and the caller
+    /// opens or reuses a connection from that IP; see
+    /// [`p2p_ice::Candidate::host_tcp`]). Empty by default.
+    pub tcp_hosts: Vec<(SocketAddr, p2p_ice::TcpType)>,
     /// STUN servers for server-reflexive candidates.
     pub stun_servers: Vec<SocketAddr>,
     /// TURN servers for relayed candidates.
@@ -88,6 +109,12 @@ pub struct SessionConfig {
     pub max_message_size: u32,
     /// Seed for the TURN clients, DTLS and SCTP; `None` for OS entropy.
     pub rng_seed: Option<u64>,
+    /// Host sockets whose port to have mapped on the local router, each
+    /// with the router to ask (PCP, then NAT-PMP, on its port 5351): a
+    /// mapping the router grants is offered as a server-reflexive
+    /// candidate and deleted on close. Empty (the default): nothing is
+    /// asked. Ignored by a relay-only policy.
+    pub port_mapping: Vec<(SocketAddr, IpAddr)>,
 }
 
 impl SessionConfig {
@@ -97,12 +124,14 @@ impl SessionConfig {
         SessionConfig {
             ice,
             hosts: Vec::new(),
+            tcp_hosts: Vec::new(),
             stun_servers: Vec::new(),
             turn_servers: Vec::new(),
             certificate: None,
             sctp_port: p2p_datachannel::DEFAULT_SCTP_PORT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             rng_seed: None,
+            port_mapping: Vec::new(),
         }
     }
 }
@@ -114,6 +143,9 @@ pub struct PathEnd {
     pub kind: CandidateKind,
     /// The candidate's address.
     pub address: SocketAddr,
+    /// The candidate's transport: UDP, or TCP on an ICE-TCP path (RFC
+    /// 6544). A relayed end is UDP whatever carries it to its server.
+    pub transport: Transport,
 }
 
 /// What the application should know.
@@ -140,6 +172,23 @@ pub enum SessionEvent {
         server: SocketAddr,
         /// The relayed address.
         relayed: SocketAddr,
+    },
+    /// The router mapped a port to one of our sockets
+    /// ([`SessionConfig::port_mapping`]): `external` is offered as a
+    /// server-reflexive candidate.
+    PortMapped {
+        /// Our socket.
+        internal: SocketAddr,
+        /// The router's external address and port that forwards to it.
+        external: SocketAddr,
+    },
+    /// The router mapped nothing (it offers no PCP or NAT-PMP, it refused,
+    /// or a mapping could not be renewed).
+    PortMapFailed {
+        /// The router asked.
+        gateway: IpAddr,
+        /// What went wrong.
+        reason: String,
     },
     /// A TURN allocation failed (bad credentials, quota, no answer ...).
     TurnFailed {
@@ -237,8 +286,11 @@ pub struct Session {
     agent: IceAgent,
     /// Host sockets and STUN servers, given to the agent when it starts.
     hosts: Vec<SocketAddr>,
+    tcp_hosts: Vec<(SocketAddr, p2p_ice::TcpType)>,
     stun_servers: Vec<SocketAddr>,
     relays: Vec<Relay>,
+    /// Port mappers, one per IPv4 host socket, when a gateway is known.
+    mappers: Vec<PortMapper>,
     by_relayed: HashMap<SocketAddr, usize>,
     secure: Secure,
     out: VecDeque<SessionOutput>,
@@ -250,6 +302,9 @@ pub struct Session {
     /// Then the TURN allocations are deleted: when to give up waiting for
     /// the TURN servers.
     closing: Option<Instant>,
+    /// Inside [`Session::handle_inputs`]: DTLS records are fed, and the
+    /// layers above move once, after the batch.
+    batching: bool,
     /// [`SessionEvent::Closed`] was queued.
     closed: bool,
 }
@@ -259,10 +314,11 @@ impl Session {
     /// certificate unless the configuration has one.
     pub fn new(config: SessionConfig) -> Result<Self, SessionError> {
         let agent = IceAgent::new(config.ice.clone());
-        let (hosts, stun_servers) = if config.ice.relay_only {
-            (Vec::new(), Vec::new())
+        let (hosts, tcp_hosts, stun_servers) = if config.ice.relay_only {
+            (Vec::new(), Vec::new(), Vec::new())
         } else {
-            (config.hosts.clone(), config.stun_servers.clone())
+            let s = config.stun_servers.clone();
+            (config.hosts.clone(), config.tcp_hosts.clone(), s)
         };
         let mut relays = Vec::new();
         for (i, t) in config.turn_servers.iter().enumerate() {
@@ -278,6 +334,11 @@ impl Session {
             let seed = config.rng_seed.map(|s| s.wrapping_add(i as u64 + 1));
             relays.push(Relay::new(t.clone(), local, seed));
         }
+        let mappers = if config.ice.relay_only {
+            Vec::new()
+        } else {
+            portmap::mappers(&config.port_mapping, config.rng_seed)
+        };
         let certificate = match config.certificate {
             Some(c) => c,
             None => Certificate::generate()?,
@@ -291,8 +352,10 @@ impl Session {
         Ok(Session {
             agent,
             hosts,
+            tcp_hosts,
             stun_servers,
             relays,
+            mappers,
             by_relayed: HashMap::new(),
             secure,
             out: VecDeque::new(),
@@ -301,6 +364,7 @@ impl Session {
             rng_seed: config.rng_seed,
             close_asked: false,
             closing: None,
+            batching: false,
             closed: false,
         })
     }
@@ -312,6 +376,10 @@ impl Session {
             // A host given twice is redundant: the agent keeps one.
             let _ = self.agent.add_local_candidate(now, Candidate::host(*host));
         }
+        for (host, tcp_type) in &self.tcp_hosts {
+            let c = Candidate::host_tcp(*host, *tcp_type);
+            let _ = self.agent.add_local_candidate(now, c);
+        }
         for s in &self.stun_servers {
             self.agent.add_stun_server(now, *s);
         }
@@ -319,6 +387,8 @@ impl Session {
             // A TURN client starts allocating at its first handle_timeout.
             r.client.handle_timeout(now);
         }
+        // So does a port mapper.
+        self.portmap_timeout(now);
     }
 
     /// Our ICE username fragment and password, to send to the peer.
@@ -464,6 +534,49 @@ impl Session {
         Ok(id)
     }
 
+    /// Several datagrams that arrived together (one socket read or one
+    /// wakeup of the driver), handled as [`Machine::handle_input`] handles
+    /// each, in order; the layers move once after the last. The same
+    /// outputs come out, fewer times: the data channels' SCTP gathers what
+    /// to send once per batch (each gather walks its whole in-flight
+    /// queue), not once per datagram.
+    pub fn handle_inputs<'a>(
+        &mut self,
+        now: Instant,
+        datagrams: impl IntoIterator<Item = Datagram<'a>>,
+    ) {
+        self.batching = true;
+        for d in datagrams {
+            let _ = self.take_input(now, d);
+        }
+        self.batching = false;
+        self.secure.flush(now);
+        self.pump(now);
+    }
+
+    /// One datagram in, nothing moved on (see `handle_input`); false when
+    /// nothing took it (closing), so nothing needs moving.
+    fn take_input(&mut self, now: Instant, d: Datagram<'_>) -> bool {
+        // From a TURN server: the client of that server, local socket and
+        // transport (two configurations may name one server over UDP and
+        // TCP). During a restart an old allocation and its probe share the
+        // connection; the probe only takes answers to its own requests.
+        for r in self.relays.iter_mut().filter(|r| r.owns(&d)) {
+            if r.client.handle_input(now, d).is_taken() {
+                return true;
+            }
+        }
+        // From the router's PCP/NAT-PMP port to a mapped socket.
+        if self.portmap_input(now, d) {
+            return true;
+        }
+        if self.closing.is_some() {
+            return false;
+        }
+        self.inner_input(now, d.transport, d.source, d.destination, d.contents);
+        true
+    }
+
     /// Send one message on a channel: a string (`binary` false) or binary
     /// message, delivered whole.
     pub fn send(
@@ -540,6 +653,7 @@ impl Session {
             // being granted is deleted by the client once granted.
             let _ = r.client.close(now);
         }
+        self.portmap_close(now);
         // Whatever the agent had queued is not sent any more.
         while self.agent.poll_output().is_some() {}
         true
@@ -572,8 +686,12 @@ impl Session {
                 let _ = self.agent.handle_input(now, d);
             }
             Some(20..=63) if self.agent.accepts_data(destination, source) => {
-                let path = FiveTuple::new(Transport::Udp, destination, source);
-                self.secure.handle_record(now, path, contents);
+                let path = FiveTuple::new(transport, destination, source);
+                if self.batching {
+                    self.secure.feed_record(now, path, contents);
+                } else {
+                    self.secure.handle_record(now, path, contents);
+                }
             }
             _ => {}
         }
@@ -596,9 +714,12 @@ impl Session {
                 }
             }
             moved |= self.drain_secure(now);
+            moved |= self.drain_portmap(now);
             if let Some(deadline) = self.closing {
                 // Closing: the agent is silent; only the deletions go out.
-                if !self.closed && (now >= deadline || self.allocations_gone()) {
+                if !self.closed
+                    && (now >= deadline || (self.allocations_gone() && self.portmap_closed()))
+                {
                     self.closed = true;
                     self.event(SessionEvent::Closed);
                 }
@@ -620,7 +741,11 @@ impl Session {
                     _ => {}
                 }
             }
-            if !self.gathering_ended && self.started && self.relays.iter().all(|r| r.done) {
+            if !self.gathering_ended
+                && self.started
+                && self.relays.iter().all(|r| r.done)
+                && self.portmap_settled()
+            {
                 self.gathering_ended = true;
                 self.agent.end_of_local_candidates();
                 moved = true;
@@ -674,7 +799,7 @@ impl Session {
                     self.bind_channel(now, local.address(), remote.address());
                 }
                 // DTLS goes where ICE goes.
-                let path = FiveTuple::new(Transport::Udp, local.base(), remote.address());
+                let path = FiveTuple::new(local.transport(), local.base(), remote.address());
                 self.secure.set_path(now, path);
                 self.event(SessionEvent::SelectedPair {
                     local: end(&local),
@@ -693,21 +818,9 @@ impl Machine for Session {
     /// A datagram arrived on one of our sockets (or, for a TURN server
     /// reached over TCP/TLS, a whole message on that connection).
     fn handle_input(&mut self, now: Instant, d: Datagram<'_>) -> Handled {
-        // From a TURN server: the client of that server, local socket and
-        // transport (two configurations may name one server over UDP and
-        // TCP). During a restart an old allocation and its probe share the
-        // connection; the probe only takes answers to its own requests.
-        for r in self.relays.iter_mut().filter(|r| r.owns(&d)) {
-            if r.client.handle_input(now, d).is_taken() {
-                self.pump(now);
-                return Handled::Taken;
-            }
+        if self.take_input(now, d) {
+            self.pump(now);
         }
-        if self.closing.is_some() {
-            return Handled::Taken;
-        }
-        self.inner_input(now, d.transport, d.source, d.destination, d.contents);
-        self.pump(now);
         Handled::Taken
     }
 
@@ -722,6 +835,7 @@ impl Machine for Session {
         for r in self.relays.iter_mut().filter(|r| !r.retired) {
             r.client.handle_timeout(now);
         }
+        self.portmap_timeout(now);
         self.pump(now);
     }
 
@@ -737,7 +851,8 @@ impl Machine for Session {
             .relays
             .iter()
             .filter(|r| !r.retired)
-            .filter_map(|r| r.client.poll_timeout());
+            .filter_map(|r| r.client.poll_timeout())
+            .chain(self.portmap_poll_timeout());
         match self.closing {
             Some(deadline) => relays.chain(Some(deadline)).min(),
             None => relays
@@ -752,5 +867,6 @@ fn end(c: &Candidate) -> PathEnd {
     PathEnd {
         kind: c.kind(),
         address: c.address(),
+        transport: c.transport(),
     }
 }

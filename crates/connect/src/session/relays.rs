@@ -38,6 +38,8 @@ impl Relay {
     pub(super) fn new(config: TurnServerConfig, local: SocketAddr, seed: Option<u64>) -> Relay {
         let mut cc = ClientConfig::new(local, config.server, &config.username, &config.password);
         cc.transport = config.transport;
+        // ADDITIONAL-ADDRESS-FAMILY asks for IPv6 only (RFC 8656 §7.2).
+        cc.dual_stack = config.dual_family && config.server.is_ipv4();
         cc.rng_seed = seed;
         Relay {
             config,
@@ -58,6 +60,17 @@ impl Relay {
     fn candidate(&self, relayed: SocketAddr) -> Candidate {
         let related = self.client.mapped_address().or(Some(self.local));
         Candidate::relayed(relayed, related, self.config.server.ip())
+    }
+
+    /// The relayed address of `peer`'s family (a dual-family allocation
+    /// has one of each), else the first one.
+    fn relayed_for(&self, peer: IpAddr) -> Option<SocketAddr> {
+        let all = self.client.relayed_addresses();
+        all.iter()
+            .find(|a| a.is_ipv4() == peer.is_ipv4())
+            .or(all.first())
+            .copied()
+            .or(self.relayed)
     }
 
     /// Whether a datagram from the network belongs to this relay's server
@@ -152,7 +165,9 @@ impl Session {
     pub(super) fn route(&mut self, now: Instant, t: Transmit) -> Result<(), SessionError> {
         match self.by_relayed.get(&t.source) {
             None => {
-                self.out.push_back(SessionOutput::Transmit(Transmit::udp(
+                // A host base: UDP, or TCP on an ICE-TCP pair.
+                self.out.push_back(SessionOutput::Transmit(Transmit::new(
+                    t.transport,
                     t.source,
                     t.destination,
                     t.contents,
@@ -178,7 +193,10 @@ impl Session {
             .iter()
             .copied()
             .filter(|ip| {
-                r.relayed.is_some_and(|a| a.is_ipv4() == ip.is_ipv4())
+                r.client
+                    .relayed_addresses()
+                    .iter()
+                    .any(|a| a.is_ipv4() == ip.is_ipv4())
                     && !r.permitted.contains(ip)
                     && !r.refused.contains(ip)
             })
@@ -297,7 +315,7 @@ impl Session {
                 }
             }
             ClientEvent::Data { peer, data } => {
-                if let Some(relayed) = self.relays[i].relayed {
+                if let Some(relayed) = self.relays[i].relayed_for(peer.ip()) {
                     self.inner_input(now, Transport::Udp, peer, relayed, &data);
                 }
             }

@@ -226,6 +226,15 @@ impl Secure {
     /// A DTLS record arrived on `path` (as the receiver sees it: local is
     /// ours).
     pub(crate) fn handle_record(&mut self, now: Instant, path: FiveTuple, record: &[u8]) {
+        self.feed_record(now, path, record);
+        self.pump(now);
+    }
+
+    /// [`handle_record`](Self::handle_record) without moving anything
+    /// between the layers: the caller [`flush`](Self::flush)es once after
+    /// a batch. SCTP then takes the whole batch before it gathers what to
+    /// send, once: each of its gathers walks the whole in-flight queue.
+    pub(crate) fn feed_record(&mut self, now: Instant, path: FiveTuple, record: &[u8]) {
         if self.ended {
             return;
         }
@@ -249,6 +258,10 @@ impl Secure {
         }
         let d = Datagram::new(path.transport, path.remote, path.local, record);
         let _ = dtls.handle_input(now, d);
+    }
+
+    /// Moves what records fed since the last pump left between the layers.
+    pub(crate) fn flush(&mut self, now: Instant) {
         self.pump(now);
     }
 

@@ -31,6 +31,8 @@ use p2p_turn::{
 
 /// The public STUN/TURN server.
 pub const SERVER_IP: &str = "203.0.113.1";
+/// Its IPv6 address (it is dual-stack).
+pub const SERVER_IP6: &str = "2001:db8:ff::1";
 /// Its listening port (STUN Binding and TURN).
 pub const SERVER_PORT: u16 = 3478;
 /// How often a node with a selected path sends a ping.
@@ -46,6 +48,11 @@ pub fn sa(s: &str) -> SocketAddr {
 
 pub fn server_addr() -> SocketAddr {
     SocketAddr::new(ip(SERVER_IP), SERVER_PORT)
+}
+
+/// The server's IPv6 address and port.
+pub fn server_addr6() -> SocketAddr {
+    SocketAddr::new(ip(SERVER_IP6), SERVER_PORT)
 }
 
 // ------------------------------------------------------------------ signalling
@@ -394,11 +401,13 @@ impl TurnNode {
     /// each other (relay-to-relay; the default refuses the server's own
     /// addresses as peers).
     pub fn new(t0: Instant) -> Self {
-        let own = ip(SERVER_IP);
+        let (own, own6) = (ip(SERVER_IP), ip(SERVER_IP6));
         let mut config = ServerConfig::new("sim.example");
         config.rng_seed = Some(99);
-        config.peer_policy = PeerPolicy::new().allow(Cidr::host(own));
-        config.relayed_ips = vec![own];
+        config.peer_policy = PeerPolicy::new()
+            .allow(Cidr::host(own))
+            .allow(Cidr::host(own6));
+        config.relayed_ips = vec![own, own6];
         config.relayed_ports = 50000..=50999;
         let users = StaticUsers::new()
             .with_user("alice", "secret")
@@ -481,6 +490,19 @@ pub enum Placement {
     SameLanAsA,
     /// A public address behind a firewall that drops all UDP: TURN over TCP.
     UdpBlocked,
+    /// IPv6 only, a global address, no firewall.
+    V6Public,
+    /// IPv6 only, behind a home router's RFC 6092 stateful firewall: no
+    /// NAT66, address-and-port-dependent filtering (what Linux conntrack
+    /// does with `ESTABLISHED,RELATED`).
+    V6Firewall,
+    /// A dual-stack home router: IPv4 behind its NAT (EIM, APDF), IPv6
+    /// behind its firewall (as [`Placement::V6Firewall`]).
+    DualStack,
+    /// A public address behind a firewall that drops all UDP and lets TCP
+    /// connections out, none in: TURN over TCP, and ICE-TCP's active
+    /// candidate when the run asks for ICE-TCP.
+    TcpOutOnly,
 }
 
 impl fmt::Display for Placement {
@@ -490,6 +512,10 @@ impl fmt::Display for Placement {
             Placement::Nat(m, fl) => write!(f, "{}/{}", m.mapping_name(), fl.filtering_name()),
             Placement::SameLanAsA => f.write_str("same LAN"),
             Placement::UdpBlocked => f.write_str("UDP blocked"),
+            Placement::V6Public => f.write_str("IPv6 public"),
+            Placement::V6Firewall => f.write_str("IPv6 firewall"),
+            Placement::DualStack => f.write_str("dual-stack EIM/APDF + IPv6 firewall"),
+            Placement::TcpOutOnly => f.write_str("UDP blocked, TCP out only"),
         }
     }
 }
@@ -554,6 +580,14 @@ pub struct Opts {
     pub hold_back: Option<(Duration, Vec<CandidateKind>)>,
     /// Give up connecting after this much simulated time.
     pub max_connect: Duration,
+    /// ICE-TCP: every host also has a passive TCP candidate (port + 2000)
+    /// and an active one.
+    pub ice_tcp: bool,
+    /// Allocations over IPv4 ask for an IPv6 relayed address too (RFC 8656
+    /// ADDITIONAL-ADDRESS-FAMILY).
+    pub dual_family: bool,
+    /// Whether B has the TURN server (A always has).
+    pub turn_b: bool,
 }
 
 impl Default for Opts {
@@ -567,6 +601,9 @@ impl Default for Opts {
             port_allocation: PortAllocation::Preserving,
             hold_back: None,
             max_connect: Duration::from_secs(60),
+            ice_tcp: false,
+            dual_family: false,
+            turn_b: true,
         }
     }
 }
@@ -593,78 +630,159 @@ impl Pair {
         let t0 = Instant::now();
         let mut sim = Sim::new(t0, opts.seed);
         sim.set_default_link(opts.link.clone());
-        let server = sim.add_host([ip(SERVER_IP)], Realm::Public, TurnNode::new(t0));
+        let server = sim.add_host(
+            [ip(SERVER_IP), ip(SERVER_IP6)],
+            Realm::Public,
+            TurnNode::new(t0),
+        );
 
         let mut nat_a = None;
         let mut nat_b = None;
-        let nat = |sim: &mut Sim, ext: &str, m: Behaviour, f: Behaviour| {
-            sim.add_nat(NatConfig {
-                port_allocation: opts.port_allocation,
-                ..NatConfig::new(ip(ext), m, f)
-            })
+        let nat = |sim: &mut Sim, exts: &[&str], m: Behaviour, f: Behaviour| {
+            let mut c = NatConfig::new(ip(exts[0]), m, f);
+            c.external_ips = exts.iter().map(|e| ip(e)).collect();
+            c.port_allocation = opts.port_allocation;
+            sim.add_nat(c)
         };
-        // (host address, realm, TURN transport)
-        let (addr_a, realm_a, tr_a) = match a {
-            Placement::Public => (sa("198.51.100.10:5000"), Realm::Public, Transport::Udp),
-            Placement::Nat(m, f) => {
-                let n = nat(&mut sim, "198.51.100.1", m, f);
-                nat_a = Some(n);
-                (sa("10.0.1.2:5000"), Realm::Nat(n), Transport::Udp)
-            }
-            Placement::UdpBlocked => (
-                sa("192.0.2.10:5000"),
-                Realm::Firewall(Firewall { udp_blocked: true }),
-                Transport::Tcp,
-            ),
-            Placement::SameLanAsA => unreachable!("checked above"),
-        };
-        let (addr_b, realm_b, tr_b) = match b {
-            Placement::Public => (sa("198.51.100.20:6000"), Realm::Public, Transport::Udp),
-            Placement::Nat(m, f) => {
-                let n = nat(&mut sim, "198.51.100.2", m, f);
-                nat_b = Some(n);
-                (sa("10.0.2.2:6000"), Realm::Nat(n), Transport::Udp)
-            }
-            Placement::SameLanAsA => {
-                let n = nat_a.expect("same LAN needs A behind a NAT");
-                nat_b = Some(n);
-                (sa("10.0.1.3:6000"), Realm::Nat(n), Transport::Udp)
-            }
-            Placement::UdpBlocked => (
-                sa("192.0.2.20:6000"),
-                Realm::Firewall(Firewall { udp_blocked: true }),
-                Transport::Tcp,
-            ),
-        };
-
-        let session =
-            |ice: &IceConfig, host: SocketAddr, tr: Transport, user: &str, pw: &str, seed: u64| {
-                let mut c = SessionConfig::new(ice.clone().with_seed(seed));
-                c.hosts = vec![host];
-                c.stun_servers = vec![server_addr()];
-                c.turn_servers = vec![TurnServerConfig::new(server_addr(), tr, user, pw)];
-                c.rng_seed = Some(seed);
-                Session::new(c).expect("session")
+        // (host addresses, realm, TURN transport), for A (0) or B (1).
+        let mut place = |sim: &mut Sim, p: Placement, side: usize| {
+            let n = |v4: &str, v6: &str| {
+                let port = 5000 + 1000 * side as u16;
+                let v4 = SocketAddr::new(ip(v4), port);
+                let v6 = SocketAddr::new(ip(v6), port);
+                (v4, v6)
             };
+            let (ext, lan, v6) = if side == 0 {
+                ("198.51.100.1", "10.0.1.2", "2001:db8:1::2")
+            } else {
+                ("198.51.100.2", "10.0.2.2", "2001:db8:2::2")
+            };
+            match p {
+                Placement::Public => {
+                    let a = if side == 0 {
+                        "198.51.100.10"
+                    } else {
+                        "198.51.100.20"
+                    };
+                    (vec![n(a, v6).0], Realm::Public, Transport::Udp)
+                }
+                Placement::Nat(m, f) => {
+                    let id = nat(sim, &[ext], m, f);
+                    if side == 0 {
+                        nat_a = Some(id)
+                    } else {
+                        nat_b = Some(id)
+                    }
+                    (vec![n(lan, v6).0], Realm::Nat(id), Transport::Udp)
+                }
+                Placement::SameLanAsA => {
+                    let id = nat_a.expect("same LAN needs A behind a NAT");
+                    nat_b = Some(id);
+                    (vec![sa("10.0.1.3:6000")], Realm::Nat(id), Transport::Udp)
+                }
+                Placement::UdpBlocked => {
+                    let a = if side == 0 {
+                        "192.0.2.10"
+                    } else {
+                        "192.0.2.20"
+                    };
+                    let realm = Realm::Firewall(Firewall {
+                        udp_blocked: true,
+                        ..Firewall::default()
+                    });
+                    (vec![n(a, v6).0], realm, Transport::Tcp)
+                }
+                Placement::V6Public => (vec![n(lan, v6).1], Realm::Public, Transport::Udp),
+                Placement::TcpOutOnly => {
+                    let a = if side == 0 {
+                        "192.0.2.10"
+                    } else {
+                        "192.0.2.20"
+                    };
+                    let realm = Realm::Firewall(Firewall {
+                        udp_blocked: true,
+                        tcp_out_only: true,
+                    });
+                    (vec![n(a, v6).0], realm, Transport::Tcp)
+                }
+                Placement::V6Firewall | Placement::DualStack => {
+                    // The host's own IPv6 address is the router's "external"
+                    // one: no translation, the filter alone.
+                    let (m, f) = (
+                        Behaviour::EndpointIndependent,
+                        Behaviour::AddressAndPortDependent,
+                    );
+                    let (hosts, exts) = if p == Placement::DualStack {
+                        (vec![n(lan, v6).0, n(lan, v6).1], vec![ext, v6])
+                    } else {
+                        (vec![n(lan, v6).1], vec![v6])
+                    };
+                    let id = nat(sim, &exts, m, f);
+                    if side == 0 {
+                        nat_a = Some(id)
+                    } else {
+                        nat_b = Some(id)
+                    }
+                    (hosts, Realm::Nat(id), Transport::Udp)
+                }
+            }
+        };
+        let (ice_tcp, dual_family) = (opts.ice_tcp, opts.dual_family);
+        let (addr_a, realm_a, tr_a) = place(&mut sim, a, 0);
+        let (addr_b, realm_b, tr_b) = place(&mut sim, b, 1);
+
+        let session = |ice: &IceConfig,
+                       hosts: &[SocketAddr],
+                       tr: Transport,
+                       user: &str,
+                       pw: &str,
+                       seed: u64,
+                       with_turn: bool| {
+            let mut c = SessionConfig::new(ice.clone().with_seed(seed));
+            c.hosts = hosts.to_vec();
+            if ice_tcp {
+                for h in hosts {
+                    let passive = SocketAddr::new(h.ip(), h.port() + 2000);
+                    c.tcp_hosts.push((passive, p2p_ice::TcpType::Passive));
+                    c.tcp_hosts.push((*h, p2p_ice::TcpType::Active));
+                }
+            }
+            let v4 = hosts.iter().any(SocketAddr::is_ipv4);
+            let v6 = hosts.iter().any(SocketAddr::is_ipv6);
+            c.stun_servers = [(v4, server_addr()), (v6, server_addr6())]
+                .into_iter()
+                .filter_map(|(has, s)| has.then_some(s))
+                .collect();
+            // One allocation, over IPv4 when the host has it.
+            let turn = if v4 { server_addr() } else { server_addr6() };
+            if with_turn {
+                let t = TurnServerConfig::new(turn, tr, user, pw).with_dual_family(dual_family);
+                c.turn_servers = vec![t];
+            }
+            c.rng_seed = Some(seed);
+            Session::new(c).expect("session")
+        };
         let sa_ = session(
             &opts.ice_a,
-            addr_a,
+            &addr_a,
             tr_a,
             "alice",
             "secret",
             opts.seed * 1000 + 1,
+            true,
         );
         let sb_ = session(
             &opts.ice_b,
-            addr_b,
+            &addr_b,
             tr_b,
             "bob",
             "builder",
             opts.seed * 1000 + 2,
+            opts.turn_b,
         );
         let (na, nb) = offer_answer(t0, sa_, sb_);
-        let a = sim.add_host([addr_a.ip()], realm_a, na);
-        let b = sim.add_host([addr_b.ip()], realm_b, nb);
+        let a = sim.add_host(addr_a.iter().map(SocketAddr::ip), realm_a, na);
+        let b = sim.add_host(addr_b.iter().map(SocketAddr::ip), realm_b, nb);
         let mut pair = Pair {
             sim,
             a,
@@ -834,6 +952,8 @@ pub struct Outcome {
     pub checks: (u32, u32),
     /// `SelectedPair` events at A (more than one: the path switched).
     pub selections_a: usize,
+    /// A's selected pair runs over TCP (ICE-TCP).
+    pub tcp: bool,
 }
 
 /// Connect peer A (controlling) at `a` with peer B (controlled) at `b`:
@@ -886,6 +1006,11 @@ pub fn run_pair(a: Placement, b: Placement, opts: Opts) -> Outcome {
         data,
         checks: (na.checks_sent(), nb.checks_sent()),
         selections_a: na.selections(),
+        tcp: na
+            .session
+            .agent()
+            .selected_pair()
+            .is_some_and(|(l, _)| l.transport() == Transport::Tcp),
     }
 }
 

@@ -24,7 +24,9 @@ const MAX_STREAM_ID: u16 = 65534;
 enum State {
     /// Ours, before the association is up: nothing on the wire yet.
     Pending,
-    /// Ours, OPEN sent, no ACK yet (ordered channels may already send).
+    /// Ours, OPEN sent, no ACK yet: messages may already go, ordered
+    /// whatever the channel's delivery (RFC 8832 §6), so that none
+    /// overtakes the OPEN.
     AwaitAck,
     /// Usable both ways.
     Open,
@@ -36,8 +38,7 @@ pub(super) struct Channel {
     options: ChannelOptions,
     state: State,
     /// Messages given before the channel could carry them (association
-    /// not up, or an unordered channel whose OPEN is not yet ACKed: its
-    /// messages could overtake the OPEN).
+    /// not up).
     queue: VecDeque<(Vec<u8>, Ppid)>,
     queued_bytes: usize,
     low_threshold: usize,
@@ -46,8 +47,7 @@ pub(super) struct Channel {
 impl Channel {
     fn writable(&self) -> bool {
         match self.state {
-            State::Open => true,
-            State::AwaitAck => self.options.ordered,
+            State::Open | State::AwaitAck => true,
             State::Pending | State::Closing => false,
         }
     }
@@ -164,8 +164,12 @@ impl SctpAssociation {
             self.event(ChannelEvent::ChannelClosed { id: ChannelId(id) });
             return;
         };
+        // Until the peer ACKs our OPEN, an unordered channel's messages go
+        // ordered (RFC 8832 §6): they may go at once, and none overtakes
+        // the OPEN. `on_ack` makes the stream unordered.
         let (rel, value) = library_reliability(c.options.reliability);
-        let _ = s.set_reliability_params(!c.options.ordered, rel, value);
+        let unordered = !c.options.ordered && c.options.negotiated.is_some();
+        let _ = s.set_reliability_params(unordered, rel, value);
         let _ = s.set_buffered_amount_low_threshold(c.low_threshold);
         if c.options.negotiated.is_some() {
             c.state = State::Open;
@@ -208,8 +212,9 @@ impl SctpAssociation {
 
     /// Send a message: `binary` picks PPID 53 (or 57 when empty) over 51
     /// (or 56). Refused when larger than the peer's max-message-size.
-    /// Before the channel can carry it (association not up, or an
-    /// unordered channel not yet ACKed) it waits in the channel's buffer.
+    /// Before the channel can carry it (association not up) it waits in
+    /// the channel's buffer; before the peer ACKs our OPEN it goes at once,
+    /// ordered (RFC 8832 §6).
     pub fn send(
         &mut self,
         now: Instant,
@@ -439,6 +444,12 @@ impl SctpAssociation {
             return;
         }
         c.state = State::Open;
+        if !c.options.ordered {
+            let (rel, value) = library_reliability(c.options.reliability);
+            if let Some(Ok(mut s)) = self.assoc.as_mut().map(|(_, a)| a.stream(id)) {
+                let _ = s.set_reliability_params(true, rel, value);
+            }
+        }
         self.event(ChannelEvent::ChannelOpen { id: ChannelId(id) });
         self.flush(id);
     }

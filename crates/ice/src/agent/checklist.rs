@@ -1,12 +1,11 @@
 //! The check list (RFC 8445 §6.1.2, §6.1.4): pairing, pair priorities, roles,
 //! pacing (§14.2), triggered checks and unfreezing.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::checks::Purpose;
 use super::IceAgent;
-use crate::candidate::CandidateKind;
+use crate::candidate::{Candidate, CandidateKind, TcpType};
 use crate::pair::{pair_priority, PairState};
 use crate::types::{IceEvent, IceRole};
 
@@ -38,13 +37,28 @@ pub(super) struct Pair {
 impl IceAgent {
     // ------------------------------------------------------------ candidates and pairs
 
-    /// Local preference: IPv6 above IPv4, then by the order in which base IPs
-    /// of this kind and family first appeared (one per interface).
-    pub(super) fn local_preference(&self, kind: CandidateKind, base: SocketAddr) -> u16 {
+    /// Local preference (RFC 8421 §4): the base IPs of this kind rank in
+    /// the order they first appeared within their family, and the families
+    /// interleave, IPv6 first: the first IPv6 address, the first IPv4 one,
+    /// the second IPv6 one, the second IPv4 one… so that the checks of
+    /// neither family wait for all those of the other (a dual-stack host
+    /// whose IPv6 is broken still connects over IPv4 at once).
+    ///
+    /// A TCP candidate's local preference is RFC 6544 §4.2's:
+    /// `2^13 * direction-pref + other-pref`, direction-pref 6 for active,
+    /// 4 for passive, 2 for simultaneous-open (host candidates: active
+    /// first, it needs nothing from the network), other-pref the same
+    /// interleaved rank within 13 bits.
+    pub(super) fn local_preference(&self, c: &Candidate) -> u16 {
+        let (kind, base, transport) = (c.kind(), c.base(), c.transport());
         let v4 = base.is_ipv4();
         let mut ips = Vec::new();
         for l in &self.locals {
-            if l.kind() == kind && l.base().is_ipv4() == v4 && !ips.contains(&l.base().ip()) {
+            if l.kind() == kind
+                && l.transport() == transport
+                && l.base().is_ipv4() == v4
+                && !ips.contains(&l.base().ip())
+            {
                 ips.push(l.base().ip());
             }
         }
@@ -52,8 +66,21 @@ impl IceAgent {
             .iter()
             .position(|ip| *ip == base.ip())
             .unwrap_or(ips.len());
-        let top: u16 = if v4 { 0xFFFF - 0x4000 } else { 0xFFFF };
-        top - index.min(0x3FFF) as u16
+        match c.tcp_type() {
+            None => {
+                let rank = index.min(0x7FFE) * 2 + usize::from(v4);
+                0xFFFF - rank as u16
+            }
+            Some(t) => {
+                let direction: u16 = match t {
+                    TcpType::Active => 6,
+                    TcpType::Passive => 4,
+                    _ => 2,
+                };
+                let rank = (index.min(0xFFE) * 2 + usize::from(v4)) as u16;
+                (direction << 13) + (0x1FFF - rank)
+            }
+        }
     }
 
     /// Whether a local candidate takes part in pairing: host and relayed ones,
@@ -130,13 +157,18 @@ impl IceAgent {
     /// Form the pair (local, remote) for the check list if it belongs there.
     pub(super) fn pair_up(&mut self, li: usize, ri: usize) {
         let (l, r) = (&self.locals[li], &self.remotes[ri]);
-        if l.address().is_ipv4() != r.address().is_ipv4() || !self.pairable(li) {
+        if l.address().is_ipv4() != r.address().is_ipv4()
+            || !self.pairable(li)
+            || !tcp_pairs(l.tcp_type(), r.tcp_type())
+        {
             return;
         }
         // Redundant (same base and remote address) pairs are pruned (§6.1.2.4).
-        let (base, raddr) = (l.base(), r.address());
+        let (base, raddr, transport) = (l.base(), r.address(), l.transport());
         if self.pairs.iter().any(|p| {
-            self.locals[p.local].base() == base && self.remotes[p.remote].address() == raddr
+            self.locals[p.local].base() == base
+                && self.remotes[p.remote].address() == raddr
+                && self.locals[p.local].transport() == transport
         }) {
             return;
         }
@@ -336,4 +368,22 @@ impl IceAgent {
             self.triggered.push_back((p, nominate));
         }
     }
+}
+
+/// Whether a local and a remote candidate of these TCP types make a pair
+/// the local side can check (RFC 6544 §6.2): both UDP; or an active local
+/// against a passive remote, simultaneous-open against simultaneous-open.
+/// A passive local candidate is checked only over connections the peer
+/// opens (its checks teach the agent the peer's address and trigger ours),
+/// so it pairs with nothing in advance.
+fn tcp_pairs(local: Option<TcpType>, remote: Option<TcpType>) -> bool {
+    matches!(
+        (local, remote),
+        (None, None)
+            | (Some(TcpType::Active), Some(TcpType::Passive))
+            | (
+                Some(TcpType::SimultaneousOpen),
+                Some(TcpType::SimultaneousOpen)
+            )
+    )
 }

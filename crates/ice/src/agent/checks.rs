@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use p2p_proto::{Datagram, Transmit};
+use p2p_proto::{Datagram, Transmit, Transport};
 use p2p_stun::attr::{
     ErrorCode, IceControlled, IceControlling, MappedAddress, Priority, UseCandidate, Username,
     XorMappedAddress,
@@ -16,7 +16,7 @@ use p2p_stun::{
 };
 
 use super::IceAgent;
-use crate::candidate::{candidate_priority, Candidate, CandidateKind};
+use crate::candidate::{candidate_priority, Candidate, CandidateKind, TcpType};
 use crate::pair::PairState;
 use crate::types::{Credentials, IceOutput, IceRole};
 
@@ -61,6 +61,8 @@ pub(super) struct Request {
     pub(super) transaction: ClientTransaction,
     pub(super) source: SocketAddr,
     pub(super) destination: SocketAddr,
+    /// UDP, or TCP on an ICE-TCP pair (the caller's connection carries it).
+    pub(super) transport: Transport,
     pub(super) purpose: Purpose,
     /// A newer check replaced it: no retransmissions, no failure on timeout,
     /// but an answer still counts (RFC 8445 §7.3.1.4).
@@ -70,14 +72,27 @@ pub(super) struct Request {
 }
 
 /// The priority a peer-reflexive candidate learnt from a check sent from
-/// `local` gets: type preference 110 with `local`'s local preference.
+/// `local` gets: type preference 110 (80 over TCP) with `local`'s local
+/// preference.
 pub(super) fn prflx_priority(local: &Candidate) -> u32 {
     let local_pref = ((local.priority() >> 8) & 0xFFFF) as u16;
-    candidate_priority(
-        CandidateKind::PeerReflexive.type_preference(),
-        local_pref,
-        local.component(),
-    )
+    let kind = CandidateKind::PeerReflexive;
+    let type_pref = match local.transport() {
+        Transport::Tcp => kind.tcp_type_preference(),
+        _ => kind.type_preference(),
+    };
+    candidate_priority(type_pref, local_pref, local.component())
+}
+
+/// The TCP type of a peer-reflexive remote candidate learnt on a local
+/// candidate of type `local` (RFC 6544 §7.2.1: the other end of the
+/// connection).
+fn opposite(local: TcpType) -> TcpType {
+    match local {
+        TcpType::Active => TcpType::Passive,
+        TcpType::Passive => TcpType::Active,
+        other => other,
+    }
 }
 
 impl IceAgent {
@@ -118,7 +133,7 @@ impl IceAgent {
         now: Instant,
         tid: TransactionId,
         request: Vec<u8>,
-        (source, destination): (SocketAddr, SocketAddr),
+        (transport, source, destination): (Transport, SocketAddr, SocketAddr),
         purpose: Purpose,
     ) {
         let config = match purpose {
@@ -128,13 +143,14 @@ impl IceAgent {
         let mut transaction = ClientTransaction::new(now, tid, request, false, config);
         transaction.handle_timeout(now);
         if let Some(bytes) = transaction.poll_transmit() {
-            self.transmit(Transmit::udp(source, destination, bytes));
+            self.transmit(Transmit::new(transport, source, destination, bytes));
         }
         self.requests.push(Request {
             tid,
             transaction,
             source,
             destination,
+            transport,
             purpose,
             cancelled: false,
             sent_at: now,
@@ -162,6 +178,7 @@ impl IceAgent {
             }
         }
         let (source, destination) = (self.locals[li].base(), self.remotes[ri].address());
+        let transport = self.locals[li].transport();
         let pair = &mut self.pairs[p];
         if pair.state != PairState::Succeeded {
             pair.state = PairState::InProgress;
@@ -177,7 +194,7 @@ impl IceAgent {
             prflx_priority: priority,
             key,
         };
-        self.start_request(now, tid, request, (source, destination), purpose);
+        self.start_request(now, tid, request, (transport, source, destination), purpose);
     }
 
     /// Optimistic nomination ([`IceConfig::optimistic_nomination`]): the
@@ -208,7 +225,7 @@ impl IceAgent {
             if let Some(bytes) = t.transaction.poll_transmit() {
                 if !t.cancelled {
                     // (`self.requests` is borrowed: the queue directly.)
-                    let t = Transmit::udp(t.source, t.destination, bytes);
+                    let t = Transmit::new(t.transport, t.source, t.destination, bytes);
                     self.outputs.push_back(IceOutput::Transmit(t));
                 }
             }
@@ -329,6 +346,7 @@ impl IceAgent {
             .iter()
             .position(|l| {
                 l.address() == d.destination
+                    && l.transport() == d.transport
                     && matches!(l.kind(), CandidateKind::Host | CandidateKind::Relayed)
             })
             .or_else(|| {
@@ -336,6 +354,7 @@ impl IceAgent {
                 (0..self.locals.len()).find(|&i| {
                     self.locals[i].kind() == CandidateKind::ServerReflexive
                         && self.locals[i].base() == d.destination
+                        && self.locals[i].transport() == d.transport
                         && self.pairable(i)
                 })
             });
@@ -362,12 +381,19 @@ impl IceAgent {
         self.respond(d, tid, None, Some(&key));
 
         // Remote candidate, peer-reflexive if unknown (§7.3.1.3).
-        let ri = match self.remotes.iter().position(|r| r.address() == d.source) {
+        let known = self
+            .remotes
+            .iter()
+            .position(|r| r.address() == d.source && r.transport() == d.transport);
+        let ri = match known {
             Some(ri) => ri,
             // Answered above; nothing more to learn (see MAX_PRFLX_PER_IP).
             None if self.learnt_on(li, d.source) >= MAX_PRFLX_PER_IP => return,
             None => {
                 let mut c = Candidate::peer_reflexive(d.source, d.source, priority);
+                if let Some(t) = self.locals[li].tcp_type() {
+                    c = c.over_tcp(opposite(t));
+                }
                 self.remote_prflx_count += 1;
                 c.set_foundation(format!("prflx{}", self.remote_prflx_count));
                 self.remotes.push(c);
@@ -559,14 +585,23 @@ impl IceAgent {
         // address is the mapped address, else a new peer-reflexive one
         // (§7.2.5.3.1).
         let base = t.source;
-        let li = match self
-            .locals
-            .iter()
-            .position(|l| l.address() == mapped && l.base() == base)
-        {
+        let checked = self.pairs[p].local;
+        // Over a connection an active candidate opened, the peer sees the
+        // connection's own port: that is the active candidate, not a new one
+        // (RFC 6544 §7.2.2).
+        let active =
+            self.locals[checked].tcp_type() == Some(TcpType::Active) && mapped.ip() == base.ip();
+        let found = self.locals.iter().position(|l| {
+            l.address() == mapped && l.base() == base && l.transport() == t.transport
+        });
+        let li = match found {
             Some(li) => li,
+            None if active => checked,
             None => {
                 let mut c = Candidate::peer_reflexive(mapped, base, info.prflx_priority);
+                if let Some(tt) = self.locals[checked].tcp_type() {
+                    c = c.over_tcp(tt);
+                }
                 c.set_foundation(crate::candidate::compute_foundation(
                     CandidateKind::PeerReflexive,
                     base.ip(),

@@ -55,12 +55,13 @@ impl IceAgent {
             self.disconnected = true;
         }
         let (source, destination) = (sel.local.base(), sel.remote.address());
+        let transport = sel.local.transport();
         let local_priority = prflx_priority(&sel.local);
         if now >= sel.next_consent {
             if let Some((creds, key)) = self.remote_creds.clone() {
                 let tid = TransactionId::random(&mut self.rng);
                 if let Some(req) = self.build_request(tid, local_priority, false, &creds, &key) {
-                    let route = (source, destination);
+                    let route = (transport, source, destination);
                     self.start_request(now, tid, req, route, Purpose::Consent { key });
                 }
                 let jitter = if verifying {
@@ -88,7 +89,7 @@ impl IceAgent {
             ) {
                 if b.add_fingerprint().is_ok() {
                     b.finish();
-                    self.transmit(Transmit::udp(source, destination, buf));
+                    self.transmit(Transmit::new(transport, source, destination, buf));
                 }
             }
         }

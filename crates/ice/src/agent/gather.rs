@@ -64,7 +64,8 @@ impl IceAgent {
                 continue;
             }
             b.finish();
-            self.start_request(now, tid, buf, (base, server), Purpose::Gather { server });
+            let route = (p2p_proto::Transport::Udp, base, server);
+            self.start_request(now, tid, buf, route, Purpose::Gather { server });
         }
     }
 

@@ -357,7 +357,8 @@ impl IceAgent {
     /// Add a local candidate: a host address, a server-reflexive address the
     /// caller learnt, or a relayed address of a TURN allocation. The agent
     /// assigns its priority (type preference and a local preference that
-    /// tells base IPs and address families apart, IPv6 first), drops it when
+    /// tells base IPs apart and interleaves the address families, IPv6
+    /// first, RFC 8421), drops it when
     /// redundant (RFC 8445 §5.1.3), pairs it with the remote candidates and
     /// emits [`IceEvent::LocalCandidate`]. Returns the candidate as accepted.
     /// Its checks, and for a host candidate its server-reflexive gathering,
@@ -375,13 +376,15 @@ impl IceAgent {
         {
             return Err(IceError::ExcludedByPolicy);
         }
-        let local_pref = self.local_preference(kind, c.base());
-        c.set_priority(candidate_priority(kind.type_preference(), local_pref, 1));
-        if let Some(i) = self
-            .locals
-            .iter()
-            .position(|l| l.address() == c.address() && l.base() == c.base())
-        {
+        let local_pref = self.local_preference(&c);
+        let type_pref = match c.transport() {
+            Transport::Tcp => kind.tcp_type_preference(),
+            _ => kind.type_preference(),
+        };
+        c.set_priority(candidate_priority(type_pref, local_pref, 1));
+        if let Some(i) = self.locals.iter().position(|l| {
+            l.address() == c.address() && l.base() == c.base() && l.transport() == c.transport()
+        }) {
             // A learnt peer-reflexive candidate gives way to a signalled one
             // with the same address (it keeps its pairs).
             let learnt = self.locals[i].kind() == CandidateKind::PeerReflexive;
@@ -401,13 +404,16 @@ impl IceAgent {
             self.note_time(now);
             self.recompute_priorities();
             self.emit(IceEvent::LocalCandidate(c.clone()));
+            if learnt {
+                self.relabel_selected();
+            }
             return Ok(c);
         }
         self.note_time(now);
         self.locals.push(c.clone());
         let li = self.locals.len() - 1;
         self.emit(IceEvent::LocalCandidate(c.clone()));
-        if kind == CandidateKind::Host {
+        if kind == CandidateKind::Host && c.transport() == Transport::Udp {
             for server in self.stun_servers.clone() {
                 if server.is_ipv4() == c.base().is_ipv4() {
                     self.pending_gathers.push((c.base(), server));
@@ -439,11 +445,9 @@ impl IceAgent {
             return Err(IceError::AfterEndOfCandidates);
         }
         self.note_time(now);
-        if let Some(ri) = self
-            .remotes
-            .iter()
-            .position(|r| r.address() == candidate.address())
-        {
+        if let Some(ri) = self.remotes.iter().position(|r| {
+            r.address() == candidate.address() && r.transport() == candidate.transport()
+        }) {
             if self.remotes[ri].kind() == CandidateKind::PeerReflexive
                 && candidate.kind() != CandidateKind::PeerReflexive
             {
@@ -452,6 +456,7 @@ impl IceAgent {
                 for li in 0..self.locals.len() {
                     self.pair_up(li, ri);
                 }
+                self.relabel_selected();
             }
             return Ok(());
         }
@@ -525,7 +530,7 @@ impl IceAgent {
         // Ask the STUN servers again (the answers may differ now).
         self.pending_gathers.clear();
         for l in &self.locals {
-            if l.kind() != CandidateKind::Host {
+            if l.kind() != CandidateKind::Host || l.transport() != Transport::Udp {
                 continue;
             }
             for server in &self.stun_servers {
@@ -601,7 +606,12 @@ impl IceAgent {
     pub fn send(&mut self, now: Instant, data: impl Into<Vec<u8>>) -> Result<(), IceError> {
         let sel = self.selected.as_mut().ok_or(IceError::NotConnected)?;
         sel.last_sent = now;
-        let t = Transmit::udp(sel.local.base(), sel.remote.address(), data.into());
+        let t = Transmit::new(
+            sel.local.transport(),
+            sel.local.base(),
+            sel.remote.address(),
+            data.into(),
+        );
         self.transmit(t);
         Ok(())
     }
@@ -640,7 +650,8 @@ impl Machine for IceAgent {
     /// transaction, malformed STUN).
     fn handle_input(&mut self, now: Instant, datagram: Datagram<'_>) -> Handled {
         self.last_now = Some(now);
-        if datagram.transport != Transport::Udp || !is_stun(datagram.contents) {
+        let tcp = datagram.transport == Transport::Tcp;
+        if (datagram.transport != Transport::Udp && !tcp) || !is_stun(datagram.contents) {
             return Handled::NotMine;
         }
         let Ok(msg) = Message::decode(datagram.contents) else {

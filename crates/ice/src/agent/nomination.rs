@@ -160,6 +160,31 @@ impl IceAgent {
         self.emit(IceEvent::SelectedPair { local, remote });
     }
 
+    /// A candidate of the selected pair that was learnt as peer-reflexive
+    /// was signalled since (RFC 8445 §7.3.1.3, RFC 8838 §11.4): the pair is
+    /// the same (same addresses, same rules for its priority), but the
+    /// application learns the signalled kind through a new
+    /// [`IceEvent::SelectedPair`], as aioice and libwebrtc relabel it.
+    pub(super) fn relabel_selected(&mut self) {
+        let Some(sel) = &self.selected else {
+            return;
+        };
+        let Some(p) = sel.pair else {
+            return;
+        };
+        let local = &self.locals[self.pairs[p].local];
+        let remote = &self.remotes[self.pairs[p].remote];
+        if local.kind() == sel.local.kind() && remote.kind() == sel.remote.kind() {
+            return;
+        }
+        let (local, remote) = (local.clone(), remote.clone());
+        if let Some(sel) = &mut self.selected {
+            sel.local = local.clone();
+            sel.remote = remote.clone();
+        }
+        self.emit(IceEvent::SelectedPair { local, remote });
+    }
+
     pub(super) fn consent_jitter(&mut self) -> Duration {
         self.config
             .consent_interval

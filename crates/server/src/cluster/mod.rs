@@ -18,7 +18,6 @@
 //! per run (`p<tag>-<n>`), so that a restarted node (or another node)
 //! never hands out an id a resuming client still holds.
 
-mod config;
 mod fleet;
 mod metrics;
 mod scripts;
@@ -31,8 +30,8 @@ use p2p_signaling::{ClusterAttach, ClusterLink, ResumeConfig, ServerConfig};
 use rand::Rng;
 use tokio::sync::mpsc;
 
+pub use crate::config::ClusterConfig;
 use crate::config::Config;
-pub use config::ClusterConfig;
 pub(crate) use fleet::{run_local, Fleet, FleetIceServers};
 pub(crate) use metrics::render_metrics;
 pub(crate) use store::StoreStats;

@@ -95,6 +95,11 @@ impl CredentialStore for Creds {
     fn supports_userhash(&self) -> bool {
         self.has_users
     }
+
+    /// A REST user: one the static table does not have.
+    fn is_ephemeral(&self, username: &str) -> bool {
+        self.rest.len() > 0 && !self.users.contains(username)
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +139,8 @@ mod tests {
         assert!(creds.rest.set(vec!["new".into()]));
         assert_eq!(creds.keys(user, "r", alg, wall), vec![k(user, &new_pass)]);
         assert!(creds.supports_userhash());
+        assert!(!creds.is_ephemeral("alice"));
+        assert!(creds.is_ephemeral(user));
         let h = p2p_stun::userhash("alice", "r").unwrap();
         assert_eq!(
             creds.username_for_userhash(&h, "r").as_deref(),

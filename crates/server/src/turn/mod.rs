@@ -17,15 +17,17 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use p2p_stun::{classify, MessageType, PacketKind};
+use p2p_stun::{classify, peek_type, PacketKind};
 use p2p_turn::{is_turn_method, Transport};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::fastpath::{FastPath, TcpMeter};
 
+mod authlog;
 mod creds;
 mod pool;
 mod relayed;
@@ -38,15 +40,23 @@ mod tcp_relay;
 pub(crate) use creds::{Creds, SecretRing};
 pub(crate) use pool::BufPool;
 pub use service::{TurnService, TurnServiceBuilder, TurnServiceError};
-pub(crate) use setup::{prepare, TurnSetup};
+pub(crate) use setup::{check_limits, prepare, TurnSetup};
 
 /// Depth of each TCP/TLS connection's outgoing queue.
 pub(crate) const CONN_QUEUE: usize = 1024;
+/// Bytes one TCP/TLS connection's outgoing queue may hold: what the TURN
+/// task has for a client that does not read is dropped past it (as a full
+/// UDP socket drops), so that such a client costs at most this much.
+pub(crate) const CONN_QUEUE_BYTES: usize = 1024 * 1024;
 
 /// What the TURN task sends a TCP/TLS client connection's task.
 pub(crate) enum ToConnection {
     /// A framed message to write.
     Write(Vec<u8>),
+    /// The connection now holds an allocation (true), or no longer does
+    /// (false): it may stay silent for the allocation's lifetime, not only
+    /// the idle timeout.
+    Allocated(bool),
     /// The connection is now an RFC 6062 client data connection bound to
     /// `peer`: relay raw bytes both ways until either closes or `kill` fires
     /// (its sender dropped).
@@ -58,15 +68,70 @@ pub(crate) enum ToConnection {
     },
 }
 
+/// A TCP/TLS connection's outgoing queue, bounded in messages
+/// ([`CONN_QUEUE`]) and in bytes ([`CONN_QUEUE_BYTES`]); cheap to clone.
+#[derive(Clone)]
+pub(crate) struct ConnQueue {
+    tx: mpsc::Sender<ToConnection>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The connection's end of its [`ConnQueue`].
+pub(crate) struct ConnReceiver {
+    rx: mpsc::Receiver<ToConnection>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl ConnQueue {
+    /// A queue and its receiving end.
+    pub(crate) fn new() -> (ConnQueue, ConnReceiver) {
+        let (tx, rx) = mpsc::channel(CONN_QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
+        (
+            ConnQueue {
+                tx,
+                queued: queued.clone(),
+            },
+            ConnReceiver { rx, queued },
+        )
+    }
+
+    /// Queue `m` without waiting; false (and `m` dropped) when the queue is
+    /// full in messages or bytes, or the connection is gone.
+    pub(crate) fn push(&self, m: ToConnection) -> bool {
+        let n = match &m {
+            ToConnection::Write(b) => b.len(),
+            _ => 0,
+        };
+        if n > 0 && self.queued.load(Ordering::Relaxed) + n > CONN_QUEUE_BYTES {
+            return false;
+        }
+        let ok = self.tx.try_send(m).is_ok();
+        if ok {
+            self.queued.fetch_add(n, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
+impl ConnReceiver {
+    /// The next message (`None` once every sender is gone).
+    pub(crate) async fn recv(&mut self) -> Option<ToConnection> {
+        let m = self.rx.recv().await?;
+        if let ToConnection::Write(b) = &m {
+            self.queued.fetch_sub(b.len(), Ordering::Relaxed);
+        }
+        Some(m)
+    }
+}
+
 /// Whether a packet that arrived on a listening address goes to the TURN
 /// server: ChannelData, or a STUN message of a TURN method (Binding stays
 /// with the STUN responder).
 pub(crate) fn goes_to_turn_server(b: &[u8]) -> bool {
     match classify(b) {
         PacketKind::ChannelData => true,
-        PacketKind::Stun if b.len() >= 2 => {
-            is_turn_method(MessageType::from_u16(u16::from_be_bytes([b[0], b[1]])).method)
-        }
+        PacketKind::Stun => peek_type(b).is_some_and(|t| is_turn_method(t.method)),
         _ => false,
     }
 }
@@ -80,7 +145,7 @@ pub(crate) enum Inbound {
         local: SocketAddr,
         remote: SocketAddr,
         bytes: Vec<u8>,
-        conn: Option<mpsc::Sender<ToConnection>>,
+        conn: Option<ConnQueue>,
     },
     /// A datagram from a peer on a relayed address.
     FromPeer {
@@ -110,6 +175,13 @@ pub(crate) enum Inbound {
     /// Where Allocates beyond the total quota are redirected (300), from
     /// the cluster's load figures.
     Alternates(Vec<SocketAddr>),
+    /// A configuration reload (SIGHUP): new credentials and peer rules;
+    /// every allocation stays.
+    Reload {
+        credentials: task::Credentials,
+        peer_policy: p2p_turn::PeerPolicy,
+        done: oneshot::Sender<()>,
+    },
     /// Stop: end every allocation, close every socket, then say so.
     Stop(oneshot::Sender<TurnStats>),
 }
@@ -152,7 +224,7 @@ impl TurnHandle {
         local: SocketAddr,
         remote: SocketAddr,
         bytes: &[u8],
-        conn: &mpsc::Sender<ToConnection>,
+        conn: &ConnQueue,
     ) -> bool {
         self.tx
             .send(Inbound::FromClient {
@@ -189,6 +261,29 @@ impl TurnHandle {
     /// Sets where Allocates beyond the total quota are redirected.
     pub(crate) async fn set_alternates(&self, servers: Vec<SocketAddr>) {
         let _ = self.tx.send(Inbound::Alternates(servers)).await;
+    }
+
+    /// Give the TURN task the users, secret and peer rules of `turn` (a
+    /// reload, SIGHUP); returns once it has them. Allocations stay. `ring`:
+    /// the cluster's REST secrets on a node of a cluster (kept).
+    pub(crate) async fn reload(
+        &self,
+        turn: &crate::config::TurnConfig,
+        ring: Option<SecretRing>,
+    ) -> Result<(), crate::ServerError> {
+        let (credentials, peer_policy) = setup::reload_parts(turn, ring)?;
+        let (done, rx) = oneshot::channel();
+        let m = Inbound::Reload {
+            credentials,
+            peer_policy,
+            done,
+        };
+        if self.tx.send(m).await.is_err() || rx.await.is_err() {
+            return Err(crate::ServerError::Reload(
+                "the TURN task has stopped".to_owned(),
+            ));
+        }
+        Ok(())
     }
 
     /// Stop the TURN task: every allocation ends, every socket it opened is
@@ -245,7 +340,7 @@ pub(crate) fn transport_index(t: Transport) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use p2p_stun::{ChannelData, MessageBuilder, MessageClass, Method, TransactionId};
+    use p2p_stun::{ChannelData, MessageBuilder, MessageClass, MessageType, Method, TransactionId};
 
     fn msg(method: Method, class: MessageClass) -> Vec<u8> {
         let mut v = Vec::new();

@@ -13,15 +13,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use p2p_turn::{CredentialStore, ServerConfig, ServerEvent, TurnServer};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
 use crate::counters::Counters;
 use crate::fastpath::{FastPath, TrafficSnapshot};
 use crate::responder::Ctx;
-use crate::stream::{accept_loop, StreamShared};
+use crate::stream::{accept_loop, Admission, StreamShared};
 use crate::udp::Worker;
+use p2p_signaling::AddrLimits;
 
 use super::relayed::RelayedSockets;
 use super::send::SendBatch;
@@ -33,7 +34,7 @@ use super::{BufPool, TurnHandle, TurnStats};
 const INBOUND_QUEUE: usize = 8192;
 /// Default depth of the event queue to the embedding program.
 const EVENT_QUEUE: usize = 4096;
-/// How long a TCP connection that never used TURN may stay silent.
+/// How long a TCP connection may go without progress (see `stream::Deadlines`).
 const STUN_IDLE: Duration = Duration::from_secs(30);
 /// TCP connections served at once, at most.
 const MAX_CONNECTIONS: usize = 4096;
@@ -250,9 +251,13 @@ impl TurnServiceBuilder {
         }
         let shared = StreamShared {
             ctx,
-            counters,
+            counters: counters.clone(),
             idle: STUN_IDLE,
-            permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            // The daemon's defaults: 64 per address, 10 % kept for light ones.
+            admission: Admission::new(
+                AddrLimits::new().with_max_connections(MAX_CONNECTIONS),
+                counters.clone(),
+            ),
             turn: Some((handle.clone(), turn_idle)),
         };
         for (_, l, tls) in tcp {
@@ -406,6 +411,7 @@ fn spawn(
         fast_retired: [TrafficSnapshot::default(); 3],
         events,
         events_dropped: 0,
+        auth_log: Default::default(),
     };
     let task = tokio::spawn(task.run(rx));
     (TurnHandle { tx, pool, fast }, task)

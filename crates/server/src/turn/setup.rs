@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2p_turn::{Bandwidth, Cidr, PeerPolicy, ServerConfig, StaticUsers};
+use p2p_turn::{AuthLimit, Bandwidth, Cidr, PeerPolicy, ServerConfig, StaticUsers};
 use tokio::net::UdpSocket;
 
 use crate::config::{Config, ConfigError, TurnConfig};
@@ -44,6 +44,31 @@ impl TurnSetup {
     pub(crate) fn summary(&self) -> &str {
         &self.summary
     }
+}
+
+/// Whether the quotas and limits of `[turn]` can take effect.
+pub(crate) fn check_limits(t: &TurnConfig) -> Result<(), ConfigError> {
+    if t.reserved_percent > 90 {
+        return Err(ConfigError::Invalid(
+            "turn.reserved_percent must be at most 90, or the reserve would leave (almost) no allocation for anyone",
+        ));
+    }
+    if t.reserved_percent > 0 && t.reserve_below == 0 {
+        return Err(ConfigError::Invalid(
+            "turn.reserve_below must be at least 1 while turn.reserved_percent is above 0 (set reserved_percent = 0 to keep no reserve)",
+        ));
+    }
+    if t.rest_share_percent == 0 || t.rest_share_percent > 100 {
+        return Err(ConfigError::Invalid(
+            "turn.rest_share_percent must be 1 to 100 (100: REST users may hold every allocation)",
+        ));
+    }
+    if t.auth_failures_per_minute > 0 && t.auth_failure_burst == 0 {
+        return Err(ConfigError::Invalid(
+            "turn.auth_failure_burst must be at least 1 (set auth_failures_per_minute = 0 for no limit)",
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn invalid(msg: &'static str) -> crate::ServerError {
@@ -98,25 +123,13 @@ pub(crate) fn prepare(
     for (bind, _) in ips.iter().flatten() {
         if let Err(source) = bind_std(SocketAddr::new(*bind, 0)) {
             return Err(crate::ServerError::Bind {
-                transport: "udp",
+                transport: "relay",
                 addr: SocketAddr::new(*bind, 0),
                 source,
             });
         }
     }
-    let mut policy = PeerPolicy::new();
-    for c in &t.allow_peer {
-        let c: Cidr = c
-            .parse()
-            .map_err(|_| invalid("turn.allow_peer: not a CIDR block"))?;
-        policy = policy.allow(c);
-    }
-    for c in &t.deny_peer {
-        let c: Cidr = c
-            .parse()
-            .map_err(|_| invalid("turn.deny_peer: not a CIDR block"))?;
-        policy = policy.deny(c);
-    }
+    let policy = peer_policy(t)?;
     let mut own: Vec<IpAddr> = config
         .stun
         .listen
@@ -138,6 +151,18 @@ pub(crate) fn prepare(
     sc.max_lifetime = Duration::from_secs(t.max_lifetime_secs);
     sc.user_quota = (t.user_quota > 0).then_some(t.user_quota);
     sc.total_quota = (t.total_quota > 0).then_some(t.total_quota);
+    sc.reserved_percent = t.reserved_percent;
+    sc.reserve_below = t.reserve_below;
+    sc.ipv6_prefix = config.stun.ipv6_prefix;
+    // REST users are held to their share only when there are static users
+    // to keep room for.
+    sc.ephemeral_share_percent = if !t.users.is_empty() && t.auth_secret.is_some() {
+        t.rest_share_percent
+    } else {
+        100
+    };
+    sc.auth_failure_limit = (t.auth_failures_per_minute > 0)
+        .then(|| AuthLimit::new(t.auth_failure_burst, t.auth_failures_per_minute));
     sc.max_tcp_connections = t.max_tcp_connections;
     sc.bandwidth = (t.max_bps > 0).then(|| Bandwidth::new(t.max_bps, t.max_bps.max(4096)));
     sc.relayed_ports = t.min_port..=t.max_port;
@@ -205,6 +230,50 @@ pub(crate) fn prepare(
     }))
 }
 
+/// The peer rules of `[turn]`.
+fn peer_policy(t: &TurnConfig) -> Result<PeerPolicy, crate::ServerError> {
+    let mut policy = PeerPolicy::new();
+    for c in &t.allow_peer {
+        let c: Cidr = c
+            .parse()
+            .map_err(|_| invalid("turn.allow_peer: not a CIDR block"))?;
+        policy = policy.allow(c);
+    }
+    for c in &t.deny_peer {
+        let c: Cidr = c
+            .parse()
+            .map_err(|_| invalid("turn.deny_peer: not a CIDR block"))?;
+        policy = policy.deny(c);
+    }
+    Ok(policy)
+}
+
+/// The static users of `[turn]` and the REST secrets `rest` as a
+/// credential store.
+fn creds(users: &BTreeMap<String, String>, rest: SecretRing) -> Creds {
+    let mut store = StaticUsers::new();
+    for (u, p) in users {
+        store.insert(u.clone(), p.clone());
+    }
+    Creds {
+        users: store,
+        has_users: !users.is_empty(),
+        rest,
+    }
+}
+
+/// What a reload (SIGHUP) hands the running TURN task: the credentials
+/// and the peer rules of the new `[turn]` section. `ring`: the cluster's
+/// shared REST secrets on a node of a cluster (they live in Redis and stay
+/// as they are), else the new `turn.auth_secret`.
+pub(super) fn reload_parts(
+    t: &TurnConfig,
+    ring: Option<SecretRing>,
+) -> Result<(super::task::Credentials, PeerPolicy), crate::ServerError> {
+    let rest = ring.unwrap_or_else(|| SecretRing::new(t.auth_secret.clone()));
+    Ok((Box::new(creds(&t.users, rest)), peer_policy(t)?))
+}
+
 impl TurnSetup {
     /// Start the daemon's TURN service; `listening` are the UDP sockets to
     /// answer from (the daemon's workers read them).
@@ -215,15 +284,8 @@ impl TurnSetup {
         listening: HashMap<SocketAddr, Arc<UdpSocket>>,
         ring: Option<SecretRing>,
     ) -> TurnService {
-        let mut users = StaticUsers::new();
-        for (u, p) in &self.users {
-            users.insert(u.clone(), p.clone());
-        }
-        let creds = Creds {
-            users,
-            has_users: !self.users.is_empty(),
-            rest: ring.unwrap_or_else(|| SecretRing::new(self.secret.clone())),
-        };
+        let rest = ring.unwrap_or_else(|| SecretRing::new(self.secret.clone()));
+        let creds = creds(&self.users, rest);
         TurnService::for_daemon(self.config, Box::new(creds), self.ips, listening)
     }
 }

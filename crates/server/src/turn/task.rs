@@ -17,10 +17,11 @@ use tokio::sync::{mpsc, oneshot};
 use crate::fastpath::{FastPath, FastTraffic, TcpMeter, TrafficSnapshot};
 use crate::sys;
 
+use super::authlog::AuthLog;
 use super::relayed::RelayedSockets;
 use super::send::{send_one, SendBatch};
 use super::tcp_relay::connect_peer;
-use super::{transport_index, BufPool, Inbound, ToConnection, TurnStats, TRANSPORTS};
+use super::{transport_index, BufPool, ConnQueue, Inbound, ToConnection, TurnStats, TRANSPORTS};
 
 /// UDP transmits staged before they are sent in any case.
 const PENDING_MAX: usize = 1024;
@@ -34,7 +35,7 @@ pub(super) struct TurnTask {
     /// The sockets of relayed addresses.
     pub(super) relayed: RelayedSockets,
     /// A client connection's 5-tuple (the server's view) → its queue.
-    pub(super) conns: HashMap<FiveTuple, mpsc::Sender<ToConnection>>,
+    pub(super) conns: HashMap<FiveTuple, ConnQueue>,
     pub(super) stats: TurnStats,
     /// RFC 6062 peer connections waiting for their ConnectionBind.
     pub(super) peers: HashMap<u32, TcpStream>,
@@ -69,6 +70,8 @@ pub(super) struct TurnTask {
     pub(super) events: Option<mpsc::Sender<ServerEvent>>,
     /// Events the embedding program's queue had no room for.
     pub(super) events_dropped: u64,
+    /// Authentication failures of the current summary window.
+    pub(super) auth_log: AuthLog,
 }
 
 impl TurnTask {
@@ -77,6 +80,13 @@ impl TurnTask {
             let deadline = self.server.poll_timeout();
             let sleep = async {
                 match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let summary = self.auth_log.due();
+            let summary_due = async {
+                match summary {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
                     None => std::future::pending().await,
                 }
@@ -108,6 +118,7 @@ impl TurnTask {
                     self.flush().await;
                     self.send_pending().await;
                 }
+                () = summary_due => self.log_auth_summary(),
             }
         }
     }
@@ -120,8 +131,17 @@ impl TurnTask {
         self.pool.give_back(&mut self.used);
     }
 
+    /// Log the authentication failures of the window that ends.
+    fn log_auth_summary(&mut self) {
+        let throttled = self.server.counters().auth_throttled;
+        if let Some(line) = self.auth_log.summary(Instant::now(), throttled) {
+            tracing::info!("{line}");
+        }
+    }
+
     /// End every allocation, close every socket, and report.
     async fn stop(&mut self, reply: oneshot::Sender<TurnStats>) {
+        self.log_auth_summary();
         self.server.shutdown();
         self.flush().await;
         self.send_pending().await;
@@ -215,6 +235,17 @@ impl TurnTask {
                     self.server.set_alternate_servers(servers);
                 }
             }
+            Inbound::Reload {
+                credentials,
+                peer_policy,
+                done,
+            } => {
+                // Allocations, permissions and channels stay; the next
+                // authentication and the next peer checked see the new ones.
+                *self.server.credentials_mut() = credentials;
+                self.server.set_peer_policy(peer_policy);
+                let _ = done.send(());
+            }
             // Handled by `run`.
             Inbound::Stop(reply) => self.stop(reply).await,
         }
@@ -245,7 +276,7 @@ impl TurnTask {
             return;
         }
         let ok = match self.conns.get(&t.five_tuple()) {
-            Some(c) => c.try_send(ToConnection::Write(t.contents)).is_ok(),
+            Some(c) => c.push(ToConnection::Write(t.contents)),
             None => false,
         };
         if ok {
@@ -290,7 +321,7 @@ impl TurnTask {
                     (Some(peer), Some(conn)) => {
                         let (kill_tx, kill) = oneshot::channel();
                         let splice = ToConnection::Splice { peer, kill, meter };
-                        let ok = conn.try_send(splice).is_ok();
+                        let ok = conn.push(splice);
                         if ok {
                             self.splices.insert(id, kill_tx);
                         }
@@ -505,6 +536,9 @@ impl TurnTask {
                 relayed,
                 lifetime,
             } => {
+                if let Some(c) = self.conns.get(five_tuple) {
+                    c.push(ToConnection::Allocated(true));
+                }
                 tracing::info!(
                     %user,
                     client = %five_tuple.remote,
@@ -536,6 +570,9 @@ impl TurnTask {
                 reason,
             } => {
                 let ft = *five_tuple;
+                if let Some(c) = self.conns.get(&ft) {
+                    c.push(ToConnection::Allocated(false));
+                }
                 self.fold_fast(&ft, traffic);
                 tracing::info!(
                     %user,
@@ -569,12 +606,32 @@ impl TurnTask {
                 username,
                 reason,
             } => {
-                tracing::info!(
+                // Counted into a summary each window (at INFO), one line each
+                // only at DEBUG: a guesser must not fill the log.
+                tracing::debug!(
                     remote = %five_tuple.remote,
                     username = username.as_deref().unwrap_or(""),
                     reason = ?reason,
                     transport = %five_tuple.transport,
                     "turn authentication failed"
+                );
+                let throttled = self.server.counters().auth_throttled;
+                let ip = five_tuple.remote.ip();
+                self.auth_log.failed(Instant::now(), ip, *reason, throttled);
+            }
+            ServerEvent::PeerRefused {
+                five_tuple,
+                user,
+                peer,
+                rule,
+            } => {
+                // At the default level: an operator needs it to tell a
+                // refused peer from a broken client.
+                tracing::info!(
+                    %user,
+                    client = %five_tuple.remote,
+                    %peer,
+                    "turn peer refused (403): {rule}"
                 );
             }
             ServerEvent::RequestRefused {

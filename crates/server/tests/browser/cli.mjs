@@ -55,7 +55,19 @@ const fileDir = mkdtempSync(join(tmpdir(), 'p2p-file-'));
 const executablePath = arg('chromium', '/usr/bin/chromium');
 const STEP_MS = Number(arg('timeout-ms', '30000'));
 const relay = policy === 'relay';
-const tag = `[${order} ${policy}${tamper ? ' tamper' : ''}${file ? ' file ' + file : ''}]`;
+// --mdns ADDRESS: Chromium keeps its default (host candidates named
+// <uuid>.local); the path `p2p connect` ends on must be host, to the tab's
+// ADDRESS, learnt from the resolved name (its log says so). --p2p-log
+// sets RUST_LOG for the child (P2P_CLI_LOG does too).
+const mdns = arg('mdns', '');
+// --no-path: the network leaves no path (a control run): both sides must
+// give up, as with --tamper, and nothing is delivered.
+const noPath = flag('no-path');
+// --ice-tcp: p2p connect gathers ICE-TCP candidates too; the tab's UDP is
+// blocked by the caller, so the path must run over TCP: ICE-TCP (both
+// ends tcp) or the tab's TURN over TCP. The result says which (via).
+const iceTcp = flag('ice-tcp');
+const tag = `[${order} ${policy}${tamper ? ' tamper' : ''}${mdns ? ' mdns' : ''}${file ? ' file ' + file : ''}]`;
 
 function fail(msg) {
   throw new Error(`${tag} ${msg}`);
@@ -64,12 +76,17 @@ function fail(msg) {
 // `p2p connect` as a child: stdout lines, JSON events from stderr.
 function startCli(room) {
   const net = ['--signaling', base.replace(/^http/, 'ws') + '/ws', '--room', room,
-    '--loopback', '--json', '--name', 'cli', '--timeout', '15', '--peer-timeout', '30'];
+    '--loopback', '--no-port-mapping', '--json', '--name', 'cli', '--timeout', '15', '--peer-timeout', '30'];
   const args = file === 'to-cli' ? ['receive', '--out', fileDir, ...net]
     : file === 'from-cli' ? ['send', join(fileDir, 'from-cli.bin'), ...net]
-      : ['connect', ...net, '--expect-lines', tamper ? '1' : '3'];
+      : ['connect', ...net, '--expect-lines', tamper || noPath ? '1' : '3'];
   if (relay) args.push('--relay-only');
-  const child = spawn(p2p, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.P2P_CLI_LOG || 'warn' } });
+  // The name may resolve after the path is up (the tab's check can come
+  // first): stay long enough for the answer on a loaded machine.
+  if (mdns && !file) args.push('--linger-ms', '3000');
+  if (iceTcp) args.push('--ice-tcp');
+  const log = mdns ? 'warn,p2p_connect=debug' : (process.env.P2P_CLI_LOG || 'warn');
+  const child = spawn(p2p, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: log } });
   const cli = { child, lines: [], events: [], stderr: '', exit: null };
   let out = '';
   child.stdout.on('data', (d) => {
@@ -120,7 +137,7 @@ try {
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--no-first-run',
-      '--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection'],
+      ...(mdns ? [] : ['--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection'])],
   });
   const room = `cli-${order}-${policy}-${tamper ? 't' : 'ok'}-${file || 'chat'}-${process.pid}`;
   if (file === 'from-cli') writeFileSync(join(fileDir, 'from-cli.bin'), randomBytes(FILE_SIZE));
@@ -170,7 +187,7 @@ try {
     }
     console.log(JSON.stringify({ order, policy, file, bytes: FILE_SIZE, sha256: want.slice(0, 16) + '…',
       cli: `${ready.local_kind}/${ready.remote_kind}` }));
-  } else if (tamper) {
+  } else if (tamper || noPath) {
     // Neither side may connect, and nothing is delivered.
     const code = await within(cli.exited, STEP_MS * 2);
     if (code === 'timeout') fail('p2p connect did not give up');
@@ -181,9 +198,12 @@ try {
     const d = await page.evaluate(() => window.p2pTest.dtls());
     if (d && d.dtlsState === 'connected') fail(`DTLS connected: ${JSON.stringify(d)}`);
     const why = cli.stderr.split('\n').filter((l) => /fail|error|refused|fingerprint/i.test(l)).slice(-2);
-    console.log(JSON.stringify({ order, policy, tamper, cliExit: code, dtls: d && d.dtlsState, cli: why }));
+    console.log(JSON.stringify({ order, policy, tamper, noPath, cliExit: code, dtls: d && d.dtlsState, cli: why }));
   } else {
     await waitFor(page, 'the data channel', () => window.p2pTest.state().channel === 'open');
+    // The tab's selected pair, read while the connection is surely up (p2p
+    // connect leaves once the lines are through, and the tab then closes).
+    const pair = await until('a selected pair', () => page.evaluate(() => window.p2pTest.selectedPair()));
     const ready = await until('p2p connect ready', () => cli.events.find((e) => e.event === 'ready'));
     // Lines both ways, one of them 64 KiB.
     const big = 'b'.repeat(64 * 1024);
@@ -209,13 +229,37 @@ try {
     if ((d.remoteFingerprintAlgorithm || '').toLowerCase() !== alg || (d.remoteFingerprint || '').toUpperCase() !== hex.toUpperCase()) {
       fail(`the browser saw certificate ${d.remoteFingerprintAlgorithm} ${d.remoteFingerprint}, p2p connect says ${ready.local_fingerprint}`);
     }
-    const pair = await until('a selected pair', () => page.evaluate(() => window.p2pTest.selectedPair()));
     if (relay && (pair.local.type !== 'relay' || ready.local_kind !== 'relay')) {
       fail(`relay-only, yet ${pair.local.type} / ${ready.local_kind}`);
     }
+    let via;
+    if (iceTcp) {
+      const paths = cli.events.filter((e) => e.event === 'connected' || e.event === 'path_changed');
+      const last = paths[paths.length - 1] || ready;
+      if (last.transport === 'tcp' && pair.local.protocol === 'tcp') via = 'ICE-TCP';
+      else if (pair.local.type === 'relay' && pair.local.relayProtocol === 'tcp') via = 'TURN-TCP';
+      else fail(`the tab's UDP is blocked, yet it is on ${pair.local.protocol} ${pair.local.type} and p2p connect on ${last.transport} ${last.local_kind}`);
+    }
     const code = await within(cli.exited, STEP_MS);
     if (code !== 0) fail(`p2p connect exited ${code}: ${cli.stderr.slice(-500)}`);
+    let resolved;
+    if (mdns) {
+      // The tab named its host candidate; we resolved it and ended on it.
+      const named = cli.stderr.split('\n').filter((l) => /remote candidate .*\.local .*typ host/.test(l));
+      if (named.length === 0) fail(`the tab signalled no .local host candidate: ${cli.stderr.slice(-800)}`);
+      resolved = cli.stderr.split('\n').find((l) => /mDNS: \S+\.local is \[/.test(l));
+      if (!resolved || !resolved.includes(mdns)) fail(`the name did not resolve to ${mdns}: ${cli.stderr.slice(-800)}`);
+      // The last path p2p connect reported (a late relabel included).
+      const paths = cli.events.filter((e) => e.event === 'connected' || e.event === 'path_changed');
+      const last = paths[paths.length - 1] || ready;
+      if (last.remote_kind !== 'host' || !String(last.remote_address).startsWith(mdns + ':')) {
+        fail(`p2p connect ended on ${last.remote_kind} ${last.remote_address}, not host ${mdns}`);
+      }
+      resolved = resolved.replace(/^.*mDNS: /, '');
+    }
     console.log(JSON.stringify({
+      ...(mdns ? { mdns: resolved } : {}),
+      ...(iceTcp ? { via, tab: `${pair.local.protocol} ${pair.local.type} -> ${pair.remote.protocol} ${pair.remote.type}` } : {}),
       order, policy, dtls: d.dtlsState, tls: d.tlsVersion, cipher: d.cipher,
       pair: `${pair.local.type}/${pair.remote.type}`, cli: `${ready.local_kind}/${ready.remote_kind}`,
       fingerprint: ready.local_fingerprint.slice(0, 20) + '…',

@@ -101,6 +101,7 @@ pub enum ClientEvent {
         peers: Vec<IpAddr>,
     },
     /// CreatePermission failed; the permissions are dropped.
+    /// [`refusal_reason`] says what the code means.
     PermissionFailed {
         /// The peer IPs.
         peers: Vec<IpAddr>,
@@ -199,5 +200,31 @@ impl Output for ClientOutput {
             ClientOutput::Transmit(t) => Ok(t),
             other => Err(other),
         }
+    }
+}
+
+/// What a TURN server's error code means for a request about peers
+/// (CreatePermission, ChannelBind, Connect), in words for a person: 403
+/// says the server's peer policy refuses the peer's address, not that the
+/// credentials were wrong.
+///
+/// ```
+/// let why = p2p_turn::refusal_reason(403);
+/// assert!(why.contains("peer policy"));
+/// ```
+pub fn refusal_reason(code: u16) -> &'static str {
+    match code {
+        400 => "the server found the request malformed (400)",
+        401 => "the credentials were refused (401)",
+        403 => "the server's peer policy refuses this peer's address (403): TURN servers refuse loopback, private and their own addresses unless told otherwise (on p2p serve: --allow-peer CIDR)",
+        437 => "the allocation is gone (437): it expired or the server restarted",
+        438 => "the server's nonce went stale (438) and the retry failed",
+        441 => "the credentials differ from the allocation's (441)",
+        443 => "the peer's address family is not the relayed address's (443)",
+        446 => "a connection to this peer already exists (446)",
+        447 => "the server could not connect to the peer (447)",
+        486 => "the user holds all the allocations its quota allows (486)",
+        508 => "the server is out of capacity (508)",
+        _ => "the server refused it",
     }
 }

@@ -25,7 +25,7 @@ mod events;
 mod responses;
 
 pub use config::ClientConfig;
-pub use events::{ClientError, ClientEvent, ClientOutput, ClientState};
+pub use events::{refusal_reason, ClientError, ClientEvent, ClientOutput, ClientState};
 
 #[derive(Debug, Clone)]
 enum Kind {

@@ -3,7 +3,7 @@
 //! driver ([`SocketRequest`]), and the answer once they are bound.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use p2p_proto::FiveTuple;
@@ -16,6 +16,7 @@ use p2p_stun::{Message, MessageType, TransactionId};
 use rand::RngCore;
 
 use super::bandwidth::TokenBucket;
+use super::limiter::addr_key;
 use super::ports::family_index;
 use super::{Allocation, Auth, CredentialStore, ServerEvent, SocketRequest, Traffic, TurnServer};
 
@@ -152,27 +153,15 @@ impl<C: CredentialStore> TurnServer<C> {
         if bad_combo {
             return self.error(ft, msg, Some(auth), 400);
         }
-        if let Some(q) = self.config.user_quota {
-            if self.user_counts.get(&auth.user).copied().unwrap_or(0) >= q {
-                return self.error(ft, msg, Some(auth), 486);
-            }
-        }
-        if let Some(q) = self.config.total_quota {
-            let held = self.by_tuple.len() + self.pending_allocates.len();
-            if held as u64 >= u64::from(q) {
-                let alternate = self
-                    .alternates
-                    .iter()
-                    .find(|a| a.is_ipv4() == ft.local.is_ipv4() && **a != ft.local)
-                    .copied();
-                if let Some(to) = alternate {
-                    self.tally(ft.transport).redirects += 1;
+        if let Some(code) = self.over_quota(ft, auth) {
+            if code == 300 {
+                if let Some(to) = self.alternate_for(ft) {
                     return self.reply(ft, msg, Some(auth), Some(300), |b| {
                         b.add(&AlternateServer(to)).map(drop)
                     });
                 }
-                return self.error(ft, msg, Some(auth), 508);
             }
+            return self.error(ft, msg, Some(auth), code);
         }
         let mut p = PendingAllocate {
             tid: msg.transaction_id(),
@@ -220,8 +209,75 @@ impl<C: CredentialStore> TurnServer<C> {
                 }
             }
         }
-        *self.user_counts.entry(auth.user.clone()).or_insert(0) += 1;
+        self.count(auth, ft.remote.ip());
         self.settle(now, *ft, p);
+    }
+
+    /// The code an Allocate from `ft` by `auth` is refused with for a quota,
+    /// if any: the user's (486), the total (508), the reserve (508: only
+    /// the reserved part of the capacity is left, and the client's address
+    /// holds `reserve_below` or more), the ephemeral users' share (486; the
+    /// share keeps a reserve of its own, so that one address farming
+    /// ephemeral credentials does not lock out the other ephemeral users).
+    fn over_quota(&mut self, ft: &FiveTuple, auth: &Auth) -> Option<u16> {
+        let c = &self.config;
+        let user_held = self.user_counts.get(&auth.user).copied().unwrap_or(0);
+        let held = (self.by_tuple.len() + self.pending_allocates.len()) as u64;
+        let reserve_pct = u64::from(c.reserved_percent.min(100));
+        // The part of `limit` a heavy address may not take.
+        let unreserved = |limit: u64| limit.saturating_sub((limit * reserve_pct).div_ceil(100));
+        let cap = u64::from(c.capacity());
+        let key = addr_key(ft.remote.ip(), c.ipv6_prefix);
+        let heavy = self.addr_counts.get(&key).copied().unwrap_or(0) >= c.reserve_below;
+        let share = cap * u64::from(c.ephemeral_share_percent.min(100)) / 100;
+        let ephemeral = u64::from(self.ephemeral_count);
+        let in_share = auth.ephemeral && c.ephemeral_share_percent < 100;
+        let refusal = if c.user_quota.is_some_and(|q| user_held >= q) {
+            Some((486, 0))
+        } else if c.total_quota.is_some_and(|q| held >= u64::from(q)) {
+            // Full: send the client to a sibling of its family if we know one.
+            if self.alternate_for(ft).is_some() {
+                Some((300, 4))
+            } else {
+                Some((508, 1))
+            }
+        } else if heavy && held >= unreserved(cap) {
+            Some((508, 2))
+        } else if in_share && (ephemeral >= share || (heavy && ephemeral >= unreserved(share))) {
+            Some((486, 3))
+        } else {
+            None
+        };
+        let (code, why) = refusal?;
+        let k = self.tally(ft.transport);
+        match why {
+            0 => k.refused_user_quota += 1,
+            1 => k.refused_total_quota += 1,
+            2 => k.refused_reserve += 1,
+            4 => k.redirects += 1,
+            _ => k.refused_ephemeral_share += 1,
+        }
+        Some(code)
+    }
+
+    /// A configured alternate server of `ft`'s address family that is not
+    /// this listener, for a 300 (Try Alternate) when full.
+    fn alternate_for(&self, ft: &FiveTuple) -> Option<SocketAddr> {
+        self.alternates
+            .iter()
+            .find(|a| a.is_ipv4() == ft.local.is_ipv4() && **a != ft.local)
+            .copied()
+    }
+
+    /// One allocation (or Allocate under way) more for `auth`'s user, its
+    /// client address and, if ephemeral, the ephemeral users.
+    fn count(&mut self, auth: &Auth, ip: IpAddr) {
+        *self.user_counts.entry(auth.user.clone()).or_insert(0) += 1;
+        let key = addr_key(ip, self.config.ipv6_prefix);
+        *self.addr_counts.entry(key).or_insert(0) += 1;
+        if auth.ephemeral {
+            self.ephemeral_count += 1;
+        }
     }
 
     /// Take an address of `fam` from the pool for `p` and ask the driver to
@@ -365,7 +421,7 @@ impl<C: CredentialStore> TurnServer<C> {
             if let Some(r) = p.reserve {
                 self.give_up(now, r);
             }
-            self.uncount_user(&p.auth.user);
+            self.uncount(&p.auth.user, ft.remote.ip(), p.auth.ephemeral);
             let code = if !codes.is_empty() && codes.iter().all(|c| c.1 == 440) {
                 440
             } else {
@@ -456,6 +512,7 @@ impl<C: CredentialStore> TurnServer<C> {
             allocate_response: response,
             scheduled: None,
             tcp: p.tcp,
+            ephemeral: p.auth.ephemeral,
         };
         let slot = match self.free_slots.pop() {
             Some(s) => {
@@ -500,7 +557,7 @@ impl<C: CredentialStore> TurnServer<C> {
                 self.binds.insert(a, BindWaiter::Orphan);
             }
         }
-        self.uncount_user(&p.auth.user);
+        self.uncount(&p.auth.user, ft.remote.ip(), p.auth.ephemeral);
     }
 
     /// Release the reservations whose time ran out.

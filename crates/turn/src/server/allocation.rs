@@ -41,6 +41,8 @@ pub(super) struct Allocation {
     pub(super) scheduled: Option<Instant>,
     /// An RFC 6062 allocation (TCP relayed address).
     pub(super) tcp: bool,
+    /// Made by an ephemeral user (counted in the ephemeral share).
+    pub(super) ephemeral: bool,
 }
 
 /// Index of an IP's family in [`Allocation::relayed`]: 0 IPv4, 1 IPv6.
@@ -205,7 +207,7 @@ impl<C: CredentialStore> TurnServer<C> {
             self.sockets
                 .push_back(SocketRequest::Release { relayed: *r });
         }
-        self.uncount_user(&a.user);
+        self.uncount(&a.user, a.five_tuple.remote.ip(), a.ephemeral);
         let k = self.tally(a.five_tuple.transport);
         k.allocations_active = k.allocations_active.saturating_sub(1);
         match reason {
@@ -224,13 +226,24 @@ impl<C: CredentialStore> TurnServer<C> {
         });
     }
 
-    /// One allocation (or Allocate under way) fewer for `user`'s quota.
-    pub(super) fn uncount_user(&mut self, user: &str) {
+    /// One allocation (or Allocate under way) fewer for `user`'s quota,
+    /// its client address `ip` and, if `ephemeral`, the ephemeral users.
+    pub(super) fn uncount(&mut self, user: &str, ip: IpAddr, ephemeral: bool) {
         if let Some(n) = self.user_counts.get_mut(user) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 self.user_counts.remove(user);
             }
+        }
+        let key = super::limiter::addr_key(ip, self.config.ipv6_prefix);
+        if let Some(n) = self.addr_counts.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.addr_counts.remove(&key);
+            }
+        }
+        if ephemeral {
+            self.ephemeral_count = self.ephemeral_count.saturating_sub(1);
         }
     }
 

@@ -1,5 +1,6 @@
 //! Authenticating requests (RFC 8489 §9.2.4) and the 401/438 challenges.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
 use p2p_stun::attr::{
@@ -12,12 +13,21 @@ use p2p_proto::FiveTuple;
 use super::{AuthFailure, ServerEvent, TurnServer};
 use crate::auth::{nonce_features, CredentialStore, FEATURE_PASSWORD_ALGORITHMS};
 
+/// The limiter's key for requests signed with a nonce that was not minted
+/// for their 5-tuple: one bucket shared by all of them. A forged source
+/// address (UDP) cannot get its owner throttled, since the forger never
+/// sees the nonces minted for it; nor can a guesser escape the limit (or
+/// get a 438 that says the password was right) with nonces from elsewhere.
+const FOREIGN_NONCE: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
 /// The result of a successful authentication.
 #[derive(Clone)]
 pub(super) struct Auth {
     pub(super) user: String,
     pub(super) key: Key,
     pub(super) sha256: bool,
+    /// The store says the user's credential is ephemeral.
+    pub(super) ephemeral: bool,
 }
 
 impl<C: CredentialStore> TurnServer<C> {
@@ -50,8 +60,12 @@ impl<C: CredentialStore> TurnServer<C> {
         req: &Message<'_>,
         user: Option<String>,
         reason: AuthFailure,
+        limit_key: IpAddr,
     ) {
         self.tally(ft.transport).auth_failures += 1;
+        if let Some(l) = &mut self.auth_limiter {
+            l.failed(now, limit_key);
+        }
         self.events.push_back(ServerEvent::AuthFailed {
             five_tuple: *ft,
             username: user,
@@ -88,6 +102,26 @@ impl<C: CredentialStore> TurnServer<C> {
             self.error(ft, msg, None, 400);
             return None;
         }
+        // Failures count against the client's address when the nonce was
+        // minted for its 5-tuple (fresh or stale), else against one key
+        // shared by every foreign nonce ([`FOREIGN_NONCE`]).
+        let limit_key = if self.nonce_minted_for(nonce.as_str(), ft, msg) {
+            ft.remote.ip()
+        } else {
+            FOREIGN_NONCE
+        };
+        // Credentials past their key's failures: dropped unchecked and
+        // unanswered (RFC 8489 has no code for "slow down"; a 401 would
+        // tell a guesser at once, and checking would let a guess succeed).
+        // The client retransmits with backoff.
+        if self
+            .auth_limiter
+            .as_ref()
+            .is_some_and(|l| l.throttled(now, limit_key))
+        {
+            self.tally(ft.transport).auth_throttled += 1;
+            return None;
+        }
         let features = nonce_features(nonce.as_str()).unwrap_or(0);
         let alg = if features & FEATURE_PASSWORD_ALGORITHMS != 0 {
             let list = msg.get_raw(AttrType::PASSWORD_ALGORITHMS);
@@ -110,7 +144,7 @@ impl<C: CredentialStore> TurnServer<C> {
         };
         let claimed = username.map(|u| u.as_str().to_owned());
         if realm.as_str() != self.config.realm {
-            self.auth_failed(now, ft, msg, claimed, AuthFailure::WrongRealm);
+            self.auth_failed(now, ft, msg, claimed, AuthFailure::WrongRealm, limit_key);
             return None;
         }
         let user = match (claimed.clone(), userhash) {
@@ -124,7 +158,7 @@ impl<C: CredentialStore> TurnServer<C> {
             .map(|u| self.creds.keys(u, &self.config.realm, alg, wall))
             .unwrap_or_default();
         let Some(user) = user.filter(|_| !keys.is_empty()) else {
-            self.auth_failed(now, ft, msg, claimed, AuthFailure::UnknownUser);
+            self.auth_failed(now, ft, msg, claimed, AuthFailure::UnknownUser, limit_key);
             return None;
         };
         // Several keys while a secret is rotated: the one that signed it.
@@ -132,10 +166,18 @@ impl<C: CredentialStore> TurnServer<C> {
             .into_iter()
             .find(|k| msg.verify_any_integrity(k).is_ok())
         else {
-            self.auth_failed(now, ft, msg, Some(user), AuthFailure::BadIntegrity);
+            self.auth_failed(
+                now,
+                ft,
+                msg,
+                Some(user),
+                AuthFailure::BadIntegrity,
+                limit_key,
+            );
             return None;
         };
         let auth = Auth {
+            ephemeral: self.creds.is_ephemeral(&user),
             user,
             key,
             sha256: msg.has_integrity_sha256(),
@@ -153,6 +195,15 @@ impl<C: CredentialStore> TurnServer<C> {
             return None;
         }
         Some(auth)
+    }
+
+    /// Whether `nonce` was minted for `ft` (or, for a ConnectionBind, for
+    /// its control connection), fresh or not.
+    fn nonce_minted_for(&self, nonce: &str, ft: &FiveTuple, msg: &Message<'_>) -> bool {
+        self.nonces.minted_for(nonce, ft.remote, ft.transport)
+            || self
+                .control_connection(msg)
+                .is_some_and(|c| self.nonces.minted_for(nonce, c.remote, c.transport))
     }
 
     /// For a ConnectionBind, the control connection of the allocation its

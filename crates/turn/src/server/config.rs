@@ -32,6 +32,32 @@ impl Bandwidth {
     }
 }
 
+/// A limit on authentication failures per client address: a leaky bucket
+/// of `burst` failures that drains at `per_minute`. Past it, requests that
+/// carry credentials from that address are dropped unanswered, unchecked.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthLimit {
+    /// Failures one address may have in a row before it is throttled.
+    pub burst: u32,
+    /// Failures a minute allowed after that, sustained.
+    pub per_minute: u32,
+}
+
+impl AuthLimit {
+    /// `burst` failures at once, then `per_minute`.
+    pub fn new(burst: u32, per_minute: u32) -> Self {
+        AuthLimit { burst, per_minute }
+    }
+}
+
+impl Default for AuthLimit {
+    /// 20 failures at once, then 60 a minute.
+    fn default() -> Self {
+        AuthLimit::new(20, 60)
+    }
+}
+
 /// Settings of a [`TurnServer`]. `ServerConfig::new(realm)` gives the RFC's
 /// defaults and the secure policy; set fields after it. Give it
 /// [`ServerConfig::relayed_ips`]: without one, every Allocate is refused
@@ -72,8 +98,43 @@ pub struct ServerConfig {
     pub reservation_lifetime: Duration,
     /// Allocations one username may hold at once (486 beyond). Default 10.
     pub user_quota: Option<u32>,
-    /// Allocations in all (508 beyond). Default none.
+    /// Allocations in all (508 beyond). Default none: the number of relay
+    /// ports ([`ServerConfig::capacity`]), of which the reserve is kept.
     pub total_quota: Option<u32>,
+    /// Percentage of the capacity ([`ServerConfig::capacity`]) kept for
+    /// client addresses that hold fewer than
+    /// [`reserve_below`](ServerConfig::reserve_below) allocations: once
+    /// the rest is held, an Allocate from an address holding more gets 508,
+    /// so that a flood of allocations from a few addresses does not lock
+    /// everyone else out. Default 10; 0 keeps none.
+    pub reserved_percent: u8,
+    /// An address (IPv6 by [`ipv6_prefix`](ServerConfig::ipv6_prefix))
+    /// may take a reserved allocation while it holds fewer than this many.
+    /// Default 4.
+    pub reserve_below: u32,
+    /// The IPv6 prefix length counted as one client address. Default 64.
+    pub ipv6_prefix: u8,
+    /// Percentage of the capacity ephemeral users
+    /// ([`CredentialStore::is_ephemeral`](crate::CredentialStore::is_ephemeral):
+    /// TURN REST credentials) may hold together, 486 beyond, so that
+    /// credentials farmed from the service that mints them cannot take what
+    /// the configured users need. The reserve
+    /// ([`reserved_percent`](ServerConfig::reserved_percent)) applies within
+    /// the share too, so that one address farming them does not lock out
+    /// the other ephemeral users. Default 100 (no limit); set it when the
+    /// store has both kinds (the daemon does: 80).
+    pub ephemeral_share_percent: u8,
+    /// Authentication failures allowed per client address (IPv6 by
+    /// [`ipv6_prefix`](ServerConfig::ipv6_prefix)), counted in a table of
+    /// fixed size whatever the number of addresses. Past the limit,
+    /// requests with credentials from that address are dropped without an
+    /// answer and without being checked, so that a guess cannot succeed
+    /// either; the client's retransmissions back off. A failure counts
+    /// against the address only when its nonce was minted for that 5-tuple;
+    /// requests signed with anyone else's nonce share one key, so that a
+    /// forged source address cannot get its owner throttled. Default
+    /// [`AuthLimit::default`] (20, then 60 a minute); `None`: no limit.
+    pub auth_failure_limit: Option<AuthLimit>,
     /// Permissions one allocation may hold (508 beyond). Default 256.
     pub max_permissions: usize,
     /// Per-allocation bandwidth cap (UDP relaying; the bytes of RFC 6062
@@ -127,6 +188,11 @@ impl ServerConfig {
             reservation_lifetime: Duration::from_secs(30),
             user_quota: Some(10),
             total_quota: None,
+            reserved_percent: 10,
+            reserve_below: 4,
+            ipv6_prefix: 64,
+            ephemeral_share_percent: 100,
+            auth_failure_limit: Some(AuthLimit::default()),
             max_permissions: 256,
             bandwidth: None,
             max_tcp_connections: 128,
@@ -137,5 +203,19 @@ impl ServerConfig {
             rng_seed: None,
             export_routes: false,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Allocations the server may hold: [`total_quota`](ServerConfig::total_quota),
+    /// or else the number of ports in
+    /// [`relayed_ports`](ServerConfig::relayed_ports) (each allocation takes
+    /// at least one). The reserve and the ephemeral share are percentages
+    /// of it.
+    pub fn capacity(&self) -> u32 {
+        self.total_quota.unwrap_or_else(|| {
+            (u32::from(*self.relayed_ports.end()) + 1)
+                .saturating_sub(u32::from(*self.relayed_ports.start()))
+        })
     }
 }

@@ -51,6 +51,22 @@ pub struct Counters {
     pub error_responses: u64,
     /// Requests whose credentials were wrong (not the first 401 challenge).
     pub auth_failures: u64,
+    /// Requests with credentials dropped unchecked and unanswered: their
+    /// client address had used up its authentication failures
+    /// ([`ServerConfig::auth_failure_limit`]).
+    pub auth_throttled: u64,
+    /// Allocates refused with 486: the user's quota
+    /// ([`ServerConfig::user_quota`]).
+    pub refused_user_quota: u64,
+    /// Allocates refused with 508: the total quota
+    /// ([`ServerConfig::total_quota`]).
+    pub refused_total_quota: u64,
+    /// Allocates refused with 508: only the reserve is left and the
+    /// client's address holds too many ([`ServerConfig::reserved_percent`]).
+    pub refused_reserve: u64,
+    /// Allocates refused with 486: ephemeral users hold their share
+    /// ([`ServerConfig::ephemeral_share_percent`]).
+    pub refused_ephemeral_share: u64,
     /// Application bytes relayed client → peer.
     pub bytes_to_peer: u64,
     /// Packets relayed client → peer.
@@ -88,6 +104,11 @@ impl std::ops::AddAssign for Counters {
         self.requests += o.requests;
         self.error_responses += o.error_responses;
         self.auth_failures += o.auth_failures;
+        self.auth_throttled += o.auth_throttled;
+        self.refused_user_quota += o.refused_user_quota;
+        self.refused_total_quota += o.refused_total_quota;
+        self.refused_reserve += o.refused_reserve;
+        self.refused_ephemeral_share += o.refused_ephemeral_share;
         self.bytes_to_peer += o.bytes_to_peer;
         self.packets_to_peer += o.packets_to_peer;
         self.bytes_to_client += o.bytes_to_client;
@@ -210,6 +231,20 @@ pub enum ServerEvent {
         username: Option<String>,
         /// What was wrong.
         reason: AuthFailure,
+    },
+    /// The peer policy refused a peer of a CreatePermission, ChannelBind or
+    /// Connect (answered 403, also reported as [`ServerEvent::RequestRefused`]):
+    /// which peer, and the rule, so that an operator can tell a deny-list
+    /// entry from a default refusal and open a block on purpose.
+    PeerRefused {
+        /// The allocation's 5-tuple.
+        five_tuple: FiveTuple,
+        /// The allocation's user.
+        user: String,
+        /// The peer IP.
+        peer: IpAddr,
+        /// The rule that refused it.
+        rule: crate::PeerRefusal,
     },
     /// A request was refused with an error response other than the 401
     /// and 438 of the credential dance (400, 403, 420, 437, 440, 441, 442,

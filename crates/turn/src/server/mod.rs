@@ -20,6 +20,7 @@ mod auth;
 mod bandwidth;
 mod config;
 mod events;
+mod limiter;
 mod peers;
 mod ports;
 mod relay;
@@ -31,11 +32,12 @@ mod tcp;
 use allocate::{BindWaiter, PendingAllocate};
 use allocation::Allocation;
 use auth::Auth;
-pub use config::{Bandwidth, ServerConfig};
+pub use config::{AuthLimit, Bandwidth, ServerConfig};
 pub use events::{
     AllocationInfo, AuthFailure, Counters, EndReason, ServerEvent, ServerOutput, SocketRequest,
     Traffic,
 };
+use limiter::AuthLimiter;
 use ports::PortPool;
 pub use routes::{ChannelRoute, RouteUpdate};
 use tcp::{TcpConn, TcpState};
@@ -105,6 +107,13 @@ pub struct TurnServer<C: CredentialStore> {
     by_tuple: HashMap<FiveTuple, usize>,
     by_relay: HashMap<SocketAddr, usize>,
     user_counts: HashMap<String, u32>,
+    /// Allocations (and Allocates under way) per client address
+    /// (`limiter::addr_key`), for the reserve.
+    addr_counts: HashMap<std::net::IpAddr, u32>,
+    /// Allocations (and Allocates under way) of ephemeral users.
+    ephemeral_count: u32,
+    /// Authentication failures per client address.
+    auth_limiter: Option<AuthLimiter>,
     reservations: HashMap<[u8; 8], (SocketAddr, Instant)>,
     reservation_queue: VecDeque<(Instant, [u8; 8])>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
@@ -161,6 +170,16 @@ impl<C: CredentialStore> TurnServer<C> {
             alg_list_wire.extend_from_slice(&[0, 0]);
         }
         let ports = PortPool::new(&config.relayed_ips, config.relayed_ports.clone());
+        // The limiter's hash keys come from the nonce key (secret too), so
+        // that the RNG's sequence stays what it was.
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&key[i..i + 8]);
+            u64::from_le_bytes(w) ^ 0x6c69_6d69_7465_7221
+        };
+        let auth_limiter = config
+            .auth_failure_limit
+            .map(|l| AuthLimiter::new(l, config.ipv6_prefix, epoch.0, [word(0), word(16)]));
         TurnServer {
             config,
             creds: credentials,
@@ -177,6 +196,9 @@ impl<C: CredentialStore> TurnServer<C> {
             by_tuple: HashMap::new(),
             by_relay: HashMap::new(),
             user_counts: HashMap::new(),
+            addr_counts: HashMap::new(),
+            ephemeral_count: 0,
+            auth_limiter,
             reservations: HashMap::new(),
             reservation_queue: VecDeque::new(),
             timers: BinaryHeap::new(),
@@ -220,6 +242,14 @@ impl<C: CredentialStore> TurnServer<C> {
     /// The credential store, to add or remove users.
     pub fn credentials_mut(&mut self) -> &mut C {
         &mut self.creds
+    }
+
+    /// Replace the peer policy (a configuration reload). Permissions,
+    /// channels and Connects asked for from now on, refreshes included,
+    /// follow the new rules; what was granted before stays until it expires
+    /// or is refreshed (a permission lasts 5 minutes, a channel 10).
+    pub fn set_peer_policy(&mut self, policy: crate::PeerPolicy) {
+        self.config.peer_policy = policy;
     }
 
     /// The counters, every client transport together.

@@ -8,7 +8,7 @@ use p2p_stun::attr::{
     AddressFamily, ChannelNumber, Lifetime, RequestedAddressFamily, UnknownAttributes,
     XorMappedAddress, XorPeerAddress,
 };
-use p2p_stun::{AttrType, Message, MessageClass, MessageType, Method, HEADER_LEN, MAGIC_COOKIE};
+use p2p_stun::{AttrType, Message, MessageClass, Method, HEADER_LEN, MAGIC_COOKIE};
 
 use super::allocation::{Channel, CHANNEL_GUARD};
 use super::{Auth, CredentialStore, EndReason, ServerEvent, TurnServer};
@@ -32,9 +32,11 @@ impl<C: CredentialStore> TurnServer<C> {
             Ok(m) => m,
             Err(e) => {
                 self.tally(ft.transport).dropped_malformed += 1;
-                let typ = MessageType::from_u16(u16::from_be_bytes([b[0], b[1]]));
-                if e.stun_code().is_some() && typ.class == MessageClass::Request {
-                    self.bad_header_request(&ft, typ, b);
+                match p2p_stun::peek_type(b) {
+                    Some(typ) if e.stun_code().is_some() && typ.class == MessageClass::Request => {
+                        self.bad_header_request(&ft, typ, b);
+                    }
+                    _ => {}
                 }
                 return;
             }

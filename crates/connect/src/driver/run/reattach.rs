@@ -98,7 +98,7 @@ impl Driver {
         if self.client.is_some() || self.attempt.is_some() {
             return None;
         }
-        self.reconnect.poll_timeout()
+        self.reconnect.next_wake()
     }
 
     /// Starts a reconnection attempt when it is time, or gives up.

@@ -10,6 +10,8 @@ use p2p_signaling::{ClientError, ErrorCode, PeerInfo, SignalingClient};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::super::ice_tcp::IceTcp;
+use super::super::mdns;
 use super::super::net::{self, Inbound};
 use super::super::{ConnectError, ConnectionEvent, IceServerUri, PeerConfig, Policy};
 use super::Driver;
@@ -100,6 +102,14 @@ pub(super) async fn setup(
         }) => return Err(ConnectError::Unauthorized { room }),
         Err(e) => return Err(ConnectError::Signaling(e)),
     };
+    // Two peers there already are a pair (or about to be): say so now
+    // rather than offer to one of them and time out.
+    if peers.len() >= 2 {
+        return Err(ConnectError::RoomBusy {
+            room,
+            peers: peers.len(),
+        });
+    }
     // Which ICE servers: ours, or the server's (the welcome's, or those of
     // the joined when the server hands TURN credentials to members only).
     let servers: Vec<IceServerUri> = if config.ice_servers.is_empty() {
@@ -127,6 +137,13 @@ pub(super) async fn setup(
             peers: peers.len(),
         },
     );
+    // Relay-only with no TURN server cannot work: say so now, with the
+    // server's reason, rather than after waiting for a peer.
+    if config.policy == Policy::RelayOnly && !servers.iter().any(IceServerUri::is_turn) {
+        return Err(ConnectError::NoRelay {
+            reason: client.relay_unavailable(),
+        });
+    }
     // The newcomer offers and controls.
     let (peer, controlling) = match peers.first() {
         Some(p) => (p.clone(), true),
@@ -148,6 +165,25 @@ pub(super) async fn setup(
         net::spawn_udp_reader(&mut tasks, *a, s.clone(), inbound_tx.clone());
     }
     let hosts: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
+    // ICE-TCP: a listener and an active candidate on each IP with a UDP
+    // host (driver/ice_tcp.rs).
+    let ice_tcp = (config.ice_tcp && config.policy != Policy::RelayOnly).then(|| {
+        let host_ips: Vec<_> = hosts.iter().map(SocketAddr::ip).collect();
+        IceTcp::bind(&host_ips, &hosts, inbound_tx.clone())
+    });
+    // The socket of the resolver of the peer's mDNS names (driver/mdns.rs).
+    // (Bound too when our own names are to be answered: see mdns_hide.)
+    let mut mdns = (config.resolve_mdns || config.mdns_hide_hosts)
+        .then(|| mdns::bind(&ips))
+        .flatten();
+    let mdns_hide =
+        config.mdns_hide_hosts && mdns.as_mut().is_some_and(|(m, s)| m.listen_for_queries(s));
+    if config.mdns_hide_hosts && !mdns_hide {
+        tracing::warn!("mDNS: port 5353 unavailable; host addresses are signalled as they are");
+    }
+    if let Some((m, s)) = &mdns {
+        net::spawn_udp_reader(&mut tasks, m.local, s.clone(), inbound_tx.clone());
+    }
 
     // Resolve the servers; connect the TURN streams.
     let mut stun = Vec::new();
@@ -239,12 +275,15 @@ pub(super) async fn setup(
                 }
             }
         }
-        turn.push(TurnServerConfig {
-            server: addr,
-            transport: s.transport,
-            username: s.username.clone().unwrap_or_default(),
-            password: s.credential.clone().unwrap_or_default(),
-        });
+        turn.push(
+            TurnServerConfig::new(
+                addr,
+                s.transport,
+                s.username.clone().unwrap_or_default(),
+                s.credential.clone().unwrap_or_default(),
+            )
+            .with_dual_family(config.turn_dual_family),
+        );
     }
     if config.policy == Policy::RelayOnly && turn.is_empty() {
         return Err(match turn_failures.pop() {
@@ -263,11 +302,25 @@ pub(super) async fn setup(
     let mut negotiation = NegotiationConfig::new(peer.clone(), controlling);
     negotiation.connect_timeout = config.connect_timeout;
     negotiation.relay_only = ice.relay_only;
+    negotiation.hard_nat = config.hard_nat;
     negotiation.turn_servers = turn.len();
     negotiation.turn_failures = turn_failures;
     negotiation.reconnect = config.reconnect.enabled;
+    negotiation.mdns = mdns.as_ref().map(|(m, _)| m.local);
+    negotiation.mdns_hide = mdns_hide;
+    let (mdns, mdns_socket) = mdns
+        .map(|(m, s)| {
+            let local = m.local;
+            (m, (local, s))
+        })
+        .unzip();
     let mut sc = SessionConfig::new(ice);
+    if config.port_mapping && config.policy != Policy::RelayOnly {
+        sc.port_mapping = super::super::gateway::port_mapping_targets(&hosts, config.gateway);
+    }
+    let upnp = super::upnp::Upnp::start(&sc.port_mapping);
     sc.hosts = hosts;
+    sc.tcp_hosts = ice_tcp.as_ref().map(IceTcp::candidates).unwrap_or_default();
     sc.stun_servers = stun;
     sc.turn_servers = turn;
     sc.certificate = config.certificate.clone();
@@ -285,13 +338,16 @@ pub(super) async fn setup(
         peer,
         peer_name,
         controlling,
-        sockets: sockets.into_iter().collect(),
+        sockets: sockets.into_iter().chain(mdns_socket).collect(),
+        mdns,
         streams,
+        ice_tcp,
         _tasks: tasks,
         inbound,
         restarting: false,
         channels: HashMap::new(),
         remote_fingerprint: None,
+        upnp,
     })
 }
 

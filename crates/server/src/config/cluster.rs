@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[cluster]`: the shared store and this node's place in it. Without
 /// `redis` the daemon is a single node and needs no Redis.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct ClusterConfig {
@@ -94,7 +94,7 @@ impl ClusterConfig {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
+    use super::super::Config;
 
     #[test]
     fn the_cluster_section_is_read_from_toml_and_a_single_node_needs_none() {

@@ -1,0 +1,245 @@
+//! Data channel throughput on loopback (issue 13, "Speed"): a reliable
+//! ordered channel carrying 100 MiB as 16 KiB messages from one peer to
+//! the other, for our stack (`p2p-connect`, the whole of it: signaling,
+//! ICE, DTLS, SCTP, the tokio driver on real UDP sockets), and with the
+//! feature `channel-peers` for str0m and webrtc-rs in the same run, each
+//! at its best settings (webrtc-rs twice: with a 4 MiB socket receive
+//! buffer, and with the OS default). Plain 1,200-byte UDP between two
+//! sockets is the ceiling.
+//!
+//! Each contender runs `--runs` times (the best and the median are
+//! reported) and is bounded in time: a run that has not delivered
+//! everything after `--limit` seconds reports what it delivered and is
+//! marked incomplete. Every message is checked (its length, and its
+//! sequence number for the ordered channels).
+//!
+//! `channel_bench [--mib N] [--runs N] [--limit S] [--only NAME]` prints a
+//! Markdown table; `cargo xtask bench channel` runs it and writes
+//! `target/bench-channel.md`.
+#![allow(clippy::disallowed_methods)] // a benchmark reads the clock
+
+mod ours;
+#[cfg(feature = "channel-peers")]
+mod str0m_peer;
+mod udp;
+#[cfg(feature = "channel-peers")]
+mod webrtc_peer;
+
+use std::time::Duration;
+
+/// The size of one message.
+pub(crate) const MESSAGE: usize = 16 * 1024;
+/// The largest a sender lets its unacknowledged bytes grow (where the
+/// stack lets the user choose: str0m, webrtc-rs).
+#[cfg(feature = "channel-peers")]
+pub(crate) const BUFFERED: usize = 4 * 1024 * 1024;
+/// The socket buffer size asked for where the benchmark owns the socket.
+pub(crate) const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+/// What to move, and for how long at most.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Job {
+    /// Bytes to move (whole messages).
+    pub(crate) bytes: u64,
+    /// Give up after this long.
+    pub(crate) limit: Duration,
+}
+
+impl Job {
+    /// The number of messages.
+    pub(crate) fn messages(&self) -> u64 {
+        self.bytes / MESSAGE as u64
+    }
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    /// Bytes delivered (and checked) at the receiver.
+    pub(crate) bytes: u64,
+    /// From the first byte sent to the last one delivered.
+    pub(crate) elapsed: Duration,
+    /// Everything arrived within the limit.
+    pub(crate) complete: bool,
+}
+
+impl Outcome {
+    fn mbps(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64().max(1e-9) / 1e6
+    }
+}
+
+/// The first 8 bytes of message `i`: its number; the rest a pattern.
+pub(crate) fn message(i: u64) -> Vec<u8> {
+    let mut m = vec![0u8; MESSAGE];
+    for (k, b) in m.iter_mut().enumerate() {
+        *b = (k as u8).wrapping_mul(31);
+    }
+    m[..8].copy_from_slice(&i.to_be_bytes());
+    m
+}
+
+/// The number of a received message, if it has the right length.
+pub(crate) fn number(m: &[u8]) -> Option<u64> {
+    if m.len() != MESSAGE {
+        return None;
+    }
+    Some(u64::from_be_bytes(m.get(..8)?.try_into().ok()?))
+}
+
+/// Counts what arrives and checks the order.
+#[derive(Debug, Default)]
+pub(crate) struct Counter {
+    /// Messages received in order.
+    pub(crate) next: u64,
+    /// Messages that came out of order or with a wrong length.
+    pub(crate) bad: u64,
+}
+
+impl Counter {
+    /// One message received.
+    pub(crate) fn take(&mut self, m: &[u8]) {
+        match number(m) {
+            Some(n) if n == self.next => self.next += 1,
+            _ => self.bad += 1,
+        }
+    }
+}
+
+struct Args {
+    mib: u64,
+    runs: usize,
+    limit: Duration,
+    only: Option<String>,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        mib: 100,
+        runs: 3,
+        limit: Duration::from_secs(60),
+        only: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().ok_or(format!("{k} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{k} {v}: {e}");
+        match k.as_str() {
+            "--mib" => a.mib = v.parse().map_err(|e| bad(&e))?,
+            "--runs" => a.runs = v.parse().map_err(|e| bad(&e))?,
+            "--limit" => a.limit = Duration::from_secs_f64(v.parse().map_err(|e| bad(&e))?),
+            "--only" => a.only = Some(v),
+            _ => return Err(format!("unknown argument {k}")),
+        }
+    }
+    if a.mib == 0 || a.mib > 4096 || a.runs == 0 || a.runs > 20 {
+        return Err("0 < --mib ≤ 4096, 0 < --runs ≤ 20".into());
+    }
+    Ok(a)
+}
+
+type Contender = (
+    &'static str,
+    &'static str,
+    fn(Job) -> Result<Outcome, String>,
+);
+
+fn contenders() -> Vec<Contender> {
+    #[cfg_attr(not(feature = "channel-peers"), allow(unused_mut))]
+    let mut v: Vec<Contender> = vec![
+        (
+            "udp",
+            "plain UDP, 1,200-byte datagrams (ceiling, unreliable)",
+            udp::run,
+        ),
+        (
+            "ours",
+            "p2p-connect (signaling, ICE, DTLS 1.3, SCTP, tokio driver)",
+            ours::run,
+        ),
+    ];
+    #[cfg(feature = "channel-peers")]
+    {
+        v.push((
+            "str0m",
+            "str0m 0.25 (sans-IO, 4 MiB socket buffers, own loop)",
+            str0m_peer::run,
+        ));
+        v.push((
+            "webrtc-4m",
+            "webrtc-rs 0.17, UDP mux socket with a 4 MiB receive buffer",
+            webrtc_peer::run_big_buffer,
+        ));
+        v.push((
+            "webrtc-default",
+            "webrtc-rs 0.17, its own sockets (OS default buffers)",
+            webrtc_peer::run_default,
+        ));
+    }
+    v
+}
+
+fn main() {
+    let a = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("channel_bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let job = Job {
+        bytes: a.mib * 1024 * 1024 / MESSAGE as u64 * MESSAGE as u64,
+        limit: a.limit,
+    };
+    println!(
+        "{} MiB as {} KiB messages, reliable ordered (UDP: 1,200-byte datagrams, \
+         unreliable), {} run(s) each, MB = 10^6 bytes.\n",
+        a.mib,
+        MESSAGE / 1024,
+        a.runs
+    );
+    println!("| stack | best MB/s | median MB/s | runs (MB/s) | note |");
+    println!("|---|---:|---:|---|---|");
+    for (name, what, f) in contenders() {
+        if a.only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        let mut figures = Vec::new();
+        let mut notes = Vec::new();
+        for run in 0..a.runs {
+            match f(job) {
+                Ok(o) => {
+                    eprintln!(
+                        "channel_bench: {name} run {}: {} bytes in {:?}: {:.1} MB/s{}",
+                        run + 1,
+                        o.bytes,
+                        o.elapsed,
+                        o.mbps(),
+                        if o.complete { "" } else { " (incomplete)" }
+                    );
+                    if !o.complete {
+                        notes.push(format!("run {} incomplete", run + 1));
+                    }
+                    figures.push(o.mbps());
+                }
+                Err(e) => {
+                    eprintln!("channel_bench: {name} run {}: {e}", run + 1);
+                    notes.push(format!("run {}: {e}", run + 1));
+                }
+            }
+        }
+        let mut sorted = figures.clone();
+        sorted.sort_by(|x, y| x.total_cmp(y));
+        let best = sorted.last().map_or("–".into(), |x| format!("{x:.0}"));
+        let median = sorted
+            .get(sorted.len() / 2)
+            .map_or("–".into(), |x| format!("{x:.0}"));
+        let runs: Vec<String> = figures.iter().map(|x| format!("{x:.0}")).collect();
+        notes.dedup();
+        println!(
+            "| {what} | {best} | {median} | {} | {} |",
+            runs.join(", "),
+            notes.join("; ")
+        );
+    }
+}

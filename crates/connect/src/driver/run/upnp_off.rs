@@ -1,0 +1,34 @@
+//! Without the `upnp` feature there is no UPnP IGD search: nothing is
+//! mapped, offered or deleted (PCP and NAT-PMP still run in the session).
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::Driver;
+
+/// No mapping can exist.
+pub(super) enum UpnpMapping {}
+
+/// The UPnP side of a driver, off.
+#[derive(Default)]
+pub(super) struct Upnp;
+
+impl Upnp {
+    pub(super) fn start(_targets: &[(SocketAddr, IpAddr)]) -> Upnp {
+        Upnp
+    }
+
+    /// Never ends.
+    pub(super) async fn outcome(&mut self) -> Result<UpnpMapping, String> {
+        std::future::pending().await
+    }
+
+    pub(super) async fn delete(&mut self) {}
+}
+
+impl Driver {
+    pub(super) async fn on_upnp(&mut self, r: Result<UpnpMapping, String>) {
+        if let Ok(m) = r {
+            match m {}
+        }
+    }
+}

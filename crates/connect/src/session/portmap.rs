@@ -1,0 +1,149 @@
+//! Port mappings on the local router (PCP, then NAT-PMP; `p2p-portmap`):
+//! one mapper per host socket [`SessionConfig::port_mapping`] names,
+//! with the router to ask. A mapping the router grants becomes a server-reflexive
+//! candidate of that socket (the router forwards its external port to the
+//! socket whoever sends, so a peer behind any NAT reaches it); the mapping
+//! is deleted when the session closes.
+//!
+//! [`SessionConfig::port_mapping`]: super::SessionConfig::port_mapping
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use p2p_ice::Candidate;
+use p2p_portmap::{PortMapConfig, PortMapEvent, PortMapOutput, PortMapper};
+use p2p_proto::{Datagram, Machine};
+
+use super::{Session, SessionEvent, SessionOutput};
+
+/// One mapper per (host socket, router) pair asked for.
+pub(super) fn mappers(asked: &[(SocketAddr, IpAddr)], seed: Option<u64>) -> Vec<PortMapper> {
+    asked
+        .iter()
+        .enumerate()
+        .map(|(i, (host, gw))| {
+            let mut c = PortMapConfig::new(*gw, *host);
+            c.rng_seed = seed.map(|s| s.wrapping_add(0x9a7 + i as u64));
+            PortMapper::new(c)
+        })
+        .collect()
+}
+
+impl Session {
+    /// A port mapping made outside the session (UPnP IGD, by the driver):
+    /// the router at `gateway` forwards `external` to our socket
+    /// `internal`; offered as a server-reflexive candidate like a PCP one.
+    /// Whoever made it deletes it. Ignored under a relay-only policy or
+    /// once closing.
+    pub fn add_port_mapping(
+        &mut self,
+        now: Instant,
+        internal: SocketAddr,
+        external: SocketAddr,
+        gateway: IpAddr,
+    ) {
+        if self.close_asked || self.closing.is_some() {
+            return;
+        }
+        let c = Candidate::server_reflexive(external, internal, gateway);
+        if let Err(p2p_ice::IceError::ExcludedByPolicy) = self.agent.add_local_candidate(now, c) {
+            return;
+        }
+        self.event(SessionEvent::PortMapped { internal, external });
+        self.pump(now);
+    }
+
+    /// The external address a PCP or NAT-PMP mapping of `internal` holds.
+    pub fn port_mapping(&self, internal: SocketAddr) -> Option<SocketAddr> {
+        self.mappers
+            .iter()
+            .filter_map(|m| m.mapping())
+            .find(|m| m.internal == internal)
+            .map(|m| m.external)
+    }
+
+    /// Hand a datagram from the gateway's port 5351 to its mapper.
+    pub(super) fn portmap_input(&mut self, now: Instant, d: Datagram<'_>) -> bool {
+        for m in &mut self.mappers {
+            if m.handle_input(now, d).is_taken() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Start the mappers, or run their timers.
+    pub(super) fn portmap_timeout(&mut self, now: Instant) {
+        for m in &mut self.mappers {
+            m.handle_timeout(now);
+        }
+    }
+
+    /// Their next timer.
+    pub(super) fn portmap_poll_timeout(&self) -> Option<Instant> {
+        self.mappers.iter().filter_map(|m| m.poll_timeout()).min()
+    }
+
+    /// Every mapper holds a mapping or gave up (gathering may end).
+    pub(super) fn portmap_settled(&self) -> bool {
+        self.mappers.iter().all(|m| m.is_settled())
+    }
+
+    /// Every mapping is deleted (or there was none).
+    pub(super) fn portmap_closed(&self) -> bool {
+        self.mappers.iter().all(|m| m.is_closed())
+    }
+
+    /// Delete the mappings (closing).
+    pub(super) fn portmap_close(&mut self, now: Instant) {
+        for m in &mut self.mappers {
+            m.close(now);
+        }
+    }
+
+    /// Requests out; a granted mapping becomes a server-reflexive
+    /// candidate. Whether anything moved.
+    pub(super) fn drain_portmap(&mut self, now: Instant) -> bool {
+        let mut moved = false;
+        for i in 0..self.mappers.len() {
+            while let Some(o) = self.mappers[i].poll_output() {
+                moved = true;
+                match o {
+                    PortMapOutput::Transmit(t) => self.out.push_back(SessionOutput::Transmit(t)),
+                    PortMapOutput::Event(e) => {
+                        let gateway = self.mappers[i].config().gateway.ip();
+                        self.portmap_event(now, gateway, e);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        moved
+    }
+
+    fn portmap_event(&mut self, now: Instant, gateway: IpAddr, e: PortMapEvent) {
+        match e {
+            PortMapEvent::Mapped(m) => {
+                if self.closing.is_none() && !self.close_asked {
+                    // Redundant when the NAT's own mapping of the socket
+                    // is the same address (the STUN server found it too).
+                    let c = Candidate::server_reflexive(m.external, m.internal, gateway);
+                    let _ = self.agent.add_local_candidate(now, c);
+                }
+                self.event(SessionEvent::PortMapped {
+                    internal: m.internal,
+                    external: m.external,
+                });
+            }
+            PortMapEvent::Failed(why) => self.event(SessionEvent::PortMapFailed {
+                gateway,
+                reason: why.to_string(),
+            }),
+            PortMapEvent::Lost => self.event(SessionEvent::PortMapFailed {
+                gateway,
+                reason: "the mapping could not be renewed and expired".into(),
+            }),
+            _ => {}
+        }
+    }
+}
