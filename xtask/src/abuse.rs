@@ -16,6 +16,7 @@
 //! `--release` choose).
 
 mod daemon;
+mod restart;
 mod signaling;
 mod stun;
 mod turn;
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use crate::bench_util::target_dir;
 use crate::{cargo, run};
+use restart::restart_recovery;
 use signaling::{credential_farming, idle_flood, slow_readers, slowloris};
 use stun::{stun_flood, stun_slowloris};
 use turn::{password_guessing, turn_farming, turn_slow_readers};
@@ -80,6 +82,11 @@ const ATTACKS: &[(&str, &str, Attack)] = &[
         "turn-slow-readers",
         "18.1 on the TURN port: TURN clients over TCP that stop reading while a peer sends to their relays",
         turn_slow_readers,
+    ),
+    (
+        "restart-recovery",
+        "18.6: relay-only peers recover when the daemon restarts",
+        restart_recovery,
     ),
 ];
 

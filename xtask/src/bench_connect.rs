@@ -49,6 +49,18 @@ pub(crate) fn ice(args: &[String]) -> Result<(), String> {
     )
 }
 
+/// `cargo xtask bench cluster` (benches/src/bin/cluster_bench.rs):
+/// signaling through two `p2p serve` nodes on a real `redis-server`, same
+/// node and different nodes in one run. Needs `redis-server`.
+pub(crate) fn cluster(args: &[String]) -> Result<(), String> {
+    bench(
+        "cluster_bench",
+        "bench-cluster.md",
+        "Signaling across the nodes of a cluster (Redis)",
+        args,
+    )
+}
+
 pub(crate) fn channel(args: &[String]) -> Result<(), String> {
     let peers = !args.iter().any(|a| a == "--no-peers");
     let build = !args.iter().any(|a| a == "--no-build");

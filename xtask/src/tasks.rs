@@ -177,8 +177,9 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
         "connect" => crate::bench_connect::connect(&args[1..]),
         "ice" => crate::bench_connect::ice(&args[1..]),
         "channel" => crate::bench_connect::channel(&args[1..]),
+        "cluster" => crate::bench_connect::cluster(&args[1..]),
         other => Err(format!(
-            "unknown benchmark group `{other}` (known: codec, stun-server, turn, connect, ice, channel)"
+            "unknown benchmark group `{other}` (known: codec, stun-server, turn, connect, ice, channel, cluster)"
         )),
     }
 }

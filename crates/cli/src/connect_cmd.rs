@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use p2p_connect::{
-    ChannelOptions, ConnectError, Connection, ConnectionEvent, IceServerUri, IceState, Peer,
-    PeerConfig, Policy, SelectedPath,
+    ChannelOptions, CloseReason, ConnectError, Connection, ConnectionEvent, IceServerUri, IceState,
+    Peer, PeerConfig, Policy, SelectedPath,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -47,8 +47,10 @@ A room holds one pair: a third peer is told the room is busy.";
 pub(crate) struct NetArgs {
     /// The signaling server: ws://HOST:PORT/ws, wss://HOST[:PORT]/ws (TLS), the
     /// page's http(s):// URL, or HOST[:PORT] (ws://, port 8080 as p2p serve's).
-    #[arg(long, value_name = "URL")]
-    signaling: String,
+    /// Repeat it (or separate with commas) for the nodes of a cluster: the
+    /// next is tried when one cannot be reached or goes away.
+    #[arg(long, value_name = "URL", required = true, value_delimiter = ',')]
+    signaling: Vec<String>,
     /// The room to meet the other peer in.
     #[arg(long, value_name = "NAME")]
     room: String,
@@ -145,12 +147,17 @@ pub(crate) struct ConnectArgs {
 }
 
 pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
-    let mut c = PeerConfig::new(signaling_url(&a.signaling)?, a.room.clone())
+    let mut urls = a.signaling.iter().map(|s| signaling_url(s));
+    let first = urls.next().transpose()?.unwrap_or_default();
+    let mut c = PeerConfig::new(first, a.room.clone())
         .include_loopback(a.loopback)
         .local_addresses(a.bind.iter().copied())
         .ice_tcp(a.ice_tcp)
         .mdns_hide_hosts(a.mdns_hide)
         .connect_timeout(Duration::from_secs(a.timeout.max(1)));
+    for more in urls {
+        c = c.signaling_fallback(more?);
+    }
     c.token = a.token.clone();
     c.name = a.name.clone();
     c.peer_timeout = a.peer_timeout.map(Duration::from_secs);
@@ -290,6 +297,8 @@ fn event_name(e: &ConnectionEvent) -> &'static str {
         ConnectionEvent::Disconnected => "disconnected",
         ConnectionEvent::Restarting => "restarting",
         ConnectionEvent::SignalingLost => "signaling_lost",
+        ConnectionEvent::SignalingInterrupted => "signaling_interrupted",
+        ConnectionEvent::SignalingRestored { .. } => "signaling_restored",
         ConnectionEvent::Closed(_) => "closed",
         _ => "other",
     }
@@ -404,6 +413,12 @@ pub(crate) fn describe(e: &ConnectionEvent) -> Option<String> {
         ConnectionEvent::Restarting => "ice: restarting".to_owned(),
         ConnectionEvent::SignalingLost => {
             "signaling: connection lost (the path stays up)".to_owned()
+        }
+        ConnectionEvent::SignalingInterrupted => {
+            "signaling: connection lost; reconnecting (the path stays up)".to_owned()
+        }
+        ConnectionEvent::SignalingRestored { url, peer_id } => {
+            format!("signaling: reconnected to {url} as {peer_id}")
         }
         ConnectionEvent::Closed(r) => format!("closed: {r}"),
         _ => return None,
@@ -709,6 +724,8 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
                 // Events from the start are replayed first; skip those.
                 Some(ConnectionEvent::PathChanged(_) | ConnectionEvent::Disconnected
                     | ConnectionEvent::Restarting | ConnectionEvent::SignalingLost
+                    | ConnectionEvent::SignalingInterrupted
+                    | ConnectionEvent::SignalingRestored { .. }
                     | ConnectionEvent::Closed(_)) => {
                     if let Some(ev) = e.as_ref() {
                         report.event(ev);
@@ -726,6 +743,7 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             break;
         }
     }
+    let broke = conn.closed();
     if !ended {
         conn.close().await;
     }
@@ -741,7 +759,14 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             format!("the connection ended after {received} of the {n} line(s) expected").into(),
         );
     }
-    Ok(())
+    // A connection that broke (consent lost for good, no path after a
+    // restart, a DTLS or SCTP failure) is a failure, not a normal end.
+    match broke {
+        Some(r @ (CloseReason::ConsentLost | CloseReason::IceFailed | CloseReason::Failed(_))) => {
+            Err(format!("the connection broke: {r}").into())
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use p2p_cli::natdisc::{discover, render};
 use p2p_server::{LogFormat, DEFAULT_PORT, DEFAULT_TLS_PORT};
 use tokio::net::UdpSocket;
 
+mod cluster_flags;
 mod connect_cmd;
 mod demo;
 mod docs_cmd;

@@ -102,6 +102,8 @@ pub(crate) struct ServeArgs {
     turn: TurnServeArgs,
     #[command(flatten)]
     signaling: SignalingServeArgs,
+    #[command(flatten)]
+    cluster: crate::cluster_flags::ClusterServeArgs,
 }
 
 /// Where `p2p serve` serves signaling when neither a flag nor the file says.
@@ -342,6 +344,7 @@ fn serve_config(a: &ServeArgs) -> Result<Config, AnyError> {
     }
     apply_turn_flags(&mut cfg, &a.turn)?;
     apply_signaling_flags(&mut cfg, &a.signaling);
+    crate::cluster_flags::apply(&mut cfg, &a.cluster);
     // Signaling is on by default.
     if cfg.signaling.listen.is_none() && !a.signaling.no_signaling {
         cfg.signaling.listen = Some(DEFAULT_SIGNALING);

@@ -72,6 +72,18 @@ pub struct PeerConfig {
     /// The signaling server's WebSocket URL, `ws://host:port/` or
     /// `wss://host:port/` (checked against [`PeerConfig::tls_roots`]).
     pub signaling_url: String,
+    /// More URLs of the same service (the other nodes of a cluster): tried
+    /// in order when `signaling_url` cannot be reached, and when the
+    /// connection is lost (see [`PeerConfig::reconnect`]).
+    pub signaling_urls: Vec<String>,
+    /// How to reconnect when the signaling connection is lost after the
+    /// peers met: which URL next, the backoff, when to give up (default:
+    /// reconnect, giving up after 60 s). On the new connection the driver
+    /// takes its peer id back (the server's resume token), joins the room
+    /// again, and the offerer brings the peer up to date (what it may have
+    /// missed, or an ICE restart, which also re-allocates on TURN servers
+    /// that lost our allocation). The path keeps carrying data meanwhile.
+    pub reconnect: crate::ReconnectPolicy,
     /// The room to meet the peer in.
     pub room: String,
     /// The room's token, if the server asks for one.
@@ -155,6 +167,7 @@ impl fmt::Debug for PeerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerConfig")
             .field("signaling_url", &self.signaling_url)
+            .field("signaling_urls", &self.signaling_urls)
             .field("room", &self.room)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("ice_servers", &self.ice_servers)
@@ -172,6 +185,8 @@ impl PeerConfig {
     pub fn new(signaling_url: impl Into<String>, room: impl Into<String>) -> PeerConfig {
         PeerConfig {
             signaling_url: signaling_url.into(),
+            signaling_urls: Vec::new(),
+            reconnect: crate::ReconnectPolicy::new(),
             room: room.into(),
             token: None,
             name: None,
@@ -242,6 +257,19 @@ impl PeerConfig {
     /// Sets [`PeerConfig::connect_timeout`].
     pub fn connect_timeout(mut self, t: Duration) -> PeerConfig {
         self.connect_timeout = t;
+        self
+    }
+
+    /// Adds a signaling URL of the same service (see
+    /// [`PeerConfig::signaling_urls`]).
+    pub fn signaling_fallback(mut self, url: impl Into<String>) -> PeerConfig {
+        self.signaling_urls.push(url.into());
+        self
+    }
+
+    /// Sets [`PeerConfig::reconnect`].
+    pub fn reconnect(mut self, policy: crate::ReconnectPolicy) -> PeerConfig {
+        self.reconnect = policy;
         self
     }
 
@@ -424,9 +452,22 @@ pub enum ConnectionEvent {
     Disconnected,
     /// An ICE restart began (new credentials were exchanged).
     Restarting,
-    /// The signaling connection closed; the path keeps working, but no
-    /// restart is possible any more.
+    /// The signaling connection is gone for good (reconnecting gave up, or
+    /// is off); the path keeps working, but no restart is possible any
+    /// more.
     SignalingLost,
+    /// The signaling connection closed; the driver reconnects (see
+    /// [`PeerConfig::reconnect`]). The path keeps carrying data.
+    SignalingInterrupted,
+    /// Signaling is back: connected to `url` with our peer id (the same
+    /// one unless the server refused to resume it) and the room joined
+    /// again.
+    SignalingRestored {
+        /// The signaling URL connected to.
+        url: String,
+        /// Our peer id.
+        peer_id: String,
+    },
     /// The check list (see [`PeerConfig::check_list_interval`]): while
     /// checking (before the first path and during an ICE restart), and once
     /// more when a path is selected.

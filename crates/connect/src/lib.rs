@@ -157,6 +157,7 @@
 mod driver;
 pub mod mdns;
 mod negotiate;
+mod reconnect;
 mod session;
 
 /// The `ice-option-tag` this stack adds to its `a=ice-options` (after
@@ -181,6 +182,7 @@ pub use negotiate::{
     SelectedPath, BYE_GRACE,
 };
 pub use p2p_ice::IceStats;
+pub use reconnect::{Reconnect, ReconnectAction, ReconnectPolicy};
 
 pub use p2p_datachannel::{ChannelError, ChannelEvent, ChannelId, ChannelOptions, Reliability};
 pub use p2p_dtls::{Certificate, DtlsRole, DtlsVersion, Fingerprint};

@@ -45,6 +45,10 @@ struct PeerNode {
 
 impl PeerNode {
     fn new(addr: &str, peer: &str, controlling: bool, seed: u64) -> PeerNode {
+        PeerNode::with(addr, peer, controlling, seed, false)
+    }
+
+    fn with(addr: &str, peer: &str, controlling: bool, seed: u64, reconnect: bool) -> PeerNode {
         let ice = if controlling {
             IceConfig::controlling()
         } else {
@@ -56,6 +60,8 @@ impl PeerNode {
         let session = Session::new(config).expect("a session");
         let mut config = NegotiationConfig::new(peer, controlling);
         config.connect_timeout = CONNECT_TIMEOUT;
+        config.reconnect = reconnect;
+        config.peer_grace = Duration::from_secs(3);
         PeerNode {
             negotiation: Negotiation::new(config, session),
             inbox: VecDeque::new(),
@@ -194,6 +200,8 @@ struct Pair {
     b: HostId,
     /// Extra delay for signals of these types from A (`true`) or B.
     hold: Vec<(bool, &'static str, Duration)>,
+    /// Signals to A are lost (its signaling connection is down).
+    a_down: bool,
     /// B's candidates reach A with B's address replaced by this mDNS name
     /// (as a browser hides its host addresses).
     b_name: Option<&'static str>,
@@ -201,23 +209,33 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
+        Pair::with(false)
+    }
+
+    /// Both negotiations with [`NegotiationConfig::reconnect`].
+    fn reconnecting() -> Pair {
+        Pair::with(true)
+    }
+
+    fn with(reconnect: bool) -> Pair {
         let t0 = Instant::now();
         let mut sim = Sim::new(t0, 7);
         let a = sim.add_host(
             [sa(A_ADDR).ip()],
             Realm::Public,
-            PeerNode::new(A_ADDR, "b", true, 1),
+            PeerNode::with(A_ADDR, "b", true, 1, reconnect),
         );
         let b = sim.add_host(
             [sa(B_ADDR).ip()],
             Realm::Public,
-            PeerNode::new(B_ADDR, "a", false, 2),
+            PeerNode::with(B_ADDR, "a", false, 2, reconnect),
         );
         Pair {
             sim,
             a,
             b,
             hold: Vec::new(),
+            a_down: false,
             b_name: None,
         }
     }
@@ -240,6 +258,9 @@ impl Pair {
                     if (from == self.a) == *from_a && msg.type_name() == *kind {
                         due += *extra;
                     }
+                }
+                if to == self.a && self.a_down {
+                    continue;
                 }
                 let msg = match (msg, self.b_name) {
                     (
@@ -758,6 +779,131 @@ fn what_was_sent_before_close_is_delivered_then_the_peer_sees_it_closed() {
         b.ended(),
         Some(&NegotiationEvent::Closed(CloseReason::PeerClosed))
     );
+}
+
+/// Signaling goes down on A before its offer went out; when it is back
+/// (the peer still in the room), A offers again and both connect.
+#[test]
+fn an_offerer_whose_signaling_was_down_offers_when_it_returns() {
+    let mut p = Pair::reconnecting();
+    let now = p.sim.now();
+    let a = p.a;
+    p.a_down = true;
+    {
+        let n = p.node_mut(a);
+        n.negotiation.signaling_interrupted(now);
+        n.negotiation.handle_timeout(now);
+        n.drain(now);
+        // Nothing goes out while signaling is down; nothing fails either.
+        assert!(n.sent.is_empty(), "{:?}", n.sent);
+    }
+    let b = p.b;
+    let n = p.node_mut(b);
+    n.negotiation.handle_timeout(now);
+    n.drain(now);
+    assert!(p.node(a).ended().is_none(), "{:?}", p.node(a).events);
+    p.a_down = false;
+    let now = p.sim.now();
+    let n = p.node_mut(a);
+    n.negotiation.signaling_restored(now, true);
+    n.drain(now);
+    assert!(n
+        .event(|e| matches!(e, NegotiationEvent::SignalingRestored))
+        .is_some());
+    p.run_until(Duration::from_secs(5), |p| {
+        p.node(p.a).connected() && p.node(p.b).connected()
+    });
+    let offers = p
+        .node(a)
+        .sent
+        .iter()
+        .filter(|m| matches!(m, ClientMsg::Offer { .. }))
+        .count();
+    assert_eq!(offers, 1);
+}
+
+/// Both lose signaling and the path dies meanwhile: nothing closes while
+/// signaling may return; when it does, the offerer restarts ICE and a new
+/// path carries on.
+#[test]
+fn a_path_that_died_while_signaling_was_down_is_restarted_when_it_returns() {
+    let mut p = Pair::reconnecting();
+    p.connect();
+    let now = p.sim.now();
+    for h in [p.a, p.b] {
+        let n = p.node_mut(h);
+        n.negotiation.signaling_interrupted(now);
+        n.drain(now);
+    }
+    p.sim.set_link(
+        p.b,
+        LinkConfig {
+            loss: 1.0,
+            ..LinkConfig::default()
+        },
+    );
+    p.run_until(Duration::from_secs(40), |p| {
+        p.node(p.a)
+            .event(|e| matches!(e, NegotiationEvent::Disconnected))
+            .is_some()
+    });
+    assert!(p.node(p.a).ended().is_none(), "{:?}", p.node(p.a).events);
+    p.sim.set_link(p.b, LinkConfig::default());
+    let now = p.sim.now();
+    let restarts_before = p
+        .node(p.a)
+        .sent
+        .iter()
+        .filter(|m| matches!(m, ClientMsg::IceRestart { .. }))
+        .count();
+    for h in [p.b, p.a] {
+        let n = p.node_mut(h);
+        n.negotiation.signaling_restored(now, true);
+        n.drain(now);
+    }
+    p.run_until(Duration::from_secs(5), |p| {
+        p.node(p.a).path_changes() >= 1 && p.node(p.b).path_changes() >= 1
+    });
+    let restarts_after = p
+        .node(p.a)
+        .sent
+        .iter()
+        .filter(|m| matches!(m, ClientMsg::IceRestart { .. }))
+        .count();
+    assert_eq!(restarts_after, restarts_before + 1);
+    assert!(p.node(p.a).ended().is_none());
+    assert!(p.node(p.b).ended().is_none());
+}
+
+/// With reconnection, a peer that leaves before a path was found has
+/// `peer_grace` (3 s here) to come back before it is a failure.
+#[test]
+fn a_peer_that_left_before_connecting_fails_after_the_grace() {
+    let mut p = Pair::reconnecting();
+    // The peer's answer never comes in time.
+    p.hold.push((false, "answer", Duration::from_secs(60)));
+    let now = p.sim.now();
+    let a = p.a;
+    let n = p.node_mut(a);
+    n.negotiation.handle_timeout(now);
+    n.drain(now);
+    n.deliver_at(
+        now,
+        ServerMsg::PeerLeft {
+            room: "r".into(),
+            peer_id: "b".into(),
+        },
+    );
+    let took = p.run_until(Duration::from_secs(8), |p| p.node(p.a).ended().is_some());
+    assert!(
+        matches!(
+            p.node(a).ended(),
+            Some(NegotiationEvent::Failed(Failure::PeerLeft { .. }))
+        ),
+        "{:?}",
+        p.node(a).ended()
+    );
+    assert!(took >= Duration::from_secs(3), "failed after {took:?}");
 }
 
 /// Our descriptions carry `a=ice-options:trickle p2phardnat` unless the

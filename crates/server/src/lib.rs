@@ -118,6 +118,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod cluster;
 mod config;
 mod counters;
 mod fastpath;
@@ -133,6 +134,7 @@ pub mod turn;
 mod udp;
 mod web;
 
+pub use cluster::ClusterConfig;
 pub use config::{
     parse_user, sample as config_sample, Config, ConfigError, IceServerConfig, LogConfig,
     LogFormat, MetricsConfig, SignalingConfig, StunConfig, TlsConfig, TurnConfig, TurnCredentials,

@@ -96,7 +96,9 @@ async fn one(
         None => None,
     };
     let mut body = render(counters, turn.is_some(), turn_stats.as_ref());
-    render_signaling(&mut body, signaling.map(|m| m.snapshot()).as_ref());
+    let snapshot = signaling.map(|m| m.snapshot());
+    render_signaling(&mut body, snapshot.as_ref());
+    crate::cluster::render_metrics(&mut body, snapshot.as_ref());
     render_process(&mut body, &ProcessStats::read());
     let body = if method == "HEAD" { "" } else { body.as_str() };
     respond(&mut s, "200 OK", body).await

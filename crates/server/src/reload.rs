@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::server::{LocalAddrs, ServerError};
 use crate::signaling::{self, Reloadable};
 use crate::tls::{self, CertFiles, CertSlot};
-use crate::turn::TurnHandle;
+use crate::turn::{SecretRing, TurnHandle};
 
 /// Reloads a running [`Server`](crate::Server); get it with
 /// [`Server::reloader`](crate::Server::reloader) before
@@ -46,7 +46,8 @@ struct Inner {
     tls: Option<Arc<CertSlot>>,
     signaling: Option<Reloadable>,
     /// The TURN task, once [`Server::run`](crate::Server::run) started it.
-    turn: std::sync::Mutex<Option<TurnHandle>>,
+    /// With the cluster's REST secrets on a node of a cluster.
+    turn: std::sync::Mutex<Option<(TurnHandle, Option<SecretRing>)>>,
 }
 
 /// What a reload did.
@@ -96,13 +97,13 @@ impl Reloader {
         }
     }
 
-    pub(crate) fn set_turn(&self, handle: TurnHandle) {
+    pub(crate) fn set_turn(&self, handle: TurnHandle, ring: Option<SecretRing>) {
         if let Ok(mut t) = self.inner.turn.lock() {
-            *t = Some(handle);
+            *t = Some((handle, ring));
         }
     }
 
-    fn turn(&self) -> Option<TurnHandle> {
+    fn turn(&self) -> Option<(TurnHandle, Option<SecretRing>)> {
         self.inner.turn.lock().ok().and_then(|t| t.clone())
     }
 
@@ -150,8 +151,8 @@ impl Reloader {
             }
             done.applied.push("the signaling certificate");
         }
-        if let Some(t) = turn {
-            t.reload(&config.turn).await?;
+        if let Some((t, ring)) = turn {
+            t.reload(&config.turn, ring).await?;
             next.turn.users.clone_from(&config.turn.users);
             next.turn.auth_secret.clone_from(&config.turn.auth_secret);
             next.turn.allow_peer.clone_from(&config.turn.allow_peer);
@@ -165,7 +166,11 @@ impl Reloader {
             n.turn_user.clone_from(&config.signaling.turn_user);
             n.credential_ttl_secs = config.signaling.credential_ttl_secs;
             // Made from the keys that run (the TURN secret or user among them).
-            s.ice.swap(signaling::ice_servers(&next, &self.inner.addrs));
+            s.ice.swap(signaling::ice_servers(
+                &next,
+                &self.inner.addrs,
+                s.fleet.clone(),
+            ));
             done.applied.push("the ICE servers handed out");
         }
         done.needs_restart = changed_keys(&next, config);

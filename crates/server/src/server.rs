@@ -38,6 +38,9 @@ pub enum ServerError {
     /// The certificate or key could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// The cluster's store (Redis) is unreachable or its URL is wrong.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// A reload could not be applied.
     #[error("reload: {0}")]
     Reload(String),
@@ -85,6 +88,8 @@ pub struct Server {
     stream: StreamSharedParts,
     signaling: Option<crate::signaling::Signaling>,
     turn: Option<crate::turn::TurnSetup>,
+    /// This node's TURN fleet view, on a node of a cluster.
+    fleet: Option<Arc<crate::cluster::Fleet>>,
     metrics: Option<TcpListener>,
     reloader: Reloader,
 }
@@ -297,7 +302,9 @@ impl Server {
             }
             None => None,
         };
-        let signaling = crate::signaling::bind(config, &addrs).await?;
+        let member = crate::cluster::prepare(config, &addrs.udp);
+        let signaling = crate::signaling::bind(config, &addrs, member.as_ref()).await?;
+        let fleet = member.and_then(|m| m.fleet);
         addrs.signaling = signaling.as_ref().map(|s| s.local_addr());
         if let Some(t) = turn.as_mut() {
             let bound = addrs.tcp.iter().chain(&addrs.tls).copied();
@@ -313,6 +320,7 @@ impl Server {
             reloader,
             signaling,
             turn,
+            fleet,
             metrics,
             ctx: Arc::new(ctx),
             counters: Counters::new(workers + 1),
@@ -391,11 +399,20 @@ impl Server {
                 .unwrap_or_default()
                 .into_iter()
                 .collect();
-            setup.start(listening)
+            setup.start(listening, self.fleet.as_ref().map(|f| f.ring.clone()))
         });
         let turn = turn_service.as_ref().map(|t| t.handle().clone());
+        if let (Some(fleet), Some(turn)) = (&self.fleet, &turn) {
+            let every = Duration::from_millis(500);
+            tokio::spawn(crate::cluster::run_local(
+                fleet.clone(),
+                turn.clone(),
+                every,
+            ));
+        }
         if let Some(t) = &turn {
-            self.reloader.set_turn(t.clone());
+            self.reloader
+                .set_turn(t.clone(), self.fleet.as_ref().map(|f| f.ring.clone()));
         }
         if let Some(m) = self.metrics {
             tasks.spawn(crate::metrics::serve(

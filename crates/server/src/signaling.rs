@@ -43,6 +43,9 @@ pub(crate) struct Reloadable {
     pub(crate) cert: Option<(Arc<CertSlot>, CertFiles)>,
     /// The ICE servers handed out.
     pub(crate) ice: Arc<SwappableIceServers>,
+    /// This node's TURN fleet view, on a node of a cluster (the ICE
+    /// servers handed out name its nodes).
+    pub(crate) fleet: Option<Arc<crate::cluster::Fleet>>,
 }
 
 /// An [`IceServerProvider`] that a reload replaces.
@@ -95,6 +98,7 @@ pub(crate) struct Running {
 pub(crate) async fn bind(
     config: &Config,
     addrs: &LocalAddrs,
+    member: Option<&crate::cluster::Membership>,
 ) -> Result<Option<Signaling>, ServerError> {
     let s = &config.signaling;
     let Some(listen) = s.listen else {
@@ -116,14 +120,21 @@ pub(crate) async fn bind(
     };
     let front = TcpListener::bind(listen).await.map_err(err(listen))?;
     let addr = front.local_addr().map_err(err(listen))?;
-    let ice = Arc::new(SwappableIceServers(RwLock::new(ice_servers(config, addrs))));
+    let fleet = member.and_then(|m| m.fleet.clone());
+    let provider = ice_servers(config, addrs, fleet.clone());
+    let ice = Arc::new(SwappableIceServers(RwLock::new(provider)));
+    let mut sc = server_config(s, ice.clone());
+    crate::cluster::setup_resume(&mut sc, config);
+    crate::cluster::attach(&mut sc, config, member)
+        .await
+        .map_err(ServerError::Cluster)?;
     Ok(Some(Signaling {
         front,
         addr,
         page: s.page,
         tls,
-        config: server_config(s, ice.clone()),
-        reload: Reloadable { cert, ice },
+        config: sc,
+        reload: Reloadable { cert, ice, fleet },
     }))
 }
 
@@ -176,7 +187,13 @@ fn server_config(s: &SignalingConfig, ice_servers: Arc<dyn IceServerProvider>) -
 /// The ICE servers handed out: the configured list, or this daemon's
 /// `stun:` URL plus `turn:` URLs with fresh REST credentials (with a TURN
 /// REST secret) or with the static user of `signaling.turn_user`.
-pub(crate) fn ice_servers(config: &Config, addrs: &LocalAddrs) -> Arc<dyn IceServerProvider> {
+/// On a TURN node of a cluster (`fleet`), the `turn:` URLs name the
+/// fleet's least-loaded nodes (see `cluster::FleetIceServers`).
+pub(crate) fn ice_servers(
+    config: &Config,
+    addrs: &LocalAddrs,
+    fleet: Option<Arc<crate::cluster::Fleet>>,
+) -> Arc<dyn IceServerProvider> {
     let s = &config.signaling;
     if !s.ice_servers.is_empty() {
         let list = s
@@ -243,6 +260,15 @@ pub(crate) fn ice_servers(config: &Config, addrs: &LocalAddrs) -> Arc<dyn IceSer
             vec![IceServer::new(urls)]
         }));
     };
+    if let Some(fleet) = fleet {
+        return Arc::new(crate::cluster::FleetIceServers {
+            fleet,
+            stun: urls,
+            own_turn: turn_urls,
+            ttl: Duration::from_secs(s.credential_ttl_secs),
+            user_prefix: REST_USER_PREFIX.to_owned(),
+        });
+    }
     urls.extend(turn_urls);
     Arc::new(RestCredentialIceServers {
         urls,
@@ -343,7 +369,7 @@ mod tests {
     fn servers(config: &str, addrs: &LocalAddrs) -> Vec<IceServer> {
         let config = parse(config).unwrap();
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        ice_servers(&config, addrs).ice_servers("p1", now)
+        ice_servers(&config, addrs, None).ice_servers("p1", now)
     }
 
     #[test]

@@ -112,6 +112,7 @@ pub struct SignalingClient {
     peer_id: String,
     ice_servers: Vec<IceServer>,
     relay_unavailable: Option<RelayUnavailable>,
+    resume_token: Option<String>,
     next_id: u64,
     buffered: VecDeque<ServerMsg>,
     present: Vec<(String, PeerInfo)>,
@@ -155,6 +156,7 @@ impl SignalingClient {
                 peer_id,
                 ice_servers,
                 relay_unavailable,
+                resume_token,
             }) => {
                 if version != crate::PROTOCOL_VERSION {
                     return Err(ClientError::VersionMismatch { server: version });
@@ -164,6 +166,7 @@ impl SignalingClient {
                     peer_id,
                     ice_servers,
                     relay_unavailable,
+                    resume_token,
                     next_id: 1,
                     buffered: VecDeque::new(),
                     present: Vec::new(),
@@ -190,6 +193,45 @@ impl SignalingClient {
     /// the server said.
     pub fn relay_unavailable(&self) -> Option<RelayUnavailable> {
         self.relay_unavailable
+    }
+
+    /// The token that takes this peer id back on a new connection
+    /// ([`SignalingClient::resume`]), if the server hands them out.
+    pub fn resume_token(&self) -> Option<&str> {
+        self.resume_token.as_deref()
+    }
+
+    /// Takes back the peer id of an earlier connection with its resume
+    /// token (before joining any room). On success this client has that
+    /// peer id (and a fresh token); on `resume-refused` it keeps its own.
+    pub async fn resume(&mut self, token: &str) -> Result<(), ClientError> {
+        let id = self.take_id();
+        self.send(ClientMsg::Resume {
+            token: token.to_owned(),
+            id: Some(id),
+        })
+        .await?;
+        loop {
+            match self.recv_transport().await? {
+                ServerMsg::Resumed {
+                    peer_id,
+                    resume_token,
+                    id: Some(i),
+                } if i == id => {
+                    self.peer_id = peer_id;
+                    if resume_token.is_some() {
+                        self.resume_token = resume_token;
+                    }
+                    return Ok(());
+                }
+                ServerMsg::Error {
+                    code,
+                    message,
+                    id: Some(i),
+                } if i == id => return Err(ClientError::Server { code, message }),
+                other => self.buffered.push_back(other),
+            }
+        }
     }
 
     /// The peers present in this client's rooms, as `(room, peer)`, as far as

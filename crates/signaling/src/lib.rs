@@ -73,8 +73,9 @@ pub use msg::{
     ServerMsg, CLIENT_TYPES, MAX_CANDIDATE_LEN, PROTOCOL_VERSION, SERVER_TYPES,
 };
 pub use rooms::{
-    Auth, ConnId, ConnectError, CredentialPolicy, Limits, ParsedText, RoomStats, Rooms,
-    MAX_ICE_CREDENTIAL_LEN, MAX_PEER_NAME_LEN, MAX_ROOM_NAME_LEN,
+    Auth, ClusterEvent, ClusterMember, ClusterOp, ConnId, ConnectError, CredentialPolicy,
+    JoinRefusal, Limits, ParsedText, ResumeConfig, RoomStats, Rooms, MAX_ICE_CREDENTIAL_LEN,
+    MAX_PEER_NAME_LEN, MAX_ROOM_NAME_LEN,
 };
 
 #[cfg(feature = "client")]
@@ -84,6 +85,6 @@ pub use client::{
 };
 #[cfg(feature = "server")]
 pub use server::{
-    serve, Acceptor, Admitted, CloseReason, Metrics, MetricsSnapshot, Server, ServerConfig,
-    READ_BUFFER,
+    serve, Acceptor, Admitted, CloseReason, ClusterAttach, ClusterLink, Metrics, MetricsSnapshot,
+    Server, ServerConfig, READ_BUFFER,
 };

@@ -120,6 +120,18 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
+    /// Take back the peer id of an earlier connection (after the server,
+    /// or the node of a cluster, went away): send the `resumeToken` of its
+    /// `welcome` (or `resumed`) before any `join`, then join the rooms
+    /// again. The server answers [`ServerMsg::Resumed`] or the error
+    /// `resume-refused` (then the connection keeps the id of its welcome).
+    Resume {
+        /// The resume token.
+        token: String,
+        /// Request id echoed in the reply.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
 }
 
 /// The `type` values a client may send, in protocol order.
@@ -133,6 +145,7 @@ pub const CLIENT_TYPES: &[&str] = &[
     "ice-restart",
     "bye",
     "ping",
+    "resume",
 ];
 
 /// The `type` values a server may send, in protocol order.
@@ -150,6 +163,7 @@ pub const SERVER_TYPES: &[&str] = &[
     "bye",
     "pong",
     "error",
+    "resumed",
 ];
 
 impl ClientMsg {
@@ -175,7 +189,8 @@ impl ClientMsg {
             | ClientMsg::EndOfCandidates { id, .. }
             | ClientMsg::IceRestart { id, .. }
             | ClientMsg::Bye { id, .. }
-            | ClientMsg::Ping { id } => *id,
+            | ClientMsg::Ping { id }
+            | ClientMsg::Resume { id, .. } => *id,
         }
     }
 
@@ -191,6 +206,7 @@ impl ClientMsg {
             ClientMsg::IceRestart { .. } => "ice-restart",
             ClientMsg::Bye { .. } => "bye",
             ClientMsg::Ping { .. } => "ping",
+            ClientMsg::Resume { .. } => "resume",
         }
     }
 }
@@ -220,6 +236,10 @@ pub enum ServerMsg {
         /// not: why relaying through its TURN server will not work.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         relay_unavailable: Option<RelayUnavailable>,
+        /// A token to take this peer id back on a new connection
+        /// ([`ClientMsg::Resume`]), when the server offers resuming.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
     },
     /// The join succeeded.
     Joined {
@@ -311,6 +331,18 @@ pub enum ServerMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
+    /// Answer to [`ClientMsg::Resume`]: the connection has the earlier
+    /// peer id again (and is in no room yet).
+    Resumed {
+        /// The peer id taken back.
+        peer_id: String,
+        /// A fresh resume token for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
+        /// The request id of the resume.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+    },
     /// A request failed; the connection stays open.
     Error {
         /// A stable machine-readable code.
@@ -359,6 +391,7 @@ impl ServerMsg {
             ServerMsg::Bye { .. } => "bye",
             ServerMsg::Pong { .. } => "pong",
             ServerMsg::Error { .. } => "error",
+            ServerMsg::Resumed { .. } => "resumed",
         }
     }
 }
@@ -558,6 +591,8 @@ pub enum ErrorCode {
     VersionMismatch,
     /// The connection was idle too long and is being closed.
     IdleTimeout,
+    /// A `resume` token is invalid or expired, or came after a `join`.
+    ResumeRefused,
     /// A code this version of the crate does not know (from a newer server).
     #[serde(other)]
     Other,
@@ -579,6 +614,7 @@ impl ErrorCode {
         ErrorCode::UnknownPeer,
         ErrorCode::VersionMismatch,
         ErrorCode::IdleTimeout,
+        ErrorCode::ResumeRefused,
     ];
 
     /// The code as it appears on the wire.
@@ -597,6 +633,7 @@ impl ErrorCode {
             ErrorCode::UnknownPeer => "unknown-peer",
             ErrorCode::VersionMismatch => "version-mismatch",
             ErrorCode::IdleTimeout => "idle-timeout",
+            ErrorCode::ResumeRefused => "resume-refused",
             ErrorCode::Other => "other",
         }
     }
@@ -838,6 +875,10 @@ mod tests {
                 id: None,
             },
             ClientMsg::Ping { id: None },
+            ClientMsg::Resume {
+                token: "t".into(),
+                id: Some(2),
+            },
         ];
         let names: Vec<_> = clients.iter().map(ClientMsg::type_name).collect();
         assert_eq!(names, CLIENT_TYPES);
@@ -866,6 +907,7 @@ mod tests {
                 peer_id: "p1".into(),
                 ice_servers: vec![IceServer::with_credentials(["turn:x"], "u", "c")],
                 relay_unavailable: None,
+                resume_token: Some("p1.1700000000.x".into()),
             },
             ServerMsg::Joined {
                 room: "r".into(),
@@ -908,6 +950,11 @@ mod tests {
             ServerMsg::Bye { from: "p1".into() },
             ServerMsg::Pong { id: Some(u64::MAX) },
             ServerMsg::error(ErrorCode::RoomFull, "full", Some(3)),
+            ServerMsg::Resumed {
+                peer_id: "p1".into(),
+                resume_token: None,
+                id: Some(4),
+            },
         ];
         let names: Vec<_> = msgs.iter().map(ServerMsg::type_name).collect();
         assert_eq!(names, SERVER_TYPES);

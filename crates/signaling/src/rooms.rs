@@ -11,11 +11,15 @@ use crate::msg::{
     ClientMsg, ErrorCode, ParseError, PeerInfo, RelayUnavailable, ServerMsg, PROTOCOL_VERSION,
 };
 
+mod cluster;
 mod config;
 mod credentials;
+mod resume;
 mod stats;
 
+pub use cluster::{ClusterEvent, ClusterMember, ClusterOp, JoinRefusal};
 pub use config::{Auth, CredentialPolicy, Limits};
+pub use resume::ResumeConfig;
 pub use stats::RoomStats;
 
 use credentials::{has_turn_credentials, public_view};
@@ -120,6 +124,11 @@ pub struct Rooms {
     /// The sum of the rooms' sizes.
     members: usize,
     stats: RoomStats,
+    /// Resume tokens are signed with this.
+    resume: Option<ResumeConfig>,
+    /// Peer ids are this and a number.
+    peer_prefix: String,
+    cluster: Option<cluster::ClusterState>,
 }
 
 #[derive(Debug)]
@@ -135,6 +144,8 @@ struct Conn {
 struct Room {
     /// Members in join order, with the name each joined with.
     members: Vec<(ConnId, Option<String>)>,
+    /// The members of other nodes (cluster mode).
+    remote: Vec<ClusterMember>,
 }
 
 #[derive(Debug)]
@@ -176,7 +187,34 @@ impl Rooms {
             credential_buckets: HashMap::new(),
             members: 0,
             stats: RoomStats::default(),
+            resume: None,
+            peer_prefix: "p".to_owned(),
+            cluster: None,
         }
+    }
+
+    /// Hands out resume tokens (in `welcome` and `resumed`) signed as
+    /// `resume` says, and takes them back in `resume` messages. Needs the
+    /// wall clock: set it with [`Rooms::with_ice_servers`] or
+    /// [`Rooms::with_epoch`].
+    pub fn with_resume(mut self, resume: ResumeConfig) -> Rooms {
+        self.resume = Some(resume);
+        self
+    }
+
+    /// Pairs one monotonic instant with the wall-clock time at that
+    /// instant (for token expiries), as [`Rooms::with_ice_servers`] does.
+    pub fn with_epoch(mut self, epoch: (Instant, SystemTime)) -> Rooms {
+        self.epoch = Some(epoch);
+        self
+    }
+
+    /// Peer ids are `prefix` and a number (default `p`: `p1`, `p2`, ...).
+    /// A server that resumes sessions across restarts or nodes needs a
+    /// prefix of its own per run, so that its ids are new.
+    pub fn with_peer_id_prefix(mut self, prefix: impl Into<String>) -> Rooms {
+        self.peer_prefix = prefix.into();
+        self
     }
 
     /// Sets who may join which room.
@@ -259,7 +297,7 @@ impl Rooms {
         }
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
-        let peer_id = format!("p{}", conn.0);
+        let peer_id = format!("{}{}", self.peer_prefix, conn.0);
         let (ice_servers, relay_unavailable) = match self.limits.credential_policy {
             CredentialPolicy::Welcome => {
                 let (servers, withheld) = self.grant(&peer_id, addr, now);
@@ -272,6 +310,7 @@ impl Rooms {
             peer_id: peer_id.clone(),
             ice_servers,
             relay_unavailable,
+            resume_token: self.resume_token(&peer_id, now),
         };
         self.peers.insert(peer_id.clone(), conn);
         self.conns.insert(
@@ -458,6 +497,7 @@ impl Rooms {
             } => self.join(conn, now, room, token, name, version, id),
             ClientMsg::Leave { room, id } => self.leave(conn, room, id),
             ClientMsg::Ping { id } => Ok(vec![(conn, ServerMsg::Pong { id })]),
+            ClientMsg::Resume { token, id } => self.resume_conn(conn, now, &token, id),
             relay => self.relay(conn, relay),
         };
         match result {
@@ -504,7 +544,7 @@ impl Rooms {
         let Some(c) = self.conns.get(&conn) else {
             return Ok(Vec::new());
         };
-        if c.rooms.contains(&room) {
+        if c.rooms.contains(&room) || self.pending_join_of(conn, &room) {
             return Err((
                 ErrorCode::AlreadyJoined,
                 format!("already in room {room:?}"),
@@ -526,7 +566,7 @@ impl Rooms {
             ));
         }
         match self.rooms.get(&room) {
-            Some(r) if r.members.len() >= self.limits.max_room_size => {
+            Some(r) if r.members.len() + r.remote.len() >= self.limits.max_room_size => {
                 return Err((
                     ErrorCode::RoomFull,
                     format!(
@@ -563,9 +603,59 @@ impl Rooms {
                 }
             }
         };
+        if let Some(cl) = self.cluster.as_mut() {
+            // Answered once the store admitted it (the room's size holds
+            // across nodes, and joined lists every node's peers).
+            cl.pending.push(cluster::PendingJoin {
+                conn,
+                peer_id: peer_id.clone(),
+                room: room.clone(),
+                name: name.clone(),
+                id,
+                ice_servers,
+                relay_unavailable,
+            });
+            self.rooms.entry(room.clone()).or_default();
+            let max_room_size = self.limits.max_room_size;
+            self.op(ClusterOp::Join {
+                conn,
+                room,
+                peer: PeerInfo { id: peer_id, name },
+                max_room_size,
+            });
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        self.add_member(
+            conn,
+            room,
+            name,
+            id,
+            ice_servers,
+            relay_unavailable,
+            &mut out,
+        );
+        Ok(out)
+    }
+
+    /// `conn` enters `room`: `joined` to it, `peer-joined` to the others.
+    #[allow(clippy::too_many_arguments)]
+    fn add_member(
+        &mut self,
+        conn: ConnId,
+        room: String,
+        name: Option<String>,
+        id: Option<u64>,
+        ice_servers: Option<Vec<crate::msg::IceServer>>,
+        relay_unavailable: Option<RelayUnavailable>,
+        out: &mut Out,
+    ) {
+        let Some(peer_id) = self.conns.get(&conn).map(|c| c.peer_id.clone()) else {
+            return;
+        };
         let r = self.rooms.entry(room.clone()).or_default();
-        let mut out = Vec::with_capacity(r.members.len() + 1);
-        let mut peers = Vec::with_capacity(r.members.len());
+        let first = out.len();
+        let mut peers = Vec::with_capacity(r.members.len() + r.remote.len());
         let me = PeerInfo {
             id: peer_id.clone(),
             name: name.clone(),
@@ -585,13 +675,14 @@ impl Rooms {
                 ));
             }
         }
+        peers.extend(r.remote.iter().map(|m| m.peer.clone()));
         r.members.push((conn, name));
         self.members += 1;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.rooms.push(room.clone());
         }
         out.insert(
-            0,
+            first,
             (
                 conn,
                 ServerMsg::Joined {
@@ -604,7 +695,6 @@ impl Rooms {
                 },
             ),
         );
-        Ok(out)
     }
 
     fn leave(
@@ -657,7 +747,22 @@ impl Rooms {
                 },
             ));
         }
-        if r.members.is_empty() {
+        let empty = r.members.is_empty();
+        if self.cluster.is_some() {
+            let last = empty
+                && !self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.pending.iter().any(|p| p.room == room));
+            self.op(ClusterOp::Leave {
+                room: room.to_owned(),
+                peer_id: peer_id.to_owned(),
+                last,
+            });
+            if last {
+                self.rooms.remove(room);
+            }
+        } else if empty {
             self.rooms.remove(room);
         }
     }
@@ -704,9 +809,10 @@ impl Rooms {
                 (to, ServerMsg::IceRestart { from, ufrag, pwd })
             }
             ClientMsg::Bye { to, .. } => (to, ServerMsg::Bye { from }),
-            ClientMsg::Join { .. } | ClientMsg::Leave { .. } | ClientMsg::Ping { .. } => {
-                return Ok(Vec::new())
-            }
+            ClientMsg::Join { .. }
+            | ClientMsg::Leave { .. }
+            | ClientMsg::Ping { .. }
+            | ClientMsg::Resume { .. } => return Ok(Vec::new()),
         };
         let target = self
             .peers
@@ -715,6 +821,16 @@ impl Rooms {
             .filter(|t| *t != conn && self.share_room(conn, *t));
         match target {
             Some(t) => Ok(vec![(t, out_msg)]),
+            None if self.cluster.is_some() && self.remote_target(conn, &to).is_some() => {
+                let node = self.remote_target(conn, &to).unwrap_or_default();
+                self.stats.cluster_relayed += 1;
+                self.op(ClusterOp::Relay {
+                    node,
+                    to,
+                    msg: out_msg,
+                });
+                Ok(Vec::new())
+            }
             None => Err((
                 ErrorCode::UnknownPeer,
                 format!("no peer {to:?} in your rooms"),

@@ -31,6 +31,22 @@ pub trait CredentialStore {
         wall_now: SystemTime,
     ) -> Option<Key>;
 
+    /// Every key `username` may sign with in `realm` for `alg` at
+    /// `wall_now`: a store with several secrets at once (a REST secret being
+    /// rotated) has one per secret, and the server takes the first that
+    /// verifies the request. The default: [`CredentialStore::key`]'s.
+    fn keys(
+        &self,
+        username: &str,
+        realm: &str,
+        alg: PasswordAlgorithm,
+        wall_now: SystemTime,
+    ) -> Vec<Key> {
+        self.key(username, realm, alg, wall_now)
+            .into_iter()
+            .collect()
+    }
+
     /// The username whose USERHASH (RFC 8489 §14.4) is `hash` in `realm`, for
     /// stores that can invert it. The default cannot.
     fn username_for_userhash(&self, hash: &[u8; 32], realm: &str) -> Option<String> {
@@ -60,6 +76,9 @@ impl<T: CredentialStore + ?Sized> CredentialStore for Box<T> {
     fn key(&self, u: &str, r: &str, a: PasswordAlgorithm, w: SystemTime) -> Option<Key> {
         (**self).key(u, r, a, w)
     }
+    fn keys(&self, u: &str, r: &str, a: PasswordAlgorithm, w: SystemTime) -> Vec<Key> {
+        (**self).keys(u, r, a, w)
+    }
     fn username_for_userhash(&self, hash: &[u8; 32], realm: &str) -> Option<String> {
         (**self).username_for_userhash(hash, realm)
     }
@@ -74,6 +93,9 @@ impl<T: CredentialStore + ?Sized> CredentialStore for Box<T> {
 impl<T: CredentialStore + ?Sized> CredentialStore for std::sync::Arc<T> {
     fn key(&self, u: &str, r: &str, a: PasswordAlgorithm, w: SystemTime) -> Option<Key> {
         (**self).key(u, r, a, w)
+    }
+    fn keys(&self, u: &str, r: &str, a: PasswordAlgorithm, w: SystemTime) -> Vec<Key> {
+        (**self).keys(u, r, a, w)
     }
     fn username_for_userhash(&self, hash: &[u8; 32], realm: &str) -> Option<String> {
         (**self).username_for_userhash(hash, realm)

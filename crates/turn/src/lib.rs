@@ -85,6 +85,7 @@ mod server;
 pub use auth::{CredentialStore, RestSecret, StaticUsers};
 pub use client::{
     refusal_reason, ClientConfig, ClientError, ClientEvent, ClientOutput, ClientState, TurnClient,
+    MAX_REDIRECTS,
 };
 pub use p2p_proto::{Datagram, FiveTuple, Handled, Machine, Output, Transmit, Transport};
 pub use p2p_stun::attr::{AddressFamily, PasswordAlgorithm};

@@ -147,3 +147,150 @@ fn client_behind_a_nat_relays_to_a_public_peer() {
     let k = node.server.counters();
     assert_eq!((k.packets_to_peer, k.packets_to_client), (1, 1));
 }
+
+/// A server of a fleet on the virtual network: relays from `ip`, lets
+/// `quota` allocations in, and redirects beyond to `alternates`.
+fn fleet_server(t0: Instant, ip: &str, quota: u32, alternates: &[&str]) -> ServerNode<RestSecret> {
+    let mut config = ServerConfig::new("example.org");
+    config.rng_seed = Some(1);
+    config.relayed_ips = vec![ip.parse().unwrap()];
+    config.relayed_ports = 50000..=50099;
+    config.total_quota = Some(quota);
+    let mut server = TurnServer::new(
+        config,
+        RestSecret::new("fleet-secret"),
+        (t0, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000)),
+    );
+    server.set_alternate_servers(alternates.iter().map(|a| a.parse().unwrap()).collect());
+    ServerNode::new(server)
+}
+
+#[test]
+fn a_server_at_its_quota_redirects_with_300_and_the_client_allocates_on_the_alternate() {
+    let t0 = Instant::now();
+    let mut sim = Sim::new(t0, 43);
+    // Server 1 is full (quota 0) and names server 2; both take the same
+    // REST credentials.
+    let s1 = sim.add_host(
+        ["203.0.113.1".parse().unwrap()],
+        Realm::Public,
+        fleet_server(t0, "203.0.113.1", 0, &["203.0.113.2:3478"]),
+    );
+    let s2 = sim.add_host(
+        ["203.0.113.2".parse().unwrap()],
+        Realm::Public,
+        fleet_server(t0, "203.0.113.2", 10, &[]),
+    );
+    let peer: SocketAddr = "203.0.113.50:7".parse().unwrap();
+    sim.add_host([peer.ip()], Realm::Public, EchoReflector::new());
+    let user = RestSecret::username(SystemTime::UNIX_EPOCH + Duration::from_secs(5_000), "u");
+    let password = RestSecret::new("fleet-secret").password(&user);
+    let mut cc = ClientConfig::new(
+        "192.0.2.9:5000".parse().unwrap(),
+        "203.0.113.1:3478".parse().unwrap(),
+        &user,
+        &password,
+    );
+    cc.rng_seed = Some(3);
+    let client = sim.add_host(
+        ["192.0.2.9".parse().unwrap()],
+        Realm::Public,
+        ClientNode {
+            client: TurnClient::new(cc),
+            peer,
+            events: Vec::new(),
+        },
+    );
+    let got_data = |s: &Sim| {
+        s.node::<ClientNode>(client)
+            .events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Data { .. }))
+    };
+    sim.run_until(got_data, Duration::from_secs(10), 1000)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let node = sim.node::<ClientNode>(client);
+    assert_eq!(
+        node.events[0],
+        ClientEvent::Redirected {
+            from: "203.0.113.1:3478".parse().unwrap(),
+            to: "203.0.113.2:3478".parse().unwrap(),
+        }
+    );
+    assert_eq!(node.client.server().to_string(), "203.0.113.2:3478");
+    let relayed = node.client.relayed_addresses()[0];
+    assert_eq!(relayed.ip().to_string(), "203.0.113.2");
+    let s1 = &sim.node::<ServerNode<RestSecret>>(s1).server;
+    assert_eq!(s1.counters().redirects, 1);
+    assert_eq!(s1.allocation_count(), 0);
+    assert_eq!(
+        sim.node::<ServerNode<RestSecret>>(s2)
+            .server
+            .allocation_count(),
+        1
+    );
+}
+
+#[test]
+fn a_redirect_back_to_a_server_already_left_fails_instead_of_looping() {
+    let t0 = Instant::now();
+    let mut sim = Sim::new(t0, 44);
+    // Two full servers that name each other.
+    sim.add_host(
+        ["203.0.113.1".parse().unwrap()],
+        Realm::Public,
+        fleet_server(t0, "203.0.113.1", 0, &["203.0.113.2:3478"]),
+    );
+    let s2 = sim.add_host(
+        ["203.0.113.2".parse().unwrap()],
+        Realm::Public,
+        fleet_server(t0, "203.0.113.2", 0, &["203.0.113.1:3478"]),
+    );
+    let user = RestSecret::username(SystemTime::UNIX_EPOCH + Duration::from_secs(5_000), "u");
+    let password = RestSecret::new("fleet-secret").password(&user);
+    let mut cc = ClientConfig::new(
+        "192.0.2.9:5000".parse().unwrap(),
+        "203.0.113.1:3478".parse().unwrap(),
+        &user,
+        &password,
+    );
+    cc.rng_seed = Some(3);
+    let client = sim.add_host(
+        ["192.0.2.9".parse().unwrap()],
+        Realm::Public,
+        ClientNode {
+            client: TurnClient::new(cc),
+            peer: "203.0.113.50:7".parse().unwrap(),
+            events: Vec::new(),
+        },
+    );
+    let failed = |s: &Sim| {
+        s.node::<ClientNode>(client)
+            .events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::AllocationFailed { .. }))
+    };
+    sim.run_until(failed, Duration::from_secs(10), 1000)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let node = sim.node::<ClientNode>(client);
+    let redirects = node
+        .events
+        .iter()
+        .filter(|e| matches!(e, ClientEvent::Redirected { .. }))
+        .count();
+    assert_eq!(redirects, 1, "{:?}", node.events);
+    assert!(node.events.iter().any(|e| matches!(
+        e,
+        ClientEvent::AllocationFailed {
+            code: Some(300),
+            ..
+        }
+    )));
+    assert_eq!(
+        sim.node::<ServerNode<RestSecret>>(s2)
+            .server
+            .counters()
+            .redirects,
+        1
+    );
+}

@@ -39,16 +39,34 @@ impl Daemon {
         level: &str,
         args: &[&str],
     ) -> Result<Daemon, String> {
+        Daemon::launch(ctx, name, "127.0.0.1:0", "127.0.0.1:0", level, args)
+    }
+
+    /// [`Daemon::start`] with the STUN/TURN and signaling addresses given
+    /// (to restart a daemon where it was).
+    pub(super) fn start_at(
+        ctx: &Ctx,
+        name: &str,
+        listen: &str,
+        signaling: &str,
+        args: &[&str],
+    ) -> Result<Daemon, String> {
+        Daemon::launch(ctx, name, listen, signaling, "warn", args)
+    }
+
+    /// `p2p serve` on `listen` and `signaling` with the log filter `level`.
+    fn launch(
+        ctx: &Ctx,
+        name: &str,
+        listen: &str,
+        signaling: &str,
+        level: &str,
+        args: &[&str],
+    ) -> Result<Daemon, String> {
         let log = ctx.work.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let mut child = Command::new(&ctx.bin)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--signaling",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--listen", listen, "--signaling", signaling])
             .args(["--metrics", "127.0.0.1:0", "--log", level])
             .args(args)
             .stdout(Stdio::piped())

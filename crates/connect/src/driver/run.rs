@@ -17,22 +17,26 @@ use bytes::Bytes;
 use p2p_datachannel::{ChannelEvent, ChannelId, ChannelOptions};
 use p2p_dtls::Fingerprint;
 use p2p_proto::{Datagram, Machine, Transmit};
-use p2p_signaling::{ClientError, ClientMsg, ErrorCode, ServerMsg, SignalingClient};
+use p2p_signaling::{ClientError, ClientMsg, ServerMsg, SignalingClient};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+mod reattach;
+mod setup;
+
+use reattach::{attempt_done, Reattached};
+use setup::setup;
+
 use super::channel::{self, ChannelSlot};
 use super::ice_tcp::IceTcp;
 use super::mdns;
-use super::net::{self, Inbound};
+use super::net::Inbound;
 use super::{Channel, ChannelClosed, ChannelInfo, Message, SendError, HIGH_WATER, LOW_WATER};
-use super::{
-    Command, ConnectError, ConnectedInfo, ConnectionEvent, IceServerUri, PeerConfig, Policy,
-};
+use super::{Command, ConnectError, ConnectedInfo, ConnectionEvent, PeerConfig};
 use crate::{
-    CloseReason, Failure, Negotiation, NegotiationConfig, NegotiationEvent, NegotiationOutput,
-    SelectedPath, Session, SessionConfig, SessionError, Transport, TurnServerConfig,
+    CloseReason, Failure, Negotiation, NegotiationEvent, NegotiationOutput, SelectedPath,
+    SessionError, Transport,
 };
 
 /// The ends of the channels between the driver and its handles.
@@ -96,333 +100,17 @@ pub(super) async fn run(config: PeerConfig, mut ch: Channels) {
     }
 }
 
-fn emit(events: &mpsc::UnboundedSender<ConnectionEvent>, e: ConnectionEvent) {
-    let _ = events.send(e);
-}
-
-/// Signaling, sockets, room, roles, ICE servers: everything before the
-/// session starts.
-async fn setup(
-    config: &PeerConfig,
-    events: &mpsc::UnboundedSender<ConnectionEvent>,
-) -> Result<Driver, ConnectError> {
-    let url = config.signaling_url.clone();
-    // wss:// trusts the same roots as turns: (no root store here).
-    let tls = (!config.tls_roots.is_empty())
-        .then(|| net::tls_client_config(config.tls_roots.iter().map(|d| d.clone().into())).ok())
-        .flatten();
-    let mut client = match tokio::time::timeout(
-        config.signaling_timeout,
-        SignalingClient::connect_with(&url, tls),
-    )
-    .await
-    {
-        Err(_) => {
-            return Err(ConnectError::Timeout {
-                waiting_for: "the signaling server",
-                after: config.signaling_timeout,
-            })
-        }
-        Ok(Err(source)) => return Err(ConnectError::SignalingUnreachable { url, source }),
-        Ok(Ok(c)) => c,
-    };
-    emit(
-        events,
-        ConnectionEvent::SignalingConnected {
-            peer_id: client.peer_id().to_owned(),
-        },
-    );
-
-    let ips = net::local_ips(&config.local_addresses, config.include_loopback)?;
-    let sockets = net::bind_udp(&ips).await;
-    if sockets.is_empty() {
-        return Err(ConnectError::Config(
-            "no local address could be bound (no interface up?)",
-        ));
-    }
-    emit(
-        events,
-        ConnectionEvent::SocketsBound(sockets.iter().map(|(a, _)| *a).collect()),
-    );
-
-    let room = config.room.clone();
-    let peers = match client
-        .join(&room, config.token.as_deref(), config.name.as_deref())
-        .await
-    {
-        Ok(p) => p,
-        Err(ClientError::Server {
-            code: ErrorCode::RoomFull,
-            ..
-        }) => return Err(ConnectError::RoomFull { room }),
-        Err(ClientError::Server {
-            code: ErrorCode::Unauthorized,
-            ..
-        }) => return Err(ConnectError::Unauthorized { room }),
-        Err(e) => return Err(ConnectError::Signaling(e)),
-    };
-    // Two peers there already are a pair (or about to be): say so now
-    // rather than offer to one of them and time out.
-    if peers.len() >= 2 {
-        return Err(ConnectError::RoomBusy {
-            room,
-            peers: peers.len(),
-        });
-    }
-    // Which ICE servers: ours, or the server's (the welcome's, or those of
-    // the joined when the server hands TURN credentials to members only).
-    let servers: Vec<IceServerUri> = if config.ice_servers.is_empty() {
-        let mut v = Vec::new();
-        for s in client.ice_servers() {
-            for u in IceServerUri::from_ice_server(s) {
-                match u {
-                    Ok(u) if u.is_turn() && u.username.is_none() => {
-                        tracing::warn!("welcome: {u} has no credentials; skipped");
-                    }
-                    Ok(u) => v.push(u),
-                    Err(e) => tracing::warn!("welcome: {e}; skipped"),
-                }
-            }
-        }
-        v
-    } else {
-        config.ice_servers.clone()
-    };
-
-    emit(
-        events,
-        ConnectionEvent::Joined {
-            room: room.clone(),
-            peers: peers.len(),
-        },
-    );
-    // Relay-only with no TURN server cannot work: say so now, with the
-    // server's reason, rather than after waiting for a peer.
-    if config.policy == Policy::RelayOnly && !servers.iter().any(IceServerUri::is_turn) {
-        return Err(ConnectError::NoRelay {
-            reason: client.relay_unavailable(),
-        });
-    }
-    // The newcomer offers and controls.
-    let (peer, controlling) = match peers.first() {
-        Some(p) => (p.clone(), true),
-        None => {
-            let wait = client.wait_for_peer();
-            let p = match config.peer_timeout {
-                Some(t) => {
-                    tokio::time::timeout(t, wait)
-                        .await
-                        .map_err(|_| ConnectError::Timeout {
-                            waiting_for: "a peer",
-                            after: t,
-                        })?
-                }
-                None => wait.await,
-            }
-            .map_err(ConnectError::Signaling)?;
-            (p, false)
-        }
-    };
-    let peer_name = peer.name.clone();
-    let peer = peer.id;
-    emit(
-        events,
-        ConnectionEvent::PeerFound {
-            peer_id: peer.clone(),
-            controlling,
-        },
-    );
-
-    let (inbound_tx, inbound) = mpsc::channel::<Inbound>(4096);
-    let mut tasks = JoinSet::new();
-    for (a, s) in &sockets {
-        net::spawn_udp_reader(&mut tasks, *a, s.clone(), inbound_tx.clone());
-    }
-    let hosts: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
-    // ICE-TCP: a listener and an active candidate on each IP with a UDP
-    // host (driver/ice_tcp.rs).
-    let ice_tcp = (config.ice_tcp && config.policy != Policy::RelayOnly).then(|| {
-        let host_ips: Vec<_> = hosts.iter().map(SocketAddr::ip).collect();
-        IceTcp::bind(&host_ips, &hosts, inbound_tx.clone())
-    });
-    // The socket of the resolver of the peer's mDNS names (driver/mdns.rs).
-    // (Bound too when our own names are to be answered: see mdns_hide.)
-    let mut mdns = (config.resolve_mdns || config.mdns_hide_hosts)
-        .then(|| mdns::bind(&ips))
-        .flatten();
-    let mdns_hide =
-        config.mdns_hide_hosts && mdns.as_mut().is_some_and(|(m, s)| m.listen_for_queries(s));
-    if config.mdns_hide_hosts && !mdns_hide {
-        tracing::warn!("mDNS: port 5353 unavailable; host addresses are signalled as they are");
-    }
-    if let Some((m, s)) = &mdns {
-        net::spawn_udp_reader(&mut tasks, m.local, s.clone(), inbound_tx.clone());
-    }
-
-    // Resolve the servers; connect the TURN streams.
-    let mut stun = Vec::new();
-    let mut turn = Vec::new();
-    let mut streams = HashMap::new();
-    let mut turn_failures = Vec::new();
-    for s in &servers {
-        if config.policy == Policy::RelayOnly && !s.is_turn() {
-            continue;
-        }
-        let resolved = match tokio::net::lookup_host((s.host.as_str(), s.port)).await {
-            Ok(addrs) => addrs.collect::<Vec<_>>(),
-            Err(e) => {
-                tracing::warn!("cannot resolve {s}: {e}");
-                Vec::new()
-            }
-        };
-        // The first address of a family we have a socket of.
-        let Some(addr) = resolved
-            .iter()
-            .find(|a| hosts.iter().any(|h| h.is_ipv4() == a.is_ipv4()))
-            .copied()
-        else {
-            if s.is_turn() {
-                let reason = format!("cannot resolve {} to an address we can reach", s.host);
-                emit(
-                    events,
-                    ConnectionEvent::TurnFailed {
-                        server: s.to_string(),
-                        code: None,
-                        reason: reason.clone(),
-                    },
-                );
-                turn_failures.push((s.to_string(), None, reason));
-            }
-            continue;
-        };
-        if !s.is_turn() {
-            stun.push(addr);
-            continue;
-        }
-        // The session tells its TURN clients apart by server address, local
-        // socket and transport: a server listed over UDP and TCP on one
-        // port gets two allocations. The same server twice over one
-        // transport would share one 5-tuple: used once.
-        if turn
-            .iter()
-            .any(|t: &TurnServerConfig| t.server == addr && t.transport == s.transport)
-        {
-            tracing::debug!("{s}: this server is already used over this transport; skipped");
-            continue;
-        }
-        if s.transport != Transport::Udp {
-            // The session reaches a TURN server from the first host socket
-            // of its family: frames from the stream arrive "on" that address.
-            let Some(local) = hosts
-                .iter()
-                .find(|h| h.is_ipv4() == addr.is_ipv4())
-                .copied()
-            else {
-                continue;
-            };
-            match net::connect_stream(
-                &mut tasks,
-                addr,
-                &s.host,
-                s.transport,
-                local,
-                &config.tls_roots,
-                inbound_tx.clone(),
-            )
-            .await
-            {
-                Ok(w) => {
-                    streams.insert((addr, s.transport), w);
-                }
-                Err(e) => {
-                    let reason = format!("cannot connect: {e}");
-                    emit(
-                        events,
-                        ConnectionEvent::TurnFailed {
-                            server: s.to_string(),
-                            code: None,
-                            reason: reason.clone(),
-                        },
-                    );
-                    turn_failures.push((s.to_string(), None, reason));
-                    continue;
-                }
-            }
-        }
-        turn.push(
-            TurnServerConfig::new(
-                addr,
-                s.transport,
-                s.username.clone().unwrap_or_default(),
-                s.credential.clone().unwrap_or_default(),
-            )
-            .with_dual_family(config.turn_dual_family),
-        );
-    }
-    if config.policy == Policy::RelayOnly && turn.is_empty() {
-        return Err(match turn_failures.pop() {
-            Some((server, code, reason)) => ConnectError::TurnRefused {
-                server,
-                code,
-                reason,
-            },
-            None => ConnectError::Config("relay-only needs a TURN server"),
-        });
-    }
-
-    let mut ice = config.ice.clone();
-    ice.controlling = controlling;
-    ice.relay_only = config.policy == Policy::RelayOnly;
-    let mut negotiation = NegotiationConfig::new(peer.clone(), controlling);
-    negotiation.connect_timeout = config.connect_timeout;
-    negotiation.relay_only = ice.relay_only;
-    negotiation.hard_nat = config.hard_nat;
-    negotiation.turn_servers = turn.len();
-    negotiation.turn_failures = turn_failures;
-    negotiation.mdns = mdns.as_ref().map(|(m, _)| m.local);
-    negotiation.mdns_hide = mdns_hide;
-    let (mdns, mdns_socket) = mdns
-        .map(|(m, s)| {
-            let local = m.local;
-            (m, (local, s))
-        })
-        .unzip();
-    let mut sc = SessionConfig::new(ice);
-    if config.port_mapping && config.policy != Policy::RelayOnly {
-        sc.port_mapping = super::gateway::port_mapping_targets(&hosts, config.gateway);
-    }
-    let upnp = upnp::Upnp::start(&sc.port_mapping);
-    sc.hosts = hosts;
-    sc.tcp_hosts = ice_tcp.as_ref().map(IceTcp::candidates).unwrap_or_default();
-    sc.stun_servers = stun;
-    sc.turn_servers = turn;
-    sc.certificate = config.certificate.clone();
-    sc.max_message_size = config.max_message_size;
-    let session = Session::new(sc).map_err(|e| ConnectError::Secure(e.to_string()))?;
-    Ok(Driver {
-        config: config.clone(),
-        negotiation: Negotiation::new(negotiation, session),
-        client: Some(client),
-        peer,
-        peer_name,
-        controlling,
-        sockets: sockets.into_iter().chain(mdns_socket).collect(),
-        mdns,
-        streams,
-        ice_tcp,
-        _tasks: tasks,
-        inbound,
-        restarting: false,
-        channels: HashMap::new(),
-        remote_fingerprint: None,
-        upnp,
-    })
-}
-
 struct Driver {
     config: PeerConfig,
     negotiation: Negotiation,
     client: Option<SignalingClient>,
+    /// When and where to reconnect to signaling.
+    reconnect: crate::Reconnect,
+    /// Takes our peer id back on a new signaling connection.
+    resume_token: Option<String>,
+    /// A reconnection under way.
+    attempt: Option<tokio::task::JoinHandle<Result<Reattached, String>>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     peer: String,
     controlling: bool,
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
@@ -523,9 +211,14 @@ impl Driver {
             if let Some(end) = self.drain(ch).await {
                 return end;
             }
-            let wake = self
-                .negotiation
-                .poll_timeout()
+            self.poll_reconnect(ch);
+            if let Some(end) = self.drain(ch).await {
+                return end;
+            }
+            let wake = [self.negotiation.poll_timeout(), self.reconnect_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
                 .map_or_else(far_future, tokio::time::Instant::from_std);
             if timer.deadline() != wake {
                 timer.as_mut().reset(wake);
@@ -575,10 +268,33 @@ impl Driver {
                 msg = recv_signaling(&mut self.client) => {
                     let now = Instant::now();
                     match msg {
-                        Ok(Some(m)) => self.negotiation.handle_signal(now, m),
-                        Ok(None) | Err(_) => {
-                            self.client = None;
-                            self.negotiation.signaling_lost(now);
+                        Ok(Some(m)) => {
+                            if let p2p_signaling::ServerMsg::Resumed { resume_token: Some(t), .. } = &m {
+                                self.resume_token = Some(t.clone());
+                            }
+                            self.negotiation.handle_signal(now, m)
+                        }
+                        Ok(None) | Err(_) => self.signaling_gone(now),
+                    }
+                }
+                r = attempt_done(&mut self.attempt) => {
+                    let now = Instant::now();
+                    match r {
+                        Ok(re) => {
+                            self.reconnect.connected(now);
+                            if let Some(t) = re.client.resume_token() {
+                                self.resume_token = Some(t.to_owned());
+                            }
+                            ch.emit(ConnectionEvent::SignalingRestored {
+                                url: re.url,
+                                peer_id: re.client.peer_id().to_owned(),
+                            });
+                            self.client = Some(re.client);
+                            self.negotiation.signaling_restored(now, re.peer_present);
+                        }
+                        Err(e) => {
+                            tracing::debug!("signaling: reconnection failed: {e}");
+                            self.reconnect.failed(now);
                         }
                     }
                 }
@@ -630,8 +346,7 @@ impl Driver {
         };
         if let Err(e) = c.send(msg).await {
             tracing::debug!("signaling send: {e}");
-            self.client = None;
-            self.negotiation.signaling_lost(Instant::now());
+            self.signaling_gone(Instant::now());
         }
     }
 
@@ -691,6 +406,9 @@ impl Driver {
                 ConnectionEvent::Restarting
             }
             NegotiationEvent::SignalingLost => ConnectionEvent::SignalingLost,
+            NegotiationEvent::SignalingInterrupted => ConnectionEvent::SignalingInterrupted,
+            // The driver reports it with the URL when it reconnects.
+            NegotiationEvent::SignalingRestored => return None,
             NegotiationEvent::Secured {
                 remote_fingerprint,
                 version,

@@ -35,6 +35,8 @@
 //!   ([`CloseReason::IceFailed`]).
 
 mod candidates;
+mod restart;
+mod resume;
 mod sdp;
 mod types;
 
@@ -121,6 +123,16 @@ pub struct Negotiation {
     turn_allocated: usize,
     /// Failed or Closed was reported: only the session's closing goes on.
     finished: bool,
+    /// Signaling is down and the driver reconnects.
+    interrupted: bool,
+    /// The peer left (or is unknown to the server) before we connected:
+    /// it has until then to come back.
+    peer_deadline: Option<Instant>,
+    /// The selected path died and no restart could start yet.
+    path_dead: bool,
+    /// The trickle messages of the current ICE generation as sent, to send
+    /// again after signaling was interrupted.
+    history: Vec<ClientMsg>,
     /// The resolver of the peer's mDNS names, when the driver has an mDNS
     /// socket ([`NegotiationConfig::mdns`]).
     names: Option<MdnsResolver>,
@@ -165,6 +177,10 @@ impl Negotiation {
             turn_failures,
             turn_allocated: 0,
             finished: false,
+            interrupted: false,
+            peer_deadline: None,
+            path_dead: false,
+            history: Vec::new(),
             names,
             hider,
             unresolved: Vec::new(),
@@ -206,21 +222,6 @@ impl Negotiation {
         }
         self.start(now);
         self.signal(now, msg);
-        self.pump(now);
-    }
-
-    /// The signaling connection closed: before a path this is a failure;
-    /// after, the path keeps working but cannot be restarted.
-    pub fn signaling_lost(&mut self, now: Instant) {
-        if !self.signaling || self.finished {
-            return;
-        }
-        self.signaling = false;
-        if self.connected {
-            self.event(NegotiationEvent::SignalingLost);
-        } else {
-            self.fail(now, Failure::SignalingLost);
-        }
         self.pump(now);
     }
 
@@ -273,17 +274,6 @@ impl Negotiation {
         &mut self.session
     }
 
-    /// Restart ICE from our side: new credentials to the peer in an
-    /// `ice-restart` message, gathering again, new checks. Returns false
-    /// when no restart can start: ours already waits for the peer's answer,
-    /// or signaling is gone, or the peer left.
-    pub fn restart(&mut self, now: Instant) -> bool {
-        self.start(now);
-        let started = self.restart_inner(now);
-        self.pump(now);
-        started
-    }
-
     /// Close: say bye to the peer (when signaling is up) and close the
     /// session (its TURN allocations are deleted). Keep driving until
     /// [`Negotiation::is_closed`]. [`NegotiationEvent::Closed`] with
@@ -313,6 +303,11 @@ impl Negotiation {
 
     fn event(&mut self, e: NegotiationEvent) {
         self.out.push_back(NegotiationOutput::Event(e));
+    }
+
+    fn signal_peer_recorded(&mut self, msg: ClientMsg) {
+        self.history.push(msg.clone());
+        self.signal_peer(msg);
     }
 
     fn signal_peer(&mut self, msg: ClientMsg) {
@@ -403,7 +398,7 @@ impl Negotiation {
                     id: None,
                 },
             };
-            self.signal_peer(msg);
+            self.signal_peer_recorded(msg);
         }
     }
 
@@ -416,6 +411,24 @@ impl Negotiation {
                     return;
                 }
                 if self.described.is_some() {
+                    // The same offer again: the offerer lost signaling
+                    // and may have missed our answer and candidates.
+                    if let Ok(offer) = parse_description(&sdp, true) {
+                        if self.remote_ufrag.as_deref() == Some(offer.ufrag.as_str())
+                            && !self.connected
+                        {
+                            if let Ok((sdp, _)) =
+                                local_description(&self.session, Some(&offer), self.config.hard_nat)
+                            {
+                                let to = self.config.peer.clone();
+                                self.signal_peer(ClientMsg::Answer { to, sdp, id: None });
+                                for m in self.history.clone() {
+                                    self.signal_peer(m);
+                                }
+                            }
+                            return;
+                        }
+                    }
                     // A browser restarts ICE with a new offer: not spoken
                     // here (p2p-connect restarts with ice-restart).
                     tracing::warn!("a second offer from {from}; ignored");
@@ -466,6 +479,7 @@ impl Negotiation {
                 } else {
                     self.event(NegotiationEvent::Restarting);
                     self.session.restart(now);
+                    self.history.clear();
                     self.early.clear();
                     self.forget_unresolved();
                     self.set_remote(now, ufrag, pwd);
@@ -485,20 +499,40 @@ impl Negotiation {
                 }
             }
             ServerMsg::PeerLeft { peer_id, .. } if peer_id == peer => {
-                if self.connected {
+                if self.connected || self.config.reconnect {
+                    // With reconnection, the peer may come back (its
+                    // resume keeps its id): the deadlines bound the wait.
                     self.peer_gone = true;
-                    // Its process may have died without a word (the server
-                    // saw its connection drop): find out now, not after 30 s
-                    // of consent. A peer that only lost signaling answers.
-                    self.session.verify_peer(now, PEER_VERIFY);
+                    if self.connected {
+                        // Its process may have died without a word (the
+                        // server saw its connection drop): find out now,
+                        // not after 30 s of consent. A peer that only lost
+                        // signaling answers.
+                        self.session.verify_peer(now, PEER_VERIFY);
+                    } else {
+                        self.peer_deadline
+                            .get_or_insert(now + self.config.peer_grace);
+                    }
                 } else {
                     self.fail(now, Failure::PeerLeft { peer: peer_id });
                 }
             }
+            ServerMsg::PeerJoined { peer: p, .. } if p.id == peer => {
+                // The peer came back (or reconnected to another node):
+                // what we sent meanwhile may be lost.
+                self.peer_gone = false;
+                self.peer_deadline = None;
+                self.resync(now);
+            }
             ServerMsg::Error { code, message, .. } => {
                 tracing::warn!("signaling error {code}: {message}");
                 if !self.connected && code == ErrorCode::UnknownPeer {
-                    self.fail(now, Failure::PeerLeft { peer });
+                    if self.config.reconnect {
+                        self.peer_deadline
+                            .get_or_insert(now + self.config.peer_grace);
+                    } else {
+                        self.fail(now, Failure::PeerLeft { peer });
+                    }
                 }
             }
             other => tracing::debug!("signaling: {} ignored", other.type_name()),
@@ -518,46 +552,6 @@ impl Negotiation {
                 Early::Candidate(c) => self.add_candidate(now, &c),
                 Early::End => self.remote_end(now),
             }
-        }
-    }
-
-    fn send_ice_restart(&mut self) {
-        let (u, p) = self.session.local_credentials();
-        let msg = ClientMsg::IceRestart {
-            to: self.config.peer.clone(),
-            ufrag: u.to_owned(),
-            pwd: p.to_owned(),
-            id: None,
-        };
-        self.signal_peer(msg);
-    }
-
-    fn restart_inner(&mut self, now: Instant) -> bool {
-        if self.finished || self.restart_pending || !self.signaling || self.peer_gone {
-            return false;
-        }
-        self.restart_deadline
-            .get_or_insert(now + self.config.connect_timeout);
-        self.session.restart(now);
-        self.remote_ufrag = None;
-        self.early.clear();
-        self.forget_unresolved();
-        self.restart_pending = true;
-        self.event(NegotiationEvent::Restarting);
-        self.send_ice_restart();
-        true
-    }
-
-    /// The selected path died: restart if we control and can signal, wait
-    /// for the peer's restart if it controls, give up otherwise.
-    fn path_died(&mut self, now: Instant) {
-        if !self.signaling || self.peer_gone {
-            return self.closed(now, CloseReason::ConsentLost);
-        }
-        self.restart_deadline
-            .get_or_insert(now + self.config.connect_timeout);
-        if self.config.controlling {
-            self.restart_inner(now);
         }
     }
 
@@ -611,6 +605,7 @@ impl Negotiation {
                 let path = SelectedPath { local, remote };
                 self.restart_pending = false;
                 self.restart_deadline = None;
+                self.path_dead = false;
                 if self.connected {
                     self.event(NegotiationEvent::PathChanged(path));
                 } else {
@@ -745,10 +740,18 @@ impl Machine for Negotiation {
                     self.no_path()
                 };
                 self.fail(now, f);
+            } else if !self.connected && self.peer_deadline.is_some_and(|d| now >= d) {
+                let peer = self.config.peer.clone();
+                self.fail(now, Failure::PeerLeft { peer });
             } else if self.bye_deadline.is_some_and(|d| now >= d) {
                 self.closed(now, CloseReason::PeerClosed);
             } else if self.restart_deadline.is_some_and(|d| now >= d) {
-                self.closed(now, CloseReason::IceFailed);
+                let r = if self.path_dead && (self.interrupted || self.peer_gone) {
+                    CloseReason::ConsentLost
+                } else {
+                    CloseReason::IceFailed
+                };
+                self.closed(now, r);
             }
         }
         if self.session.poll_timeout().is_some_and(|t| t <= now) {
@@ -771,7 +774,10 @@ impl Machine for Negotiation {
                 .flatten()
                 .min()
         } else {
-            self.connect_deadline
+            [self.connect_deadline, self.peer_deadline]
+                .into_iter()
+                .flatten()
+                .min()
         };
         let names = self.names.as_ref().and_then(Machine::poll_timeout);
         [self.session.poll_timeout(), deadline, names]

@@ -183,9 +183,14 @@ pub enum NegotiationEvent {
     Disconnected,
     /// An ICE restart began (new credentials were exchanged).
     Restarting,
-    /// The signaling connection is gone; the path keeps working, but no
-    /// restart is possible any more.
+    /// The signaling connection is gone for good; the path keeps working,
+    /// but no restart is possible any more.
     SignalingLost,
+    /// The signaling connection closed; the driver reconnects
+    /// ([`NegotiationConfig::reconnect`]).
+    SignalingInterrupted,
+    /// Signaling is back after [`NegotiationEvent::SignalingInterrupted`].
+    SignalingRestored,
     /// DTLS is up with the peer whose certificate matched this fingerprint.
     Secured {
         /// The fingerprint the peer's certificate matched.
@@ -244,6 +249,14 @@ pub struct NegotiationConfig {
     /// TURN servers that failed before the session was made (unresolvable,
     /// unreachable over TCP/TLS): `(server, code, reason)`.
     pub turn_failures: Vec<(String, Option<u16>, String)>,
+    /// The driver reconnects to signaling, and the peer may too: a lost
+    /// connection is an interruption ([`Negotiation::signaling_interrupted`](super::Negotiation::signaling_interrupted)),
+    /// and the peer's leaving the room (or being unknown to the server)
+    /// is not final before a deadline. Default false.
+    pub reconnect: bool,
+    /// With [`NegotiationConfig::reconnect`]: how long a peer that left
+    /// before we connected has to come back. Default 10 s.
+    pub peer_grace: Duration,
     /// Announce [`HARD_NAT_OPTION`](crate::HARD_NAT_OPTION) in our
     /// `a=ice-options` (default true). Only when both peers announce it
     /// may they use what goes beyond standard ICE between them (see
@@ -277,6 +290,8 @@ impl NegotiationConfig {
             relay_only: false,
             turn_servers: 0,
             turn_failures: Vec::new(),
+            reconnect: false,
+            peer_grace: Duration::from_secs(10),
             hard_nat: true,
             mdns: None,
             mdns_timeout: crate::mdns::DEFAULT_TIMEOUT,

@@ -259,6 +259,28 @@ impl Session {
             // clients' states.
             return;
         }
+        if let ClientEvent::Redirected { from, to } = e {
+            // 300 Try Alternate: the client now talks to `to`; its
+            // datagrams come from there (a restart's probe too: a server
+            // that still held our allocation would have said 437, so the
+            // probe's allocation on `to` replaces it). A relay that already uses `to`
+            // from this socket would share the 5-tuple: this one gives way.
+            let (local, transport) = (self.relays[i].local, self.relays[i].config.transport);
+            let taken = self.relays.iter().enumerate().any(|(j, r)| {
+                j != i
+                    && !r.retired
+                    && r.config.server == to
+                    && r.local == local
+                    && r.config.transport == transport
+            });
+            self.relays[i].config.server = to;
+            tracing::info!("TURN server {from} redirected us to {to}");
+            if taken {
+                self.relays[i].retired = true;
+                self.relays[i].done = true;
+            }
+            return;
+        }
         if let Some(k) = self.relays[i].probe_for {
             return self.probe_event(now, i, k, e);
         }

@@ -7,7 +7,7 @@
 //! the defaults, so a key written out at its default value (as in
 //! [`super::sample`]) is harmless.
 
-use super::{Config, ConfigError, SignalingConfig, StunConfig, TurnConfig};
+use super::{ClusterConfig, Config, ConfigError, SignalingConfig, StunConfig, TurnConfig};
 
 fn no_effect(key: &'static str, fix: &'static str) -> Result<(), ConfigError> {
     Err(ConfigError::NoEffect { key, fix })
@@ -18,7 +18,35 @@ pub(super) fn check(c: &Config) -> Result<(), ConfigError> {
     tls(c)?;
     stun(c)?;
     turn(c)?;
-    signaling(c)
+    signaling(c)?;
+    cluster(c)
+}
+
+/// `[cluster]` keys mean something only on a node of a cluster.
+fn cluster(c: &Config) -> Result<(), ConfigError> {
+    let k = &c.cluster;
+    if k.enabled() {
+        return Ok(());
+    }
+    let d = ClusterConfig::default();
+    let keys = [
+        (k.node_id != d.node_id, "cluster.node_id (--node-id)"),
+        (
+            k.public_turn != d.public_turn,
+            "cluster.public_turn (--public-turn)",
+        ),
+        (k.heartbeat_ms != d.heartbeat_ms, "cluster.heartbeat_ms"),
+        (k.expiry_ms != d.expiry_ms, "cluster.expiry_ms"),
+        (k.prefix != d.prefix, "cluster.prefix"),
+        (k.turn_nodes != d.turn_nodes, "cluster.turn_nodes"),
+    ];
+    match keys.into_iter().find(|(changed, _)| *changed) {
+        Some((_, key)) => no_effect(
+            key,
+            "this daemon is not a node of a cluster: set cluster.redis (--redis URL), or drop the key",
+        ),
+        None => Ok(()),
+    }
 }
 
 fn tls(c: &Config) -> Result<(), ConfigError> {

@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod cluster;
 mod effect;
 mod sample;
 mod signaling;
 mod turn;
 
+pub use cluster::ClusterConfig;
 pub use sample::sample;
 pub use signaling::{IceServerConfig, SignalingConfig, TurnCredentials};
 pub use turn::{parse_user, TurnConfig};
@@ -56,6 +58,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The signaling server (WebSocket) and the browser page, on one TCP port.
     pub signaling: SignalingConfig,
+    /// A cluster of nodes on Redis (none by default).
+    pub cluster: ClusterConfig,
 }
 
 /// `[stun]`: where and how the STUN responder runs.
@@ -318,6 +322,7 @@ impl Config {
         crate::stream::check_limits(s)?;
         self.turn.validate()?;
         self.signaling.validate()?;
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
         self.validate_signaling_credentials()?;
         effect::check(self)
     }

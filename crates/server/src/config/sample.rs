@@ -188,6 +188,25 @@ message_timeout_secs = 10
 # urls = ["turn:turn.example.org:3478?transport=udp"]
 # username = "guest"
 # credential = "guest-password"
+
+[cluster]
+# The Redis server every node of a cluster names (--redis); without it this
+# daemon is a single node and needs no Redis. See docs/cluster.md.
+# redis = "redis://127.0.0.1:6379/0"
+# This node's id, unique in the cluster (--node-id): letters, digits, '-',
+# '_' and '.', at most 64. Default: a random one per run.
+# node_id = "node-a"
+# Where clients and other nodes reach this node's TURN server, HOST:PORT
+# (--public-turn, repeatable). Default: the first listen address.
+public_turn = []
+# How often this node says it is alive, in milliseconds.
+heartbeat_ms = 500
+# A node silent this long is dead and its members leave their rooms (ms).
+expiry_ms = 2500
+# The prefix of every Redis key and channel.
+prefix = "p2p:"
+# TURN nodes named in each ICE server list handed out.
+turn_nodes = 2
 "#;
 
 #[cfg(test)]
@@ -231,6 +250,9 @@ mod tests {
             turn_credentials = "join"
             [signaling.room_tokens]
             x = "y"
+            [cluster]
+            redis = "redis://127.0.0.1:6379"
+            node_id = "a"
             "#,
         )
         .unwrap();

@@ -37,7 +37,7 @@ mod setup;
 mod task;
 mod tcp_relay;
 
-pub(crate) use creds::Creds;
+pub(crate) use creds::{Creds, SecretRing};
 pub(crate) use pool::BufPool;
 pub use service::{TurnService, TurnServiceBuilder, TurnServiceError};
 pub(crate) use setup::{check_limits, prepare, TurnSetup};
@@ -172,6 +172,9 @@ pub(crate) enum Inbound {
     },
     /// Asked by the metrics endpoint.
     Stats(oneshot::Sender<TurnStats>),
+    /// Where Allocates beyond the total quota are redirected (300), from
+    /// the cluster's load figures.
+    Alternates(Vec<SocketAddr>),
     /// A configuration reload (SIGHUP): new credentials and peer rules;
     /// every allocation stays.
     Reload {
@@ -255,13 +258,20 @@ impl TurnHandle {
         rx.await.ok()
     }
 
+    /// Sets where Allocates beyond the total quota are redirected.
+    pub(crate) async fn set_alternates(&self, servers: Vec<SocketAddr>) {
+        let _ = self.tx.send(Inbound::Alternates(servers)).await;
+    }
+
     /// Give the TURN task the users, secret and peer rules of `turn` (a
-    /// reload, SIGHUP); returns once it has them. Allocations stay.
+    /// reload, SIGHUP); returns once it has them. Allocations stay. `ring`:
+    /// the cluster's REST secrets on a node of a cluster (kept).
     pub(crate) async fn reload(
         &self,
         turn: &crate::config::TurnConfig,
+        ring: Option<SecretRing>,
     ) -> Result<(), crate::ServerError> {
-        let (credentials, peer_policy) = setup::reload_parts(turn)?;
+        let (credentials, peer_policy) = setup::reload_parts(turn, ring)?;
         let (done, rx) = oneshot::channel();
         let m = Inbound::Reload {
             credentials,

@@ -5,13 +5,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use p2p_turn::{AuthLimit, Bandwidth, Cidr, PeerPolicy, RestSecret, ServerConfig, StaticUsers};
+use p2p_turn::{AuthLimit, Bandwidth, Cidr, PeerPolicy, ServerConfig, StaticUsers};
 use tokio::net::UdpSocket;
 
 use crate::config::{Config, ConfigError, TurnConfig};
 
 use super::relayed::bind_std;
-use super::{Creds, TurnService};
+use super::{Creds, SecretRing, TurnService};
 
 /// What `Server::bind` prepares and `Server::run` starts.
 pub(crate) struct TurnSetup {
@@ -248,8 +248,9 @@ fn peer_policy(t: &TurnConfig) -> Result<PeerPolicy, crate::ServerError> {
     Ok(policy)
 }
 
-/// The static users and REST secret of `[turn]` as a credential store.
-fn creds(users: &BTreeMap<String, String>, secret: Option<&String>) -> Creds {
+/// The static users of `[turn]` and the REST secrets `rest` as a
+/// credential store.
+fn creds(users: &BTreeMap<String, String>, rest: SecretRing) -> Creds {
     let mut store = StaticUsers::new();
     for (u, p) in users {
         store.insert(u.clone(), p.clone());
@@ -257,26 +258,34 @@ fn creds(users: &BTreeMap<String, String>, secret: Option<&String>) -> Creds {
     Creds {
         users: store,
         has_users: !users.is_empty(),
-        rest: secret.map(|s| RestSecret::new(s.as_bytes())),
+        rest,
     }
 }
 
 /// What a reload (SIGHUP) hands the running TURN task: the credentials
-/// and the peer rules of the new `[turn]` section.
+/// and the peer rules of the new `[turn]` section. `ring`: the cluster's
+/// shared REST secrets on a node of a cluster (they live in Redis and stay
+/// as they are), else the new `turn.auth_secret`.
 pub(super) fn reload_parts(
     t: &TurnConfig,
+    ring: Option<SecretRing>,
 ) -> Result<(super::task::Credentials, PeerPolicy), crate::ServerError> {
-    Ok((
-        Box::new(creds(&t.users, t.auth_secret.as_ref())),
-        peer_policy(t)?,
-    ))
+    let rest = ring.unwrap_or_else(|| SecretRing::new(t.auth_secret.clone()));
+    Ok((Box::new(creds(&t.users, rest)), peer_policy(t)?))
 }
 
 impl TurnSetup {
     /// Start the daemon's TURN service; `listening` are the UDP sockets to
     /// answer from (the daemon's workers read them).
-    pub(crate) fn start(self, listening: HashMap<SocketAddr, Arc<UdpSocket>>) -> TurnService {
-        let creds = creds(&self.users, self.secret.as_ref());
+    /// `ring`: the cluster's shared REST secrets, if this node is in one
+    /// (else this daemon's `turn.auth_secret`).
+    pub(crate) fn start(
+        self,
+        listening: HashMap<SocketAddr, Arc<UdpSocket>>,
+        ring: Option<SecretRing>,
+    ) -> TurnService {
+        let rest = ring.unwrap_or_else(|| SecretRing::new(self.secret.clone()));
+        let creds = creds(&self.users, rest);
         TurnService::for_daemon(self.config, Box::new(creds), self.ips, listening)
     }
 }

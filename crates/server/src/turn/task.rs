@@ -230,6 +230,11 @@ impl TurnTask {
             Inbound::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
+            Inbound::Alternates(servers) => {
+                if self.server.alternate_servers() != servers.as_slice() {
+                    self.server.set_alternate_servers(servers);
+                }
+            }
             Inbound::Reload {
                 credentials,
                 peer_policy,

@@ -36,6 +36,15 @@ pub struct RoomStats {
     /// TURN credentials withheld because the policy wants a token and the
     /// room needs none.
     pub credentials_withheld_token: u64,
+    /// Connections that took back an earlier peer id (`resume`).
+    pub resumed: u64,
+    /// Messages sent to a peer of another node (cluster mode).
+    pub cluster_relayed: u64,
+    /// Messages from other nodes delivered here (cluster mode).
+    pub cluster_delivered: u64,
+    /// Messages from other nodes refused: the addressee is not here, or
+    /// shares no room with the sender.
+    pub cluster_refused: u64,
 }
 
 impl Default for RoomStats {
@@ -50,6 +59,10 @@ impl Default for RoomStats {
             credentials_issued: 0,
             credentials_withheld_rate: 0,
             credentials_withheld_token: 0,
+            resumed: 0,
+            cluster_relayed: 0,
+            cluster_delivered: 0,
+            cluster_refused: 0,
         }
     }
 }

@@ -86,6 +86,7 @@ fn welcome_carries_version_peer_id_and_ice_servers_at_wall_time() {
                 "MueVC4ao7ui/0pcsfAn+aYP07Ww=",
             )],
             relay_unavailable: None,
+            resume_token: None,
         }
     );
     // Ten simulated seconds later the expiry moves with the wall clock.
@@ -112,6 +113,7 @@ fn welcome_without_provider_has_no_ice_servers() {
             peer_id: "p1".into(),
             ice_servers: vec![],
             relay_unavailable: None,
+            resume_token: None,
         }
     );
 }
@@ -847,6 +849,7 @@ fn welcome_servers(msg: &ServerMsg) -> (Vec<IceServer>, Option<RelayUnavailable>
         ServerMsg::Welcome {
             ice_servers,
             relay_unavailable,
+            resume_token: None,
             ..
         } => (ice_servers.clone(), *relay_unavailable),
         other => panic!("expected a welcome, got {other:?}"),

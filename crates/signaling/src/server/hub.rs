@@ -13,6 +13,7 @@ use super::metrics::{CloseReason, Metrics};
 use crate::addr::AddrKey;
 use crate::msg::ServerMsg;
 use crate::rooms::{ConnId, ParsedText, Rooms};
+use crate::server::ClusterLink;
 
 /// What a connection task tells the hub.
 pub(super) enum Event {
@@ -76,6 +77,7 @@ pub(super) async fn run(
     mut events: mpsc::Receiver<Event>,
     limits: QueueLimits,
     metrics: Metrics,
+    mut cluster: Option<ClusterLink>,
 ) {
     let mut conns: HashMap<ConnId, Queue> = HashMap::new();
     loop {
@@ -123,6 +125,16 @@ pub(super) async fn run(
                     }
                 }
             }
+            Some(ev) = async {
+                match cluster.as_mut() {
+                    Some(c) => c.events.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // Relayed across nodes: bounded by the sender's frame there.
+                relay_bound = Some(rooms.limits().max_message_size.saturating_add(RELAY_SLACK));
+                rooms.cluster_event(ev)
+            }
             () = sleep => {
                 let now = Instant::now().into_std();
                 // Check against the clock, not only the timer.
@@ -134,6 +146,13 @@ pub(super) async fn run(
             }
         };
         deliver(&mut rooms, &mut conns, out, relay_bound, limits);
+        while let Some(op) = rooms.poll_cluster() {
+            if let Some(c) = &cluster {
+                if c.ops.try_send(op).is_err() {
+                    metrics.cluster_op_dropped();
+                }
+            }
+        }
         metrics.store_rooms(&rooms);
     }
 }

@@ -108,6 +108,7 @@ struct Inner {
     closed: [AtomicU64; CloseReason::ALL.len()],
     handshake_failures: AtomicU64,
     handshake_timeouts: AtomicU64,
+    cluster_ops_dropped: AtomicU64,
 }
 
 #[derive(Default, Clone)]
@@ -157,6 +158,8 @@ pub struct MetricsSnapshot {
     pub handshake_failures: u64,
     /// WebSocket opening handshakes that timed out.
     pub handshake_timeouts: u64,
+    /// Operations for a cluster's store dropped because its queue was full.
+    pub cluster_ops_dropped: u64,
 }
 
 impl MetricsSnapshot {
@@ -192,6 +195,7 @@ impl Metrics {
             closed: std::array::from_fn(|i| self.0.closed[i].load(Relaxed)),
             handshake_failures: self.0.handshake_failures.load(Relaxed),
             handshake_timeouts: self.0.handshake_timeouts.load(Relaxed),
+            cluster_ops_dropped: self.0.cluster_ops_dropped.load(Relaxed),
         }
     }
 
@@ -208,6 +212,10 @@ impl Metrics {
         g.stats = table.stats();
         g.open = table.open();
         g.addresses = table.addresses();
+    }
+
+    pub(crate) fn cluster_op_dropped(&self) {
+        self.0.cluster_ops_dropped.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn closed(&self, reason: CloseReason) {

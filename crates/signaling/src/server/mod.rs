@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::addr::{AddrKey, AddrLimits, AddrTable, Refusal};
 use crate::ice_servers::{IceServerProvider, StaticIceServers};
-use crate::rooms::{Auth, Limits, Rooms};
+use crate::rooms::{Auth, ClusterEvent, ClusterOp, Limits, ResumeConfig, Rooms};
 
 pub use metrics::{CloseReason, Metrics, MetricsSnapshot};
 
@@ -79,6 +79,44 @@ pub struct ServerConfig {
     pub message_timeout: Duration,
     /// Where the server counts what it does; keep a clone to read it.
     pub metrics: Metrics,
+    /// Hand out resume tokens signed with this (see `docs/signaling.md`,
+    /// `resume`). Default: none.
+    pub resume: Option<ResumeConfig>,
+    /// Peer ids are this and a number. Default `p`. A server that resumes
+    /// sessions across restarts (or nodes) needs one of its own per run.
+    pub peer_id_prefix: String,
+    /// Makes the server a node of a cluster (see [`ClusterLink`]).
+    pub cluster: Option<ClusterAttach>,
+}
+
+/// The link between the rooms' task and a cluster's shared store: the
+/// node's id, the operations the rooms ask of the store and the events
+/// the store sends back (see [`ClusterOp`], [`ClusterEvent`]).
+#[derive(Debug)]
+pub struct ClusterLink {
+    /// This node's id.
+    pub node: String,
+    /// Operations for the store. The rooms' task never waits on it: when
+    /// it is full, the operation is dropped (and counted).
+    pub ops: mpsc::Sender<ClusterOp>,
+    /// Events from the store.
+    pub events: mpsc::Receiver<ClusterEvent>,
+}
+
+/// A [`ClusterLink`] waiting for [`Server::start`] to take it (a
+/// [`ServerConfig`] is cloned; the link is taken once).
+#[derive(Debug, Clone)]
+pub struct ClusterAttach(Arc<Mutex<Option<ClusterLink>>>);
+
+impl ClusterAttach {
+    /// Wraps `link` for a [`ServerConfig`].
+    pub fn new(link: ClusterLink) -> ClusterAttach {
+        ClusterAttach(Arc::new(Mutex::new(Some(link))))
+    }
+
+    fn take(&self) -> Option<ClusterLink> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
 }
 
 impl Default for ServerConfig {
@@ -96,6 +134,9 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             message_timeout: Duration::from_secs(10),
             metrics: Metrics::new(),
+            resume: None,
+            peer_id_prefix: "p".to_owned(),
+            cluster: None,
         }
     }
 }
@@ -307,9 +348,17 @@ impl Server {
     /// [`ServerConfig::validate`].
     pub fn start(config: ServerConfig) -> Server {
         let now = Instant::now().into_std();
-        let rooms = Rooms::new(config.limits.clone())
+        let mut rooms = Rooms::new(config.limits.clone())
             .with_auth(config.auth.clone())
-            .with_ice_servers(config.ice_servers.clone(), (now, SystemTime::now()));
+            .with_ice_servers(config.ice_servers.clone(), (now, SystemTime::now()))
+            .with_peer_id_prefix(config.peer_id_prefix.clone());
+        if let Some(r) = &config.resume {
+            rooms = rooms.with_resume(r.clone());
+        }
+        let cluster = config.cluster.as_ref().and_then(ClusterAttach::take);
+        if let Some(link) = &cluster {
+            rooms = rooms.with_cluster(link.node.clone());
+        }
         let frame_cap = config.frame_cap();
         // Frames are written as they come (no write buffering: the writer
         // flushes each message); the write buffer may hold one message and
@@ -324,7 +373,13 @@ impl Server {
         let limits = hub::QueueLimits {
             max_bytes: config.max_queued_bytes.max(1),
         };
-        let hub_task = tokio::spawn(hub::run(rooms, events_rx, limits, config.metrics.clone()));
+        let hub_task = tokio::spawn(hub::run(
+            rooms,
+            events_rx,
+            limits,
+            config.metrics.clone(),
+            cluster,
+        ));
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(ConnShared {
             events: events_tx,

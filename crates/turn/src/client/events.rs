@@ -75,6 +75,18 @@ pub enum ClientEvent {
         /// The server's reason phrase, or what went wrong.
         reason: String,
     },
+    /// The server answered the Allocate with 300 Try Alternate and an
+    /// ALTERNATE-SERVER (RFC 8489 §10): the client now talks to `to` (its
+    /// transmits go there, [`TurnClient::server`] says so) and allocates
+    /// there. Only over UDP; a client follows at most
+    /// [`MAX_REDIRECTS`](crate::MAX_REDIRECTS) and never returns to
+    /// a server it left.
+    Redirected {
+        /// The server that redirected.
+        from: SocketAddr,
+        /// The server now used.
+        to: SocketAddr,
+    },
     /// A Refresh succeeded.
     Refreshed {
         /// The new lifetime.

@@ -107,7 +107,13 @@ pub struct TurnClient {
     next_channel: u16,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ClientEvent>,
+    /// Servers left after a 300 Try Alternate, in order.
+    left: Vec<SocketAddr>,
 }
+
+/// How many 300 Try Alternate redirects a client follows for one
+/// allocation before it fails.
+pub const MAX_REDIRECTS: usize = 3;
 
 impl std::fmt::Debug for TurnClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,6 +149,7 @@ impl TurnClient {
             next_channel: *CHANNEL_RANGE.start(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            left: Vec::new(),
         }
     }
 

@@ -1,11 +1,12 @@
 //! Answers from the server: successes, errors (the 401/438 dance), indications, and failures.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use p2p_stun::attr::{
-    AddressErrorCode, Attribute, ConnectionId, Data, ErrorCode, Lifetime, Nonce, PasswordAlgorithm,
-    PasswordAlgorithms, Realm, ReservationToken, XorMappedAddress, XorPeerAddress,
-    XorRelayedAddress,
+    AddressErrorCode, AlternateServer, Attribute, ConnectionId, Data, ErrorCode, Lifetime, Nonce,
+    PasswordAlgorithm, PasswordAlgorithms, Realm, ReservationToken, XorMappedAddress,
+    XorPeerAddress, XorRelayedAddress,
 };
 use p2p_stun::{userhash, AttrType, Key, Message, MessageClass, Method};
 
@@ -215,8 +216,45 @@ impl TurnClient {
             }
             // A retransmitted delete whose first copy already deleted it.
             Some(437) if matches!(p.kind, Kind::Refresh(Some(0))) => self.deleted(),
+            Some(300) if matches!(p.kind, Kind::Allocate) => match self.alternate(&p, msg) {
+                Some(to) => {
+                    let from = self.config.server;
+                    self.left.push(from);
+                    self.config.server = to;
+                    // A new server: its own nonce (and maybe realm).
+                    self.auth = None;
+                    self.events.push_back(ClientEvent::Redirected { from, to });
+                    let _ = self.start(now, Kind::Allocate, 0);
+                }
+                None => self.fail(p.kind, code, reason),
+            },
             _ => self.fail(p.kind, code, reason),
         }
+    }
+
+    /// The ALTERNATE-SERVER of a 300 to follow, if it is one to follow: over
+    /// UDP, of the server's family, not a server this client already left,
+    /// within [`super::MAX_REDIRECTS`], and signed with our key when the
+    /// Allocate was (an unsigned 300 to a signed request may be forged).
+    fn alternate(&self, p: &Pending, msg: &Message<'_>) -> Option<SocketAddr> {
+        let AlternateServer(to) = msg.get::<AlternateServer>().ok().flatten()?;
+        if p.with_auth {
+            let a = self.auth.as_ref()?;
+            let signed = if msg.has_integrity_sha256() {
+                msg.verify_integrity_sha256(&a.key).is_ok()
+            } else {
+                msg.verify_integrity(&a.key).is_ok()
+            };
+            if !signed {
+                return None;
+            }
+        }
+        let ok = !self.config.transport.is_reliable()
+            && to.is_ipv4() == self.config.server.is_ipv4()
+            && to != self.config.server
+            && !self.left.contains(&to)
+            && self.left.len() < super::MAX_REDIRECTS;
+        ok.then_some(to)
     }
 
     /// Take REALM, NONCE and the algorithm from a 401 (RFC 8489 §9.2.3).

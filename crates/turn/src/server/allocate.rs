@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use p2p_proto::FiveTuple;
 use p2p_stun::attr::{
-    AdditionalAddressFamily, AddressErrorCode, AddressFamily, DontFragment, EvenPort, Lifetime,
-    RequestedAddressFamily, RequestedTransport, ReservationToken, XorMappedAddress,
-    XorRelayedAddress, PROTO_TCP, PROTO_UDP,
+    AdditionalAddressFamily, AddressErrorCode, AddressFamily, AlternateServer, DontFragment,
+    EvenPort, Lifetime, RequestedAddressFamily, RequestedTransport, ReservationToken,
+    XorMappedAddress, XorRelayedAddress, PROTO_TCP, PROTO_UDP,
 };
 use p2p_stun::{Message, MessageType, TransactionId};
 use rand::RngCore;
@@ -154,6 +154,13 @@ impl<C: CredentialStore> TurnServer<C> {
             return self.error(ft, msg, Some(auth), 400);
         }
         if let Some(code) = self.over_quota(ft, auth) {
+            if code == 300 {
+                if let Some(to) = self.alternate_for(ft) {
+                    return self.reply(ft, msg, Some(auth), Some(300), |b| {
+                        b.add(&AlternateServer(to)).map(drop)
+                    });
+                }
+            }
             return self.error(ft, msg, Some(auth), code);
         }
         let mut p = PendingAllocate {
@@ -228,7 +235,12 @@ impl<C: CredentialStore> TurnServer<C> {
         let refusal = if c.user_quota.is_some_and(|q| user_held >= q) {
             Some((486, 0))
         } else if c.total_quota.is_some_and(|q| held >= u64::from(q)) {
-            Some((508, 1))
+            // Full: send the client to a sibling of its family if we know one.
+            if self.alternate_for(ft).is_some() {
+                Some((300, 4))
+            } else {
+                Some((508, 1))
+            }
         } else if heavy && held >= unreserved(cap) {
             Some((508, 2))
         } else if in_share && (ephemeral >= share || (heavy && ephemeral >= unreserved(share))) {
@@ -242,9 +254,19 @@ impl<C: CredentialStore> TurnServer<C> {
             0 => k.refused_user_quota += 1,
             1 => k.refused_total_quota += 1,
             2 => k.refused_reserve += 1,
+            4 => k.redirects += 1,
             _ => k.refused_ephemeral_share += 1,
         }
         Some(code)
+    }
+
+    /// A configured alternate server of `ft`'s address family that is not
+    /// this listener, for a 300 (Try Alternate) when full.
+    fn alternate_for(&self, ft: &FiveTuple) -> Option<SocketAddr> {
+        self.alternates
+            .iter()
+            .find(|a| a.is_ipv4() == ft.local.is_ipv4() && **a != ft.local)
+            .copied()
     }
 
     /// One allocation (or Allocate under way) more for `auth`'s user, its

@@ -153,14 +153,19 @@ impl<C: CredentialStore> TurnServer<C> {
             (None, None) => None,
         };
         let wall = self.wall(now);
-        let key = user
+        let keys = user
             .as_deref()
-            .and_then(|u| self.creds.key(u, &self.config.realm, alg, wall));
-        let (Some(user), Some(key)) = (user, key) else {
+            .map(|u| self.creds.keys(u, &self.config.realm, alg, wall))
+            .unwrap_or_default();
+        let Some(user) = user.filter(|_| !keys.is_empty()) else {
             self.auth_failed(now, ft, msg, claimed, AuthFailure::UnknownUser, limit_key);
             return None;
         };
-        if msg.verify_any_integrity(&key).is_err() {
+        // Several keys while a secret is rotated: the one that signed it.
+        let Some(key) = keys
+            .into_iter()
+            .find(|k| msg.verify_any_integrity(k).is_ok())
+        else {
             self.auth_failed(
                 now,
                 ft,
@@ -170,7 +175,7 @@ impl<C: CredentialStore> TurnServer<C> {
                 limit_key,
             );
             return None;
-        }
+        };
         let auth = Auth {
             ephemeral: self.creds.is_ephemeral(&user),
             user,

@@ -88,6 +88,9 @@ pub struct Counters {
     pub peer_connections: u64,
     /// RFC 6062 peer connections bound to a client data connection.
     pub peer_connections_bound: u64,
+    /// Allocates beyond the total quota answered 300 Try Alternate (see
+    /// `TurnServer::set_alternate_servers`).
+    pub redirects: u64,
 }
 
 impl std::ops::AddAssign for Counters {
@@ -116,6 +119,7 @@ impl std::ops::AddAssign for Counters {
         self.dropped_malformed += o.dropped_malformed;
         self.peer_connections += o.peer_connections;
         self.peer_connections_bound += o.peer_connections_bound;
+        self.redirects += o.redirects;
     }
 }
 

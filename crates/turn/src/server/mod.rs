@@ -131,6 +131,8 @@ pub struct TurnServer<C: CredentialStore> {
     bind_deadlines: VecDeque<(Instant, u32)>,
     /// Route changes for the driver's fast path ([`ServerConfig::export_routes`]).
     routes: VecDeque<RouteUpdate>,
+    /// Where an Allocate beyond the total quota is redirected (300).
+    alternates: Vec<SocketAddr>,
 }
 
 impl<C: CredentialStore> std::fmt::Debug for TurnServer<C> {
@@ -209,7 +211,22 @@ impl<C: CredentialStore> TurnServer<C> {
             data_conns: HashMap::new(),
             bind_deadlines: VecDeque::new(),
             routes: VecDeque::new(),
+            alternates: Vec::new(),
         }
+    }
+
+    /// Other TURN servers of the same service (sharing its credentials):
+    /// an Allocate beyond [`ServerConfig::total_quota`] is answered 300 Try
+    /// Alternate with an ALTERNATE-SERVER (RFC 8489 §10), the first of
+    /// these of the request's address family that is not the address it
+    /// came to, instead of 508. Empty (the default): 508.
+    pub fn set_alternate_servers(&mut self, servers: Vec<SocketAddr>) {
+        self.alternates = servers;
+    }
+
+    /// What [`TurnServer::set_alternate_servers`] set.
+    pub fn alternate_servers(&self) -> &[SocketAddr] {
+        &self.alternates
     }
 
     /// The configuration.

@@ -1,0 +1,276 @@
+//! `cargo xtask bench cluster`: signaling through two `p2p serve` nodes on
+//! one real `redis-server` (loopback), in one run: pairs of peers on the
+//! same node, then on different nodes. Each sender sends its messages back
+//! to back (candidates carrying their send time); the table gives
+//! messages/s, p50/p99 latency and, for the cross-node run, Redis commands
+//! per relayed message (Redis's own `total_commands_processed`, heartbeats
+//! of both nodes included).
+//!
+//! Flags: `--pairs N` (20), `--messages M` per sender (500).
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use p2p_signaling::{IceCandidate, ServerMsg, SignalingClient};
+use tokio::task::JoinSet;
+
+struct Redis(Child, u16);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn start_redis() -> Result<Redis, String> {
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("redis-server: {e} (apt-get install redis-server)"))?;
+    let r = Redis(child, port);
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(r);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err("redis-server did not listen".into())
+}
+
+fn redis_commands(r: &Redis) -> u64 {
+    let out = Command::new("redis-cli")
+        .args(["-p", &r.1.to_string(), "INFO", "stats"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn node(redis: &Redis, id: &str) -> Result<String, String> {
+    let toml = format!(
+        r#"
+[stun]
+listen = ["127.0.0.1:0"]
+workers = 1
+[signaling]
+listen = "127.0.0.1:0"
+page = false
+rate_per_second = 1000000
+burst = 1000000
+max_queued_messages = 100000
+max_queued_bytes = 1073741824
+max_connections_per_ip = 1000
+[cluster]
+redis = "redis://127.0.0.1:{}/"
+node_id = "{id}"
+"#,
+        redis.1
+    );
+    let config = p2p_server::Config::from_toml_str(&toml).map_err(|e| e.to_string())?;
+    let server = p2p_server::Server::bind(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let sig = server.local_addrs().signaling.ok_or("no signaling")?;
+    tokio::spawn(server.run(std::future::pending()));
+    Ok(format!("ws://{sig}/ws"))
+}
+
+struct Run {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    messages: u64,
+}
+
+/// `pace`: one message per sender every `pace` (latency), or back to
+/// back (throughput).
+async fn run(
+    a: &str,
+    b: &str,
+    tag: &str,
+    pairs: usize,
+    messages: usize,
+    pace: Option<Duration>,
+) -> Result<Run, String> {
+    let mut ready = Vec::new();
+    for i in 0..pairs {
+        let room = format!("{tag}-{i}");
+        let mut rx = SignalingClient::connect(a)
+            .await
+            .map_err(|e| e.to_string())?;
+        rx.join(&room, None, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut tx = SignalingClient::connect(b)
+            .await
+            .map_err(|e| e.to_string())?;
+        let peers = tx
+            .join(&room, None, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if peers.len() != 1 {
+            return Err(format!("{room}: {} peers", peers.len()));
+        }
+        ready.push((rx, tx));
+    }
+    let t0 = Arc::new(Instant::now());
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for (mut rx, mut tx) in ready {
+        let to = rx.peer_id().to_owned();
+        let t0s = t0.clone();
+        tasks.spawn(async move {
+            let mut tick = pace.map(tokio::time::interval);
+            for _ in 0..messages {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                let mut c = IceCandidate::new("candidate:1 1 udp 1 127.0.0.1 9 typ host");
+                c.username_fragment = Some(t0s.elapsed().as_nanos().to_string());
+                if tx.send_candidate(&to, c).await.is_err() {
+                    break;
+                }
+            }
+            // Keep the sender until its messages are through.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(tx);
+            Vec::new()
+        });
+        let t0r = t0.clone();
+        tasks.spawn(async move {
+            let mut lat = Vec::with_capacity(messages);
+            while lat.len() < messages {
+                match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await {
+                    Ok(Ok(Some(ServerMsg::Candidate { candidate, .. }))) => {
+                        let sent: u128 = candidate
+                            .username_fragment
+                            .and_then(|u| u.parse().ok())
+                            .unwrap_or(0);
+                        let now = t0r.elapsed().as_nanos();
+                        lat.push(Duration::from_nanos(now.saturating_sub(sent) as u64));
+                    }
+                    Ok(Ok(Some(_))) => {}
+                    other => {
+                        eprintln!("receiver: {} then {other:?}", lat.len());
+                        break;
+                    }
+                }
+            }
+            lat
+        });
+    }
+    let mut all = Vec::new();
+    let mut receivers_done = 0;
+    while let Some(r) = tasks.join_next().await {
+        let v = r.map_err(|e| e.to_string())?;
+        if !v.is_empty() {
+            all.extend(v);
+            receivers_done += 1;
+            if receivers_done == pairs {
+                break;
+            }
+        }
+    }
+    let took = started.elapsed();
+    tasks.abort_all();
+    if all.len() < pairs * messages {
+        return Err(format!(
+            "{tag}: {} of {} messages arrived",
+            all.len(),
+            pairs * messages
+        ));
+    }
+    all.sort();
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    Ok(Run {
+        rate: all.len() as f64 / took.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+        messages: all.len() as u64,
+    })
+}
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> Result<(), String> {
+    let pairs = arg("--pairs", 20);
+    let messages = arg("--messages", 500);
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let redis = start_redis()?;
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let n0 = node(&redis, "bench-0").await?;
+        let n1 = node(&redis, "bench-1").await?;
+        // Let both nodes beat once.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let same = run(&n0, &n0, "same", pairs, messages, None).await?;
+        let before = redis_commands(&redis);
+        let cross = run(&n0, &n1, "cross", pairs, messages, None).await?;
+        let after = redis_commands(&redis);
+        // Latency at a moderate load: each sender every 10 ms.
+        let pace = Some(Duration::from_millis(10));
+        let lat_messages = messages.min(300);
+        let same_l = run(&n0, &n0, "same-l", pairs, lat_messages, pace).await?;
+        let cross_l = run(&n0, &n1, "cross-l", pairs, lat_messages, pace).await?;
+        let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
+        println!(
+            "{pairs} pairs x {messages} messages (candidates), two nodes, one redis-server, loopback.\n"
+        );
+        println!(
+            "| peers | messages/s (back to back) | p50 ms | p99 ms (each sender every 10 ms, {pairs} senders) | Redis commands per message |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        println!(
+            "| same node | {:.0} | {} | {} | 0 |",
+            same.rate,
+            ms(same_l.p50),
+            ms(same_l.p99)
+        );
+        println!(
+            "| different nodes | {:.0} | {} | {} | {:.2} |",
+            cross.rate,
+            ms(cross_l.p50),
+            ms(cross_l.p99),
+            after.saturating_sub(before) as f64 / cross.messages as f64
+        );
+        println!(
+            "\ncross/same throughput: {:.2}; p99 added: {} ms. Back to back, p50/p99 are queueing: same {}/{} ms, cross {}/{} ms.",
+            cross.rate / same.rate,
+            ms(cross_l.p99.saturating_sub(same_l.p99)),
+            ms(same.p50),
+            ms(same.p99),
+            ms(cross.p50),
+            ms(cross.p99)
+        );
+        Ok::<(), String>(())
+    })?;
+    // The servers run on the runtime: leave without waiting for them.
+    rt.shutdown_background();
+    Ok(())
+}

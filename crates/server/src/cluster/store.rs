@@ -1,0 +1,730 @@
+//! The Redis side of a node: one task that turns the rooms' [`ClusterOp`]s
+//! into Redis commands (pipelined: what is queued goes in one round trip,
+//! in order) and Redis's pub/sub messages into [`ClusterEvent`]s, beats
+//! the node's heartbeat and reaps dead nodes.
+//!
+//! When Redis is unreachable the node keeps serving its own members:
+//! joins are answered from what it knows, messages for other nodes are
+//! dropped (counted); when Redis is back it registers its members again
+//! and takes a snapshot of every room it watches.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use p2p_signaling::{ClusterEvent, ClusterMember, ClusterOp, JoinRefusal, PeerInfo, ServerMsg};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::{Client, Value};
+use tokio::sync::mpsc;
+
+use super::fleet::{Fleet, NodeLoad};
+use super::scripts::{HEARTBEAT, JOIN, LEAVE};
+
+/// Operations taken into one pipeline at most.
+const BATCH: usize = 256;
+
+/// The node's counters, for metrics.
+#[derive(Debug, Default)]
+pub(crate) struct StoreStats {
+    /// Redis round trips (pipelines, heartbeats, snapshots).
+    pub(crate) round_trips: AtomicU64,
+    /// Their total time, microseconds.
+    pub(crate) round_trip_us: AtomicU64,
+    /// The last one, microseconds.
+    pub(crate) last_round_trip_us: AtomicU64,
+    /// Commands sent.
+    pub(crate) commands: AtomicU64,
+    /// Failed round trips.
+    pub(crate) errors: AtomicU64,
+    /// Messages published for other nodes.
+    pub(crate) relayed_out: AtomicU64,
+    /// Messages received for this node.
+    pub(crate) relayed_in: AtomicU64,
+    /// Messages for other nodes dropped while Redis was unreachable.
+    pub(crate) dropped: AtomicU64,
+    /// Dead nodes this node reaped.
+    pub(crate) reaped: AtomicU64,
+    /// Redis answers now.
+    pub(crate) healthy: AtomicBool,
+}
+
+/// What the store task needs.
+pub(super) struct StoreConfig {
+    pub(super) node: String,
+    pub(super) prefix: String,
+    pub(super) heartbeat: Duration,
+    pub(super) expiry: Duration,
+}
+
+/// Connects to Redis (within `timeout`): the error says why not.
+pub(super) async fn connect(
+    url: &str,
+    timeout: Duration,
+) -> Result<(Client, ConnectionManager), String> {
+    let client = Client::open(url).map_err(|e| format!("cluster.redis {url:?}: {e}"))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(Duration::from_secs(1))
+        .set_number_of_retries(1)
+        .set_max_delay(500);
+    let conn = tokio::time::timeout(timeout, client.get_connection_manager_with_config(config))
+        .await
+        .map_err(|_| format!("cluster.redis {url:?}: no answer in {timeout:?}"))?
+        .map_err(|e| format!("cluster.redis {url:?}: {e}"))?;
+    Ok((client, conn))
+}
+
+/// A message from the pub/sub connection's reader.
+enum Sub {
+    Msg { channel: String, payload: Vec<u8> },
+    Lost,
+}
+
+pub(super) struct Store {
+    cfg: StoreConfig,
+    client: Client,
+    conn: ConnectionManager,
+    sink: Option<PubSubSink>,
+    sub_tx: mpsc::Sender<Sub>,
+    sub_rx: mpsc::Receiver<Sub>,
+    events: mpsc::Sender<ClusterEvent>,
+    /// Rooms with members here (their channels are subscribed).
+    watched: HashSet<String>,
+    /// This node's members: room → peer → name.
+    local: HashMap<String, HashMap<String, Option<String>>>,
+    /// Redis answered the last round trip.
+    healthy: bool,
+    /// Since when Redis answers without a break (reaping waits for one
+    /// expiry after a break, so that nodes that could not beat meanwhile
+    /// are not reaped).
+    healthy_since: Option<Instant>,
+    stats: Arc<StoreStats>,
+    /// This node's TURN fleet view, when it serves TURN.
+    fleet: Option<Arc<Fleet>>,
+}
+
+impl Store {
+    pub(super) fn new(
+        cfg: StoreConfig,
+        client: Client,
+        conn: ConnectionManager,
+        events: mpsc::Sender<ClusterEvent>,
+        stats: Arc<StoreStats>,
+        fleet: Option<Arc<Fleet>>,
+    ) -> Store {
+        let (sub_tx, sub_rx) = mpsc::channel(4096);
+        Store {
+            cfg,
+            client,
+            conn,
+            sink: None,
+            sub_tx,
+            sub_rx,
+            events,
+            watched: HashSet::new(),
+            local: HashMap::new(),
+            healthy: true,
+            healthy_since: Some(Instant::now()),
+            stats,
+            fleet,
+        }
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("{}{what}", self.cfg.prefix)
+    }
+
+    fn room_key(&self, room: &str) -> String {
+        format!("{}room:{room}", self.cfg.prefix)
+    }
+
+    fn node_channel(&self) -> String {
+        format!("{}node:{}", self.cfg.prefix, self.cfg.node)
+    }
+
+    fn node_set(&self) -> String {
+        format!("{}node:{}:members", self.cfg.prefix, self.cfg.node)
+    }
+
+    /// Runs until the rooms' side closes `ops`; then leaves every room.
+    pub(super) async fn run(mut self, mut ops: mpsc::Receiver<ClusterOp>) {
+        self.stats.healthy.store(true, Relaxed);
+        self.open_pubsub().await;
+        let mut beat = tokio::time::interval(self.cfg.heartbeat);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                op = ops.recv() => {
+                    let Some(op) = op else { break };
+                    let mut batch = vec![op];
+                    while batch.len() < BATCH {
+                        match ops.try_recv() {
+                            Ok(op) => batch.push(op),
+                            Err(_) => break,
+                        }
+                    }
+                    self.run_batch(batch).await;
+                }
+                Some(sub) = self.sub_rx.recv() => match sub {
+                    Sub::Msg { channel, payload } => self.on_message(&channel, &payload).await,
+                    Sub::Lost => {
+                        tracing::warn!("cluster: the Redis pub/sub connection was lost");
+                        self.sink = None;
+                    }
+                },
+                _ = beat.tick() => self.heartbeat().await,
+            }
+        }
+        self.leave_all().await;
+    }
+
+    /// Opens the pub/sub connection and subscribes this node's channel and
+    /// every watched room's; false when Redis does not answer.
+    async fn open_pubsub(&mut self) -> bool {
+        let opened =
+            tokio::time::timeout(Duration::from_secs(2), self.client.get_async_pubsub()).await;
+        let pubsub = match opened {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::debug!("cluster: pub/sub: {e}");
+                return false;
+            }
+            Err(_) => return false,
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let mut channels = vec![self.node_channel()];
+        channels.extend(self.watched.iter().map(|r| self.room_key(r)));
+        if let Err(e) = sink.subscribe(&channels).await {
+            tracing::debug!("cluster: subscribe: {e}");
+            return false;
+        }
+        let tx = self.sub_tx.clone();
+        tokio::spawn(async move {
+            while let Some(m) = stream.next().await {
+                let sub = Sub::Msg {
+                    channel: m.get_channel_name().to_owned(),
+                    payload: m.get_payload_bytes().to_vec(),
+                };
+                if tx.send(sub).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Sub::Lost).await;
+        });
+        self.sink = Some(sink);
+        true
+    }
+
+    /// Counts one round trip.
+    fn timed(&self, started: Instant, commands: usize, ok: bool) {
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats.round_trips.fetch_add(1, Relaxed);
+        self.stats.round_trip_us.fetch_add(us, Relaxed);
+        self.stats.last_round_trip_us.store(us, Relaxed);
+        self.stats.commands.fetch_add(commands as u64, Relaxed);
+        if !ok {
+            self.stats.errors.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn set_healthy(&mut self, ok: bool) {
+        if ok && !self.healthy {
+            self.healthy_since = Some(Instant::now());
+        }
+        if !ok {
+            self.healthy_since = None;
+        }
+        self.healthy = ok;
+        self.stats.healthy.store(ok, Relaxed);
+    }
+
+    fn member_value(&self, name: Option<&str>) -> String {
+        match name {
+            Some(n) => format!("{}\n={n}", self.cfg.node),
+            None => format!("{}\n", self.cfg.node),
+        }
+    }
+
+    fn join_event(&self, peer: &str, name: Option<&str>) -> String {
+        match name {
+            Some(n) => format!("J\n{peer}\n{}\n={n}", self.cfg.node),
+            None => format!("J\n{peer}\n{}\n", self.cfg.node),
+        }
+    }
+
+    fn join_cmd(&self, pipe: &mut redis::Pipeline, room: &str, peer: &PeerInfo, max: usize) {
+        let key = self.room_key(room);
+        pipe.cmd("EVAL")
+            .arg(JOIN)
+            .arg(3)
+            .arg(&key)
+            .arg(self.node_set())
+            .arg(&key)
+            .arg(&peer.id)
+            .arg(self.member_value(peer.name.as_deref()))
+            .arg(max)
+            .arg(room)
+            .arg(self.join_event(&peer.id, peer.name.as_deref()));
+    }
+
+    fn leave_cmd(&self, pipe: &mut redis::Pipeline, room: &str, peer: &str) {
+        let key = self.room_key(room);
+        pipe.cmd("EVAL")
+            .arg(LEAVE)
+            .arg(3)
+            .arg(&key)
+            .arg(self.node_set())
+            .arg(&key)
+            .arg(peer)
+            .arg(&self.cfg.node)
+            .arg(room)
+            .arg(format!("L\n{peer}\n{}", self.cfg.node));
+    }
+
+    async fn run_batch(&mut self, batch: Vec<ClusterOp>) {
+        // Watch a room before joining it, so that no event is missed.
+        let mut subscribe = Vec::new();
+        for op in &batch {
+            if let ClusterOp::Join { room, .. } = op {
+                if self.watched.insert(room.clone()) {
+                    subscribe.push(self.room_key(room));
+                }
+            }
+        }
+        if !subscribe.is_empty() {
+            if let Some(sink) = self.sink.as_mut() {
+                if let Err(e) = sink.subscribe(&subscribe).await {
+                    tracing::debug!("cluster: subscribe: {e}");
+                    self.sink = None;
+                }
+            }
+        }
+        let mut pipe = redis::pipe();
+        // What each reply answers: a join's (conn, room), or nothing.
+        let mut joins = Vec::new();
+        let mut unwatch = Vec::new();
+        let mut relays = 0u64;
+        for op in batch {
+            match op {
+                ClusterOp::Join {
+                    conn,
+                    room,
+                    peer,
+                    max_room_size,
+                } => {
+                    self.join_cmd(&mut pipe, &room, &peer, max_room_size);
+                    self.local
+                        .entry(room.clone())
+                        .or_default()
+                        .insert(peer.id.clone(), peer.name.clone());
+                    joins.push(Some((conn, room, peer.id)));
+                }
+                ClusterOp::Leave {
+                    room,
+                    peer_id,
+                    last,
+                } => {
+                    if !peer_id.is_empty() {
+                        self.leave_cmd(&mut pipe, &room, &peer_id);
+                        joins.push(None);
+                    }
+                    if let Some(m) = self.local.get_mut(&room) {
+                        m.remove(&peer_id);
+                        if m.is_empty() {
+                            self.local.remove(&room);
+                        }
+                    }
+                    if last {
+                        unwatch.push(room);
+                    }
+                }
+                ClusterOp::Relay { node, to, msg } => {
+                    if !self.healthy {
+                        self.stats.dropped.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    let channel = format!("{}node:{node}", self.cfg.prefix);
+                    pipe.cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(format!("{to}\n{}", msg.to_json()));
+                    joins.push(None);
+                    relays += 1;
+                }
+                other => tracing::debug!("cluster: {other:?} not handled"),
+            }
+        }
+        for room in unwatch {
+            if self.local.contains_key(&room) {
+                continue;
+            }
+            self.watched.remove(&room);
+            let key = self.room_key(&room);
+            if let Some(sink) = self.sink.as_mut() {
+                let _ = sink.unsubscribe(key).await;
+            }
+        }
+        if joins.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let result: redis::RedisResult<Vec<Value>> = pipe.query_async(&mut self.conn).await;
+        self.timed(started, joins.len(), result.is_ok());
+        match result {
+            Ok(values) => {
+                self.set_healthy(true);
+                self.stats.relayed_out.fetch_add(relays, Relaxed);
+                for (what, v) in joins.into_iter().zip(values) {
+                    if let Some((conn, room, me)) = what {
+                        let result = parse_join(&v, &me);
+                        let ev = ClusterEvent::JoinResult { conn, room, result };
+                        let _ = self.events.send(ev).await;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cluster: Redis: {e}; serving this node's members alone");
+                self.set_healthy(false);
+                self.stats.dropped.fetch_add(relays, Relaxed);
+                // Joins go on with what this node knows; they are
+                // registered again when Redis is back.
+                for (conn, room, _) in joins.into_iter().flatten() {
+                    let ev = ClusterEvent::JoinResult {
+                        conn,
+                        room,
+                        result: Ok(Vec::new()),
+                    };
+                    let _ = self.events.send(ev).await;
+                }
+            }
+        }
+    }
+
+    async fn on_message(&mut self, channel: &str, payload: &[u8]) {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return;
+        };
+        if channel == self.node_channel() {
+            let Some((to, json)) = text.split_once('\n') else {
+                return;
+            };
+            let Ok(msg) = ServerMsg::from_json(json) else {
+                return;
+            };
+            self.stats.relayed_in.fetch_add(1, Relaxed);
+            let ev = ClusterEvent::Deliver {
+                to: to.to_owned(),
+                msg,
+            };
+            let _ = self.events.send(ev).await;
+            return;
+        }
+        let Some(room) = channel.strip_prefix(&self.key("room:")) else {
+            return;
+        };
+        let mut parts = text.splitn(4, '\n');
+        let ev = match (parts.next(), parts.next(), parts.next()) {
+            (Some("J"), Some(peer), Some(node)) => ClusterEvent::MemberJoined {
+                room: room.to_owned(),
+                member: ClusterMember {
+                    peer: PeerInfo {
+                        id: peer.to_owned(),
+                        name: parts
+                            .next()
+                            .and_then(|n| n.strip_prefix('='))
+                            .map(str::to_owned),
+                    },
+                    node: node.to_owned(),
+                },
+            },
+            (Some("L"), Some(peer), Some(node)) => ClusterEvent::MemberLeft {
+                room: room.to_owned(),
+                peer_id: peer.to_owned(),
+                node: node.to_owned(),
+            },
+            _ => return,
+        };
+        let _ = self.events.send(ev).await;
+    }
+
+    /// Beats, reaps dead nodes, and catches up after a break.
+    async fn heartbeat(&mut self) {
+        let reap = self
+            .healthy_since
+            .is_some_and(|t| t.elapsed() >= self.cfg.expiry);
+        let started = Instant::now();
+        let r: redis::RedisResult<Vec<String>> = redis::cmd("EVAL")
+            .arg(HEARTBEAT)
+            .arg(1)
+            .arg(self.key("nodes"))
+            .arg(&self.cfg.node)
+            .arg(self.cfg.expiry.as_millis() as u64)
+            .arg(if reap { "1" } else { "0" })
+            .arg(&self.cfg.prefix)
+            .query_async(&mut self.conn)
+            .await;
+        self.timed(started, 1, r.is_ok());
+        match r {
+            Ok(reaped) => {
+                let was_down = !self.healthy;
+                self.set_healthy(true);
+                for n in reaped.iter().filter(|n| **n != self.cfg.node) {
+                    tracing::warn!(
+                        "cluster: node {n} stopped beating; its members left their rooms"
+                    );
+                    self.stats.reaped.fetch_add(1, Relaxed);
+                }
+                let mut resync = was_down;
+                if self.sink.is_none() {
+                    resync |= self.open_pubsub().await;
+                }
+                if resync {
+                    self.catch_up().await;
+                }
+                self.sync_fleet().await;
+            }
+            Err(e) => {
+                if self.healthy {
+                    tracing::warn!("cluster: Redis heartbeat: {e}");
+                }
+                self.set_healthy(false);
+            }
+        }
+    }
+
+    /// Publishes this node's TURN load (with the expiry of a node) and
+    /// reads every live node's, and the cluster's REST secrets: the first
+    /// node with `turn.auth_secret` seeds the list when it is empty.
+    async fn sync_fleet(&mut self) {
+        let Some(fleet) = self.fleet.clone() else {
+            return;
+        };
+        let secrets_key = self.key("turn-secrets");
+        let started = Instant::now();
+        let r: redis::RedisResult<(Vec<String>, Vec<String>)> = redis::pipe()
+            .cmd("SET")
+            .arg(self.key(&format!("load:{}", self.cfg.node)))
+            .arg(fleet.local_load().encode())
+            .arg("PX")
+            .arg(self.cfg.expiry.as_millis() as u64)
+            .ignore()
+            .cmd("LRANGE")
+            .arg(&secrets_key)
+            .arg(0)
+            .arg(-1)
+            .cmd("ZRANGE")
+            .arg(self.key("nodes"))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn)
+            .await;
+        self.timed(started, 3, r.is_ok());
+        let Ok((secrets, nodes)) = r else {
+            return;
+        };
+        if secrets.is_empty() {
+            if let Some(seed) = &fleet.seed_secret {
+                let _: redis::RedisResult<Value> = redis::cmd("EVAL")
+                    .arg("if redis.call('LLEN', KEYS[1]) == 0 then redis.call('RPUSH', KEYS[1], ARGV[1]) end return 1")
+                    .arg(1)
+                    .arg(&secrets_key)
+                    .arg(seed)
+                    .query_async(&mut self.conn)
+                    .await;
+            }
+        } else if fleet.ring.set(secrets) {
+            tracing::info!(
+                "cluster: {} TURN REST secret(s) accepted now",
+                fleet.ring.len()
+            );
+        }
+        if nodes.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = nodes
+            .iter()
+            .map(|n| self.key(&format!("load:{n}")))
+            .collect();
+        let started = Instant::now();
+        let r: redis::RedisResult<Vec<Option<String>>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.conn)
+            .await;
+        self.timed(started, 1, r.is_ok());
+        if let Ok(loads) = r {
+            let loads = nodes
+                .iter()
+                .zip(loads)
+                .filter_map(|(n, l)| NodeLoad::decode(n, &l?))
+                .collect();
+            fleet.set_nodes(loads);
+        }
+    }
+
+    /// After a break: this node's members are registered again (Redis may
+    /// have restarted empty), stale ones removed, and each watched room's
+    /// membership sent to the rooms as a snapshot.
+    async fn catch_up(&mut self) {
+        let mut pipe = redis::pipe();
+        let mut n = 0;
+        for (room, members) in &self.local {
+            for (peer, name) in members {
+                let info = PeerInfo {
+                    id: peer.clone(),
+                    name: name.clone(),
+                };
+                self.join_cmd(&mut pipe, room, &info, usize::MAX / 2);
+                n += 1;
+            }
+        }
+        let rooms: Vec<String> = self.watched.iter().cloned().collect();
+        for room in &rooms {
+            pipe.cmd("HGETALL").arg(self.room_key(room));
+        }
+        pipe.cmd("SMEMBERS").arg(self.node_set());
+        let started = Instant::now();
+        let r: redis::RedisResult<Vec<Value>> = pipe.query_async(&mut self.conn).await;
+        self.timed(started, n + rooms.len() + 1, r.is_ok());
+        let Ok(values) = r else {
+            self.set_healthy(false);
+            return;
+        };
+        let mut values = values.into_iter().skip(n);
+        for room in rooms {
+            let Some(v) = values.next() else { break };
+            let members = parse_members(&v);
+            let _ = self
+                .events
+                .send(ClusterEvent::Snapshot { room, members })
+                .await;
+        }
+        // Entries of this node that are no member any more.
+        if let Some(Value::Array(entries) | Value::Set(entries)) = values.next() {
+            let mut pipe = redis::pipe();
+            let mut stale = 0;
+            for e in entries {
+                let Some(s) = as_string(&e) else { continue };
+                let Some((room, peer)) = s.split_once('\n') else {
+                    continue;
+                };
+                if !self.local.get(room).is_some_and(|m| m.contains_key(peer)) {
+                    self.leave_cmd(&mut pipe, room, peer);
+                    stale += 1;
+                }
+            }
+            if stale > 0 {
+                let _: redis::RedisResult<Vec<Value>> = pipe.query_async(&mut self.conn).await;
+            }
+        }
+        tracing::info!("cluster: caught up with Redis");
+    }
+
+    /// On shutdown: this node's members leave at once (the other nodes do
+    /// not wait for the expiry).
+    async fn leave_all(&mut self) {
+        let mut pipe = redis::pipe();
+        for (room, members) in &self.local {
+            for peer in members.keys() {
+                self.leave_cmd(&mut pipe, room, peer);
+            }
+        }
+        pipe.cmd("ZREM").arg(self.key("nodes")).arg(&self.cfg.node);
+        pipe.cmd("DEL").arg(self.node_set());
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            pipe.query_async::<Vec<Value>>(&mut self.conn),
+        )
+        .await;
+    }
+}
+
+fn as_string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A member value `<node>\n` or `<node>\n=<name>`.
+fn parse_member(peer: String, value: &str) -> Option<ClusterMember> {
+    let (node, name) = value.split_once('\n')?;
+    Some(ClusterMember {
+        peer: PeerInfo {
+            id: peer,
+            name: name.strip_prefix('=').map(str::to_owned),
+        },
+        node: node.to_owned(),
+    })
+}
+
+/// An HGETALL reply (flat array, or a RESP3 map).
+fn parse_members(v: &Value) -> Vec<ClusterMember> {
+    let mut out = Vec::new();
+    match v {
+        Value::Array(items) => {
+            for pair in items.chunks(2) {
+                if let [k, v] = pair {
+                    if let (Some(k), Some(v)) = (as_string(k), as_string(v)) {
+                        out.extend(parse_member(k, &v));
+                    }
+                }
+            }
+        }
+        Value::Map(items) => {
+            for (k, v) in items {
+                if let (Some(k), Some(v)) = (as_string(k), as_string(v)) {
+                    out.extend(parse_member(k, &v));
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The JOIN script's reply, without ourselves.
+fn parse_join(v: &Value, me: &str) -> Result<Vec<ClusterMember>, JoinRefusal> {
+    let Value::Array(items) = v else {
+        return Ok(Vec::new());
+    };
+    match items.first().and_then(as_string).as_deref() {
+        Some("full") => Err(JoinRefusal::RoomFull),
+        _ => Ok(items
+            .get(1)
+            .map(parse_members)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.peer.id != me)
+            .collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_replies_parse_and_leave_out_the_joiner() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let v = Value::Array(vec![
+            bulk("ok"),
+            Value::Array(vec![
+                bulk("p1"),
+                bulk("n1\n=alice"),
+                bulk("me"),
+                bulk("n2\n"),
+            ]),
+        ]);
+        let got = parse_join(&v, "me").expect("ok");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].peer.id, "p1");
+        assert_eq!(got[0].peer.name.as_deref(), Some("alice"));
+        assert_eq!(got[0].node, "n1");
+        assert_eq!(
+            parse_join(&Value::Array(vec![bulk("full")]), "me"),
+            Err(JoinRefusal::RoomFull)
+        );
+    }
+}

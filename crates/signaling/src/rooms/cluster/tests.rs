@@ -1,0 +1,378 @@
+//! Two nodes over a store simulated in memory; resume tokens.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::*;
+use crate::rooms::{Limits, ResumeConfig};
+use crate::ClientMsg;
+
+/// The shared store as the Redis backend keeps it: members per room,
+/// events to every node watching a room, relays to one node.
+#[derive(Default)]
+struct Store {
+    rooms: HashMap<String, Vec<ClusterMember>>,
+    relays: usize,
+}
+
+type Delivered = Vec<(usize, ConnId, ServerMsg)>;
+
+impl Store {
+    /// Moves every node's operations through the store until nothing moves;
+    /// returns what the nodes delivered, as (node index, conn, message).
+    fn pump(&mut self, nodes: &mut [Rooms]) -> Delivered {
+        let mut delivered = Vec::new();
+        for _ in 0..100 {
+            let mut events: Vec<(usize, ClusterEvent)> = Vec::new();
+            for (i, n) in nodes.iter_mut().enumerate() {
+                let me = n.cluster.as_ref().expect("cluster").node.clone();
+                while let Some(op) = n.poll_cluster() {
+                    match op {
+                        ClusterOp::Join {
+                            conn,
+                            room,
+                            peer,
+                            max_room_size,
+                        } => {
+                            let members = self.rooms.entry(room.clone()).or_default();
+                            let result = if members.len() >= max_room_size {
+                                Err(JoinRefusal::RoomFull)
+                            } else {
+                                let before = members.clone();
+                                let m = ClusterMember {
+                                    peer,
+                                    node: me.clone(),
+                                };
+                                members.retain(|x| x.peer.id != m.peer.id);
+                                members.push(m.clone());
+                                for j in 0..2 {
+                                    events.push((
+                                        j,
+                                        ClusterEvent::MemberJoined {
+                                            room: room.clone(),
+                                            member: m.clone(),
+                                        },
+                                    ));
+                                }
+                                Ok(before)
+                            };
+                            events.push((i, ClusterEvent::JoinResult { conn, room, result }));
+                        }
+                        ClusterOp::Leave { room, peer_id, .. } => {
+                            if let Some(members) = self.rooms.get_mut(&room) {
+                                members.retain(|x| !(x.peer.id == peer_id && x.node == me));
+                            }
+                            for j in 0..2 {
+                                events.push((
+                                    j,
+                                    ClusterEvent::MemberLeft {
+                                        room: room.clone(),
+                                        peer_id: peer_id.clone(),
+                                        node: me.clone(),
+                                    },
+                                ));
+                            }
+                        }
+                        ClusterOp::Relay { node, to, msg } => {
+                            self.relays += 1;
+                            let j = if node == "a" { 0 } else { 1 };
+                            events.push((j, ClusterEvent::Deliver { to, msg }));
+                        }
+                    }
+                }
+            }
+            if events.is_empty() {
+                return delivered;
+            }
+            for (j, e) in events {
+                for (c, m) in nodes[j].cluster_event(e) {
+                    delivered.push((j, c, m));
+                }
+            }
+        }
+        panic!("the store did not settle in 100 rounds");
+    }
+}
+
+fn nodes() -> Vec<Rooms> {
+    vec![
+        Rooms::new(Limits::default())
+            .with_cluster("a")
+            .with_peer_id_prefix("a"),
+        Rooms::new(Limits::default())
+            .with_cluster("b")
+            .with_peer_id_prefix("b"),
+    ]
+}
+
+fn join(n: &mut Rooms, conn: ConnId, now: Instant, room: &str) -> Out {
+    n.handle(
+        conn,
+        now,
+        ClientMsg::Join {
+            room: room.into(),
+            token: None,
+            name: None,
+            version: None,
+            id: Some(1),
+        },
+    )
+}
+
+#[test]
+fn peers_on_two_nodes_meet_and_exchange_through_one_relay_each() {
+    let now = Instant::now();
+    let mut store = Store::default();
+    let mut n = nodes();
+    let (alice, _) = n[0].connect(now).expect("connect");
+    let (bob, _) = n[1].connect(now).expect("connect");
+    // A cluster join is answered once the store admitted it.
+    assert!(join(&mut n[0], alice, now, "r").is_empty());
+    let got = store.pump(&mut n);
+    assert!(
+        matches!(&got[..], [(0, c, ServerMsg::Joined { peers, .. })] if *c == alice && peers.is_empty())
+    );
+    assert!(join(&mut n[1], bob, now, "r").is_empty());
+    let got = store.pump(&mut n);
+    assert!(
+        got.iter().any(|(j, c, m)| *j == 1
+            && *c == bob
+            && matches!(m, ServerMsg::Joined { peers, .. } if peers.len() == 1 && peers[0].id == "a1")),
+        "{got:?}"
+    );
+    assert!(got.iter().any(|(j, c, m)| *j == 0
+        && *c == alice
+        && matches!(m, ServerMsg::PeerJoined { peer, .. } if peer.id == "b1")));
+    let offer = ClientMsg::Offer {
+        to: "a1".into(),
+        sdp: "v=0".into(),
+        id: None,
+    };
+    assert!(n[1].handle(bob, now, offer).is_empty());
+    let got = store.pump(&mut n);
+    assert_eq!(store.relays, 1);
+    assert!(
+        matches!(&got[..], [(0, c, ServerMsg::Offer { from, .. })] if *c == alice && from == "b1"),
+        "{got:?}"
+    );
+    assert_eq!(n[0].stats().cluster_delivered, 1);
+    assert_eq!(n[1].stats().cluster_relayed, 1);
+}
+
+#[test]
+fn nothing_crosses_rooms_between_nodes() {
+    let now = Instant::now();
+    let mut store = Store::default();
+    let mut n = nodes();
+    let (alice, _) = n[0].connect(now).expect("connect");
+    let (bob, _) = n[1].connect(now).expect("connect");
+    join(&mut n[0], alice, now, "r1");
+    join(&mut n[1], bob, now, "r2");
+    store.pump(&mut n);
+    // Bob cannot address Alice: no shared room, so no relay either.
+    let out = n[1].handle(
+        bob,
+        now,
+        ClientMsg::Offer {
+            to: "a1".into(),
+            sdp: "v=0".into(),
+            id: Some(4),
+        },
+    );
+    assert!(
+        matches!(&out[..], [(c, ServerMsg::Error { code: ErrorCode::UnknownPeer, .. })] if *c == bob)
+    );
+    assert_eq!(store.relays, 0);
+    // A forged delivery from another node is refused by the receiver too.
+    let forged = ClusterEvent::Deliver {
+        to: "a1".into(),
+        msg: ServerMsg::Bye { from: "b1".into() },
+    };
+    assert!(n[0].cluster_event(forged).is_empty());
+    assert_eq!(n[0].stats().cluster_refused, 1);
+}
+
+#[test]
+fn a_room_is_full_across_nodes() {
+    let now = Instant::now();
+    let mut store = Store::default();
+    let mut n = nodes();
+    for i in 0..8 {
+        let (c, _) = n[i % 2].connect(now).expect("connect");
+        join(&mut n[i % 2], c, now, "r");
+        store.pump(&mut n);
+    }
+    let (late, _) = n[0].connect(now).expect("connect");
+    let out = join(&mut n[0], late, now, "r");
+    let got = store.pump(&mut n);
+    let all: Vec<&ServerMsg> = out
+        .iter()
+        .map(|(_, m)| m)
+        .chain(got.iter().filter(|(_, c, _)| *c == late).map(|(_, _, m)| m))
+        .collect();
+    assert!(
+        all.iter().any(|m| matches!(
+            m,
+            ServerMsg::Error {
+                code: ErrorCode::RoomFull,
+                ..
+            }
+        )),
+        "{all:?}"
+    );
+}
+
+#[test]
+fn a_member_leaving_on_one_node_is_a_peer_left_on_the_other() {
+    let now = Instant::now();
+    let mut store = Store::default();
+    let mut n = nodes();
+    let (alice, _) = n[0].connect(now).expect("connect");
+    let (bob, _) = n[1].connect(now).expect("connect");
+    join(&mut n[0], alice, now, "r");
+    join(&mut n[1], bob, now, "r");
+    store.pump(&mut n);
+    let out = n[1].disconnect(bob);
+    assert!(out.is_empty());
+    let got = store.pump(&mut n);
+    assert!(
+        matches!(&got[..], [(0, c, ServerMsg::PeerLeft { peer_id, .. })] if *c == alice && peer_id == "b1"),
+        "{got:?}"
+    );
+    assert!(n[0].remote_members("r").is_empty());
+}
+
+#[test]
+fn a_peer_that_resumes_on_another_node_keeps_its_id_and_is_announced_again() {
+    let now = Instant::now();
+    let epoch = (now, SystemTime::now());
+    let key = ResumeConfig::new(b"shared".to_vec());
+    let mut store = Store::default();
+    let mut n = vec![
+        Rooms::new(Limits::default())
+            .with_cluster("a")
+            .with_peer_id_prefix("a")
+            .with_resume(key.clone())
+            .with_epoch(epoch),
+        Rooms::new(Limits::default())
+            .with_cluster("b")
+            .with_peer_id_prefix("b")
+            .with_resume(key)
+            .with_epoch(epoch),
+    ];
+    let (alice, _) = n[0].connect(now).expect("connect");
+    let (bob, welcome) = n[0].connect(now).expect("connect");
+    let ServerMsg::Welcome {
+        resume_token: Some(token),
+        ..
+    } = welcome
+    else {
+        panic!("no resume token in {welcome:?}");
+    };
+    join(&mut n[0], alice, now, "r");
+    join(&mut n[0], bob, now, "r");
+    store.pump(&mut n);
+    // Bob's node is gone for him; he comes back on node b.
+    let later = now + Duration::from_secs(1);
+    let (bob2, _) = n[1].connect(later).expect("connect");
+    let out = n[1].handle(bob2, later, ClientMsg::Resume { token, id: Some(9) });
+    assert!(
+        matches!(&out[..], [(c, ServerMsg::Resumed { peer_id, id: Some(9), .. })] if *c == bob2 && peer_id == "a2"),
+        "{out:?}"
+    );
+    join(&mut n[1], bob2, later, "r");
+    let got = store.pump(&mut n);
+    // Alice hears that a2 joined again (from node b), and node a let go of
+    // the connection that held a2.
+    assert!(
+        got.iter().any(|(j, c, m)| *j == 0
+            && *c == alice
+            && matches!(m, ServerMsg::PeerJoined { peer, .. } if peer.id == "a2")),
+        "{got:?}"
+    );
+    assert_eq!(n[0].poll_close(), Some(bob));
+    assert!(got.iter().any(|(j, c, m)| *j == 1
+        && *c == bob2
+        && matches!(m, ServerMsg::Joined { peers, .. } if peers.iter().any(|p| p.id == "a1"))));
+}
+
+#[test]
+fn a_resume_token_is_refused_after_a_join_and_when_forged() {
+    let now = Instant::now();
+    let mut rooms = Rooms::new(Limits::default())
+        .with_resume(ResumeConfig::new(b"k".to_vec()))
+        .with_epoch((now, SystemTime::now()));
+    let (a, welcome) = rooms.connect(now).expect("connect");
+    let ServerMsg::Welcome {
+        resume_token: Some(token),
+        ..
+    } = welcome
+    else {
+        panic!("no token");
+    };
+    let (b, _) = rooms.connect(now).expect("connect");
+    let forged = token.replacen("p1.", "p2.", 1);
+    let out = rooms.handle(
+        b,
+        now,
+        ClientMsg::Resume {
+            token: forged,
+            id: Some(1),
+        },
+    );
+    assert!(matches!(
+        &out[..],
+        [(
+            _,
+            ServerMsg::Error {
+                code: ErrorCode::ResumeRefused,
+                ..
+            }
+        )]
+    ));
+    join(&mut rooms, b, now, "r");
+    let out = rooms.handle(b, now, ClientMsg::Resume { token, id: Some(2) });
+    assert!(matches!(
+        &out[..],
+        [(
+            _,
+            ServerMsg::Error {
+                code: ErrorCode::ResumeRefused,
+                ..
+            }
+        )]
+    ));
+    assert_eq!(rooms.peer_id(a), Some("p1"));
+    assert_eq!(rooms.peer_id(b), Some("p2"));
+}
+
+#[test]
+fn a_resume_takes_the_id_from_a_stale_local_connection() {
+    let now = Instant::now();
+    let mut rooms = Rooms::new(Limits::default())
+        .with_resume(ResumeConfig::new(b"k".to_vec()))
+        .with_epoch((now, SystemTime::now()));
+    let (a, _) = rooms.connect(now).expect("connect");
+    let (b, welcome) = rooms.connect(now).expect("connect");
+    let ServerMsg::Welcome {
+        resume_token: Some(token),
+        ..
+    } = welcome
+    else {
+        panic!("no token");
+    };
+    join(&mut rooms, a, now, "r");
+    join(&mut rooms, b, now, "r");
+    let (b2, _) = rooms.connect(now).expect("connect");
+    let out = rooms.handle(b2, now, ClientMsg::Resume { token, id: None });
+    // The stale connection leaves (Alice hears it) and is closed.
+    assert!(out.iter().any(
+        |(c, m)| *c == a && matches!(m, ServerMsg::PeerLeft { peer_id, .. } if peer_id == "p2")
+    ));
+    assert_eq!(rooms.poll_close(), Some(b));
+    assert_eq!(rooms.peer_id(b2), Some("p2"));
+    let out = join(&mut rooms, b2, now, "r");
+    assert!(out.iter().any(
+        |(c, m)| *c == a && matches!(m, ServerMsg::PeerJoined { peer, .. } if peer.id == "p2")
+    ));
+}
