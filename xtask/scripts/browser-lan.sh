@@ -109,7 +109,7 @@ in_ns "$TAB" ip route add default via "$CLI_IP"
 in_ns "$TAB" iptables -A OUTPUT -p udp --dport 3478 -j DROP
 
 in_ns "$CLI" "$P2P" serve --listen "$CLI_IP:3478" --signaling "$CLI_IP:8080" \
-  --realm p2p.test --log info >"$WORK/serve.log" 2>&1 &
+  --log info >"$WORK/serve.log" 2>&1 &
 PIDS+=("$!")
 for _ in $(seq 1 100); do
   in_ns "$CLI" bash -c "exec 3<>/dev/tcp/$CLI_IP/8080" 2>/dev/null && break

@@ -258,7 +258,16 @@ impl Negotiation {
         datagrams: impl IntoIterator<Item = Datagram<'a>>,
     ) {
         self.start(now);
-        self.session.handle_inputs(now, datagrams);
+        // The answers to our mDNS questions (and the LAN's questions for our
+        // names) are the negotiation's, as in `handle_input`; the rest go to
+        // the session in one batch.
+        let mut rest = Vec::new();
+        for d in datagrams {
+            if self.names_input(now, &d) == Handled::NotMine {
+                rest.push(d);
+            }
+        }
+        self.session.handle_inputs(now, rest);
         self.pump(now);
     }
 
