@@ -140,7 +140,8 @@ impl Node for PeerNode {
         if let Some(heard) = &mut self.heard_from {
             heard.push(d.source);
         }
-        let _ = self.negotiation.handle_input(now, d);
+        // The driver's path: datagrams come in batches (here of one).
+        self.negotiation.handle_inputs(now, [d]);
         self.drain(now);
     }
 
