@@ -3,6 +3,7 @@
 //! (a browser's host candidates, `<uuid>.local`) wait for the name to
 //! resolve, and the peer's end-of-candidates waits for them.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use p2p_ice::{Candidate, CandidateError};
@@ -11,7 +12,7 @@ use p2p_signaling::IceCandidate;
 
 use super::sdp::RemoteDescription;
 use super::{Negotiation, NegotiationOutput};
-use crate::mdns::{normalize, MdnsEvent, MdnsOutput};
+use crate::mdns::{normalize, MdnsEvent, MdnsOutput, MdnsResolver, MdnsResponder};
 
 /// A candidate whose address is a name being resolved.
 #[derive(Debug)]
@@ -102,19 +103,7 @@ impl Negotiation {
     /// to the responder (its answer out at once), anything else to the
     /// resolver.
     pub(super) fn names_input(&mut self, now: Instant, d: &Datagram<'_>) -> Handled {
-        if let Some(hider) = self.hider.as_mut() {
-            if hider.handle_input(now, *d).is_taken() {
-                tracing::debug!("mDNS: answered {} for our name", d.source);
-                while let Some(t) = hider.poll_output().and_then(MdnsOutput::transmit) {
-                    self.out.push_back(NegotiationOutput::Transmit(t));
-                }
-                return Handled::Taken;
-            }
-        }
-        match self.names.as_mut() {
-            Some(names) => names.handle_input(now, *d),
-            None => Handled::NotMine,
-        }
+        names_input(&mut self.hider, &mut self.names, &mut self.out, now, d)
     }
 
     /// The `candidate:` value we signal for `c`: as p2p-sdp writes it, or
@@ -183,5 +172,31 @@ impl Negotiation {
             }
         }
         !ready.is_empty()
+    }
+}
+
+/// An mDNS datagram for the negotiation: a question for our hidden names
+/// (answered into `out`) or an answer to our own questions. Fields, not
+/// `&mut Negotiation`, so that a batch can be filtered on its way to the
+/// session without collecting it.
+pub(super) fn names_input(
+    hider: &mut Option<MdnsResponder>,
+    names: &mut Option<MdnsResolver>,
+    out: &mut VecDeque<NegotiationOutput>,
+    now: Instant,
+    d: &Datagram<'_>,
+) -> Handled {
+    if let Some(hider) = hider.as_mut() {
+        if hider.handle_input(now, *d).is_taken() {
+            tracing::debug!("mDNS: answered {} for our name", d.source);
+            while let Some(t) = hider.poll_output().and_then(MdnsOutput::transmit) {
+                out.push_back(NegotiationOutput::Transmit(t));
+            }
+            return Handled::Taken;
+        }
+    }
+    match names.as_mut() {
+        Some(names) => names.handle_input(now, *d),
+        None => Handled::NotMine,
     }
 }

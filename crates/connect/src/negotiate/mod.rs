@@ -261,13 +261,13 @@ impl Negotiation {
         // The answers to our mDNS questions (and the LAN's questions for our
         // names) are the negotiation's, as in `handle_input`; the rest go to
         // the session in one batch.
-        let mut rest = Vec::new();
-        for d in datagrams {
-            if self.names_input(now, &d) == Handled::NotMine {
-                rest.push(d);
-            }
-        }
-        self.session.handle_inputs(now, rest);
+        let (hider, names, out) = (&mut self.hider, &mut self.names, &mut self.out);
+        self.session.handle_inputs(
+            now,
+            datagrams
+                .into_iter()
+                .filter(|d| candidates::names_input(hider, names, out, now, d) == Handled::NotMine),
+        );
         self.pump(now);
     }
 
