@@ -518,14 +518,7 @@ fn the_peer_leaving_before_a_path_fails_with_peer_left() {
     let now = p.sim.now();
     let a = p.node_mut(p.a);
     a.negotiation.handle_timeout(now);
-    a.negotiation.handle_signal(
-        now,
-        ServerMsg::PeerLeft {
-            room: "r".into(),
-            peer_id: "b".into(),
-        },
-    );
-    a.drain(now);
+    peer_b_left(a, now);
     assert_eq!(
         a.ended(),
         Some(&NegotiationEvent::Failed(Failure::PeerLeft {
@@ -572,6 +565,18 @@ fn no_path_in_time_fails_at_the_connect_timeout_with_the_candidates_tried() {
     }
 }
 
+/// The signaling server tells A that B left the room.
+fn peer_b_left(a: &mut PeerNode, now: Instant) {
+    a.negotiation.handle_signal(
+        now,
+        ServerMsg::PeerLeft {
+            room: "r".into(),
+            peer_id: "b".into(),
+        },
+    );
+    a.drain(now);
+}
+
 #[test]
 fn a_peer_whose_process_died_is_given_up_within_a_second_of_leaving_signaling() {
     let mut p = Pair::new();
@@ -587,14 +592,7 @@ fn a_peer_whose_process_died_is_given_up_within_a_second_of_leaving_signaling() 
     );
     let now = p.sim.now();
     let a = p.node_mut(p.a);
-    a.negotiation.handle_signal(
-        now,
-        ServerMsg::PeerLeft {
-            room: "r".into(),
-            peer_id: "b".into(),
-        },
-    );
-    a.drain(now);
+    peer_b_left(a, now);
     let took = p.run_until(Duration::from_secs(40), |p| p.node(p.a).ended().is_some());
     assert_eq!(
         p.node(p.a).ended(),
@@ -610,14 +608,7 @@ fn a_peer_that_left_signaling_but_still_answers_keeps_the_connection() {
     p.connect();
     let now = p.sim.now();
     let a = p.node_mut(p.a);
-    a.negotiation.handle_signal(
-        now,
-        ServerMsg::PeerLeft {
-            room: "r".into(),
-            peer_id: "b".into(),
-        },
-    );
-    a.drain(now);
+    peer_b_left(a, now);
     let end = now + Duration::from_secs(5);
     p.run_until(Duration::from_secs(6), |p| {
         p.node(p.a).ended().is_some() || p.sim.now() >= end
