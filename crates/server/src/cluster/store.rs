@@ -416,6 +416,7 @@ impl Store {
             let ev = ClusterEvent::Deliver {
                 to: to.to_owned(),
                 msg,
+                json_len: json.len(),
             };
             let _ = self.events.send(ev).await;
             return;
