@@ -341,6 +341,7 @@ pub(super) async fn setup(
         sockets: sockets.into_iter().chain(mdns_socket).collect(),
         mdns,
         streams,
+        inbound_tx,
         ice_tcp,
         _tasks: tasks,
         inbound,
