@@ -44,6 +44,11 @@ pub(super) struct Channels {
     pub(super) commands: mpsc::Receiver<Command>,
     /// For the channel handles the driver makes.
     pub(super) command_tx: mpsc::Sender<Command>,
+    /// Channels whose `recv` took bytes since the driver last released
+    /// them to the session.
+    pub(super) released: mpsc::UnboundedReceiver<ChannelId>,
+    /// For the channel handles the driver makes.
+    pub(super) released_tx: mpsc::UnboundedSender<ChannelId>,
     pub(super) events: mpsc::UnboundedSender<ConnectionEvent>,
     /// Channels the peer opened, for `accept_channel`.
     pub(super) incoming: mpsc::UnboundedSender<Channel>,
@@ -233,6 +238,13 @@ impl Driver {
                         batch.push(inb);
                     }
                     self.negotiation.handle_inputs(Instant::now(), batch.iter().map(datagram));
+                }
+                Some(id) = ch.released.recv() => {
+                    let now = Instant::now();
+                    self.release(now, id);
+                    while let Ok(id) = ch.released.try_recv() {
+                        self.release(now, id);
+                    }
                 }
                 cmd = ch.commands.recv() => match cmd {
                     None => {
@@ -457,13 +469,27 @@ impl Driver {
     /// Make the handle of a channel and keep its slot.
     fn hand_out(&mut self, ch: &Channels, info: ChannelInfo) -> Channel {
         let id = info.id;
-        let (channel, slot) = channel::pair(info, ch.command_tx.clone(), ch.reason.clone());
+        let (channel, slot) = channel::pair(
+            info,
+            ch.command_tx.clone(),
+            ch.released_tx.clone(),
+            self.config.receive_queue_limit,
+            ch.reason.clone(),
+        );
         let _ = self
             .negotiation
             .session_mut()
             .set_buffered_amount_low_threshold(id, LOW_WATER);
         self.channels.insert(id, slot);
         channel
+    }
+
+    /// Hand the session what the application took from a channel.
+    fn release(&mut self, now: Instant, id: ChannelId) {
+        if let Some(slot) = self.channels.get(&id) {
+            let bytes = slot.taken.swap(0, Ordering::AcqRel);
+            self.negotiation.release(now, id, bytes);
+        }
     }
 
     /// Send a message; answer at once, or once the buffered amount falls

@@ -325,6 +325,7 @@ pub(super) async fn setup(
     sc.turn_servers = turn;
     sc.certificate = config.certificate.clone();
     sc.max_message_size = config.max_message_size;
+    sc.receive_queue_limit = config.receive_queue_limit;
     let session = Session::new(sc).map_err(|e| ConnectError::Secure(e.to_string()))?;
     let resume_token = client.resume_token().map(str::to_owned);
     Ok(Driver {
