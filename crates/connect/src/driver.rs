@@ -125,6 +125,11 @@ pub struct PeerConfig {
     /// The largest message we accept (our `a=max-message-size`; 0: no
     /// limit). Default [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE).
     pub max_message_size: u32,
+    /// Batched UDP I/O on the host sockets where the OS has it (Linux):
+    /// datagrams to one peer leave in one `sendmsg` (UDP GSO) and arrive
+    /// several per read (GRO, `recvmmsg`). Default on; off: one system call
+    /// per datagram (a device that mishandles GSO, or a comparison).
+    pub batched_io: bool,
     /// How many bytes of a channel's received messages may wait for
     /// [`Channel::recv`] before the channel stops reading from SCTP: the
     /// receive window then closes and the peer's sender waits (its
@@ -210,6 +215,7 @@ impl PeerConfig {
             certificate: None,
             max_message_size: crate::DEFAULT_MAX_MESSAGE_SIZE,
             receive_queue_limit: Some(p2p_datachannel::DEFAULT_RECEIVE_QUEUE_LIMIT),
+            batched_io: true,
             port_mapping: false,
             gateway: None,
             hard_nat: true,
@@ -223,6 +229,12 @@ impl PeerConfig {
     /// Sets [`PeerConfig::mdns_hide_hosts`].
     pub fn mdns_hide_hosts(mut self, yes: bool) -> PeerConfig {
         self.mdns_hide_hosts = yes;
+        self
+    }
+
+    /// Sets [`PeerConfig::batched_io`].
+    pub fn batched_io(mut self, yes: bool) -> PeerConfig {
+        self.batched_io = yes;
         self
     }
 

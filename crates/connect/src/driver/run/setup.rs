@@ -161,8 +161,23 @@ pub(super) async fn setup(
 
     let (inbound_tx, inbound) = mpsc::channel::<Inbound>(4096);
     let mut tasks = JoinSet::new();
+    // The host sockets read and send in batches where the OS can (GRO,
+    // recvmmsg, GSO); the mDNS socket below does not.
+    let mut batched = HashMap::new();
     for (a, s) in &sockets {
-        net::spawn_udp_reader(&mut tasks, *a, s.clone(), inbound_tx.clone());
+        match config.batched_io.then(|| net::batched(s)).flatten() {
+            Some(state) => {
+                net::spawn_batched_reader(
+                    &mut tasks,
+                    *a,
+                    s.clone(),
+                    state.clone(),
+                    inbound_tx.clone(),
+                );
+                batched.insert(*a, state);
+            }
+            None => net::spawn_udp_reader(&mut tasks, *a, s.clone(), inbound_tx.clone()),
+        }
     }
     let hosts: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
     // ICE-TCP: a listener and an active candidate on each IP with a UDP
@@ -340,6 +355,8 @@ pub(super) async fn setup(
         peer_name,
         controlling,
         sockets: sockets.into_iter().chain(mdns_socket).collect(),
+        batched,
+        gso: super::gso::Gso::default(),
         mdns,
         streams,
         ice_tcp,
