@@ -186,6 +186,36 @@ pub fn send_train(fd: RawFd, segs: &[&[u8]], dest: Option<SocketAddr>) -> io::Re
     Ok(())
 }
 
+/// Waits until `fd` is readable or `timeout` passes (`ppoll(2)`, to the
+/// nanosecond, where a socket read timeout rounds up to a scheduler tick);
+/// whether it is readable.
+#[cfg(target_os = "linux")]
+pub fn wait_readable(fd: RawFd, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    // SAFETY: `p` and `ts` are valid for the call; a null signal mask
+    // leaves the mask as it is.
+    let n = unsafe { libc::ppoll(&mut p, 1, &ts, std::ptr::null()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n > 0)
+}
+
+/// Sleeps `timeout` (no `ppoll` here); claims readable.
+#[cfg(not(target_os = "linux"))]
+pub fn wait_readable(_fd: RawFd, timeout: std::time::Duration) -> io::Result<bool> {
+    std::thread::sleep(timeout);
+    Ok(true)
+}
+
 /// Not available here.
 #[cfg(not(target_os = "linux"))]
 pub fn gso_available(_fd: RawFd) -> bool {

@@ -125,6 +125,18 @@ pub struct PeerConfig {
     /// The largest message we accept (our `a=max-message-size`; 0: no
     /// limit). Default [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE).
     pub max_message_size: u32,
+    /// Batched UDP I/O on the host sockets where the OS has it (Linux):
+    /// datagrams to one peer leave in one `sendmsg` (UDP GSO) and arrive
+    /// several per read (GRO, `recvmmsg`). Default on; off: one system call
+    /// per datagram (a device that mishandles GSO, or a comparison).
+    pub batched_io: bool,
+    /// How many bytes of a channel's received messages may wait for
+    /// [`Channel::recv`] before the channel stops reading from SCTP: the
+    /// receive window then closes and the peer's sender waits (its
+    /// `send` blocks) instead of our memory growing. Default 1 MiB
+    /// ([`DEFAULT_RECEIVE_QUEUE_LIMIT`](p2p_datachannel::DEFAULT_RECEIVE_QUEUE_LIMIT));
+    /// `None`: no bound.
+    pub receive_queue_limit: Option<usize>,
     /// Ask the local router for a port mapping (PCP, then NAT-PMP) of the
     /// sockets on the default route's interface, offer the mapped address
     /// as a server-reflexive candidate and delete it on close. Default
@@ -202,6 +214,8 @@ impl PeerConfig {
             check_list_interval: None,
             certificate: None,
             max_message_size: crate::DEFAULT_MAX_MESSAGE_SIZE,
+            receive_queue_limit: Some(p2p_datachannel::DEFAULT_RECEIVE_QUEUE_LIMIT),
+            batched_io: true,
             port_mapping: false,
             gateway: None,
             hard_nat: true,
@@ -215,6 +229,19 @@ impl PeerConfig {
     /// Sets [`PeerConfig::mdns_hide_hosts`].
     pub fn mdns_hide_hosts(mut self, yes: bool) -> PeerConfig {
         self.mdns_hide_hosts = yes;
+        self
+    }
+
+    /// Sets [`PeerConfig::batched_io`].
+    pub fn batched_io(mut self, yes: bool) -> PeerConfig {
+        self.batched_io = yes;
+        self
+    }
+
+    /// With this receive queue limit (see
+    /// [`PeerConfig::receive_queue_limit`]; `None`: no bound).
+    pub fn receive_queue_limit(mut self, limit: Option<usize>) -> PeerConfig {
+        self.receive_queue_limit = limit;
         self
     }
 
@@ -553,11 +580,14 @@ impl Peer {
         let (path_tx, path_rx) = watch::channel(None);
         let (ready_tx, mut ready_rx) = oneshot::channel();
         let reason = Arc::new(OnceLock::new());
+        let (released_tx, released_rx) = mpsc::unbounded_channel();
         tokio::spawn(run::run(
             self.config,
             run::Channels {
                 commands: cmd_rx,
                 command_tx: cmd_tx.clone(),
+                released: released_rx,
+                released_tx,
                 events: event_tx,
                 incoming: incoming_tx,
                 path: path_tx,

@@ -184,7 +184,9 @@ pub use negotiate::{
 pub use p2p_ice::IceStats;
 pub use reconnect::{Reconnect, ReconnectAction, ReconnectPolicy};
 
-pub use p2p_datachannel::{ChannelError, ChannelEvent, ChannelId, ChannelOptions, Reliability};
+pub use p2p_datachannel::{
+    ChannelError, ChannelEvent, ChannelId, ChannelOptions, Reliability, DEFAULT_RECEIVE_QUEUE_LIMIT,
+};
 pub use p2p_dtls::{Certificate, DtlsRole, DtlsVersion, Fingerprint};
 pub use p2p_ice::{Candidate, CandidateKind, IceConfig, IceState};
 pub use p2p_proto::{Datagram, FiveTuple, Handled, Machine, Output, Transmit, Transport};

@@ -850,3 +850,66 @@ async fn ice_tcp_gathers_tcp_candidates_and_checks_them_over_real_connections() 
         "{valid_tcp}"
     );
 }
+
+/// A receiver that stops calling `recv` holds the sender back: the
+/// sender's `send` stops returning once what it handed over fills the
+/// receiver's queue (1 MiB), SCTP's window (1 MiB) and its own high water
+/// (1 MiB), so the receiver's memory stays bounded; once `recv` runs
+/// again, every message arrives, in order.
+#[tokio::test]
+async fn a_receiver_that_stops_reading_holds_the_sender_back_and_loses_nothing() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    const MSG: usize = 16 * 1024;
+    const COUNT: u64 = 512; // 8 MiB
+    let url = signaling(Limits::default()).await;
+    let (a, b) = pair(config(&url, "slow"), config(&url, "slow")).await;
+    let tx = a
+        .open_channel(ChannelOptions::new("bulk"))
+        .await
+        .expect("open");
+    let rx = bounded("the channel", b.accept_channel())
+        .await
+        .expect("accepted");
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            for i in 0..COUNT {
+                let mut m = vec![(i % 251) as u8; MSG];
+                m[..8].copy_from_slice(&i.to_be_bytes());
+                if tx.send(m).await.is_err() {
+                    break;
+                }
+                sent.store(i + 1, Ordering::Relaxed);
+            }
+            tx
+        })
+    };
+    // Nobody reads for a while: the sender stalls well short of 8 MiB.
+    let mut stalled = 0;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = sent.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if sent.load(Ordering::Relaxed) == now && now > 0 {
+            stalled = now;
+            break;
+        }
+    }
+    let bound = p2p_connect::HIGH_WATER + 2 * p2p_connect::DEFAULT_RECEIVE_QUEUE_LIMIT;
+    assert!(
+        stalled > 0 && stalled as usize * MSG <= bound + 4 * MSG,
+        "the sender handed over {} bytes",
+        stalled as usize * MSG
+    );
+    // The reader resumes: all of it, in order.
+    for i in 0..COUNT {
+        let m = bounded("a message", rx.recv()).await.expect("received");
+        assert_eq!(m.data.len(), MSG);
+        assert_eq!(m.data[..8], i.to_be_bytes(), "message {i} out of order");
+        assert!(m.data[8..].iter().all(|b| *b == (i % 251) as u8));
+    }
+    let _tx = bounded("the sender", sender).await.unwrap();
+    assert_eq!(sent.load(Ordering::Relaxed), COUNT);
+}

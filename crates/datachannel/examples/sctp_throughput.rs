@@ -76,9 +76,11 @@ fn main() {
             while let Some(o) = server.poll_output() {
                 match o {
                     SctpOutput::Transmit(t) => to_client.push(t),
-                    SctpOutput::Event(ChannelEvent::Message { data, .. }) => {
+                    SctpOutput::Event(ChannelEvent::Message { id, data, .. }) => {
                         received += 1;
                         bytes += data.len();
+                        // Taken at once: the receive queue never fills.
+                        server.release(now, id, data.len());
                     }
                     _ => {}
                 }

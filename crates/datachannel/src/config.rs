@@ -15,6 +15,10 @@ pub const DEFAULT_REMOTE_MAX_MESSAGE_SIZE: u32 = 64 * 1024;
 /// The max-message-size we accept and advertise by default (Chromium's).
 pub const DEFAULT_LOCAL_MAX_MESSAGE_SIZE: u32 = 256 * 1024;
 
+/// The receive queue limit of a channel by default: 1 MiB, the size of
+/// the SCTP receive buffer.
+pub const DEFAULT_RECEIVE_QUEUE_LIMIT: usize = 1024 * 1024;
+
 /// Our DTLS role, which decides two things: the DTLS client starts the
 /// SCTP association (it sends INIT on its first `handle_timeout`), and the
 /// stream ids a side picks for the channels it opens: even for the DTLS
@@ -50,6 +54,17 @@ pub struct SctpConfig {
     pub buffered_amount_low_threshold: usize,
     /// The receive buffer (the window advertised to the peer), in bytes.
     pub receive_buffer: u32,
+    /// The most bytes of one channel's received messages handed to the
+    /// application (in `Message` events) and not yet released by it
+    /// ([`SctpAssociation::release`](crate::SctpAssociation::release))
+    /// before the channel stops reading from SCTP. What the peer sends then
+    /// waits in SCTP's receive buffer, whose window closes, so the peer's
+    /// buffered amount grows instead of our memory: a channel holds at
+    /// most this plus one message in the application's hands, and the
+    /// association at most [`receive_buffer`](Self::receive_buffer) more.
+    /// Default [`DEFAULT_RECEIVE_QUEUE_LIMIT`]; `None`: no bound (every
+    /// message is read as soon as it is whole, `release` is not needed).
+    pub receive_queue_limit: Option<usize>,
     /// The initial retransmission timeout (RFC 9260 §16: 1 s).
     pub rto_initial: Duration,
     /// The smallest retransmission timeout.
@@ -83,6 +98,7 @@ impl SctpConfig {
             remote_max_message_size: DEFAULT_REMOTE_MAX_MESSAGE_SIZE,
             buffered_amount_low_threshold: 0,
             receive_buffer: 1024 * 1024,
+            receive_queue_limit: Some(DEFAULT_RECEIVE_QUEUE_LIMIT),
             rto_initial: Duration::from_secs(1),
             rto_min: Duration::from_millis(200),
             rto_max: Duration::from_secs(10),
@@ -117,6 +133,13 @@ impl SctpConfig {
     /// With a fixed RNG seed (deterministic tests).
     pub fn with_rng_seed(mut self, seed: u64) -> Self {
         self.rng_seed = Some(seed);
+        self
+    }
+
+    /// With this receive queue limit (`None`: no bound; see
+    /// [`receive_queue_limit`](Self::receive_queue_limit)).
+    pub fn with_receive_queue_limit(mut self, limit: Option<usize>) -> Self {
+        self.receive_queue_limit = limit;
         self
     }
 

@@ -83,7 +83,7 @@ mod wire;
 pub use association::SctpAssociation;
 pub use config::{
     priority, ChannelOptions, SctpConfig, SctpRole, DEFAULT_LOCAL_MAX_MESSAGE_SIZE,
-    DEFAULT_REMOTE_MAX_MESSAGE_SIZE, DEFAULT_SCTP_PORT,
+    DEFAULT_RECEIVE_QUEUE_LIMIT, DEFAULT_REMOTE_MAX_MESSAGE_SIZE, DEFAULT_SCTP_PORT,
 };
 pub use dcep::Reliability;
 pub use event::{ChannelError, ChannelEvent, ChannelId, CloseReason, SctpOutput};

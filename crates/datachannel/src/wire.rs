@@ -21,6 +21,8 @@ pub(crate) mod chunk {
     pub(crate) const INIT_ACK: u8 = 2;
     /// HEARTBEAT.
     pub(crate) const HEARTBEAT: u8 = 4;
+    /// SACK.
+    pub(crate) const SACK: u8 = 3;
     /// HEARTBEAT ACK.
     pub(crate) const HEARTBEAT_ACK: u8 = 5;
     /// ABORT.
@@ -158,6 +160,66 @@ pub(crate) fn heartbeat(src: u16, dst: u16, peer_tag: u32, nonce: u64) -> Vec<u8
     packet(src, dst, peer_tag, chunk::HEARTBEAT, &v)
 }
 
+/// The SACK chunk's fixed part: header (4), Cumulative TSN Ack (4),
+/// a_rwnd (4), the numbers of gap blocks (2) and duplicate TSNs (2).
+const SACK_FIXED: usize = 16;
+
+/// The advertised window of a packet that is one SACK chunk (what the
+/// library sends), read at fixed offsets; `None` for any other packet.
+pub(crate) fn sack_rwnd(packet: &[u8]) -> Option<u32> {
+    if *packet.get(COMMON_HEADER_LEN)? != chunk::SACK {
+        return None;
+    }
+    let b = packet.get(COMMON_HEADER_LEN + 8..COMMON_HEADER_LEN + 12)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// The Cumulative TSN Ack of a packet that is one SACK chunk.
+pub(crate) fn sack_cumulative_tsn(packet: &[u8]) -> Option<u32> {
+    sack_rwnd(packet)?;
+    let b = packet.get(COMMON_HEADER_LEN + 4..COMMON_HEADER_LEN + 8)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// The TSN of a packet whose first chunk is DATA.
+pub(crate) fn data_tsn(packet: &[u8]) -> Option<u32> {
+    if *packet.get(COMMON_HEADER_LEN)? != chunk::DATA {
+        return None;
+    }
+    let b = packet.get(COMMON_HEADER_LEN + 4..COMMON_HEADER_LEN + 8)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Sets the I bit (RFC 7053: SACK at once) of a packet's first DATA chunk
+/// and reseals the packet.
+pub(crate) fn set_immediate_sack(packet: &mut [u8]) {
+    if packet.get(COMMON_HEADER_LEN) == Some(&chunk::DATA) {
+        if let Some(flags) = packet.get_mut(COMMON_HEADER_LEN + 1) {
+            *flags |= 0x08;
+        }
+        seal(packet);
+    }
+}
+
+/// A window update: the SACK packet `sack` (as we sent it) again, with
+/// `rwnd` as its advertised window and without its duplicate TSNs (they
+/// were reported once). `None` if `sack` is not one well-formed SACK.
+pub(crate) fn window_update(sack: &[u8], rwnd: u32) -> Option<Vec<u8>> {
+    sack_rwnd(sack)?;
+    let c = COMMON_HEADER_LEN;
+    let gaps = sack.get(c + 12..c + 14)?;
+    let gaps = usize::from(u16::from_be_bytes([gaps[0], gaps[1]]));
+    let len = SACK_FIXED + 4 * gaps;
+    let mut p = sack.get(..c + len)?.to_vec();
+    p.get_mut(c + 2..c + 4)?
+        .copy_from_slice(&u16::try_from(len).ok()?.to_be_bytes());
+    p.get_mut(c + 8..c + 12)?
+        .copy_from_slice(&rwnd.to_be_bytes());
+    p.get_mut(c + 14..c + 16)?.copy_from_slice(&[0, 0]);
+    seal(&mut p);
+    Some(p)
+}
+
 /// What to do with an incoming packet that holds a HEARTBEAT ACK (which
 /// the library does not handle and would take for a protocol error).
 #[derive(Debug, PartialEq, Eq)]
@@ -222,6 +284,37 @@ mod tests {
         seal(&mut both);
         assert_eq!(first_chunk(&both), Some((chunk::ABORT, false)));
         assert_eq!(strip_heartbeat_acks(&both), Stripped::Rest(a));
+    }
+
+    #[test]
+    fn a_window_update_is_the_last_sack_with_the_new_window_and_no_duplicates() {
+        // A SACK with one gap block and one duplicate TSN, as sent.
+        let mut v = Vec::new();
+        v.extend_from_slice(&100u32.to_be_bytes()); // cumulative TSN ack
+        v.extend_from_slice(&1500u32.to_be_bytes()); // a_rwnd
+        v.extend_from_slice(&1u16.to_be_bytes()); // gap blocks
+        v.extend_from_slice(&1u16.to_be_bytes()); // duplicate TSNs
+        v.extend_from_slice(&[0, 2, 0, 3]); // gap block 2..=3
+        v.extend_from_slice(&99u32.to_be_bytes()); // duplicate TSN
+        let sack = packet(5000, 5000, 7, chunk::SACK, &v);
+        assert_eq!(sack_rwnd(&sack), Some(1500));
+        assert_eq!(sack_cumulative_tsn(&sack), Some(100));
+        assert_eq!(data_tsn(&sack), None);
+        let u = window_update(&sack, 65536).unwrap();
+        assert!(checksum_ok(&u));
+        assert_eq!(first_chunk(&u), Some((chunk::SACK, true)));
+        assert_eq!(sack_rwnd(&u), Some(65536));
+        assert_eq!(u.len(), COMMON_HEADER_LEN + SACK_FIXED + 4);
+        assert_eq!(&u[..8], &sack[..8]);
+        assert_eq!(
+            &u[COMMON_HEADER_LEN + 4..COMMON_HEADER_LEN + 8],
+            &100u32.to_be_bytes()
+        );
+        assert_eq!(&u[COMMON_HEADER_LEN + 14..COMMON_HEADER_LEN + 16], &[0, 0]);
+        // Not a SACK, or cut short: none.
+        assert_eq!(window_update(&abort(1, 2, 3, 12), 1), None);
+        assert_eq!(window_update(&sack[..COMMON_HEADER_LEN + 14], 1), None);
+        assert_eq!(sack_rwnd(&sack[..COMMON_HEADER_LEN + 10]), None);
     }
 
     #[test]

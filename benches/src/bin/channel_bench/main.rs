@@ -157,6 +157,11 @@ fn contenders() -> Vec<Contender> {
             "p2p-connect (signaling, ICE, DTLS 1.3, SCTP, tokio driver)",
             ours::run,
         ),
+        (
+            "ours-unbatched",
+            "p2p-connect, batched_io off: a system call per datagram (as before GSO/GRO)",
+            ours::run_unbatched,
+        ),
     ];
     #[cfg(feature = "channel-peers")]
     {
@@ -167,12 +172,17 @@ fn contenders() -> Vec<Contender> {
         ));
         v.push((
             "webrtc-4m",
-            "webrtc-rs 0.17, UDP mux socket with a 4 MiB receive buffer",
+            "webrtc-rs 0.21, 4 MiB socket buffers",
             webrtc_peer::run_big_buffer,
         ));
         v.push((
+            "webrtc-4m-reactor",
+            "webrtc-rs 0.21, 4 MiB socket buffers, dedicated reactor threads",
+            webrtc_peer::run_big_buffer_reactor,
+        ));
+        v.push((
             "webrtc-default",
-            "webrtc-rs 0.17, its own sockets (OS default buffers)",
+            "webrtc-rs 0.21, OS default socket buffers",
             webrtc_peer::run_default,
         ));
     }

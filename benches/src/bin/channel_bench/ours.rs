@@ -28,16 +28,19 @@ pub(crate) async fn signaling() -> Result<String, String> {
     Ok(format!("ws://{sig}/ws"))
 }
 
-/// Two connected peers on loopback, in a fresh room of `url`.
+/// Two connected peers on loopback, in a fresh room of `url`; `batched`:
+/// GSO/GRO on the sockets (the default).
 pub(crate) async fn pair(
     url: &str,
     room: &str,
+    batched: bool,
 ) -> Result<(p2p_connect::Connection, p2p_connect::Connection), String> {
     let cfg = || {
         PeerConfig::new(url, room)
             .local_addresses([LOOPBACK])
             .connect_timeout(Duration::from_secs(20))
             .peer_timeout(Duration::from_secs(20))
+            .batched_io(batched)
     };
     let first = tokio::spawn(Peer::new(cfg()).map_err(|e| e.to_string())?.connect());
     let b = Peer::new(cfg())
@@ -53,6 +56,15 @@ pub(crate) async fn pair(
 }
 
 pub(crate) fn run(job: Job) -> Result<Outcome, String> {
+    run_with(job, true)
+}
+
+/// Ours with one system call per datagram (before GSO/GRO).
+pub(crate) fn run_unbatched(job: Job) -> Result<Outcome, String> {
+    run_with(job, false)
+}
+
+fn run_with(job: Job, batched: bool) -> Result<Outcome, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -60,9 +72,12 @@ pub(crate) fn run(job: Job) -> Result<Outcome, String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let url = signaling().await?;
-        let (a, b) = tokio::time::timeout(Duration::from_secs(30), pair(&url, "channel-bench"))
-            .await
-            .map_err(|_| "no connection within 30 s".to_string())??;
+        let (a, b) = tokio::time::timeout(
+            Duration::from_secs(30),
+            pair(&url, "channel-bench", batched),
+        )
+        .await
+        .map_err(|_| "no connection within 30 s".to_string())??;
         let tx = a
             .open_channel(ChannelOptions::new("bench"))
             .await

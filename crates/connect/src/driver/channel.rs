@@ -2,7 +2,7 @@
 //! back-pressure on send and the reason on every end.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -69,7 +69,12 @@ pub enum SendError {
 /// What the driver keeps of a channel it handed out.
 #[derive(Debug)]
 pub(super) struct ChannelSlot {
+    /// Bounded in bytes by the session's receive queue limit: the driver
+    /// releases what `recv` took, and the channel reads no more from SCTP
+    /// while the limit is reached.
     pub(super) messages: mpsc::UnboundedSender<Message>,
+    /// Bytes `recv` took since the driver last released them.
+    pub(super) taken: Arc<AtomicUsize>,
     pub(super) closed: Arc<AtomicBool>,
     /// Sends that wait for the buffered amount to fall.
     pub(super) waiting: Vec<oneshot::Sender<Result<(), SendError>>>,
@@ -80,19 +85,29 @@ pub(super) struct ChannelSlot {
 pub(super) fn pair(
     info: ChannelInfo,
     commands: mpsc::Sender<Command>,
+    released: mpsc::UnboundedSender<ChannelId>,
+    receive_queue_limit: Option<usize>,
     reason: Arc<OnceLock<CloseReason>>,
 ) -> (Channel, ChannelSlot) {
     let (tx, rx) = mpsc::unbounded_channel();
     let closed = Arc::new(AtomicBool::new(false));
+    let taken = Arc::new(AtomicUsize::new(0));
     let channel = Channel {
         info,
         commands,
         messages: tokio::sync::Mutex::new(rx),
+        taken: taken.clone(),
+        // A quarter of the limit: a paused channel (at the limit) reads on
+        // at half of it, so the driver hears of every half the
+        // application takes. No limit: nothing to release.
+        release_every: receive_queue_limit.map_or(usize::MAX, |l| (l / 4).max(1)),
+        released,
         closed: closed.clone(),
         reason,
     };
     let slot = ChannelSlot {
         messages: tx,
+        taken,
         closed,
         waiting: Vec::new(),
     };
@@ -119,7 +134,11 @@ pub struct ChannelInfo {
 /// with limited retransmissions or lifetime), encrypted.
 ///
 /// Received messages wait in memory until [`recv`](Channel::recv) takes
-/// them. [`send`](Channel::send) returns once the message is queued; it
+/// them, up to the connection's
+/// [`receive_queue_limit`](super::PeerConfig::receive_queue_limit) (1 MiB
+/// by default, plus one message): beyond it the channel stops reading, the
+/// SCTP receive window closes, and the peer's `send` waits until `recv`
+/// catches up. [`send`](Channel::send) returns once the message is queued; it
 /// waits first while more than [`HIGH_WATER`] bytes sent on this channel
 /// are not yet acknowledged by the peer, until that falls to
 /// [`LOW_WATER`]: a sender faster than the path is slowed to its pace.
@@ -127,6 +146,12 @@ pub struct Channel {
     info: ChannelInfo,
     commands: mpsc::Sender<Command>,
     messages: tokio::sync::Mutex<mpsc::UnboundedReceiver<Message>>,
+    /// Bytes taken by `recv` and not yet released to the driver.
+    taken: Arc<AtomicUsize>,
+    /// `taken` reaching this wakes the driver to release them.
+    release_every: usize,
+    /// Wakes the driver to release `taken`.
+    released: mpsc::UnboundedSender<ChannelId>,
     closed: Arc<AtomicBool>,
     reason: Arc<OnceLock<CloseReason>>,
 }
@@ -192,7 +217,17 @@ impl Channel {
     /// every message was read, why.
     pub async fn recv(&self) -> Result<Message, ChannelClosed> {
         match self.messages.lock().await.recv().await {
-            Some(m) => Ok(m),
+            Some(m) => {
+                // The driver releases the bytes to the session (which reads
+                // on when a paused channel fell to half its limit), woken
+                // once per quarter of the limit taken, not per message.
+                let len = m.data.len();
+                let before = self.taken.fetch_add(len, Ordering::AcqRel);
+                if before < self.release_every && before + len >= self.release_every {
+                    let _ = self.released.send(self.info.id);
+                }
+                Ok(m)
+            }
             None => Err(self.ended()),
         }
     }

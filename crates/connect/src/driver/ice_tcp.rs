@@ -250,12 +250,7 @@ async fn read_packets(
             return;
         }
         while let Some(bytes) = deframer.next_packet() {
-            let msg = Inbound {
-                transport: Transport::Tcp,
-                local,
-                remote,
-                bytes,
-            };
+            let msg = Inbound::one(Transport::Tcp, local, remote, bytes);
             if inbound.send(msg).await.is_err() {
                 return;
             }

@@ -18,7 +18,8 @@ const MAX_DATAGRAM: usize = 65536;
 /// Time allowed to open a TCP/TLS connection to a TURN server.
 const STREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Something that arrived on a socket.
+/// Something that arrived on a socket: one datagram or frame, or (a GRO
+/// read) several datagrams of one flow back to back.
 #[derive(Debug)]
 pub(super) struct Inbound {
     pub(super) transport: Transport,
@@ -27,7 +28,54 @@ pub(super) struct Inbound {
     pub(super) local: SocketAddr,
     pub(super) remote: SocketAddr,
     pub(super) bytes: Vec<u8>,
+    /// The length of each datagram in `bytes` (the last may be shorter);
+    /// `usize::MAX`: `bytes` is one datagram.
+    pub(super) stride: usize,
 }
+
+impl Inbound {
+    /// One datagram or frame.
+    pub(super) fn one(
+        transport: Transport,
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: Vec<u8>,
+    ) -> Self {
+        Inbound {
+            transport,
+            local,
+            remote,
+            bytes,
+            stride: usize::MAX,
+        }
+    }
+
+    /// Its datagrams, as the machines take them.
+    pub(super) fn datagrams(&self) -> impl Iterator<Item = p2p_proto::Datagram<'_>> {
+        self.bytes
+            .chunks(self.stride.max(1))
+            .map(|c| p2p_proto::Datagram::new(self.transport, self.remote, self.local, c))
+    }
+}
+
+/// A host socket's batched I/O (quinn-udp): one `sendmsg` carries many
+/// datagrams of one size to one peer (UDP GSO), one `recvmmsg` brings
+/// several reads, each of which may hold many datagrams of one flow (GRO).
+pub(super) type Batched = Arc<quinn_udp::UdpSocketState>;
+
+/// Batched I/O for `sock`, where the OS has it (`None`: plain calls).
+pub(super) fn batched(sock: &UdpSocket) -> Option<Batched> {
+    match quinn_udp::UdpSocketState::new(quinn_udp::UdpSockRef::from(sock)) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            tracing::debug!("UDP batching unavailable: {e}");
+            None
+        }
+    }
+}
+
+/// Reads handed over per `recvmmsg`.
+const READ_BATCH: usize = 4;
 
 /// The local IPs to bind: the configured ones, or every interface address
 /// that is up, without link-local ones, and without loopback unless asked
@@ -136,12 +184,7 @@ pub(super) fn spawn_udp_reader(
             match sock.recv_from(&mut buf).await {
                 Ok((n, remote)) => {
                     let bytes = buf.get(..n).unwrap_or_default().to_vec();
-                    let msg = Inbound {
-                        transport: Transport::Udp,
-                        local,
-                        remote,
-                        bytes,
-                    };
+                    let msg = Inbound::one(Transport::Udp, local, remote, bytes);
                     if tx.send(msg).await.is_err() {
                         return;
                     }
@@ -168,6 +211,57 @@ pub(super) struct TurnStream {
     pub(super) local: SocketAddr,
     /// The name the server's TLS certificate is checked against.
     pub(super) host: String,
+}
+
+/// Reads batches of datagrams from a host socket (`recvmmsg`, GRO) into
+/// `tx` until the driver goes away: one copy and one hand-over per read,
+/// however many datagrams it holds.
+pub(super) fn spawn_batched_reader(
+    tasks: &mut JoinSet<()>,
+    local: SocketAddr,
+    sock: Arc<UdpSocket>,
+    state: Batched,
+    tx: mpsc::Sender<Inbound>,
+) {
+    tasks.spawn(async move {
+        // A GRO read holds up to `gro_segments` datagrams of up to 1,500
+        // bytes (the path MTU bounds them, not our datagram size).
+        let size = (state.gro_segments() * 1500).max(MAX_DATAGRAM);
+        let mut bufs: [Vec<u8>; READ_BATCH] = std::array::from_fn(|_| vec![0u8; size]);
+        let mut meta = [quinn_udp::RecvMeta::default(); READ_BATCH];
+        loop {
+            let r = sock
+                .async_io(tokio::io::Interest::READABLE, || {
+                    let mut slices = bufs.each_mut().map(|b| io::IoSliceMut::new(&mut b[..]));
+                    state.recv(quinn_udp::UdpSockRef::from(&*sock), &mut slices, &mut meta)
+                })
+                .await;
+            match r {
+                Ok(n) => {
+                    for (m, b) in meta.iter().zip(&bufs).take(n) {
+                        let Some(bytes) = b.get(..m.len) else {
+                            continue;
+                        };
+                        let msg = Inbound {
+                            transport: Transport::Udp,
+                            local,
+                            remote: m.addr,
+                            bytes: bytes.to_vec(),
+                            stride: if m.stride == 0 { usize::MAX } else { m.stride },
+                        };
+                        if tx.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
+                Err(e) => {
+                    tracing::debug!("UDP {local}: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    });
 }
 
 /// Opens a TCP (or TLS) connection to a TURN server and spawns its reader
@@ -329,12 +423,7 @@ async fn read_frames(
                     return;
                 }
             };
-            let msg = Inbound {
-                transport,
-                local,
-                remote: server,
-                bytes,
-            };
+            let msg = Inbound::one(transport, local, server, bytes);
             if tx.send(msg).await.is_err() {
                 return;
             }

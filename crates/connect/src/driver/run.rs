@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use p2p_datachannel::{ChannelEvent, ChannelId, ChannelOptions};
 use p2p_dtls::Fingerprint;
-use p2p_proto::{Datagram, Machine, Transmit};
+use p2p_proto::{Machine, Transmit};
 use p2p_signaling::{ClientError, ClientMsg, ServerMsg, SignalingClient};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+mod gso;
 mod reattach;
 mod setup;
 
@@ -44,6 +45,11 @@ pub(super) struct Channels {
     pub(super) commands: mpsc::Receiver<Command>,
     /// For the channel handles the driver makes.
     pub(super) command_tx: mpsc::Sender<Command>,
+    /// Channels whose `recv` took bytes since the driver last released
+    /// them to the session.
+    pub(super) released: mpsc::UnboundedReceiver<ChannelId>,
+    /// For the channel handles the driver makes.
+    pub(super) released_tx: mpsc::UnboundedSender<ChannelId>,
     pub(super) events: mpsc::UnboundedSender<ConnectionEvent>,
     /// Channels the peer opened, for `accept_channel`.
     pub(super) incoming: mpsc::UnboundedSender<Channel>,
@@ -114,6 +120,10 @@ struct Driver {
     peer: String,
     controlling: bool,
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
+    /// The host sockets' batched I/O (GSO), by local address.
+    batched: HashMap<SocketAddr, super::net::Batched>,
+    /// Transmits waiting to go out in one GSO call.
+    gso: gso::Gso,
     /// The mDNS socket (it is in `sockets` too), joined on first use.
     mdns: Option<mdns::MdnsSocket>,
     /// The TCP/TLS connections to TURN servers, by server and transport.
@@ -176,11 +186,6 @@ fn connect_error(f: Failure) -> ConnectError {
     }
 }
 
-/// The inbound bytes as the machines take them.
-fn datagram(inb: &Inbound) -> Datagram<'_> {
-    Datagram::new(inb.transport, inb.remote, inb.local, &inb.bytes)
-}
-
 impl Driver {
     /// Connects and carries datagrams; whatever ends it, the session is
     /// closed (its TURN allocations deleted) before it returns.
@@ -235,7 +240,15 @@ impl Driver {
                         let Ok(inb) = self.inbound.try_recv() else { break };
                         batch.push(inb);
                     }
-                    self.negotiation.handle_inputs(Instant::now(), batch.iter().map(datagram));
+                    self.negotiation
+                        .handle_inputs(Instant::now(), batch.iter().flat_map(Inbound::datagrams));
+                }
+                Some(id) = ch.released.recv() => {
+                    let now = Instant::now();
+                    self.release(now, id);
+                    while let Ok(id) = ch.released.try_recv() {
+                        self.release(now, id);
+                    }
                 }
                 cmd = ch.commands.recv() => match cmd {
                     None => {
@@ -329,6 +342,21 @@ impl Driver {
     async fn drain(&mut self, ch: &mut Channels) -> Option<Outcome> {
         let mut end = None;
         while let Some(o) = self.negotiation.poll_output() {
+            let o = match o {
+                NegotiationOutput::Transmit(t) => {
+                    // Consecutive datagrams to one peer of one size go out
+                    // in one call (GSO); anything else flushes them first.
+                    if !self.gso.push(&t, &self.batched) {
+                        self.flush_gso().await;
+                        if !self.gso.push(&t, &self.batched) {
+                            self.transmit(t).await;
+                        }
+                    }
+                    continue;
+                }
+                other => other,
+            };
+            self.flush_gso().await;
             match o {
                 NegotiationOutput::Transmit(t) => self.transmit(t).await,
                 NegotiationOutput::Signal(msg) => self.signal(msg).await,
@@ -339,7 +367,23 @@ impl Driver {
                 }
             }
         }
+        self.flush_gso().await;
         end
+    }
+
+    /// Send the datagrams waiting for one GSO call.
+    async fn flush_gso(&mut self) {
+        let Some(batch) = self.gso.take() else {
+            return;
+        };
+        let (Some(sock), Some(state)) = (
+            self.sockets.get(&batch.source),
+            self.batched.get(&batch.source),
+        ) else {
+            return;
+        };
+        gso::send(sock, state, &batch).await;
+        self.gso.give_back(batch);
     }
 
     /// Sends a message to the signaling server; a failure means it is gone.
@@ -471,13 +515,27 @@ impl Driver {
     /// Make the handle of a channel and keep its slot.
     fn hand_out(&mut self, ch: &Channels, info: ChannelInfo) -> Channel {
         let id = info.id;
-        let (channel, slot) = channel::pair(info, ch.command_tx.clone(), ch.reason.clone());
+        let (channel, slot) = channel::pair(
+            info,
+            ch.command_tx.clone(),
+            ch.released_tx.clone(),
+            self.config.receive_queue_limit,
+            ch.reason.clone(),
+        );
         let _ = self
             .negotiation
             .session_mut()
             .set_buffered_amount_low_threshold(id, LOW_WATER);
         self.channels.insert(id, slot);
         channel
+    }
+
+    /// Hand the session what the application took from a channel.
+    fn release(&mut self, now: Instant, id: ChannelId) {
+        if let Some(slot) = self.channels.get(&id) {
+            let bytes = slot.taken.swap(0, Ordering::AcqRel);
+            self.negotiation.release(now, id, bytes);
+        }
     }
 
     /// Send a message; answer at once, or once the buffered amount falls
@@ -626,7 +684,9 @@ impl Driver {
                 .min(limit);
             tokio::select! {
                 Some(inb) = self.inbound.recv() => {
-                    let _ = self.negotiation.handle_input(Instant::now(), datagram(&inb));
+                    for d in inb.datagrams() {
+                        let _ = self.negotiation.handle_input(Instant::now(), d);
+                    }
                 }
                 () = tokio::time::sleep_until(wake) => {
                     if wake >= limit {

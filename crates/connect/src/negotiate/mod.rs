@@ -249,6 +249,13 @@ impl Negotiation {
         r
     }
 
+    /// The application took `bytes` of `channel`'s messages (see
+    /// [`Session::release`]).
+    pub fn release(&mut self, now: Instant, channel: ChannelId, bytes: usize) {
+        self.session.release(now, channel, bytes);
+        self.pump(now);
+    }
+
     /// Datagrams that arrived together, in order (see
     /// [`Session::handle_inputs`]): what `handle_input` on each would do,
     /// with the layers moved once after the batch.

@@ -107,6 +107,14 @@ pub struct SessionConfig {
     /// The largest message we accept (our `a=max-message-size`; 0: no
     /// limit). Default [`DEFAULT_MAX_MESSAGE_SIZE`].
     pub max_message_size: u32,
+    /// How many bytes of a channel's received messages may wait for the
+    /// application before the channel stops reading, so that SCTP's window
+    /// closes and the peer's sender waits (its buffered amount grows)
+    /// rather than our memory: report what was taken with
+    /// [`Session::release`]. Default
+    /// [`DEFAULT_RECEIVE_QUEUE_LIMIT`](p2p_datachannel::DEFAULT_RECEIVE_QUEUE_LIMIT)
+    /// (1 MiB); `None`: no bound, `release` not needed.
+    pub receive_queue_limit: Option<usize>,
     /// Seed for the TURN clients, DTLS and SCTP; `None` for OS entropy.
     pub rng_seed: Option<u64>,
     /// Host sockets whose port to have mapped on the local router, each
@@ -130,6 +138,7 @@ impl SessionConfig {
             certificate: None,
             sctp_port: p2p_datachannel::DEFAULT_SCTP_PORT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            receive_queue_limit: Some(p2p_datachannel::DEFAULT_RECEIVE_QUEUE_LIMIT),
             rng_seed: None,
             port_mapping: Vec::new(),
         }
@@ -363,6 +372,7 @@ impl Session {
             certificate,
             sctp_port: config.sctp_port,
             max_message_size: config.max_message_size,
+            receive_queue_limit: config.receive_queue_limit,
             rng_seed: config.rng_seed.map(|s| s.wrapping_add(0x5ec)),
         });
         Ok(Session {
@@ -615,6 +625,22 @@ impl Session {
         self.secure.close_channel(now, channel)?;
         self.pump(now);
         Ok(())
+    }
+
+    /// The application took `bytes` of the messages `channel` delivered
+    /// (the sum of their lengths): with a
+    /// [`receive_queue_limit`](SessionConfig::receive_queue_limit), a
+    /// channel whose delivered and unreleased bytes reached it reads on
+    /// once they fall to half of it (see
+    /// [`SctpAssociation::release`](p2p_datachannel::SctpAssociation::release)).
+    pub fn release(&mut self, now: Instant, channel: ChannelId, bytes: usize) {
+        self.secure.release(now, channel, bytes);
+        self.pump(now);
+    }
+
+    /// Bytes of a channel's messages delivered and not yet released.
+    pub fn unread(&self, channel: ChannelId) -> usize {
+        self.secure.unread(channel)
     }
 
     /// Bytes sent on a channel and not yet acknowledged by the peer.

@@ -85,6 +85,7 @@ pub(crate) struct SecureConfig {
     pub(crate) certificate: Certificate,
     pub(crate) sctp_port: u16,
     pub(crate) max_message_size: u32,
+    pub(crate) receive_queue_limit: Option<usize>,
     pub(crate) rng_seed: Option<u64>,
 }
 
@@ -182,6 +183,7 @@ impl Secure {
             .with_ports(self.config.sctp_port, remote.sctp_port)
             .with_local_max_message_size(self.config.max_message_size)
             .with_remote_max_message_size(remote.max_message_size)
+            .with_receive_queue_limit(self.config.receive_queue_limit)
             .with_liveness(None, None);
         sc.max_packet_size = max_packet.min(sc.max_packet_size);
         if let Some(seed) = self.config.rng_seed {
@@ -347,6 +349,17 @@ impl Secure {
         sctp.close_channel(now, id)?;
         self.pump(now);
         Ok(())
+    }
+
+    pub(crate) fn release(&mut self, now: Instant, id: ChannelId, bytes: usize) {
+        if let Some(sctp) = self.sctp.as_mut() {
+            sctp.release(now, id, bytes);
+            self.pump(now);
+        }
+    }
+
+    pub(crate) fn unread(&self, id: ChannelId) -> usize {
+        self.sctp.as_ref().map_or(0, |s| s.unread(id))
     }
 
     pub(crate) fn buffered_amount(&mut self, id: ChannelId) -> usize {

@@ -119,6 +119,9 @@ pub struct SessionNode {
     pub burst_on_select: u32,
     /// When the data channels' association came up.
     pub established: Option<Instant>,
+    /// The application takes each message as it arrives (releases its
+    /// bytes to the session at once); false: it takes none.
+    pub reading: bool,
 }
 
 impl SessionNode {
@@ -141,7 +144,34 @@ impl SessionNode {
             next_ping: None,
             pings_sent: 0,
             burst_on_select: 0,
+            reading: true,
         }
+    }
+
+    /// Open a channel of ours at `now`.
+    pub fn open(&mut self, now: Instant, options: ChannelOptions) -> Option<ChannelId> {
+        let id = self.session.open_channel(now, options).ok().flatten();
+        self.drain(now);
+        id
+    }
+
+    /// Send a binary message on `id`.
+    pub fn send_on(
+        &mut self,
+        now: Instant,
+        id: ChannelId,
+        data: &[u8],
+    ) -> Result<(), p2p_connect::SessionError> {
+        let r = self.session.send(now, id, data, true);
+        self.drain(now);
+        r
+    }
+
+    /// The application takes every message it holds on `id`.
+    pub fn take_all(&mut self, now: Instant, id: ChannelId) {
+        let unread = self.session.unread(id);
+        self.session.release(now, id, unread);
+        self.drain(now);
     }
 
     /// Start the session (gathering, allocations) at `now`.
@@ -262,7 +292,10 @@ impl SessionNode {
                 SessionEvent::Channel(ChannelEvent::ChannelOpened { id, .. }) => {
                     self.channel = Some(*id);
                 }
-                SessionEvent::Channel(ChannelEvent::Message { data, .. }) => {
+                SessionEvent::Channel(ChannelEvent::Message { id, data, .. }) => {
+                    if self.reading {
+                        self.session.release(now, *id, data.len());
+                    }
                     self.received.push((now, data.clone()))
                 }
                 _ => {}

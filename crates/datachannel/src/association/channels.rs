@@ -42,9 +42,27 @@ pub(super) struct Channel {
     queue: VecDeque<(Vec<u8>, Ppid)>,
     queued_bytes: usize,
     low_threshold: usize,
+    /// Bytes of messages handed to the application (in `Message` events)
+    /// that it has not yet said it took ([`SctpAssociation::release`]).
+    unread: usize,
+    /// Reading the stream stopped at the receive queue limit: what the
+    /// peer sends waits in SCTP's receive buffer, whose window closes.
+    pub(super) paused: bool,
 }
 
 impl Channel {
+    fn new(options: ChannelOptions, state: State, low_threshold: usize) -> Self {
+        Channel {
+            options,
+            state,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            low_threshold,
+            unread: 0,
+            paused: false,
+        }
+    }
+
     fn writable(&self) -> bool {
         match self.state {
             State::Open | State::AwaitAck => true,
@@ -101,16 +119,8 @@ impl SctpAssociation {
             None => self.free_stream_id().ok_or(ChannelError::NoStreamId)?,
         };
         let low_threshold = self.config.buffered_amount_low_threshold;
-        self.channels.insert(
-            id,
-            Channel {
-                options,
-                state: State::Pending,
-                queue: VecDeque::new(),
-                queued_bytes: 0,
-                low_threshold,
-            },
-        );
+        self.channels
+            .insert(id, Channel::new(options, State::Pending, low_threshold));
         if self.phase == Phase::Established {
             self.activate(id);
             self.touch(now);
@@ -347,7 +357,7 @@ impl SctpAssociation {
                     while a.accept_stream().is_some() {}
                 }
             }
-            StreamEvent::Readable { id } => self.read(id),
+            StreamEvent::Readable { id } => self.read(id, true),
             StreamEvent::BufferedAmountLow { id } if self.channels.contains_key(&id) => {
                 self.event(ChannelEvent::BufferedAmountLow { id: ChannelId(id) });
             }
@@ -380,22 +390,68 @@ impl SctpAssociation {
         self.event(ChannelEvent::ChannelClosed { id: ChannelId(id) });
     }
 
-    /// Read every whole message the stream holds.
-    fn read(&mut self, id: u16) {
-        let mut messages = Vec::new();
-        if let Some((_, a)) = self.assoc.as_mut() {
-            if let Ok(mut s) = a.stream(id) {
-                while let Ok(Some(chunks)) = s.read_sctp() {
-                    let mut data = vec![0; chunks.len()];
-                    if chunks.read(&mut data).is_ok() {
-                        messages.push((chunks.ppi, data));
-                    }
+    /// Read the stream's whole messages while the channel's unread bytes
+    /// are under the receive queue limit (`bounded`), or all of them. A
+    /// channel that reaches the limit is paused: the rest stays in SCTP's
+    /// receive buffer, and the window we advertise shrinks as it fills, so
+    /// the peer's sender is held back (its buffered amount grows) rather
+    /// than our memory.
+    pub(super) fn read(&mut self, id: u16, bounded: bool) {
+        let limit = match self.config.receive_queue_limit {
+            Some(l) if bounded => l,
+            _ => usize::MAX,
+        };
+        loop {
+            if let Some(c) = self.channels.get_mut(&id) {
+                c.paused = c.unread >= limit;
+                if c.paused {
+                    return;
                 }
             }
+            let Some((_, a)) = self.assoc.as_mut() else {
+                return;
+            };
+            let Ok(mut s) = a.stream(id) else { return };
+            let Ok(Some(chunks)) = s.read_sctp() else {
+                return;
+            };
+            let len = chunks.len();
+            self.read_since_sack = self.read_since_sack.saturating_add(len);
+            let mut data = vec![0; len];
+            if chunks.read(&mut data).is_ok() {
+                self.on_message(id, chunks.ppi, data);
+            }
         }
-        for (ppi, data) in messages {
-            self.on_message(id, ppi, data);
+    }
+
+    /// The application took `bytes` of the messages this channel handed
+    /// out (the sum of their `data.len()`; empty messages count nothing).
+    /// With a [`receive_queue_limit`](crate::SctpConfig::receive_queue_limit),
+    /// a channel stops reading once that many bytes are handed out and not
+    /// released, and reads on when release brings them to half of it or
+    /// less; if the window we advertised was nearly closed meanwhile, a
+    /// window update (a SACK, RFC 9260 §6.2) tells the peer it may send
+    /// again. Releasing more than was handed out counts as all of it.
+    pub fn release(&mut self, now: Instant, id: ChannelId, bytes: usize) {
+        let limit = self.config.receive_queue_limit.unwrap_or(usize::MAX);
+        let Some(c) = self.channels.get_mut(&id.0) else {
+            return;
+        };
+        c.unread = c.unread.saturating_sub(bytes);
+        if !c.paused || c.unread > limit / 2 {
+            return;
         }
+        c.paused = false;
+        self.read(id.0, true);
+        self.window_update();
+        self.reinject_probe(now);
+        self.touch(now);
+    }
+
+    /// Bytes of this channel's messages handed out and not yet released
+    /// (see [`release`](Self::release)); 0 for an unknown channel.
+    pub fn unread(&self, id: ChannelId) -> usize {
+        self.channels.get(&id.0).map_or(0, |c| c.unread)
     }
 
     fn on_message(&mut self, id: u16, ppi: Ppid, data: Vec<u8>) {
@@ -429,6 +485,9 @@ impl SctpAssociation {
         } else {
             data
         };
+        if let Some(c) = self.channels.get_mut(&id) {
+            c.unread += data.len();
+        }
         self.event(ChannelEvent::Message {
             id: ChannelId(id),
             data,
@@ -482,16 +541,8 @@ impl SctpAssociation {
             negotiated: None,
             priority: open.priority,
         };
-        self.channels.insert(
-            id,
-            Channel {
-                options,
-                state: State::Open,
-                queue: VecDeque::new(),
-                queued_bytes: 0,
-                low_threshold,
-            },
-        );
+        self.channels
+            .insert(id, Channel::new(options, State::Open, low_threshold));
         self.event(ChannelEvent::ChannelOpened {
             id: ChannelId(id),
             label: open.label,

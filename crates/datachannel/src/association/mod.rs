@@ -95,6 +95,17 @@ pub struct SctpAssociation {
     drained: bool,
     /// A gather of the library's packets is owed, at this instant.
     gather_due: Option<Instant>,
+    /// The last SACK the library sent (a packet of that one chunk), for
+    /// a window update; empty before the first.
+    last_sack: Vec<u8>,
+    /// The window that SACK advertised.
+    sack_rwnd: u32,
+    /// Bytes read from the library's receive buffer since that SACK.
+    read_since_sack: usize,
+    /// The last DATA packet that came while our window was closed (the
+    /// peer's zero-window probe, which the library drops), with its TSN,
+    /// until a SACK acknowledges it.
+    probe: Option<(u32, Vec<u8>)>,
 }
 
 impl std::fmt::Debug for SctpAssociation {
@@ -159,6 +170,10 @@ impl SctpAssociation {
             shutdown_pending: false,
             drained: false,
             gather_due: None,
+            last_sack: Vec::new(),
+            sack_rwnd: 0,
+            read_since_sack: 0,
+            probe: None,
         }
     }
 
@@ -287,6 +302,14 @@ impl SctpAssociation {
         }
         let mut ids: Vec<u16> = self.channels.keys().copied().collect();
         ids.sort_unstable();
+        for id in &ids {
+            // What a paused channel left in the library's receive buffer
+            // was acknowledged to the peer: deliver it before the end
+            // (it is in memory already).
+            if self.channels.get(id).is_some_and(|c| c.paused) {
+                self.read(*id, false);
+            }
+        }
         for id in ids {
             // Every channel in the table is known to the application
             // (ours from `open_channel`, the peer's from `ChannelOpened`).
@@ -415,7 +438,65 @@ impl SctpAssociation {
         if let Some(tag) = wire::verification_tag(&p).filter(|t| *t != 0) {
             self.peer_tag = Some(tag);
         }
+        // The library sends each SACK as a packet of its own: keep the
+        // last (a few dozen bytes) for a window update.
+        if let Some(rwnd) = wire::sack_rwnd(&p) {
+            self.last_sack.clear();
+            self.last_sack.extend_from_slice(&p);
+            self.sack_rwnd = rwnd;
+            self.read_since_sack = 0;
+            if let (Some((tsn, _)), Some(cum)) = (&self.probe, wire::sack_cumulative_tsn(&p)) {
+                // Serial number arithmetic (RFC 1982): TSN at or below the
+                // cumulative ack was taken.
+                if cum.wrapping_sub(*tsn) as i32 >= 0 {
+                    self.probe = None;
+                }
+            }
+        }
         self.push_transmit(Vec::from(p));
+    }
+
+    /// Whether the window of our last SACK was closed (less than a packet).
+    fn window_closed(&self) -> bool {
+        !self.last_sack.is_empty() && self.sack_rwnd < self.config.max_packet_size
+    }
+
+    /// A paused channel read on and the window reopened: the peer's
+    /// zero-window probe, which the library dropped while the window was
+    /// closed, is handed to it again (marked for an immediate SACK), as if
+    /// the peer had retransmitted it. Its acknowledgement frees the peer's
+    /// congestion window at once; otherwise the peer would wait for its
+    /// retransmission timer, backed off over the closed window (seconds).
+    pub(super) fn reinject_probe(&mut self, now: Instant) {
+        if self.window_closed() {
+            return;
+        }
+        let Some((_, mut p)) = self.probe.take() else {
+            return;
+        };
+        wire::set_immediate_sack(&mut p);
+        let d = Datagram::new(self.path.transport, self.path.remote, self.path.local, &p);
+        let _ = self.handle_input(now, d);
+    }
+
+    /// A paused channel read on: if the window of our last SACK was less
+    /// than half the receive buffer, send that SACK again with the window
+    /// grown by what was read since (RFC 9260 §6.2 allows a SACK "to update
+    /// the offered window as the receiving application consumes new
+    /// data"). Without it the peer would learn only from its next
+    /// zero-window probe, one backed-off retransmission timeout later.
+    pub(super) fn window_update(&mut self) {
+        let buffer = self.config.receive_buffer;
+        if self.last_sack.is_empty() || self.read_since_sack == 0 || self.sack_rwnd >= buffer / 2 {
+            return;
+        }
+        let grown = u32::try_from(self.read_since_sack).unwrap_or(u32::MAX);
+        let rwnd = self.sack_rwnd.saturating_add(grown).min(buffer);
+        if let Some(p) = wire::window_update(&self.last_sack, rwnd) {
+            self.sack_rwnd = rwnd;
+            self.read_since_sack = 0;
+            self.push_transmit(p);
+        }
     }
 
     fn on_library_event(&mut self, now: Instant, e: Event, input: Option<&[u8]>) {
@@ -541,6 +622,11 @@ impl Machine for SctpAssociation {
         // One DATA or SACK alone (the data path) goes straight on; anything
         // else may hold a HEARTBEAT ACK, which the library would take for
         // an unknown chunk and close on.
+        if self.window_closed() {
+            if let Some(tsn) = wire::data_tsn(contents) {
+                self.probe = Some((tsn, contents.to_vec()));
+            }
+        }
         let data = match wire::first_chunk(contents) {
             Some((t, true)) if t != chunk::HEARTBEAT_ACK => Bytes::copy_from_slice(contents),
             _ => match wire::strip_heartbeat_acks(contents) {

@@ -42,6 +42,9 @@ pub struct Side {
     pub events: Vec<ChannelEvent>,
     pub link: Link,
     pub packets_sent: u64,
+    /// The application takes every message as it comes (releases its
+    /// bytes at once); false: it reads nothing, and releases nothing.
+    pub reading: bool,
 }
 
 impl Side {
@@ -133,6 +136,7 @@ impl Pair {
             events: Vec::new(),
             link: Link::default(),
             packets_sent: 0,
+            reading: true,
         };
         Pair {
             t0,
@@ -173,7 +177,12 @@ impl Pair {
             while let Some(o) = side.m.poll_output() {
                 match o {
                     SctpOutput::Transmit(t) => sent.push(t.contents),
-                    SctpOutput::Event(e) => side.events.push(e),
+                    SctpOutput::Event(e) => {
+                        if let (true, ChannelEvent::Message { id, data, .. }) = (side.reading, &e) {
+                            side.m.release(now, *id, data.len());
+                        }
+                        side.events.push(e)
+                    }
                     other => panic!("unexpected output {other:?}"),
                 }
             }

@@ -161,8 +161,23 @@ pub(super) async fn setup(
 
     let (inbound_tx, inbound) = mpsc::channel::<Inbound>(4096);
     let mut tasks = JoinSet::new();
+    // The host sockets read and send in batches where the OS can (GRO,
+    // recvmmsg, GSO); the mDNS socket below does not.
+    let mut batched = HashMap::new();
     for (a, s) in &sockets {
-        net::spawn_udp_reader(&mut tasks, *a, s.clone(), inbound_tx.clone());
+        match config.batched_io.then(|| net::batched(s)).flatten() {
+            Some(state) => {
+                net::spawn_batched_reader(
+                    &mut tasks,
+                    *a,
+                    s.clone(),
+                    state.clone(),
+                    inbound_tx.clone(),
+                );
+                batched.insert(*a, state);
+            }
+            None => net::spawn_udp_reader(&mut tasks, *a, s.clone(), inbound_tx.clone()),
+        }
     }
     let hosts: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
     // ICE-TCP: a listener and an active candidate on each IP with a UDP
@@ -325,6 +340,7 @@ pub(super) async fn setup(
     sc.turn_servers = turn;
     sc.certificate = config.certificate.clone();
     sc.max_message_size = config.max_message_size;
+    sc.receive_queue_limit = config.receive_queue_limit;
     let session = Session::new(sc).map_err(|e| ConnectError::Secure(e.to_string()))?;
     let resume_token = client.resume_token().map(str::to_owned);
     Ok(Driver {
@@ -339,6 +355,8 @@ pub(super) async fn setup(
         peer_name,
         controlling,
         sockets: sockets.into_iter().chain(mdns_socket).collect(),
+        batched,
+        gso: super::gso::Gso::default(),
         mdns,
         streams,
         inbound_tx,
