@@ -431,6 +431,9 @@ pub(crate) struct Report {
     json: bool,
     started: Instant,
     command: &'static str,
+    /// Events already shown while connecting: [`Connection::next_event`]
+    /// hands them out again first.
+    shown: usize,
 }
 
 impl Report {
@@ -439,6 +442,7 @@ impl Report {
             json,
             started: Instant::now(),
             command,
+            shown: 0,
         }
     }
 
@@ -531,7 +535,9 @@ pub(crate) async fn establish(
     hint: &str,
 ) -> Result<(Connection, Report), AnyError> {
     let peer = Peer::new(config(a)?)?;
-    let report = Report::new(a.json, command);
+    let mut report = Report::new(a.json, command);
+    let shown = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let shown2 = shown.clone();
     let json = a.json;
     let tty = !json && std::io::stderr().is_terminal();
     let progress = Arc::new(Mutex::new(Progress {
@@ -541,6 +547,7 @@ pub(crate) async fn establish(
     let p2 = progress.clone();
     let started = report.started;
     let connect = peer.connect_with(move |e| {
+        shown2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut p = p2.lock().unwrap_or_else(|e| e.into_inner());
         match e {
             ConnectionEvent::LocalCandidate(_) => p.local += 1,
@@ -607,6 +614,7 @@ pub(crate) async fn establish(
             return Err(e.into());
         }
     };
+    report.shown = shown.load(std::sync::atomic::Ordering::Relaxed);
     let ready = started.elapsed();
     let ice = progress
         .lock()
@@ -676,6 +684,9 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
     // With --expect-lines: when the Nth line came, plus the linger.
     let mut leave_at: Option<tokio::time::Instant> = None;
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    // The events shown while connecting come first: not shown again (a
+    // path change right after the connection was handed out is among them).
+    let mut replayed = report.shown;
     loop {
         tokio::select! {
             line = stdin.next_line(), if stdin_open => match line {
@@ -722,6 +733,9 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
             }
             e = conn.next_event() => match e {
                 // Events from the start are replayed first; skip those.
+                Some(_) if replayed > 0 => replayed -= 1,
+                // Every later change of path is shown, with the same path
+                // fields as `ready`.
                 Some(ConnectionEvent::PathChanged(_) | ConnectionEvent::Disconnected
                     | ConnectionEvent::Restarting | ConnectionEvent::SignalingLost
                     | ConnectionEvent::SignalingInterrupted

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{kind_name, run_pair, Opts, Outcome, PathKind, Placement};
+use common::{kind_name, run_pair, Opts, Outcome, PathKind, Placement, RouterHelp};
 use p2p_netsim::Behaviour::{
     self, AddressAndPortDependent as APD, AddressDependent as AD, EndpointIndependent as EI,
 };
@@ -77,6 +77,28 @@ pub fn expected(a: (Behaviour, Behaviour), b: (Behaviour, Behaviour)) -> PathKin
         (AD, AD | APD) | (APD, AD) => direct_or_relay(
             (fb == EI && admits_other_port(fa)) || (fa == EI && admits_other_port(fb)),
         ),
+    }
+}
+
+/// The path when the router of one side (`helped`: 0 for A, 1 for B)
+/// serves a port-mapping protocol and both sides ask their router. The
+/// mapping the router grants (RFC 6887 §11.1, RFC 6886) is endpoint-
+/// independent both ways: it admits every remote (no filter) and the
+/// socket's new flows (its checks to the peer) leave from it. The helped
+/// side is then EIM/EIF towards the peer, at the mapped address it
+/// signalled (a server-reflexive candidate): [`expected`] with that side
+/// as (EIM, EIF). Rule 1 or rule 2 applies, and rule 2's EIF filter always
+/// admits: never relay.
+pub fn expected_helped(
+    a: (Behaviour, Behaviour),
+    b: (Behaviour, Behaviour),
+    helped: usize,
+) -> PathKind {
+    let open = (EI, EI);
+    if helped == 0 {
+        expected(open, b)
+    } else {
+        expected(a, open)
     }
 }
 
@@ -153,12 +175,17 @@ fn bound(path: PathKind) -> Duration {
 struct Row {
     /// ICE-TCP rows: whether the path must run over TCP.
     tcp: Option<bool>,
+    /// Router-help rows: which side's router serves which protocol.
+    help: Option<(usize, RouterHelp)>,
     pa: Placement,
     pb: Placement,
     a: String,
     b: String,
     expected: PathKind,
     outcome: Outcome,
+    /// NAT × NAT rows: the same cell with early nomination off (the first
+    /// nomination waits for better pairs, as before issue 14).
+    waiting: Option<Outcome>,
 }
 
 /// The bound of a row: [`bound`], but a host path through IPv6 firewalls
@@ -199,26 +226,67 @@ fn expected_tcp(a: Placement, b: Placement) -> (PathKind, bool) {
 
 fn run_with(a: Placement, b: Placement, expected: PathKind, opts: Opts, rows: &mut Vec<Row>) {
     let tcp = opts.ice_tcp.then(|| expected_tcp(a, b).1);
+    let help = (0..2).find_map(|side| opts.router_help[side].map(|h| (side, h)));
+    let plain = tcp.is_none() && help.is_none();
+    let waiting = (plain && matches!(a, Placement::Nat(..)) && matches!(b, Placement::Nat(..)))
+        .then(|| {
+            let mut o = opts.clone();
+            o.ice_a = o.ice_a.clone().with_early_nomination(false);
+            run_pair(a, b, o)
+        });
     let outcome = run_pair(a, b, opts);
-    let label = |p: Placement| match tcp {
-        Some(_) => format!("{p}, ICE-TCP"),
-        None => p.to_string(),
+    let label = |p: Placement, side: usize| match (tcp, help) {
+        (Some(_), _) => format!("{p}, ICE-TCP"),
+        (None, Some((s, h))) if s == side => format!("{p} + {h}"),
+        _ => p.to_string(),
     };
     rows.push(Row {
         tcp,
+        help,
         pa: a,
         pb: b,
-        a: label(a),
-        b: label(b),
+        a: label(a, 0),
+        b: label(b, 1),
         expected,
         outcome,
+        waiting,
     });
+}
+
+/// Means over the NAT × NAT cells, by the path they end on: connect and
+/// data both ways with relay first, and waiting.
+fn summary(rows: &[Row]) -> String {
+    let mut s = String::new();
+    s += "| NAT × NAT cells ending on | cells | connect (sim ms, mean) | data both ways (sim ms, mean) | waiting: connect / data (sim ms, mean) | switched |\n";
+    s += "|---|---:|---:|---:|---:|---:|\n";
+    for kind in [PathKind::Srflx, PathKind::Prflx, PathKind::Relay] {
+        let cells: Vec<(&Outcome, &Outcome)> = rows
+            .iter()
+            .filter_map(|r| r.waiting.as_ref().map(|w| (&r.outcome, w)))
+            .filter(|(o, _)| o.path == kind)
+            .collect();
+        let n = cells.len().max(1) as u128;
+        let mean = |f: &dyn Fn(&(&Outcome, &Outcome)) -> Duration| {
+            cells.iter().map(|c| f(c).as_millis()).sum::<u128>() / n
+        };
+        let _ = writeln!(
+            s,
+            "| {kind} | {} | {} | {} | {} / {} | {} |",
+            cells.len(),
+            mean(&|c| c.0.connect),
+            mean(&|c| c.0.data),
+            mean(&|c| c.1.connect),
+            mean(&|c| c.1.data),
+            cells.iter().filter(|c| c.0.selections_a > 1).count(),
+        );
+    }
+    s
 }
 
 fn table(rows: &[Row]) -> String {
     let mut s = String::new();
-    s += "| A | B | expected | got | A local → remote | B local → remote | connect (sim ms) | data both ways (sim ms) | checks A/B |\n";
-    s += "|---|---|---|---|---|---|---:|---:|---:|\n";
+    s += "| A | B | expected | got | first | A local → remote | B local → remote | connect (sim ms) | data both ways (sim ms) | waiting: connect / data (sim ms) | final path (sim ms) | switches | checks A/B |\n";
+    s += "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|\n";
     for r in rows {
         let o = &r.outcome;
         let mark = if o.path == r.expected {
@@ -228,7 +296,7 @@ fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {}{} | {} → {} | {} → {} | {} | {} | {}/{} |",
+            "| {} | {} | {} | {}{} | {} | {} → {} | {} → {} | {} | {} | {} | {} | {} | {}/{} |",
             r.a,
             r.b,
             r.expected,
@@ -238,12 +306,19 @@ fn table(rows: &[Row]) -> String {
             } else {
                 mark.to_owned()
             },
+            o.first_path,
             kind_name(o.a.0),
             kind_name(o.a.1),
             kind_name(o.b.0),
             kind_name(o.b.1),
             o.connect.as_millis(),
             o.data.as_millis(),
+            r.waiting.as_ref().map_or_else(
+                || "".to_owned(),
+                |w| format!("{} / {}", w.connect.as_millis(), w.data.as_millis())
+            ),
+            o.final_at.as_millis(),
+            o.selections_a.saturating_sub(1),
             o.checks.0,
             o.checks.1,
         );
@@ -279,15 +354,28 @@ relayed candidates.
   relayed, else prflx if either end is peer-reflexive, else srflx, else host.
 * **got**: what the run ended on, 15 simulated seconds after data first
   crossed both ways (a better pair may be nominated late).
+* **first**: the path A's first selected pair was on. Relay first, upgrade
+  later (`IceConfig::early_nomination`, on by default): A nominates the
+  first pair that works, whatever better pairs are still being checked,
+  so the connection starts on it; a better pair that succeeds later is
+  nominated in turn and the connection moves to it (the same DTLS and
+  SCTP association: nothing is lost or reordered,
+  `crates/connect/tests/upgrade.rs`). The test asserts that a move only
+  ever goes to a better path.
 * **connect**: simulated time until both sides had a selected pair; the test
-  bounds it per path kind (host 0.5 s, srflx 1.5 s, prflx 3 s, relay 4 s).
-  Across two LANs the higher-priority host pairs never succeed: regular
-  nomination stops waiting for them once their first retransmission (one
-  RTO, 500 ms) went unanswered for twice the round trip of the best valid
-  pair (and the peer never checked them), rather than for the whole 1 s
-  nomination timeout. The test also asserts that A selects exactly one
-  pair: nominating early never settles on a path that is replaced later.
+  bounds it per path kind of the final path (host 0.5 s, srflx 1.5 s,
+  prflx 3 s, relay 4 s).
+* **waiting**: the NAT × NAT cells run again with early nomination off (the
+  first nomination waits for better pairs, as before issue 14): connect and
+  data both ways then. The test asserts that neither is ever later with
+  relay first; the table above the rows gives the means.
 * **data both ways**: until each side had received a datagram over its path.
+* **final path**: when A selected its final pair; **switches**: how many
+  times A's path moved after the first selection. Upgrades follow regular
+  nomination: a better pair in progress is waited for up to 1 s
+  (`IceConfig::nomination_timeout`), or until its first retransmission
+  (one RTO, 500 ms) went unanswered for twice the round trip of the best
+  valid pair (and the peer never checked it).
 * **checks**: connectivity checks sent by each side (without retransmissions).
 
 The rules `expected()` derives (S is a peer's server-reflexive address, made
@@ -323,6 +411,21 @@ lets TCP connections out, none in, connects directly over TCP (its active
 candidate to the public peer's passive one), not through its TURN-over-TCP
 allocation; against a NAT (no inbound connection) or the same firewall,
 the relays. The test asserts the transport of the path too.
+
+The rows marked **+ PCP** or **+ NAT-PMP** (the last 162): the router of
+that side's NAT serves a port-mapping protocol on its LAN address (a
+`p2p_netsim::PortMapService`, as miniupnpd does: PCP and NAT-PMP, or
+NAT-PMP only, which the client falls back to), and both sessions ask
+their router (`SessionConfig::port_mapping`, `p2p-portmap`'s client), as
+`p2p connect` does by default. The mapping the router grants admits
+every remote and the socket's new flows leave from it (RFC 6887 §11.1: a
+MAP mapping is endpoint-independent; flows started before keep theirs,
+as conntrack keeps them), and its address is offered as a
+server-reflexive candidate: the helped side is EIM/EIF towards the peer,
+so rule 1 or rule 2 applies with an EIF filter, and **no cell relays with
+router help** (the test fails if one does). A router without the service
+answers nothing (the session's requests go unanswered; gathering waits
+3.5 s for it, checks do not).
 
 ";
 
@@ -378,8 +481,25 @@ fn nat_matrix() {
         };
         run_with(a, b, expected_tcp(a, b).0, opts, &mut rows);
     }
+    // With router help: A's router serves PCP (and NAT-PMP), then B's
+    // serves NAT-PMP only (the client falls back to it).
+    for (side, help) in [(0, RouterHelp::Pcp), (1, RouterHelp::NatPmp)] {
+        for ma in ALL {
+            for fa in ALL {
+                for mb in ALL {
+                    for fb in ALL {
+                        let want = expected_helped((ma, fa), (mb, fb), side);
+                        let mut opts = Opts::default();
+                        opts.router_help[side] = Some(help);
+                        let (a, b) = (Placement::Nat(ma, fa), Placement::Nat(mb, fb));
+                        run_with(a, b, want, opts, &mut rows);
+                    }
+                }
+            }
+        }
+    }
 
-    let table = table(&rows);
+    let table = format!("{}\n{}", summary(&rows), table(&rows));
     println!("{table}");
     if let Ok(out) = std::env::var("ICE_MATRIX_OUT") {
         let mut path = PathBuf::from(&out);
@@ -411,14 +531,31 @@ fn nat_matrix() {
                 ));
             }
         }
-        // The first pair nominated is the final one: nominating early
-        // (without waiting for better pairs that cannot succeed) never
-        // settles on a worse path that a later nomination has to replace.
-        if o.selections_a != 1 {
+        // Relay first, upgrade later: the first path may be worse than
+        // the final one, never better (a switch only ever goes up), and
+        // the path settles after a few switches.
+        if o.first_path < o.path || o.selections_a > 4 {
             failures.push(format!(
-                "{} vs {}: A selected {} pairs, not one",
-                r.a, r.b, o.selections_a
+                "{} vs {}: A went from {} to {} in {} selections",
+                r.a, r.b, o.first_path, o.path, o.selections_a
             ));
+        }
+        if r.help.is_some() && o.path == PathKind::Relay {
+            failures.push(format!("{} vs {}: relayed with router help", r.a, r.b));
+        }
+        // Relay first never delays the first message.
+        if let Some(w) = &r.waiting {
+            if o.connect > w.connect || o.data > w.data {
+                failures.push(format!(
+                    "{} vs {}: connect {} ms, data {} ms; waiting: {} ms, {} ms",
+                    r.a,
+                    r.b,
+                    o.connect.as_millis(),
+                    o.data.as_millis(),
+                    w.connect.as_millis(),
+                    w.data.as_millis()
+                ));
+            }
         }
         let limit = row_bound(r.pa, r.pb, r.expected);
         if o.connect > limit {
@@ -438,7 +575,7 @@ fn nat_matrix() {
         failures.len(),
         failures.join("\n")
     );
-    assert_eq!(rows.len(), 81 + 9 + 7 + 4);
+    assert_eq!(rows.len(), 81 + 9 + 7 + 4 + 2 * 81);
 }
 
 #[test]

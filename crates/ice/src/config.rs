@@ -44,6 +44,18 @@ pub struct IceConfig {
     /// two. A controlled peer treats it as any nomination (RFC 8445
     /// §7.3.1.5); when it fails nothing changes. Default on.
     pub optimistic_nomination: bool,
+    /// Relay first, upgrade later: the controlling agent nominates the
+    /// first valid pair at once, whatever its kind (a relayed pair
+    /// included) and whatever better pairs are still being checked, so
+    /// that the application's connection starts on the first path that
+    /// works; a better pair that succeeds later is nominated in its turn
+    /// (regular nomination's wait, [`nomination_timeout`], applies to
+    /// these upgrades) and the selected pair moves to it. Off: the first
+    /// nomination waits as later ones do (the agent before issue 14).
+    /// Default on.
+    ///
+    /// [`nomination_timeout`]: IceConfig#structfield.nomination_timeout
+    pub early_nomination: bool,
     /// Ta, the pacing of connectivity checks (RFC 8445 §14.2). Default 50 ms.
     pub ta: Duration,
     /// Retransmissions of a connectivity check. Default: RTO 500 ms, 5
@@ -89,6 +101,7 @@ impl Default for IceConfig {
             relay_only: false,
             aggressive_nomination: false,
             optimistic_nomination: true,
+            early_nomination: true,
             ta: Duration::from_millis(50),
             check_retransmits: TransactionConfig {
                 rto: Duration::from_millis(500),
@@ -157,6 +170,14 @@ impl IceConfig {
     pub fn with_optimistic_nomination(self, optimistic_nomination: bool) -> Self {
         IceConfig {
             optimistic_nomination,
+            ..self
+        }
+    }
+
+    /// The same configuration with [`early_nomination`](IceConfig#structfield.early_nomination) set.
+    pub fn with_early_nomination(self, early_nomination: bool) -> Self {
+        IceConfig {
+            early_nomination,
             ..self
         }
     }

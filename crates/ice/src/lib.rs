@@ -109,11 +109,20 @@
 //!   are retransmitted like UDP ones (a lost connect is then retried).
 //! - Check retransmissions: RTO 500 ms doubling, 5 transmits, fail after
 //!   9.5 s (configurable, RFC 8445 §14.3 leaves the RTO to the agent).
-//! - Regular nomination waits up to [`IceConfig::nomination_timeout`] for
-//!   higher-priority pairs. Nomination is not final: this departs from RFC
-//!   8445 §8.1.1 (one nomination per component) the way libwebrtc's
-//!   renomination does, so that a better pair found later (trickled
-//!   candidates) is nominated and the selected pair switches to it.
+//! - Relay first, upgrade later ([`IceConfig::early_nomination`], on by
+//!   default): the controlling agent nominates the first valid pair at
+//!   once, relayed or not, so that data flows on the first path that
+//!   works; a better pair that succeeds later is nominated after regular
+//!   nomination's wait (up to [`IceConfig::nomination_timeout`] for
+//!   higher-priority pairs still in progress) and the selected pair moves
+//!   to it ([`IceEvent::SelectedPair`] again). Nomination is not final:
+//!   this departs from RFC 8445 §8.1.1 (one nomination per component) the
+//!   way libwebrtc (it nominates whichever connection it switches to) and
+//!   str0m do. A controlled peer that follows RFC 8445 still works with
+//!   it: libwebrtc's controlled side switches to a newly nominated pair
+//!   (or to the pair data arrives on), aioice's takes the latest
+//!   nomination as its pair, and this agent takes the best nominated pair.
+//!   The controlled agent never nominates: nothing changes for it.
 //! - Pacing (§14.2): a check goes out Ta after the previous one, or at once
 //!   when no other check of ours awaits an answer, so checks are clocked
 //!   by the answers and an agent whose checks were all answered (a

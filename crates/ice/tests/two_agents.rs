@@ -940,3 +940,61 @@ fn dual_stack_checks_interleave_families_so_broken_ipv6_does_not_hold_ipv4_back(
         Some(true)
     );
 }
+
+/// Relay first, upgrade later (`IceConfig::early_nomination`): the
+/// controlling agent nominates the first pair that works at once, though
+/// a better one (IPv6, RFC 8421's first family) is still being checked;
+/// when the better one succeeds later (its path dropped everything for
+/// 2 s), it is nominated in turn and both sides move to it. Without early
+/// nomination the first nomination waits for the better pair (its first
+/// retransmission unanswered, then twice the round trip).
+#[test]
+fn the_first_valid_pair_is_nominated_at_once_and_a_better_one_replaces_it_later() {
+    for early in [true, false] {
+        let blocked = std::rc::Rc::new(std::cell::Cell::new(true));
+        let b2 = blocked.clone();
+        let mut net = Net::new(
+            seeded(true, 71).with_early_nomination(early),
+            seeded(false, 72),
+        );
+        net.drop = Box::new(move |t| b2.get() && t.destination.is_ipv6());
+        add_hosts(
+            &mut net,
+            &["[2001:db8::1]:5000", "10.0.0.1:5000"],
+            &["[2001:db8::9]:6000", "10.0.0.2:6000"],
+        );
+        let took = net
+            .run_until(|n| n.both_connected(), Duration::from_secs(5))
+            .unwrap();
+        if early {
+            assert!(took < Duration::from_millis(200), "{took:?}");
+        } else {
+            assert!(took > Duration::from_millis(500), "{took:?}");
+        }
+        for ag in [&net.a, &net.b] {
+            assert_eq!(
+                ag.selected_pair().map(|(l, _)| l.address().is_ipv4()),
+                Some(true)
+            );
+        }
+        net.run_for(Duration::from_secs(2));
+        blocked.set(false);
+        let v6 = |a: &IceAgent| {
+            a.selected_pair()
+                .is_some_and(|(l, _)| l.address().is_ipv6())
+        };
+        net.run_until(|n| v6(&n.a) && v6(&n.b), Duration::from_secs(10))
+            .unwrap();
+        let selections = |side| {
+            net.events(side)
+                .iter()
+                .filter(|(_, e)| matches!(e, IceEvent::SelectedPair { .. }))
+                .count()
+        };
+        assert_eq!(
+            (selections(Side::A), selections(Side::B)),
+            (2, 2),
+            "early {early}"
+        );
+    }
+}

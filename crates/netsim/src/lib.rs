@@ -1,17 +1,20 @@
 //! `p2p-netsim` is a deterministic, in-memory virtual network for testing
 //! sans-IO protocol machines: hosts on the public internet, behind RFC 4787
 //! NATs (any mapping × filtering behaviour, port allocation, mapping expiry,
-//! hairpinning) or behind a UDP-blocking firewall; access links with latency,
-//! jitter, loss, duplication and reordering; one simulated clock. One thread,
-//! no sockets, one seeded RNG: the same seed gives the same run, and a
-//! 10-minute TURN allocation or a 30-second ICE failure runs in microseconds.
+//! hairpinning, and a router that serves PCP and NAT-PMP on its LAN address
+//! when asked: [`PortMapService`]) or behind a UDP-blocking firewall;
+//! access links with latency, jitter, loss, duplication and reordering; one
+//! simulated clock. One thread, no sockets, one seeded RNG: the same seed
+//! gives the same run, and a 10-minute TURN allocation or a 30-second ICE
+//! failure runs in microseconds.
 //!
 //! It is not a network stack: it moves whole datagrams between addresses and
-//! knows nothing of STUN, TURN or ICE. A `Tcp`- or `Tls`-marked datagram stands
-//! for one framed message on a TCP connection; there is no handshake or stream. It is a
-//! dev-only crate (`publish = false`), used by the tests of the TURN server,
-//! the ICE agent and the connect `Session` through small adapters implementing
-//! [`Node`].
+//! knows nothing of STUN, TURN or ICE (a router that offers port mapping
+//! speaks PCP and NAT-PMP, as a home router does, and nothing else). A
+//! `Tcp`- or `Tls`-marked datagram stands for one framed message on a TCP
+//! connection; there is no handshake or stream. It is a dev-only crate
+//! (`publish = false`), used by the tests of the TURN server, the ICE agent
+//! and the connect `Session` through small adapters implementing [`Node`].
 //!
 //! The event loop follows quinn's `Pair::step` and str0m's `progress`: drain
 //! every node's transmits, route them (source NAT translation, the sender's
@@ -69,11 +72,12 @@ mod link;
 mod nat;
 mod node;
 mod nodes;
+mod portmap;
 mod sim;
 mod trace;
 
 pub use link::LinkConfig;
-pub use nat::{Behaviour, MappingInfo, NatConfig, NatId, PortAllocation};
+pub use nat::{Behaviour, MappingInfo, NatConfig, NatId, PortAllocation, PortMapService};
 pub use node::{Datagram, MachineNode, Node, Transmit, Transport};
 pub use nodes::{EchoReflector, Received, ScriptedNode};
 pub use sim::{Firewall, HostId, Realm, Sim};

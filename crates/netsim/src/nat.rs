@@ -105,6 +105,46 @@ pub struct NatConfig {
     /// Translate packets from inside to the NAT's own external addresses back
     /// inside (RFC 4787 §6). Filtering still applies to them.
     pub hairpinning: bool,
+    /// A port-mapping protocol the router serves on its LAN address (PCP,
+    /// NAT-PMP); `None` (the default): the router answers none.
+    pub port_mapping: Option<PortMapService>,
+}
+
+/// A port-mapping service a NAT's router offers its LAN (RFC 6887 PCP,
+/// RFC 6886 NAT-PMP) on `gateway:5351`, as miniupnpd does.
+///
+/// A mapping it grants is explicit: it forwards its external address and
+/// port to the internal socket from any remote (endpoint-independent
+/// filtering, RFC 6887 §11.1: a MAP mapping has no filter unless a FILTER
+/// option asks for one), and the socket's packets to destinations it has
+/// no earlier mapping for leave from it (endpoint-independent mapping);
+/// flows the socket started before keep their own mappings, as conntrack
+/// keeps established flows. It lives for the lifetime granted (the
+/// client renews it), not for the traffic through it; lifetime 0 deletes
+/// it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortMapService {
+    /// The router's address on its LAN: the gateway hosts ask.
+    pub gateway: IpAddr,
+    /// PCP version 2 MAP requests are answered.
+    pub pcp: bool,
+    /// NAT-PMP requests are answered (and PCP ones refused with NAT-PMP's
+    /// "unsupported version" when `pcp` is off, so that a client falls back).
+    pub nat_pmp: bool,
+    /// The longest lifetime granted (a longer one asked for is cut to it).
+    pub max_lifetime: Duration,
+}
+
+impl PortMapService {
+    /// PCP and NAT-PMP on `gateway`, lifetimes up to 2 hours.
+    pub fn new(gateway: IpAddr) -> Self {
+        PortMapService {
+            gateway,
+            pcp: true,
+            nat_pmp: true,
+            max_lifetime: Duration::from_secs(7200),
+        }
+    }
 }
 
 impl NatConfig {
@@ -120,6 +160,7 @@ impl NatConfig {
             port_range: 49152..=65535,
             mapping_lifetime: Duration::from_secs(120),
             hairpinning: true,
+            port_mapping: None,
         }
     }
 }
@@ -161,6 +202,18 @@ struct Mapping {
     last_outbound: Instant,
     /// Remote address -> last time this mapping sent to it.
     permissions: BTreeMap<SocketAddr, Instant>,
+    /// A port-mapping protocol made it explicit: it lives until then,
+    /// whatever the traffic, and admits every remote.
+    explicit_until: Option<Instant>,
+}
+
+impl Mapping {
+    fn expires_at(&self, lifetime: Duration) -> Instant {
+        match self.explicit_until {
+            Some(t) => t.max(self.last_outbound + lifetime),
+            None => self.last_outbound + lifetime,
+        }
+    }
 }
 
 /// A NAT's runtime state.
@@ -174,6 +227,8 @@ pub(crate) struct Nat {
     by_external: BTreeMap<(Transport, SocketAddr), u64>,
     next_port: u16,
     pool: BTreeMap<IpAddr, IpAddr>,
+    /// When the port-mapping service first answered (its epoch's zero).
+    pub(crate) portmap_since: Option<Instant>,
 }
 
 /// Result of translating an outbound packet.
@@ -194,6 +249,7 @@ impl Nat {
             by_external: BTreeMap::new(),
             next_port,
             pool: BTreeMap::new(),
+            portmap_since: None,
         }
     }
 
@@ -210,10 +266,17 @@ impl Nat {
 
     fn expire(&mut self, now: Instant) {
         let lifetime = self.config.mapping_lifetime;
+        // An explicit mapping past its lifetime is an ordinary one again
+        // (and gone, unless traffic keeps it).
+        for m in self.mappings.values_mut() {
+            if m.explicit_until.is_some_and(|t| t <= now) {
+                m.explicit_until = None;
+            }
+        }
         let dead: Vec<u64> = self
             .mappings
             .iter()
-            .filter(|(_, m)| m.last_outbound + lifetime <= now)
+            .filter(|(_, m)| m.expires_at(lifetime) <= now)
             .map(|(id, _)| *id)
             .collect();
         for id in dead {
@@ -233,7 +296,7 @@ impl Nat {
                 transport: m.key.proto,
                 internal: m.key.internal,
                 external: m.external,
-                expires_at: m.last_outbound + lifetime,
+                expires_at: m.expires_at(lifetime),
                 remotes: m
                     .permissions
                     .iter()
@@ -265,8 +328,22 @@ impl Nat {
             internal,
             dst,
         };
-        if let Some(id) = self.by_key.get(&key) {
-            if let Some(m) = self.mappings.get_mut(id) {
+        // A flow with a mapping of its own keeps it; a new one leaves
+        // through the socket's explicit mapping when it has one.
+        let explicit = MappingKey {
+            proto,
+            internal,
+            dst: KeyDst::Any,
+        };
+        let found = self.by_key.get(&key).copied().or_else(|| {
+            self.by_key.get(&explicit).copied().filter(|id| {
+                self.mappings
+                    .get(id)
+                    .is_some_and(|m| m.explicit_until.is_some())
+            })
+        });
+        if let Some(id) = found {
+            if let Some(m) = self.mappings.get_mut(&id) {
                 m.last_outbound = now;
                 m.permissions.insert(remote, now);
                 return Ok(Outbound {
@@ -291,6 +368,7 @@ impl Nat {
                 external,
                 last_outbound: now,
                 permissions,
+                explicit_until: None,
             },
         );
         Ok(Outbound {
@@ -317,14 +395,15 @@ impl Nat {
             .ok_or(DropReason::NoMapping { nat, external })?;
         let lifetime = self.config.mapping_lifetime;
         let live = |t: &Instant| *t + lifetime > now;
-        let allowed = match self.config.filtering {
-            Behaviour::EndpointIndependent => true,
-            Behaviour::AddressDependent => m
-                .permissions
-                .iter()
-                .any(|(a, t)| a.ip() == remote.ip() && live(t)),
-            Behaviour::AddressAndPortDependent => m.permissions.get(&remote).is_some_and(live),
-        };
+        let allowed = m.explicit_until.is_some()
+            || match self.config.filtering {
+                Behaviour::EndpointIndependent => true,
+                Behaviour::AddressDependent => m
+                    .permissions
+                    .iter()
+                    .any(|(a, t)| a.ip() == remote.ip() && live(t)),
+                Behaviour::AddressAndPortDependent => m.permissions.get(&remote).is_some_and(live),
+            };
         if allowed {
             Ok(m.key.internal)
         } else {
@@ -335,6 +414,94 @@ impl Nat {
                 remote,
             })
         }
+    }
+
+    /// A port-mapping request (PCP MAP, NAT-PMP): map `internal` for
+    /// `lifetime` from `now`, on `suggested` if it is free (0: any), and
+    /// return the external address. The socket's endpoint-independent
+    /// mapping, if it has one, becomes explicit (same address); a mapping
+    /// it holds already is renewed.
+    pub(crate) fn map_explicit(
+        &mut self,
+        now: Instant,
+        proto: Transport,
+        internal: SocketAddr,
+        suggested: u16,
+        lifetime: Duration,
+        rng: &mut impl Rng,
+    ) -> Result<SocketAddr, DropReason> {
+        self.expire(now);
+        let key = MappingKey {
+            proto,
+            internal,
+            dst: KeyDst::Any,
+        };
+        if let Some(m) = self
+            .by_key
+            .get(&key)
+            .and_then(|id| self.mappings.get_mut(id))
+        {
+            m.explicit_until = Some(now + lifetime);
+            return Ok(m.external);
+        }
+        let ip = self.pooled_ip(internal.ip())?;
+        let port = if self.is_free(proto, ip, suggested) {
+            suggested
+        } else {
+            self.allocate_port(proto, ip, internal.port(), rng)?
+        };
+        let external = SocketAddr::new(ip, port);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.by_key.insert(key.clone(), id);
+        self.by_external.insert((proto, external), id);
+        self.mappings.insert(
+            id,
+            Mapping {
+                key,
+                external,
+                // Never used for outbound yet: the lifetime alone counts.
+                last_outbound: now.checked_sub(self.config.mapping_lifetime).unwrap_or(now),
+                permissions: BTreeMap::new(),
+                explicit_until: Some(now + lifetime),
+            },
+        );
+        Ok(external)
+    }
+
+    /// Delete the explicit mapping of `internal` (a request with lifetime
+    /// 0). One that was the socket's endpoint-independent mapping before
+    /// stays, as that again. Returns the external address it had.
+    pub(crate) fn unmap_explicit(
+        &mut self,
+        now: Instant,
+        proto: Transport,
+        internal: SocketAddr,
+    ) -> Option<SocketAddr> {
+        self.expire(now);
+        let key = MappingKey {
+            proto,
+            internal,
+            dst: KeyDst::Any,
+        };
+        let id = *self.by_key.get(&key)?;
+        let eim = self.config.mapping == Behaviour::EndpointIndependent;
+        let m = self.mappings.get_mut(&id)?;
+        m.explicit_until?;
+        m.explicit_until = None;
+        let external = m.external;
+        if !eim || m.last_outbound + self.config.mapping_lifetime <= now {
+            self.mappings.remove(&id);
+            self.by_key.remove(&key);
+            self.by_external.remove(&(proto, external));
+        }
+        Some(external)
+    }
+
+    /// The external IP the NAT uses for `internal_ip` (for NAT-PMP's
+    /// external address request).
+    pub(crate) fn external_ip_for(&mut self, internal_ip: IpAddr) -> Option<IpAddr> {
+        self.pooled_ip(internal_ip).ok()
     }
 
     fn pooled_ip(&mut self, internal_ip: IpAddr) -> Result<IpAddr, DropReason> {

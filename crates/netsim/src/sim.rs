@@ -13,6 +13,7 @@ use rand::SeedableRng;
 use crate::link::LinkConfig;
 use crate::nat::{MappingInfo, Nat, NatConfig, NatId};
 use crate::node::{wire, AnyNode, Node, Transmit, Transport};
+use crate::portmap::{self, SERVER_PORT};
 use crate::trace::{DropReason, DropRecord, StallReason, Stalled, Stats, TraceEvent, TraceKind};
 
 /// Handle of a host added with [`Sim::add_host`]. Displays as `host <n>`,
@@ -263,6 +264,10 @@ impl Sim {
         let id = NatId(self.nats.len());
         for ip in &config.external_ips {
             self.claim(Scope::Public, *ip, Owner::Nat(id));
+        }
+        if let Some(service) = &config.port_mapping {
+            // The router's own address on its LAN.
+            self.claim(Scope::Lan(id), service.gateway, Owner::Nat(id));
         }
         self.nats.push(Nat::new(id, config));
         id
@@ -661,9 +666,14 @@ impl Sim {
             return self.route_in_scope(Scope::Public, d);
         };
         // Same LAN: straight to the neighbour, no NAT.
-        if let Some(Owner::Host(to)) = self.owners.get(&(Scope::Lan(nat), d.destination.ip())) {
-            let to = *to;
-            return self.ingress_host(to, d);
+        match self.owners.get(&(Scope::Lan(nat), d.destination.ip())) {
+            Some(Owner::Host(to)) => {
+                let to = *to;
+                return self.ingress_host(to, d);
+            }
+            // The router itself: its port-mapping service.
+            Some(Owner::Nat(_)) => return self.router_receives(nat, from, d),
+            None => {}
         }
         // Source translation.
         let now = self.now;
@@ -692,6 +702,37 @@ impl Sim {
             return self.drop_packet(DropReason::HairpinDisabled { nat }, &d);
         }
         self.route_in_scope(Scope::Public, d);
+    }
+
+    /// A packet from a host of `nat`'s LAN to the router's LAN address:
+    /// PCP and NAT-PMP on port 5351 are answered (the answer crosses the
+    /// host's link back), the rest is dropped.
+    fn router_receives(&mut self, nat: NatId, from: HostId, d: Transmit) {
+        let now = self.now;
+        let answer = (d.transport == Transport::Udp && d.destination.port() == SERVER_PORT)
+            .then(|| {
+                portmap::answer(
+                    &mut self.nats[nat.0],
+                    now,
+                    d.source,
+                    &d.contents,
+                    &mut self.rng,
+                )
+            })
+            .flatten();
+        let Some(answer) = answer else {
+            let reason = DropReason::NotServed {
+                nat,
+                destination: d.destination,
+            };
+            return self.drop_packet(reason, &d);
+        };
+        self.stats.delivered += 1;
+        self.record(TraceKind::ToRouter { nat }, &d);
+        let reply = Transmit::new(Transport::Udp, d.destination, d.source, answer);
+        self.stats.sent += 1;
+        self.record(TraceKind::FromRouter { nat }, &reply);
+        self.ingress_host(from, reply);
     }
 
     fn route_in_scope(&mut self, scope: Scope, d: Transmit) {

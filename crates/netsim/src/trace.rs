@@ -74,6 +74,15 @@ pub enum DropReason {
         /// The NAT.
         nat: NatId,
     },
+    /// A packet to the router's own LAN address that nothing there
+    /// answers (no port-mapping service on that port, or a request it
+    /// does not answer).
+    NotServed {
+        /// The NAT whose router it reached.
+        nat: NatId,
+        /// The router address and port it was sent to.
+        destination: SocketAddr,
+    },
 }
 
 impl DropReason {
@@ -123,6 +132,9 @@ impl fmt::Display for DropReason {
             },
             DropReason::HairpinDisabled { nat } => write!(f, "hairpinning disabled at {nat}"),
             DropReason::PortsExhausted { nat } => write!(f, "{nat} has no free external port"),
+            DropReason::NotServed { nat, destination } => {
+                write!(f, "nothing answers at {destination} on the router of {nat}")
+            }
         }
     }
 }
@@ -185,6 +197,16 @@ pub enum TraceKind {
     },
     /// The packet was dropped.
     Dropped(DropReason),
+    /// A port-mapping request reached the NAT's router.
+    ToRouter {
+        /// The NAT.
+        nat: NatId,
+    },
+    /// The router's port-mapping service answered.
+    FromRouter {
+        /// The NAT.
+        nat: NatId,
+    },
 }
 
 /// One entry of the packet trace.
@@ -222,6 +244,8 @@ impl fmt::Display for TraceEvent {
             ),
             TraceKind::Delivered { host } => write!(f, "{host} received {pkt}"),
             TraceKind::Dropped(reason) => write!(f, "dropped {pkt}: {reason}"),
+            TraceKind::ToRouter { nat } => write!(f, "router of {nat} received {pkt}"),
+            TraceKind::FromRouter { nat } => write!(f, "router of {nat} answered {pkt}"),
         }
     }
 }

@@ -23,7 +23,8 @@ use p2p_connect::{
     Transmit, Transport, TurnServerConfig,
 };
 use p2p_netsim::{
-    Behaviour, Firewall, HostId, LinkConfig, NatConfig, NatId, Node, PortAllocation, Realm, Sim,
+    Behaviour, Firewall, HostId, LinkConfig, NatConfig, NatId, Node, PortAllocation,
+    PortMapService, Realm, Sim,
 };
 use p2p_turn::{
     Cidr, Machine, PeerPolicy, ServerConfig, ServerOutput, SocketRequest, StaticUsers, TurnServer,
@@ -200,6 +201,56 @@ impl SessionNode {
         let r = self.session.send(now, id, text.as_bytes(), false);
         self.drain(now);
         r
+    }
+
+    /// Open a channel at `now` (the outputs are drained); its id, once the
+    /// DTLS role is known.
+    pub fn open(&mut self, now: Instant, options: ChannelOptions) -> Option<ChannelId> {
+        let id = match self.session.open_channel(now, options) {
+            Ok(id) => id,
+            Err(e) => {
+                self.signal_errors.push(format!("open: {e}"));
+                None
+            }
+        };
+        self.drain(now);
+        id
+    }
+
+    /// Send one string message on channel `id` at `now`.
+    pub fn send_on(
+        &mut self,
+        now: Instant,
+        id: ChannelId,
+        text: &str,
+    ) -> Result<(), p2p_connect::SessionError> {
+        let r = self.session.send(now, id, text.as_bytes(), false);
+        self.drain(now);
+        r
+    }
+
+    /// The messages received on channel `id`, in order, as text.
+    pub fn messages_on(&self, id: ChannelId) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                SessionEvent::Channel(ChannelEvent::Message { id: i, data, .. }) if *i == id => {
+                    Some(String::from_utf8_lossy(data).into_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// When each `SelectedPair` came, with its kinds (local, remote).
+    pub fn path_changes(&self) -> Vec<(Instant, CandidateKind, CandidateKind)> {
+        self.events
+            .iter()
+            .filter_map(|(t, e)| match e {
+                SessionEvent::SelectedPair { local, remote } => Some((*t, local.kind, remote.kind)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Close the session (delete its TURN allocations) at `now`.
@@ -621,6 +672,42 @@ pub struct Opts {
     pub dual_family: bool,
     /// Whether B has the TURN server (A always has).
     pub turn_b: bool,
+    /// The router of A's NAT (0) or B's (1) serves a port-mapping
+    /// protocol; when either does, both sessions ask their router.
+    pub router_help: [Option<RouterHelp>; 2],
+}
+
+/// A port-mapping protocol a router serves (miniupnpd's two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterHelp {
+    /// PCP (RFC 6887), and NAT-PMP for older clients.
+    Pcp,
+    /// NAT-PMP (RFC 6886) only: a PCP client falls back to it.
+    NatPmp,
+}
+
+impl RouterHelp {
+    /// The router's service on `gateway`.
+    pub fn service(self, gateway: IpAddr) -> PortMapService {
+        PortMapService {
+            pcp: self == RouterHelp::Pcp,
+            ..PortMapService::new(gateway)
+        }
+    }
+}
+
+impl fmt::Display for RouterHelp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RouterHelp::Pcp => "PCP",
+            RouterHelp::NatPmp => "NAT-PMP",
+        })
+    }
+}
+
+/// The LAN address of A's (0) or B's (1) router.
+pub fn gateway(side: usize) -> IpAddr {
+    ip(if side == 0 { "10.0.1.1" } else { "10.0.2.1" })
 }
 
 impl Default for Opts {
@@ -637,6 +724,7 @@ impl Default for Opts {
             ice_tcp: false,
             dual_family: false,
             turn_b: true,
+            router_help: [None, None],
         }
     }
 }
@@ -677,6 +765,13 @@ impl Pair {
             c.port_allocation = opts.port_allocation;
             sim.add_nat(c)
         };
+        let helped = opts.router_help;
+        let helped_nat = |sim: &mut Sim, ext: &str, m: Behaviour, f: Behaviour, side: usize| {
+            let mut c = NatConfig::new(ip(ext), m, f);
+            c.port_allocation = opts.port_allocation;
+            c.port_mapping = helped[side].map(|h| h.service(gateway(side)));
+            sim.add_nat(c)
+        };
         // (host addresses, realm, TURN transport), for A (0) or B (1).
         let mut place = |sim: &mut Sim, p: Placement, side: usize| {
             let n = |v4: &str, v6: &str| {
@@ -700,7 +795,7 @@ impl Pair {
                     (vec![n(a, v6).0], Realm::Public, Transport::Udp)
                 }
                 Placement::Nat(m, f) => {
-                    let id = nat(sim, &[ext], m, f);
+                    let id = helped_nat(sim, ext, m, f, side);
                     if side == 0 {
                         nat_a = Some(id)
                     } else {
@@ -764,15 +859,31 @@ impl Pair {
         let (addr_a, realm_a, tr_a) = place(&mut sim, a, 0);
         let (addr_b, realm_b, tr_b) = place(&mut sim, b, 1);
 
+        // With router help in the run, both sides ask their router (as
+        // `p2p connect` does by default); a router without the service
+        // answers nothing.
+        let ask = opts.router_help.iter().any(Option::is_some);
+        let nat_side = [
+            matches!(a, Placement::Nat(..)),
+            matches!(b, Placement::Nat(..)),
+        ];
         let session = |ice: &IceConfig,
                        hosts: &[SocketAddr],
                        tr: Transport,
                        user: &str,
                        pw: &str,
                        seed: u64,
-                       with_turn: bool| {
+                       with_turn: bool,
+                       side: usize| {
             let mut c = SessionConfig::new(ice.clone().with_seed(seed));
             c.hosts = hosts.to_vec();
+            if ask && nat_side[side] {
+                c.port_mapping = hosts
+                    .iter()
+                    .filter(|h| h.is_ipv4())
+                    .map(|h| (*h, gateway(side)))
+                    .collect();
+            }
             if ice_tcp {
                 for h in hosts {
                     let passive = SocketAddr::new(h.ip(), h.port() + 2000);
@@ -803,6 +914,7 @@ impl Pair {
             "secret",
             opts.seed * 1000 + 1,
             true,
+            0,
         );
         let sb_ = session(
             &opts.ice_b,
@@ -812,6 +924,7 @@ impl Pair {
             "builder",
             opts.seed * 1000 + 2,
             opts.turn_b,
+            1,
         );
         let (na, nb) = offer_answer(t0, sa_, sb_);
         let a = sim.add_host(addr_a.iter().map(SocketAddr::ip), realm_a, na);
@@ -985,6 +1098,11 @@ pub struct Outcome {
     pub checks: (u32, u32),
     /// `SelectedPair` events at A (more than one: the path switched).
     pub selections_a: usize,
+    /// The path A's first selected pair was on (relay first, upgrade
+    /// later: it may be worse than the final one).
+    pub first_path: PathKind,
+    /// Simulated time until A selected its final pair.
+    pub final_at: Duration,
     /// A's selected pair runs over TCP (ICE-TCP).
     pub tcp: bool,
 }
@@ -1039,6 +1157,14 @@ pub fn run_pair(a: Placement, b: Placement, opts: Opts) -> Outcome {
         data,
         checks: (na.checks_sent(), nb.checks_sent()),
         selections_a: na.selections(),
+        first_path: na
+            .path_changes()
+            .first()
+            .map_or(PathKind::Relay, |c| PathKind::of(c.1, c.2)),
+        final_at: na
+            .path_changes()
+            .last()
+            .map_or(Duration::ZERO, |c| c.0 - t0),
         tcp: na
             .session
             .agent()

@@ -77,10 +77,21 @@ impl IceAgent {
         let waited = self
             .first_valid_at
             .is_some_and(|f| now >= f + self.config.nomination_timeout);
-        if !pending_better || waited {
+        // Relay first, upgrade later: nothing carries data yet (at the
+        // start, or after a restart), so the first pair that works is
+        // taken at once; better ones replace it as they succeed.
+        let first = self.config.early_nomination && self.selected_index().is_none();
+        if first || !pending_better || waited {
             self.nominating = Some(best);
             self.enqueue_triggered(best, true);
         }
+    }
+
+    /// The selected pair of the current check list, if any (none before
+    /// the first selection and after a restart, until the new checks
+    /// select one).
+    pub(super) fn selected_index(&self) -> Option<usize> {
+        self.selected.as_ref().and_then(|s| s.pair)
     }
 
     /// How long after its first check a better pair in progress may stay
