@@ -62,7 +62,7 @@ fn a_session_whose_application_stops_reading_holds_the_sender_back_and_loses_not
     p.node_b_mut().reading = false;
     let now = p.sim.now();
     for i in 0..COUNT {
-        p.node_a_mut().send_on(now, tx, &message(i)).unwrap();
+        p.node_a_mut().send_binary_on(now, tx, &message(i)).unwrap();
     }
     let total = MSG * COUNT as usize;
     p.run_for(Duration::from_secs(5));

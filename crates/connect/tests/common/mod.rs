@@ -149,15 +149,8 @@ impl SessionNode {
         }
     }
 
-    /// Open a channel of ours at `now`.
-    pub fn open(&mut self, now: Instant, options: ChannelOptions) -> Option<ChannelId> {
-        let id = self.session.open_channel(now, options).ok().flatten();
-        self.drain(now);
-        id
-    }
-
     /// Send a binary message on `id`.
-    pub fn send_on(
+    pub fn send_binary_on(
         &mut self,
         now: Instant,
         id: ChannelId,
