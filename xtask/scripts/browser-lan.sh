@@ -22,11 +22,20 @@
 #   5. tcp-only-tab-first: the same, the tab joining first.
 #   6. cli-hidden:   p2p connect --mdns-hide: its host address goes out as
 #                    a .local name only, its responder answers the query
-#                    of a second p2p connect in the tab's namespace (not
-#                    Chromium: it sent no mDNS query for our names here,
-#                    see docs/compliance.md), and its own checks are
-#                    dropped (new UDP flows but mDNS): the resolver's
-#                    checks to the resolved name open the path, host.
+#                    of a second p2p connect in the tab's namespace, and
+#                    its own checks are dropped (new UDP flows but mDNS):
+#                    the resolver's checks to the resolved name open the
+#                    path, host.
+#   7. page-asks-hidden, 8. page-asks-hidden-cli-first: the page opened
+#                    with &hide=1 asks its peer to hide its addresses
+#                    (hideHosts); p2p connect, without --mdns-hide, signals
+#                    names only; its own checks are dropped, so only
+#                    Chromium's checks, to the address Chromium's own mDNS
+#                    client resolved our name to (its one-shot query from
+#                    port 5353, our responder's answer to the group), can
+#                    open the path: the tab's pair has a host remote;
+#   9. page-asks-hidden-unanswered-no-path: the control of 7: our mDNS
+#                    answers are dropped too, and neither side connects.
 # Needs root (namespaces, iptables); skipped outside CI without it.
 set -euo pipefail
 
@@ -196,4 +205,19 @@ if [[ "$last" != *'"remote_kind":"host"'* || "$last" != *"\"remote_address\":\"$
 fi
 echo "browser-lan: ok: $(grep -o "mDNS: [^ ]*\.local is \[[^]]*\]" "$WORK/resolver.log" | head -1); resolver on host $CLI_IP"
 passed=$((passed + 1))
+# The page asks p2p connect to hide its address; Chromium must resolve our
+# name. p2p connect's own checks (new UDP flows but mDNS) are dropped, its
+# STUN requests with them (no server-reflexive candidate), and the tab's
+# STUN requests as at the start.
+in_ns "$CLI" iptables -F
+in_ns "$TAB" iptables -F
+in_ns "$TAB" iptables -A OUTPUT -p udp --dport 3478 -j DROP
+in_ns "$CLI" iptables -A OUTPUT -p udp --sport 5353 -j ACCEPT
+in_ns "$CLI" iptables -A OUTPUT -p udp -m conntrack --ctstate NEW ! --dport 5353 -j DROP
+run "page-asks-hidden" --hidden "$CLI_IP" --order tab-first
+run "page-asks-hidden-cli-first" --hidden "$CLI_IP" --order cli-first
+# The control: nothing leaves p2p connect's mDNS port, so Chromium cannot
+# resolve our name, and no path opens.
+in_ns "$CLI" iptables -I OUTPUT 1 -p udp --sport 5353 -j DROP
+run "page-asks-hidden-unanswered-no-path" --hidden "$CLI_IP" --order cli-first --no-path
 echo "browser-lan: $passed passed, 0 failed"

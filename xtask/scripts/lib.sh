@@ -108,7 +108,9 @@ add_client() {
 #              address-and-port-dependent mapping and filtering ("symmetric")
 #   full-cone  UDP: SNAT to WAN_IP keeping the port, every inbound UDP packet
 #              DNATed to CLIENT_IP: endpoint-independent mapping and
-#              filtering; TCP (signaling) masqueraded
+#              filtering; TCP masqueraded (ports kept when free) and every
+#              inbound connection DNATed to CLIENT_IP too, as a 1:1 NAT
+#              (or RFC 5382's endpoint-independent filtering) lets it in
 # eim-apdf and apdm also drop new unsolicited UDP to the router's own WAN
 # address: without that, a peer's check that arrives before the local peer's
 # first packet leaves a conntrack entry that makes MASQUERADE pick another
@@ -122,6 +124,7 @@ nat() {
     in_ns "$r" iptables -t nat -A POSTROUTING -o wan -p udp -j SNAT --to-source "$3"
     in_ns "$r" iptables -t nat -A PREROUTING -i wan -p udp -j DNAT --to-destination "$4"
     in_ns "$r" iptables -t nat -A POSTROUTING -o wan -p tcp -j MASQUERADE
+    in_ns "$r" iptables -t nat -A PREROUTING -i wan -p tcp -j DNAT --to-destination "$4"
     return 0
     ;;
   *)

@@ -58,9 +58,11 @@ start_peer() {
 #           end host or, learnt from its check first, prflx
 #   tcp     no relay at either end, and the path runs over TCP (ICE-TCP):
 #           TRANSPORT (the fifth argument) is tcp
+#   tcp-srflx  tcp, to the peer's server-reflexive (passive) candidate
 kinds_ok() {
   case "$1" in
   tcp) [ "$2" != relay ] && [ "$3" != relay ] && [ -n "$2" ] && [ "$5" = tcp ] ;;
+  tcp-srflx) [ "$2" != relay ] && [ "$3" = srflx ] && [ "$5" = tcp ] ;;
   any) [ -n "$2" ] && [ -n "$3" ] ;;
   host) [ "$2" = host ] && { [ "$3" = host ] || { [ "$3" = prflx ] && [[ "$4" == 10.0.1.* ]]; }; } ;;
   direct)
@@ -246,6 +248,14 @@ scenario "UDP blocked, TURN over TCP" "r6 no UDP x r4 EIM/APDF" local-relay rela
 scenario "UDP blocked, ICE-TCP direct" "r6 no UDP x public host" tcp tcp \
   "${C}6 --ice-tcp --turn $TURN_TCP --turn-user $TURN_USER --turn-password $TURN_PASS" \
   "$PREFIX-pub --ice-tcp ${ALL_SERVERS[*]}"
+
+# ICE-TCP server-reflexive (RFC 6544): the client behind router 3 (a 1:1
+# NAT for TCP) asks the STUN server over TCP from its passive candidate's
+# own port and signals the mapping as a srflx passive candidate; the
+# UDP-blocked client (no TURN at all) connects to it: direct over TCP.
+scenario "UDP blocked x 1:1 NAT, ICE-TCP to srflx" "r6 no UDP x r3 1:1" tcp-srflx tcp \
+  "${C}6 --ice-tcp" \
+  "${C}3 --ice-tcp --stun $STUN_URI"
 
 # IPv6 through two RFC 6092 firewalls: each peer's first check opens its
 # own firewall for the other's address. Dual-stack peers (their IPv4 behind

@@ -11,6 +11,7 @@
 #   router 1: MASQUERADE                         -> EIM mapping, APD filtering
 #   router 2: MASQUERADE --random-fully          -> APD mapping, APD filtering
 #   router 3: SNAT + DNAT of all inbound UDP     -> EIM mapping, EI filtering
+#             (and of all inbound TCP: a 1:1 NAT for ICE-TCP's srflx)
 #   router 4: MASQUERADE (a second one)          -> EIM mapping, APD filtering
 #   router 5: MASQUERADE --random-fully (second) -> APD mapping, APD filtering
 #   router 6: MASQUERADE, UDP dropped; only TCP to the server's ports and
@@ -115,6 +116,9 @@ in_ns "$PREFIX-r6" iptables -A FORWARD -m conntrack --ctstate ESTABLISHED,RELATE
 in_ns "$PREFIX-r6" iptables -A FORWARD -i lan -o wan -p tcp -d "$SERVER_IP" \
   -m multiport --dports 3478,$TLS_PORT,8080 -j ACCEPT
 in_ns "$PREFIX-r6" iptables -A FORWARD -i lan -o wan -p tcp -d "$PUB_IP" -j ACCEPT
+# ... and TCP to router 3's public address (the 1:1 NAT of the ICE-TCP
+# server-reflexive scenario).
+in_ns "$PREFIX-r6" iptables -A FORWARD -i lan -o wan -p tcp -d 203.0.113.103 -j ACCEPT
 in_ns "$PREFIX-r6" iptables -A FORWARD -i lan -o wan -j DROP
 # p2plab-pub: a host with a public address and no NAT or firewall, on the
 # public segment (the peer a UDP-blocked client reaches over ICE-TCP).

@@ -113,9 +113,16 @@ pub(crate) struct NetArgs {
     #[arg(long)]
     ice_tcp: bool,
     /// Hide this machine's host addresses behind generated <uuid>.local
-    /// names as browsers do, answering the LAN's mDNS queries for them.
+    /// names as browsers do, answering the LAN's mDNS queries for them
+    /// (done anyway when the peer asks, as the page opened with &hide=1 does).
     #[arg(long)]
     mdns_hide: bool,
+    /// Signal host addresses as they are even when the peer asks to have them hidden.
+    #[arg(long, conflicts_with = "mdns_hide")]
+    mdns_never_hide: bool,
+    /// Ask the peer to hide its host addresses behind mDNS names.
+    #[arg(long)]
+    mdns_ask: bool,
     /// Seconds ICE may take once the peer is found.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
@@ -154,6 +161,8 @@ pub(crate) fn config(a: &NetArgs) -> Result<PeerConfig, AnyError> {
         .local_addresses(a.bind.iter().copied())
         .ice_tcp(a.ice_tcp)
         .mdns_hide_hosts(a.mdns_hide)
+        .mdns_hide_when_asked(!a.mdns_never_hide)
+        .mdns_ask_peer_to_hide(a.mdns_ask)
         .connect_timeout(Duration::from_secs(a.timeout.max(1)));
     for more in urls {
         c = c.signaling_fallback(more?);

@@ -92,7 +92,7 @@ pub(crate) async fn run(a: DemoArgs) -> Result<(), AnyError> {
     let secret: u64 = rand::thread_rng().gen();
     cfg.turn.auth_secret = Some(format!("{secret:016x}"));
     cfg.turn.allow_peer = vec!["127.0.0.0/8".into()];
-    cfg.signaling.listen = Some((Ipv4Addr::LOCALHOST, 0).into());
+    cfg.signaling.listen = vec![(Ipv4Addr::LOCALHOST, 0).into()];
     cfg.signaling.page = false;
     let server = Server::bind(&cfg).await?;
     let addrs = server.local_addrs().clone();

@@ -17,8 +17,10 @@ type AnyError = Box<dyn std::error::Error>;
 
 const EXAMPLES: &str = "\
 Examples:
-  # STUN, and signaling with the browser page on 127.0.0.1:8080:
+  # STUN, and signaling with the browser page on 127.0.0.1:8080 and [::1]:8080:
   p2p serve
+  # Signaling for both families on every address:
+  p2p serve --signaling 0.0.0.0:8080 --signaling '[::]:8080'
   # A public STUN and TURN server with a static user:
   p2p serve --listen 0.0.0.0:3478 --relay-ip 203.0.113.7 --realm example.org --user alice:secret
   # TURN with REST credentials, handed out by signaling over TLS:
@@ -106,17 +108,32 @@ pub(crate) struct ServeArgs {
     cluster: crate::cluster_flags::ClusterServeArgs,
 }
 
-/// Where `p2p serve` serves signaling when neither a flag nor the file says.
-const DEFAULT_SIGNALING: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+/// The port `p2p serve` serves signaling on when neither a flag nor the
+/// file says: on the loopback address of each family the machine has.
+const DEFAULT_SIGNALING_PORT: u16 = 8080;
+
+/// The default signaling addresses: `127.0.0.1:8080`, and `[::1]:8080`
+/// unless the machine has no IPv6 loopback (IPv6 off, or a network
+/// namespace without it), where asking for it would stop the daemon.
+fn default_signaling() -> Vec<SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEFAULT_SIGNALING_PORT);
+    let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), DEFAULT_SIGNALING_PORT);
+    let has_v6 = std::net::UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_ok();
+    if has_v6 {
+        vec![v4, v6]
+    } else {
+        vec![v4]
+    }
+}
 
 /// The signaling server's flags of `p2p serve` (the WebSocket at /ws and the
 /// browser page at /, on one TCP port).
 #[derive(Debug, Args)]
 struct SignalingServeArgs {
-    /// Serve signaling and the browser page on ADDR (default 127.0.0.1:8080) [signaling.listen].
+    /// Serve signaling and the browser page on ADDR; repeatable, one per family (an IPv6 address serves IPv6 only); default 127.0.0.1:8080 and [::1]:8080 [signaling.listen].
     #[arg(long, value_name = "ADDR", conflicts_with = "no_signaling")]
-    signaling: Option<SocketAddr>,
+    signaling: Vec<SocketAddr>,
     /// Serve no signaling and no page.
     #[arg(long)]
     no_signaling: bool,
@@ -346,8 +363,8 @@ fn serve_config(a: &ServeArgs) -> Result<Config, AnyError> {
     apply_signaling_flags(&mut cfg, &a.signaling);
     crate::cluster_flags::apply(&mut cfg, &a.cluster);
     // Signaling is on by default.
-    if cfg.signaling.listen.is_none() && !a.signaling.no_signaling {
-        cfg.signaling.listen = Some(DEFAULT_SIGNALING);
+    if cfg.signaling.listen.is_empty() && !a.signaling.no_signaling {
+        cfg.signaling.listen = default_signaling();
     }
     cfg.validate()?;
     Ok(cfg)
@@ -450,7 +467,8 @@ fn announce(server: &Server, cfg: &Config) {
     if let Some(m) = addrs.metrics {
         println!("p2p serve: metrics on http://{m}/metrics");
     }
-    if let Some(s) = addrs.signaling {
+    // One line per address, the first first (scripts read that one).
+    for &s in &addrs.signaling_all {
         let (ws, http) = if cfg.signaling.uses_tls() {
             ("wss", "https")
         } else {
@@ -556,9 +574,9 @@ pub(crate) async fn shutdown_signal() {
 fn apply_signaling_flags(cfg: &mut Config, a: &SignalingServeArgs) {
     let s = &mut cfg.signaling;
     if a.no_signaling {
-        s.listen = None;
-    } else if a.signaling.is_some() {
-        s.listen = a.signaling;
+        s.listen.clear();
+    } else if !a.signaling.is_empty() {
+        s.listen.clone_from(&a.signaling);
     }
     if a.no_page {
         s.page = false;

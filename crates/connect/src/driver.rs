@@ -173,6 +173,15 @@ pub struct PeerConfig {
     /// resolve the names: they use the server-reflexive and relayed
     /// candidates. Default off.
     pub mdns_hide_hosts: bool,
+    /// Hide our host addresses as [`PeerConfig::mdns_hide_hosts`] does
+    /// when the peer we meet asks for it (`hideHosts` in its join,
+    /// [`p2p_signaling::PeerInfo::hide_hosts`]; the browser page opened
+    /// with `&hide=1` asks). Default on: off for programs, on for the
+    /// peers of a page that asks.
+    pub mdns_hide_when_asked: bool,
+    /// Ask the peer we meet to hide its host addresses behind mDNS names
+    /// (`hideHosts` in our join). Default off.
+    pub mdns_ask_peer_to_hide: bool,
 }
 
 impl fmt::Debug for PeerConfig {
@@ -223,7 +232,21 @@ impl PeerConfig {
             ice_tcp: false,
             turn_dual_family: true,
             mdns_hide_hosts: false,
+            mdns_hide_when_asked: true,
+            mdns_ask_peer_to_hide: false,
         }
+    }
+
+    /// Sets [`PeerConfig::mdns_hide_when_asked`].
+    pub fn mdns_hide_when_asked(mut self, yes: bool) -> PeerConfig {
+        self.mdns_hide_when_asked = yes;
+        self
+    }
+
+    /// Sets [`PeerConfig::mdns_ask_peer_to_hide`].
+    pub fn mdns_ask_peer_to_hide(mut self, yes: bool) -> PeerConfig {
+        self.mdns_ask_peer_to_hide = yes;
+        self
     }
 
     /// Sets [`PeerConfig::mdns_hide_hosts`].

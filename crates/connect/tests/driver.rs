@@ -913,3 +913,91 @@ async fn a_receiver_that_stops_reading_holds_the_sender_back_and_loses_nothing()
     let _tx = bounded("the sender", sender).await.unwrap();
     assert_eq!(sent.load(Ordering::Relaxed), COUNT);
 }
+
+/// A STUN server over TCP only (nothing on UDP): it answers each Binding
+/// request with `ip` and the port the connection came from (the mapping
+/// of a NAT that keeps ports) and tells where each connection came from.
+async fn tcp_stun(ip: IpAddr) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<SocketAddr>) {
+    use p2p_stun::attr::XorMappedAddress;
+    use p2p_stun::{Message, MessageBuilder};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, from)) = l.accept().await {
+            let _ = tx.send(from);
+            tokio::spawn(async move {
+                let mut head = [0u8; 20];
+                while s.read_exact(&mut head).await.is_ok() {
+                    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+                    let mut msg = head.to_vec();
+                    msg.resize(20 + len, 0);
+                    if s.read_exact(&mut msg[20..]).await.is_err() {
+                        return;
+                    }
+                    let Ok(req) = Message::decode(&msg) else {
+                        return;
+                    };
+                    let mut buf = Vec::new();
+                    let mut b =
+                        MessageBuilder::new(&mut buf, req.typ().success(), req.transaction_id())
+                            .unwrap();
+                    let mapped = SocketAddr::new(ip, from.port());
+                    b.add(&XorMappedAddress(mapped)).unwrap();
+                    b.finish();
+                    if s.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn a_passive_tcp_candidate_asks_stun_over_tcp_from_its_own_port_and_signals_the_mapping() {
+    let url = signaling(Limits::default()).await;
+    let nat: IpAddr = "192.0.2.77".parse().unwrap();
+    let (stun, mut came_from) = tcp_stun(nat).await;
+    let uri: IceServerUri = format!("stun:{stun}").parse().unwrap();
+    let cfg = |room| config(&url, room).ice_tcp(true).ice_server(uri.clone());
+    let (a, b) = pair(cfg("tcp-srflx"), cfg("tcp-srflx")).await;
+    deliver(&a, &b, b"still over udp").await;
+    let srflx = bounded("a server-reflexive TCP candidate", async {
+        loop {
+            let s = b.stats().await.unwrap();
+            if let Some(c) = s.local_candidates.iter().find(|c| {
+                c.kind() == CandidateKind::ServerReflexive
+                    && c.transport() == p2p_connect::Transport::Tcp
+            }) {
+                return c.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // Its base is b's passive listener, its port the listener's own (the
+    // connection to the server left from there), its type passive.
+    let line = srflx.to_string();
+    assert!(line.contains("tcptype passive"), "{line}");
+    assert_eq!(srflx.address(), SocketAddr::new(nat, srflx.base().port()));
+    let s = b.stats().await.unwrap();
+    assert!(
+        s.local_candidates
+            .iter()
+            .any(|c| c.kind() == CandidateKind::Host
+                && c.transport() == p2p_connect::Transport::Tcp
+                && c.address() == srflx.base()),
+        "{s}"
+    );
+    let mut sources = Vec::new();
+    while let Ok(from) = came_from.try_recv() {
+        sources.push(from);
+    }
+    assert!(
+        sources.contains(&srflx.base()),
+        "connections from {sources:?}"
+    );
+}

@@ -218,6 +218,13 @@ fn expected_tcp(a: Placement, b: Placement) -> (PathKind, bool) {
         (Placement::TcpOutOnly, Placement::Public) | (Placement::Public, Placement::TcpOutOnly) => {
             (PathKind::Host, true)
         }
+        // A NAT with endpoint-independent mapping and filtering for TCP (as
+        // RFC 5382 recommends) lets connections in to the mapping its
+        // passive candidate's STUN request over TCP made: the firewalled
+        // side's active candidate connects to that server-reflexive passive
+        // candidate, direct over TCP, not relayed; both ends name it srflx.
+        (Placement::TcpOutOnly, Placement::Nat(EI, EI))
+        | (Placement::Nat(EI, EI), Placement::TcpOutOnly) => (PathKind::Srflx, true),
         // Neither end accepts a connection (the other firewall, or a NAT
         // with no mapping for an inbound connection): the relays.
         _ => (PathKind::Relay, false),
@@ -409,8 +416,13 @@ The ICE-TCP rows (RFC 6544): both peers also have a passive TCP host
 candidate and an active one. A peer behind a firewall that drops UDP and
 lets TCP connections out, none in, connects directly over TCP (its active
 candidate to the public peer's passive one), not through its TURN-over-TCP
-allocation; against a NAT (no inbound connection) or the same firewall,
-the relays. The test asserts the transport of the path too.
+allocation. A passive candidate also asks the STUN server for its mapping
+over TCP, from its own port (RFC 6544 server-reflexive passive candidate):
+behind a NAT with endpoint-independent filtering for TCP (RFC 5382's
+recommendation; a 1:1 NAT behaves so too) the firewalled peer connects to
+that mapping, direct over TCP. Against a NAT that filters (no inbound
+connection) or the same firewall, the relays. The test asserts the
+transport of the path too.
 
 The rows marked **+ PCP** or **+ NAT-PMP** (the last 162): the router of
 that side's NAT serves a port-mapping protocol on its LAN address (a
@@ -472,6 +484,8 @@ fn nat_matrix() {
         (Placement::TcpOutOnly, Placement::Public),
         (Placement::Public, Placement::TcpOutOnly),
         (Placement::TcpOutOnly, Placement::Nat(EI, APD)),
+        (Placement::TcpOutOnly, Placement::Nat(EI, EI)),
+        (Placement::Nat(EI, EI), Placement::TcpOutOnly),
         (Placement::TcpOutOnly, Placement::TcpOutOnly),
     ];
     for (a, b) in tcp_rows {
@@ -575,7 +589,7 @@ fn nat_matrix() {
         failures.len(),
         failures.join("\n")
     );
-    assert_eq!(rows.len(), 81 + 9 + 7 + 4 + 2 * 81);
+    assert_eq!(rows.len(), 81 + 9 + 7 + 6 + 2 * 81);
 }
 
 #[test]

@@ -262,6 +262,26 @@ impl Candidate {
         )
     }
 
+    /// A server-reflexive TCP candidate (RFC 6544): `address` as a STUN
+    /// server at `server` saw a TCP connection from the host address `base`
+    /// (a passive candidate's own port). Only passive ones are meaningful:
+    /// an active candidate's port is not (9).
+    pub fn server_reflexive_tcp(
+        address: SocketAddr,
+        base: SocketAddr,
+        server: IpAddr,
+        tcp_type: TcpType,
+    ) -> Self {
+        let mut c = Candidate::server_reflexive(address, base, server).over_tcp(tcp_type);
+        c.foundation = compute_foundation(
+            CandidateKind::ServerReflexive,
+            base.ip(),
+            Some(server),
+            Transport::Tcp,
+        );
+        c
+    }
+
     /// A relayed candidate: `address` is the relayed transport address a TURN
     /// server at `server` allocated; it is its own base (RFC 8445 §5.1.1.2).
     /// `related` is the mapped address the server reported, if known.

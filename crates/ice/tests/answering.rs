@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use p2p_ice::{
-    Candidate, CandidateKind, IceAgent, IceConfig, IceEvent, IceOutput, IceRole, PairState,
+    Candidate, CandidateKind, IceAgent, IceConfig, IceEvent, IceOutput, IceRole, PairState, TcpType,
 };
-use p2p_proto::{Datagram, Handled, Machine, Transmit};
+use p2p_proto::{Datagram, Handled, Machine, Transmit, Transport};
 use p2p_stun::attr::{
     ErrorCode, IceControlled, IceControlling, Priority, UseCandidate, Username, XorMappedAddress,
 };
@@ -648,6 +648,99 @@ fn server_reflexive_gathering_then_gathering_complete() {
     assert_eq!(c.related_address(), Some(reqs[0].source));
     assert_eq!(c.priority() >> 24, 100);
     assert_eq!(events[1], IceEvent::GatheringComplete);
+}
+
+#[test]
+fn a_passive_tcp_host_asks_the_stun_server_over_tcp_from_its_own_port_for_a_passive_srflx() {
+    let t0 = Instant::now();
+    let server = addr("203.0.113.1:3478");
+    let passive = addr("10.0.0.1:7000");
+    let mut a = IceAgent::new(IceConfig::controlled().with_seed(21));
+    a.add_stun_server(t0, server);
+    a.add_local_candidate(t0, Candidate::host(addr(LOCAL)))
+        .unwrap();
+    a.add_local_candidate(t0, Candidate::host_tcp(passive, TcpType::Passive))
+        .unwrap();
+    a.add_local_candidate(t0, Candidate::host_tcp(passive, TcpType::Active))
+        .unwrap();
+    a.end_of_local_candidates();
+    a.handle_timeout(t0);
+    let (reqs, _) = outputs(&mut a);
+    // One Binding request from the UDP host, one over TCP from the passive
+    // candidate's own address; none from the active one (port 9).
+    let routes: Vec<_> = reqs
+        .iter()
+        .map(|t| (t.transport, t.source, t.destination))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            (Transport::Udp, addr(LOCAL), server),
+            (Transport::Tcp, passive, server)
+        ]
+    );
+    // The NAT kept the port (a 1:1 NAT): the mapping is a passive srflx.
+    let bytes = stun_answer(&reqs[1].contents, addr("198.51.100.1:7000"));
+    let d = Datagram::new(Transport::Tcp, server, passive, &bytes);
+    assert_eq!(
+        a.handle_input(t0 + Duration::from_millis(30), d),
+        Handled::Taken
+    );
+    let events = events(&mut a);
+    let IceEvent::LocalCandidate(c) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(
+        (c.kind(), c.transport(), c.tcp_type(), c.base()),
+        (
+            CandidateKind::ServerReflexive,
+            Transport::Tcp,
+            Some(TcpType::Passive),
+            passive
+        )
+    );
+    assert!(
+        c.to_string()
+            .ends_with("198.51.100.1 7000 typ srflx raddr 10.0.0.1 rport 7000 tcptype passive"),
+        "{c}"
+    );
+    // A passive srflx is signalled, never paired by us in advance.
+    assert!(a
+        .stats()
+        .pairs
+        .iter()
+        .all(|p| p.local.kind() != CandidateKind::ServerReflexive));
+}
+
+#[test]
+fn a_tcp_binding_request_is_sent_once_and_a_silent_server_is_given_up_in_3_s() {
+    let t0 = Instant::now();
+    let mut a = IceAgent::new(IceConfig::controlled().with_seed(22));
+    a.add_stun_server(t0, addr("203.0.113.1:3478"));
+    a.add_local_candidate(
+        t0,
+        Candidate::host_tcp(addr("10.0.0.1:7000"), TcpType::Passive),
+    )
+    .unwrap();
+    a.end_of_local_candidates();
+    a.handle_timeout(t0);
+    let mut now = t0;
+    let mut sends = 0;
+    for _ in 0..20 {
+        let (sent, events) = outputs(&mut a);
+        sends += sent.len();
+        if events.contains(&IceEvent::GatheringComplete) {
+            break;
+        }
+        let Some(next) = a.poll_timeout() else { break };
+        now = next.max(now);
+        a.handle_timeout(now);
+    }
+    assert_eq!(
+        sends, 1,
+        "over TCP a request is sent once (RFC 8489 §6.2.2)"
+    );
+    assert_eq!((now - t0).as_millis(), 3000);
 }
 
 #[test]

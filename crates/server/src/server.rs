@@ -60,8 +60,12 @@ pub struct LocalAddrs {
     pub tls: Vec<SocketAddr>,
     /// The RFC 5780 alternate address (alternate IP and port), if any.
     pub alternate: Option<SocketAddr>,
-    /// The signaling WebSocket and browser page (TCP), if served.
+    /// The signaling WebSocket and browser page (TCP), if served: the
+    /// first address of [`LocalAddrs::signaling_all`].
     pub signaling: Option<SocketAddr>,
+    /// Every address the signaling WebSocket and page are served on (one
+    /// per `signaling.listen` entry, in its order).
+    pub signaling_all: Vec<SocketAddr>,
     /// The Prometheus metrics endpoint (HTTP), if served.
     pub metrics: Option<SocketAddr>,
 }
@@ -315,10 +319,17 @@ impl Server {
             _ => None,
         };
         let fleet = member.and_then(|m| m.fleet);
-        addrs.signaling = signaling.as_ref().map(|s| s.local_addr());
+        addrs.signaling_all = signaling
+            .as_ref()
+            .map(|s| s.local_addrs())
+            .unwrap_or_default();
+        addrs.signaling = addrs.signaling_all.first().copied();
         if let Some(t) = turn.as_mut() {
             let bound = addrs.tcp.iter().chain(&addrs.tls).copied();
-            t.add_service_addresses(bound.chain(addrs.metrics).chain(addrs.signaling));
+            let bound = bound
+                .chain(addrs.metrics)
+                .chain(addrs.signaling_all.clone());
+            t.add_service_addresses(bound);
         }
         let reloader = Reloader::new(
             config,
@@ -348,7 +359,12 @@ impl Server {
     }
 }
 
-fn bind_tcp(addr: SocketAddr, transport: &'static str) -> Result<TcpListener, ServerError> {
+/// A TCP listener on `addr`; an IPv6 one is IPv6-only, so that `0.0.0.0`
+/// and `[::]` on one port are two listeners, each of its family.
+pub(crate) fn bind_tcp(
+    addr: SocketAddr,
+    transport: &'static str,
+) -> Result<TcpListener, ServerError> {
     let err = |source| ServerError::Bind {
         transport,
         addr,

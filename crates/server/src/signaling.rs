@@ -27,8 +27,8 @@ const REST_USER_PREFIX: &str = "p2p-";
 
 /// The bound signaling port, ready to run.
 pub(crate) struct Signaling {
-    front: TcpListener,
-    addr: SocketAddr,
+    /// One listener per `signaling.listen` address, with its bound address.
+    fronts: Vec<(TcpListener, SocketAddr)>,
     page: bool,
     tls: Option<tokio_rustls::TlsAcceptor>,
     config: ServerConfig,
@@ -93,7 +93,7 @@ pub(crate) struct Running {
     task: JoinHandle<()>,
 }
 
-/// Bind the signaling port if `[signaling] listen` is set. `addrs` are the
+/// Bind the signaling ports if `[signaling] listen` names any. `addrs` are the
 /// STUN addresses already bound (their ports go into the handed-out URLs).
 pub(crate) async fn bind(
     config: &Config,
@@ -101,16 +101,9 @@ pub(crate) async fn bind(
     member: Option<&crate::cluster::Membership>,
 ) -> Result<Option<Signaling>, ServerError> {
     let s = &config.signaling;
-    let Some(listen) = s.listen else {
+    if s.listen.is_empty() {
         return Ok(None);
-    };
-    let err = |addr| {
-        move |source| ServerError::Bind {
-            transport: "signaling",
-            addr,
-            source,
-        }
-    };
+    }
     let (tls, cert) = match cert_files(config) {
         Some(files) => {
             let (acceptor, slot) = crate::tls::acceptor(&files)?;
@@ -118,8 +111,16 @@ pub(crate) async fn bind(
         }
         None => (None, None),
     };
-    let front = TcpListener::bind(listen).await.map_err(err(listen))?;
-    let addr = front.local_addr().map_err(err(listen))?;
+    let mut fronts = Vec::with_capacity(s.listen.len());
+    for &listen in &s.listen {
+        let front = crate::server::bind_tcp(listen, "signaling")?;
+        let addr = front.local_addr().map_err(|source| ServerError::Bind {
+            transport: "signaling",
+            addr: listen,
+            source,
+        })?;
+        fronts.push((front, addr));
+    }
     let fleet = member.and_then(|m| m.fleet.clone());
     let provider = ice_servers(config, addrs, fleet.clone());
     let ice = Arc::new(SwappableIceServers(RwLock::new(provider)));
@@ -129,8 +130,7 @@ pub(crate) async fn bind(
         .await
         .map_err(ServerError::Cluster)?;
     Ok(Some(Signaling {
-        front,
-        addr,
+        fronts,
         page: s.page,
         tls,
         config: sc,
@@ -226,6 +226,20 @@ pub(crate) fn ice_servers(
     if let Some(u) = addrs.udp.first() {
         urls.push(format!("stun:{host}:{}", u.port()));
     }
+    // STUN on a specific address of the other family too: a URL for it,
+    // so that peers learn their server-reflexive address of each family
+    // (a name given as public_host resolves to both already).
+    let other = addrs
+        .udp
+        .iter()
+        .find(|u| u.is_ipv4() != primary.is_ipv4() && !u.ip().is_unspecified());
+    if let (None, Some(u)) = (&s.public_host, other) {
+        urls.push(format!(
+            "stun:{}:{}",
+            url_host(&u.ip().to_string()),
+            u.port()
+        ));
+    }
     let mut turn_urls = Vec::new();
     if let Some(u) = addrs.udp.first() {
         turn_urls.push(format!("turn:{host}:{}?transport=udp", u.port()));
@@ -288,9 +302,9 @@ fn url_host(host: &str) -> String {
 }
 
 impl Signaling {
-    /// The address the page and the WebSocket are served on.
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.addr
+    /// The addresses the page and the WebSocket are served on.
+    pub(crate) fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.fronts.iter().map(|(_, a)| *a).collect()
     }
 
     /// What a reload changes.
@@ -314,15 +328,20 @@ impl Signaling {
             head_timeout: self.config.handshake_timeout,
         };
         let mut for_ws = stopped.clone();
+        // One accept loop per address, all into the one signaling server.
+        let mut fronts = tokio::task::JoinSet::new();
+        for (listener, _) in self.fronts {
+            fronts.spawn(web::run(listener, front.clone(), stopped.clone(), GRACE));
+        }
         let task = tokio::spawn(async move {
-            let front = web::run(self.front, front, stopped, GRACE);
+            let fronts = async move { while fronts.join_next().await.is_some() {} };
             let ws = async move {
                 let _ = for_ws.wait_for(|stop| *stop).await;
-                // Close every WebSocket (1001) while the front drains.
+                // Close every WebSocket (1001) while the fronts drain.
                 server.stop();
                 server
             };
-            let ((), server) = tokio::join!(front, ws);
+            let ((), server) = tokio::join!(fronts, ws);
             server.finish().await;
         });
         Running { stop, task }
@@ -384,6 +403,36 @@ mod tests {
         let turn = "[turn]\nrealm = \"r\"\n[turn.users]\nalice = \"pw\"\n";
         assert_eq!(
             servers(turn, &a),
+            vec![IceServer::new(["stun:127.0.0.1:3478"])]
+        );
+    }
+
+    #[test]
+    fn stun_on_both_families_hands_out_a_stun_url_of_each() {
+        let a = LocalAddrs {
+            udp: vec![
+                "127.0.0.1:3478".parse().unwrap(),
+                "[::1]:3479".parse().unwrap(),
+            ],
+            ..LocalAddrs::default()
+        };
+        assert_eq!(
+            servers("", &a),
+            vec![IceServer::new(["stun:127.0.0.1:3478", "stun:[::1]:3479"])]
+        );
+        // A public host names both families already; an unspecified
+        // address of the other family names none.
+        let named = servers("[signaling]\npublic_host = \"stun.example.org\"\n", &a);
+        assert_eq!(named, vec![IceServer::new(["stun:stun.example.org:3478"])]);
+        let any = LocalAddrs {
+            udp: vec![
+                "127.0.0.1:3478".parse().unwrap(),
+                "[::]:3478".parse().unwrap(),
+            ],
+            ..LocalAddrs::default()
+        };
+        assert_eq!(
+            servers("", &any),
             vec![IceServer::new(["stun:127.0.0.1:3478"])]
         );
     }

@@ -116,6 +116,7 @@ pub struct SignalingClient {
     next_id: u64,
     buffered: VecDeque<ServerMsg>,
     present: Vec<(String, PeerInfo)>,
+    hide_hosts: bool,
 }
 
 impl std::fmt::Debug for SignalingClient {
@@ -170,6 +171,7 @@ impl SignalingClient {
                     next_id: 1,
                     buffered: VecDeque::new(),
                     present: Vec::new(),
+                    hide_hosts: false,
                 })
             }
             Some(_) => Err(ClientError::Protocol("the first message was not a welcome")),
@@ -240,6 +242,13 @@ impl SignalingClient {
         &self.present
     }
 
+    /// Whether the next joins ask the peers met to hide their host
+    /// addresses behind mDNS names (`hideHosts`, [`PeerInfo::hide_hosts`]).
+    /// Default false.
+    pub fn ask_peers_to_hide_hosts(&mut self, yes: bool) {
+        self.hide_hosts = yes;
+    }
+
     /// Joins `room` and returns the peers already there.
     pub async fn join(
         &mut self,
@@ -252,6 +261,7 @@ impl SignalingClient {
             room: room.to_owned(),
             token: token.map(str::to_owned),
             name: name.map(str::to_owned),
+            hide_hosts: self.hide_hosts,
             version: Some(crate::PROTOCOL_VERSION),
             id: Some(id),
         })

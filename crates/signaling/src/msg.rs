@@ -34,6 +34,12 @@ pub enum ClientMsg {
         /// A display name shown to the other peers (at most 64 bytes).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
+        /// Ask the peers met in this room to hide their host addresses
+        /// behind mDNS names (draft-ietf-mmusic-mdns-ice-candidates), as
+        /// browsers hide theirs; shown to them as [`PeerInfo::hide_hosts`].
+        /// Absent means false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        hide_hosts: bool,
         /// The protocol version the client speaks; absent means 1.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<u32>,
@@ -465,6 +471,16 @@ pub struct PeerInfo {
     /// The display name it joined with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// It asks the peers it meets to hide their host addresses behind
+    /// mDNS names (`hideHosts` of its `join`); absent means false. A
+    /// request, not a rule: a peer that cannot answer mDNS queries signals
+    /// its addresses as they are.
+    #[serde(
+        default,
+        rename = "hideHosts",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub hide_hosts: bool,
 }
 
 /// A STUN or TURN server, in the shape of WebRTC's `RTCIceServer`, so a browser
@@ -838,6 +854,7 @@ mod tests {
                 room: "r".into(),
                 token: None,
                 name: None,
+                hide_hosts: false,
                 version: None,
                 id: None,
             },
@@ -900,6 +917,7 @@ mod tests {
         let peer = PeerInfo {
             id: "p1".into(),
             name: Some("a".into()),
+            hide_hosts: false,
         };
         let msgs = [
             ServerMsg::Welcome {

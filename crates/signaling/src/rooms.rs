@@ -144,8 +144,8 @@ struct Conn {
 
 #[derive(Debug, Default)]
 struct Room {
-    /// Members in join order, with the name each joined with.
-    members: Vec<(ConnId, Option<String>)>,
+    /// Members in join order, with what each joined with (name, asks).
+    members: Vec<(ConnId, PeerInfo)>,
     /// The members of other nodes (cluster mode).
     remote: Vec<ClusterMember>,
 }
@@ -476,9 +476,10 @@ impl Rooms {
                 room,
                 token,
                 name,
+                hide_hosts,
                 version,
                 id,
-            } => self.join(conn, now, room, token, name, version, id),
+            } => self.join(conn, now, room, token, (name, hide_hosts), version, id),
             ClientMsg::Leave { room, id } => self.leave(conn, room, id),
             ClientMsg::Ping { id } => Ok(vec![(conn, ServerMsg::Pong { id })]),
             ClientMsg::Resume { token, id } => self.resume_conn(conn, now, &token, id),
@@ -497,7 +498,7 @@ impl Rooms {
         now: Instant,
         room: String,
         token: Option<String>,
-        name: Option<String>,
+        (name, hide_hosts): (Option<String>, bool),
         version: Option<u32>,
         id: Option<u64>,
     ) -> Result<Out, (ErrorCode, String)> {
@@ -586,6 +587,11 @@ impl Rooms {
         }
         let peer_id = c.peer_id.clone();
         let addr = c.addr;
+        let me = PeerInfo {
+            id: peer_id.clone(),
+            name,
+            hide_hosts,
+        };
         let (ice_servers, relay_unavailable) = match self.limits.credential_policy {
             CredentialPolicy::Welcome => (None, None),
             CredentialPolicy::Never => (None, Some(RelayUnavailable::NotOffered)),
@@ -611,7 +617,7 @@ impl Rooms {
                 conn,
                 peer_id: peer_id.clone(),
                 room: room.clone(),
-                name: name.clone(),
+                me: me.clone(),
                 id,
                 ice_servers,
                 relay_unavailable,
@@ -621,21 +627,13 @@ impl Rooms {
             self.op(ClusterOp::Join {
                 conn,
                 room,
-                peer: PeerInfo { id: peer_id, name },
+                peer: me,
                 max_room_size,
             });
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        self.add_member(
-            conn,
-            room,
-            name,
-            id,
-            ice_servers,
-            relay_unavailable,
-            &mut out,
-        );
+        self.add_member(conn, room, me, id, ice_servers, relay_unavailable, &mut out);
         Ok(out)
     }
 
@@ -645,7 +643,7 @@ impl Rooms {
         &mut self,
         conn: ConnId,
         room: String,
-        name: Option<String>,
+        me: PeerInfo,
         id: Option<u64>,
         ice_servers: Option<Vec<crate::msg::IceServer>>,
         relay_unavailable: Option<RelayUnavailable>,
@@ -657,15 +655,11 @@ impl Rooms {
         let r = self.rooms.entry(room.clone()).or_default();
         let first = out.len();
         let mut peers = Vec::with_capacity(r.members.len() + r.remote.len());
-        let me = PeerInfo {
-            id: peer_id.clone(),
-            name: name.clone(),
-        };
-        for (other, other_name) in &r.members {
+        for (other, info) in &r.members {
             if let Some(oc) = self.conns.get(other) {
                 peers.push(PeerInfo {
                     id: oc.peer_id.clone(),
-                    name: other_name.clone(),
+                    ..info.clone()
                 });
                 out.push((
                     *other,
@@ -677,7 +671,7 @@ impl Rooms {
             }
         }
         peers.extend(r.remote.iter().map(|m| m.peer.clone()));
-        r.members.push((conn, name));
+        r.members.push((conn, me));
         self.members += 1;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.rooms.push(room.clone());

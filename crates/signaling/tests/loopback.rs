@@ -81,6 +81,7 @@ fn join(room: &str, name: &str) -> ClientMsg {
         room: room.into(),
         token: None,
         name: Some(name.into()),
+        hide_hosts: false,
         version: Some(1),
         id: Some(1),
     }
@@ -175,7 +176,8 @@ async fn two_peers_meet_and_a_third_room_sees_nothing() {
             peer_id: pb.clone(),
             peers: vec![PeerInfo {
                 id: pa.clone(),
-                name: Some("alice".into())
+                name: Some("alice".into()),
+                hide_hosts: false,
             }],
             ice_servers: None,
             relay_unavailable: Some(RelayUnavailable::NotOffered),
@@ -188,7 +190,8 @@ async fn two_peers_meet_and_a_third_room_sees_nothing() {
             room: "demo".into(),
             peer: PeerInfo {
                 id: pb.clone(),
-                name: Some("bob".into())
+                name: Some("bob".into()),
+                hide_hosts: false,
             }
         }
     );

@@ -30,7 +30,8 @@ async fn two_clients_meet_and_trickle() {
         peers,
         vec![PeerInfo {
             id: "p1".into(),
-            name: Some("alice".into())
+            name: Some("alice".into()),
+            hide_hosts: false,
         }]
     );
     assert_eq!(bob.wait_for_peer().await.expect("peer").id, "p1");

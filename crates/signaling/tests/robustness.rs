@@ -85,6 +85,7 @@ fn join(room: &str) -> ClientMsg {
         room: room.into(),
         token: None,
         name: None,
+        hide_hosts: false,
         version: None,
         id: None,
     }

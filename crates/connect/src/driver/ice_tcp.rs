@@ -10,6 +10,13 @@
 //! comes back arrives "at" the listener's address or at `IP:9`, from the
 //! peer's end of the connection, which is what the agent expects.
 //!
+//! The one connection a passive end opens is to a STUN server, from the
+//! listener's own address (SO_REUSEADDR and SO_REUSEPORT on both): the
+//! agent's Binding request for a server-reflexive passive candidate
+//! (RFC 6544 §4.1), whose answer arrives at the listener's address. That
+//! connection speaks plain STUN over TCP (RFC 8489 §6.2.2: messages back
+//! to back, no RFC 4571 length prefix), as STUN servers do.
+//!
 //! Connections live as long as the driver (their tasks are aborted with
 //! it) or until the peer closes them; at most [`MAX_CONNECTIONS`] are open
 //! at once, so a stranger connecting to the listener cannot exhaust us.
@@ -46,6 +53,8 @@ type Conns = Arc<Mutex<HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>>
 pub(super) struct IceTcp {
     listeners: Vec<SocketAddr>,
     active: Vec<SocketAddr>,
+    /// The STUN servers a listener's address may connect to.
+    stun: Vec<SocketAddr>,
     conns: Conns,
     inbound: mpsc::Sender<Inbound>,
     tasks: JoinSet<()>,
@@ -60,6 +69,7 @@ impl IceTcp {
         let mut tcp = IceTcp {
             listeners: Vec::new(),
             active: Vec::new(),
+            stun: Vec::new(),
             conns: Arc::default(),
             inbound,
             tasks: JoinSet::new(),
@@ -86,6 +96,12 @@ impl IceTcp {
         passive.chain(active).collect()
     }
 
+    /// The STUN servers the agent asks for server-reflexive passive
+    /// candidates (connections to them may leave from a listener's port).
+    pub(super) fn set_stun_servers(&mut self, stun: &[SocketAddr]) {
+        self.stun = stun.to_vec();
+    }
+
     /// Whether `t` leaves from one of our TCP candidates (not toward a
     /// TURN server over TCP, whose transmits leave from a UDP host).
     pub(super) fn owns(&self, t: &Transmit) -> bool {
@@ -96,12 +112,20 @@ impl IceTcp {
     /// Sends `t` on its connection: the open one, or for the active
     /// candidate a new one. Never waits: a full queue drops the packet.
     pub(super) fn send(&mut self, t: Transmit) {
-        let Ok(bytes) = frame(&t.contents) else {
-            tracing::debug!(
-                "ICE-TCP: a {}-byte packet cannot be framed",
-                t.contents.len()
-            );
-            return;
+        let from_listener = !self.active.contains(&t.source);
+        // To a STUN server: plain STUN over TCP; to a peer: RFC 4571.
+        let stun = from_listener && self.stun.contains(&t.destination);
+        let bytes = if stun {
+            t.contents.clone()
+        } else {
+            match frame(&t.contents) {
+                Ok(b) => b,
+                Err(_) => {
+                    let n = t.contents.len();
+                    tracing::debug!("ICE-TCP: a {n}-byte packet cannot be framed");
+                    return;
+                }
+            }
         };
         let key = (t.source, t.destination);
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
@@ -111,7 +135,7 @@ impl IceTcp {
             }
             return;
         }
-        if !self.active.contains(&t.source) {
+        if from_listener && !stun {
             // Passive: the peer has not connected (or has gone).
             return;
         }
@@ -125,8 +149,14 @@ impl IceTcp {
         drop(conns);
         let (conns, inbound) = (self.conns.clone(), self.inbound.clone());
         self.tasks.spawn(async move {
-            match connect(t.source.ip(), t.destination).await {
-                Ok(stream) => run_connection(stream, key, rx, conns, inbound).await,
+            // The active candidate connects from any port of its IP; a
+            // listener's address from its own port (a STUN request).
+            let from = match from_listener {
+                true => t.source,
+                false => SocketAddr::new(t.source.ip(), 0),
+            };
+            match connect(from, t.destination).await {
+                Ok(stream) => run_connection(stream, key, rx, conns, inbound, stun).await,
                 Err(e) => {
                     tracing::debug!("ICE-TCP: cannot connect to {}: {e}", t.destination);
                     // A later check tries again.
@@ -141,10 +171,7 @@ impl IceTcp {
 fn listen(ip: IpAddr, udp: &[SocketAddr]) -> io::Result<TcpListener> {
     let mut last = None;
     for _ in 0..4 {
-        let socket = match ip {
-            IpAddr::V4(_) => TcpSocket::new_v4()?,
-            IpAddr::V6(_) => TcpSocket::new_v6()?,
-        };
+        let socket = socket(ip)?;
         socket.bind(SocketAddr::new(ip, 0))?;
         let port = socket.local_addr()?.port();
         if udp.iter().any(|u| u.ip() == ip && u.port() == port) {
@@ -160,12 +187,22 @@ fn listen(ip: IpAddr, udp: &[SocketAddr]) -> io::Result<TcpListener> {
     }
 }
 
-async fn connect(ip: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
+/// A TCP socket of `ip`'s family that another may bind beside (the
+/// listener and the connection to a STUN server from its port).
+fn socket(ip: IpAddr) -> io::Result<TcpSocket> {
     let socket = match ip {
         IpAddr::V4(_) => TcpSocket::new_v4()?,
         IpAddr::V6(_) => TcpSocket::new_v6()?,
     };
-    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.set_reuseaddr(true)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+    socket.set_reuseport(true)?;
+    Ok(socket)
+}
+
+async fn connect(from: SocketAddr, to: SocketAddr) -> io::Result<TcpStream> {
+    let socket = socket(from.ip())?;
+    socket.bind(from)?;
     tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(to))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
@@ -206,22 +243,25 @@ async fn accept_loop(
             rx,
             conns.clone(),
             inbound.clone(),
+            false,
         ));
     }
 }
 
-/// Carries one connection until either end closes it.
+/// Carries one connection until either end closes it; `stun`: one to a
+/// STUN server (plain STUN framing).
 async fn run_connection(
     stream: TcpStream,
     key: (SocketAddr, SocketAddr),
     rx: mpsc::Receiver<Vec<u8>>,
     conns: Conns,
     inbound: mpsc::Sender<Inbound>,
+    stun: bool,
 ) {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     tokio::select! {
-        () = read_packets(r, key, inbound) => {}
+        () = read_packets(r, key, inbound, stun) => {}
         () = write_frames(w, rx) => {}
     }
     forget(&conns, key);
@@ -234,22 +274,61 @@ fn forget(conns: &Conns, key: (SocketAddr, SocketAddr)) {
         .remove(&key);
 }
 
+/// The packets of a byte stream: RFC 4571 frames, or STUN messages.
+enum Packets {
+    Rfc4571(Deframer),
+    Stun(p2p_stun::StreamFramer),
+}
+
+impl Packets {
+    /// Take `data` in; false when the stream cannot be framed any more.
+    fn push(&mut self, data: &[u8]) -> bool {
+        match self {
+            Packets::Rfc4571(d) => d.push(data).is_ok(),
+            Packets::Stun(f) => {
+                f.push(data);
+                true
+            }
+        }
+    }
+
+    /// The next whole packet; `Err` when the stream is not STUN.
+    fn next(&mut self) -> Result<Option<Vec<u8>>, ()> {
+        match self {
+            Packets::Rfc4571(d) => Ok(d.next_packet()),
+            Packets::Stun(f) => match f.next_frame() {
+                Ok(p) => Ok(p.map(<[u8]>::to_vec)),
+                Err(_) => Err(()),
+            },
+        }
+    }
+}
+
 async fn read_packets(
     mut r: impl AsyncRead + Unpin,
     (local, remote): (SocketAddr, SocketAddr),
     inbound: mpsc::Sender<Inbound>,
+    stun: bool,
 ) {
-    let mut deframer = Deframer::new();
+    let mut packets = match stun {
+        true => Packets::Stun(p2p_stun::StreamFramer::new(p2p_stun::MAX_FRAME)),
+        false => Packets::Rfc4571(Deframer::new()),
+    };
     let mut buf = vec![0u8; 65536];
     loop {
         let n = match r.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if deframer.push(buf.get(..n).unwrap_or_default()).is_err() {
+        if !packets.push(buf.get(..n).unwrap_or_default()) {
             return;
         }
-        while let Some(bytes) = deframer.next_packet() {
+        loop {
+            let bytes = match packets.next() {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(()) => return,
+            };
             let msg = Inbound::one(Transport::Tcp, local, remote, bytes);
             if inbound.send(msg).await.is_err() {
                 return;

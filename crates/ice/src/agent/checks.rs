@@ -136,11 +136,17 @@ impl IceAgent {
         (transport, source, destination): (Transport, SocketAddr, SocketAddr),
         purpose: Purpose,
     ) {
-        let config = match purpose {
+        let mut config = match purpose {
             Purpose::Gather { .. } => self.config.gather_retransmits,
             Purpose::Check { .. } | Purpose::Consent { .. } => self.config.check_retransmits,
         };
-        let mut transaction = ClientTransaction::new(now, tid, request, false, config);
+        // A gathering request over TCP is sent once (RFC 8489 §6.2.2), and
+        // given up soon: see gather::TCP_GATHER_TIMEOUT.
+        let reliable = matches!(purpose, Purpose::Gather { .. }) && transport != Transport::Udp;
+        if reliable {
+            config.reliable_timeout = super::gather::TCP_GATHER_TIMEOUT;
+        }
+        let mut transaction = ClientTransaction::new(now, tid, request, reliable, config);
         transaction.handle_timeout(now);
         if let Some(bytes) = transaction.poll_transmit() {
             self.transmit(Transmit::new(transport, source, destination, bytes));
@@ -489,7 +495,17 @@ impl IceAgent {
                         _ => msg.get::<MappedAddress>().ok().flatten().map(|m| m.0),
                     };
                     if let Some(mapped) = mapped {
-                        let c = Candidate::server_reflexive(mapped, t.source, server.ip());
+                        let c = match t.transport {
+                            Transport::Udp => {
+                                Candidate::server_reflexive(mapped, t.source, server.ip())
+                            }
+                            _ => Candidate::server_reflexive_tcp(
+                                mapped,
+                                t.source,
+                                server.ip(),
+                                TcpType::Passive,
+                            ),
+                        };
                         // A NAT-less host answers its own address: redundant.
                         if self.add_local_candidate(now, c).is_ok()
                             && !self.gathered.contains(&(mapped, t.source))

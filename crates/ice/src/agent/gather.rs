@@ -1,15 +1,40 @@
 //! Gathering: server-reflexive candidates from STUN servers and the end of
 //! local gathering.
+//!
+//! Over UDP from every host base. Over TCP (RFC 6544 §4.1, §5) from each
+//! passive host candidate's own port: the Binding request is a TCP
+//! transmit from the listener's address to the server, which the caller
+//! sends on a connection it opens from that address (SO_REUSEADDR and
+//! SO_REUSEPORT beside the listener); the mapping the server saw is a
+//! passive server-reflexive candidate, reachable where the NAT lets
+//! connections in to it (a 1:1 NAT, a forwarded port, endpoint-independent
+//! filtering as RFC 5382 recommends). Active candidates ask nothing: their
+//! port is not meaningful (9), and their pairs are checked from the base
+//! anyway (RFC 8445 §6.1.2.4), so a server-reflexive active candidate
+//! would add no pair.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use p2p_proto::Transport;
 use p2p_stun::{MessageBuilder, MessageClass, MessageType, Method, TransactionId};
 
 use super::checks::Purpose;
 use super::IceAgent;
-use crate::candidate::CandidateKind;
+use crate::candidate::{Candidate, CandidateKind, TcpType};
 use crate::types::IceEvent;
+
+/// How long a Binding request over TCP waits for its answer (sent once,
+/// RFC 8489 §6.2.2; far below Ti's 39.5 s so that a server that does not
+/// speak STUN over TCP does not hold the end of gathering).
+pub(super) const TCP_GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Whether a local candidate asks the STUN servers for its mapping: a UDP
+/// host, or a passive TCP host.
+pub(super) fn asks_stun_servers(c: &Candidate) -> bool {
+    c.kind() == CandidateKind::Host
+        && (c.transport() == Transport::Udp || c.tcp_type() == Some(TcpType::Passive))
+}
 
 impl IceAgent {
     /// Gather server-reflexive candidates from a STUN server: a Binding
@@ -24,8 +49,8 @@ impl IceAgent {
         self.note_time(now);
         self.stun_servers.push(server);
         for l in &self.locals {
-            if l.kind() == CandidateKind::Host && l.base().is_ipv4() == server.is_ipv4() {
-                self.pending_gathers.push((l.base(), server));
+            if asks_stun_servers(l) && l.base().is_ipv4() == server.is_ipv4() {
+                self.pending_gathers.push((l.transport(), l.base(), server));
             }
         }
     }
@@ -50,7 +75,7 @@ impl IceAgent {
     // ------------------------------------------------------------ gathering
 
     pub(super) fn start_gathers(&mut self, now: Instant) {
-        for (base, server) in std::mem::take(&mut self.pending_gathers) {
+        for (transport, base, server) in std::mem::take(&mut self.pending_gathers) {
             let tid = TransactionId::random(&mut self.rng);
             let mut buf = Vec::with_capacity(28);
             let Ok(mut b) = MessageBuilder::new(
@@ -64,7 +89,7 @@ impl IceAgent {
                 continue;
             }
             b.finish();
-            let route = (p2p_proto::Transport::Udp, base, server);
+            let route = (transport, base, server);
             self.start_request(now, tid, buf, route, Purpose::Gather { server });
         }
     }

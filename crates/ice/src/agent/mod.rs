@@ -99,7 +99,8 @@ pub struct IceAgent {
     requests: Vec<Request>,
     recent_tids: VecDeque<TransactionId>,
     stun_servers: Vec<SocketAddr>,
-    pending_gathers: Vec<(SocketAddr, SocketAddr)>,
+    /// Binding requests to send to STUN servers: (transport, base, server).
+    pending_gathers: Vec<(Transport, SocketAddr, SocketAddr)>,
     /// Server-reflexive candidates (address, base) the agent gathered.
     gathered: Vec<(SocketAddr, SocketAddr)>,
     /// Local candidates (address, base) that must not be paired any more.
@@ -413,10 +414,10 @@ impl IceAgent {
         self.locals.push(c.clone());
         let li = self.locals.len() - 1;
         self.emit(IceEvent::LocalCandidate(c.clone()));
-        if kind == CandidateKind::Host && c.transport() == Transport::Udp {
+        if gather::asks_stun_servers(&c) {
             for server in self.stun_servers.clone() {
                 if server.is_ipv4() == c.base().is_ipv4() {
-                    self.pending_gathers.push((c.base(), server));
+                    self.pending_gathers.push((c.transport(), c.base(), server));
                 }
             }
         }
@@ -530,12 +531,13 @@ impl IceAgent {
         // Ask the STUN servers again (the answers may differ now).
         self.pending_gathers.clear();
         for l in &self.locals {
-            if l.kind() != CandidateKind::Host || l.transport() != Transport::Udp {
+            if !gather::asks_stun_servers(l) {
                 continue;
             }
             for server in &self.stun_servers {
                 if server.is_ipv4() == l.base().is_ipv4() {
-                    self.pending_gathers.push((l.base(), *server));
+                    self.pending_gathers
+                        .push((l.transport(), l.base(), *server));
                 }
             }
         }

@@ -420,6 +420,7 @@ impl Store {
                             .next()
                             .and_then(|n| n.strip_prefix('='))
                             .map(str::to_owned),
+                        hide_hosts: false,
                     },
                     node: node.to_owned(),
                 },
@@ -559,6 +560,7 @@ impl Store {
                 let info = PeerInfo {
                     id: peer.clone(),
                     name: name.clone(),
+                    hide_hosts: false,
                 };
                 self.join_cmd(&mut pipe, room, &info, usize::MAX / 2);
                 n += 1;
@@ -649,6 +651,7 @@ fn parse_member(peer: String, value: &str) -> Option<ClusterMember> {
         peer: PeerInfo {
             id: peer,
             name: name.strip_prefix('=').map(str::to_owned),
+            hide_hosts: false,
         },
         node: node.to_owned(),
     })

@@ -356,11 +356,11 @@ fn changed_signaling_key(s: &SignalingConfig) -> Option<&'static str> {
 
 fn signaling(c: &Config) -> Result<(), ConfigError> {
     let s = &c.signaling;
-    if s.listen.is_none() {
+    if s.listen.is_empty() {
         if let Some(key) = changed_signaling_key(s) {
             return no_effect(
                 key,
-                "signaling is not served: set signaling.listen (--signaling ADDR; p2p serve serves 127.0.0.1:8080 unless --no-signaling), or drop the key",
+                "signaling is not served: set signaling.listen (--signaling ADDR; p2p serve serves 127.0.0.1:8080 and [::1]:8080 unless --no-signaling), or drop the key",
             );
         }
         return Ok(());

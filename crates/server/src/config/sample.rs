@@ -124,9 +124,11 @@ max_lifetime_secs = 3600
 # listen = "127.0.0.1:9100"
 
 [signaling]
-# The WebSocket (/ws) and the browser page (/), on one TCP port. p2p serve
-# serves 127.0.0.1:8080 when this is not set, unless --no-signaling
-# (--signaling).
+# The WebSocket (/ws) and the browser page (/) on one TCP port: one address
+# or a list, each serving its own family (--signaling, repeatable). p2p
+# serve serves 127.0.0.1:8080 and [::1]:8080 (when the machine has IPv6)
+# when this is not set, unless --no-signaling. Both families everywhere:
+# listen = ["0.0.0.0:8080", "[::]:8080"]
 # listen = "127.0.0.1:8080"
 # Serve the browser page at / (--no-page).
 page = true

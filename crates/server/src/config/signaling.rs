@@ -38,18 +38,29 @@ use super::ConfigError;
 /// username = "guest"
 /// credential = "guest-password"
 /// "#)?;
-/// assert_eq!(cfg.signaling.listen, Some("127.0.0.1:8080".parse().unwrap()));
+/// assert_eq!(cfg.signaling.listen, ["127.0.0.1:8080".parse().unwrap()]);
+/// // Both families: one address each, or a list.
+/// let both = p2p_server::Config::from_toml_str(
+///     "[signaling]\nlisten = [\"0.0.0.0:8080\", \"[::]:8080\"]",
+/// )?;
+/// assert_eq!(both.signaling.listen.len(), 2);
 /// # Ok::<(), p2p_server::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 #[non_exhaustive]
 pub struct SignalingConfig {
-    /// Where to serve the WebSocket and the page (`--signaling ADDR`).
-    /// `None`: not served. `p2p serve` uses `127.0.0.1:8080` when neither
-    /// the flag nor the file sets it, unless `--no-signaling`; like every
-    /// other port, one that cannot be bound stops the daemon.
-    pub listen: Option<SocketAddr>,
+    /// Where to serve the WebSocket and the page (`--signaling ADDR`,
+    /// repeatable): one address (`listen = "0.0.0.0:8080"`) or a list
+    /// (`listen = ["0.0.0.0:8080", "[::]:8080"]`), each serving its own
+    /// family (an IPv6 address is bound IPv6-only, as `stun.listen` is, so
+    /// both families take two entries). Empty: not served. `p2p serve`
+    /// uses the loopback of each family the machine has (`127.0.0.1:8080`
+    /// and `[::1]:8080`) when neither the flag nor the file sets it,
+    /// unless `--no-signaling`; like every other port, one that cannot be
+    /// bound stops the daemon.
+    #[serde(deserialize_with = "one_or_many")]
+    pub listen: Vec<SocketAddr>,
     /// Serve the browser page at `/` (`--no-page` turns it off). Default true.
     pub page: bool,
     /// The host (name or IP) in the `stun:`/`turn:` URLs handed out
@@ -143,6 +154,34 @@ pub struct SignalingConfig {
     pub turn_user: Option<String>,
 }
 
+/// `listen = "ADDR"` or `listen = ["ADDR", ...]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    struct Addrs;
+    impl<'de> serde::de::Visitor<'de> for Addrs {
+        type Value = Vec<SocketAddr>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an address such as \"0.0.0.0:8080\", or a list of them")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            v.parse().map(|a| vec![a]).map_err(E::custom)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut all = Vec::new();
+            while let Some(a) = seq.next_element::<SocketAddr>()? {
+                all.push(a);
+            }
+            Ok(all)
+        }
+    }
+    d.deserialize_any(Addrs)
+}
+
 /// When the signaling server hands out TURN credentials (see
 /// `p2p_signaling::CredentialPolicy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -176,7 +215,7 @@ impl std::str::FromStr for TurnCredentials {
 impl Default for SignalingConfig {
     fn default() -> Self {
         SignalingConfig {
-            listen: None,
+            listen: Vec::new(),
             page: true,
             public_host: None,
             ice_servers: Vec::new(),
@@ -245,6 +284,14 @@ impl SignalingConfig {
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let mut listen = self.listen.clone();
+        listen.sort();
+        listen.dedup();
+        if listen.len() != self.listen.len() {
+            return Err(ConfigError::Invalid(
+                "signaling.listen names an address twice (--signaling)",
+            ));
+        }
         let counts = [
             self.max_room_size,
             self.max_rooms_per_connection,

@@ -180,7 +180,7 @@ pub(crate) fn prepare(
         .copied()
         .chain(config.tls_listen())
         .chain(config.metrics.listen)
-        .chain(config.signaling.listen)
+        .chain(config.signaling.listen.iter().copied())
         .filter(|a| a.port() != 0)
         .collect();
     service.sort();

@@ -67,6 +67,14 @@ const noPath = flag('no-path');
 // blocked by the caller, so the path must run over TCP: ICE-TCP (both
 // ends tcp) or the tab's TURN over TCP. The result says which (via).
 const iceTcp = flag('ice-tcp');
+// --hidden ADDRESS: the page asks its peer to hide its host addresses
+// (&hide=1, hideHosts in its join) and p2p connect, at ADDRESS, does so
+// by itself (no --mdns-hide): every host candidate it signals is a .local
+// name and ADDRESS never appears in them. The caller drops p2p connect's
+// own checks, so the path can only open by Chromium's checks to the
+// address it resolved our name to: the tab's selected pair must have a
+// host remote.
+const hidden = arg('hidden', '');
 const tag = `[${order} ${policy}${tamper ? ' tamper' : ''}${mdns ? ' mdns' : ''}${file ? ' file ' + file : ''}]`;
 
 function fail(msg) {
@@ -83,9 +91,9 @@ function startCli(room) {
   if (relay) args.push('--relay-only');
   // The name may resolve after the path is up (the tab's check can come
   // first): stay long enough for the answer on a loaded machine.
-  if (mdns && !file) args.push('--linger-ms', '3000');
+  if ((mdns || hidden) && !file) args.push('--linger-ms', '3000');
   if (iceTcp) args.push('--ice-tcp');
-  const log = mdns ? 'warn,p2p_connect=debug' : (process.env.P2P_CLI_LOG || 'warn');
+  const log = mdns || hidden ? 'warn,p2p_connect=debug' : (process.env.P2P_CLI_LOG || 'warn');
   const child = spawn(p2p, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: log } });
   const cli = { child, lines: [], events: [], stderr: '', exit: null };
   let out = '';
@@ -137,11 +145,11 @@ try {
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--no-first-run',
-      ...(mdns ? [] : ['--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection'])],
+      ...(mdns || hidden ? [] : ['--disable-features=WebRtcHideLocalIpsWithMdns', '--allow-loopback-in-peer-connection'])],
   });
   const room = `cli-${order}-${policy}-${tamper ? 't' : 'ok'}-${file || 'chat'}-${process.pid}`;
   if (file === 'from-cli') writeFileSync(join(fileDir, 'from-cli.bin'), randomBytes(FILE_SIZE));
-  const url = `${base}/?room=${room}&name=tab${relay ? '&relay=1' : ''}${tamper ? '&tamper=1' : ''}`;
+  const url = `${base}/?room=${room}&name=tab${relay ? '&relay=1' : ''}${tamper ? '&tamper=1' : ''}${hidden ? '&hide=1' : ''}`;
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error(`page error: ${e}`));
   const openPage = async () => {
@@ -257,8 +265,21 @@ try {
       }
       resolved = resolved.replace(/^.*mDNS: /, '');
     }
+    let hiddenAs;
+    if (hidden) {
+      // We signalled names only, because the page asked.
+      const ours = cli.stderr.split('\n').filter((l) => l.includes('"event":"local_candidate"'));
+      if (!cli.stderr.includes('the peer asks us to hide our host addresses')) fail(`p2p connect did not hear the page's request: ${cli.stderr.slice(-800)}`);
+      if (!ours.some((l) => /\.local/.test(l))) fail(`p2p connect signalled no .local name: ${ours.join('\n')}`);
+      if (ours.some((l) => l.includes(hidden))) fail(`p2p connect gave its address away: ${ours.join('\n')}`);
+      // Our checks were dropped: Chromium's check to the address it
+      // resolved our name to opened the path.
+      if (pair.remote.type !== 'host') fail(`the tab's pair has a ${pair.remote.type} remote, not host: ${JSON.stringify(pair)}`);
+      hiddenAs = ours.map((l) => (l.match(/[0-9a-f-]{36}\.local/) || [])[0]).filter(Boolean)[0];
+    }
     console.log(JSON.stringify({
       ...(mdns ? { mdns: resolved } : {}),
+      ...(hidden ? { hidden: hiddenAs, tabRemote: `${pair.remote.type} ${pair.remote.address}:${pair.remote.port}` } : {}),
       ...(iceTcp ? { via, tab: `${pair.local.protocol} ${pair.local.type} -> ${pair.remote.protocol} ${pair.remote.type}` } : {}),
       order, policy, dtls: d.dtlsState, tls: d.tlsVersion, cipher: d.cipher,
       pair: `${pair.local.type}/${pair.remote.type}`, cli: `${ready.local_kind}/${ready.remote_kind}`,

@@ -140,7 +140,8 @@ pub(super) struct PendingJoin {
     pub(super) conn: ConnId,
     pub(super) peer_id: String,
     pub(super) room: String,
-    pub(super) name: Option<String>,
+    /// Who joins, as the room's peers will see it.
+    pub(super) me: PeerInfo,
     pub(super) id: Option<u64>,
     pub(super) ice_servers: Option<Vec<IceServer>>,
     pub(super) relay_unavailable: Option<RelayUnavailable>,
@@ -333,7 +334,7 @@ impl Rooms {
                 self.add_member(
                     conn,
                     room,
-                    p.name,
+                    p.me,
                     p.id,
                     p.ice_servers,
                     p.relay_unavailable,

@@ -144,6 +144,7 @@ fn join_lists_present_peers_and_announces_the_newcomer() {
     let carol = PeerInfo {
         id: "p3".into(),
         name: Some("carol".into()),
+        hide_hosts: false,
     };
     assert_eq!(
         out,
@@ -156,11 +157,13 @@ fn join_lists_present_peers_and_announces_the_newcomer() {
                     peers: vec![
                         PeerInfo {
                             id: "p1".into(),
-                            name: Some("alice".into())
+                            name: Some("alice".into()),
+                            hide_hosts: false,
                         },
                         PeerInfo {
                             id: "p2".into(),
-                            name: None
+                            name: None,
+                            hide_hosts: false,
                         },
                     ],
                     ice_servers: None,
@@ -186,6 +189,47 @@ fn join_lists_present_peers_and_announces_the_newcomer() {
     );
     assert_eq!(h.rooms.room_members("lobby"), ["p1", "p2", "p3"]);
     assert_eq!(h.rooms.room_count(), 1);
+}
+
+#[test]
+fn a_peer_asking_to_hide_hosts_is_listed_so_to_the_others_both_ways() {
+    let mut h = Harness::new(Limits::default());
+    let (page, _) = h.connect();
+    let (cli, _) = h.connect();
+    h.text(
+        page,
+        r#"{"type":"join","room":"r","name":"page","hideHosts":true}"#,
+    );
+    let out = h.join(cli, "r");
+    let asks = PeerInfo {
+        id: "p1".into(),
+        name: Some("page".into()),
+        hide_hosts: true,
+    };
+    match &out[0].1 {
+        ServerMsg::Joined { peers, .. } => assert_eq!(peers, &vec![asks]),
+        other => panic!("{other:?}"),
+    }
+    // The other way round: the asker joins second, the one there hears it.
+    let (later, _) = h.connect();
+    h.join(later, "s");
+    let (asker, _) = h.connect();
+    let out = h.text(asker, r#"{"type":"join","room":"s","hideHosts":true}"#);
+    let told = out.iter().find(|(c, _)| *c == later).expect("peer-joined");
+    match &told.1 {
+        ServerMsg::PeerJoined { peer, .. } => assert!(peer.hide_hosts, "{peer:?}"),
+        other => panic!("{other:?}"),
+    }
+    // On the wire: "hideHosts", and absent when false.
+    let wire = serde_json::to_string(&told.1).unwrap();
+    assert!(wire.contains(r#""hideHosts":true"#), "{wire}");
+    let plain = serde_json::to_string(&PeerInfo {
+        id: "p9".into(),
+        name: None,
+        hide_hosts: false,
+    })
+    .unwrap();
+    assert_eq!(plain, r#"{"id":"p9"}"#);
 }
 
 #[test]

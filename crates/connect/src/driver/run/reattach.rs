@@ -45,6 +45,7 @@ pub(super) async fn reattach(
                 ),
             }
         }
+        client.ask_peers_to_hide_hosts(config.mdns_ask_peer_to_hide);
         let peers = client
             .join(
                 &config.room,

@@ -87,6 +87,7 @@ pub(super) async fn setup(
     );
 
     let room = config.room.clone();
+    client.ask_peers_to_hide_hosts(config.mdns_ask_peer_to_hide);
     let peers = match client
         .join(&room, config.token.as_deref(), config.name.as_deref())
         .await
@@ -150,6 +151,7 @@ pub(super) async fn setup(
         None => wait_for_peer(config, &tls, &urls, &mut client, events).await?,
     };
     let peer_name = peer.name.clone();
+    let hide_hosts = hides_hosts(config, &peer);
     let peer = peer.id;
     emit(
         events,
@@ -182,18 +184,17 @@ pub(super) async fn setup(
     let hosts: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
     // ICE-TCP: a listener and an active candidate on each IP with a UDP
     // host (driver/ice_tcp.rs).
-    let ice_tcp = (config.ice_tcp && config.policy != Policy::RelayOnly).then(|| {
+    let mut ice_tcp = (config.ice_tcp && config.policy != Policy::RelayOnly).then(|| {
         let host_ips: Vec<_> = hosts.iter().map(SocketAddr::ip).collect();
         IceTcp::bind(&host_ips, &hosts, inbound_tx.clone())
     });
     // The socket of the resolver of the peer's mDNS names (driver/mdns.rs).
     // (Bound too when our own names are to be answered: see mdns_hide.)
-    let mut mdns = (config.resolve_mdns || config.mdns_hide_hosts)
+    let mut mdns = (config.resolve_mdns || hide_hosts)
         .then(|| mdns::bind(&ips))
         .flatten();
-    let mdns_hide =
-        config.mdns_hide_hosts && mdns.as_mut().is_some_and(|(m, s)| m.listen_for_queries(s));
-    if config.mdns_hide_hosts && !mdns_hide {
+    let mdns_hide = hide_hosts && mdns.as_mut().is_some_and(|(m, s)| m.listen_for_queries(s));
+    if hide_hosts && !mdns_hide {
         tracing::warn!("mDNS: port 5353 unavailable; host addresses are signalled as they are");
     }
     if let Some((m, s)) = &mdns {
@@ -336,6 +337,9 @@ pub(super) async fn setup(
     let upnp = super::upnp::Upnp::start(&sc.port_mapping);
     sc.hosts = hosts;
     sc.tcp_hosts = ice_tcp.as_ref().map(IceTcp::candidates).unwrap_or_default();
+    if let Some(t) = ice_tcp.as_mut() {
+        t.set_stun_servers(&stun);
+    }
     sc.stun_servers = stun;
     sc.turn_servers = turn;
     sc.certificate = config.certificate.clone();
@@ -462,5 +466,51 @@ async fn wait_for_peer(
         if let Some(p) = re.peers.into_iter().next() {
             return Ok((p, !re.resumed));
         }
+    }
+}
+
+/// Whether our host addresses go out behind mDNS names to `peer`: when
+/// asked by our configuration, or by the peer (its `hideHosts`) and we
+/// honour such requests.
+fn hides_hosts(config: &PeerConfig, peer: &PeerInfo) -> bool {
+    let asked = peer.hide_hosts && config.mdns_hide_when_asked;
+    if asked && !config.mdns_hide_hosts {
+        tracing::info!("mDNS: the peer asks us to hide our host addresses behind names");
+    }
+    config.mdns_hide_hosts || asked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_addresses_are_hidden_when_configured_or_when_the_peer_asks_and_we_honour_it() {
+        let peer = |asks| PeerInfo {
+            id: "p1".into(),
+            name: None,
+            hide_hosts: asks,
+        };
+        let config = |hide, honour| {
+            PeerConfig::new("ws://x/ws", "r")
+                .mdns_hide_hosts(hide)
+                .mdns_hide_when_asked(honour)
+        };
+        // (ours, honour requests, the peer asks) -> hidden
+        let cases = [
+            (false, true, false, false),
+            (false, true, true, true),
+            (false, false, true, false),
+            (true, false, false, true),
+            (true, true, true, true),
+        ];
+        for (hide, honour, asks, want) in cases {
+            let got = hides_hosts(&config(hide, honour), &peer(asks));
+            assert_eq!(got, want, "hide {hide}, honour {honour}, asks {asks}");
+        }
+        // Programs do not hide by default, and honour a page that asks.
+        let d = PeerConfig::new("ws://x/ws", "r");
+        assert!(!hides_hosts(&d, &peer(false)));
+        assert!(hides_hosts(&d, &peer(true)));
     }
 }

@@ -114,6 +114,7 @@ fn join(n: &mut Rooms, conn: ConnId, now: Instant, room: &str) -> Out {
             room: room.into(),
             token: None,
             name: None,
+            hide_hosts: false,
             version: None,
             id: Some(1),
         },
