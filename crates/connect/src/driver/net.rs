@@ -129,7 +129,7 @@ pub(super) fn spawn_udp_reader(
     local: SocketAddr,
     sock: Arc<UdpSocket>,
     tx: mpsc::Sender<Inbound>,
-) {
+) -> tokio::task::AbortHandle {
     tasks.spawn(async move {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
@@ -155,7 +155,7 @@ pub(super) fn spawn_udp_reader(
                 }
             }
         }
-    });
+    })
 }
 
 /// Opens a TCP (or TLS) connection to a TURN server and spawns its reader

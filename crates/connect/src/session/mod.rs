@@ -16,7 +16,9 @@
 //! There is no plaintext mode: application data exists only as messages of
 //! data channels ([`Session::open_channel`], [`SessionEvent::Channel`]).
 
+mod hardnat;
 mod portmap;
+mod predict;
 mod relays;
 mod secure;
 
@@ -31,6 +33,7 @@ use p2p_portmap::PortMapper;
 use p2p_proto::{Datagram, FiveTuple, Handled, Machine, Output, Transmit, Transport};
 use p2p_turn::ClientOutput;
 
+pub use hardnat::{HardNatEvent, NatMapping, NatReport, PortPattern, ProbeSockets, FAIR_CHANCE};
 use relays::Relay;
 pub use secure::{RemoteSecurity, SecureEnd};
 use secure::{Secure, SecureConfig, SecureOut};
@@ -115,6 +118,14 @@ pub struct SessionConfig {
     /// candidate and deleted on close. Empty (the default): nothing is
     /// asked. Ignored by a relay-only policy.
     pub port_mapping: Vec<(SocketAddr, IpAddr)>,
+    /// Hard-NAT traversal (issue 14): learn our NAT's mapping behaviour
+    /// while gathering ([`SessionEvent::NatMapping`]) and, once the peer's
+    /// is given ([`Session::set_peer_nat`]: only when both peers announced
+    /// the ICE option token), birthday-probe when one side maps
+    /// endpoint-independently and the other does not and ICE found no
+    /// direct path (`session/hardnat.rs`). Default off; ignored by a
+    /// relay-only policy.
+    pub hard_nat: bool,
 }
 
 impl SessionConfig {
@@ -132,6 +143,7 @@ impl SessionConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             rng_seed: None,
             port_mapping: Vec::new(),
+            hard_nat: false,
         }
     }
 }
@@ -190,6 +202,17 @@ pub enum SessionEvent {
         /// What went wrong.
         reason: String,
     },
+    /// Our NAT's mapping behaviour, learnt while gathering
+    /// ([`SessionConfig::hard_nat`]): signal it to the peer if (and only
+    /// if) both announced the hard-NAT ICE option token.
+    NatMapping(NatReport),
+    /// Birthday probing began, found a path (handed to ICE) or gave up.
+    HardNat(HardNatEvent),
+    /// Port prediction: the address our fresh socket's first mapping
+    /// towards the peer should get; signal it to the peer (as
+    /// [`SessionEvent::NatMapping`]: only with the token agreed), which
+    /// gives it to [`Session::set_peer_prediction`].
+    PortPrediction(SocketAddr),
     /// A TURN allocation failed (bad credentials, quota, no answer ...).
     TurnFailed {
         /// The TURN server.
@@ -232,6 +255,9 @@ pub enum SessionOutput {
     /// A datagram to send from one of our sockets (`source`), or a message
     /// on the TCP/TLS connection to a TURN server (`destination`).
     Transmit(Transmit),
+    /// Sockets to bind (then [`Session::sockets_bound`]) or to close, for
+    /// birthday probing ([`SessionConfig::hard_nat`]).
+    Sockets(ProbeSockets),
     /// Something the application should know.
     Event(SessionEvent),
 }
@@ -291,6 +317,8 @@ pub struct Session {
     relays: Vec<Relay>,
     /// Port mappers, one per IPv4 host socket, when a gateway is known.
     mappers: Vec<PortMapper>,
+    /// Our mapping behaviour and birthday probing (`hardnat.rs`).
+    hardnat: hardnat::HardNat,
     by_relayed: HashMap<SocketAddr, usize>,
     secure: Secure,
     out: VecDeque<SessionOutput>,
@@ -339,6 +367,12 @@ impl Session {
         } else {
             portmap::mappers(&config.port_mapping, config.rng_seed)
         };
+        let hardnat = hardnat::HardNat::new(
+            config.hard_nat && !config.ice.relay_only,
+            &config.hosts,
+            &config.stun_servers,
+            config.rng_seed,
+        );
         let certificate = match config.certificate {
             Some(c) => c,
             None => Certificate::generate()?,
@@ -356,6 +390,7 @@ impl Session {
             stun_servers,
             relays,
             mappers,
+            hardnat,
             by_relayed: HashMap::new(),
             secure,
             out: VecDeque::new(),
@@ -417,6 +452,7 @@ impl Session {
         pwd: &str,
     ) -> Result<(), SessionError> {
         self.agent.set_remote_credentials(now, ufrag, pwd)?;
+        self.hardnat.creds_at.get_or_insert(now);
         self.pump(now);
         Ok(())
     }
@@ -573,6 +609,10 @@ impl Session {
         if self.closing.is_some() {
             return false;
         }
+        // Mapping detection answers, birthday probes and their answers.
+        if self.hardnat_input(now, d) {
+            return true;
+        }
         self.inner_input(now, d.transport, d.source, d.destination, d.contents);
         true
     }
@@ -715,6 +755,7 @@ impl Session {
             }
             moved |= self.drain_secure(now);
             moved |= self.drain_portmap(now);
+            moved |= self.drain_hardnat(now);
             if let Some(deadline) = self.closing {
                 // Closing: the agent is silent; only the deletions go out.
                 if !self.closed
@@ -831,6 +872,7 @@ impl Machine for Session {
         if self.closing.is_none() {
             self.agent.handle_timeout(now);
             self.secure.handle_timeout(now);
+            self.hardnat_timeout(now);
         }
         for r in self.relays.iter_mut().filter(|r| !r.retired) {
             r.client.handle_timeout(now);
@@ -856,6 +898,7 @@ impl Machine for Session {
         match self.closing {
             Some(deadline) => relays.chain(Some(deadline)).min(),
             None => relays
+                .chain(self.hardnat_poll_timeout())
                 .chain(self.agent.poll_timeout())
                 .chain(self.secure.poll_timeout())
                 .min(),

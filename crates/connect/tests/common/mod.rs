@@ -18,9 +18,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use p2p_connect::{
-    CandidateKind, ChannelEvent, ChannelId, ChannelOptions, DtlsRole, Fingerprint, IceConfig,
-    IceState, Reliability, RemoteSecurity, Session, SessionConfig, SessionEvent, SessionOutput,
-    Transmit, Transport, TurnServerConfig,
+    CandidateKind, ChannelEvent, ChannelId, ChannelOptions, DtlsRole, Fingerprint, HardNatEvent,
+    IceConfig, IceState, NatReport, ProbeSockets, Reliability, RemoteSecurity, Session,
+    SessionConfig, SessionEvent, SessionOutput, Transmit, Transport, TurnServerConfig,
 };
 use p2p_netsim::{
     Behaviour, Firewall, HostId, LinkConfig, NatConfig, NatId, Node, PortAllocation, Realm, Sim,
@@ -35,6 +35,10 @@ pub const SERVER_IP: &str = "203.0.113.1";
 pub const SERVER_IP6: &str = "2001:db8:ff::1";
 /// Its listening port (STUN Binding and TURN).
 pub const SERVER_PORT: u16 = 3478;
+/// Its RFC 5780 alternate address (OTHER-ADDRESS in its Binding answers).
+pub const SERVER_OTHER: &str = "203.0.113.2:3479";
+/// The first port the harness "binds" for birthday probing.
+pub const PROBE_PORTS: u16 = 40000;
 /// How often a node with a selected path sends a ping.
 pub const PING_EVERY: Duration = Duration::from_millis(200);
 
@@ -67,6 +71,11 @@ pub enum Signal {
     Candidate(String),
     /// End-of-candidates.
     EndOfCandidates,
+    /// Our NAT's mapping behaviour (both sides run with hard-NAT traversal:
+    /// the ICE option token is agreed).
+    Nat(NatReport),
+    /// Our fresh socket's predicted address (port prediction).
+    Predict(SocketAddr),
 }
 
 /// The candidate type named in an SDP `candidate:` line.
@@ -119,6 +128,8 @@ pub struct SessionNode {
     pub burst_on_select: u32,
     /// When the data channels' association came up.
     pub established: Option<Instant>,
+    /// Probing sockets asked for (bound at once) and closed.
+    pub probe_sockets: (usize, usize),
 }
 
 impl SessionNode {
@@ -141,6 +152,7 @@ impl SessionNode {
             next_ping: None,
             pings_sent: 0,
             burst_on_select: 0,
+            probe_sockets: (0, 0),
         }
     }
 
@@ -223,6 +235,18 @@ impl SessionNode {
                     continue;
                 }
                 SessionOutput::Event(e) => e,
+                SessionOutput::Sockets(ProbeSockets::Bind { ip, count }) => {
+                    // The virtual network needs no socket: ports are names.
+                    let start = PROBE_PORTS + self.probe_sockets.0 as u16;
+                    let ports = (0..count as u16).map(|i| SocketAddr::new(ip, start + i));
+                    self.probe_sockets.0 += count;
+                    self.session.sockets_bound(now, ports.collect());
+                    continue;
+                }
+                SessionOutput::Sockets(ProbeSockets::Close(s)) => {
+                    self.probe_sockets.1 += s.len();
+                    continue;
+                }
                 other => panic!("unexpected output {other:?}"),
             };
             match &e {
@@ -230,6 +254,8 @@ impl SessionNode {
                     self.outbox.push(Signal::Candidate(c.to_string()))
                 }
                 SessionEvent::GatheringComplete => self.outbox.push(Signal::EndOfCandidates),
+                SessionEvent::NatMapping(r) => self.outbox.push(Signal::Nat(*r)),
+                SessionEvent::PortPrediction(a) => self.outbox.push(Signal::Predict(*a)),
                 SessionEvent::SelectedPair { .. } => {
                     self.first_selected.get_or_insert(now);
                 }
@@ -303,6 +329,14 @@ impl SessionNode {
             },
             Signal::EndOfCandidates => {
                 self.session.end_of_remote_candidates(now);
+                Ok(())
+            }
+            Signal::Nat(r) => {
+                self.session.set_peer_nat(now, r);
+                Ok(())
+            }
+            Signal::Predict(a) => {
+                self.session.set_peer_prediction(now, a);
                 Ok(())
             }
         };
@@ -404,6 +438,7 @@ impl TurnNode {
         let (own, own6) = (ip(SERVER_IP), ip(SERVER_IP6));
         let mut config = ServerConfig::new("sim.example");
         config.rng_seed = Some(99);
+        config.other_address = Some(sa(SERVER_OTHER));
         config.peer_policy = PeerPolicy::new()
             .allow(Cidr::host(own))
             .allow(Cidr::host(own6));
@@ -588,6 +623,12 @@ pub struct Opts {
     pub dual_family: bool,
     /// Whether B has the TURN server (A always has).
     pub turn_b: bool,
+    /// Hard-NAT traversal on both sides (`SessionConfig::hard_nat`; the
+    /// harness signals the mapping behaviours as if the token were agreed).
+    pub hard_nat: bool,
+    /// Whether the mapping behaviours reach the peer (false: as when the
+    /// ICE option token is not agreed).
+    pub nat_signals: bool,
 }
 
 impl Default for Opts {
@@ -604,6 +645,8 @@ impl Default for Opts {
             ice_tcp: false,
             dual_family: false,
             turn_b: true,
+            hard_nat: false,
+            nat_signals: true,
         }
     }
 }
@@ -631,7 +674,7 @@ impl Pair {
         let mut sim = Sim::new(t0, opts.seed);
         sim.set_default_link(opts.link.clone());
         let server = sim.add_host(
-            [ip(SERVER_IP), ip(SERVER_IP6)],
+            [ip(SERVER_IP), ip(SERVER_IP6), sa(SERVER_OTHER).ip()],
             Realm::Public,
             TurnNode::new(t0),
         );
@@ -727,7 +770,7 @@ impl Pair {
                 }
             }
         };
-        let (ice_tcp, dual_family) = (opts.ice_tcp, opts.dual_family);
+        let (ice_tcp, dual_family, hard_nat) = (opts.ice_tcp, opts.dual_family, opts.hard_nat);
         let (addr_a, realm_a, tr_a) = place(&mut sim, a, 0);
         let (addr_b, realm_b, tr_b) = place(&mut sim, b, 1);
 
@@ -760,6 +803,7 @@ impl Pair {
                 c.turn_servers = vec![t];
             }
             c.rng_seed = Some(seed);
+            c.hard_nat = hard_nat;
             Session::new(c).expect("session")
         };
         let sa_ = session(
@@ -850,6 +894,8 @@ impl Pair {
                         }
                     }
                     Signal::Credentials(..) => self.last_due[side] = None,
+                    Signal::Nat(_) | Signal::Predict(_) if !self.opts.nat_signals => continue,
+                    Signal::Nat(_) | Signal::Predict(_) => {}
                 }
                 self.signals.push((now, from_a, s.clone()));
                 self.sim.node_mut::<SessionNode>(to).deliver_at(due, s);
@@ -954,6 +1000,12 @@ pub struct Outcome {
     pub selections_a: usize,
     /// A's selected pair runs over TCP (ICE-TCP).
     pub tcp: bool,
+    /// Birthday probing: requests sent by the side that probed random
+    /// ports and by the side that opened sockets (0, 0: no probing).
+    pub probes: (u32, u32),
+    /// Simulated time until A selected its final pair, when it replaced
+    /// another (birthday probing turned a relayed path direct).
+    pub upgraded: Option<Duration>,
 }
 
 /// Connect peer A (controlling) at `a` with peer B (controlled) at `b`:
@@ -998,7 +1050,43 @@ pub fn run_pair(a: Placement, b: Placement, opts: Opts) -> Outcome {
             p.report("data stopped")
         );
     }
+    let probes = [na, nb].iter().fold((0, 0), |acc, n| {
+        let hard = n
+            .has_event(|e| {
+                matches!(
+                    e,
+                    SessionEvent::HardNat(HardNatEvent::Probing { hard: true })
+                )
+            })
+            .is_some();
+        let sent = n
+            .events
+            .iter()
+            .find_map(|(_, e)| match e {
+                SessionEvent::HardNat(
+                    HardNatEvent::Found { sent, .. } | HardNatEvent::GaveUp { sent },
+                ) => Some(*sent),
+                _ => None,
+            })
+            .unwrap_or(0);
+        if hard {
+            (acc.0, acc.1 + sent)
+        } else {
+            (acc.0 + sent, acc.1)
+        }
+    });
+    let upgraded = (na.selections() > 1)
+        .then(|| {
+            na.events
+                .iter()
+                .rev()
+                .find(|(_, e)| matches!(e, SessionEvent::SelectedPair { .. }))
+                .map(|(t, _)| *t - t0)
+        })
+        .flatten();
     Outcome {
+        probes,
+        upgraded,
         a: ka,
         b: kb,
         path: PathKind::of(ka.0, ka.1),

@@ -162,7 +162,7 @@ pub(super) async fn setup(
     let (inbound_tx, inbound) = mpsc::channel::<Inbound>(4096);
     let mut tasks = JoinSet::new();
     for (a, s) in &sockets {
-        net::spawn_udp_reader(&mut tasks, *a, s.clone(), inbound_tx.clone());
+        let _ = net::spawn_udp_reader(&mut tasks, *a, s.clone(), inbound_tx.clone());
     }
     let hosts: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
     // ICE-TCP: a listener and an active candidate on each IP with a UDP
@@ -182,7 +182,7 @@ pub(super) async fn setup(
         tracing::warn!("mDNS: port 5353 unavailable; host addresses are signalled as they are");
     }
     if let Some((m, s)) = &mdns {
-        net::spawn_udp_reader(&mut tasks, m.local, s.clone(), inbound_tx.clone());
+        let _ = net::spawn_udp_reader(&mut tasks, m.local, s.clone(), inbound_tx.clone());
     }
 
     // Resolve the servers; connect the TURN streams.
@@ -325,6 +325,7 @@ pub(super) async fn setup(
     sc.turn_servers = turn;
     sc.certificate = config.certificate.clone();
     sc.max_message_size = config.max_message_size;
+    sc.hard_nat = config.hard_nat;
     let session = Session::new(sc).map_err(|e| ConnectError::Secure(e.to_string()))?;
     let resume_token = client.resume_token().map(str::to_owned);
     Ok(Driver {
@@ -343,6 +344,7 @@ pub(super) async fn setup(
         streams,
         ice_tcp,
         _tasks: tasks,
+        probe: super::probe::Probe::new(inbound_tx.clone()),
         inbound,
         restarting: false,
         channels: HashMap::new(),
