@@ -6,7 +6,12 @@
 //! per relayed message (Redis's own `total_commands_processed`, heartbeats
 //! of both nodes included).
 //!
-//! Flags: `--pairs N` (20), `--messages M` per sender (500).
+//! Flags: `--pairs N` (20), `--messages M` per sender (500), `--repeat R`
+//! (3: every figure is the median of R runs, each run's given too; the
+//! 1-minute load average before and after is printed, the machine may be
+//! shared). The nodes keep the default queue limits (256 messages, 1 MiB
+//! per client): a receiver of back-to-back messages from another node
+//! must keep up as one of a single node does.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -73,8 +78,6 @@ listen = "127.0.0.1:0"
 page = false
 rate_per_second = 1000000
 burst = 1000000
-max_queued_messages = 100000
-max_queued_bytes = 1073741824
 max_connections_per_ip = 1000
 [cluster]
 redis = "redis://127.0.0.1:{}/"
@@ -215,61 +218,117 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// The figures of one repetition.
+struct Round {
+    same: Run,
+    cross: Run,
+    same_l: Run,
+    cross_l: Run,
+    commands_per_message: f64,
+}
+
+/// The 1-minute load average (Linux), or NaN.
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 fn main() -> Result<(), String> {
     let pairs = arg("--pairs", 20);
     let messages = arg("--messages", 500);
+    let repeat = arg("--repeat", 3).max(1);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .try_init();
     let redis = start_redis()?;
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
-    rt.block_on(async {
+    let load_before = load_average();
+    let rounds = rt.block_on(async {
         let n0 = node(&redis, "bench-0").await?;
         let n1 = node(&redis, "bench-1").await?;
         // Let both nodes beat once.
         tokio::time::sleep(Duration::from_millis(700)).await;
-        let same = run(&n0, &n0, "same", pairs, messages, None).await?;
-        let before = redis_commands(&redis);
-        let cross = run(&n0, &n1, "cross", pairs, messages, None).await?;
-        let after = redis_commands(&redis);
-        // Latency at a moderate load: each sender every 10 ms.
-        let pace = Some(Duration::from_millis(10));
-        let lat_messages = messages.min(300);
-        let same_l = run(&n0, &n0, "same-l", pairs, lat_messages, pace).await?;
-        let cross_l = run(&n0, &n1, "cross-l", pairs, lat_messages, pace).await?;
-        let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
-        println!(
-            "{pairs} pairs x {messages} messages (candidates), two nodes, one redis-server, loopback.\n"
-        );
-        println!(
-            "| peers | messages/s (back to back) | p50 ms | p99 ms (each sender every 10 ms, {pairs} senders) | Redis commands per message |"
-        );
-        println!("|---|---:|---:|---:|---:|");
-        println!(
-            "| same node | {:.0} | {} | {} | 0 |",
-            same.rate,
-            ms(same_l.p50),
-            ms(same_l.p99)
-        );
-        println!(
-            "| different nodes | {:.0} | {} | {} | {:.2} |",
-            cross.rate,
-            ms(cross_l.p50),
-            ms(cross_l.p99),
-            after.saturating_sub(before) as f64 / cross.messages as f64
-        );
-        println!(
-            "\ncross/same throughput: {:.2}; p99 added: {} ms. Back to back, p50/p99 are queueing: same {}/{} ms, cross {}/{} ms.",
-            cross.rate / same.rate,
-            ms(cross_l.p99.saturating_sub(same_l.p99)),
-            ms(same.p50),
-            ms(same.p99),
-            ms(cross.p50),
-            ms(cross.p99)
-        );
-        Ok::<(), String>(())
+        let mut rounds = Vec::new();
+        for r in 0..repeat {
+            let tag = |t: &str| format!("{t}{r}");
+            let same = run(&n0, &n0, &tag("same"), pairs, messages, None).await?;
+            let before = redis_commands(&redis);
+            let cross = run(&n0, &n1, &tag("cross"), pairs, messages, None).await?;
+            let after = redis_commands(&redis);
+            // Latency at a moderate load: each sender every 10 ms.
+            let pace = Some(Duration::from_millis(10));
+            let lat_messages = messages.min(300);
+            let same_l = run(&n0, &n0, &tag("same-l"), pairs, lat_messages, pace).await?;
+            let cross_l = run(&n0, &n1, &tag("cross-l"), pairs, lat_messages, pace).await?;
+            let commands_per_message = after.saturating_sub(before) as f64 / cross.messages as f64;
+            rounds.push(Round {
+                same,
+                cross,
+                same_l,
+                cross_l,
+                commands_per_message,
+            });
+        }
+        Ok::<Vec<Round>, String>(rounds)
     })?;
+    let load_after = load_average();
+    let ms = |d: f64| format!("{:.2}", d * 1e3);
+    let med = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+    let each = |f: &dyn Fn(&Round) -> f64, scale: f64, digits: usize| {
+        rounds
+            .iter()
+            .map(|r| format!("{:.*}", digits, f(r) * scale))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    println!(
+        "{pairs} pairs x {messages} messages (candidates), two nodes, one redis-server, loopback; \
+         medians of {repeat} runs; load average (1 min) {load_before:.2} before, {load_after:.2} after.\n"
+    );
+    println!(
+        "| peers | messages/s (back to back) | p50 ms | p99 ms (each sender every 10 ms, {pairs} senders) | Redis commands per message |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| same node | {:.0} | {} | {} | 0 |",
+        med(&|r| r.same.rate),
+        ms(med(&|r| r.same_l.p50.as_secs_f64())),
+        ms(med(&|r| r.same_l.p99.as_secs_f64())),
+    );
+    println!(
+        "| different nodes | {:.0} | {} | {} | {:.2} |",
+        med(&|r| r.cross.rate),
+        ms(med(&|r| r.cross_l.p50.as_secs_f64())),
+        ms(med(&|r| r.cross_l.p99.as_secs_f64())),
+        med(&|r| r.commands_per_message),
+    );
+    let ratio = |r: &Round| r.cross.rate / r.same.rate;
+    let added = |r: &Round| r.cross_l.p99.as_secs_f64() - r.same_l.p99.as_secs_f64();
+    let added50 = |r: &Round| r.cross_l.p50.as_secs_f64() - r.same_l.p50.as_secs_f64();
+    println!(
+        "\ncross/same throughput: {:.2} (runs: {}); added p50: {} ms (runs: {}); added p99: {} ms (runs: {}).",
+        med(&ratio),
+        each(&ratio, 1.0, 2),
+        ms(med(&added50)),
+        each(&added50, 1e3, 2),
+        ms(med(&added)),
+        each(&added, 1e3, 2),
+    );
+    println!(
+        "Back to back, p50/p99 are queueing: same {}/{} ms, cross {}/{} ms (medians).",
+        ms(med(&|r| r.same.p50.as_secs_f64())),
+        ms(med(&|r| r.same.p99.as_secs_f64())),
+        ms(med(&|r| r.cross.p50.as_secs_f64())),
+        ms(med(&|r| r.cross.p99.as_secs_f64())),
+    );
     // The servers run on the runtime: leave without waiting for them.
     rt.shutdown_background();
     Ok(())

@@ -2,7 +2,9 @@
 //! loopback, behave as one signaling service: pairs of peers on different
 //! nodes meet and exchange; a node killed with SIGKILL loses only its own
 //! sockets (its peers resume on another node and meet again within 5 s);
-//! Redis restarted under load crashes no node and misroutes nothing.
+//! Redis restarted under load crashes no node and misroutes nothing; a
+//! burst of messages across nodes arrives whole and in order, and one
+//! sender's messages keep their order while others interleave.
 
 mod common_cluster;
 
@@ -275,6 +277,132 @@ async fn a_redis_restart_under_load_crashes_no_node_and_misroutes_nothing() {
         meet(&urls, i).await.expect("a new pair after the restart");
     }
     drop(redis);
+}
+
+/// Nodes whose clients may send back to back (the default rate limit,
+/// 20/s with bursts of 50, would hold the senders back).
+fn fast_nodes(redis: &Redis, n: usize) -> Vec<Node> {
+    let fast = ["--signaling-rate", "100000", "--signaling-burst", "100000"];
+    (0..n)
+        .map(|i| Node::start(&redis.url(), &format!("n{i}"), &fast))
+        .collect()
+}
+
+/// About 7 KB of JSON: a hundred fit the receiver's queue (1 MiB) at once.
+fn burst_sdp(i: usize) -> String {
+    format!("v=0\r\ns=burst-{i}\r\n{}", "a=x\r\n".repeat(1000))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_100_cross_node_offers_reaches_a_reading_receiver_whole_and_in_order() {
+    let redis = Redis::start(free_port());
+    let nodes = fast_nodes(&redis, 2);
+    let (mut rx, _) = join(&nodes[0].url, "burst").await.expect("join");
+    let (mut tx, peers) = join(&nodes[1].url, "burst").await.expect("join");
+    assert_eq!(peers, [rx.peer_id().to_owned()]);
+    let to = rx.peer_id().to_owned();
+    // Sent back to back: the sender's node pipelines them to Redis, the
+    // receiver's node gets them from one read and hands them over at once.
+    let sender = tokio::spawn(async move {
+        for i in 0..100 {
+            tx.send_offer(&to, &burst_sdp(i)).await.expect("send");
+        }
+        tx
+    });
+    let mut i = 0;
+    while i < 100 {
+        match tokio::time::timeout(STEP, rx.recv()).await {
+            Ok(Ok(Some(ServerMsg::Offer { sdp, .. }))) => {
+                assert!(
+                    sdp == burst_sdp(i),
+                    "offer {i} out of order or cut: {:?} ({} bytes)",
+                    sdp.lines().nth(1),
+                    sdp.len()
+                );
+                i += 1;
+            }
+            Ok(Ok(Some(ServerMsg::PeerJoined { .. }))) => {}
+            other => panic!("offer {i}: {other:?}"),
+        }
+    }
+    let _tx = sender.await.expect("sender");
+    let slow = nodes[0].metric("p2p_signaling_websockets_closed_total{reason=\"slow_reader\"}");
+    assert_eq!(slow, Some(0.0));
+    assert_eq!(
+        nodes[1].metric("p2p_cluster_relayed_out_total"),
+        Some(100.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_senders_messages_cross_nodes_in_send_order_while_other_senders_interleave() {
+    let redis = Redis::start(free_port());
+    let nodes = fast_nodes(&redis, 3);
+    // The receiver on n0; the sender under test on n1; others on n1 (its
+    // node), n2 (a third node) and n0 (the receiver's own).
+    let (mut rx, _) = join(&nodes[0].url, "order").await.expect("join");
+    let to = rx.peer_id().to_owned();
+    let mut senders = Vec::new();
+    for node in [1, 1, 2, 0] {
+        let (c, _) = join(&nodes[node].url, "order").await.expect("join");
+        senders.push(c);
+    }
+    let ids: Vec<String> = senders.iter().map(|c| c.peer_id().to_owned()).collect();
+    const EACH: u64 = 200;
+    let mut tasks = JoinSet::new();
+    for mut c in senders {
+        let to = to.clone();
+        tasks.spawn(async move {
+            // Paced (500 messages/s each), so that the senders' messages
+            // mix and the receiver is not a slow reader.
+            let mut tick = tokio::time::interval(Duration::from_millis(2));
+            for seq in 0..EACH {
+                tick.tick().await;
+                let mut cand = IceCandidate::new("candidate:1 1 udp 1 127.0.0.1 9 typ host");
+                cand.username_fragment = Some(seq.to_string());
+                c.send_candidate(&to, cand).await.expect("send");
+            }
+            c
+        });
+    }
+    let mut next = vec![0u64; ids.len()];
+    let (mut last, mut switches) = (None, 0);
+    let total = EACH * ids.len() as u64;
+    let mut got = 0;
+    while got < total {
+        let m = tokio::time::timeout(STEP, rx.recv()).await;
+        let Ok(Ok(Some(m))) = m else {
+            panic!("after {got} of {total}: {m:?} (expected next {next:?})");
+        };
+        let ServerMsg::Candidate { from, candidate } = m else {
+            continue;
+        };
+        let k = ids.iter().position(|i| *i == from).expect("a known sender");
+        let seq: u64 = candidate
+            .username_fragment
+            .and_then(|u| u.parse().ok())
+            .expect("numbered");
+        assert_eq!(
+            seq, next[k],
+            "sender {k} ({from}): {seq} came when {} was due",
+            next[k]
+        );
+        next[k] += 1;
+        got += 1;
+        if last.is_some_and(|l| l != k) {
+            switches += 1;
+        }
+        last = Some(k);
+    }
+    while tasks.join_next().await.is_some() {}
+    // The senders really interleaved at the receiver.
+    assert!(switches >= 50, "only {switches} switches between senders");
+    // Three of the four senders crossed nodes: one PUBLISH per message.
+    let relayed: f64 = nodes
+        .iter()
+        .filter_map(|n| n.metric("p2p_cluster_relayed_out_total"))
+        .sum();
+    assert_eq!(relayed, (3 * EACH) as f64);
 }
 
 /// `p2p serve` with `args`: its exit status and stderr (killed after 20 s).

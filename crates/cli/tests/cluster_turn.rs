@@ -2,16 +2,22 @@
 //! `redis-server` share their REST secrets and publish their load; the
 //! ICE servers a node hands out name the fleet's nodes with room; a node
 //! at its quota answers Allocate with 300 Try Alternate and our TURN
-//! client (and coturn's turnutils_uclient) allocates on the other node; a
-//! secret rotated through Redis
-//! keeps old and new credentials working until the old one is dropped.
+//! client (and coturn's turnutils_uclient) allocates on the other node,
+//! over TCP too (`p2p-connect` peers relay-only through `turn:…?transport=tcp`
+//! connect through the other node); a secret rotated through Redis keeps
+//! old and new credentials working until the old one is dropped.
 
 mod common_cluster;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use common_cluster::{free_port, redis_cli, wait_metric, Node, Redis, STEP};
+use p2p_connect::{
+    CandidateKind, ChannelOptions, Connection, ConnectionEvent, IceServerUri, Peer, PeerConfig,
+    Policy,
+};
 use p2p_signaling::{rest_credential, SignalingClient};
 use p2p_turn::{
     ClientConfig, ClientEvent, ClientOutput, Datagram, Machine, RestSecret, TurnClient,
@@ -160,7 +166,8 @@ async fn a_full_node_redirects_to_a_node_with_room_and_welcome_names_the_fleet()
     assert!(
         ev.contains(&ClientEvent::Redirected {
             from: a_udp,
-            to: b_udp
+            to: b_udp,
+            domain: None,
         }),
         "{ev:?}"
     );
@@ -304,4 +311,256 @@ async fn a_rotated_secret_keeps_old_and_new_credentials_until_the_old_is_dropped
     );
     let (_c4, ev) = allocate(b_udp, &new_user, &new_pass).await;
     assert!(allocated(&ev), "{ev:?}");
+}
+
+/// A relay-only `p2p-connect` peer whose one TURN server is `uri`, with
+/// REST credentials of `secret`.
+fn relay_only_through(signaling: &str, uri: &str, secret: &str, roots: Vec<Vec<u8>>) -> PeerConfig {
+    let (user, pass) = creds(secret);
+    let uri: IceServerUri = uri.parse().expect("a TURN URI");
+    let mut c = PeerConfig::new(signaling, "redirected")
+        .local_addresses([IpAddr::V4(Ipv4Addr::LOCALHOST)])
+        .include_loopback(true)
+        .policy(Policy::RelayOnly)
+        .ice_server(uri.with_credentials(user, pass))
+        .connect_timeout(Duration::from_secs(20))
+        .peer_timeout(Duration::from_secs(20));
+    c.tls_roots = roots;
+    c
+}
+
+/// The events of `c` up to its `Connected` (the stream keeps those of the
+/// way there).
+async fn events_until_connected(c: &Connection) -> Vec<ConnectionEvent> {
+    let mut seen = Vec::new();
+    let all = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(e) = c.next_event().await {
+            let done = matches!(e, ConnectionEvent::Connected(_));
+            seen.push(e);
+            if done {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "not connected: {seen:?}");
+    seen
+}
+
+/// A CA and a certificate for `localhost` signed by it, in files for
+/// `p2p serve --tls-cert/--tls-key`. Removed when dropped.
+struct Cert {
+    ca: Vec<u8>,
+    dir: std::path::PathBuf,
+}
+
+impl Cert {
+    fn new() -> Cert {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("cert");
+        let dir = std::env::temp_dir().join(format!("p2p-cluster-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("cert.pem"), leaf.pem()).expect("cert");
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("key");
+        Cert {
+            ca: ca.der().to_vec(),
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().expect("utf-8 path").to_owned()
+    }
+}
+
+impl Drop for Cert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Two TURN nodes, A full after one allocation, B with room; two
+/// relay-only `p2p-connect` peers whose one TURN server is A over TCP
+/// (or `turns:`, TLS, with both nodes on one certificate for localhost)
+/// are redirected by A, allocate on B over a new connection of the same
+/// transport, connect through B and exchange data.
+async fn peers_redirected_over(tls: bool) {
+    let redis = Redis::start(free_port());
+    let cert = tls.then(Cert::new);
+    let tls_args: Vec<String> = cert.as_ref().map_or_else(Vec::new, |c| {
+        vec![
+            "--tls-cert".into(),
+            c.path("cert.pem"),
+            "--tls-key".into(),
+            c.path("key.pem"),
+            "--tls-listen".into(),
+            "127.0.0.1:0".into(),
+        ]
+    });
+    let node = |id: &str, quota: &str| {
+        let mut args: Vec<&str> = vec![
+            "--realm",
+            "fleet.test",
+            "--auth-secret",
+            "first-secret",
+            "--total-quota",
+            quota,
+            "--allow-peer",
+            "127.0.0.0/8",
+        ];
+        args.extend(tls_args.iter().map(String::as_str));
+        Node::start(&redis.url(), id, &args)
+    };
+    let a = node("full", "1");
+    let b = node("roomy", "10");
+    let (a_udp, b_udp) = (a.udp.expect("a udp"), b.udp.expect("b udp"));
+    // Where the peers reach A, and where B is expected to be reached.
+    let (uri, from, to) = if tls {
+        let (a_tls, b_tls) = (a.tls.expect("a tls"), b.tls.expect("b tls"));
+        (
+            format!("turns:localhost:{}?transport=tcp", a_tls.port()),
+            a_tls,
+            b_tls,
+        )
+    } else {
+        // A's TCP port is its UDP port.
+        (format!("turn:{a_udp}?transport=tcp"), a_udp, b_udp)
+    };
+    assert_eq!(
+        wait_metric(&a, "p2p_cluster_turn_alternates", |v| v == 1.0),
+        1.0
+    );
+    // One allocation fills A.
+    let (user, pass) = creds("first-secret");
+    let (_filler, ev) = allocate(a_udp, &user, &pass).await;
+    assert!(allocated(&ev), "{ev:?}");
+    let roots = cert.as_ref().map_or_else(Vec::new, |c| vec![c.ca.clone()]);
+    let cfg = relay_only_through(&a.url, &uri, "first-secret", roots);
+    let first = tokio::spawn(Peer::new(cfg.clone()).expect("peer").connect());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = Peer::new(cfg).expect("peer").connect().await;
+    let first = first.await.expect("task");
+    let (x, y) = match (first, second) {
+        (Ok(x), Ok(y)) => (x, y),
+        (x, y) => panic!("tls {tls}: first: {:?}, second: {:?}", x.err(), y.err()),
+    };
+    for c in [&x, &y] {
+        let seen = events_until_connected(c).await;
+        assert!(
+            seen.contains(&ConnectionEvent::TurnRedirected { from, to }),
+            "tls {tls}: {seen:?}"
+        );
+        assert!(
+            seen.iter().any(|e| matches!(
+                e,
+                ConnectionEvent::TurnAllocated { server, .. } if *server == to
+            )),
+            "tls {tls}: {seen:?}"
+        );
+        let path = c.selected_path().expect("a path");
+        assert_eq!(path.local.kind, CandidateKind::Relayed);
+    }
+    // Data flows through B's relays.
+    let sent = x
+        .open_channel(ChannelOptions::new("via B"))
+        .await
+        .expect("open");
+    sent.send(Bytes::from_static(b"redirected, through B"))
+        .await
+        .expect("sent");
+    let got = tokio::time::timeout(STEP, y.accept_channel())
+        .await
+        .expect("in time")
+        .expect("accepted");
+    let m = tokio::time::timeout(STEP, got.recv())
+        .await
+        .expect("in time")
+        .expect("received");
+    assert_eq!(&m.data[..], b"redirected, through B");
+    assert!(wait_metric(&a, "p2p_cluster_turn_redirects_total", |v| v >= 2.0) >= 2.0);
+    assert_eq!(
+        wait_metric(&b, "p2p_cluster_turn_allocations", |v| v == 2.0),
+        2.0
+    );
+    x.close().await;
+    y.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_redirects_p2p_connect_peers_over_tcp_and_they_connect_through_the_other() {
+    peers_redirected_over(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_redirects_turns_peers_to_the_other_nodes_tls_port() {
+    peers_redirected_over(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_signaling_joins_the_fleet_is_redirected_to_and_handed_out() {
+    let redis = Redis::start(free_port());
+    // A serves TURN only; B serves signaling and TURN, and is full after
+    // one allocation.
+    let a = Node::start(
+        &redis.url(),
+        "turn-only",
+        &[
+            "--no-signaling",
+            "--realm",
+            "fleet.test",
+            "--auth-secret",
+            "first-secret",
+            "--total-quota",
+            "10",
+            "--allow-peer",
+            "127.0.0.0/8",
+        ],
+    );
+    let b = turn_node(&redis, "signaling-full", 1);
+    let (a_udp, b_udp) = (a.udp.expect("a udp"), b.udp.expect("b udp"));
+    for n in [&a, &b] {
+        assert_eq!(wait_metric(n, "p2p_cluster_turn_nodes", |v| v == 2.0), 2.0);
+    }
+    assert_eq!(
+        wait_metric(&b, "p2p_cluster_turn_alternates", |v| v == 1.0),
+        1.0
+    );
+    let (user, pass) = creds("first-secret");
+    let (_one, ev) = allocate(b_udp, &user, &pass).await;
+    assert!(allocated(&ev), "{ev:?}");
+    let (two, ev) = allocate(b_udp, &user, &pass).await;
+    assert!(
+        ev.contains(&ClientEvent::Redirected {
+            from: b_udp,
+            to: a_udp,
+            domain: None,
+        }),
+        "{ev:?}"
+    );
+    assert!(allocated(&ev), "{ev:?}");
+    assert_eq!(two.server(), a_udp);
+    assert_eq!(
+        wait_metric(&a, "p2p_cluster_turn_allocations", |v| v == 1.0),
+        1.0
+    );
+    // B, full, hands out A.
+    let until = Instant::now() + STEP;
+    let urls = loop {
+        let (urls, _, _) = welcome(&b).await;
+        if (urls.contains(&url_of(a_udp)) && !urls.contains(&url_of(b_udp)))
+            || Instant::now() > until
+        {
+            break urls;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(urls.contains(&url_of(a_udp)), "{urls:?}");
+    assert!(!urls.contains(&url_of(b_udp)), "{urls:?}");
 }

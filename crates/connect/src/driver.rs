@@ -424,6 +424,16 @@ pub enum ConnectionEvent {
         /// Our relayed address.
         relayed: SocketAddr,
     },
+    /// A TURN server at its quota sent us to another (300 Try Alternate,
+    /// RFC 8489 §10); the allocation is asked of `to`, over the same
+    /// transport (a `turn:…?transport=tcp` or `turns:` server: on a new
+    /// connection).
+    TurnRedirected {
+        /// The server that redirected.
+        from: SocketAddr,
+        /// The server now used.
+        to: SocketAddr,
+    },
     /// A TURN server refused or did not answer.
     TurnFailed {
         /// The TURN server.

@@ -567,6 +567,13 @@ pub(crate) fn render_signaling(o: &mut String, m: Option<&p2p_signaling::Metrics
             ("reason=\"token_required\"", r.credentials_withheld_token),
         ],
     );
+    metric(
+        o,
+        "p2p_signaling_joins_refused_guessing_total",
+        "counter",
+        "Joins to rooms that take a token refused unchecked because their client address tried too many wrong tokens.",
+        &one(r.joins_refused_guessing),
+    );
 }
 
 fn labelled(o: &mut String, name: &str, help: &str, samples: &[(String, u64)]) {

@@ -90,6 +90,9 @@ pub struct Server {
     turn: Option<crate::turn::TurnSetup>,
     /// This node's TURN fleet view, on a node of a cluster.
     fleet: Option<Arc<crate::cluster::Fleet>>,
+    /// Keeps a TURN-only node (no signaling) in its cluster until the
+    /// server stops.
+    turn_only: Option<tokio::sync::mpsc::Sender<p2p_signaling::ClusterOp>>,
     metrics: Option<TcpListener>,
     reloader: Reloader,
 }
@@ -302,8 +305,15 @@ impl Server {
             }
             None => None,
         };
-        let member = crate::cluster::prepare(config, &addrs.udp);
+        let member = crate::cluster::prepare(config, &addrs.udp, &addrs.tls);
         let signaling = crate::signaling::bind(config, &addrs, member.as_ref()).await?;
+        // Without signaling, a node of a cluster is a TURN node of the fleet.
+        let turn_only = match (&signaling, &turn) {
+            (None, Some(_)) => crate::cluster::join_turn_only(config, member.as_ref())
+                .await
+                .map_err(ServerError::Cluster)?,
+            _ => None,
+        };
         let fleet = member.and_then(|m| m.fleet);
         addrs.signaling = signaling.as_ref().map(|s| s.local_addr());
         if let Some(t) = turn.as_mut() {
@@ -321,6 +331,7 @@ impl Server {
             signaling,
             turn,
             fleet,
+            turn_only,
             metrics,
             ctx: Arc::new(ctx),
             counters: Counters::new(workers + 1),
@@ -493,6 +504,8 @@ impl Server {
         if let Some(mut t) = turn_service {
             t.stop().await;
         }
+        // A TURN-only node leaves its cluster.
+        drop(self.turn_only);
         tasks.shutdown().await;
         self.counters.snapshot()
     }

@@ -157,6 +157,7 @@ fn server_config(s: &SignalingConfig, ice_servers: Arc<dyn IceServerProvider>) -
         },
         credentials_per_minute: f64::from(s.credentials_per_minute),
         credential_burst: f64::from(s.credential_burst),
+        ..Limits::default()
     };
     let mut auth = match &s.token {
         Some(t) => Auth::global(t.clone()),

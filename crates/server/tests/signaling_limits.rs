@@ -2,8 +2,9 @@
 //! waits: per-address limits answered with 503 while another address gets
 //! in, a request head sent too slowly closed at the deadline, TURN
 //! credentials rate limited per address, a static TURN user shared only when
-//! named, `https://` and `wss://` with a test certificate, and the signaling
-//! and process families on the metrics endpoint.
+//! named, room-token guessing held per address, `https://` and `wss://`
+//! with a test certificate, and the signaling and process families on the
+//! metrics endpoint.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -245,6 +246,45 @@ async fn turn_credentials_are_rate_limited_per_address() {
             "p2p_signaling_turn_credentials_withheld_total{reason=\"rate_limited\"}"
         ),
         Some(2.0),
+        "{m}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_token_guessing_is_held_per_address_even_for_the_right_token() {
+    let server = start(
+        "[signaling]\nlisten = \"127.0.0.1:0\"\n[signaling.room_tokens]\nvip = \"gold\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .await;
+    let code_of = |r: Result<Vec<p2p_signaling::PeerInfo>, p2p_signaling::ClientError>| match r {
+        Err(p2p_signaling::ClientError::Server { code, .. }) => Some(code),
+        Ok(_) => None,
+        Err(e) => panic!("unexpected {e}"),
+    };
+    // The default burst is ten wrong tokens per address.
+    for i in 0..10 {
+        let mut c = ws_from("127.0.0.1", server.addr).await;
+        let r = timeout(STEP, c.join("vip", Some(&format!("guess{i}")), None))
+            .await
+            .expect("in time");
+        assert_eq!(code_of(r), Some(p2p_signaling::ErrorCode::Unauthorized));
+    }
+    let mut c = ws_from("127.0.0.1", server.addr).await;
+    let r = timeout(STEP, c.join("vip", Some("gold"), None))
+        .await
+        .expect("in time");
+    assert_eq!(code_of(r), Some(p2p_signaling::ErrorCode::RateLimited));
+    // Another address joins with the right token.
+    let mut c = ws_from("127.0.0.2", server.addr).await;
+    let r = timeout(STEP, c.join("vip", Some("gold"), None))
+        .await
+        .expect("in time");
+    assert_eq!(code_of(r), None);
+    let m = scrape(server.metrics.expect("metrics")).await;
+    assert_eq!(
+        sample(&m, "p2p_signaling_joins_refused_guessing_total"),
+        Some(1.0),
         "{m}"
     );
     server.shutdown().await;

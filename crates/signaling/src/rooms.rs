@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::addr::AddrKey;
 use crate::ice_servers::{IceServerProvider, StaticIceServers};
@@ -11,6 +11,7 @@ use crate::msg::{
     ClientMsg, ErrorCode, ParseError, PeerInfo, RelayUnavailable, ServerMsg, PROTOCOL_VERSION,
 };
 
+mod buckets;
 mod cluster;
 mod config;
 mod credentials;
@@ -22,11 +23,8 @@ pub use config::{Auth, CredentialPolicy, Limits};
 pub use resume::ResumeConfig;
 pub use stats::RoomStats;
 
+use buckets::{AddrBuckets, TokenBucket};
 use credentials::{has_turn_credentials, public_view};
-
-/// Most per-address credential buckets kept; past it, full buckets are
-/// dropped, and if none is full the credentials are withheld.
-const MAX_CREDENTIAL_BUCKETS: usize = 65_536;
 
 /// Longest room name, in bytes.
 pub const MAX_ROOM_NAME_LEN: usize = 128;
@@ -120,7 +118,11 @@ pub struct Rooms {
     idle: BTreeSet<(Instant, ConnId)>,
     to_close: VecDeque<ConnId>,
     /// Per client address: the credential rate limit.
-    credential_buckets: HashMap<Option<AddrKey>, TokenBucket>,
+    credential_buckets: AddrBuckets,
+    /// Per client address: wrong room tokens tried (a join with a wrong
+    /// token takes one; an address with none left is refused without its
+    /// token being looked at).
+    guess_buckets: AddrBuckets,
     /// The sum of the rooms' sizes.
     members: usize,
     stats: RoomStats,
@@ -148,31 +150,15 @@ struct Room {
     remote: Vec<ClusterMember>,
 }
 
-#[derive(Debug)]
-struct TokenBucket {
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = self.last.max(now);
-        self.tokens = (self.tokens + elapsed * rate).min(burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 type Out = Vec<(ConnId, ServerMsg)>;
 
 impl Rooms {
     /// Empty state with the given limits, open rooms and no ICE servers.
     pub fn new(limits: Limits) -> Rooms {
+        let credential_buckets =
+            AddrBuckets::new(limits.credentials_per_minute, limits.credential_burst);
+        let guess_buckets =
+            AddrBuckets::new(limits.token_guesses_per_minute, limits.token_guess_burst);
         Rooms {
             limits,
             auth: Auth::open(),
@@ -184,7 +170,8 @@ impl Rooms {
             peers: HashMap::new(),
             idle: BTreeSet::new(),
             to_close: VecDeque::new(),
-            credential_buckets: HashMap::new(),
+            credential_buckets,
+            guess_buckets,
             members: 0,
             stats: RoomStats::default(),
             resume: None,
@@ -320,10 +307,7 @@ impl Rooms {
                 addr,
                 rooms: Vec::new(),
                 last_seen: now,
-                bucket: TokenBucket {
-                    tokens: self.limits.burst,
-                    last: now,
-                },
+                bucket: TokenBucket::full(self.limits.burst, now),
             },
         );
         self.idle.insert((now, conn));
@@ -550,7 +534,24 @@ impl Rooms {
                 format!("already in room {room:?}"),
             ));
         }
-        if !self.auth.allows(&room, token.as_deref()) {
+        let addr = c.addr;
+        if !self.auth.needs_token(&room) {
+            // Open room: nothing to guess.
+        } else if self.guess_buckets.wait(addr, now) > Duration::ZERO {
+            // Refused without looking at the token: a right guess must not
+            // be told apart from a wrong one while the address is held.
+            self.stats.joins_refused_guessing += 1;
+            return Err((
+                ErrorCode::RateLimited,
+                format!(
+                    "too many wrong room tokens from this address: try again in {} s",
+                    self.guess_buckets.wait(addr, now).as_secs().max(1)
+                ),
+            ));
+        } else if !self.auth.allows(&room, token.as_deref()) {
+            // A full table (65 536 addresses all guessing) records no more:
+            // each new address still has only its own burst.
+            let _ = self.guess_buckets.take(addr, now);
             return Err((
                 ErrorCode::Unauthorized,
                 "missing or wrong token for this room".to_owned(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 mod common;
 
 use common::ServerNode;
-use p2p_netsim::{Behaviour, EchoReflector, NatConfig, Node, Realm, Sim};
+use p2p_netsim::{Behaviour, EchoReflector, HostId, NatConfig, Node, Realm, Sim};
 use p2p_turn::*;
 
 /// A client that asks for a permission once allocated and pings the peer
@@ -161,16 +161,20 @@ fn fleet_server(t0: Instant, ip: &str, quota: u32, alternates: &[&str]) -> Serve
         RestSecret::new("fleet-secret"),
         (t0, SystemTime::UNIX_EPOCH + Duration::from_secs(1_000)),
     );
-    server.set_alternate_servers(alternates.iter().map(|a| a.parse().unwrap()).collect());
+    let alternates: Vec<SocketAddr> = alternates.iter().map(|a| a.parse().unwrap()).collect();
+    server.set_alternate_servers(alternates.clone());
+    // Here every server serves TLS on its one port too.
+    server.set_tls_alternate_servers(alternates);
     ServerNode::new(server)
 }
 
-#[test]
-fn a_server_at_its_quota_redirects_with_300_and_the_client_allocates_on_the_alternate() {
+/// Server 1 (full: quota 0) names server 2; both take the same REST
+/// credentials. A client of server 1 over `transport` runs until the
+/// echo answers through its relay. Returns the simulation, the client and
+/// both servers.
+fn redirected_over(transport: Transport, seed: u64) -> (Sim, HostId, HostId, HostId) {
     let t0 = Instant::now();
-    let mut sim = Sim::new(t0, 43);
-    // Server 1 is full (quota 0) and names server 2; both take the same
-    // REST credentials.
+    let mut sim = Sim::new(t0, seed);
     let s1 = sim.add_host(
         ["203.0.113.1".parse().unwrap()],
         Realm::Public,
@@ -192,6 +196,7 @@ fn a_server_at_its_quota_redirects_with_300_and_the_client_allocates_on_the_alte
         &password,
     );
     cc.rng_seed = Some(3);
+    cc.transport = transport;
     let client = sim.add_host(
         ["192.0.2.9".parse().unwrap()],
         Realm::Public,
@@ -208,27 +213,103 @@ fn a_server_at_its_quota_redirects_with_300_and_the_client_allocates_on_the_alte
             .any(|e| matches!(e, ClientEvent::Data { .. }))
     };
     sim.run_until(got_data, Duration::from_secs(10), 1000)
-        .unwrap_or_else(|e| panic!("{e:?}"));
+        .unwrap_or_else(|e| panic!("{transport:?}: {e:?}"));
+    (sim, client, s1, s2)
+}
+
+/// The client was redirected from server 1 to server 2, allocated there
+/// over `transport` and relays through it; server 1 holds nothing.
+fn assert_redirected(sim: &Sim, client: HostId, s1: HostId, s2: HostId, transport: Transport) {
     let node = sim.node::<ClientNode>(client);
     assert_eq!(
         node.events[0],
         ClientEvent::Redirected {
             from: "203.0.113.1:3478".parse().unwrap(),
             to: "203.0.113.2:3478".parse().unwrap(),
-        }
+            domain: None,
+        },
+        "{transport:?}"
     );
     assert_eq!(node.client.server().to_string(), "203.0.113.2:3478");
     let relayed = node.client.relayed_addresses()[0];
     assert_eq!(relayed.ip().to_string(), "203.0.113.2");
     let s1 = &sim.node::<ServerNode<RestSecret>>(s1).server;
-    assert_eq!(s1.counters().redirects, 1);
+    assert_eq!(s1.transport_counters(transport).redirects, 1);
     assert_eq!(s1.allocation_count(), 0);
+    let s2 = &sim.node::<ServerNode<RestSecret>>(s2).server;
+    assert_eq!(s2.allocation_count(), 1);
+    // The allocation on server 2 came over the same transport.
     assert_eq!(
-        sim.node::<ServerNode<RestSecret>>(s2)
-            .server
-            .allocation_count(),
-        1
+        s2.transport_counters(transport).allocations_created,
+        1,
+        "{transport:?}"
     );
+}
+
+#[test]
+fn a_server_at_its_quota_redirects_with_300_and_the_client_allocates_on_the_alternate() {
+    let (sim, client, s1, s2) = redirected_over(Transport::Udp, 43);
+    assert_redirected(&sim, client, s1, s2, Transport::Udp);
+}
+
+#[test]
+fn over_tcp_and_tls_the_client_follows_the_300_on_the_same_transport() {
+    for (transport, seed) in [(Transport::Tcp, 45), (Transport::Tls, 46)] {
+        let (sim, client, s1, s2) = redirected_over(transport, seed);
+        assert_redirected(&sim, client, s1, s2, transport);
+    }
+}
+
+#[test]
+fn a_full_server_without_tls_alternates_answers_an_allocate_over_tls_508_not_300() {
+    let t0 = Instant::now();
+    let mut sim = Sim::new(t0, 47);
+    // Server 1 knows server 2's UDP/TCP port only: a TLS client sent
+    // there would speak TLS to a plain port.
+    let mut full = fleet_server(t0, "203.0.113.1", 0, &["203.0.113.2:3478"]);
+    full.server.set_tls_alternate_servers(Vec::new());
+    let s1 = sim.add_host(["203.0.113.1".parse().unwrap()], Realm::Public, full);
+    let user = RestSecret::username(SystemTime::UNIX_EPOCH + Duration::from_secs(5_000), "u");
+    let password = RestSecret::new("fleet-secret").password(&user);
+    let mut cc = ClientConfig::new(
+        "192.0.2.9:5000".parse().unwrap(),
+        "203.0.113.1:3478".parse().unwrap(),
+        &user,
+        &password,
+    );
+    cc.rng_seed = Some(3);
+    cc.transport = Transport::Tls;
+    let client = sim.add_host(
+        ["192.0.2.9".parse().unwrap()],
+        Realm::Public,
+        ClientNode {
+            client: TurnClient::new(cc),
+            peer: "203.0.113.50:7".parse().unwrap(),
+            events: Vec::new(),
+        },
+    );
+    let failed = |s: &Sim| {
+        s.node::<ClientNode>(client)
+            .events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::AllocationFailed { .. }))
+    };
+    sim.run_until(failed, Duration::from_secs(10), 1000)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let node = sim.node::<ClientNode>(client);
+    assert!(
+        node.events.iter().any(|e| matches!(
+            e,
+            ClientEvent::AllocationFailed {
+                code: Some(508),
+                ..
+            }
+        )),
+        "{:?}",
+        node.events
+    );
+    let s1 = &sim.node::<ServerNode<RestSecret>>(s1).server;
+    assert_eq!(s1.counters().redirects, 0);
 }
 
 #[test]

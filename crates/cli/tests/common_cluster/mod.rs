@@ -79,22 +79,25 @@ pub(crate) struct Node {
     pub(crate) metrics: SocketAddr,
     /// Its STUN/TURN UDP address.
     pub(crate) udp: Option<SocketAddr>,
+    /// Its STUN/TURN TLS address, when it serves TLS.
+    pub(crate) tls: Option<SocketAddr>,
 }
 
 impl Node {
     pub(crate) fn start(redis: &str, id: &str, extra: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_p2p"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--signaling",
-                "127.0.0.1:0",
-            ])
-            .args(["--metrics", "127.0.0.1:0", "--no-page", "--log", "warn"])
-            .args(["--redis", redis, "--node-id", id])
-            // The tests' clients all come from 127.0.0.1.
-            .args(["--signaling-max-per-ip", "5000"])
+        // A node without signaling prints no signaling URL and takes no
+        // signaling flags.
+        let no_signaling = extra.contains(&"--no-signaling");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2p"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--metrics", "127.0.0.1:0", "--log", "warn"])
+            .args(["--redis", redis, "--node-id", id]);
+        if !no_signaling {
+            cmd.args(["--signaling", "127.0.0.1:0", "--no-page"])
+                // The tests' clients all come from 127.0.0.1.
+                .args(["--signaling-max-per-ip", "5000"]);
+        }
+        let mut child = cmd
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -107,7 +110,9 @@ impl Node {
                 let _ = tx.send(line);
             }
         });
-        let (mut url, mut metrics, mut udp) = (None, None, None);
+        let (mut url, mut metrics, mut udp) = (no_signaling.then(String::new), None, None);
+        // The TLS line comes before the metrics line, when TLS is served.
+        let mut tls = None;
         let until = Instant::now() + STEP;
         while url.is_none() || metrics.is_none() {
             let left = until.saturating_duration_since(Instant::now());
@@ -116,6 +121,9 @@ impl Node {
                 .unwrap_or_else(|_| panic!("node {id} did not start"));
             if let Some(rest) = line.strip_prefix("p2p serve: signaling on ") {
                 url = rest.split_whitespace().next().map(str::to_owned);
+            }
+            if let Some(rest) = line.strip_prefix("p2p serve: STUN over TLS on ") {
+                tls = rest.split(',').next().and_then(|a| a.trim().parse().ok());
             }
             if let Some(rest) = line.strip_prefix("p2p serve: STUN over UDP on ") {
                 udp = rest.split(',').next().and_then(|a| a.trim().parse().ok());
@@ -130,6 +138,7 @@ impl Node {
             url: url.expect("url"),
             metrics: metrics.expect("metrics"),
             udp,
+            tls,
         }
     }
 

@@ -158,6 +158,18 @@ pub(super) fn spawn_udp_reader(
     })
 }
 
+/// A TCP or TLS connection to a TURN server, as the driver keeps it: the
+/// writer's queue, and what a redirect to another server needs to connect
+/// there the same way.
+#[derive(Debug, Clone)]
+pub(super) struct TurnStream {
+    pub(super) writer: mpsc::Sender<Vec<u8>>,
+    /// The host address the session uses for the server.
+    pub(super) local: SocketAddr,
+    /// The name the server's TLS certificate is checked against.
+    pub(super) host: String,
+}
+
 /// Opens a TCP (or TLS) connection to a TURN server and spawns its reader
 /// (framing with `p2p_stun::next_frame_len`) and writer. Returns the
 /// writer's queue.
@@ -169,23 +181,94 @@ pub(super) async fn connect_stream(
     local: SocketAddr,
     tls_roots: &[Vec<u8>],
     tx: mpsc::Sender<Inbound>,
-) -> io::Result<mpsc::Sender<Vec<u8>>> {
+) -> io::Result<TurnStream> {
+    let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(1024);
+    match dial(server, host, transport, tls_roots).await? {
+        Dialed::Tcp(tcp) => {
+            let (r, w) = tcp.into_split();
+            tasks.spawn(read_frames(r, transport, local, server, tx));
+            tasks.spawn(write_frames(w, out_rx));
+        }
+        Dialed::Tls(tls) => {
+            let (r, w) = tokio::io::split(*tls);
+            tasks.spawn(read_frames(r, transport, local, server, tx));
+            tasks.spawn(write_frames(w, out_rx));
+        }
+    }
+    Ok(TurnStream {
+        writer: out_tx,
+        local,
+        host: host.to_owned(),
+    })
+}
+
+/// [`connect_stream`] without waiting for the connection: the writer's
+/// queue is returned at once and holds what is sent until the connection
+/// is up (a TURN client redirected by a 300 sends its Allocate to the new
+/// server right away). A connection that cannot be opened is logged and
+/// its queue dropped; the client's request then times out.
+pub(super) fn spawn_stream(
+    tasks: &mut JoinSet<()>,
+    server: SocketAddr,
+    host: String,
+    transport: Transport,
+    local: SocketAddr,
+    tls_roots: Vec<Vec<u8>>,
+    tx: mpsc::Sender<Inbound>,
+) -> TurnStream {
+    let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(1024);
+    let name = host.clone();
+    tasks.spawn(async move {
+        match dial(server, &name, transport, &tls_roots).await {
+            Ok(Dialed::Tcp(tcp)) => {
+                let (r, w) = tcp.into_split();
+                tokio::join!(
+                    read_frames(r, transport, local, server, tx),
+                    write_frames(w, out_rx)
+                );
+            }
+            Ok(Dialed::Tls(tls)) => {
+                let (r, w) = tokio::io::split(*tls);
+                tokio::join!(
+                    read_frames(r, transport, local, server, tx),
+                    write_frames(w, out_rx)
+                );
+            }
+            Err(e) => tracing::warn!("TURN {transport:?} connection to {server}: {e}"),
+        }
+    });
+    TurnStream {
+        writer: out_tx,
+        local,
+        host,
+    }
+}
+
+/// A TCP connection to `server`, in TLS when `transport` says so (the
+/// certificate checked against `host`).
+async fn dial(
+    server: SocketAddr,
+    host: &str,
+    transport: Transport,
+    tls_roots: &[Vec<u8>],
+) -> io::Result<Dialed> {
     let tcp = tokio::time::timeout(STREAM_CONNECT_TIMEOUT, TcpStream::connect(server))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))??;
     let _ = tcp.set_nodelay(true);
-    let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(1024);
     if transport == Transport::Tls {
-        let tls = tls_connect(tcp, host, tls_roots).await?;
-        let (r, w) = tokio::io::split(tls);
-        tasks.spawn(read_frames(r, transport, local, server, tx));
-        tasks.spawn(write_frames(w, out_rx));
+        Ok(Dialed::Tls(Box::new(
+            tls_connect(tcp, host, tls_roots).await?,
+        )))
     } else {
-        let (r, w) = tcp.into_split();
-        tasks.spawn(read_frames(r, transport, local, server, tx));
-        tasks.spawn(write_frames(w, out_rx));
+        Ok(Dialed::Tcp(tcp))
     }
-    Ok(out_tx)
+}
+
+/// A connection to a TURN server, plain or in TLS.
+enum Dialed {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 async fn tls_connect(

@@ -32,7 +32,7 @@ use setup::setup;
 use super::channel::{self, ChannelSlot};
 use super::ice_tcp::IceTcp;
 use super::mdns;
-use super::net::Inbound;
+use super::net::{self, Inbound, TurnStream};
 use super::{Channel, ChannelClosed, ChannelInfo, Message, SendError, HIGH_WATER, LOW_WATER};
 use super::{Command, ConnectError, ConnectedInfo, ConnectionEvent, PeerConfig};
 use crate::{
@@ -117,7 +117,10 @@ struct Driver {
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
     /// The mDNS socket (it is in `sockets` too), joined on first use.
     mdns: Option<mdns::MdnsSocket>,
-    streams: HashMap<(SocketAddr, Transport), mpsc::Sender<Vec<u8>>>,
+    /// The TCP/TLS connections to TURN servers, by server and transport.
+    streams: HashMap<(SocketAddr, Transport), TurnStream>,
+    /// For the readers of connections opened later (after a redirect).
+    inbound_tx: mpsc::Sender<Inbound>,
     /// ICE-TCP's listeners and connections, when [`PeerConfig::ice_tcp`].
     ice_tcp: Option<IceTcp>,
     _tasks: JoinSet<()>,
@@ -362,6 +365,17 @@ impl Driver {
             NegotiationEvent::TurnAllocated { server, relayed } => {
                 ConnectionEvent::TurnAllocated { server, relayed }
             }
+            NegotiationEvent::TurnRedirected {
+                from,
+                to,
+                transport,
+                domain,
+            } => {
+                if transport != Transport::Udp {
+                    self.follow_stream(from, to, transport, domain);
+                }
+                ConnectionEvent::TurnRedirected { from, to }
+            }
             NegotiationEvent::TurnFailed {
                 server,
                 code,
@@ -540,6 +554,37 @@ impl Driver {
         }
     }
 
+    /// A TURN server sent us to another (300) over TCP or TLS: connect
+    /// there the way we reached it (same local address; in TLS the same
+    /// name unless the 300 named another), before the Allocate for it goes
+    /// out, and close the connection to `from` once no TURN client uses it.
+    fn follow_stream(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        transport: Transport,
+        domain: Option<String>,
+    ) {
+        let Some(old) = self.streams.get(&(from, transport)).cloned() else {
+            return;
+        };
+        if !self.streams.contains_key(&(to, transport)) {
+            let stream = net::spawn_stream(
+                &mut self._tasks,
+                to,
+                domain.unwrap_or(old.host),
+                transport,
+                old.local,
+                self.config.tls_roots.clone(),
+                self.inbound_tx.clone(),
+            );
+            self.streams.insert((to, transport), stream);
+        }
+        if !self.negotiation.session().uses_turn_server(from, transport) {
+            self.streams.remove(&(from, transport));
+        }
+    }
+
     /// Sends one of the session's transmits from its socket or stream.
     async fn transmit(&mut self, t: Transmit) {
         if let Some(tcp) = self.ice_tcp.as_mut().filter(|tcp| tcp.owns(&t)) {
@@ -558,8 +603,8 @@ impl Driver {
                 }
             }
             tr => {
-                if let Some(w) = self.streams.get(&(t.destination, tr)) {
-                    let _ = w.send(t.contents).await;
+                if let Some(s) = self.streams.get(&(t.destination, tr)) {
+                    let _ = s.writer.send(t.contents).await;
                 }
             }
         }

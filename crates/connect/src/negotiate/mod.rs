@@ -638,6 +638,17 @@ impl Negotiation {
                 self.turn_allocated += 1;
                 self.event(NegotiationEvent::TurnAllocated { server, relayed });
             }
+            SessionEvent::TurnRedirected {
+                from,
+                to,
+                transport,
+                domain,
+            } => self.event(NegotiationEvent::TurnRedirected {
+                from,
+                to,
+                transport,
+                domain,
+            }),
             SessionEvent::TurnFailed {
                 server,
                 code,

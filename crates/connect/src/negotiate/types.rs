@@ -163,6 +163,19 @@ pub enum NegotiationEvent {
         /// Our relayed address.
         relayed: SocketAddr,
     },
+    /// A TURN server at its quota sent us to another (300 Try Alternate);
+    /// over TCP or TLS the driver connects to `to` now (see
+    /// [`SessionEvent::TurnRedirected`](crate::SessionEvent::TurnRedirected)).
+    TurnRedirected {
+        /// The server that redirected.
+        from: SocketAddr,
+        /// The server now used.
+        to: SocketAddr,
+        /// The transport, the same for both.
+        transport: Transport,
+        /// The ALTERNATE-DOMAIN of a redirect over TLS.
+        domain: Option<String>,
+    },
     /// A TURN server refused or did not answer.
     TurnFailed {
         /// The TURN server.

@@ -213,6 +213,22 @@ pub enum SessionEvent {
     /// [`SessionEvent::NatMapping`]: only with the token agreed), which
     /// gives it to [`Session::set_peer_prediction`].
     PortPrediction(SocketAddr),
+    /// A TURN server at its quota sent us to another (300 Try Alternate,
+    /// RFC 8489 §10): the allocation is asked of `to`, over the same
+    /// transport. Over TCP or TLS, open a connection to `to` now (the
+    /// Allocate for it is the next transmit to `to`), checking its
+    /// certificate against `domain` or, when `None`, against the name
+    /// `from`'s was checked against.
+    TurnRedirected {
+        /// The server that redirected.
+        from: SocketAddr,
+        /// The server now used.
+        to: SocketAddr,
+        /// The transport, the same for both.
+        transport: Transport,
+        /// The ALTERNATE-DOMAIN of a redirect over TLS.
+        domain: Option<String>,
+    },
     /// A TURN allocation failed (bad credentials, quota, no answer ...).
     TurnFailed {
         /// The TURN server.

@@ -148,6 +148,14 @@ impl Session {
             .map(|s| s.wrapping_add(0x1000 + self.relays.len() as u64))
     }
 
+    /// Whether a live TURN client talks to `server` over `transport` (the
+    /// driver keeps its TCP/TLS connection open while one does).
+    pub(crate) fn uses_turn_server(&self, server: SocketAddr, transport: Transport) -> bool {
+        self.relays
+            .iter()
+            .any(|r| !r.retired && r.config.server == server && r.config.transport == transport)
+    }
+
     /// Every live TURN client has no allocation left (deleted, failed, or
     /// never made).
     pub(super) fn allocations_gone(&self) -> bool {
@@ -259,7 +267,7 @@ impl Session {
             // clients' states.
             return;
         }
-        if let ClientEvent::Redirected { from, to } = e {
+        if let ClientEvent::Redirected { from, to, domain } = e {
             // 300 Try Alternate: the client now talks to `to`; its
             // datagrams come from there (a restart's probe too: a server
             // that still held our allocation would have said 437, so the
@@ -278,7 +286,16 @@ impl Session {
             if taken {
                 self.relays[i].retired = true;
                 self.relays[i].done = true;
+                return;
             }
+            // Before the Allocate for `to` (the client queued it after the
+            // event): over TCP/TLS the driver connects there first.
+            self.event(SessionEvent::TurnRedirected {
+                from,
+                to,
+                transport,
+                domain,
+            });
             return;
         }
         if let Some(k) = self.relays[i].probe_for {

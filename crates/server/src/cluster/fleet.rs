@@ -20,8 +20,11 @@ use crate::turn::{SecretRing, TurnHandle};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NodeLoad {
     pub(crate) node: String,
-    /// Where clients reach its TURN server (UDP).
+    /// Where clients reach its TURN server (UDP, and TCP on the same
+    /// ports).
     pub(crate) turn: Vec<SocketAddr>,
+    /// Where clients reach it over TLS (none when it serves no TLS).
+    pub(crate) tls: Vec<SocketAddr>,
     pub(crate) allocations: u64,
     /// Its total quota (0: none).
     pub(crate) quota: u32,
@@ -31,27 +34,46 @@ pub(crate) struct NodeLoad {
 }
 
 impl NodeLoad {
-    /// `a=3 q=100 bps=1234 ok=1 turn=192.0.2.1:3478,…`
+    /// `a=3 q=100 bps=1234 ok=1 turn=192.0.2.1:3478,… tls=192.0.2.1:5349,…`
+    /// (`tls=` only when it serves TLS; an older node ignores the key).
     pub(crate) fn encode(&self) -> String {
-        let turn: Vec<String> = self.turn.iter().map(ToString::to_string).collect();
-        format!(
+        let list = |v: &[SocketAddr]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut text = format!(
             "a={} q={} bps={} ok={} turn={}",
             self.allocations,
             self.quota,
             self.bps,
             u8::from(self.healthy),
-            turn.join(",")
-        )
+            list(&self.turn)
+        );
+        if !self.tls.is_empty() {
+            text.push_str(" tls=");
+            text.push_str(&list(&self.tls));
+        }
+        text
     }
 
     pub(crate) fn decode(node: &str, text: &str) -> Option<NodeLoad> {
         let mut load = NodeLoad {
             node: node.to_owned(),
             turn: Vec::new(),
+            tls: Vec::new(),
             allocations: 0,
             quota: 0,
             bps: 0,
             healthy: false,
+        };
+        let addrs = |v: &str| -> Option<Vec<SocketAddr>> {
+            v.split(',')
+                .filter(|a| !a.is_empty())
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()
         };
         for field in text.split_whitespace() {
             let (k, v) = field.split_once('=')?;
@@ -60,14 +82,8 @@ impl NodeLoad {
                 "q" => load.quota = v.parse().ok()?,
                 "bps" => load.bps = v.parse().ok()?,
                 "ok" => load.healthy = v == "1",
-                "turn" => {
-                    load.turn = v
-                        .split(',')
-                        .filter(|a| !a.is_empty())
-                        .map(str::parse)
-                        .collect::<Result<_, _>>()
-                        .ok()?;
-                }
+                "turn" => load.turn = addrs(v)?,
+                "tls" => load.tls = addrs(v)?,
                 _ => {}
             }
         }
@@ -100,6 +116,8 @@ pub(crate) struct Fleet {
     pub(crate) node: String,
     /// Where others reach this node's TURN server.
     public: Vec<SocketAddr>,
+    /// Where others reach it over TLS.
+    public_tls: Vec<SocketAddr>,
     quota: u32,
     turn_nodes: usize,
     /// The REST secrets accepted (shared by the cluster).
@@ -125,8 +143,15 @@ impl std::fmt::Debug for Fleet {
 
 impl Fleet {
     /// A fleet view for a node of a cluster that serves TURN; `udp` are
-    /// its bound STUN/TURN UDP addresses (the default public address).
-    pub(crate) fn new(config: &Config, node: String, udp: &[SocketAddr]) -> Option<Arc<Fleet>> {
+    /// its bound STUN/TURN UDP addresses (the default public address),
+    /// `tls` its bound TLS addresses (published with the public IP when
+    /// bound on an unspecified one).
+    pub(crate) fn new(
+        config: &Config,
+        node: String,
+        udp: &[SocketAddr],
+        tls: &[SocketAddr],
+    ) -> Option<Arc<Fleet>> {
         let c = &config.cluster;
         if !c.enabled() || !config.turn.enabled() {
             return None;
@@ -139,9 +164,20 @@ impl Fleet {
         if public.is_empty() {
             public.extend(udp.first().filter(|a| !a.ip().is_unspecified()));
         }
+        let public_tls = tls
+            .iter()
+            .filter_map(|a| {
+                if !a.ip().is_unspecified() {
+                    return Some(*a);
+                }
+                let ip = public.iter().find(|p| p.is_ipv4() == a.is_ipv4())?.ip();
+                Some(SocketAddr::new(ip, a.port()))
+            })
+            .collect();
         Some(Arc::new(Fleet {
             node,
             public,
+            public_tls,
             quota: config.turn.total_quota,
             turn_nodes: c.turn_nodes.max(1),
             ring: SecretRing::new(config.turn.auth_secret.clone()),
@@ -159,6 +195,7 @@ impl Fleet {
         NodeLoad {
             node: self.node.clone(),
             turn: self.public.clone(),
+            tls: self.public_tls.clone(),
             allocations,
             quota: self.quota,
             bps,
@@ -205,6 +242,14 @@ impl Fleet {
         self.others_with_room()
             .into_iter()
             .flat_map(|n| n.turn)
+            .collect()
+    }
+
+    /// The same for an Allocate over TLS: those nodes' TLS addresses.
+    pub(crate) fn tls_alternates(&self) -> Vec<SocketAddr> {
+        self.others_with_room()
+            .into_iter()
+            .flat_map(|n| n.tls)
             .collect()
     }
 
@@ -256,7 +301,8 @@ pub(crate) async fn run_local(fleet: Arc<Fleet>, turn: TurnHandle, every: Durati
         fleet.redirects.store(c.redirects, Relaxed);
         let alternates = fleet.alternates();
         fleet.alternates_set.store(alternates.len() as u64, Relaxed);
-        turn.set_alternates(alternates).await;
+        turn.set_alternates(alternates, fleet.tls_alternates())
+            .await;
     }
 }
 
@@ -315,6 +361,7 @@ mod tests {
         NodeLoad {
             node: node.into(),
             turn: vec![addr.parse().unwrap()],
+            tls: Vec::new(),
             allocations: a,
             quota: q,
             bps: 0,
@@ -324,7 +371,9 @@ mod tests {
 
     #[test]
     fn a_load_round_trips_through_its_text_form() {
-        let l = load("n1", 3, 10, true, "192.0.2.1:3478");
+        let mut l = load("n1", 3, 10, true, "192.0.2.1:3478");
+        assert_eq!(NodeLoad::decode("n1", &l.encode()), Some(l.clone()));
+        l.tls = vec!["192.0.2.1:5349".parse().unwrap()];
         assert_eq!(NodeLoad::decode("n1", &l.encode()), Some(l));
         assert_eq!(NodeLoad::decode("n1", "a=x"), None);
     }
@@ -335,7 +384,7 @@ mod tests {
             "[turn]\nrealm = \"r\"\nauth_secret = \"s\"\ntotal_quota = 2\n[cluster]\nredis = \"redis://127.0.0.1:1/\"\npublic_turn = [\"192.0.2.1:3478\"]\n",
         )
         .unwrap();
-        let fleet = Fleet::new(&cfg, "n1".into(), &[]).unwrap();
+        let fleet = Fleet::new(&cfg, "n1".into(), &[], &[]).unwrap();
         fleet.set_local(2, 0, true);
         fleet.set_nodes(vec![
             fleet.local_load(),

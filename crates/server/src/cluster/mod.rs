@@ -26,7 +26,9 @@ mod store;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use p2p_signaling::{ClusterAttach, ClusterLink, ResumeConfig, ServerConfig};
+use p2p_signaling::{
+    ClusterAttach, ClusterEvent, ClusterLink, ClusterOp, ResumeConfig, ServerConfig,
+};
 use rand::Rng;
 use tokio::sync::mpsc;
 
@@ -62,15 +64,19 @@ pub(crate) struct Membership {
 }
 
 /// The membership of this daemon, when `[cluster] redis` is set; `udp`
-/// are its bound STUN/TURN UDP addresses.
-pub(crate) fn prepare(config: &Config, udp: &[std::net::SocketAddr]) -> Option<Membership> {
+/// are its bound STUN/TURN UDP addresses, `tls` its TLS ones.
+pub(crate) fn prepare(
+    config: &Config,
+    udp: &[std::net::SocketAddr],
+    tls: &[std::net::SocketAddr],
+) -> Option<Membership> {
     let c = &config.cluster;
     c.redis.as_ref()?;
     let node = c
         .node_id
         .clone()
         .unwrap_or_else(|| format!("node-{}", run_tag()));
-    let fleet = Fleet::new(config, node.clone(), udp);
+    let fleet = Fleet::new(config, node.clone(), udp, tls);
     if let Some(f) = &fleet {
         let _ = FLEET.set(f.clone());
     }
@@ -141,6 +147,50 @@ pub(crate) async fn attach(
         let shared = shared.ok_or("cluster: the resume key vanished from Redis")?;
         sc.resume = Some(ResumeConfig::new(shared.into_bytes()));
     }
+    let (ops_tx, events_rx) = start_store(config, member, client, conn);
+    sc.cluster = Some(ClusterAttach::new(ClusterLink {
+        node: node.clone(),
+        ops: ops_tx,
+        events: events_rx,
+    }));
+    tracing::info!("cluster: node {node} joined through {url}");
+    Ok(())
+}
+
+/// Joins the cluster as a TURN node only (a node without signaling, `[cluster]
+/// redis` set): the store beats, publishes this node's TURN load and reads
+/// the fleet's and the shared REST secrets, so that the other nodes hand
+/// this one out and redirect to it, and it redirects to them. The node
+/// stays a member while the returned handle lives (drop it to leave).
+pub(crate) async fn join_turn_only(
+    config: &Config,
+    member: Option<&Membership>,
+) -> Result<Option<mpsc::Sender<ClusterOp>>, String> {
+    let c = &config.cluster;
+    let (Some(url), Some(member)) = (&c.redis, member) else {
+        return Ok(None);
+    };
+    c.validate()?;
+    let (client, conn) = store::connect(url, Duration::from_secs(3)).await?;
+    // No rooms here: nothing reads the store's events.
+    let (ops_tx, _events) = start_store(config, member, client, conn);
+    tracing::info!(
+        "cluster: node {} joined through {url} (TURN only: no signaling)",
+        member.node
+    );
+    Ok(Some(ops_tx))
+}
+
+/// Spawns the node's store task: it runs until the returned sender of
+/// operations is dropped, then leaves.
+fn start_store(
+    config: &Config,
+    member: &Membership,
+    client: redis::Client,
+    conn: redis::aio::ConnectionManager,
+) -> (mpsc::Sender<ClusterOp>, mpsc::Receiver<ClusterEvent>) {
+    let c = &config.cluster;
+    let node = member.node.clone();
     let (ops_tx, ops_rx) = mpsc::channel(65_536);
     let (events_tx, events_rx) = mpsc::channel(65_536);
     let stats = Arc::new(StoreStats::default());
@@ -159,13 +209,7 @@ pub(crate) async fn attach(
         member.fleet.clone(),
     );
     tokio::spawn(store.run(ops_rx));
-    sc.cluster = Some(ClusterAttach::new(ClusterLink {
-        node: node.clone(),
-        ops: ops_tx,
-        events: events_rx,
-    }));
-    tracing::info!("cluster: node {node} joined through {url}");
-    Ok(())
+    (ops_tx, events_rx)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use p2p_signaling::{ClusterEvent, ClusterMember, ClusterOp, JoinRefusal, PeerInfo, ServerMsg};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use redis::{Client, Value};
 use tokio::sync::mpsc;
 
@@ -76,19 +76,14 @@ pub(super) async fn connect(
     Ok((client, conn))
 }
 
-/// A message from the pub/sub connection's reader.
-enum Sub {
-    Msg { channel: String, payload: Vec<u8> },
-    Lost,
-}
-
 pub(super) struct Store {
     cfg: StoreConfig,
     client: Client,
     conn: ConnectionManager,
     sink: Option<PubSubSink>,
-    sub_tx: mpsc::Sender<Sub>,
-    sub_rx: mpsc::Receiver<Sub>,
+    /// The pub/sub messages, read by this task itself (no task in
+    /// between: one hop less for every message from another node).
+    stream: Option<PubSubStream>,
     events: mpsc::Sender<ClusterEvent>,
     /// Rooms with members here (their channels are subscribed).
     watched: HashSet<String>,
@@ -114,14 +109,12 @@ impl Store {
         stats: Arc<StoreStats>,
         fleet: Option<Arc<Fleet>>,
     ) -> Store {
-        let (sub_tx, sub_rx) = mpsc::channel(4096);
         Store {
             cfg,
             client,
             conn,
             sink: None,
-            sub_tx,
-            sub_rx,
+            stream: None,
             events,
             watched: HashSet::new(),
             local: HashMap::new(),
@@ -167,11 +160,12 @@ impl Store {
                     }
                     self.run_batch(batch).await;
                 }
-                Some(sub) = self.sub_rx.recv() => match sub {
-                    Sub::Msg { channel, payload } => self.on_message(&channel, &payload).await,
-                    Sub::Lost => {
+                m = next_message(&mut self.stream) => match m {
+                    Some(m) => self.on_message(m.get_channel_name(), m.get_payload_bytes()).await,
+                    None => {
                         tracing::warn!("cluster: the Redis pub/sub connection was lost");
                         self.sink = None;
+                        self.stream = None;
                     }
                 },
                 _ = beat.tick() => self.heartbeat().await,
@@ -193,27 +187,15 @@ impl Store {
             }
             Err(_) => return false,
         };
-        let (mut sink, mut stream) = pubsub.split();
+        let (mut sink, stream) = pubsub.split();
         let mut channels = vec![self.node_channel()];
         channels.extend(self.watched.iter().map(|r| self.room_key(r)));
         if let Err(e) = sink.subscribe(&channels).await {
             tracing::debug!("cluster: subscribe: {e}");
             return false;
         }
-        let tx = self.sub_tx.clone();
-        tokio::spawn(async move {
-            while let Some(m) = stream.next().await {
-                let sub = Sub::Msg {
-                    channel: m.get_channel_name().to_owned(),
-                    payload: m.get_payload_bytes().to_vec(),
-                };
-                if tx.send(sub).await.is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(Sub::Lost).await;
-        });
         self.sink = Some(sink);
+        self.stream = Some(stream);
         true
     }
 
@@ -297,7 +279,10 @@ impl Store {
             if let Some(sink) = self.sink.as_mut() {
                 if let Err(e) = sink.subscribe(&subscribe).await {
                     tracing::debug!("cluster: subscribe: {e}");
+                    // Opened again at the next heartbeat (the old stream
+                    // and its connection go with it).
                     self.sink = None;
+                    self.stream = None;
                 }
             }
         }
@@ -416,6 +401,7 @@ impl Store {
             let ev = ClusterEvent::Deliver {
                 to: to.to_owned(),
                 msg,
+                json_len: json.len(),
             };
             let _ = self.events.send(ev).await;
             return;
@@ -636,6 +622,15 @@ impl Store {
             pipe.query_async::<Vec<Value>>(&mut self.conn),
         )
         .await;
+    }
+}
+
+/// The next pub/sub message; `None` when the connection ended; never
+/// ready without one.
+async fn next_message(stream: &mut Option<PubSubStream>) -> Option<redis::Msg> {
+    match stream {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -174,7 +174,7 @@ pub(crate) enum Inbound {
     Stats(oneshot::Sender<TurnStats>),
     /// Where Allocates beyond the total quota are redirected (300), from
     /// the cluster's load figures.
-    Alternates(Vec<SocketAddr>),
+    Alternates(Vec<SocketAddr>, Vec<SocketAddr>),
     /// A configuration reload (SIGHUP): new credentials and peer rules;
     /// every allocation stays.
     Reload {
@@ -258,9 +258,10 @@ impl TurnHandle {
         rx.await.ok()
     }
 
-    /// Sets where Allocates beyond the total quota are redirected.
-    pub(crate) async fn set_alternates(&self, servers: Vec<SocketAddr>) {
-        let _ = self.tx.send(Inbound::Alternates(servers)).await;
+    /// Sets where Allocates beyond the total quota are redirected: over
+    /// UDP and TCP to `servers`, over TLS to `tls`.
+    pub(crate) async fn set_alternates(&self, servers: Vec<SocketAddr>, tls: Vec<SocketAddr>) {
+        let _ = self.tx.send(Inbound::Alternates(servers, tls)).await;
     }
 
     /// Give the TURN task the users, secret and peer rules of `turn` (a

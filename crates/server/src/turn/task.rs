@@ -230,9 +230,12 @@ impl TurnTask {
             Inbound::Stats(reply) => {
                 let _ = reply.send(self.snapshot());
             }
-            Inbound::Alternates(servers) => {
+            Inbound::Alternates(servers, tls) => {
                 if self.server.alternate_servers() != servers.as_slice() {
                     self.server.set_alternate_servers(servers);
+                }
+                if self.server.tls_alternate_servers() != tls.as_slice() {
+                    self.server.set_tls_alternate_servers(tls);
                 }
             }
             Inbound::Reload {

@@ -118,6 +118,11 @@ pub enum ClusterEvent {
         to: String,
         /// The message (with `from`).
         msg: ServerMsg,
+        /// The length of the message's JSON as it crossed from the other
+        /// node: what it takes in the addressee's queue, counted against
+        /// the server's `max_queued_bytes` until it is written (the
+        /// server writes the message as JSON on the addressee's own task).
+        json_len: usize,
     },
 }
 
@@ -248,7 +253,7 @@ impl Rooms {
                     self.member_joined(room.clone(), m, &mut out);
                 }
             }
-            ClusterEvent::Deliver { to, msg } => {
+            ClusterEvent::Deliver { to, msg, .. } => {
                 let Some(&conn) = self.peers.get(&to) else {
                     return out;
                 };

@@ -35,6 +35,14 @@ pub struct Limits {
     pub credentials_per_minute: f64,
     /// TURN credentials one client address may get in a burst. Default 20.
     pub credential_burst: f64,
+    /// Wrong room tokens one client address may try per minute, sustained,
+    /// once its burst is spent. Default 6. Past it, a join from that
+    /// address to a room that takes a token is refused (`rate-limited`,
+    /// with the wait) without the token being checked, so a right guess
+    /// cannot be told apart. Rooms without a token are not affected.
+    pub token_guesses_per_minute: f64,
+    /// Wrong room tokens one client address may try in a burst. Default 10.
+    pub token_guess_burst: f64,
 }
 
 /// When the TURN credentials of the ICE servers (entries with a username or
@@ -102,6 +110,8 @@ impl Default for Limits {
             credential_policy: CredentialPolicy::Join,
             credentials_per_minute: 10.0,
             credential_burst: 20.0,
+            token_guesses_per_minute: 6.0,
+            token_guess_burst: 10.0,
         }
     }
 }

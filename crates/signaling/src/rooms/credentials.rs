@@ -3,7 +3,7 @@
 
 use std::time::{Instant, SystemTime};
 
-use super::{AddrKey, Rooms, TokenBucket, MAX_CREDENTIAL_BUCKETS};
+use super::{AddrKey, Rooms};
 use crate::msg::{IceServer, RelayUnavailable};
 
 impl Rooms {
@@ -32,39 +32,14 @@ impl Rooms {
         if !has_turn_credentials(&all) {
             return (all, Some(RelayUnavailable::NotOffered));
         }
-        if self.take_credential(addr, now) {
+        // A full table withholds: every address there is still short of tokens.
+        if self.credential_buckets.take(addr, now).unwrap_or(false) {
             self.stats.credentials_issued += 1;
             (all, None)
         } else {
             self.stats.credentials_withheld_rate += 1;
             (public_view(&all), Some(RelayUnavailable::RateLimited))
         }
-    }
-
-    /// Takes one token of the address's credential bucket.
-    fn take_credential(&mut self, addr: Option<AddrKey>, now: Instant) -> bool {
-        let rate = self.limits.credentials_per_minute / 60.0;
-        let burst = self.limits.credential_burst;
-        if !self.credential_buckets.contains_key(&addr)
-            && self.credential_buckets.len() >= MAX_CREDENTIAL_BUCKETS
-        {
-            // Forget the addresses whose bucket has refilled: they are
-            // indistinguishable from new ones.
-            self.credential_buckets.retain(|_, b| {
-                let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-                b.tokens + elapsed * rate < burst
-            });
-            if self.credential_buckets.len() >= MAX_CREDENTIAL_BUCKETS {
-                return false;
-            }
-        }
-        self.credential_buckets
-            .entry(addr)
-            .or_insert(TokenBucket {
-                tokens: burst,
-                last: now,
-            })
-            .take(now, rate, burst)
     }
 }
 

@@ -36,6 +36,9 @@ pub struct RoomStats {
     /// TURN credentials withheld because the policy wants a token and the
     /// room needs none.
     pub credentials_withheld_token: u64,
+    /// Joins refused because their address tried too many wrong room
+    /// tokens ([`Limits::token_guesses_per_minute`](super::Limits::token_guesses_per_minute)).
+    pub joins_refused_guessing: u64,
     /// Connections that took back an earlier peer id (`resume`).
     pub resumed: u64,
     /// Messages sent to a peer of another node (cluster mode).
@@ -58,6 +61,7 @@ impl Default for RoomStats {
             errors: [0; ErrorCode::ALL.len()],
             credentials_issued: 0,
             credentials_withheld_rate: 0,
+            joins_refused_guessing: 0,
             credentials_withheld_token: 0,
             resumed: 0,
             cluster_relayed: 0,

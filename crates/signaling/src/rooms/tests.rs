@@ -1040,3 +1040,51 @@ fn member_count_sums_the_rooms() {
     assert_eq!(h.rooms.room_count(), 2);
     assert_eq!(h.rooms.member_count(), 3);
 }
+
+#[test]
+fn an_address_that_guesses_room_tokens_is_held_even_when_it_guesses_right() {
+    // Defaults: 10 wrong tokens in a burst, then 6 a minute.
+    let t0 = Instant::now();
+    let mut rooms =
+        Rooms::new(Limits::default()).with_auth(Auth::open().with_room_token("vip", "gold"));
+    let mut attempt = |from: &str, at: Instant, room: &str, token: &str| -> Out {
+        let (c, _) = rooms.connect_from(at, key(from)).expect("connect");
+        rooms.handle_text(
+            c,
+            at,
+            &format!(r#"{{"type":"join","room":"{room}","token":"{token}"}}"#),
+        )
+    };
+    for i in 0..10 {
+        let out = attempt("198.51.100.7", t0, "vip", &format!("guess{i}"));
+        assert_eq!(error_of(&out).1, ErrorCode::Unauthorized, "guess {i}");
+    }
+    // The right token from the same address is now refused unchecked, with
+    // the wait; so is a wrong one.
+    let out = attempt("198.51.100.7", t0, "vip", "gold");
+    assert_eq!(error_of(&out).1, ErrorCode::RateLimited);
+    let ServerMsg::Error { message, .. } = &out[0].1 else {
+        panic!("expected an error, got {out:?}");
+    };
+    assert!(message.contains("try again in 10 s"), "{message}");
+    assert_eq!(
+        error_of(&attempt("198.51.100.7", t0, "vip", "nope")).1,
+        ErrorCode::RateLimited
+    );
+    // Rooms without a token, and other addresses, are not affected.
+    assert!(matches!(
+        attempt("198.51.100.7", t0, "lobby", "")[0].1,
+        ServerMsg::Joined { .. }
+    ));
+    assert!(matches!(
+        attempt("198.51.100.8", t0, "vip", "gold")[0].1,
+        ServerMsg::Joined { .. }
+    ));
+    // Ten seconds give the address one more try.
+    let later = t0 + Duration::from_secs(10);
+    assert!(matches!(
+        attempt("198.51.100.7", later, "vip", "gold")[0].1,
+        ServerMsg::Joined { .. }
+    ));
+    assert_eq!(rooms.stats().joins_refused_guessing, 2);
+}

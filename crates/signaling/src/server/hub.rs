@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::metrics::{CloseReason, Metrics};
 use crate::addr::AddrKey;
 use crate::msg::ServerMsg;
-use crate::rooms::{ConnId, ParsedText, Rooms};
+use crate::rooms::{ClusterEvent, ConnId, ParsedText, Rooms};
 use crate::server::ClusterLink;
 
 /// What a connection task tells the hub.
@@ -45,14 +45,16 @@ pub(super) enum Outbound {
     /// A message already written as JSON, of this many bytes.
     Text(String),
     /// A relayed message, written as JSON by the receiving connection's
-    /// task (not by the hub); it counts as this many bytes, an upper bound
-    /// of its JSON's length.
+    /// task (not by the hub); it counts as this many bytes: the length of
+    /// the frame it came in (or of the JSON it crossed nodes as) plus
+    /// [`RELAY_SLACK`], a bound of the JSON written.
     Relay(ServerMsg, usize),
     Close(CloseReason),
 }
 
 /// How much longer than the frame that caused it a relayed message may be
-/// (`"from":"p<id>"` instead of `"to":"p<id>"`).
+/// (`"from":"p<id>"` instead of `"to":"p<id>"`; for a message from another
+/// node, fields this version writes that the sender's did not).
 const RELAY_SLACK: usize = 64;
 
 /// The hub's end of one connection: its bounded queue, the bytes in it, and
@@ -131,8 +133,14 @@ pub(super) async fn run(
                     None => std::future::pending().await,
                 }
             } => {
-                // Relayed across nodes: bounded by the sender's frame there.
-                relay_bound = Some(rooms.limits().max_message_size.saturating_add(RELAY_SLACK));
+                // Relayed across nodes: it counts as the JSON it came as
+                // (the same message written again here), not as the
+                // largest message allowed: a burst of them (the store
+                // hands over what one read from Redis brought) must not
+                // look like a slow reader's backlog.
+                if let ClusterEvent::Deliver { json_len, .. } = &ev {
+                    relay_bound = Some(json_len.saturating_add(RELAY_SLACK));
+                }
                 rooms.cluster_event(ev)
             }
             () = sleep => {

@@ -78,14 +78,20 @@ pub enum ClientEvent {
     /// The server answered the Allocate with 300 Try Alternate and an
     /// ALTERNATE-SERVER (RFC 8489 §10): the client now talks to `to` (its
     /// transmits go there, [`TurnClient::server`] says so) and allocates
-    /// there. Only over UDP; a client follows at most
-    /// [`MAX_REDIRECTS`](crate::MAX_REDIRECTS) and never returns to
-    /// a server it left.
+    /// there, over the same transport. Over TCP and TLS the driver opens a
+    /// connection to `to` (the Allocate for it comes right after this
+    /// event) and may close the one to `from`. A client follows at most
+    /// [`MAX_REDIRECTS`](crate::MAX_REDIRECTS) and never returns to a
+    /// server it left.
     Redirected {
         /// The server that redirected.
         from: SocketAddr,
         /// The server now used.
         to: SocketAddr,
+        /// Over TLS, the ALTERNATE-DOMAIN the 300 carried: check `to`'s
+        /// certificate against it. `None`: against the name `from`'s was
+        /// checked against (RFC 8489 §10).
+        domain: Option<String>,
     },
     /// A Refresh succeeded.
     Refreshed {

@@ -4,14 +4,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use p2p_stun::attr::{
-    AddressErrorCode, AlternateServer, Attribute, ConnectionId, Data, ErrorCode, Lifetime, Nonce,
-    PasswordAlgorithm, PasswordAlgorithms, Realm, ReservationToken, XorMappedAddress,
-    XorPeerAddress, XorRelayedAddress,
+    AddressErrorCode, AlternateDomain, AlternateServer, Attribute, ConnectionId, Data, ErrorCode,
+    Lifetime, Nonce, PasswordAlgorithm, PasswordAlgorithms, Realm, ReservationToken,
+    XorMappedAddress, XorPeerAddress, XorRelayedAddress,
 };
 use p2p_stun::{userhash, AttrType, Key, Message, MessageClass, Method};
 
 use super::{AuthState, ClientEvent, ClientState, Kind, Pending, TurnClient};
 use crate::auth::{nonce_features, FEATURE_PASSWORD_ALGORITHMS, FEATURE_USERNAME_ANONYMITY};
+use crate::Transport;
 
 impl TurnClient {
     pub(super) fn handle_stun(&mut self, now: Instant, msg: &Message<'_>) -> bool {
@@ -223,7 +224,16 @@ impl TurnClient {
                     self.config.server = to;
                     // A new server: its own nonce (and maybe realm).
                     self.auth = None;
-                    self.events.push_back(ClientEvent::Redirected { from, to });
+                    // Over TLS, the name to check the new server's
+                    // certificate against (RFC 8489 §10).
+                    let domain = match msg.get::<AlternateDomain>() {
+                        Ok(Some(d)) if self.config.transport == Transport::Tls => {
+                            Some(d.as_str().to_owned())
+                        }
+                        _ => None,
+                    };
+                    self.events
+                        .push_back(ClientEvent::Redirected { from, to, domain });
                     let _ = self.start(now, Kind::Allocate, 0);
                 }
                 None => self.fail(p.kind, code, reason),
@@ -232,10 +242,13 @@ impl TurnClient {
         }
     }
 
-    /// The ALTERNATE-SERVER of a 300 to follow, if it is one to follow: over
-    /// UDP, of the server's family, not a server this client already left,
-    /// within [`super::MAX_REDIRECTS`], and signed with our key when the
-    /// Allocate was (an unsigned 300 to a signed request may be forged).
+    /// The ALTERNATE-SERVER of a 300 to follow, if it is one to follow: of
+    /// the server's family, not a server this client already left, within
+    /// [`super::MAX_REDIRECTS`], and signed with our key when the Allocate
+    /// was (an unsigned 300 to a signed request may be forged). Any
+    /// transport: over TCP and TLS the client's transmits go to the new
+    /// server on the same transport, and its driver opens the connection
+    /// (RFC 8489 §10: "using the same transport protocol").
     fn alternate(&self, p: &Pending, msg: &Message<'_>) -> Option<SocketAddr> {
         let AlternateServer(to) = msg.get::<AlternateServer>().ok().flatten()?;
         if p.with_auth {
@@ -249,8 +262,7 @@ impl TurnClient {
                 return None;
             }
         }
-        let ok = !self.config.transport.is_reliable()
-            && to.is_ipv4() == self.config.server.is_ipv4()
+        let ok = to.is_ipv4() == self.config.server.is_ipv4()
             && to != self.config.server
             && !self.left.contains(&to)
             && self.left.len() < super::MAX_REDIRECTS;

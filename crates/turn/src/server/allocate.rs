@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use p2p_proto::FiveTuple;
+use p2p_proto::{FiveTuple, Transport};
 use p2p_stun::attr::{
     AdditionalAddressFamily, AddressErrorCode, AddressFamily, AlternateServer, DontFragment,
     EvenPort, Lifetime, RequestedAddressFamily, RequestedTransport, ReservationToken,
@@ -260,11 +260,16 @@ impl<C: CredentialStore> TurnServer<C> {
         Some(code)
     }
 
-    /// A configured alternate server of `ft`'s address family that is not
-    /// this listener, for a 300 (Try Alternate) when full.
+    /// A configured alternate server of `ft`'s address family (and, over
+    /// TLS, a TLS one) that is not this listener, for a 300 (Try Alternate)
+    /// when full.
     fn alternate_for(&self, ft: &FiveTuple) -> Option<SocketAddr> {
-        self.alternates
-            .iter()
+        let list = if ft.transport == Transport::Tls {
+            &self.alternates_tls
+        } else {
+            &self.alternates
+        };
+        list.iter()
             .find(|a| a.is_ipv4() == ft.local.is_ipv4() && **a != ft.local)
             .copied()
     }

@@ -133,6 +133,8 @@ pub struct TurnServer<C: CredentialStore> {
     routes: VecDeque<RouteUpdate>,
     /// Where an Allocate beyond the total quota is redirected (300).
     alternates: Vec<SocketAddr>,
+    /// The same for Allocates over TLS: other servers' TLS addresses.
+    alternates_tls: Vec<SocketAddr>,
 }
 
 impl<C: CredentialStore> std::fmt::Debug for TurnServer<C> {
@@ -212,14 +214,17 @@ impl<C: CredentialStore> TurnServer<C> {
             bind_deadlines: VecDeque::new(),
             routes: VecDeque::new(),
             alternates: Vec::new(),
+            alternates_tls: Vec::new(),
         }
     }
 
     /// Other TURN servers of the same service (sharing its credentials):
-    /// an Allocate beyond [`ServerConfig::total_quota`] is answered 300 Try
-    /// Alternate with an ALTERNATE-SERVER (RFC 8489 §10), the first of
-    /// these of the request's address family that is not the address it
-    /// came to, instead of 508. Empty (the default): 508.
+    /// an Allocate over UDP or TCP beyond [`ServerConfig::total_quota`] is
+    /// answered 300 Try Alternate with an ALTERNATE-SERVER (RFC 8489 §10),
+    /// the first of these of the request's address family that is not the
+    /// address it came to, instead of 508. The client comes back on the
+    /// same transport, so these serve UDP and TCP on one port (as
+    /// `p2p serve` does). Empty (the default): 508.
     pub fn set_alternate_servers(&mut self, servers: Vec<SocketAddr>) {
         self.alternates = servers;
     }
@@ -227,6 +232,22 @@ impl<C: CredentialStore> TurnServer<C> {
     /// What [`TurnServer::set_alternate_servers`] set.
     pub fn alternate_servers(&self) -> &[SocketAddr] {
         &self.alternates
+    }
+
+    /// [`TurnServer::set_alternate_servers`] for Allocates over TLS: the
+    /// other servers' TLS addresses (a TLS client sent to a plain port
+    /// would fail). Empty (the default): an Allocate over TLS beyond the
+    /// quota is answered 508. The 300 carries no ALTERNATE-DOMAIN: the
+    /// client checks the alternate's certificate against the name it
+    /// checked this server's against (RFC 8489 §10), so the servers share
+    /// a certificate name.
+    pub fn set_tls_alternate_servers(&mut self, servers: Vec<SocketAddr>) {
+        self.alternates_tls = servers;
+    }
+
+    /// What [`TurnServer::set_tls_alternate_servers`] set.
+    pub fn tls_alternate_servers(&self) -> &[SocketAddr] {
+        &self.alternates_tls
     }
 
     /// The configuration.

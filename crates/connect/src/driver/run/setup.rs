@@ -342,6 +342,7 @@ pub(super) async fn setup(
         sockets: sockets.into_iter().chain(mdns_socket).collect(),
         mdns,
         streams,
+        inbound_tx,
         ice_tcp,
         _tasks: tasks,
         probe: super::probe::Probe::new(inbound_tx.clone()),

@@ -76,7 +76,8 @@ impl Store {
                         ClusterOp::Relay { node, to, msg } => {
                             self.relays += 1;
                             let j = if node == "a" { 0 } else { 1 };
-                            events.push((j, ClusterEvent::Deliver { to, msg }));
+                            let json_len = msg.to_json().len();
+                            events.push((j, ClusterEvent::Deliver { to, msg, json_len }));
                         }
                     }
                 }
@@ -187,6 +188,7 @@ fn nothing_crosses_rooms_between_nodes() {
     let forged = ClusterEvent::Deliver {
         to: "a1".into(),
         msg: ServerMsg::Bye { from: "b1".into() },
+        json_len: 24,
     };
     assert!(n[0].cluster_event(forged).is_empty());
     assert_eq!(n[0].stats().cluster_refused, 1);
