@@ -9,26 +9,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use super::super::net::{self, Inbound};
+use super::super::net;
 use super::Driver;
 use crate::ProbeSockets;
 
-/// The probing sockets and their readers.
+/// The probing sockets' readers.
+#[derive(Default)]
 pub(super) struct Probe {
-    tx: mpsc::Sender<Inbound>,
     readers: HashMap<SocketAddr, AbortHandle>,
-}
-
-impl Probe {
-    pub(super) fn new(tx: mpsc::Sender<Inbound>) -> Self {
-        Probe {
-            tx,
-            readers: HashMap::new(),
-        }
-    }
 }
 
 impl Drop for Probe {
@@ -50,7 +40,7 @@ impl Driver {
                         Ok(s) => {
                             let Ok(local) = s.local_addr() else { continue };
                             let s = Arc::new(s);
-                            let tx = self.probe.tx.clone();
+                            let tx = self.inbound_tx.clone();
                             let h = net::spawn_udp_reader(&mut self._tasks, local, s.clone(), tx);
                             self.probe.readers.insert(local, h);
                             self.sockets.insert(local, s);

@@ -345,7 +345,7 @@ pub(super) async fn setup(
         inbound_tx,
         ice_tcp,
         _tasks: tasks,
-        probe: super::probe::Probe::new(inbound_tx.clone()),
+        probe: super::probe::Probe::default(),
         inbound,
         restarting: false,
         channels: HashMap::new(),
