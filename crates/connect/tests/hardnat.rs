@@ -137,7 +137,10 @@ fn without_the_peers_behaviour_nothing_is_probed() {
 }
 
 #[test]
-fn two_endpoint_independent_or_two_dependent_sides_never_probe() {
+fn only_an_eim_side_against_a_dependent_one_birthday_probes() {
+    // Two EIM sides (ICE meets), an EIM/EIF side (ICE meets through a
+    // learnt address), two endpoint-dependent sides (port prediction, one
+    // socket each, no probes): no birthday probing.
     for (a, b) in [
         (Placement::Nat(EI, APD), Placement::Nat(EI, APD)),
         (Placement::Nat(APD, APD), Placement::Nat(APD, APD)),
@@ -145,5 +148,27 @@ fn two_endpoint_independent_or_two_dependent_sides_never_probe() {
     ] {
         let o = run_pair(a, b, hard_nat());
         assert_eq!(o.probes, (0, 0), "{a} vs {b}");
+    }
+}
+
+#[test]
+fn two_dependent_sides_with_random_ports_stay_relayed_and_ask_for_nothing() {
+    let opts = Opts {
+        port_allocation: PortAllocation::Random,
+        ..hard_nat()
+    };
+    let mut p = Pair::new(Placement::Nat(APD, APD), Placement::Nat(APD, APD), opts);
+    p.run_until(Pair::connected, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.run_for(Duration::from_secs(15));
+    for n in [p.node_a(), p.node_b()] {
+        assert_eq!(
+            n.session.nat_report().map(|r| r.ports),
+            Some(p2p_connect::PortPattern::Unknown)
+        );
+        assert!(!n.session.hard_nat_probing(), "{}", n.name);
+        assert_eq!(n.probe_sockets, (0, 0), "{}", n.name);
+        let k = n.selected_kinds().expect("relayed");
+        assert_eq!(PathKind::of(k.0, k.1), PathKind::Relay);
     }
 }
