@@ -230,8 +230,21 @@ scenario "EIM x EIM (hole punching)" "r1 EIM/APDF x r4 EIM/APDF" direct direct \
 scenario "EIM/EIF x APDM" "r3 EIM/EIF x r2 APDM" direct direct \
   "${C}3 ${ALL_SERVERS[*]}" "${C}2 ${ALL_SERVERS[*]}"
 
-scenario "EIM/APDF x APDM" "r1 EIM/APDF x r2 APDM" relay relay \
-  "${C}1 ${ALL_SERVERS[*]}" "${C}2 ${ALL_SERVERS[*]}"
+scenario "EIM/APDF x APDM, ICE alone (--no-hardnat)" "r1 EIM/APDF x r2 APDM" relay relay \
+  "${C}1 ${ALL_SERVERS[*]} --no-hardnat" "${C}2 ${ALL_SERVERS[*]} --no-hardnat"
+
+# Birthday probing (issue 14): the same NATs; both peers announce the
+# p2phardnat ICE option, learn their mapping from the server and its
+# RFC 5780 alternate address, and 3 s after the checks began, with only the
+# relay working, the peer behind --random-fully opens 256 sockets towards
+# the MASQUERADE peer's srflx while that one probes random ports of its IP.
+# The peers stay 15 s so that the probed path replaces the relay (the last
+# path is asserted). Both join orders (the second peer offers and controls).
+HARDNAT_STAY="--linger-ms 15000"
+scenario "EIM/APDF x APDM, birthday probing" "r1 EIM/APDF x r2 APDM" direct direct \
+  "${C}1 ${ALL_SERVERS[*]} $HARDNAT_STAY" "${C}2 ${ALL_SERVERS[*]} $HARDNAT_STAY"
+scenario "APDM x EIM/APDF, birthday probing" "r2 APDM x r1 EIM/APDF" direct direct \
+  "${C}2 ${ALL_SERVERS[*]} $HARDNAT_STAY" "${C}1 ${ALL_SERVERS[*]} $HARDNAT_STAY"
 
 scenario "APDM x APDM" "r2 APDM x r5 APDM" relay relay \
   "${C}2 ${ALL_SERVERS[*]}" "${C}5 ${ALL_SERVERS[*]}"

@@ -22,8 +22,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Opts, Pair, PathKind, Placement, SessionNode};
-use p2p_connect::{IceConfig, SessionEvent};
-use p2p_netsim::Behaviour::{AddressAndPortDependent as APD, EndpointIndependent as EI};
+use p2p_connect::{HardNatEvent, IceConfig, SessionEvent};
+use p2p_netsim::Behaviour::{
+    self, AddressAndPortDependent as APD, AddressDependent as AD, EndpointIndependent as EI,
+};
+use p2p_netsim::PortAllocation;
 
 /// A round trip between two peers, or a peer and the server.
 const RTT: Duration = Duration::from_millis(40);
@@ -111,6 +114,136 @@ fn ms(d: Duration) -> String {
 
 fn rtts(d: Duration, rtt: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() / rtt.as_secs_f64())
+}
+
+/// One hard-NAT traversal run: time to the first message both ways, time
+/// to the final (direct) path, and what probing cost.
+struct HardNatMeasure {
+    first_message: Duration,
+    direct_at: Option<Duration>,
+    path: PathKind,
+    /// Requests the EIM side probed with, and the endpoint-dependent side
+    /// opened sockets with (one request each).
+    probes: (u32, u32),
+    /// Bytes of those requests and of the answer to the one that landed.
+    bytes: u64,
+}
+
+/// The size of one probe: a Binding request with USERNAME (two 8-character
+/// ufrags and a colon: 17 bytes, padded to 20), PRIORITY, MESSAGE-INTEGRITY
+/// and FINGERPRINT, plus the IPv4 and UDP headers.
+const PROBE_BYTES: u64 = 20 + (4 + 20) + (4 + 4) + (4 + 20) + (4 + 4) + 28;
+
+fn hard_nat_measure(
+    a: Placement,
+    b: Placement,
+    alloc: PortAllocation,
+) -> Result<HardNatMeasure, String> {
+    let opts = Opts {
+        hard_nat: true,
+        port_allocation: alloc,
+        ..Opts::default()
+    };
+    let mut p = Pair::new(a, b, opts);
+    let first_message = p.run_until(Pair::connected, Duration::from_secs(30))?;
+    p.run_for(Duration::from_secs(12));
+    let (na, nb) = (p.node_a(), p.node_b());
+    let t0 = p.sim.t0();
+    let (l, r) = na.session.selected_path().ok_or("no path at A")?;
+    let direct_at = (na.selections() > 1)
+        .then(|| {
+            na.events
+                .iter()
+                .rev()
+                .find(|(_, e)| matches!(e, SessionEvent::SelectedPair { .. }))
+                .map(|(t, _)| *t - t0)
+        })
+        .flatten();
+    let mut probes = (0, 0);
+    for n in [na, nb] {
+        for (_, e) in &n.events {
+            if let SessionEvent::HardNat(
+                HardNatEvent::Found { sent, .. } | HardNatEvent::GaveUp { sent },
+            ) = e
+            {
+                if n.probe_sockets.0 > 0 {
+                    probes.1 += sent;
+                } else {
+                    probes.0 += sent;
+                }
+            }
+        }
+    }
+    Ok(HardNatMeasure {
+        first_message,
+        direct_at,
+        path: PathKind::of(l.kind, r.kind),
+        probes,
+        bytes: u64::from(probes.0 + probes.1 + 1) * PROBE_BYTES,
+    })
+}
+
+/// The hard-NAT traversal table: the cells ICE alone relays and probing
+/// or prediction turns direct.
+fn hard_nat_table() -> bool {
+    let cells: Vec<(Placement, Placement, PortAllocation)> = {
+        let mut v = Vec::new();
+        let dep: [Behaviour; 2] = [AD, APD];
+        for m in dep {
+            for f in [EI, AD, APD] {
+                v.push((
+                    Placement::Nat(EI, APD),
+                    Placement::Nat(m, f),
+                    PortAllocation::Preserving,
+                ));
+            }
+        }
+        v.push((
+            Placement::Nat(APD, APD),
+            Placement::Nat(APD, APD),
+            PortAllocation::Preserving,
+        ));
+        v.push((
+            Placement::Nat(APD, APD),
+            Placement::Nat(APD, APD),
+            PortAllocation::Sequential,
+        ));
+        v.push((
+            Placement::Nat(EI, APD),
+            Placement::Nat(APD, APD),
+            PortAllocation::Random,
+        ));
+        v
+    };
+    println!();
+    println!("Hard-NAT traversal (issue 14), per cell: both peers with `SessionConfig::hard_nat`, the NATs' ports as named.");
+    println!();
+    println!("| A | B | ports | path | first message both ways (sim ms) | direct path at (sim ms) | probes easy / sockets hard | bytes on probing |");
+    println!("|---|---|---|---|---:|---:|---:|---:|");
+    let mut failed = false;
+    for (a, b, alloc) in cells {
+        match hard_nat_measure(a, b, alloc) {
+            Ok(m) => println!(
+                "| {a} | {b} | {alloc:?} | {} | {} | {} | {} / {} | {} |",
+                m.path,
+                ms(m.first_message),
+                m.direct_at.map_or_else(|| "–".to_owned(), ms),
+                m.probes.0,
+                m.probes.1,
+                if m.probes == (0, 0) {
+                    "–".to_owned()
+                } else {
+                    m.bytes.to_string()
+                },
+            ),
+            Err(e) => {
+                failed = true;
+                println!("| {a} | {b} | {alloc:?} | did not connect | | | | |");
+                eprintln!("{a} vs {b}: {e}");
+            }
+        }
+    }
+    failed
 }
 
 fn main() {
@@ -238,7 +371,7 @@ fn main() {
         path_rtt(1).as_millis(),
         path_rtt(2).as_millis()
     );
-    if failed {
+    if hard_nat_table() || failed {
         std::process::exit(1);
     }
 }

@@ -303,6 +303,7 @@ fn event_name(e: &ConnectionEvent) -> &'static str {
         ConnectionEvent::StateChanged(_) => "state",
         ConnectionEvent::Connected(_) => "connected",
         ConnectionEvent::PathChanged(_) => "path_changed",
+        ConnectionEvent::HardNat(_) => "hard_nat",
         ConnectionEvent::Disconnected => "disconnected",
         ConnectionEvent::Restarting => "restarting",
         ConnectionEvent::SignalingLost => "signaling_lost",
@@ -418,6 +419,23 @@ pub(crate) fn describe(e: &ConnectionEvent) -> Option<String> {
         ConnectionEvent::StateChanged(s) => format!("ice: {s}"),
         ConnectionEvent::Connected(p) => format!("connected via {p}"),
         ConnectionEvent::PathChanged(p) => format!("path changed: {p}"),
+        ConnectionEvent::HardNat(h) => match h {
+            p2p_connect::HardNatEvent::Probing { hard: true } => {
+                "hard NAT: birthday probing, opening 256 sockets towards the peer".to_owned()
+            }
+            p2p_connect::HardNatEvent::Probing { .. } => {
+                "hard NAT: birthday probing, probing random ports of the peer".to_owned()
+            }
+            p2p_connect::HardNatEvent::Found {
+                local,
+                remote,
+                sent,
+            } => format!("hard NAT: a direct path {local} -> {remote} after {sent} requests"),
+            p2p_connect::HardNatEvent::GaveUp { sent } => {
+                format!("hard NAT: no direct path after {sent} requests")
+            }
+            _ => return None,
+        },
         ConnectionEvent::Disconnected => "disconnected: consent lost on the path".to_owned(),
         ConnectionEvent::Restarting => "ice: restarting".to_owned(),
         ConnectionEvent::SignalingLost => {

@@ -508,6 +508,10 @@ pub enum ConnectionEvent {
     Connected(SelectedPath),
     /// Another path was selected (renomination or after a restart).
     PathChanged(SelectedPath),
+    /// Birthday probing (issue 14) began, found a direct path (ICE then
+    /// checks it and may move the connection there: [`ConnectionEvent::PathChanged`])
+    /// or gave up.
+    HardNat(crate::HardNatEvent),
     /// Consent was lost on the selected path.
     Disconnected,
     /// An ICE restart began (new credentials were exchanged).

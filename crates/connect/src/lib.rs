@@ -191,6 +191,7 @@ pub use p2p_dtls::{Certificate, DtlsRole, DtlsVersion, Fingerprint};
 pub use p2p_ice::{Candidate, CandidateKind, IceConfig, IceState};
 pub use p2p_proto::{Datagram, FiveTuple, Handled, Machine, Output, Transmit, Transport};
 pub use session::{
-    PathEnd, RemoteSecurity, SecureEnd, Session, SessionConfig, SessionError, SessionEvent,
-    SessionOutput, TurnServerConfig, CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE,
+    HardNatEvent, NatMapping, NatReport, PathEnd, PortPattern, ProbeSockets, RemoteSecurity,
+    SecureEnd, Session, SessionConfig, SessionError, SessionEvent, SessionOutput, TurnServerConfig,
+    CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE, FAIR_CHANCE,
 };

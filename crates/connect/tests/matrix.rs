@@ -2,7 +2,9 @@
 //! for peer A against every one for peer B (81 pairs), plus same-LAN,
 //! public and UDP-blocked peers. Each row states the path ICE should end on,
 //! derived from RFC 4787 in [`expected`], and asserts it and a bound on the
-//! simulated connection time.
+//! simulated connection time. Both peers run with hard-NAT traversal
+//! (issue 14): where ICE can only relay, birthday probing or port
+//! prediction turns the path direct ([`how`]).
 //!
 //! `ICE_MATRIX_OUT=docs/ice-matrix.md cargo test -p p2p-connect --test matrix -- --nocapture`
 //! also writes the table (a relative path is taken from the workspace root).
@@ -17,6 +19,7 @@ use common::{kind_name, run_pair, Opts, Outcome, PathKind, Placement, RouterHelp
 use p2p_netsim::Behaviour::{
     self, AddressAndPortDependent as APD, AddressDependent as AD, EndpointIndependent as EI,
 };
+use p2p_netsim::PortAllocation;
 
 const ALL: [Behaviour; 3] = [EI, AD, APD];
 
@@ -33,7 +36,10 @@ const ALL: [Behaviour; 3] = [EI, AD, APD];
 /// has sent through E to r (APDF), to r's IP (ADF), or to anyone (EIF).
 /// A check succeeds only when its response comes back from the address it
 /// was sent to (RFC 8445 §7.2.5.2.1, symmetric addresses).
-pub fn expected(a: (Behaviour, Behaviour), b: (Behaviour, Behaviour)) -> PathKind {
+///
+/// This is ICE alone (rules 1 to 3); [`expected`] adds what hard-NAT
+/// traversal does where ICE relays.
+pub fn expected_ice(a: (Behaviour, Behaviour), b: (Behaviour, Behaviour)) -> PathKind {
     let ((ma, fa), (mb, fb)) = (a, b);
     // The filter of a peer admits a packet from the peer's IP (any port) once
     // it has sent anything to that IP: EIF or ADF.
@@ -96,9 +102,69 @@ pub fn expected_helped(
 ) -> PathKind {
     let open = (EI, EI);
     if helped == 0 {
-        expected(open, b)
+        expected_ice(open, b)
     } else {
-        expected(a, open)
+        expected_ice(a, open)
+    }
+}
+
+/// How a cell reaches its path with hard-NAT traversal (issue 14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    /// ICE alone (hard-NAT traversal has nothing to add, or nothing works).
+    Ice,
+    /// Rule 5: birthday probing, after the relay.
+    Probing,
+    /// Rule 6: port prediction, after the relay.
+    Prediction,
+}
+
+/// What hard-NAT traversal adds where ICE alone relays, each NAT's ports
+/// allocated by `alloc`. Each side learnt its own mapping (two server
+/// addresses: the same mapped address is EIM, two are not; the ports of
+/// the two tell a preserving or sequential allocator) and told the other.
+///
+/// Rule 5 (birthday probing; the rules of docs/ice-matrix.md). X EIM, Y endpoint-dependent, X's filter
+/// APDF (rule 2: relay). Once ICE had its fair chance, Y opens 256 sockets
+/// towards S_X (each a mapping of Y's NAT that admits S_X), X sends
+/// authenticated checks from S_X to random ports of Y's IP; one that lands
+/// on such a mapping reaches Y, whose answer leaves through the same
+/// mapping to S_X, which X's filter admits (X sent there). Both hand the
+/// pair to ICE: X's end S_X (srflx), Y's a new mapping (prflx). With 256
+/// mappings among 64 512 ports and 1 000 probes the odds are 98 %; the run
+/// is seeded, so a cell is the same every time.
+///
+/// Rule 6 (port prediction). Both endpoint-dependent and ICE relays (rule
+/// 3); each NAT preserves a socket's port in its first mapping or hands
+/// out ports in sequence. Each side takes a fresh socket Q and predicts its
+/// first mapping towards the peer: Q's own port (preserving), or one past
+/// the port a Binding from Q to the server's second address got
+/// (sequential). With both predictions, each checks the other's from Q:
+/// the first check of each side opens exactly the mapping the other's
+/// check arrives on (same addresses both ways), and ICE's retransmission
+/// passes: prflx ↔ prflx. Random ports: nothing to predict, relay.
+pub fn how(a: (Behaviour, Behaviour), b: (Behaviour, Behaviour), alloc: PortAllocation) -> How {
+    if expected_ice(a, b) != PathKind::Relay {
+        return How::Ice;
+    }
+    match (a.0, b.0) {
+        (EI, EI) => How::Ice,
+        (EI, _) | (_, EI) => How::Probing,
+        _ if alloc == PortAllocation::Random => How::Ice,
+        _ => How::Prediction,
+    }
+}
+
+/// The path a cell ends on with hard-NAT traversal: ICE's, or a direct one
+/// found by probing or prediction (rules 5 and 6).
+pub fn expected(
+    a: (Behaviour, Behaviour),
+    b: (Behaviour, Behaviour),
+    alloc: PortAllocation,
+) -> PathKind {
+    match how(a, b, alloc) {
+        How::Ice => expected_ice(a, b),
+        How::Probing | How::Prediction => PathKind::Prflx,
     }
 }
 
@@ -172,11 +238,20 @@ fn bound(path: PathKind) -> Duration {
     })
 }
 
+/// How long after the start the path found by birthday probing may be
+/// selected: ICE's fair chance (3 s after the credentials), the easy side's
+/// 300 ms wait, then at most 1 000 probes at 200/s (5 s), and the check
+/// that makes the found pair valid and nominated.
+const PROBED_BOUND: Duration = Duration::from_millis(3_000 + 300 + 5_000 + 1_000);
+
 struct Row {
     /// ICE-TCP rows: whether the path must run over TCP.
     tcp: Option<bool>,
     /// Router-help rows: which side's router serves which protocol.
     help: Option<(usize, RouterHelp)>,
+    /// How the path is reached: by ICE, or after a relay by probing or
+    /// prediction.
+    how: How,
     pa: Placement,
     pb: Placement,
     a: String,
@@ -204,8 +279,22 @@ fn row_bound(a: Placement, b: Placement, path: PathKind) -> Duration {
     }
 }
 
-fn run(a: Placement, b: Placement, expected: PathKind, rows: &mut Vec<Row>) {
-    run_with(a, b, expected, Opts::default(), rows);
+/// A row with hard-NAT traversal on both sides, the NATs' ports
+/// allocated by `alloc`.
+fn run(a: Placement, b: Placement, alloc: PortAllocation, rows: &mut Vec<Row>) {
+    let (expected, how) = match (a, b) {
+        (Placement::Nat(ma, fa), Placement::Nat(mb, fb)) => (
+            expected((ma, fa), (mb, fb), alloc),
+            how((ma, fa), (mb, fb), alloc),
+        ),
+        _ => (expected_special(a, b), How::Ice),
+    };
+    let opts = Opts {
+        hard_nat: true,
+        port_allocation: alloc,
+        ..Opts::default()
+    };
+    run_with(a, b, expected, how, opts, rows);
 }
 
 /// The ICE-TCP rows (both peers also have passive and active TCP host
@@ -231,7 +320,14 @@ fn expected_tcp(a: Placement, b: Placement) -> (PathKind, bool) {
     }
 }
 
-fn run_with(a: Placement, b: Placement, expected: PathKind, opts: Opts, rows: &mut Vec<Row>) {
+fn run_with(
+    a: Placement,
+    b: Placement,
+    expected: PathKind,
+    how: How,
+    opts: Opts,
+    rows: &mut Vec<Row>,
+) {
     let tcp = opts.ice_tcp.then(|| expected_tcp(a, b).1);
     let help = (0..2).find_map(|side| opts.router_help[side].map(|h| (side, h)));
     let plain = tcp.is_none() && help.is_none();
@@ -241,15 +337,21 @@ fn run_with(a: Placement, b: Placement, expected: PathKind, opts: Opts, rows: &m
             o.ice_a = o.ice_a.clone().with_early_nomination(false);
             run_pair(a, b, o)
         });
+    let alloc = match opts.port_allocation {
+        PortAllocation::Preserving => "",
+        PortAllocation::Sequential => ", sequential ports",
+        PortAllocation::Random => ", random ports",
+    };
     let outcome = run_pair(a, b, opts);
     let label = |p: Placement, side: usize| match (tcp, help) {
         (Some(_), _) => format!("{p}, ICE-TCP"),
         (None, Some((s, h))) if s == side => format!("{p} + {h}"),
-        _ => p.to_string(),
+        _ => format!("{p}{alloc}"),
     };
     rows.push(Row {
         tcp,
         help,
+        how,
         pa: a,
         pb: b,
         a: label(a, 0),
@@ -292,8 +394,8 @@ fn summary(rows: &[Row]) -> String {
 
 fn table(rows: &[Row]) -> String {
     let mut s = String::new();
-    s += "| A | B | expected | got | first | A local → remote | B local → remote | connect (sim ms) | data both ways (sim ms) | waiting: connect / data (sim ms) | final path (sim ms) | switches | checks A/B |\n";
-    s += "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|\n";
+    s += "| A | B | expected | got | first | A local → remote | B local → remote | connect (sim ms) | data both ways (sim ms) | waiting: connect / data (sim ms) | final path (sim ms) | switches | checks A/B | probes easy/hard | direct at (sim ms) |\n";
+    s += "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for r in rows {
         let o = &r.outcome;
         let mark = if o.path == r.expected {
@@ -303,10 +405,15 @@ fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {}{} | {} | {} → {} | {} → {} | {} | {} | {} | {} | {} | {}/{} |",
+            "| {} | {} | {}{} | {}{} | {} | {} → {} | {} → {} | {} | {} | {} | {} | {} | {}/{} | {} | {} |",
             r.a,
             r.b,
             r.expected,
+            match r.how {
+                How::Ice => "",
+                How::Probing => " (probing)",
+                How::Prediction => " (prediction)",
+            },
             o.path,
             if o.tcp {
                 format!(" over TCP{mark}")
@@ -328,12 +435,38 @@ fn table(rows: &[Row]) -> String {
             o.selections_a.saturating_sub(1),
             o.checks.0,
             o.checks.1,
+            if o.probes == (0, 0) {
+                "–".to_owned()
+            } else {
+                format!("{}/{}", o.probes.0, o.probes.1)
+            },
+            o.upgraded
+                .map_or_else(|| "–".to_owned(), |d| d.as_millis().to_string()),
         );
     }
     s
 }
 
+const RANDOM_HEAD: &str = "## The NAT × NAT grid with random ports
+
+The same 81 cells, every NAT allocating a random port for each new mapping
+(as Linux `MASQUERADE --random-fully` does): no port to predict, so rule 6
+does not apply and the cells both of whose NATs are endpoint-dependent stay
+relayed (27); birthday probing (rule 5) still meets an EIM side whose
+filter is address-and-port dependent (12 cells). This is issue 14's target:
+at most 27 of 81 relayed without help from the router.
+
+";
+
 const DOC_HEAD: &str = "# The ICE connectivity matrix
+
+![The 9 × 9 NAT × NAT grid coloured by the path each cell ends on: ICE alone, and with hard-NAT traversal](ice-matrix.svg)
+
+The picture (written by the test beside this file) shows the 81 NAT × NAT
+rows below: on the left as ICE alone ends them (the test runs them without
+hard-NAT traversal too), in the middle as they end now with the grid's
+port-preserving NATs, on the right with NATs that pick random ports (the
+table at the end).
 
 Generated by `cargo xtask ice-matrix`, which runs
 
@@ -353,7 +486,11 @@ TURN allocation then runs over TCP). One public server (`p2p_turn::TurnServer`
 at 203.0.113.1:3478) answers STUN Binding and relays. Every access link adds
 10 ms each way; signalling (credentials, trickled candidates,
 end-of-candidates) takes 50 ms. Both sides gather host, server-reflexive and
-relayed candidates.
+relayed candidates, and run with hard-NAT traversal (issue 14,
+`SessionConfig::hard_nat`): each learns its NAT's mapping behaviour from
+the server's two addresses (its RFC 5780 OTHER-ADDRESS is 203.0.113.2:3479)
+and tells the other, as two p2p-connect peers that agreed on the
+`p2phardnat` ICE option token do.
 
 * **expected**: the path ICE should end on, derived from RFC 4787 in
   `expected()` of the test (one rule per case, with the reasoning), not copied
@@ -384,6 +521,14 @@ relayed candidates.
   (one RTO, 500 ms) went unanswered for twice the round trip of the best
   valid pair (and the peer never checked it).
 * **checks**: connectivity checks sent by each side (without retransmissions).
+* **probes easy/hard**: birthday probing, when it ran: authenticated checks
+  the endpoint-independent side sent to random ports of the other's IP, and
+  the sockets the endpoint-dependent side opened towards it (one request
+  each). *(probing)* or *(prediction)* after the expectation: the cell
+  connects relayed first and must find the direct path by rule 5 or 6.
+* **direct at**: when A selected its final pair, for a row whose path
+  changed (the relay replaced by the path probing or prediction found);
+  bounded at 9.3 s.
 
 The rules `expected()` derives (S is a peer's server-reflexive address, made
 towards the server, whose IP is not the peer's):
@@ -392,12 +537,32 @@ towards the server, whose IP is not the peer's):
    first check opens its filter for the other's srflx.
 2. EIM against ADM or APDM: the dependent side reaches the EIM side from a
    new port of its IP; the EIM side learns it (peer-reflexive) if its filter
-   admits other ports of an IP it has sent to (EIF or ADF). APDF: relay.
+   admits other ports of an IP it has sent to (EIF or ADF). APDF: relay
+   (rule 5 then helps).
 3. APDM against APDM: every answer leaves through yet another mapping, no
    check is ever symmetric: relay.
 4. ADM against ADM or APDM: the first check arrives on a mapping made
    towards the server, so one side must be EIF, and the other EIF or ADF;
    then both meet on peer-reflexive addresses. Otherwise: relay.
+
+What hard-NAT traversal adds (issue 14) where ICE alone relays, once ICE
+had its fair chance (3 s after the checks began):
+
+5. Birthday probing: one side EIM (with APDF, rule 2's relay), the other
+   not. The endpoint-dependent side opens 256 sockets, each sending one
+   authenticated request to the EIM side's srflx (256 mappings that admit
+   it); the EIM side sends authenticated checks from its srflx to random
+   ports of the other's IP, 200 a second, at most 1 000. One that lands on
+   such a mapping is answered through it, and both hand the pair to ICE,
+   which nominates it over the relay: prflx. Odds 1 − (1 − 256/64 512)^1000
+   ≈ 98 % (the runs are seeded: the same every time).
+6. Port prediction: both endpoint-dependent (rules 3 and 4's relays), with
+   NATs that keep a socket's port in its first mapping (the grid's) or hand
+   out ports in sequence. Each side takes a fresh socket and predicts its
+   first mapping towards the peer (its own port; or one past what a Binding
+   request from it to the server's second address got), signals it, and
+   checks the peer's prediction from it: each side's first check opens the
+   very mapping the other's check arrives on. Random ports: relay.
 
 The IPv6 rows: the server is dual-stack (2001:db8:ff::1 too). A home
 router does not translate IPv6 (RFC 6092: no NAT66; RFC 4787's NAT
@@ -441,18 +606,143 @@ answers nothing (the session's requests go unanswered; gathering waits
 
 ";
 
+/// The colour of a path in the picture.
+fn colour(p: PathKind) -> &'static str {
+    match p {
+        PathKind::Host => "#1a9850",
+        PathKind::Srflx => "#66bd63",
+        PathKind::Prflx => "#a6d96a",
+        PathKind::Relay => "#d73027",
+    }
+}
+
+/// The 9 × 9 NAT × NAT grid once per panel, coloured by the path each cell
+/// ends on, as this test measured it, in the order of [`ALL`] × [`ALL`]
+/// (A's row, B's column).
+fn svg(panels: &[(&str, Vec<PathKind>)]) -> String {
+    const CELL: usize = 30;
+    const LEFT: usize = 80;
+    const TOP: usize = 90;
+    const GAP: usize = 60;
+    let label = |i: usize| {
+        let (m, f) = (ALL[i / 3], ALL[i % 3]);
+        format!("{}/{}", m.mapping_name(), f.filtering_name())
+    };
+    let grid_w = 9 * CELL;
+    let width = LEFT + panels.len() * (grid_w + GAP);
+    let height = TOP + 9 * CELL + 60;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"10\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    for (g, (title, cells)) in panels.iter().enumerate() {
+        let x0 = LEFT + g * (grid_w + GAP);
+        let relayed = cells.iter().filter(|p| **p == PathKind::Relay).count();
+        let _ = writeln!(
+            s,
+            "<text x=\"{}\" y=\"18\" font-size=\"12\" text-anchor=\"middle\">{title}</text>\n\
+             <text x=\"{}\" y=\"34\" font-size=\"12\" text-anchor=\"middle\">{relayed} of 81 \
+             relayed</text>",
+            x0 + grid_w / 2,
+            x0 + grid_w / 2
+        );
+        for i in 0..9 {
+            // Column labels (peer B), rotated; row labels (peer A).
+            let cx = x0 + i * CELL + CELL / 2;
+            let _ = writeln!(
+                s,
+                "<text transform=\"translate({cx},{}) rotate(-60)\">{}</text>",
+                TOP - 4,
+                label(i)
+            );
+            if g == 0 {
+                let _ = writeln!(
+                    s,
+                    "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+                    LEFT - 4,
+                    TOP + i * CELL + CELL / 2 + 4,
+                    label(i)
+                );
+            }
+        }
+        for (k, p) in cells.iter().enumerate().take(81) {
+            let (row, col) = (k / 9, k % 9);
+            let _ = writeln!(
+                s,
+                "<rect x=\"{}\" y=\"{}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{}\" \
+                 stroke=\"white\"><title>A {} × B {}: {p}</title></rect>",
+                x0 + col * CELL,
+                TOP + row * CELL,
+                colour(*p),
+                label(row),
+                label(col)
+            );
+        }
+    }
+    let _ = writeln!(
+        s,
+        "<text x=\"4\" y=\"{}\" font-size=\"10\">rows: peer A, columns: peer B \
+         (mapping/filtering, RFC 4787)</text>",
+        TOP + 9 * CELL + 50
+    );
+    let y = TOP + 9 * CELL + 20;
+    for (i, p) in [
+        PathKind::Host,
+        PathKind::Srflx,
+        PathKind::Prflx,
+        PathKind::Relay,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = LEFT + i * 110;
+        let _ = writeln!(
+            s,
+            "<rect x=\"{x}\" y=\"{y}\" width=\"14\" height=\"14\" fill=\"{}\"/>\
+             <text x=\"{}\" y=\"{}\">{}</text>",
+            colour(p),
+            x + 18,
+            y + 11,
+            match p {
+                PathKind::Host => "direct: host",
+                PathKind::Srflx => "direct: srflx",
+                PathKind::Prflx => "direct: prflx",
+                PathKind::Relay => "relayed (TURN)",
+            }
+        );
+    }
+    s += "</svg>\n";
+    s
+}
+
 #[test]
 fn nat_matrix() {
+    // ICE alone first (what the stack did before issue 14): the picture's
+    // left half, and the floor nothing may fall below.
+    let mut before = Vec::new();
+    for ma in ALL {
+        for fa in ALL {
+            for mb in ALL {
+                for fb in ALL {
+                    before.push(run_pair(
+                        Placement::Nat(ma, fa),
+                        Placement::Nat(mb, fb),
+                        Opts::default(),
+                    ));
+                }
+            }
+        }
+    }
     let mut rows = Vec::new();
     for ma in ALL {
         for fa in ALL {
             for mb in ALL {
                 for fb in ALL {
-                    let want = expected((ma, fa), (mb, fb));
                     run(
                         Placement::Nat(ma, fa),
                         Placement::Nat(mb, fb),
-                        want,
+                        PortAllocation::Preserving,
                         &mut rows,
                     );
                 }
@@ -478,7 +768,39 @@ fn nat_matrix() {
         (Placement::V6Firewall, Placement::Nat(EI, APD)),
     ];
     for (a, b) in specials {
-        run(a, b, expected_special(a, b), &mut rows);
+        run(a, b, PortAllocation::Preserving, &mut rows);
+    }
+    // Other port allocators (the grid's NATs preserve ports): sequential
+    // ones are predicted as well; random ones only birthday probing meets.
+    let allocators = [
+        (
+            Placement::Nat(APD, APD),
+            Placement::Nat(APD, APD),
+            PortAllocation::Sequential,
+        ),
+        (
+            Placement::Nat(AD, APD),
+            Placement::Nat(APD, APD),
+            PortAllocation::Sequential,
+        ),
+        (
+            Placement::Nat(APD, APD),
+            Placement::Nat(APD, APD),
+            PortAllocation::Random,
+        ),
+        (
+            Placement::Nat(EI, APD),
+            Placement::Nat(APD, APD),
+            PortAllocation::Random,
+        ),
+        (
+            Placement::Nat(APD, APD),
+            Placement::Nat(EI, APD),
+            PortAllocation::Random,
+        ),
+    ];
+    for (a, b, alloc) in allocators {
+        run(a, b, alloc, &mut rows);
     }
     let tcp_rows = [
         (Placement::TcpOutOnly, Placement::Public),
@@ -493,7 +815,7 @@ fn nat_matrix() {
             ice_tcp: true,
             ..Opts::default()
         };
-        run_with(a, b, expected_tcp(a, b).0, opts, &mut rows);
+        run_with(a, b, expected_tcp(a, b).0, How::Ice, opts, &mut rows);
     }
     // With router help: A's router serves PCP (and NAT-PMP), then B's
     // serves NAT-PMP only (the client falls back to it).
@@ -506,15 +828,31 @@ fn nat_matrix() {
                         let mut opts = Opts::default();
                         opts.router_help[side] = Some(help);
                         let (a, b) = (Placement::Nat(ma, fa), Placement::Nat(mb, fb));
-                        run_with(a, b, want, opts, &mut rows);
+                        run_with(a, b, want, How::Ice, opts, &mut rows);
                     }
                 }
             }
         }
     }
 
+    // The grid again with random ports (Linux `--random-fully`): nothing
+    // to predict; birthday probing still meets an EIM side.
+    let mut random = Vec::new();
+    for ma in ALL {
+        for fa in ALL {
+            for mb in ALL {
+                for fb in ALL {
+                    let (a, b) = (Placement::Nat(ma, fa), Placement::Nat(mb, fb));
+                    run(a, b, PortAllocation::Random, &mut random);
+                }
+            }
+        }
+    }
+
+    let random_table = table(&random);
     let table = format!("{}\n{}", summary(&rows), table(&rows));
     println!("{table}");
+    println!("{random_table}");
     if let Ok(out) = std::env::var("ICE_MATRIX_OUT") {
         let mut path = PathBuf::from(&out);
         if path.is_relative() {
@@ -522,10 +860,44 @@ fn nat_matrix() {
                 .join("../..")
                 .join(path);
         }
-        std::fs::write(&path, format!("{DOC_HEAD}{table}")).expect("write the matrix");
+        let picture = svg(&[
+            ("ICE alone", before.iter().map(|o| o.path).collect()),
+            (
+                "hard-NAT traversal (ports preserved)",
+                rows.iter().take(81).map(|r| r.outcome.path).collect(),
+            ),
+            (
+                "hard-NAT traversal (random ports)",
+                random.iter().map(|r| r.outcome.path).collect(),
+            ),
+        ]);
+        let svg_path = path.with_extension("svg");
+        std::fs::write(&svg_path, picture).expect("write the picture");
+        std::fs::write(
+            &path,
+            format!("{DOC_HEAD}{table}\n{RANDOM_HEAD}{random_table}"),
+        )
+        .expect("write the matrix");
     }
 
     let mut failures = Vec::new();
+    for r in &random {
+        if r.outcome.path != r.expected {
+            failures.push(format!(
+                "{} vs {} (random ports): expected {}, got {}",
+                r.a, r.b, r.expected, r.outcome.path
+            ));
+        }
+    }
+    let relayed_random = random
+        .iter()
+        .filter(|r| r.outcome.path == PathKind::Relay)
+        .count();
+    if relayed_random > 27 {
+        failures.push(format!(
+            "{relayed_random} of 81 NAT cells relayed with random ports, more than 27"
+        ));
+    }
     for r in &rows {
         let o = &r.outcome;
         if o.path != r.expected {
@@ -554,6 +926,26 @@ fn nat_matrix() {
                 r.a, r.b, o.first_path, o.path, o.selections_a
             ));
         }
+        if r.how != How::Ice {
+            // Relayed first, then the path probing or prediction found.
+            if o.first_path != PathKind::Relay || o.selections_a < 2 {
+                failures.push(format!(
+                    "{} vs {}: A selected {} pairs, first on {}: not the relay then the probed path",
+                    r.a, r.b, o.selections_a, o.first_path
+                ));
+            }
+            if o.upgraded.is_none_or(|t| t > PROBED_BOUND) {
+                failures.push(format!(
+                    "{} vs {}: the probed path came at {:?}, later than {:?}",
+                    r.a, r.b, o.upgraded, PROBED_BOUND
+                ));
+            }
+        } else if o.probes != (0, 0) {
+            failures.push(format!(
+                "{} vs {}: probed {:?} where ICE needs no help",
+                r.a, r.b, o.probes
+            ));
+        }
         if r.help.is_some() && o.path == PathKind::Relay {
             failures.push(format!("{} vs {}: relayed with router help", r.a, r.b));
         }
@@ -571,7 +963,14 @@ fn nat_matrix() {
                 ));
             }
         }
-        let limit = row_bound(r.pa, r.pb, r.expected);
+        // Connecting is bounded by the first path: the relay for the rows
+        // that probe later.
+        let first = if r.how == How::Ice {
+            r.expected
+        } else {
+            PathKind::Relay
+        };
+        let limit = row_bound(r.pa, r.pb, first);
         if o.connect > limit {
             failures.push(format!(
                 "{} vs {}: connecting took {} ms, more than {} ms for {}",
@@ -579,9 +978,45 @@ fn nat_matrix() {
                 r.b,
                 o.connect.as_millis(),
                 limit.as_millis(),
-                r.expected
+                first
             ));
         }
+    }
+    // ICE alone ends where rules 1 to 3 say; nothing it connects
+    // directly becomes relayed or slower.
+    for (r, b) in rows.iter().zip(&before) {
+        if let (Placement::Nat(ma, fa), Placement::Nat(mb, fb)) = (r.pa, r.pb) {
+            let want = expected_ice((ma, fa), (mb, fb));
+            if b.path != want {
+                failures.push(format!(
+                    "{} vs {} (ICE alone): expected {want}, got {}",
+                    r.a, r.b, b.path
+                ));
+            }
+        }
+        if b.path != PathKind::Relay
+            && (r.outcome.path == PathKind::Relay || r.outcome.connect > b.connect)
+        {
+            failures.push(format!(
+                "{} vs {}: ICE alone {} in {} ms, with hard-NAT traversal {} in {} ms",
+                r.a,
+                r.b,
+                b.path,
+                b.connect.as_millis(),
+                r.outcome.path,
+                r.outcome.connect.as_millis()
+            ));
+        }
+    }
+    // Issue 14's target: at most 27 of the 81 NAT × NAT cells relayed
+    // without router help (39 before birthday probing).
+    let relayed = rows
+        .iter()
+        .take(81)
+        .filter(|r| r.outcome.path == PathKind::Relay)
+        .count();
+    if relayed > 27 {
+        failures.push(format!("{relayed} of 81 NAT cells relayed, more than 27"));
     }
     assert!(
         failures.is_empty(),
@@ -589,7 +1024,7 @@ fn nat_matrix() {
         failures.len(),
         failures.join("\n")
     );
-    assert_eq!(rows.len(), 81 + 9 + 7 + 6 + 2 * 81);
+    assert_eq!(rows.len(), 81 + 9 + 7 + 5 + 6 + 2 * 81);
 }
 
 #[test]
@@ -599,7 +1034,19 @@ fn rules_are_symmetric_up_to_roles() {
         for fa in ALL {
             for mb in ALL {
                 for fb in ALL {
-                    assert_eq!(expected((ma, fa), (mb, fb)), expected((mb, fb), (ma, fa)));
+                    for alloc in [
+                        PortAllocation::Preserving,
+                        PortAllocation::Sequential,
+                        PortAllocation::Random,
+                    ] {
+                        let (x, y) = ((ma, fa), (mb, fb));
+                        assert_eq!(expected(x, y, alloc), expected(y, x, alloc));
+                        assert_eq!(how(x, y, alloc), how(y, x, alloc));
+                    }
+                    assert_eq!(
+                        expected_ice((ma, fa), (mb, fb)),
+                        expected_ice((mb, fb), (ma, fa))
+                    );
                 }
             }
         }
@@ -608,9 +1055,25 @@ fn rules_are_symmetric_up_to_roles() {
     let full_cone = (EI, EI);
     let port_restricted = (EI, APD);
     let symmetric = (APD, APD);
-    assert_eq!(expected(port_restricted, port_restricted), PathKind::Srflx);
-    assert_eq!(expected(full_cone, symmetric), PathKind::Prflx);
-    assert_eq!(expected(port_restricted, symmetric), PathKind::Relay);
-    assert_eq!(expected(symmetric, symmetric), PathKind::Relay);
-    assert_eq!(expected((EI, AD), symmetric), PathKind::Prflx);
+    assert_eq!(
+        expected_ice(port_restricted, port_restricted),
+        PathKind::Srflx
+    );
+    assert_eq!(expected_ice(full_cone, symmetric), PathKind::Prflx);
+    assert_eq!(expected_ice(port_restricted, symmetric), PathKind::Relay);
+    assert_eq!(expected_ice(symmetric, symmetric), PathKind::Relay);
+    assert_eq!(expected_ice((EI, AD), symmetric), PathKind::Prflx);
+    // Hard-NAT traversal: birthday probing (rule 5) whatever the ports;
+    // port prediction (rule 6) unless they are random.
+    let random = PortAllocation::Random;
+    let preserving = PortAllocation::Preserving;
+    assert_eq!(how(port_restricted, symmetric, random), How::Probing);
+    assert_eq!(how(full_cone, symmetric, random), How::Ice);
+    assert_eq!(how(symmetric, symmetric, preserving), How::Prediction);
+    assert_eq!(how(symmetric, symmetric, random), How::Ice);
+    assert_eq!(expected(symmetric, symmetric, random), PathKind::Relay);
+    assert_eq!(
+        expected(port_restricted, symmetric, random),
+        PathKind::Prflx
+    );
 }

@@ -937,6 +937,122 @@ fn the_hardnat_option_is_agreed_only_when_both_descriptions_announce_it() {
         }
     }
 }
+
+/// A STUN server that answers Binding with the mapped address and an RFC
+/// 5780 OTHER-ADDRESS (its second address, which it answers on too).
+struct Stun {
+    out: VecDeque<Transmit>,
+}
+
+const STUN: &str = "203.0.113.1:3478";
+const STUN_OTHER: &str = "203.0.113.2:3479";
+
+impl Node for Stun {
+    fn handle_input(&mut self, _now: Instant, d: Datagram<'_>) {
+        {
+            let Ok(m) = p2p_stun::Message::decode(d.contents) else {
+                return;
+            };
+            let mut buf = Vec::new();
+            let typ = p2p_stun::MessageType::new(
+                p2p_stun::Method::BINDING,
+                p2p_stun::MessageClass::Success,
+            );
+            let Ok(mut b) = p2p_stun::MessageBuilder::new(&mut buf, typ, m.transaction_id()) else {
+                return;
+            };
+            b.add(&p2p_stun::attr::XorMappedAddress(d.source)).unwrap();
+            b.add(&p2p_stun::attr::OtherAddress(sa(STUN_OTHER)))
+                .unwrap();
+            b.finish();
+            self.out
+                .push_back(Transmit::new(d.transport, d.destination, d.source, buf));
+        }
+    }
+
+    fn handle_timeout(&mut self, _now: Instant) {}
+
+    fn poll_transmit(&mut self, _now: Instant) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+/// Each side's NAT mapping behaviour (learnt from a STUN server and its
+/// OTHER-ADDRESS) reaches the peer as a `p2pnat` candidate extension only
+/// when both descriptions announce `p2phardnat`; browsers and other stacks
+/// never see it.
+#[test]
+fn the_nat_mapping_goes_to_the_peer_only_when_the_hardnat_option_is_agreed() {
+    for (a_on, b_on) in [(true, true), (true, false), (false, true)] {
+        let mut p = Pair::new();
+        p.sim.add_host(
+            [sa(STUN).ip(), sa(STUN_OTHER).ip()],
+            Realm::Public,
+            Stun {
+                out: VecDeque::new(),
+            },
+        );
+        for (h, on, peer, controlling, seed) in
+            [(p.a, a_on, "b", true, 1), (p.b, b_on, "a", false, 2)]
+        {
+            let addr = if controlling { A_ADDR } else { B_ADDR };
+            let ice = if controlling {
+                IceConfig::controlling()
+            } else {
+                IceConfig::controlled()
+            };
+            let mut sc = SessionConfig::new(ice.with_seed(seed));
+            sc.hosts = vec![sa(addr)];
+            sc.stun_servers = vec![sa(STUN)];
+            sc.rng_seed = Some(seed);
+            sc.hard_nat = on;
+            let mut nc = NegotiationConfig::new(peer, controlling);
+            nc.connect_timeout = CONNECT_TIMEOUT;
+            nc.hard_nat = on;
+            p.node_mut(h).negotiation = Negotiation::new(nc, Session::new(sc).unwrap());
+        }
+        p.connect();
+        p.run_until(Duration::from_secs(2), |p| {
+            p.sim.now() - p.sim.t0() > Duration::from_secs(1)
+        });
+        let agreed = a_on && b_on;
+        for (h, other, on) in [(p.a, p.b, a_on), (p.b, p.a, b_on)] {
+            let session = p.node(h).negotiation.session();
+            // Each learnt its own (no NAT: endpoint-independent) if on.
+            assert_eq!(
+                session.nat_report().map(|r| r.mapping),
+                on.then_some(p2p_connect::NatMapping::EndpointIndependent)
+            );
+            let signalled: Vec<&str> = p
+                .node(h)
+                .sent
+                .iter()
+                .filter_map(|m| match m {
+                    ClientMsg::Candidate { candidate, .. } => Some(candidate.candidate.as_str()),
+                    _ => None,
+                })
+                .filter(|c| c.contains("p2pnat"))
+                .collect();
+            if agreed {
+                assert_eq!(signalled.len(), 1, "{signalled:?}");
+                assert!(signalled[0].ends_with(" p2pnat eim"), "{}", signalled[0]);
+                let peer = p.node(other).negotiation.session().peer_nat_report();
+                assert_eq!(
+                    peer.map(|r| r.mapped),
+                    session.nat_report().map(|r| r.mapped)
+                );
+            } else {
+                assert!(signalled.is_empty(), "{signalled:?}");
+                assert!(session.peer_nat_report().is_none());
+            }
+        }
+    }
+}
+
 // ------------------------------------------------------------ mDNS names
 
 /// B's name, as a browser would make it.

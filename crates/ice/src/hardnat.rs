@@ -22,8 +22,9 @@
 //! only between peers that both announce the ICE option token (in
 //! p2p-connect, `Negotiation::hard_nat_agreed`).
 //!
-//! It is a [`Machine`] on its own; the `Session` does not run it yet
-//! (docs/compliance.md).
+//! It is a [`Machine`] on its own; p2p-connect's `Session` runs it when
+//! ordinary ICE found no direct path, and hands the path it finds to the
+//! agent ([`crate::IceAgent::add_discovered_pair`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -285,12 +286,14 @@ impl BirthdayProber {
 impl Machine for BirthdayProber {
     type Output = BirthdayOutput;
 
-    /// Takes STUN Binding messages to our sockets: requests that verify
-    /// with our password are answered (and, on the hard side, are the
-    /// success); answers to our requests that verify with the peer's
-    /// password are the success on the easy side. Nothing unauthenticated
-    /// is ever answered.
+    /// Takes STUN Binding messages to our sockets: on the hard side,
+    /// requests that verify with our password are answered and are the
+    /// success; on the easy side, answers to our own probes that verify
+    /// with the peer's password are the success (everything else to the
+    /// easy side's socket is [`Handled::NotMine`]: it is shared with the
+    /// ICE agent). Nothing unauthenticated is ever answered.
     fn handle_input(&mut self, _now: Instant, d: Datagram<'_>) -> Handled {
+        let hard = matches!(self.config.role, BirthdayRole::Hard { .. });
         let ours = match &self.config.role {
             BirthdayRole::Hard { sockets, .. } => sockets.contains(&d.destination),
             BirthdayRole::Easy { local, .. } => *local == d.destination,
@@ -299,6 +302,15 @@ impl Machine for BirthdayProber {
             return Handled::NotMine;
         };
         if !ours || msg.typ().method != Method::BINDING {
+            return Handled::NotMine;
+        }
+        // The easy side probes from a socket others use too (the ICE
+        // agent's host candidate): only the answers to its own probes are
+        // its; the rest (the peer's checks, other transactions) are not.
+        if !hard
+            && (msg.typ().class == MessageClass::Request
+                || !self.tids.contains(&msg.transaction_id()))
+        {
             return Handled::NotMine;
         }
         if self.done {

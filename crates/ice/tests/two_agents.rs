@@ -998,3 +998,48 @@ fn the_first_valid_pair_is_nominated_at_once_and_a_better_one_replaces_it_later(
         );
     }
 }
+
+/// A path found outside the agent's checks (birthday probing, issue 14):
+/// handed to both agents, it is checked at once and selected, although
+/// the signalled pair never works; the socket the agent did not know
+/// becomes a local candidate that is never signalled.
+#[test]
+fn a_discovered_pair_is_checked_at_once_and_selected() {
+    let mut net = Net::new(seeded(true, 1), seeded(false, 2));
+    // The signalled host pair never gets through (a NAT in between).
+    net.drop = Box::new(|t| t.source.port() == 6000 || t.destination.port() == 6000);
+    add_hosts(&mut net, &["10.0.0.1:5000"], &["10.0.0.2:6000"]);
+    assert!(net
+        .run_until(|n| n.both_connected(), Duration::from_secs(1))
+        .is_err());
+    let (probe, a_sock) = (addr("10.0.0.2:7000"), addr("10.0.0.1:5000"));
+    let now = net.now;
+    net.b.add_discovered_pair(now, probe, a_sock).unwrap();
+    net.a.add_discovered_pair(now, a_sock, probe).unwrap();
+    let took = net
+        .run_until(|n| n.both_connected(), Duration::from_secs(2))
+        .unwrap();
+    // A triggered check each way and the nomination: a few round trips.
+    assert!(took < Duration::from_millis(200), "{took:?}");
+    let (l, r) = net.a.selected_pair().unwrap();
+    assert_eq!((l.address(), r.address()), (a_sock, probe));
+    assert_eq!(r.kind(), CandidateKind::PeerReflexive);
+    let (l, r) = net.b.selected_pair().unwrap();
+    assert_eq!((l.address(), r.address()), (probe, a_sock));
+    assert!(!net
+        .events(Side::B)
+        .iter()
+        .any(|(_, e)| matches!(e, IceEvent::LocalCandidate(c) if c.address() == probe)));
+}
+
+#[test]
+fn a_relay_only_agent_refuses_a_discovered_pair() {
+    let mut a = IceAgent::new(seeded(true, 1).with_relay_only(true));
+    let mut b = IceAgent::new(seeded(false, 2));
+    let t0 = Instant::now();
+    exchange_credentials(&mut a, &mut b, t0);
+    assert_eq!(
+        a.add_discovered_pair(t0, addr("10.0.0.1:5000"), addr("10.0.0.2:7000")),
+        Err(IceError::ExcludedByPolicy)
+    );
+}

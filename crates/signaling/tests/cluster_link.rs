@@ -88,6 +88,7 @@ impl Node {
             peer: PeerInfo {
                 id: REMOTE.into(),
                 name: None,
+                hide_hosts: false,
             },
             node: "there".into(),
         };
@@ -198,6 +199,7 @@ async fn a_client_that_stops_reading_is_closed_when_messages_from_another_node_p
         name: None,
         version: None,
         id: None,
+        hide_hosts: false,
     };
     timeout(STEP, slow.send(Message::text(join.to_json())))
         .await

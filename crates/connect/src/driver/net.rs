@@ -177,7 +177,7 @@ pub(super) fn spawn_udp_reader(
     local: SocketAddr,
     sock: Arc<UdpSocket>,
     tx: mpsc::Sender<Inbound>,
-) {
+) -> tokio::task::AbortHandle {
     tasks.spawn(async move {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
@@ -198,7 +198,7 @@ pub(super) fn spawn_udp_reader(
                 }
             }
         }
-    });
+    })
 }
 
 /// A TCP or TLS connection to a TURN server, as the driver keeps it: the

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 mod gso;
+mod probe;
 mod reattach;
 mod setup;
 
@@ -133,6 +134,8 @@ struct Driver {
     /// ICE-TCP's listeners and connections, when [`PeerConfig::ice_tcp`].
     ice_tcp: Option<IceTcp>,
     _tasks: JoinSet<()>,
+    /// The sockets bound for birthday probing (`probe.rs`).
+    probe: probe::Probe,
     inbound: mpsc::Receiver<Inbound>,
     peer_name: Option<String>,
     /// A restart runs: the check list is reported again while it does.
@@ -360,6 +363,7 @@ impl Driver {
             match o {
                 NegotiationOutput::Transmit(t) => self.transmit(t).await,
                 NegotiationOutput::Signal(msg) => self.signal(msg).await,
+                NegotiationOutput::Sockets(r) => self.probe_sockets(r).await,
                 NegotiationOutput::Event(e) => {
                     if let Some(outcome) = self.on_event(ch, e) {
                         end = Some(outcome);
@@ -481,6 +485,7 @@ impl Driver {
                 self.channel_event(ch, e);
                 return None;
             }
+            NegotiationEvent::HardNat(e) => ConnectionEvent::HardNat(e),
             NegotiationEvent::Failed(f) => return Some(Err(connect_error(f))),
             NegotiationEvent::Closed(r) => return Some(Ok(r)),
         };

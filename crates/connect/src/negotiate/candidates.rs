@@ -41,6 +41,11 @@ impl Negotiation {
     /// mDNS name waits for it to resolve (without a resolver it is left
     /// out: the peer's other candidates, and its checks, still work).
     pub(super) fn add_sdp_candidate(&mut self, now: Instant, sdp: &p2p_sdp::Candidate) {
+        // The peer's mapping behaviour rides on a candidate (hardnat.rs);
+        // a port prediction is not a candidate.
+        if self.nat_candidate(now, sdp) {
+            return;
+        }
         match Candidate::from_sdp(sdp) {
             Ok(c) => {
                 if let Err(e) = self.session.add_remote_candidate(now, c) {

@@ -35,6 +35,7 @@
 //!   ([`CloseReason::IceFailed`]).
 
 mod candidates;
+mod hardnat;
 mod restart;
 mod resume;
 mod sdp;
@@ -96,6 +97,8 @@ pub struct Negotiation {
     session: Session,
     /// Both descriptions announce [`crate::HARD_NAT_OPTION`].
     hard_nat_agreed: bool,
+    /// Our NAT's mapping behaviour, for the peer once agreed (`hardnat.rs`).
+    nat: hardnat::NatSignal,
     started: bool,
     /// The signaling connection is up (until [`Negotiation::signaling_lost`]).
     signaling: bool,
@@ -160,6 +163,7 @@ impl Negotiation {
             config,
             session,
             hard_nat_agreed: false,
+            nat: hardnat::NatSignal::default(),
             started: false,
             signaling: true,
             remote_ufrag: None,
@@ -278,6 +282,13 @@ impl Negotiation {
         self.pump(now);
     }
 
+    /// The sockets a [`NegotiationOutput::Sockets`] bind request asked
+    /// for (see [`Session::sockets_bound`]).
+    pub fn sockets_bound(&mut self, now: Instant, sockets: Vec<std::net::SocketAddr>) {
+        self.session.sockets_bound(now, sockets);
+        self.pump(now);
+    }
+
     /// Close one channel (see [`Session::close_channel`]).
     pub fn close_channel(&mut self, now: Instant, channel: ChannelId) -> Result<(), SessionError> {
         let r = self.session.close_channel(now, channel);
@@ -387,6 +398,7 @@ impl Negotiation {
             Err(DescriptionError::Local) => return self.fail(now, Failure::BadLocalDescription),
         }
         self.hard_nat_agreed = self.config.hard_nat && d.hard_nat;
+        self.nat_flush();
         self.set_remote(now, d.ufrag.clone(), d.pwd.clone());
         self.description_candidates(now, &d);
     }
@@ -682,6 +694,9 @@ impl Negotiation {
                 self.maybe_connected();
             }
             SessionEvent::Channel(e) => self.event(NegotiationEvent::Channel(e)),
+            SessionEvent::NatMapping(r) => self.nat_learnt(r),
+            SessionEvent::PortPrediction(at) => self.nat_predicted(at),
+            SessionEvent::HardNat(e) => self.event(NegotiationEvent::HardNat(e)),
             SessionEvent::Ended(why) => self.secure_ended(now, why),
             _ => {}
         }
@@ -729,6 +744,7 @@ impl Negotiation {
                     SessionOutput::Transmit(t) => {
                         self.out.push_back(NegotiationOutput::Transmit(t))
                     }
+                    SessionOutput::Sockets(r) => self.out.push_back(NegotiationOutput::Sockets(r)),
                     SessionOutput::Event(e) => self.session_event(now, e),
                 }
             }

@@ -217,6 +217,8 @@ pub enum NegotiationEvent {
     Channel(ChannelEvent),
     /// The negotiation failed before a path was found. Nothing follows.
     Failed(Failure),
+    /// Birthday probing began, found a path or gave up (issue 14).
+    HardNat(crate::session::HardNatEvent),
     /// The connection ended after it was connected. Nothing follows but
     /// the transmits of the closing session (the deletion of the TURN
     /// allocations), until [`Negotiation::is_closed`].
@@ -231,6 +233,9 @@ pub enum NegotiationOutput {
     Transmit(Transmit),
     /// A message to the signaling server.
     Signal(ClientMsg),
+    /// Sockets to bind for birthday probing (then
+    /// [`Negotiation::sockets_bound`]), or to close.
+    Sockets(crate::session::ProbeSockets),
     /// Something to tell the application.
     Event(NegotiationEvent),
 }

@@ -16,7 +16,9 @@
 //! There is no plaintext mode: application data exists only as messages of
 //! data channels ([`Session::open_channel`], [`SessionEvent::Channel`]).
 
+mod hardnat;
 mod portmap;
+mod predict;
 mod relays;
 mod secure;
 
@@ -31,6 +33,7 @@ use p2p_portmap::PortMapper;
 use p2p_proto::{Datagram, FiveTuple, Handled, Machine, Output, Transmit, Transport};
 use p2p_turn::ClientOutput;
 
+pub use hardnat::{HardNatEvent, NatMapping, NatReport, PortPattern, ProbeSockets, FAIR_CHANCE};
 use relays::Relay;
 pub use secure::{RemoteSecurity, SecureEnd};
 use secure::{Secure, SecureConfig, SecureOut};
@@ -123,6 +126,14 @@ pub struct SessionConfig {
     /// candidate and deleted on close. Empty (the default): nothing is
     /// asked. Ignored by a relay-only policy.
     pub port_mapping: Vec<(SocketAddr, IpAddr)>,
+    /// Hard-NAT traversal (issue 14): learn our NAT's mapping behaviour
+    /// while gathering ([`SessionEvent::NatMapping`]) and, once the peer's
+    /// is given ([`Session::set_peer_nat`]: only when both peers announced
+    /// the ICE option token), birthday-probe when one side maps
+    /// endpoint-independently and the other does not and ICE found no
+    /// direct path (`session/hardnat.rs`). Default off; ignored by a
+    /// relay-only policy.
+    pub hard_nat: bool,
 }
 
 impl SessionConfig {
@@ -141,6 +152,7 @@ impl SessionConfig {
             receive_queue_limit: Some(p2p_datachannel::DEFAULT_RECEIVE_QUEUE_LIMIT),
             rng_seed: None,
             port_mapping: Vec::new(),
+            hard_nat: false,
         }
     }
 }
@@ -199,6 +211,17 @@ pub enum SessionEvent {
         /// What went wrong.
         reason: String,
     },
+    /// Our NAT's mapping behaviour, learnt while gathering
+    /// ([`SessionConfig::hard_nat`]): signal it to the peer if (and only
+    /// if) both announced the hard-NAT ICE option token.
+    NatMapping(NatReport),
+    /// Birthday probing began, found a path (handed to ICE) or gave up.
+    HardNat(HardNatEvent),
+    /// Port prediction: the address our fresh socket's first mapping
+    /// towards the peer should get; signal it to the peer (as
+    /// [`SessionEvent::NatMapping`]: only with the token agreed), which
+    /// gives it to [`Session::set_peer_prediction`].
+    PortPrediction(SocketAddr),
     /// A TURN server at its quota sent us to another (300 Try Alternate,
     /// RFC 8489 §10): the allocation is asked of `to`, over the same
     /// transport. Over TCP or TLS, open a connection to `to` now (the
@@ -257,6 +280,9 @@ pub enum SessionOutput {
     /// A datagram to send from one of our sockets (`source`), or a message
     /// on the TCP/TLS connection to a TURN server (`destination`).
     Transmit(Transmit),
+    /// Sockets to bind (then [`Session::sockets_bound`]) or to close, for
+    /// birthday probing ([`SessionConfig::hard_nat`]).
+    Sockets(ProbeSockets),
     /// Something the application should know.
     Event(SessionEvent),
 }
@@ -316,6 +342,8 @@ pub struct Session {
     relays: Vec<Relay>,
     /// Port mappers, one per IPv4 host socket, when a gateway is known.
     mappers: Vec<PortMapper>,
+    /// Our mapping behaviour and birthday probing (`hardnat.rs`).
+    hardnat: hardnat::HardNat,
     by_relayed: HashMap<SocketAddr, usize>,
     secure: Secure,
     out: VecDeque<SessionOutput>,
@@ -364,6 +392,12 @@ impl Session {
         } else {
             portmap::mappers(&config.port_mapping, config.rng_seed)
         };
+        let hardnat = hardnat::HardNat::new(
+            config.hard_nat && !config.ice.relay_only,
+            &config.hosts,
+            &config.stun_servers,
+            config.rng_seed,
+        );
         let certificate = match config.certificate {
             Some(c) => c,
             None => Certificate::generate()?,
@@ -382,6 +416,7 @@ impl Session {
             stun_servers,
             relays,
             mappers,
+            hardnat,
             by_relayed: HashMap::new(),
             secure,
             out: VecDeque::new(),
@@ -443,6 +478,7 @@ impl Session {
         pwd: &str,
     ) -> Result<(), SessionError> {
         self.agent.set_remote_credentials(now, ufrag, pwd)?;
+        self.hardnat.creds_at.get_or_insert(now);
         self.pump(now);
         Ok(())
     }
@@ -598,6 +634,10 @@ impl Session {
         }
         if self.closing.is_some() {
             return false;
+        }
+        // Mapping detection answers, birthday probes and their answers.
+        if self.hardnat_input(now, d) {
+            return true;
         }
         self.inner_input(now, d.transport, d.source, d.destination, d.contents);
         true
@@ -757,6 +797,7 @@ impl Session {
             }
             moved |= self.drain_secure(now);
             moved |= self.drain_portmap(now);
+            moved |= self.drain_hardnat(now);
             if let Some(deadline) = self.closing {
                 // Closing: the agent is silent; only the deletions go out.
                 if !self.closed
@@ -873,6 +914,7 @@ impl Machine for Session {
         if self.closing.is_none() {
             self.agent.handle_timeout(now);
             self.secure.handle_timeout(now);
+            self.hardnat_timeout(now);
         }
         for r in self.relays.iter_mut().filter(|r| !r.retired) {
             r.client.handle_timeout(now);
@@ -898,6 +940,7 @@ impl Machine for Session {
         match self.closing {
             Some(deadline) => relays.chain(Some(deadline)).min(),
             None => relays
+                .chain(self.hardnat_poll_timeout())
                 .chain(self.agent.poll_timeout())
                 .chain(self.secure.poll_timeout())
                 .min(),

@@ -18,9 +18,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use p2p_connect::{
-    CandidateKind, ChannelEvent, ChannelId, ChannelOptions, DtlsRole, Fingerprint, IceConfig,
-    IceState, Reliability, RemoteSecurity, Session, SessionConfig, SessionEvent, SessionOutput,
-    Transmit, Transport, TurnServerConfig,
+    CandidateKind, ChannelEvent, ChannelId, ChannelOptions, DtlsRole, Fingerprint, HardNatEvent,
+    IceConfig, IceState, NatReport, ProbeSockets, Reliability, RemoteSecurity, Session,
+    SessionConfig, SessionEvent, SessionOutput, Transmit, Transport, TurnServerConfig,
 };
 use p2p_netsim::{
     Behaviour, Firewall, HostId, LinkConfig, NatConfig, NatId, Node, PortAllocation,
@@ -36,6 +36,10 @@ pub const SERVER_IP: &str = "203.0.113.1";
 pub const SERVER_IP6: &str = "2001:db8:ff::1";
 /// Its listening port (STUN Binding and TURN).
 pub const SERVER_PORT: u16 = 3478;
+/// Its RFC 5780 alternate address (OTHER-ADDRESS in its Binding answers).
+pub const SERVER_OTHER: &str = "203.0.113.2:3479";
+/// The first port the harness "binds" for birthday probing.
+pub const PROBE_PORTS: u16 = 40000;
 /// How often a node with a selected path sends a ping.
 pub const PING_EVERY: Duration = Duration::from_millis(200);
 
@@ -68,6 +72,11 @@ pub enum Signal {
     Candidate(String),
     /// End-of-candidates.
     EndOfCandidates,
+    /// Our NAT's mapping behaviour (both sides run with hard-NAT traversal:
+    /// the ICE option token is agreed).
+    Nat(NatReport),
+    /// Our fresh socket's predicted address (port prediction).
+    Predict(SocketAddr),
 }
 
 /// The candidate type named in an SDP `candidate:` line.
@@ -123,6 +132,8 @@ pub struct SessionNode {
     /// The application takes each message as it arrives (releases its
     /// bytes to the session at once); false: it takes none.
     pub reading: bool,
+    /// Probing sockets asked for (bound at once) and closed.
+    pub probe_sockets: (usize, usize),
 }
 
 impl SessionNode {
@@ -146,6 +157,7 @@ impl SessionNode {
             pings_sent: 0,
             burst_on_select: 0,
             reading: true,
+            probe_sockets: (0, 0),
         }
     }
 
@@ -297,6 +309,18 @@ impl SessionNode {
                     continue;
                 }
                 SessionOutput::Event(e) => e,
+                SessionOutput::Sockets(ProbeSockets::Bind { ip, count }) => {
+                    // The virtual network needs no socket: ports are names.
+                    let start = PROBE_PORTS + self.probe_sockets.0 as u16;
+                    let ports = (0..count as u16).map(|i| SocketAddr::new(ip, start + i));
+                    self.probe_sockets.0 += count;
+                    self.session.sockets_bound(now, ports.collect());
+                    continue;
+                }
+                SessionOutput::Sockets(ProbeSockets::Close(s)) => {
+                    self.probe_sockets.1 += s.len();
+                    continue;
+                }
                 other => panic!("unexpected output {other:?}"),
             };
             match &e {
@@ -304,6 +328,8 @@ impl SessionNode {
                     self.outbox.push(Signal::Candidate(c.to_string()))
                 }
                 SessionEvent::GatheringComplete => self.outbox.push(Signal::EndOfCandidates),
+                SessionEvent::NatMapping(r) => self.outbox.push(Signal::Nat(*r)),
+                SessionEvent::PortPrediction(a) => self.outbox.push(Signal::Predict(*a)),
                 SessionEvent::SelectedPair { .. } => {
                     self.first_selected.get_or_insert(now);
                 }
@@ -380,6 +406,14 @@ impl SessionNode {
             },
             Signal::EndOfCandidates => {
                 self.session.end_of_remote_candidates(now);
+                Ok(())
+            }
+            Signal::Nat(r) => {
+                self.session.set_peer_nat(now, r);
+                Ok(())
+            }
+            Signal::Predict(a) => {
+                self.session.set_peer_prediction(now, a);
                 Ok(())
             }
         };
@@ -481,6 +515,7 @@ impl TurnNode {
         let (own, own6) = (ip(SERVER_IP), ip(SERVER_IP6));
         let mut config = ServerConfig::new("sim.example");
         config.rng_seed = Some(99);
+        config.other_address = Some(sa(SERVER_OTHER));
         config.peer_policy = PeerPolicy::new()
             .allow(Cidr::host(own))
             .allow(Cidr::host(own6));
@@ -665,6 +700,12 @@ pub struct Opts {
     pub dual_family: bool,
     /// Whether B has the TURN server (A always has).
     pub turn_b: bool,
+    /// Hard-NAT traversal on both sides (`SessionConfig::hard_nat`; the
+    /// harness signals the mapping behaviours as if the token were agreed).
+    pub hard_nat: bool,
+    /// Whether the mapping behaviours reach the peer (false: as when the
+    /// ICE option token is not agreed).
+    pub nat_signals: bool,
     /// The router of A's NAT (0) or B's (1) serves a port-mapping
     /// protocol; when either does, both sessions ask their router.
     pub router_help: [Option<RouterHelp>; 2],
@@ -718,6 +759,8 @@ impl Default for Opts {
             dual_family: false,
             turn_b: true,
             router_help: [None, None],
+            hard_nat: false,
+            nat_signals: true,
         }
     }
 }
@@ -745,7 +788,7 @@ impl Pair {
         let mut sim = Sim::new(t0, opts.seed);
         sim.set_default_link(opts.link.clone());
         let server = sim.add_host(
-            [ip(SERVER_IP), ip(SERVER_IP6)],
+            [ip(SERVER_IP), ip(SERVER_IP6), sa(SERVER_OTHER).ip()],
             Realm::Public,
             TurnNode::new(t0),
         );
@@ -848,7 +891,7 @@ impl Pair {
                 }
             }
         };
-        let (ice_tcp, dual_family) = (opts.ice_tcp, opts.dual_family);
+        let (ice_tcp, dual_family, hard_nat) = (opts.ice_tcp, opts.dual_family, opts.hard_nat);
         let (addr_a, realm_a, tr_a) = place(&mut sim, a, 0);
         let (addr_b, realm_b, tr_b) = place(&mut sim, b, 1);
 
@@ -897,6 +940,7 @@ impl Pair {
                 c.turn_servers = vec![t];
             }
             c.rng_seed = Some(seed);
+            c.hard_nat = hard_nat;
             Session::new(c).expect("session")
         };
         let sa_ = session(
@@ -989,6 +1033,8 @@ impl Pair {
                         }
                     }
                     Signal::Credentials(..) => self.last_due[side] = None,
+                    Signal::Nat(_) | Signal::Predict(_) if !self.opts.nat_signals => continue,
+                    Signal::Nat(_) | Signal::Predict(_) => {}
                 }
                 self.signals.push((now, from_a, s.clone()));
                 self.sim.node_mut::<SessionNode>(to).deliver_at(due, s);
@@ -1098,6 +1144,12 @@ pub struct Outcome {
     pub final_at: Duration,
     /// A's selected pair runs over TCP (ICE-TCP).
     pub tcp: bool,
+    /// Birthday probing: requests sent by the side that probed random
+    /// ports and by the side that opened sockets (0, 0: no probing).
+    pub probes: (u32, u32),
+    /// Simulated time until A selected its final pair, when it replaced
+    /// another (birthday probing turned a relayed path direct).
+    pub upgraded: Option<Duration>,
 }
 
 /// Connect peer A (controlling) at `a` with peer B (controlled) at `b`:
@@ -1142,7 +1194,43 @@ pub fn run_pair(a: Placement, b: Placement, opts: Opts) -> Outcome {
             p.report("data stopped")
         );
     }
+    let probes = [na, nb].iter().fold((0, 0), |acc, n| {
+        let hard = n
+            .has_event(|e| {
+                matches!(
+                    e,
+                    SessionEvent::HardNat(HardNatEvent::Probing { hard: true })
+                )
+            })
+            .is_some();
+        let sent = n
+            .events
+            .iter()
+            .find_map(|(_, e)| match e {
+                SessionEvent::HardNat(
+                    HardNatEvent::Found { sent, .. } | HardNatEvent::GaveUp { sent },
+                ) => Some(*sent),
+                _ => None,
+            })
+            .unwrap_or(0);
+        if hard {
+            (acc.0, acc.1 + sent)
+        } else {
+            (acc.0 + sent, acc.1)
+        }
+    });
+    let upgraded = (na.selections() > 1)
+        .then(|| {
+            na.events
+                .iter()
+                .rev()
+                .find(|(_, e)| matches!(e, SessionEvent::SelectedPair { .. }))
+                .map(|(t, _)| *t - t0)
+        })
+        .flatten();
     Outcome {
+        probes,
+        upgraded,
         a: ka,
         b: kb,
         path: PathKind::of(ka.0, ka.1),

@@ -9,6 +9,7 @@
 mod checklist;
 mod checks;
 mod consent;
+mod discovered;
 mod gather;
 mod nomination;
 mod state;

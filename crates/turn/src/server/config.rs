@@ -160,6 +160,11 @@ pub struct ServerConfig {
     /// authentication). Default true; turn off when the daemon routes
     /// Binding elsewhere (see [`crate::is_turn_method`]).
     pub answer_binding: bool,
+    /// RFC 5780 §6.1: the server's alternate address (another IP and
+    /// port it also answers Binding on), sent as OTHER-ADDRESS in every
+    /// Binding answer so that a client can compare the mappings its NAT
+    /// makes towards two server addresses. Default `None`: not sent.
+    pub other_address: Option<SocketAddr>,
     /// Seed of the server's RNG (nonce key, transaction ids of Data
     /// indications, reservation tokens, relayed ports, connection ids).
     /// `None`: OS entropy.
@@ -200,6 +205,7 @@ impl ServerConfig {
             own_addresses: Vec::new(),
             service_addresses: Vec::new(),
             answer_binding: true,
+            other_address: None,
             rng_seed: None,
             export_routes: false,
         }

@@ -44,8 +44,12 @@ impl<C: CredentialStore> TurnServer<C> {
         match (msg.typ().class, msg.typ().method) {
             (MessageClass::Request, Method::BINDING) if self.config.answer_binding => {
                 let client = ft.remote;
+                let other = self.config.other_address;
                 self.reply(&ft, &msg, None, None, |b| {
                     b.add(&XorMappedAddress(client))?;
+                    if let Some(o) = other {
+                        b.add(&p2p_stun::attr::OtherAddress(o))?;
+                    }
                     Ok(())
                 });
             }

@@ -178,7 +178,9 @@ pub(super) async fn setup(
                 );
                 batched.insert(*a, state);
             }
-            None => net::spawn_udp_reader(&mut tasks, *a, s.clone(), inbound_tx.clone()),
+            None => {
+                let _ = net::spawn_udp_reader(&mut tasks, *a, s.clone(), inbound_tx.clone());
+            }
         }
     }
     let hosts: Vec<SocketAddr> = sockets.iter().map(|(a, _)| *a).collect();
@@ -198,7 +200,7 @@ pub(super) async fn setup(
         tracing::warn!("mDNS: port 5353 unavailable; host addresses are signalled as they are");
     }
     if let Some((m, s)) = &mdns {
-        net::spawn_udp_reader(&mut tasks, m.local, s.clone(), inbound_tx.clone());
+        let _ = net::spawn_udp_reader(&mut tasks, m.local, s.clone(), inbound_tx.clone());
     }
 
     // Resolve the servers; connect the TURN streams.
@@ -345,6 +347,7 @@ pub(super) async fn setup(
     sc.certificate = config.certificate.clone();
     sc.max_message_size = config.max_message_size;
     sc.receive_queue_limit = config.receive_queue_limit;
+    sc.hard_nat = config.hard_nat;
     let session = Session::new(sc).map_err(|e| ConnectError::Secure(e.to_string()))?;
     let resume_token = client.resume_token().map(str::to_owned);
     Ok(Driver {
@@ -366,6 +369,7 @@ pub(super) async fn setup(
         inbound_tx,
         ice_tcp,
         _tasks: tasks,
+        probe: super::probe::Probe::default(),
         inbound,
         restarting: false,
         channels: HashMap::new(),
