@@ -224,6 +224,9 @@ struct Round {
     cross: Run,
     same_l: Run,
     cross_l: Run,
+    /// One sender every 10 ms: the path's own latency, without queueing.
+    same_1: Run,
+    cross_1: Run,
     commands_per_message: f64,
 }
 
@@ -268,12 +271,16 @@ fn main() -> Result<(), String> {
             let lat_messages = messages.min(300);
             let same_l = run(&n0, &n0, &tag("same-l"), pairs, lat_messages, pace).await?;
             let cross_l = run(&n0, &n1, &tag("cross-l"), pairs, lat_messages, pace).await?;
+            let same_1 = run(&n0, &n0, &tag("same-1"), 1, lat_messages, pace).await?;
+            let cross_1 = run(&n0, &n1, &tag("cross-1"), 1, lat_messages, pace).await?;
             let commands_per_message = after.saturating_sub(before) as f64 / cross.messages as f64;
             rounds.push(Round {
                 same,
                 cross,
                 same_l,
                 cross_l,
+                same_1,
+                cross_1,
                 commands_per_message,
             });
         }
@@ -321,6 +328,13 @@ fn main() -> Result<(), String> {
         each(&added50, 1e3, 2),
         ms(med(&added)),
         each(&added, 1e3, 2),
+    );
+    println!(
+        "One sender every 10 ms (no queueing): same p50/p99 {}/{} ms, cross {}/{} ms (medians).",
+        ms(med(&|r| r.same_1.p50.as_secs_f64())),
+        ms(med(&|r| r.same_1.p99.as_secs_f64())),
+        ms(med(&|r| r.cross_1.p50.as_secs_f64())),
+        ms(med(&|r| r.cross_1.p99.as_secs_f64())),
     );
     println!(
         "Back to back, p50/p99 are queueing: same {}/{} ms, cross {}/{} ms (medians).",
