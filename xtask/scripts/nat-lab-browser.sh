@@ -145,11 +145,22 @@ done
 
 # ---------------------------------------------------------------- the rows
 # predicted A_NAT B_NAT -> direct|relay, from docs/ice-matrix.md's row for
-# that pair (A controlling): srflx or prflx is direct, relay is relay.
+# that pair (A controlling): srflx or prflx is direct, relay is relay. A
+# cell the matrix reaches by hard-NAT traversal, "(probing)" or
+# "(prediction)" after its expectation, is one ICE alone relays: traversal
+# runs only between two p2p-connect peers that both announce the
+# p2phardnat ICE option, which a browser never does, so relay.
 predicted() {
-  local row path
+  local row expected path
   row="$(grep -F "| $1 | $2 |" docs/ice-matrix.md | head -n 1)"
-  path="$(cut -d'|' -f4 <<<"$row" | tr -d ' ')"
+  expected="$(cut -d'|' -f4 <<<"$row")"
+  case "$expected" in
+  *"(probing)"* | *"(prediction)"*)
+    echo relay
+    return
+    ;;
+  esac
+  path="$(tr -d ' ' <<<"$expected")"
   case "$path" in
   srflx | prflx) echo direct ;;
   relay) echo relay ;;
