@@ -367,6 +367,7 @@ pub(super) async fn setup(
         mdns,
         streams,
         inbound_tx,
+        stream_failed: mpsc::unbounded_channel(),
         ice_tcp,
         _tasks: tasks,
         probe: super::probe::Probe::default(),
