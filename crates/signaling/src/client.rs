@@ -254,8 +254,8 @@ impl SignalingClient {
 
     /// After a [`join`](SignalingClient::join) on a connection that
     /// [resumed](SignalingClient::resume): whether the peer id was still a
-    /// member of that room (its membership survived the move: the others
-    /// saw no `peer-left`). `Some(false)`: it was not (reaped, or left when
+    /// member of that room (its membership survived the move: a peer that
+    /// joined meanwhile saw it listed). `Some(false)`: it was not (reaped, or left when
     /// the old connection closed): the others got `peer-left` and now see
     /// `peer-joined` as for a newcomer, and the peers listed may have come
     /// meanwhile, so go on as a newcomer. `None`: the server did not say

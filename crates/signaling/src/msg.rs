@@ -266,8 +266,8 @@ pub enum ServerMsg {
         relay_unavailable: Option<RelayUnavailable>,
         /// Only on the joins of a connection that resumed
         /// ([`ClientMsg::Resume`]): `true` when the peer id was still a
-        /// member of the room (its membership survived: the others saw no
-        /// `peer-left`), `false` when it was not (it was reaped or left:
+        /// member of the room (its membership survived: a peer that joined
+        /// meanwhile saw it listed), `false` when it was not (it was reaped or left:
         /// the others got `peer-left` and now `peer-joined`, as for a
         /// newcomer, and someone else may have joined meanwhile). Absent:
         /// the connection did not resume, or the server is older.

@@ -19,7 +19,8 @@ pub(super) struct Reattached {
     pub(super) peers: Vec<p2p_signaling::PeerInfo>,
     /// Our membership of the room survived the move (the server says so
     /// in `joined`; a server that does not say is taken at its word that
-    /// the id came back): the others saw no `peer-left`. When it did not
+    /// the id came back): a peer that joined meanwhile saw us listed and
+    /// offers. When it did not
     /// (we were away longer than the cluster's reap time, or on one node
     /// whose connection of ours closed), we are a newcomer to them.
     pub(super) membership_kept: bool,
