@@ -803,9 +803,12 @@ pub(crate) async fn run(a: ConnectArgs) -> Result<(), AnyError> {
     // A connection that broke (consent lost for good, no path after a
     // restart, a DTLS or SCTP failure) is a failure, not a normal end.
     match broke {
-        Some(r @ (CloseReason::ConsentLost | CloseReason::IceFailed | CloseReason::Failed(_))) => {
-            Err(format!("the connection broke: {r}").into())
-        }
+        Some(
+            r @ (CloseReason::ConsentLost
+            | CloseReason::IceFailed
+            | CloseReason::Failed(_)
+            | CloseReason::RelayLost(_)),
+        ) => Err(format!("the connection broke: {r}").into()),
         _ => Ok(()),
     }
 }

@@ -484,7 +484,8 @@ pub enum ConnectionEvent {
         /// The server now used.
         to: SocketAddr,
     },
-    /// A TURN server refused or did not answer.
+    /// A TURN server refused or did not answer, or the TCP/TLS connection
+    /// an allocation lived on ended (the allocation is gone with it).
     TurnFailed {
         /// The TURN server.
         server: String,

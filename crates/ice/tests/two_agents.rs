@@ -1043,3 +1043,83 @@ fn a_relay_only_agent_refuses_a_discovered_pair() {
         Err(IceError::ExcludedByPolicy)
     );
 }
+
+/// A relayed candidate on A, the peer's host on B, connected over it.
+fn connected_over_a_relay(hosts_too: bool) -> (Net, SocketAddr) {
+    let relayed = addr("203.0.113.50:40000");
+    let a_config = seeded(true, 41).with_relay_only(!hosts_too);
+    let mut net = Net::new(a_config, seeded(false, 42));
+    let now = net.now;
+    net.a
+        .add_local_candidate(
+            now,
+            Candidate::relayed(
+                relayed,
+                Some(addr("198.51.100.1:5000")),
+                addr("203.0.113.50:3478").ip(),
+            ),
+        )
+        .unwrap();
+    let a_hosts: &[&str] = if hosts_too { &["10.0.0.1:5000"] } else { &[] };
+    add_hosts(&mut net, a_hosts, &["10.0.0.2:6000"]);
+    net.run_until(|n| n.both_connected(), Duration::from_secs(5))
+        .unwrap();
+    (net, relayed)
+}
+
+/// The TCP connection of a TURN allocation ended: the selected pair over
+/// its relayed candidate is gone now (consent lost, ICE failed), not after
+/// the 30 s consent timeout.
+#[test]
+fn losing_the_selected_relayed_candidate_loses_consent_at_once() {
+    let (mut net, relayed) = connected_over_a_relay(false);
+    assert_eq!(
+        selected_kinds(&net, Side::A),
+        (CandidateKind::Relayed, CandidateKind::Host)
+    );
+    let (now, since) = (net.now, net.now - net.t0);
+    assert!(net.a.lose_local_candidate(now, relayed, relayed));
+    assert!(net.a.selected_pair().is_none());
+    assert_eq!(net.a.state(), IceState::Failed);
+    assert_eq!(net.send(Side::A, b"x"), Err(IceError::NotConnected));
+    net.run_for(Duration::from_millis(10));
+    let lost: Vec<_> = net
+        .a_events
+        .iter()
+        .filter(|(at, e)| *at >= since && *e == IceEvent::ConsentLost)
+        .collect();
+    assert_eq!(lost.len(), 1, "{:?}", net.a_events);
+    // Not known (any more): nothing happens.
+    assert!(!net
+        .a
+        .lose_local_candidate(net.now, addr("10.9.9.9:1"), addr("10.9.9.9:1")));
+}
+
+/// A lost candidate the selected pair does not use leaves the selected
+/// pair alone and the connection up.
+#[test]
+fn losing_a_relayed_candidate_off_the_selected_pair_changes_nothing() {
+    let (mut net, relayed) = connected_over_a_relay(true);
+    assert_eq!(
+        selected_kinds(&net, Side::A),
+        (CandidateKind::Host, CandidateKind::Host)
+    );
+    let (now, since) = (net.now, net.now - net.t0);
+    assert!(net.a.lose_local_candidate(now, relayed, relayed));
+    // Its pair failing may end the checks (completed): still up.
+    assert!(
+        matches!(net.a.state(), IceState::Connected | IceState::Completed),
+        "{:?}",
+        net.a.state()
+    );
+    assert_eq!(
+        selected_kinds(&net, Side::A),
+        (CandidateKind::Host, CandidateKind::Host)
+    );
+    net.run_for(Duration::from_secs(10));
+    assert!(net.both_connected());
+    assert!(!net
+        .a_events
+        .iter()
+        .any(|(at, e)| *at >= since && *e == IceEvent::ConsentLost));
+}

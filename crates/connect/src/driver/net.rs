@@ -266,7 +266,9 @@ pub(super) fn spawn_batched_reader(
 
 /// Opens a TCP (or TLS) connection to a TURN server and spawns its reader
 /// (framing with `p2p_stun::next_frame_len`) and writer. Returns the
-/// writer's queue.
+/// writer's queue. A connection whose reader ends while the driver runs
+/// (the server closed it) is said on `failed`.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn connect_stream(
     tasks: &mut JoinSet<()>,
     server: SocketAddr,
@@ -275,17 +277,24 @@ pub(super) async fn connect_stream(
     local: SocketAddr,
     tls_roots: &[Vec<u8>],
     tx: mpsc::Sender<Inbound>,
+    failed: mpsc::UnboundedSender<StreamFailed>,
 ) -> io::Result<TurnStream> {
     let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(1024);
+    let ended = StreamFailed {
+        server,
+        transport,
+        reason: String::new(),
+        writer: out_tx.clone(),
+    };
     match dial(server, host, transport, tls_roots).await? {
         Dialed::Tcp(tcp) => {
             let (r, w) = tcp.into_split();
-            tasks.spawn(read_frames(r, transport, local, server, tx));
+            tasks.spawn(read_until_end(r, local, tx, ended, failed));
             tasks.spawn(write_frames(w, out_rx));
         }
         Dialed::Tls(tls) => {
             let (r, w) = tokio::io::split(*tls);
-            tasks.spawn(read_frames(r, transport, local, server, tx));
+            tasks.spawn(read_until_end(r, local, tx, ended, failed));
             tasks.spawn(write_frames(w, out_rx));
         }
     }
@@ -296,12 +305,41 @@ pub(super) async fn connect_stream(
     })
 }
 
-/// A connection to a TURN server that [`spawn_stream`] could not open.
+/// A connection to a TURN server that [`spawn_stream`] could not open, or
+/// one whose reader ended (the server closed it, or it broke) while the
+/// driver still runs.
 #[derive(Debug)]
 pub(super) struct StreamFailed {
     pub(super) server: SocketAddr,
     pub(super) transport: Transport,
     pub(super) reason: String,
+    /// The connection's writer queue: the driver acts only if it still
+    /// keeps this very connection (not a later one to the same server).
+    pub(super) writer: mpsc::Sender<Vec<u8>>,
+}
+
+/// [`read_frames`], then says on `failed` that the connection ended,
+/// unless the driver is gone (its inbound queue closed: our own shutdown
+/// dropped everything, nothing to report).
+async fn read_until_end(
+    r: impl AsyncRead + Unpin,
+    local: SocketAddr,
+    tx: mpsc::Sender<Inbound>,
+    mut ended: StreamFailed,
+    failed: mpsc::UnboundedSender<StreamFailed>,
+) {
+    let alive = tx.clone();
+    read_frames(r, ended.transport, local, ended.server, tx).await;
+    if alive.is_closed() {
+        return;
+    }
+    tracing::info!(
+        "TURN {:?} connection to {} ended",
+        ended.transport,
+        ended.server
+    );
+    ended.reason = format!("the server closed our {:?} connection", ended.transport);
+    let _ = failed.send(ended);
 }
 
 /// [`connect_stream`] without waiting for the connection: the writer's
@@ -323,29 +361,32 @@ pub(super) fn spawn_stream(
 ) -> TurnStream {
     let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(1024);
     let name = host.clone();
+    let mut ended = StreamFailed {
+        server,
+        transport,
+        reason: String::new(),
+        writer: out_tx.clone(),
+    };
     tasks.spawn(async move {
         match dial(server, &name, transport, &tls_roots).await {
             Ok(Dialed::Tcp(tcp)) => {
                 let (r, w) = tcp.into_split();
                 tokio::join!(
-                    read_frames(r, transport, local, server, tx),
+                    read_until_end(r, local, tx, ended, failed),
                     write_frames(w, out_rx)
                 );
             }
             Ok(Dialed::Tls(tls)) => {
                 let (r, w) = tokio::io::split(*tls);
                 tokio::join!(
-                    read_frames(r, transport, local, server, tx),
+                    read_until_end(r, local, tx, ended, failed),
                     write_frames(w, out_rx)
                 );
             }
             Err(e) => {
                 tracing::warn!("TURN {transport:?} connection to {server}: {e}");
-                let _ = failed.send(StreamFailed {
-                    server,
-                    transport,
-                    reason: format!("cannot connect over {transport:?}: {e}"),
-                });
+                ended.reason = format!("cannot connect over {transport:?}: {e}");
+                let _ = failed.send(ended);
             }
         }
     });

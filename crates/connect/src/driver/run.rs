@@ -253,15 +253,20 @@ impl Driver {
                         .handle_inputs(Instant::now(), batch.iter().flat_map(Inbound::datagrams));
                 }
                 Some(f) = self.stream_failed.1.recv() => {
-                    // A redirect's target cannot be reached: that TURN
-                    // allocation attempt ends now, not after 39.5 s.
-                    self.streams.remove(&(f.server, f.transport));
-                    self.negotiation.turn_connection_failed(
-                        Instant::now(),
-                        f.server,
-                        f.transport,
-                        &f.reason,
-                    );
+                    // A redirect's target cannot be reached, or the server
+                    // closed a connection: what went over it ends now, not
+                    // after 39.5 s (an allocation) or 30 s (consent). A
+                    // report of a connection we no longer keep is stale.
+                    let key = (f.server, f.transport);
+                    if self.streams.get(&key).is_some_and(|s| s.writer.same_channel(&f.writer)) {
+                        self.streams.remove(&key);
+                        self.negotiation.turn_connection_failed(
+                            Instant::now(),
+                            f.server,
+                            f.transport,
+                            &f.reason,
+                        );
+                    }
                 }
                 Some(id) = ch.released.recv() => {
                     let now = Instant::now();

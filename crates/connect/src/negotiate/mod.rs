@@ -134,6 +134,9 @@ pub struct Negotiation {
     peer_deadline: Option<Instant>,
     /// The selected path died and no restart could start yet.
     path_dead: bool,
+    /// Relay-only, and the TCP/TLS connection of the last allocation ended
+    /// with the path over it: why, for the close the path's death brings.
+    relay_lost: Option<String>,
     /// The trickle messages of the current ICE generation as sent, to send
     /// again after signaling was interrupted.
     history: Vec<ClientMsg>,
@@ -185,6 +188,7 @@ impl Negotiation {
             interrupted: false,
             peer_deadline: None,
             path_dead: false,
+            relay_lost: None,
             history: Vec::new(),
             names,
             hider,
@@ -308,6 +312,18 @@ impl Negotiation {
     ) {
         self.session
             .turn_connection_failed(now, server, transport, reason);
+        if self.config.relay_only
+            && self.connected
+            && self.session.allocations_gone()
+            && self.session.selected_path().is_none()
+        {
+            // No relay is left to restart over: the path's death (now)
+            // ends the connection with this reason.
+            self.relay_lost = Some(format!(
+                "the {transport:?} connection to TURN server {server} ended ({reason}) \
+                 and no relay is left"
+            ));
+        }
         self.pump(now);
     }
 
@@ -649,6 +665,7 @@ impl Negotiation {
                 self.restart_pending = false;
                 self.restart_deadline = None;
                 self.path_dead = false;
+                self.relay_lost = None;
                 if self.connected {
                     self.event(NegotiationEvent::PathChanged(path));
                 } else {

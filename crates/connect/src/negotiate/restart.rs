@@ -50,6 +50,9 @@ impl Negotiation {
     /// for the peer's restart if it controls, give up otherwise.
     pub(super) fn path_died(&mut self, now: Instant) {
         self.path_dead = true;
+        if let Some(why) = self.relay_lost.take() {
+            return self.closed(now, CloseReason::RelayLost(why));
+        }
         if self.config.reconnect && self.interrupted {
             // Our signaling comes back: restart then, within the restart
             // deadline. (A peer the server said left and whose path died

@@ -55,6 +55,11 @@ pub enum CloseReason {
     /// The encrypted connection broke (a DTLS or SCTP failure after it was
     /// up); the words say what.
     Failed(String),
+    /// Relay-only, and the TCP or TLS connection to the TURN server that
+    /// relayed the path ended (the server closed it, or it broke), taking
+    /// the allocation with it, and no relay was left to go on over; the
+    /// words say which server and why.
+    RelayLost(String),
 }
 
 impl fmt::Display for CloseReason {
@@ -64,7 +69,7 @@ impl fmt::Display for CloseReason {
             CloseReason::PeerClosed => "the peer closed",
             CloseReason::ConsentLost => "the path lost consent and could not be restarted",
             CloseReason::IceFailed => "ICE found no path again after a restart",
-            CloseReason::Failed(why) => why,
+            CloseReason::Failed(why) | CloseReason::RelayLost(why) => why,
         })
     }
 }

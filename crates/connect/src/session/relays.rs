@@ -162,6 +162,15 @@ impl Session {
     /// once, an Allocate with [`SessionEvent::TurnFailed`] carrying
     /// `reason`, instead of after their reliable-transport timeout
     /// (39.5 s); gathering and ICE go on with the other candidates.
+    ///
+    /// An allocation made over the connection is gone with it (RFC 6062
+    /// and RFC 8656 §3.1: a TCP or TLS allocation lives on its
+    /// connection): [`SessionEvent::TurnFailed`] says so, and its relayed
+    /// candidates are lost in ICE at once
+    /// ([`IceAgent::lose_local_candidate`](p2p_ice::IceAgent::lose_local_candidate)):
+    /// a selected pair over them gives way to another nominated pair, or
+    /// consent is lost now ([`SessionEvent::ConsentLost`]) rather than
+    /// after the consent timeout (30 s).
     pub fn turn_connection_failed(
         &mut self,
         now: Instant,
@@ -169,17 +178,39 @@ impl Session {
         transport: Transport,
         reason: &str,
     ) {
-        for r in &mut self.relays {
-            if !r.retired && r.config.server == server && r.config.transport == transport {
-                r.client.connection_failed(reason);
+        let mut lost = Vec::new();
+        for i in 0..self.relays.len() {
+            let r = &self.relays[i];
+            if r.retired || r.config.server != server || r.config.transport != transport {
+                continue;
             }
+            if self.closing.is_none()
+                && r.probe_for.is_none()
+                && r.client.state() == ClientState::Allocated
+            {
+                lost.extend(
+                    self.by_relayed
+                        .iter()
+                        .filter(|(_, j)| **j == i)
+                        .map(|(a, _)| *a),
+                );
+                self.event(SessionEvent::TurnFailed {
+                    server,
+                    code: None,
+                    reason: format!("the allocation is gone: {reason}"),
+                });
+            }
+            self.relays[i].client.connection_failed(reason);
+        }
+        for a in lost {
+            self.agent.lose_local_candidate(now, a, a);
         }
         self.pump(now);
     }
 
     /// Every live TURN client has no allocation left (deleted, failed, or
     /// never made).
-    pub(super) fn allocations_gone(&self) -> bool {
+    pub(crate) fn allocations_gone(&self) -> bool {
         self.relays.iter().filter(|r| !r.retired).all(|r| {
             matches!(
                 r.client.state(),

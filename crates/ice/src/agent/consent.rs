@@ -95,6 +95,46 @@ impl IceAgent {
         }
     }
 
+    /// A local candidate is gone for good, not just unanswered (the TCP or
+    /// TLS connection to the TURN server of a relayed candidate ended, and
+    /// the allocation with it): it is retired as by
+    /// [`retire_local_candidate`](IceAgent::retire_local_candidate), and if
+    /// the selected pair uses it, that pair is dropped now instead of after
+    /// the consent timeout: the best other nominated valid pair is selected
+    /// ([`IceEvent::SelectedPair`]) if there is one, else consent is lost
+    /// at once ([`IceEvent::ConsentLost`]; the caller restarts ICE or ends
+    /// the connection). Returns whether the candidate was known.
+    pub fn lose_local_candidate(
+        &mut self,
+        now: Instant,
+        address: SocketAddr,
+        base: SocketAddr,
+    ) -> bool {
+        self.last_now = Some(now);
+        if !self.retire_local_candidate(address, base) {
+            return false;
+        }
+        let Some(sel) = &self.selected else {
+            return true;
+        };
+        if sel.local.address() != address || sel.local.base() != base {
+            return true;
+        }
+        let bridging = sel.pair.is_none();
+        self.selected = None;
+        if !bridging {
+            self.select_best_nominated(now);
+        }
+        if self.selected.is_none() {
+            if !bridging {
+                self.failed = true;
+            }
+            self.emit(IceEvent::ConsentLost);
+        }
+        self.update_state();
+        true
+    }
+
     /// NAT rebinding (not covered by RFC 8445/7675): a consent answer shows
     /// the peer now sees us at another address than our selected local
     /// candidate. The peer answers there but its own consent checks and

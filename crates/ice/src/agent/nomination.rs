@@ -138,10 +138,11 @@ impl IceAgent {
 
     pub(super) fn nominate(&mut self, now: Instant, v: usize) {
         self.pairs[v].nominated = true;
-        self.update_selected(now);
+        self.select_best_nominated(now);
     }
 
-    fn update_selected(&mut self, now: Instant) {
+    /// Selects the best nominated valid pair, if it is not selected yet.
+    pub(super) fn select_best_nominated(&mut self, now: Instant) {
         let best = (0..self.pairs.len())
             .filter(|p| {
                 let p = &self.pairs[*p];

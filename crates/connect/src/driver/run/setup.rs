@@ -207,6 +207,8 @@ pub(super) async fn setup(
     let mut stun = Vec::new();
     let mut turn = Vec::new();
     let mut streams = HashMap::new();
+    // Said by the TURN connections' tasks, read by the driver's loop.
+    let stream_failed = mpsc::unbounded_channel();
     let mut turn_failures = Vec::new();
     for s in &servers {
         if config.policy == Policy::RelayOnly && !s.is_turn() {
@@ -272,6 +274,7 @@ pub(super) async fn setup(
                 local,
                 &config.tls_roots,
                 inbound_tx.clone(),
+                stream_failed.0.clone(),
             )
             .await
             {
@@ -367,7 +370,7 @@ pub(super) async fn setup(
         mdns,
         streams,
         inbound_tx,
-        stream_failed: mpsc::unbounded_channel(),
+        stream_failed,
         ice_tcp,
         _tasks: tasks,
         probe: super::probe::Probe::default(),
