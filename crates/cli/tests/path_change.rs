@@ -9,12 +9,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{p2p, Daemon, BOUND};
+use common::{Daemon, JsonProc, BOUND};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
@@ -30,87 +27,22 @@ const PATH_FIELDS: [&str; 5] = [
     "transport",
 ];
 
-/// A `p2p connect --json`, killed when dropped.
-struct Peer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    events: Receiver<serde_json::Value>,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Peer {
-    fn start(url: &str, room: &str, name: &str) -> Peer {
-        let mut child = p2p()
-            .args([
-                "connect",
-                "--signaling",
-                url,
-                "--room",
-                room,
-                "--name",
-                name,
-                "--bind",
-                "127.0.0.1",
-                "--loopback",
-                "--no-port-mapping",
-                "--json",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("p2p runs");
-        let stdin = child.stdin.take();
-        let err = child.stderr.take().expect("stderr");
-        let (tx, events) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
-        Peer {
-            child,
-            stdin,
-            events,
-        }
-    }
-
-    /// Events until one satisfies `done` (it included), within [`BOUND`].
-    fn events_until(
-        &self,
-        what: &str,
-        done: impl Fn(&serde_json::Value) -> bool,
-    ) -> Vec<serde_json::Value> {
-        let end = Instant::now() + BOUND;
-        let mut seen = Vec::new();
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(v) => {
-                    let stop = done(&v);
-                    seen.push(v);
-                    if stop {
-                        return seen;
-                    }
-                }
-                Err(e) => panic!("no {what}: {e}; saw {seen:#?}"),
-            }
-        }
-    }
-
-    fn say(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{line}").expect("write");
-        stdin.flush().expect("flush");
-    }
+/// A `p2p connect --json` named `name` in `room`, killed when dropped.
+fn start(url: &str, room: &str, name: &str) -> JsonProc {
+    JsonProc::spawn(&[
+        "connect",
+        "--signaling",
+        url,
+        "--room",
+        room,
+        "--name",
+        name,
+        "--bind",
+        "127.0.0.1",
+        "--loopback",
+        "--no-port-mapping",
+        "--json",
+    ])
 }
 
 /// Whether a signaling message (client to server) is a host candidate.
@@ -219,11 +151,11 @@ fn a_connection_handed_out_on_the_relay_moves_to_host_and_says_path_changed() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let url = rt.block_on(proxy(upstream));
 
-    let mut a = Peer::start(&url, "upgrade", "a");
-    let mut b = Peer::start(&url, "upgrade", "b");
+    let mut a = start(&url, "upgrade", "a");
+    let mut b = start(&url, "upgrade", "b");
     let mut logs = [Vec::new(), Vec::new()];
     for (i, name, p) in [(0, "a", &a), (1, "b", &b)] {
-        let seen = p.events_until("ready", |v| v["event"] == "ready");
+        let seen = p.events_until("ready", BOUND, |v| v["event"] == "ready");
         logs[i].extend(seen.iter().cloned());
         let ready = seen.last().expect("ready");
         for f in PATH_FIELDS {
@@ -234,7 +166,7 @@ fn a_connection_handed_out_on_the_relay_moves_to_host_and_says_path_changed() {
             "{name}: handed out on the relay: {ready}"
         );
         let t_ready = ready["t_ms"].as_u64().expect("t_ms");
-        let seen = p.events_until("path_changed to host", |v| {
+        let seen = p.events_until("path_changed to host", BOUND, |v| {
             v["event"] == "path_changed" && v["local_kind"] == "host" && v["remote_kind"] == "host"
         });
         logs[i].extend(seen.iter().cloned());
@@ -257,7 +189,7 @@ fn a_connection_handed_out_on_the_relay_moves_to_host_and_says_path_changed() {
     a.say("after the move from a");
     b.say("after the move from b");
     for (i, p) in [(0, &a), (1, &b)] {
-        logs[i].extend(p.events_until("a message", |v| v["event"] == "message"));
+        logs[i].extend(p.events_until("a message", BOUND, |v| v["event"] == "message"));
         // Each change of path is said once (the events shown while
         // connecting are not shown again).
         let changes: Vec<&serde_json::Value> = logs[i]

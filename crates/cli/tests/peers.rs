@@ -5,88 +5,17 @@
 //! (SIGKILL) within two seconds; a file arrives intact, checked end to end;
 //! a receiver that is stopped leaves no partial file behind.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::channel;
 use std::time::{Duration, Instant};
 
+use common::JsonProc as Proc;
+
 const BOUND: Duration = Duration::from_secs(30);
-
-/// A child process killed when dropped.
-struct Proc {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    /// JSON lines of its stderr (`--json` progress), as they come.
-    events: Receiver<serde_json::Value>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_p2p"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("p2p runs");
-        let stdin = child.stdin.take();
-        let err = child.stderr.take().expect("stderr");
-        let (tx, events) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
-        Proc {
-            child,
-            stdin,
-            events,
-        }
-    }
-
-    /// The first event named `name`, waiting at most [`BOUND`].
-    fn wait_event(&self, name: &str) -> serde_json::Value {
-        let end = Instant::now() + BOUND;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(v) if v["event"] == name => return v,
-                Ok(_) => {}
-                Err(e) => panic!("no {name} event: {e}"),
-            }
-        }
-    }
-
-    /// The exit status, waiting at most `bound`.
-    fn wait_exit(&mut self, bound: Duration) -> ExitStatus {
-        let end = Instant::now() + bound;
-        loop {
-            if let Some(s) = self.child.try_wait().expect("try_wait") {
-                return s;
-            }
-            assert!(Instant::now() < end, "p2p did not exit within {bound:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(ok.success());
-    }
-}
 
 /// `p2p serve` on loopback ports of its own; returns it and the ws:// URL.
 fn serve() -> (Proc, String) {
@@ -170,17 +99,17 @@ fn ctrl_c_on_one_peer_closes_the_other_within_a_second() {
     let (_serve, url) = serve();
     let mut a = Proc::spawn(&[&["connect"][..], &net(&url, "ctrl-c")].concat());
     let mut b = Proc::spawn(&[&["connect"][..], &net(&url, "ctrl-c")].concat());
-    a.wait_event("ready");
-    b.wait_event("ready");
+    a.wait_event("ready", BOUND);
+    b.wait_event("ready", BOUND);
     // A line each way first: the chat channel is open on both sides.
     writeln!(a.stdin.as_mut().expect("stdin"), "from a").expect("write");
     writeln!(b.stdin.as_mut().expect("stdin"), "from b").expect("write");
-    a.wait_event("message");
-    b.wait_event("message");
+    a.wait_event("message", BOUND);
+    b.wait_event("message", BOUND);
 
     let t0 = Instant::now();
     a.signal("-INT");
-    let closed = b.wait_event("closed");
+    let closed = b.wait_event("closed", BOUND);
     let learnt = t0.elapsed();
     // Consent would take about 30 s; the close itself a round trip.
     assert!(
@@ -198,11 +127,11 @@ fn sigterm_on_one_peer_closes_the_other_too() {
     let (_serve, url) = serve();
     let mut a = Proc::spawn(&[&["connect"][..], &net(&url, "term")].concat());
     let b = Proc::spawn(&[&["connect"][..], &net(&url, "term")].concat());
-    a.wait_event("ready");
-    b.wait_event("ready");
+    a.wait_event("ready", BOUND);
+    b.wait_event("ready", BOUND);
     let t0 = Instant::now();
     a.signal("-TERM");
-    b.wait_event("closed");
+    b.wait_event("closed", BOUND);
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     assert_eq!(a.wait_exit(Duration::from_secs(5)).code(), Some(130));
 }
@@ -212,13 +141,13 @@ fn a_peer_killed_without_a_word_is_given_up_within_two_seconds() {
     let (_serve, url) = serve();
     let mut a = Proc::spawn(&[&["connect"][..], &net(&url, "kill")].concat());
     let b = Proc::spawn(&[&["connect"][..], &net(&url, "kill")].concat());
-    a.wait_event("ready");
-    b.wait_event("ready");
+    a.wait_event("ready", BOUND);
+    b.wait_event("ready", BOUND);
     // SIGKILL: no close, no bye. The server sees its WebSocket drop and
     // says peer-left; B checks the path, nobody answers, B gives up.
     let t0 = Instant::now();
     a.signal("-KILL");
-    let closed = b.wait_event("closed");
+    let closed = b.wait_event("closed", BOUND);
     let took = t0.elapsed();
     assert!(
         took < Duration::from_secs(2),
@@ -242,8 +171,8 @@ fn send_and_receive_move_a_file_intact() {
     let src_s = src.to_str().expect("utf-8");
     let mut rx = Proc::spawn(&[&["receive", "--out", out_s][..], &net(&url, "file")].concat());
     let mut tx = Proc::spawn(&[&["send", src_s][..], &net(&url, "file")].concat());
-    let sent = tx.wait_event("done");
-    let got = rx.wait_event("done");
+    let sent = tx.wait_event("done", BOUND);
+    let got = rx.wait_event("done", BOUND);
     assert_eq!(sent["sha256"], want.as_str());
     assert_eq!(got["sha256"], want.as_str());
     assert!(tx.wait_exit(BOUND).success());
@@ -294,7 +223,7 @@ fn an_interrupted_receiver_leaves_no_part_file_and_the_sender_learns() {
     let src_s = src.to_str().expect("utf-8");
     let mut rx = Proc::spawn(&[&["receive", "--out", out_s][..], &net(&url, "stop")].concat());
     let mut tx = Proc::spawn(&[&["send", src_s][..], &net(&url, "stop")].concat());
-    rx.wait_event("receiving");
+    rx.wait_event("receiving", BOUND);
     let t0 = Instant::now();
     rx.signal("-INT");
     assert_eq!(rx.wait_exit(Duration::from_secs(5)).code(), Some(130));

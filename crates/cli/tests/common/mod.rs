@@ -2,10 +2,11 @@
 //! signal it, stop it. Every wait is bounded.
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::Write;
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -272,4 +273,107 @@ pub async fn tls_trusts(addr: SocketAddr, ca: &[u8]) -> bool {
 
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
+}
+
+/// A `p2p` child (`connect`, `send`, `receive` with `--json`) whose stderr
+/// is read as JSON event lines as they come; killed when dropped.
+pub struct JsonProc {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    /// The JSON lines of its stderr, as they come.
+    pub events: Receiver<serde_json::Value>,
+}
+
+impl Drop for JsonProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl JsonProc {
+    /// `p2p ARGS` with its stdin piped, its stdout ignored and its stderr
+    /// read as JSON lines.
+    pub fn spawn(args: &[&str]) -> JsonProc {
+        let mut child = p2p()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("p2p runs");
+        let stdin = child.stdin.take();
+        let err = child.stderr.take().expect("stderr");
+        let (tx, events) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let _ = tx.send(v);
+                }
+            }
+        });
+        JsonProc {
+            child,
+            stdin,
+            events,
+        }
+    }
+
+    /// Events until one satisfies `done` (it included), within `bound`.
+    pub fn events_until(
+        &self,
+        what: &str,
+        bound: Duration,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let end = Instant::now() + bound;
+        let mut seen = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) => {
+                    let stop = done(&v);
+                    seen.push(v);
+                    if stop {
+                        return seen;
+                    }
+                }
+                Err(e) => panic!("no {what}: {e}; saw {seen:#?}"),
+            }
+        }
+    }
+
+    /// The first event named `name`, waiting at most `bound`.
+    pub fn wait_event(&self, name: &str, bound: Duration) -> serde_json::Value {
+        let mut seen = self.events_until(&format!("{name} event"), bound, |v| v["event"] == name);
+        seen.pop().expect("events_until ends on the match")
+    }
+
+    /// Writes `line` to its stdin.
+    pub fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write");
+        stdin.flush().expect("flush");
+    }
+
+    /// The exit status, waiting at most `bound`.
+    pub fn wait_exit(&mut self, bound: Duration) -> ExitStatus {
+        let end = Instant::now() + bound;
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(Instant::now() < end, "p2p did not exit within {bound:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends it a signal (`-INT`, `-TERM`, `-KILL`).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(ok.success());
+    }
 }
