@@ -3,26 +3,18 @@
 //! two peers, datagrams both ways; and the typed errors. Every wait is
 //! bounded by a tokio timeout.
 
-use bytes::Bytes;
-use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod live;
+
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+use live::{bind, bounded, daemon, daemon_with, deliver, pair, until_event, LOOPBACK};
 
 use p2p_connect::{
     CandidateKind, ChannelOptions, ConnectError, Connection, ConnectionEvent, IceServerUri, Peer,
     PeerConfig, Policy, RelayUnavailable,
 };
 use p2p_signaling::{Limits, ServerConfig, ServerMsg, SignalingClient};
-
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const BOUND: Duration = Duration::from_secs(20);
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(BOUND, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: no result within {BOUND:?}"),
-    }
-}
 
 /// A signaling server on 127.0.0.1:0; returns its URL.
 async fn signaling(limits: Limits) -> String {
@@ -45,38 +37,6 @@ fn config(url: &str, room: &str) -> PeerConfig {
         .local_addresses([LOOPBACK])
         .connect_timeout(Duration::from_secs(15))
         .peer_timeout(Duration::from_secs(15))
-}
-
-async fn pair(a: PeerConfig, b: PeerConfig) -> (Connection, Connection) {
-    let first = tokio::spawn(Peer::new(a).unwrap().connect());
-    // Let the first one join before the second.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let second = bounded("second peer", Peer::new(b).unwrap().connect())
-        .await
-        .unwrap_or_else(|e| panic!("second peer: {e}"));
-    let first = bounded("first peer", first)
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("first peer: {e}"));
-    (first, second)
-}
-
-/// `from` opens a new data channel and sends `msg` on it; `to` takes the
-/// channel and receives exactly `msg` (a reliable channel over the
-/// encrypted path: no retry).
-async fn deliver(from: &Connection, to: &Connection, msg: &[u8]) {
-    let label = format!("deliver {}", String::from_utf8_lossy(msg));
-    let sent = from
-        .open_channel(ChannelOptions::new(label.clone()))
-        .await
-        .expect("open");
-    sent.send(Bytes::copy_from_slice(msg)).await.expect("sent");
-    let got = bounded("the channel", to.accept_channel())
-        .await
-        .expect("accepted");
-    assert_eq!(got.label(), label);
-    let m = bounded("the message", got.recv()).await.expect("received");
-    assert_eq!((&m.data[..], m.binary), (msg, true));
 }
 
 async fn events_until_connected(c: &mut Connection) -> Vec<ConnectionEvent> {
@@ -162,51 +122,6 @@ async fn two_peers_connect_on_the_host_path_and_exchange_both_ways() {
         Err(p2p_connect::CloseReason::PeerClosed)
     );
     assert_eq!(a.closed(), Some(p2p_connect::CloseReason::PeerClosed));
-}
-
-/// Binds the daemon. Its TCP listener takes the port the OS gave its UDP
-/// socket, which a parallel test may hold already (AddrInUse): try again
-/// with a new port, a few times.
-async fn bind(config: &p2p_server::Config) -> p2p_server::Server {
-    let mut last = None;
-    for _ in 0..10 {
-        match p2p_server::Server::bind(config).await {
-            Ok(s) => return s,
-            Err(e) => last = Some(e),
-        }
-    }
-    panic!("bind: {last:?}");
-}
-
-/// The daemon with STUN, TURN (REST secret, loopback peers allowed) and
-/// signaling on loopback. Returns (signaling URL, STUN/TURN address).
-async fn daemon() -> (String, SocketAddr) {
-    daemon_with("").await
-}
-
-/// [`daemon`] with more `[turn]` settings.
-async fn daemon_with(turn: &str) -> (String, SocketAddr) {
-    let toml = format!(
-        r#"
-[stun]
-listen = ["127.0.0.1:0"]
-workers = 1
-[turn]
-realm = "test"
-auth_secret = "driver-test-secret"
-allow_peer = ["127.0.0.0/8"]
-{turn}
-[signaling]
-listen = "127.0.0.1:0"
-page = false
-"#
-    );
-    let config = p2p_server::Config::from_toml_str(&toml).unwrap();
-    let server = bind(&config).await;
-    let addrs = server.local_addrs().clone();
-    tokio::spawn(server.run(std::future::pending()));
-    let sig = addrs.signaling.expect("signaling is served");
-    (format!("ws://{sig}/ws"), addrs.udp[0])
 }
 
 #[tokio::test]
@@ -512,27 +427,6 @@ fn turn_servers_need_credentials() {
 /// goes on a channel of its own).
 async fn deliver_fresh(from: &Connection, to: &Connection, msg: &[u8]) {
     deliver(from, to, msg).await;
-}
-
-/// Reads `c`'s events (from the first one) until `pred` matches one;
-/// returns those read, the match last.
-async fn until_event(
-    what: &str,
-    c: &Connection,
-    mut pred: impl FnMut(&ConnectionEvent) -> bool,
-) -> Vec<ConnectionEvent> {
-    bounded(what, async {
-        let mut seen = Vec::new();
-        while let Some(e) = c.next_event().await {
-            let done = pred(&e);
-            seen.push(e);
-            if done {
-                return seen;
-            }
-        }
-        panic!("{what}: the connection closed; events: {seen:?}");
-    })
-    .await
 }
 
 /// ICE restart in the driver, started by either side: the new credentials

@@ -3,27 +3,15 @@
 //! joins the room again, and the offerer restarts ICE, which allocates
 //! again on a TURN server that lost our allocation (issue 18, item 6).
 
-use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod live;
+
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use p2p_connect::{
-    ChannelOptions, CloseReason, Connection, ConnectionEvent, Peer, PeerConfig, Policy,
-    ReconnectPolicy,
-};
+use live::{bounded, deliver, pair, until_event, LOOPBACK};
+use p2p_connect::{CloseReason, ConnectionEvent, PeerConfig, Policy, ReconnectPolicy};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const BOUND: Duration = Duration::from_secs(30);
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(BOUND, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: no result within {BOUND:?}"),
-    }
-}
 
 /// A daemon (STUN, TURN with a REST secret, signaling) on loopback, on
 /// the given ports (0: any); stopped through the sender.
@@ -102,54 +90,6 @@ fn config(url: &str, room: &str) -> PeerConfig {
     p.rng_seed = Some(1);
     c.reconnect = p;
     c
-}
-
-async fn pair(a: PeerConfig, b: PeerConfig) -> (Connection, Connection) {
-    let first = tokio::spawn(Peer::new(a).unwrap().connect());
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let second = bounded("second peer", Peer::new(b).unwrap().connect())
-        .await
-        .unwrap_or_else(|e| panic!("second peer: {e}"));
-    let first = bounded("first peer", first)
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("first peer: {e}"));
-    (first, second)
-}
-
-async fn deliver(from: &Connection, to: &Connection, msg: &[u8]) {
-    let label = format!("deliver {}", String::from_utf8_lossy(msg));
-    let sent = from
-        .open_channel(ChannelOptions::new(label.clone()))
-        .await
-        .expect("open");
-    sent.send(Bytes::copy_from_slice(msg)).await.expect("sent");
-    let got = bounded("the channel", to.accept_channel())
-        .await
-        .expect("accepted");
-    assert_eq!(got.label(), label);
-    let m = bounded("the message", got.recv()).await.expect("received");
-    assert_eq!(&m.data[..], msg);
-}
-
-/// Reads events until `pred` matches one; returns those read.
-async fn until_event(
-    what: &str,
-    c: &Connection,
-    mut pred: impl FnMut(&ConnectionEvent) -> bool,
-) -> Vec<ConnectionEvent> {
-    bounded(what, async {
-        let mut seen = Vec::new();
-        while let Some(e) = c.next_event().await {
-            let done = pred(&e);
-            seen.push(e);
-            if done {
-                return seen;
-            }
-        }
-        panic!("{what}: the connection closed; events: {seen:?}");
-    })
-    .await
 }
 
 #[tokio::test]

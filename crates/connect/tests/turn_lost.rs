@@ -7,64 +7,20 @@
 //! `CloseReason::RelayLost` instead of after consent's 30 s. Every wait is
 //! bounded.
 
-use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod live;
+
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use p2p_connect::{
-    CandidateKind, ChannelOptions, CloseReason, Connection, ConnectionEvent, IceServerUri, Peer,
-    PeerConfig, Policy,
+use live::{
+    bounded, daemon, deliver, last_turn_failed, pair, until_event_timed as until_event, LOOPBACK,
+    SECRET,
 };
+use p2p_connect::{CandidateKind, CloseReason, ConnectionEvent, IceServerUri, PeerConfig, Policy};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const BOUND: Duration = Duration::from_secs(20);
-const SECRET: &str = "turn-lost-secret";
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(BOUND, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: no result within {BOUND:?}"),
-    }
-}
-
-/// The daemon with TURN (REST secret, loopback peers allowed) and
-/// signaling on loopback. Returns (signaling URL, TURN address: UDP and
-/// TCP on the same port).
-async fn daemon() -> (String, SocketAddr) {
-    let toml = format!(
-        r#"
-[stun]
-listen = ["127.0.0.1:0"]
-workers = 1
-[turn]
-realm = "test"
-auth_secret = "{SECRET}"
-allow_peer = ["127.0.0.0/8"]
-[signaling]
-listen = "127.0.0.1:0"
-page = false
-"#
-    );
-    let config = p2p_server::Config::from_toml_str(&toml).unwrap();
-    let mut last = None;
-    for _ in 0..10 {
-        match p2p_server::Server::bind(&config).await {
-            Ok(server) => {
-                let addrs = server.local_addrs().clone();
-                tokio::spawn(server.run(std::future::pending()));
-                let sig = addrs.signaling.expect("signaling is served");
-                return (format!("ws://{sig}/ws"), addrs.udp[0]);
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    panic!("bind: {last:?}");
-}
 
 /// A TCP proxy to `upstream` that [`Proxy::cut`] ends: every connection
 /// through it is closed and no new one is accepted.
@@ -131,55 +87,6 @@ fn config(url: &str, room: &str, turn: SocketAddr, policy: Policy) -> PeerConfig
         .peer_timeout(Duration::from_secs(15))
 }
 
-async fn pair(a: PeerConfig, b: PeerConfig) -> (Connection, Connection) {
-    let first = tokio::spawn(Peer::new(a).unwrap().connect());
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let second = bounded("second peer", Peer::new(b).unwrap().connect())
-        .await
-        .unwrap_or_else(|e| panic!("second peer: {e}"));
-    let first = bounded("first peer", first)
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("first peer: {e}"));
-    (first, second)
-}
-
-/// `from` opens a channel and sends `msg`; `to` receives exactly it.
-async fn deliver(from: &Connection, to: &Connection, msg: &[u8]) {
-    let label = format!("deliver {}", String::from_utf8_lossy(msg));
-    let sent = from
-        .open_channel(ChannelOptions::new(label.clone()))
-        .await
-        .expect("open");
-    sent.send(Bytes::copy_from_slice(msg)).await.expect("sent");
-    let got = bounded("the channel", to.accept_channel())
-        .await
-        .expect("accepted");
-    assert_eq!(got.label(), label);
-    let m = bounded("the message", got.recv()).await.expect("received");
-    assert_eq!(&m.data[..], msg);
-}
-
-/// The events of `c` until `pred` matches one, with when each came.
-async fn until_event(
-    what: &str,
-    c: &Connection,
-    mut pred: impl FnMut(&ConnectionEvent) -> bool,
-) -> Vec<(Instant, ConnectionEvent)> {
-    bounded(what, async {
-        let mut seen = Vec::new();
-        while let Some(e) = c.next_event().await {
-            let done = pred(&e);
-            seen.push((Instant::now(), e));
-            if done {
-                return seen;
-            }
-        }
-        panic!("{what}: no more events; seen: {seen:?}");
-    })
-    .await
-}
-
 fn is_turn_failed(e: &ConnectionEvent) -> bool {
     matches!(e, ConnectionEvent::TurnFailed { .. })
 }
@@ -214,19 +121,9 @@ async fn a_direct_session_reports_turn_failed_when_the_turn_tcp_connection_drops
     proxy.cut();
     for (name, c) in [("a", &a), ("b", &b)] {
         let seen = until_event(name, c, is_turn_failed).await;
-        let Some((
-            at,
-            ConnectionEvent::TurnFailed {
-                server,
-                code,
-                reason,
-            },
-        )) = seen.last()
-        else {
-            unreachable!("until_event ends on the match");
-        };
+        let (at, server, code, reason) = last_turn_failed(&seen);
         assert!(server.contains(&proxy.addr.to_string()), "{name}: {server}");
-        assert_eq!(*code, None, "{name}");
+        assert_eq!(code, None, "{name}");
         assert!(reason.contains("closed"), "{name}: {reason}");
         let took = at.duration_since(cut_at);
         assert!(

@@ -5,27 +5,19 @@
 //! TURN client's 39.5 s reliable-transport timeout; the session goes on
 //! with its other candidates and the peers connect. Every wait is bounded.
 
-use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod live;
+
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use p2p_connect::{Connection, ConnectionEvent, IceServerUri, Peer, PeerConfig};
+use live::{last_turn_failed, pair, until_event_timed as until_event, LOOPBACK};
+use p2p_connect::{ConnectionEvent, IceServerUri, PeerConfig};
 use p2p_signaling::ServerConfig;
 use p2p_stun::attr::{AlternateServer, ErrorCode};
 use p2p_stun::{Message, MessageBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-const BOUND: Duration = Duration::from_secs(20);
-
-async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(BOUND, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: no result within {BOUND:?}"),
-    }
-}
 
 /// A signaling server on 127.0.0.1:0; returns its URL.
 async fn signaling() -> String {
@@ -86,26 +78,6 @@ async fn redirecting_turn(alternate: SocketAddr) -> (SocketAddr, Arc<AtomicUsize
     (addr, answered)
 }
 
-/// The events of `c` until `pred` matches one, with when each came.
-async fn until_event(
-    what: &str,
-    c: &Connection,
-    mut pred: impl FnMut(&ConnectionEvent) -> bool,
-) -> Vec<(Instant, ConnectionEvent)> {
-    bounded(what, async {
-        let mut seen = Vec::new();
-        while let Some(e) = c.next_event().await {
-            let done = pred(&e);
-            seen.push((Instant::now(), e));
-            if done {
-                return seen;
-            }
-        }
-        panic!("{what}: the connection closed; events: {seen:?}");
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_to_an_unreachable_turn_server_fails_that_allocation_at_once_and_the_peers_connect(
 ) {
@@ -121,15 +93,7 @@ async fn a_redirect_to_an_unreachable_turn_server_fails_that_allocation_at_once_
             .connect_timeout(Duration::from_secs(15))
             .peer_timeout(Duration::from_secs(15))
     };
-    let first = tokio::spawn(Peer::new(config()).unwrap().connect());
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let second = bounded("second peer", Peer::new(config()).unwrap().connect())
-        .await
-        .unwrap_or_else(|e| panic!("second peer: {e}"));
-    let first = bounded("first peer", first)
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("first peer: {e}"));
+    let (first, second) = pair(config(), config()).await;
     for (name, c) in [("first", &first), ("second", &second)] {
         let seen = until_event(name, c, |e| matches!(e, ConnectionEvent::TurnFailed { .. })).await;
         let redirected = seen
@@ -139,18 +103,8 @@ async fn a_redirect_to_an_unreachable_turn_server_fails_that_allocation_at_once_
                     .then_some(*at)
             })
             .unwrap_or_else(|| panic!("{name}: no redirect to {unreachable}: {seen:?}"));
-        let Some((
-            failed_at,
-            ConnectionEvent::TurnFailed {
-                server,
-                code,
-                reason,
-            },
-        )) = seen.last()
-        else {
-            unreachable!("until_event ends on the match");
-        };
-        assert_eq!(*code, None, "{name}");
+        let (failed_at, server, code, reason) = last_turn_failed(&seen);
+        assert_eq!(code, None, "{name}");
         assert!(
             server.contains(&unreachable.to_string()),
             "{name}: the failure names the alternate: {server}"
