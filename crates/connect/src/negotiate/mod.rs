@@ -258,6 +258,24 @@ impl Negotiation {
         r
     }
 
+    /// Send one message without moving the layers (see
+    /// [`Session::send_deferred`]); [`flush`](Self::flush) after the last.
+    pub fn send_deferred(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        data: &[u8],
+        binary: bool,
+    ) -> Result<(), SessionError> {
+        self.session.send_deferred(now, channel, data, binary)
+    }
+
+    /// Move what [`send_deferred`](Self::send_deferred) left waiting.
+    pub fn flush(&mut self, now: Instant) {
+        self.session.flush(now);
+        self.pump(now);
+    }
+
     /// The application took `bytes` of `channel`'s messages (see
     /// [`Session::release`]).
     pub fn release(&mut self, now: Instant, channel: ChannelId, bytes: usize) {
