@@ -210,9 +210,10 @@ pub(super) fn spawn_udp_reader(
 
 /// How long a socket reader keeps its receive buffers after its last
 /// read. An idle connection (a consent check every few seconds) then holds
-/// none: a host socket's batched reader needs up to 4 × 96 KB, which was
-/// most of an idle connection's memory.
-const IDLE_BUFFERS: Duration = Duration::from_secs(1);
+/// none most of the time: a host socket's batched reader needs up to
+/// 4 × 96 KB, which was more than half of an idle connection's memory.
+/// A flow that pauses longer pays one allocation when it resumes.
+const IDLE_BUFFERS: Duration = Duration::from_millis(200);
 
 /// A socket reader's receive buffers, held only while datagrams flow:
 /// made when the socket becomes readable, dropped once [`IDLE_BUFFERS`]
@@ -545,10 +546,10 @@ mod tests {
             assert_eq!(&buf[..n], b"ping");
             assert!(held.bufs.is_some(), "round {round}: held while reading");
             // Nothing more arrives: the wait ends by the timeout, and by
-            // then (1 to 2 s idle) the buffers are gone.
+            // then (idle 10 times longer than the hold) the buffers are gone.
             // (The first wait sees the readiness of the read above, whose
             // next read would block, as the reader's next pass does.)
-            let idle = tokio::time::timeout(Duration::from_secs(4), async {
+            let idle = tokio::time::timeout(IDLE_BUFFERS * 10, async {
                 loop {
                     let buf = held.readable(&b, || vec![0u8; 64]).await?;
                     match b.try_recv_from(buf) {
