@@ -131,6 +131,12 @@ struct Driver {
     streams: HashMap<(SocketAddr, Transport), TurnStream>,
     /// For the readers of connections opened later (after a redirect).
     inbound_tx: mpsc::Sender<Inbound>,
+    /// Connections opened later that could not be opened, said by their
+    /// tasks (the sender) and read by the loop.
+    stream_failed: (
+        mpsc::UnboundedSender<net::StreamFailed>,
+        mpsc::UnboundedReceiver<net::StreamFailed>,
+    ),
     /// ICE-TCP's listeners and connections, when [`PeerConfig::ice_tcp`].
     ice_tcp: Option<IceTcp>,
     _tasks: JoinSet<()>,
@@ -245,6 +251,17 @@ impl Driver {
                     }
                     self.negotiation
                         .handle_inputs(Instant::now(), batch.iter().flat_map(Inbound::datagrams));
+                }
+                Some(f) = self.stream_failed.1.recv() => {
+                    // A redirect's target cannot be reached: that TURN
+                    // allocation attempt ends now, not after 39.5 s.
+                    self.streams.remove(&(f.server, f.transport));
+                    self.negotiation.turn_connection_failed(
+                        Instant::now(),
+                        f.server,
+                        f.transport,
+                        &f.reason,
+                    );
                 }
                 Some(id) = ch.released.recv() => {
                     let now = Instant::now();
@@ -635,6 +652,7 @@ impl Driver {
                 old.local,
                 self.config.tls_roots.clone(),
                 self.inbound_tx.clone(),
+                self.stream_failed.0.clone(),
             );
             self.streams.insert((to, transport), stream);
         }

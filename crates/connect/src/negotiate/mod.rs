@@ -42,12 +42,13 @@ mod sdp;
 mod types;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use p2p_datachannel::{ChannelEvent, ChannelId, ChannelOptions};
 use p2p_dtls::Setup;
 use p2p_ice::{Candidate, IceState};
-use p2p_proto::{Datagram, Handled, Machine};
+use p2p_proto::{Datagram, Handled, Machine, Transport};
 use p2p_signaling::{ClientMsg, ErrorCode, IceCandidate, ServerMsg};
 
 use crate::mdns::{MdnsConfig, MdnsResolver, MdnsResponder};
@@ -294,6 +295,20 @@ impl Negotiation {
         let r = self.session.close_channel(now, channel);
         self.pump(now);
         r
+    }
+
+    /// The driver's TCP/TLS connection to a TURN server could not be
+    /// opened or was lost (see [`Session::turn_connection_failed`]).
+    pub fn turn_connection_failed(
+        &mut self,
+        now: Instant,
+        server: SocketAddr,
+        transport: Transport,
+        reason: &str,
+    ) {
+        self.session
+            .turn_connection_failed(now, server, transport, reason);
+        self.pump(now);
     }
 
     /// The session, to read or set buffered amounts of channels.
