@@ -13,8 +13,8 @@
 //! whole in-flight queue, with a hash lookup per chunk, on every gather
 //! of outbound packets, which str0m does for every datagram it sends: the
 //! cost of a packet grows with what is in flight. With its default
-//! (128 KiB) it makes about 4× more, with [`BEST_BUFFERED`] (24 KiB, the
-//! best of a sweep on loopback) about 10-20× more. [`run_in_memory`]
+//! (128 KiB) it makes about 5× more, with [`BEST_BUFFERED`] (24 KiB, the
+//! best of a sweep on loopback) 7-28× more by load. [`run_in_memory`]
 //! (both `Rtc`s in one thread, no sockets) shows what is left is str0m's
 //! own per-packet work.
 //!
