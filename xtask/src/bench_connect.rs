@@ -21,7 +21,9 @@
 //!   `--only NAME`. Then `channel_setup` (benches/src/bin/): time to
 //!   the first message in round trips on netsim (50 ms RTT), opening a
 //!   channel on loopback, memory per connection and per idle channel;
-//!   written to `target/bench-channel-setup.md`.
+//!   written to `target/bench-channel-setup.md`. Then, with the peers,
+//!   `channel_bench --memory 20`: str0m's and webrtc-rs's heap per idle
+//!   connection, written to `target/bench-channel-memory.md`.
 //!
 //! `--no-build` (any of them) runs the binaries already built.
 
@@ -112,7 +114,18 @@ pub(crate) fn channel(args: &[String]) -> Result<(), String> {
         "Data channels: setup time and memory",
         &["--no-build".to_owned()],
         "",
-    )
+    )?;
+    // The peers' memory per idle connection, beside ours above.
+    if peers && note.is_empty() {
+        bench_noted(
+            "channel_bench",
+            "bench-channel-memory.md",
+            "Data channels: the peers' memory per idle connection",
+            &["--no-build".to_owned(), "--memory".into(), "20".into()],
+            "",
+        )?;
+    }
+    Ok(())
 }
 
 fn bench(bin: &str, out: &str, title: &str, args: &[String]) -> Result<(), String> {

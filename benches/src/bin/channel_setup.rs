@@ -179,9 +179,30 @@ async fn pair(
     Ok((a, b))
 }
 
-/// Let background work settle (driver tasks, timers) before a reading.
+/// Let background work settle (driver tasks, timers) before a reading:
+/// long enough for the connections' checks to be over and their socket
+/// readers to have let go of their receive buffers (held while datagrams
+/// flow, 200-400 ms after the last), short of the next consent check.
 async fn settle() {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// Live heap and RSS, each the median of 11 readings 0.5 s apart: over
+/// one consent period (5 s), so that the receive buffers a socket reader
+/// holds for a moment after each consent check (driver/net.rs) count as
+/// often as they are held.
+async fn reading() -> (isize, isize) {
+    let (mut heap, mut res) = (Vec::new(), Vec::new());
+    for i in 0..11 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        heap.push(LIVE.load(Ordering::Relaxed));
+        res.push(rss());
+    }
+    heap.sort_unstable();
+    res.sort_unstable();
+    (heap[5], res[5])
 }
 
 fn kib(b: f64) -> String {
@@ -223,13 +244,13 @@ async fn real(connections: usize, channels: usize) -> Result<(), String> {
 
     // Memory per connection.
     settle().await;
-    let (h0, r0) = (LIVE.load(Ordering::Relaxed), rss());
+    let (h0, r0) = reading().await;
     let mut held = Vec::new();
     for i in 0..connections {
         held.push(pair(&url, &format!("mem{i}")).await?);
     }
     settle().await;
-    let (h1, r1) = (LIVE.load(Ordering::Relaxed), rss());
+    let (h1, r1) = reading().await;
     let ends = (2 * connections) as f64;
     println!("## Memory\n");
     println!("| what | heap per end, KiB | RSS per end, KiB |");
@@ -243,7 +264,7 @@ async fn real(connections: usize, channels: usize) -> Result<(), String> {
     // Memory per idle channel.
     let (a, b) = held.first().ok_or("no connection")?;
     settle().await;
-    let (h2, r2) = (LIVE.load(Ordering::Relaxed), rss());
+    let (h2, r2) = reading().await;
     let mut chans = Vec::new();
     for i in 0..channels {
         let c = a
@@ -254,7 +275,7 @@ async fn real(connections: usize, channels: usize) -> Result<(), String> {
         chans.push((c, r));
     }
     settle().await;
-    let (h3, r3) = (LIVE.load(Ordering::Relaxed), rss());
+    let (h3, r3) = reading().await;
     let ends = (2 * channels) as f64;
     println!(
         "| an idle channel ({channels} on one connection) | {} | {} |\n",
@@ -264,7 +285,9 @@ async fn real(connections: usize, channels: usize) -> Result<(), String> {
     println!(
         "Heap: bytes allocated and not freed (a counting allocator), so the \
          figure includes the driver's tasks and queues; RSS also counts \
-         allocator slack. Socket buffers live in the kernel and are in neither.\n"
+         allocator slack (freed blocks the allocator keeps). Each reading is \
+         the median of 11 over 5 s (one consent period). Socket buffers live \
+         in the kernel and are in neither.\n"
     );
     drop(chans);
     drop(kept);
@@ -308,9 +331,9 @@ fn main() {
         }
     };
     let r = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(120), real(connections, channels))
+        tokio::time::timeout(Duration::from_secs(180), real(connections, channels))
             .await
-            .unwrap_or_else(|_| Err("not done within 120 s".into()))
+            .unwrap_or_else(|_| Err("not done within 180 s".into()))
     });
     if let Err(e) = r {
         eprintln!("channel_setup: {e}");

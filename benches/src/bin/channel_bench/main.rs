@@ -16,7 +16,9 @@
 //! `channel_bench [--mib N] [--runs N] [--limit S] [--only NAME]` (a name,
 //! or a part of names) prints a
 //! Markdown table; `cargo xtask bench channel` runs it and writes
-//! `target/bench-channel.md`.
+//! `target/bench-channel.md`. `channel_bench --memory N` instead measures
+//! the peers' heap per idle connection end (N connected pairs, counted by
+//! a counting allocator as `channel_setup` counts ours).
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
 
 mod ours;
@@ -26,12 +28,65 @@ mod udp;
 #[cfg(feature = "channel-peers")]
 mod webrtc_peer;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::Duration;
+
+/// Live heap bytes, counted only while [`COUNTING`] is set (`--memory`):
+/// the throughput runs pay one relaxed load per allocation, no more.
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+struct Counting;
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only
+// a counter is kept beside it.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        }
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        }
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        }
+        System.realloc(p, l, new)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Live heap bytes (a difference of two readings is what was kept; frees
+/// of blocks made before counting began make it an underestimate by at
+/// most what was freed).
+#[cfg(feature = "channel-peers")]
+pub(crate) fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Resident set size, bytes (Linux; 0 elsewhere).
+#[cfg(feature = "channel-peers")]
+pub(crate) fn rss() -> isize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<isize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
 
 /// The size of one message.
 pub(crate) const MESSAGE: usize = 16 * 1024;
-/// The largest a sender lets its unacknowledged bytes grow (where the
-/// stack lets the user choose: str0m, webrtc-rs).
+/// The largest a sender lets its unacknowledged bytes grow (webrtc-rs's
+/// high-water mark; str0m has its own, `str0m_peer::BEST_BUFFERED`).
 #[cfg(feature = "channel-peers")]
 pub(crate) const BUFFERED: usize = 4 * 1024 * 1024;
 /// The socket buffer size asked for where the benchmark owns the socket.
@@ -112,6 +167,7 @@ struct Args {
     runs: usize,
     limit: Duration,
     only: Option<String>,
+    memory: Option<usize>,
 }
 
 fn args() -> Result<Args, String> {
@@ -120,6 +176,7 @@ fn args() -> Result<Args, String> {
         runs: 3,
         limit: Duration::from_secs(60),
         only: None,
+        memory: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -130,6 +187,7 @@ fn args() -> Result<Args, String> {
             "--runs" => a.runs = v.parse().map_err(|e| bad(&e))?,
             "--limit" => a.limit = Duration::from_secs_f64(v.parse().map_err(|e| bad(&e))?),
             "--only" => a.only = Some(v),
+            "--memory" => a.memory = Some(v.parse().map_err(|e| bad(&e))?),
             _ => return Err(format!("unknown argument {k}")),
         }
     }
@@ -168,8 +226,18 @@ fn contenders() -> Vec<Contender> {
     {
         v.push((
             "str0m",
-            "str0m 0.25 (sans-IO, 4 MiB socket buffers, own loop)",
+            "str0m 0.25, 24 KiB max buffered (its best here), 4 MiB socket buffers, its own loop",
             str0m_peer::run,
+        ));
+        v.push((
+            "str0m-default",
+            "str0m 0.25, default max buffered (128 KiB), 4 MiB socket buffers",
+            str0m_peer::run_default,
+        ));
+        v.push((
+            "str0m-mem",
+            "str0m 0.25, 24 KiB, in memory (no sockets: both in one thread, transmits handed over)",
+            str0m_peer::run_in_memory,
         ));
         v.push((
             "webrtc-4m",
@@ -198,6 +266,11 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(pairs) = a.memory {
+        COUNTING.store(true, Ordering::Relaxed);
+        memory(pairs);
+        return;
+    }
     let job = Job {
         bytes: a.mib * 1024 * 1024 / MESSAGE as u64 * MESSAGE as u64,
         limit: a.limit,
@@ -262,4 +335,37 @@ fn main() {
             notes.join("; ")
         );
     }
+}
+
+/// `--memory N`: the peers' heap (and RSS) per idle connection end.
+#[cfg(feature = "channel-peers")]
+fn memory(pairs: usize) {
+    println!("| stack | heap per end, KiB | RSS per end, KiB | what one end is |");
+    println!("|---|---:|---:|---|");
+    let kib = |b: f64| format!("{:.1}", b / 1024.0);
+    type Measure = fn(usize) -> Result<(f64, f64), String>;
+    let peers: [(&str, &str, Measure); 2] = [
+        (
+            "str0m 0.25",
+            "one `Rtc` connected in memory, channel open (str0m has no driver: sockets and threads are the user's)",
+            str0m_peer::memory,
+        ),
+        (
+            "webrtc-rs 0.21.1",
+            "one `PeerConnection` on loopback, channel open, with its tasks and sockets' user-space state",
+            webrtc_peer::memory,
+        ),
+    ];
+    for (name, what, f) in peers {
+        match f(pairs) {
+            Ok((heap, rss)) => println!("| {name} | {} | {} | {what} |", kib(heap), kib(rss)),
+            Err(e) => println!("| {name} | – | – | {e} |"),
+        }
+    }
+    println!("\n{pairs} pairs each; heap counted by a counting allocator.");
+}
+
+#[cfg(not(feature = "channel-peers"))]
+fn memory(_pairs: usize) {
+    println!("The peers are not built (feature `channel-peers`): nothing to measure.");
 }

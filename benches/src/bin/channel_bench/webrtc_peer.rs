@@ -336,3 +336,74 @@ async fn transfer(job: Job, big: bool, reactor: bool) -> Result<Outcome, String>
         complete: delivered == n,
     })
 }
+
+/// One connected pair, its channel open at both ends, kept alive.
+type Kept = (
+    Box<dyn PeerConnection>,
+    Box<dyn PeerConnection>,
+    Arc<dyn DataChannel>,
+    Arc<dyn DataChannel>,
+);
+
+async fn connected() -> Result<Kept, String> {
+    let (a, b) = (peer(true, false).await?, peer(true, false).await?);
+    let dc =
+        a.pc.create_data_channel("idle", None)
+            .await
+            .map_err(|e| e.to_string())?;
+    describe(&a, true).await?;
+    let offer = a.pc.local_description().await.ok_or("no offer")?;
+    b.pc.set_remote_description(offer)
+        .await
+        .map_err(|e| e.to_string())?;
+    describe(&b, false).await?;
+    let answer = b.pc.local_description().await.ok_or("no answer")?;
+    a.pc.set_remote_description(answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rx = tokio::time::timeout(Duration::from_secs(20), b.channel)
+        .await
+        .map_err(|_| "no channel from the peer within 20 s")?
+        .map_err(|_| "no channel from the peer")?;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(e) = dc.poll().await {
+            if matches!(e, DataChannelEvent::OnOpen) {
+                return Ok(());
+            }
+        }
+        Err("the channel closed before it opened".to_string())
+    })
+    .await
+    .map_err(|_| "the channel did not open within 20 s")??;
+    Ok((a.pc, b.pc, dc, rx))
+}
+
+/// Heap and RSS per idle connection end: `pairs` pairs on loopback (4 MiB
+/// socket buffers, the shared runtime), each with its channel open.
+pub(crate) fn memory(pairs: usize) -> Result<(f64, f64), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let settle = || tokio::time::sleep(Duration::from_millis(300));
+    let out = rt.block_on(async {
+        let warm = connected().await?;
+        settle().await;
+        let (h0, r0) = (crate::live(), crate::rss());
+        let mut held = Vec::new();
+        for _ in 0..pairs {
+            held.push(connected().await?);
+        }
+        settle().await;
+        let (h1, r1) = (crate::live(), crate::rss());
+        for (a, b, _, _) in held.iter().chain(std::iter::once(&warm)) {
+            let _ = a.close().await;
+            let _ = b.close().await;
+        }
+        let ends = (2 * pairs) as f64;
+        Ok::<_, String>(((h1 - h0) as f64 / ends, (r1 - r0) as f64 / ends))
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    out
+}

@@ -179,16 +179,23 @@ pub(super) fn spawn_udp_reader(
     tx: mpsc::Sender<Inbound>,
 ) -> tokio::task::AbortHandle {
     tasks.spawn(async move {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut held = Held::new();
         loop {
-            match sock.recv_from(&mut buf).await {
-                Ok((n, remote)) => {
+            let r = match held.readable(&sock, || vec![0u8; MAX_DATAGRAM]).await {
+                Ok(buf) => sock.try_recv_from(buf).map(|(n, remote)| {
                     let bytes = buf.get(..n).unwrap_or_default().to_vec();
-                    let msg = Inbound::one(Transport::Udp, local, remote, bytes);
+                    Inbound::one(Transport::Udp, local, remote, bytes)
+                }),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(msg) => {
                     if tx.send(msg).await.is_err() {
                         return;
                     }
                 }
+                // Readiness that was not (another read took it): wait again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 // ICMP port unreachable and friends surface as errors on
                 // some systems: keep reading.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
@@ -199,6 +206,66 @@ pub(super) fn spawn_udp_reader(
             }
         }
     })
+}
+
+/// How long a socket reader keeps its receive buffers after its last
+/// read. An idle connection (a consent check every few seconds) then holds
+/// none most of the time: a host socket's batched reader needs up to
+/// 4 × 96 KB, which was more than half of an idle connection's memory.
+/// A flow that pauses longer pays one allocation when it resumes.
+const IDLE_BUFFERS: Duration = Duration::from_millis(200);
+
+/// A socket reader's receive buffers, held only while datagrams flow:
+/// made when the socket becomes readable, dropped once [`IDLE_BUFFERS`]
+/// (to twice that) has passed without the socket being readable. One timer
+/// wakeup per period while traffic flows; none per read.
+struct Held<T> {
+    bufs: Option<T>,
+    /// The socket was readable since the timer was last set.
+    used: bool,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<T> Held<T> {
+    fn new() -> Self {
+        Held {
+            bufs: None,
+            used: false,
+            timer: Box::pin(tokio::time::sleep(IDLE_BUFFERS)),
+        }
+    }
+
+    /// Waits until `sock` is readable, then lends the buffers (made by
+    /// `make` if none are held).
+    async fn readable(&mut self, sock: &UdpSocket, make: impl FnOnce() -> T) -> io::Result<&mut T> {
+        loop {
+            if self.bufs.is_none() {
+                sock.readable().await?;
+                let at = tokio::time::Instant::now() + IDLE_BUFFERS;
+                self.timer.as_mut().reset(at);
+                break;
+            }
+            let ready = tokio::select! {
+                biased;
+                r = sock.readable() => Some(r),
+                () = &mut self.timer => None,
+            };
+            match ready {
+                Some(r) => {
+                    r?;
+                    break;
+                }
+                None if self.used => {
+                    self.used = false;
+                    let at = tokio::time::Instant::now() + IDLE_BUFFERS;
+                    self.timer.as_mut().reset(at);
+                }
+                None => self.bufs = None,
+            }
+        }
+        self.used = true;
+        Ok(self.bufs.get_or_insert_with(make))
+    }
 }
 
 /// A TCP or TLS connection to a TURN server, as the driver keeps it: the
@@ -227,18 +294,22 @@ pub(super) fn spawn_batched_reader(
         // A GRO read holds up to `gro_segments` datagrams of up to 1,500
         // bytes (the path MTU bounds them, not our datagram size).
         let size = (state.gro_segments() * 1500).max(MAX_DATAGRAM);
-        let mut bufs: [Vec<u8>; READ_BATCH] = std::array::from_fn(|_| vec![0u8; size]);
+        let make = || -> [Vec<u8>; READ_BATCH] { std::array::from_fn(|_| vec![0u8; size]) };
+        let mut held = Held::new();
         let mut meta = [quinn_udp::RecvMeta::default(); READ_BATCH];
         loop {
-            let r = sock
-                .async_io(tokio::io::Interest::READABLE, || {
-                    let mut slices = bufs.each_mut().map(|b| io::IoSliceMut::new(&mut b[..]));
-                    state.recv(quinn_udp::UdpSockRef::from(&*sock), &mut slices, &mut meta)
-                })
-                .await;
+            let r = match held.readable(&sock, make).await {
+                Ok(bufs) => sock
+                    .try_io(tokio::io::Interest::READABLE, || {
+                        let mut slices = bufs.each_mut().map(|b| io::IoSliceMut::new(&mut b[..]));
+                        state.recv(quinn_udp::UdpSockRef::from(&*sock), &mut slices, &mut meta)
+                    })
+                    .map(|n| (n, bufs)),
+                Err(e) => Err(e),
+            };
             match r {
-                Ok(n) => {
-                    for (m, b) in meta.iter().zip(&bufs).take(n) {
+                Ok((n, bufs)) => {
+                    for (m, b) in meta.iter().zip(bufs.iter()).take(n) {
                         let Some(bytes) = b.get(..m.len) else {
                             continue;
                         };
@@ -254,6 +325,8 @@ pub(super) fn spawn_batched_reader(
                         }
                     }
                 }
+                // Readiness that was not (another read took it): wait again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
                 Err(e) => {
                     tracing::debug!("UDP {local}: {e}");
@@ -501,4 +574,90 @@ async fn write_frames(mut w: impl AsyncWrite + Unpin, mut rx: mpsc::Receiver<Vec
         }
     }
     let _ = w.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (UdpSocket, UdpSocket) {
+        let a = UdpSocket::bind("127.0.0.1:0").await.expect("bind a");
+        let b = UdpSocket::bind("127.0.0.1:0").await.expect("bind b");
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn a_reader_holds_buffers_while_datagrams_flow_and_none_once_idle() {
+        let (a, b) = pair().await;
+        let to = b.local_addr().expect("addr");
+        let mut held = Held::new();
+        let mut made = 0;
+        for round in 0..2 {
+            a.send_to(b"ping", to).await.expect("send");
+            let buf = held
+                .readable(&b, || {
+                    made += 1;
+                    vec![0u8; 64]
+                })
+                .await
+                .expect("readable");
+            let (n, _) = b.try_recv_from(buf).expect("a datagram is waiting");
+            assert_eq!(&buf[..n], b"ping");
+            assert!(held.bufs.is_some(), "round {round}: held while reading");
+            // Nothing more arrives: the wait ends by the timeout, and by
+            // then (idle 10 times longer than the hold) the buffers are gone.
+            // (The first wait sees the readiness of the read above, whose
+            // next read would block, as the reader's next pass does.)
+            let idle = tokio::time::timeout(IDLE_BUFFERS * 10, async {
+                loop {
+                    let buf = held.readable(&b, || vec![0u8; 64]).await?;
+                    match b.try_recv_from(buf) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        r => return r,
+                    }
+                }
+            })
+            .await;
+            assert!(idle.is_err(), "round {round}: nothing was readable");
+            assert!(held.bufs.is_none(), "round {round}: released when idle");
+        }
+        // Made again for the second burst, not kept between them.
+        assert_eq!(made, 2);
+    }
+
+    #[tokio::test]
+    async fn a_reader_keeps_its_buffers_between_reads_closer_than_the_idle_time() {
+        let (a, b) = pair().await;
+        let to = b.local_addr().expect("addr");
+        // A datagram every half idle time, for four idle times.
+        let sender = tokio::spawn(async move {
+            for _ in 0..8 {
+                tokio::time::sleep(IDLE_BUFFERS / 2).await;
+                a.send_to(b"ping", to).await.expect("send");
+            }
+        });
+        let mut held = Held::new();
+        let mut made = 0;
+        let mut got = 0;
+        let reads = tokio::time::timeout(Duration::from_secs(20), async {
+            while got < 8 {
+                let buf = held
+                    .readable(&b, || {
+                        made += 1;
+                        vec![0u8; 64]
+                    })
+                    .await
+                    .expect("readable");
+                match b.try_recv_from(buf) {
+                    Ok(_) => got += 1,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("recv: {e}"),
+                }
+            }
+        })
+        .await;
+        assert!(reads.is_ok(), "all 8 datagrams read");
+        sender.await.expect("sender");
+        assert_eq!(made, 1, "one set of buffers for the whole flow");
+    }
 }
