@@ -6,7 +6,8 @@
 //! per relayed message (Redis's own `total_commands_processed`, heartbeats
 //! of both nodes included).
 //!
-//! Flags: `--pairs N` (20), `--messages M` per sender (500), `--repeat R`
+//! Flags: `--pairs N` (20), `--messages M` per sender (2000; at most 300
+//! in the paced latency runs), `--repeat R`
 //! (3: every figure is the median of R runs, each run's given too; the
 //! 1-minute load average before and after is printed, the machine may be
 //! shared), `--window W` (128: a sender is at most W messages ahead of
@@ -291,7 +292,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> Result<(), String> {
     let pairs = arg("--pairs", 20);
-    let messages = arg("--messages", 500);
+    let messages = arg("--messages", 2000);
     let repeat = arg("--repeat", 3).max(1);
     let window = arg("--window", 128).max(1);
     let _ = tracing_subscriber::fmt()
