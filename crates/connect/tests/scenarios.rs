@@ -14,6 +14,7 @@ use p2p_netsim::Behaviour::{
     AddressAndPortDependent as APD, AddressDependent as AD, EndpointIndependent as EI,
 };
 use p2p_netsim::{LinkConfig, PortAllocation};
+use p2p_proto::Machine;
 
 const MAX: Duration = Duration::from_secs(60);
 
@@ -800,4 +801,37 @@ fn unanswered_host_pairs_across_two_lans_do_not_delay_the_nomination() {
             CandidateKind::ServerReflexive
         ))
     );
+}
+
+/// Messages given to `send_deferred` wait in their channel until `flush`
+/// (nothing goes out before it: SCTP gathers once for all of them), then
+/// arrive whole and in order, as `send` delivers them.
+#[test]
+fn deferred_messages_go_out_at_the_flush_and_arrive_in_order() {
+    let mut p = Pair::new(Placement::Public, Placement::Public, Opts::default());
+    connected(&mut p);
+    p.node_a_mut().pinging = false;
+    p.node_b_mut().pinging = false;
+    p.run_for(Duration::from_secs(1));
+    let now = p.sim.now();
+    let before = p.node_b().received.len();
+    let a = p.node_a_mut();
+    let id = a.channel.expect("A's channel is open");
+    for i in 1..=3 {
+        let m = format!("deferred #{i}");
+        a.session
+            .send_deferred(now, id, m.as_bytes(), false)
+            .unwrap();
+    }
+    assert!(
+        a.session.poll_output().is_none(),
+        "nothing moves before the flush"
+    );
+    a.session.flush(now);
+    p.run_for(Duration::from_secs(1));
+    let got: Vec<String> = p.node_b().received[before..]
+        .iter()
+        .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+        .collect();
+    assert_eq!(got, ["deferred #1", "deferred #2", "deferred #3"]);
 }

@@ -117,6 +117,8 @@ pub struct SignalingClient {
     buffered: VecDeque<ServerMsg>,
     present: Vec<(String, PeerInfo)>,
     hide_hosts: bool,
+    /// The `resumed` of the last `joined` answering [`SignalingClient::join`].
+    membership_kept: Option<bool>,
 }
 
 impl std::fmt::Debug for SignalingClient {
@@ -172,6 +174,7 @@ impl SignalingClient {
                     buffered: VecDeque::new(),
                     present: Vec::new(),
                     hide_hosts: false,
+                    membership_kept: None,
                 })
             }
             Some(_) => Err(ClientError::Protocol("the first message was not a welcome")),
@@ -249,6 +252,18 @@ impl SignalingClient {
         self.hide_hosts = yes;
     }
 
+    /// After a [`join`](SignalingClient::join) on a connection that
+    /// [resumed](SignalingClient::resume): whether the peer id was still a
+    /// member of that room (its membership survived the move: a peer that
+    /// joined meanwhile saw it listed). `Some(false)`: it was not (reaped, or left when
+    /// the old connection closed): the others got `peer-left` and now see
+    /// `peer-joined` as for a newcomer, and the peers listed may have come
+    /// meanwhile, so go on as a newcomer. `None`: the server did not say
+    /// (no resume, or a server older than this field).
+    pub fn membership_kept(&self) -> Option<bool> {
+        self.membership_kept
+    }
+
     /// Joins `room` and returns the peers already there.
     pub async fn join(
         &mut self,
@@ -269,8 +284,14 @@ impl SignalingClient {
         loop {
             match self.recv_transport().await? {
                 ServerMsg::Joined {
-                    peers, id: Some(i), ..
-                } if i == id => return Ok(peers),
+                    peers,
+                    resumed,
+                    id: Some(i),
+                    ..
+                } if i == id => {
+                    self.membership_kept = resumed;
+                    return Ok(peers);
+                }
                 ServerMsg::Error {
                     code,
                     message,

@@ -264,6 +264,15 @@ pub enum ServerMsg {
         /// the server's TURN will not work.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         relay_unavailable: Option<RelayUnavailable>,
+        /// Only on the joins of a connection that resumed
+        /// ([`ClientMsg::Resume`]): `true` when the peer id was still a
+        /// member of the room (its membership survived: a peer that joined
+        /// meanwhile saw it listed), `false` when it was not (it was reaped or left:
+        /// the others got `peer-left` and now `peer-joined`, as for a
+        /// newcomer, and someone else may have joined meanwhile). Absent:
+        /// the connection did not resume, or the server is older.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resumed: Option<bool>,
         /// The request id of the join.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
@@ -933,6 +942,7 @@ mod tests {
                 peers: vec![peer.clone()],
                 ice_servers: Some(vec![IceServer::new(["stun:x"])]),
                 relay_unavailable: Some(RelayUnavailable::RateLimited),
+                resumed: Some(false),
                 id: Some(1),
             },
             ServerMsg::Left {

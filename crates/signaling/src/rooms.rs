@@ -140,6 +140,9 @@ struct Conn {
     rooms: Vec<String>,
     last_seen: Instant,
     bucket: TokenBucket,
+    /// It took its peer id back with `resume`: its joins say whether the
+    /// membership survived.
+    resumed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -308,6 +311,7 @@ impl Rooms {
                 rooms: Vec::new(),
                 last_seen: now,
                 bucket: TokenBucket::full(self.limits.burst, now),
+                resumed: false,
             },
         );
         self.idle.insert((now, conn));
@@ -568,7 +572,12 @@ impl Rooms {
             ));
         }
         match self.rooms.get(&room) {
-            Some(r) if r.members.len() + r.remote.len() >= self.limits.max_room_size => {
+            // A peer that resumed here is not counted twice (its entry of
+            // another node is its own).
+            Some(r)
+                if r.members.len() + r.remote.iter().filter(|m| m.peer.id != c.peer_id).count()
+                    >= self.limits.max_room_size =>
+            {
                 return Err((
                     ErrorCode::RoomFull,
                     format!(
@@ -634,6 +643,10 @@ impl Rooms {
         }
         let mut out = Vec::new();
         self.add_member(conn, room, me, id, ice_servers, relay_unavailable, &mut out);
+        // On one node a membership never survives a resume: the old
+        // connection left its rooms when it closed (or when the resume
+        // closed it).
+        self.mark_resumed(conn, false, &mut out);
         Ok(out)
     }
 
@@ -686,6 +699,7 @@ impl Rooms {
                     peers,
                     ice_servers,
                     relay_unavailable,
+                    resumed: None,
                     id,
                 },
             ),

@@ -181,6 +181,7 @@ async fn two_peers_meet_and_a_third_room_sees_nothing() {
             }],
             ice_servers: None,
             relay_unavailable: Some(RelayUnavailable::NotOffered),
+            resumed: None,
             id: Some(1),
         }
     );

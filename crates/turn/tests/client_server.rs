@@ -1585,3 +1585,49 @@ fn datagrams_not_from_the_server_are_not_the_clients() {
         "ChannelData from the server (on no bound channel)"
     );
 }
+
+/// RFC 8489 §10 / §6.2.2: a client redirected over TCP whose driver cannot
+/// open the connection to the alternate says so, and the Allocate under
+/// way fails at once instead of after the 39.5 s reliable-transport
+/// timeout; nothing is left to time out.
+#[test]
+fn a_connection_that_cannot_be_opened_fails_the_allocate_at_once_not_after_39_5_s() {
+    let t0 = std::time::Instant::now();
+    let mut cc = ClientConfig::new(
+        "192.0.2.9:5000".parse().unwrap(),
+        "203.0.113.2:3478".parse().unwrap(),
+        "u",
+        "p",
+    );
+    cc.transport = Transport::Tcp;
+    cc.rng_seed = Some(1);
+    let mut client = TurnClient::new(cc);
+    client.handle_timeout(t0);
+    let mut sent = 0;
+    while let Some(o) = client.poll_output() {
+        if matches!(o, ClientOutput::Transmit(_)) {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 1, "the Allocate went out");
+    assert!(client.poll_timeout().is_some(), "its timer runs");
+    client.connection_failed("connection refused");
+    let mut events = Vec::new();
+    while let Some(o) = client.poll_output() {
+        if let ClientOutput::Event(e) = o {
+            events.push(e);
+        }
+    }
+    assert_eq!(
+        events,
+        [ClientEvent::AllocationFailed {
+            code: None,
+            reason: "connection refused".into()
+        }]
+    );
+    assert_eq!(client.state(), ClientState::Failed);
+    assert_eq!(client.poll_timeout(), None);
+    // Later timeouts find nothing to fail again.
+    client.handle_timeout(t0 + SECS(40));
+    assert!(client.poll_output().is_none());
+}

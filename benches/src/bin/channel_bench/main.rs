@@ -13,7 +13,8 @@
 //! marked incomplete. Every message is checked (its length, and its
 //! sequence number for the ordered channels).
 //!
-//! `channel_bench [--mib N] [--runs N] [--limit S] [--only NAME]` prints a
+//! `channel_bench [--mib N] [--runs N] [--limit S] [--only NAME]` (a name,
+//! or a part of names) prints a
 //! Markdown table; `cargo xtask bench channel` runs it and writes
 //! `target/bench-channel.md`.
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
@@ -210,8 +211,17 @@ fn main() {
     );
     println!("| stack | best MB/s | median MB/s | runs (MB/s) | note |");
     println!("|---|---:|---:|---|---|");
-    for (name, what, f) in contenders() {
-        if a.only.as_deref().is_some_and(|o| !name.contains(o)) {
+    let all = contenders();
+    // `--only NAME` picks that contender if one has exactly that name,
+    // else every one whose name contains it.
+    let exact = all.iter().any(|(n, _, _)| a.only.as_deref() == Some(*n));
+    for (name, what, f) in all {
+        let picked = match a.only.as_deref() {
+            None => true,
+            Some(o) if exact => name == o,
+            Some(o) => name.contains(o),
+        };
+        if !picked {
             continue;
         }
         let mut figures = Vec::new();

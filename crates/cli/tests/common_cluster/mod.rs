@@ -85,13 +85,28 @@ pub(crate) struct Node {
 
 impl Node {
     pub(crate) fn start(redis: &str, id: &str, extra: &[&str]) -> Node {
+        Node::start_with(Some(redis), id, extra)
+    }
+
+    /// A `p2p serve` of its own, in no cluster.
+    pub(crate) fn start_alone(extra: &[&str]) -> Node {
+        Node::start_with(None, "alone", extra)
+    }
+
+    fn start_with(redis: Option<&str>, id: &str, extra: &[&str]) -> Node {
         // A node without signaling prints no signaling URL and takes no
         // signaling flags.
         let no_signaling = extra.contains(&"--no-signaling");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_p2p"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--metrics", "127.0.0.1:0", "--log", "warn"])
-            .args(["--redis", redis, "--node-id", id]);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args([
+            "--metrics",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+        ]);
+        if let Some(redis) = redis {
+            cmd.args(["--redis", redis, "--node-id", id]);
+        }
         if !no_signaling {
             cmd.args(["--signaling", "127.0.0.1:0", "--no-page"])
                 // The tests' clients all come from 127.0.0.1.
@@ -232,5 +247,75 @@ pub(crate) async fn next_matching(
             Ok(Ok(Some(m))) => skipped.push(m),
             _ => return None,
         }
+    }
+}
+
+/// A TCP forwarder on a loopback port of its own to `target`, that a test
+/// can cut (its port closed, every connection through it dropped: the
+/// client sees its server go away and cannot come back) and open again.
+pub(crate) struct Gate {
+    pub(crate) port: u16,
+    target: SocketAddr,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Gate {
+    /// A gate to `target`, open.
+    pub(crate) async fn open_to(target: SocketAddr) -> Gate {
+        let g = Gate {
+            port: free_port(),
+            target,
+            tasks: Default::default(),
+        };
+        g.open().await;
+        g
+    }
+
+    /// `ws://` through the gate, for a signaling URL `ws://<target>/...`.
+    pub(crate) fn url(&self, through: &str) -> String {
+        through.replacen(
+            &self.target.to_string(),
+            &format!("127.0.0.1:{}", self.port),
+            1,
+        )
+    }
+
+    /// Listens again (the port was closed by [`Gate::cut`]).
+    pub(crate) async fn open(&self) {
+        let until = Instant::now() + STEP;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(Instant::now() < until, "gate port {}: {e}", self.port);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let (target, tasks) = (self.target, self.tasks.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let pipe = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                tasks.lock().expect("gate").push(pipe.abort_handle());
+            }
+        });
+        self.tasks.lock().expect("gate").push(accept.abort_handle());
+    }
+
+    /// Closes the port and drops every connection through it.
+    pub(crate) fn cut(&self) {
+        for t in self.tasks.lock().expect("gate").drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.cut();
     }
 }

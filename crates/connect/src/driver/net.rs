@@ -296,11 +296,21 @@ pub(super) async fn connect_stream(
     })
 }
 
+/// A connection to a TURN server that [`spawn_stream`] could not open.
+#[derive(Debug)]
+pub(super) struct StreamFailed {
+    pub(super) server: SocketAddr,
+    pub(super) transport: Transport,
+    pub(super) reason: String,
+}
+
 /// [`connect_stream`] without waiting for the connection: the writer's
 /// queue is returned at once and holds what is sent until the connection
 /// is up (a TURN client redirected by a 300 sends its Allocate to the new
-/// server right away). A connection that cannot be opened is logged and
-/// its queue dropped; the client's request then times out.
+/// server right away). A connection that cannot be opened is said on
+/// `failed` (the driver fails the TURN client's requests at once) and its
+/// queue dropped.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn spawn_stream(
     tasks: &mut JoinSet<()>,
     server: SocketAddr,
@@ -309,6 +319,7 @@ pub(super) fn spawn_stream(
     local: SocketAddr,
     tls_roots: Vec<Vec<u8>>,
     tx: mpsc::Sender<Inbound>,
+    failed: mpsc::UnboundedSender<StreamFailed>,
 ) -> TurnStream {
     let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(1024);
     let name = host.clone();
@@ -328,7 +339,14 @@ pub(super) fn spawn_stream(
                     write_frames(w, out_rx)
                 );
             }
-            Err(e) => tracing::warn!("TURN {transport:?} connection to {server}: {e}"),
+            Err(e) => {
+                tracing::warn!("TURN {transport:?} connection to {server}: {e}");
+                let _ = failed.send(StreamFailed {
+                    server,
+                    transport,
+                    reason: format!("cannot connect over {transport:?}: {e}"),
+                });
+            }
         }
     });
     TurnStream {

@@ -131,6 +131,12 @@ struct Driver {
     streams: HashMap<(SocketAddr, Transport), TurnStream>,
     /// For the readers of connections opened later (after a redirect).
     inbound_tx: mpsc::Sender<Inbound>,
+    /// Connections opened later that could not be opened, said by their
+    /// tasks (the sender) and read by the loop.
+    stream_failed: (
+        mpsc::UnboundedSender<net::StreamFailed>,
+        mpsc::UnboundedReceiver<net::StreamFailed>,
+    ),
     /// ICE-TCP's listeners and connections, when [`PeerConfig::ice_tcp`].
     ice_tcp: Option<IceTcp>,
     _tasks: JoinSet<()>,
@@ -158,6 +164,14 @@ async fn recv_signaling(
         None => std::future::pending().await,
     }
 }
+
+/// Rounds of the driver's loop that take waiting work without polling
+/// every source (see `run_loop`).
+const FAST_ROUNDS: usize = 16;
+
+/// The most message bytes taken in a row before they are moved on (see
+/// `Driver::on_commands`).
+const SEND_BATCH: usize = 256 * 1024;
 
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
@@ -218,6 +232,7 @@ impl Driver {
             t
         });
         let mut last_checks = None;
+        let mut fast = 0;
         loop {
             if let Some(end) = self.drain(ch).await {
                 return end;
@@ -226,6 +241,26 @@ impl Driver {
             if let Some(end) = self.drain(ch).await {
                 return end;
             }
+            // Work already waiting is taken without the `select!` below,
+            // which polls every source each time (the signaling socket's
+            // read alone clears a 128 KiB buffer in tungstenite): a bounded
+            // number of rounds in a row, so that the others still come.
+            if fast < FAST_ROUNDS {
+                fast += 1;
+                if let Ok(inb) = self.inbound.try_recv() {
+                    self.on_inbound(inb);
+                    self.due_timeout();
+                    continue;
+                }
+                if let Ok(cmd) = ch.commands.try_recv() {
+                    if let Some(end) = self.on_commands(ch, Some(cmd)).await {
+                        return end;
+                    }
+                    self.due_timeout();
+                    continue;
+                }
+            }
+            fast = 0;
             let wake = [self.negotiation.poll_timeout(), self.reconnect_timeout()]
                 .into_iter()
                 .flatten()
@@ -235,16 +270,17 @@ impl Driver {
                 timer.as_mut().reset(wake);
             }
             tokio::select! {
-                Some(inb) = self.inbound.recv() => {
-                    // Take what else is already there, and hand it in as
-                    // one batch before draining.
-                    let mut batch = vec![inb];
-                    while batch.len() < 64 {
-                        let Ok(inb) = self.inbound.try_recv() else { break };
-                        batch.push(inb);
-                    }
-                    self.negotiation
-                        .handle_inputs(Instant::now(), batch.iter().flat_map(Inbound::datagrams));
+                Some(inb) = self.inbound.recv() => self.on_inbound(inb),
+                Some(f) = self.stream_failed.1.recv() => {
+                    // A redirect's target cannot be reached: that TURN
+                    // allocation attempt ends now, not after 39.5 s.
+                    self.streams.remove(&(f.server, f.transport));
+                    self.negotiation.turn_connection_failed(
+                        Instant::now(),
+                        f.server,
+                        f.transport,
+                        &f.reason,
+                    );
                 }
                 Some(id) = ch.released.recv() => {
                     let now = Instant::now();
@@ -253,37 +289,11 @@ impl Driver {
                         self.release(now, id);
                     }
                 }
-                cmd = ch.commands.recv() => match cmd {
-                    None => {
-                        self.negotiation.close(Instant::now());
-                        return Ok(CloseReason::Local);
+                cmd = ch.commands.recv() => {
+                    if let Some(end) = self.on_commands(ch, cmd).await {
+                        return end;
                     }
-                    Some(Command::Close(done)) => {
-                        self.negotiation.close(Instant::now());
-                        // `close().await` returns once the allocations are gone.
-                        self.shutdown(ch).await;
-                        let _ = ch.path.send(None);
-                        ch.closed(CloseReason::Local);
-                        let _ = done.send(());
-                        return Ok(CloseReason::Local);
-                    }
-                    Some(Command::Open(options, reply)) => {
-                        let r = self.open_channel(ch, options);
-                        let _ = reply.send(r);
-                    }
-                    Some(Command::Send { id, data, binary, done }) => {
-                        self.send(id, &data, binary, done);
-                    }
-                    Some(Command::CloseChannel(id)) => {
-                        let _ = self.negotiation.close_channel(Instant::now(), id);
-                    }
-                    Some(Command::Stats(tx)) => {
-                        let _ = tx.send(self.negotiation.session().agent().stats());
-                    }
-                    Some(Command::Restart(done)) => {
-                        let _ = done.send(self.negotiation.restart(Instant::now()));
-                    }
-                },
+                }
                 msg = recv_signaling(&mut self.client) => {
                     let now = Instant::now();
                     match msg {
@@ -339,6 +349,104 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// A read arrived: take what else is already there, and hand it in as
+    /// one batch before draining.
+    fn on_inbound(&mut self, first: Inbound) {
+        let mut batch = vec![first];
+        while batch.len() < 64 {
+            let Ok(inb) = self.inbound.try_recv() else {
+                break;
+            };
+            batch.push(inb);
+        }
+        self.negotiation
+            .handle_inputs(Instant::now(), batch.iter().flat_map(Inbound::datagrams));
+    }
+
+    /// The negotiation's timer, if it is due (work taken outside the
+    /// `select!` does not see the timer fire).
+    fn due_timeout(&mut self) {
+        let now = Instant::now();
+        if self.negotiation.poll_timeout().is_some_and(|t| t <= now) {
+            self.negotiation.handle_timeout(now);
+        }
+    }
+
+    /// A command, and the messages sent right after it: each answered as
+    /// it comes, and moved through the layers once after the last
+    /// (`Negotiation::send_deferred`), so that SCTP gathers once for
+    /// many messages. Between them the driver yields once, so that a
+    /// sender woken by its answer can queue its next message; it takes
+    /// at most [`SEND_BATCH`] bytes so, then moves them on. `Some` when
+    /// the connection ended.
+    async fn on_commands(&mut self, ch: &mut Channels, first: Option<Command>) -> Option<Outcome> {
+        let mut cmd = first;
+        let mut batched = 0;
+        loop {
+            let len = match &cmd {
+                Some(Command::Send { data, .. }) => Some(data.len()),
+                _ => None,
+            };
+            if let Some(end) = self.on_command(ch, cmd).await {
+                return Some(end);
+            }
+            let Some(len) = len else { break };
+            batched += len;
+            if batched >= SEND_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
+            match ch.commands.try_recv() {
+                Ok(c) => cmd = Some(c),
+                Err(_) => break,
+            }
+        }
+        self.negotiation.flush(Instant::now());
+        None
+    }
+
+    /// One command of a channel or the connection; `Some` when the
+    /// connection ended.
+    async fn on_command(&mut self, ch: &mut Channels, cmd: Option<Command>) -> Option<Outcome> {
+        match cmd {
+            None => {
+                self.negotiation.close(Instant::now());
+                return Some(Ok(CloseReason::Local));
+            }
+            Some(Command::Close(done)) => {
+                self.negotiation.close(Instant::now());
+                // `close().await` returns once the allocations are gone.
+                self.shutdown(ch).await;
+                let _ = ch.path.send(None);
+                ch.closed(CloseReason::Local);
+                let _ = done.send(());
+                return Some(Ok(CloseReason::Local));
+            }
+            Some(Command::Open(options, reply)) => {
+                let r = self.open_channel(ch, options);
+                let _ = reply.send(r);
+            }
+            Some(Command::Send {
+                id,
+                data,
+                binary,
+                done,
+            }) => {
+                self.send(id, &data, binary, done);
+            }
+            Some(Command::CloseChannel(id)) => {
+                let _ = self.negotiation.close_channel(Instant::now(), id);
+            }
+            Some(Command::Stats(tx)) => {
+                let _ = tx.send(self.negotiation.session().agent().stats());
+            }
+            Some(Command::Restart(done)) => {
+                let _ = done.send(self.negotiation.restart(Instant::now()));
+            }
+        }
+        None
     }
 
     /// Acts on everything the negotiation has to say; `Some` when it ended.
@@ -552,7 +660,10 @@ impl Driver {
         binary: bool,
         done: oneshot::Sender<Result<(), SendError>>,
     ) {
-        if let Err(e) = self.negotiation.send(Instant::now(), id, data, binary) {
+        if let Err(e) = self
+            .negotiation
+            .send_deferred(Instant::now(), id, data, binary)
+        {
             let _ = done.send(Err(send_error(e)));
             return;
         }
@@ -635,6 +746,7 @@ impl Driver {
                 old.local,
                 self.config.tls_roots.clone(),
                 self.inbound_tx.clone(),
+                self.stream_failed.0.clone(),
             );
             self.streams.insert((to, transport), stream);
         }

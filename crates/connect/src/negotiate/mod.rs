@@ -42,12 +42,13 @@ mod sdp;
 mod types;
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use p2p_datachannel::{ChannelEvent, ChannelId, ChannelOptions};
 use p2p_dtls::Setup;
 use p2p_ice::{Candidate, IceState};
-use p2p_proto::{Datagram, Handled, Machine};
+use p2p_proto::{Datagram, Handled, Machine, Transport};
 use p2p_signaling::{ClientMsg, ErrorCode, IceCandidate, ServerMsg};
 
 use crate::mdns::{MdnsConfig, MdnsResolver, MdnsResponder};
@@ -253,6 +254,24 @@ impl Negotiation {
         r
     }
 
+    /// Send one message without moving the layers (see
+    /// [`Session::send_deferred`]); [`flush`](Self::flush) after the last.
+    pub fn send_deferred(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        data: &[u8],
+        binary: bool,
+    ) -> Result<(), SessionError> {
+        self.session.send_deferred(now, channel, data, binary)
+    }
+
+    /// Move what [`send_deferred`](Self::send_deferred) left waiting.
+    pub fn flush(&mut self, now: Instant) {
+        self.session.flush(now);
+        self.pump(now);
+    }
+
     /// The application took `bytes` of `channel`'s messages (see
     /// [`Session::release`]).
     pub fn release(&mut self, now: Instant, channel: ChannelId, bytes: usize) {
@@ -294,6 +313,20 @@ impl Negotiation {
         let r = self.session.close_channel(now, channel);
         self.pump(now);
         r
+    }
+
+    /// The driver's TCP/TLS connection to a TURN server could not be
+    /// opened or was lost (see [`Session::turn_connection_failed`]).
+    pub fn turn_connection_failed(
+        &mut self,
+        now: Instant,
+        server: SocketAddr,
+        transport: Transport,
+        reason: &str,
+    ) {
+        self.session
+            .turn_connection_failed(now, server, transport, reason);
+        self.pump(now);
     }
 
     /// The session, to read or set buffered amounts of channels.

@@ -660,6 +660,32 @@ impl Session {
         Ok(())
     }
 
+    /// [`send`](Self::send) without moving the layers: the message waits
+    /// in its channel until [`flush`](Self::flush) (or any other call that
+    /// moves them). For messages sent in a row: the data channels' SCTP
+    /// gathers what to send once for all of them rather than once per
+    /// message (each gather walks its whole in-flight queue). The same
+    /// outputs come out, later and fewer times.
+    pub fn send_deferred(
+        &mut self,
+        now: Instant,
+        channel: ChannelId,
+        data: &[u8],
+        binary: bool,
+    ) -> Result<(), SessionError> {
+        if self.close_asked {
+            return Err(SessionError::Closed);
+        }
+        self.secure.queue(now, channel, data, binary)?;
+        Ok(())
+    }
+
+    /// Move what [`send_deferred`](Self::send_deferred) left waiting.
+    pub fn flush(&mut self, now: Instant) {
+        self.secure.flush(now);
+        self.pump(now);
+    }
+
     /// Close one channel (its streams are reset; the peer sees it closed).
     pub fn close_channel(&mut self, now: Instant, channel: ChannelId) -> Result<(), SessionError> {
         self.secure.close_channel(now, channel)?;

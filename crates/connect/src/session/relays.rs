@@ -156,6 +156,27 @@ impl Session {
             .any(|r| !r.retired && r.config.server == server && r.config.transport == transport)
     }
 
+    /// The driver could not open (or lost) its TCP/TLS connection to TURN
+    /// server `server` (after a 300 Try Alternate, say): the TURN clients
+    /// that talk to it over `transport` fail what they have under way at
+    /// once, an Allocate with [`SessionEvent::TurnFailed`] carrying
+    /// `reason`, instead of after their reliable-transport timeout
+    /// (39.5 s); gathering and ICE go on with the other candidates.
+    pub fn turn_connection_failed(
+        &mut self,
+        now: Instant,
+        server: SocketAddr,
+        transport: Transport,
+        reason: &str,
+    ) {
+        for r in &mut self.relays {
+            if !r.retired && r.config.server == server && r.config.transport == transport {
+                r.client.connection_failed(reason);
+            }
+        }
+        self.pump(now);
+    }
+
     /// Every live TURN client has no allocation left (deleted, failed, or
     /// never made).
     pub(super) fn allocations_gone(&self) -> bool {

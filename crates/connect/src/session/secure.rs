@@ -334,10 +334,24 @@ impl Secure {
         data: &[u8],
         binary: bool,
     ) -> Result<(), ChannelError> {
-        let sctp = self.sctp.as_mut().ok_or(ChannelError::UnknownChannel(id))?;
-        sctp.send(now, id, data, binary)?;
+        self.queue(now, id, data, binary)?;
         self.pump(now);
         Ok(())
+    }
+
+    /// [`send`](Self::send) without moving anything between the layers:
+    /// the caller [`flush`](Self::flush)es once after several messages,
+    /// and SCTP gathers what to send once for all of them (each of its
+    /// gathers walks the whole in-flight queue).
+    pub(crate) fn queue(
+        &mut self,
+        now: Instant,
+        id: ChannelId,
+        data: &[u8],
+        binary: bool,
+    ) -> Result<(), ChannelError> {
+        let sctp = self.sctp.as_mut().ok_or(ChannelError::UnknownChannel(id))?;
+        sctp.send(now, id, data, binary)
     }
 
     pub(crate) fn close_channel(

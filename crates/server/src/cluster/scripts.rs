@@ -4,8 +4,10 @@
 //!
 //! Keys (under the prefix, `p2p:` by default):
 //!
-//! - `room:<room>`: a hash, peer id → `<node>\n` or `<node>\n=<name>`;
-//!   also the room's pub/sub channel, which carries `J\n<peer>\n<node>\n<name>`
+//! - `room:<room>`: a hash, peer id → `<node>\n<tail>`, the tail an
+//!   optional flags line `+h\n` (the peer asks to hide its host addresses;
+//!   absent, as older nodes write it: no flags) and an optional `=<name>`;
+//!   also the room's pub/sub channel, which carries `J\n<peer>\n<node>\n<tail>`
 //!   and `L\n<peer>\n<node>`;
 //! - `node:<node>:members`: a set of `<room>\n<peer>` (what to reap);
 //! - `nodes`: a sorted set, node → its last heartbeat (Redis time, ms);

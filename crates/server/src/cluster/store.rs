@@ -129,8 +129,8 @@ pub(super) struct Store {
     events: mpsc::Sender<ClusterEvent>,
     /// Rooms with members here (their channels are subscribed).
     watched: HashSet<String>,
-    /// This node's members: room → peer → name.
-    local: HashMap<String, HashMap<String, Option<String>>>,
+    /// This node's members: room → peer id → the peer.
+    local: HashMap<String, HashMap<String, PeerInfo>>,
     /// Redis answered the last round trip.
     healthy: bool,
     stats: Arc<StoreStats>,
@@ -277,18 +277,12 @@ impl Store {
         self.stats.healthy.store(ok, Relaxed);
     }
 
-    fn member_value(&self, name: Option<&str>) -> String {
-        match name {
-            Some(n) => format!("{}\n={n}", self.cfg.node),
-            None => format!("{}\n", self.cfg.node),
-        }
+    fn member_value(&self, peer: &PeerInfo) -> String {
+        format!("{}\n{}", self.cfg.node, member_tail(peer))
     }
 
-    fn join_event(&self, peer: &str, name: Option<&str>) -> String {
-        match name {
-            Some(n) => format!("J\n{peer}\n{}\n={n}", self.cfg.node),
-            None => format!("J\n{peer}\n{}\n", self.cfg.node),
-        }
+    fn join_event(&self, peer: &PeerInfo) -> String {
+        format!("J\n{}\n{}\n{}", peer.id, self.cfg.node, member_tail(peer))
     }
 
     fn join_cmd(&self, pipe: &mut redis::Pipeline, room: &str, peer: &PeerInfo, max: usize) {
@@ -300,10 +294,10 @@ impl Store {
             .arg(self.node_set())
             .arg(&key)
             .arg(&peer.id)
-            .arg(self.member_value(peer.name.as_deref()))
+            .arg(self.member_value(peer))
             .arg(max)
             .arg(room)
-            .arg(self.join_event(&peer.id, peer.name.as_deref()));
+            .arg(self.join_event(peer));
     }
 
     fn leave_cmd(&self, pipe: &mut redis::Pipeline, room: &str, peer: &str) {
@@ -368,8 +362,8 @@ impl Store {
                     self.local
                         .entry(room.clone())
                         .or_default()
-                        .insert(peer.id.clone(), peer.name.clone());
-                    joins.push(Some((conn, room, peer.id)));
+                        .insert(peer.id.clone(), peer.clone());
+                    joins.push(Some((conn, room)));
                 }
                 ClusterOp::Leave {
                     room,
@@ -427,8 +421,8 @@ impl Store {
                 self.stats.relayed_out.fetch_add(relays, Relaxed);
                 self.stats.publishes.fetch_add(publishes, Relaxed);
                 for (what, v) in joins.into_iter().zip(values) {
-                    if let Some((conn, room, me)) = what {
-                        let result = parse_join(&v, &me);
+                    if let Some((conn, room)) = what {
+                        let result = parse_join(&v);
                         let ev = ClusterEvent::JoinResult { conn, room, result };
                         let _ = self.events.send(ev).await;
                     }
@@ -440,7 +434,7 @@ impl Store {
                 self.stats.dropped.fetch_add(relays, Relaxed);
                 // Joins go on with what this node knows; they are
                 // registered again when Redis is back.
-                for (conn, room, _) in joins.into_iter().flatten() {
+                for (conn, room) in joins.into_iter().flatten() {
                     let ev = ClusterEvent::JoinResult {
                         conn,
                         room,
@@ -497,14 +491,7 @@ impl Store {
             (Some("J"), Some(peer), Some(node)) => ClusterEvent::MemberJoined {
                 room: room.to_owned(),
                 member: ClusterMember {
-                    peer: PeerInfo {
-                        id: peer.to_owned(),
-                        name: parts
-                            .next()
-                            .and_then(|n| n.strip_prefix('='))
-                            .map(str::to_owned),
-                        hide_hosts: false,
-                    },
+                    peer: parse_tail(peer.to_owned(), parts.next().unwrap_or("")),
                     node: node.to_owned(),
                 },
             },
@@ -525,13 +512,8 @@ impl Store {
         let mut pipe = redis::pipe();
         let mut n = 0;
         for (room, members) in &self.local {
-            for (peer, name) in members {
-                let info = PeerInfo {
-                    id: peer.clone(),
-                    name: name.clone(),
-                    hide_hosts: false,
-                };
-                self.join_cmd(&mut pipe, room, &info, usize::MAX / 2);
+            for peer in members.values() {
+                self.join_cmd(&mut pipe, room, peer, usize::MAX / 2);
                 n += 1;
             }
         }
@@ -613,15 +595,37 @@ fn as_string(v: &Value) -> Option<String> {
     }
 }
 
-/// A member value `<node>\n` or `<node>\n=<name>`.
+/// What follows the node in a member value (and in a `J` event): an
+/// optional flags line `+<flags>\n` (`h`: the peer asks to hide host
+/// addresses), then an optional `=<name>`. A node of an older version
+/// wrote no flags line (so: no flags); it reads a member with flags as
+/// one without a name. Names hold no control character.
+fn member_tail(peer: &PeerInfo) -> String {
+    let flags = if peer.hide_hosts { "+h\n" } else { "" };
+    match &peer.name {
+        Some(n) => format!("{flags}={n}"),
+        None => flags.to_owned(),
+    }
+}
+
+/// The peer `id` from a [`member_tail`].
+fn parse_tail(id: String, tail: &str) -> PeerInfo {
+    let (flags, name) = match tail.strip_prefix('+') {
+        Some(rest) => rest.split_once('\n').unwrap_or((rest, "")),
+        None => ("", tail),
+    };
+    PeerInfo {
+        id,
+        name: name.strip_prefix('=').map(str::to_owned),
+        hide_hosts: flags.contains('h'),
+    }
+}
+
+/// A member value `<node>\n<tail>` (see [`member_tail`]).
 fn parse_member(peer: String, value: &str) -> Option<ClusterMember> {
-    let (node, name) = value.split_once('\n')?;
+    let (node, tail) = value.split_once('\n')?;
     Some(ClusterMember {
-        peer: PeerInfo {
-            id: peer,
-            name: name.strip_prefix('=').map(str::to_owned),
-            hide_hosts: false,
-        },
+        peer: parse_tail(peer, tail),
         node: node.to_owned(),
     })
 }
@@ -651,20 +655,16 @@ fn parse_members(v: &Value) -> Vec<ClusterMember> {
     out
 }
 
-/// The JOIN script's reply, without ourselves.
-fn parse_join(v: &Value, me: &str) -> Result<Vec<ClusterMember>, JoinRefusal> {
+/// The JOIN script's reply: the members before the join, the joiner
+/// among them when its membership survived a move (the rooms tell the
+/// peer so, in `joined`'s `resumed`).
+fn parse_join(v: &Value) -> Result<Vec<ClusterMember>, JoinRefusal> {
     let Value::Array(items) = v else {
         return Ok(Vec::new());
     };
     match items.first().and_then(as_string).as_deref() {
         Some("full") => Err(JoinRefusal::RoomFull),
-        _ => Ok(items
-            .get(1)
-            .map(parse_members)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| m.peer.id != me)
-            .collect()),
+        _ => Ok(items.get(1).map(parse_members).unwrap_or_default()),
     }
 }
 
@@ -673,7 +673,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn join_replies_parse_and_leave_out_the_joiner() {
+    fn join_replies_parse_with_the_joiner_when_it_was_a_member() {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         let v = Value::Array(vec![
             bulk("ok"),
@@ -684,14 +684,48 @@ mod tests {
                 bulk("n2\n"),
             ]),
         ]);
-        let got = parse_join(&v, "me").expect("ok");
-        assert_eq!(got.len(), 1);
+        let got = parse_join(&v).expect("ok");
+        assert_eq!(got.len(), 2);
         assert_eq!(got[0].peer.id, "p1");
         assert_eq!(got[0].peer.name.as_deref(), Some("alice"));
         assert_eq!(got[0].node, "n1");
+        assert_eq!(got[1].peer.id, "me");
         assert_eq!(
-            parse_join(&Value::Array(vec![bulk("full")]), "me"),
+            parse_join(&Value::Array(vec![bulk("full")])),
             Err(JoinRefusal::RoomFull)
         );
+    }
+
+    fn peer(id: &str, name: Option<&str>, hide_hosts: bool) -> PeerInfo {
+        PeerInfo {
+            id: id.into(),
+            name: name.map(str::to_owned),
+            hide_hosts,
+        }
+    }
+
+    #[test]
+    fn a_member_carries_its_name_and_hide_hosts_and_an_old_nodes_member_hides_nothing() {
+        for p in [
+            peer("p1", None, false),
+            peer("p1", Some("alice"), false),
+            peer("p1", None, true),
+            peer("p1", Some("al=+ice"), true),
+        ] {
+            let value = format!("n1\n{}", member_tail(&p));
+            let m = parse_member("p1".into(), &value).expect("member");
+            assert_eq!((m.peer, m.node.as_str()), (p.clone(), "n1"), "{value:?}");
+        }
+        // What a node of an older version wrote: no flags line.
+        let old = parse_member("p2".into(), "n0\n=bob").expect("member");
+        assert_eq!(old.peer, peer("p2", Some("bob"), false));
+        let old = parse_member("p2".into(), "n0\n").expect("member");
+        assert_eq!(old.peer, peer("p2", None, false));
+        // A `J` event's tail is the same.
+        assert_eq!(parse_tail("p3".into(), "+h\n"), peer("p3", None, true));
+        // The old reader (name = the tail without '=') sees no name, and
+        // the node prefix the Lua scripts compare is unchanged.
+        let tail = member_tail(&peer("p1", Some("alice"), true));
+        assert_eq!(tail.strip_prefix('='), None);
     }
 }

@@ -79,8 +79,10 @@ pub struct ClusterMember {
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterEvent {
-    /// The answer to [`ClusterOp::Join`]: the members already in the room
-    /// (the joining peer left out), or why not.
+    /// The answer to [`ClusterOp::Join`]: the members already in the room,
+    /// the joining peer itself among them when its id was a member already
+    /// (it resumed here and its membership survived: on this node or on
+    /// one that died and was not reaped yet), or why not.
     JoinResult {
         /// The joining connection.
         conn: ConnId,
@@ -362,7 +364,11 @@ impl Rooms {
                 ));
             }
             (Ok(members), Some(peer_id)) => {
+                let kept = members.iter().any(|m| m.peer.id == peer_id);
                 if let Some(r) = self.rooms.get_mut(&room) {
+                    // Our own entry of before the move (mirrored from the
+                    // node we left) is us.
+                    r.remote.retain(|m| m.peer.id != peer_id);
                     for m in members {
                         if m.node != me && m.peer.id != peer_id && !r.remote.contains(&m) {
                             r.remote.retain(|x| x.peer.id != m.peer.id);
@@ -370,6 +376,7 @@ impl Rooms {
                         }
                     }
                 }
+                let first = out.len();
                 self.add_member(
                     conn,
                     room,
@@ -379,6 +386,7 @@ impl Rooms {
                     p.relay_unavailable,
                     out,
                 );
+                self.mark_resumed(conn, kept, &mut out[first..]);
             }
         }
     }

@@ -135,6 +135,9 @@ impl Rooms {
             self.peers.remove(&previous);
             self.peers.insert(peer_id.clone(), conn);
         }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.resumed = true;
+        }
         let resume_token = self.resume_token(&peer_id, now);
         out.push((
             conn,
@@ -146,6 +149,21 @@ impl Rooms {
         ));
         self.stats.resumed += 1;
         Ok(out)
+    }
+
+    /// Sets `resumed` on the `joined` just queued for `conn`, when `conn`
+    /// resumed: whether its peer id was still a member of the room
+    /// (`kept`).
+    pub(super) fn mark_resumed(&self, conn: ConnId, kept: bool, out: &mut [(ConnId, ServerMsg)]) {
+        if !self.conns.get(&conn).is_some_and(|c| c.resumed) {
+            return;
+        }
+        for (to, msg) in out.iter_mut() {
+            if let (true, ServerMsg::Joined { resumed, .. }) = (*to == conn, msg) {
+                *resumed = Some(kept);
+                return;
+            }
+        }
     }
 }
 

@@ -135,6 +135,7 @@ fn join_lists_present_peers_and_announces_the_newcomer() {
                 peers: vec![],
                 ice_servers: None,
                 relay_unavailable: Some(RelayUnavailable::NotOffered),
+                resumed: None,
                 id: Some(1),
             }
         )]
@@ -168,6 +169,7 @@ fn join_lists_present_peers_and_announces_the_newcomer() {
                     ],
                     ice_servers: None,
                     relay_unavailable: Some(RelayUnavailable::NotOffered),
+                    resumed: None,
                     id: None,
                 }
             ),

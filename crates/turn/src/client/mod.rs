@@ -311,6 +311,24 @@ impl TurnClient {
             _ => Ok(()),
         }
     }
+
+    /// The driver could not open its TCP or TLS connection to the server
+    /// (after a 300 Try Alternate, say), or lost it: every request under
+    /// way fails at once with `reason` instead of waiting for its
+    /// reliable-transport timeout (39.5 s). An Allocate under way ends
+    /// with [`ClientEvent::AllocationFailed`] (no code); an allocation
+    /// made over the connection is gone with it (RFC 8656 §3.1: a TCP or
+    /// TLS allocation lives on its connection) and ends the same way.
+    pub fn connection_failed(&mut self, reason: &str) {
+        let allocated = self.state == ClientState::Allocated;
+        let kinds: Vec<Kind> = self.pending.drain(..).map(|p| p.kind).collect();
+        for kind in kinds {
+            self.fail(kind, None, reason.to_owned());
+        }
+        if allocated && self.state == ClientState::Allocated {
+            self.fail(Kind::Refresh(None), None, reason.to_owned());
+        }
+    }
 }
 
 impl Machine for TurnClient {

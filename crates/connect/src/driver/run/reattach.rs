@@ -17,8 +17,13 @@ pub(super) struct Reattached {
     pub(super) peer_present: bool,
     /// The others in the room.
     pub(super) peers: Vec<p2p_signaling::PeerInfo>,
-    /// The server gave our peer id back.
-    pub(super) resumed: bool,
+    /// Our membership of the room survived the move (the server says so
+    /// in `joined`; a server that does not say is taken at its word that
+    /// the id came back): a peer that joined meanwhile saw us listed and
+    /// offers. When it did not
+    /// (we were away longer than the cluster's reap time, or on one node
+    /// whose connection of ours closed), we are a newcomer to them.
+    pub(super) membership_kept: bool,
 }
 
 /// Connects to `url`, takes our peer id back with `token` (a refusal
@@ -55,12 +60,18 @@ pub(super) async fn reattach(
             .await
             .map_err(|e| format!("{url}: join: {e}"))?;
         let peer_present = peers.iter().any(|p| p.id == peer);
+        let membership_kept = resumed && client.membership_kept() != Some(false);
+        if resumed && !membership_kept {
+            tracing::info!(
+                "{url}: our membership of the room did not survive; joined again as a newcomer"
+            );
+        }
         Ok(Reattached {
             client,
             url: url.clone(),
             peer_present,
             peers,
-            resumed,
+            membership_kept,
         })
     };
     tokio::time::timeout(config.signaling_timeout, work)

@@ -367,6 +367,7 @@ pub(super) async fn setup(
         mdns,
         streams,
         inbound_tx,
+        stream_failed: mpsc::unbounded_channel(),
         ice_tcp,
         _tasks: tasks,
         probe: super::probe::Probe::default(),
@@ -381,9 +382,12 @@ pub(super) async fn setup(
 /// Waits in the room for the other peer. When the signaling connection
 /// goes away meanwhile (its node died), connects to the next URL, takes our
 /// peer id back and joins again, as the running driver does: a peer that
-/// joined meanwhile saw us (our id stayed in the room) and offers, so we
-/// answer; one that is there after a refused resume (a new id) hears us as
-/// a newcomer, so we offer. Returns the peer and whether we control.
+/// joined meanwhile saw us (our membership survived) and offers, so we
+/// answer; one that is there after a refused resume (a new id), or after
+/// our membership did not survive (we were away longer than the cluster's
+/// reap time, or the server restarted: `joined` says `resumed: false`),
+/// hears us as a newcomer, so we offer. Returns the peer and whether we
+/// control.
 async fn wait_for_peer(
     config: &PeerConfig,
     tls: &Option<Arc<rustls::ClientConfig>>,
@@ -468,7 +472,7 @@ async fn wait_for_peer(
         );
         *client = re.client;
         if let Some(p) = re.peers.into_iter().next() {
-            return Ok((p, !re.resumed));
+            return Ok((p, !re.membership_kept));
         }
     }
 }

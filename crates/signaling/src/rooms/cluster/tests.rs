@@ -35,7 +35,10 @@ impl Store {
                             max_room_size,
                         } => {
                             let members = self.rooms.entry(room.clone()).or_default();
-                            let result = if members.len() >= max_room_size {
+                            // As the Redis script: a member already
+                            // there (it resumed) is taken over.
+                            let present = members.iter().any(|m| m.peer.id == peer.id);
+                            let result = if !present && members.len() >= max_room_size {
                                 Err(JoinRefusal::RoomFull)
                             } else {
                                 let before = members.clone();
@@ -293,9 +296,138 @@ fn a_peer_that_resumes_on_another_node_keeps_its_id_and_is_announced_again() {
         "{got:?}"
     );
     assert_eq!(n[0].poll_close(), Some(bob));
-    assert!(got.iter().any(|(j, c, m)| *j == 1
-        && *c == bob2
-        && matches!(m, ServerMsg::Joined { peers, .. } if peers.iter().any(|p| p.id == "a1"))));
+    // Back before its node let go: it is told its membership survived, and
+    // is not listed among the peers itself.
+    let joined: Vec<_> = got
+        .iter()
+        .filter_map(|(j, c, m)| match m {
+            ServerMsg::Joined { peers, resumed, .. } if *j == 1 && *c == bob2 => {
+                Some((peers.clone(), *resumed))
+            }
+            _ => None,
+        })
+        .collect();
+    let ids = |peers: &[PeerInfo]| peers.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+    assert!(
+        matches!(&joined[..], [(peers, Some(true))] if ids(peers) == ["a1"]),
+        "{joined:?}"
+    );
+}
+
+/// Node `a` of two, with resume tokens; node `b` the same.
+fn resuming_nodes(now: Instant) -> Vec<Rooms> {
+    let epoch = (now, SystemTime::now());
+    let key = ResumeConfig::new(b"shared".to_vec());
+    ["a", "b"]
+        .into_iter()
+        .map(|name| {
+            Rooms::new(Limits::default())
+                .with_cluster(name)
+                .with_peer_id_prefix(name)
+                .with_resume(key.clone())
+                .with_epoch(epoch)
+        })
+        .collect()
+}
+
+fn token_of(welcome: &ServerMsg) -> String {
+    match welcome {
+        ServerMsg::Welcome {
+            resume_token: Some(t),
+            ..
+        } => t.clone(),
+        other => panic!("no resume token in {other:?}"),
+    }
+}
+
+#[test]
+fn a_peer_back_after_its_node_was_reaped_is_told_its_membership_did_not_survive() {
+    let now = Instant::now();
+    let mut store = Store::default();
+    let mut n = resuming_nodes(now);
+    let (bob, welcome) = n[0].connect(now).expect("connect");
+    let token = token_of(&welcome);
+    let (alice, _) = n[1].connect(now).expect("connect");
+    join(&mut n[0], bob, now, "r");
+    join(&mut n[1], alice, now, "r");
+    let got = store.pump(&mut n);
+    // A join that did not follow a resume says nothing.
+    assert!(
+        got.iter()
+            .any(|(_, c, m)| *c == alice && matches!(m, ServerMsg::Joined { resumed: None, .. })),
+        "{got:?}"
+    );
+    // Node a dies; the store reaps its member: alice hears it leave.
+    store
+        .rooms
+        .get_mut("r")
+        .expect("room")
+        .retain(|m| m.node != "a");
+    let left = n[1].cluster_event(ClusterEvent::MemberLeft {
+        room: "r".into(),
+        peer_id: "a1".into(),
+        node: "a".into(),
+    });
+    assert!(
+        matches!(&left[..], [(c, ServerMsg::PeerLeft { peer_id, .. })] if *c == alice && peer_id == "a1")
+    );
+    // A newcomer takes its place, then bob comes back on node b.
+    let later = now + Duration::from_secs(5);
+    let (carol, _) = n[1].connect(later).expect("connect");
+    join(&mut n[1], carol, later, "r");
+    store.pump(&mut n);
+    let (bob2, _) = n[1].connect(later).expect("connect");
+    n[1].handle(bob2, later, ClientMsg::Resume { token, id: None });
+    join(&mut n[1], bob2, later, "r");
+    let got = store.pump(&mut n);
+    let joined: Vec<_> = got
+        .iter()
+        .filter_map(|(_, c, m)| match m {
+            ServerMsg::Joined { peers, resumed, .. } if *c == bob2 => Some((
+                peers.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+                *resumed,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        joined,
+        [(vec!["b1".to_owned(), "b2".to_owned()], Some(false))]
+    );
+    // Both hear it join as a newcomer.
+    for who in [alice, carol] {
+        assert!(
+            got.iter().any(|(_, c, m)| *c == who
+                && matches!(m, ServerMsg::PeerJoined { peer, .. } if peer.id == "a1")),
+            "{got:?}"
+        );
+    }
+}
+
+#[test]
+fn a_peer_resumed_on_the_node_that_mirrored_it_is_not_counted_twice_in_a_full_room() {
+    let now = Instant::now();
+    let mut store = Store::default();
+    let mut n = resuming_nodes(now);
+    for r in &mut n {
+        r.limits.max_room_size = 2;
+    }
+    let (bob, welcome) = n[0].connect(now).expect("connect");
+    let token = token_of(&welcome);
+    let (alice, _) = n[1].connect(now).expect("connect");
+    join(&mut n[0], bob, now, "r");
+    join(&mut n[1], alice, now, "r");
+    store.pump(&mut n);
+    // Bob comes back on alice's node, which still mirrors him from node a.
+    let (bob2, _) = n[1].connect(now).expect("connect");
+    n[1].handle(bob2, now, ClientMsg::Resume { token, id: None });
+    assert!(join(&mut n[1], bob2, now, "r").is_empty(), "not refused");
+    let got = store.pump(&mut n);
+    assert!(
+        got.iter().any(|(_, c, m)| *c == bob2
+            && matches!(m, ServerMsg::Joined { peers, resumed: Some(true), .. } if peers.len() == 1 && peers[0].id == "b1")),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -377,6 +509,13 @@ fn a_resume_takes_the_id_from_a_stale_local_connection() {
     assert!(out.iter().any(
         |(c, m)| *c == a && matches!(m, ServerMsg::PeerJoined { peer, .. } if peer.id == "p2")
     ));
+    // On one node a membership never outlives its connection: the resumed
+    // peer is told so (alice got peer-left, and now peer-joined).
+    assert!(
+        out.iter().any(|(c, m)| *c == b2
+            && matches!(m, ServerMsg::Joined { resumed: Some(false), peers, .. } if peers.len() == 1)),
+        "{out:?}"
+    );
 }
 
 #[test]
