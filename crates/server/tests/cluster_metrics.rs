@@ -139,6 +139,9 @@ async fn two_nodes_in_one_process_each_count_their_own_cluster_traffic() {
     );
     // Those ready at once shared PUBLISHes, all b's.
     let publishes_b = metric(metrics_b, "p2p_cluster_publishes_total").await;
-    assert!((1.0..=sent).contains(&publishes_b), "{publishes_b} publishes");
+    assert!(
+        (1.0..=sent).contains(&publishes_b),
+        "{publishes_b} publishes"
+    );
     assert_eq!(metric(metrics_a, "p2p_cluster_publishes_total").await, 0.0);
 }

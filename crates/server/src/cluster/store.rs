@@ -452,7 +452,7 @@ impl Store {
         &self,
         pipe: &mut redis::Pipeline,
         ready: &mut Vec<(String, String)>,
-        replies: &mut Vec<Option<(ConnId, String, String)>>,
+        replies: &mut Vec<Option<(ConnId, String)>>,
     ) -> u64 {
         let n = ready.len() as u64;
         for (node, payload) in ready.drain(..) {
