@@ -6,18 +6,26 @@
 //! per relayed message (Redis's own `total_commands_processed`, heartbeats
 //! of both nodes included).
 //!
-//! Flags: `--pairs N` (20), `--messages M` per sender (500), `--repeat R`
+//! Flags: `--pairs N` (20), `--messages M` per sender (2000; at most 300
+//! in the paced latency runs), `--repeat R`
 //! (3: every figure is the median of R runs, each run's given too; the
 //! 1-minute load average before and after is printed, the machine may be
-//! shared). The nodes keep the default queue limits (256 messages, 1 MiB
-//! per client): a receiver of back-to-back messages from another node
-//! must keep up as one of a single node does.
+//! shared), `--window W` (128: a sender is at most W messages ahead of
+//! what its receiver got). The nodes keep the default queue limits (256
+//! messages, 1 MiB per client): the window keeps a receiver that the
+//! loaded machine slows (the clients run in this process too) from being
+//! closed as a slow reader, on one node as across nodes.
+//!
+//! Besides the rates it gives the CPU time of each back-to-back run per
+//! message (this process: nodes and clients; and `redis-server`): what a
+//! message costs, which a loaded machine does not skew as it skews rates.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use p2p_signaling::{IceCandidate, ServerMsg, SignalingClient};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 struct Redis(Child, u16);
@@ -99,18 +107,44 @@ struct Run {
     p50: Duration,
     p99: Duration,
     messages: u64,
+    /// CPU seconds of this process and of redis-server over the run.
+    cpu: (f64, f64),
 }
 
-/// `pace`: one message per sender every `pace` (latency), or back to
-/// back (throughput).
-async fn run(
-    a: &str,
-    b: &str,
-    tag: &str,
+/// User + system CPU seconds of process `pid` (`self` for this one), from
+/// /proc (Linux; 0 elsewhere).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // utime and stime are fields 14 and 15 (11 and 12 after the name).
+    let ticks = f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// What a run does.
+#[derive(Clone, Copy)]
+struct Load {
     pairs: usize,
     messages: usize,
+    /// One message per sender every `pace` (latency), or back to back
+    /// (throughput).
     pace: Option<Duration>,
-) -> Result<Run, String> {
+    /// Most messages a sender is ahead of its receiver.
+    window: usize,
+}
+
+async fn run(a: &str, b: &str, tag: &str, load: Load, redis_pid: &str) -> Result<Run, String> {
+    let Load {
+        pairs,
+        messages,
+        pace,
+        window,
+    } = load;
     let mut ready = Vec::new();
     for i in 0..pairs {
         let room = format!("{tag}-{i}");
@@ -134,15 +168,22 @@ async fn run(
     }
     let t0 = Arc::new(Instant::now());
     let started = Instant::now();
+    let cpu0 = (cpu_seconds("self"), cpu_seconds(redis_pid));
     let mut tasks = JoinSet::new();
     for (mut rx, mut tx) in ready {
         let to = rx.peer_id().to_owned();
         let t0s = t0.clone();
+        let ahead = Arc::new(Semaphore::new(window));
+        let got = ahead.clone();
         tasks.spawn(async move {
             let mut tick = pace.map(tokio::time::interval);
             for _ in 0..messages {
                 if let Some(t) = tick.as_mut() {
                     t.tick().await;
+                }
+                match ahead.acquire().await {
+                    Ok(p) => p.forget(),
+                    Err(_) => break,
                 }
                 let mut c = IceCandidate::new("candidate:1 1 udp 1 127.0.0.1 9 typ host");
                 c.username_fragment = Some(t0s.elapsed().as_nanos().to_string());
@@ -167,6 +208,7 @@ async fn run(
                             .unwrap_or(0);
                         let now = t0r.elapsed().as_nanos();
                         lat.push(Duration::from_nanos(now.saturating_sub(sent) as u64));
+                        got.add_permits(1);
                     }
                     Ok(Ok(Some(_))) => {}
                     other => {
@@ -191,6 +233,10 @@ async fn run(
         }
     }
     let took = started.elapsed();
+    let cpu = (
+        cpu_seconds("self") - cpu0.0,
+        cpu_seconds(redis_pid) - cpu0.1,
+    );
     tasks.abort_all();
     if all.len() < pairs * messages {
         return Err(format!(
@@ -206,6 +252,7 @@ async fn run(
         p50: at(0.50),
         p99: at(0.99),
         messages: all.len() as u64,
+        cpu,
     })
 }
 
@@ -245,13 +292,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> Result<(), String> {
     let pairs = arg("--pairs", 20);
-    let messages = arg("--messages", 500);
+    let messages = arg("--messages", 2000);
     let repeat = arg("--repeat", 3).max(1);
+    let window = arg("--window", 128).max(1);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .try_init();
     let redis = start_redis()?;
+    let redis_pid = redis.0.id().to_string();
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let load_before = load_average();
     let rounds = rt.block_on(async {
@@ -260,19 +309,30 @@ fn main() -> Result<(), String> {
         // Let both nodes beat once.
         tokio::time::sleep(Duration::from_millis(700)).await;
         let mut rounds = Vec::new();
+        let rp = redis_pid.as_str();
         for r in 0..repeat {
             let tag = |t: &str| format!("{t}{r}");
-            let same = run(&n0, &n0, &tag("same"), pairs, messages, None).await?;
+            let flood = Load {
+                pairs,
+                messages,
+                pace: None,
+                window,
+            };
+            let same = run(&n0, &n0, &tag("same"), flood, rp).await?;
             let before = redis_commands(&redis);
-            let cross = run(&n0, &n1, &tag("cross"), pairs, messages, None).await?;
+            let cross = run(&n0, &n1, &tag("cross"), flood, rp).await?;
             let after = redis_commands(&redis);
             // Latency at a moderate load: each sender every 10 ms.
-            let pace = Some(Duration::from_millis(10));
-            let lat_messages = messages.min(300);
-            let same_l = run(&n0, &n0, &tag("same-l"), pairs, lat_messages, pace).await?;
-            let cross_l = run(&n0, &n1, &tag("cross-l"), pairs, lat_messages, pace).await?;
-            let same_1 = run(&n0, &n0, &tag("same-1"), 1, lat_messages, pace).await?;
-            let cross_1 = run(&n0, &n1, &tag("cross-1"), 1, lat_messages, pace).await?;
+            let paced = Load {
+                messages: messages.min(300),
+                pace: Some(Duration::from_millis(10)),
+                ..flood
+            };
+            let one = Load { pairs: 1, ..paced };
+            let same_l = run(&n0, &n0, &tag("same-l"), paced, rp).await?;
+            let cross_l = run(&n0, &n1, &tag("cross-l"), paced, rp).await?;
+            let same_1 = run(&n0, &n0, &tag("same-1"), one, rp).await?;
+            let cross_1 = run(&n0, &n1, &tag("cross-1"), one, rp).await?;
             let commands_per_message = after.saturating_sub(before) as f64 / cross.messages as f64;
             rounds.push(Round {
                 same,
@@ -297,7 +357,7 @@ fn main() -> Result<(), String> {
             .join(" / ")
     };
     println!(
-        "{pairs} pairs x {messages} messages (candidates), two nodes, one redis-server, loopback; \
+        "{pairs} pairs x {messages} messages (candidates, window {window}), two nodes, one redis-server, loopback; \
          medians of {repeat} runs; load average (1 min) {load_before:.2} before, {load_after:.2} after.\n"
     );
     println!(
@@ -342,6 +402,23 @@ fn main() -> Result<(), String> {
         ms(med(&|r| r.same.p99.as_secs_f64())),
         ms(med(&|r| r.cross.p50.as_secs_f64())),
         ms(med(&|r| r.cross.p99.as_secs_f64())),
+    );
+    let us = |cpu: f64, r: &Run| cpu * 1e6 / r.messages as f64;
+    println!(
+        "CPU per message, back to back (medians): same node {:.1} us; different nodes {:.1} us in this process + {:.1} us in redis-server (runs: {}).",
+        med(&|r| us(r.same.cpu.0, &r.same)),
+        med(&|r| us(r.cross.cpu.0, &r.cross)),
+        med(&|r| us(r.cross.cpu.1, &r.cross)),
+        rounds
+            .iter()
+            .map(|r| format!(
+                "{:.1} / {:.1}+{:.1}",
+                us(r.same.cpu.0, &r.same),
+                us(r.cross.cpu.0, &r.cross),
+                us(r.cross.cpu.1, &r.cross)
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     // The servers run on the runtime: leave without waiting for them.
     rt.shutdown_background();

@@ -30,6 +30,7 @@ pub(crate) async fn serve(
     counters: Counters,
     turn: Option<TurnHandle>,
     signaling: Option<SignalingMetrics>,
+    cluster: Option<crate::cluster::ClusterMetrics>,
 ) {
     let mut conns = JoinSet::new();
     loop {
@@ -51,20 +52,26 @@ pub(crate) async fn serve(
         let counters = counters.clone();
         let turn = turn.clone();
         let signaling = signaling.clone();
+        let cluster = cluster.clone();
         conns.spawn(async move {
-            if let Err(e) = one(s, &counters, turn.as_ref(), signaling.as_ref()).await {
+            let ctx = (turn.as_ref(), signaling.as_ref(), cluster.as_ref());
+            if let Err(e) = one(s, &counters, ctx).await {
                 tracing::debug!(%from, "metrics connection: {e}");
             }
         });
     }
 }
 
-async fn one(
-    mut s: TcpStream,
-    counters: &Counters,
-    turn: Option<&TurnHandle>,
-    signaling: Option<&SignalingMetrics>,
-) -> io::Result<()> {
+/// What one scrape renders besides the counters: TURN, signaling and
+/// cluster figures, for the services this daemon runs.
+type Services<'a> = (
+    Option<&'a TurnHandle>,
+    Option<&'a SignalingMetrics>,
+    Option<&'a crate::cluster::ClusterMetrics>,
+);
+
+async fn one(mut s: TcpStream, counters: &Counters, services: Services<'_>) -> io::Result<()> {
+    let (turn, signaling, cluster) = services;
     let mut buf = vec![0u8; MAX_HEAD];
     let mut filled = 0;
     let head_end = loop {
@@ -98,7 +105,7 @@ async fn one(
     let mut body = render(counters, turn.is_some(), turn_stats.as_ref());
     let snapshot = signaling.map(|m| m.snapshot());
     render_signaling(&mut body, snapshot.as_ref());
-    crate::cluster::render_metrics(&mut body, snapshot.as_ref());
+    crate::cluster::render_metrics(&mut body, cluster, snapshot.as_ref());
     render_process(&mut body, &ProcessStats::read());
     let body = if method == "HEAD" { "" } else { body.as_str() };
     respond(&mut s, "200 OK", body).await

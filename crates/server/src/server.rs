@@ -94,6 +94,8 @@ pub struct Server {
     turn: Option<crate::turn::TurnSetup>,
     /// This node's TURN fleet view, on a node of a cluster.
     fleet: Option<Arc<crate::cluster::Fleet>>,
+    /// This node's cluster counters, on a node of a cluster.
+    cluster: Option<crate::cluster::ClusterMetrics>,
     /// Keeps a TURN-only node (no signaling) in its cluster until the
     /// server stops.
     turn_only: Option<tokio::sync::mpsc::Sender<p2p_signaling::ClusterOp>>,
@@ -318,6 +320,11 @@ impl Server {
                 .map_err(ServerError::Cluster)?,
             _ => None,
         };
+        // A node's store runs with its signaling or as a TURN node.
+        let cluster = member
+            .as_ref()
+            .filter(|_| signaling.is_some() || turn_only.is_some())
+            .map(crate::cluster::Membership::metrics);
         let fleet = member.and_then(|m| m.fleet);
         addrs.signaling_all = signaling
             .as_ref()
@@ -342,6 +349,7 @@ impl Server {
             signaling,
             turn,
             fleet,
+            cluster,
             turn_only,
             metrics,
             ctx: Arc::new(ctx),
@@ -447,6 +455,7 @@ impl Server {
                 self.counters.clone(),
                 turn.clone(),
                 self.signaling.as_ref().map(|s| s.metrics()),
+                self.cluster.clone(),
             ));
         }
         let groups = self.udp.len();

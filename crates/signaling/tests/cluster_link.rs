@@ -108,11 +108,9 @@ impl Node {
                 from: REMOTE.into(),
                 sdp: sdp(i),
             };
-            let json_len = msg.to_json().len();
             let ev = ClusterEvent::Deliver {
                 to: to.to_owned(),
-                msg,
-                json_len,
+                json: msg.to_json(),
             };
             self.events.send(ev).await.expect("the node listens");
         }

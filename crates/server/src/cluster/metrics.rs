@@ -11,23 +11,27 @@ fn family(o: &mut String, name: &str, kind: &str, help: &str, value: impl std::f
     let _ = writeln!(o, "{name} {value}");
 }
 
-/// Appends the `p2p_cluster_*` families (only `p2p_cluster_enabled` when
-/// this daemon is not a node of a cluster).
-pub(crate) fn render_metrics(o: &mut String, signaling: Option<&p2p_signaling::MetricsSnapshot>) {
-    let stats = super::stats();
+/// Appends the `p2p_cluster_*` families of this node, `cluster` (only
+/// `p2p_cluster_enabled` when this daemon is not a node of a cluster).
+pub(crate) fn render_metrics(
+    o: &mut String,
+    cluster: Option<&super::ClusterMetrics>,
+    signaling: Option<&p2p_signaling::MetricsSnapshot>,
+) {
     family(
         o,
         "p2p_cluster_enabled",
         "gauge",
         "1 when this daemon is a node of a cluster.",
-        u8::from(stats.is_some()),
+        u8::from(cluster.is_some()),
     );
-    let Some(s) = stats else {
+    let Some(cluster) = cluster else {
         return;
     };
+    let s = &cluster.stats;
     let rooms = signaling.map(|m| &m.rooms);
     let secs = |us: u64| us as f64 / 1e6;
-    let rows: [(&str, &str, &str, String); 12] = [
+    let rows: [(&str, &str, &str, String); 13] = [
         (
             "p2p_cluster_redis_healthy",
             "gauge",
@@ -67,7 +71,7 @@ pub(crate) fn render_metrics(o: &mut String, signaling: Option<&p2p_signaling::M
         (
             "p2p_cluster_relayed_out_total",
             "counter",
-            "Messages for peers of other nodes (one PUBLISH each).",
+            "Messages for peers of other nodes (at most one PUBLISH each: those for one node ready at once share one).",
             rooms.map_or(0, |r| r.cluster_relayed).to_string(),
         ),
         (
@@ -75,6 +79,12 @@ pub(crate) fn render_metrics(o: &mut String, signaling: Option<&p2p_signaling::M
             "counter",
             "Of those, published to Redis.",
             s.relayed_out.load(Relaxed).to_string(),
+        ),
+        (
+            "p2p_cluster_publishes_total",
+            "counter",
+            "PUBLISH commands that carried them.",
+            s.publishes.load(Relaxed).to_string(),
         ),
         (
             "p2p_cluster_relayed_in_total",
@@ -104,7 +114,7 @@ pub(crate) fn render_metrics(o: &mut String, signaling: Option<&p2p_signaling::M
     for (name, kind, help, v) in rows {
         family(o, name, kind, help, v);
     }
-    if let Some(f) = super::fleet() {
+    if let Some(f) = &cluster.fleet {
         family(
             o,
             "p2p_cluster_turn_nodes",

@@ -18,12 +18,14 @@
 //! per run (`p<tag>-<n>`), so that a restarted node (or another node)
 //! never hands out an id a resuming client still holds.
 
+mod beat;
 mod fleet;
 mod metrics;
+mod outbox;
 mod scripts;
 mod store;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use p2p_signaling::{
@@ -38,28 +40,32 @@ pub(crate) use fleet::{run_local, Fleet, FleetIceServers};
 pub(crate) use metrics::render_metrics;
 pub(crate) use store::StoreStats;
 
-/// The node's store counters, once it joined a cluster (for metrics).
-static STATS: OnceLock<Arc<StoreStats>> = OnceLock::new();
-
-/// The node's fleet view, once it joined a cluster with TURN (for metrics).
-static FLEET: OnceLock<Arc<Fleet>> = OnceLock::new();
-
-/// This process's node counters, if it is a node of a cluster.
-pub(crate) fn stats() -> Option<Arc<StoreStats>> {
-    STATS.get().cloned()
-}
-
-/// This process's fleet view, if it is a TURN node of a cluster.
-pub(crate) fn fleet() -> Option<Arc<Fleet>> {
-    FLEET.get().cloned()
-}
-
 /// What a node of a cluster is, decided before anything binds to Redis.
 #[derive(Debug)]
 pub(crate) struct Membership {
     /// Its id in the cluster.
     pub(crate) node: String,
     /// Its TURN fleet view, when it serves TURN.
+    pub(crate) fleet: Option<Arc<Fleet>>,
+    /// Its store's counters (this node's own: two nodes in one process
+    /// count apart).
+    pub(crate) stats: Arc<StoreStats>,
+}
+
+impl Membership {
+    /// What this node shows on its metrics endpoint.
+    pub(crate) fn metrics(&self) -> ClusterMetrics {
+        ClusterMetrics {
+            stats: self.stats.clone(),
+            fleet: self.fleet.clone(),
+        }
+    }
+}
+
+/// One node's cluster counters, for its metrics endpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct ClusterMetrics {
+    pub(crate) stats: Arc<StoreStats>,
     pub(crate) fleet: Option<Arc<Fleet>>,
 }
 
@@ -77,10 +83,11 @@ pub(crate) fn prepare(
         .clone()
         .unwrap_or_else(|| format!("node-{}", run_tag()));
     let fleet = Fleet::new(config, node.clone(), udp, tls);
-    if let Some(f) = &fleet {
-        let _ = FLEET.set(f.clone());
-    }
-    Some(Membership { node, fleet })
+    Some(Membership {
+        node,
+        fleet,
+        stats: Arc::new(StoreStats::default()),
+    })
 }
 
 /// What the resume key is derived from, so that it outlives a restart.
@@ -126,7 +133,7 @@ pub(crate) async fn attach(
     };
     c.validate()?;
     let node = member.node.clone();
-    let (client, mut conn) = store::connect(url, Duration::from_secs(3)).await?;
+    let mut links = store::connect(url, Duration::from_secs(3)).await?;
     if config.turn.auth_secret.is_none() {
         // Every node must sign resume tokens alike: the first node to come
         // puts a random key in Redis, the others take it.
@@ -140,14 +147,14 @@ pub(crate) async fn attach(
             .ignore()
             .cmd("GET")
             .arg(&key)
-            .query_async::<(Option<String>,)>(&mut conn)
+            .query_async::<(Option<String>,)>(&mut links.conn)
             .await
             .map(|(v,)| v)
             .map_err(|e| format!("cluster.redis {url:?}: {e}"))?;
         let shared = shared.ok_or("cluster: the resume key vanished from Redis")?;
         sc.resume = Some(ResumeConfig::new(shared.into_bytes()));
     }
-    let (ops_tx, events_rx) = start_store(config, member, client, conn);
+    let (ops_tx, events_rx) = start_store(config, member, links);
     sc.cluster = Some(ClusterAttach::new(ClusterLink {
         node: node.clone(),
         ops: ops_tx,
@@ -171,9 +178,9 @@ pub(crate) async fn join_turn_only(
         return Ok(None);
     };
     c.validate()?;
-    let (client, conn) = store::connect(url, Duration::from_secs(3)).await?;
+    let links = store::connect(url, Duration::from_secs(3)).await?;
     // No rooms here: nothing reads the store's events.
-    let (ops_tx, _events) = start_store(config, member, client, conn);
+    let (ops_tx, _events) = start_store(config, member, links);
     tracing::info!(
         "cluster: node {} joined through {url} (TURN only: no signaling)",
         member.node
@@ -186,15 +193,12 @@ pub(crate) async fn join_turn_only(
 fn start_store(
     config: &Config,
     member: &Membership,
-    client: redis::Client,
-    conn: redis::aio::ConnectionManager,
+    links: store::Links,
 ) -> (mpsc::Sender<ClusterOp>, mpsc::Receiver<ClusterEvent>) {
     let c = &config.cluster;
     let node = member.node.clone();
     let (ops_tx, ops_rx) = mpsc::channel(65_536);
     let (events_tx, events_rx) = mpsc::channel(65_536);
-    let stats = Arc::new(StoreStats::default());
-    let _ = STATS.set(stats.clone());
     let store = store::Store::new(
         store::StoreConfig {
             node: node.clone(),
@@ -202,10 +206,9 @@ fn start_store(
             heartbeat: c.heartbeat(),
             expiry: c.expiry(),
         },
-        client,
-        conn,
+        links,
         events_tx,
-        stats,
+        member.stats.clone(),
         member.fleet.clone(),
     );
     tokio::spawn(store.run(ops_rx));

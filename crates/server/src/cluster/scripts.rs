@@ -11,7 +11,8 @@
 //!   and `L\n<peer>\n<node>`;
 //! - `node:<node>:members`: a set of `<room>\n<peer>` (what to reap);
 //! - `nodes`: a sorted set, node → its last heartbeat (Redis time, ms);
-//! - `node:<node>`: the node's channel, relayed messages `<to>\n<json>`;
+//! - `node:<node>`: the node's channel: relayed messages, `<to>\n<json>`
+//!   each, one or more in a payload joined by `\n` (see `outbox`);
 //! - `load:<node>`: the node's TURN load (JSON), with an expiry;
 //! - `resume-key`: the resume key of a cluster without a TURN REST secret.
 //!

@@ -1,7 +1,13 @@
 //! The Redis side of a node: one task that turns the rooms' [`ClusterOp`]s
 //! into Redis commands (pipelined: what is queued goes in one round trip,
-//! in order) and Redis's pub/sub messages into [`ClusterEvent`]s, beats
-//! the node's heartbeat and reaps dead nodes.
+//! in order) and Redis's pub/sub messages into [`ClusterEvent`]s. The
+//! heartbeat, the reaping of dead nodes and the TURN fleet's round trips
+//! run beside it ([`super::beat`]), on a connection of their own.
+//!
+//! A message for a peer of another node crosses as one PUBLISH of
+//! `<to>\n<json>` on that node's channel; the receiving node hands the
+//! JSON to its peer as it is ([`ClusterEvent::Deliver`]), never parsed and
+//! written again.
 //!
 //! When Redis is unreachable the node keeps serving its own members:
 //! joins are answered from what it knows, messages for other nodes are
@@ -14,13 +20,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use p2p_signaling::{ClusterEvent, ClusterMember, ClusterOp, JoinRefusal, PeerInfo, ServerMsg};
+use p2p_signaling::{ClusterEvent, ClusterMember, ClusterOp, ConnId, JoinRefusal, PeerInfo};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use redis::{Client, Value};
 use tokio::sync::mpsc;
 
-use super::fleet::{Fleet, NodeLoad};
-use super::scripts::{HEARTBEAT, JOIN, LEAVE};
+use super::beat::{Beat, BeatReport};
+use super::fleet::Fleet;
+use super::outbox::{self, Outbox};
+use super::scripts::{JOIN, LEAVE};
 
 /// Operations taken into one pipeline at most.
 const BATCH: usize = 256;
@@ -40,6 +48,9 @@ pub(crate) struct StoreStats {
     pub(crate) errors: AtomicU64,
     /// Messages published for other nodes.
     pub(crate) relayed_out: AtomicU64,
+    /// The PUBLISHes that carried them (the messages for one node that
+    /// are ready at once share one).
+    pub(crate) publishes: AtomicU64,
     /// Messages received for this node.
     pub(crate) relayed_in: AtomicU64,
     /// Messages for other nodes dropped while Redis was unreachable.
@@ -50,7 +61,22 @@ pub(crate) struct StoreStats {
     pub(crate) healthy: AtomicBool,
 }
 
+impl StoreStats {
+    /// Counts one round trip of `commands` that took since `started`.
+    pub(super) fn timed(&self, started: Instant, commands: usize, ok: bool) {
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.round_trips.fetch_add(1, Relaxed);
+        self.round_trip_us.fetch_add(us, Relaxed);
+        self.last_round_trip_us.store(us, Relaxed);
+        self.commands.fetch_add(commands as u64, Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Relaxed);
+        }
+    }
+}
+
 /// What the store task needs.
+#[derive(Clone)]
 pub(super) struct StoreConfig {
     pub(super) node: String,
     pub(super) prefix: String,
@@ -58,28 +84,44 @@ pub(super) struct StoreConfig {
     pub(super) expiry: Duration,
 }
 
+/// A node's connections to Redis.
+pub(super) struct Links {
+    pub(super) client: Client,
+    /// The store's: joins, leaves and messages.
+    pub(super) conn: ConnectionManager,
+    /// The heartbeat's and the fleet's.
+    pub(super) beat: ConnectionManager,
+}
+
 /// Connects to Redis (within `timeout`): the error says why not.
-pub(super) async fn connect(
-    url: &str,
-    timeout: Duration,
-) -> Result<(Client, ConnectionManager), String> {
+pub(super) async fn connect(url: &str, timeout: Duration) -> Result<Links, String> {
     let client = Client::open(url).map_err(|e| format!("cluster.redis {url:?}: {e}"))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(timeout)
-        .set_response_timeout(Duration::from_secs(1))
-        .set_number_of_retries(1)
-        .set_max_delay(500);
-    let conn = tokio::time::timeout(timeout, client.get_connection_manager_with_config(config))
-        .await
-        .map_err(|_| format!("cluster.redis {url:?}: no answer in {timeout:?}"))?
-        .map_err(|e| format!("cluster.redis {url:?}: {e}"))?;
-    Ok((client, conn))
+    let manager = || async {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(Duration::from_secs(1))
+            .set_number_of_retries(1)
+            .set_max_delay(500);
+        tokio::time::timeout(timeout, client.get_connection_manager_with_config(config))
+            .await
+            .map_err(|_| format!("cluster.redis {url:?}: no answer in {timeout:?}"))?
+            .map_err(|e| format!("cluster.redis {url:?}: {e}"))
+    };
+    let conn = manager().await?;
+    let beat = manager().await?;
+    Ok(Links { client, conn, beat })
 }
 
 pub(super) struct Store {
     cfg: StoreConfig,
     client: Client,
     conn: ConnectionManager,
+    /// The heartbeat's connection, until the heartbeat task takes it.
+    beat_conn: Option<ConnectionManager>,
+    /// `<prefix>node:<node>`: this node's channel.
+    node_channel: String,
+    /// `<prefix>room:`: what room channels begin with.
+    room_prefix: String,
     sink: Option<PubSubSink>,
     /// The pub/sub messages, read by this task itself (no task in
     /// between: one hop less for every message from another node).
@@ -91,10 +133,6 @@ pub(super) struct Store {
     local: HashMap<String, HashMap<String, PeerInfo>>,
     /// Redis answered the last round trip.
     healthy: bool,
-    /// Since when Redis answers without a break (reaping waits for one
-    /// expiry after a break, so that nodes that could not beat meanwhile
-    /// are not reaped).
-    healthy_since: Option<Instant>,
     stats: Arc<StoreStats>,
     /// This node's TURN fleet view, when it serves TURN.
     fleet: Option<Arc<Fleet>>,
@@ -103,23 +141,24 @@ pub(super) struct Store {
 impl Store {
     pub(super) fn new(
         cfg: StoreConfig,
-        client: Client,
-        conn: ConnectionManager,
+        links: Links,
         events: mpsc::Sender<ClusterEvent>,
         stats: Arc<StoreStats>,
         fleet: Option<Arc<Fleet>>,
     ) -> Store {
         Store {
+            node_channel: format!("{}node:{}", cfg.prefix, cfg.node),
+            room_prefix: format!("{}room:", cfg.prefix),
             cfg,
-            client,
-            conn,
+            client: links.client,
+            conn: links.conn,
+            beat_conn: Some(links.beat),
             sink: None,
             stream: None,
             events,
             watched: HashSet::new(),
             local: HashMap::new(),
             healthy: true,
-            healthy_since: Some(Instant::now()),
             stats,
             fleet,
         }
@@ -133,10 +172,6 @@ impl Store {
         format!("{}room:{room}", self.cfg.prefix)
     }
 
-    fn node_channel(&self) -> String {
-        format!("{}node:{}", self.cfg.prefix, self.cfg.node)
-    }
-
     fn node_set(&self) -> String {
         format!("{}node:{}:members", self.cfg.prefix, self.cfg.node)
     }
@@ -145,8 +180,19 @@ impl Store {
     pub(super) async fn run(mut self, mut ops: mpsc::Receiver<ClusterOp>) {
         self.stats.healthy.store(true, Relaxed);
         self.open_pubsub().await;
-        let mut beat = tokio::time::interval(self.cfg.heartbeat);
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (reports_tx, mut reports) = mpsc::channel(4);
+        let beat = self.beat_conn.take().map(|conn| {
+            tokio::spawn(
+                Beat {
+                    cfg: self.cfg.clone(),
+                    conn,
+                    stats: self.stats.clone(),
+                    fleet: self.fleet.clone(),
+                    reports: reports_tx,
+                }
+                .run(),
+            )
+        });
         loop {
             tokio::select! {
                 op = ops.recv() => {
@@ -168,10 +214,32 @@ impl Store {
                         self.stream = None;
                     }
                 },
-                _ = beat.tick() => self.heartbeat().await,
+                Some(report) = reports.recv() => self.beaten(report).await,
             }
         }
+        // No heartbeat after the node left.
+        if let Some(b) = beat {
+            b.abort();
+            let _ = b.await;
+        }
         self.leave_all().await;
+    }
+
+    /// A heartbeat's outcome: catches up after a break.
+    async fn beaten(&mut self, report: BeatReport) {
+        match report {
+            BeatReport::Answered => {
+                let mut resync = !self.healthy;
+                self.set_healthy(true);
+                if self.sink.is_none() {
+                    resync |= self.open_pubsub().await;
+                }
+                if resync {
+                    self.catch_up().await;
+                }
+            }
+            BeatReport::Failed => self.set_healthy(false),
+        }
     }
 
     /// Opens the pub/sub connection and subscribes this node's channel and
@@ -188,7 +256,7 @@ impl Store {
             Err(_) => return false,
         };
         let (mut sink, stream) = pubsub.split();
-        let mut channels = vec![self.node_channel()];
+        let mut channels = vec![self.node_channel.clone()];
         channels.extend(self.watched.iter().map(|r| self.room_key(r)));
         if let Err(e) = sink.subscribe(&channels).await {
             tracing::debug!("cluster: subscribe: {e}");
@@ -201,23 +269,10 @@ impl Store {
 
     /// Counts one round trip.
     fn timed(&self, started: Instant, commands: usize, ok: bool) {
-        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.stats.round_trips.fetch_add(1, Relaxed);
-        self.stats.round_trip_us.fetch_add(us, Relaxed);
-        self.stats.last_round_trip_us.store(us, Relaxed);
-        self.stats.commands.fetch_add(commands as u64, Relaxed);
-        if !ok {
-            self.stats.errors.fetch_add(1, Relaxed);
-        }
+        self.stats.timed(started, commands, ok);
     }
 
     fn set_healthy(&mut self, ok: bool) {
-        if ok && !self.healthy {
-            self.healthy_since = Some(Instant::now());
-        }
-        if !ok {
-            self.healthy_since = None;
-        }
         self.healthy = ok;
         self.stats.healthy.store(ok, Relaxed);
     }
@@ -285,7 +340,17 @@ impl Store {
         let mut joins = Vec::new();
         let mut unwatch = Vec::new();
         let mut relays = 0u64;
+        let mut publishes = 0u64;
+        // The messages for other nodes: one PUBLISH per node for those
+        // that come one after another, sent before the next join or leave
+        // (a `bye` then a leave reach the other node in that order).
+        let mut outbox = Outbox::default();
+        let mut ready = Vec::new();
         for op in batch {
+            if !matches!(op, ClusterOp::Relay { .. }) && !outbox.is_empty() {
+                outbox.flush(&mut ready);
+                publishes += self.publish(&mut pipe, &mut ready, &mut joins);
+            }
             match op {
                 ClusterOp::Join {
                     conn,
@@ -324,16 +389,16 @@ impl Store {
                         self.stats.dropped.fetch_add(1, Relaxed);
                         continue;
                     }
-                    let channel = format!("{}node:{node}", self.cfg.prefix);
-                    pipe.cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(format!("{to}\n{}", msg.to_json()));
-                    joins.push(None);
+                    // The JSON is written once, here; the receiving node
+                    // hands it on as it is.
+                    outbox.add(&node, &to, &msg.to_json(), &mut ready);
                     relays += 1;
                 }
                 other => tracing::debug!("cluster: {other:?} not handled"),
             }
         }
+        outbox.flush(&mut ready);
+        publishes += self.publish(&mut pipe, &mut ready, &mut joins);
         for room in unwatch {
             if self.local.contains_key(&room) {
                 continue;
@@ -354,6 +419,7 @@ impl Store {
             Ok(values) => {
                 self.set_healthy(true);
                 self.stats.relayed_out.fetch_add(relays, Relaxed);
+                self.stats.publishes.fetch_add(publishes, Relaxed);
                 for (what, v) in joins.into_iter().zip(values) {
                     if let Some((conn, room)) = what {
                         let result = parse_join(&v);
@@ -380,27 +446,44 @@ impl Store {
         }
     }
 
+    /// Puts a PUBLISH for each (node, payload) of `ready` in `pipe`;
+    /// returns how many.
+    fn publish(
+        &self,
+        pipe: &mut redis::Pipeline,
+        ready: &mut Vec<(String, String)>,
+        replies: &mut Vec<Option<(ConnId, String)>>,
+    ) -> u64 {
+        let n = ready.len() as u64;
+        for (node, payload) in ready.drain(..) {
+            let mut channel = String::with_capacity(self.cfg.prefix.len() + 5 + node.len());
+            channel.push_str(&self.cfg.prefix);
+            channel.push_str("node:");
+            channel.push_str(&node);
+            pipe.cmd("PUBLISH").arg(channel).arg(payload);
+            replies.push(None);
+        }
+        n
+    }
+
     async fn on_message(&mut self, channel: &str, payload: &[u8]) {
         let Ok(text) = std::str::from_utf8(payload) else {
             return;
         };
-        if channel == self.node_channel() {
-            let Some((to, json)) = text.split_once('\n') else {
-                return;
-            };
-            let Ok(msg) = ServerMsg::from_json(json) else {
-                return;
-            };
-            self.stats.relayed_in.fetch_add(1, Relaxed);
-            let ev = ClusterEvent::Deliver {
-                to: to.to_owned(),
-                msg,
-                json_len: json.len(),
-            };
-            let _ = self.events.send(ev).await;
+        if channel == self.node_channel {
+            // Not parsed here: the rooms read each message's type and
+            // sender, and the addressee gets these very bytes.
+            for (to, json) in outbox::messages(text) {
+                self.stats.relayed_in.fetch_add(1, Relaxed);
+                let ev = ClusterEvent::Deliver {
+                    to: to.to_owned(),
+                    json: json.to_owned(),
+                };
+                let _ = self.events.send(ev).await;
+            }
             return;
         }
-        let Some(room) = channel.strip_prefix(&self.key("room:")) else {
+        let Some(room) = channel.strip_prefix(self.room_prefix.as_str()) else {
             return;
         };
         let mut parts = text.splitn(4, '\n');
@@ -420,120 +503,6 @@ impl Store {
             _ => return,
         };
         let _ = self.events.send(ev).await;
-    }
-
-    /// Beats, reaps dead nodes, and catches up after a break.
-    async fn heartbeat(&mut self) {
-        let reap = self
-            .healthy_since
-            .is_some_and(|t| t.elapsed() >= self.cfg.expiry);
-        let started = Instant::now();
-        let r: redis::RedisResult<Vec<String>> = redis::cmd("EVAL")
-            .arg(HEARTBEAT)
-            .arg(1)
-            .arg(self.key("nodes"))
-            .arg(&self.cfg.node)
-            .arg(self.cfg.expiry.as_millis() as u64)
-            .arg(if reap { "1" } else { "0" })
-            .arg(&self.cfg.prefix)
-            .query_async(&mut self.conn)
-            .await;
-        self.timed(started, 1, r.is_ok());
-        match r {
-            Ok(reaped) => {
-                let was_down = !self.healthy;
-                self.set_healthy(true);
-                for n in reaped.iter().filter(|n| **n != self.cfg.node) {
-                    tracing::warn!(
-                        "cluster: node {n} stopped beating; its members left their rooms"
-                    );
-                    self.stats.reaped.fetch_add(1, Relaxed);
-                }
-                let mut resync = was_down;
-                if self.sink.is_none() {
-                    resync |= self.open_pubsub().await;
-                }
-                if resync {
-                    self.catch_up().await;
-                }
-                self.sync_fleet().await;
-            }
-            Err(e) => {
-                if self.healthy {
-                    tracing::warn!("cluster: Redis heartbeat: {e}");
-                }
-                self.set_healthy(false);
-            }
-        }
-    }
-
-    /// Publishes this node's TURN load (with the expiry of a node) and
-    /// reads every live node's, and the cluster's REST secrets: the first
-    /// node with `turn.auth_secret` seeds the list when it is empty.
-    async fn sync_fleet(&mut self) {
-        let Some(fleet) = self.fleet.clone() else {
-            return;
-        };
-        let secrets_key = self.key("turn-secrets");
-        let started = Instant::now();
-        let r: redis::RedisResult<(Vec<String>, Vec<String>)> = redis::pipe()
-            .cmd("SET")
-            .arg(self.key(&format!("load:{}", self.cfg.node)))
-            .arg(fleet.local_load().encode())
-            .arg("PX")
-            .arg(self.cfg.expiry.as_millis() as u64)
-            .ignore()
-            .cmd("LRANGE")
-            .arg(&secrets_key)
-            .arg(0)
-            .arg(-1)
-            .cmd("ZRANGE")
-            .arg(self.key("nodes"))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.conn)
-            .await;
-        self.timed(started, 3, r.is_ok());
-        let Ok((secrets, nodes)) = r else {
-            return;
-        };
-        if secrets.is_empty() {
-            if let Some(seed) = &fleet.seed_secret {
-                let _: redis::RedisResult<Value> = redis::cmd("EVAL")
-                    .arg("if redis.call('LLEN', KEYS[1]) == 0 then redis.call('RPUSH', KEYS[1], ARGV[1]) end return 1")
-                    .arg(1)
-                    .arg(&secrets_key)
-                    .arg(seed)
-                    .query_async(&mut self.conn)
-                    .await;
-            }
-        } else if fleet.ring.set(secrets) {
-            tracing::info!(
-                "cluster: {} TURN REST secret(s) accepted now",
-                fleet.ring.len()
-            );
-        }
-        if nodes.is_empty() {
-            return;
-        }
-        let keys: Vec<String> = nodes
-            .iter()
-            .map(|n| self.key(&format!("load:{n}")))
-            .collect();
-        let started = Instant::now();
-        let r: redis::RedisResult<Vec<Option<String>>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut self.conn)
-            .await;
-        self.timed(started, 1, r.is_ok());
-        if let Ok(loads) = r {
-            let loads = nodes
-                .iter()
-                .zip(loads)
-                .filter_map(|(n, l)| NodeLoad::decode(n, &l?))
-                .collect();
-            fleet.set_nodes(loads);
-        }
     }
 
     /// After a break: this node's members are registered again (Redis may

@@ -12,8 +12,10 @@
 //! can still address only peers it shares a room with: the sending node
 //! checks it against its mirror, and the receiving node checks it again.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
+use super::stats::RELAYED_TYPES;
 use super::{ConnId, Out, Rooms};
 use crate::msg::{ErrorCode, IceServer, PeerInfo, RelayUnavailable, ServerMsg};
 
@@ -114,17 +116,17 @@ pub enum ClusterEvent {
         /// Every member, of every node.
         members: Vec<ClusterMember>,
     },
-    /// A message from another node for a peer of this one.
+    /// A message from another node for a peer of this one: the JSON the
+    /// other node wrote ([`ServerMsg::to_json`] of a relayed message, with
+    /// its `from`). It is handed to the addressee as it is, never parsed
+    /// and written again: [`Rooms::cluster_deliver`] reads only its `type`
+    /// and `from`, and the server queues these very bytes (they count
+    /// against the addressee's `max_queued_bytes` as their length).
     Deliver {
         /// The addressee.
         to: String,
-        /// The message (with `from`).
-        msg: ServerMsg,
-        /// The length of the message's JSON as it crossed from the other
-        /// node: what it takes in the addressee's queue, counted against
-        /// the server's `max_queued_bytes` until it is written (the
-        /// server writes the message as JSON on the addressee's own task).
-        json_len: usize,
+        /// The message, as JSON.
+        json: String,
     },
 }
 
@@ -160,6 +162,29 @@ fn sender(msg: &ServerMsg) -> Option<&str> {
         | ServerMsg::Bye { from } => Some(from),
         _ => None,
     }
+}
+
+/// The type (its index in [`RELAYED_TYPES`]) and the `from` of a relayed
+/// message's JSON, or `None` when it is no relayed message. Read without
+/// parsing the rest when it is spelled as [`ServerMsg::to_json`] writes it
+/// (`{"type":"<type>","from":"<id>",...`: the tag first, then the
+/// variant's first field, `from`); any other spelling is parsed in full.
+pub(crate) fn relayed_header(json: &str) -> Option<(usize, Cow<'_, str>)> {
+    let quick = json
+        .strip_prefix(r#"{"type":""#)
+        .and_then(|rest| rest.split_once('"'))
+        .and_then(|(ty, rest)| {
+            let i = RELAYED_TYPES.iter().position(|t| *t == ty)?;
+            let (from, _) = rest.strip_prefix(r#","from":""#)?.split_once('"')?;
+            // An escape in the id: the slow way reads it right.
+            (!from.contains('\\')).then_some((i, Cow::Borrowed(from)))
+        });
+    if quick.is_some() {
+        return quick;
+    }
+    let msg = ServerMsg::from_json(json).ok()?;
+    let i = RELAYED_TYPES.iter().position(|t| *t == msg.type_name())?;
+    Some((i, Cow::Owned(sender(&msg)?.to_owned())))
 }
 
 impl Rooms {
@@ -256,30 +281,44 @@ impl Rooms {
                     self.member_joined(room.clone(), m, &mut out);
                 }
             }
-            ClusterEvent::Deliver { to, msg, .. } => {
-                let Some(&conn) = self.peers.get(&to) else {
-                    return out;
-                };
-                let Some(from) = sender(&msg) else {
-                    return out;
-                };
-                let shared = self.conns.get(&conn).is_some_and(|c| {
-                    c.rooms.iter().any(|room| {
-                        self.rooms
-                            .get(room)
-                            .is_some_and(|r| r.remote.iter().any(|m| m.peer.id == from))
-                    })
-                });
-                if shared {
-                    out.push((conn, msg));
-                    self.stats.cluster_delivered += 1;
-                } else {
-                    self.stats.cluster_refused += 1;
-                }
+            ClusterEvent::Deliver { to, json } => {
+                // Counted by `cluster_deliver`, not by `count` below.
+                let conn = self.cluster_deliver(&to, &json);
+                let msg = conn.and_then(|c| Some((c, ServerMsg::from_json(&json).ok()?)));
+                return msg.into_iter().collect();
             }
         }
         self.stats.count(&out);
         out
+    }
+
+    /// A message from another node ([`ClusterEvent::Deliver`]) for peer
+    /// `to`, as the JSON the other node wrote: the connection to hand
+    /// these bytes to as they are, if `to` is connected here, `json` is a
+    /// relayed message (offer, answer, candidate, end-of-candidates,
+    /// ice-restart, bye) and its `from` shares a room with `to` (nothing
+    /// crosses rooms: the sending node checked it, this one checks it
+    /// again). Counts the delivery, or the refusal. Only the `type` and
+    /// `from` are read (see [`Rooms::cluster_event`] for a parsed
+    /// message).
+    pub fn cluster_deliver(&mut self, to: &str, json: &str) -> Option<ConnId> {
+        let &conn = self.peers.get(to)?;
+        let (kind, from) = relayed_header(json)?;
+        let shared = self.conns.get(&conn).is_some_and(|c| {
+            c.rooms.iter().any(|room| {
+                self.rooms
+                    .get(room)
+                    .is_some_and(|r| r.remote.iter().any(|m| m.peer.id == from))
+            })
+        });
+        if shared {
+            self.stats.cluster_delivered += 1;
+            self.stats.relayed[kind] += 1;
+            Some(conn)
+        } else {
+            self.stats.cluster_refused += 1;
+            None
+        }
     }
 
     fn join_result(

@@ -46,15 +46,15 @@ pub(super) enum Outbound {
     Text(String),
     /// A relayed message, written as JSON by the receiving connection's
     /// task (not by the hub); it counts as this many bytes: the length of
-    /// the frame it came in (or of the JSON it crossed nodes as) plus
-    /// [`RELAY_SLACK`], a bound of the JSON written.
+    /// the frame it came in plus [`RELAY_SLACK`], a bound of the JSON
+    /// written. (A message from another node comes as the JSON it crossed
+    /// as, and goes out as [`Outbound::Text`].)
     Relay(ServerMsg, usize),
     Close(CloseReason),
 }
 
 /// How much longer than the frame that caused it a relayed message may be
-/// (`"from":"p<id>"` instead of `"to":"p<id>"`; for a message from another
-/// node, fields this version writes that the sender's did not).
+/// (`"from":"p<id>"` instead of `"to":"p<id>"`).
 const RELAY_SLACK: usize = 64;
 
 /// The hub's end of one connection: its bounded queue, the bytes in it, and
@@ -86,6 +86,9 @@ pub(super) async fn run(
         // The length bound of the messages relayed by this event, if it is
         // a client's frame.
         let mut relay_bound = None;
+        // A message from another node, as the JSON it came in, for a
+        // connection here.
+        let mut written = None;
         let deadline = rooms.poll_timeout();
         let sleep = async {
             match deadline {
@@ -132,17 +135,20 @@ pub(super) async fn run(
                     Some(c) => c.events.recv().await,
                     None => std::future::pending().await,
                 }
-            } => {
-                // Relayed across nodes: it counts as the JSON it came as
-                // (the same message written again here), not as the
-                // largest message allowed: a burst of them (the store
+            } => match ev {
+                // Relayed across nodes: the JSON the other node wrote goes
+                // to the addressee as it is (not parsed and written again),
+                // and counts as its length: a burst of them (the store
                 // hands over what one read from Redis brought) must not
                 // look like a slow reader's backlog.
-                if let ClusterEvent::Deliver { json_len, .. } = &ev {
-                    relay_bound = Some(json_len.saturating_add(RELAY_SLACK));
+                ClusterEvent::Deliver { to, json } => {
+                    if let Some(conn) = rooms.cluster_deliver(&to, &json) {
+                        written = Some((conn, json));
+                    }
+                    Vec::new()
                 }
-                rooms.cluster_event(ev)
-            }
+                ev => rooms.cluster_event(ev),
+            },
             () = sleep => {
                 let now = Instant::now().into_std();
                 // Check against the clock, not only the timer.
@@ -153,7 +159,12 @@ pub(super) async fn run(
                 }
             }
         };
-        deliver(&mut rooms, &mut conns, out, relay_bound, limits);
+        let mut pending: VecDeque<(ConnId, Pending)> =
+            out.into_iter().map(|(c, m)| (c, Pending::Msg(m))).collect();
+        if let Some((conn, json)) = written {
+            pending.push_back((conn, Pending::Json(json)));
+        }
+        deliver(&mut rooms, &mut conns, pending, relay_bound, limits);
         while let Some(op) = rooms.poll_cluster() {
             if let Some(c) = &cluster {
                 if c.ops.try_send(op).is_err() {
@@ -165,6 +176,14 @@ pub(super) async fn run(
     }
 }
 
+/// A message for a connection.
+enum Pending {
+    /// Written as JSON here, or (relayed) by the receiver's task.
+    Msg(ServerMsg),
+    /// JSON already written (by another node of a cluster).
+    Json(String),
+}
+
 /// Queues the messages, closes what `Rooms` wants closed, and drops
 /// clients whose queue is full, in messages or in bytes (which may produce
 /// more messages, hence the loop). A dropped client's connection closes at
@@ -172,20 +191,25 @@ pub(super) async fn run(
 fn deliver(
     rooms: &mut Rooms,
     conns: &mut HashMap<ConnId, Queue>,
-    out: Vec<(ConnId, ServerMsg)>,
+    mut pending: VecDeque<(ConnId, Pending)>,
     relay_bound: Option<usize>,
     limits: QueueLimits,
 ) {
-    let mut pending: VecDeque<(ConnId, ServerMsg)> = out.into();
     loop {
         while let Some((conn, msg)) = pending.pop_front() {
             let Some(q) = conns.get(&conn) else { continue };
             // Relayed messages (SDP, candidates) are written as JSON by the
             // receiver's task; the hub's own small messages here.
-            let (out, len) = match relay_bound {
-                Some(bound) if is_relay(&msg) => (Outbound::Relay(msg, bound), bound),
-                _ => {
+            let (out, len) = match (msg, relay_bound) {
+                (Pending::Msg(msg), Some(bound)) if is_relay(&msg) => {
+                    (Outbound::Relay(msg, bound), bound)
+                }
+                (Pending::Msg(msg), _) => {
                     let text = msg.to_json();
+                    let len = text.len();
+                    (Outbound::Text(text), len)
+                }
+                (Pending::Json(text), _) => {
                     let len = text.len();
                     (Outbound::Text(text), len)
                 }
@@ -209,7 +233,8 @@ fn deliver(
                     tracing::debug!(%conn, "signaling: client too slow, closing it");
                     let _ = q.kick.send(CloseReason::Slow);
                 }
-                pending.extend(rooms.disconnect(conn));
+                let gone = rooms.disconnect(conn);
+                pending.extend(gone.into_iter().map(|(c, m)| (c, Pending::Msg(m))));
             }
         }
         let mut closed_any = false;

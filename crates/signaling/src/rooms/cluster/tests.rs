@@ -79,8 +79,8 @@ impl Store {
                         ClusterOp::Relay { node, to, msg } => {
                             self.relays += 1;
                             let j = if node == "a" { 0 } else { 1 };
-                            let json_len = msg.to_json().len();
-                            events.push((j, ClusterEvent::Deliver { to, msg, json_len }));
+                            let json = msg.to_json();
+                            events.push((j, ClusterEvent::Deliver { to, json }));
                         }
                     }
                 }
@@ -191,8 +191,7 @@ fn nothing_crosses_rooms_between_nodes() {
     // A forged delivery from another node is refused by the receiver too.
     let forged = ClusterEvent::Deliver {
         to: "a1".into(),
-        msg: ServerMsg::Bye { from: "b1".into() },
-        json_len: 24,
+        json: ServerMsg::Bye { from: "b1".into() }.to_json(),
     };
     assert!(n[0].cluster_event(forged).is_empty());
     assert_eq!(n[0].stats().cluster_refused, 1);
@@ -517,4 +516,90 @@ fn a_resume_takes_the_id_from_a_stale_local_connection() {
             && matches!(m, ServerMsg::Joined { resumed: Some(false), peers, .. } if peers.len() == 1)),
         "{out:?}"
     );
+}
+
+#[test]
+fn a_relayed_messages_type_and_sender_are_read_as_written_and_any_other_spelling_parsed() {
+    use super::relayed_header;
+    use crate::msg::IceCandidate;
+    use std::borrow::Cow;
+    let mut cand = IceCandidate::new("candidate:1 1 udp 1 10.0.0.1 9 typ host");
+    cand.sdp_mid = Some("0".into());
+    cand.sdp_m_line_index = Some(0);
+    cand.username_fragment = Some("uf".into());
+    let from = || "pab2cd-17".to_owned();
+    let written = [
+        ServerMsg::Offer {
+            from: from(),
+            sdp: "v=0\r\n".into(),
+        },
+        ServerMsg::Answer {
+            from: from(),
+            sdp: "v=0\r\n".into(),
+        },
+        ServerMsg::Candidate {
+            from: from(),
+            candidate: cand,
+        },
+        ServerMsg::EndOfCandidates { from: from() },
+        ServerMsg::IceRestart {
+            from: from(),
+            ufrag: "u".into(),
+            pwd: "p".into(),
+        },
+        ServerMsg::Bye { from: from() },
+    ];
+    for (i, msg) in written.iter().enumerate() {
+        let json = msg.to_json();
+        // As this crate writes it: read without parsing (borrowed).
+        assert_eq!(
+            relayed_header(&json),
+            Some((i, Cow::Borrowed("pab2cd-17"))),
+            "{json}"
+        );
+    }
+    // Another spelling: parsed, same answer.
+    let (i, f) = relayed_header(r#"{ "from": "b1", "type": "bye" }"#).expect("a bye");
+    assert_eq!((i, f.as_ref()), (5, "b1"));
+    assert!(
+        matches!(relayed_header(r#"{"type":"bye","from":"b\u0031"}"#), Some((5, Cow::Owned(f))) if f == "b1")
+    );
+    // Not a relayed message, or not a message: nothing to deliver.
+    let pong = ServerMsg::Pong { id: None }.to_json();
+    assert_eq!(relayed_header(&pong), None);
+    assert_eq!(
+        relayed_header(r#"{"type":"peer-left","room":"r","peerId":"b1"}"#),
+        None
+    );
+    assert_eq!(relayed_header(r#"{"type":"bye""#), None);
+    assert_eq!(relayed_header(""), None);
+}
+
+#[test]
+fn a_message_from_another_node_is_delivered_as_the_json_it_came_in_and_counted_by_type() {
+    let now = Instant::now();
+    let mut store = Store::default();
+    let mut n = nodes();
+    let (alice, _) = n[0].connect(now).expect("connect");
+    let (bob, _) = n[1].connect(now).expect("connect");
+    join(&mut n[0], alice, now, "r");
+    join(&mut n[1], bob, now, "r");
+    store.pump(&mut n);
+    let json = ServerMsg::Candidate {
+        from: "b1".into(),
+        candidate: crate::msg::IceCandidate::new("candidate:1 1 udp 1 10.0.0.1 9 typ host"),
+    }
+    .to_json();
+    assert_eq!(n[0].cluster_deliver("a1", &json), Some(alice));
+    assert_eq!(n[0].stats().cluster_delivered, 1);
+    assert_eq!(n[0].stats().relayed_of("candidate"), 1);
+    // Not here, or not a relayed message: nothing, and no delivery counted.
+    assert_eq!(n[0].cluster_deliver("a9", &json), None);
+    let welcome = n[0].connect(now).expect("connect").1.to_json();
+    assert_eq!(n[0].cluster_deliver("a1", &welcome), None);
+    assert_eq!(n[0].stats().cluster_delivered, 1);
+    // From a peer that shares no room with the addressee: refused.
+    let stranger = ServerMsg::Bye { from: "b7".into() }.to_json();
+    assert_eq!(n[0].cluster_deliver("a1", &stranger), None);
+    assert_eq!(n[0].stats().cluster_refused, 1);
 }
