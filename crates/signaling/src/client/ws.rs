@@ -11,11 +11,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::Error as WsError;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::{SignalingTransport, TransportError};
 use crate::msg::{ClientMsg, ParseError, ServerMsg};
+
+/// The WebSocket layer's read buffer, in bytes (the server's is the same
+/// size): a signaling message is read in a few chunks at worst.
+const READ_BUFFER: usize = 4 * 1024;
 
 /// A [`SignalingTransport`] over a WebSocket: `ws://` URLs, and `wss://`
 /// ones with a TLS client configuration from the caller
@@ -93,9 +98,14 @@ impl WsTransport {
         } else {
             Stream::Plain(tcp)
         };
-        let (ws, _response) = tokio_tungstenite::client_async(request, stream)
-            .await
-            .map_err(ws_error)?;
+        // tungstenite zeroes its whole read buffer before every read
+        // attempt (128 KiB by default): a small one costs little per wakeup
+        // and still reads a 64 KiB message in a few chunks.
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let (ws, _response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                .await
+                .map_err(ws_error)?;
         Ok(WsTransport { ws })
     }
 
