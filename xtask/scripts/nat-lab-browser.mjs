@@ -235,7 +235,21 @@ try {
 
   step('p2p connect -> tab: lines intact');
   // getStats while the connection is up and carrying data.
-  const tab = await until('getStats: a selected pair', () => page.evaluate(tabStats));
+  let tab = await until('getStats: a selected pair', () => page.evaluate(tabStats));
+  // Relay first, upgrade later: p2p connect may renominate a better pair
+  // just as the tab's stats are read. Read them again (bounded: 5 s) until
+  // the tab's end is the remote end of p2p connect's latest path; if they
+  // never agree, the check below reports the last reading.
+  const sync = Date.now() + 5000;
+  for (;;) {
+    const paths = cli.events.filter((e) => e.event === 'ready' || e.event === 'path_changed');
+    const latest = paths[paths.length - 1];
+    const local = tab.pair.local;
+    if (!latest || (local.address && `${local.address}:${local.port}` === latest.remote_address)) break;
+    if (Date.now() > sync) break;
+    await new Promise((r) => setTimeout(r, 100));
+    tab = await until('getStats: a selected pair', () => page.evaluate(tabStats));
+  }
   if (tab.dtlsState !== 'connected') fail(`the tab's DTLS transport is ${tab.dtlsState}`);
   if (!sameFp(tab.remoteCert, ready.local_fingerprint)) {
     fail(`the tab sees certificate ${tab.remoteCert}; p2p connect says its own is ${ready.local_fingerprint}`);
