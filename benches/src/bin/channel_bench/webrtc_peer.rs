@@ -219,6 +219,22 @@ async fn describe(side: &Side, offer: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// One offer/answer between `a` (offerer) and `b`, each description
+/// complete (every candidate gathered) before it is handed over.
+async fn offer_answer(a: &Side, b: &Side) -> Result<(), String> {
+    describe(&a, true).await?;
+    let offer = a.pc.local_description().await.ok_or("no offer")?;
+    b.pc.set_remote_description(offer)
+        .await
+        .map_err(|e| e.to_string())?;
+    describe(&b, false).await?;
+    let answer = b.pc.local_description().await.ok_or("no answer")?;
+    a.pc.set_remote_description(answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 async fn transfer(job: Job, big: bool, reactor: bool) -> Result<Outcome, String> {
     let (a, b) = (peer(big, reactor).await?, peer(big, reactor).await?);
     let n = job.messages();
@@ -233,16 +249,7 @@ async fn transfer(job: Job, big: bool, reactor: bool) -> Result<Outcome, String>
         .await
         .map_err(|e| e.to_string())?;
 
-    describe(&a, true).await?;
-    let offer = a.pc.local_description().await.ok_or("no offer")?;
-    b.pc.set_remote_description(offer)
-        .await
-        .map_err(|e| e.to_string())?;
-    describe(&b, false).await?;
-    let answer = b.pc.local_description().await.ok_or("no answer")?;
-    a.pc.set_remote_description(answer)
-        .await
-        .map_err(|e| e.to_string())?;
+    offer_answer(&a, &b).await?;
 
     // The receiver: every message of the peer's channel, counted.
     let rx = tokio::time::timeout(Duration::from_secs(20), b.channel)
@@ -351,16 +358,7 @@ async fn connected() -> Result<Kept, String> {
         a.pc.create_data_channel("idle", None)
             .await
             .map_err(|e| e.to_string())?;
-    describe(&a, true).await?;
-    let offer = a.pc.local_description().await.ok_or("no offer")?;
-    b.pc.set_remote_description(offer)
-        .await
-        .map_err(|e| e.to_string())?;
-    describe(&b, false).await?;
-    let answer = b.pc.local_description().await.ok_or("no answer")?;
-    a.pc.set_remote_description(answer)
-        .await
-        .map_err(|e| e.to_string())?;
+    offer_answer(&a, &b).await?;
     let rx = tokio::time::timeout(Duration::from_secs(20), b.channel)
         .await
         .map_err(|_| "no channel from the peer within 20 s")?
