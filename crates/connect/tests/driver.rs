@@ -808,6 +808,50 @@ async fn a_receiver_that_stops_reading_holds_the_sender_back_and_loses_nothing()
     assert_eq!(sent.load(Ordering::Relaxed), COUNT);
 }
 
+/// A message over the peer's max-message-size (RFC 8841) is refused by
+/// `send` with its length and the limit, in the middle of a stream of
+/// messages under it: nothing of it is sent, and every message around it
+/// arrives once, in order.
+#[tokio::test]
+async fn a_message_over_the_peers_limit_is_refused_and_the_messages_around_it_arrive_in_order() {
+    use p2p_connect::SendError;
+    const MSG: usize = 16 * 1024;
+    const LIMIT: u32 = 32 * 1024;
+    let url = signaling(Limits::default()).await;
+    let mut small = config(&url, "limit");
+    small.max_message_size = LIMIT;
+    let (a, b) = pair(config(&url, "limit"), small).await;
+    let tx = a
+        .open_channel(ChannelOptions::new("sized"))
+        .await
+        .expect("open");
+    let rx = bounded("the channel", b.accept_channel())
+        .await
+        .expect("accepted");
+    let msg = |i: u8| vec![i; MSG];
+    for i in 0..40u8 {
+        bounded("a send", tx.send(msg(i))).await.expect("queued");
+        if i == 20 {
+            let big = vec![0xee; LIMIT as usize + 1];
+            let r = bounded("the large send", tx.send(big)).await;
+            assert_eq!(
+                r,
+                Err(SendError::TooLarge {
+                    len: LIMIT as usize + 1,
+                    max: LIMIT
+                })
+            );
+        }
+    }
+    for i in 0..40u8 {
+        let m = bounded("a message", rx.recv()).await.expect("received");
+        assert_eq!(m.data, msg(i), "message {i}");
+    }
+    // Nothing else: the refused message was not sent.
+    let extra = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await;
+    assert!(extra.is_err(), "an unexpected message: {extra:?}");
+}
+
 /// A STUN server over TCP only (nothing on UDP): it answers each Binding
 /// request with `ip` and the port the connection came from (the mapping
 /// of a NAT that keeps ports) and tells where each connection came from.

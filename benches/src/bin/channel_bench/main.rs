@@ -13,6 +13,11 @@
 //! marked incomplete. Every message is checked (its length, and its
 //! sequence number for the ordered channels).
 //!
+//! With each run's rate, the CPU time the process spent on it (every
+//! thread, user and system, setup included) is printed, per 100 MiB and
+//! as CPUs busy during the transfer; the table gives the median CPU per
+//! 100 MiB.
+//!
 //! `channel_bench [--mib N] [--runs N] [--limit S] [--only NAME]` (a name,
 //! or a part of names) prints a
 //! Markdown table; `cargo xtask bench channel` runs it and writes
@@ -123,6 +128,26 @@ impl Outcome {
     fn mbps(&self) -> f64 {
         self.bytes as f64 / self.elapsed.as_secs_f64().max(1e-9) / 1e6
     }
+}
+
+/// CPU time (user + system) of the whole process so far, every thread,
+/// those that ended included (`getrusage(RUSAGE_SELF)`); zero where it
+/// cannot be read.
+fn cpu_time() -> Duration {
+    // SAFETY: `getrusage` writes one `rusage` into the zeroed value we
+    // own; nothing else is touched.
+    #[allow(unsafe_code)]
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut u) != 0 {
+            return Duration::ZERO;
+        }
+        u
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// The first 8 bytes of message `i`: its number; the rest a pattern.
@@ -282,8 +307,10 @@ fn main() {
         MESSAGE / 1024,
         a.runs
     );
-    println!("| stack | best MB/s | median MB/s | runs (MB/s) | note |");
-    println!("|---|---:|---:|---|---|");
+    println!(
+        "| stack | best MB/s | median MB/s | runs (MB/s) | CPU s per 100 MiB (median) | note |"
+    );
+    println!("|---|---:|---:|---|---:|---|");
     let all = contenders();
     // `--only NAME` picks that contender if one has exactly that name,
     // else every one whose name contains it.
@@ -298,18 +325,27 @@ fn main() {
             continue;
         }
         let mut figures = Vec::new();
+        let mut cpus = Vec::new();
         let mut notes = Vec::new();
         for run in 0..a.runs {
-            match f(job) {
+            let cpu_before = cpu_time();
+            let outcome = f(job);
+            // The whole run's CPU (both peers, setup and teardown included:
+            // milliseconds beside the transfer's seconds), per 100 MiB moved.
+            let cpu = (cpu_time() - cpu_before).as_secs_f64();
+            match outcome {
                 Ok(o) => {
+                    let per = cpu * (100.0 * 1024.0 * 1024.0) / (o.bytes.max(1) as f64);
                     eprintln!(
-                        "channel_bench: {name} run {}: {} bytes in {:?}: {:.1} MB/s{}",
+                        "channel_bench: {name} run {}: {} bytes in {:?}: {:.1} MB/s, CPU {cpu:.2} s ({per:.2} s per 100 MiB, {:.2} CPUs busy){}",
                         run + 1,
                         o.bytes,
                         o.elapsed,
                         o.mbps(),
+                        cpu / o.elapsed.as_secs_f64().max(1e-9),
                         if o.complete { "" } else { " (incomplete)" }
                     );
+                    cpus.push(per);
                     if !o.complete {
                         notes.push(format!("run {} incomplete", run + 1));
                     }
@@ -328,9 +364,13 @@ fn main() {
             .get(sorted.len() / 2)
             .map_or("–".into(), |x| format!("{x:.0}"));
         let runs: Vec<String> = figures.iter().map(|x| format!("{x:.0}")).collect();
+        cpus.sort_by(|x, y| x.total_cmp(y));
+        let cpu = cpus
+            .get(cpus.len() / 2)
+            .map_or("–".into(), |x| format!("{x:.2}"));
         notes.dedup();
         println!(
-            "| {what} | {best} | {median} | {} | {} |",
+            "| {what} | {best} | {median} | {} | {cpu} | {} |",
             runs.join(", "),
             notes.join("; ")
         );

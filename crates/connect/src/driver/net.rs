@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use crate::Transport;
 
 /// Largest datagram read.
-const MAX_DATAGRAM: usize = 65536;
+pub(super) const MAX_DATAGRAM: usize = 65536;
 /// Time allowed to open a TCP/TLS connection to a TURN server.
 const STREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -73,9 +73,6 @@ pub(super) fn batched(sock: &UdpSocket) -> Option<Batched> {
         }
     }
 }
-
-/// Reads handed over per `recvmmsg`.
-const READ_BATCH: usize = 4;
 
 /// The local IPs to bind: the configured ones, or every interface address
 /// that is up, without link-local ones, and without loopback unless asked
@@ -208,12 +205,13 @@ pub(super) fn spawn_udp_reader(
     })
 }
 
-/// How long a socket reader keeps its receive buffers after its last
-/// read. An idle connection (a consent check every few seconds) then holds
-/// none most of the time: a host socket's batched reader needs up to
+/// How long a socket reader (and the driver's own reads of the host
+/// sockets, `run/host.rs`) keeps its receive buffers after its last read.
+/// An idle connection (a consent check every few seconds) then holds none
+/// most of the time: the batched reads of the host sockets need up to
 /// 4 × 96 KB, which was more than half of an idle connection's memory.
 /// A flow that pauses longer pays one allocation when it resumes.
-const IDLE_BUFFERS: Duration = Duration::from_millis(200);
+pub(super) const IDLE_BUFFERS: Duration = Duration::from_millis(200);
 
 /// A socket reader's receive buffers, held only while datagrams flow:
 /// made when the socket becomes readable, dropped once [`IDLE_BUFFERS`]
@@ -278,63 +276,6 @@ pub(super) struct TurnStream {
     pub(super) local: SocketAddr,
     /// The name the server's TLS certificate is checked against.
     pub(super) host: String,
-}
-
-/// Reads batches of datagrams from a host socket (`recvmmsg`, GRO) into
-/// `tx` until the driver goes away: one copy and one hand-over per read,
-/// however many datagrams it holds.
-pub(super) fn spawn_batched_reader(
-    tasks: &mut JoinSet<()>,
-    local: SocketAddr,
-    sock: Arc<UdpSocket>,
-    state: Batched,
-    tx: mpsc::Sender<Inbound>,
-) {
-    tasks.spawn(async move {
-        // A GRO read holds up to `gro_segments` datagrams of up to 1,500
-        // bytes (the path MTU bounds them, not our datagram size).
-        let size = (state.gro_segments() * 1500).max(MAX_DATAGRAM);
-        let make = || -> [Vec<u8>; READ_BATCH] { std::array::from_fn(|_| vec![0u8; size]) };
-        let mut held = Held::new();
-        let mut meta = [quinn_udp::RecvMeta::default(); READ_BATCH];
-        loop {
-            let r = match held.readable(&sock, make).await {
-                Ok(bufs) => sock
-                    .try_io(tokio::io::Interest::READABLE, || {
-                        let mut slices = bufs.each_mut().map(|b| io::IoSliceMut::new(&mut b[..]));
-                        state.recv(quinn_udp::UdpSockRef::from(&*sock), &mut slices, &mut meta)
-                    })
-                    .map(|n| (n, bufs)),
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok((n, bufs)) => {
-                    for (m, b) in meta.iter().zip(bufs.iter()).take(n) {
-                        let Some(bytes) = b.get(..m.len) else {
-                            continue;
-                        };
-                        let msg = Inbound {
-                            transport: Transport::Udp,
-                            local,
-                            remote: m.addr,
-                            bytes: bytes.to_vec(),
-                            stride: if m.stride == 0 { usize::MAX } else { m.stride },
-                        };
-                        if tx.send(msg).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                // Readiness that was not (another read took it): wait again.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
-                Err(e) => {
-                    tracing::debug!("UDP {local}: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    });
 }
 
 /// Opens a TCP (or TLS) connection to a TURN server and spawns its reader

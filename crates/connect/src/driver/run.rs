@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 mod gso;
+mod host;
 mod probe;
 mod reattach;
 mod setup;
@@ -123,6 +124,8 @@ struct Driver {
     sockets: HashMap<SocketAddr, Arc<UdpSocket>>,
     /// The host sockets' batched I/O (GSO), by local address.
     batched: HashMap<SocketAddr, super::net::Batched>,
+    /// The host sockets with batched I/O, which the loop reads itself.
+    hosts: host::HostReads,
     /// Transmits waiting to go out in one GSO call.
     gso: gso::Gso,
     /// The mDNS socket (it is in `sockets` too), joined on first use.
@@ -247,6 +250,10 @@ impl Driver {
             // number of rounds in a row, so that the others still come.
             if fast < FAST_ROUNDS {
                 fast += 1;
+                if self.read_hosts() {
+                    self.due_timeout();
+                    continue;
+                }
                 if let Ok(inb) = self.inbound.try_recv() {
                     self.on_inbound(inb);
                     self.due_timeout();
@@ -261,15 +268,20 @@ impl Driver {
                 }
             }
             fast = 0;
-            let wake = [self.negotiation.poll_timeout(), self.reconnect_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .map_or_else(far_future, tokio::time::Instant::from_std);
+            let wake = [
+                self.negotiation.poll_timeout(),
+                self.reconnect_timeout(),
+                self.hosts.release_at(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or_else(far_future, tokio::time::Instant::from_std);
             if timer.deadline() != wake {
                 timer.as_mut().reset(wake);
             }
             tokio::select! {
+                i = self.hosts.readable() => self.on_readable(i),
                 Some(inb) = self.inbound.recv() => self.on_inbound(inb),
                 Some(f) = self.stream_failed.1.recv() => {
                     // A redirect's target cannot be reached, or the server
@@ -333,7 +345,9 @@ impl Driver {
                     }
                 }
                 () = &mut timer => {
-                    self.negotiation.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.hosts.release_if_idle(now);
+                    self.negotiation.handle_timeout(now);
                 }
                 r = self.upnp.outcome() => self.on_upnp(r).await,
                 _ = async {
@@ -354,6 +368,32 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// A host socket is readable: one batch read, handed in as one batch.
+    fn on_readable(&mut self, i: usize) {
+        let now = Instant::now();
+        let n = self.hosts.try_read(i, now);
+        if n > 0 {
+            self.negotiation
+                .handle_inputs(now, self.hosts.datagrams(i, n));
+        }
+    }
+
+    /// A batch read of every host socket that has datagrams waiting
+    /// (when none waits: no system call); whether any had.
+    fn read_hosts(&mut self) -> bool {
+        let now = Instant::now();
+        let mut any = false;
+        for i in 0..self.hosts.len() {
+            let n = self.hosts.try_read(i, now);
+            if n > 0 {
+                self.negotiation
+                    .handle_inputs(now, self.hosts.datagrams(i, n));
+                any = true;
+            }
+        }
+        any
     }
 
     /// A read arrived: take what else is already there, and hand it in as
@@ -805,6 +845,13 @@ impl Driver {
                 .map_or(limit, tokio::time::Instant::from_std)
                 .min(limit);
             tokio::select! {
+                i = self.hosts.readable() => {
+                    let now = Instant::now();
+                    let n = self.hosts.try_read(i, now);
+                    if n > 0 {
+                        self.negotiation.handle_inputs(now, self.hosts.datagrams(i, n));
+                    }
+                }
                 Some(inb) = self.inbound.recv() => {
                     for d in inb.datagrams() {
                         let _ = self.negotiation.handle_input(Instant::now(), d);

@@ -165,17 +165,17 @@ pub(super) async fn setup(
     let mut tasks = JoinSet::new();
     // The host sockets read and send in batches where the OS can (GRO,
     // recvmmsg, GSO); the mDNS socket below does not.
+    // Those the driver's loop reads itself (run/host.rs).
     let mut batched = HashMap::new();
+    let mut host_reads = Vec::new();
     for (a, s) in &sockets {
         match config.batched_io.then(|| net::batched(s)).flatten() {
             Some(state) => {
-                net::spawn_batched_reader(
-                    &mut tasks,
-                    *a,
-                    s.clone(),
-                    state.clone(),
-                    inbound_tx.clone(),
-                );
+                host_reads.push(super::host::HostSocket {
+                    local: *a,
+                    sock: s.clone(),
+                    state: state.clone(),
+                });
                 batched.insert(*a, state);
             }
             None => {
@@ -366,6 +366,7 @@ pub(super) async fn setup(
         controlling,
         sockets: sockets.into_iter().chain(mdns_socket).collect(),
         batched,
+        hosts: super::host::HostReads::new(host_reads),
         gso: super::gso::Gso::default(),
         mdns,
         streams,
