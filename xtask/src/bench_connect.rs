@@ -51,7 +51,7 @@ pub(crate) fn ice(args: &[String]) -> Result<(), String> {
     )
 }
 
-/// `cargo xtask bench cluster` (benches/src/bin/cluster_bench.rs):
+/// `cargo xtask bench cluster` (benches/src/bin/cluster_bench/):
 /// signaling through two `p2p serve` nodes on a real `redis-server`, same
 /// node and different nodes in one run. Needs `redis-server`.
 pub(crate) fn cluster(args: &[String]) -> Result<(), String> {

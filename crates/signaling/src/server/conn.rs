@@ -136,9 +136,14 @@ where
             out = rx.recv() => match out {
                 Some(Outbound::Text(text)) => {
                     let len = text.len();
+                    tracing::trace!(target: "p2p_hop", hop = "write", msg = text.as_str());
                     (Message::text(text), len)
                 }
-                Some(Outbound::Relay(msg, len)) => (Message::text(msg.to_json()), len),
+                Some(Outbound::Relay(msg, len)) => {
+                    let text = msg.to_json();
+                    tracing::trace!(target: "p2p_hop", hop = "write", msg = text.as_str());
+                    (Message::text(text), len)
+                }
                 Some(Outbound::Close(reason)) => return Some(reason),
                 None => return None,
             },
@@ -172,6 +177,7 @@ where
         let event = match frames.next().await {
             // Parsed here, on this connection's task, not by the hub.
             Some(Ok(Message::Text(text))) => {
+                tracing::trace!(target: "p2p_hop", hop = "read", msg = text.as_str());
                 let cost = text.len().clamp(1, shared.inbound_budget);
                 let cost = u32::try_from(cost).unwrap_or(u32::MAX);
                 let Ok(permit) = budget.clone().acquire_many_owned(cost).await else {

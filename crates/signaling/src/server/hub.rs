@@ -1,6 +1,12 @@
 //! The task that owns the [`Rooms`]: connection tasks send it events, it
 //! answers through each connection's bounded queue and never awaits a
 //! connection.
+//!
+//! Trace events of target `p2p_hop` mark each hop of a relayed message
+//! (here, in the connection tasks and in the cluster store), with the
+//! message itself: `cluster_bench --hops` reads them to break a message's
+//! latency down. Off unless a subscriber enables that target (do not in
+//! production: they carry the messages' SDP and candidates).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -142,6 +148,7 @@ pub(super) async fn run(
                 // hands over what one read from Redis brought) must not
                 // look like a slow reader's backlog.
                 ClusterEvent::Deliver { to, json } => {
+                    tracing::trace!(target: "p2p_hop", hop = "deliver", msg = json.as_str());
                     if let Some(conn) = rooms.cluster_deliver(&to, &json) {
                         written = Some((conn, json));
                     }
@@ -166,6 +173,7 @@ pub(super) async fn run(
         }
         deliver(&mut rooms, &mut conns, pending, relay_bound, limits);
         while let Some(op) = rooms.poll_cluster() {
+            tracing::trace!(target: "p2p_hop", hop = "hub", msg = ?op);
             if let Some(c) = &cluster {
                 if c.ops.try_send(op).is_err() {
                     metrics.cluster_op_dropped();
@@ -202,6 +210,7 @@ fn deliver(
             // receiver's task; the hub's own small messages here.
             let (out, len) = match (msg, relay_bound) {
                 (Pending::Msg(msg), Some(bound)) if is_relay(&msg) => {
+                    tracing::trace!(target: "p2p_hop", hop = "hub", msg = ?msg);
                     (Outbound::Relay(msg, bound), bound)
                 }
                 (Pending::Msg(msg), _) => {

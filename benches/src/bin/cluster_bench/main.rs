@@ -16,6 +16,10 @@
 //! loaded machine slows (the clients run in this process too) from being
 //! closed as a slow reader, on one node as across nodes.
 //!
+//! `--hops` stamps each paced message at every hop of its path (the
+//! server's `p2p_hop` trace events, see `hops.rs`) and prints, per run,
+//! each hop's p50/p99 and where the slowest 1 % spent their time.
+//!
 //! Besides the rates it gives the CPU time of each back-to-back run per
 //! message (this process: nodes and clients; and `redis-server`): what a
 //! message costs, which a loaded machine does not skew as it skews rates.
@@ -27,6 +31,11 @@ use std::time::{Duration, Instant};
 use p2p_signaling::{IceCandidate, ServerMsg, SignalingClient};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+mod hops;
 
 struct Redis(Child, u16);
 
@@ -109,6 +118,8 @@ struct Run {
     messages: u64,
     /// CPU seconds of this process and of redis-server over the run.
     cpu: (f64, f64),
+    /// Where the time went (`--hops`, paced runs).
+    hops: Option<hops::Breakdown>,
 }
 
 /// User + system CPU seconds of process `pid` (`self` for this one), from
@@ -136,6 +147,8 @@ struct Load {
     pace: Option<Duration>,
     /// Most messages a sender is ahead of its receiver.
     window: usize,
+    /// Stamp every hop (`--hops`; paced runs only).
+    hops: bool,
 }
 
 async fn run(a: &str, b: &str, tag: &str, load: Load, redis_pid: &str) -> Result<Run, String> {
@@ -144,7 +157,9 @@ async fn run(a: &str, b: &str, tag: &str, load: Load, redis_pid: &str) -> Result
         messages,
         pace,
         window,
+        hops,
     } = load;
+    let hops = hops && pace.is_some();
     let mut ready = Vec::new();
     for i in 0..pairs {
         let room = format!("{tag}-{i}");
@@ -166,13 +181,14 @@ async fn run(a: &str, b: &str, tag: &str, load: Load, redis_pid: &str) -> Result
         }
         ready.push((rx, tx));
     }
-    let t0 = Arc::new(Instant::now());
+    if hops {
+        hops::clear();
+    }
     let started = Instant::now();
     let cpu0 = (cpu_seconds("self"), cpu_seconds(redis_pid));
     let mut tasks = JoinSet::new();
     for (mut rx, mut tx) in ready {
         let to = rx.peer_id().to_owned();
-        let t0s = t0.clone();
         let ahead = Arc::new(Semaphore::new(window));
         let got = ahead.clone();
         tasks.spawn(async move {
@@ -186,7 +202,7 @@ async fn run(a: &str, b: &str, tag: &str, load: Load, redis_pid: &str) -> Result
                     Err(_) => break,
                 }
                 let mut c = IceCandidate::new("candidate:1 1 udp 1 127.0.0.1 9 typ host");
-                c.username_fragment = Some(t0s.elapsed().as_nanos().to_string());
+                c.username_fragment = Some(hops::now_ns().to_string());
                 if tx.send_candidate(&to, c).await.is_err() {
                     break;
                 }
@@ -196,18 +212,20 @@ async fn run(a: &str, b: &str, tag: &str, load: Load, redis_pid: &str) -> Result
             drop(tx);
             Vec::new()
         });
-        let t0r = t0.clone();
         tasks.spawn(async move {
             let mut lat = Vec::with_capacity(messages);
             while lat.len() < messages {
                 match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await {
                     Ok(Ok(Some(ServerMsg::Candidate { candidate, .. }))) => {
-                        let sent: u128 = candidate
+                        let sent: u64 = candidate
                             .username_fragment
                             .and_then(|u| u.parse().ok())
                             .unwrap_or(0);
-                        let now = t0r.elapsed().as_nanos();
-                        lat.push(Duration::from_nanos(now.saturating_sub(sent) as u64));
+                        let now = hops::now_ns();
+                        if hops {
+                            hops::stamp("client", sent, now);
+                        }
+                        lat.push(Duration::from_nanos(now.saturating_sub(sent)));
                         got.add_permits(1);
                     }
                     Ok(Ok(Some(_))) => {}
@@ -253,6 +271,7 @@ async fn run(a: &str, b: &str, tag: &str, load: Load, redis_pid: &str) -> Result
         p99: at(0.99),
         messages: all.len() as u64,
         cpu,
+        hops: hops.then(hops::take),
     })
 }
 
@@ -290,14 +309,43 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// Prints one run's per-hop table.
+fn print_hops(title: &str, b: &hops::Breakdown) {
+    let us = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1e6);
+    println!(
+        "\n{title}: {} messages, end to end p50 {} us, p99 {} us; store round trips with publishes: {} (p50 {} us, p99 {} us)\n",
+        b.messages,
+        us(b.total.0),
+        us(b.total.1),
+        b.rtt.2,
+        us(b.rtt.0),
+        us(b.rtt.1),
+    );
+    println!("| hop | p50 us | p99 us | mean over the slowest 1 % us |");
+    println!("|---|---:|---:|---:|");
+    for (hop, p50, p99, tail) in &b.rows {
+        println!("| {hop} | {} | {} | {} |", us(*p50), us(*p99), us(*tail));
+    }
+}
+
 fn main() -> Result<(), String> {
     let pairs = arg("--pairs", 20);
     let messages = arg("--messages", 2000);
     let repeat = arg("--repeat", 3).max(1);
     let window = arg("--window", 128).max(1);
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+    let with_hops = std::env::args().any(|a| a == "--hops");
+    hops::epoch();
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_filter(tracing_subscriber::EnvFilter::from_default_env());
+    let hop_layer = with_hops.then(|| {
+        hops::HopLayer.with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.target() == "p2p_hop"
+        }))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(hop_layer)
         .try_init();
     let redis = start_redis()?;
     let redis_pid = redis.0.id().to_string();
@@ -317,6 +365,7 @@ fn main() -> Result<(), String> {
                 messages,
                 pace: None,
                 window,
+                hops: with_hops,
             };
             let same = run(&n0, &n0, &tag("same"), flood, rp).await?;
             let before = redis_commands(&redis);
@@ -420,6 +469,23 @@ fn main() -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", "),
     );
+    if with_hops {
+        println!(
+            "\nWhere the time goes (--hops), each sender every 10 ms: per hop, the time since the hop before it."
+        );
+        for (i, r) in rounds.iter().enumerate() {
+            for (name, run) in [
+                ("same node", &r.same_l),
+                ("different nodes", &r.cross_l),
+                ("same node, one sender", &r.same_1),
+                ("different nodes, one sender", &r.cross_1),
+            ] {
+                if let Some(b) = &run.hops {
+                    print_hops(&format!("run {}, {name}", i + 1), b);
+                }
+            }
+        }
+    }
     // The servers run on the runtime: leave without waiting for them.
     rt.shutdown_background();
     Ok(())
