@@ -25,7 +25,9 @@
 //! MTU: the packet size is not raised to win).
 //!
 //! `channel_floor [--mib N] [--runs N] [--only NAME] [--batch N] [--allocs]`
-//! prints a Markdown table (medians over the runs, and the best);
+//! prints a Markdown table (medians over the runs, and the best), then
+//! (unless `--only` names a layer) the per-packet costs inside the
+//! libraries beside what a fix would make them (`raw.rs`);
 //! `--allocs` counts heap allocations per datagram on each side (a
 //! counting allocator; it costs time, so the timed figures of such a run
 //! are not comparable). Profile it with
@@ -33,6 +35,7 @@
 #![allow(clippy::disallowed_methods)] // a benchmark reads the clock
 
 mod layers;
+mod raw;
 mod sessions;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -174,7 +177,7 @@ impl Run {
 
 /// This thread's CPU time (not the wall clock: on a loaded machine the
 /// thread is descheduled at times, and that is not the stack's cost).
-fn thread_cpu() -> Duration {
+pub(crate) fn thread_cpu() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -364,6 +367,9 @@ fn main() {
                 format!(" ({note})")
             }
         );
+    }
+    if a.only.as_deref().is_none_or(|o| "raw".contains(o)) {
+        raw::table();
     }
     if failed {
         std::process::exit(1);
