@@ -145,8 +145,20 @@ pub(crate) fn human(bytes: u64) -> String {
     }
 }
 
+/// A line of `p2p send`/`receive`: with `--json`, `event` with `fields`
+/// and the text; otherwise the text.
+fn announce(report: &Report, event: &str, text: String, mut fields: serde_json::Value) {
+    if report.json() {
+        fields["text"] = text.into();
+        report.json_line(event, fields);
+    } else {
+        report.say(event, text);
+    }
+}
+
 /// A progress bar (rate, ETA) on a terminal; `progress` JSON lines with
-/// `--json`; nothing otherwise.
+/// `--json` (about once a second, and once more when every byte is in);
+/// nothing otherwise.
 struct Progress<'a> {
     bar: Option<indicatif::ProgressBar>,
     report: &'a Report,
@@ -184,16 +196,30 @@ impl<'a> Progress<'a> {
         if let Some(bar) = &self.bar {
             bar.set_position(done);
         }
-        if self.report.json() && self.last_json.elapsed() >= PROGRESS_EVERY {
+        if self.last_json.elapsed() >= PROGRESS_EVERY {
+            self.json(done);
+        }
+    }
+
+    fn json(&mut self, done: u64) {
+        if self.report.json() {
             self.last_json = Instant::now();
             self.report.json_line(
                 "progress",
                 serde_json::json!({
                     "bytes": done, "total": self.total,
                     "bytes_per_sec": rate(done, self.started.elapsed()),
+                    "text": format!("{} of {}", human(done), human(self.total)),
                 }),
             );
         }
+    }
+
+    /// Every byte is in: the last `progress` line (`bytes` = `total`),
+    /// however short the transfer, and the bar goes.
+    fn complete(&mut self) {
+        self.json(self.total);
+        self.finish();
     }
 
     fn finish(&self) {
@@ -274,7 +300,12 @@ async fn send_on(
         Control::Reject { reason } => return Err(format!("the receiver refused: {reason}").into()),
         other => return Err(format!("the receiver answered {other:?} to the offer").into()),
     }
-    report.say("sending", format!("sending {name} ({})", human(size)));
+    announce(
+        report,
+        "sending",
+        format!("sending {name} ({})", human(size)),
+        serde_json::json!({ "name": name, "bytes": size }),
+    );
     let started = Instant::now();
     let mut progress = Progress::new(report, size, "sending");
     let mut hasher = Sha256::new();
@@ -305,10 +336,11 @@ async fn send_on(
         }
         progress.set(sent);
     }
-    progress.finish();
     if sent != size {
+        progress.finish();
         return Err(format!("{name} changed while being sent ({sent} of {size} bytes)").into());
     }
+    progress.complete();
     let sha256 = hex(&hasher.finalize());
     ch.send_text(
         Control::End {
@@ -318,7 +350,12 @@ async fn send_on(
     )
     .await
     .map_err(|e| went_away(e, sent, size))?;
-    report.say("sent", "every byte sent; waiting for the receiver's check");
+    announce(
+        report,
+        "sent",
+        "every byte sent; waiting for the receiver's check".into(),
+        serde_json::json!({ "name": name, "bytes": size, "sha256": sha256 }),
+    );
     match next_control(&ch, "receiver").await? {
         Control::Done { sha256: theirs } if theirs == sha256 => {}
         Control::Done { sha256: theirs } => {
@@ -477,7 +514,13 @@ async fn receive_on(
     // dropping it when the signal reaches it first), the partial file goes.
     let mut guard = PartFile(Some(part.clone()));
     ch.send_text(Control::Accept.encode()).await?;
-    report.say("receiving", format!("receiving {name} ({})", human(size)));
+    announce(
+        report,
+        "receiving",
+        format!("receiving {name} ({})", human(size)),
+        serde_json::json!({ "name": name, "bytes": size }),
+    );
+    let started = Instant::now();
     let r = tokio::select! {
         r = receive_bytes(&ch, report, file, &name, size) => r,
         () = crate::connect_cmd::interrupted() => {
@@ -519,11 +562,13 @@ async fn receive_on(
                 .encode(),
             )
             .await?;
+            let took = started.elapsed();
             report.json_line(
                 "done",
                 serde_json::json!({
                     "name": name, "bytes": size, "sha256": sha256,
                     "path": target.display().to_string(),
+                    "ms": took.as_millis() as u64, "bytes_per_sec": rate(size, took),
                     "text": format!("received {name}; sha256 matches the sender's"),
                 }),
             );
@@ -605,12 +650,13 @@ async fn receive_bytes(
             .map_err(|e| format!("{name}: {e}"))?;
         progress.set(got);
     };
-    progress.finish();
     if got != size {
+        progress.finish();
         return Err(format!(
             "the sender ended after {got} of the {size} bytes it offered"
         ));
     }
+    progress.complete();
     out.flush().await.map_err(|e| format!("{name}: {e}"))?;
     out.get_ref()
         .sync_all()
@@ -622,6 +668,14 @@ async fn receive_bytes(
             "sha256 mismatch: the sender read {theirs}, we wrote {ours}"
         ));
     }
+    // JSON only: on a terminal the `done` line right after says it.
+    report.json_line(
+        "received",
+        serde_json::json!({
+            "name": name, "bytes": got, "sha256": ours,
+            "text": "every byte received and written; sha256 matches the sender's",
+        }),
+    );
     Ok(ours)
 }
 

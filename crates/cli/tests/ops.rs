@@ -604,3 +604,53 @@ fn an_address_the_machine_does_not_have_stops_p2p_serve_with_the_fix() {
     assert!(err.contains("--external-ip 192.0.2.1"), "{err}");
     assert!(err.contains("--relay-ip IP"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_on_a_wildcard_address_hands_out_its_relay_ip_or_stops_p2p_serve_with_the_fix() {
+    let turn = [
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--signaling",
+        "127.0.0.1:0",
+        "--realm",
+        "example.org",
+        "--auth-secret",
+        "s",
+    ];
+    // No relay IP of the family of 0.0.0.0: no address to name the
+    // server by in the URLs handed out.
+    for extra in [&[][..], &["--relay-ip", "::1"][..]] {
+        let mut args = turn.to_vec();
+        args.extend(extra);
+        let out = tokio::task::spawn_blocking(move || run(&args))
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?} started: {err}");
+        assert!(err.contains("STUN listens on 0.0.0.0 or ::"), "{err}");
+        assert!(err.contains("--public-host HOST"), "{err}");
+        assert!(err.contains("--relay-ip IP"), "{err}");
+    }
+    // With one, the URLs name it (the wildcard socket receives on it).
+    let d = tokio::task::spawn_blocking(move || {
+        Daemon::start(&[&turn[1..], &["--relay-ip", "127.0.0.1"][..]].concat())
+    })
+    .await
+    .unwrap();
+    let port = d.udp().port();
+    let mut c = p2p_signaling::SignalingClient::connect(&d.ws_url())
+        .await
+        .unwrap();
+    c.join("wild", None, None).await.unwrap();
+    let urls: Vec<String> = c
+        .ice_servers()
+        .iter()
+        .flat_map(|s| s.urls.clone())
+        .collect();
+    assert!(urls.contains(&format!("stun:127.0.0.1:{port}")), "{urls:?}");
+    assert!(
+        urls.contains(&format!("turn:127.0.0.1:{port}?transport=udp")),
+        "{urls:?}"
+    );
+}

@@ -185,6 +185,94 @@ fn send_and_receive_move_a_file_intact() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The transfer's `--json` events of `p2p send`/`receive` after `ready`,
+/// in order, up to and including `done` (connection events that may come
+/// in between, such as a late `gathering_complete`, left out).
+fn after_ready(p: &Proc) -> Vec<serde_json::Value> {
+    const TRANSFER: [&str; 6] = [
+        "sending",
+        "receiving",
+        "progress",
+        "sent",
+        "received",
+        "done",
+    ];
+    let all = p.events_until("done", BOUND, |v| v["event"] == "done");
+    let ready = all
+        .iter()
+        .position(|v| v["event"] == "ready")
+        .unwrap_or_else(|| panic!("no ready in {all:#?}"));
+    all[ready + 1..]
+        .iter()
+        .filter(|v| TRANSFER.iter().any(|t| v["event"] == *t))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn send_and_receive_report_json_progress_and_each_sides_sha256_after_ready() {
+    let (_serve, url) = serve();
+    let dir = temp_dir("json");
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    // Small: done in well under the second between periodic reports, so
+    // only the last one (every byte in) comes.
+    let bytes = payload(300 * 1024 + 5);
+    let size = bytes.len() as u64;
+    let src = dir.join("small.bin");
+    std::fs::write(&src, &bytes).expect("write");
+    let want = sha256_hex(&bytes);
+
+    let out_s = out.to_str().expect("utf-8");
+    let src_s = src.to_str().expect("utf-8");
+    let rx = Proc::spawn(&[&["receive", "--out", out_s][..], &net(&url, "json")].concat());
+    let tx = Proc::spawn(&[&["send", src_s][..], &net(&url, "json")].concat());
+    let names = |v: &[serde_json::Value]| -> Vec<String> {
+        v.iter()
+            .map(|e| e["event"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+
+    let sent = after_ready(&tx);
+    assert_eq!(
+        names(&sent),
+        ["sending", "progress", "sent", "done"],
+        "{sent:#?}"
+    );
+    assert_eq!(sent[0]["name"], "small.bin");
+    assert_eq!(sent[0]["bytes"], size);
+    assert_eq!(
+        (&sent[1]["bytes"], &sent[1]["total"]),
+        (&size.into(), &size.into())
+    );
+    assert!(sent[1]["bytes_per_sec"].is_u64());
+    assert_eq!(sent[2]["sha256"], want.as_str());
+    assert_eq!(sent[2]["bytes"], size);
+    assert_eq!(sent[3]["sha256"], want.as_str());
+
+    let got = after_ready(&rx);
+    assert_eq!(
+        names(&got),
+        ["receiving", "progress", "received", "done"],
+        "{got:#?}"
+    );
+    assert_eq!(
+        (&got[0]["name"], &got[0]["bytes"]),
+        (&"small.bin".into(), &size.into())
+    );
+    assert_eq!(
+        (&got[1]["bytes"], &got[1]["total"]),
+        (&size.into(), &size.into())
+    );
+    assert_eq!(got[2]["sha256"], want.as_str());
+    assert_eq!(got[3]["sha256"], want.as_str());
+    assert!(got[3]["ms"].is_u64() && got[3]["bytes_per_sec"].is_u64());
+    for e in sent.iter().chain(&got) {
+        assert!(e["t_ms"].is_u64() && e["text"].is_string(), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_receiver_that_holds_the_name_refuses_and_the_sender_says_why() {
     let (_serve, url) = serve();

@@ -602,7 +602,7 @@ server-reflexive candidate: the helped side is EIM/EIF towards the peer,
 so rule 1 or rule 2 applies with an EIF filter, and **no cell relays with
 router help** (the test fails if one does). A router without the service
 answers nothing (the session's requests go unanswered; gathering waits
-3.5 s for it, checks do not).
+1 s for it, checks do not).
 
 ";
 

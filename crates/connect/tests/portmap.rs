@@ -1,7 +1,8 @@
 //! Port mapping in the `Session` (issue 14): a socket the router maps
 //! (PCP, then NAT-PMP) is offered as a server-reflexive candidate, the
-//! mapping is deleted on close, gathering waits for the router (bounded),
-//! and a relay-only session asks nothing. The router is played by hand,
+//! mapping is deleted on close, gathering waits for the router 1 s at most
+//! (a mapping that comes later is not offered: deleted, reported), and a
+//! relay-only session asks nothing. The router is played by hand,
 //! answering the requests the session sends to its port 5351.
 
 use std::net::{IpAddr, SocketAddr};
@@ -112,34 +113,162 @@ fn a_mapped_port_is_offered_as_a_server_reflexive_candidate_and_deleted_on_close
     assert!(e.contains(&SessionEvent::Closed), "{e:?}");
 }
 
+/// Drive `s` on its own timers until `until` (bounded in steps), with
+/// `answer` playing the router: what it answers to each request to port 5351 at the simulated time it
+/// goes out; returns (time, event) pairs and the router's requests.
+fn run(
+    s: &mut Session,
+    t0: Instant,
+    until: Duration,
+    mut answer: impl FnMut(Duration, &Transmit) -> Option<Vec<u8>>,
+) -> (Vec<(Duration, SessionEvent)>, usize) {
+    let (mut events, mut asked) = (Vec::new(), 0);
+    let mut now = t0;
+    for _ in 0..200 {
+        let (t, e) = drain(s);
+        events.extend(e.into_iter().map(|e| (now - t0, e)));
+        let answers: Vec<_> = to_router(&t)
+            .into_iter()
+            .filter_map(|t| answer(now - t0, t))
+            .collect();
+        asked += to_router(&t).len();
+        for a in &answers {
+            let _ = s.handle_input(now, Datagram::udp(router(), host(), a));
+        }
+        if !answers.is_empty() {
+            continue;
+        }
+        match s.poll_timeout() {
+            Some(at) if at - t0 <= until => {
+                now = at;
+                s.handle_timeout(now);
+            }
+            _ => break,
+        }
+    }
+    (events, asked)
+}
+
+fn at_of(
+    events: &[(Duration, SessionEvent)],
+    f: impl Fn(&SessionEvent) -> bool,
+) -> Option<Duration> {
+    events.iter().find(|(_, e)| f(e)).map(|(at, _)| *at)
+}
+
+fn mapped_candidate(e: &SessionEvent) -> bool {
+    matches!(e, SessionEvent::LocalCandidate(c)
+        if c.kind() == CandidateKind::ServerReflexive && c.address() == mapped())
+}
+
 #[test]
-fn without_a_router_answering_gathering_completes_after_at_most_four_seconds() {
+fn without_a_router_answering_gathering_completes_after_the_one_second_wait() {
     let t0 = Instant::now();
     let mut s = session(false);
     s.handle_timeout(t0);
-    let mut asked = 0;
-    let mut done = None;
-    let mut failed = false;
-    let mut now = t0;
-    for _ in 0..200 {
-        let (t, e) = drain(&mut s);
-        asked += to_router(&t).len();
-        failed |= e.iter().any(
-            |e| matches!(e, SessionEvent::PortMapFailed { gateway: g, .. } if *g == gateway()),
-        );
-        if e.contains(&SessionEvent::GatheringComplete) {
-            done = Some(now);
-            break;
-        }
-        let Some(at) = s.poll_timeout() else { break };
-        now = at;
-        s.handle_timeout(now);
-    }
-    assert!(failed, "the failure is reported");
+    let (events, asked) = run(&mut s, t0, Duration::from_secs(10), |_, _| None);
+    let done = at_of(&events, |e| *e == SessionEvent::GatheringComplete);
+    // PortMapConfig::settle_timeout; it was 3.5 s (PCP 250 + 500 + 1000 ms,
+    // NAT-PMP the same) before.
+    assert_eq!(done, Some(Duration::from_secs(1)));
+    // The mapper goes on asking, and reports its failure at the end.
     assert_eq!(asked, 9, "3 PCP requests, then 3 x 2 NAT-PMP ones");
-    let done = done.expect("gathering completes");
-    // PCP 250 + 500 + 1000 ms, NAT-PMP the same.
-    assert_eq!(done - t0, Duration::from_millis(3500));
+    let failed = at_of(
+        &events,
+        |e| matches!(e, SessionEvent::PortMapFailed { gateway: g, .. } if *g == gateway()),
+    );
+    assert_eq!(failed, Some(Duration::from_millis(3500)));
+}
+
+#[test]
+fn a_mapping_granted_within_the_wait_is_offered_before_the_end_of_candidates() {
+    let t0 = Instant::now();
+    let mut s = session(false);
+    s.handle_timeout(t0);
+    // The first two PCP requests are lost; the third (750 ms) is answered.
+    let (events, _) = run(&mut s, t0, Duration::from_secs(5), |at, t| {
+        (at >= Duration::from_millis(750)).then(|| pcp_granted(&t.contents, 7200, mapped()))
+    });
+    let offered = at_of(&events, mapped_candidate).expect("the mapped candidate is offered");
+    let done = at_of(&events, |e| *e == SessionEvent::GatheringComplete).expect("gathering ends");
+    assert_eq!(offered, Duration::from_millis(750));
+    assert!(
+        offered <= done,
+        "offered at {offered:?}, gathering ended at {done:?}"
+    );
+    assert!(events
+        .iter()
+        .any(|(_, e)| matches!(e, SessionEvent::PortMapped { .. })));
+}
+
+#[test]
+fn a_mapping_granted_after_the_end_of_candidates_is_not_offered_and_is_deleted() {
+    let t0 = Instant::now();
+    let mut s = session(false);
+    s.handle_timeout(t0);
+    // The router answers only NAT-PMP, and only from 1.75 s on (after
+    // the 1 s wait): the mapping comes after end-of-candidates.
+    let mut deletes = 0;
+    let (events, _) = run(&mut s, t0, Duration::from_secs(5), |at, t| {
+        let nat_pmp = t.contents.first() == Some(&0);
+        if !nat_pmp || at < Duration::from_millis(1750) {
+            return None;
+        }
+        match t.contents.get(1) {
+            Some(0) => Some(vec![0, 128, 0, 0, 0, 0, 0, 9, 198, 20, 113, 102]),
+            Some(1) if t.contents[8..12] == [0, 0, 0, 0] => {
+                deletes += 1;
+                Some(vec![0, 129, 0, 0, 0, 0, 0, 9, 0x9c, 0x40, 0, 0, 0, 0, 0, 0])
+            }
+            Some(1) => Some(vec![
+                0, 129, 0, 0, 0, 0, 0, 9, 0x9c, 0x40, 0x9c, 0x40, 0, 0, 0x1c, 0x20,
+            ]),
+            _ => None,
+        }
+    });
+    let done = at_of(&events, |e| *e == SessionEvent::GatheringComplete);
+    assert_eq!(done, Some(Duration::from_secs(1)));
+    assert_eq!(at_of(&events, mapped_candidate), None, "{events:?}");
+    assert!(!events
+        .iter()
+        .any(|(_, e)| matches!(e, SessionEvent::PortMapped { .. })));
+    let failed = events.iter().find_map(|(at, e)| match e {
+        SessionEvent::PortMapFailed { reason, .. } => Some((*at, reason.clone())),
+        _ => None,
+    });
+    let (at, reason) = failed.expect("reported");
+    assert_eq!(at, Duration::from_millis(1750));
+    assert!(reason.contains("after the end of candidates"), "{reason}");
+    assert!(reason.contains("deleted"), "{reason}");
+    assert_eq!(deletes, 1, "the mapping is deleted at once");
+}
+
+#[test]
+fn a_upnp_mapping_after_the_end_of_candidates_is_reported_not_offered() {
+    let t0 = Instant::now();
+    let mut s = session(false);
+    s.handle_timeout(t0);
+    let (events, _) = run(&mut s, t0, Duration::from_secs(1), |_, _| None);
+    assert!(events
+        .iter()
+        .any(|(_, e)| *e == SessionEvent::GatheringComplete));
+    let now = t0 + Duration::from_millis(1500);
+    s.add_port_mapping(now, host(), mapped(), gateway());
+    let (_, e) = drain(&mut s);
+    assert!(!e.iter().any(mapped_candidate), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|e| matches!(e, SessionEvent::PortMapFailed { reason, .. }
+            if reason.contains("too late to offer"))),
+        "{e:?}"
+    );
+    // Before the end, it is offered (the driver's UPnP path).
+    let mut s = session(false);
+    s.handle_timeout(t0);
+    let _ = drain(&mut s);
+    s.add_port_mapping(t0 + Duration::from_millis(300), host(), mapped(), gateway());
+    let (_, e) = drain(&mut s);
+    assert!(e.iter().any(mapped_candidate), "{e:?}");
 }
 
 #[test]

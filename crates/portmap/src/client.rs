@@ -47,6 +47,14 @@ pub struct PortMapConfig {
     /// Requests sent per protocol before giving up on it (default 3: an
     /// unanswered protocol costs 1.75 s).
     pub max_tries: u32,
+    /// How long [`PortMapper::is_settled`] waits for the router's first
+    /// answer (default 1 s). A router on the LAN answers in milliseconds,
+    /// and by then three PCP requests have gone out (at 0, 250 and 750 ms);
+    /// past it the caller may stop waiting (end its gathering: a router
+    /// that answers neither protocol would otherwise hold it 3.5 s) while
+    /// the mapper goes on asking and reports a mapping granted later as
+    /// usual. `Duration::MAX` waits until the mapper is done asking.
+    pub settle_timeout: Duration,
     /// Seed for the PCP nonce; `None` for OS entropy.
     pub rng_seed: Option<u64>,
 }
@@ -63,6 +71,7 @@ impl PortMapConfig {
             nat_pmp: true,
             initial_rto: Duration::from_millis(250),
             max_tries: 3,
+            settle_timeout: Duration::from_secs(1),
             rng_seed: None,
         }
     }
@@ -169,6 +178,11 @@ pub struct PortMapper {
     phase: Phase,
     /// When the next request (or give-up) is due.
     next: Option<Instant>,
+    /// While the first ask is unanswered: when it counts as settled anyway
+    /// ([`PortMapConfig::settle_timeout`]).
+    settle_at: Option<Instant>,
+    /// The first ask went unanswered for `settle_timeout`.
+    waited_out: bool,
     /// NAT-PMP: the external address and the mapped port, as they come.
     natpmp_address: Option<std::net::Ipv4Addr>,
     natpmp_port: Option<(u16, u32)>,
@@ -194,6 +208,8 @@ impl PortMapper {
             nonce,
             phase: Phase::Idle,
             next: None,
+            settle_at: None,
+            waited_out: false,
             natpmp_address: None,
             natpmp_port: None,
             mapping: None,
@@ -218,11 +234,14 @@ impl PortMapper {
         self.sent
     }
 
-    /// Whether it is done asking: a mapping is held, or it gave up.
+    /// Whether the caller need not wait for it any longer: a mapping is
+    /// held, it gave up, or its first ask went unanswered for
+    /// [`PortMapConfig::settle_timeout`] (it goes on asking then; a
+    /// mapping granted later still comes as [`PortMapEvent::Mapped`]).
     pub fn is_settled(&self) -> bool {
         match self.phase {
             Phase::Idle => false,
-            Phase::Asking { .. } => self.mapping.is_some(),
+            Phase::Asking { .. } => self.mapping.is_some() || self.waited_out,
             _ => true,
         }
     }
@@ -237,6 +256,7 @@ impl PortMapper {
     /// unanswered is deleted too (the router may have granted it). Calling
     /// it again does nothing.
     pub fn close(&mut self, now: Instant) {
+        self.settle_at = None;
         match self.phase {
             Phase::Deleting { .. } | Phase::Closed => {}
             Phase::Idle | Phase::Stopped => self.closed(),
@@ -256,6 +276,7 @@ impl PortMapper {
     fn closed(&mut self) {
         self.phase = Phase::Closed;
         self.next = None;
+        self.settle_at = None;
         self.mapping = None;
         self.event(PortMapEvent::Deleted);
     }
@@ -385,6 +406,7 @@ impl PortMapper {
     fn fail(&mut self, e: PortMapError) {
         self.phase = Phase::Stopped;
         self.next = None;
+        self.settle_at = None;
         self.event(PortMapEvent::Failed(e));
     }
 
@@ -401,6 +423,7 @@ impl PortMapper {
         self.mapping = Some(m);
         self.expires = Some(now + lifetime);
         self.phase = Phase::Held;
+        self.settle_at = None;
         // Renew at half the lifetime (at least a second from now).
         self.next = Some(now + (lifetime / 2).max(Duration::from_secs(1)));
         self.natpmp_address = None;
@@ -556,11 +579,16 @@ impl Machine for PortMapper {
             match self.first_method() {
                 Some(method) => {
                     self.phase = Phase::Asking { method, tries: 0 };
+                    self.settle_at = now.checked_add(self.config.settle_timeout);
                     self.send_due(now);
                 }
                 None => self.fail(PortMapError::NoAnswer),
             }
             return;
+        }
+        if self.settle_at.is_some_and(|at| now >= at) {
+            self.settle_at = None;
+            self.waited_out = true;
         }
         let Some(due) = self.next else { return };
         if now < due {
@@ -591,6 +619,9 @@ impl Machine for PortMapper {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.next
+        match (self.next, self.settle_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }

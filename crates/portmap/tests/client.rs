@@ -150,6 +150,63 @@ fn with_no_router_answering_it_fails_after_three_tries_of_each_protocol() {
 }
 
 #[test]
+fn a_silent_router_settles_the_mapper_after_the_settle_timeout_while_it_goes_on_asking() {
+    let t0 = Instant::now();
+    let mut m = mapper();
+    m.handle_timeout(t0);
+    let mut sent = drain(&mut m).0.len();
+    let mut settled_at = None;
+    let mut late = None;
+    for _ in 0..20 {
+        let Some(at) = m.poll_timeout() else { break };
+        m.handle_timeout(at);
+        let (t, _) = drain(&mut m);
+        sent += t.len();
+        if m.is_settled() && settled_at.is_none() {
+            settled_at = Some(at - t0);
+            assert_eq!(sent, 3, "three PCP requests by then");
+            assert!(m.mapping().is_none());
+        }
+        // NAT-PMP's first pair, after the wait: the router answers it.
+        if late.is_none() && t.len() == 2 {
+            late = Some((at, t[1].contents.clone()));
+            break;
+        }
+    }
+    assert_eq!(settled_at, Some(Duration::from_secs(1)));
+    // A mapping granted after the wait still comes, as usual.
+    let (at, map_req) = late.expect("NAT-PMP asked after the wait");
+    assert_eq!(at - t0, Duration::from_millis(1750));
+    let _ = answer(&mut m, at, &natpmp_address([203, 0, 113, 102]));
+    let _ = answer(&mut m, at, &natpmp_mapped(&map_req, 41000, 7200));
+    let (_, e) = drain(&mut m);
+    assert!(
+        matches!(e[..], [PortMapEvent::Mapped(got)] if got.method == Method::NatPmp),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_settle_timeout_of_max_waits_until_the_mapper_gives_up() {
+    let t0 = Instant::now();
+    let mut c = PortMapConfig::new(gateway().ip(), local()).with_seed(1);
+    c.settle_timeout = Duration::MAX;
+    let mut m = PortMapper::new(c);
+    m.handle_timeout(t0);
+    let mut settled_at = None;
+    for _ in 0..20 {
+        let Some(at) = m.poll_timeout() else { break };
+        m.handle_timeout(at);
+        let _ = drain(&mut m);
+        if m.is_settled() {
+            settled_at = Some(at - t0);
+            break;
+        }
+    }
+    assert_eq!(settled_at, Some(Duration::from_millis(3500)));
+}
+
+#[test]
 fn a_refusal_ends_it_with_the_result_code() {
     let t0 = Instant::now();
     let mut m = mapper();

@@ -212,15 +212,24 @@ pub(crate) fn ice_servers(
     let Some(primary) = primary else {
         return Arc::new(StaticIceServers::default());
     };
-    let host = match &s.public_host {
-        Some(h) => url_host(h),
-        None if primary.ip().is_unspecified() => {
+    let wildcard = config
+        .wildcard_host(primary.is_ipv4())
+        .filter(|_| primary.ip().is_unspecified());
+    let host = match (&s.public_host, wildcard) {
+        (Some(h), _) => url_host(h),
+        (None, Some(ip)) => {
+            tracing::info!(
+                "signaling: STUN listens on {primary}; the STUN/TURN URLs handed out name TURN's relay IP {ip} (--public-host names another)"
+            );
+            url_host(&ip.to_string())
+        }
+        (None, None) if primary.ip().is_unspecified() => {
             tracing::warn!(
                 "signaling: STUN listens on {primary}, so no STUN/TURN URL is handed out; set signaling.public_host (--public-host)"
             );
             return Arc::new(StaticIceServers::default());
         }
-        None => url_host(&primary.ip().to_string()),
+        (None, None) => url_host(&primary.ip().to_string()),
     };
     let mut urls = Vec::new();
     if let Some(u) = addrs.udp.first() {
@@ -469,6 +478,32 @@ mod tests {
             servers("[signaling]\npublic_host = \"stun.example.org\"\n", &a),
             vec![IceServer::new(["stun:stun.example.org:3478"])]
         );
+    }
+
+    #[test]
+    fn turn_on_a_wildcard_address_is_named_by_its_advertised_relay_ip() {
+        let a = addrs("0.0.0.0:3478", "0.0.0.0:3479");
+        let turn = "[turn]\nrealm = \"r\"\nauth_secret = \"s\"\nrelay_ip = [\"192.0.2.7\"]\n";
+        let urls = |config: &str| -> Vec<String> {
+            servers(config, &a)
+                .into_iter()
+                .flat_map(|s| s.urls)
+                .collect()
+        };
+        assert_eq!(
+            urls(turn),
+            [
+                "stun:192.0.2.7:3478",
+                "turn:192.0.2.7:3478?transport=udp",
+                "turn:192.0.2.7:3479?transport=tcp",
+            ]
+        );
+        // Behind a 1:1 NAT: the external IP, as in the relayed addresses.
+        let nat = format!("{turn}external_ip = [\"203.0.113.7\"]\n");
+        assert_eq!(urls(&nat)[0], "stun:203.0.113.7:3478");
+        // The public host still wins.
+        let named = format!("{turn}[signaling]\npublic_host = \"turn.example.org\"\n");
+        assert_eq!(urls(&named)[0], "stun:turn.example.org:3478");
     }
 
     #[test]

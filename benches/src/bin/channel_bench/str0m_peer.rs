@@ -57,6 +57,28 @@ fn rtc(now: Instant, buffered: Option<usize>) -> Rtc {
     .build(now)
 }
 
+/// Two `Rtc`s with host candidates `al` and `ar`, offer (the data
+/// channel negotiated in it) and answer exchanged in memory: the offerer,
+/// the answerer and the channel, which opens once ICE, DTLS and SCTP are
+/// through. One function for the loopback, in-memory and memory runs.
+fn negotiated(
+    now: Instant,
+    buffered: Option<usize>,
+    (al, ar): (std::net::SocketAddr, std::net::SocketAddr),
+) -> Result<(Rtc, Rtc, ChannelId), String> {
+    let (mut l, mut r) = (rtc(now, buffered), rtc(now, buffered));
+    l.add_local_candidate(Candidate::host(al, "udp").map_err(|e| e.to_string())?);
+    r.add_local_candidate(Candidate::host(ar, "udp").map_err(|e| e.to_string())?);
+    let mut change = l.sdp_api();
+    let cid = change.add_channel("bench".into());
+    let (offer, pending) = change.apply().ok_or("no offer")?;
+    let answer = r.sdp_api().accept_offer(offer).map_err(|e| e.to_string())?;
+    l.sdp_api()
+        .accept_answer(pending, answer)
+        .map_err(|e| e.to_string())?;
+    Ok((l, r, cid))
+}
+
 /// str0m with [`BEST_BUFFERED`].
 pub(crate) fn run(job: Job) -> Result<Outcome, String> {
     run_with(job, Some(BEST_BUFFERED))
@@ -71,20 +93,11 @@ fn run_with(job: Job, buffered: Option<usize>) -> Result<Outcome, String> {
     str0m::crypto::from_feature_flags().install_process_default();
     let now = Instant::now();
     let (sl, sr) = (udp::socket()?, udp::socket()?);
-    let (al, ar) = (
+    let addrs = (
         sl.local_addr().map_err(|e| e.to_string())?,
         sr.local_addr().map_err(|e| e.to_string())?,
     );
-    let (mut l, mut r) = (rtc(now, buffered), rtc(now, buffered));
-    l.add_local_candidate(Candidate::host(al, "udp").map_err(|e| e.to_string())?);
-    r.add_local_candidate(Candidate::host(ar, "udp").map_err(|e| e.to_string())?);
-    let mut change = l.sdp_api();
-    let cid = change.add_channel("bench".into());
-    let (offer, pending) = change.apply().ok_or("no offer")?;
-    let answer = r.sdp_api().accept_offer(offer).map_err(|e| e.to_string())?;
-    l.sdp_api()
-        .accept_answer(pending, answer)
-        .map_err(|e| e.to_string())?;
+    let (l, r, cid) = negotiated(now, buffered, addrs)?;
 
     let shared = Arc::new(Shared {
         done: AtomicBool::new(false),
@@ -373,18 +386,8 @@ fn connected_in_memory(
     now: Instant,
     buffered: Option<usize>,
 ) -> Result<(Rtc, Rtc, ChannelId), String> {
-    let (al, ar): (std::net::SocketAddr, std::net::SocketAddr) =
-        (([10, 0, 0, 1], 1000).into(), ([10, 0, 0, 2], 2000).into());
-    let (mut l, mut r) = (rtc(now, buffered), rtc(now, buffered));
-    l.add_local_candidate(Candidate::host(al, "udp").map_err(|e| e.to_string())?);
-    r.add_local_candidate(Candidate::host(ar, "udp").map_err(|e| e.to_string())?);
-    let mut change = l.sdp_api();
-    let cid = change.add_channel("bench".into());
-    let (offer, pending) = change.apply().ok_or("no offer")?;
-    let answer = r.sdp_api().accept_offer(offer).map_err(|e| e.to_string())?;
-    l.sdp_api()
-        .accept_answer(pending, answer)
-        .map_err(|e| e.to_string())?;
+    let fake = (([10, 0, 0, 1], 1000).into(), ([10, 0, 0, 2], 2000).into());
+    let (mut l, mut r, cid) = negotiated(now, buffered, fake)?;
     let (mut to_r, mut to_l) = (Vec::new(), Vec::new());
     let (mut open_l, mut open_r) = (false, false);
     let mut t = now;

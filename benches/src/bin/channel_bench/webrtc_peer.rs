@@ -222,12 +222,12 @@ async fn describe(side: &Side, offer: bool) -> Result<(), String> {
 /// One offer/answer between `a` (offerer) and `b`, each description
 /// complete (every candidate gathered) before it is handed over.
 async fn offer_answer(a: &Side, b: &Side) -> Result<(), String> {
-    describe(&a, true).await?;
+    describe(a, true).await?;
     let offer = a.pc.local_description().await.ok_or("no offer")?;
     b.pc.set_remote_description(offer)
         .await
         .map_err(|e| e.to_string())?;
-    describe(&b, false).await?;
+    describe(b, false).await?;
     let answer = b.pc.local_description().await.ok_or("no answer")?;
     a.pc.set_remote_description(answer)
         .await

@@ -5,6 +5,15 @@
 //! socket whoever sends, so a peer behind any NAT reaches it); the mapping
 //! is deleted when the session closes.
 //!
+//! Gathering waits for a router's answer [`PortMapConfig::settle_timeout`]
+//! at most (1 s: a router on the LAN answers in milliseconds); a router
+//! that answers neither PCP nor NAT-PMP no longer holds end-of-candidates
+//! for the mapper's 3.5 s of retransmissions. A mapping granted after
+//! end-of-candidates cannot be offered (RFC 8838: no candidate follows
+//! it), so it is deleted at once and reported as
+//! [`SessionEvent::PortMapFailed`]; so is a UPnP mapping
+//! ([`Session::add_port_mapping`]) that comes after it.
+//!
 //! [`SessionConfig::port_mapping`]: super::SessionConfig::port_mapping
 
 use std::net::{IpAddr, SocketAddr};
@@ -34,7 +43,8 @@ impl Session {
     /// the router at `gateway` forwards `external` to our socket
     /// `internal`; offered as a server-reflexive candidate like a PCP one.
     /// Whoever made it deletes it. Ignored under a relay-only policy or
-    /// once closing.
+    /// once closing; after end-of-candidates it cannot be offered (RFC
+    /// 8838) and is reported as [`SessionEvent::PortMapFailed`] instead.
     pub fn add_port_mapping(
         &mut self,
         now: Instant,
@@ -43,6 +53,14 @@ impl Session {
         gateway: IpAddr,
     ) {
         if self.close_asked || self.closing.is_some() {
+            return;
+        }
+        if self.gathering_ended {
+            self.event(SessionEvent::PortMapFailed {
+                gateway,
+                reason: too_late(internal, external),
+            });
+            self.pump(now);
             return;
         }
         let c = Candidate::server_reflexive(external, internal, gateway);
@@ -110,6 +128,15 @@ impl Session {
                 moved = true;
                 match o {
                     PortMapOutput::Transmit(t) => self.out.push_back(SessionOutput::Transmit(t)),
+                    // Too late to offer: not kept either (an open port
+                    // nobody is told of).
+                    PortMapOutput::Event(PortMapEvent::Mapped(m)) if self.gathering_ended => {
+                        self.mappers[i].close(now);
+                        self.event(SessionEvent::PortMapFailed {
+                            gateway: self.mappers[i].config().gateway.ip(),
+                            reason: format!("{}: deleted", too_late(m.internal, m.external)),
+                        });
+                    }
                     PortMapOutput::Event(e) => {
                         let gateway = self.mappers[i].config().gateway.ip();
                         self.portmap_event(now, gateway, e);
@@ -146,4 +173,11 @@ impl Session {
             _ => {}
         }
     }
+}
+
+/// Why a mapping made after end-of-candidates is not offered.
+fn too_late(internal: SocketAddr, external: SocketAddr) -> String {
+    format!(
+        "the router mapped {external} to {internal} after the end of candidates, too late to offer (RFC 8838)"
+    )
 }

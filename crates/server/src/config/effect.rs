@@ -371,6 +371,21 @@ fn signaling(c: &Config) -> Result<(), ConfigError> {
             "signaling.ice_servers is set and goes out as it is, so no URL is made from public_host: drop one of them",
         );
     }
+    // TURN on a wildcard address: the URLs handed out need an address
+    // clients reach, the public host or the relay IP of that family.
+    let first = c.stun.listen.first().filter(|_| c.stun.udp || c.stun.tcp);
+    if let Some(first) = first {
+        if c.turn.enabled()
+            && s.ice_servers.is_empty()
+            && s.public_host.is_none()
+            && first.ip().is_unspecified()
+            && c.wildcard_host(first.is_ipv4()).is_none()
+        {
+            return Err(ConfigError::Invalid(
+                "TURN is on and STUN listens on 0.0.0.0 or :: (the first stun.listen, --listen), so the STUN/TURN URLs signaling hands out would name no address clients can reach: set signaling.public_host (--public-host HOST), the name or address clients reach this server by, or give TURN a relay IP of that family (turn.relay_ip, --relay-ip IP), which the URLs then name",
+            ));
+        }
+    }
     let d = SignalingConfig::default();
     let rest = s.ice_servers.is_empty() && c.turn.enabled() && c.turn.auth_secret.is_some();
     if !rest && s.credential_ttl_secs != d.credential_ttl_secs {
@@ -453,6 +468,37 @@ mod tests {
                     assert!(msg.contains(fix), "{text}: {msg}");
                 }
                 other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn turn_on_a_wildcard_address_without_an_address_to_hand_out_is_refused() {
+        let wild = "[stun]\nlisten = [\"0.0.0.0:3478\"]\n[signaling]\nlisten = \"127.0.0.1:0\"\n";
+        let turn = "[turn]\nrealm = \"r\"\nusers = [\"a:b\"]\n";
+        // No relay IP at all, or only one of the other family.
+        for extra in ["", "relay_ip = [\"2001:db8::7\"]\n"] {
+            let text = format!("{wild}{turn}{extra}");
+            match Config::from_toml_str(&text) {
+                Err(e @ ConfigError::Invalid(_)) => {
+                    let msg = e.to_string();
+                    assert!(msg.contains("--public-host"), "{text}: {msg}");
+                    assert!(msg.contains("--relay-ip"), "{text}: {msg}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        // An address the URLs can name: the public host, a relay IP of
+        // the family; or no URL to hand out: signaling off, TURN off.
+        let ok = [
+            format!("{turn}relay_ip = [\"192.0.2.7\"]\n{wild}"),
+            format!("{turn}{wild}public_host = \"turn.example.org\"\n"),
+            format!("{turn}[stun]\nlisten = [\"0.0.0.0:3478\"]\n"),
+            wild.to_owned(),
+        ];
+        for text in ok {
+            if let Err(e) = Config::from_toml_str(&text) {
+                panic!("{text}: {e}");
             }
         }
     }

@@ -339,6 +339,30 @@ impl Config {
         listed || s.turn_user.is_some() || (self.turn.enabled() && self.turn.auth_secret.is_some())
     }
 
+    /// The IP signaling names this daemon by in the STUN and TURN URLs it
+    /// hands out when STUN listens on `0.0.0.0` or `::` (of the family
+    /// `v4` says) and `signaling.public_host` is not set: with TURN on, its
+    /// relay IP of that family as advertised (`turn.external_ip`, else
+    /// `turn.relay_ip`, else a specific STUN listen IP of that family, as
+    /// the TURN server picks it). The wildcard socket receives on it, and a
+    /// client that cannot reach it could not reach the relayed addresses
+    /// either. `None` with TURN off or without a relay IP of that family.
+    pub(crate) fn wildcard_host(&self, v4: bool) -> Option<std::net::IpAddr> {
+        let t = &self.turn;
+        if !t.enabled() {
+            return None;
+        }
+        let family = |ip: &std::net::IpAddr| ip.is_ipv4() == v4;
+        let relay = t.relay_ip.iter().copied().find(family).or_else(|| {
+            self.stun
+                .listen
+                .iter()
+                .map(SocketAddr::ip)
+                .find(|ip| family(ip) && !ip.is_unspecified())
+        })?;
+        Some(t.external_ip.iter().copied().find(family).unwrap_or(relay))
+    }
+
     /// The `[signaling]` settings that depend on `[tls]` and `[turn]`.
     fn validate_signaling_credentials(&self) -> Result<(), ConfigError> {
         let s = &self.signaling;

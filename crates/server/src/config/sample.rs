@@ -132,7 +132,8 @@ max_lifetime_secs = 3600
 # listen = "127.0.0.1:8080"
 # Serve the browser page at / (--no-page).
 page = true
-# Host in the stun:/turn: URLs handed out; default the first STUN IP (--public-host).
+# Host in the stun:/turn: URLs handed out; default the first STUN IP, or on
+# 0.0.0.0/:: with TURN on, TURN's relay IP of that family (--public-host).
 # public_host = "turn.example.org"
 # TLS (https://, wss://) with the [tls] certificate (--signaling-tls), or a
 # certificate of its own (--signaling-cert, --signaling-key).

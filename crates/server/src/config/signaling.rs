@@ -64,7 +64,9 @@ pub struct SignalingConfig {
     /// Serve the browser page at `/` (`--no-page` turns it off). Default true.
     pub page: bool,
     /// The host (name or IP) in the `stun:`/`turn:` URLs handed out
-    /// (`--public-host`). Default: the IP of the first STUN listen address.
+    /// (`--public-host`). Default: the IP of the first STUN listen address;
+    /// when that is `0.0.0.0` or `::` and TURN is on, TURN's relay IP of
+    /// that family as advertised (`turn.external_ip`, else `turn.relay_ip`).
     pub public_host: Option<String>,
     /// The ICE servers handed out, verbatim; when set, nothing is generated.
     pub ice_servers: Vec<IceServerConfig>,
