@@ -21,7 +21,10 @@
 //!   `--only NAME`. Then `channel_setup` (benches/src/bin/): time to
 //!   the first message in round trips on netsim (50 ms RTT), opening a
 //!   channel on loopback, memory per connection and per idle channel;
-//!   written to `target/bench-channel-setup.md`. Then, with the peers,
+//!   written to `target/bench-channel-setup.md`. Then `channel_floor`
+//!   (benches/src/bin/channel_floor/): our layers in memory on one core,
+//!   CPU per datagram per side, and the libraries' per-packet costs beside
+//!   a fix, to `target/bench-channel-floor.md`. Then, with the peers,
 //!   `channel_bench --memory 20`: str0m's and webrtc-rs's heap per idle
 //!   connection, written to `target/bench-channel-memory.md`.
 //!
@@ -82,6 +85,8 @@ pub(crate) fn channel(args: &[String]) -> Result<(), String> {
             "channel_bench",
             "--bin",
             "channel_setup",
+            "--bin",
+            "channel_floor",
         ];
         let with_peers = peers
             && match run(cargo().args(base).args(["--features", "channel-peers"])) {
@@ -112,6 +117,15 @@ pub(crate) fn channel(args: &[String]) -> Result<(), String> {
         "channel_setup",
         "bench-channel-setup.md",
         "Data channels: setup time and memory",
+        &["--no-build".to_owned()],
+        "",
+    )?;
+    // The floor: our layers in memory on one core, and the libraries'
+    // per-packet costs beside a fix.
+    bench_noted(
+        "channel_floor",
+        "bench-channel-floor.md",
+        "Data channels: the floor of our data path in memory (one core)",
         &["--no-build".to_owned()],
         "",
     )?;

@@ -68,6 +68,7 @@
 
 mod certificate;
 mod config;
+mod crypto;
 mod endpoint;
 mod fingerprint;
 mod setup;
@@ -81,7 +82,8 @@ pub use endpoint::{
 pub use fingerprint::{Fingerprint, FingerprintError, HashFunction};
 pub use setup::{DtlsRole, Setup, SetupError};
 
-/// The crypto the library runs on: RustCrypto (pure Rust).
+/// The crypto the library runs on: RustCrypto (pure Rust), with ring's
+/// record ciphers (`crypto.rs`).
 pub(crate) fn provider() -> dimpl::crypto::CryptoProvider {
-    dimpl::crypto::rust_crypto::default_provider()
+    crypto::provider()
 }

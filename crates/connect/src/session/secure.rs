@@ -529,9 +529,9 @@ impl Secure {
             }
             if let Some(sctp) = &mut self.sctp {
                 for d in data {
-                    let path = inner_path();
-                    let dg = Datagram::new(path.transport, path.remote, path.local, &d);
-                    let _ = sctp.handle_input(now, dg);
+                    // Owned: SCTP takes the buffer DTLS decrypted into as
+                    // it is (no copy per datagram).
+                    let _ = sctp.handle_packet(now, d);
                 }
             }
             if !moved {

@@ -598,14 +598,25 @@ impl SctpAssociation {
     }
 }
 
-impl Machine for SctpAssociation {
-    type Output = SctpOutput;
+impl SctpAssociation {
+    /// One SCTP packet the DTLS endpoint delivered, as
+    /// [`handle_input`](Machine::handle_input) takes it, but owned: the
+    /// library is given the buffer itself rather than a copy of it (one
+    /// allocation and one copy less per datagram on the receive path).
+    pub fn handle_packet(&mut self, now: Instant, packet: Vec<u8>) -> Handled {
+        let packet = Bytes::from(packet);
+        // A second handle on the same bytes (a reference count, no copy)
+        // to read the packet by after the library has taken it.
+        let view = packet.clone();
+        self.input(now, &view, Some(packet))
+    }
 
-    fn handle_input(&mut self, now: Instant, datagram: Datagram<'_>) -> Handled {
+    /// The input of both forms: `owned`, when given, is the packet's bytes
+    /// (`contents`), which the library takes instead of a copy.
+    fn input(&mut self, now: Instant, contents: &[u8], owned: Option<Bytes>) -> Handled {
         if self.phase == Phase::Closed {
             return Handled::Taken;
         }
-        let contents = datagram.contents;
         if contents.len() < wire::COMMON_HEADER_LEN {
             return Handled::Taken;
         }
@@ -628,9 +639,9 @@ impl Machine for SctpAssociation {
             }
         }
         let data = match wire::first_chunk(contents) {
-            Some((t, true)) if t != chunk::HEARTBEAT_ACK => Bytes::copy_from_slice(contents),
+            Some((t, true)) if t != chunk::HEARTBEAT_ACK => bytes_of(contents, owned),
             _ => match wire::strip_heartbeat_acks(contents) {
-                Stripped::Untouched => Bytes::copy_from_slice(contents),
+                Stripped::Untouched => bytes_of(contents, owned),
                 Stripped::Empty => {
                     if wire::checksum_ok(contents)
                         && wire::verification_tag(contents) == self.my_tag
@@ -670,6 +681,19 @@ impl Machine for SctpAssociation {
         self.on_events(now, Some(contents));
         self.touch(now);
         Handled::Taken
+    }
+}
+
+/// The packet for the library: the owned one if there is one, or a copy.
+fn bytes_of(contents: &[u8], owned: Option<Bytes>) -> Bytes {
+    owned.unwrap_or_else(|| Bytes::copy_from_slice(contents))
+}
+
+impl Machine for SctpAssociation {
+    type Output = SctpOutput;
+
+    fn handle_input(&mut self, now: Instant, datagram: Datagram<'_>) -> Handled {
+        self.input(now, datagram.contents, None)
     }
 
     fn handle_timeout(&mut self, now: Instant) {

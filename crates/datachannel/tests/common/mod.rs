@@ -108,6 +108,8 @@ pub struct Pair {
     /// Keep a copy of every packet sent in `wire` (from the client?, bytes).
     pub record_wire: bool,
     pub wire: Vec<(bool, Vec<u8>)>,
+    /// Hand packets in owned (`handle_packet`) rather than borrowed.
+    pub owned_input: bool,
 }
 
 pub fn addrs() -> (FiveTuple, FiveTuple) {
@@ -146,6 +148,7 @@ impl Pair {
             queue: BinaryHeap::new(),
             record_wire: false,
             wire: Vec::new(),
+            owned_input: false,
             rng: SmallRng::seed_from_u64(seed),
             seq: 0,
             steps: 0,
@@ -231,6 +234,10 @@ impl Pair {
         let (ca, sa) = addrs();
         while self.queue.peek().is_some_and(|r| r.0.at <= now) {
             let p = self.queue.pop().unwrap().0;
+            if self.owned_input {
+                let _ = self.side(!p.to_server).m.handle_packet(now, p.bytes);
+                continue;
+            }
             if p.to_server {
                 let d = p2p_proto::Datagram::new(Transport::Udp, ca.local, sa.local, &p.bytes);
                 let _ = self.server.m.handle_input(now, d);
