@@ -286,3 +286,73 @@ fn a_relay_only_session_asks_the_router_nothing() {
     }
     assert_eq!(asked, 0);
 }
+
+/// A session whose only port mapping is sought outside it (the driver's
+/// UPnP search): no PCP mapper, so only that wait can hold gathering.
+fn session_seeking_upnp(relay_only: bool) -> Session {
+    let mut ice = IceConfig::controlling().with_seed(5);
+    ice.relay_only = relay_only;
+    let mut c = SessionConfig::new(ice);
+    c.hosts = vec![host()];
+    c.external_port_mapping = true;
+    c.rng_seed = Some(5);
+    Session::new(c).unwrap()
+}
+
+fn gathering_complete(e: &[SessionEvent]) -> bool {
+    e.contains(&SessionEvent::GatheringComplete)
+}
+
+#[test]
+fn a_upnp_search_holds_the_end_of_candidates_until_its_mapping_which_is_offered_first() {
+    let t0 = Instant::now();
+    let mut s = session_seeking_upnp(false);
+    s.handle_timeout(t0);
+    let (_, e) = drain(&mut s);
+    assert!(!gathering_complete(&e), "gathering waits for UPnP: {e:?}");
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+    // The IGD answers after 400 ms: offered, then gathering ends at once.
+    s.add_port_mapping(t0 + Duration::from_millis(400), host(), mapped(), gateway());
+    let (_, e) = drain(&mut s);
+    let offered = e.iter().position(mapped_candidate).expect("offered");
+    let done = e
+        .iter()
+        .position(|e| *e == SessionEvent::GatheringComplete)
+        .expect("gathering ends with the mapping");
+    assert!(offered < done, "{e:?}");
+}
+
+#[test]
+fn a_upnp_search_without_a_gateway_ends_the_wait_at_its_outcome_or_after_one_second() {
+    let t0 = Instant::now();
+    // The search fails after 200 ms: gathering ends then.
+    let mut s = session_seeking_upnp(false);
+    s.handle_timeout(t0);
+    let _ = drain(&mut s);
+    s.handle_timeout(t0 + Duration::from_millis(100));
+    assert!(!gathering_complete(&drain(&mut s).1));
+    s.no_port_mapping(t0 + Duration::from_millis(200));
+    assert!(gathering_complete(&drain(&mut s).1));
+    // The search never ends: gathering ends at the 1 s bound.
+    let mut s = session_seeking_upnp(false);
+    s.handle_timeout(t0);
+    let (events, _) = run(&mut s, t0, Duration::from_secs(5), |_, _| None);
+    let done = at_of(&events, |e| *e == SessionEvent::GatheringComplete);
+    assert_eq!(done, Some(Duration::from_secs(1)));
+    // A mapping found after that is not offered.
+    s.add_port_mapping(
+        t0 + Duration::from_millis(1200),
+        host(),
+        mapped(),
+        gateway(),
+    );
+    assert!(!drain(&mut s).1.iter().any(mapped_candidate));
+}
+
+#[test]
+fn a_relay_only_session_does_not_wait_for_a_upnp_search() {
+    let t0 = Instant::now();
+    let mut s = session_seeking_upnp(true);
+    s.handle_timeout(t0);
+    assert!(gathering_complete(&drain(&mut s).1));
+}

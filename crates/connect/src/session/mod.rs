@@ -126,6 +126,13 @@ pub struct SessionConfig {
     /// candidate and deleted on close. Empty (the default): nothing is
     /// asked. Ignored by a relay-only policy.
     pub port_mapping: Vec<(SocketAddr, IpAddr)>,
+    /// A port mapping is being sought outside the session (the driver's
+    /// UPnP IGD search): gathering holds end-of-candidates until its
+    /// outcome ([`Session::add_port_mapping`] or
+    /// [`Session::no_port_mapping`]), 1 s at most from the start, as for
+    /// a router that does not answer PCP. Default off; ignored by a
+    /// relay-only policy.
+    pub external_port_mapping: bool,
     /// Hard-NAT traversal (issue 14): learn our NAT's mapping behaviour
     /// while gathering ([`SessionEvent::NatMapping`]) and, once the peer's
     /// is given ([`Session::set_peer_nat`]: only when both peers announced
@@ -152,6 +159,7 @@ impl SessionConfig {
             receive_queue_limit: Some(p2p_datachannel::DEFAULT_RECEIVE_QUEUE_LIMIT),
             rng_seed: None,
             port_mapping: Vec::new(),
+            external_port_mapping: false,
             hard_nat: false,
         }
     }
@@ -342,6 +350,8 @@ pub struct Session {
     relays: Vec<Relay>,
     /// Port mappers, one per IPv4 host socket, when a gateway is known.
     mappers: Vec<PortMapper>,
+    /// A mapping sought outside the session (`portmap.rs`).
+    external: portmap::External,
     /// Our mapping behaviour and birthday probing (`hardnat.rs`).
     hardnat: hardnat::HardNat,
     by_relayed: HashMap<SocketAddr, usize>,
@@ -416,6 +426,9 @@ impl Session {
             stun_servers,
             relays,
             mappers,
+            external: portmap::External::new(
+                config.external_port_mapping && !config.ice.relay_only,
+            ),
             hardnat,
             by_relayed: HashMap::new(),
             secure,
@@ -853,7 +866,7 @@ impl Session {
             if !self.gathering_ended
                 && self.started
                 && self.relays.iter().all(|r| r.done)
-                && self.portmap_settled()
+                && self.portmap_settled(now)
             {
                 self.gathering_ended = true;
                 self.agent.end_of_local_candidates();

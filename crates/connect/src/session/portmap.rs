@@ -14,16 +14,47 @@
 //! [`SessionEvent::PortMapFailed`]; so is a UPnP mapping
 //! ([`Session::add_port_mapping`]) that comes after it.
 //!
+//! A mapping sought outside the session (the driver's UPnP IGD search,
+//! [`SessionConfig::external_port_mapping`]) holds end-of-candidates the
+//! same way: until its outcome, [`EXTERNAL_SETTLE`] at most.
+//!
 //! [`SessionConfig::port_mapping`]: super::SessionConfig::port_mapping
+//! [`SessionConfig::external_port_mapping`]: super::SessionConfig::external_port_mapping
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use p2p_ice::Candidate;
 use p2p_portmap::{PortMapConfig, PortMapEvent, PortMapOutput, PortMapper};
 use p2p_proto::{Datagram, Machine};
 
 use super::{Session, SessionEvent, SessionOutput};
+
+/// How long gathering waits for a mapping sought outside the session:
+/// [`PortMapConfig::settle_timeout`]'s default, for the same reason (a
+/// router on the LAN answers in milliseconds).
+pub(crate) const EXTERNAL_SETTLE: Duration = Duration::from_secs(1);
+
+/// Where a mapping sought outside the session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum External {
+    /// None is sought, or its outcome came (or the wait ran out).
+    Settled,
+    /// Sought; the session has not started.
+    Sought,
+    /// Sought; gathering waits until then.
+    Until(Instant),
+}
+
+impl External {
+    pub(super) fn new(sought: bool) -> External {
+        if sought {
+            External::Sought
+        } else {
+            External::Settled
+        }
+    }
+}
 
 /// One mapper per (host socket, router) pair asked for.
 pub(super) fn mappers(asked: &[(SocketAddr, IpAddr)], seed: Option<u64>) -> Vec<PortMapper> {
@@ -55,6 +86,7 @@ impl Session {
         if self.close_asked || self.closing.is_some() {
             return;
         }
+        self.external = External::Settled;
         if self.gathering_ended {
             self.event(SessionEvent::PortMapFailed {
                 gateway,
@@ -69,6 +101,21 @@ impl Session {
         }
         self.event(SessionEvent::PortMapped { internal, external });
         self.pump(now);
+    }
+
+    /// The mapping sought outside the session
+    /// ([`SessionConfig::external_port_mapping`]) will not come (no
+    /// gateway, refused, or one PCP already made): gathering stops
+    /// waiting for it.
+    ///
+    /// [`SessionConfig::external_port_mapping`]: super::SessionConfig::external_port_mapping
+    pub fn no_port_mapping(&mut self, now: Instant) {
+        if self.external != External::Settled {
+            self.external = External::Settled;
+            if self.started {
+                self.pump(now);
+            }
+        }
     }
 
     /// The external address a PCP or NAT-PMP mapping of `internal` holds.
@@ -95,16 +142,35 @@ impl Session {
         for m in &mut self.mappers {
             m.handle_timeout(now);
         }
+        self.external = match self.external {
+            External::Sought => External::Until(now + EXTERNAL_SETTLE),
+            External::Until(t) if now >= t => External::Settled,
+            e => e,
+        };
     }
 
     /// Their next timer.
     pub(super) fn portmap_poll_timeout(&self) -> Option<Instant> {
-        self.mappers.iter().filter_map(|m| m.poll_timeout()).min()
+        let external = match self.external {
+            External::Until(t) => Some(t),
+            _ => None,
+        };
+        self.mappers
+            .iter()
+            .filter_map(|m| m.poll_timeout())
+            .chain(external)
+            .min()
     }
 
-    /// Every mapper holds a mapping or gave up (gathering may end).
-    pub(super) fn portmap_settled(&self) -> bool {
-        self.mappers.iter().all(|m| m.is_settled())
+    /// Every mapper holds a mapping or gave up, and a mapping sought
+    /// outside came or is no longer waited for (gathering may end).
+    pub(super) fn portmap_settled(&self, now: Instant) -> bool {
+        let external = match self.external {
+            External::Settled => true,
+            External::Sought => false,
+            External::Until(t) => now >= t,
+        };
+        external && self.mappers.iter().all(|m| m.is_settled())
     }
 
     /// Every mapping is deleted (or there was none).

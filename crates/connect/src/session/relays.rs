@@ -150,7 +150,7 @@ impl Session {
 
     /// Whether a live TURN client talks to `server` over `transport` (the
     /// driver keeps its TCP/TLS connection open while one does).
-    pub(crate) fn uses_turn_server(&self, server: SocketAddr, transport: Transport) -> bool {
+    pub fn uses_turn_server(&self, server: SocketAddr, transport: Transport) -> bool {
         self.relays
             .iter()
             .any(|r| !r.retired && r.config.server == server && r.config.transport == transport)

@@ -340,6 +340,7 @@ pub(super) async fn setup(
         sc.port_mapping = super::super::gateway::port_mapping_targets(&hosts, config.gateway);
     }
     let upnp = super::upnp::Upnp::start(&sc.port_mapping);
+    sc.external_port_mapping = upnp.searching();
     sc.hosts = hosts;
     sc.tcp_hosts = ice_tcp.as_ref().map(IceTcp::candidates).unwrap_or_default();
     if let Some(t) = ice_tcp.as_mut() {

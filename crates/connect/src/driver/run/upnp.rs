@@ -55,6 +55,12 @@ impl Upnp {
         }
     }
 
+    /// A search is under way (gathering waits for its outcome, 1 s at
+    /// most: `Session::no_port_mapping`).
+    pub(super) fn searching(&self) -> bool {
+        self.pending.is_some()
+    }
+
     /// The search's outcome, once (pending forever after, or without one).
     pub(super) async fn outcome(&mut self) -> Result<UpnpMapping, String> {
         match self.pending.as_mut() {
@@ -126,11 +132,15 @@ impl Driver {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!("upnp: {e}");
+                self.negotiation
+                    .session_mut()
+                    .no_port_mapping(Instant::now());
                 return;
             }
         };
         let session = self.negotiation.session_mut();
         if session.port_mapping(m.internal).is_some() {
+            session.no_port_mapping(Instant::now());
             self.upnp.held = Some(m);
             self.upnp.delete().await;
             return;

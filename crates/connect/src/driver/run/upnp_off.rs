@@ -17,6 +17,11 @@ impl Upnp {
         Upnp
     }
 
+    /// No search is under way.
+    pub(super) fn searching(&self) -> bool {
+        false
+    }
+
     /// Never ends.
     pub(super) async fn outcome(&mut self) -> Result<UpnpMapping, String> {
         std::future::pending().await
