@@ -15,14 +15,10 @@
 //! and takes a snapshot of every room it watches.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use p2p_signaling::{ClusterEvent, ClusterMember, ClusterOp, ConnId, JoinRefusal, PeerInfo};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
@@ -36,28 +32,6 @@ use super::scripts::{JOIN, LEAVE};
 
 /// Operations taken into one pipeline at most.
 const BATCH: usize = 256;
-
-/// Pipelines sent and not yet answered, at most. A pipeline goes as soon
-/// as the store takes its operations, without waiting for the answer to
-/// the one before (Redis answers them in order on one connection): a
-/// message never waits for another's round trip. Past this many, the
-/// operations wait and gather into one pipeline.
-const MAX_IN_FLIGHT: usize = 4;
-
-/// A pipeline sent, with what its answer is for.
-struct Sent {
-    /// What each reply answers: a join's (conn, room), or nothing.
-    joins: Vec<Option<(ConnId, String)>>,
-    /// Messages relayed in it.
-    relays: u64,
-    /// The PUBLISHes that carried them.
-    publishes: u64,
-    /// When it was sent.
-    started: Instant,
-}
-
-/// The answer to a pipeline sent.
-type Reply = Pin<Box<dyn Future<Output = (Sent, redis::RedisResult<Vec<Value>>)> + Send>>;
 
 /// The node's counters, for metrics.
 #[derive(Debug, Default)]
@@ -219,11 +193,9 @@ impl Store {
                 .run(),
             )
         });
-        // Pipelines sent and not answered yet, answered in the order sent.
-        let mut in_flight: FuturesOrdered<Reply> = FuturesOrdered::new();
         loop {
             tokio::select! {
-                op = ops.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                op = ops.recv() => {
                     let Some(op) = op else { break };
                     let mut batch = vec![op];
                     while batch.len() < BATCH {
@@ -232,12 +204,7 @@ impl Store {
                             Err(_) => break,
                         }
                     }
-                    if let Some(reply) = self.send_batch(batch).await {
-                        in_flight.push_back(reply);
-                    }
-                }
-                Some((sent, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                    self.answered(sent, result).await;
+                    self.run_batch(batch).await;
                 }
                 m = next_message(&mut self.stream) => match m {
                     Some(m) => self.on_message(m.get_channel_name(), m.get_payload_bytes()).await,
@@ -249,9 +216,6 @@ impl Store {
                 },
                 Some(report) = reports.recv() => self.beaten(report).await,
             }
-        }
-        while let Some((sent, result)) = in_flight.next().await {
-            self.answered(sent, result).await;
         }
         // No heartbeat after the node left.
         if let Some(b) = beat {
@@ -350,10 +314,7 @@ impl Store {
             .arg(format!("L\n{peer}\n{}", self.cfg.node));
     }
 
-    /// Sends the commands of `batch` as one pipeline, without waiting for
-    /// its answer: returns the answer to come, or `None` when nothing went
-    /// to Redis.
-    async fn send_batch(&mut self, batch: Vec<ClusterOp>) -> Option<Reply> {
+    async fn run_batch(&mut self, batch: Vec<ClusterOp>) {
         // Watch a room before joining it, so that no event is missed.
         let mut subscribe = Vec::new();
         for op in &batch {
@@ -451,36 +412,10 @@ impl Store {
             }
         }
         if joins.is_empty() {
-            return None;
+            return;
         }
-        let sent = Sent {
-            joins,
-            relays,
-            publishes,
-            started: Instant::now(),
-        };
-        let mut conn = self.conn.clone();
-        let mut reply: Reply = Box::pin(async move {
-            let result = pipe.query_async::<Vec<Value>>(&mut conn).await;
-            (sent, result)
-        });
-        // Polled once now: the pipeline goes into the connection's queue
-        // here, behind the ones sent before it (the connection writes them
-        // in that order), not when the answers are next polled.
-        if let Poll::Ready(done) = futures_util::poll!(reply.as_mut()) {
-            reply = Box::pin(std::future::ready(done));
-        }
-        Some(reply)
-    }
-
-    /// A pipeline's answer: the joins' results go to the rooms.
-    async fn answered(&mut self, sent: Sent, result: redis::RedisResult<Vec<Value>>) {
-        let Sent {
-            joins,
-            relays,
-            publishes,
-            started,
-        } = sent;
+        let started = Instant::now();
+        let result: redis::RedisResult<Vec<Value>> = pipe.query_async(&mut self.conn).await;
         self.timed(started, joins.len(), result.is_ok());
         tracing::trace!(target: "p2p_hop", hop = "rtt", us = started.elapsed().as_micros() as u64, publishes);
         match result {
@@ -737,9 +672,6 @@ fn parse_join(v: &Value) -> Result<Vec<ClusterMember>, JoinRefusal> {
         _ => Ok(items.get(1).map(parse_members).unwrap_or_default()),
     }
 }
-
-#[cfg(test)]
-mod in_flight_tests;
 
 #[cfg(test)]
 mod tests {
