@@ -23,47 +23,18 @@
 #[path = "../../../crates/connect/tests/common/mod.rs"]
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "../counting.rs"]
+mod counting;
+
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Opts, Pair, Placement, SessionNode};
+use counting::rss;
 use p2p_connect::{ChannelEvent, ChannelOptions, Peer, PeerConfig, SessionEvent};
 
-/// Live heap bytes.
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-struct Counting;
-
-// SAFETY: every call is forwarded to the system allocator unchanged; only
-// a counter is kept beside it.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        System.realloc(p, l, new)
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Resident set size, bytes (Linux; 0 elsewhere).
-fn rss() -> isize {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<isize>().ok())
-        .map_or(0, |pages| pages * 4096)
-}
+static GLOBAL: counting::Counting = counting::Counting;
 
 const RTT: Duration = Duration::from_millis(50);
 
@@ -197,7 +168,7 @@ async fn reading() -> (isize, isize) {
         if i > 0 {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        heap.push(LIVE.load(Ordering::Relaxed));
+        heap.push(counting::live());
         res.push(rss());
     }
     heap.sort_unstable();
@@ -301,6 +272,9 @@ async fn real(connections: usize, channels: usize) -> Result<(), String> {
 }
 
 fn main() {
+    // Live bytes from the start: each figure is a difference of two
+    // readings taken later.
+    counting::count(true);
     let mut connections = 20usize;
     let mut channels = 200usize;
     let mut it = std::env::args().skip(1);

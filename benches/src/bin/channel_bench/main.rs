@@ -33,60 +33,16 @@ mod udp;
 #[cfg(feature = "channel-peers")]
 mod webrtc_peer;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+#[path = "../../counting.rs"]
+mod counting;
+
 use std::time::Duration;
 
-/// Live heap bytes, counted only while [`COUNTING`] is set (`--memory`):
-/// the throughput runs pay one relaxed load per allocation, no more.
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static COUNTING: AtomicBool = AtomicBool::new(false);
-
-struct Counting;
-
-// SAFETY: every call is forwarded to the system allocator unchanged; only
-// a counter is kept beside it.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        }
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        if COUNTING.load(Ordering::Relaxed) {
-            LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        }
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
-        }
-        System.realloc(p, l, new)
-    }
-}
+#[cfg(feature = "channel-peers")]
+pub(crate) use counting::{live, rss};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Live heap bytes (a difference of two readings is what was kept; frees
-/// of blocks made before counting began make it an underestimate by at
-/// most what was freed).
-#[cfg(feature = "channel-peers")]
-pub(crate) fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
-}
-
-/// Resident set size, bytes (Linux; 0 elsewhere).
-#[cfg(feature = "channel-peers")]
-pub(crate) fn rss() -> isize {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<isize>().ok())
-        .map_or(0, |pages| pages * 4096)
-}
+static GLOBAL: counting::Counting = counting::Counting;
 
 /// The size of one message.
 pub(crate) const MESSAGE: usize = 16 * 1024;
@@ -292,7 +248,7 @@ fn main() {
         }
     };
     if let Some(pairs) = a.memory {
-        COUNTING.store(true, Ordering::Relaxed);
+        counting::count(true);
         memory(pairs);
         return;
     }

@@ -38,43 +38,15 @@ mod layers;
 mod raw;
 mod sessions;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[path = "../../counting.rs"]
+mod counting;
+
 use std::time::{Duration, Instant};
 
-/// Heap allocations, counted only while [`COUNTING`] is set.
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static COUNTING: AtomicBool = AtomicBool::new(false);
-
-struct Counting;
-
-// SAFETY: every call is forwarded to the system allocator unchanged; only
-// a counter is kept beside it.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        System.realloc(p, l, new)
-    }
-}
+pub(crate) use counting::allocs;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-pub(crate) fn allocs() -> u64 {
-    ALLOCS.load(Ordering::Relaxed)
-}
+static GLOBAL: counting::Counting = counting::Counting;
 
 /// The message size of the benchmark.
 pub(crate) const MESSAGE: usize = 16 * 1024;
@@ -265,7 +237,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    COUNTING.store(a.count_allocs, Ordering::Relaxed);
+    counting::count(a.count_allocs);
     type Bench = fn(u64, usize) -> Result<Run, String>;
     let rows: [(&str, &str, Bench); 4] = [
         (
