@@ -6,15 +6,24 @@
 //! per relayed message (Redis's own `total_commands_processed`, heartbeats
 //! of both nodes included).
 //!
-//! Flags: `--pairs N` (20), `--messages M` per sender (2000; at most 300
-//! in the paced latency runs), `--repeat R`
-//! (3: every figure is the median of R runs, each run's given too; the
-//! 1-minute load average before and after is printed, the machine may be
-//! shared), `--window W` (128: a sender is at most W messages ahead of
-//! what its receiver got). The nodes keep the default queue limits (256
-//! messages, 1 MiB per client): the window keeps a receiver that the
-//! loaded machine slows (the clients run in this process too) from being
-//! closed as a slow reader, on one node as across nodes.
+//! Flags (`--help` lists them): `--pairs N` (20), `--messages M` per
+//! sender back to back (2000), `--paced-messages P` per sender in the
+//! paced latency runs (1000: each run is 10 s, so that its p99 is not the
+//! third-slowest of 300 ticks), `--repeat R` (3: every figure is the
+//! median of R runs, each run's given too; the 1-minute load average
+//! before and after is printed, the machine may be shared), `--window W`
+//! (128: a sender is at most W messages ahead of what its receiver got),
+//! `--both-ways` (half the cross-node pairs send from the other node, so
+//! that each node's store sends and receives), `--probe-seconds S` (5:
+//! first, how late a thread sleeping 1 ms wakes on this machine, the
+//! floor under any p99 here). The nodes keep the default queue limits
+//! (256 messages, 1 MiB per client): the window keeps a receiver that
+//! the loaded machine slows (the clients run in this process too) from
+//! being closed as a slow reader, on one node as across nodes.
+//!
+//! Paced senders tick every 10 ms, all 20 in the same millisecond (a
+//! burst, as many peers trickling at once make); a tick missed while the
+//! machine stalled is skipped, not caught up in a second burst.
 //!
 //! `--hops` stamps each paced message at every hop of its path (the
 //! server's `p2p_hop` trace events, see `hops.rs`) and prints, per run,
@@ -36,6 +45,19 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 mod hops;
+
+const HELP: &str = "cluster_bench: signaling through two p2p serve nodes on one redis-server (loopback)
+
+  --pairs N             pairs of peers (20)
+  --messages M          messages per sender back to back (2000)
+  --paced-messages P    messages per sender in the paced latency runs, one every 10 ms (1000)
+  --repeat R            runs; every figure is their median (3)
+  --window W            most messages a sender is ahead of its receiver (128)
+  --both-ways           half the cross-node pairs send the other way (each node sends and receives)
+  --probe-seconds S     first measure the machine's own wake-up tail for S s (5; 0: not)
+  --hops                where each paced message's time goes, hop by hop
+
+Needs redis-server on PATH. Through cargo xtask bench cluster, the table goes to target/bench-cluster.md.";
 
 struct Redis(Child, u16);
 
@@ -161,8 +183,14 @@ async fn run(a: &str, b: &str, tag: &str, load: Load, redis_pid: &str) -> Result
     } = load;
     let hops = hops && pace.is_some();
     let mut ready = Vec::new();
+    let both_ways = std::env::args().any(|x| x == "--both-ways");
     for i in 0..pairs {
         let room = format!("{tag}-{i}");
+        let (a, b) = if both_ways && i % 2 == 1 {
+            (b, a)
+        } else {
+            (a, b)
+        };
         let mut rx = SignalingClient::connect(a)
             .await
             .map_err(|e| e.to_string())?;
@@ -192,7 +220,13 @@ async fn run(a: &str, b: &str, tag: &str, load: Load, redis_pid: &str) -> Result
         let ahead = Arc::new(Semaphore::new(window));
         let got = ahead.clone();
         tasks.spawn(async move {
-            let mut tick = pace.map(tokio::time::interval);
+            // A tick missed while the machine stalled is skipped, not
+            // caught up in a burst.
+            let mut tick = pace.map(|p| {
+                let mut t = tokio::time::interval(p);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                t
+            });
             for _ in 0..messages {
                 if let Some(t) = tick.as_mut() {
                     t.tick().await;
@@ -296,6 +330,34 @@ struct Round {
     commands_per_message: f64,
 }
 
+/// The machine's own wake-up tail, the floor under every p99 here: two
+/// threads (one per CPU of this machine) each sleep 1 ms again and again
+/// for `secs`; returns how late they woke, sorted (ns). Nothing else of
+/// the bench runs meanwhile.
+fn wake_lateness(secs: u64) -> Vec<u64> {
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let end = Instant::now() + Duration::from_secs(secs);
+                let mut late = Vec::new();
+                while Instant::now() < end {
+                    let t = Instant::now();
+                    std::thread::sleep(Duration::from_millis(1));
+                    let over = t.elapsed().saturating_sub(Duration::from_millis(1));
+                    late.push(u64::try_from(over.as_nanos()).unwrap_or(u64::MAX));
+                }
+                late
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap_or_default())
+        .collect();
+    all.sort_unstable();
+    all
+}
+
 /// The 1-minute load average (Linux), or NaN.
 fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
@@ -333,7 +395,12 @@ fn main() -> Result<(), String> {
     let messages = arg("--messages", 2000);
     let repeat = arg("--repeat", 3).max(1);
     let window = arg("--window", 128).max(1);
+    let paced_messages = arg("--paced-messages", 1000).max(1);
     let with_hops = std::env::args().any(|a| a == "--hops");
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!("{HELP}");
+        return Ok(());
+    }
     hops::epoch();
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -347,6 +414,8 @@ fn main() -> Result<(), String> {
         .with(fmt)
         .with(hop_layer)
         .try_init();
+    let probe = arg("--probe-seconds", 5) as u64;
+    let lateness = (probe > 0).then(|| wake_lateness(probe));
     let redis = start_redis()?;
     let redis_pid = redis.0.id().to_string();
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
@@ -373,7 +442,7 @@ fn main() -> Result<(), String> {
             let after = redis_commands(&redis);
             // Latency at a moderate load: each sender every 10 ms.
             let paced = Load {
-                messages: messages.min(300),
+                messages: paced_messages,
                 pace: Some(Duration::from_millis(10)),
                 ..flood
             };
@@ -409,6 +478,19 @@ fn main() -> Result<(), String> {
         "{pairs} pairs x {messages} messages (candidates, window {window}), two nodes, one redis-server, loopback; \
          medians of {repeat} runs; load average (1 min) {load_before:.2} before, {load_after:.2} after.\n"
     );
+    if let Some(late) = lateness.as_ref().filter(|l| !l.is_empty()) {
+        let at = |q: f64| late[((late.len() as f64 * q) as usize).min(late.len() - 1)] / 1000;
+        let over = late.iter().filter(|&&l| l > 2_000_000).count();
+        println!(
+            "The machine's own tail, before the runs: a thread sleeping 1 ms (two at once, {probe} s, {} wake-ups) woke late by p50 {} us, p99 {} us, p99.9 {} us, at most {} us; {:.1} in 1000 wake-ups were over 2 ms late. A cross-node message needs more threads woken than a same-node one (redis-server, the other node's worker).\n",
+            late.len(),
+            at(0.5),
+            at(0.99),
+            at(0.999),
+            late[late.len() - 1] / 1000,
+            over as f64 * 1000.0 / late.len() as f64,
+        );
+    }
     println!(
         "| peers | messages/s (back to back) | p50 ms | p99 ms (each sender every 10 ms, {pairs} senders) | Redis commands per message |"
     );
