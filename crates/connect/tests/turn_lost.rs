@@ -23,10 +23,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// A TCP proxy to `upstream` that [`Proxy::cut`] ends: every connection
-/// through it is closed and no new one is accepted.
+/// through it is closed and no new one is accepted. [`Proxy::drop_all`]
+/// closes the connections it has and goes on accepting.
 struct Proxy {
     addr: SocketAddr,
     cut: watch::Sender<bool>,
+    drops: watch::Sender<u64>,
     accepted: Arc<AtomicUsize>,
 }
 
@@ -35,6 +37,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (cut, rx) = watch::channel(false);
+        let (drops, drops_rx) = watch::channel(0u64);
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
@@ -45,6 +48,8 @@ impl Proxy {
                         let Ok((mut client, _)) = r else { return };
                         count.fetch_add(1, Ordering::Relaxed);
                         let mut stop = rx.clone();
+                        let mut dropped = drops_rx.clone();
+                        dropped.mark_unchanged();
                         tokio::spawn(async move {
                             let Ok(mut up) = TcpStream::connect(upstream).await else {
                                 return;
@@ -52,6 +57,7 @@ impl Proxy {
                             tokio::select! {
                                 _ = tokio::io::copy_bidirectional(&mut client, &mut up) => {}
                                 _ = stop.wait_for(|c| *c) => {}
+                                _ = dropped.changed() => {}
                             }
                             // Both sockets close here.
                         });
@@ -64,12 +70,18 @@ impl Proxy {
         Proxy {
             addr,
             cut,
+            drops,
             accepted,
         }
     }
 
     fn cut(&self) {
         let _ = self.cut.send(true);
+    }
+
+    /// Closes every connection through it; new ones are accepted.
+    fn drop_all(&self) {
+        self.drops.send_modify(|n| *n += 1);
     }
 }
 
@@ -192,6 +204,52 @@ async fn a_relay_only_session_whose_turn_tcp_connection_drops_ends_at_once_with_
     // The peer learns too (its relay lives on, a's is gone), well before
     // consent's 30 s.
     until_event("b", &b, |e| matches!(e, ConnectionEvent::Closed(_))).await;
+    bounded("a closes", a.close()).await;
+    bounded("b closes", b.close()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_the_turn_tcp_connection_dropped_dials_the_server_again_and_allocates() {
+    let (url, turn) = daemon().await;
+    let proxy = Proxy::new(turn).await;
+    let cfg = || config(&url, "turn-redial", proxy.addr, Policy::default());
+    let (a, b) = pair(cfg(), cfg()).await;
+    for (name, c) in [("a", &a), ("b", &b)] {
+        until_event(
+            name,
+            c,
+            |e| matches!(e, ConnectionEvent::TurnAllocated { server, .. } if *server == proxy.addr),
+        )
+        .await;
+    }
+    assert_eq!(proxy.accepted.load(Ordering::Relaxed), 2);
+    // The server side closes both connections; the proxy still accepts.
+    proxy.drop_all();
+    for (name, c) in [("a", &a), ("b", &b)] {
+        until_event(name, c, is_turn_failed).await;
+    }
+    assert_eq!(a.closed(), None);
+    // A restart gathers again: its Allocate to the same server goes over
+    // a new connection, dialled on demand, and is answered (before, it
+    // was dropped with no connection to carry it).
+    let restarted = bounded("a restarts", a.restart_ice()).await;
+    assert_eq!(restarted, Ok(true));
+    let seen = until_event(
+        "a",
+        &a,
+        |e| matches!(e, ConnectionEvent::TurnAllocated { server, .. } if *server == proxy.addr),
+    )
+    .await;
+    assert!(
+        !seen.iter().any(|(_, e)| is_turn_failed(e)),
+        "a: the new allocation failed first: {seen:?}"
+    );
+    assert!(
+        proxy.accepted.load(Ordering::Relaxed) >= 3,
+        "a dialled the server again"
+    );
+    deliver(&a, &b, b"after the restart from a").await;
+    deliver(&b, &a, b"after the restart from b").await;
     bounded("a closes", a.close()).await;
     bounded("b closes", b.close()).await;
 }

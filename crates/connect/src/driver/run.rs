@@ -132,6 +132,10 @@ struct Driver {
     mdns: Option<mdns::MdnsSocket>,
     /// The TCP/TLS connections to TURN servers, by server and transport.
     streams: HashMap<(SocketAddr, Transport), TurnStream>,
+    /// Connections to TURN servers that ended, kept to dial again when
+    /// the session sends there (a restart's Allocate), at most once a
+    /// second each: `(the stream's local address and name, last dialled)`.
+    lost_streams: HashMap<(SocketAddr, Transport), (TurnStream, Option<Instant>)>,
     /// For the readers of connections opened later (after a redirect).
     inbound_tx: mpsc::Sender<Inbound>,
     /// Connections opened later that could not be opened, said by their
@@ -175,6 +179,9 @@ const FAST_ROUNDS: usize = 16;
 /// The most message bytes taken in a row before they are moved on (see
 /// `Driver::on_commands`).
 const SEND_BATCH: usize = 256 * 1024;
+/// A lost TCP/TLS connection to a TURN server is dialled again at most
+/// this often.
+const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
 
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
@@ -290,7 +297,10 @@ impl Driver {
                     // report of a connection we no longer keep is stale.
                     let key = (f.server, f.transport);
                     if self.streams.get(&key).is_some_and(|s| s.writer.same_channel(&f.writer)) {
-                        self.streams.remove(&key);
+                        if let Some(lost) = self.streams.remove(&key) {
+                            let last = self.lost_streams.get(&key).and_then(|l| l.1);
+                            self.lost_streams.insert(key, (lost, last));
+                        }
                         self.negotiation.turn_connection_failed(
                             Instant::now(),
                             f.server,
@@ -818,11 +828,43 @@ impl Driver {
                 }
             }
             tr => {
+                if !self.streams.contains_key(&(t.destination, tr)) {
+                    self.redial(t.destination, tr);
+                }
                 if let Some(s) = self.streams.get(&(t.destination, tr)) {
                     let _ = s.writer.send(t.contents).await;
                 }
             }
         }
+    }
+
+    /// The session sends to a TURN server whose TCP/TLS connection ended
+    /// (a restart's new Allocate, say): dial it again the way it was
+    /// reached (same local address and name), at most once a second. The
+    /// datagram waits in the new connection's queue; if the server cannot
+    /// be reached, [`net::StreamFailed`] says so and the TURN client fails
+    /// at once, as for the first connection.
+    fn redial(&mut self, server: SocketAddr, transport: Transport) {
+        let now = Instant::now();
+        let Some((lost, last)) = self.lost_streams.get_mut(&(server, transport)) else {
+            return;
+        };
+        if last.is_some_and(|l| now.duration_since(l) < REDIAL_INTERVAL) {
+            return;
+        }
+        *last = Some(now);
+        tracing::debug!("TURN {transport:?} connection to {server}: dialling again");
+        let stream = net::spawn_stream(
+            &mut self._tasks,
+            server,
+            lost.host.clone(),
+            transport,
+            lost.local,
+            self.config.tls_roots.clone(),
+            self.inbound_tx.clone(),
+            self.stream_failed.0.clone(),
+        );
+        self.streams.insert((server, transport), stream);
     }
 
     /// Closes the negotiation (bye, TURN allocations deleted) and drives it

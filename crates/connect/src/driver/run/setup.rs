@@ -371,6 +371,7 @@ pub(super) async fn setup(
         gso: super::gso::Gso::default(),
         mdns,
         streams,
+        lost_streams: HashMap::new(),
         inbound_tx,
         stream_failed,
         ice_tcp,
