@@ -793,17 +793,7 @@ impl Driver {
             return;
         };
         if !self.streams.contains_key(&(to, transport)) {
-            let stream = net::spawn_stream(
-                &mut self._tasks,
-                to,
-                domain.unwrap_or(old.host),
-                transport,
-                old.local,
-                self.config.tls_roots.clone(),
-                self.inbound_tx.clone(),
-                self.stream_failed.0.clone(),
-            );
-            self.streams.insert((to, transport), stream);
+            self.dial(to, domain.unwrap_or(old.host), transport, old.local);
         }
         if !self.negotiation.session().uses_turn_server(from, transport) {
             self.streams.remove(&(from, transport));
@@ -853,13 +843,21 @@ impl Driver {
             return;
         }
         *last = Some(now);
+        let (host, local) = (lost.host.clone(), lost.local);
         tracing::debug!("TURN {transport:?} connection to {server}: dialling again");
+        self.dial(server, host, transport, local);
+    }
+
+    /// Opens a TCP/TLS connection to TURN server `server` from host
+    /// address `local` (TLS checks `host`) and keeps it; its end or a
+    /// failure to open it comes back on `stream_failed`.
+    fn dial(&mut self, server: SocketAddr, host: String, transport: Transport, local: SocketAddr) {
         let stream = net::spawn_stream(
             &mut self._tasks,
             server,
-            lost.host.clone(),
+            host,
             transport,
-            lost.local,
+            local,
             self.config.tls_roots.clone(),
             self.inbound_tx.clone(),
             self.stream_failed.0.clone(),
