@@ -171,6 +171,8 @@ struct Load {
     window: usize,
     /// Stamp every hop (`--hops`; paced runs only).
     hops: bool,
+    /// Every other pair sends from the other node (`--both-ways`).
+    both_ways: bool,
 }
 
 async fn run(a: &str, b: &str, tag: &str, load: Load, redis_pid: &str) -> Result<Run, String> {
@@ -180,10 +182,10 @@ async fn run(a: &str, b: &str, tag: &str, load: Load, redis_pid: &str) -> Result
         pace,
         window,
         hops,
+        both_ways,
     } = load;
     let hops = hops && pace.is_some();
     let mut ready = Vec::new();
-    let both_ways = std::env::args().any(|x| x == "--both-ways");
     for i in 0..pairs {
         let room = format!("{tag}-{i}");
         let (a, b) = if both_ways && i % 2 == 1 {
@@ -397,6 +399,7 @@ fn main() -> Result<(), String> {
     let window = arg("--window", 128).max(1);
     let paced_messages = arg("--paced-messages", 1000).max(1);
     let with_hops = std::env::args().any(|a| a == "--hops");
+    let both_ways = std::env::args().any(|a| a == "--both-ways");
     if std::env::args().any(|a| a == "--help" || a == "-h") {
         println!("{HELP}");
         return Ok(());
@@ -435,6 +438,7 @@ fn main() -> Result<(), String> {
                 pace: None,
                 window,
                 hops: with_hops,
+                both_ways,
             };
             let same = run(&n0, &n0, &tag("same"), flood, rp).await?;
             let before = redis_commands(&redis);

@@ -134,8 +134,8 @@ struct Driver {
     streams: HashMap<(SocketAddr, Transport), TurnStream>,
     /// Connections to TURN servers that ended, kept to dial again when
     /// the session sends there (a restart's Allocate), at most once a
-    /// second each: `(the stream's local address and name, last dialled)`.
-    lost_streams: HashMap<(SocketAddr, Transport), (TurnStream, Option<Instant>)>,
+    /// second each.
+    lost_streams: HashMap<(SocketAddr, Transport), LostStream>,
     /// For the readers of connections opened later (after a redirect).
     inbound_tx: mpsc::Sender<Inbound>,
     /// Connections opened later that could not be opened, said by their
@@ -182,6 +182,17 @@ const SEND_BATCH: usize = 256 * 1024;
 /// A lost TCP/TLS connection to a TURN server is dialled again at most
 /// this often.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How a TCP/TLS connection to a TURN server that ended was reached, to
+/// dial it again.
+struct LostStream {
+    /// The name its TLS certificate is checked against.
+    host: String,
+    /// The host address the session uses for the server.
+    local: SocketAddr,
+    /// When it was last dialled again.
+    redialled: Option<Instant>,
+}
 
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
@@ -298,8 +309,10 @@ impl Driver {
                     let key = (f.server, f.transport);
                     if self.streams.get(&key).is_some_and(|s| s.writer.same_channel(&f.writer)) {
                         if let Some(lost) = self.streams.remove(&key) {
-                            let last = self.lost_streams.get(&key).and_then(|l| l.1);
-                            self.lost_streams.insert(key, (lost, last));
+                            let redialled =
+                                self.lost_streams.get(&key).and_then(|l| l.redialled);
+                            let (host, local) = (lost.host, lost.local);
+                            self.lost_streams.insert(key, LostStream { host, local, redialled });
                         }
                         self.negotiation.turn_connection_failed(
                             Instant::now(),
@@ -836,13 +849,16 @@ impl Driver {
     /// at once, as for the first connection.
     fn redial(&mut self, server: SocketAddr, transport: Transport) {
         let now = Instant::now();
-        let Some((lost, last)) = self.lost_streams.get_mut(&(server, transport)) else {
+        let Some(lost) = self.lost_streams.get_mut(&(server, transport)) else {
             return;
         };
-        if last.is_some_and(|l| now.duration_since(l) < REDIAL_INTERVAL) {
+        if lost
+            .redialled
+            .is_some_and(|l| now.duration_since(l) < REDIAL_INTERVAL)
+        {
             return;
         }
-        *last = Some(now);
+        lost.redialled = Some(now);
         let (host, local) = (lost.host.clone(), lost.local);
         tracing::debug!("TURN {transport:?} connection to {server}: dialling again");
         self.dial(server, host, transport, local);
